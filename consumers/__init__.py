@@ -1,0 +1,1 @@
+"""Durable JetStream consumers: decode envelopes, turn them into rows, batch them into ClickHouse."""

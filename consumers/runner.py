@@ -1,0 +1,147 @@
+"""The consume loop: fetch from the durable pull consumer → decode → batch per project → INSERT → ack.
+
+Nothing is acked before ClickHouse accepted its rows. A message that cannot be decoded is
+dead-lettered (published to `hw.dlq.<project>`, then terminated) so it never blocks the stream.
+An insert that fails is negatively acknowledged with a delay and redelivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from headwater.edge.envelope import Envelope, EnvelopeError
+from headwater.edge.subjects import EVENTS_STREAM, EVENTS_SUBJECTS, dlq_subject, project_of_subject
+
+from .rows import Row, envelope_rows
+from .settings import ConsumerSettings
+from .writer import ClickHouseWriter, deduplication_token
+
+log = logging.getLogger(__name__)
+DLQ_ERROR_HEADER = "Hw-Error"
+
+
+@dataclass
+class ProjectBatch:
+    rows: list[Row] = field(default_factory=list)
+    messages: list[Msg] = field(default_factory=list)
+
+
+@dataclass
+class Batch:
+    projects: dict[str, ProjectBatch] = field(default_factory=dict)
+    rows: int = 0
+    started: float = 0.0
+
+    def add(self, project_id: str, message: Msg, rows: list[Row]) -> None:
+        if not self.projects:
+            self.started = time.monotonic()
+        batch = self.projects.setdefault(project_id, ProjectBatch())
+        batch.messages.append(message)
+        batch.rows.extend(rows)
+        self.rows += len(rows)
+
+
+class EventConsumer:
+    def __init__(self, js: JetStreamContext, writer: ClickHouseWriter, settings: ConsumerSettings) -> None:
+        self._js = js
+        self._writer = writer
+        self._settings = settings
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self.rows_written = 0
+        self.failure: BaseException | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=self._settings.ack_wait_seconds,
+            max_ack_pending=self._settings.max_ack_pending,
+            max_deliver=self._settings.max_deliver,
+        )
+        subscription = await self._js.pull_subscribe(
+            EVENTS_SUBJECTS, durable=self._settings.durable_name, stream=EVENTS_STREAM, config=config
+        )
+        self._task = asyncio.create_task(self._run(subscription), name="event-consumer")
+
+    async def stop(self) -> None:
+        """Stop fetching, write and ack what is buffered, then return."""
+        self._stopping.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self, subscription: JetStreamContext.PullSubscription) -> None:
+        batch = Batch()
+        try:
+            while not self._stopping.is_set():
+                await self._fetch_into(subscription, batch)
+                age = time.monotonic() - batch.started
+                if batch.rows and (batch.rows >= self._settings.max_batch_rows or age >= self._settings.flush_interval_seconds):
+                    await self._flush(batch)
+                    batch = Batch()
+            if batch.projects:
+                await self._flush(batch)
+        except Exception as exc:
+            self.failure = exc
+            log.exception("event consumer stopped on an unexpected error")
+            raise
+
+    async def _fetch_into(self, subscription: JetStreamContext.PullSubscription, batch: Batch) -> None:
+        interval = self._settings.flush_interval_seconds
+        timeout = interval - (time.monotonic() - batch.started) if batch.projects else interval
+        try:
+            messages = await subscription.fetch(self._settings.fetch_batch, timeout=max(timeout, 0.05))
+        except TimeoutError:
+            return
+        except NatsError:
+            log.warning("fetch from %s failed; retrying", EVENTS_STREAM, exc_info=True)
+            await asyncio.sleep(self._settings.retry_delay_seconds)
+            return
+        for message in messages:
+            try:
+                envelope = Envelope.decode(message.data)
+                if envelope.project != project_of_subject(message.subject):
+                    raise EnvelopeError(f"envelope of project {envelope.project!r} on {message.subject}")
+                rows = envelope_rows(envelope)
+            except (EnvelopeError, ValueError) as exc:
+                await self._dead_letter(message, exc)
+                continue
+            batch.add(envelope.project, message, rows)
+
+    async def _flush(self, batch: Batch) -> None:
+        for project_id, project_batch in batch.projects.items():
+            token = deduplication_token(project_id, (m.metadata.sequence.stream for m in project_batch.messages))
+            try:
+                await asyncio.to_thread(self._writer.insert, project_id, project_batch.rows, token)
+            except Exception:
+                log.exception("insert of %d rows into project %s failed; redelivering", len(project_batch.rows), project_id)
+                for message in project_batch.messages:
+                    await message.nak(delay=self._settings.retry_delay_seconds)
+                continue
+            for message in project_batch.messages:
+                await message.ack()
+            self.rows_written += len(project_batch.rows)
+
+    async def _dead_letter(self, message: Msg, error: Exception) -> None:
+        project_id = project_of_subject(message.subject)
+        log.error("dead-lettering message %s of %s: %s", message.metadata.sequence.stream, message.subject, error)
+        await self._js.publish(
+            dlq_subject(project_id),
+            message.data,
+            headers={DLQ_ERROR_HEADER: str(error)[:1000], "Hw-Original-Subject": message.subject},
+        )
+        await message.term()

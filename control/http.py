@@ -1,0 +1,66 @@
+"""JSON bodies and errors for the Quart apps of headwater (the control plane and the edge)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import orjson
+from quart import Quart, Response, request
+from werkzeug.exceptions import HTTPException
+
+from .errors import APIError
+
+log = logging.getLogger(__name__)
+
+
+def new_app(import_name: str) -> Quart:
+    """A Quart app without static files. The instance path is given explicitly because Quart cannot
+    find it for a module of the `headwater` namespace package."""
+    return Quart(import_name, static_folder=None, instance_path=str(Path(__file__).resolve().parent))
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body, default=str),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+async def read_json_object(field_hint: str | None = None) -> dict[str, Any]:
+    """The request body as a JSON object; 400 `invalid_json` otherwise."""
+    raw = await request.get_data(cache=False)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise APIError(400, "invalid_json", f"the body is not valid JSON: {exc}", field_hint) from None
+    if not isinstance(body, dict):
+        raise APIError(400, "invalid_json", "the body must be a JSON object", field_hint)
+    return body
+
+
+def install_error_handlers(app: Quart) -> None:
+    """Every error leaves as `{"status", "code", "message"[, "field"]}` with the matching status."""
+
+    @app.errorhandler(APIError)
+    async def _api_error(error: APIError) -> Response:
+        return json_response(error.to_dict(), error.status, getattr(error, "headers", None))
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        code = {
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "payload_too_large",
+        }.get(status, (error.name or "error").lower().replace(" ", "_"))
+        return json_response({"status": status, "code": code, "message": error.description}, status)
+
+    @app.errorhandler(Exception)
+    async def _unexpected(error: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        body = {"status": 500, "code": "internal_error", "message": "internal error; see the server log"}
+        return json_response(body, 500)

@@ -1,0 +1,60 @@
+"""Numbered, idempotent schema migrations applied to each project's ClickHouse database.
+
+Each migration is a module `mNNNN_<name>.py` with `NUMBER`, `NAME` and `statements(database,
+cluster)` returning the DDL to run. Applied migrations are recorded in
+`<database>.schema_migrations`, so re-running is safe, and every statement is itself idempotent
+(`IF NOT EXISTS`) so a crash between a statement and its record does no harm.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import ModuleType
+
+from clickhouse_connect.driver.client import Client
+
+from . import m0001_events
+from .ddl import on_cluster
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    number: int
+    name: str
+    statements: Callable[[str, str | None], Sequence[str]]
+
+    @classmethod
+    def from_module(cls, module: ModuleType) -> Migration:
+        return cls(module.NUMBER, module.NAME, module.statements)
+
+
+MIGRATIONS: tuple[Migration, ...] = tuple(Migration.from_module(m) for m in (m0001_events,))
+
+
+def apply_migrations(client: Client, database: str, cluster: str | None = None) -> list[int]:
+    """Create `database` if needed and apply every pending migration; returns the numbers applied."""
+    client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`{on_cluster(cluster)}")
+    client.command(
+        f"CREATE TABLE IF NOT EXISTS `{database}`.schema_migrations{on_cluster(cluster)} "
+        "(number UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
+        "ENGINE = ReplacingMergeTree ORDER BY number"
+    )
+    done = {row[0] for row in client.query(f"SELECT number FROM `{database}`.schema_migrations").result_rows}
+    applied: list[int] = []
+    for migration in MIGRATIONS:
+        if migration.number in done:
+            continue
+        for statement in migration.statements(database, cluster):
+            client.command(statement)
+        client.insert(
+            f"`{database}`.schema_migrations",
+            [[migration.number, migration.name]],
+            column_names=["number", "name"],
+        )
+        log.info("applied migration %04d_%s to %s", migration.number, migration.name, database)
+        applied.append(migration.number)
+    return applied

@@ -1,0 +1,55 @@
+"""The events table: one row per Segment event, de-duplicated on `message_id`.
+
+Why this shape (docs/schema.md has the long form):
+- ReplacingMergeTree with `message_id` last in the sorting key: copies of one event collapse at
+  merge time (and under FINAL) even when they arrived in different requests. The sorting key holds
+  only what every copy of an event shares (type, event name, message id); timestamps are not in it
+  because a retried request gets a new `received_at` and a new skew-corrected `timestamp`.
+- Monthly partitions on `received_at`: the server's clock, so a client with a broken clock cannot
+  scatter rows over hundreds of partitions (and fail the insert), and copies of one event land in
+  the same partition unless a retry straddles a month boundary.
+- `non_replicated_deduplication_window`: a batch re-inserted with the same
+  `insert_deduplication_token` (a consumer redelivery) is dropped by ClickHouse at insert time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .ddl import on_cluster
+
+NUMBER = 1
+NAME = "events"
+
+
+def statements(database: str, cluster: str | None) -> Sequence[str]:
+    return [
+        f"""
+        CREATE TABLE IF NOT EXISTS `{database}`.events{on_cluster(cluster)}
+        (
+            message_id   String,
+            type         LowCardinality(String),
+            event        LowCardinality(String),
+            anonymous_id String,
+            user_id      String,
+            group_id     String,
+            previous_id  String,
+            timestamp    DateTime64(3, 'UTC'),
+            sent_at      Nullable(DateTime64(3, 'UTC')),
+            received_at  DateTime64(3, 'UTC'),
+            request_id   String,
+            ip           String,
+            user_agent   String,
+            origin       String,
+            properties   String CODEC(ZSTD(3)),
+            traits       String CODEC(ZSTD(3)),
+            context      String CODEC(ZSTD(3)),
+            INDEX ix_timestamp timestamp TYPE minmax GRANULARITY 4,
+            INDEX ix_user_id user_id TYPE bloom_filter GRANULARITY 4
+        )
+        ENGINE = ReplacingMergeTree
+        PARTITION BY toYYYYMM(received_at)
+        ORDER BY (type, event, message_id)
+        SETTINGS non_replicated_deduplication_window = 1000
+        """
+    ]

@@ -1,0 +1,32 @@
+"""Settings of the control-plane role. Built by `ops/` from flags and HEADWATER_* variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class AdminToken:
+    """A named admin bearer token; the name (never the token) is what logs and audits show."""
+
+    name: str
+    token: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ControlSettings:
+    clickhouse_url: str
+    admin_tokens: tuple[AdminToken, ...]
+    host: str = "127.0.0.1"
+    port: int = 8701
+    clickhouse_cluster: str | None = None
+    max_body_bytes: int = 1_000_000
+    query_max_rows: int = 10_000
+    query_timeout_seconds: int = 30
+    kv_replicas: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.admin_tokens:
+            raise ValueError("the control plane needs at least one admin token")
+        if any(len(t.token) < 16 for t in self.admin_tokens):
+            raise ValueError("admin tokens must be at least 16 characters long")

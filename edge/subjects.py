@@ -1,0 +1,22 @@
+"""Subject and stream names: the contract between edges, consumers and operators."""
+
+from __future__ import annotations
+
+EVENTS_STREAM = "HW_EVENTS"
+DLQ_STREAM = "HW_DLQ"
+EVENTS_SUBJECTS = "hw.events.>"
+DLQ_SUBJECTS = "hw.dlq.>"
+MSG_ID_HEADER = "Nats-Msg-Id"
+
+
+def events_subject(project_id: str) -> str:
+    return f"hw.events.{project_id}"
+
+
+def dlq_subject(project_id: str) -> str:
+    return f"hw.dlq.{project_id}"
+
+
+def project_of_subject(subject: str) -> str:
+    """`hw.events.demo` → `demo`."""
+    return subject.rsplit(".", 1)[-1]

@@ -1,0 +1,1 @@
+"""The `headwater` command line: run the stack or one role, query, operate. Nothing imports ops."""

@@ -1,0 +1,29 @@
+"""The `headwater` command group."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+import click
+
+from .query import query
+from .serve import serve
+from .up import up
+
+
+def _version() -> str:
+    try:
+        return version("headwater")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0+unknown"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(_version(), prog_name="headwater")
+def main() -> None:
+    """headwater: a self-hostable product-analytics collector (Segment-compatible → NATS JetStream → ClickHouse)."""
+
+
+main.add_command(up)
+main.add_command(serve)
+main.add_command(query)

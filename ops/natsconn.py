@@ -1,0 +1,48 @@
+"""NATS connections for long-running roles: reconnect forever, and make every state change visible."""
+
+from __future__ import annotations
+
+import logging
+
+import nats
+from nats.aio.client import Client
+from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, wait_exponential, wait_random
+
+log = logging.getLogger(__name__)
+
+
+async def connect_nats(url: str, name: str) -> Client:
+    """Connect, retrying the first connection until it succeeds; later outages of any length are
+    survived (nats-py's default gives up after 60 attempts, about two minutes)."""
+
+    async def on_error(error: Exception) -> None:
+        log.warning("nats (%s): %s", name, error)
+
+    async def on_disconnected() -> None:
+        log.warning("nats (%s): disconnected; reconnecting", name)
+
+    async def on_reconnected() -> None:
+        log.info("nats (%s): reconnected", name)
+
+    async def on_closed() -> None:
+        log.info("nats (%s): connection closed", name)
+
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type((OSError, TimeoutError, nats.errors.NoServersError)),
+        wait=wait_exponential(multiplier=0.2, max=5.0) + wait_random(0, 0.5),
+        before_sleep=before_sleep_log(log, logging.WARNING),
+        reraise=True,
+    ):
+        with attempt:
+            return await nats.connect(
+                servers=[u.strip() for u in url.split(",") if u.strip()],
+                name=name,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+                connect_timeout=5,
+                error_cb=on_error,
+                disconnected_cb=on_disconnected,
+                reconnected_cb=on_reconnected,
+                closed_cb=on_closed,
+            )
+    raise AssertionError("unreachable: the retry loop either returns or raises")

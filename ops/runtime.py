@@ -1,0 +1,190 @@
+"""Runs headwater roles inside one event loop: the edge and control HTTP apps under uvicorn, the
+consumer as a task. `up` runs all three; `serve ROLE` runs one; the tests run any of them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Awaitable, Generator
+from dataclasses import dataclass
+
+import uvicorn
+from clickhouse_connect.driver.client import Client
+from nats.aio.client import Client as NatsClient
+from quart import Quart
+
+from headwater.consumers.runner import EventConsumer
+from headwater.consumers.settings import ConsumerSettings
+from headwater.consumers.writer import ClickHouseWriter
+from headwater.control.app import create_app as create_control_app
+from headwater.control.clickhouse import connect as connect_clickhouse
+from headwater.control.query import ReadOnlyQueries
+from headwater.control.registry import ProjectRegistry
+from headwater.control.service import ProjectService
+from headwater.control.settings import ControlSettings
+from headwater.control.store import BucketSettings, ProjectStore, ensure_projects_bucket
+from headwater.edge.app import create_app as create_edge_app
+from headwater.edge.settings import EdgeSettings
+from headwater.edge.sink import JetStreamSink
+from headwater.edge.streams import StreamSettings, ensure_streams
+
+from .natsconn import connect_nats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StackSettings:
+    """Which roles to run, and against which NATS and ClickHouse."""
+
+    nats_url: str
+    streams: StreamSettings
+    edge: EdgeSettings | None = None
+    control: ControlSettings | None = None
+    consumer: ConsumerSettings | None = None
+    clickhouse_url: str | None = None
+
+
+async def _logged(what: str, awaitable: Awaitable[object]) -> None:
+    try:
+        await awaitable
+    except Exception:
+        log.warning("stopping %s failed", what, exc_info=True)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: the stack handles signals for all roles."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind before serving so a taken port fails start-up at once, and port 0 gives a free port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{port}"
+
+
+class Stack:
+    def __init__(self, settings: StackSettings) -> None:
+        self.settings = settings
+        self.nats: NatsClient | None = None
+        self.clickhouse: Client | None = None
+        self.registry: ProjectRegistry | None = None
+        self.store: ProjectStore | None = None
+        self.service: ProjectService | None = None
+        self.queries: ReadOnlyQueries | None = None
+        self.consumer: EventConsumer | None = None
+        self.edge_url: str | None = None
+        self.control_url: str | None = None
+        self._servers: list[tuple[_Server, asyncio.Task[None]]] = []
+        self._sockets: list[socket.socket] = []
+
+    async def start(self) -> None:
+        s = self.settings
+        self.nats = await connect_nats(s.nats_url, "headwater")
+        js = self.nats.jetstream()
+        await ensure_streams(js, s.streams)
+        kv = await ensure_projects_bucket(js, BucketSettings(replicas=s.streams.replicas))
+        self.store = ProjectStore(kv)
+        if s.clickhouse_url is not None and (s.control is not None or s.consumer is not None):
+            self.clickhouse = await asyncio.to_thread(connect_clickhouse, s.clickhouse_url)
+
+        if s.edge is not None:
+            self.registry = ProjectRegistry(kv)
+            await self.registry.start()
+            sink = JetStreamSink(js, s.edge.publish_timeout_seconds)
+            edge_app = create_edge_app(s.edge, sink, self.registry, self._edge_readiness)
+            self.edge_url = await self._serve(edge_app, s.edge.host, s.edge.port, "edge")
+
+        if s.control is not None:
+            assert self.clickhouse is not None, "the control plane needs a ClickHouse URL"
+            self.service = ProjectService(self.store, self.clickhouse, s.control.clickhouse_cluster)
+            self.queries = ReadOnlyQueries(
+                s.control.clickhouse_url, s.control.query_max_rows, s.control.query_timeout_seconds
+            )
+            control_app = create_control_app(s.control, self.store, self.service, self.queries, self._nats_readiness)
+            self.control_url = await self._serve(control_app, s.control.host, s.control.port, "control")
+
+        if s.consumer is not None:
+            assert self.clickhouse is not None, "the consumer needs a ClickHouse URL"
+            self.consumer = EventConsumer(js, ClickHouseWriter(self.clickhouse), s.consumer)
+            await self.consumer.start()
+
+    def failed(self) -> str | None:
+        """A description of the first role that died, if one did."""
+        for server, task in self._servers:
+            if task.done():
+                return f"{server.config.app.name} server stopped"
+        if self.registry is not None and self.registry.failure is not None:
+            return f"project registry failed: {self.registry.failure!r}"
+        if self.consumer is not None and self.consumer.failure is not None:
+            return f"consumer failed: {self.consumer.failure!r}"
+        return None
+
+    async def stop(self) -> None:
+        """Stop accepting, finish requests in flight, flush and ack, then close connections.
+        Each step runs even when an earlier one failed; failures are logged."""
+        for server, _ in self._servers:
+            server.should_exit = True
+        for _, task in self._servers:
+            await _logged("HTTP server", task)
+        self._servers.clear()
+        for sock in self._sockets:
+            sock.close()
+        self._sockets.clear()
+        if self.consumer is not None:
+            await _logged("consumer", self.consumer.stop())
+        if self.registry is not None:
+            await _logged("project registry", self.registry.stop())
+        if self.nats is not None and not self.nats.is_closed:
+            # Flush what is still buffered (the consumer's last acks), then close.
+            await _logged("NATS flush", self.nats.flush(timeout=5))
+            await _logged("NATS close", self.nats.close())
+        if self.queries is not None:
+            self.queries.close()
+        if self.clickhouse is not None:
+            self.clickhouse.close()
+
+    def _nats_readiness(self) -> dict[str, bool]:
+        return {"nats": self.nats is not None and self.nats.is_connected}
+
+    def _edge_readiness(self) -> dict[str, bool]:
+        return {**self._nats_readiness(), "projects": self.registry is not None and self.registry.synced}
+
+    async def _serve(self, app: Quart, host: str, port: int, role: str) -> str:
+        sock = bind(host, port)
+        self._sockets.append(sock)
+        config = uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=10,
+            server_header=False,
+        )
+        server = _Server(config)
+        task = asyncio.create_task(server.serve(sockets=[sock]), name=f"{role}-server")
+        while not server.started:
+            if task.done():
+                task.result()  # re-raise the start-up failure
+                raise RuntimeError(f"the {role} server stopped during start-up")
+            await asyncio.sleep(0.01)
+        self._servers.append((server, task))
+        url = url_of(sock)
+        log.info("%s listening on %s", role, url)
+        return url

@@ -1,0 +1,183 @@
+"""`headwater up`: the whole stack on embedded defaults, in one process tree."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shlex
+from pathlib import Path
+
+import click
+
+from headwater.consumers.settings import ConsumerSettings
+from headwater.control.clickhouse import is_embedded, redact_url
+from headwater.control.project import Project
+from headwater.control.settings import ControlSettings
+from headwater.edge.settings import EdgeSettings
+from headwater.edge.streams import StreamSettings
+
+from .datadir import DEFAULT_DATA_DIR, DataDir, DataDirLocked, StackRecord
+from .logs import configure_logging
+from .loop import StackFailure, run, wait_until_stopped
+from .natsserver import NatsServerError, NatsServerProcess
+from .options import (
+    admin_token_from_env,
+    admin_tokens_from_env,
+    clickhouse_url_option,
+    data_dir_option,
+    host_option,
+    log_level_option,
+    nats_url_option,
+    option,
+)
+from .runtime import Stack, StackSettings
+
+log = logging.getLogger(__name__)
+DEMO_PROJECT = "demo"
+SAMPLE_EVENT = '{"event":"Signed Up","userId":"user-1","properties":{"plan":"free"}}'
+SAMPLE_QUERY = "SELECT received_at, event, user_id, properties FROM events FINAL ORDER BY received_at DESC LIMIT 10"
+
+
+@click.command()
+@data_dir_option
+@host_option
+@option("--edge-port", env="HEADWATER_EDGE_PORT", default=8700, type=int, help="Port of the ingest edge (0: any free).")
+@option("--control-port", env="HEADWATER_CONTROL_PORT", default=8701, type=int, help="Port of the control API.")
+@option("--nats-port", env="HEADWATER_NATS_PORT", default=4222, type=int, help="Port of the embedded NATS server.")
+@nats_url_option
+@clickhouse_url_option
+@log_level_option
+def up(
+    data_dir: str,
+    host: str,
+    edge_port: int,
+    control_port: int,
+    nats_port: int,
+    nats_url: str | None,
+    clickhouse_url: str | None,
+    log_level: str,
+) -> None:
+    """Run NATS, embedded ClickHouse, the control plane, the edge and a consumer; create a demo project.
+
+    Data stays in --data-dir across restarts. Stop with Ctrl-C or SIGTERM.
+    """
+    configure_logging(log_level)
+    data = DataDir(Path(data_dir))
+    data.create()
+    try:
+        lock = data.lock()
+    except DataDirLocked as exc:
+        raise click.ClickException(str(exc)) from None
+    new_token: str | None = None
+    stored_token = data.admin_token()
+    if admin_token_from_env() is None and stored_token is None:
+        stored_token = new_token = data.generate_admin_token()
+    clickhouse_url = clickhouse_url or data.clickhouse_url
+    nats_process: NatsServerProcess | None = None
+    try:
+        if nats_url is None:
+            # The embedded NATS listens on loopback only, whatever --host says: it has no auth.
+            nats_process = NatsServerProcess(data.nats_store, "127.0.0.1", nats_port, data.logs / "nats-server.log")
+            try:
+                nats_url = nats_process.start()
+            except NatsServerError as exc:
+                raise click.ClickException(str(exc)) from None
+        settings = StackSettings(
+            nats_url=nats_url,
+            streams=StreamSettings(),
+            clickhouse_url=clickhouse_url,
+            edge=EdgeSettings(host=host, port=edge_port),
+            control=ControlSettings(
+                clickhouse_url=clickhouse_url,
+                admin_tokens=admin_tokens_from_env(stored_token),
+                host=host,
+                port=control_port,
+            ),
+            consumer=ConsumerSettings(clickhouse_url=clickhouse_url),
+        )
+
+        async def main(stop: asyncio.Event) -> None:
+            stack = Stack(settings)
+            try:
+                await stack.start()
+                demo, secret_key = await _ensure_demo(stack)
+                assert stack.edge_url and stack.control_url and nats_url
+                data.write_stack(
+                    StackRecord(
+                        pid=os.getpid(),
+                        edge_url=stack.edge_url,
+                        control_url=stack.control_url,
+                        nats_url=nats_url,
+                        clickhouse_url=clickhouse_url,
+                        nats_pid=nats_process.pid if nats_process else None,
+                    )
+                )
+                click.echo(_banner(stack, data, data_dir, demo, secret_key, new_token))
+                await wait_until_stopped(stop, stack.failed)
+                click.echo("headwater: stopping…")
+            finally:
+                await stack.stop()
+
+        try:
+            run(main)
+        except StackFailure as exc:
+            raise click.ClickException(str(exc)) from None
+    finally:
+        if nats_process is not None:
+            nats_process.stop()
+        data.clear_stack()
+        lock.close()
+    click.echo("headwater: stopped")
+
+
+async def _ensure_demo(stack: Stack) -> tuple[Project, str | None]:
+    """The demo project, created on first start (its secret key is returned only then)."""
+    assert stack.store is not None and stack.service is not None and stack.edge_url is not None
+    existing = await stack.store.find(DEMO_PROJECT)
+    if existing is not None:
+        return existing, None
+    port = stack.edge_url.rsplit(":", 1)[1]
+    created = await stack.service.create(
+        {
+            "id": DEMO_PROJECT,
+            "name": "Demo",
+            "allowed_origins": [f"http://localhost:{port}", f"http://127.0.0.1:{port}"],
+        }
+    )
+    return created.project, created.secret_key
+
+
+def _banner(
+    stack: Stack, data: DataDir, data_dir: str, demo: Project, secret_key: str | None, new_token: str | None
+) -> str:
+    public_key = demo.public_keys()[0]
+    origin = demo.allowed_origins[0] if demo.allowed_origins else ""
+    data_flag = "" if data_dir == DEFAULT_DATA_DIR else f" --data-dir {shlex.quote(data_dir)}"
+    curl = (
+        f"curl -sS {stack.edge_url}/v1/track -u {shlex.quote(public_key + ':')} "
+        f"-H {shlex.quote('Origin: ' + origin)} -H 'Content-Type: application/json' "
+        f"-d {shlex.quote(SAMPLE_EVENT)}"
+    )
+    query = f"headwater query{data_flag} --project {DEMO_PROJECT} {shlex.quote(SAMPLE_QUERY)}"
+    clickhouse = stack.settings.clickhouse_url or ""
+    embedded = " (embedded)" if is_embedded(clickhouse) else ""
+    if new_token:
+        token_line = f"admin token (new, stored in {data.admin_token_file}): {new_token}"
+    else:
+        token_line = "admin token: $HEADWATER_ADMIN_TOKEN or " + str(data.admin_token_file)
+    lines = [
+        "",
+        "headwater is running",
+        f"  edge         {stack.edge_url}",
+        f"  control API  {stack.control_url}",
+        f"  NATS         {stack.settings.nats_url}",
+        f"  ClickHouse   {redact_url(clickhouse)}{embedded}",
+        f"  {token_line}",
+        "",
+        f"demo project {DEMO_PROJECT!r}: public key {public_key}",
+    ]
+    if secret_key:
+        lines.append(f"  secret key (shown once, stored only as a hash): {secret_key}")
+    lines += ["", "send an event:", f"  {curl}", "", "see it in ClickHouse:", f"  {query}", "", "stop with Ctrl-C", ""]
+    return "\n".join(lines)

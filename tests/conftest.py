@@ -1,0 +1,111 @@
+"""Fixtures: a real nats-server per test (free port, temp store), the embedded ClickHouse engine
+(one data directory per test session: chdb opens one path per process), and in-process stacks.
+
+Tests that cross NATS or ClickHouse use these real components, never a mock.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+
+from headwater.consumers.settings import ConsumerSettings
+from headwater.control.settings import AdminToken, ControlSettings
+from headwater.edge.settings import EdgeSettings
+from headwater.edge.streams import StreamSettings, ensure_streams
+from headwater.ops.natsconn import connect_nats
+from headwater.ops.natsserver import NatsServerProcess
+from headwater.ops.runtime import Stack, StackSettings
+from hw_testing import ADMIN_TOKEN
+
+_project_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServerProcess]:
+    server = NatsServerProcess(tmp_path / "nats", port=0)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def nats_client(nats_server: NatsServerProcess) -> AsyncIterator[NatsClient]:
+    client = await connect_nats(nats_server.url, "test")
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def js(nats_client: NatsClient) -> JetStreamContext:
+    context = nats_client.jetstream()
+    await ensure_streams(context, StreamSettings())
+    return context
+
+
+@pytest.fixture(scope="session")
+def clickhouse_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"chdb://{tmp_path_factory.mktemp('clickhouse')}"
+
+
+@pytest.fixture
+def project_id() -> str:
+    """A project id no other test of this session uses (the ClickHouse data is shared)."""
+    return f"p{os.getpid()}_{next(_project_numbers)}_{uuid.uuid4().hex[:6]}"
+
+
+StackFactory = Callable[..., Awaitable[Stack]]
+
+
+@pytest.fixture
+async def make_stack(nats_server: NatsServerProcess, clickhouse_url: str) -> AsyncIterator[StackFactory]:
+    """Start roles in this process on free ports: `await make_stack(edge=True, control=True, ...)`."""
+    stacks: list[Stack] = []
+
+    async def make(
+        edge: bool | EdgeSettings = False,
+        control: bool = False,
+        consumer: bool | ConsumerSettings = False,
+    ) -> Stack:
+        edge_settings = edge if isinstance(edge, EdgeSettings) else EdgeSettings(port=0) if edge else None
+        consumer_settings = (
+            consumer
+            if isinstance(consumer, ConsumerSettings)
+            else ConsumerSettings(clickhouse_url=clickhouse_url, flush_interval_seconds=0.2) if consumer else None
+        )
+        control_settings = (
+            ControlSettings(clickhouse_url=clickhouse_url, admin_tokens=(AdminToken("tests", ADMIN_TOKEN),), port=0)
+            if control
+            else None
+        )
+        stack = Stack(
+            StackSettings(
+                nats_url=nats_server.url,
+                streams=StreamSettings(),
+                clickhouse_url=clickhouse_url,
+                edge=edge_settings,
+                control=control_settings,
+                consumer=consumer_settings,
+            )
+        )
+        stacks.append(stack)
+        await stack.start()
+        return stack
+
+    yield make
+    for stack in reversed(stacks):
+        await stack.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=15) as client:
+        yield client

@@ -1,0 +1,130 @@
+"""The consumer against real JetStream and embedded ClickHouse: ack after insert, redelivery on a
+ClickHouse failure, dead-lettering of poison messages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import pytest
+from clickhouse_connect.driver.client import Client
+from hw_testing import eventually, track_event
+from nats.js import JetStreamContext
+
+from headwater.consumers.rows import Row
+from headwater.consumers.runner import DLQ_ERROR_HEADER, EventConsumer
+from headwater.consumers.settings import ConsumerSettings
+from headwater.consumers.writer import ClickHouseWriter
+from headwater.control.clickhouse import connect
+from headwater.control.migrations import apply_migrations
+from headwater.control.project import utc_now_iso
+from headwater.edge.envelope import Envelope
+from headwater.edge.subjects import DLQ_STREAM, EVENTS_STREAM, MSG_ID_HEADER, dlq_subject, events_subject
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture
+def clickhouse(clickhouse_url: str, project_id: str) -> Iterator[Client]:
+    client = connect(clickhouse_url)
+    apply_migrations(client, f"hw_{project_id}")
+    yield client
+    client.close()
+
+
+class FlakyWriter(ClickHouseWriter):
+    """The real writer, failing its first `failures` inserts as an unreachable ClickHouse would."""
+
+    def __init__(self, client: Client, failures: int) -> None:
+        super().__init__(client)
+        self.failures = failures
+        self.attempts = 0
+
+    def insert(self, project_id: str, rows: Sequence[Row], token: str) -> None:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise ConnectionError("ClickHouse is unreachable (injected)")
+        super().insert(project_id, rows, token)
+
+
+def settings(clickhouse_url: str) -> ConsumerSettings:
+    return ConsumerSettings(clickhouse_url=clickhouse_url, flush_interval_seconds=0.1, retry_delay_seconds=0.3)
+
+
+async def publish(js: JetStreamContext, project_id: str, request_id: str, body: bytes) -> None:
+    await js.publish(events_subject(project_id), body, headers={MSG_ID_HEADER: request_id})
+
+
+def envelope(project_id: str, request_id: str, *message_ids: str) -> bytes:
+    events = [{**track_event(messageId=m), "type": "track"} for m in message_ids]
+    return Envelope(project_id, request_id, utc_now_iso(), events).encode()
+
+
+def count(client: Client, project_id: str) -> int:
+    return int(client.query(f"SELECT count() FROM hw_{project_id}.events FINAL").result_rows[0][0])
+
+
+async def test_failed_inserts_are_not_acked_and_land_once_after_recovery(
+    js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
+) -> None:
+    writer = FlakyWriter(clickhouse, failures=3)
+    consumer = EventConsumer(js, writer, settings(clickhouse_url))
+    for i in range(5):
+        await publish(js, project_id, f"r{i}", envelope(project_id, f"r{i}", f"m{i}a", f"m{i}b"))
+    await consumer.start()
+    try:
+
+        async def landed() -> int:
+            return count(clickhouse, project_id)
+
+        assert await eventually(landed, lambda n: n == 10, timeout=15) == 10
+        assert writer.attempts > 3  # it failed, then retried
+        info = await js.consumer_info(EVENTS_STREAM, "hw-clickhouse")
+        assert info.num_ack_pending == 0 and info.num_pending == 0
+        rows = clickhouse.query(f"SELECT count(), uniqExact(message_id) FROM hw_{project_id}.events").result_rows
+        assert rows == [(10, 10)]  # not even an un-merged duplicate
+    finally:
+        await consumer.stop()
+
+
+async def test_nothing_is_acked_while_clickhouse_is_down(
+    js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
+) -> None:
+    writer = FlakyWriter(clickhouse, failures=10**9)
+    consumer = EventConsumer(js, writer, settings(clickhouse_url))
+    await publish(js, project_id, "r1", envelope(project_id, "r1", "only"))
+    await consumer.start()
+    try:
+
+        async def attempts() -> int:
+            return writer.attempts
+
+        await eventually(attempts, lambda n: n >= 2, timeout=10)
+    finally:
+        await consumer.stop()
+    info = await js.consumer_info(EVENTS_STREAM, "hw-clickhouse")
+    assert info.ack_floor.stream_seq == 0  # never acknowledged
+    assert count(clickhouse, project_id) == 0
+
+
+async def test_poison_messages_go_to_the_dead_letter_stream_and_the_rest_flows(
+    js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
+) -> None:
+    await publish(js, project_id, "good-1", envelope(project_id, "good-1", "g1"))
+    await publish(js, project_id, "bad-json", b"{not json")
+    await publish(js, project_id, "bad-version", b'{"v": 99, "events": []}')
+    await publish(js, project_id, "good-2", envelope(project_id, "good-2", "g2"))
+    consumer = EventConsumer(js, ClickHouseWriter(clickhouse), settings(clickhouse_url))
+    await consumer.start()
+    try:
+
+        async def landed() -> int:
+            return count(clickhouse, project_id)
+
+        assert await eventually(landed, lambda n: n == 2, timeout=10) == 2
+    finally:
+        await consumer.stop()
+    dead = await js.pull_subscribe(dlq_subject(project_id), stream=DLQ_STREAM)
+    messages = await dead.fetch(10, timeout=2)
+    assert sorted(m.data for m in messages) == sorted([b"{not json", b'{"v": 99, "events": []}'])
+    errors = [m.headers[DLQ_ERROR_HEADER] for m in messages if m.headers]
+    assert any("not JSON" in e for e in errors) and any("version 99" in e for e in errors)

@@ -1,0 +1,130 @@
+"""The thinnest real path, end to end in one process: control API → KV → edge → JetStream →
+consumer → ClickHouse, over real HTTP ports, real NATS and the embedded ClickHouse engine."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from hw_testing import admin_headers, basic_auth, eventually, track_event
+
+from headwater.ops.runtime import Stack
+
+pytestmark = pytest.mark.services
+ORIGIN = "http://localhost:3000"
+
+
+@pytest.fixture
+async def stack(make_stack) -> Stack:  # type: ignore[no-untyped-def]
+    return await make_stack(edge=True, control=True, consumer=True)
+
+
+@pytest.fixture
+async def public_key(stack: Stack, http: httpx.AsyncClient, project_id: str) -> str:
+    response = await http.post(
+        f"{stack.control_url}/v1/projects",
+        json={"id": project_id, "name": "Pipeline", "allowed_origins": [ORIGIN]},
+        headers=admin_headers(),
+    )
+    assert response.status_code == 201, response.text
+    registry = stack.registry
+    assert registry is not None
+
+    async def known() -> bool:
+        return registry.get(project_id) is not None
+
+    await eventually(known, bool, timeout=5)
+    return str(response.json()["public_key"])
+
+
+async def query(http: httpx.AsyncClient, stack: Stack, project_id: str, sql: str) -> list[list[Any]]:
+    response = await http.post(
+        f"{stack.control_url}/v1/projects/{project_id}/query", json={"sql": sql}, headers=admin_headers()
+    )
+    assert response.status_code == 200, response.text
+    return list(response.json()["rows"])
+
+
+async def test_tracked_event_lands_in_clickhouse(
+    stack: Stack, http: httpx.AsyncClient, public_key: str, project_id: str
+) -> None:
+    message_id = str(uuid.uuid4())
+    event = track_event(
+        messageId=message_id,
+        anonymousId="anon-7",
+        timestamp="2026-11-28T10:00:00.250+01:00",
+        context={"page": {"path": "/pricing"}},
+    )
+    response = await http.post(
+        f"{stack.edge_url}/v1/track",
+        json=event,
+        headers={**basic_auth(public_key), "Origin": ORIGIN, "User-Agent": "Mozilla/5.0 test"},
+    )
+    assert response.status_code == 200, response.text
+
+    rows = await eventually(
+        lambda: query(
+            http,
+            stack,
+            project_id,
+            "SELECT message_id, type, event, user_id, anonymous_id, toString(timestamp), properties, context,"
+            " user_agent, origin, request_id FROM events",
+        ),
+        lambda rows: len(rows) > 0,
+        timeout=5,
+    )
+    assert rows == [
+        [
+            message_id,
+            "track",
+            "Signed Up",
+            "user-1",
+            "anon-7",
+            "2026-11-28 09:00:00.250",
+            '{"plan":"free"}',
+            '{"page":{"path":"/pricing"}}',
+            "Mozilla/5.0 test",
+            ORIGIN,
+            response.json()["request_id"],
+        ]
+    ]
+    # Acknowledged only after the insert: nothing is left pending on the durable consumer.
+    assert stack.nats is not None
+    info = await stack.nats.jetstream().consumer_info("HW_EVENTS", "hw-clickhouse")
+    assert info.num_pending == 0
+    assert info.num_ack_pending == 0
+
+
+async def test_a_retried_event_shows_once(
+    stack: Stack, http: httpx.AsyncClient, public_key: str, project_id: str
+) -> None:
+    event = track_event(messageId="retry-me", timestamp="2026-11-28T10:00:00Z")
+    headers = {**basic_auth(public_key), "Origin": ORIGIN}
+    for _ in range(3):  # a client retrying: three requests, three envelopes, one messageId
+        assert (await http.post(f"{stack.edge_url}/v1/track", json=event, headers=headers)).status_code == 200
+    total = await eventually(
+        lambda: query(http, stack, project_id, "SELECT count() FROM events"),
+        lambda rows: rows[0][0] >= 1,
+        timeout=5,
+    )
+    assert total[0][0] >= 1
+    final = await query(http, stack, project_id, "SELECT count(), uniqExact(message_id) FROM events FINAL")
+    assert final == [[1, 1]]
+
+
+async def test_many_events_all_land_exactly_once(
+    stack: Stack, http: httpx.AsyncClient, public_key: str, project_id: str
+) -> None:
+    headers = {**basic_auth(public_key), "Origin": ORIGIN}
+    sent = [f"m-{i}" for i in range(200)]
+    for message_id in sent:
+        response = await http.post(f"{stack.edge_url}/v1/track", json=track_event(messageId=message_id), headers=headers)
+        assert response.status_code == 200
+    rows = await eventually(
+        lambda: query(http, stack, project_id, "SELECT count(), uniqExact(message_id) FROM events"),
+        lambda rows: rows[0][0] >= len(sent),
+        timeout=10,
+    )
+    assert rows == [[len(sent), len(sent)]]
