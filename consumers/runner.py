@@ -90,7 +90,10 @@ class EventConsumer:
             while not self._stopping.is_set():
                 await self._fetch_into(subscription, batch)
                 age = time.monotonic() - batch.started
-                if batch.rows and (batch.rows >= self._settings.max_batch_rows or age >= self._settings.flush_interval_seconds):
+                if batch.rows and (
+                    batch.rows >= self._settings.max_batch_rows
+                    or age >= self._settings.flush_interval_seconds
+                ):
                     await self._flush(batch)
                     batch = Batch()
             if batch.projects:
@@ -124,11 +127,17 @@ class EventConsumer:
 
     async def _flush(self, batch: Batch) -> None:
         for project_id, project_batch in batch.projects.items():
-            token = deduplication_token(project_id, (m.metadata.sequence.stream for m in project_batch.messages))
+            token = deduplication_token(
+                project_id, (m.metadata.sequence.stream for m in project_batch.messages)
+            )
             try:
                 await asyncio.to_thread(self._writer.insert, project_id, project_batch.rows, token)
             except Exception:
-                log.exception("insert of %d rows into project %s failed; redelivering", len(project_batch.rows), project_id)
+                log.exception(
+                    "insert of %d rows into project %s failed; redelivering",
+                    len(project_batch.rows),
+                    project_id,
+                )
                 for message in project_batch.messages:
                     await message.nak(delay=self._settings.retry_delay_seconds)
                 continue
@@ -138,7 +147,9 @@ class EventConsumer:
 
     async def _dead_letter(self, message: Msg, error: Exception) -> None:
         project_id = project_of_subject(message.subject)
-        log.error("dead-lettering message %s of %s: %s", message.metadata.sequence.stream, message.subject, error)
+        log.error(
+            "dead-lettering message %s of %s: %s", message.metadata.sequence.stream, message.subject, error
+        )
         await self._js.publish(
             dlq_subject(project_id),
             message.data,

@@ -80,7 +80,7 @@ class ApiKey:
         value = data.get("value")
         expires_at = data.get("expires_at")
         return cls(
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
             digest=str(data["digest"]),
             hint=str(data["hint"]),
             created_at=str(data["created_at"]),

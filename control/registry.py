@@ -49,9 +49,9 @@ class ProjectRegistry:
         match = self._by_digest.get(key_digest(key))
         if match is None:
             return None
-        if match.key.expires_at is not None:
-            if datetime.fromisoformat(match.key.expires_at) <= (now or datetime.now(UTC)):
-                return None
+        expires_at = match.key.expires_at
+        if expires_at is not None and datetime.fromisoformat(expires_at) <= (now or datetime.now(UTC)):
+            return None
         return match
 
     async def start(self, timeout: float = 10.0) -> None:
@@ -73,7 +73,7 @@ class ProjectRegistry:
                     continue
                 self._apply(entry)
         except asyncio.CancelledError:
-            await watcher.stop()
+            await watcher.stop()  # type: ignore[no-untyped-call]
             raise
         except Exception as exc:  # surfaced through `synced` and readiness, never swallowed
             self.failure = exc

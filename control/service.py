@@ -36,7 +36,9 @@ def parse_create_request(body: dict[str, Any]) -> tuple[str, str, tuple[str, ...
     project_id = validate_project_id(body.get("id"))
     name = body.get("name", project_id)
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        raise APIError(400, "invalid_field", "name must be a non-empty string of at most 200 characters", "name")
+        raise APIError(
+            400, "invalid_field", "name must be a non-empty string of at most 200 characters", "name"
+        )
     origins = normalise_origins(body.get("allowed_origins", []))
     settings = body.get("settings", {})
     if not isinstance(settings, dict):

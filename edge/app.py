@@ -45,7 +45,7 @@ def create_app(settings: EdgeSettings, sink: Sink, keys: KeyResolver, readiness:
 
     @app.post("/v1/track")
     async def track() -> Response:
-        raw = await request.get_data(cache=False)
+        raw = await request.get_data(cache=False, as_text=False, parse_form_data=False)
         facts = RequestFacts(
             body=raw,
             authorization=request.headers.get("Authorization"),
@@ -67,7 +67,9 @@ def create_app(settings: EdgeSettings, sink: Sink, keys: KeyResolver, readiness:
         except SinkUnavailable:
             log.warning("publish failed for project %s; answering 503", project.id, exc_info=True)
             headers = {"Retry-After": str(settings.retry_after_seconds), **cors}
-            raise IngestError(503, "unavailable", "events cannot be stored right now; retry later", None, headers)
+            raise IngestError(
+                503, "unavailable", "events cannot be stored right now; retry later", None, headers
+            ) from None
         return json_response({"success": True, "request_id": envelope.request_id}, 200, cors)
 
     def cors_headers(origin: str | None) -> dict[str, str]:

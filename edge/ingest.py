@@ -58,7 +58,9 @@ def extract_write_key(facts: RequestFacts, body: dict[str, Any]) -> str:
             try:
                 username = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").split(":", 1)[0]
             except (binascii.Error, UnicodeDecodeError):
-                raise IngestError(401, "invalid_authorization", "the Basic credentials are not valid base64") from None
+                raise IngestError(
+                    401, "invalid_authorization", "the Basic credentials are not valid base64"
+                ) from None
             if username:
                 return username
     if facts.write_key_header:
@@ -149,7 +151,10 @@ def validate_track(event: dict[str, Any], max_event_bytes: int, size: int) -> di
         message_id = str(uuid.uuid4())
     elif not isinstance(message_id, str) or not message_id or len(message_id) > MAX_MESSAGE_ID_LENGTH:
         raise IngestError(
-            400, "invalid_field", f"messageId must be a string of 1–{MAX_MESSAGE_ID_LENGTH} characters", "messageId"
+            400,
+            "invalid_field",
+            f"messageId must be a string of 1 to {MAX_MESSAGE_ID_LENGTH} characters",
+            "messageId",
         )
     normalised = {k: v for k, v in event.items() if k != "writeKey"}
     normalised.update(type="track", messageId=message_id)
@@ -160,7 +165,9 @@ def validate_track(event: dict[str, Any], max_event_bytes: int, size: int) -> di
     return normalised
 
 
-def build_envelope(project: Project, match: KeyMatch, facts: RequestFacts, events: list[dict[str, Any]]) -> Envelope:
+def build_envelope(
+    project: Project, match: KeyMatch, facts: RequestFacts, events: list[dict[str, Any]]
+) -> Envelope:
     return Envelope(
         project=project.id,
         request_id=uuid.uuid4().hex,

@@ -22,30 +22,39 @@ class StreamSettings:
     dlq_max_age_seconds: float = 30 * DAY
 
 
-def stream_configs(settings: StreamSettings) -> list[StreamConfig]:
-    common = {
-        "retention": RetentionPolicy.LIMITS,
-        "storage": StorageType.FILE,
-        "num_replicas": settings.replicas,
+def _stream(
+    settings: StreamSettings, name: str, description: str, subject: str, max_age: float
+) -> StreamConfig:
+    return StreamConfig(
+        name=name,
+        description=description,
+        subjects=[subject],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        num_replicas=settings.replicas,
+        max_age=max_age,
+        max_bytes=settings.max_bytes,
         # When full, refuse new messages instead of silently dropping the oldest un-consumed ones.
-        "discard": DiscardPolicy.NEW,
-        "duplicate_window": settings.duplicate_window_seconds,
-    }
+        discard=DiscardPolicy.NEW,
+        duplicate_window=settings.duplicate_window_seconds,
+    )
+
+
+def stream_configs(settings: StreamSettings) -> list[StreamConfig]:
     return [
-        StreamConfig(
-            name=EVENTS_STREAM,
-            description="headwater accepted events, one message per ingest request",
-            subjects=[EVENTS_SUBJECTS],
-            max_age=settings.max_age_seconds,
-            max_bytes=settings.max_bytes,
-            **common,
+        _stream(
+            settings,
+            EVENTS_STREAM,
+            "headwater accepted events, one message per ingest request",
+            EVENTS_SUBJECTS,
+            settings.max_age_seconds,
         ),
-        StreamConfig(
-            name=DLQ_STREAM,
-            description="headwater messages a consumer could not process",
-            subjects=[DLQ_SUBJECTS],
-            max_age=settings.dlq_max_age_seconds,
-            **common,
+        _stream(
+            settings,
+            DLQ_STREAM,
+            "headwater messages a consumer could not process",
+            DLQ_SUBJECTS,
+            settings.dlq_max_age_seconds,
         ),
     ]
 

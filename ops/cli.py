@@ -21,7 +21,10 @@ def _version() -> str:
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(_version(), prog_name="headwater")
 def main() -> None:
-    """headwater: a self-hostable product-analytics collector (Segment-compatible → NATS JetStream → ClickHouse)."""
+    """headwater: a self-hostable product-analytics collector.
+
+    Segment-compatible ingest → NATS JetStream → ClickHouse, one database per project.
+    """
 
 
 main.add_command(up)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -40,7 +41,5 @@ async def wait_until_stopped(stop: asyncio.Event, failed: Callable[[], str | Non
         problem = failed()
         if problem is not None:
             raise StackFailure(problem)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
-        except TimeoutError:
-            pass

@@ -44,7 +44,9 @@ def _die_with_parent() -> None:
 class NatsServerProcess:
     """`port=0` picks a free port; the bound one is read from the server's ports file."""
 
-    def __init__(self, store_dir: Path, host: str = "127.0.0.1", port: int = 0, log_file: Path | None = None) -> None:
+    def __init__(
+        self, store_dir: Path, host: str = "127.0.0.1", port: int = 0, log_file: Path | None = None
+    ) -> None:
         self.store_dir = store_dir
         self.host = host
         self.port = port
@@ -80,20 +82,27 @@ class NatsServerProcess:
             # Its own session: a Ctrl-C in the terminal reaches headwater, which stops NATS last,
             # after the roles have flushed and acked.
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, before exec
+            preexec_fn=_die_with_parent,
         )
         ports_file = ports_dir / f"nats-server_{self._process.pid}.ports"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise NatsServerError(f"nats-server exited with {self._process.returncode}; see {self.log_file}")
+                raise NatsServerError(
+                    f"nats-server exited with {self._process.returncode}; see {self.log_file}"
+                )
             if ports_file.exists():
                 try:
                     self.url = json.loads(ports_file.read_text())["nats"][0]
                 except (ValueError, KeyError, IndexError):
                     pass  # written but not complete yet
                 else:
-                    log.info("nats-server %s listening on %s (store %s)", self._process.pid, self.url, self.store_dir)
+                    log.info(
+                        "nats-server %s listening on %s (store %s)",
+                        self._process.pid,
+                        self.url,
+                        self.store_dir,
+                    )
                     return self.url
             time.sleep(0.02)
         self.stop()

@@ -13,7 +13,7 @@ from headwater.control.settings import AdminToken
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-ADMIN_TOKEN_ENV = "HEADWATER_ADMIN_TOKEN"
+ADMIN_TOKEN_ENV = "HEADWATER_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a token
 
 
 def option(*names: str, env: str, **kwargs: Any) -> Callable[[F], F]:
@@ -28,7 +28,9 @@ data_dir_option = option(
     type=click.Path(file_okay=False, path_type=str),
     help="Where `up` keeps NATS and ClickHouse data, the admin token and the running stack's URLs.",
 )
-host_option = option("--host", env="HEADWATER_HOST", default="127.0.0.1", help="Address the HTTP roles listen on.")
+host_option = option(
+    "--host", env="HEADWATER_HOST", default="127.0.0.1", help="Address the HTTP roles listen on."
+)
 nats_url_option = option(
     "--nats-url",
     env="HEADWATER_NATS_URL",

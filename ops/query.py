@@ -32,7 +32,9 @@ def tsv_field(value: Any) -> str:
     return str(value).translate(_TSV_ESCAPES)
 
 
-def query_via_control(control_url: str, token: str, project: str, sql: str) -> tuple[list[str], list[list[Any]]]:
+def query_via_control(
+    control_url: str, token: str, project: str, sql: str
+) -> tuple[list[str], list[list[Any]]]:
     request = urllib.request.Request(  # noqa: S310 - the URL is the operator's own control API
         f"{control_url.rstrip('/')}/v1/projects/{project}/query",
         data=json.dumps({"sql": sql}).encode(),
@@ -55,13 +57,17 @@ def query_via_control(control_url: str, token: str, project: str, sql: str) -> t
 
 
 @click.command()
-@option("--project", env="HEADWATER_PROJECT", required=True, help="Project id; the query runs in its database.")
+@option(
+    "--project", env="HEADWATER_PROJECT", required=True, help="Project id; the query runs in its database."
+)
 @click.argument("sql")
 @data_dir_option
 @option("--control-url", env="HEADWATER_CONTROL_URL", default=None, help="Control API of a running stack.")
 @clickhouse_url_option
 @click.option("--header/--no-header", default=False, help="Print the column names first.")
-def query(project: str, sql: str, data_dir: str, control_url: str | None, clickhouse_url: str | None, header: bool) -> None:
+def query(
+    project: str, sql: str, data_dir: str, control_url: str | None, clickhouse_url: str | None, header: bool
+) -> None:
     """Run read-only SQL in PROJECT's database and print the rows, one per line, tab-separated.
 
     With a ClickHouse server URL the query goes straight to it; otherwise through the control API of

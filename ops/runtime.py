@@ -91,7 +91,8 @@ class Stack:
         self.consumer: EventConsumer | None = None
         self.edge_url: str | None = None
         self.control_url: str | None = None
-        self._servers: list[tuple[_Server, asyncio.Task[None]]] = []
+        self._servers: list[tuple[str, asyncio.Task[None]]] = []
+        self._uvicorns: list[_Server] = []
         self._sockets: list[socket.socket] = []
 
     async def start(self) -> None:
@@ -117,7 +118,9 @@ class Stack:
             self.queries = ReadOnlyQueries(
                 s.control.clickhouse_url, s.control.query_max_rows, s.control.query_timeout_seconds
             )
-            control_app = create_control_app(s.control, self.store, self.service, self.queries, self._nats_readiness)
+            control_app = create_control_app(
+                s.control, self.store, self.service, self.queries, self._nats_readiness
+            )
             self.control_url = await self._serve(control_app, s.control.host, s.control.port, "control")
 
         if s.consumer is not None:
@@ -127,9 +130,9 @@ class Stack:
 
     def failed(self) -> str | None:
         """A description of the first role that died, if one did."""
-        for server, task in self._servers:
+        for role, task in self._servers:
             if task.done():
-                return f"{server.config.app.name} server stopped"
+                return f"the {role} HTTP server stopped"
         if self.registry is not None and self.registry.failure is not None:
             return f"project registry failed: {self.registry.failure!r}"
         if self.consumer is not None and self.consumer.failure is not None:
@@ -139,11 +142,12 @@ class Stack:
     async def stop(self) -> None:
         """Stop accepting, finish requests in flight, flush and ack, then close connections.
         Each step runs even when an earlier one failed; failures are logged."""
-        for server, _ in self._servers:
+        for server in self._uvicorns:
             server.should_exit = True
         for _, task in self._servers:
             await _logged("HTTP server", task)
         self._servers.clear()
+        self._uvicorns.clear()
         for sock in self._sockets:
             sock.close()
         self._sockets.clear()
@@ -184,7 +188,8 @@ class Stack:
                 task.result()  # re-raise the start-up failure
                 raise RuntimeError(f"the {role} server stopped during start-up")
             await asyncio.sleep(0.01)
-        self._servers.append((server, task))
+        self._servers.append((role, task))
+        self._uvicorns.append(server)
         url = url_of(sock)
         log.info("%s listening on %s", role, url)
         return url

@@ -13,7 +13,14 @@ from headwater.edge.streams import StreamSettings
 
 from .logs import configure_logging
 from .loop import StackFailure, run, wait_until_stopped
-from .options import admin_tokens_from_env, clickhouse_url_option, host_option, log_level_option, nats_url_option, option
+from .options import (
+    admin_tokens_from_env,
+    clickhouse_url_option,
+    host_option,
+    log_level_option,
+    nats_url_option,
+    option,
+)
 from .runtime import Stack, StackSettings
 
 DEFAULT_PORTS = {"edge": 8700, "control": 8701}
@@ -26,7 +33,9 @@ DEFAULT_PORTS = {"edge": 8700, "control": 8701}
 @nats_url_option
 @clickhouse_url_option
 @log_level_option
-def serve(role: str, host: str, port: int | None, nats_url: str | None, clickhouse_url: str | None, log_level: str) -> None:
+def serve(
+    role: str, host: str, port: int | None, nats_url: str | None, clickhouse_url: str | None, log_level: str
+) -> None:
     """Run one ROLE (edge, control or consumer) against --nats-url and --clickhouse-url."""
     configure_logging(log_level)
     if not nats_url:
@@ -43,7 +52,9 @@ def serve(role: str, host: str, port: int | None, nats_url: str | None, clickhou
         if not tokens:
             raise click.UsageError("the control role needs HEADWATER_ADMIN_TOKEN")
         try:
-            control = ControlSettings(clickhouse_url=clickhouse_url, admin_tokens=tokens, host=host, port=http_port)
+            control = ControlSettings(
+                clickhouse_url=clickhouse_url, admin_tokens=tokens, host=host, port=http_port
+            )
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
     else:
@@ -62,7 +73,10 @@ def serve(role: str, host: str, port: int | None, nats_url: str | None, clickhou
         stack = Stack(settings)
         try:
             await stack.start()
-            click.echo(f"headwater {role} running" + "".join(f" on {u}" for u in (stack.edge_url, stack.control_url) if u))
+            click.echo(
+                f"headwater {role} running"
+                + "".join(f" on {u}" for u in (stack.edge_url, stack.control_url) if u)
+            )
             await wait_until_stopped(stop, stack.failed)
         finally:
             await stack.stop()

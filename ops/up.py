@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import shlex
+import sys
 from pathlib import Path
 
 import click
@@ -36,15 +37,27 @@ from .runtime import Stack, StackSettings
 log = logging.getLogger(__name__)
 DEMO_PROJECT = "demo"
 SAMPLE_EVENT = '{"event":"Signed Up","userId":"user-1","properties":{"plan":"free"}}'
-SAMPLE_QUERY = "SELECT received_at, event, user_id, properties FROM events FINAL ORDER BY received_at DESC LIMIT 10"
+SAMPLE_QUERY = (
+    "SELECT received_at, event, user_id, properties FROM events FINAL ORDER BY received_at DESC LIMIT 10"
+)
 
 
 @click.command()
 @data_dir_option
 @host_option
-@option("--edge-port", env="HEADWATER_EDGE_PORT", default=8700, type=int, help="Port of the ingest edge (0: any free).")
-@option("--control-port", env="HEADWATER_CONTROL_PORT", default=8701, type=int, help="Port of the control API.")
-@option("--nats-port", env="HEADWATER_NATS_PORT", default=4222, type=int, help="Port of the embedded NATS server.")
+@option(
+    "--edge-port",
+    env="HEADWATER_EDGE_PORT",
+    default=8700,
+    type=int,
+    help="Port of the ingest edge (0: any free).",
+)
+@option(
+    "--control-port", env="HEADWATER_CONTROL_PORT", default=8701, type=int, help="Port of the control API."
+)
+@option(
+    "--nats-port", env="HEADWATER_NATS_PORT", default=4222, type=int, help="Port of the embedded NATS server."
+)
 @nats_url_option
 @clickhouse_url_option
 @log_level_option
@@ -78,7 +91,9 @@ def up(
     try:
         if nats_url is None:
             # The embedded NATS listens on loopback only, whatever --host says: it has no auth.
-            nats_process = NatsServerProcess(data.nats_store, "127.0.0.1", nats_port, data.logs / "nats-server.log")
+            nats_process = NatsServerProcess(
+                data.nats_store, "127.0.0.1", nats_port, data.logs / "nats-server.log"
+            )
             try:
                 nats_url = nats_process.start()
             except NatsServerError as exc:
@@ -148,6 +163,12 @@ async def _ensure_demo(stack: Stack) -> tuple[Project, str | None]:
     return created.project, created.secret_key
 
 
+def _program() -> str:
+    """How the user invoked headwater (e.g. `.venv/bin/headwater`), so printed commands work as-is."""
+    invoked = sys.argv[0] if sys.argv else ""
+    return shlex.quote(invoked) if Path(invoked).name == "headwater" else "headwater"
+
+
 def _banner(
     stack: Stack, data: DataDir, data_dir: str, demo: Project, secret_key: str | None, new_token: str | None
 ) -> str:
@@ -159,7 +180,7 @@ def _banner(
         f"-H {shlex.quote('Origin: ' + origin)} -H 'Content-Type: application/json' "
         f"-d {shlex.quote(SAMPLE_EVENT)}"
     )
-    query = f"headwater query{data_flag} --project {DEMO_PROJECT} {shlex.quote(SAMPLE_QUERY)}"
+    query = f"{_program()} query{data_flag} --project {DEMO_PROJECT} {shlex.quote(SAMPLE_QUERY)}"
     clickhouse = stack.settings.clickhouse_url or ""
     embedded = " (embedded)" if is_embedded(clickhouse) else ""
     if new_token:
@@ -179,5 +200,15 @@ def _banner(
     ]
     if secret_key:
         lines.append(f"  secret key (shown once, stored only as a hash): {secret_key}")
-    lines += ["", "send an event:", f"  {curl}", "", "see it in ClickHouse:", f"  {query}", "", "stop with Ctrl-C", ""]
+    lines += [
+        "",
+        "send an event:",
+        f"  {curl}",
+        "",
+        "see it in ClickHouse:",
+        f"  {query}",
+        "",
+        "stop with Ctrl-C",
+        "",
+    ]
     return "\n".join(lines)

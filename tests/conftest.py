@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hw_testing import ADMIN_TOKEN
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
@@ -24,7 +25,6 @@ from headwater.edge.streams import StreamSettings, ensure_streams
 from headwater.ops.natsconn import connect_nats
 from headwater.ops.natsserver import NatsServerProcess
 from headwater.ops.runtime import Stack, StackSettings
-from hw_testing import ADMIN_TOKEN
 
 _project_numbers = itertools.count(1)
 
@@ -79,10 +79,14 @@ async def make_stack(nats_server: NatsServerProcess, clickhouse_url: str) -> Asy
         consumer_settings = (
             consumer
             if isinstance(consumer, ConsumerSettings)
-            else ConsumerSettings(clickhouse_url=clickhouse_url, flush_interval_seconds=0.2) if consumer else None
+            else ConsumerSettings(clickhouse_url=clickhouse_url, flush_interval_seconds=0.2)
+            if consumer
+            else None
         )
         control_settings = (
-            ControlSettings(clickhouse_url=clickhouse_url, admin_tokens=(AdminToken("tests", ADMIN_TOKEN),), port=0)
+            ControlSettings(
+                clickhouse_url=clickhouse_url, admin_tokens=(AdminToken("tests", ADMIN_TOKEN),), port=0
+            )
             if control
             else None
         )

@@ -47,7 +47,9 @@ class FlakyWriter(ClickHouseWriter):
 
 
 def settings(clickhouse_url: str) -> ConsumerSettings:
-    return ConsumerSettings(clickhouse_url=clickhouse_url, flush_interval_seconds=0.1, retry_delay_seconds=0.3)
+    return ConsumerSettings(
+        clickhouse_url=clickhouse_url, flush_interval_seconds=0.1, retry_delay_seconds=0.3
+    )
 
 
 async def publish(js: JetStreamContext, project_id: str, request_id: str, body: bytes) -> None:
@@ -80,7 +82,9 @@ async def test_failed_inserts_are_not_acked_and_land_once_after_recovery(
         assert writer.attempts > 3  # it failed, then retried
         info = await js.consumer_info(EVENTS_STREAM, "hw-clickhouse")
         assert info.num_ack_pending == 0 and info.num_pending == 0
-        rows = clickhouse.query(f"SELECT count(), uniqExact(message_id) FROM hw_{project_id}.events").result_rows
+        rows = clickhouse.query(
+            f"SELECT count(), uniqExact(message_id) FROM hw_{project_id}.events"
+        ).result_rows
         assert rows == [(10, 10)]  # not even an un-merged duplicate
     finally:
         await consumer.stop()

@@ -26,7 +26,9 @@ async def test_admin_token_is_required(control: Stack, http: httpx.AsyncClient) 
     missing = await http.get(f"{control.control_url}/v1/projects")
     assert missing.status_code == 401
     assert missing.json()["code"] == "missing_admin_token"
-    wrong = await http.get(f"{control.control_url}/v1/projects", headers=admin_headers("not-the-token-at-all"))
+    wrong = await http.get(
+        f"{control.control_url}/v1/projects", headers=admin_headers("not-the-token-at-all")
+    )
     assert wrong.status_code == 403
     assert wrong.json()["code"] == "invalid_admin_token"
     create_without = await http.post(f"{control.control_url}/v1/projects", json={"id": "nope"})
@@ -44,7 +46,9 @@ async def test_create_project_stores_config_and_creates_database(
     control: Stack, http: httpx.AsyncClient, project_id: str
 ) -> None:
     response = await create(
-        http, control, {"id": project_id, "name": "Shop", "allowed_origins": ["https://Shop.Example.com:443/"]}
+        http,
+        control,
+        {"id": project_id, "name": "Shop", "allowed_origins": ["https://Shop.Example.com:443/"]},
     )
     assert response.status_code == 201, response.text
     body = response.json()
@@ -75,7 +79,9 @@ async def test_create_project_stores_config_and_creates_database(
     assert project_id in [p["id"] for p in listed.json()["projects"]]
 
 
-async def test_existing_project_id_conflicts(control: Stack, http: httpx.AsyncClient, project_id: str) -> None:
+async def test_existing_project_id_conflicts(
+    control: Stack, http: httpx.AsyncClient, project_id: str
+) -> None:
     assert (await create(http, control, {"id": project_id})).status_code == 201
     again = await create(http, control, {"id": project_id})
     assert again.status_code == 409
@@ -88,8 +94,18 @@ async def test_existing_project_id_conflicts(control: Stack, http: httpx.AsyncCl
         ({"id": "Bad-Id"}, 400, "invalid_project_id", "id"),
         ({"id": "x" * 49}, 400, "invalid_project_id", "id"),
         ({"name": "no id"}, 400, "invalid_project_id", "id"),
-        ({"id": "ok", "allowed_origins": ["https://a.example", "ftp://b.example"]}, 400, "invalid_origin", "allowed_origins[1]"),
-        ({"id": "ok", "allowed_origins": ["https://a.example/path"]}, 400, "invalid_origin", "allowed_origins[0]"),
+        (
+            {"id": "ok", "allowed_origins": ["https://a.example", "ftp://b.example"]},
+            400,
+            "invalid_origin",
+            "allowed_origins[1]",
+        ),
+        (
+            {"id": "ok", "allowed_origins": ["https://a.example/path"]},
+            400,
+            "invalid_origin",
+            "allowed_origins[0]",
+        ),
         ({"id": "ok", "allowed_origins": "https://a.example"}, 400, "invalid_field", "allowed_origins"),
         ({"id": "ok", "name": ""}, 400, "invalid_field", "name"),
     ],

@@ -20,7 +20,10 @@ ORIGIN = "https://shop.example.com"
 
 @pytest.fixture
 async def stack(make_stack) -> Stack:  # type: ignore[no-untyped-def]
-    return await make_stack(edge=EdgeSettings(port=0, max_body_bytes=4096, max_event_bytes=2048, publish_timeout_seconds=1), control=True)
+    return await make_stack(
+        edge=EdgeSettings(port=0, max_body_bytes=4096, max_event_bytes=2048, publish_timeout_seconds=1),
+        control=True,
+    )
 
 
 @pytest.fixture
@@ -68,7 +71,10 @@ async def test_public_key_from_allowed_origin_is_stored_in_jetstream_before_2xx(
     stack: Stack, http: httpx.AsyncClient, keys: dict[str, str], project_id: str
 ) -> None:
     response = await post_track(
-        http, stack, track_event(), {**basic_auth(keys["public"]), "Origin": ORIGIN, "User-Agent": "test-agent/1"}
+        http,
+        stack,
+        track_event(),
+        {**basic_auth(keys["public"]), "Origin": ORIGIN, "User-Agent": "test-agent/1"},
     )
     assert response.status_code == 200, response.text
     assert response.json()["success"] is True

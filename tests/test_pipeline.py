@@ -120,7 +120,9 @@ async def test_many_events_all_land_exactly_once(
     headers = {**basic_auth(public_key), "Origin": ORIGIN}
     sent = [f"m-{i}" for i in range(200)]
     for message_id in sent:
-        response = await http.post(f"{stack.edge_url}/v1/track", json=track_event(messageId=message_id), headers=headers)
+        response = await http.post(
+            f"{stack.edge_url}/v1/track", json=track_event(messageId=message_id), headers=headers
+        )
         assert response.status_code == 200
     rows = await eventually(
         lambda: query(http, stack, project_id, "SELECT count(), uniqExact(message_id) FROM events"),

@@ -1,0 +1,169 @@
+"""Pure logic, no services: origins, keys, admin auth, envelope, rows, TSV output."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+
+import pytest
+
+from headwater.consumers.rows import COLUMNS, envelope_rows, parse_time
+from headwater.control.auth import authenticate_admin
+from headwater.control.errors import APIError
+from headwater.control.keys import ApiKey, key_digest, key_kind
+from headwater.control.migrations import m0001_events
+from headwater.control.origins import normalise_origin, normalise_origins
+from headwater.control.settings import AdminToken, ControlSettings
+from headwater.edge.envelope import Envelope, EnvelopeError
+from headwater.edge.errors import IngestError
+from headwater.edge.ingest import RequestFacts, extract_write_key
+from headwater.ops.query import tsv_field
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("https://App.Example.com", "https://app.example.com"),
+        ("https://app.example.com:443/", "https://app.example.com"),
+        ("http://localhost:8700", "http://localhost:8700"),
+        ("http://127.0.0.1:80", "http://127.0.0.1"),
+        ("http://[::1]:3000", "http://[::1]:3000"),
+    ],
+)
+def test_origins_are_normalised(raw: str, expected: str) -> None:
+    assert normalise_origin(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "example.com",
+        "ftp://example.com",
+        "https://example.com/path",
+        "https://u:p@example.com",
+        "https://",
+    ],
+)
+def test_invalid_origins_are_refused(raw: str) -> None:
+    with pytest.raises(ValueError, match=r"."):
+        normalise_origin(raw)
+
+
+def test_invalid_origin_is_reported_with_its_index() -> None:
+    with pytest.raises(APIError) as error:
+        normalise_origins(["https://ok.example", "https://ok.example", "nope"])
+    assert error.value.field == "allowed_origins[2]"
+    assert normalise_origins(["https://a.example", "https://A.example/"]) == ("https://a.example",)
+
+
+def test_secret_keys_are_kept_only_as_digests() -> None:
+    record, key = ApiKey.issue("secret", "2026-01-01T00:00:00Z")
+    assert key_kind(key) == "secret"
+    assert record.value is None
+    assert record.digest == key_digest(key)
+    assert key not in str(record.to_dict())
+    assert ApiKey.from_dict(record.to_dict()) == record
+    public, public_key = ApiKey.issue("public", "2026-01-01T00:00:00Z")
+    assert public.value == public_key
+    assert key_kind(public_key) == "public"
+    assert len({ApiKey.issue("public", "t")[1] for _ in range(50)}) == 50
+
+
+def test_admin_authentication() -> None:
+    tokens = (AdminToken("old", "a" * 32), AdminToken("new", "b" * 32))
+    assert authenticate_admin("Bearer " + "b" * 32, tokens).name == "new"
+    assert authenticate_admin("bearer " + "a" * 32, tokens).name == "old"
+    for header, status in ((None, 401), ("", 401), ("Basic abc", 401), ("Bearer " + "c" * 32, 403)):
+        with pytest.raises(APIError) as error:
+            authenticate_admin(header, tokens)
+        assert error.value.status == status
+    assert "a" * 32 not in repr(tokens[0])
+
+
+def test_control_settings_refuse_weak_or_missing_tokens() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        ControlSettings(clickhouse_url="chdb:///x", admin_tokens=())
+    with pytest.raises(ValueError, match="16 characters"):
+        ControlSettings(clickhouse_url="chdb:///x", admin_tokens=(AdminToken("t", "short"),))
+
+
+def facts(**overrides: str | None) -> RequestFacts:
+    values: dict[str, str | None] = {
+        "authorization": None,
+        "write_key_header": None,
+        "origin": None,
+        "user_agent": None,
+        "client_ip": None,
+    }
+    values.update(overrides)
+    return RequestFacts(body=b"", **values)  # type: ignore[arg-type]
+
+
+def test_write_key_sources_in_order() -> None:
+    basic = "Basic " + base64.b64encode(b"hwpk_basic:").decode()
+    assert (
+        extract_write_key(facts(authorization=basic, write_key_header="hwpk_h"), {"writeKey": "b"})
+        == "hwpk_basic"
+    )
+    assert extract_write_key(facts(write_key_header="hwpk_h"), {"writeKey": "b"}) == "hwpk_h"
+    assert extract_write_key(facts(), {"writeKey": "hwpk_b"}) == "hwpk_b"
+    with pytest.raises(IngestError) as error:
+        extract_write_key(facts(), {})
+    assert (error.value.status, error.value.code) == (401, "missing_key")
+    with pytest.raises(IngestError) as error:
+        extract_write_key(facts(authorization="Basic !!!"), {})
+    assert error.value.code == "invalid_authorization"
+
+
+def test_envelope_round_trip_and_poison() -> None:
+    envelope = Envelope(
+        "demo", "r1", "2026-11-28T10:00:00.000Z", [{"type": "track"}], "secret", "1.2.3.4", "ua", None
+    )
+    assert Envelope.decode(envelope.encode()) == envelope
+    for poison, reason in (
+        (b"not json", "not JSON"),
+        (b"[]", "not a JSON object"),
+        (b'{"v": 2}', "version"),
+        (b'{"v": 1, "project": "p"}', "missing field"),
+        (
+            b'{"v": 1, "project": "p", "request_id": "r", "received_at": "t", "events": [1]}',
+            "list of objects",
+        ),
+    ):
+        with pytest.raises(EnvelopeError, match=reason):
+            Envelope.decode(poison)
+
+
+def test_rows_follow_the_table_columns() -> None:
+    ddl = m0001_events.statements("hw_x", None)[0]
+    for column in COLUMNS:
+        assert f"\n            {column} " in ddl
+    envelope = Envelope(
+        "demo",
+        "r1",
+        "2026-11-28T10:00:00.000Z",
+        [
+            {
+                "type": "track",
+                "messageId": "m",
+                "event": "E",
+                "userId": 42,
+                "timestamp": "2026-11-28T11:00:00+01:00",
+            }
+        ],
+    )
+    [row] = envelope_rows(envelope)
+    values = dict(zip(COLUMNS, row, strict=True))
+    assert values["timestamp"] == datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
+    assert values["user_id"] == "42"
+    assert values["properties"] == "{}"
+    assert values["sent_at"] is None
+    assert parse_time("garbage") is None
+
+
+def test_tsv_fields_are_escaped_like_clickhouse() -> None:
+    assert tsv_field(None) == "\\N"
+    assert tsv_field("a\tb\nc\\") == "a\\tb\\nc\\\\"
+    assert tsv_field(datetime(2026, 1, 2, 3, 4, 5)) == "2026-01-02 03:04:05"
+    assert tsv_field(7) == "7"

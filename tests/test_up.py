@@ -1,0 +1,170 @@
+"""`headwater up` as a user runs it: a subprocess, its printed curl and query commands, SIGTERM,
+restart with the data kept, and no orphaned nats-server."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+BIN = Path(sys.executable).parent
+
+
+class UpProcess:
+    """A running `headwater up` whose stdout is read line by line in the background."""
+
+    def __init__(self, data_dir: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
+        env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+        self.env = env
+        self.process = subprocess.Popen(
+            [str(BIN / "headwater"), "up", "--data-dir", str(data_dir),
+             "--edge-port", "0", "--control-port", "0", "--nats-port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )  # fmt: skip
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.process.poll() is not None:
+                    break
+                continue
+            self.output.append(line)
+            if text in line:
+                return
+        raise AssertionError(f"{text!r} not printed within {timeout}s:\n" + "\n".join(self.output))
+
+    def command_after(self, heading: str) -> str:
+        index = self.output.index(heading)
+        return self.output[index + 1].strip()
+
+    def run(self, command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", "-c", command], capture_output=True, text=True, env=self.env, timeout=60
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        self.process.send_signal(sig)
+        code = self.process.wait(timeout)
+        self.wait_for_exit_output()
+        return code
+
+    def wait_for_exit_output(self) -> None:
+        while True:
+            try:
+                self.output.append(self.lines.get(timeout=1))
+            except queue.Empty:
+                return
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead too: it only waits for its parent to reap it.
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split()[2] == "Z")
+
+
+def wait_dead(pid: int, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "hw"
+
+
+def test_up_curl_query_stop_restart(data_dir: Path) -> None:
+    up = UpProcess(data_dir)
+    started = time.monotonic()
+    try:
+        up.wait_for("stop with Ctrl-C", timeout=60)
+        ready_after = time.monotonic() - started
+        assert ready_after < 30, f"up took {ready_after:.1f}s to be ready"
+        record = json.loads((data_dir / "stack.json").read_text())
+        assert (data_dir / "admin-token").stat().st_mode & 0o077 == 0
+
+        # The printed curl, run as printed, is accepted...
+        sent = up.run(up.command_after("send an event:"))
+        assert sent.returncode == 0, sent.stderr
+        assert json.loads(sent.stdout)["success"] is True
+
+        # ...and the printed query shows the row within 5 s.
+        query = up.command_after("see it in ClickHouse:")
+        deadline = time.monotonic() + 5
+        result = up.run(query)
+        while "Signed Up" not in result.stdout and time.monotonic() < deadline:
+            time.sleep(0.2)
+            result = up.run(query)
+        assert result.returncode == 0, result.stderr
+        [row] = result.stdout.splitlines()
+        assert row.split("\t")[1:] == ["Signed Up", "user-1", '{"plan":"free"}']
+    finally:
+        code = up.stop()
+    assert code == 0, "\n".join(up.output)
+    assert "headwater: stopped" in up.output
+    assert wait_dead(record["nats_pid"]), "nats-server outlived headwater up"
+    assert not (data_dir / "stack.json").exists()
+
+    again = UpProcess(data_dir)
+    try:
+        again.wait_for("stop with Ctrl-C", timeout=60)
+        assert not any("secret key (shown once" in line for line in again.output)
+        rows = again.run(
+            f"headwater query --data-dir {data_dir} --project demo 'SELECT event, user_id FROM events'"
+        )
+        assert rows.stdout.splitlines() == ["Signed Up\tuser-1"], rows.stderr
+    finally:
+        assert again.stop(signal.SIGINT) == 0
+
+
+def test_killed_up_leaves_no_nats_server_behind(data_dir: Path) -> None:
+    up = UpProcess(data_dir)
+    try:
+        up.wait_for("stop with Ctrl-C", timeout=60)
+        nats_pid = json.loads((data_dir / "stack.json").read_text())["nats_pid"]
+    finally:
+        up.process.kill()
+        up.process.wait(10)
+    assert wait_dead(nats_pid), "nats-server survived a SIGKILLed parent"
+
+
+def test_second_up_on_the_same_data_dir_is_refused(data_dir: Path) -> None:
+    up = UpProcess(data_dir)
+    try:
+        up.wait_for("stop with Ctrl-C", timeout=60)
+        second = UpProcess(data_dir)
+        assert second.process.wait(30) != 0
+        second.wait_for("already running", timeout=5)
+    finally:
+        assert up.stop() == 0
