@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import uvloop
 from hw_testing import ADMIN_TOKEN
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
@@ -27,6 +28,13 @@ from headwater.ops.natsserver import NatsServerProcess
 from headwater.ops.runtime import Stack, StackSettings
 
 _project_numbers = itertools.count(1)
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], object]]:
+    """uvloop, as `headwater up` and `serve` run (the stock loop adds ~40 ms per in-process request)."""
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture

@@ -80,8 +80,13 @@ async def test_failed_inserts_are_not_acked_and_land_once_after_recovery(
 
         assert await eventually(landed, lambda n: n == 10, timeout=15) == 10
         assert writer.attempts > 3  # it failed, then retried
-        info = await js.consumer_info(EVENTS_STREAM, "hw-clickhouse")
-        assert info.num_ack_pending == 0 and info.num_pending == 0
+
+        async def outstanding() -> tuple[int, int]:
+            info = await js.consumer_info(EVENTS_STREAM, "hw-clickhouse")
+            return info.num_ack_pending, info.num_pending
+
+        # Acks follow the insert; all of them arrive.
+        assert await eventually(outstanding, lambda n: n == (0, 0), timeout=5) == (0, 0)
         rows = clickhouse.query(
             f"SELECT count(), uniqExact(message_id) FROM hw_{project_id}.events"
         ).result_rows

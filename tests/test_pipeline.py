@@ -90,11 +90,15 @@ async def test_tracked_event_lands_in_clickhouse(
             response.json()["request_id"],
         ]
     ]
-    # Acknowledged only after the insert: nothing is left pending on the durable consumer.
+    # Acknowledged after the insert: nothing is left pending on the durable consumer.
     assert stack.nats is not None
-    info = await stack.nats.jetstream().consumer_info("HW_EVENTS", "hw-clickhouse")
-    assert info.num_pending == 0
-    assert info.num_ack_pending == 0
+    js = stack.nats.jetstream()
+
+    async def outstanding() -> tuple[int, int]:
+        info = await js.consumer_info("HW_EVENTS", "hw-clickhouse")
+        return info.num_ack_pending, info.num_pending
+
+    assert await eventually(outstanding, lambda n: n == (0, 0), timeout=5) == (0, 0)
 
 
 async def test_a_retried_event_shows_once(
