@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import click
+from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from headwater.control.clickhouse import is_embedded
+from headwater.control.clickhouse import is_embedded, redact_url
 from headwater.control.errors import APIError
 from headwater.control.query import ReadOnlyQueries
 
@@ -56,6 +57,24 @@ def query_via_control(
     return body["columns"], body["rows"]
 
 
+def query_directly(clickhouse_url: str, project: str, sql: str) -> tuple[list[str], list[list[Any]]]:
+    queries = ReadOnlyQueries(clickhouse_url, max_rows=1_000_000, timeout_seconds=300)
+    try:
+        result = queries.run(project, sql)
+    except APIError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from None
+    except ClickHouseError as exc:
+        hint = ""
+        if is_embedded(clickhouse_url) and "Unable to open" in str(exc):
+            hint = (
+                "\nIf a running headwater holds this embedded data, query through it: drop --clickhouse-url."
+            )
+        raise click.ClickException(f"cannot query {redact_url(clickhouse_url)}: {exc}{hint}") from None
+    finally:
+        queries.close()
+    return list(result.columns), result.rows
+
+
 @click.command()
 @option(
     "--project", env="HEADWATER_PROJECT", required=True, help="Project id; the query runs in its database."
@@ -70,19 +89,13 @@ def query(
 ) -> None:
     """Run read-only SQL in PROJECT's database and print the rows, one per line, tab-separated.
 
-    With a ClickHouse server URL the query goes straight to it; otherwise through the control API of
-    the running stack (found from --data-dir, or --control-url), since only the process that runs
-    the embedded engine can open its data.
+    With --clickhouse-url the query goes straight to that ClickHouse (a server, or embedded data no
+    running process holds); otherwise through the control API of the running stack (found from
+    --data-dir, or --control-url), since only the process that runs the embedded engine can open
+    its data.
     """
-    if clickhouse_url and not is_embedded(clickhouse_url):
-        queries = ReadOnlyQueries(clickhouse_url, max_rows=1_000_000, timeout_seconds=300)
-        try:
-            result = queries.run(project, sql)
-        except APIError as exc:
-            raise click.ClickException(f"{exc.code}: {exc.message}") from None
-        finally:
-            queries.close()
-        columns, rows = list(result.columns), result.rows
+    if clickhouse_url:
+        columns, rows = query_directly(clickhouse_url, project, sql)
     else:
         data = DataDir(Path(data_dir))
         if control_url is None:

@@ -136,6 +136,11 @@ def test_up_curl_query_stop_restart(data_dir: Path) -> None:
     assert wait_dead(record["nats_pid"]), "nats-server outlived headwater up"
     assert not (data_dir / "stack.json").exists()
 
+    # With the stack stopped, the embedded data can be queried directly.
+    embedded = f"--clickhouse-url chdb://{data_dir}/clickhouse --project demo"
+    direct = up.run(f"headwater query {embedded} 'SELECT user_id FROM events'")
+    assert direct.stdout.splitlines() == ["user-1"], direct.stderr
+
     again = UpProcess(data_dir)
     try:
         again.wait_for("stop with Ctrl-C", timeout=60)
@@ -144,6 +149,9 @@ def test_up_curl_query_stop_restart(data_dir: Path) -> None:
             f"headwater query --data-dir {data_dir} --project demo 'SELECT event, user_id FROM events'"
         )
         assert rows.stdout.splitlines() == ["Signed Up\tuser-1"], rows.stderr
+        locked = again.run(f"headwater query {embedded} 'SELECT 1'")
+        assert locked.returncode != 0
+        assert "query through it" in locked.stderr, locked.stderr
     finally:
         assert again.stop(signal.SIGINT) == 0
 
