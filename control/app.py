@@ -4,19 +4,51 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
+from typing import Any
 
-from quart import Blueprint, Quart, Response, request
+from quart import Blueprint, Quart, Response, g, request
 
 from .auth import authenticate_admin
 from .errors import APIError
 from .http import install_error_handlers, json_response, new_app, read_json_object
-from .project import validate_project_id
+from .idempotency import validate_idempotency_key
+from .openapi import openapi_document
+from .project import Project, validate_project_id
 from .query import ReadOnlyQueries
 from .service import ProjectService
 from .settings import ControlSettings
 from .store import ProjectStore
 
 ReadinessCheck = Callable[[], Mapping[str, bool]]
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 500
+
+
+def _etag(revision: int) -> dict[str, str]:
+    return {"ETag": f'"{revision}"'}
+
+
+def _project_body(project: Project, revision: int) -> dict[str, Any]:
+    return {"project": project.public_view(), "revision": revision}
+
+
+def _if_match() -> int | None:
+    raw = request.headers.get("If-Match")
+    if raw is None:
+        return None
+    value = raw.strip().removeprefix("W/").strip('"')
+    if not value.isdigit():
+        raise APIError(
+            400, "invalid_if_match", 'If-Match must be the project\'s revision, e.g. "7"', "If-Match"
+        )
+    return int(value)
+
+
+def _page_size() -> int:
+    raw = request.args.get("limit", str(DEFAULT_PAGE_SIZE))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
+        raise APIError(400, "invalid_field", f"limit must be an integer from 1 to {MAX_PAGE_SIZE}", "limit")
+    return int(raw)
 
 
 def create_app(
@@ -44,22 +76,75 @@ def create_app(
 
     @api.before_request
     async def require_admin() -> None:
-        authenticate_admin(request.headers.get("Authorization"), settings.admin_tokens)
+        g.actor = authenticate_admin(request.headers.get("Authorization"), settings.admin_tokens).name
+
+    @api.get("/openapi.json")
+    async def openapi() -> Response:
+        return json_response(openapi_document())
 
     @api.post("/projects")
     async def create_project() -> Response:
-        created = await service.create(await read_json_object())
-        return json_response(created.to_dict(), 201)
+        raw_key = request.headers.get("Idempotency-Key")
+        key = validate_idempotency_key(raw_key) if raw_key is not None else None
+        answer, replayed = await service.create(await read_json_object(), g.actor, key)
+        headers = _etag(answer.body["revision"])
+        if replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return json_response(answer.body, answer.status, headers)
 
     @api.get("/projects")
     async def list_projects() -> Response:
-        projects = await store.list()
-        return json_response({"projects": [p.public_view() for p in projects]})
+        limit = _page_size()
+        after = request.args.get("after")
+        if after is not None:
+            validate_project_id(after)
+        projects = await store.list(after=after, limit=limit + 1)
+        page, more = projects[:limit], len(projects) > limit
+        return json_response(
+            {"projects": [p.public_view() for p in page], "next_after": page[-1].id if more else None}
+        )
 
     @api.get("/projects/<project_id>")
     async def get_project(project_id: str) -> Response:
         project, revision = await store.get(validate_project_id(project_id))
-        return json_response({"project": project.public_view(), "revision": revision})
+        return json_response(_project_body(project, revision), 200, _etag(revision))
+
+    @api.patch("/projects/<project_id>")
+    async def update_project(project_id: str) -> Response:
+        project, revision = await service.update(project_id, await read_json_object(), g.actor, _if_match())
+        return json_response(_project_body(project, revision), 200, _etag(revision))
+
+    @api.post("/projects/<project_id>/keys/rotate")
+    async def rotate_key(project_id: str) -> Response:
+        body = await read_json_object()
+        for field in body:
+            if field not in ("kind", "grace_seconds"):
+                raise APIError(400, "invalid_field", "unknown field; expected kind, grace_seconds", field)
+        project, revision, key, old_expiry = await service.rotate_key(
+            project_id, body.get("kind"), body.get("grace_seconds"), g.actor
+        )
+        answer = {
+            **_project_body(project, revision),
+            "kind": body["kind"],
+            "key": key,
+            "previous_keys_expire_at": old_expiry,
+        }
+        return json_response(answer, 200, _etag(revision))
+
+    @api.delete("/projects/<project_id>")
+    async def delete_project(project_id: str) -> Response:
+        purge = request.args.get("purge", "false").lower()
+        if purge not in ("true", "false"):
+            raise APIError(400, "invalid_field", "purge must be true or false", "purge")
+        if purge == "false":
+            project, revision = await service.disable(project_id, g.actor)
+            return json_response(_project_body(project, revision), 200, _etag(revision))
+        confirm: object = request.args.get("confirm")
+        if confirm is None and await request.get_data(cache=True, as_text=False, parse_form_data=False):
+            confirm = (await read_json_object()).get("confirm")
+        result = await service.purge(project_id, confirm, g.actor)
+        queries.forget(project_id)
+        return json_response(result)
 
     @api.post("/projects/<project_id>/query")
     async def query_project(project_id: str) -> Response:

@@ -32,7 +32,7 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 async def read_json_object(field_hint: str | None = None) -> dict[str, Any]:
     """The request body as a JSON object; 400 `invalid_json` otherwise."""
-    raw = await request.get_data(cache=False, as_text=False, parse_form_data=False)
+    raw = await request.get_data(cache=True, as_text=False, parse_form_data=False)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

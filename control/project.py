@@ -4,20 +4,30 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
 from .errors import APIError
-from .keys import ApiKey
+from .keys import ApiKey, KeyKind
+from .origins import OriginPolicy
+from .project_settings import ProjectSettings
 
 SCHEMA_VERSION = 1
 PROJECT_ID_PATTERN = re.compile(r"^[a-z0-9_]{1,48}$")
 
 
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def utc_now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso(utc_now())
 
 
 def validate_project_id(value: object) -> str:
@@ -39,8 +49,14 @@ class Project:
     keys: tuple[ApiKey, ...]
     created_at: str
     enabled: bool = True
-    settings: dict[str, Any] = field(default_factory=dict)
+    allow_any_origin: bool = False
+    settings: ProjectSettings = field(default_factory=ProjectSettings)
+    updated_at: str | None = None
     schema_version: int = SCHEMA_VERSION
+    origin_policy: OriginPolicy = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "origin_policy", OriginPolicy.compile(self.allowed_origins))
 
     @property
     def database(self) -> str:
@@ -49,8 +65,19 @@ class Project:
     def public_keys(self) -> list[str]:
         return [k.value for k in self.keys if k.kind == "public" and k.value is not None]
 
-    def with_keys(self, keys: tuple[ApiKey, ...]) -> Project:
-        return replace(self, keys=keys)
+    def rotated(self, kind: KeyKind, grace_seconds: float, now: datetime) -> tuple[Project, str]:
+        """A new key of `kind`; the current ones of that kind expire after the grace period
+        (keys already past their expiry are dropped)."""
+        expiry = iso(now + timedelta(seconds=grace_seconds))
+        kept: list[ApiKey] = []
+        for key in self.keys:
+            if key.expires_at is not None and datetime.fromisoformat(key.expires_at) <= now:
+                continue
+            if key.kind == kind and (key.expires_at is None or key.expires_at > expiry):
+                key = replace(key, expires_at=expiry)
+            kept.append(key)
+        record, clear = ApiKey.issue(kind, iso(now))
+        return replace(self, keys=(*kept, record), updated_at=iso(now)), clear
 
     def to_json(self) -> bytes:
         return orjson.dumps(
@@ -60,9 +87,11 @@ class Project:
                 "name": self.name,
                 "enabled": self.enabled,
                 "allowed_origins": list(self.allowed_origins),
+                "allow_any_origin": self.allow_any_origin,
                 "keys": [k.to_dict() for k in self.keys],
-                "settings": self.settings,
+                "settings": self.settings.to_dict(),
                 "created_at": self.created_at,
+                "updated_at": self.updated_at,
             }
         )
 
@@ -77,9 +106,11 @@ class Project:
             name=data["name"],
             enabled=bool(data["enabled"]),
             allowed_origins=tuple(data["allowed_origins"]),
+            allow_any_origin=bool(data.get("allow_any_origin", False)),
             keys=tuple(ApiKey.from_dict(k) for k in data["keys"]),
-            settings=dict(data.get("settings") or {}),
+            settings=ProjectSettings.from_dict(data.get("settings")),
             created_at=data["created_at"],
+            updated_at=data.get("updated_at"),
             schema_version=version,
         )
 
@@ -90,8 +121,10 @@ class Project:
             "name": self.name,
             "enabled": self.enabled,
             "allowed_origins": list(self.allowed_origins),
-            "settings": self.settings,
+            "allow_any_origin": self.allow_any_origin,
+            "settings": self.settings.to_dict(),
             "created_at": self.created_at,
+            "updated_at": self.updated_at,
             "database": self.database,
             "public_keys": [
                 {"key": k.value, "created_at": k.created_at, "expires_at": k.expires_at}

@@ -55,6 +55,13 @@ class ReadOnlyQueries:
             raise APIError(400, "query_failed", str(exc).strip(), "sql") from None
         return QueryResult(tuple(result.column_names), [list(row) for row in result.result_rows])
 
+    def forget(self, project_id: str) -> None:
+        """Close the client of a project whose database was dropped."""
+        with self._lock:
+            client = self._clients.pop(database_name(project_id), None)
+        if client is not None:
+            client.close()
+
     def close(self) -> None:
         with self._lock:
             for client in self._clients.values():

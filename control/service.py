@@ -1,19 +1,38 @@
-"""Project life cycle: validation, ClickHouse database and migrations, the KV entry, first keys."""
+"""Project life cycle: create, update, rotate keys, disable, purge.
+
+Every write is compare-and-set on the KV revision: with `If-Match` a lost race is a 412; without it,
+the update is re-applied to the newest revision until it lands, so no concurrent change is lost.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from .audit import AuditLog
 from .errors import APIError, ProjectExists
-from .keys import ApiKey
-from .migrations import apply_migrations
+from .idempotency import IdempotencyStore, StoredAnswer
+from .keys import ApiKey, KeyKind
+from .migrations import apply_migrations, drop_database
 from .origins import normalise_origins
-from .project import Project, utc_now_iso, validate_project_id
-from .store import ProjectStore
+from .project import Project, iso, utc_now, validate_project_id
+from .project_settings import ProjectSettings
+from .store import ProjectStore, RevisionMismatch
+
+MAX_UPDATE_ATTEMPTS = 50
+MAX_GRACE_SECONDS = 30 * 24 * 3600
+DEFAULT_GRACE_SECONDS = 24 * 3600
+PATCHABLE = {"name", "enabled", "allowed_origins", "allow_any_origin", "settings"}
+CREATABLE = {"id", "name", "allowed_origins", "allow_any_origin", "settings"}
+
+# Removes a project's messages from the JetStream streams; returns how many were removed.
+MessagePurger = Callable[[str], Awaitable[int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,37 +51,107 @@ class CreatedProject:
         }
 
 
-def parse_create_request(body: dict[str, Any]) -> tuple[str, str, tuple[str, ...], dict[str, Any]]:
-    project_id = validate_project_id(body.get("id"))
-    name = body.get("name", project_id)
-    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+def _check_keys(body: dict[str, Any], allowed: set[str]) -> None:
+    for key in body:
+        if key not in allowed:
+            raise APIError(400, "invalid_field", f"unknown field; expected one of {sorted(allowed)}", key)
+
+
+def _name(value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 200:
         raise APIError(
             400, "invalid_field", "name must be a non-empty string of at most 200 characters", "name"
         )
-    origins = normalise_origins(body.get("allowed_origins", []))
-    settings = body.get("settings", {})
-    if not isinstance(settings, dict):
-        raise APIError(400, "invalid_field", "settings must be an object", "settings")
-    return project_id, name.strip(), origins, settings
+    return value.strip()
+
+
+def _bool(value: object, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise APIError(400, "invalid_field", f"{field} must be true or false", field)
+    return value
+
+
+def apply_patch(project: Project, patch: dict[str, Any]) -> Project:
+    """`project` with the fields of a PATCH body applied; 400 naming the field at fault."""
+    _check_keys(patch, PATCHABLE)
+    changes: dict[str, Any] = {}
+    if "name" in patch:
+        changes["name"] = _name(patch["name"])
+    if "enabled" in patch:
+        changes["enabled"] = _bool(patch["enabled"], "enabled")
+    allow_any = _bool(patch["allow_any_origin"], "allow_any_origin") if "allow_any_origin" in patch else None
+    if allow_any is not None:
+        changes["allow_any_origin"] = allow_any
+    effective_allow_any = project.allow_any_origin if allow_any is None else allow_any
+    if "allowed_origins" in patch:
+        changes["allowed_origins"] = normalise_origins(patch["allowed_origins"], effective_allow_any)
+    elif "*" in project.allowed_origins and not effective_allow_any:
+        raise APIError(400, "invalid_field", "remove '*' from allowed_origins first", "allow_any_origin")
+    if "settings" in patch:
+        changes["settings"] = project.settings.merged(patch["settings"])
+    return replace(project, **changes)
 
 
 class ProjectService:
-    def __init__(self, store: ProjectStore, clickhouse: Client, cluster: str | None = None) -> None:
+    def __init__(
+        self,
+        store: ProjectStore,
+        clickhouse: Client,
+        audit: AuditLog,
+        idempotency: IdempotencyStore,
+        purge_messages: MessagePurger,
+        cluster: str | None = None,
+    ) -> None:
         self._store = store
         self._clickhouse = clickhouse
+        self._audit = audit
+        self._idempotency = idempotency
+        self._purge_messages = purge_messages
         self._cluster = cluster
 
-    async def create(self, body: dict[str, Any]) -> CreatedProject:
-        project_id, name, origins, settings = parse_create_request(body)
+    # -- create -------------------------------------------------------------------------------
+
+    async def create(
+        self, body: dict[str, Any], actor: str, idempotency_key: str | None = None
+    ) -> tuple[StoredAnswer, bool]:
+        """The answer to a create, and whether it is a replay of an earlier one."""
+        if idempotency_key is None:
+            created = await self._create(body, actor)
+            return StoredAnswer(201, created.to_dict()), False
+        fingerprint = IdempotencyStore.request_fingerprint(body)
+        earlier = await self._idempotency.recall(idempotency_key, fingerprint)
+        if earlier is not None:
+            return earlier, True
+        try:
+            created = await self._create(body, actor)
+        except ProjectExists:
+            # A concurrent retry with the same key may have just created it: give its answer.
+            await asyncio.sleep(0.2)
+            earlier = await self._idempotency.recall(idempotency_key, fingerprint)
+            if earlier is not None:
+                return earlier, True
+            raise
+        answer = StoredAnswer(201, created.to_dict())
+        await self._idempotency.remember(idempotency_key, fingerprint, answer)
+        return answer, False
+
+    async def _create(self, body: dict[str, Any], actor: str) -> CreatedProject:
+        _check_keys(body, CREATABLE)
+        project_id = validate_project_id(body.get("id"))
+        allow_any = _bool(body.get("allow_any_origin", False), "allow_any_origin")
+        name = _name(body.get("name", project_id))
+        origins = normalise_origins(body.get("allowed_origins", []), allow_any)
+        settings = ProjectSettings().merged(body.get("settings", {}))
         if await self._store.find(project_id) is not None:
             raise ProjectExists(project_id)
-        now = utc_now_iso()
+        now = iso(utc_now())
         public, public_key = ApiKey.issue("public", now)
         secret, secret_key = ApiKey.issue("secret", now)
         project = Project(
             id=project_id,
             name=name,
             allowed_origins=origins,
+            allow_any_origin=allow_any,
             keys=(public, secret),
             created_at=now,
             settings=settings,
@@ -71,4 +160,115 @@ class ProjectService:
         # its events and consumers write them, so the table must already be there.
         await asyncio.to_thread(apply_migrations, self._clickhouse, project.database, self._cluster)
         revision = await self._store.create(project)
+        await self._audit.record(
+            actor,
+            "project.create",
+            project_id,
+            name=name,
+            allowed_origins=list(origins),
+            allow_any_origin=allow_any,
+        )
         return CreatedProject(project, revision, public_key, secret_key)
+
+    # -- update, rotate, disable ------------------------------------------------------------------
+
+    async def _change(
+        self, project_id: str, change: Callable[[Project], Project], if_match: int | None
+    ) -> tuple[Project, Project, int]:
+        """Apply `change` with compare-and-set; returns (before, after, new revision)."""
+        for _ in range(MAX_UPDATE_ATTEMPTS):
+            before, revision = await self._store.get(project_id)
+            if if_match is not None and revision != if_match:
+                raise RevisionMismatch(project_id, if_match)
+            after = change(before)
+            if after == before:
+                return before, after, revision
+            after = replace(after, updated_at=iso(utc_now()))
+            try:
+                return before, after, await self._store.update(after, revision)
+            except RevisionMismatch:
+                if if_match is not None:
+                    raise
+                await asyncio.sleep(random.uniform(0, 0.02))  # noqa: S311 - jitter, not crypto
+        raise APIError(409, "update_conflict", "the project is being changed concurrently; retry")
+
+    async def update(
+        self, project_id: str, patch: dict[str, Any], actor: str, if_match: int | None = None
+    ) -> tuple[Project, int]:
+        validate_project_id(project_id)
+        # Validated inside the loop, against the newest revision (allow_any_origin may have changed).
+        before, after, revision = await self._change(project_id, lambda p: apply_patch(p, patch), if_match)
+        changed = sorted(k for k in patch if getattr(before, k) != getattr(after, k))
+        if changed:
+            await self._audit.record(
+                actor, "project.update", project_id, changed=changed, patch=_auditable(patch)
+            )
+        return after, revision
+
+    async def rotate_key(
+        self, project_id: str, kind: object, grace_seconds: object, actor: str
+    ) -> tuple[Project, int, str, str]:
+        """A new key of `kind`; the old ones expire after the grace period. Returns the project,
+        its revision, the new key and when the old keys expire."""
+        validate_project_id(project_id)
+        if kind not in ("public", "secret"):
+            raise APIError(400, "invalid_field", "kind must be 'public' or 'secret'", "kind")
+        grace = DEFAULT_GRACE_SECONDS if grace_seconds is None else grace_seconds
+        if (
+            isinstance(grace, bool)
+            or not isinstance(grace, int | float)
+            or not 0 <= grace <= MAX_GRACE_SECONDS
+        ):
+            raise APIError(
+                400,
+                "invalid_field",
+                f"grace_seconds must be a number from 0 to {MAX_GRACE_SECONDS}",
+                "grace_seconds",
+            )
+        key_kind: KeyKind = kind
+        now = utc_now()
+        new_keys: list[str] = []
+
+        def rotate(project: Project) -> Project:
+            rotated, clear = project.rotated(key_kind, float(grace), now)
+            new_keys[:] = [clear]
+            return rotated
+
+        _, after, revision = await self._change(project_id, rotate, None)
+        old_expiry = iso(now + timedelta(seconds=float(grace)))
+        await self._audit.record(actor, "project.rotate_key", project_id, kind=kind, grace_seconds=grace)
+        return after, revision, new_keys[0], old_expiry
+
+    async def disable(self, project_id: str, actor: str) -> tuple[Project, int]:
+        validate_project_id(project_id)
+        before, after, revision = await self._change(project_id, lambda p: replace(p, enabled=False), None)
+        if before.enabled:
+            await self._audit.record(actor, "project.disable", project_id)
+        return after, revision
+
+    # -- purge ------------------------------------------------------------------------------------
+
+    async def purge(self, project_id: str, confirm: object, actor: str) -> dict[str, Any]:
+        """Disable, remove the project's messages from JetStream, drop its database, delete it."""
+        validate_project_id(project_id)
+        if confirm != project_id:
+            raise APIError(
+                400,
+                "confirmation_required",
+                "purging deletes every event of the project; pass confirm=<project id> to proceed",
+                "confirm",
+            )
+        await self.disable(project_id, actor)
+        messages = await self._purge_messages(project_id)
+        database = f"hw_{project_id}"
+        await asyncio.to_thread(drop_database, self._clickhouse, database, self._cluster)
+        await self._store.delete(project_id)
+        await self._audit.record(
+            actor, "project.purge", project_id, messages_purged=messages, database=database
+        )
+        return {"id": project_id, "purged": True, "messages_purged": messages, "database_dropped": database}
+
+
+def _auditable(patch: dict[str, Any]) -> dict[str, Any]:
+    """The PATCH as recorded in the audit trail (it holds no secrets: keys are not patchable)."""
+    return {k: v for k, v in patch.items() if k in PATCHABLE}

@@ -1,4 +1,8 @@
-"""Project configs in the HW_PROJECTS JetStream KV bucket: one entry per project, keyed by its id."""
+"""Project configs in the HW_PROJECTS JetStream KV bucket: one entry per project, keyed by its id.
+
+Every write is compare-and-set on the entry's KV revision, so concurrent writers cannot lose each
+other's changes.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,19 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
 from nats.js.kv import KeyValue
 
-from .errors import ProjectExists, ProjectNotFound
+from .errors import APIError, ProjectExists, ProjectNotFound
 from .project import Project
 
 PROJECTS_BUCKET = "HW_PROJECTS"
+
+
+class RevisionMismatch(APIError):
+    def __init__(self, project_id: str, expected: int) -> None:
+        super().__init__(
+            412,
+            "revision_mismatch",
+            f"project {project_id!r} changed since revision {expected}; read it again and retry",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,24 +34,28 @@ class BucketSettings:
     history: int = 10
 
 
-async def ensure_projects_bucket(js: JetStreamContext, settings: BucketSettings) -> KeyValue:
-    """Open the bucket, creating it when missing (creating with an identical config is idempotent)."""
+async def ensure_bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
+    """Open a KV bucket, creating it when missing (creating with an identical config is idempotent)."""
     try:
-        return await js.key_value(PROJECTS_BUCKET)
+        return await js.key_value(config.bucket)
     except BucketNotFoundError:
-        config = KeyValueConfig(
+        return await js.create_key_value(config)
+
+
+async def ensure_projects_bucket(js: JetStreamContext, settings: BucketSettings) -> KeyValue:
+    return await ensure_bucket(
+        js,
+        KeyValueConfig(
             bucket=PROJECTS_BUCKET,
             description="headwater project configs",
             history=settings.history,
             storage=StorageType.FILE,
             replicas=settings.replicas,
-        )
-        return await js.create_key_value(config)
+        ),
+    )
 
 
 class ProjectStore:
-    """Reads and writes project configs; writes are compare-and-set on the KV revision."""
-
     def __init__(self, kv: KeyValue) -> None:
         self._kv = kv
 
@@ -64,10 +81,27 @@ class ProjectStore:
             return None
         return project
 
-    async def list(self) -> list[Project]:
+    async def update(self, project: Project, revision: int) -> int:
+        """Write `project` if the entry is still at `revision`; RevisionMismatch otherwise."""
         try:
-            ids = await self._kv.keys()
+            return int(await self._kv.update(project.id, project.to_json(), last=revision))
+        except KeyWrongLastSequenceError:
+            raise RevisionMismatch(project.id, revision) from None
+
+    async def delete(self, project_id: str) -> None:
+        """Remove the entry and its history (a purge marker tells watchers it is gone)."""
+        await self._kv.purge(project_id)
+
+    async def ids(self) -> list[str]:
+        try:
+            return sorted(await self._kv.keys())
         except NoKeysError:
             return []
-        projects = [await self.find(project_id) for project_id in sorted(ids)]
+
+    async def list(self, after: str | None = None, limit: int | None = None) -> list[Project]:
+        """Projects in id order, starting after `after`, at most `limit` of them."""
+        selected = [i for i in await self.ids() if after is None or i > after]
+        if limit is not None:
+            selected = selected[:limit]
+        projects = [await self.find(project_id) for project_id in selected]
         return [p for p in projects if p is not None]

@@ -14,7 +14,6 @@ from typing import Any, Protocol
 
 import orjson
 
-from headwater.control.origins import normalise_origin
 from headwater.control.project import Project, utc_now_iso
 from headwater.control.registry import KeyMatch
 
@@ -89,7 +88,7 @@ def authorize(resolver: KeyResolver, key: str, origin: str | None) -> tuple[Proj
                 "secret_key_from_browser",
                 "secret keys must never be used from a browser; use the project's public key",
             )
-    elif not origin_allowed(project, origin):
+    elif not project.origin_policy.allows(origin):
         raise IngestError(
             403,
             "origin_not_allowed",
@@ -98,15 +97,6 @@ def authorize(resolver: KeyResolver, key: str, origin: str | None) -> tuple[Proj
             else "public keys are accepted only from the project's allowed origins (no Origin header)",
         )
     return project, match
-
-
-def origin_allowed(project: Project, origin: str | None) -> bool:
-    if not origin:
-        return False
-    try:
-        return normalise_origin(origin) in project.allowed_origins
-    except ValueError:
-        return False
 
 
 def _check_timestamp(event: dict[str, Any], field: str) -> None:

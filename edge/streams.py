@@ -8,7 +8,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from .subjects import DLQ_STREAM, DLQ_SUBJECTS, EVENTS_STREAM, EVENTS_SUBJECTS
+from .subjects import DLQ_STREAM, DLQ_SUBJECTS, EVENTS_STREAM, EVENTS_SUBJECTS, dlq_subject, events_subject
 
 DAY = 24 * 3600
 
@@ -68,3 +68,16 @@ async def ensure_streams(js: JetStreamContext, settings: StreamSettings) -> None
             await js.stream_info(config.name)
         except NotFoundError:
             await js.add_stream(config)
+
+
+async def purge_project_messages(js: JetStreamContext, project_id: str) -> int:
+    """Remove every message of one project from HW_EVENTS and HW_DLQ; returns how many."""
+    removed = 0
+    for stream, subject in (
+        (EVENTS_STREAM, events_subject(project_id)),
+        (DLQ_STREAM, dlq_subject(project_id)),
+    ):
+        info = await js.stream_info(stream, subjects_filter=subject)
+        removed += (info.state.subjects or {}).get(subject, 0)
+        await js.purge_stream(stream, subject=subject)
+    return removed

@@ -19,7 +19,9 @@ from headwater.consumers.runner import EventConsumer
 from headwater.consumers.settings import ConsumerSettings
 from headwater.consumers.writer import ClickHouseWriter
 from headwater.control.app import create_app as create_control_app
+from headwater.control.audit import AuditLog, ensure_audit_stream
 from headwater.control.clickhouse import connect as connect_clickhouse
+from headwater.control.idempotency import IdempotencyStore, ensure_idempotency_bucket
 from headwater.control.query import ReadOnlyQueries
 from headwater.control.registry import ProjectRegistry
 from headwater.control.service import ProjectService
@@ -28,7 +30,7 @@ from headwater.control.store import BucketSettings, ProjectStore, ensure_project
 from headwater.edge.app import create_app as create_edge_app
 from headwater.edge.settings import EdgeSettings
 from headwater.edge.sink import JetStreamSink
-from headwater.edge.streams import StreamSettings, ensure_streams
+from headwater.edge.streams import StreamSettings, ensure_streams, purge_project_messages
 
 from .natsconn import connect_nats
 
@@ -101,6 +103,7 @@ class Stack:
         js = self.nats.jetstream()
         await ensure_streams(js, s.streams)
         kv = await ensure_projects_bucket(js, BucketSettings(replicas=s.streams.replicas))
+        await ensure_audit_stream(js, s.streams.replicas)
         self.store = ProjectStore(kv)
         if s.clickhouse_url is not None and (s.control is not None or s.consumer is not None):
             self.clickhouse = await asyncio.to_thread(connect_clickhouse, s.clickhouse_url)
@@ -114,7 +117,19 @@ class Stack:
 
         if s.control is not None:
             assert self.clickhouse is not None, "the control plane needs a ClickHouse URL"
-            self.service = ProjectService(self.store, self.clickhouse, s.control.clickhouse_cluster)
+            idempotency = IdempotencyStore(await ensure_idempotency_bucket(js, s.streams.replicas))
+
+            async def purge_messages(project_id: str) -> int:
+                return await purge_project_messages(js, project_id)
+
+            self.service = ProjectService(
+                self.store,
+                self.clickhouse,
+                AuditLog(js),
+                idempotency,
+                purge_messages,
+                s.control.clickhouse_cluster,
+            )
             self.queries = ReadOnlyQueries(
                 s.control.clickhouse_url, s.control.query_max_rows, s.control.query_timeout_seconds
             )

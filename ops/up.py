@@ -153,14 +153,17 @@ async def _ensure_demo(stack: Stack) -> tuple[Project, str | None]:
     if existing is not None:
         return existing, None
     port = stack.edge_url.rsplit(":", 1)[1]
-    created = await stack.service.create(
+    answer, _ = await stack.service.create(
         {
             "id": DEMO_PROJECT,
             "name": "Demo",
             "allowed_origins": [f"http://localhost:{port}", f"http://127.0.0.1:{port}"],
-        }
+        },
+        actor="headwater up",
     )
-    return created.project, created.secret_key
+    project = await stack.store.find(DEMO_PROJECT)
+    assert project is not None
+    return project, str(answer.body["secret_key"])
 
 
 def _program() -> str:

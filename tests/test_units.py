@@ -12,7 +12,7 @@ from headwater.control.auth import authenticate_admin
 from headwater.control.errors import APIError
 from headwater.control.keys import ApiKey, key_digest, key_kind
 from headwater.control.migrations import m0001_events
-from headwater.control.origins import normalise_origin, normalise_origins
+from headwater.control.origins import OriginPolicy, normalise_origin, normalise_origins
 from headwater.control.settings import AdminToken, ControlSettings
 from headwater.edge.envelope import Envelope, EnvelopeError
 from headwater.edge.errors import IngestError
@@ -52,9 +52,55 @@ def test_invalid_origins_are_refused(raw: str) -> None:
 
 def test_invalid_origin_is_reported_with_its_index() -> None:
     with pytest.raises(APIError) as error:
-        normalise_origins(["https://ok.example", "https://ok.example", "nope"])
+        normalise_origins(["https://ok.example", "https://ok.example", "nope"], allow_any=False)
     assert error.value.field == "allowed_origins[2]"
-    assert normalise_origins(["https://a.example", "https://A.example/"]) == ("https://a.example",)
+    assert normalise_origins(["https://a.example", "https://A.example/"], allow_any=False) == (
+        "https://a.example",
+    )
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("https://*.com", "two labels"),
+        ("https://a.*.example.com", "first label"),
+        ("https://*example.com", "first label"),
+        ("*", "allow_any_origin"),
+    ],
+)
+def test_bad_wildcards_and_unconfirmed_any_origin_are_refused(entry: str, message: str) -> None:
+    with pytest.raises(APIError, match=message):
+        normalise_origins([entry], allow_any=False)
+
+
+def test_origin_policy_matches_exact_wildcard_and_any() -> None:
+    allowed = normalise_origins(
+        ["https://app.example.com", "https://*.Example.org", "http://*.dev.test:8080"], False
+    )
+    policy = OriginPolicy.compile(allowed)
+    for origin in (
+        "https://app.example.com",
+        "https://APP.example.com:443",
+        "https://a.example.org",
+        "https://a.b.example.org",
+        "http://x.dev.test:8080",
+    ):
+        assert policy.allows(origin), origin
+    for origin in (
+        None,
+        "",
+        "null",
+        "http://app.example.com",
+        "https://example.org",
+        "https://evilexample.org",
+        "https://a.example.org:8443",
+        "http://x.dev.test",
+        "https://app.example.com.evil.net",
+    ):
+        assert not policy.allows(origin), origin
+    anything = OriginPolicy.compile(normalise_origins(["*"], allow_any=True))
+    assert anything.allows("https://whatever.example")
+    assert not anything.allows("null")
 
 
 def test_secret_keys_are_kept_only_as_digests() -> None:

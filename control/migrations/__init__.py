@@ -58,3 +58,8 @@ def apply_migrations(client: Client, database: str, cluster: str | None = None) 
         log.info("applied migration %04d_%s to %s", migration.number, migration.name, database)
         applied.append(migration.number)
     return applied
+
+
+def drop_database(client: Client, database: str, cluster: str | None = None) -> None:
+    """Drop a project's database and everything in it (project purge)."""
+    client.command(f"DROP DATABASE IF EXISTS `{database}`{on_cluster(cluster)} SYNC")
