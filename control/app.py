@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
 from typing import Any
 
 from quart import Blueprint, Quart, Response, g, request
 
 from .auth import authenticate_admin
 from .errors import APIError
-from .http import install_error_handlers, json_response, new_app, read_json_object
+from .http import (
+    ReadinessCheck,
+    install_error_handlers,
+    install_health_routes,
+    json_response,
+    new_app,
+    read_json_object,
+)
 from .idempotency import validate_idempotency_key
 from .openapi import openapi_document
 from .project import Project, validate_project_id
@@ -19,7 +25,6 @@ from .service import ProjectService
 from .settings import ControlSettings
 from .store import ProjectStore
 
-ReadinessCheck = Callable[[], Mapping[str, bool]]
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
 
@@ -62,15 +67,7 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     install_error_handlers(app)
 
-    @app.get("/healthz")
-    async def healthz() -> Response:
-        return json_response({"status": "ok"})
-
-    @app.get("/readyz")
-    async def readyz() -> Response:
-        checks = dict(readiness())
-        ready = all(checks.values())
-        return json_response({"ready": ready, "checks": checks}, 200 if ready else 503)
+    install_health_routes(app, readiness)
 
     api = Blueprint("v1", __name__, url_prefix="/v1")
 

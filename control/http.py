@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,32 @@ def new_app(import_name: str) -> Quart:
     """A Quart app without static files. The instance path is given explicitly because Quart cannot
     find it for a module of the `headwater` namespace package."""
     return Quart(import_name, static_folder=None, instance_path=str(Path(__file__).resolve().parent))
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """`checks` must all be true for the process to be ready; `details` are reported beside them."""
+
+    checks: Mapping[str, bool]
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+ReadinessCheck = Callable[[], Readiness]
+
+
+def install_health_routes(app: Quart, readiness: ReadinessCheck) -> None:
+    """`/healthz` (the process runs) and `/readyz` (it can do its work), without authentication."""
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return json_response({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        state = readiness()
+        ready = all(state.checks.values())
+        body = {"ready": ready, "checks": dict(state.checks), **state.details}
+        return json_response(body, 200 if ready else 503)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

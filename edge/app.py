@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
 
 from quart import Quart, Response, request
 
-from headwater.control.http import install_error_handlers, json_response, new_app
+from headwater.control.http import (
+    ReadinessCheck,
+    install_error_handlers,
+    install_health_routes,
+    json_response,
+    new_app,
+)
 
 from .errors import IngestError, SinkUnavailable
 from .ingest import (
@@ -24,7 +29,6 @@ from .sink import Sink
 from .subjects import events_subject
 
 log = logging.getLogger(__name__)
-ReadinessCheck = Callable[[], Mapping[str, bool]]
 
 
 def create_app(settings: EdgeSettings, sink: Sink, keys: KeyResolver, readiness: ReadinessCheck) -> Quart:
@@ -33,15 +37,7 @@ def create_app(settings: EdgeSettings, sink: Sink, keys: KeyResolver, readiness:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     install_error_handlers(app)
 
-    @app.get("/healthz")
-    async def healthz() -> Response:
-        return json_response({"status": "ok"})
-
-    @app.get("/readyz")
-    async def readyz() -> Response:
-        checks = dict(readiness())
-        ready = all(checks.values())
-        return json_response({"ready": ready, "checks": checks}, 200 if ready else 503)
+    install_health_routes(app, readiness)
 
     @app.post("/v1/track")
     async def track() -> Response:

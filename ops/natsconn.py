@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 import nats
 from nats.aio.client import Client
@@ -11,18 +12,51 @@ from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, w
 log = logging.getLogger(__name__)
 
 
-async def connect_nats(url: str, name: str) -> Client:
+class ConnectionListener(Protocol):
+    """Told of connection changes; must return at once (schedule work, do not await it)."""
+
+    def on_disconnected(self) -> None: ...
+
+    def on_reconnected(self) -> None: ...
+
+
+class ConnectionEvents:
+    """Listeners that components register after the connection exists (e.g. the project registry)."""
+
+    def __init__(self) -> None:
+        self._listeners: list[ConnectionListener] = []
+        self.disconnects = 0
+        self.reconnects = 0
+
+    def subscribe(self, listener: ConnectionListener) -> None:
+        self._listeners.append(listener)
+
+    def disconnected(self) -> None:
+        self.disconnects += 1
+        for listener in self._listeners:
+            listener.on_disconnected()
+
+    def reconnected(self) -> None:
+        self.reconnects += 1
+        for listener in self._listeners:
+            listener.on_reconnected()
+
+
+async def connect_nats(url: str, name: str, events: ConnectionEvents | None = None) -> Client:
     """Connect, retrying the first connection until it succeeds; later outages of any length are
     survived (nats-py's default gives up after 60 attempts, about two minutes)."""
+    events = events or ConnectionEvents()
 
     async def on_error(error: Exception) -> None:
         log.warning("nats (%s): %s", name, error)
 
     async def on_disconnected() -> None:
-        log.warning("nats (%s): disconnected; reconnecting", name)
+        log.warning("nats (%s): disconnected", name)
+        events.disconnected()
 
     async def on_reconnected() -> None:
         log.info("nats (%s): reconnected", name)
+        events.reconnected()
 
     async def on_closed() -> None:
         log.info("nats (%s): connection closed", name)

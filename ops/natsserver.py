@@ -103,6 +103,7 @@ class NatsServerProcess:
                         self.url,
                         self.store_dir,
                     )
+                    self.port = int(self.url.rsplit(":", 1)[1])  # a restart keeps the port
                     return self.url
             time.sleep(0.02)
         self.stop()
@@ -120,6 +121,11 @@ class NatsServerProcess:
             log.warning("nats-server %s did not stop within %.0fs; killing it", process.pid, timeout)
             process.kill()
             process.wait()
+
+    def restart(self) -> str:
+        """Stop and start again on the same port and store (for outage tests)."""
+        self.stop()
+        return self.start()
 
     def kill(self) -> None:
         """SIGKILL, as a crash would (for fault tests)."""

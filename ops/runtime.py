@@ -21,6 +21,7 @@ from headwater.consumers.writer import ClickHouseWriter
 from headwater.control.app import create_app as create_control_app
 from headwater.control.audit import AuditLog, ensure_audit_stream
 from headwater.control.clickhouse import connect as connect_clickhouse
+from headwater.control.http import Readiness
 from headwater.control.idempotency import IdempotencyStore, ensure_idempotency_bucket
 from headwater.control.query import ReadOnlyQueries
 from headwater.control.registry import ProjectRegistry
@@ -32,7 +33,7 @@ from headwater.edge.settings import EdgeSettings
 from headwater.edge.sink import JetStreamSink
 from headwater.edge.streams import StreamSettings, ensure_streams, purge_project_messages
 
-from .natsconn import connect_nats
+from .natsconn import ConnectionEvents, connect_nats
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,8 @@ class Stack:
 
     async def start(self) -> None:
         s = self.settings
-        self.nats = await connect_nats(s.nats_url, "headwater")
+        self.connection_events = ConnectionEvents()
+        self.nats = await connect_nats(s.nats_url, "headwater", self.connection_events)
         js = self.nats.jetstream()
         await ensure_streams(js, s.streams)
         kv = await ensure_projects_bucket(js, BucketSettings(replicas=s.streams.replicas))
@@ -111,6 +113,7 @@ class Stack:
         if s.edge is not None:
             self.registry = ProjectRegistry(kv)
             await self.registry.start()
+            self.connection_events.subscribe(self.registry)
             sink = JetStreamSink(js, s.edge.publish_timeout_seconds)
             edge_app = create_edge_app(s.edge, sink, self.registry, self._edge_readiness)
             self.edge_url = await self._serve(edge_app, s.edge.host, s.edge.port, "edge")
@@ -179,11 +182,18 @@ class Stack:
         if self.clickhouse is not None:
             self.clickhouse.close()
 
-    def _nats_readiness(self) -> dict[str, bool]:
-        return {"nats": self.nats is not None and self.nats.is_connected}
+    def _nats_connected(self) -> bool:
+        return self.nats is not None and self.nats.is_connected
 
-    def _edge_readiness(self) -> dict[str, bool]:
-        return {**self._nats_readiness(), "projects": self.registry is not None and self.registry.synced}
+    def _nats_readiness(self) -> Readiness:
+        return Readiness({"nats": self._nats_connected()})
+
+    def _edge_readiness(self) -> Readiness:
+        assert self.registry is not None
+        return Readiness(
+            {"nats": self._nats_connected(), "projects": self.registry.synced},
+            {"config": self.registry.status()},
+        )
 
     async def _serve(self, app: Quart, host: str, port: int, role: str) -> str:
         sock = bind(host, port)

@@ -32,7 +32,8 @@ async def eventually(
         if done(result):
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s; last result: {result!r}")
+            shown = getattr(result, "text", None) or result  # an HTTP response: show its body
+            raise AssertionError(f"condition not met within {timeout}s; last result: {shown!r}")
         await asyncio.sleep(interval)
 
 
