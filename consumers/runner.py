@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
@@ -31,28 +32,53 @@ DLQ_ERROR_HEADER = "Hw-Error"
 
 @dataclass
 class ProjectBatch:
+    due: float  # monotonic time by which the project's batching span says to write
     rows: list[Row] = field(default_factory=list)
     messages: list[Msg] = field(default_factory=list)
 
 
 @dataclass
 class Batch:
+    """What the consumer holds, per project, until a project's span ends or the batch is full."""
+
     projects: dict[str, ProjectBatch] = field(default_factory=dict)
     rows: int = 0
-    started: float = 0.0
 
-    def add(self, project_id: str, message: Msg, rows: list[Row]) -> None:
-        if not self.projects:
-            self.started = time.monotonic()
-        batch = self.projects.setdefault(project_id, ProjectBatch())
+    def add(self, project_id: str, span_seconds: float, message: Msg, rows: list[Row]) -> None:
+        batch = self.projects.get(project_id)
+        if batch is None:
+            batch = self.projects[project_id] = ProjectBatch(due=time.monotonic() + span_seconds)
         batch.messages.append(message)
         batch.rows.extend(rows)
         self.rows += len(rows)
 
+    def next_due(self) -> float | None:
+        return min((b.due for b in self.projects.values()), default=None)
+
+    def take(self, full: bool) -> dict[str, ProjectBatch]:
+        """The project batches to write now: all of them when the batch is full, else those due."""
+        now = time.monotonic()
+        taken = {p: b for p, b in self.projects.items() if full or b.due <= now}
+        for project_id, batch in taken.items():
+            del self.projects[project_id]
+            self.rows -= len(batch.rows)
+        return taken
+
+
+# The batching span of a project, from its live config.
+SpanOf = Callable[[str], float]
+
 
 class EventConsumer:
-    def __init__(self, js: JetStreamContext, writer: ClickHouseWriter, settings: ConsumerSettings) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        writer: ClickHouseWriter,
+        settings: ConsumerSettings,
+        span_of: SpanOf | None = None,
+    ) -> None:
         self._js = js
+        self._span_of = span_of or (lambda _project: settings.flush_interval_seconds)
         self._writer = writer
         self._settings = settings
         self._task: asyncio.Task[None] | None = None
@@ -89,23 +115,19 @@ class EventConsumer:
         try:
             while not self._stopping.is_set():
                 await self._fetch_into(subscription, batch)
-                age = time.monotonic() - batch.started
-                if batch.rows and (
-                    batch.rows >= self._settings.max_batch_rows
-                    or age >= self._settings.flush_interval_seconds
-                ):
-                    await self._flush(batch)
-                    batch = Batch()
-            if batch.projects:
-                await self._flush(batch)
+                due = batch.take(full=batch.rows >= self._settings.max_batch_rows)
+                if due:
+                    await self._flush(due)
+            await self._flush(batch.take(full=True))
         except Exception as exc:
             self.failure = exc
             log.exception("event consumer stopped on an unexpected error")
             raise
 
     async def _fetch_into(self, subscription: JetStreamContext.PullSubscription, batch: Batch) -> None:
-        interval = self._settings.flush_interval_seconds
-        timeout = interval - (time.monotonic() - batch.started) if batch.projects else interval
+        # Wait for messages at most until the first buffered project is due.
+        next_due = batch.next_due()
+        timeout = self._settings.flush_interval_seconds if next_due is None else next_due - time.monotonic()
         try:
             messages = await subscription.fetch(self._settings.fetch_batch, timeout=max(timeout, 0.05))
         except TimeoutError:
@@ -123,10 +145,10 @@ class EventConsumer:
             except (EnvelopeError, ValueError) as exc:
                 await self._dead_letter(message, exc)
                 continue
-            batch.add(envelope.project, message, rows)
+            batch.add(envelope.project, self._span_of(envelope.project), message, rows)
 
-    async def _flush(self, batch: Batch) -> None:
-        for project_id, project_batch in batch.projects.items():
+    async def _flush(self, projects: dict[str, ProjectBatch]) -> None:
+        for project_id, project_batch in projects.items():
             token = deduplication_token(
                 project_id, (m.metadata.sequence.stream for m in project_batch.messages)
             )

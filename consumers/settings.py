@@ -11,8 +11,10 @@ class ConsumerSettings:
     durable_name: str = "hw-clickhouse"
     fetch_batch: int = 500
     max_batch_rows: int = 10_000
+    # The batching span of a project whose config is not known (yet); projects set their own.
     flush_interval_seconds: float = 1.0
-    ack_wait_seconds: float = 60.0
+    # Above the longest batching span a project may set (60 s) plus an insert's time.
+    ack_wait_seconds: float = 120.0
     max_ack_pending: int = 20_000
     max_deliver: int = 20
     retry_delay_seconds: float = 2.0

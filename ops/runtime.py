@@ -110,10 +110,14 @@ class Stack:
         if s.clickhouse_url is not None and (s.control is not None or s.consumer is not None):
             self.clickhouse = await asyncio.to_thread(connect_clickhouse, s.clickhouse_url)
 
-        if s.edge is not None:
+        if s.edge is not None or s.consumer is not None:
+            # Edges resolve keys and origins from it; consumers take each project's batching span.
             self.registry = ProjectRegistry(kv)
             await self.registry.start()
             self.connection_events.subscribe(self.registry)
+
+        if s.edge is not None:
+            assert self.registry is not None
             sink = JetStreamSink(js, s.edge.publish_timeout_seconds)
             edge_app = create_edge_app(s.edge, sink, self.registry, self._edge_readiness)
             self.edge_url = await self._serve(edge_app, s.edge.host, s.edge.port, "edge")
@@ -143,7 +147,7 @@ class Stack:
 
         if s.consumer is not None:
             assert self.clickhouse is not None, "the consumer needs a ClickHouse URL"
-            self.consumer = EventConsumer(js, ClickHouseWriter(self.clickhouse), s.consumer)
+            self.consumer = EventConsumer(js, ClickHouseWriter(self.clickhouse), s.consumer, self._span_of)
             await self.consumer.start()
 
     def failed(self) -> str | None:
@@ -181,6 +185,13 @@ class Stack:
             self.queries.close()
         if self.clickhouse is not None:
             self.clickhouse.close()
+
+    def _span_of(self, project_id: str) -> float:
+        assert self.registry is not None and self.settings.consumer is not None
+        project = self.registry.get(project_id)
+        if project is None:
+            return self.settings.consumer.flush_interval_seconds
+        return project.settings.batching.span_seconds
 
     def _nats_connected(self) -> bool:
         return self.nats is not None and self.nats.is_connected

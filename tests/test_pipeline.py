@@ -134,3 +134,37 @@ async def test_many_events_all_land_exactly_once(
         timeout=10,
     )
     assert rows == [[len(sent), len(sent)]]
+
+
+async def test_each_project_is_written_after_its_own_batching_span(
+    stack: Stack, http: httpx.AsyncClient, project_id: str
+) -> None:
+    slow, fast = f"{project_id}_slow", f"{project_id}_fast"
+    keys = {}
+    for pid, span in ((slow, 4.0), (fast, 0.05)):
+        created = await http.post(
+            f"{stack.control_url}/v1/projects",
+            json={"id": pid, "settings": {"batching": {"span_seconds": span}}},
+            headers=admin_headers(),
+        )
+        assert created.status_code == 201
+        keys[pid] = created.json()["secret_key"]
+    registry = stack.registry
+    assert registry is not None
+
+    async def both_known() -> bool:
+        return registry.get(slow) is not None and registry.get(fast) is not None
+
+    await eventually(both_known, bool, timeout=5)
+    for pid in (slow, fast):
+        response = await http.post(
+            f"{stack.edge_url}/v1/track", json=track_event(), headers=basic_auth(keys[pid])
+        )
+        assert response.status_code == 200
+
+    async def count(pid: str) -> int:
+        return int((await query(http, stack, pid, "SELECT count() FROM events"))[0][0])
+
+    await eventually(lambda: count(fast), lambda n: n == 1, timeout=3)
+    assert await count(slow) == 0  # still held: its span (4 s) has not ended
+    await eventually(lambda: count(slow), lambda n: n == 1, timeout=10)
