@@ -202,7 +202,7 @@ class Stack:
     def _edge_readiness(self) -> Readiness:
         assert self.registry is not None
         return Readiness(
-            {"nats": self._nats_connected(), "projects": self.registry.synced},
+            {"nats": self._nats_connected(), "projects": self.registry.synced and not self.registry.stale},
             {"config": self.registry.status()},
         )
 
