@@ -6,6 +6,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
+from .migrate import migrate
+from .projects import projects
 from .query import query
 from .serve import serve
 from .up import up
@@ -30,3 +32,5 @@ def main() -> None:
 main.add_command(up)
 main.add_command(serve)
 main.add_command(query)
+main.add_command(projects)
+main.add_command(migrate)

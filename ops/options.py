@@ -4,6 +4,7 @@ settings objects built from them. This is the only place where configuration is 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -14,6 +15,11 @@ from headwater.control.settings import AdminToken
 F = TypeVar("F", bound=Callable[..., Any])
 
 ADMIN_TOKEN_ENV = "HEADWATER_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a token
+ADMIN_TOKENS_ENV = "HEADWATER_ADMIN_TOKENS"
+DEFAULT_TOKEN_NAME = "default"  # noqa: S105 - the name HEADWATER_ADMIN_TOKEN is known by
+MIN_TOKEN_LENGTH = 16
+# Token names end up in logs and the audit trail, so they are kept to plain identifiers.
+TOKEN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 def option(*names: str, env: str, **kwargs: Any) -> Callable[[F], F]:
@@ -43,6 +49,19 @@ clickhouse_url_option = option(
     default=None,
     help="http(s)://user:pass@host:8123 for a ClickHouse server, or chdb:///path for the embedded engine.",
 )
+control_url_option = option(
+    "--control-url",
+    env="HEADWATER_CONTROL_URL",
+    default=None,
+    help="Control API to talk to; default: the running `headwater up` stack of --data-dir.",
+)
+on_cluster_option = option(
+    "--on-cluster",
+    env="HEADWATER_CLICKHOUSE_CLUSTER",
+    default=None,
+    metavar="NAME",
+    help="ClickHouse cluster to run DDL ON CLUSTER (a replicated ClickHouse); default: a single server.",
+)
 log_level_option = option(
     "--log-level",
     env="HEADWATER_LOG_LEVEL",
@@ -53,10 +72,59 @@ log_level_option = option(
 
 
 def admin_tokens_from_env(fallback: str | None = None) -> tuple[AdminToken, ...]:
-    """HEADWATER_ADMIN_TOKEN, else `fallback` (the token `up` keeps in its data dir)."""
-    token = os.environ.get(ADMIN_TOKEN_ENV) or fallback
-    return (AdminToken("default", token),) if token else ()
+    """The control plane's admin tokens: the named ones of HEADWATER_ADMIN_TOKENS, plus
+    HEADWATER_ADMIN_TOKEN (else `fallback`, the token `up` keeps in its data dir) named "default".
+
+    HEADWATER_ADMIN_TOKENS is a comma-separated list of `name:token` pairs, e.g.
+
+        HEADWATER_ADMIN_TOKENS="backoffice:4kq…Zp,ci-deploy:Vb9…e2"
+
+    A name is 1-64 letters, digits, `_`, `-` or `.` and is what the audit trail records as the
+    actor; the token is everything after the first `:` (at least 16 characters). Spaces around
+    entries are ignored, and so are empty entries. Names and tokens must be unique, and "default"
+    is taken when HEADWATER_ADMIN_TOKEN is set. A malformed entry is a click.UsageError naming its
+    index (`HEADWATER_ADMIN_TOKENS[1]`, counted from 0), never its text: it may hold a token.
+    """
+    named = parse_admin_tokens(os.environ.get(ADMIN_TOKENS_ENV, ""))
+    single = os.environ.get(ADMIN_TOKEN_ENV) or fallback
+    if not single:
+        return named
+    if any(t.name == DEFAULT_TOKEN_NAME for t in named):
+        raise click.UsageError(
+            f"{ADMIN_TOKENS_ENV} names a token {DEFAULT_TOKEN_NAME!r}, the name of {ADMIN_TOKEN_ENV} "
+            "(or of the token `up` stores): rename it"
+        )
+    if any(t.token == single for t in named):
+        raise click.UsageError(f"{ADMIN_TOKENS_ENV} repeats the {DEFAULT_TOKEN_NAME!r} admin token")
+    return (AdminToken(DEFAULT_TOKEN_NAME, single), *named)
+
+
+def parse_admin_tokens(raw: str) -> tuple[AdminToken, ...]:
+    """`name:token,name:token` as documented in `admin_tokens_from_env`."""
+    tokens: list[AdminToken] = []
+    for index, entry in enumerate(raw.split(",")):
+        entry = entry.strip()
+        if not entry:
+            continue
+        where = f"{ADMIN_TOKENS_ENV}[{index}]"
+        name, separator, token = entry.partition(":")
+        name, token = name.strip(), token.strip()
+        if not separator or not TOKEN_NAME_PATTERN.fullmatch(name) or not token:
+            raise click.UsageError(
+                f"{where} is malformed: expected name:token, the name made of letters, digits, '_', '-', '.'"
+            )
+        if len(token) < MIN_TOKEN_LENGTH:
+            raise click.UsageError(
+                f"{where} ({name!r}): the token must be at least {MIN_TOKEN_LENGTH} characters"
+            )
+        if any(t.name == name for t in tokens):
+            raise click.UsageError(f"{where}: the name {name!r} is used by an earlier entry")
+        if any(t.token == token for t in tokens):
+            raise click.UsageError(f"{where} ({name!r}): the token is used by an earlier entry")
+        tokens.append(AdminToken(name, token))
+    return tuple(tokens)
 
 
 def admin_token_from_env() -> str | None:
+    """The token CLI commands send to the control API (HEADWATER_ADMIN_TOKEN)."""
     return os.environ.get(ADMIN_TOKEN_ENV) or None

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import urllib.error
-import urllib.request
-from pathlib import Path
 from typing import Any
 
 import click
@@ -16,8 +13,8 @@ from headwater.control.clickhouse import is_embedded, redact_url
 from headwater.control.errors import APIError
 from headwater.control.query import ReadOnlyQueries
 
-from .datadir import DataDir
-from .options import admin_token_from_env, clickhouse_url_option, data_dir_option, option
+from .controlclient import ControlClient
+from .options import clickhouse_url_option, control_url_option, data_dir_option, option
 
 _TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
@@ -31,30 +28,6 @@ def tsv_field(value: Any) -> str:
     elif isinstance(value, list | dict):
         value = json.dumps(value, ensure_ascii=False)
     return str(value).translate(_TSV_ESCAPES)
-
-
-def query_via_control(
-    control_url: str, token: str, project: str, sql: str
-) -> tuple[list[str], list[list[Any]]]:
-    request = urllib.request.Request(  # noqa: S310 - the URL is the operator's own control API
-        f"{control_url.rstrip('/')}/v1/projects/{project}/query",
-        data=json.dumps({"sql": sql}).encode(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
-            body = json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            error = json.loads(exc.read())
-            message = f"{error.get('code')}: {error.get('message')}"
-        except ValueError:
-            message = str(exc)
-        raise click.ClickException(f"query refused ({exc.code}) {message}") from None
-    except urllib.error.URLError as exc:
-        raise click.ClickException(f"cannot reach the control API at {control_url}: {exc.reason}") from None
-    return body["columns"], body["rows"]
 
 
 def query_directly(clickhouse_url: str, project: str, sql: str) -> tuple[list[str], list[list[Any]]]:
@@ -81,7 +54,7 @@ def query_directly(clickhouse_url: str, project: str, sql: str) -> tuple[list[st
 )
 @click.argument("sql")
 @data_dir_option
-@option("--control-url", env="HEADWATER_CONTROL_URL", default=None, help="Control API of a running stack.")
+@control_url_option
 @clickhouse_url_option
 @click.option("--header/--no-header", default=False, help="Print the column names first.")
 def query(
@@ -97,18 +70,7 @@ def query(
     if clickhouse_url:
         columns, rows = query_directly(clickhouse_url, project, sql)
     else:
-        data = DataDir(Path(data_dir))
-        if control_url is None:
-            record = data.read_stack()
-            if record is None:
-                raise click.ClickException(
-                    f"no running stack found in {data.root}: start `headwater up`, or pass --control-url"
-                )
-            control_url = record.control_url
-        token = admin_token_from_env() or data.admin_token()
-        if not token:
-            raise click.ClickException("no admin token: set HEADWATER_ADMIN_TOKEN")
-        columns, rows = query_via_control(control_url, token, project, sql)
+        columns, rows = ControlClient.resolve(control_url, data_dir).query(project, sql)
     if header:
         click.echo("\t".join(columns))
     for row in rows:

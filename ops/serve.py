@@ -19,6 +19,7 @@ from .options import (
     host_option,
     log_level_option,
     nats_url_option,
+    on_cluster_option,
     option,
 )
 from .runtime import Stack, StackSettings
@@ -32,11 +33,22 @@ DEFAULT_PORTS = {"edge": 8700, "control": 8701}
 @option("--port", env="HEADWATER_PORT", default=None, type=int, help="HTTP port (edge 8700, control 8701).")
 @nats_url_option
 @clickhouse_url_option
+@on_cluster_option
 @log_level_option
 def serve(
-    role: str, host: str, port: int | None, nats_url: str | None, clickhouse_url: str | None, log_level: str
+    role: str,
+    host: str,
+    port: int | None,
+    nats_url: str | None,
+    clickhouse_url: str | None,
+    on_cluster: str | None,
+    log_level: str,
 ) -> None:
-    """Run one ROLE (edge, control or consumer) against --nats-url and --clickhouse-url."""
+    """Run one ROLE (edge, control or consumer) against --nats-url and --clickhouse-url.
+
+    --on-cluster applies to the control role, which creates and drops project databases; the
+    other roles ignore it, so one environment can serve every role.
+    """
     configure_logging(log_level)
     if not nats_url:
         raise click.UsageError("--nats-url (or HEADWATER_NATS_URL) is required")
@@ -50,10 +62,14 @@ def serve(
         assert clickhouse_url is not None
         tokens = admin_tokens_from_env()
         if not tokens:
-            raise click.UsageError("the control role needs HEADWATER_ADMIN_TOKEN")
+            raise click.UsageError("the control role needs HEADWATER_ADMIN_TOKEN or HEADWATER_ADMIN_TOKENS")
         try:
             control = ControlSettings(
-                clickhouse_url=clickhouse_url, admin_tokens=tokens, host=host, port=http_port
+                clickhouse_url=clickhouse_url,
+                admin_tokens=tokens,
+                host=host,
+                port=http_port,
+                clickhouse_cluster=on_cluster,
             )
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
