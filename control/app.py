@@ -39,7 +39,7 @@ def _project_body(project: Project, revision: int) -> dict[str, Any]:
 
 def _if_match() -> int | None:
     raw = request.headers.get("If-Match")
-    if raw is None:
+    if raw is None or raw.strip() == "*":  # `*`: whatever the current revision is
         return None
     value = raw.strip().removeprefix("W/").strip('"')
     if not value.isdigit():
@@ -94,12 +94,9 @@ def create_app(
         limit = _page_size()
         after = request.args.get("after")
         if after is not None:
-            validate_project_id(after)
-        projects = await store.list(after=after, limit=limit + 1)
-        page, more = projects[:limit], len(projects) > limit
-        return json_response(
-            {"projects": [p.public_view() for p in page], "next_after": page[-1].id if more else None}
-        )
+            validate_project_id(after, "after")
+        projects, next_after = await store.list(after=after, limit=limit)
+        return json_response({"projects": [p.public_view() for p in projects], "next_after": next_after})
 
     @api.get("/projects/<project_id>")
     async def get_project(project_id: str) -> Response:

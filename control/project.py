@@ -30,10 +30,10 @@ def utc_now_iso() -> str:
     return iso(utc_now())
 
 
-def validate_project_id(value: object) -> str:
+def validate_project_id(value: object, field: str = "id") -> str:
     """Project ids are subject tokens and part of a database name: lowercase [a-z0-9_]{1,48}."""
     if not isinstance(value, str) or not PROJECT_ID_PATTERN.fullmatch(value):
-        raise APIError(400, "invalid_project_id", "id must match [a-z0-9_]{1,48}", "id")
+        raise APIError(400, "invalid_project_id", f"{field} must match [a-z0-9_]{{1,48}}", field)
     return value
 
 

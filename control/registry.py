@@ -41,8 +41,21 @@ class _View:
     def __init__(self) -> None:
         self.projects: dict[str, Project] = {}
         self.by_digest: dict[str, KeyMatch] = {}
+        self.origin_answers: dict[str, bool] = {}  # cleared on every change
+
+    def any_project_allows(self, origin: str) -> bool:
+        """Whether some enabled project accepts public keys from `origin` (for CORS preflights,
+        which carry no key). Answers are cached until the next config change."""
+        answer = self.origin_answers.get(origin)
+        if answer is None:
+            answer = any(p.enabled and p.origin_policy.allows(origin) for p in self.projects.values())
+            if len(self.origin_answers) >= 10_000:
+                self.origin_answers.clear()
+            self.origin_answers[origin] = answer
+        return answer
 
     def apply(self, entry: KeyValue.Entry) -> None:
+        self.origin_answers.clear()
         if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
             self.remove(entry.key)
             return
@@ -81,6 +94,9 @@ class ProjectRegistry:
 
     def get(self, project_id: str) -> Project | None:
         return self._view.projects.get(project_id)
+
+    def any_project_allows(self, origin: str) -> bool:
+        return self._view.any_project_allows(origin)
 
     def resolve_key(self, key: str, now: datetime | None = None) -> KeyMatch | None:
         match = self._view.by_digest.get(key_digest(key))

@@ -10,7 +10,6 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from datetime import timedelta
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -235,7 +234,9 @@ class ProjectService:
             return rotated
 
         _, after, revision = await self._change(project_id, rotate, None)
-        old_expiry = iso(now + timedelta(seconds=float(grace)))
+        # When the last of the earlier keys stops working (one may already have had an earlier expiry).
+        previous = [k.expires_at for k in after.keys[:-1] if k.kind == key_kind and k.expires_at]
+        old_expiry = max(previous, default=iso(now))
         await self._audit.record(actor, "project.rotate_key", project_id, kind=kind, grace_seconds=grace)
         return after, revision, new_keys[0], old_expiry
 

@@ -98,10 +98,13 @@ class ProjectStore:
         except NoKeysError:
             return []
 
-    async def list(self, after: str | None = None, limit: int | None = None) -> list[Project]:
-        """Projects in id order, starting after `after`, at most `limit` of them."""
-        selected = [i for i in await self.ids() if after is None or i > after]
-        if limit is not None:
-            selected = selected[:limit]
+    async def list(
+        self, after: str | None = None, limit: int | None = None
+    ) -> tuple[list[Project], str | None]:
+        """Projects in id order after `after`, at most `limit`, and the `after` of the next page
+        (None on the last one). A project deleted meanwhile leaves a gap, not an early end."""
+        remaining = [i for i in await self.ids() if after is None or i > after]
+        selected = remaining if limit is None else remaining[:limit]
+        next_after = selected[-1] if limit is not None and len(remaining) > limit else None
         projects = [await self.find(project_id) for project_id in selected]
-        return [p for p in projects if p is not None]
+        return [p for p in projects if p is not None], next_after
