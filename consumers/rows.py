@@ -53,6 +53,15 @@ def _json(value: object) -> str:
     return orjson.dumps(value).decode() if value else "{}"
 
 
+def _client_ip(envelope: Envelope, event: dict[str, Any]) -> str | None:
+    """A server-side sender (secret key) may say where the event came from in `context.ip`; the
+    edge already dropped it from browser (public-key) events."""
+    context = event.get("context")
+    if envelope.key_kind == "secret" and isinstance(context, dict) and isinstance(context.get("ip"), str):
+        return str(context["ip"])
+    return envelope.ip
+
+
 def envelope_rows(envelope: Envelope) -> list[Row]:
     received_at = parse_time(envelope.received_at)
     if received_at is None:
@@ -73,7 +82,7 @@ def envelope_rows(envelope: Envelope) -> list[Row]:
                 parse_time(event.get("sentAt")),
                 received_at,
                 envelope.request_id,
-                _text(envelope.ip),
+                _text(_client_ip(envelope, event)),
                 _text(envelope.user_agent),
                 _text(envelope.origin),
                 _json(event.get("properties")),

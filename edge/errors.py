@@ -15,9 +15,21 @@ class IngestError(APIError):
         message: str,
         field: str | None = None,
         headers: dict[str, str] | None = None,
+        errors: list[dict[str, object]] | None = None,
     ) -> None:
         super().__init__(status, code, message, field)
         self.headers = headers or {}
+        self.errors = errors
+
+    def to_dict(self) -> dict[str, object]:
+        body = super().to_dict()
+        if self.errors is not None:
+            body["errors"] = self.errors
+        return body
+
+    def rejection(self, index: int) -> dict[str, object]:
+        """How a batch answer lists this error for the event at `index`."""
+        return {"index": index, "code": self.code, "field": self.field, "message": self.message}
 
 
 class SinkUnavailable(Exception):

@@ -1,26 +1,36 @@
-"""The ingest steps that do not depend on the web framework: key, origin, validation, envelope.
-
-Kept free of Quart so the hot path can later be served by a bare ASGI route with the same logic.
-"""
+"""Ingest without a web framework: write key, project and origin, validation, clock-skew
+correction, rate limits, the envelope, and the durable publish. The ASGI layer (asgi.py) only
+turns HTTP into an IngestRequest and an IngestResult or IngestError back into HTTP."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import logging
+import math
+import time
 import uuid
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
 
-from headwater.control.project import Project, utc_now_iso
+from headwater.control.project import Project, iso
 from headwater.control.registry import KeyMatch
 
 from .envelope import Envelope
-from .errors import IngestError
+from .errors import IngestError, SinkUnavailable
+from .metrics import EdgeMetrics
+from .ratelimit import RateLimiter
+from .settings import EdgeSettings
+from .sink import Sink
+from .subjects import events_subject
+from .validation import parse_timestamp, validate_event
 
-MAX_MESSAGE_ID_LENGTH = 100
+log = logging.getLogger(__name__)
+BATCH = "batch"
 
 
 class KeyResolver(Protocol):
@@ -28,15 +38,23 @@ class KeyResolver(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class RequestFacts:
+class IngestRequest:
     """What the edge uses of an HTTP request, whatever served it."""
 
-    body: bytes
-    authorization: str | None
-    write_key_header: str | None
-    origin: str | None
-    user_agent: str | None
-    client_ip: str | None
+    kind: str  # an event type, or "batch"
+    body: bytes  # already decompressed
+    authorization: str | None = None
+    write_key_header: str | None = None
+    origin: str | None = None
+    user_agent: str | None = None
+    client_ip: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def parse_body(body: bytes) -> dict[str, Any]:
@@ -49,10 +67,10 @@ def parse_body(body: bytes) -> dict[str, Any]:
     return parsed
 
 
-def extract_write_key(facts: RequestFacts, body: dict[str, Any]) -> str:
+def extract_write_key(request: IngestRequest, body: dict[str, Any]) -> str:
     """The write key from HTTP Basic (username, Segment style), `X-Write-Key`, or `writeKey`."""
-    if facts.authorization:
-        scheme, _, encoded = facts.authorization.partition(" ")
+    if request.authorization:
+        scheme, _, encoded = request.authorization.partition(" ")
         if scheme.lower() == "basic" and encoded:
             try:
                 username = base64.b64decode(encoded.strip(), validate=True).decode("utf-8").split(":", 1)[0]
@@ -62,8 +80,8 @@ def extract_write_key(facts: RequestFacts, body: dict[str, Any]) -> str:
                 ) from None
             if username:
                 return username
-    if facts.write_key_header:
-        return facts.write_key_header.strip()
+    if request.write_key_header:
+        return request.write_key_header.strip()
     body_key = body.get("writeKey")
     if isinstance(body_key, str) and body_key:
         return body_key
@@ -74,7 +92,7 @@ def extract_write_key(facts: RequestFacts, body: dict[str, Any]) -> str:
     )
 
 
-def authorize(resolver: KeyResolver, key: str, origin: str | None) -> tuple[Project, KeyMatch]:
+def authorize(resolver: KeyResolver, key: str, origin: str | None) -> KeyMatch:
     match = resolver.resolve_key(key)
     if match is None:
         raise IngestError(401, "unknown_key", "the write key is not known (or has expired)")
@@ -96,75 +114,167 @@ def authorize(resolver: KeyResolver, key: str, origin: str | None) -> tuple[Proj
             if origin
             else "public keys are accepted only from the project's allowed origins (no Origin header)",
         )
-    return project, match
+    return match
 
 
-def _check_timestamp(event: dict[str, Any], field: str) -> None:
-    value = event.get(field)
-    if value is None:
+def cors_headers(origin: str) -> dict[str, str]:
+    """For an origin the project allows: echoed back, never a blanket `*`."""
+    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+
+
+def correct_timestamps(event: dict[str, Any], received_at: datetime, batch_sent_at: object) -> None:
+    """Segment's clock-skew correction: timestamp = receivedAt - (sentAt - timestamp), so a device
+    whose clock is wrong by an hour still gets the right time; the client's own value is kept as
+    `originalTimestamp`. Without a timestamp, the event happened when it arrived."""
+    stamp = parse_timestamp(event.get("timestamp"), "timestamp")
+    if stamp is None:
+        event["timestamp"] = iso(received_at)
         return
-    if not isinstance(value, str):
-        raise IngestError(400, "invalid_timestamp", f"{field} must be an ISO-8601 string", field)
-    try:
-        datetime.fromisoformat(value)
-    except ValueError:
-        raise IngestError(400, "invalid_timestamp", f"{field} {value!r} is not ISO-8601", field) from None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    event["originalTimestamp"] = event["timestamp"]
+    sent_at = parse_timestamp(event.get("sentAt", batch_sent_at), "sentAt")
+    if sent_at is not None:
+        if sent_at.tzinfo is None:
+            sent_at = sent_at.replace(tzinfo=UTC)
+        stamp = received_at - (sent_at - stamp)
+    event["timestamp"] = iso(stamp)
 
 
-def _optional_id(event: dict[str, Any], field: str) -> str | None:
-    value = event.get(field)
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise IngestError(400, "invalid_field", f"{field} must be a string", field)
-    return str(value)
+class IngestService:
+    def __init__(
+        self,
+        settings: EdgeSettings,
+        sink: Sink,
+        keys: KeyResolver,
+        limiter: RateLimiter,
+        metrics: EdgeMetrics,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._settings = settings
+        self._sink = sink
+        self._keys = keys
+        self._limiter = limiter
+        self._metrics = metrics
+        self._clock = clock
 
+    async def ingest(self, request: IngestRequest) -> IngestResult:
+        body = parse_body(request.body)
+        match = authorize(self._keys, extract_write_key(request, body), request.origin)
+        project = match.project
+        cors = cors_headers(request.origin) if match.key.kind == "public" and request.origin else {}
+        try:
+            return await self._accept(request, body, project, match, cors)
+        except IngestError as error:
+            error.headers.update(cors)
+            if error.errors is None:
+                self._metrics.rejected(project.id, error.code)
+            raise
 
-def validate_track(event: dict[str, Any], max_event_bytes: int, size: int) -> dict[str, Any]:
-    """A valid Segment `track` event, normalised (ids as strings, `type`, a `messageId`)."""
-    if size > max_event_bytes:
-        raise IngestError(413, "event_too_large", f"an event may be at most {max_event_bytes} bytes")
-    name = event.get("event")
-    if not isinstance(name, str) or not name.strip():
-        raise IngestError(400, "missing_field", "track needs an event name", "event")
-    user_id = _optional_id(event, "userId")
-    anonymous_id = _optional_id(event, "anonymousId")
-    if user_id is None and anonymous_id is None:
-        raise IngestError(400, "missing_field", "every event needs userId or anonymousId", "userId")
-    for field in ("properties", "context", "integrations"):
-        if field in event and not isinstance(event[field], dict):
-            raise IngestError(400, "invalid_field", f"{field} must be an object", field)
-    for field in ("timestamp", "sentAt"):
-        _check_timestamp(event, field)
-    message_id = event.get("messageId")
-    if message_id is None:
-        message_id = str(uuid.uuid4())
-    elif not isinstance(message_id, str) or not message_id or len(message_id) > MAX_MESSAGE_ID_LENGTH:
-        raise IngestError(
-            400,
-            "invalid_field",
-            f"messageId must be a string of 1 to {MAX_MESSAGE_ID_LENGTH} characters",
-            "messageId",
+    async def _accept(
+        self,
+        request: IngestRequest,
+        body: dict[str, Any],
+        project: Project,
+        match: KeyMatch,
+        cors: dict[str, str],
+    ) -> IngestResult:
+        received_at = self._clock()
+        accepted, rejected = self._validate(request, body)
+        secret = match.key.kind == "secret"
+        for event in accepted:
+            correct_timestamps(event, received_at, body.get("sentAt"))
+            if not secret:
+                _drop_context_ip(event)  # only server-side senders may say where an event came from
+        if not accepted:
+            if request.kind != BATCH:
+                raise rejected[0][1]
+            self._metrics.rejected(project.id, "invalid_event", len(rejected))
+            raise IngestError(
+                400,
+                "no_valid_events",
+                "no event of the batch is valid",
+                "batch",
+                errors=[error.rejection(index) for index, error in rejected],
+            )
+        wait = self._limiter.check(project, request.client_ip, len(accepted))
+        if wait > 0:
+            raise IngestError(
+                429,
+                "rate_limited",
+                f"project {project.id!r} is over its rate limit; retry later",
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
+        envelope = Envelope(
+            project=project.id,
+            request_id=uuid.uuid4().hex,
+            received_at=iso(received_at),
+            events=accepted,
+            key_kind=match.key.kind,
+            ip=request.client_ip,
+            user_agent=request.user_agent,
+            origin=request.origin,
         )
-    normalised = {k: v for k, v in event.items() if k != "writeKey"}
-    normalised.update(type="track", messageId=message_id)
-    if user_id is not None:
-        normalised["userId"] = user_id
-    if anonymous_id is not None:
-        normalised["anonymousId"] = anonymous_id
-    return normalised
+        started = time.perf_counter()
+        try:
+            await self._sink.publish(events_subject(project.id), envelope.request_id, envelope.encode())
+        except SinkUnavailable:
+            log.warning("request %s: publish failed; answering 503", envelope.request_id, exc_info=True)
+            raise IngestError(
+                503,
+                "unavailable",
+                "events cannot be stored right now; retry later",
+                headers={"Retry-After": str(self._settings.retry_after_seconds)},
+            ) from None
+        self._metrics.publish_seconds.observe(time.perf_counter() - started)
+        self._metrics.accepted(project.id, len(accepted))
+        for _, error in rejected:
+            self._metrics.rejected(project.id, error.code)
+        answer: dict[str, Any] = {
+            "success": True,
+            "request_id": envelope.request_id,
+            "accepted": len(accepted),
+        }
+        if rejected:
+            answer["rejected"] = [error.rejection(index) for index, error in rejected]
+        return IngestResult(200, answer, cors)
+
+    def _validate(
+        self, request: IngestRequest, body: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], list[tuple[int, IngestError]]]:
+        settings = self._settings
+        if request.kind != BATCH:
+            event = validate_event(
+                body, request.kind, settings.max_event_bytes, len(request.body), settings.max_nesting_depth
+            )
+            return [event], []
+        batch = body.get("batch")
+        if not isinstance(batch, list) or not batch:
+            raise IngestError(400, "invalid_batch", "batch must be a non-empty list of events", "batch")
+        if len(batch) > settings.max_batch_events:
+            raise IngestError(
+                413,
+                "too_many_events",
+                f"a batch may hold at most {settings.max_batch_events} events",
+                "batch",
+            )
+        defaults = {k: body[k] for k in ("context", "integrations") if isinstance(body.get(k), dict)}
+        accepted: list[dict[str, Any]] = []
+        rejected: list[tuple[int, IngestError]] = []
+        for index, raw in enumerate(batch):
+            try:
+                size = len(orjson.dumps(raw))
+                event = validate_event(raw, None, settings.max_event_bytes, size, settings.max_nesting_depth)
+            except IngestError as error:
+                rejected.append((index, error))
+                continue
+            for key, value in defaults.items():
+                event.setdefault(key, value)
+            accepted.append(event)
+        return accepted, rejected
 
 
-def build_envelope(
-    project: Project, match: KeyMatch, facts: RequestFacts, events: list[dict[str, Any]]
-) -> Envelope:
-    return Envelope(
-        project=project.id,
-        request_id=uuid.uuid4().hex,
-        received_at=utc_now_iso(),
-        events=events,
-        key_kind=match.key.kind,
-        ip=facts.client_ip,
-        user_agent=facts.user_agent,
-        origin=facts.origin,
-    )
+def _drop_context_ip(event: dict[str, Any]) -> None:
+    context = event.get("context")
+    if isinstance(context, dict) and "ip" in context:
+        event["context"] = {k: v for k, v in context.items() if k != "ip"}

@@ -11,5 +11,19 @@ class EdgeSettings:
     port: int = 8700
     max_body_bytes: int = 500 * 1024
     max_event_bytes: int = 32 * 1024
+    max_batch_events: int = 2500
+    max_nesting_depth: int = 32
     publish_timeout_seconds: float = 5.0
     retry_after_seconds: int = 5
+    # Peers whose X-Forwarded-For is believed (CIDRs, e.g. the load balancers).
+    trusted_proxies: tuple[str, ...] = ()
+    # Each edge enforces 1/N of a project's rate limits (see docs/ingest-api.md).
+    rate_limit_edges: int = 1
+    max_ip_buckets: int = 100_000
+    cors_max_age_seconds: int = 600
+
+    def __post_init__(self) -> None:
+        if self.rate_limit_edges < 1:
+            raise ValueError("rate_limit_edges must be at least 1")
+        if self.max_event_bytes > self.max_body_bytes:
+            raise ValueError("max_event_bytes cannot exceed max_body_bytes")

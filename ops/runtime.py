@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import uvicorn
 from clickhouse_connect.driver.client import Client
 from nats.aio.client import Client as NatsClient
-from quart import Quart
 
 from headwater.consumers.runner import EventConsumer
 from headwater.consumers.settings import ConsumerSettings
@@ -23,12 +22,14 @@ from headwater.control.audit import AuditLog, ensure_audit_stream
 from headwater.control.clickhouse import connect as connect_clickhouse
 from headwater.control.http import Readiness
 from headwater.control.idempotency import IdempotencyStore, ensure_idempotency_bucket
+from headwater.control.migrations import apply_migrations
 from headwater.control.query import ReadOnlyQueries
 from headwater.control.registry import ProjectRegistry
 from headwater.control.service import ProjectService
 from headwater.control.settings import ControlSettings
 from headwater.control.store import BucketSettings, ProjectStore, ensure_projects_bucket
 from headwater.edge.app import create_app as create_edge_app
+from headwater.edge.asgi import ASGIApp
 from headwater.edge.settings import EdgeSettings
 from headwater.edge.sink import JetStreamSink
 from headwater.edge.streams import StreamSettings, ensure_streams, purge_project_messages
@@ -124,6 +125,7 @@ class Stack:
 
         if s.control is not None:
             assert self.clickhouse is not None, "the control plane needs a ClickHouse URL"
+            await self._migrate_projects(s.control.clickhouse_cluster)
             idempotency = IdempotencyStore(await ensure_idempotency_bucket(js, s.streams.replicas))
 
             async def purge_messages(project_id: str) -> int:
@@ -149,6 +151,23 @@ class Stack:
             assert self.clickhouse is not None, "the consumer needs a ClickHouse URL"
             self.consumer = EventConsumer(js, ClickHouseWriter(self.clickhouse), s.consumer, self._span_of)
             await self.consumer.start()
+
+    async def _migrate_projects(self, cluster: str | None) -> None:
+        """Bring every project's database to the newest schema (idempotent; a new headwater version
+        may bring migrations). A failure is logged and left for `headwater migrate` to retry."""
+        assert self.store is not None and self.clickhouse is not None
+        for project_id in await self.store.ids():
+            try:
+                applied = await asyncio.to_thread(
+                    apply_migrations, self.clickhouse, f"hw_{project_id}", cluster
+                )
+            except Exception:
+                log.exception(
+                    "migrating project %s failed; run `headwater migrate` once it is fixed", project_id
+                )
+                continue
+            if applied:
+                log.info("project %s: applied migrations %s", project_id, applied)
 
     def failed(self) -> str | None:
         """A description of the first role that died, if one did."""
@@ -206,7 +225,7 @@ class Stack:
             {"config": self.registry.status()},
         )
 
-    async def _serve(self, app: Quart, host: str, port: int, role: str) -> str:
+    async def _serve(self, app: ASGIApp, host: str, port: int, role: str) -> str:
         sock = bind(host, port)
         self._sockets.append(sock)
         config = uvicorn.Config(
@@ -216,6 +235,9 @@ class Stack:
             lifespan="on",
             timeout_graceful_shutdown=10,
             server_header=False,
+            # X-Forwarded-For is believed only from configured proxies (edge/clientip.py), never by
+            # uvicorn, which would otherwise trust it from 127.0.0.1.
+            proxy_headers=False,
         )
         server = _Server(config)
         task = asyncio.create_task(server.serve(sockets=[sock]), name=f"{role}-server")

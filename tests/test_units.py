@@ -16,7 +16,7 @@ from headwater.control.origins import OriginPolicy, normalise_origin, normalise_
 from headwater.control.settings import AdminToken, ControlSettings
 from headwater.edge.envelope import Envelope, EnvelopeError
 from headwater.edge.errors import IngestError
-from headwater.edge.ingest import RequestFacts, extract_write_key
+from headwater.edge.ingest import IngestRequest, extract_write_key
 from headwater.ops.query import tsv_field
 
 
@@ -134,16 +134,8 @@ def test_control_settings_refuse_weak_or_missing_tokens() -> None:
         ControlSettings(clickhouse_url="chdb:///x", admin_tokens=(AdminToken("t", "short"),))
 
 
-def facts(**overrides: str | None) -> RequestFacts:
-    values: dict[str, str | None] = {
-        "authorization": None,
-        "write_key_header": None,
-        "origin": None,
-        "user_agent": None,
-        "client_ip": None,
-    }
-    values.update(overrides)
-    return RequestFacts(body=b"", **values)  # type: ignore[arg-type]
+def facts(**overrides: str | None) -> IngestRequest:
+    return IngestRequest("track", b"", **overrides)  # type: ignore[arg-type]
 
 
 def test_write_key_sources_in_order() -> None:

@@ -1,0 +1,130 @@
+"""Validation of Segment events, per type, as the Segment HTTP Tracking API defines them.
+
+A valid event comes back normalised: ids as strings, `type` set, a `messageId` (assigned when the
+client sent none), no `writeKey`. An invalid one raises IngestError naming the field at fault.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from .errors import IngestError
+
+EVENT_TYPES = ("track", "page", "screen", "identify", "group", "alias")
+MAX_MESSAGE_ID_LENGTH = 100
+MAX_NAME_LENGTH = 1000
+_OBJECT_FIELDS = ("properties", "traits", "context", "integrations")
+_TIME_FIELDS = ("timestamp", "sentAt", "originalTimestamp")
+
+
+def nesting_exceeds(value: object, limit: int) -> bool:
+    """True when `value` nests objects or arrays deeper than `limit` (iterative: no recursion limit)."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            if depth >= limit:
+                return True
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            if depth >= limit:
+                return True
+            stack.extend((child, depth + 1) for child in item)
+    return False
+
+
+def parse_timestamp(value: object, field: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 64:
+        raise IngestError(400, "invalid_timestamp", f"{field} must be an ISO-8601 string", field)
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise IngestError(400, "invalid_timestamp", f"{field} {value!r} is not ISO-8601", field) from None
+
+
+def _id(event: dict[str, Any], field: str) -> str | None:
+    value = event.get(field)
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise IngestError(400, "invalid_field", f"{field} must be a string", field)
+    text = str(value)
+    if len(text) > MAX_NAME_LENGTH:
+        raise IngestError(400, "invalid_field", f"{field} is longer than {MAX_NAME_LENGTH} characters", field)
+    return text
+
+
+def _name(event: dict[str, Any], field: str, required: bool) -> None:
+    value = event.get(field)
+    if value is None and not required:
+        return
+    if not isinstance(value, str) or not value.strip():
+        if required:
+            raise IngestError(400, "missing_field", f"a {event['type']} event needs {field}", field)
+        raise IngestError(400, "invalid_field", f"{field} must be a string", field)
+    if len(value) > MAX_NAME_LENGTH:
+        raise IngestError(400, "invalid_field", f"{field} is longer than {MAX_NAME_LENGTH} characters", field)
+
+
+def validate_event(
+    event: object,
+    event_type: str | None,
+    max_event_bytes: int,
+    size: int,
+    max_depth: int,
+) -> dict[str, Any]:
+    """A valid event of `event_type` (None: the event's own `type`, as in a batch), normalised."""
+    if not isinstance(event, dict):
+        raise IngestError(400, "invalid_event", "an event must be a JSON object")
+    if size > max_event_bytes:
+        raise IngestError(413, "event_too_large", f"an event may be at most {max_event_bytes} bytes")
+    kind = event_type or event.get("type")
+    if kind not in EVENT_TYPES:
+        raise IngestError(400, "invalid_type", f"type must be one of {', '.join(EVENT_TYPES)}", "type")
+    if nesting_exceeds(event, max_depth):
+        raise IngestError(400, "too_deep", f"the event nests deeper than {max_depth} levels")
+    normalised = {k: v for k, v in event.items() if k != "writeKey"}
+    normalised["type"] = kind
+    user_id, anonymous_id = _id(event, "userId"), _id(event, "anonymousId")
+    if user_id is None and anonymous_id is None:
+        raise IngestError(400, "missing_field", "every event needs userId or anonymousId", "userId")
+    for field, value in (("userId", user_id), ("anonymousId", anonymous_id)):
+        if value is not None:
+            normalised[field] = value
+        else:
+            normalised.pop(field, None)
+    for field in _OBJECT_FIELDS:
+        if field in event and event[field] is not None and not isinstance(event[field], dict):
+            raise IngestError(400, "invalid_field", f"{field} must be an object", field)
+    for field in _TIME_FIELDS:
+        parse_timestamp(event.get(field), field)
+    if kind == "track":
+        _name(normalised, "event", required=True)
+    elif kind in ("page", "screen"):
+        _name(normalised, "name", required=False)
+        _name(normalised, "category", required=False)
+    elif kind == "group":
+        group_id = _id(event, "groupId")
+        if group_id is None:
+            raise IngestError(400, "missing_field", "a group event needs groupId", "groupId")
+        normalised["groupId"] = group_id
+    elif kind == "alias":
+        previous_id = _id(event, "previousId")
+        if previous_id is None:
+            raise IngestError(400, "missing_field", "an alias event needs previousId", "previousId")
+        normalised["previousId"] = previous_id
+    message_id = event.get("messageId")
+    if message_id is None:
+        normalised["messageId"] = str(uuid.uuid4())
+    elif not isinstance(message_id, str) or not message_id or len(message_id) > MAX_MESSAGE_ID_LENGTH:
+        raise IngestError(
+            400,
+            "invalid_field",
+            f"messageId must be a string of 1 to {MAX_MESSAGE_ID_LENGTH} characters",
+            "messageId",
+        )
+    return normalised
