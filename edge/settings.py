@@ -9,6 +9,8 @@ from dataclasses import dataclass
 class EdgeSettings:
     host: str = "127.0.0.1"
     port: int = 8700
+    # Several edge processes on one port (SO_REUSEPORT): the kernel spreads connections over them.
+    reuse_port: bool = False
     max_body_bytes: int = 500 * 1024
     max_event_bytes: int = 32 * 1024
     max_batch_events: int = 2500

@@ -3,6 +3,7 @@ settings objects built from them. This is the only place where configuration is 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from headwater.control.settings import AdminToken
+from headwater.edge.settings import EdgeSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -128,3 +130,69 @@ def parse_admin_tokens(raw: str) -> tuple[AdminToken, ...]:
 def admin_token_from_env() -> str | None:
     """The token CLI commands send to the control API (HEADWATER_ADMIN_TOKEN)."""
     return os.environ.get(ADMIN_TOKEN_ENV) or None
+
+
+def edge_options(command: F) -> F:
+    """The edge's limits and trust settings, shared by `up` and `serve edge`."""
+    decorators = [
+        option(
+            "--trusted-proxies",
+            env="HEADWATER_TRUSTED_PROXIES",
+            default="",
+            help="Comma-separated CIDRs whose X-Forwarded-For is believed (your load balancers).",
+        ),
+        option(
+            "--max-body-bytes", env="HEADWATER_MAX_BODY_BYTES", default=500 * 1024, type=click.IntRange(1024)
+        ),
+        option(
+            "--max-event-bytes", env="HEADWATER_MAX_EVENT_BYTES", default=32 * 1024, type=click.IntRange(256)
+        ),
+        option("--max-batch-events", env="HEADWATER_MAX_BATCH_EVENTS", default=2500, type=click.IntRange(1)),
+        option(
+            "--max-nesting-depth", env="HEADWATER_MAX_NESTING_DEPTH", default=32, type=click.IntRange(2, 1000)
+        ),
+        option(
+            "--publish-timeout",
+            env="HEADWATER_PUBLISH_TIMEOUT",
+            default=5.0,
+            type=click.FloatRange(0.05, 120),
+            help="Seconds to wait for JetStream's acknowledgement before answering 503.",
+        ),
+        option(
+            "--rate-limit-edges",
+            env="HEADWATER_RATE_LIMIT_EDGES",
+            default=1,
+            type=click.IntRange(1),
+            help="How many edges share each project's rate limits (each enforces 1/N of them).",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
+def edge_settings(host: str, port: int, reuse_port: bool = False, **flags: Any) -> EdgeSettings:
+    """EdgeSettings from the flags of `edge_options`; a bad combination is a usage error."""
+    proxies = tuple(p.strip() for p in str(flags.pop("trusted_proxies") or "").split(",") if p.strip())
+    for index, cidr in enumerate(proxies):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise click.UsageError(
+                f"--trusted-proxies entry {index} ({cidr!r}) is not an address or CIDR"
+            ) from None
+    try:
+        return EdgeSettings(
+            host=host,
+            port=port,
+            reuse_port=reuse_port,
+            trusted_proxies=proxies,
+            max_body_bytes=flags.pop("max_body_bytes"),
+            max_event_bytes=flags.pop("max_event_bytes"),
+            max_batch_events=flags.pop("max_batch_events"),
+            max_nesting_depth=flags.pop("max_nesting_depth"),
+            publish_timeout_seconds=flags.pop("publish_timeout"),
+            rate_limit_edges=flags.pop("rate_limit_edges"),
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None

@@ -66,11 +66,13 @@ class _Server(uvicorn.Server):
         yield
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     """Bind before serving so a taken port fails start-up at once, and port 0 gives a free port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(2048)
     sock.set_inheritable(True)
@@ -121,7 +123,7 @@ class Stack:
             assert self.registry is not None
             sink = JetStreamSink(js, s.edge.publish_timeout_seconds)
             edge_app = create_edge_app(s.edge, sink, self.registry, self._edge_readiness)
-            self.edge_url = await self._serve(edge_app, s.edge.host, s.edge.port, "edge")
+            self.edge_url = await self._serve(edge_app, s.edge.host, s.edge.port, "edge", s.edge.reuse_port)
 
         if s.control is not None:
             assert self.clickhouse is not None, "the control plane needs a ClickHouse URL"
@@ -225,8 +227,8 @@ class Stack:
             {"config": self.registry.status()},
         )
 
-    async def _serve(self, app: ASGIApp, host: str, port: int, role: str) -> str:
-        sock = bind(host, port)
+    async def _serve(self, app: ASGIApp, host: str, port: int, role: str, reuse_port: bool = False) -> str:
+        sock = bind(host, port, reuse_port)
         self._sockets.append(sock)
         config = uvicorn.Config(
             app,

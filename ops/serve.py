@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
+import signal
+import sys
+from typing import Any
 
 import click
 
 from headwater.consumers.settings import ConsumerSettings
 from headwater.control.settings import ControlSettings
-from headwater.edge.settings import EdgeSettings
 from headwater.edge.streams import StreamSettings
 
 from .logs import configure_logging
@@ -16,6 +20,8 @@ from .loop import StackFailure, run, wait_until_stopped
 from .options import (
     admin_tokens_from_env,
     clickhouse_url_option,
+    edge_options,
+    edge_settings,
     host_option,
     log_level_option,
     nats_url_option,
@@ -31,18 +37,28 @@ DEFAULT_PORTS = {"edge": 8700, "control": 8701}
 @click.argument("role", type=click.Choice(["edge", "control", "consumer"]))
 @host_option
 @option("--port", env="HEADWATER_PORT", default=None, type=int, help="HTTP port (edge 8700, control 8701).")
+@option(
+    "--workers",
+    env="HEADWATER_WORKERS",
+    default=1,
+    type=click.IntRange(1, 64),
+    help="Edge processes sharing the port (SO_REUSEPORT); one per core is a good start.",
+)
 @nats_url_option
 @clickhouse_url_option
 @on_cluster_option
+@edge_options
 @log_level_option
 def serve(
     role: str,
     host: str,
     port: int | None,
+    workers: int,
     nats_url: str | None,
     clickhouse_url: str | None,
     on_cluster: str | None,
     log_level: str,
+    **edge_flags: Any,
 ) -> None:
     """Run one ROLE (edge, control or consumer) against --nats-url and --clickhouse-url.
 
@@ -56,8 +72,10 @@ def serve(
         raise click.UsageError(f"the {role} role needs --clickhouse-url (or HEADWATER_CLICKHOUSE_URL)")
     http_port = DEFAULT_PORTS.get(role, 0) if port is None else port
     edge = control = consumer = None
+    if workers > 1 and (role != "edge" or http_port == 0):
+        raise click.UsageError("--workers applies to the edge role on a fixed --port")
     if role == "edge":
-        edge = EdgeSettings(host=host, port=http_port)
+        edge = edge_settings(host, http_port, reuse_port=workers > 1, **edge_flags)
     elif role == "control":
         assert clickhouse_url is not None
         tokens = admin_tokens_from_env()
@@ -85,19 +103,52 @@ def serve(
         consumer=consumer,
     )
 
+    if workers > 1:
+        sys.exit(run_workers(workers, role, settings, log_level))
+    try:
+        run_role(role, settings)
+    except StackFailure as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def run_role(role: str, settings: StackSettings) -> None:
     async def main(stop: asyncio.Event) -> None:
         stack = Stack(settings)
         try:
             await stack.start()
-            click.echo(
-                f"headwater {role} running"
-                + "".join(f" on {u}" for u in (stack.edge_url, stack.control_url) if u)
-            )
+            urls = "".join(f" on {u}" for u in (stack.edge_url, stack.control_url) if u)
+            click.echo(f"headwater {role} running{urls} (pid {os.getpid()})")
             await wait_until_stopped(stop, stack.failed)
         finally:
             await stack.stop()
 
+    run(main)
+
+
+def _worker(role: str, settings: StackSettings, log_level: str) -> None:
+    configure_logging(log_level)
     try:
-        run(main)
+        run_role(role, settings)
     except StackFailure as exc:
-        raise click.ClickException(str(exc)) from None
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+
+
+def run_workers(count: int, role: str, settings: StackSettings, log_level: str) -> int:
+    """Run `count` processes of the role on one port; SIGINT/SIGTERM stop them all. Returns the
+    exit code: non-zero when a worker failed."""
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_worker, args=(role, settings, log_level)) for _ in range(count)]
+    for process in processes:
+        process.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for process in processes:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for process in processes:
+        process.join()
+    return max((process.exitcode or 0) for process in processes)

@@ -8,6 +8,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -15,7 +16,6 @@ from headwater.consumers.settings import ConsumerSettings
 from headwater.control.clickhouse import is_embedded, redact_url
 from headwater.control.project import Project
 from headwater.control.settings import ControlSettings
-from headwater.edge.settings import EdgeSettings
 from headwater.edge.streams import StreamSettings
 
 from .datadir import DEFAULT_DATA_DIR, DataDir, DataDirLocked, StackRecord
@@ -27,6 +27,8 @@ from .options import (
     admin_tokens_from_env,
     clickhouse_url_option,
     data_dir_option,
+    edge_options,
+    edge_settings,
     host_option,
     log_level_option,
     nats_url_option,
@@ -60,6 +62,7 @@ SAMPLE_QUERY = (
 )
 @nats_url_option
 @clickhouse_url_option
+@edge_options
 @log_level_option
 def up(
     data_dir: str,
@@ -70,6 +73,7 @@ def up(
     nats_url: str | None,
     clickhouse_url: str | None,
     log_level: str,
+    **edge_flags: Any,
 ) -> None:
     """Run NATS, embedded ClickHouse, the control plane, the edge and a consumer; create a demo project.
 
@@ -102,7 +106,7 @@ def up(
             nats_url=nats_url,
             streams=StreamSettings(),
             clickhouse_url=clickhouse_url,
-            edge=EdgeSettings(host=host, port=edge_port),
+            edge=edge_settings(host, edge_port, **edge_flags),
             control=ControlSettings(
                 clickhouse_url=clickhouse_url,
                 admin_tokens=admin_tokens_from_env(stored_token),
