@@ -8,11 +8,14 @@ logic it was ~2.5x faster (docs/benchmarks.md). Health, readiness and metrics st
 from __future__ import annotations
 
 import logging
+import uuid
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import orjson
+
+from headwater.control.logcontext import request_id
 
 from .clientip import ClientIPResolver
 from .errors import IngestError
@@ -59,6 +62,7 @@ class EdgeASGI:
             return
         method = scope["method"]
         headers = _headers(scope)
+        request_id.set(uuid.uuid4().hex)
         if method == "POST":
             status = await self._ingest(kind, scope, headers, receive, send)
         elif method == "OPTIONS":
@@ -77,6 +81,7 @@ class EdgeASGI:
             request = IngestRequest(
                 kind=kind,
                 body=body,
+                request_id=request_id.get() or uuid.uuid4().hex,
                 authorization=headers.get("authorization"),
                 write_key_header=headers.get("x-write-key"),
                 origin=headers.get("origin"),
@@ -170,6 +175,9 @@ def _gunzip(body: bytes, limit: int, too_large: IngestError) -> bytes:
 async def _send_json(send: Send, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
     raw = orjson.dumps(body)
     response_headers = [_JSON, (b"content-length", str(len(raw)).encode())]
+    current = request_id.get()
+    if current:
+        response_headers.append((b"x-request-id", current.encode()))
     response_headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
     await send({"type": "http.response.start", "status": status, "headers": response_headers})
     await send({"type": "http.response.body", "body": raw})

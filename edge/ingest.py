@@ -43,6 +43,7 @@ class IngestRequest:
 
     kind: str  # an event type, or "batch"
     body: bytes  # already decompressed
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     authorization: str | None = None
     write_key_header: str | None = None
     origin: str | None = None
@@ -207,7 +208,7 @@ class IngestService:
             )
         envelope = Envelope(
             project=project.id,
-            request_id=uuid.uuid4().hex,
+            request_id=request.request_id,
             received_at=iso(received_at),
             events=accepted,
             key_kind=match.key.kind,
@@ -219,7 +220,7 @@ class IngestService:
         try:
             await self._sink.publish(events_subject(project.id), envelope.request_id, envelope.encode())
         except SinkUnavailable:
-            log.warning("request %s: publish failed; answering 503", envelope.request_id, exc_info=True)
+            log.warning("publish failed; answering 503", exc_info=True)
             raise IngestError(
                 503,
                 "unavailable",

@@ -127,6 +127,15 @@ class NatsServerProcess:
         self.stop()
         return self.start()
 
+    def pause(self) -> None:
+        """SIGSTOP: the server holds every connection open and answers nothing (for fault tests)."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """SIGKILL, as a crash would (for fault tests)."""
         if self._process is not None:

@@ -64,6 +64,13 @@ on_cluster_option = option(
     metavar="NAME",
     help="ClickHouse cluster to run DDL ON CLUSTER (a replicated ClickHouse); default: a single server.",
 )
+log_format_option = option(
+    "--log-format",
+    env="HEADWATER_LOG_FORMAT",
+    default=None,
+    type=click.Choice(["json", "text"]),
+    help="json: one JSON object per line (default for `serve`); text: for people (default for `up`).",
+)
 log_level_option = option(
     "--log-level",
     env="HEADWATER_LOG_LEVEL",

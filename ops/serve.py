@@ -23,6 +23,7 @@ from .options import (
     edge_options,
     edge_settings,
     host_option,
+    log_format_option,
     log_level_option,
     nats_url_option,
     on_cluster_option,
@@ -49,6 +50,7 @@ DEFAULT_PORTS = {"edge": 8700, "control": 8701}
 @on_cluster_option
 @edge_options
 @log_level_option
+@log_format_option
 def serve(
     role: str,
     host: str,
@@ -58,6 +60,7 @@ def serve(
     clickhouse_url: str | None,
     on_cluster: str | None,
     log_level: str,
+    log_format: str | None,
     **edge_flags: Any,
 ) -> None:
     """Run one ROLE (edge, control or consumer) against --nats-url and --clickhouse-url.
@@ -65,7 +68,8 @@ def serve(
     --on-cluster applies to the control role, which creates and drops project databases; the
     other roles ignore it, so one environment can serve every role.
     """
-    configure_logging(log_level)
+    logging_setup = (log_level, log_format or "json", role)
+    configure_logging(*logging_setup)
     if not nats_url:
         raise click.UsageError("--nats-url (or HEADWATER_NATS_URL) is required")
     if role in ("control", "consumer") and not clickhouse_url:
@@ -104,7 +108,7 @@ def serve(
     )
 
     if workers > 1:
-        sys.exit(run_workers(workers, role, settings, log_level))
+        sys.exit(run_workers(workers, role, settings, logging_setup))
     try:
         run_role(role, settings)
     except StackFailure as exc:
@@ -125,8 +129,8 @@ def run_role(role: str, settings: StackSettings) -> None:
     run(main)
 
 
-def _worker(role: str, settings: StackSettings, log_level: str) -> None:
-    configure_logging(log_level)
+def _worker(role: str, settings: StackSettings, logging_setup: tuple[str, str, str]) -> None:
+    configure_logging(*logging_setup)
     try:
         run_role(role, settings)
     except StackFailure as exc:
@@ -134,11 +138,11 @@ def _worker(role: str, settings: StackSettings, log_level: str) -> None:
         sys.exit(1)
 
 
-def run_workers(count: int, role: str, settings: StackSettings, log_level: str) -> int:
+def run_workers(count: int, role: str, settings: StackSettings, logging_setup: tuple[str, str, str]) -> int:
     """Run `count` processes of the role on one port; SIGINT/SIGTERM stop them all. Returns the
     exit code: non-zero when a worker failed."""
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker, args=(role, settings, log_level)) for _ in range(count)]
+    processes = [context.Process(target=_worker, args=(role, settings, logging_setup)) for _ in range(count)]
     for process in processes:
         process.start()
 

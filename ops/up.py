@@ -30,6 +30,7 @@ from .options import (
     edge_options,
     edge_settings,
     host_option,
+    log_format_option,
     log_level_option,
     nats_url_option,
     option,
@@ -64,6 +65,7 @@ SAMPLE_QUERY = (
 @clickhouse_url_option
 @edge_options
 @log_level_option
+@log_format_option
 def up(
     data_dir: str,
     host: str,
@@ -73,13 +75,14 @@ def up(
     nats_url: str | None,
     clickhouse_url: str | None,
     log_level: str,
+    log_format: str | None,
     **edge_flags: Any,
 ) -> None:
     """Run NATS, embedded ClickHouse, the control plane, the edge and a consumer; create a demo project.
 
     Data stays in --data-dir across restarts. Stop with Ctrl-C or SIGTERM.
     """
-    configure_logging(log_level)
+    configure_logging(log_level, log_format or "text", "up")
     data = DataDir(Path(data_dir))
     data.create()
     try:

@@ -492,3 +492,24 @@ async def test_metrics_count_requests_and_events(
 def test_socket_module_is_real() -> None:
     # The 413-before-read test talks raw HTTP; make sure nothing patched the socket layer.
     assert socket.socket.__module__ == "socket"
+
+
+async def test_the_2xx_waits_for_the_jetstream_ack(
+    make_stack,
+    http: httpx.AsyncClient,
+    project_id: str,
+    nats_server: NatsServerProcess,  # type: ignore[no-untyped-def]
+) -> None:
+    stack = await make_stack(edge=EdgeSettings(port=0, publish_timeout_seconds=30), control=True)
+    keys = await create_project(http, stack, project_id)
+    nats_server.pause()  # JetStream holds its acknowledgement back
+    try:
+        pending = asyncio.create_task(post(http, stack, "track", track_event(), basic_auth(keys["secret"])))
+        await asyncio.sleep(1.5)
+        assert not pending.done(), "the edge answered before JetStream acknowledged"
+    finally:
+        nats_server.resume()
+    response = await asyncio.wait_for(pending, 20)
+    assert response.status_code == 200
+    assert response.headers["X-Request-Id"] == response.json()["request_id"]
+    assert await stored_count(stack, project_id) == 1

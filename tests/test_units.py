@@ -205,3 +205,25 @@ def test_tsv_fields_are_escaped_like_clickhouse() -> None:
     assert tsv_field("a\tb\nc\\") == "a\\tb\\nc\\\\"
     assert tsv_field(datetime(2026, 1, 2, 3, 4, 5)) == "2026-01-02 03:04:05"
     assert tsv_field(7) == "7"
+
+
+def test_json_logs_carry_role_and_request_id(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    import logging
+
+    from headwater.control.logcontext import request_id
+    from headwater.ops.logs import configure_logging
+
+    configure_logging("info", "json", "edge")
+    token = request_id.set("req-123")
+    try:
+        logging.getLogger("headwater.test").warning("publish failed")
+    finally:
+        request_id.reset(token)
+        configure_logging("warning", "text", "tests")
+    record = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert record["role"] == "edge"
+    assert record["request_id"] == "req-123"
+    assert record["level"] == "WARNING"
+    assert record["message"] == "publish failed"
+    assert record["logger"] == "headwater.test"
