@@ -42,7 +42,7 @@ def _if_match() -> int | None:
     if raw is None or raw.strip() == "*":  # `*`: whatever the current revision is
         return None
     value = raw.strip().removeprefix("W/").strip('"')
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit() and len(value) <= 19):
         raise APIError(
             400, "invalid_if_match", 'If-Match must be the project\'s revision, e.g. "7"', "If-Match"
         )
@@ -51,7 +51,7 @@ def _if_match() -> int | None:
 
 def _page_size() -> int:
     raw = request.args.get("limit", str(DEFAULT_PAGE_SIZE))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3) or not 1 <= int(raw) <= MAX_PAGE_SIZE:
         raise APIError(400, "invalid_field", f"limit must be an integer from 1 to {MAX_PAGE_SIZE}", "limit")
     return int(raw)
 

@@ -85,7 +85,9 @@ def install_error_handlers(app: Quart) -> None:
             405: "method_not_allowed",
             413: "payload_too_large",
         }.get(status, (error.name or "error").lower().replace(" ", "_"))
-        return json_response({"status": status, "code": code, "message": error.description}, status)
+        # Keep werkzeug's own headers (a 405 must say `Allow`), but the body is ours: JSON.
+        headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+        return json_response({"status": status, "code": code, "message": error.description}, status, headers)
 
     @app.errorhandler(Exception)
     async def _unexpected(error: Exception) -> Response:

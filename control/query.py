@@ -53,7 +53,9 @@ class ReadOnlyQueries:
             raise APIError(503, "clickhouse_unavailable", str(exc).strip()) from None
         except ClickHouseError as exc:
             raise APIError(400, "query_failed", str(exc).strip(), "sql") from None
-        return QueryResult(tuple(result.column_names), [list(row) for row in result.result_rows])
+        return QueryResult(
+            tuple(result.column_names), [[_jsonable(v) for v in row] for row in result.result_rows]
+        )
 
     def forget(self, project_id: str) -> None:
         """Close the client of a project whose database was dropped."""
@@ -67,3 +69,15 @@ class ReadOnlyQueries:
             for client in self._clients.values():
                 client.close()
             self._clients.clear()
+
+
+def _jsonable(value: Any) -> Any:
+    """A ClickHouse value JSON can carry: maps get string keys, integers beyond 64 bits (UInt128,
+    Int256, …) become strings, as ClickHouse's own JSON output writes them."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        return str(value)
+    return value

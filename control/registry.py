@@ -163,7 +163,8 @@ class ProjectRegistry:
     async def resync(self) -> None:
         """Load a fresh snapshot of the bucket, swap it in, and follow the new watcher."""
         async with self._resync_lock:
-            watcher = await self._kv.watchall()
+            # A stopped watcher's consumer goes away after 10 s instead of nats-py's default 5 min.
+            watcher = await self._kv.watchall(inactive_threshold=10.0)
             view = _View()
             try:
                 while True:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from .errors import APIError, ProjectExists, ProjectNotFound
@@ -93,10 +93,18 @@ class ProjectStore:
         await self._kv.purge(project_id)
 
     async def ids(self) -> list[str]:
+        """Every project id. A watcher of our own rather than nats-py's `kv.keys()`: that one leaves
+        its consumer behind for 5 minutes, and a busy API ran into the server's consumer limit."""
+        watcher = await self._kv.watchall(ignore_deletes=True, meta_only=True, inactive_threshold=2.0)
+        ids: list[str] = []
         try:
-            return sorted(await self._kv.keys())
-        except NoKeysError:
-            return []
+            async for entry in watcher:
+                if entry is None:  # end of the snapshot
+                    break
+                ids.append(entry.key)
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        return sorted(ids)
 
     async def list(
         self, after: str | None = None, limit: int | None = None
