@@ -1,5 +1,30 @@
-"""Local disk spool that holds envelopes while JetStream is unreachable (not built yet: issue 5).
+"""Local disk spool: a crash-safe, bounded, on-disk FIFO of envelopes for when JetStream is
+unreachable (see docs/spool.md).
 
-Until it exists, an edge that cannot reach JetStream answers 503 with Retry-After: nothing is
-acknowledged that is not durable.
+Imports nothing of headwater: the edge builds on it, not the other way round.
 """
+
+from .capacity import DiskUsage
+from .dirs import list_spool_dirs, worker_spool_dir
+from .errors import DrainLockNotHeld, SpoolClosed, SpoolError, SpoolFull, SpoolWriteError
+from .format import SpooledEnvelope
+from .quarantine import QuarantinedEntry
+from .spool import Spool, SpoolConfig, SpoolStats
+from .store import ExportRecord
+
+__all__ = [
+    "DiskUsage",
+    "DrainLockNotHeld",
+    "ExportRecord",
+    "QuarantinedEntry",
+    "Spool",
+    "SpoolClosed",
+    "SpoolConfig",
+    "SpoolError",
+    "SpoolFull",
+    "SpoolStats",
+    "SpoolWriteError",
+    "SpooledEnvelope",
+    "list_spool_dirs",
+    "worker_spool_dir",
+]
