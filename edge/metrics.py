@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -31,13 +36,26 @@ class EdgeMetrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registry,
         )
-        self.sink_in_use = Gauge(
-            "headwater_edge_sink_in_use",
-            "1 for the sink envelopes currently go to (jetstream, spool).",
-            ["sink"],
+        self.spooled = Counter(
+            "headwater_edge_spooled", "Envelopes written to the disk spool.", registry=self.registry
+        )
+        self.spool_refused = Counter(
+            "headwater_edge_spool_refused",
+            "Envelopes neither JetStream nor the spool could take (answered 503).",
             registry=self.registry,
         )
-        self.sink_in_use.labels("jetstream").set(1)
+        self.drained = Counter(
+            "headwater_edge_spool_drained",
+            "Spooled envelopes republished to JetStream.",
+            registry=self.registry,
+        )
+        self.drain_failures = Counter(
+            "headwater_edge_spool_drain_failures", "Failed republishing attempts.", registry=self.registry
+        )
+
+    def watch(self, state: Callable[[], dict[str, Any]]) -> None:
+        """Gauges read at scrape time from `state()`: the breaker and the spool's stats."""
+        self.registry.register(_StateCollector(state))
 
     def accepted(self, project: str, count: int) -> None:
         if count:
@@ -48,3 +66,32 @@ class EdgeMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _StateCollector(Collector):
+    def __init__(self, state: Callable[[], dict[str, Any]]) -> None:
+        self._state = state
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._state()
+        breaker_open = bool(state.get("breaker_open"))
+        sink = GaugeMetricFamily(
+            "headwater_edge_sink_in_use", "1 for the sink envelopes go to now.", labels=["sink"]
+        )
+        sink.add_metric(["jetstream"], 0.0 if breaker_open else 1.0)
+        sink.add_metric(["spool"], 1.0 if breaker_open else 0.0)
+        yield sink
+        yield GaugeMetricFamily(
+            "headwater_edge_breaker_open", "1 while the circuit breaker is open.", breaker_open
+        )
+        spool = state.get("spool")
+        if spool is None:
+            return
+        for name, help_text, value in (
+            ("entries", "Envelopes waiting in the spool.", spool.entries),
+            ("bytes", "Bytes of envelopes waiting in the spool.", spool.bytes),
+            ("oldest_age_seconds", "Age of the oldest spooled envelope.", spool.oldest_age_seconds or 0.0),
+            ("quarantined", "Corrupt spool entries moved to quarantine.", spool.quarantined),
+            ("writable", "1 while the spool accepts envelopes.", 1.0 if spool.writable else 0.0),
+        ):
+            yield GaugeMetricFamily(f"headwater_edge_spool_{name}", help_text, float(value))

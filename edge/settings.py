@@ -15,7 +15,7 @@ class EdgeSettings:
     max_event_bytes: int = 32 * 1024
     max_batch_events: int = 2500
     max_nesting_depth: int = 32
-    publish_timeout_seconds: float = 5.0
+    publish_timeout_seconds: float = 2.0
     retry_after_seconds: int = 5
     # Peers whose X-Forwarded-For is believed (CIDRs, e.g. the load balancers).
     trusted_proxies: tuple[str, ...] = ()
@@ -23,6 +23,10 @@ class EdgeSettings:
     rate_limit_edges: int = 1
     max_ip_buckets: int = 100_000
     cors_max_age_seconds: int = 600
+    # This process's own spool directory (see docs/spool.md); None: no spool, 503 when JetStream
+    # cannot acknowledge.
+    spool_dir: str | None = None
+    spool_max_bytes: int = 1 << 30
 
     def __post_init__(self) -> None:
         if self.rate_limit_edges < 1:

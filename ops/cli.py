@@ -10,6 +10,7 @@ from .migrate import migrate
 from .projects import projects
 from .query import query
 from .serve import serve
+from .spool import spool
 from .up import up
 
 
@@ -34,3 +35,4 @@ main.add_command(serve)
 main.add_command(query)
 main.add_command(projects)
 main.add_command(migrate)
+main.add_command(spool)

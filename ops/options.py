@@ -13,6 +13,7 @@ import click
 
 from headwater.control.settings import AdminToken
 from headwater.edge.settings import EdgeSettings
+from headwater.spool import worker_spool_dir
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -166,6 +167,20 @@ def edge_options(command: F) -> F:
             help="Seconds to wait for JetStream's acknowledgement before answering 503.",
         ),
         option(
+            "--spool-dir",
+            env="HEADWATER_SPOOL_DIR",
+            default=None,
+            help="Base directory of the disk spool (a subdirectory per worker); '' disables the spool "
+            "[default: <data-dir>/spool for up, .headwater/spool for serve].",
+        ),
+        option(
+            "--spool-max-bytes",
+            env="HEADWATER_SPOOL_MAX_BYTES",
+            default=1 << 30,
+            type=click.IntRange(1 << 20),
+            help="Most bytes of envelopes a worker's spool holds; beyond it the edge answers 503.",
+        ),
+        option(
             "--rate-limit-edges",
             env="HEADWATER_RATE_LIMIT_EDGES",
             default=1,
@@ -178,8 +193,13 @@ def edge_options(command: F) -> F:
     return command
 
 
-def edge_settings(host: str, port: int, reuse_port: bool = False, **flags: Any) -> EdgeSettings:
+def edge_settings(
+    host: str, port: int, default_spool_dir: str, reuse_port: bool = False, worker: int = 0, **flags: Any
+) -> EdgeSettings:
     """EdgeSettings from the flags of `edge_options`; a bad combination is a usage error."""
+    spool_base = flags.pop("spool_dir")
+    spool_base = default_spool_dir if spool_base is None else spool_base
+    spool_dir = str(worker_spool_dir(spool_base, str(worker))) if spool_base else None
     proxies = tuple(p.strip() for p in str(flags.pop("trusted_proxies") or "").split(",") if p.strip())
     for index, cidr in enumerate(proxies):
         try:
@@ -200,6 +220,8 @@ def edge_settings(host: str, port: int, reuse_port: bool = False, **flags: Any) 
             max_nesting_depth=flags.pop("max_nesting_depth"),
             publish_timeout_seconds=flags.pop("publish_timeout"),
             rate_limit_edges=flags.pop("rate_limit_edges"),
+            spool_dir=spool_dir,
+            spool_max_bytes=flags.pop("spool_max_bytes"),
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

@@ -7,12 +7,14 @@ import multiprocessing
 import os
 import signal
 import sys
+from dataclasses import replace
 from typing import Any
 
 import click
 
 from headwater.consumers.settings import ConsumerSettings
 from headwater.control.settings import ControlSettings
+from headwater.edge.settings import EdgeSettings
 from headwater.edge.streams import StreamSettings
 
 from .logs import configure_logging
@@ -32,6 +34,7 @@ from .options import (
 from .runtime import Stack, StackSettings
 
 DEFAULT_PORTS = {"edge": 8700, "control": 8701}
+DEFAULT_SPOOL_DIR = ".headwater/spool"
 
 
 @click.command()
@@ -78,8 +81,16 @@ def serve(
     edge = control = consumer = None
     if workers > 1 and (role != "edge" or http_port == 0):
         raise click.UsageError("--workers applies to the edge role on a fixed --port")
+
+    def edge_for(worker: int) -> EdgeSettings:
+        """Each worker has its own spool directory under the base (docs/spool.md)."""
+        flags = dict(edge_flags)
+        return edge_settings(
+            host, http_port, DEFAULT_SPOOL_DIR, reuse_port=workers > 1, worker=worker, **flags
+        )
+
     if role == "edge":
-        edge = edge_settings(host, http_port, reuse_port=workers > 1, **edge_flags)
+        edge = edge_for(0)
     elif role == "control":
         assert clickhouse_url is not None
         tokens = admin_tokens_from_env()
@@ -108,7 +119,8 @@ def serve(
     )
 
     if workers > 1:
-        sys.exit(run_workers(workers, role, settings, logging_setup))
+        per_worker = [replace(settings, edge=edge_for(worker)) for worker in range(workers)]
+        sys.exit(run_workers(role, per_worker, logging_setup))
     try:
         run_role(role, settings)
     except StackFailure as exc:
@@ -138,11 +150,11 @@ def _worker(role: str, settings: StackSettings, logging_setup: tuple[str, str, s
         sys.exit(1)
 
 
-def run_workers(count: int, role: str, settings: StackSettings, logging_setup: tuple[str, str, str]) -> int:
-    """Run `count` processes of the role on one port; SIGINT/SIGTERM stop them all. Returns the
+def run_workers(role: str, per_worker: list[StackSettings], logging_setup: tuple[str, str, str]) -> int:
+    """Run one process per settings object, on one port; SIGINT/SIGTERM stop them all. Returns the
     exit code: non-zero when a worker failed."""
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker, args=(role, settings, logging_setup)) for _ in range(count)]
+    processes = [context.Process(target=_worker, args=(role, s, logging_setup)) for s in per_worker]
     for process in processes:
         process.start()
 

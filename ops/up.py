@@ -109,7 +109,7 @@ def up(
             nats_url=nats_url,
             streams=StreamSettings(),
             clickhouse_url=clickhouse_url,
-            edge=edge_settings(host, edge_port, **edge_flags),
+            edge=edge_settings(host, edge_port, str(data.root / "spool"), **edge_flags),
             control=ControlSettings(
                 clickhouse_url=clickhouse_url,
                 admin_tokens=admin_tokens_from_env(stored_token),

@@ -1,0 +1,124 @@
+"""The drainer: puts spooled envelopes back into JetStream, oldest first, once it answers again.
+
+Each envelope is republished with its original `Nats-Msg-Id`, so JetStream drops one it already
+has (within the stream's duplicate window; beyond it, ClickHouse collapses the copy by messageId).
+An envelope leaves the spool only after JetStream acknowledged it. Failures back off exponentially
+with jitter; draining is paced (it sleeps as long as it worked, times `pace`) so it does not starve
+live traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from nats.js import JetStreamContext
+from tenacity import wait_exponential, wait_random
+
+from headwater.spool import Spool, SpooledEnvelope
+
+from .fallback import CircuitBreaker
+from .metrics import EdgeMetrics
+from .subjects import EVENTS_STREAM, MSG_ID_HEADER
+
+log = logging.getLogger(__name__)
+
+
+async def republish(js: JetStreamContext, envelopes: list[SpooledEnvelope], timeout: float) -> None:
+    """Publish pipelined and wait for every acknowledgement; raises if any is missing."""
+    futures = [
+        await js.publish_async(e.subject, e.body, stream=EVENTS_STREAM, headers={MSG_ID_HEADER: e.msg_id})
+        for e in envelopes
+    ]
+    await asyncio.wait_for(asyncio.gather(*futures), timeout)
+
+
+class Drainer:
+    def __init__(
+        self,
+        spool: Spool,
+        js: JetStreamContext,
+        breaker: CircuitBreaker,
+        metrics: EdgeMetrics,
+        batch: int = 256,
+        pace: float = 0.5,
+        publish_timeout: float = 10.0,
+        idle_interval: float = 0.2,
+    ) -> None:
+        self._spool = spool
+        self._js = js
+        self._breaker = breaker
+        self._metrics = metrics
+        self._batch = batch
+        self._pace = pace
+        self._publish_timeout = publish_timeout
+        self._idle = idle_interval
+        # exponential from 0.2 s to 30 s, plus up to 1 s of jitter (tenacity's wait strategies)
+        self._backoff = wait_exponential(multiplier=0.2, max=30) + wait_random(0, 1)
+        self._failures_in_row = 0
+        self._task: asyncio.Task[None] | None = None
+        self.failure: BaseException | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="spool-drainer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._spool.holds_drain_lock:
+            self._spool.release_drain_lock()
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                if self._breaker.is_open or self._spool.stats().entries == 0:
+                    await asyncio.sleep(self._idle)
+                    continue
+                if not self._spool.holds_drain_lock and not self._spool.try_acquire_drain_lock():
+                    await asyncio.sleep(1.0)  # another process (e.g. `headwater spool drain`) drains it
+                    continue
+                started = time.monotonic()
+                drained = await self.drain_once()
+                if drained and self._pace > 0:
+                    await asyncio.sleep((time.monotonic() - started) * self._pace)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.failure = exc
+            log.exception("spool drainer stopped on an unexpected error")
+            raise
+
+    async def drain_once(self) -> int:
+        """One batch: peek, republish, remove. Returns how many left the spool (0 on failure)."""
+        envelopes = await self._spool.peek_batch(self._batch)
+        if not envelopes:
+            return 0
+        keys = [e.key for e in envelopes]
+        try:
+            await republish(self._js, envelopes, self._publish_timeout)
+        except Exception as exc:
+            self._spool.release(keys)
+            self._failures_in_row += 1
+            self._metrics.drain_failures.inc()
+            delay = float(self._backoff(_Attempt(self._failures_in_row)))  # type: ignore[arg-type]
+            log.warning(
+                "republishing %d spooled envelopes failed (%r); retrying in %.1fs", len(keys), exc, delay
+            )
+            self._breaker.trip("republishing spooled envelopes failed")
+            await asyncio.sleep(delay)
+            return 0
+        removed = await self._spool.remove(keys)
+        self._failures_in_row = 0
+        self._metrics.drained.inc(removed)
+        return removed
+
+
+class _Attempt:
+    """The one attribute of tenacity's RetryCallState that its wait strategies read."""
+
+    def __init__(self, number: int) -> None:
+        self.attempt_number = number

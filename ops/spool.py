@@ -1,0 +1,152 @@
+"""`headwater spool status|drain|export`: operate the edges' disk spools."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+from headwater.edge.drainer import republish
+from headwater.edge.streams import StreamSettings, ensure_streams
+from headwater.spool import Spool, list_spool_dirs
+
+from .natsconn import connect_nats
+from .options import nats_url_option, option
+
+spool_dir_option = option(
+    "--spool-dir",
+    env="HEADWATER_SPOOL_DIR",
+    default=".headwater/spool",
+    help="The spool base directory (holding one directory per edge worker), or one worker's directory.",
+)
+
+
+def spool_dirs(base: str) -> list[Path]:
+    root = Path(base)
+    dirs = list_spool_dirs(root)
+    if not dirs and (root / "cache.db").is_file():
+        dirs = [root]  # a single worker's directory
+    if not dirs:
+        raise click.ClickException(f"no spool found under {root}")
+    return dirs
+
+
+@asynccontextmanager
+async def opened(directory: Path) -> AsyncIterator[Spool]:
+    spool = await Spool(directory).open()
+    try:
+        yield spool
+    finally:
+        await spool.close()
+
+
+@click.group()
+def spool() -> None:
+    """Inspect, drain and export the edges' disk spools (see docs/spool.md)."""
+
+
+@spool.command()
+@spool_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def status(spool_dir: str, as_json: bool) -> None:
+    """Entries, bytes, oldest age and quarantine per spool directory."""
+
+    async def collect() -> list[dict[str, Any]]:
+        rows = []
+        for directory in spool_dirs(spool_dir):
+            async with opened(directory) as store:
+                free = store.try_acquire_drain_lock()
+                if free:
+                    store.release_drain_lock()
+                stats = store.stats()
+                rows.append(
+                    {
+                        "directory": str(directory),
+                        "entries": stats.entries,
+                        "bytes": stats.bytes,
+                        "oldest_age_seconds": stats.oldest_age_seconds,
+                        "quarantined": stats.quarantined,
+                        "writable": stats.writable,
+                        "drained_by": "nobody" if free else "another process (a running edge?)",
+                    }
+                )
+        return rows
+
+    rows = asyncio.run(collect())
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(
+        f"{'directory':<40} {'entries':>9} {'bytes':>12} {'oldest':>9} {'quarantined':>11}  drained by"
+    )
+    for row in rows:
+        oldest = "-" if row["oldest_age_seconds"] is None else f"{row['oldest_age_seconds']:.0f}s"
+        click.echo(
+            f"{row['directory']:<40} {row['entries']:>9} {row['bytes']:>12} {oldest:>9} "
+            f"{row['quarantined']:>11}  {row['drained_by']}"
+        )
+
+
+@spool.command()
+@spool_dir_option
+@nats_url_option
+@click.option("--batch", default=256, show_default=True, type=click.IntRange(1, 10_000))
+def drain(spool_dir: str, nats_url: str | None, batch: int) -> None:
+    """Republish spooled envelopes to JetStream now, oldest first, with a progress bar.
+
+    A directory whose drain lock a running edge holds is skipped: that edge drains it itself.
+    """
+    if not nats_url:
+        raise click.UsageError("--nats-url (or HEADWATER_NATS_URL) is required")
+
+    async def run() -> int:
+        client = await connect_nats(nats_url, "headwater-spool-drain")
+        js = client.jetstream()
+        await ensure_streams(js, StreamSettings())
+        total = 0
+        try:
+            for directory in spool_dirs(spool_dir):
+                async with opened(directory) as store:
+                    if not store.try_acquire_drain_lock():
+                        click.echo(f"{directory}: skipped, another process drains it")
+                        continue
+                    entries = store.stats().entries
+                    with click.progressbar(length=entries, label=str(directory), show_pos=True) as bar:
+                        while envelopes := await store.peek_batch(batch):
+                            await republish(js, envelopes, timeout=30)
+                            removed = await store.remove(e.key for e in envelopes)
+                            total += removed
+                            bar.update(removed)
+                    store.release_drain_lock()
+        finally:
+            await client.close()
+        return total
+
+    click.echo(f"drained {asyncio.run(run())} envelopes")
+
+
+@spool.command()
+@spool_dir_option
+@click.option("--output", "-o", type=click.File("w"), default="-", help="JSON lines file (default: stdout).")
+def export(spool_dir: str, output: IO[str]) -> None:
+    """Every spooled envelope (and every quarantined one) as JSON lines, for forensics.
+
+    Reads only: nothing is removed, and a running edge may keep appending.
+    """
+
+    async def run() -> int:
+        count = 0
+        for directory in spool_dirs(spool_dir):
+            async with opened(directory) as store:
+                async for record in store.export():
+                    output.write(json.dumps({"directory": str(directory), **record.to_json()}) + "\n")
+                    count += 1
+        return count
+
+    count = asyncio.run(run())
+    click.echo(f"exported {count} entries", err=True)

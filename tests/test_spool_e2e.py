@@ -1,0 +1,316 @@
+"""The spool end to end: real nats-server processes stopped, flapping and restarted, an edge killed
+with SIGKILL while spooling, a full spool, a corrupt entry. Every event that got a 2xx must be in
+ClickHouse exactly once, counted by messageId."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from hw_testing import admin_headers, basic_auth, eventually
+
+from headwater.edge.settings import EdgeSettings
+from headwater.ops.natsserver import NatsServerProcess
+from headwater.ops.runtime import Stack
+from headwater.spool.backend import open_cache
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+BIN = Path(sys.executable).parent
+
+
+class Load:
+    """Sends single events with unique messageIds from `concurrency` clients; records outcomes."""
+
+    def __init__(self, http: httpx.AsyncClient, url: str, key: str, concurrency: int = 8) -> None:
+        self._http, self._url, self._key = http, url, key
+        self._concurrency = concurrency
+        self._ids = (f"m-{uuid.uuid4().hex[:8]}-{n}" for n in itertools.count())
+        self.acked: set[str] = set()
+        self.failed: set[str] = set()
+        self.statuses: dict[int, int] = {}
+        self._running = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def send(self, message_id: str) -> int:
+        event = {"type": "track", "event": "Load", "userId": "u", "messageId": message_id}
+        try:
+            response = await self._http.post(
+                f"{self._url}/v1/track", json=event, headers=basic_auth(self._key)
+            )
+            status = response.status_code
+        except httpx.HTTPError:
+            status = 0
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        (self.acked if status == 200 else self.failed).add(message_id)
+        return status
+
+    async def _client(self) -> None:
+        while self._running:
+            await self.send(next(self._ids))
+
+    def start(self) -> None:
+        self._running = True
+        self._tasks = [asyncio.create_task(self._client()) for _ in range(self._concurrency)]
+
+    async def stop(self) -> None:
+        self._running = False
+        await asyncio.gather(*self._tasks)
+
+
+async def create_project(http: httpx.AsyncClient, stack: Stack, project_id: str) -> str:
+    response = await http.post(
+        f"{stack.control_url}/v1/projects", json={"id": project_id}, headers=admin_headers()
+    )
+    assert response.status_code == 201
+    registry = stack.registry
+    assert registry is not None
+
+    async def known() -> bool:
+        return registry.get(project_id) is not None
+
+    await eventually(known, bool, timeout=5)
+    return str(response.json()["secret_key"])
+
+
+async def stored_ids(stack: Stack, project_id: str) -> dict[str, int]:
+    """messageId → copies visible with FINAL (must be 1 each)."""
+    assert stack.clickhouse is not None
+    sql = f"SELECT message_id, count() FROM hw_{project_id}.events FINAL GROUP BY message_id"
+    rows = await asyncio.to_thread(lambda: stack.clickhouse.query(sql).result_rows)  # type: ignore[union-attr]
+    return {str(message_id): int(copies) for message_id, copies in rows}
+
+
+async def assert_exactly_once(
+    stack: Stack, project_id: str, load: Load, timeout: float = 90
+) -> dict[str, int]:
+    async def probe() -> dict[str, int]:
+        return await stored_ids(stack, project_id)
+
+    stored = await eventually(probe, lambda s: load.acked <= set(s), timeout=timeout, interval=0.5)
+    assert all(copies == 1 for copies in stored.values()), "an event shows twice"
+    # Anything stored beyond the acknowledged came from a request that got an error: one event per
+    # request, so it is whole, never half of one (and the client was told to retry it).
+    assert set(stored) - load.acked <= load.failed
+    return stored
+
+
+def spool_edge(tmp_path: Path, **overrides: object) -> EdgeSettings:
+    settings = {"port": 0, "spool_dir": str(tmp_path / "spool" / "0"), "publish_timeout_seconds": 1.0}
+    settings.update(overrides)
+    return EdgeSettings(**settings)  # type: ignore[arg-type]
+
+
+async def test_nats_outage_under_load_loses_nothing_and_doubles_nothing(
+    make_stack,
+    http: httpx.AsyncClient,
+    project_id: str,
+    nats_server: NatsServerProcess,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    stack: Stack = await make_stack(edge=spool_edge(tmp_path), control=True, consumer=True)
+    key = await create_project(http, stack, project_id)
+    assert stack.edge_url is not None
+    load = Load(http, stack.edge_url, key)
+    load.start()
+    await asyncio.sleep(1.0)
+    nats_server.stop()
+    await asyncio.sleep(3.0)  # the edge keeps saying yes: into the spool
+    nats_server.start()
+    await asyncio.sleep(2.0)
+    await load.stop()
+    assert stack.spool is not None
+    assert stack.spool.stats().appended > 0, "the outage never reached the spool"
+    stored = await assert_exactly_once(stack, project_id, load)
+    assert len(stored) >= len(load.acked) > 0
+    spooled = stack.spool.stats().appended
+    print(f"\noutage: {len(load.acked)} acknowledged, statuses {load.statuses}, spooled {spooled}")
+
+
+async def test_nats_flapping_loses_nothing_and_doubles_nothing(
+    make_stack,
+    http: httpx.AsyncClient,
+    project_id: str,
+    nats_server: NatsServerProcess,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    stack: Stack = await make_stack(edge=spool_edge(tmp_path), control=True, consumer=True)
+    key = await create_project(http, stack, project_id)
+    assert stack.edge_url is not None
+    load = Load(http, stack.edge_url, key)
+    load.start()
+    for _ in range(3):
+        await asyncio.sleep(0.7)
+        nats_server.stop()
+        await asyncio.sleep(1.0)
+        nats_server.start()
+    await asyncio.sleep(1.0)
+    await load.stop()
+    await assert_exactly_once(stack, project_id, load)
+    assert stack.breaker is not None and stack.breaker.trips >= 3
+
+
+async def test_a_full_spool_answers_503_and_evicts_nothing(
+    make_stack,
+    http: httpx.AsyncClient,
+    project_id: str,
+    nats_server: NatsServerProcess,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    stack: Stack = await make_stack(
+        edge=spool_edge(tmp_path, spool_max_bytes=30_000), control=True, consumer=True
+    )
+    key = await create_project(http, stack, project_id)
+    assert stack.edge_url is not None and stack.spool is not None
+    load = Load(http, stack.edge_url, key, concurrency=1)
+    nats_server.stop()
+    statuses = [await load.send(f"full-{n}") for n in range(400)]
+    assert 503 in statuses, "the spool never filled up"
+    first_refusal = statuses.index(503)
+    assert set(statuses[:first_refusal]) == {200}
+    spooled = stack.spool.stats().entries
+    assert spooled == len(load.acked)  # everything acknowledged is still there: nothing evicted
+    nats_server.start()
+    await assert_exactly_once(stack, project_id, load)
+
+
+async def test_a_corrupt_entry_is_quarantined_and_the_rest_drains(
+    make_stack,
+    http: httpx.AsyncClient,
+    project_id: str,
+    nats_server: NatsServerProcess,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    edge = spool_edge(tmp_path)
+    stack: Stack = await make_stack(edge=edge, control=True, consumer=True)
+    key = await create_project(http, stack, project_id)
+    assert stack.edge_url is not None and stack.spool is not None
+    load = Load(http, stack.edge_url, key, concurrency=1)
+    nats_server.stop()
+    for n in range(5):
+        assert await load.send(f"c-{n}") == 200
+    assert edge.spool_dir is not None
+    raw = open_cache(Path(edge.spool_dir), timeout=5)
+    try:
+        victim = sorted(raw.iterkeys())[2]
+        raw.set(victim, b"bit rot")
+    finally:
+        raw.close()
+    nats_server.start()
+
+    async def drained() -> int:
+        assert stack.spool is not None
+        return stack.spool.stats().entries
+
+    await eventually(drained, lambda n: n == 0, timeout=30)
+    assert stack.spool.stats().quarantined == 1
+    stored = await eventually(
+        lambda: stored_ids(stack, project_id), lambda s: len(s) == 4, timeout=30, interval=0.5
+    )
+    assert set(stored) == load.acked - {"c-2"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_edge(port: int, nats_url: str, spool_dir: Path) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
+    process = subprocess.Popen(
+        [str(BIN / "headwater"), "serve", "edge", "--port", str(port), "--nats-url", nats_url,
+         "--spool-dir", str(spool_dir), "--publish-timeout", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+    )  # fmt: skip
+    assert process.stdout is not None
+    assert "running" in process.stdout.readline()
+    return process
+
+
+async def test_an_edge_killed_while_spooling_drains_after_restart(
+    make_stack,
+    http: httpx.AsyncClient,
+    project_id: str,
+    nats_server: NatsServerProcess,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    stack: Stack = await make_stack(control=True, consumer=True)
+    key = await create_project(http, stack, project_id)
+    port, spool_dir = free_port(), tmp_path / "edge-spool"
+    edge = await asyncio.to_thread(start_edge, port, nats_server.url, spool_dir)
+    load = Load(http, f"http://127.0.0.1:{port}", key)
+    try:
+
+        async def probe() -> int:
+            return await load.send(f"probe-{uuid.uuid4().hex[:6]}")
+
+        await eventually(probe, lambda status: status == 200, timeout=10)
+        nats_server.stop()
+        load.start()
+        await asyncio.sleep(2.0)
+        edge.send_signal(signal.SIGKILL)  # mid-stream, while it spools
+        await load.stop()
+        edge.wait(10)
+        spooled = [e for e in load.acked if not e.startswith("probe-")]
+        assert spooled, "nothing was spooled before the kill"
+        nats_server.start()
+        edge = await asyncio.to_thread(start_edge, port, nats_server.url, spool_dir)
+        await assert_exactly_once(stack, project_id, load)
+    finally:
+        edge.send_signal(signal.SIGTERM)
+        edge.wait(30)
+
+
+async def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
+    command = [str(BIN / "headwater"), *args]
+    return await asyncio.to_thread(
+        subprocess.run, command, capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+async def test_spool_cli_status_export_and_manual_drain(
+    make_stack,
+    http: httpx.AsyncClient,
+    project_id: str,
+    nats_server: NatsServerProcess,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    edge_stack: Stack = await make_stack(edge=spool_edge(tmp_path), control=True, consumer=True)
+    key = await create_project(http, edge_stack, project_id)
+    assert edge_stack.edge_url is not None
+    load = Load(http, edge_stack.edge_url, key, concurrency=1)
+    nats_server.stop()
+    for n in range(20):
+        assert await load.send(f"cli-{n}") == 200
+    await edge_stack.stop()  # the edge goes away with its spool full: drain it by hand
+    base = str(tmp_path / "spool")
+
+    status = await run_cli("spool", "status", "--spool-dir", base, "--json")
+    assert status.returncode == 0, status.stderr
+    [row] = json.loads(status.stdout)
+    assert (row["entries"], row["quarantined"], row["drained_by"]) == (20, 0, "nobody")
+
+    exported = await run_cli("spool", "export", "--spool-dir", base)
+    lines = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert len(lines) == 20 and all(line["subject"] == f"hw.events.{project_id}" for line in lines)
+
+    nats_server.start()
+    drained = await run_cli("spool", "drain", "--spool-dir", base, "--nats-url", nats_server.url)
+    assert drained.returncode == 0, drained.stderr
+    assert "drained 20 envelopes" in drained.stdout
+
+    consumer_stack: Stack = await make_stack(control=True, consumer=True)
+    await assert_exactly_once(consumer_stack, project_id, load)
+    after = await run_cli("spool", "status", "--spool-dir", base, "--json")
+    assert json.loads(after.stdout)[0]["entries"] == 0
