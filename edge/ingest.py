@@ -123,23 +123,42 @@ def cors_headers(origin: str) -> dict[str, str]:
     return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
 
 
-def correct_timestamps(event: dict[str, Any], received_at: datetime, batch_sent_at: object) -> None:
-    """Segment's clock-skew correction: timestamp = receivedAt - (sentAt - timestamp), so a device
-    whose clock is wrong by an hour still gets the right time; the client's own value is kept as
-    `originalTimestamp`. Without a timestamp, the event happened when it arrived."""
-    stamp = parse_timestamp(event.get("timestamp"), "timestamp")
-    if stamp is None:
-        event["timestamp"] = iso(received_at)
-        return
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=UTC)
-    event["originalTimestamp"] = event["timestamp"]
-    sent_at = parse_timestamp(event.get("sentAt", batch_sent_at), "sentAt")
-    if sent_at is not None:
-        if sent_at.tzinfo is None:
-            sent_at = sent_at.replace(tzinfo=UTC)
-        stamp = received_at - (sent_at - stamp)
-    event["timestamp"] = iso(stamp)
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+class TimeCorrection:
+    """Segment's clock-skew correction for one request: timestamp = receivedAt - (sentAt -
+    timestamp), so a device whose clock is wrong by an hour still records the right time; the
+    client's own value is kept as `originalTimestamp`. Without a timestamp, the event happened
+    when it arrived. A batch's `sentAt` (what Segment libraries send) is parsed once and stored on
+    each of its events that has none."""
+
+    def __init__(self, received_at: datetime, batch_sent_at: object) -> None:
+        self._received_at = received_at
+        self._received_iso = iso(received_at)
+        self._batch_sent_at = batch_sent_at if isinstance(batch_sent_at, str) else None
+        parsed = parse_timestamp(batch_sent_at, "sentAt")
+        self._batch_sent = _aware(parsed) if parsed is not None else None
+
+    def apply(self, event: dict[str, Any]) -> None:
+        if self._batch_sent_at is not None and event.get("sentAt") is None:
+            event["sentAt"] = self._batch_sent_at
+        stamp = parse_timestamp(event.get("timestamp"), "timestamp")
+        if stamp is None:
+            event["timestamp"] = self._received_iso
+            return
+        event["originalTimestamp"] = event["timestamp"]
+        sent_raw = event.get("sentAt")
+        if sent_raw is self._batch_sent_at:
+            sent_at = self._batch_sent
+        else:
+            parsed = parse_timestamp(sent_raw, "sentAt")
+            sent_at = _aware(parsed) if parsed is not None else None
+        if sent_at is not None:
+            event["timestamp"] = iso(self._received_at - (sent_at - _aware(stamp)))
+        else:
+            event["timestamp"] = iso(_aware(stamp))
 
 
 class IngestService:
@@ -183,8 +202,9 @@ class IngestService:
         received_at = self._clock()
         accepted, rejected = self._validate(request, body)
         secret = match.key.kind == "secret"
+        times = TimeCorrection(received_at, body.get("sentAt"))
         for event in accepted:
-            correct_timestamps(event, received_at, body.get("sentAt"))
+            times.apply(event)
             if not secret:
                 _drop_context_ip(event)  # only server-side senders may say where an event came from
         if not accepted:
@@ -262,9 +282,11 @@ class IngestService:
         defaults = {k: body[k] for k in ("context", "integrations") if isinstance(body.get(k), dict)}
         accepted: list[dict[str, Any]] = []
         rejected: list[tuple[int, IngestError]] = []
+        # Each event's size matters only when the whole body could hold one over the limit.
+        whole_body_fits = len(request.body) <= settings.max_event_bytes
         for index, raw in enumerate(batch):
             try:
-                size = len(orjson.dumps(raw))
+                size = 0 if whole_body_fits else len(orjson.dumps(raw))
                 event = validate_event(raw, None, settings.max_event_bytes, size, settings.max_nesting_depth)
             except IngestError as error:
                 rejected.append((index, error))

@@ -21,17 +21,16 @@ _TIME_FIELDS = ("timestamp", "sentAt", "originalTimestamp")
 
 def nesting_exceeds(value: object, limit: int) -> bool:
     """True when `value` nests objects or arrays deeper than `limit` (iterative: no recursion limit)."""
-    stack: list[tuple[object, int]] = [(value, 0)]
+    # Only containers go on the stack: pushing every scalar was a quarter of a batch's CPU.
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = []
+    if isinstance(value, dict | list):
+        stack.append((value, 0))
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, dict):
-            if depth >= limit:
-                return True
-            stack.extend((child, depth + 1) for child in item.values())
-        elif isinstance(item, list):
-            if depth >= limit:
-                return True
-            stack.extend((child, depth + 1) for child in item)
+        if depth >= limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
     return False
 
 
@@ -87,7 +86,8 @@ def validate_event(
         raise IngestError(400, "invalid_type", f"type must be one of {', '.join(EVENT_TYPES)}", "type")
     if nesting_exceeds(event, max_depth):
         raise IngestError(400, "too_deep", f"the event nests deeper than {max_depth} levels")
-    normalised = {k: v for k, v in event.items() if k != "writeKey"}
+    normalised = event  # normalised in place: the parsed body is the edge's own
+    normalised.pop("writeKey", None)
     normalised["type"] = kind
     user_id, anonymous_id = _id(event, "userId"), _id(event, "anonymousId")
     if user_id is None and anonymous_id is None:
