@@ -1,0 +1,37 @@
+"""`bench/edge.py --quick` runs end to end: every target (the headwater edge with 1 and 2 workers,
+the bare Quart and bare ASGI baselines) answers every wrk request with a 2xx.
+
+A smoke test only: nothing here asserts a speed (benchmarks measure, tests do not time).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = [
+    pytest.mark.services,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which("wrk") is None,
+        reason="wrk is not installed (apt-get install -y wrk): bench/edge.py needs it",
+    ),
+]
+
+
+def test_edge_benchmark_quick_run_is_clean() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "edge.py"), "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    assert "every target answered 2xx only" in result.stdout
