@@ -112,7 +112,7 @@ class EdgeASGI:
             headers={"Connection": "close"},
         )
         declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
             raise too_large  # refused before reading a byte of it
         chunks: list[bytes] = []
         size = 0
