@@ -1,0 +1,132 @@
+"""The enrichment step of a consumer: one Segment event (with the request's user agent and address) →
+the derived columns of its `events` row.
+
+    enricher = Enricher(GeoLookup(default_geo_database()))
+    extra = enricher.enrich(event, user_agent, ip, project.anonymisation.ip)
+    row = base_row + extra          # an Enrichment is a tuple in ENRICHMENT_COLUMNS order
+
+Order of work: the address is geolocated in full first, then anonymised per the project's setting;
+only the anonymised form (`Enrichment.ip`) is stored. A replay re-derives every column with the
+rules and data of the day.
+
+Pure and synchronous: no I/O per event (the GeoIP files are memory-mapped, the caches are bounded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from headwater.control.project_settings import IpHandling
+
+from .geo import EMPTY_GEO, GeoLookup, GeoResult
+from .ip import anonymise_ip
+from .url import PageInfo, page_info
+from .useragent import DEFAULT_UA_CACHE_SIZE, UserAgentInfo, UserAgentParser
+
+
+class Enrichment(NamedTuple):
+    """The derived columns of one event, flat and in column order.
+
+    A NamedTuple rather than a frozen dataclass: it is as immutable and as typed, it *is* the row
+    fragment (no conversion step), and it is built by concatenating the cached parts — about 0.3 µs,
+    where a frozen dataclass of 26 fields costs about 2.3 µs in its `__init__` alone (CPython 3.11).
+    """
+
+    # user agent (useragent.py)
+    browser: str = ""
+    browser_version: str = ""
+    os: str = ""
+    os_version: str = ""
+    device_type: str = ""
+    device_brand: str = ""
+    device_model: str = ""
+    is_bot: bool = False
+    # geolocation of the full address (geo.py)
+    country_code: str = ""
+    country: str = ""
+    region: str = ""
+    region_code: str = ""
+    city: str = ""
+    # page and campaign (url.py)
+    page_url: str = ""
+    page_host: str = ""
+    page_path: str = ""
+    page_query: str = ""
+    page_title: str = ""
+    referrer: str = ""
+    referrer_host: str = ""
+    utm_source: str = ""
+    utm_medium: str = ""
+    utm_campaign: str = ""
+    utm_term: str = ""
+    utm_content: str = ""
+    # the address as stored: anonymised per the project (ip.py)
+    ip: str = ""
+
+
+ENRICHMENT_COLUMNS: tuple[str, ...] = Enrichment._fields
+
+_LOW = "LowCardinality(String)"
+ENRICHMENT_COLUMN_TYPES: dict[str, str] = {
+    "browser": _LOW,
+    "browser_version": _LOW,
+    "os": _LOW,
+    "os_version": _LOW,
+    "device_type": _LOW,
+    "device_brand": _LOW,
+    # Thousands of Android models: past what a LowCardinality dictionary is good for.
+    "device_model": "String",
+    "is_bot": "Bool",
+    "country_code": _LOW,
+    "country": _LOW,
+    "region": _LOW,
+    "region_code": _LOW,
+    "city": "String",
+    "page_url": "String",
+    "page_host": _LOW,
+    "page_path": "String",
+    "page_query": "String",
+    "page_title": "String",
+    "referrer": "String",
+    "referrer_host": _LOW,
+    "utm_source": _LOW,
+    "utm_medium": _LOW,
+    "utm_campaign": "String",
+    "utm_term": "String",
+    "utm_content": "String",
+    "ip": "String",
+}
+
+# The geolocation columns are the first fields of GeoResult (it also carries latitude/longitude).
+_GEO_COLUMNS = len(GeoResult._fields) - 2
+_PAGE_COLUMNS = tuple(
+    name if name.startswith(("referrer", "utm_")) else f"page_{name}" for name in PageInfo._fields
+)
+# The concatenation in Enricher.enrich relies on the parts lining up with the columns: checked once,
+# here, rather than trusted (a reordered field would otherwise shift every column after it).
+_ASSEMBLED = UserAgentInfo._fields + GeoResult._fields[:_GEO_COLUMNS] + _PAGE_COLUMNS + ("ip",)
+if _ASSEMBLED != ENRICHMENT_COLUMNS or list(ENRICHMENT_COLUMN_TYPES) != list(ENRICHMENT_COLUMNS):
+    raise ImportError("enrichment parts no longer line up with ENRICHMENT_COLUMNS")  # pragma: no cover
+
+
+class Enricher:
+    """Derives the enrichment columns of events; one per consumer process (it holds the caches)."""
+
+    def __init__(self, geo: GeoLookup | None, ua_cache_size: int = DEFAULT_UA_CACHE_SIZE) -> None:
+        self.geo = geo
+        self.user_agents = UserAgentParser(ua_cache_size)
+
+    def enrich(
+        self, event: Mapping[str, Any], user_agent: str | None, ip: str | None, ip_mode: IpHandling
+    ) -> Enrichment:
+        """The enrichment of `event`, with the effective `user_agent` and `ip` (the caller decides
+        between the request's and the event's own `context.userAgent` / `context.ip`).
+
+        Never raises for any event content or header value; ValueError for an unknown `ip_mode`.
+        """
+        agent = self.user_agents.parse(user_agent)
+        place = self.geo.lookup(ip) if self.geo is not None else EMPTY_GEO
+        page = page_info(event)
+        stored_ip = anonymise_ip(ip, ip_mode)
+        return Enrichment._make(agent + place[:_GEO_COLUMNS] + page + (stored_ip,))
