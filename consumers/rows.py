@@ -1,4 +1,6 @@
-"""Envelope → rows of `<project db>.events` (the columns of control/migrations/m0001_events.py)."""
+"""Envelope → rows of `<project db>.events`: the raw columns of migration 1, then the derived
+columns of migration 2 (consumers/enrich/). Enrichment runs here, in the consumers, so a replay
+re-derives rows with today's rules and GeoIP data."""
 
 from __future__ import annotations
 
@@ -7,9 +9,12 @@ from typing import Any
 
 import orjson
 
+from headwater.control.project_settings import ProjectSettings
 from headwater.edge.envelope import Envelope
 
-COLUMNS: tuple[str, ...] = (
+from .enrich import ENRICHMENT_COLUMNS, Enricher
+
+RAW_COLUMNS: tuple[str, ...] = (
     "message_id",
     "type",
     "event",
@@ -28,6 +33,10 @@ COLUMNS: tuple[str, ...] = (
     "traits",
     "context",
 )
+# `ip` is a raw column; its value is the enriched (anonymised) one.
+DERIVED_COLUMNS: tuple[str, ...] = ENRICHMENT_COLUMNS[:-1]
+COLUMNS: tuple[str, ...] = RAW_COLUMNS + DERIVED_COLUMNS
+DEFAULT_SETTINGS = ProjectSettings()
 
 Row = tuple[Any, ...]
 
@@ -62,32 +71,54 @@ def _client_ip(envelope: Envelope, event: dict[str, Any]) -> str | None:
     return envelope.ip
 
 
-def envelope_rows(envelope: Envelope) -> list[Row]:
+def _user_agent(envelope: Envelope, event: dict[str, Any]) -> str | None:
+    """The event's own `context.userAgent` (a server-side library relays the end user's), else the
+    request's."""
+    context = event.get("context")
+    if isinstance(context, dict) and isinstance(context.get("userAgent"), str):
+        return str(context["userAgent"])
+    return envelope.user_agent
+
+
+def _redacted(value: object, names: tuple[str, ...]) -> object:
+    if not names or not isinstance(value, dict):
+        return value
+    return {k: v for k, v in value.items() if k not in names}
+
+
+def envelope_rows(
+    envelope: Envelope, enricher: Enricher, settings: ProjectSettings = DEFAULT_SETTINGS
+) -> list[Row]:
+    rules = settings.anonymisation
     received_at = parse_time(envelope.received_at)
     if received_at is None:
         raise ValueError(f"envelope {envelope.request_id} has an unreadable received_at")
     rows: list[Row] = []
     for event in envelope.events:
+        # Geolocate the full address first, then store it only as the project's rule leaves it.
+        enriched = enricher.enrich(event, _user_agent(envelope, event), _client_ip(envelope, event), rules.ip)
+        context = event.get("context")
+        if isinstance(context, dict) and "ip" in context:
+            context = {**context, "ip": enriched.ip}  # never the full address behind the rule's back
         name = event.get("event") or event.get("name") or ""
-        rows.append(
-            (
-                _text(event.get("messageId")),
-                _text(event.get("type")),
-                _text(name),
-                _text(event.get("anonymousId")),
-                _text(event.get("userId")),
-                _text(event.get("groupId")),
-                _text(event.get("previousId")),
-                parse_time(event.get("timestamp")) or received_at,
-                parse_time(event.get("sentAt")),
-                received_at,
-                envelope.request_id,
-                _text(_client_ip(envelope, event)),
-                _text(envelope.user_agent),
-                _text(envelope.origin),
-                _json(event.get("properties")),
-                _json(event.get("traits")),
-                _json(event.get("context")),
-            )
+        raw = (
+            _text(event.get("messageId")),
+            _text(event.get("type")),
+            _text(name),
+            _text(event.get("anonymousId")),
+            _text(event.get("userId")),
+            _text(event.get("groupId")),
+            _text(event.get("previousId")),
+            parse_time(event.get("timestamp")) or received_at,
+            parse_time(event.get("sentAt")),
+            received_at,
+            envelope.request_id,
+            enriched.ip,
+            _text(envelope.user_agent),
+            _text(envelope.origin),
+            _json(_redacted(event.get("properties"), rules.redact_properties)),
+            _json(_redacted(event.get("traits"), rules.redact_properties)),
+            _json(context),
         )
+        rows.append(raw + enriched[:-1])
     return rows

@@ -19,9 +19,11 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from headwater.control.project_settings import ProjectSettings
 from headwater.edge.envelope import Envelope, EnvelopeError
 from headwater.edge.subjects import EVENTS_STREAM, EVENTS_SUBJECTS, dlq_subject, project_of_subject
 
+from .enrich import Enricher
 from .rows import Row, envelope_rows
 from .settings import ConsumerSettings
 from .writer import ClickHouseWriter, deduplication_token
@@ -65,8 +67,8 @@ class Batch:
         return taken
 
 
-# The batching span of a project, from its live config.
-SpanOf = Callable[[str], float]
+# A project's settings (batching span, anonymisation), from its live config.
+SettingsOf = Callable[[str], ProjectSettings]
 
 
 class EventConsumer:
@@ -75,10 +77,12 @@ class EventConsumer:
         js: JetStreamContext,
         writer: ClickHouseWriter,
         settings: ConsumerSettings,
-        span_of: SpanOf | None = None,
+        enricher: Enricher,
+        settings_of: SettingsOf | None = None,
     ) -> None:
         self._js = js
-        self._span_of = span_of or (lambda _project: settings.flush_interval_seconds)
+        self._enricher = enricher
+        self._settings_of = settings_of or (lambda _project: ProjectSettings())
         self._writer = writer
         self._settings = settings
         self._task: asyncio.Task[None] | None = None
@@ -141,11 +145,12 @@ class EventConsumer:
                 envelope = Envelope.decode(message.data)
                 if envelope.project != project_of_subject(message.subject):
                     raise EnvelopeError(f"envelope of project {envelope.project!r} on {message.subject}")
-                rows = envelope_rows(envelope)
+                project_settings = self._settings_of(envelope.project)
+                rows = envelope_rows(envelope, self._enricher, project_settings)
             except (EnvelopeError, ValueError) as exc:
                 await self._dead_letter(message, exc)
                 continue
-            batch.add(envelope.project, self._span_of(envelope.project), message, rows)
+            batch.add(envelope.project, project_settings.batching.span_seconds, message, rows)
 
     async def _flush(self, projects: dict[str, ProjectBatch]) -> None:
         for project_id, project_batch in projects.items():

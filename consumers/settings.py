@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+from .enrich import default_geo_database
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,3 +21,11 @@ class ConsumerSettings:
     max_ack_pending: int = 20_000
     max_deliver: int = 20
     retry_delay_seconds: float = 2.0
+    # A MaxMind-format City database; None: the default data installed with headwater (if any);
+    # "": no geolocation.
+    geoip_database: str | None = None
+
+    def geoip_path(self) -> Path | None:
+        if self.geoip_database is None:
+            return default_geo_database()
+        return Path(self.geoip_database) if self.geoip_database else None

@@ -10,6 +10,7 @@ from clickhouse_connect.driver.client import Client
 from hw_testing import eventually, track_event
 from nats.js import JetStreamContext
 
+from headwater.consumers.enrich import Enricher
 from headwater.consumers.rows import Row
 from headwater.consumers.runner import DLQ_ERROR_HEADER, EventConsumer
 from headwater.consumers.settings import ConsumerSettings
@@ -69,7 +70,7 @@ async def test_failed_inserts_are_not_acked_and_land_once_after_recovery(
     js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
 ) -> None:
     writer = FlakyWriter(clickhouse, failures=3)
-    consumer = EventConsumer(js, writer, settings(clickhouse_url))
+    consumer = EventConsumer(js, writer, settings(clickhouse_url), Enricher(None))
     for i in range(5):
         await publish(js, project_id, f"r{i}", envelope(project_id, f"r{i}", f"m{i}a", f"m{i}b"))
     await consumer.start()
@@ -99,7 +100,7 @@ async def test_nothing_is_acked_while_clickhouse_is_down(
     js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
 ) -> None:
     writer = FlakyWriter(clickhouse, failures=10**9)
-    consumer = EventConsumer(js, writer, settings(clickhouse_url))
+    consumer = EventConsumer(js, writer, settings(clickhouse_url), Enricher(None))
     await publish(js, project_id, "r1", envelope(project_id, "r1", "only"))
     await consumer.start()
     try:
@@ -122,7 +123,7 @@ async def test_poison_messages_go_to_the_dead_letter_stream_and_the_rest_flows(
     await publish(js, project_id, "bad-json", b"{not json")
     await publish(js, project_id, "bad-version", b'{"v": 99, "events": []}')
     await publish(js, project_id, "good-2", envelope(project_id, "good-2", "g2"))
-    consumer = EventConsumer(js, ClickHouseWriter(clickhouse), settings(clickhouse_url))
+    consumer = EventConsumer(js, ClickHouseWriter(clickhouse), settings(clickhouse_url), Enricher(None))
     await consumer.start()
     try:
 

@@ -168,3 +168,57 @@ async def test_each_project_is_written_after_its_own_batching_span(
     await eventually(lambda: count(fast), lambda n: n == 1, timeout=3)
     assert await count(slow) == 0  # still held: its span (4 s) has not ended
     await eventually(lambda: count(slow), lambda n: n == 1, timeout=10)
+
+
+async def test_events_are_enriched_and_anonymised_on_the_way_to_clickhouse(
+    stack: Stack, http: httpx.AsyncClient, project_id: str
+) -> None:
+    created = await http.post(
+        f"{stack.control_url}/v1/projects", json={"id": project_id}, headers=admin_headers()
+    )
+    assert created.status_code == 201
+    registry = stack.registry
+    assert registry is not None
+
+    async def known() -> bool:
+        return registry.get(project_id) is not None
+
+    await eventually(known, bool, timeout=5)
+    chrome = (
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/126.0.0.0 Safari/537.36"
+    )
+    event = track_event(
+        messageId="enriched-1",
+        context={
+            "ip": "2001:630::1",  # Janet, the UK academic network: GB in the bundled GeoLite2 data
+            "userAgent": chrome,
+            "page": {
+                "url": "https://shop.example.com/p?utm_source=news&utm_medium=email",
+                "referrer": "https://www.google.com/",
+            },
+        },
+    )
+    sent = await http.post(
+        f"{stack.edge_url}/v1/track", json=event, headers=basic_auth(created.json()["secret_key"])
+    )
+    assert sent.status_code == 200
+    sql = (
+        "SELECT browser, os, device_type, country_code, ip, page_host, page_path, utm_source, utm_medium,"
+        " referrer_host FROM events"
+    )
+    rows = await eventually(lambda: query(http, stack, project_id, sql), bool, timeout=10)
+    assert rows == [
+        [
+            "Chrome",
+            "Windows",
+            "desktop",
+            "GB",
+            "2001:630::",
+            "shop.example.com",
+            "/p",
+            "news",
+            "email",
+            "www.google.com",
+        ]
+    ]

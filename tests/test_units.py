@@ -7,12 +7,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from headwater.consumers.rows import COLUMNS, envelope_rows, parse_time
+from headwater.consumers.enrich import ENRICHMENT_COLUMN_TYPES, Enricher
+from headwater.consumers.rows import COLUMNS, DERIVED_COLUMNS, RAW_COLUMNS, envelope_rows, parse_time
 from headwater.control.auth import authenticate_admin
 from headwater.control.errors import APIError
 from headwater.control.keys import ApiKey, key_digest, key_kind
-from headwater.control.migrations import m0001_events
+from headwater.control.migrations import m0001_events, m0002_enrichment
 from headwater.control.origins import OriginPolicy, normalise_origin, normalise_origins
+from headwater.control.project_settings import ProjectSettings
 from headwater.control.settings import AdminToken, ControlSettings
 from headwater.edge.envelope import Envelope, EnvelopeError
 from headwater.edge.errors import IngestError
@@ -175,8 +177,11 @@ def test_envelope_round_trip_and_poison() -> None:
 
 def test_rows_follow_the_table_columns() -> None:
     ddl = m0001_events.statements("hw_x", None)[0]
-    for column in COLUMNS:
+    for column in RAW_COLUMNS:
         assert f"\n            {column} " in ddl
+    # Migration 2 adds exactly the derived columns, in order, with the types enrichment declares.
+    assert [name for name, _ in m0002_enrichment.COLUMNS] == list(DERIVED_COLUMNS)
+    assert all(ENRICHMENT_COLUMN_TYPES[name] == kind for name, kind in m0002_enrichment.COLUMNS)
     envelope = Envelope(
         "demo",
         "r1",
@@ -190,14 +195,40 @@ def test_rows_follow_the_table_columns() -> None:
                 "timestamp": "2026-11-28T11:00:00+01:00",
             }
         ],
+        ip="203.0.113.77",
+        user_agent="Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 "
+        "(KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1",
     )
-    [row] = envelope_rows(envelope)
+    [row] = envelope_rows(envelope, Enricher(None))
     values = dict(zip(COLUMNS, row, strict=True))
     assert values["timestamp"] == datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
     assert values["user_id"] == "42"
     assert values["properties"] == "{}"
     assert values["sent_at"] is None
+    assert values["ip"] == "203.0.113.0"  # truncated by default
+    assert (values["browser"], values["os"], values["device_type"]) == ("Mobile Safari", "iOS", "mobile")
     assert parse_time("garbage") is None
+
+
+def test_anonymisation_rules_apply_to_rows() -> None:
+    event = {
+        "type": "track",
+        "messageId": "m",
+        "event": "E",
+        "userId": "u",
+        "properties": {"email": "a@example.com", "plan": "pro"},
+        "context": {"ip": "198.51.100.23", "locale": "de"},
+    }
+    envelope = Envelope("demo", "r1", "2026-11-28T10:00:00.000Z", [event], "secret", "10.0.0.1")
+    rules = ProjectSettings().merged({"anonymisation": {"ip": "drop", "redact_properties": ["email"]}})
+    [row] = envelope_rows(envelope, Enricher(None), rules)
+    values = dict(zip(COLUMNS, row, strict=True))
+    assert values["ip"] == ""
+    assert values["properties"] == '{"plan":"pro"}'
+    assert "198.51.100.23" not in values["context"]  # the full address is not kept in context either
+    keep = ProjectSettings().merged({"anonymisation": {"ip": "keep"}})
+    [row] = envelope_rows(envelope, Enricher(None), keep)
+    assert dict(zip(COLUMNS, row, strict=True))["ip"] == "198.51.100.23"  # a secret sender's context.ip
 
 
 def test_tsv_fields_are_escaped_like_clickhouse() -> None:
