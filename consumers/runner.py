@@ -14,14 +14,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from clickhouse_connect.driver.exceptions import OperationalError
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from headwater.control.project_settings import ProjectSettings
+from headwater.edge.backoff import Backoff
 from headwater.edge.envelope import Envelope, EnvelopeError
-from headwater.edge.subjects import EVENTS_STREAM, EVENTS_SUBJECTS, dlq_subject, project_of_subject
+from headwater.edge.subjects import (
+    EVENTS_STREAM,
+    EVENTS_SUBJECTS,
+    MSG_ID_HEADER,
+    dlq_subject,
+    project_of_subject,
+)
 
 from .enrich import Enricher
 from .rows import Row, envelope_rows
@@ -30,13 +38,19 @@ from .writer import ClickHouseWriter, deduplication_token
 
 log = logging.getLogger(__name__)
 DLQ_ERROR_HEADER = "Hw-Error"
+# Errors that say ClickHouse could not be reached (not that it refused the rows): retried.
+RETRYABLE = (OperationalError, OSError, TimeoutError)
 
 
 @dataclass
 class ProjectBatch:
     due: float  # monotonic time by which the project's batching span says to write
-    rows: list[Row] = field(default_factory=list)
     messages: list[Msg] = field(default_factory=list)
+    rows_of: list[list[Row]] = field(default_factory=list)  # per message, to isolate a bad one
+
+    @property
+    def rows(self) -> list[Row]:
+        return [row for rows in self.rows_of for row in rows]
 
 
 @dataclass
@@ -51,7 +65,7 @@ class Batch:
         if batch is None:
             batch = self.projects[project_id] = ProjectBatch(due=time.monotonic() + span_seconds)
         batch.messages.append(message)
-        batch.rows.extend(rows)
+        batch.rows_of.append(rows)
         self.rows += len(rows)
 
     def next_due(self) -> float | None:
@@ -63,7 +77,7 @@ class Batch:
         taken = {p: b for p, b in self.projects.items() if full or b.due <= now}
         for project_id, batch in taken.items():
             del self.projects[project_id]
-            self.rows -= len(batch.rows)
+            self.rows -= sum(len(rows) for rows in batch.rows_of)
         return taken
 
 
@@ -88,6 +102,10 @@ class EventConsumer:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.rows_written = 0
+        self.retries = 0
+        self.dead_lettered = 0
+        # exponential from the configured delay up to 30 s, plus up to 1 s of jitter
+        self._backoff = Backoff(settings.retry_delay_seconds)
         self.failure: BaseException | None = None
 
     @property
@@ -154,32 +172,76 @@ class EventConsumer:
 
     async def _flush(self, projects: dict[str, ProjectBatch]) -> None:
         for project_id, project_batch in projects.items():
-            token = deduplication_token(
-                project_id, (m.metadata.sequence.stream for m in project_batch.messages)
-            )
+            await self._write(project_id, project_batch.messages, project_batch.rows_of)
+
+    async def _write(self, project_id: str, messages: list[Msg], rows_of: list[list[Row]]) -> None:
+        """Insert, then ack. While ClickHouse is unreachable, retry with backoff and fetch nothing
+        more (backpressure: memory stays at one batch), telling JetStream the messages are still
+        in progress so they are not redelivered elsewhere. Rows ClickHouse refuses are isolated
+        message by message; a message it refuses alone is dead-lettered."""
+        rows = [row for part in rows_of for row in part]
+        token = deduplication_token(project_id, (m.metadata.sequence.stream for m in messages))
+        attempt = 0
+        while True:
             try:
-                await asyncio.to_thread(self._writer.insert, project_id, project_batch.rows, token)
-            except Exception:
-                log.exception(
-                    "insert of %d rows into project %s failed; redelivering",
-                    len(project_batch.rows),
+                await asyncio.to_thread(self._writer.insert, project_id, rows, token)
+                break
+            except RETRYABLE as exc:
+                attempt += 1
+                self.retries += 1
+                if self._stopping.is_set():
+                    for message in messages:
+                        await message.nak()  # another consumer (or our restart) takes them
+                    return
+                delay = self._backoff.delay(attempt)
+                log.warning(
+                    "ClickHouse unavailable (%r); retrying %d rows of %s in %.1fs",
+                    exc,
+                    len(rows),
                     project_id,
+                    delay,
                 )
-                for message in project_batch.messages:
-                    await message.nak(delay=self._settings.retry_delay_seconds)
-                continue
-            for message in project_batch.messages:
-                await message.ack()
-            self.rows_written += len(project_batch.rows)
+                await self._wait_working(messages, delay)
+            except Exception as exc:
+                if len(messages) == 1:
+                    await self._dead_letter(messages[0], exc)
+                    return
+                log.warning(
+                    "ClickHouse refused a batch of %s (%r); inserting message by message", project_id, exc
+                )
+                for message, part in zip(messages, rows_of, strict=True):
+                    await self._write(project_id, [message], [part])
+                return
+        for message in messages:
+            await message.ack()
+        self.rows_written += len(rows)
+
+    async def _wait_working(self, messages: list[Msg], seconds: float) -> None:
+        """Sleep, telling JetStream every third of `ack_wait` that the messages are still being
+        worked on, so it does not hand them to another consumer meanwhile."""
+        deadline = time.monotonic() + seconds
+        while True:
+            for message in messages:
+                with contextlib.suppress(NatsError):
+                    await message.in_progress()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._stopping.is_set():
+                return
+            await asyncio.sleep(min(remaining, self._settings.ack_wait_seconds / 3))
 
     async def _dead_letter(self, message: Msg, error: Exception) -> None:
         project_id = project_of_subject(message.subject)
         log.error(
             "dead-lettering message %s of %s: %s", message.metadata.sequence.stream, message.subject, error
         )
-        await self._js.publish(
-            dlq_subject(project_id),
-            message.data,
-            headers={DLQ_ERROR_HEADER: str(error)[:1000], "Hw-Original-Subject": message.subject},
-        )
+        headers = {
+            DLQ_ERROR_HEADER: str(error)[:1000],
+            "Hw-Original-Subject": message.subject,
+            "Hw-Deliveries": str(message.metadata.num_delivered),
+        }
+        original_id = (message.headers or {}).get(MSG_ID_HEADER)
+        if original_id:
+            headers["Hw-Original-Msg-Id"] = original_id
+        await self._js.publish(dlq_subject(project_id), message.data, headers=headers)
+        self.dead_lettered += 1
         await message.term()

@@ -15,10 +15,10 @@ import logging
 import time
 
 from nats.js import JetStreamContext
-from tenacity import wait_exponential, wait_random
 
 from headwater.spool import Spool, SpooledEnvelope
 
+from .backoff import Backoff
 from .fallback import CircuitBreaker
 from .metrics import EdgeMetrics
 from .subjects import EVENTS_STREAM, MSG_ID_HEADER
@@ -55,8 +55,7 @@ class Drainer:
         self._pace = pace
         self._publish_timeout = publish_timeout
         self._idle = idle_interval
-        # exponential from 0.2 s to 30 s, plus up to 1 s of jitter (tenacity's wait strategies)
-        self._backoff = wait_exponential(multiplier=0.2, max=30) + wait_random(0, 1)
+        self._backoff = Backoff(0.2)  # exponential from 0.2 s to 30 s, plus up to 1 s of jitter
         self._failures_in_row = 0
         self._task: asyncio.Task[None] | None = None
         self.failure: BaseException | None = None
@@ -104,7 +103,7 @@ class Drainer:
             self._spool.release(keys)
             self._failures_in_row += 1
             self._metrics.drain_failures.inc()
-            delay = float(self._backoff(_Attempt(self._failures_in_row)))  # type: ignore[arg-type]
+            delay = self._backoff.delay(self._failures_in_row)
             log.warning(
                 "republishing %d spooled envelopes failed (%r); retrying in %.1fs", len(keys), exc, delay
             )
@@ -115,10 +114,3 @@ class Drainer:
         self._failures_in_row = 0
         self._metrics.drained.inc(removed)
         return removed
-
-
-class _Attempt:
-    """The one attribute of tenacity's RetryCallState that its wait strategies read."""
-
-    def __init__(self, number: int) -> None:
-        self.attempt_number = number

@@ -3,10 +3,12 @@ ClickHouse failure, dead-lettering of poison messages."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Sequence
 
 import pytest
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError
 from hw_testing import eventually, track_event
 from nats.js import JetStreamContext
 
@@ -138,3 +140,64 @@ async def test_poison_messages_go_to_the_dead_letter_stream_and_the_rest_flows(
     assert sorted(m.data for m in messages) == sorted([b"{not json", b'{"v": 99, "events": []}'])
     errors = [m.headers[DLQ_ERROR_HEADER] for m in messages if m.headers]
     assert any("not JSON" in e for e in errors) and any("version 99" in e for e in errors)
+
+
+class RefusingWriter(ClickHouseWriter):
+    """The real writer, except that ClickHouse 'refuses' any insert holding a row of message
+    'poison' (as it would a row it cannot store)."""
+
+    def insert(self, project_id: str, rows: Sequence[Row], token: str) -> None:
+        if any(row[0] == "poison" for row in rows):
+            raise DatabaseError("Code: 53. DB::Exception: Type mismatch (injected)")
+        super().insert(project_id, rows, token)
+
+
+async def test_rows_clickhouse_refuses_are_dead_lettered_and_the_rest_land(
+    js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
+) -> None:
+    await publish(js, project_id, "a", envelope(project_id, "a", "good-a1", "good-a2"))
+    await publish(js, project_id, "b", envelope(project_id, "b", "poison"))
+    await publish(js, project_id, "c", envelope(project_id, "c", "good-c"))
+    consumer = EventConsumer(js, RefusingWriter(clickhouse), settings(clickhouse_url), Enricher(None))
+    await consumer.start()
+    try:
+
+        async def landed() -> int:
+            return count(clickhouse, project_id)
+
+        assert await eventually(landed, lambda n: n == 3, timeout=10) == 3
+    finally:
+        await consumer.stop()
+    assert consumer.dead_lettered == 1
+    dead = await js.pull_subscribe(dlq_subject(project_id), stream=DLQ_STREAM)
+    [message] = await dead.fetch(10, timeout=2)
+    assert message.headers is not None
+    assert "Type mismatch" in message.headers[DLQ_ERROR_HEADER]
+    assert message.headers["Hw-Original-Msg-Id"] == "b"
+
+
+async def test_an_outage_holds_one_batch_in_progress_and_fetches_no_more(
+    js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
+) -> None:
+    for i in range(30):
+        await publish(js, project_id, f"r{i}", envelope(project_id, f"r{i}", f"m{i}"))
+    writer = FlakyWriter(clickhouse, failures=10**9)
+    slow = ConsumerSettings(
+        clickhouse_url=clickhouse_url,
+        fetch_batch=10,
+        max_batch_rows=10,
+        flush_interval_seconds=0.1,
+        retry_delay_seconds=0.3,
+        ack_wait_seconds=1.0,
+    )
+    consumer = EventConsumer(js, writer, slow, Enricher(None))
+    await consumer.start()
+    try:
+        await asyncio.sleep(3.5)  # several retries, each longer than ack_wait by the end
+        info = await js.consumer_info(EVENTS_STREAM, "hw-clickhouse")
+        assert info.num_ack_pending == 10  # one batch held: backpressure, nothing more fetched
+        assert info.num_redelivered == 0  # in_progress kept JetStream from redelivering it
+        assert writer.attempts >= 3
+    finally:
+        writer.failures = 0  # ClickHouse is back
+        await consumer.stop()
