@@ -24,6 +24,10 @@ from headwater.control.project_settings import ProjectSettings
 from headwater.edge.backoff import Backoff
 from headwater.edge.envelope import Envelope, EnvelopeError
 from headwater.edge.subjects import (
+    DLQ_DELIVERIES_HEADER,
+    DLQ_ERROR_HEADER,
+    DLQ_ORIGINAL_MSG_ID_HEADER,
+    DLQ_ORIGINAL_SUBJECT_HEADER,
     EVENTS_STREAM,
     EVENTS_SUBJECTS,
     MSG_ID_HEADER,
@@ -32,12 +36,12 @@ from headwater.edge.subjects import (
 )
 
 from .enrich import Enricher
+from .metrics import ConsumerMetrics
 from .rows import Row, envelope_rows
 from .settings import ConsumerSettings
 from .writer import ClickHouseWriter, deduplication_token
 
 log = logging.getLogger(__name__)
-DLQ_ERROR_HEADER = "Hw-Error"
 # Errors that say ClickHouse could not be reached (not that it refused the rows): retried.
 RETRYABLE = (OperationalError, OSError, TimeoutError)
 
@@ -93,8 +97,12 @@ class EventConsumer:
         settings: ConsumerSettings,
         enricher: Enricher,
         settings_of: SettingsOf | None = None,
+        metrics: ConsumerMetrics | None = None,
     ) -> None:
         self._js = js
+        self.metrics = metrics or ConsumerMetrics()
+        self._lag_task: asyncio.Task[None] | None = None
+        self.retrying_since: float | None = None
         self._enricher = enricher
         self._settings_of = settings_of or (lambda _project: ProjectSettings())
         self._writer = writer
@@ -124,10 +132,15 @@ class EventConsumer:
             EVENTS_SUBJECTS, durable=self._settings.durable_name, stream=EVENTS_STREAM, config=config
         )
         self._task = asyncio.create_task(self._run(subscription), name="event-consumer")
+        self._lag_task = asyncio.create_task(self._watch_lag(), name="event-consumer-lag")
 
     async def stop(self) -> None:
         """Stop fetching, write and ack what is buffered, then return."""
         self._stopping.set()
+        if self._lag_task is not None:
+            self._lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lag_task
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -184,11 +197,17 @@ class EventConsumer:
         attempt = 0
         while True:
             try:
+                started = time.perf_counter()
                 await asyncio.to_thread(self._writer.insert, project_id, rows, token)
+                self.metrics.insert_seconds.observe(time.perf_counter() - started)
+                self.retrying_since = None
                 break
             except RETRYABLE as exc:
                 attempt += 1
                 self.retries += 1
+                self.metrics.retries.inc()
+                if self.retrying_since is None:
+                    self.retrying_since = time.monotonic()
                 if self._stopping.is_set():
                     for message in messages:
                         await message.nak()  # another consumer (or our restart) takes them
@@ -215,6 +234,8 @@ class EventConsumer:
         for message in messages:
             await message.ack()
         self.rows_written += len(rows)
+        self.metrics.rows.labels(project_id).inc(len(rows))
+        self.metrics.batch_rows.observe(len(rows))
 
     async def _wait_working(self, messages: list[Msg], seconds: float) -> None:
         """Sleep, telling JetStream every third of `ack_wait` that the messages are still being
@@ -235,13 +256,28 @@ class EventConsumer:
             "dead-lettering message %s of %s: %s", message.metadata.sequence.stream, message.subject, error
         )
         headers = {
-            DLQ_ERROR_HEADER: str(error)[:1000],
-            "Hw-Original-Subject": message.subject,
-            "Hw-Deliveries": str(message.metadata.num_delivered),
+            # A header cannot hold a line break.
+            DLQ_ERROR_HEADER: " ".join(str(error).split())[:1000],
+            DLQ_ORIGINAL_SUBJECT_HEADER: message.subject,
+            DLQ_DELIVERIES_HEADER: str(message.metadata.num_delivered),
         }
         original_id = (message.headers or {}).get(MSG_ID_HEADER)
         if original_id:
-            headers["Hw-Original-Msg-Id"] = original_id
+            headers[DLQ_ORIGINAL_MSG_ID_HEADER] = original_id
         await self._js.publish(dlq_subject(project_id), message.data, headers=headers)
         self.dead_lettered += 1
+        self.metrics.dead_lettered.labels(project_id).inc()
         await message.term()
+
+    async def _watch_lag(self, interval: float = 5.0) -> None:
+        """Refresh the lag gauges from the durable consumer's state."""
+        while True:
+            try:
+                info = await self._js.consumer_info(EVENTS_STREAM, self._settings.durable_name)
+            except (NatsError, TimeoutError):
+                pass  # reported again once NATS answers; readiness shows the connection
+            else:
+                self.metrics.lag.set(info.num_pending or 0)
+                self.metrics.ack_pending.set(info.num_ack_pending or 0)
+                self.metrics.redelivered.set(info.num_redelivered or 0)
+            await asyncio.sleep(interval)

@@ -24,6 +24,9 @@ class ConsumerSettings:
     # A MaxMind-format City database; None: the default data installed with headwater (if any);
     # "": no geolocation.
     geoip_database: str | None = None
+    # Where /healthz, /readyz and /metrics are served; None: not at all (as in `up`).
+    host: str = "127.0.0.1"
+    port: int | None = None
 
     def geoip_path(self) -> Path | None:
         if self.geoip_database is None:

@@ -7,6 +7,11 @@ DLQ_STREAM = "HW_DLQ"
 EVENTS_SUBJECTS = "hw.events.>"
 DLQ_SUBJECTS = "hw.dlq.>"
 MSG_ID_HEADER = "Nats-Msg-Id"
+# Headers of a dead-lettered message (hw.dlq.<project>): why, where it came from, with which id.
+DLQ_ERROR_HEADER = "Hw-Error"
+DLQ_ORIGINAL_SUBJECT_HEADER = "Hw-Original-Subject"
+DLQ_ORIGINAL_MSG_ID_HEADER = "Hw-Original-Msg-Id"
+DLQ_DELIVERIES_HEADER = "Hw-Deliveries"
 
 
 def events_subject(project_id: str) -> str:

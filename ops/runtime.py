@@ -8,6 +8,7 @@ import contextlib
 import gc
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Generator
 from dataclasses import asdict, dataclass
 
@@ -16,6 +17,7 @@ from clickhouse_connect.driver.client import Client
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
+from headwater.consumers.app import create_app as create_consumer_app
 from headwater.consumers.enrich import Enricher, GeoLookup
 from headwater.consumers.runner import EventConsumer
 from headwater.consumers.settings import ConsumerSettings
@@ -108,6 +110,7 @@ class Stack:
         self.breaker: CircuitBreaker | None = None
         self.drainer: Drainer | None = None
         self.edge_url: str | None = None
+        self.consumer_url: str | None = None
         self.control_url: str | None = None
         self._servers: list[tuple[str, asyncio.Task[None]]] = []
         self._uvicorns: list[_Server] = []
@@ -168,6 +171,9 @@ class Stack:
             writer = ClickHouseWriter(self.clickhouse)
             self.consumer = EventConsumer(js, writer, s.consumer, enricher, self._project_settings)
             await self.consumer.start()
+            if s.consumer.port is not None:
+                app = create_consumer_app(self.consumer.metrics, self._consumer_readiness)
+                self.consumer_url = await self._serve(app, s.consumer.host, s.consumer.port, "consumer")
         # Everything long-lived exists now: keep it out of the garbage collector's scans (a batch
         # request spent ~8% of its CPU in GC before, measured with py-spy).
         gc.collect()
@@ -263,6 +269,20 @@ class Stack:
         if project is not None:
             return project.settings
         return ProjectSettings(batching=Batching(self.settings.consumer.flush_interval_seconds))
+
+    def _consumer_readiness(self) -> Readiness:
+        """Ready while connected and consuming; a ClickHouse outage is reported with its length
+        (the consumer holds its batch and retries; nothing is lost)."""
+        assert self.consumer is not None
+        retrying = self.consumer.retrying_since
+        details = {
+            "clickhouse_retrying_seconds": None
+            if retrying is None
+            else round(time.monotonic() - retrying, 1),
+            "rows_written": self.consumer.rows_written,
+            "dead_lettered": self.consumer.dead_lettered,
+        }
+        return Readiness({"nats": self._nats_connected(), "consuming": self.consumer.running}, details)
 
     def _nats_connected(self) -> bool:
         return self.nats is not None and self.nats.is_connected

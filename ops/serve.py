@@ -33,14 +33,20 @@ from .options import (
 )
 from .runtime import Stack, StackSettings
 
-DEFAULT_PORTS = {"edge": 8700, "control": 8701}
+DEFAULT_PORTS = {"edge": 8700, "control": 8701, "consumer": 8702}
 DEFAULT_SPOOL_DIR = ".headwater/spool"
 
 
 @click.command()
 @click.argument("role", type=click.Choice(["edge", "control", "consumer"]))
 @host_option
-@option("--port", env="HEADWATER_PORT", default=None, type=int, help="HTTP port (edge 8700, control 8701).")
+@option(
+    "--port",
+    env="HEADWATER_PORT",
+    default=None,
+    type=int,
+    help="HTTP port (edge 8700, control 8701, consumer 8702: health and metrics).",
+)
 @option(
     "--workers",
     env="HEADWATER_WORKERS",
@@ -50,6 +56,14 @@ DEFAULT_SPOOL_DIR = ".headwater/spool"
 )
 @nats_url_option
 @clickhouse_url_option
+@option(
+    "--ack-wait",
+    env="HEADWATER_CONSUMER_ACK_WAIT",
+    default=120.0,
+    type=click.FloatRange(1, 3600),
+    help="Consumer: seconds before JetStream redelivers an unacknowledged message (e.g. after a "
+    "crash); keep it above the longest project batching span. Set when the durable consumer is created.",
+)
 @on_cluster_option
 @edge_options
 @log_level_option
@@ -61,6 +75,7 @@ def serve(
     workers: int,
     nats_url: str | None,
     clickhouse_url: str | None,
+    ack_wait: float,
     on_cluster: str | None,
     log_level: str,
     log_format: str | None,
@@ -108,7 +123,9 @@ def serve(
             raise click.UsageError(str(exc)) from None
     else:
         assert clickhouse_url is not None
-        consumer = ConsumerSettings(clickhouse_url=clickhouse_url)
+        consumer = ConsumerSettings(
+            clickhouse_url=clickhouse_url, host=host, port=http_port, ack_wait_seconds=ack_wait
+        )
     settings = StackSettings(
         nats_url=nats_url,
         streams=StreamSettings(),
@@ -132,7 +149,7 @@ def run_role(role: str, settings: StackSettings) -> None:
         stack = Stack(settings)
         try:
             await stack.start()
-            urls = "".join(f" on {u}" for u in (stack.edge_url, stack.control_url) if u)
+            urls = "".join(f" on {u}" for u in (stack.edge_url, stack.control_url, stack.consumer_url) if u)
             click.echo(f"headwater {role} running{urls} (pid {os.getpid()})")
             await wait_until_stopped(stop, stack.failed)
         finally:

@@ -14,14 +14,21 @@ from nats.js import JetStreamContext
 
 from headwater.consumers.enrich import Enricher
 from headwater.consumers.rows import Row
-from headwater.consumers.runner import DLQ_ERROR_HEADER, EventConsumer
+from headwater.consumers.runner import EventConsumer
 from headwater.consumers.settings import ConsumerSettings
 from headwater.consumers.writer import ClickHouseWriter
 from headwater.control.clickhouse import connect
 from headwater.control.migrations import apply_migrations
 from headwater.control.project import utc_now_iso
 from headwater.edge.envelope import Envelope
-from headwater.edge.subjects import DLQ_STREAM, EVENTS_STREAM, MSG_ID_HEADER, dlq_subject, events_subject
+from headwater.edge.subjects import (
+    DLQ_ERROR_HEADER,
+    DLQ_STREAM,
+    EVENTS_STREAM,
+    MSG_ID_HEADER,
+    dlq_subject,
+    events_subject,
+)
 
 pytestmark = pytest.mark.services
 

@@ -1,0 +1,153 @@
+"""Consumers as processes: killed mid-stream and restarted, each event lands once; several
+consumers share the durable consumer; the consumer's health and metrics endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from hw_testing import eventually, track_event
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from headwater.consumers.enrich import Enricher
+from headwater.consumers.runner import EventConsumer
+from headwater.consumers.settings import ConsumerSettings
+from headwater.consumers.writer import ClickHouseWriter
+from headwater.control.clickhouse import connect
+from headwater.control.migrations import apply_migrations
+from headwater.control.project import utc_now_iso
+from headwater.edge.envelope import Envelope
+from headwater.edge.subjects import EVENTS_STREAM, MSG_ID_HEADER, events_subject
+from headwater.ops.natsserver import NatsServerProcess
+from headwater.ops.runtime import Stack
+
+pytestmark = pytest.mark.services
+BIN = Path(sys.executable).parent
+
+
+def env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
+
+
+async def publish_envelopes(js: JetStreamContext, project_id: str, count: int, per_envelope: int) -> set[str]:
+    ids: set[str] = set()
+    for n in range(count):
+        events = [{**track_event(messageId=f"e{n}-{i}"), "type": "track"} for i in range(per_envelope)]
+        ids.update(e["messageId"] for e in events)
+        body = Envelope(project_id, f"r{n}", utc_now_iso(), events).encode()
+        await js.publish(events_subject(project_id), body, headers={MSG_ID_HEADER: f"r{n}"})
+    return ids
+
+
+def start(command: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [*command, "--port", "0"], env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+@pytest.mark.slow
+async def test_a_consumer_killed_mid_stream_loses_and_doubles_nothing(
+    js: JetStreamContext, nats_server: NatsServerProcess, tmp_path: Path, project_id: str
+) -> None:
+    # The consumer processes own their embedded ClickHouse (one process per data directory), so
+    # the database is prepared and finally read by short-lived processes of their own.
+    url = f"chdb://{tmp_path / 'clickhouse'}"
+    prepare = f"from headwater.control.clickhouse import connect\nfrom headwater.control.migrations import apply_migrations\napply_migrations(connect({url!r}), 'hw_{project_id}')"  # noqa: E501
+    await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", prepare], check=True, env=env(), timeout=120
+    )
+    sent = await publish_envelopes(js, project_id, count=3000, per_envelope=10)  # three batches of 10,000
+    # A short ack wait: the killed process's unacknowledged messages come back soon after it.
+    command = [
+        str(BIN / "headwater"), "serve", "consumer", "--nats-url", nats_server.url, "--clickhouse-url", url,
+        "--ack-wait", "3",
+    ]  # fmt: skip
+
+    first = await asyncio.to_thread(start, command)
+
+    async def acked() -> int:
+        try:
+            info = await js.consumer_info(EVENTS_STREAM, "hw-clickhouse")
+        except NotFoundError:  # the consumer process has not created the durable consumer yet
+            return 0
+        return int(info.ack_floor.stream_seq)
+
+    await eventually(acked, lambda n: n > 0, timeout=60, interval=0.05)
+    first.send_signal(signal.SIGKILL)  # mid-stream: some batches written, some not, some in flight
+    await asyncio.to_thread(first.wait, 10)
+    assert await acked() < 3000, "the consumer finished before it could be killed"
+
+    second = await asyncio.to_thread(start, command)
+    try:
+        await eventually(acked, lambda n: n == 3000, timeout=120, interval=0.2)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(second.wait, 30) == 0
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [str(BIN / "headwater"), "query", "--clickhouse-url", url, "--project", project_id,
+         "SELECT count(), uniqExact(message_id) FROM events FINAL"],
+        capture_output=True, text=True, env=env(), timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(len(sent)), str(len(sent))]
+
+
+async def test_two_consumers_share_the_stream_and_each_event_lands_once(
+    js: JetStreamContext, clickhouse_url: str, project_id: str
+) -> None:
+    client = connect(clickhouse_url)
+    apply_migrations(client, f"hw_{project_id}")
+    sent = await publish_envelopes(js, project_id, count=200, per_envelope=5)
+    settings = ConsumerSettings(clickhouse_url=clickhouse_url, fetch_batch=20, flush_interval_seconds=0.1)
+    consumers = [EventConsumer(js, ClickHouseWriter(client), settings, Enricher(None)) for _ in range(2)]
+    for consumer in consumers:
+        await consumer.start()
+    try:
+
+        async def written() -> int:
+            return sum(c.rows_written for c in consumers)
+
+        await eventually(written, lambda n: n >= len(sent), timeout=30)
+    finally:
+        for consumer in consumers:
+            await consumer.stop()
+    assert all(c.rows_written > 0 for c in consumers), "one consumer did all the work"
+    assert sum(c.rows_written for c in consumers) == len(sent)  # nothing was written twice
+    rows = client.query(f"SELECT count(), uniqExact(message_id) FROM hw_{project_id}.events").result_rows
+    assert rows == [(len(sent), len(sent))]
+    client.close()
+
+
+async def test_consumer_health_and_metrics(
+    make_stack,
+    http: httpx.AsyncClient,
+    js: JetStreamContext,
+    clickhouse_url: str,
+    project_id: str,  # type: ignore[no-untyped-def]
+) -> None:
+    client = connect(clickhouse_url)
+    apply_migrations(client, f"hw_{project_id}")
+    client.close()
+    stack: Stack = await make_stack(consumer=ConsumerSettings(clickhouse_url=clickhouse_url, port=0))
+    await publish_envelopes(js, project_id, count=3, per_envelope=2)
+    assert stack.consumer is not None
+    consumer = stack.consumer
+
+    async def written() -> int:
+        return consumer.rows_written
+
+    await eventually(written, lambda n: n == 6, timeout=10)
+    ready = await http.get(f"{stack.consumer_url}/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"nats": True, "consuming": True}
+    text = (await http.get(f"{stack.consumer_url}/metrics")).text
+    assert f'headwater_consumer_rows_total{{project="{project_id}"}} 6.0' in text
+    assert "headwater_consumer_lag" in text and "headwater_consumer_insert_seconds_count" in text
