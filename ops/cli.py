@@ -6,6 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
+from .dlq import dlq
 from .migrate import migrate
 from .projects import projects
 from .query import query
@@ -36,3 +37,4 @@ main.add_command(query)
 main.add_command(projects)
 main.add_command(migrate)
 main.add_command(spool)
+main.add_command(dlq)

@@ -1,0 +1,234 @@
+"""`headwater dlq …` as an operator runs it: a subprocess against a real nats-server.
+
+Dead-lettered messages are published straight to `hw.dlq.<project>` with the headers the consumer
+sets; the command runs in a thread so this test's event loop (and its NATS client) keeps going.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from headwater.edge.subjects import DLQ_STREAM, EVENTS_STREAM, dlq_subject, events_subject
+from headwater.ops.natsserver import NatsServerProcess
+
+pytestmark = pytest.mark.services
+BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+    stdout_bytes: bytes
+
+    def json(self) -> Any:
+        assert self.code == 0, self.stderr
+        return json.loads(self.stdout)
+
+
+async def headwater(server: NatsServerProcess, *args: str) -> Run:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [str(BIN / "headwater"), "dlq", *args, "--nats-url", server.url],
+        capture_output=True,
+        env=env,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    return Run(result.returncode, result.stdout.decode(), result.stderr.decode(), result.stdout)
+
+
+@dataclass(frozen=True, slots=True)
+class Seeded:
+    shop_json: int
+    shop_text: int
+    blog: int
+
+
+SHOP_BODY = {"project": "shop", "batch": [{"type": "track", "event": "Bad", "messageId": "m-1"}]}
+
+
+async def seed(js: JetStreamContext) -> Seeded:
+    async def dead_letter(project: str, body: bytes, error: str, msg_id: str | None) -> int:
+        headers = {
+            "Hw-Error": error,
+            "Hw-Original-Subject": events_subject(project),
+            "Hw-Deliveries": "3",
+        }
+        if msg_id:
+            headers["Hw-Original-Msg-Id"] = msg_id
+        ack = await js.publish(dlq_subject(project), body, stream=DLQ_STREAM, headers=headers)
+        return ack.seq
+
+    return Seeded(
+        shop_json=await dead_letter(
+            "shop", json.dumps(SHOP_BODY).encode(), "invalid event: no userId", "orig-1"
+        ),
+        shop_text=await dead_letter("shop", b"\x00not json", "not JSON", "orig-2"),
+        blog=await dead_letter("blog", b'{"project": "blog"}', "unknown project", None),
+    )
+
+
+async def count(js: JetStreamContext, stream: str) -> int:
+    return (await js.stream_info(stream)).state.messages
+
+
+async def events(js: JetStreamContext, subject: str, expected: int) -> list[Any]:
+    """The messages on `subject` in HW_EVENTS, read by an ephemeral pull consumer."""
+    sub = await js.pull_subscribe(
+        subject, durable=None, stream=EVENTS_STREAM, config=ConsumerConfig(ack_policy=AckPolicy.NONE)
+    )
+    try:
+        messages = await sub.fetch(expected, timeout=5)
+        if len(messages) == expected:
+            with pytest.raises(asyncio.TimeoutError):
+                messages += await sub.fetch(1, timeout=0.5)
+        return messages
+    finally:
+        await sub.unsubscribe()
+
+
+async def test_list_shows_filters_and_reads_only(
+    nats_server: NatsServerProcess, js: JetStreamContext
+) -> None:
+    seeded = await seed(js)
+
+    table = await headwater(nats_server, "list")
+    assert table.code == 0, table.stderr
+    assert "invalid event: no userId" in table.stdout and "unknown project" in table.stdout
+    assert "3 message(s)" in table.stdout
+
+    rows = (await headwater(nats_server, "list", "--json")).json()
+    assert [r["seq"] for r in rows] == [seeded.shop_json, seeded.shop_text, seeded.blog]
+    assert rows[0] == {
+        "seq": seeded.shop_json,
+        "project": "shop",
+        "subject": "hw.dlq.shop",
+        "time": rows[0]["time"],
+        "size": len(json.dumps(SHOP_BODY)),
+        "error": "invalid event: no userId",
+        "deliveries": 3,
+    }
+    assert rows[0]["time"]
+
+    blog = (await headwater(nats_server, "list", "--project", "blog", "--json")).json()
+    assert [r["seq"] for r in blog] == [seeded.blog]
+    limited = (await headwater(nats_server, "list", "--limit", "1", "--json")).json()
+    assert [r["seq"] for r in limited] == [seeded.shop_json]
+
+    assert await count(js, DLQ_STREAM) == 3
+    assert await count(js, EVENTS_STREAM) == 0
+
+
+async def test_show_prints_headers_and_body(nats_server: NatsServerProcess, js: JetStreamContext) -> None:
+    seeded = await seed(js)
+
+    shown = await headwater(nats_server, "show", str(seeded.shop_json))
+    assert shown.code == 0, shown.stderr
+    assert "Hw-Error: invalid event: no userId" in shown.stdout
+    assert "Hw-Original-Msg-Id: orig-1" in shown.stdout
+    assert "Hw-Original-Subject: hw.events.shop" in shown.stdout
+    assert json.dumps(SHOP_BODY, indent=2) in shown.stdout
+
+    text = await headwater(nats_server, "show", str(seeded.shop_text))
+    assert text.code == 0, text.stderr
+    assert "not json" in text.stdout
+
+    raw = await headwater(nats_server, "show", str(seeded.shop_text), "--raw")
+    assert raw.code == 0 and raw.stdout_bytes == b"\x00not json"
+
+    missing = await headwater(nats_server, "show", "999")
+    assert missing.code == 1 and "no message 999" in missing.stderr
+
+    assert await count(js, DLQ_STREAM) == 3
+
+
+async def test_replay_project_republishes_with_the_original_msg_id(
+    nats_server: NatsServerProcess, js: JetStreamContext
+) -> None:
+    seeded = await seed(js)
+
+    dry = await headwater(nats_server, "replay", "--project", "shop", "--dry-run")
+    assert dry.code == 0, dry.stderr
+    assert "2 message(s) would be replayed" in dry.stdout
+    assert await count(js, DLQ_STREAM) == 3 and await count(js, EVENTS_STREAM) == 0
+
+    unconfirmed = await headwater(nats_server, "replay", "--project", "shop")
+    assert unconfirmed.code == 1  # no --yes and no answer on stdin: aborted
+    assert await count(js, DLQ_STREAM) == 3 and await count(js, EVENTS_STREAM) == 0
+
+    replayed = await headwater(nats_server, "replay", "--project", "shop", "--yes")
+    assert replayed.code == 0, replayed.stderr
+    assert "replayed 2 message(s)" in replayed.stdout and "0 failed" in replayed.stdout
+
+    stored = await events(js, events_subject("shop"), 2)
+    assert [(m.data, m.headers and m.headers.get("Nats-Msg-Id")) for m in stored] == [
+        (json.dumps(SHOP_BODY).encode(), "orig-1"),
+        (b"\x00not json", "orig-2"),
+    ]
+    remaining = (await headwater(nats_server, "list", "--json")).json()
+    assert [r["seq"] for r in remaining] == [seeded.blog]
+
+
+async def test_replay_by_seq_and_dedup_within_the_window(
+    nats_server: NatsServerProcess, js: JetStreamContext
+) -> None:
+    seeded = await seed(js)
+
+    first = await headwater(nats_server, "replay", "--seq", str(seeded.shop_json), "--yes")
+    assert first.code == 0, first.stderr
+    # The same message dead-lettered again (same original id) and replayed once more: stored once.
+    again = await js.publish(
+        dlq_subject("shop"),
+        json.dumps(SHOP_BODY).encode(),
+        stream=DLQ_STREAM,
+        headers={"Hw-Error": "again", "Hw-Original-Msg-Id": "orig-1"},
+    )
+    second = await headwater(
+        nats_server, "replay", "--seq", str(again.seq), "--seq", str(seeded.blog), "--yes"
+    )
+    assert second.code == 0, second.stderr
+    assert "replayed 2 message(s) (1 already in HW_EVENTS)" in second.stdout
+
+    shop = await events(js, events_subject("shop"), 1)
+    assert [m.headers and m.headers.get("Nats-Msg-Id") for m in shop] == ["orig-1"]
+    blog = await events(js, events_subject("blog"), 1)
+    assert [m.headers and m.headers.get("Nats-Msg-Id") for m in blog] == [f"dlq-replay-{seeded.blog}"]
+    assert await count(js, DLQ_STREAM) == 1  # only the text message is left
+
+    missing = await headwater(nats_server, "replay", "--seq", "999", "--yes")
+    assert missing.code == 1 and "999: not in HW_DLQ" in missing.stderr
+
+
+async def test_replay_reports_a_failure_and_continues(
+    nats_server: NatsServerProcess, js: JetStreamContext
+) -> None:
+    bad = await js.publish(
+        dlq_subject("shop"),
+        b"{}",
+        stream=DLQ_STREAM,
+        headers={"Hw-Error": "x", "Hw-Original-Subject": "nowhere.shop"},  # no stream listens there
+    )
+    good = await js.publish(dlq_subject("shop"), b"{}", stream=DLQ_STREAM, headers={"Hw-Error": "x"})
+
+    run = await headwater(nats_server, "replay", "--project", "shop", "--yes")
+    assert run.code == 1
+    assert f"failed {bad.seq}:" in run.stderr
+    assert "replayed 1 message(s)" in run.stdout and "1 failed" in run.stdout
+    remaining = (await headwater(nats_server, "list", "--json")).json()
+    assert [r["seq"] for r in remaining] == [bad.seq]
+    stored = await events(js, events_subject("shop"), 1)
+    assert [m.headers and m.headers.get("Nats-Msg-Id") for m in stored] == [f"dlq-replay-{good.seq}"]
