@@ -42,6 +42,12 @@ from .settings import ConsumerSettings
 from .writer import ClickHouseWriter, deduplication_token
 
 log = logging.getLogger(__name__)
+
+
+class PoisonMessage(Exception):
+    """A message that keeps failing however often it is delivered."""
+
+
 # Errors that say ClickHouse could not be reached (not that it refused the rows): retried.
 RETRYABLE = (OperationalError, OSError, TimeoutError)
 
@@ -172,6 +178,14 @@ class EventConsumer:
             await asyncio.sleep(self._settings.retry_delay_seconds)
             return
         for message in messages:
+            if message.metadata.num_delivered >= self._settings.max_deliver:
+                # Its last delivery: every earlier one ended without an ack (a consumer died on
+                # it, or its insert never finished). Dead-letter it rather than let JetStream drop
+                # it after this try.
+                await self._dead_letter(
+                    message, PoisonMessage(f"delivered {message.metadata.num_delivered} times")
+                )
+                continue
             try:
                 envelope = Envelope.decode(message.data)
                 if envelope.project != project_of_subject(message.subject):

@@ -11,6 +11,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 from hw_testing import eventually, track_event
 from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from headwater.consumers.enrich import Enricher
 from headwater.consumers.rows import Row
@@ -208,3 +209,35 @@ async def test_an_outage_holds_one_batch_in_progress_and_fetches_no_more(
     finally:
         writer.failures = 0  # ClickHouse is back
         await consumer.stop()
+
+
+async def test_a_message_on_its_last_delivery_goes_to_the_dead_letter_stream(
+    js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
+) -> None:
+    # Two deliveries that ended without an ack, as if a consumer had died on the message twice.
+    await publish(js, project_id, "crashy", envelope(project_id, "crashy", "c1"))
+    config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_deliver=3, ack_wait=60)
+    earlier = await js.pull_subscribe(
+        "hw.events.>", durable="hw-clickhouse", stream=EVENTS_STREAM, config=config
+    )
+    for _ in range(2):
+        [message] = await earlier.fetch(1, timeout=5)
+        await message.nak()
+    await earlier.unsubscribe()
+    limited = ConsumerSettings(clickhouse_url=clickhouse_url, flush_interval_seconds=0.1, max_deliver=3)
+    consumer = EventConsumer(js, ClickHouseWriter(clickhouse), limited, Enricher(None))
+    await consumer.start()
+    try:
+
+        async def dead() -> int:
+            return consumer.dead_lettered
+
+        assert await eventually(dead, lambda n: n == 1, timeout=10) == 1
+    finally:
+        await consumer.stop()
+    dead_letters = await js.pull_subscribe(dlq_subject(project_id), stream=DLQ_STREAM)
+    [message] = await dead_letters.fetch(1, timeout=2)
+    assert message.headers is not None
+    assert message.headers[DLQ_ERROR_HEADER] == "delivered 3 times"
+    assert message.headers["Hw-Deliveries"] == "3"
+    assert count(clickhouse, project_id) == 0
