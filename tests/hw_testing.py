@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import httpx
+
+    from headwater.ops.runtime import Stack
 
 T = TypeVar("T")
 
 ADMIN_TOKEN = "test-admin-token-" + "x" * 16
+BIN = Path(sys.executable).parent  # where `headwater` and `nats-server` are installed
+
+
+def cli_env() -> dict[str, str]:
+    """The environment for a `headwater` subprocess: none of the caller's HEADWATER_* settings."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
 
 
 def admin_headers(token: str = ADMIN_TOKEN) -> dict[str, str]:
@@ -41,3 +55,31 @@ def track_event(**overrides: Any) -> dict[str, Any]:
     event: dict[str, Any] = {"event": "Signed Up", "userId": "user-1", "properties": {"plan": "free"}}
     event.update(overrides)
     return event
+
+
+async def create_project(
+    http: httpx.AsyncClient, stack: Stack, project_id: str, **body: Any
+) -> dict[str, Any]:
+    """Create a project through the stack's control API and wait until its registry knows it (so
+    its edge accepts the keys); returns the API's answer (with `public_key` and `secret_key`)."""
+    response = await http.post(
+        f"{stack.control_url}/v1/projects", json={"id": project_id, **body}, headers=admin_headers()
+    )
+    assert response.status_code == 201, response.text
+    registry = stack.registry
+    assert registry is not None
+
+    async def known() -> bool:
+        return registry.get(project_id) is not None
+
+    await eventually(known, bool, timeout=5)
+    return dict(response.json())
+
+
+async def query_rows(http: httpx.AsyncClient, stack: Stack, project_id: str, sql: str) -> list[list[Any]]:
+    """Read-only SQL in the project's database, through the control API."""
+    response = await http.post(
+        f"{stack.control_url}/v1/projects/{project_id}/query", json={"sql": sql}, headers=admin_headers()
+    )
+    assert response.status_code == 200, response.text
+    return list(response.json()["rows"])

@@ -4,7 +4,6 @@ consumers share the durable consumer; the consumer's health and metrics endpoint
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hw_testing import eventually, track_event
+from hw_testing import BIN, cli_env, eventually, track_event
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
@@ -29,11 +28,10 @@ from headwater.ops.natsserver import NatsServerProcess
 from headwater.ops.runtime import Stack
 
 pytestmark = pytest.mark.services
-BIN = Path(sys.executable).parent
 
 
 def env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
+    return cli_env()
 
 
 async def publish_envelopes(js: JetStreamContext, project_id: str, count: int, per_envelope: int) -> set[str]:

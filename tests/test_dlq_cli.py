@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
+from hw_testing import BIN, cli_env
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
@@ -23,7 +21,6 @@ from headwater.edge.subjects import DLQ_STREAM, EVENTS_STREAM, dlq_subject, even
 from headwater.ops.natsserver import NatsServerProcess
 
 pytestmark = pytest.mark.services
-BIN = Path(sys.executable).parent
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +36,7 @@ class Run:
 
 
 async def headwater(server: NatsServerProcess, *args: str) -> Run:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
+    env = cli_env()
     result = await asyncio.to_thread(
         subprocess.run,
         [str(BIN / "headwater"), "dlq", *args, "--nats-url", server.url],

@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from hw_testing import admin_headers, basic_auth, eventually, track_event
+from hw_testing import basic_auth, track_event
+from hw_testing import create_project as create_any_project
 
 from headwater.edge.envelope import Envelope
 from headwater.edge.settings import EdgeSettings
@@ -39,20 +40,10 @@ async def stack(make_stack) -> Stack:  # type: ignore[no-untyped-def]
 async def create_project(
     http: httpx.AsyncClient, stack: Stack, project_id: str, **extra: Any
 ) -> dict[str, str]:
-    response = await http.post(
-        f"{stack.control_url}/v1/projects",
-        json={"id": project_id, "allowed_origins": [ORIGIN, "https://*.example.org"], **extra},
-        headers=admin_headers(),
+    created = await create_any_project(
+        http, stack, project_id, allowed_origins=[ORIGIN, "https://*.example.org"], **extra
     )
-    assert response.status_code == 201, response.text
-    registry = stack.registry
-    assert registry is not None
-
-    async def known() -> bool:
-        return registry.get(project_id) is not None
-
-    await eventually(known, bool, timeout=5)
-    return {"public": response.json()["public_key"], "secret": response.json()["secret_key"]}
+    return {"public": created["public_key"], "secret": created["secret_key"]}
 
 
 @pytest.fixture

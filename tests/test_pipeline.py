@@ -4,11 +4,10 @@ consumer → ClickHouse, over real HTTP ports, real NATS and the embedded ClickH
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import httpx
 import pytest
-from hw_testing import admin_headers, basic_auth, eventually, track_event
+from hw_testing import basic_auth, create_project, eventually, query_rows, track_event
 
 from headwater.ops.runtime import Stack
 
@@ -23,28 +22,8 @@ async def stack(make_stack) -> Stack:  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 async def public_key(stack: Stack, http: httpx.AsyncClient, project_id: str) -> str:
-    response = await http.post(
-        f"{stack.control_url}/v1/projects",
-        json={"id": project_id, "name": "Pipeline", "allowed_origins": [ORIGIN]},
-        headers=admin_headers(),
-    )
-    assert response.status_code == 201, response.text
-    registry = stack.registry
-    assert registry is not None
-
-    async def known() -> bool:
-        return registry.get(project_id) is not None
-
-    await eventually(known, bool, timeout=5)
-    return str(response.json()["public_key"])
-
-
-async def query(http: httpx.AsyncClient, stack: Stack, project_id: str, sql: str) -> list[list[Any]]:
-    response = await http.post(
-        f"{stack.control_url}/v1/projects/{project_id}/query", json={"sql": sql}, headers=admin_headers()
-    )
-    assert response.status_code == 200, response.text
-    return list(response.json()["rows"])
+    created = await create_project(http, stack, project_id, name="Pipeline", allowed_origins=[ORIGIN])
+    return str(created["public_key"])
 
 
 async def test_tracked_event_lands_in_clickhouse(
@@ -65,7 +44,7 @@ async def test_tracked_event_lands_in_clickhouse(
     assert response.status_code == 200, response.text
 
     rows = await eventually(
-        lambda: query(
+        lambda: query_rows(
             http,
             stack,
             project_id,
@@ -109,12 +88,14 @@ async def test_a_retried_event_shows_once(
     for _ in range(3):  # a client retrying: three requests, three envelopes, one messageId
         assert (await http.post(f"{stack.edge_url}/v1/track", json=event, headers=headers)).status_code == 200
     total = await eventually(
-        lambda: query(http, stack, project_id, "SELECT count() FROM events"),
+        lambda: query_rows(http, stack, project_id, "SELECT count() FROM events"),
         lambda rows: rows[0][0] >= 1,
         timeout=5,
     )
     assert total[0][0] >= 1
-    final = await query(http, stack, project_id, "SELECT count(), uniqExact(message_id) FROM events FINAL")
+    final = await query_rows(
+        http, stack, project_id, "SELECT count(), uniqExact(message_id) FROM events FINAL"
+    )
     assert final == [[1, 1]]
 
 
@@ -129,7 +110,7 @@ async def test_many_events_all_land_exactly_once(
         )
         assert response.status_code == 200
     rows = await eventually(
-        lambda: query(http, stack, project_id, "SELECT count(), uniqExact(message_id) FROM events"),
+        lambda: query_rows(http, stack, project_id, "SELECT count(), uniqExact(message_id) FROM events"),
         lambda rows: rows[0][0] >= len(sent),
         timeout=10,
     )
@@ -142,20 +123,8 @@ async def test_each_project_is_written_after_its_own_batching_span(
     slow, fast = f"{project_id}_slow", f"{project_id}_fast"
     keys = {}
     for pid, span in ((slow, 4.0), (fast, 0.05)):
-        created = await http.post(
-            f"{stack.control_url}/v1/projects",
-            json={"id": pid, "settings": {"batching": {"span_seconds": span}}},
-            headers=admin_headers(),
-        )
-        assert created.status_code == 201
-        keys[pid] = created.json()["secret_key"]
-    registry = stack.registry
-    assert registry is not None
-
-    async def both_known() -> bool:
-        return registry.get(slow) is not None and registry.get(fast) is not None
-
-    await eventually(both_known, bool, timeout=5)
+        created = await create_project(http, stack, pid, settings={"batching": {"span_seconds": span}})
+        keys[pid] = created["secret_key"]
     for pid in (slow, fast):
         response = await http.post(
             f"{stack.edge_url}/v1/track", json=track_event(), headers=basic_auth(keys[pid])
@@ -163,7 +132,7 @@ async def test_each_project_is_written_after_its_own_batching_span(
         assert response.status_code == 200
 
     async def count(pid: str) -> int:
-        return int((await query(http, stack, pid, "SELECT count() FROM events"))[0][0])
+        return int((await query_rows(http, stack, pid, "SELECT count() FROM events"))[0][0])
 
     await eventually(lambda: count(fast), lambda n: n == 1, timeout=3)
     assert await count(slow) == 0  # still held: its span (4 s) has not ended
@@ -173,17 +142,7 @@ async def test_each_project_is_written_after_its_own_batching_span(
 async def test_events_are_enriched_and_anonymised_on_the_way_to_clickhouse(
     stack: Stack, http: httpx.AsyncClient, project_id: str
 ) -> None:
-    created = await http.post(
-        f"{stack.control_url}/v1/projects", json={"id": project_id}, headers=admin_headers()
-    )
-    assert created.status_code == 201
-    registry = stack.registry
-    assert registry is not None
-
-    async def known() -> bool:
-        return registry.get(project_id) is not None
-
-    await eventually(known, bool, timeout=5)
+    created = await create_project(http, stack, project_id)
     chrome = (
         "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
         "Chrome/126.0.0.0 Safari/537.36"
@@ -200,14 +159,14 @@ async def test_events_are_enriched_and_anonymised_on_the_way_to_clickhouse(
         },
     )
     sent = await http.post(
-        f"{stack.edge_url}/v1/track", json=event, headers=basic_auth(created.json()["secret_key"])
+        f"{stack.edge_url}/v1/track", json=event, headers=basic_auth(created["secret_key"])
     )
     assert sent.status_code == 200
     sql = (
         "SELECT browser, os, device_type, country_code, ip, page_host, page_path, utm_source, utm_medium,"
         " referrer_host FROM events"
     )
-    rows = await eventually(lambda: query(http, stack, project_id, sql), bool, timeout=10)
+    rows = await eventually(lambda: query_rows(http, stack, project_id, sql), bool, timeout=10)
     assert rows == [
         [
             "Chrome",

@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from hw_testing import ADMIN_TOKEN, admin_headers
+from hw_testing import ADMIN_TOKEN, BIN, admin_headers, cli_env
 
 from headwater.ops.runtime import Stack
 
 pytestmark = pytest.mark.services
-BIN = Path(sys.executable).parent
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +42,7 @@ async def headwater(
     control_url: str | None, *args: str, token: str = ADMIN_TOKEN, cwd: Path | None = None
 ) -> Run:
     """`headwater ARGS --control-url URL` with HEADWATER_ADMIN_TOKEN set and no other HEADWATER_*."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
+    env = cli_env()
     env["HEADWATER_ADMIN_TOKEN"] = token
     url_args = ("--control-url", control_url) if control_url else ()
     process = await asyncio.create_subprocess_exec(

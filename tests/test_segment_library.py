@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hw_testing import admin_headers, eventually
+from hw_testing import create_project, eventually, query_rows
 from segment.analytics import Client as SegmentClient  # type: ignore[import-untyped]
 from segment.analytics.version import VERSION as LIBRARY_VERSION  # type: ignore[import-untyped]
 
@@ -42,28 +42,7 @@ async def stack(make_stack) -> Stack:  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 async def secret_key(stack: Stack, http: httpx.AsyncClient, project_id: str) -> str:
-    response = await http.post(
-        f"{stack.control_url}/v1/projects",
-        json={"id": project_id, "name": "Segment library"},
-        headers=admin_headers(),
-    )
-    assert response.status_code == 201, response.text
-    registry = stack.registry
-    assert registry is not None
-
-    async def known() -> bool:
-        return registry.get(project_id) is not None
-
-    await eventually(known, bool, timeout=5)
-    return str(response.json()["secret_key"])
-
-
-async def query(http: httpx.AsyncClient, stack: Stack, project_id: str, sql: str) -> list[list[Any]]:
-    response = await http.post(
-        f"{stack.control_url}/v1/projects/{project_id}/query", json={"sql": sql}, headers=admin_headers()
-    )
-    assert response.status_code == 200, response.text
-    return list(response.json()["rows"])
+    return str((await create_project(http, stack, project_id, name="Segment library"))["secret_key"])
 
 
 def six_calls(client: SegmentClient) -> list[Callable[[], tuple[bool, Message]]]:
@@ -100,7 +79,7 @@ async def stored_rows(
 ) -> dict[str, dict[str, Any]]:
     sql = f"SELECT {', '.join(COLUMNS.values())} FROM events"
     rows = await eventually(
-        lambda: query(http, stack, project_id, sql),
+        lambda: query_rows(http, stack, project_id, sql),
         lambda rows: len(rows) >= expected,
         timeout=15,
         interval=0.2,

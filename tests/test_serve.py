@@ -3,27 +3,23 @@ control plane in another process (through the KV bucket) and its events land in 
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-from hw_testing import admin_headers, basic_auth, eventually, track_event
+from hw_testing import BIN, admin_headers, basic_auth, cli_env, eventually, track_event
 
 from headwater.ops.natsserver import NatsServerProcess
 from headwater.ops.runtime import Stack
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
-BIN = Path(sys.executable).parent
 
 
 def role_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
+    return cli_env()
 
 
 @pytest.fixture

@@ -7,17 +7,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
-from hw_testing import admin_headers, basic_auth, eventually
+from hw_testing import BIN, basic_auth, cli_env, eventually
+from hw_testing import create_project as create_any_project
 
 from headwater.edge.settings import EdgeSettings
 from headwater.ops.natsserver import NatsServerProcess
@@ -25,7 +24,6 @@ from headwater.ops.runtime import Stack
 from headwater.spool.backend import open_cache
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
-BIN = Path(sys.executable).parent
 
 
 class Load:
@@ -68,18 +66,7 @@ class Load:
 
 
 async def create_project(http: httpx.AsyncClient, stack: Stack, project_id: str) -> str:
-    response = await http.post(
-        f"{stack.control_url}/v1/projects", json={"id": project_id}, headers=admin_headers()
-    )
-    assert response.status_code == 201
-    registry = stack.registry
-    assert registry is not None
-
-    async def known() -> bool:
-        return registry.get(project_id) is not None
-
-    await eventually(known, bool, timeout=5)
-    return str(response.json()["secret_key"])
+    return str((await create_any_project(http, stack, project_id))["secret_key"])
 
 
 async def stored_ids(stack: Stack, project_id: str) -> dict[str, int]:
@@ -226,7 +213,7 @@ def free_port() -> int:
 
 
 def start_edge(port: int, nats_url: str, spool_dir: Path) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
+    env = cli_env()
     process = subprocess.Popen(
         [str(BIN / "headwater"), "serve", "edge", "--port", str(port), "--nats-url", nats_url,
          "--spool-dir", str(spool_dir), "--publish-timeout", "1"],
@@ -272,7 +259,7 @@ async def test_an_edge_killed_while_spooling_drains_after_restart(
 
 
 async def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
+    env = cli_env()
     command = [str(BIN / "headwater"), *args]
     return await asyncio.to_thread(
         subprocess.run, command, capture_output=True, text=True, env=env, timeout=120

@@ -8,22 +8,21 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from hw_testing import BIN, cli_env
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
-BIN = Path(sys.executable).parent
 
 
 class UpProcess:
     """A running `headwater up` whose stdout is read line by line in the background."""
 
     def __init__(self, data_dir: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
+        env = cli_env()
         env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
         self.env = env
         self.process = subprocess.Popen(
