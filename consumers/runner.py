@@ -1,4 +1,4 @@
-"""The consume loop: fetch from the durable pull consumer → decode → batch per project → INSERT → ack.
+"""The consume loop: pull from the durable consumer → decode → batch per project → INSERT → ack.
 
 Nothing is acked before ClickHouse accepted its rows. A message that cannot be decoded is
 dead-lettered (published to `hw.dlq.<project>`, then terminated) so it never blocks the stream.
@@ -15,10 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from clickhouse_connect.driver.exceptions import OperationalError
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
-from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from headwater.control.project_settings import ProjectSettings
 from headwater.edge.backoff import Backoff
@@ -37,6 +38,7 @@ from headwater.edge.subjects import (
 
 from .enrich import Enricher
 from .metrics import ConsumerMetrics
+from .pull import PipelinedPull, PullConsumerGone
 from .rows import Row, envelope_rows
 from .settings import ConsumerSettings
 from .writer import ClickHouseWriter, deduplication_token
@@ -96,16 +98,20 @@ SettingsOf = Callable[[str], ProjectSettings]
 
 
 class EventConsumer:
+    """Also a `ConnectionListener`: register it so pull requests are renewed after a reconnect."""
+
     def __init__(
         self,
-        js: JetStreamContext,
+        nats: Client,
         writer: ClickHouseWriter,
         settings: ConsumerSettings,
         enricher: Enricher,
         settings_of: SettingsOf | None = None,
         metrics: ConsumerMetrics | None = None,
     ) -> None:
-        self._js = js
+        self._nats = nats
+        self._js = nats.jetstream()
+        self._pull: PipelinedPull | None = None
         self.metrics = metrics or ConsumerMetrics()
         self._lag_task: asyncio.Task[None] | None = None
         self.retrying_since: float | None = None
@@ -127,18 +133,46 @@ class EventConsumer:
         return self._task is not None and not self._task.done()
 
     async def start(self) -> None:
-        config = ConsumerConfig(
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_wait=self._settings.ack_wait_seconds,
-            max_ack_pending=self._settings.max_ack_pending,
-            max_deliver=self._settings.max_deliver,
-        )
-        subscription = await self._js.pull_subscribe(
-            EVENTS_SUBJECTS, durable=self._settings.durable_name, stream=EVENTS_STREAM, config=config
-        )
-        self._task = asyncio.create_task(self._run(subscription), name="event-consumer")
+        self._pull = await self._start_pull()
+        self._task = asyncio.create_task(self._run(), name="event-consumer")
         self._lag_task = asyncio.create_task(self._watch_lag(), name="event-consumer-lag")
+
+    async def _start_pull(self) -> PipelinedPull:
+        """Bind to the durable consumer, creating it when it does not exist (an existing one keeps
+        its configuration, as several processes share it)."""
+        durable = self._settings.durable_name
+        try:
+            await self._js.consumer_info(EVENTS_STREAM, durable)
+        except NotFoundError:
+            config = ConsumerConfig(
+                durable_name=durable,
+                filter_subject=EVENTS_SUBJECTS,
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=self._settings.ack_wait_seconds,
+                max_ack_pending=self._settings.max_ack_pending,
+                max_deliver=self._settings.max_deliver,
+            )
+            await self._js.add_consumer(EVENTS_STREAM, config)
+        pull = PipelinedPull(self._nats, EVENTS_STREAM, durable, batch=self._settings.fetch_batch)
+        await pull.start()
+        return pull
+
+    async def _restart_pull(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._pull = await self._start_pull()
+                return
+            except (NatsError, TimeoutError):
+                log.warning("cannot bind to %s yet; retrying", self._settings.durable_name, exc_info=True)
+                await asyncio.sleep(self._settings.retry_delay_seconds)
+
+    def on_disconnected(self) -> None:
+        pass
+
+    def on_reconnected(self) -> None:
+        if self._pull is not None:
+            self._pull.forget_requests()
 
     async def stop(self) -> None:
         """Stop fetching, write and ack what is buffered, then return."""
@@ -151,30 +185,36 @@ class EventConsumer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def _run(self, subscription: JetStreamContext.PullSubscription) -> None:
+    async def _run(self) -> None:
         batch = Batch()
         try:
             while not self._stopping.is_set():
-                await self._fetch_into(subscription, batch)
+                await self._pull_into(batch)
                 due = batch.take(full=batch.rows >= self._settings.max_batch_rows)
                 if due:
                     await self._flush(due)
             await self._flush(batch.take(full=True))
+            if self._pull is not None:
+                await self._pull.stop()
         except Exception as exc:
             self.failure = exc
             log.exception("event consumer stopped on an unexpected error")
             raise
 
-    async def _fetch_into(self, subscription: JetStreamContext.PullSubscription, batch: Batch) -> None:
+    async def _pull_into(self, batch: Batch) -> None:
+        assert self._pull is not None
         # Wait for messages at most until the first buffered project is due.
         next_due = batch.next_due()
         timeout = self._settings.flush_interval_seconds if next_due is None else next_due - time.monotonic()
         try:
-            messages = await subscription.fetch(self._settings.fetch_batch, timeout=max(timeout, 0.05))
-        except TimeoutError:
+            messages = await self._pull.take(self._settings.fetch_batch, timeout=max(timeout, 0.0))
+        except PullConsumerGone as exc:
+            log.warning("durable consumer %s is gone (%s); recreating it", self._settings.durable_name, exc)
+            await self._pull.stop()
+            await self._restart_pull()
             return
         except NatsError:
-            log.warning("fetch from %s failed; retrying", EVENTS_STREAM, exc_info=True)
+            log.warning("pulling from %s failed; retrying", EVENTS_STREAM, exc_info=True)
             await asyncio.sleep(self._settings.retry_delay_seconds)
             return
         for message in messages:
@@ -252,11 +292,12 @@ class EventConsumer:
         self.metrics.batch_rows.observe(len(rows))
 
     async def _wait_working(self, messages: list[Msg], seconds: float) -> None:
-        """Sleep, telling JetStream every third of `ack_wait` that the messages are still being
-        worked on, so it does not hand them to another consumer meanwhile."""
+        """Sleep, telling JetStream every third of `ack_wait` that the messages (and those waiting
+        in the pull buffer) are still being worked on, so it does not redeliver them meanwhile."""
         deadline = time.monotonic() + seconds
         while True:
-            for message in messages:
+            waiting = self._pull.buffered if self._pull is not None else []
+            for message in messages + waiting:
                 with contextlib.suppress(NatsError):
                     await message.in_progress()
             remaining = deadline - time.monotonic()

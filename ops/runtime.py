@@ -169,7 +169,8 @@ class Stack:
             assert self.clickhouse is not None, "the consumer needs a ClickHouse URL"
             enricher = Enricher(GeoLookup(s.consumer.geoip_path()))
             writer = ClickHouseWriter(self.clickhouse)
-            self.consumer = EventConsumer(js, writer, s.consumer, enricher, self._project_settings)
+            self.consumer = EventConsumer(self.nats, writer, s.consumer, enricher, self._project_settings)
+            self.connection_events.subscribe(self.consumer)
             await self.consumer.start()
             if s.consumer.port is not None:
                 app = create_consumer_app(self.consumer.metrics, self._consumer_readiness)

@@ -10,6 +10,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 from hw_testing import eventually, track_event
+from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
@@ -77,10 +78,10 @@ def count(client: Client, project_id: str) -> int:
 
 
 async def test_failed_inserts_are_not_acked_and_land_once_after_recovery(
-    js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
+    nats_client: NatsClient, js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
 ) -> None:
     writer = FlakyWriter(clickhouse, failures=3)
-    consumer = EventConsumer(js, writer, settings(clickhouse_url), Enricher(None))
+    consumer = EventConsumer(nats_client, writer, settings(clickhouse_url), Enricher(None))
     for i in range(5):
         await publish(js, project_id, f"r{i}", envelope(project_id, f"r{i}", f"m{i}a", f"m{i}b"))
     await consumer.start()
@@ -107,10 +108,10 @@ async def test_failed_inserts_are_not_acked_and_land_once_after_recovery(
 
 
 async def test_nothing_is_acked_while_clickhouse_is_down(
-    js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
+    nats_client: NatsClient, js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
 ) -> None:
     writer = FlakyWriter(clickhouse, failures=10**9)
-    consumer = EventConsumer(js, writer, settings(clickhouse_url), Enricher(None))
+    consumer = EventConsumer(nats_client, writer, settings(clickhouse_url), Enricher(None))
     await publish(js, project_id, "r1", envelope(project_id, "r1", "only"))
     await consumer.start()
     try:
@@ -127,13 +128,15 @@ async def test_nothing_is_acked_while_clickhouse_is_down(
 
 
 async def test_poison_messages_go_to_the_dead_letter_stream_and_the_rest_flows(
-    js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
+    nats_client: NatsClient, js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
 ) -> None:
     await publish(js, project_id, "good-1", envelope(project_id, "good-1", "g1"))
     await publish(js, project_id, "bad-json", b"{not json")
     await publish(js, project_id, "bad-version", b'{"v": 99, "events": []}')
     await publish(js, project_id, "good-2", envelope(project_id, "good-2", "g2"))
-    consumer = EventConsumer(js, ClickHouseWriter(clickhouse), settings(clickhouse_url), Enricher(None))
+    consumer = EventConsumer(
+        nats_client, ClickHouseWriter(clickhouse), settings(clickhouse_url), Enricher(None)
+    )
     await consumer.start()
     try:
 
@@ -161,12 +164,14 @@ class RefusingWriter(ClickHouseWriter):
 
 
 async def test_rows_clickhouse_refuses_are_dead_lettered_and_the_rest_land(
-    js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
+    nats_client: NatsClient, js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
 ) -> None:
     await publish(js, project_id, "a", envelope(project_id, "a", "good-a1", "good-a2"))
     await publish(js, project_id, "b", envelope(project_id, "b", "poison"))
     await publish(js, project_id, "c", envelope(project_id, "c", "good-c"))
-    consumer = EventConsumer(js, RefusingWriter(clickhouse), settings(clickhouse_url), Enricher(None))
+    consumer = EventConsumer(
+        nats_client, RefusingWriter(clickhouse), settings(clickhouse_url), Enricher(None)
+    )
     await consumer.start()
     try:
 
@@ -185,9 +190,9 @@ async def test_rows_clickhouse_refuses_are_dead_lettered_and_the_rest_land(
 
 
 async def test_an_outage_holds_one_batch_in_progress_and_fetches_no_more(
-    js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
+    nats_client: NatsClient, js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
 ) -> None:
-    for i in range(30):
+    for i in range(100):
         await publish(js, project_id, f"r{i}", envelope(project_id, f"r{i}", f"m{i}"))
     writer = FlakyWriter(clickhouse, failures=10**9)
     slow = ConsumerSettings(
@@ -198,13 +203,17 @@ async def test_an_outage_holds_one_batch_in_progress_and_fetches_no_more(
         retry_delay_seconds=0.3,
         ack_wait_seconds=1.0,
     )
-    consumer = EventConsumer(js, writer, slow, Enricher(None))
+    consumer = EventConsumer(nats_client, writer, slow, Enricher(None))
     await consumer.start()
     try:
         await asyncio.sleep(3.5)  # several retries, each longer than ack_wait by the end
         info = await js.consumer_info(EVENTS_STREAM, "hw-clickhouse")
-        assert info.num_ack_pending == 10  # one batch held: backpressure, nothing more fetched
-        assert info.num_redelivered == 0  # in_progress kept JetStream from redelivering it
+        # Backpressure: one batch held, and the pull window (2 x fetch_batch) filled behind it;
+        # nothing more asked for.
+        assert info.num_ack_pending == 10 + 20
+        assert info.num_pending == 100 - 30
+        # in_progress kept JetStream from redelivering the batch and the window
+        assert info.num_redelivered == 0
         assert writer.attempts >= 3
     finally:
         writer.failures = 0  # ClickHouse is back
@@ -212,7 +221,7 @@ async def test_an_outage_holds_one_batch_in_progress_and_fetches_no_more(
 
 
 async def test_a_message_on_its_last_delivery_goes_to_the_dead_letter_stream(
-    js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
+    nats_client: NatsClient, js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
 ) -> None:
     # Two deliveries that ended without an ack, as if a consumer had died on the message twice.
     await publish(js, project_id, "crashy", envelope(project_id, "crashy", "c1"))
@@ -225,7 +234,7 @@ async def test_a_message_on_its_last_delivery_goes_to_the_dead_letter_stream(
         await message.nak()
     await earlier.unsubscribe()
     limited = ConsumerSettings(clickhouse_url=clickhouse_url, flush_interval_seconds=0.1, max_deliver=3)
-    consumer = EventConsumer(js, ClickHouseWriter(clickhouse), limited, Enricher(None))
+    consumer = EventConsumer(nats_client, ClickHouseWriter(clickhouse), limited, Enricher(None))
     await consumer.start()
     try:
 
@@ -241,3 +250,27 @@ async def test_a_message_on_its_last_delivery_goes_to_the_dead_letter_stream(
     assert message.headers[DLQ_ERROR_HEADER] == "delivered 3 times"
     assert message.headers["Hw-Deliveries"] == "3"
     assert count(clickhouse, project_id) == 0
+
+
+async def test_a_deleted_durable_consumer_is_recreated_and_the_stream_flows_on(
+    nats_client: NatsClient, js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
+) -> None:
+    consumer = EventConsumer(
+        nats_client, ClickHouseWriter(clickhouse), settings(clickhouse_url), Enricher(None)
+    )
+    await publish(js, project_id, "before", envelope(project_id, "before", "b1"))
+    await consumer.start()
+    try:
+
+        async def landed() -> int:
+            return count(clickhouse, project_id)
+
+        assert await eventually(landed, lambda n: n == 1, timeout=10) == 1
+        await js.delete_consumer(EVENTS_STREAM, "hw-clickhouse")  # an operator's mistake
+        await publish(js, project_id, "after", envelope(project_id, "after", "a1"))
+        # Recreated from the start of the stream: "before" again, which collapses on messageId.
+        assert await eventually(landed, lambda n: n == 2, timeout=10) == 2
+        info = await js.consumer_info(EVENTS_STREAM, "hw-clickhouse")
+        assert info.config.ack_policy == AckPolicy.EXPLICIT
+    finally:
+        await consumer.stop()

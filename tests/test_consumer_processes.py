@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from hw_testing import BIN, cli_env, eventually, track_event
+from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
@@ -99,13 +100,15 @@ async def test_a_consumer_killed_mid_stream_loses_and_doubles_nothing(
 
 
 async def test_two_consumers_share_the_stream_and_each_event_lands_once(
-    js: JetStreamContext, clickhouse_url: str, project_id: str
+    nats_client: NatsClient, js: JetStreamContext, clickhouse_url: str, project_id: str
 ) -> None:
     client = connect(clickhouse_url)
     apply_migrations(client, f"hw_{project_id}")
     sent = await publish_envelopes(js, project_id, count=200, per_envelope=5)
     settings = ConsumerSettings(clickhouse_url=clickhouse_url, fetch_batch=20, flush_interval_seconds=0.1)
-    consumers = [EventConsumer(js, ClickHouseWriter(client), settings, Enricher(None)) for _ in range(2)]
+    consumers = [
+        EventConsumer(nats_client, ClickHouseWriter(client), settings, Enricher(None)) for _ in range(2)
+    ]
     for consumer in consumers:
         await consumer.start()
     try:

@@ -1,0 +1,176 @@
+"""The pipelined pull against a real nats-server: every message once, bounded, and requests renewed
+after they expire, after a server restart and after the consumer is deleted."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hw_testing import eventually
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from headwater.consumers.pull import PipelinedPull, PullConsumerGone
+from headwater.edge.subjects import EVENTS_STREAM, MSG_ID_HEADER
+from headwater.ops.natsserver import NatsServerProcess
+
+DURABLE = "pull-test"
+
+
+async def publish(js: JetStreamContext, first: int, count: int) -> None:
+    for i in range(first, first + count):
+        # Retried while a restarted server recovers its streams; Nats-Msg-Id makes that safe.
+        for attempt in range(50):
+            try:
+                await js.publish(f"hw.events.p{i % 3}", str(i).encode(), headers={MSG_ID_HEADER: f"m{i}"})
+                break
+            except (NatsError, TimeoutError):
+                if attempt == 49:
+                    raise
+                await asyncio.sleep(0.1)
+
+
+async def durable(js: JetStreamContext, ack_wait: float = 30.0) -> None:
+    config = ConsumerConfig(
+        durable_name=DURABLE, filter_subject="hw.events.>", ack_policy=AckPolicy.EXPLICIT, ack_wait=ack_wait
+    )
+    await js.add_consumer(EVENTS_STREAM, config)
+
+
+async def take_all(pull: PipelinedPull, count: int, timeout: float = 10.0) -> list[Msg]:
+    taken: list[Msg] = []
+    deadline = asyncio.get_running_loop().time() + timeout
+    while len(taken) < count and asyncio.get_running_loop().time() < deadline:
+        messages = await pull.take(64, timeout=0.2)
+        for message in messages:
+            await message.ack()
+        taken.extend(messages)
+    return taken
+
+
+async def failure_of(pull: PipelinedPull) -> PullConsumerGone | None:
+    for _ in range(20):
+        try:
+            await pull.take(10, timeout=0.25)
+        except PullConsumerGone as exc:
+            return exc
+    return None
+
+
+async def test_every_message_arrives_once_in_stream_order(
+    nats_client: NatsClient, js: JetStreamContext
+) -> None:
+    await publish(js, 0, 1000)
+    await durable(js)
+    pull = PipelinedPull(nats_client, EVENTS_STREAM, DURABLE, batch=7)  # many small requests in flight
+    await pull.start()
+    try:
+        taken = await take_all(pull, 1000)
+    finally:
+        await pull.stop()
+    assert [int(m.data) for m in taken] == list(range(1000))
+    info = await js.consumer_info(EVENTS_STREAM, DURABLE)
+    assert (info.num_pending, info.num_ack_pending, info.num_redelivered) == (0, 0, 0)
+
+
+async def test_a_caller_that_stops_taking_holds_at_most_the_window(
+    nats_client: NatsClient, js: JetStreamContext
+) -> None:
+    await publish(js, 0, 500)
+    await durable(js)
+    pull = PipelinedPull(nats_client, EVENTS_STREAM, DURABLE, batch=20, window=60)
+    await pull.start()
+    try:
+        await asyncio.sleep(1.0)
+        info = await js.consumer_info(EVENTS_STREAM, DURABLE)
+        assert info.num_ack_pending == 60
+        assert len(pull.buffered) == 60
+        assert info.num_pending == 440
+        taken = await pull.take(50, timeout=1)  # room again: it asks for more
+        assert len(taken) == 50
+        await asyncio.sleep(0.5)
+        assert len(pull.buffered) == 10 + 2 * 20  # refilled in whole requests, within the window
+    finally:
+        await pull.stop()
+
+
+async def test_expired_requests_are_renewed(nats_client: NatsClient, js: JetStreamContext) -> None:
+    await durable(js)
+    pull = PipelinedPull(
+        nats_client, EVENTS_STREAM, DURABLE, batch=10, expires_seconds=0.3, heartbeat_seconds=0.1
+    )
+    await pull.start()
+    try:
+        await asyncio.sleep(1.5)  # several generations of requests expire on an empty stream
+        await publish(js, 0, 25)
+        taken = await take_all(pull, 25, timeout=3)
+    finally:
+        await pull.stop()
+    assert sorted(int(m.data) for m in taken) == list(range(25))
+
+
+async def test_pulling_resumes_after_a_server_restart(
+    nats_server: NatsServerProcess, nats_client: NatsClient, js: JetStreamContext
+) -> None:
+    await publish(js, 0, 100)
+    await durable(js)
+    pull = PipelinedPull(nats_client, EVENTS_STREAM, DURABLE, batch=10, heartbeat_seconds=0.5)
+    await pull.start()
+    try:
+        first = await take_all(pull, 100)
+        nats_server.restart()  # the server forgets the outstanding requests
+
+        async def connected() -> bool:
+            return nats_client.is_connected
+
+        assert await eventually(connected, bool, timeout=15)
+        await publish(js, 100, 100)
+        # No reconnect hook is called here: the heartbeat watchdog alone notices and asks again.
+        second = await take_all(pull, 100, timeout=15)
+    finally:
+        await pull.stop()
+    assert sorted(int(m.data) for m in first + second) == list(range(200))
+
+
+async def test_stop_hands_buffered_messages_back_at_once(
+    nats_client: NatsClient, js: JetStreamContext
+) -> None:
+    await publish(js, 0, 40)
+    await durable(js, ack_wait=60)  # without the nak, a second taker would wait a minute
+    pull = PipelinedPull(nats_client, EVENTS_STREAM, DURABLE, batch=20)
+    await pull.start()
+    await asyncio.sleep(0.5)
+    assert len(pull.buffered) == 40
+    await pull.stop()
+    other = PipelinedPull(nats_client, EVENTS_STREAM, DURABLE, batch=20)
+    await other.start()
+    try:
+        taken = await take_all(other, 40, timeout=5)
+    finally:
+        await other.stop()
+    assert sorted(int(m.data) for m in taken) == list(range(40))
+
+
+async def test_a_deleted_consumer_is_reported(nats_client: NatsClient, js: JetStreamContext) -> None:
+    await durable(js)
+    pull = PipelinedPull(nats_client, EVENTS_STREAM, DURABLE, batch=10)
+    await pull.start()
+    try:
+        await asyncio.sleep(0.3)  # the requests are waiting on the server
+        await js.delete_consumer(EVENTS_STREAM, DURABLE)
+        assert str(await failure_of(pull)) == "409 Consumer Deleted"
+    finally:
+        await pull.stop()
+
+
+async def test_pulling_from_a_missing_consumer_is_reported(
+    nats_client: NatsClient, js: JetStreamContext
+) -> None:
+    pull = PipelinedPull(nats_client, EVENTS_STREAM, "never-created", batch=10)
+    await pull.start()
+    try:
+        assert str(await failure_of(pull)).startswith("503")  # no responders: nobody serves it
+    finally:
+        await pull.stop()
