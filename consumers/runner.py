@@ -112,6 +112,8 @@ class EventConsumer:
         self._nats = nats
         self._js = nats.jetstream()
         self._pull: PipelinedPull | None = None
+        self._batch = Batch()  # being built
+        self._writing: asyncio.Task[None] | None = None  # the write of the previous batch
         self.metrics = metrics or ConsumerMetrics()
         self._lag_task: asyncio.Task[None] | None = None
         self.retrying_since: float | None = None
@@ -186,7 +188,7 @@ class EventConsumer:
                 await self._task
 
     async def _run(self) -> None:
-        batch = Batch()
+        batch = self._batch
         try:
             while not self._stopping.is_set():
                 await self._pull_into(batch)
@@ -194,6 +196,7 @@ class EventConsumer:
                 if due:
                     await self._flush(due)
             await self._flush(batch.take(full=True))
+            await self._flushed()
             if self._pull is not None:
                 await self._pull.stop()
         except Exception as exc:
@@ -238,6 +241,19 @@ class EventConsumer:
             batch.add(envelope.project, project_settings.batching.span_seconds, message, rows)
 
     async def _flush(self, projects: dict[str, ProjectBatch]) -> None:
+        """Start writing `projects` in the background, once the previous write has finished: the
+        next batch is pulled, decoded and enriched while this one is inserted (the engine's part of
+        an INSERT runs outside the GIL), and a write that is retrying holds everything up."""
+        await self._flushed()
+        if projects:
+            self._writing = asyncio.create_task(self._write_all(projects), name="event-consumer-write")
+
+    async def _flushed(self) -> None:
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            await writing  # re-raises what stopped it
+
+    async def _write_all(self, projects: dict[str, ProjectBatch]) -> None:
         for project_id, project_batch in projects.items():
             await self._write(project_id, project_batch.messages, project_batch.rows_of)
 
@@ -293,10 +309,12 @@ class EventConsumer:
 
     async def _wait_working(self, messages: list[Msg], seconds: float) -> None:
         """Sleep, telling JetStream every third of `ack_wait` that the messages (and those waiting
-        in the pull buffer) are still being worked on, so it does not redeliver them meanwhile."""
+        behind them: the next batch and the pull buffer) are still being worked on, so it does not
+        redeliver them meanwhile."""
         deadline = time.monotonic() + seconds
         while True:
             waiting = self._pull.buffered if self._pull is not None else []
+            waiting += [m for batch in self._batch.projects.values() for m in batch.messages]
             for message in messages + waiting:
                 with contextlib.suppress(NatsError):
                     await message.in_progress()

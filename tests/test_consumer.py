@@ -208,11 +208,11 @@ async def test_an_outage_holds_one_batch_in_progress_and_fetches_no_more(
     try:
         await asyncio.sleep(3.5)  # several retries, each longer than ack_wait by the end
         info = await js.consumer_info(EVENTS_STREAM, "hw-clickhouse")
-        # Backpressure: one batch held, and the pull window (2 x fetch_batch) filled behind it;
-        # nothing more asked for.
-        assert info.num_ack_pending == 10 + 20
-        assert info.num_pending == 100 - 30
-        # in_progress kept JetStream from redelivering the batch and the window
+        # Backpressure: one batch held, the next one built behind it, and the pull window
+        # (2 x fetch_batch) filled; nothing more asked for.
+        assert info.num_ack_pending == 10 + 10 + 20
+        assert info.num_pending == 100 - 40
+        # in_progress kept JetStream from redelivering any of them
         assert info.num_redelivered == 0
         assert writer.attempts >= 3
     finally:
