@@ -10,6 +10,7 @@ from .dlq import dlq
 from .migrate import migrate
 from .projects import projects
 from .query import query
+from .replay import replay
 from .serve import serve
 from .spool import spool
 from .up import up
@@ -38,3 +39,4 @@ main.add_command(projects)
 main.add_command(migrate)
 main.add_command(spool)
 main.add_command(dlq)
+main.add_command(replay)

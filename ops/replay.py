@@ -1,0 +1,253 @@
+"""`headwater replay`: re-run a window of a project's events through the consumer pipeline into
+ClickHouse (enrichment re-derived with today's rules and data), or export it as JSON lines."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from nats.aio.client import Client as NatsClient
+from nats.js.errors import BucketNotFoundError
+
+from headwater.consumers.enrich import Enricher, GeoLookup, default_geo_database
+from headwater.consumers.replay import (
+    DEFAULT_BATCH_ROWS,
+    ClickHouseSink,
+    JsonLinesSink,
+    Replay,
+    ReplayError,
+    ReplayProgress,
+    ReplaySink,
+    ReplayWindow,
+    default_checkpoint_path,
+    parse_when,
+)
+from headwater.control.clickhouse import connect, redact_url
+from headwater.control.project_settings import ProjectSettings
+from headwater.control.store import PROJECTS_BUCKET, ProjectStore
+
+from .natsconn import connect_nats
+from .options import clickhouse_url_option, nats_url_option
+
+NATS_CONNECT_TIMEOUT_SECONDS = 15.0
+
+
+def _when(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_when(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: use ISO-8601 (2026-11-28T07:00:00Z) or 30m / 12h / 7d"
+        ) from None
+
+
+class ProgressBar:
+    """A progress bar on stderr (messages, events, rate, ETA), started once the total is known."""
+
+    def __init__(self, label: str, quiet: bool) -> None:
+        self._label = label
+        self._quiet = quiet
+        self._bar: Any = None
+        self._shown = 0
+
+    def __call__(self, progress: ReplayProgress) -> None:
+        if self._quiet:
+            return
+        if self._bar is None:
+            self._bar = click.progressbar(
+                length=max(progress.total_messages, 1),
+                label=self._label,
+                file=sys.stderr,
+                show_eta=True,
+                item_show_func=lambda text: text,
+            )
+            self._bar.__enter__()
+            self._shown = 0
+        self._bar.update(
+            progress.messages - self._shown, f"{progress.events:,} events, {progress.rate:,.0f}/s"
+        )
+        self._shown = progress.messages
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+
+
+async def _project_settings(nats: NatsClient, window: ReplayWindow) -> dict[str, ProjectSettings]:
+    """Each project's current settings (its anonymisation rules apply to the replayed rows)."""
+    try:
+        store = ProjectStore(await nats.jetstream().key_value(PROJECTS_BUCKET))
+    except BucketNotFoundError:
+        return {}
+    ids = [window.project] if window.project else await store.ids()
+    found = {}
+    for project_id in ids:
+        project = await store.find(project_id)
+        if project is not None:
+            found[project_id] = project.settings
+    return found
+
+
+async def _replay(
+    nats_url: str, window: ReplayWindow, sink: ReplaySink | None, checkpoint: Path | None, **options: Any
+) -> ReplayProgress:
+    try:
+        nats = await asyncio.wait_for(
+            connect_nats(nats_url, "headwater-replay"), NATS_CONNECT_TIMEOUT_SECONDS
+        )
+    except TimeoutError:
+        raise click.ClickException(
+            f"cannot connect to NATS at {nats_url} within {NATS_CONNECT_TIMEOUT_SECONDS:g} s"
+        ) from None
+    try:
+        settings = await _project_settings(nats, window)
+        if window.project and window.project not in settings:
+            click.echo(
+                f"warning: project {window.project!r} has no config (purged?); default settings apply",
+                err=True,
+            )
+        defaults = ProjectSettings()
+        replay = Replay(
+            nats,
+            window,
+            sink,
+            settings_of=lambda p: settings.get(p, defaults),
+            checkpoint_path=checkpoint,
+            **options,
+        )
+        return await replay.run()
+    finally:
+        await nats.close()
+
+
+@click.command()
+@nats_url_option
+@clickhouse_url_option
+@click.option("--project", default=None, help="The project whose events to replay.")
+@click.option("--all-projects", is_flag=True, help="Replay every project's events (instead of --project).")
+@click.option("--since", callback=_when, help="From this time (ISO-8601, or 30m/12h/7d ago).")
+@click.option("--until", callback=_when, help="Up to this time.")
+@click.option("--from-seq", type=click.IntRange(1), default=None, help="From this stream sequence.")
+@click.option("--to-seq", type=click.IntRange(1), default=None, help="Up to this stream sequence.")
+@click.option(
+    "--to",
+    "target",
+    type=click.Choice(["clickhouse", "jsonl"]),
+    default="clickhouse",
+    show_default=True,
+    help="Re-run the consumer pipeline into ClickHouse, or write JSON lines to --output.",
+)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="The file for --to jsonl.")
+@click.option("--dry-run", is_flag=True, help="Count the window's messages and events; write nothing.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where progress is saved to resume an interrupted replay (default: a file in the current "
+    "directory named after the replay).",
+)
+@click.option("--restart", is_flag=True, help="Ignore an existing checkpoint and start from the beginning.")
+@click.option(
+    "--batch-rows",
+    type=click.IntRange(1),
+    default=DEFAULT_BATCH_ROWS,
+    show_default=True,
+    help="Rows per INSERT.",
+)
+@click.option(
+    "--geoip-database",
+    default=None,
+    help="A MaxMind-format City database (default: the one installed with headwater; '' for none).",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def replay(
+    nats_url: str | None,
+    clickhouse_url: str | None,
+    project: str | None,
+    all_projects: bool,
+    since: datetime | None,
+    until: datetime | None,
+    from_seq: int | None,
+    to_seq: int | None,
+    target: str,
+    output: Path | None,
+    dry_run: bool,
+    checkpoint: Path | None,
+    restart: bool,
+    batch_rows: int,
+    geoip_database: str | None,
+    quiet: bool,
+) -> None:
+    """Replay events from the stream into ClickHouse (or a JSON-lines file).
+
+    Safe while the live consumers run: rows that land twice collapse on messageId. An interrupted
+    replay resumes from its checkpoint when run again with the same options.
+
+    With the embedded ClickHouse (`chdb://`), stop `headwater up` first: one process at a time can
+    open its data directory.
+    """
+    if not nats_url:
+        raise click.UsageError("--nats-url (or HEADWATER_NATS_URL) is required")
+    if bool(project) == all_projects:
+        raise click.UsageError("name one --project, or say --all-projects")
+    if target == "jsonl" and output is None and not dry_run:
+        raise click.UsageError("--to jsonl needs --output FILE")
+    if target == "clickhouse" and not clickhouse_url and not dry_run:
+        raise click.UsageError("--to clickhouse needs --clickhouse-url (or HEADWATER_CLICKHOUSE_URL)")
+    window = ReplayWindow(project, since, until, from_seq, to_seq)
+    geo = (
+        default_geo_database()
+        if geoip_database is None
+        else (Path(geoip_database) if geoip_database else None)
+    )
+    sink: ReplaySink | None = None
+    if not dry_run:
+        if target == "jsonl":
+            assert output is not None
+            sink = JsonLinesSink(output)
+        else:
+            assert clickhouse_url is not None
+            try:
+                sink = ClickHouseSink(connect(clickhouse_url))
+            except Exception as exc:
+                raise click.ClickException(
+                    f"cannot open ClickHouse at {redact_url(clickhouse_url)}: {exc}"
+                ) from None
+    path = None if dry_run else (checkpoint or default_checkpoint_path(window, target))
+    if path is not None and restart:
+        path.unlink(missing_ok=True)
+    bar = ProgressBar("replaying" if sink else "counting", quiet)
+    started = time.monotonic()
+    try:
+        progress = asyncio.run(
+            _replay(
+                nats_url,
+                window,
+                sink,
+                path,
+                enricher=Enricher(GeoLookup(geo)),
+                batch_rows=batch_rows,
+                on_progress=bar,
+            )
+        )
+    except ReplayError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        bar.close()
+        if sink is not None:
+            sink.close()
+    seconds = time.monotonic() - started
+    where = "counted" if sink is None else f"replayed into {target}"
+    resumed = f" (resumed at sequence {progress.resumed_from})" if progress.resumed_from else ""
+    click.echo(
+        f"{where}: {progress.messages:,} messages, {progress.events:,} events"
+        f"{f', {progress.skipped:,} unreadable messages skipped' if progress.skipped else ''}"
+        f" in {seconds:.1f} s{resumed}"
+    )
