@@ -71,8 +71,13 @@ async def test_every_message_arrives_once_in_stream_order(
     finally:
         await pull.stop()
     assert [int(m.data) for m in taken] == list(range(1000))
-    info = await js.consumer_info(EVENTS_STREAM, DURABLE)
-    assert (info.num_pending, info.num_ack_pending, info.num_redelivered) == (0, 0, 0)
+
+    async def state() -> tuple[int, int, int]:
+        info = await js.consumer_info(EVENTS_STREAM, DURABLE)
+        return info.num_pending, info.num_ack_pending, info.num_redelivered
+
+    # acks travel asynchronously: wait until the server has counted them all
+    assert await eventually(state, lambda s: s == (0, 0, 0), timeout=10) == (0, 0, 0)
 
 
 async def test_a_caller_that_stops_taking_holds_at_most_the_window(
