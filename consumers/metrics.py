@@ -23,6 +23,12 @@ class ConsumerMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        self.freshness_seconds = Histogram(
+            "headwater_consumer_freshness_seconds",
+            "From the edge receiving a request to its rows being accepted by ClickHouse (per request).",
+            buckets=(0.1, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 3, 5, 10, 30, 60, 300),
+            registry=self.registry,
+        )
         self.retries = Counter(
             "headwater_consumer_insert_retries",
             "INSERTs retried because ClickHouse was unreachable.",

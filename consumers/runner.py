@@ -39,11 +39,13 @@ from headwater.edge.subjects import (
 from .enrich import Enricher
 from .metrics import ConsumerMetrics
 from .pull import PipelinedPull, PullConsumerGone
-from .rows import Row, envelope_rows
+from .rows import COLUMNS, Row, envelope_rows
 from .settings import ConsumerSettings
 from .writer import ClickHouseWriter, deduplication_token
 
 log = logging.getLogger(__name__)
+
+RECEIVED_AT = COLUMNS.index("received_at")
 
 
 class PoisonMessage(Exception):
@@ -306,6 +308,14 @@ class EventConsumer:
         self.rows_written += len(rows)
         self.metrics.rows.labels(project_id).inc(len(rows))
         self.metrics.batch_rows.observe(len(rows))
+        self._observe_freshness(rows_of)
+
+    def _observe_freshness(self, rows_of: list[list[Row]]) -> None:
+        """Per request (message): how long after the edge received it its rows became queryable."""
+        now = time.time()
+        for part in rows_of:
+            if part:
+                self.metrics.freshness_seconds.observe(now - part[0][RECEIVED_AT].timestamp())
 
     async def _wait_working(self, messages: list[Msg], seconds: float) -> None:
         """Sleep, telling JetStream every third of `ack_wait` that the messages (and those waiting

@@ -152,3 +152,6 @@ async def test_consumer_health_and_metrics(
     text = (await http.get(f"{stack.consumer_url}/metrics")).text
     assert f'headwater_consumer_rows_total{{project="{project_id}"}} 6.0' in text
     assert "headwater_consumer_lag" in text and "headwater_consumer_insert_seconds_count" in text
+    # one freshness observation per request (3 envelopes), each from the edge's receive time
+    assert "headwater_consumer_freshness_seconds_count 3.0" in text
+    assert 'headwater_consumer_freshness_seconds_bucket{le="300.0"} 3.0' in text
