@@ -6,7 +6,10 @@ client sent none), no `writeKey`. An invalid one raises IngestError naming the f
 
 from __future__ import annotations
 
+import itertools
+import os
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +20,27 @@ MAX_MESSAGE_ID_LENGTH = 100
 MAX_NAME_LENGTH = 1000
 _OBJECT_FIELDS = ("properties", "traits", "context", "integrations")
 _TIME_FIELDS = ("timestamp", "sentAt", "originalTimestamp")
+
+
+def _new_message_ids() -> Iterator[str]:
+    """UUID-shaped ids (version 4, RFC variant): 74 random bits drawn once per process, then a
+    48-bit counter — unique like uuid4, without `os.urandom` per event (3.6% of an edge worker's
+    time under browser-like load, py-spy)."""
+    random_part = uuid.uuid4().hex[:20]
+    for n in itertools.count():
+        hex_id = f"{random_part}{n:012x}"
+        yield f"{hex_id[:8]}-{hex_id[8:12]}-{hex_id[12:16]}-{hex_id[16:20]}-{hex_id[20:]}"
+
+
+_message_ids = _new_message_ids()
+
+
+def _reseed_after_fork() -> None:
+    global _message_ids
+    _message_ids = _new_message_ids()
+
+
+os.register_at_fork(after_in_child=_reseed_after_fork)
 
 
 def nesting_exceeds(value: object, limit: int) -> bool:
@@ -122,7 +146,7 @@ def validate_event(
         normalised["previousId"] = previous_id
     message_id = event.get("messageId")
     if message_id is None:
-        normalised["messageId"] = str(uuid.uuid4())
+        normalised["messageId"] = next(_message_ids)
     elif not isinstance(message_id, str) or not message_id or len(message_id) > MAX_MESSAGE_ID_LENGTH:
         raise IngestError(
             400,

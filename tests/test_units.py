@@ -258,3 +258,29 @@ def test_json_logs_carry_role_and_request_id(capsys: pytest.CaptureFixture[str])
     assert record["level"] == "WARNING"
     assert record["message"] == "publish failed"
     assert record["logger"] == "headwater.test"
+
+
+def test_assigned_message_ids_are_distinct_version_4_uuids_also_after_a_fork() -> None:
+    import os
+    import uuid
+
+    from headwater.edge.validation import validate_event
+
+    def assigned() -> str:
+        event = validate_event({"type": "track", "event": "E", "anonymousId": "a"}, "track", 32_000, 0, 10)
+        return str(event["messageId"])
+
+    ids = [assigned() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    assert {uuid.UUID(i).version for i in ids} == {4}
+    assert all(str(uuid.UUID(i)) == i for i in ids)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # a forked worker must not repeat its parent's ids
+        os.write(write, assigned().encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    os.close(write)
+    from_child = os.read(read, 100).decode()
+    os.close(read)
+    assert from_child not in ids and from_child[:23] != ids[0][:23]
