@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import Enum
 
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
@@ -11,6 +13,22 @@ from nats.js.errors import NotFoundError
 from .subjects import DLQ_STREAM, DLQ_SUBJECTS, EVENTS_STREAM, EVENTS_SUBJECTS, dlq_subject, events_subject
 
 DAY = 24 * 3600
+NANOSECONDS = 1_000_000_000
+
+# The fields `stream_configs` sets: what `headwater streams ensure` compares with a live stream and
+# changes. Every other field of a live stream (set by nats-py for KV buckets, or by the server) is kept.
+MANAGED_FIELDS: tuple[str, ...] = (
+    "description",
+    "subjects",
+    "retention",
+    "storage",
+    "num_replicas",
+    "max_age",
+    "max_bytes",
+    "discard",
+    "duplicate_window",
+)
+_DURATION_FIELDS = frozenset({"max_age", "duplicate_window"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +75,41 @@ def stream_configs(settings: StreamSettings) -> list[StreamConfig]:
             settings.dlq_max_age_seconds,
         ),
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChange:
+    field: str
+    current: object
+    desired: object
+
+
+def _as_stored(field: str, value: object) -> object:
+    """A config value as the server keeps it: durations in whole nanoseconds (nats-py sends an unset
+    one as 0), enums as their string (a config read back from the server holds plain strings)."""
+    if field in _DURATION_FIELDS:
+        return round(value * NANOSECONDS) if isinstance(value, int | float) else 0
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+def config_changes(
+    current: StreamConfig, desired: StreamConfig, fields: Iterable[str] = MANAGED_FIELDS
+) -> list[FieldChange]:
+    """The `fields` whose value differs between a live stream's config and the desired one, in order."""
+    changes = []
+    for field in fields:
+        now, wanted = getattr(current, field), getattr(desired, field)
+        if _as_stored(field, now) != _as_stored(field, wanted):
+            changes.append(FieldChange(field, now, wanted))
+    return changes
+
+
+def with_changes(current: StreamConfig, changes: Iterable[FieldChange]) -> StreamConfig:
+    """The config to send to `update_stream`: JetStream replaces the whole config on update, so it
+    is the live one with only the changed fields replaced."""
+    return current.evolve(**{change.field: change.desired for change in changes})
 
 
 async def ensure_streams(js: JetStreamContext, settings: StreamSettings) -> None:

@@ -13,6 +13,7 @@ from .query import query
 from .replay import replay
 from .serve import serve
 from .spool import spool
+from .streams import streams
 from .up import up
 
 
@@ -40,3 +41,4 @@ main.add_command(migrate)
 main.add_command(spool)
 main.add_command(dlq)
 main.add_command(replay)
+main.add_command(streams)
