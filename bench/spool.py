@@ -80,7 +80,7 @@ async def run(count: int, drain_count: int, writers: int, work: Path) -> dict[st
     await ensure_streams(js, StreamSettings(duplicate_window_seconds=1))
     results: dict[str, float] = {}
     try:
-        sink = JetStreamSink(js, timeout_seconds=30)
+        sink = JetStreamSink(client, timeout_seconds=30)
         spool = await Spool(work / "spool-write", SpoolConfig(max_bytes=8 << 30)).open()
 
         async def direct(n: int) -> None:

@@ -24,9 +24,14 @@ class ControlSettings:
     query_max_rows: int = 10_000
     query_timeout_seconds: int = 30
     kv_replicas: int = 1
+    # PEM certificate chain and key: serve HTTPS (HTTP/2 and HTTP/1.1) instead of plain HTTP.
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     def __post_init__(self) -> None:
         if not self.admin_tokens:
             raise ValueError("the control plane needs at least one admin token")
         if any(len(t.token) < 16 for t in self.admin_tokens):
             raise ValueError("admin tokens must be at least 16 characters long")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("a TLS certificate needs its key, and a key its certificate")

@@ -27,9 +27,14 @@ class EdgeSettings:
     # cannot acknowledge.
     spool_dir: str | None = None
     spool_max_bytes: int = 1 << 30
+    # PEM certificate chain and key: serve HTTPS (HTTP/2 and HTTP/1.1) instead of plain HTTP.
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     def __post_init__(self) -> None:
         if self.rate_limit_edges < 1:
             raise ValueError("rate_limit_edges must be at least 1")
         if self.max_event_bytes > self.max_body_bytes:
             raise ValueError("max_event_bytes cannot exceed max_body_bytes")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("a TLS certificate needs its key, and a key its certificate")

@@ -13,6 +13,7 @@ import click
 
 from headwater.control.settings import AdminToken
 from headwater.edge.settings import EdgeSettings
+from headwater.edge.streams import StreamSettings
 from headwater.spool import worker_spool_dir
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -79,6 +80,46 @@ log_level_option = option(
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     help="Log level.",
 )
+
+
+def tls_options(command: F) -> F:
+    """--tls-cert and --tls-key: the HTTP roles serve HTTPS (HTTP/2 and HTTP/1.1) with them."""
+    pem = click.Path(exists=True, dir_okay=False, readable=True, path_type=str)
+    command = option(
+        "--tls-key",
+        env="HEADWATER_TLS_KEY",
+        default=None,
+        type=pem,
+        help="PEM private key (unencrypted) of --tls-cert.",
+    )(command)
+    return option(
+        "--tls-cert",
+        env="HEADWATER_TLS_CERT",
+        default=None,
+        type=pem,
+        help="PEM certificate chain (the server's first): serve HTTPS, HTTP/2 and HTTP/1.1, instead "
+        "of plain HTTP. Needs --tls-key.",
+    )(command)
+
+
+def tls_files(cert: str | None, key: str | None) -> tuple[str, str] | None:
+    """The certificate and key, when both are given; loaded here once so that a bad file stops the
+    command with its reason before anything starts."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        given, missing = ("--tls-cert", "--tls-key") if key is None else ("--tls-key", "--tls-cert")
+        raise click.UsageError(
+            f"{given} needs {missing} (HEADWATER_TLS_CERT and HEADWATER_TLS_KEY): give both or neither"
+        )
+    # Imported here: hypercorn and cryptography would slow every command's start by ~80 ms.
+    from .tlsserver import TLSError, server_context
+
+    try:
+        server_context(cert, key)
+    except TLSError as exc:
+        raise click.ClickException(str(exc)) from None
+    return cert, key
 
 
 def admin_tokens_from_env(fallback: str | None = None) -> tuple[AdminToken, ...]:
@@ -194,9 +235,16 @@ def edge_options(command: F) -> F:
 
 
 def edge_settings(
-    host: str, port: int, default_spool_dir: str, reuse_port: bool = False, worker: int = 0, **flags: Any
+    host: str,
+    port: int,
+    default_spool_dir: str,
+    reuse_port: bool = False,
+    worker: int = 0,
+    tls: tuple[str, str] | None = None,
+    **flags: Any,
 ) -> EdgeSettings:
-    """EdgeSettings from the flags of `edge_options`; a bad combination is a usage error."""
+    """EdgeSettings from the flags of `edge_options` (and `tls_files`); a bad combination is a
+    usage error."""
     spool_base = flags.pop("spool_dir")
     spool_base = default_spool_dir if spool_base is None else spool_base
     spool_dir = str(worker_spool_dir(spool_base, str(worker))) if spool_base else None
@@ -222,6 +270,164 @@ def edge_settings(
             rate_limit_edges=flags.pop("rate_limit_edges"),
             spool_dir=spool_dir,
             spool_max_bytes=flags.pop("spool_max_bytes"),
+            tls_cert=tls[0] if tls else None,
+            tls_key=tls[1] if tls else None,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+
+
+# -- stream settings: `headwater streams ensure` ------------------------------------------------------
+
+_DURATION_UNITS = {"w": 7 * 24 * 3600, "d": 24 * 3600, "h": 3600, "m": 60, "s": 1}
+_PLAIN_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([wdhms])")
+# Decimal and binary units, as `nats stream info` prints sizes; matched case-insensitively.
+_BYTE_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1 << 10,
+    "mib": 1 << 20,
+    "gib": 1 << 30,
+    "tib": 1 << 40,
+}
+_BYTE_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)", re.IGNORECASE)
+UNLIMITED = -1
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `7d`, `12h`, `1h30m`, `90s`, `2w`, or a plain number of seconds."""
+    text = text.strip().lower()
+    if _PLAIN_NUMBER.fullmatch(text):
+        return float(text)
+    if not text or _DURATION_PART.sub("", text):
+        raise ValueError(f"{text!r} is not a duration such as 7d, 12h, 1h30m, 90s")
+    return sum(float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(text))
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest `parse_duration` spelling: 604800 → `7d`, 5400 → `1h30m`, 0 → `0s`."""
+    whole, fraction = divmod(seconds, 1)
+    parts = []
+    remaining = int(whole)
+    for unit in "dhm":
+        count, remaining = divmod(remaining, _DURATION_UNITS[unit])
+        if count:
+            parts.append(f"{count}{unit}")
+    if remaining or fraction or not parts:
+        parts.append(f"{remaining + fraction:g}s")
+    return "".join(parts)
+
+
+def parse_byte_size(text: str) -> int:
+    """Bytes in `50GiB`, `500MB`, `1048576`; `-1` (or `unlimited`) means no limit."""
+    text = text.strip()
+    if text in ("-1", "unlimited"):
+        return UNLIMITED
+    match = _BYTE_SIZE.fullmatch(text)
+    unit = (match.group(2) or "b").lower() if match else ""
+    if match is None or unit not in _BYTE_UNITS:
+        raise ValueError(f"{text!r} is not a size such as 50GiB, 500MB, 1048576 or -1 (unlimited)")
+    return int(float(match.group(1)) * _BYTE_UNITS[unit])
+
+
+def format_byte_size(size: int) -> str:
+    """The exact `parse_byte_size` spelling in the largest unit that divides it: 50GiB, 500MB, 1234B."""
+    if size < 0:
+        return "unlimited"
+    for unit in ("TiB", "TB", "GiB", "GB", "MiB", "MB", "KiB", "KB"):
+        factor = _BYTE_UNITS[unit.lower()]
+        if size and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return f"{size}B"
+
+
+class _Parsed(click.ParamType[float]):
+    """A click type from a parse function that raises ValueError with a message for people."""
+
+    def __init__(self, name: str, parse: Callable[[str], float]) -> None:
+        self.name = name
+        self._parse = parse
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, int | float):
+            return value
+        try:
+            return self._parse(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+DURATION = _Parsed("duration", parse_duration)
+BYTE_SIZE = _Parsed("size", parse_byte_size)
+
+
+def stream_options(command: F) -> F:
+    """Replication and retention of the streams and KV buckets (`StreamSettings`)."""
+    defaults = StreamSettings()
+    decorators = [
+        option(
+            "--replicas",
+            env="HEADWATER_STREAM_REPLICAS",
+            default=defaults.replicas,
+            type=click.IntRange(1, 5),
+            help="Copies of every stream and KV bucket: 1 on a single server, 3 on a 3-node cluster.",
+        ),
+        option(
+            "--max-age",
+            env="HEADWATER_STREAM_MAX_AGE",
+            default=format_duration(defaults.max_age_seconds),
+            type=DURATION,
+            help="How long HW_EVENTS keeps events, the window `replay` can rebuild from (0: no limit).",
+        ),
+        option(
+            "--max-bytes",
+            env="HEADWATER_STREAM_MAX_BYTES",
+            default=format_byte_size(defaults.max_bytes),
+            type=BYTE_SIZE,
+            help="Most bytes HW_EVENTS and HW_DLQ each keep (e.g. 50GiB; -1: no limit). When full, "
+            "JetStream refuses new messages and the edges spool them.",
+        ),
+        option(
+            "--duplicate-window",
+            env="HEADWATER_STREAM_DUPLICATE_WINDOW",
+            default=format_duration(defaults.duplicate_window_seconds),
+            type=DURATION,
+            help="How long JetStream remembers a Nats-Msg-Id, to drop a republished envelope.",
+        ),
+        option(
+            "--dlq-max-age",
+            env="HEADWATER_DLQ_MAX_AGE",
+            default=format_duration(defaults.dlq_max_age_seconds),
+            type=DURATION,
+            help="How long HW_DLQ keeps dead-lettered messages (0: no limit).",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
+def stream_settings(
+    replicas: int, max_age: float, max_bytes: int, duplicate_window: float, dlq_max_age: float
+) -> StreamSettings:
+    """StreamSettings from the flags of `stream_options`; what JetStream would refuse is a usage error."""
+    if duplicate_window <= 0:
+        raise click.UsageError("--duplicate-window must be longer than 0s")
+    for flag, age in (("--max-age", max_age), ("--dlq-max-age", dlq_max_age)):
+        if age < 0:
+            raise click.UsageError(f"{flag} cannot be negative")
+        if 0 < age < duplicate_window:
+            raise click.UsageError(f"{flag} ({format_duration(age)}) is shorter than --duplicate-window")
+    if max_bytes < UNLIMITED or max_bytes == 0:
+        raise click.UsageError("--max-bytes must be a size above 0, or -1 for no limit")
+    return StreamSettings(
+        replicas=replicas,
+        max_age_seconds=max_age,
+        max_bytes=max_bytes,
+        duplicate_window_seconds=duplicate_window,
+        dlq_max_age_seconds=dlq_max_age,
+    )

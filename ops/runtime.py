@@ -1,5 +1,6 @@
-"""Runs headwater roles inside one event loop: the edge and control HTTP apps under uvicorn, the
-consumer as a task. `up` runs all three; `serve ROLE` runs one; the tests run any of them."""
+"""Runs headwater roles inside one event loop: the edge and control HTTP apps under uvicorn (under
+hypercorn when they serve HTTPS), the consumer as a task. `up` runs all three; `serve ROLE` runs
+one; the tests run any of them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import socket
 import time
 from collections.abc import Awaitable, Generator
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import uvicorn
 from clickhouse_connect.driver.client import Client
@@ -46,6 +48,7 @@ from headwater.edge.subjects import EVENTS_STREAM
 from headwater.spool import Spool, SpoolConfig
 
 from .natsconn import ConnectionEvents, connect_nats
+from .tlsserver import TLSServer, server_context
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,15 @@ async def _logged(what: str, awaitable: Awaitable[object]) -> None:
         log.warning("stopping %s failed", what, exc_info=True)
 
 
+class _HTTPServer(Protocol):
+    """What the stack needs of a server: uvicorn's, and the TLS one shaped like it."""
+
+    started: bool
+    should_exit: bool
+
+    async def serve(self, sockets: list[socket.socket]) -> None: ...
+
+
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handlers: the stack handles signals for all roles."""
 
@@ -90,10 +102,14 @@ def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     return sock
 
 
-def url_of(sock: socket.socket) -> str:
+def url_of(sock: socket.socket, scheme: str = "http") -> str:
     host, port = sock.getsockname()[:2]
     host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{port}"
+    return f"{scheme}://{host}:{port}"
+
+
+def _tls_files(cert: str | None, key: str | None) -> tuple[str, str] | None:
+    return None if cert is None or key is None else (cert, key)
 
 
 class Stack:
@@ -113,7 +129,7 @@ class Stack:
         self.consumer_url: str | None = None
         self.control_url: str | None = None
         self._servers: list[tuple[str, asyncio.Task[None]]] = []
-        self._uvicorns: list[_Server] = []
+        self._http_servers: list[_HTTPServer] = []
         self._sockets: list[socket.socket] = []
 
     async def start(self) -> None:
@@ -139,7 +155,10 @@ class Stack:
             metrics = EdgeMetrics()
             sink = await self._edge_sink(js, s.edge, metrics)
             edge_app = create_edge_app(s.edge, sink, self.registry, self._edge_readiness, metrics)
-            self.edge_url = await self._serve(edge_app, s.edge.host, s.edge.port, "edge", s.edge.reuse_port)
+            tls = _tls_files(s.edge.tls_cert, s.edge.tls_key)
+            self.edge_url = await self._serve(
+                edge_app, s.edge.host, s.edge.port, "edge", s.edge.reuse_port, tls
+            )
 
         if s.control is not None:
             assert self.clickhouse is not None, "the control plane needs a ClickHouse URL"
@@ -163,7 +182,10 @@ class Stack:
             control_app = create_control_app(
                 s.control, self.store, self.service, self.queries, self._nats_readiness
             )
-            self.control_url = await self._serve(control_app, s.control.host, s.control.port, "control")
+            tls = _tls_files(s.control.tls_cert, s.control.tls_key)
+            self.control_url = await self._serve(
+                control_app, s.control.host, s.control.port, "control", tls=tls
+            )
 
         if s.consumer is not None:
             assert self.clickhouse is not None, "the consumer needs a ClickHouse URL"
@@ -182,7 +204,8 @@ class Stack:
 
     async def _edge_sink(self, js: JetStreamContext, settings: EdgeSettings, metrics: EdgeMetrics) -> Sink:
         """JetStream, falling back to the disk spool (when one is configured) behind a breaker."""
-        direct = JetStreamSink(js, settings.publish_timeout_seconds)
+        assert self.nats is not None
+        direct = JetStreamSink(self.nats, settings.publish_timeout_seconds)
         if settings.spool_dir is None:
             metrics.watch(lambda: {"breaker_open": False})
             return direct
@@ -234,12 +257,12 @@ class Stack:
     async def stop(self) -> None:
         """Stop accepting, finish requests in flight, flush and ack, then close connections.
         Each step runs even when an earlier one failed; failures are logged."""
-        for server in self._uvicorns:
+        for server in self._http_servers:
             server.should_exit = True
         for _, task in self._servers:
             await _logged("HTTP server", task)
         self._servers.clear()
-        self._uvicorns.clear()
+        self._http_servers.clear()
         for sock in self._sockets:
             sock.close()
         self._sockets.clear()
@@ -307,21 +330,21 @@ class Stack:
             details,
         )
 
-    async def _serve(self, app: ASGIApp, host: str, port: int, role: str, reuse_port: bool = False) -> str:
+    async def _serve(
+        self,
+        app: ASGIApp,
+        host: str,
+        port: int,
+        role: str,
+        reuse_port: bool = False,
+        tls: tuple[str, str] | None = None,
+    ) -> str:
+        """Serve `app` on a socket of its own: plain HTTP/1.1 under uvicorn, or, given a certificate
+        and key, HTTPS with HTTP/2 and HTTP/1.1 under hypercorn (ops/tlsserver.py)."""
+        context = None if tls is None else server_context(*tls)  # a bad file fails before binding
         sock = bind(host, port, reuse_port)
         self._sockets.append(sock)
-        config = uvicorn.Config(
-            app,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=10,
-            server_header=False,
-            # X-Forwarded-For is believed only from configured proxies (edge/clientip.py), never by
-            # uvicorn, which would otherwise trust it from 127.0.0.1.
-            proxy_headers=False,
-        )
-        server = _Server(config)
+        server: _HTTPServer = _uvicorn(app) if context is None else TLSServer(app, context)
         task = asyncio.create_task(server.serve(sockets=[sock]), name=f"{role}-server")
         while not server.started:
             if task.done():
@@ -329,7 +352,22 @@ class Stack:
                 raise RuntimeError(f"the {role} server stopped during start-up")
             await asyncio.sleep(0.01)
         self._servers.append((role, task))
-        self._uvicorns.append(server)
-        url = url_of(sock)
+        self._http_servers.append(server)
+        url = url_of(sock, "http" if context is None else "https")
         log.info("%s listening on %s", role, url)
         return url
+
+
+def _uvicorn(app: ASGIApp) -> _Server:
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+        server_header=False,
+        # X-Forwarded-For is believed only from configured proxies (edge/clientip.py), never by
+        # uvicorn, which would otherwise trust it from 127.0.0.1.
+        proxy_headers=False,
+    )
+    return _Server(config)

@@ -30,6 +30,8 @@ from .options import (
     nats_url_option,
     on_cluster_option,
     option,
+    tls_files,
+    tls_options,
 )
 from .runtime import Stack, StackSettings
 
@@ -65,6 +67,7 @@ DEFAULT_SPOOL_DIR = ".headwater/spool"
     "crash); keep it above the longest project batching span. Set when the durable consumer is created.",
 )
 @on_cluster_option
+@tls_options
 @edge_options
 @log_level_option
 @log_format_option
@@ -77,6 +80,8 @@ def serve(
     clickhouse_url: str | None,
     ack_wait: float,
     on_cluster: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
     log_level: str,
     log_format: str | None,
     **edge_flags: Any,
@@ -84,7 +89,8 @@ def serve(
     """Run one ROLE (edge, control or consumer) against --nats-url and --clickhouse-url.
 
     --on-cluster applies to the control role, which creates and drops project databases; the
-    other roles ignore it, so one environment can serve every role.
+    other roles ignore it, so one environment can serve every role. So do --tls-cert and --tls-key
+    (the edge and control roles serve HTTPS with them; the consumer's health port stays HTTP).
     """
     logging_setup = (log_level, log_format or "json", role)
     configure_logging(*logging_setup)
@@ -96,12 +102,13 @@ def serve(
     edge = control = consumer = None
     if workers > 1 and (role != "edge" or http_port == 0):
         raise click.UsageError("--workers applies to the edge role on a fixed --port")
+    tls = tls_files(tls_cert, tls_key) if role in ("edge", "control") else None
 
     def edge_for(worker: int) -> EdgeSettings:
         """Each worker has its own spool directory under the base (docs/spool.md)."""
         flags = dict(edge_flags)
         return edge_settings(
-            host, http_port, DEFAULT_SPOOL_DIR, reuse_port=workers > 1, worker=worker, **flags
+            host, http_port, DEFAULT_SPOOL_DIR, reuse_port=workers > 1, worker=worker, tls=tls, **flags
         )
 
     if role == "edge":
@@ -118,6 +125,8 @@ def serve(
                 host=host,
                 port=http_port,
                 clickhouse_cluster=on_cluster,
+                tls_cert=tls[0] if tls else None,
+                tls_key=tls[1] if tls else None,
             )
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None

@@ -34,6 +34,8 @@ from .options import (
     log_level_option,
     nats_url_option,
     option,
+    tls_files,
+    tls_options,
 )
 from .runtime import Stack, StackSettings
 
@@ -63,6 +65,7 @@ SAMPLE_QUERY = (
 )
 @nats_url_option
 @clickhouse_url_option
+@tls_options
 @edge_options
 @log_level_option
 @log_format_option
@@ -74,15 +77,19 @@ def up(
     nats_port: int,
     nats_url: str | None,
     clickhouse_url: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
     log_level: str,
     log_format: str | None,
     **edge_flags: Any,
 ) -> None:
     """Run NATS, embedded ClickHouse, the control plane, the edge and a consumer; create a demo project.
 
-    Data stays in --data-dir across restarts. Stop with Ctrl-C or SIGTERM.
+    Data stays in --data-dir across restarts. Stop with Ctrl-C or SIGTERM. With --tls-cert and
+    --tls-key, the edge and the control API serve HTTPS.
     """
     configure_logging(log_level, log_format or "text", "up")
+    tls = tls_files(tls_cert, tls_key)
     data = DataDir(Path(data_dir))
     data.create()
     try:
@@ -109,12 +116,14 @@ def up(
             nats_url=nats_url,
             streams=StreamSettings(),
             clickhouse_url=clickhouse_url,
-            edge=edge_settings(host, edge_port, str(data.root / "spool"), **edge_flags),
+            edge=edge_settings(host, edge_port, str(data.root / "spool"), tls=tls, **edge_flags),
             control=ControlSettings(
                 clickhouse_url=clickhouse_url,
                 admin_tokens=admin_tokens_from_env(stored_token),
                 host=host,
                 port=control_port,
+                tls_cert=tls[0] if tls else None,
+                tls_key=tls[1] if tls else None,
             ),
             consumer=ConsumerSettings(clickhouse_url=clickhouse_url),
         )
@@ -159,12 +168,12 @@ async def _ensure_demo(stack: Stack) -> tuple[Project, str | None]:
     existing = await stack.store.find(DEMO_PROJECT)
     if existing is not None:
         return existing, None
-    port = stack.edge_url.rsplit(":", 1)[1]
+    scheme, port = stack.edge_url.split("://", 1)[0], stack.edge_url.rsplit(":", 1)[1]
     answer, _ = await stack.service.create(
         {
             "id": DEMO_PROJECT,
             "name": "Demo",
-            "allowed_origins": [f"http://localhost:{port}", f"http://127.0.0.1:{port}"],
+            "allowed_origins": [f"{scheme}://localhost:{port}", f"{scheme}://127.0.0.1:{port}"],
         },
         actor="headwater up",
     )
@@ -210,6 +219,14 @@ def _banner(
     ]
     if secret_key:
         lines.append(f"  secret key (shown once, stored only as a hash): {secret_key}")
+    edge = stack.settings.edge
+    if edge is not None and edge.tls_cert is not None:
+        cert = shlex.quote(edge.tls_cert)
+        lines += [
+            "",
+            f"HTTPS with {cert}; if it is self-signed, trust it in the commands below:",
+            f"  CURL_CA_BUNDLE={cert} for curl, SSL_CERT_FILE={cert} for headwater",
+        ]
     lines += [
         "",
         "send an event:",
