@@ -16,6 +16,8 @@ from headwater.edge.settings import EdgeSettings
 from headwater.edge.streams import StreamSettings
 from headwater.spool import worker_spool_dir
 
+from .logs import parse_log_levels
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 ADMIN_TOKEN_ENV = "HEADWATER_ADMIN_TOKEN"  # noqa: S105 - the variable's name, not a token
@@ -73,12 +75,24 @@ log_format_option = option(
     type=click.Choice(["json", "text"]),
     help="json: one JSON object per line (default for `serve`); text: for people (default for `up`).",
 )
+
+
+def _log_levels(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    try:
+        parse_log_levels(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
 log_level_option = option(
     "--log-level",
     env="HEADWATER_LOG_LEVEL",
     default="info",
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-    help="Log level.",
+    callback=_log_levels,
+    metavar="LEVEL[,ROLE=LEVEL...]",
+    help="debug, info, warning or error; per role too: `info,consumer=debug,http=warning` (roles: "
+    "edge, spool, control, consumer, nats, http).",
 )
 
 

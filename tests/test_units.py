@@ -284,3 +284,34 @@ def test_assigned_message_ids_are_distinct_version_4_uuids_also_after_a_fork() -
     from_child = os.read(read, 100).decode()
     os.close(read)
     assert from_child not in ids and from_child[:23] != ids[0][:23]
+
+
+def test_log_levels_per_role() -> None:
+    import logging
+
+    from headwater.ops.logs import _Context, configure_logging, parse_log_levels
+
+    assert parse_log_levels("warning") == ("warning", {})
+    assert parse_log_levels("info, consumer=DEBUG,http=error") == (
+        "info",
+        {"consumer": "debug", "http": "error"},
+    )
+    for bad in ("loud", "edge=loud", "kitchen=debug"):
+        with pytest.raises(ValueError, match="unknown"):
+            parse_log_levels(bad)
+    try:
+        configure_logging("warning,consumer=debug", "json", "up")
+        assert logging.getLogger().level == logging.WARNING
+        assert logging.getLogger("headwater.consumers").getEffectiveLevel() == logging.DEBUG
+        assert logging.getLogger("headwater.consumers.runner").isEnabledFor(logging.DEBUG)
+        assert not logging.getLogger("headwater.edge.asgi").isEnabledFor(logging.INFO)
+    finally:
+        logging.getLogger("headwater.consumers").setLevel(logging.NOTSET)
+        configure_logging("info")
+    # In `up` (every role in one process) each record is named after its role.
+    context = _Context("up")
+    for logger, role in (("headwater.edge.asgi", "edge"), ("headwater.consumers.pull", "consumer"),
+                         ("uvicorn.error", "http"), ("headwater.ops.runtime", "up")):  # fmt: skip
+        record = logging.LogRecord(logger, logging.INFO, __file__, 1, "m", None, None)
+        context.filter(record)
+        assert record.role == role
