@@ -5,12 +5,14 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
+import os
 import shutil
 import signal
 import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -42,15 +44,29 @@ def _die_with_parent() -> None:
 
 
 class NatsServerProcess:
-    """`port=0` picks a free port; the bound one is read from the server's ports file."""
+    """`port=0` picks a free port; the bound one is read from the server's ports file.
+
+    With `config_file`, the server is configured by that file instead (a cluster node: see
+    ops/natscluster.py), `environment` supplying the `$NAME`s it leaves to the environment; `host`
+    and `port` are then the file's business, and `store_dir` only holds the ports file and the log.
+    """
 
     def __init__(
-        self, store_dir: Path, host: str = "127.0.0.1", port: int = 0, log_file: Path | None = None
+        self,
+        store_dir: Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_file: Path | None = None,
+        *,
+        config_file: Path | None = None,
+        environment: Mapping[str, str] | None = None,
     ) -> None:
         self.store_dir = store_dir
         self.host = host
         self.port = port
         self.log_file = log_file or store_dir / "nats-server.log"
+        self.config_file = config_file
+        self.environment = dict(environment or {})
         self._process: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -64,18 +80,9 @@ class NatsServerProcess:
         ports_dir.mkdir(exist_ok=True)
         for stale in ports_dir.glob("*.ports"):
             stale.unlink()
-        command = [
-            str(find_nats_server()),
-            "--jetstream",
-            "--store_dir", str(self.store_dir),
-            "--addr", self.host,
-            "--port", str(self.port or -1),
-            "--ports_file_dir", str(ports_dir),
-            "--log", str(self.log_file),
-            "--server_name", "headwater",
-        ]  # fmt: skip
         self._process = subprocess.Popen(
-            command,
+            self._command(ports_dir),
+            env={**os.environ, **self.environment} if self.environment else None,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -108,6 +115,20 @@ class NatsServerProcess:
             time.sleep(0.02)
         self.stop()
         raise NatsServerError(f"nats-server did not start within {timeout:.0f}s; see {self.log_file}")
+
+    def _command(self, ports_dir: Path) -> list[str]:
+        where = ["--ports_file_dir", str(ports_dir), "--log", str(self.log_file)]
+        if self.config_file is not None:
+            return [str(find_nats_server()), "--config", str(self.config_file), *where]
+        return [
+            str(find_nats_server()),
+            "--jetstream",
+            "--store_dir", str(self.store_dir),
+            "--addr", self.host,
+            "--port", str(self.port or -1),
+            *where,
+            "--server_name", "headwater",
+        ]  # fmt: skip
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM (JetStream flushes its store), then SIGKILL if it does not exit in time."""

@@ -1,0 +1,332 @@
+"""HA on a real 3-node NATS cluster: NATS nodes die under load and nothing acknowledged is lost.
+
+The cluster runs from the config operators deploy (ops/deploy/nats-server.conf) on loopback, with
+every stream and bucket at three replicas. One control plane creates the project; two edges take
+the load, each with all three nodes in `--nats-url` and its own spool; two consumers write to
+ClickHouse. While a load generator sends events with unique messageIds at a steady rate to both
+edges, a node that is not the HW_EVENTS leader is killed and restarted, then the leader itself.
+
+The embedded ClickHouse (chdb) allows one process per data directory, so the two consumer
+processes cannot share one database here: each writes to its own directory, and the check is on
+their union. Every event that got a 2xx must be in the union; none may show twice within one
+database after FINAL; the events present in both databases (a message redelivered to the other
+process, e.g. after an ack was lost with a dying node) are counted and printed. With a ClickHouse
+server both consumers write to one database, where ReplacingMergeTree collapses those copies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+import signal
+import subprocess
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from hw_testing import ADMIN_TOKEN, BIN, admin_headers, basic_auth, cli_env, eventually
+from nats.aio.client import Client as NatsClient
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+
+from headwater.control.audit import AUDIT_STREAM
+from headwater.control.idempotency import IDEMPOTENCY_BUCKET
+from headwater.control.store import PROJECTS_BUCKET
+from headwater.edge.subjects import DLQ_STREAM, EVENTS_STREAM
+from headwater.ops.natscluster import NatsCluster, stream_leader
+from headwater.ops.natsconn import connect_nats
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+NATS_CONFIG = ROOT / "ops" / "deploy" / "nats-server.conf"
+DURABLE = "hw-clickhouse"
+
+
+class Role:
+    """One `headwater serve ROLE` process on a free port; its log (stderr) goes to a file."""
+
+    def __init__(self, name: str, args: list[str], log_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.command = [str(BIN / "headwater"), "serve", *args, "--port", "0"]
+        self.log_file = log_dir / f"{name}.log"
+        self.env = {**cli_env(), **(env or {})}
+        self.process: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    def start(self) -> str:
+        with self.log_file.open("w") as log:
+            self.process = subprocess.Popen(
+                self.command, stdout=subprocess.PIPE, stderr=log, text=True, env=self.env
+            )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()  # "headwater edge running on http://… (pid …)"
+        found = re.search(r" on (http://\S+)", line)
+        assert found, f"{self.name} did not start: {line!r}\n{self.log_tail()}"
+        self.url = found.group(1)
+        return self.url
+
+    def stop(self, timeout: float = 60) -> int | None:
+        """SIGTERM (the role flushes, acks and closes), then SIGKILL if it hangs."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            return None
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+
+
+class SteadyLoad:
+    """Single events with unique messageIds at `rate` requests/s, alternating between the edges
+    (at most `max_in_flight` at once); records which got a 2xx and which did not."""
+
+    def __init__(self, http: httpx.AsyncClient, edge_urls: list[str], key: str, rate: float = 150.0) -> None:
+        self._http, self._urls, self._key, self._rate = http, edge_urls, key, rate
+        self._ids = (f"ha-{uuid.uuid4().hex[:8]}-{n}" for n in itertools.count())
+        self._slots = asyncio.Semaphore(64)
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._ticker: asyncio.Task[None] | None = None
+        self.acked: set[str] = set()
+        self.failed: set[str] = set()
+        self.statuses: Counter[int] = Counter()
+
+    async def _send(self, url: str, message_id: str) -> None:
+        event = {"type": "track", "event": "HA", "userId": "u", "messageId": message_id}
+        try:
+            response = await self._http.post(f"{url}/v1/track", json=event, headers=basic_auth(self._key))
+            status = response.status_code
+        except httpx.HTTPError:
+            status = 0
+        finally:
+            self._slots.release()
+        self.statuses[status] += 1
+        (self.acked if 200 <= status < 300 else self.failed).add(message_id)
+
+    async def _tick(self) -> None:
+        interval, due = 1 / self._rate, time.monotonic()
+        for n in itertools.count():
+            await self._slots.acquire()
+            task = asyncio.create_task(self._send(self._urls[n % len(self._urls)], next(self._ids)))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+            due += interval
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+
+    def start(self) -> None:
+        self._ticker = asyncio.create_task(self._tick())
+
+    async def stop(self) -> None:
+        assert self._ticker is not None
+        self._ticker.cancel()
+        await asyncio.gather(self._ticker, return_exceptions=True)
+        await asyncio.gather(*self._in_flight)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    nats = NatsCluster(tmp_path / "nats", NATS_CONFIG)
+    nats.start()
+    yield nats
+    nats.stop()
+
+
+async def ensure_replicated_streams(cluster: NatsCluster, js: JetStreamContext) -> None:
+    """`headwater streams ensure --replicas 3`, as docs/deploy.md has the operator run it before any
+    role starts (roles create only what is missing, with one replica)."""
+    command = [str(BIN / "headwater"), "streams", "ensure", "--replicas", "3", "--nats-url", cluster.urls]
+    result = await asyncio.to_thread(
+        subprocess.run, [*command, "--yes"], capture_output=True, text=True, env=cli_env(), timeout=180
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for stream in (
+        EVENTS_STREAM,
+        DLQ_STREAM,
+        AUDIT_STREAM,
+        f"KV_{PROJECTS_BUCKET}",
+        f"KV_{IDEMPOTENCY_BUCKET}",
+    ):
+        info = await js.stream_info(stream)
+        assert info.config.num_replicas == 3 and info.cluster is not None, stream
+
+
+async def headwater(*args: str, timeout: float = 180) -> str:
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [str(BIN / "headwater"), *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=timeout,
+    )
+    assert result.returncode == 0, f"headwater {args[0]}: {result.stdout}{result.stderr}"
+    return result.stdout
+
+
+async def backlog(js: JetStreamContext) -> tuple[int, int]:
+    """(not yet delivered, delivered but not acknowledged) of the durable consumer."""
+    try:
+        info = await js.consumer_info(EVENTS_STREAM, DURABLE, timeout=5)
+    except (NatsError, TimeoutError):
+        return (-1, -1)
+    return (info.num_pending or 0, info.num_ack_pending or 0)
+
+
+async def spool_entries(http: httpx.AsyncClient, edge_url: str) -> int:
+    response = await http.get(f"{edge_url}/readyz")  # the details are there even when not ready
+    return int(response.json()["spool"]["entries"])
+
+
+async def stored_copies(clickhouse_url: str, project_id: str) -> tuple[dict[str, int], int]:
+    """messageId → copies after FINAL, and the rows before FINAL, read by `headwater query` once
+    the consumer that owned the directory has exited."""
+    sql = "SELECT message_id, count(), (SELECT count() FROM events) FROM events FINAL GROUP BY message_id"
+    out = await headwater("query", "--clickhouse-url", clickhouse_url, "--project", project_id, sql)
+    rows = [line.split("\t") for line in out.splitlines() if line]
+    return {r[0]: int(r[1]) for r in rows}, int(rows[0][2]) if rows else 0
+
+
+async def leader_of(js: JetStreamContext, stream: str = EVENTS_STREAM) -> str:
+    """The stream's leader, asked again while the test's own connection moves off a killed node or
+    the stream is between leaders."""
+
+    async def ask() -> str | None:
+        try:
+            return await stream_leader(js, stream)
+        except (NatsError, TimeoutError):
+            return None
+
+    return str(await eventually(ask, bool, timeout=60, interval=0.5))
+
+
+def other_than(cluster: NatsCluster, leader: str) -> str:
+    return next(name for name in cluster.names if name != leader)
+
+
+async def test_nats_nodes_die_under_load_and_every_acknowledged_event_lands_once(
+    cluster: NatsCluster, tmp_path: Path, http: httpx.AsyncClient
+) -> None:
+    started = time.monotonic()
+    timings: list[str] = []
+
+    def mark(what: str) -> None:
+        timings.append(f"{time.monotonic() - started:6.1f}s {what}")
+
+    client: NatsClient = await connect_nats(cluster.urls, "ha-test")
+    js = client.jetstream()
+    roles: list[Role] = []
+    try:
+        await ensure_replicated_streams(cluster, js)
+        mark("cluster up; `headwater streams ensure --replicas 3` applied")
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        nats = ["--nats-url", cluster.urls]
+        control = Role(
+            "control",
+            ["control", *nats, "--clickhouse-url", f"chdb://{tmp_path / 'ch-control'}"],
+            logs,
+            {"HEADWATER_ADMIN_TOKEN": ADMIN_TOKEN},
+        )
+        roles.append(control)
+        await asyncio.to_thread(control.start)
+        project_id = f"ha{uuid.uuid4().hex[:8]}"
+        created = await http.post(
+            f"{control.url}/v1/projects", json={"id": project_id}, headers=admin_headers()
+        )
+        assert created.status_code == 201, created.text
+        key = created.json()["secret_key"]
+
+        # Each consumer owns its embedded ClickHouse directory: create the project's database in
+        # each, as an operator runs `headwater migrate` against a new ClickHouse.
+        consumer_urls = [f"chdb://{tmp_path / f'ch-consumer-{n}'}" for n in (1, 2)]
+        await asyncio.gather(*(headwater("migrate", *nats, "--clickhouse-url", url) for url in consumer_urls))
+        edges = [
+            Role(f"edge-{n}", ["edge", *nats, "--spool-dir", str(tmp_path / f"spool-{n}"),
+                               "--publish-timeout", "1"], logs)
+            for n in (1, 2)
+        ]  # fmt: skip
+        # A short ack wait: what a dying node held unacknowledged comes back soon.
+        consumers = [
+            Role(f"consumer-{n}", ["consumer", *nats, "--clickhouse-url", url, "--ack-wait", "10"], logs)
+            for n, url in enumerate(consumer_urls, 1)
+        ]
+        roles += edges + consumers
+        await asyncio.gather(*(asyncio.to_thread(role.start) for role in edges + consumers))
+        for role in edges + consumers:
+            await eventually(
+                lambda role=role: http.get(f"{role.url}/readyz"),
+                lambda r: r.status_code == 200,
+                timeout=60,
+                interval=0.3,
+            )
+        mark("control, 2 edges, 2 consumers ready")
+
+        load = SteadyLoad(http, [edge.url for edge in edges], key)
+        load.start()
+        await asyncio.sleep(3)
+        follower = other_than(cluster, await leader_of(js))
+        await asyncio.to_thread(cluster.kill, follower)
+        mark(f"killed {follower} (not the HW_EVENTS leader)")
+        await asyncio.sleep(4)
+        await asyncio.to_thread(cluster.restart, follower)
+        mark(f"{follower} restarted and current")
+        await asyncio.sleep(2)
+        leader = await leader_of(js)
+        await asyncio.to_thread(cluster.kill, leader)
+        mark(f"killed {leader} (the HW_EVENTS leader)")
+        await asyncio.sleep(6)
+        await asyncio.to_thread(cluster.restart, leader)
+        mark(f"{leader} restarted and current; HW_EVENTS leader now {await leader_of(js)}")
+        await asyncio.sleep(3)
+        await load.stop()
+        mark(f"load stopped: {len(load.acked)} acknowledged, statuses {dict(load.statuses)}")
+
+        spooled = []
+        for edge in edges:
+            details = (await http.get(f"{edge.url}/readyz")).json()["spool"]
+            spooled.append(details["appended"])
+            await eventually(lambda e=edge: spool_entries(http, e.url), lambda n: n == 0, timeout=120)
+        await eventually(lambda: backlog(js), lambda b: b == (0, 0), timeout=180, interval=0.5)
+        mark(f"spools drained ({spooled} envelopes spooled) and the consumers caught up")
+        dead = (await js.stream_info(DLQ_STREAM)).state.messages
+        assert dead == 0, f"{dead} messages were dead-lettered"
+
+        # Consumers first: each writes and acks what it holds; a non-zero exit is a role that died.
+        for role in [*consumers, *edges, control]:
+            assert await asyncio.to_thread(role.stop) == 0, f"{role.name}:\n{role.log_tail()}"
+        results = await asyncio.gather(*(stored_copies(url, project_id) for url in consumer_urls))
+        mark("consumers stopped, their databases read")
+    finally:
+        for role in roles:
+            await asyncio.to_thread(role.stop)
+        await client.close()
+
+    assert load.acked, f"no request got a 2xx: {dict(load.statuses)}"
+    stored = [copies for copies, _ in results]
+    union = set(stored[0]) | set(stored[1])
+    missing = load.acked - union
+    assert not missing, f"{len(missing)} acknowledged events are missing, e.g. {sorted(missing)[:5]}"
+    for n, copies in enumerate(stored, 1):
+        doubled = [m for m, c in copies.items() if c != 1]
+        assert not doubled, f"consumer-{n}'s database shows {len(doubled)} events twice after FINAL"
+    # Anything stored beyond the acknowledged came from a request that got an error (the client
+    # was told to retry it): one event per request, so it is whole.
+    assert union - load.acked <= load.failed
+    in_both = set(stored[0]) & set(stored[1])
+    print("\n" + "\n".join(timings))
+    print(
+        f"HA: {sum(load.statuses.values())} sent, {len(load.acked)} acknowledged, "
+        f"{len(union)} stored (consumer-1 {len(stored[0])} rows after FINAL, {results[0][1]} before; "
+        f"consumer-2 {len(stored[1])} after FINAL, {results[1][1]} before), "
+        f"{len(in_both)} in both databases (redelivered across processes), 0 missing, 0 doubled"
+    )
