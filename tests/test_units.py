@@ -315,3 +315,14 @@ def test_log_levels_per_role() -> None:
         record = logging.LogRecord(logger, logging.INFO, __file__, 1, "m", None, None)
         context.filter(record)
         assert record.role == role
+
+
+def test_migrations_on_a_cluster_create_replicated_tables() -> None:
+    single, clustered = m0001_events.statements("hw_p", None)[0], m0001_events.statements("hw_p", "main")[0]
+    assert "ENGINE = ReplacingMergeTree\n" in single and "non_replicated_deduplication_window" in single
+    assert "ON CLUSTER `main`" in clustered
+    assert (
+        "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')"
+        in clustered
+    )
+    assert "SETTINGS replicated_deduplication_window = 1000" in clustered

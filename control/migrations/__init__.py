@@ -16,7 +16,7 @@ from types import ModuleType
 from clickhouse_connect.driver.client import Client
 
 from . import m0001_events, m0002_enrichment
-from .ddl import on_cluster
+from .ddl import on_cluster, replacing_engine
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def apply_migrations(client: Client, database: str, cluster: str | None = None) 
     client.command(
         f"CREATE TABLE IF NOT EXISTS `{database}`.schema_migrations{on_cluster(cluster)} "
         "(number UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
-        "ENGINE = ReplacingMergeTree ORDER BY number"
+        f"ENGINE = {replacing_engine(cluster)} ORDER BY number"
     )
     done = {row[0] for row in client.query(f"SELECT number FROM `{database}`.schema_migrations").result_rows}
     applied: list[int] = []

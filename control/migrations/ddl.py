@@ -6,3 +6,23 @@ from __future__ import annotations
 def on_cluster(cluster: str | None) -> str:
     """The `ON CLUSTER` clause for a clustered ClickHouse, or nothing."""
     return f" ON CLUSTER `{cluster}`" if cluster else ""
+
+
+# Where a replicated table keeps its state in ClickHouse Keeper: `{shard}` and `{replica}` are the
+# macros every server of the cluster defines (ops/deploy/clickhouse-cluster.xml).
+REPLICA_PATH = "'/clickhouse/tables/{shard}/{database}/{table}', '{replica}'"
+
+
+def replacing_engine(cluster: str | None) -> str:
+    """ReplacingMergeTree on one server; its replicated form on a cluster, so that a row inserted
+    on one replica reaches the others (a plain MergeTree created ON CLUSTER would keep each
+    node's rows to itself)."""
+    return f"ReplicatedReplacingMergeTree({REPLICA_PATH})" if cluster else "ReplacingMergeTree"
+
+
+def deduplication_window(cluster: str | None) -> str:
+    """Keep the hashes of the last 1,000 inserts, so a batch re-inserted with the same
+    `insert_deduplication_token` is dropped; the replicated engines keep theirs in Keeper."""
+    return (
+        "replicated_deduplication_window = 1000" if cluster else "non_replicated_deduplication_window = 1000"
+    )

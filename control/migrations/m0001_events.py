@@ -8,15 +8,16 @@ Why this shape (docs/schema.md has the long form):
 - Monthly partitions on `received_at`: the server's clock, so a client with a broken clock cannot
   scatter rows over hundreds of partitions (and fail the insert), and copies of one event land in
   the same partition unless a retry straddles a month boundary.
-- `non_replicated_deduplication_window`: a batch re-inserted with the same
-  `insert_deduplication_token` (a consumer redelivery) is dropped by ClickHouse at insert time.
+- A de-duplication window: a batch re-inserted with the same `insert_deduplication_token` (a
+  consumer redelivery) is dropped by ClickHouse at insert time.
+- On a cluster (`--on-cluster`) the replicated engine, so every replica holds every row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .ddl import on_cluster
+from .ddl import deduplication_window, on_cluster, replacing_engine
 
 NUMBER = 1
 NAME = "events"
@@ -47,9 +48,9 @@ def statements(database: str, cluster: str | None) -> Sequence[str]:
             INDEX ix_timestamp timestamp TYPE minmax GRANULARITY 4,
             INDEX ix_user_id user_id TYPE bloom_filter GRANULARITY 4
         )
-        ENGINE = ReplacingMergeTree
+        ENGINE = {replacing_engine(cluster)}
         PARTITION BY toYYYYMM(received_at)
         ORDER BY (type, event, message_id)
-        SETTINGS non_replicated_deduplication_window = 1000
+        SETTINGS {deduplication_window(cluster)}
         """
     ]
