@@ -15,7 +15,6 @@ import click
 from headwater.consumers.settings import ConsumerSettings
 from headwater.control.settings import ControlSettings
 from headwater.edge.settings import EdgeSettings
-from headwater.edge.streams import StreamSettings
 
 from .logs import configure_logging
 from .loop import StackFailure, run, wait_until_stopped
@@ -30,6 +29,8 @@ from .options import (
     nats_url_option,
     on_cluster_option,
     option,
+    stream_options,
+    stream_settings,
     tls_files,
     tls_options,
 )
@@ -68,6 +69,7 @@ DEFAULT_SPOOL_DIR = ".headwater/spool"
 )
 @on_cluster_option
 @tls_options
+@stream_options
 @edge_options
 @log_level_option
 @log_format_option
@@ -82,6 +84,11 @@ def serve(
     on_cluster: str | None,
     tls_cert: str | None,
     tls_key: str | None,
+    replicas: int,
+    max_age: float,
+    max_bytes: int,
+    duplicate_window: float,
+    dlq_max_age: float,
     log_level: str,
     log_format: str | None,
     **edge_flags: Any,
@@ -91,6 +98,8 @@ def serve(
     --on-cluster applies to the control role, which creates and drops project databases; the
     other roles ignore it, so one environment can serve every role. So do --tls-cert and --tls-key
     (the edge and control roles serve HTTPS with them; the consumer's health port stays HTTP).
+    The stream flags apply to the streams and KV buckets a role creates when they do not exist
+    yet; `headwater streams ensure` changes existing ones.
     """
     logging_setup = (log_level, log_format or "json", role)
     configure_logging(*logging_setup)
@@ -137,7 +146,7 @@ def serve(
         )
     settings = StackSettings(
         nats_url=nats_url,
-        streams=StreamSettings(),
+        streams=stream_settings(replicas, max_age, max_bytes, duplicate_window, dlq_max_age),
         clickhouse_url=clickhouse_url,
         edge=edge,
         control=control,
