@@ -120,7 +120,12 @@ def authorize(resolver: KeyResolver, key: str, origin: str | None) -> KeyMatch:
 
 def cors_headers(origin: str) -> dict[str, str]:
     """For an origin the project allows: echoed back, never a blanket `*`."""
-    return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
+    # Exposed so that a browser SDK can honour Retry-After (429/503) and report the request id.
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Expose-Headers": "Retry-After, X-Request-Id",
+        "Vary": "Origin",
+    }
 
 
 def _aware(moment: datetime) -> datetime:

@@ -104,6 +104,8 @@ async def test_every_segment_call_is_stored_before_the_2xx(
     assert response.status_code == 200, response.text
     assert response.json()["success"] is True
     assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
+    # a browser script may read these (the SDK honours Retry-After on 429/503)
+    assert response.headers["Access-Control-Expose-Headers"] == "Retry-After, X-Request-Id"
     [envelope] = await stored_envelopes(stack, project_id)  # stored when the 2xx was sent
     assert envelope.request_id == response.json()["request_id"]
     assert (envelope.project, envelope.origin, envelope.user_agent, envelope.key_kind) == (
