@@ -22,6 +22,7 @@ from .clientip import ClientIPResolver
 from .errors import IngestError
 from .ingest import IngestRequest, IngestService
 from .metrics import EdgeMetrics
+from .sdkfile import SDK_PATH, load_sdk
 from .settings import EdgeSettings
 from .validation import EVENT_TYPES
 
@@ -58,10 +59,16 @@ class EdgeASGI:
         self._metrics = metrics
         self._fallback = fallback
         self._client_ip = ClientIPResolver(settings.trusted_proxies)
+        self._sdk = load_sdk()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = INGEST_PATHS.get(scope.get("path", "")) if scope["type"] == "http" else None
         if kind is None:
+            if scope["type"] == "http" and scope["path"] == SDK_PATH:
+                # Off the ingest path, and cheaper here than through Quart.
+                status = await self._sdk.serve(scope, send)
+                self._metrics.requests.labels("sdk", str(status)).inc()
+                return
             await self._fallback(scope, receive, send)
             return
         method = scope["method"]

@@ -60,3 +60,7 @@ def test_wheel_contains_every_module_and_the_console_script(tmp_path: Path) -> N
         assert f"{directory}/py.typed" in names or package.count(".") > 1
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "headwater = headwater.ops.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    # The browser SDK the edge serves (package data, built from sdk/js/), byte for byte.
+    shipped = zipfile.ZipFile(wheel).read("headwater/edge/static/headwater.js")
+    assert shipped == (ROOT / "edge" / "static" / "headwater.js").read_bytes()
+    assert not any(name.startswith(("sdk/", "headwater/sdk")) for name in names)
