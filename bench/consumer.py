@@ -43,6 +43,7 @@ from headwater.consumers.pull import PipelinedPull
 from headwater.consumers.rows import COLUMNS, envelope_rows
 from headwater.consumers.runner import EventConsumer
 from headwater.consumers.settings import ConsumerSettings
+from headwater.consumers.wire import decode_envelope
 from headwater.consumers.writer import ClickHouseWriter
 from headwater.control.clickhouse import connect
 from headwater.control.migrations import apply_migrations
@@ -302,7 +303,7 @@ async def child_raw(nats_url: str, clickhouse_url: str, events: int) -> dict[str
     insert_seconds, seen, batches = 0.0, 0, 0
     while seen < events:
         for message in await pull.take(500, timeout=5):
-            envelope = Envelope.decode(message.data)
+            envelope = decode_envelope(message.data)
             rows = envelope_rows(envelope, enricher)
             seen += len(rows)
             pending[envelope.project].extend(rows)

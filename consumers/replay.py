@@ -35,12 +35,13 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from headwater.control.migrations import apply_migrations
 from headwater.control.project import database_name
 from headwater.control.project_settings import ProjectSettings
-from headwater.edge.envelope import Envelope, EnvelopeError
+from headwater.edge.envelope import EnvelopeError
 from headwater.edge.subjects import EVENTS_STREAM, EVENTS_SUBJECTS, events_subject, project_of_subject
 
 from .enrich import Enricher
 from .pull import PipelinedPull
 from .rows import COLUMNS, Row, envelope_rows
+from .wire import decode_envelope
 from .writer import ClickHouseWriter, deduplication_token
 
 DEFAULT_BATCH_ROWS = 10_000
@@ -329,7 +330,7 @@ class Replay:
     def _add(self, message: Msg, pending: dict[str, list[Row]]) -> int:
         self.progress.messages += 1
         try:
-            envelope = Envelope.decode(message.data)
+            envelope = decode_envelope(message.data)
             if envelope.project != project_of_subject(message.subject):
                 raise EnvelopeError(f"envelope of project {envelope.project!r} on {message.subject}")
             rows = envelope_rows(envelope, self._enricher, self._settings_of(envelope.project))

