@@ -701,6 +701,31 @@ def run(options: Options, work: Path, seed: int = 11) -> Results:
 # Report
 
 
+def save(results: Results, path: Path) -> None:
+    """Every measurement of the run, for other tools (and the plot) to read."""
+    rows = [
+        {
+            "scenario": m.scenario,
+            "edge_workers": m.edge_workers,
+            "consumers": m.consumers,
+            "load_percent": m.load_percent,
+            "requests_per_second": m.load.requests_per_second,
+            "events_per_second": m.events_per_second,
+            "end_to_end_events_per_second": m.end_to_end_per_second,
+            "latency_ms_p50_p95_p99": m.load.latency_ms,
+            "freshness_s_p50_p99": m.freshness,
+            "drain_seconds": m.drain_seconds,
+            "cpu_seconds": m.cpu,
+            "errors": m.load.non_2xx + m.load.socket_errors,
+        }
+        for m in results.measurements
+    ]
+    baselines = {name: load.requests_per_second for name, load in results.baselines.items()}
+    path.write_text(
+        json.dumps({"measurements": rows, "baselines": baselines, "memory_mb": results.memory}, indent=1)
+    )
+
+
 def plot(results: Results, workers: int, path: Path) -> bool:
     try:
         import matplotlib
@@ -881,6 +906,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         print("quick: every request answered 2xx, every accepted event written, the stream drained")
         return 0
+    save(results, DOC.parent / "benchmarks-capacity.json")
     plotted = plot(results, options.edge_workers, DOC.parent / "benchmarks-capacity.png")
     command = "bench/run " + " ".join(argv if argv is not None else sys.argv[1:])
     section = report(results, options, command.strip(), plotted)
