@@ -394,14 +394,26 @@ async def _drained(nats_url: str) -> tuple[int, int, int]:
         await client.close()
 
 
-def wait_drained(node: Node, timeout: float = 300) -> float:
-    """Seconds until the consumers have processed and acknowledged everything in the stream."""
+def spooled_entries(node: Node) -> int:
+    """Envelopes the edges hold in their disk spools (JetStream answered too slowly for them)."""
+    result = subprocess.run(
+        [*headwater_command(), "spool", "status", "--json", "--spool-dir", str(node.work / "spool")],
+        capture_output=True, text=True, env=clean_env(), timeout=60, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        return 0  # no spool directory yet: nothing spooled
+    return sum(int(entry["entries"]) for entry in json.loads(result.stdout))
+
+
+def wait_drained(node: Node, timeout: float = 600) -> float:
+    """Seconds until the edges' spools are empty and the consumers have processed and acknowledged
+    everything in the stream."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         pending, unacked, dead = asyncio.run(_drained(node.nats.url))
         if dead:
             raise BenchError(f"{dead} messages were dead-lettered: see `headwater dlq list`")
-        if pending == 0 and unacked == 0:
+        if pending == 0 and unacked == 0 and spooled_entries(node) == 0:
             return time.monotonic() - started
         time.sleep(0.1)
     raise BenchError(f"the consumers did not drain the stream within {timeout:.0f} s")
@@ -471,6 +483,7 @@ class Measurement:
     drain_seconds: float
     cpu: dict[str, float]  # role -> seconds
     freshness: tuple[float, float] | None
+    spooled: int = 0  # envelopes in the edges' spools when the load ended
 
     @property
     def events_per_second(self) -> float:
@@ -502,13 +515,14 @@ def measure(
 ) -> Measurement:
     metrics_before, cpu_before = node.consumer_metrics(), cpu_snapshot(node)
     load = run_wrk(node.edge.url, lua, seconds, delay_ms)
+    spooled = spooled_entries(node)
     drain = wait_drained(node)
     metrics_after, cpu_after = node.consumer_metrics(), cpu_snapshot(node)
     return Measurement(
         scenario, node.edge_workers, node.consumers, percent, load,
         metrics_after.get("rows", 0.0) - metrics_before.get("rows", 0.0), drain,
         {role: cpu_after[role] - cpu_before[role] for role in cpu_after},
-        freshness_quantiles(metrics_before, metrics_after),
+        freshness_quantiles(metrics_before, metrics_after), spooled,
     )  # fmt: skip
 
 
@@ -531,7 +545,7 @@ def progress(m: Measurement) -> None:
         f" {m.load.requests_per_second:>8,.0f} req/s"
         f" {m.events_per_second:>9,.0f} ev/s (end to end {m.end_to_end_per_second:,.0f})"
         f"  p50/p95/p99 {m.load.latency_ms[0]:.1f}/{m.load.latency_ms[1]:.1f}/{m.load.latency_ms[2]:.1f} ms"
-        f"{fresh}  errors {m.load.non_2xx + m.load.socket_errors}",
+        f"{fresh}  errors {m.load.non_2xx + m.load.socket_errors}  spooled {m.spooled}",
         flush=True,
     )
 
@@ -717,6 +731,7 @@ def save(results: Results, path: Path) -> None:
             "drain_seconds": m.drain_seconds,
             "cpu_seconds": m.cpu,
             "errors": m.load.non_2xx + m.load.socket_errors,
+            "spooled_at_end_of_load": m.spooled,
         }
         for m in results.measurements
     ]
@@ -781,8 +796,9 @@ def report(results: Results, options: Options, command: str, plotted: bool) -> s
         "| machine | " + " | ".join(machine().values()) + " |",
         "",
         "| scenario | events/request | saturation req/s | accepted events/s | end-to-end events/s | "
-        "latency p50/p95/p99 ms at 50% | at 80% | freshness p50/p99 s at 50% | at 80% | errors |",
-        "|---|---:|---:|---:|---:|---|---|---|---|---:|",
+        "latency p50/p95/p99 ms at 50% | at 80% | freshness p50/p99 s at 50% | at 80% | errors | "
+        "spooled at the end of saturation |",
+        "|---|---:|---:|---:|---:|---|---|---|---|---:|---:|",
     ]
     for scenario in SCENARIOS:
         sat = results.find(scenario, None, w)
@@ -796,7 +812,7 @@ def report(results: Results, options: Options, command: str, plotted: bool) -> s
             f"| {scenario} | {results.mean_events[scenario]:.1f} | {sat.load.requests_per_second:,.0f} | "
             f"{sat.events_per_second:,.0f} | {sat.end_to_end_per_second:,.0f} | "
             f"{_lat(half)} | {_lat(most)} | "
-            f"{_fresh(half)} | {_fresh(most)} | {errors} |"
+            f"{_fresh(half)} | {_fresh(most)} | {errors} | {sat.spooled:,} |"
         )
     lines += [
         "",
