@@ -21,10 +21,8 @@ from headwater.control.project import database_name
 from headwater.control.store import PROJECTS_BUCKET, BucketSettings, ProjectStore, ensure_projects_bucket
 from headwater.edge.streams import StreamSettings
 
-from .natsconn import connect_nats
+from .natsconn import connect_for_command
 from .options import clickhouse_url_option, nats_url_option, on_cluster_option
-
-NATS_CONNECT_TIMEOUT_SECONDS = 15.0
 
 Report = Callable[[str], None]
 
@@ -87,14 +85,7 @@ def migrate_project(client: Client, project_id: str, cluster: str | None, dry_ru
 async def project_ids(nats_url: str, dry_run: bool) -> list[str]:
     """The ids in the HW_PROJECTS bucket. A real run creates the bucket when missing, as every role
     does; a dry run changes nothing and finds no projects there."""
-    try:
-        nats = await asyncio.wait_for(
-            connect_nats(nats_url, "headwater-migrate"), NATS_CONNECT_TIMEOUT_SECONDS
-        )
-    except TimeoutError:
-        raise click.ClickException(
-            f"cannot connect to NATS at {nats_url} within {NATS_CONNECT_TIMEOUT_SECONDS:g} s"
-        ) from None
+    nats = await connect_for_command(nats_url, "headwater-migrate")
     try:
         js = nats.jetstream()
         if dry_run:

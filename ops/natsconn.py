@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Protocol
 
+import click
 import nats
 from nats.aio.client import Client
 from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, wait_exponential, wait_random
@@ -80,3 +82,17 @@ async def connect_nats(url: str, name: str, events: ConnectionEvents | None = No
                 closed_cb=on_closed,
             )
     raise AssertionError("unreachable: the retry loop either returns or raises")
+
+
+COMMAND_CONNECT_TIMEOUT_SECONDS = 15.0
+
+
+async def connect_for_command(url: str, name: str) -> Client:
+    """A connection for a one-shot command: retried like a role's, but given up after
+    COMMAND_CONNECT_TIMEOUT_SECONDS with a clear error instead of waiting forever."""
+    try:
+        return await asyncio.wait_for(connect_nats(url, name), COMMAND_CONNECT_TIMEOUT_SECONDS)
+    except TimeoutError:
+        raise click.ClickException(
+            f"cannot connect to NATS at {url} within {COMMAND_CONNECT_TIMEOUT_SECONDS:g} s"
+        ) from None

@@ -31,10 +31,8 @@ from headwater.control.clickhouse import connect, redact_url
 from headwater.control.project_settings import ProjectSettings
 from headwater.control.store import PROJECTS_BUCKET, ProjectStore
 
-from .natsconn import connect_nats
+from .natsconn import connect_for_command
 from .options import clickhouse_url_option, nats_url_option
-
-NATS_CONNECT_TIMEOUT_SECONDS = 15.0
 
 
 def _when(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
@@ -98,14 +96,7 @@ async def _project_settings(nats: NatsClient, window: ReplayWindow) -> dict[str,
 async def _replay(
     nats_url: str, window: ReplayWindow, sink: ReplaySink | None, checkpoint: Path | None, **options: Any
 ) -> ReplayProgress:
-    try:
-        nats = await asyncio.wait_for(
-            connect_nats(nats_url, "headwater-replay"), NATS_CONNECT_TIMEOUT_SECONDS
-        )
-    except TimeoutError:
-        raise click.ClickException(
-            f"cannot connect to NATS at {nats_url} within {NATS_CONNECT_TIMEOUT_SECONDS:g} s"
-        ) from None
+    nats = await connect_for_command(nats_url, "headwater-replay")
     try:
         settings = await _project_settings(nats, window)
         if window.project and window.project not in settings:
