@@ -15,11 +15,14 @@ from pathlib import Path
 import httpx
 import pytest
 import uvloop
+from clickhouse_connect.driver.client import Client
 from hw_testing import ADMIN_TOKEN
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from headwater.consumers.settings import ConsumerSettings
+from headwater.control.clickhouse import connect
+from headwater.control.migrations import apply_migrations
 from headwater.control.settings import AdminToken, ControlSettings
 from headwater.edge.settings import EdgeSettings
 from headwater.edge.streams import StreamSettings, ensure_streams
@@ -62,6 +65,15 @@ async def js(nats_client: NatsClient) -> JetStreamContext:
 @pytest.fixture(scope="session")
 def clickhouse_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"chdb://{tmp_path_factory.mktemp('clickhouse')}"
+
+
+@pytest.fixture
+def clickhouse(clickhouse_url: str, project_id: str) -> Iterator[Client]:
+    """A client of the session's ClickHouse with the test project's database migrated."""
+    client = connect(clickhouse_url)
+    apply_migrations(client, f"hw_{project_id}")
+    yield client
+    client.close()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ ClickHouse failure, dead-lettering of poison messages."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 from clickhouse_connect.driver.client import Client
@@ -19,8 +19,6 @@ from headwater.consumers.rows import Row
 from headwater.consumers.runner import EventConsumer
 from headwater.consumers.settings import ConsumerSettings
 from headwater.consumers.writer import ClickHouseWriter
-from headwater.control.clickhouse import connect
-from headwater.control.migrations import apply_migrations
 from headwater.control.project import utc_now_iso
 from headwater.edge.envelope import Envelope
 from headwater.edge.subjects import (
@@ -33,14 +31,6 @@ from headwater.edge.subjects import (
 )
 
 pytestmark = pytest.mark.services
-
-
-@pytest.fixture
-def clickhouse(clickhouse_url: str, project_id: str) -> Iterator[Client]:
-    client = connect(clickhouse_url)
-    apply_migrations(client, f"hw_{project_id}")
-    yield client
-    client.close()
 
 
 class FlakyWriter(ClickHouseWriter):

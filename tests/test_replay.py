@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,8 +22,6 @@ from headwater.consumers.rows import Row
 from headwater.consumers.runner import EventConsumer
 from headwater.consumers.settings import ConsumerSettings
 from headwater.consumers.writer import ClickHouseWriter
-from headwater.control.clickhouse import connect
-from headwater.control.migrations import apply_migrations
 from headwater.control.project import utc_now_iso
 from headwater.control.project_settings import Anonymisation, ProjectSettings
 from headwater.edge.envelope import Envelope
@@ -37,14 +34,6 @@ BROWSER_UA = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/120.0.0.0 Safari/537.36"
 )
-
-
-@pytest.fixture
-def clickhouse(clickhouse_url: str, project_id: str) -> Iterator[Client]:
-    client = connect(clickhouse_url)
-    apply_migrations(client, f"hw_{project_id}")
-    yield client
-    client.close()
 
 
 async def publish(
