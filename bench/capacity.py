@@ -49,6 +49,7 @@ from edge import (
     BenchError,
     Server,
     clean_env,
+    cpu_seconds,
     free_port,
     headwater_command,
     machine,
@@ -56,6 +57,7 @@ from edge import (
     revision,
     start_baseline,
     stopped_on_error,
+    wait_edge_ready,
     wrk_path,
 )
 from headwater.edge.streams import StreamSettings, ensure_streams
@@ -197,12 +199,6 @@ def write_lua(requests: list[dict[str, Any]], path: Path) -> float:
 # Processes
 
 
-def proc_cpu(pid: int, thread: int | None = None) -> float:
-    stat = Path(f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat").read_text()
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def split_cpu(pid: int) -> tuple[float, float]:
     """(Python threads, embedded ClickHouse threads) CPU seconds of a consumer process. ClickHouse
     names its threads (QueryPipelineEx, BgSchPool, MergeMutate, ...); Python's keep the process name."""
@@ -211,7 +207,7 @@ def split_cpu(pid: int) -> tuple[float, float]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             name = (task / "comm").read_text().strip()
-            seconds = proc_cpu(pid, int(task.name))
+            seconds = cpu_seconds(pid, int(task.name))
         except (OSError, ValueError):
             continue  # the thread ended meanwhile
         if name == main_name or name.startswith(("asyncio", "python")):
@@ -339,13 +335,7 @@ def start_edge(workers: int, nats_url: str, work: Path) -> Server:
         clean_env(),
     )  # fmt: skip
     with stopped_on_error(server):
-        server.wait_ready(HEADWATER_READY, timeout=60)
-        deadline, streak = time.monotonic() + 60, 0
-        while streak < 4 * workers:  # every worker has loaded the projects
-            if time.monotonic() > deadline:
-                raise BenchError(f"edge not ready:\n{server.output()[-3000:]}")
-            streak = streak + 1 if httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200 else 0
-            time.sleep(0.02)
+        wait_edge_ready(server, timeout=60)
     return server
 
 
@@ -506,8 +496,8 @@ def cpu_snapshot(node: Node) -> dict[str, float]:
     for server in node.consumer_servers:
         p, e = split_cpu(server.worker_pids[0])
         python, engine = python + p, engine + e
-    edge = sum(proc_cpu(pid) for pid in node.edge.worker_pids)
-    return {"edge": edge, "nats": proc_cpu(node.nats_pid), "consumer": python, "clickhouse": engine}
+    edge = sum(cpu_seconds(pid) for pid in node.edge.worker_pids)
+    return {"edge": edge, "nats": cpu_seconds(node.nats_pid), "consumer": python, "clickhouse": engine}
 
 
 def measure(

@@ -30,12 +30,13 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from headwater.consumers.enrich import Enricher, GeoLookup, default_geo_database
@@ -367,6 +368,17 @@ async def child_consume(nats_url: str, clickhouse_url: str, events: int) -> dict
     }
 
 
+async def acked_per_second(take: Callable[[], Awaitable[list[Msg]]], messages: int) -> float:
+    """Take and acknowledge `messages` messages; how many per second."""
+    started, got = time.perf_counter(), 0
+    while got < messages:
+        batch = await take()
+        for message in batch:
+            await message.ack()
+        got += len(batch)
+    return got / (time.perf_counter() - started)
+
+
 async def pull_only(nats: NatsClient, messages: int) -> dict[str, float]:
     """Messages/s of the pull alone (ack each, no processing): nats-py `fetch` against ours."""
     js = nats.jetstream()
@@ -374,24 +386,12 @@ async def pull_only(nats: NatsClient, messages: int) -> dict[str, float]:
     subscription = await js.pull_subscribe(
         EVENTS_SUBJECTS, durable="bench-fetch", stream=EVENTS_STREAM, config=ConsumerConfig(**config)
     )
-    started, got = time.perf_counter(), 0
-    while got < messages:
-        batch = await subscription.fetch(500, timeout=5)
-        for message in batch:
-            await message.ack()
-        got += len(batch)
-    fetch_rate = got / (time.perf_counter() - started)
+    fetch_rate = await acked_per_second(lambda: subscription.fetch(500, timeout=5), messages)
     await subscription.unsubscribe()
     await js.add_consumer(EVENTS_STREAM, ConsumerConfig(durable_name="bench-pipelined", **config))
     pull = PipelinedPull(nats, EVENTS_STREAM, "bench-pipelined")
     await pull.start()
-    started, got = time.perf_counter(), 0
-    while got < messages:
-        batch = await pull.take(500, timeout=5)
-        for message in batch:
-            await message.ack()
-        got += len(batch)
-    pipelined_rate = got / (time.perf_counter() - started)
+    pipelined_rate = await acked_per_second(lambda: pull.take(500, timeout=5), messages)
     await pull.stop()
     return {"fetch": fetch_rate, "pipelined": pipelined_rate}
 

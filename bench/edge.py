@@ -104,9 +104,10 @@ def headwater_command() -> list[str]:
     return [str(beside)] if beside.exists() else [sys.executable, "-m", "headwater.ops"]
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a running process, from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """utime + stime of a running process (or of one of its threads), from /proc."""
+    stat = Path(f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat")
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -203,16 +204,20 @@ def start_headwater_edge(workers: int, nats_url: str, log_dir: Path) -> Server:
         clean_env(),
     )  # fmt: skip
     with stopped_on_error(server):
-        server.wait_ready(HEADWATER_READY, timeout=60)
-        # Every worker has loaded the project config once /readyz answers 200 on fresh connections
-        # (SO_REUSEPORT spreads them over the workers) several times in a row.
-        deadline, streak = time.monotonic() + 30, 0
-        while streak < 4 * workers:
-            if time.monotonic() > deadline:
-                raise BenchError(f"headwater edge not ready:\n{server.output()[-3000:]}")
-            streak = streak + 1 if httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200 else 0
-            time.sleep(0.02)
+        wait_edge_ready(server, timeout=30)
     return server
+
+
+def wait_edge_ready(server: Server, timeout: float) -> None:
+    """Every worker has loaded the project config once /readyz answers 200 on fresh connections
+    (SO_REUSEPORT spreads them over the workers) several times in a row."""
+    server.wait_ready(HEADWATER_READY, timeout=60)
+    deadline, streak = time.monotonic() + timeout, 0
+    while streak < 4 * server.workers:
+        if time.monotonic() > deadline:
+            raise BenchError(f"headwater edge not ready:\n{server.output()[-3000:]}")
+        streak = streak + 1 if httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200 else 0
+        time.sleep(0.02)
 
 
 def start_baseline(app: str, workers: int, log_dir: Path) -> Server:
