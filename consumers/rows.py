@@ -4,7 +4,6 @@ re-derives rows with today's rules and GeoIP data."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -12,7 +11,7 @@ import orjson
 
 from headwater.control.project_settings import ProjectSettings
 
-from .enrich import ENRICHMENT_COLUMNS, Enricher
+from .enrich import ENRICHMENT_COLUMNS, Enricher, parse_timestamp, skew_corrected
 from .wire import WireContext, WireEnvelope, WireEvent, decode_any, decode_context
 
 RAW_COLUMNS: tuple[str, ...] = (
@@ -40,19 +39,6 @@ COLUMNS: tuple[str, ...] = RAW_COLUMNS + DERIVED_COLUMNS
 DEFAULT_SETTINGS = ProjectSettings()
 
 Row = tuple[Any, ...]
-
-
-def parse_time(value: object) -> datetime | None:
-    """An ISO-8601 string as an aware UTC datetime; None when absent or unreadable."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 def _text(value: object) -> str:
@@ -103,9 +89,13 @@ def envelope_rows(
     envelope: WireEnvelope, enricher: Enricher, settings: ProjectSettings = DEFAULT_SETTINGS
 ) -> list[Row]:
     rules = settings.anonymisation
-    received_at = parse_time(envelope.received_at)
+    received_at = parse_timestamp(envelope.received_at)
     if received_at is None:
         raise ValueError(f"envelope {envelope.request_id} has an unreadable received_at")
+    # Version 1 envelopes carry timestamps the edge corrected already; later ones as the client
+    # sent them, with the batch's sentAt beside them.
+    correct_skew = envelope.v != 1
+    batch_sent = parse_timestamp(envelope.sent_at)
     secret = envelope.key_kind == "secret"
     request_ua, request_ip = envelope.user_agent, envelope.ip
     user_agent_text, origin_text = _text(envelope.user_agent), _text(envelope.origin)
@@ -119,6 +109,10 @@ def envelope_rows(
         ip = context.ip if secret and isinstance(context.ip, str) else request_ip
         # Geolocate the full address first, then store it only as the project's rule leaves it.
         enriched = enricher.enrich(_page_fields(event, context), user_agent, ip, rules.ip)
+        happened = parse_timestamp(event.timestamp)
+        sent = parse_timestamp(event.sentAt) if event.sentAt is not None else batch_sent
+        if correct_skew:
+            happened = skew_corrected(happened, sent, received_at)
         raw = (
             _text(event.messageId),
             _text(event.type),
@@ -127,8 +121,8 @@ def envelope_rows(
             _text(event.userId),
             _text(event.groupId),
             _text(event.previousId),
-            parse_time(event.timestamp) or received_at,
-            parse_time(event.sentAt),
+            happened or received_at,
+            sent,
             received_at,
             envelope.request_id,
             enriched.ip,

@@ -3,8 +3,9 @@ for the fields a row needs and keeps `properties`, `traits` and `context` as the
 wrote (they are stored whole, so decoding them into dicts and encoding them again was wasted
 work: ~30% of the consume loop's time, bench/consumer.py).
 
-The edge writes envelopes with `Envelope.encode` (edge/envelope.py); this module reads the same
-format, version 1, and refuses anything else with EnvelopeError (the message is dead-lettered).
+The edge writes envelopes with `Envelope.encode` (edge/envelope.py); this module reads the versions
+it has written (1 and 2) and refuses anything else with EnvelopeError (the message is
+dead-lettered).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from headwater.edge.envelope import ENVELOPE_VERSION, EnvelopeError
+from headwater.edge.envelope import READABLE_VERSIONS, EnvelopeError
 
 NULL = msgspec.Raw(b"null")
 
@@ -55,6 +56,7 @@ class WireEnvelope(msgspec.Struct):
     ip: str | None = None
     user_agent: str | None = None
     origin: str | None = None
+    sent_at: str | None = None  # version 2: the batch's sentAt (an event's own comes first)
 
 
 EMPTY_CONTEXT = WireContext()
@@ -69,12 +71,12 @@ def decode_envelope(data: bytes) -> WireEnvelope:
         envelope = _envelope_decoder.decode(data)
     except msgspec.ValidationError as exc:
         version = _version_of(data)
-        if version is not None and version != ENVELOPE_VERSION:
+        if version is not None and version not in READABLE_VERSIONS:
             raise EnvelopeError(f"unsupported envelope version {version!r}") from None
         raise EnvelopeError(f"not an envelope: {exc}") from None
     except msgspec.DecodeError as exc:
         raise EnvelopeError(f"not JSON: {exc}") from None
-    if envelope.v != ENVELOPE_VERSION:
+    if envelope.v not in READABLE_VERSIONS:
         raise EnvelopeError(f"unsupported envelope version {envelope.v!r}")
     if envelope.key_kind not in ("public", "secret"):
         raise EnvelopeError(f"unknown key kind {envelope.key_kind!r}")

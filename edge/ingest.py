@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
+from msgspec import UNSET, Raw
 
 from headwater.control.project import Project, iso
 from headwater.control.registry import KeyMatch
@@ -28,9 +29,11 @@ from .settings import EdgeSettings
 from .sink import Sink
 from .subjects import events_subject
 from .validation import parse_timestamp, validate_event
+from .wire import BATCH, Limits, RequestBody, SegmentEvent, read_body, without_context_ip
 
 log = logging.getLogger(__name__)
-BATCH = "batch"
+# An accepted event: typed by the fast path, or parsed JSON the precise path validated.
+Event = SegmentEvent | dict[str, Any]
 
 
 class KeyResolver(Protocol):
@@ -58,17 +61,7 @@ class IngestResult:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def parse_body(body: bytes) -> dict[str, Any]:
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise IngestError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
-    if not isinstance(parsed, dict):
-        raise IngestError(400, "invalid_json", "the body must be a JSON object")
-    return parsed
-
-
-def extract_write_key(request: IngestRequest, body: dict[str, Any]) -> str:
+def extract_write_key(request: IngestRequest, body_key: object) -> str:
     """The write key from HTTP Basic (username, Segment style), `X-Write-Key`, or `writeKey`."""
     if request.authorization:
         scheme, _, encoded = request.authorization.partition(" ")
@@ -83,7 +76,6 @@ def extract_write_key(request: IngestRequest, body: dict[str, Any]) -> str:
                 return username
     if request.write_key_header:
         return request.write_key_header.strip()
-    body_key = body.get("writeKey")
     if isinstance(body_key, str) and body_key:
         return body_key
     raise IngestError(
@@ -128,44 +120,6 @@ def cors_headers(origin: str) -> dict[str, str]:
     }
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-class TimeCorrection:
-    """Segment's clock-skew correction for one request: timestamp = receivedAt - (sentAt -
-    timestamp), so a device whose clock is wrong by an hour still records the right time; the
-    client's own value is kept as `originalTimestamp`. Without a timestamp, the event happened
-    when it arrived. A batch's `sentAt` (what Segment libraries send) is parsed once and stored on
-    each of its events that has none."""
-
-    def __init__(self, received_at: datetime, batch_sent_at: object) -> None:
-        self._received_at = received_at
-        self._received_iso = iso(received_at)
-        self._batch_sent_at = batch_sent_at if isinstance(batch_sent_at, str) else None
-        parsed = parse_timestamp(batch_sent_at, "sentAt")
-        self._batch_sent = _aware(parsed) if parsed is not None else None
-
-    def apply(self, event: dict[str, Any]) -> None:
-        if self._batch_sent_at is not None and event.get("sentAt") is None:
-            event["sentAt"] = self._batch_sent_at
-        stamp = parse_timestamp(event.get("timestamp"), "timestamp")
-        if stamp is None:
-            event["timestamp"] = self._received_iso
-            return
-        event["originalTimestamp"] = event["timestamp"]
-        sent_raw = event.get("sentAt")
-        if sent_raw is self._batch_sent_at:
-            sent_at = self._batch_sent
-        else:
-            parsed = parse_timestamp(sent_raw, "sentAt")
-            sent_at = _aware(parsed) if parsed is not None else None
-        if sent_at is not None:
-            event["timestamp"] = iso(self._received_at - (sent_at - _aware(stamp)))
-        else:
-            event["timestamp"] = iso(_aware(stamp))
-
-
 class IngestService:
     def __init__(
         self,
@@ -182,10 +136,11 @@ class IngestService:
         self._limiter = limiter
         self._metrics = metrics
         self._clock = clock
+        self._limits = Limits(settings.max_event_bytes, settings.max_nesting_depth)
 
     async def ingest(self, request: IngestRequest) -> IngestResult:
-        body = parse_body(request.body)
-        match = authorize(self._keys, extract_write_key(request, body), request.origin)
+        body = read_body(request.kind, request.body, self._limits)
+        match = authorize(self._keys, extract_write_key(request, body.write_key), request.origin)
         project = match.project
         cors = cors_headers(request.origin) if match.key.kind == "public" and request.origin else {}
         try:
@@ -199,18 +154,16 @@ class IngestService:
     async def _accept(
         self,
         request: IngestRequest,
-        body: dict[str, Any],
+        body: RequestBody,
         project: Project,
         match: KeyMatch,
         cors: dict[str, str],
     ) -> IngestResult:
         received_at = self._clock()
         accepted, rejected = self._validate(request, body)
-        secret = match.key.kind == "secret"
-        times = TimeCorrection(received_at, body.get("sentAt"))
-        for event in accepted:
-            times.apply(event)
-            if not secret:
+        parse_timestamp(body.sent_at, "sentAt")  # a batch's; consumers correct clock skew with it
+        if match.key.kind != "secret":
+            for event in accepted:
                 _drop_context_ip(event)  # only server-side senders may say where an event came from
         if not accepted:
             if request.kind != BATCH:
@@ -235,6 +188,7 @@ class IngestService:
             project=project.id,
             request_id=request.request_id,
             received_at=iso(received_at),
+            sent_at=body.sent_at if isinstance(body.sent_at, str) else None,
             events=accepted,
             key_kind=match.key.kind,
             ip=request.client_ip,
@@ -266,15 +220,21 @@ class IngestService:
         return IngestResult(200, answer, cors)
 
     def _validate(
-        self, request: IngestRequest, body: dict[str, Any]
-    ) -> tuple[list[dict[str, Any]], list[tuple[int, IngestError]]]:
+        self, request: IngestRequest, body: RequestBody
+    ) -> tuple[list[Event], list[tuple[int, IngestError]]]:
         settings = self._settings
         if request.kind != BATCH:
+            if isinstance(body.events, SegmentEvent):
+                return [body.events], []
             event = validate_event(
-                body, request.kind, settings.max_event_bytes, len(request.body), settings.max_nesting_depth
+                body.events,
+                request.kind,
+                settings.max_event_bytes,
+                len(request.body),
+                settings.max_nesting_depth,
             )
             return [event], []
-        batch = body.get("batch")
+        batch = body.events
         if not isinstance(batch, list) or not batch:
             raise IngestError(400, "invalid_batch", "batch must be a non-empty list of events", "batch")
         if len(batch) > settings.max_batch_events:
@@ -284,25 +244,44 @@ class IngestService:
                 f"a batch may hold at most {settings.max_batch_events} events",
                 "batch",
             )
-        defaults = {k: body[k] for k in ("context", "integrations") if isinstance(body.get(k), dict)}
-        accepted: list[dict[str, Any]] = []
+        accepted: list[Event] = []
         rejected: list[tuple[int, IngestError]] = []
         # Each event's size matters only when the whole body could hold one over the limit.
         whole_body_fits = len(request.body) <= settings.max_event_bytes
-        for index, raw in enumerate(batch):
+        for index, item in enumerate(batch):
+            if isinstance(item, SegmentEvent):
+                accepted.append(_with_defaults(item, body.defaults))
+                continue
             try:
-                size = 0 if whole_body_fits else len(orjson.dumps(raw))
-                event = validate_event(raw, None, settings.max_event_bytes, size, settings.max_nesting_depth)
+                size = 0 if whole_body_fits else len(orjson.dumps(item))
+                event = validate_event(item, None, settings.max_event_bytes, size, settings.max_nesting_depth)
             except IngestError as error:
                 rejected.append((index, error))
                 continue
-            for key, value in defaults.items():
-                event.setdefault(key, value)
-            accepted.append(event)
+            accepted.append(_with_defaults(event, body.defaults))
         return accepted, rejected
 
 
-def _drop_context_ip(event: dict[str, Any]) -> None:
+def _with_defaults(event: Event, defaults: dict[str, Any]) -> Event:
+    """A batch's `context` and `integrations` apply to its events that have none."""
+    if isinstance(event, SegmentEvent):
+        if event.context is UNSET and "context" in defaults:
+            event.context = defaults["context"]
+        if event.integrations is UNSET and "integrations" in defaults:
+            event.integrations = defaults["integrations"]
+    else:
+        for key, value in defaults.items():
+            event.setdefault(key, value)
+    return event
+
+
+def _drop_context_ip(event: Event) -> None:
+    if isinstance(event, SegmentEvent):
+        if isinstance(event.context, Raw):
+            event.context = without_context_ip(event.context)
+        return
     context = event.get("context")
-    if isinstance(context, dict) and "ip" in context:
+    if isinstance(context, Raw):
+        event["context"] = without_context_ip(context)
+    elif isinstance(context, dict) and "ip" in context:
         event["context"] = {k: v for k, v in context.items() if k != "ip"}

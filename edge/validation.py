@@ -43,6 +43,11 @@ def _reseed_after_fork() -> None:
 os.register_at_fork(after_in_child=_reseed_after_fork)
 
 
+def next_message_id() -> str:
+    """A messageId for an event that came without one."""
+    return next(_message_ids)
+
+
 def nesting_exceeds(value: object, limit: int) -> bool:
     """True when `value` nests objects or arrays deeper than `limit`. Recursion is bounded by
     `limit` itself; scalars cost one type check each (this runs for every event of a batch)."""
@@ -146,7 +151,7 @@ def validate_event(
         normalised["previousId"] = previous_id
     message_id = event.get("messageId")
     if message_id is None:
-        normalised["messageId"] = next(_message_ids)
+        normalised["messageId"] = next_message_id()
     elif not isinstance(message_id, str) or not message_id or len(message_id) > MAX_MESSAGE_ID_LENGTH:
         raise IngestError(
             400,

@@ -13,6 +13,9 @@ import pytest
 from hw_testing import basic_auth, track_event
 from hw_testing import create_project as create_any_project
 
+from headwater.consumers.enrich import Enricher
+from headwater.consumers.rows import COLUMNS, envelope_rows
+from headwater.consumers.wire import decode_envelope
 from headwater.edge.envelope import Envelope
 from headwater.edge.settings import EdgeSettings
 from headwater.edge.subjects import EVENTS_STREAM, events_subject
@@ -68,6 +71,10 @@ async def stored_count(stack: Stack, project_id: str) -> int:
 
 
 async def stored_envelopes(stack: Stack, project_id: str) -> list[Envelope]:
+    return [Envelope.decode(data) for data in await stored_messages(stack, project_id)]
+
+
+async def stored_messages(stack: Stack, project_id: str) -> list[bytes]:
     if await stored_count(stack, project_id) == 0:
         return []
     assert stack.nats is not None
@@ -77,7 +84,7 @@ async def stored_envelopes(stack: Stack, project_id: str) -> list[Envelope]:
         messages = await subscription.fetch(100, timeout=1)
     finally:
         await subscription.unsubscribe()
-    return [Envelope.decode(m.data) for m in messages]
+    return [m.data for m in messages]
 
 
 def browser(keys: dict[str, str], origin: str = ORIGIN) -> dict[str, str]:
@@ -413,11 +420,19 @@ async def test_clock_skew_is_corrected_with_sent_at(
     assert (await post(http, stack, "batch", batch, basic_auth(keys["secret"]))).status_code == 200
     no_time = track_event(event="Now")
     assert (await post(http, stack, "track", no_time, basic_auth(keys["secret"]))).status_code == 200
-    events = {e["event"]: e for env in await stored_envelopes(stack, project_id) for e in env.events}
-    corrected = datetime.fromisoformat(events["Skewed"]["timestamp"])
+    # The envelope keeps what the client said; the consumers' rows correct it.
+    envelopes = await stored_envelopes(stack, project_id)
+    skewed = next(env for env in envelopes if env.events[0]["event"] == "Skewed")
+    assert (skewed.sent_at, skewed.events[0]["timestamp"]) == (device_now.isoformat(), happened.isoformat())
+    rows = {
+        row[COLUMNS.index("event")]: dict(zip(COLUMNS, row, strict=True))
+        for data in await stored_messages(stack, project_id)
+        for row in envelope_rows(decode_envelope(data), Enricher(None))
+    }
+    corrected = rows["Skewed"]["timestamp"]
     assert abs((datetime.now(UTC) - timedelta(seconds=30)) - corrected) < timedelta(seconds=5)
-    assert events["Skewed"]["originalTimestamp"] == happened.isoformat()
-    assert abs(datetime.fromisoformat(events["Now"]["timestamp"]) - datetime.now(UTC)) < timedelta(seconds=5)
+    assert rows["Skewed"]["sent_at"] == device_now
+    assert abs(rows["Now"]["timestamp"] - datetime.now(UTC)) < timedelta(seconds=5)
 
 
 # -- rate limits -----------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from headwater.consumers.enrich import ENRICHMENT_COLUMN_TYPES, Enricher
-from headwater.consumers.rows import COLUMNS, DERIVED_COLUMNS, RAW_COLUMNS, envelope_rows, parse_time
+from headwater.consumers.enrich import ENRICHMENT_COLUMN_TYPES, Enricher, parse_timestamp
+from headwater.consumers.rows import COLUMNS, DERIVED_COLUMNS, RAW_COLUMNS, envelope_rows
 from headwater.consumers.wire import decode_envelope
 from headwater.control.auth import authenticate_admin
 from headwater.control.errors import APIError
@@ -145,17 +145,14 @@ def facts(**overrides: str | None) -> IngestRequest:
 
 def test_write_key_sources_in_order() -> None:
     basic = "Basic " + base64.b64encode(b"hwpk_basic:").decode()
-    assert (
-        extract_write_key(facts(authorization=basic, write_key_header="hwpk_h"), {"writeKey": "b"})
-        == "hwpk_basic"
-    )
-    assert extract_write_key(facts(write_key_header="hwpk_h"), {"writeKey": "b"}) == "hwpk_h"
-    assert extract_write_key(facts(), {"writeKey": "hwpk_b"}) == "hwpk_b"
+    assert extract_write_key(facts(authorization=basic, write_key_header="hwpk_h"), "b") == "hwpk_basic"
+    assert extract_write_key(facts(write_key_header="hwpk_h"), "b") == "hwpk_h"
+    assert extract_write_key(facts(), "hwpk_b") == "hwpk_b"
     with pytest.raises(IngestError) as error:
-        extract_write_key(facts(), {})
+        extract_write_key(facts(), None)
     assert (error.value.status, error.value.code) == (401, "missing_key")
     with pytest.raises(IngestError) as error:
-        extract_write_key(facts(authorization="Basic !!!"), {})
+        extract_write_key(facts(authorization="Basic !!!"), None)
     assert error.value.code == "invalid_authorization"
 
 
@@ -167,7 +164,7 @@ def test_envelope_round_trip_and_poison() -> None:
     for poison, reason in (
         (b"not json", "not JSON"),
         (b"[]", "not a JSON object"),
-        (b'{"v": 2}', "version"),
+        (b'{"v": 3}', "version"),
         (b'{"v": 1, "project": "p"}', "missing field"),
         (
             b'{"v": 1, "project": "p", "request_id": "r", "received_at": "t", "events": [1]}',
@@ -183,7 +180,7 @@ def test_envelope_round_trip_and_poison() -> None:
     [
         (b"not json", "not JSON"),
         (b"[]", "not an envelope"),
-        (b'{"v": 2}', "unsupported envelope version 2"),
+        (b'{"v": 3}', "unsupported envelope version 3"),
         (b'{"v": 99, "events": []}', "unsupported envelope version 99"),
         (b'{"v": 1, "project": "p"}', "missing required field"),
         (b'{"v": 1, "project": "p", "request_id": "r", "received_at": "t", "events": [1]}', "events"),
@@ -230,7 +227,57 @@ def test_rows_follow_the_table_columns() -> None:
     assert values["sent_at"] is None
     assert values["ip"] == "203.0.113.0"  # truncated by default
     assert (values["browser"], values["os"], values["device_type"]) == ("Mobile Safari", "iOS", "mobile")
-    assert parse_time("garbage") is None
+    assert parse_timestamp("garbage") is None
+
+
+def test_rows_correct_clock_skew_in_version_2_envelopes_only() -> None:
+    """Version 2: the client's timestamp, corrected with the batch's sentAt (or the event's own).
+    Version 1 (still in streams written before): the edge had corrected it already."""
+    received = "2026-11-28T10:00:00.000Z"
+    device_ahead = [
+        {
+            "type": "track",
+            "messageId": "a",
+            "event": "E",
+            "anonymousId": "x",
+            "timestamp": "2026-11-28T10:59:00Z",
+        },
+        {
+            "type": "track",
+            "messageId": "b",
+            "event": "E",
+            "anonymousId": "x",
+            "timestamp": "2026-11-28T10:58:00Z",
+            "sentAt": "2026-11-28T10:59:30Z",
+        },
+        {
+            "type": "track",
+            "messageId": "c",
+            "event": "E",
+            "anonymousId": "x",
+            "timestamp": "2026-11-28T13:00:00Z",
+        },
+    ]
+    v2 = Envelope("demo", "r", received, device_ahead, sent_at="2026-11-28T11:00:00Z")
+    rows = [
+        dict(zip(COLUMNS, row, strict=True))
+        for row in envelope_rows(decode_envelope(v2.encode()), Enricher(None))
+    ]
+    assert [r["timestamp"] for r in rows] == [
+        datetime(2026, 11, 28, 9, 59, tzinfo=UTC),
+        datetime(2026, 11, 28, 9, 58, 30, tzinfo=UTC),
+        # Two hours past its sentAt: corrected, it would lie in the future; arrival time instead.
+        datetime(2026, 11, 28, 10, tzinfo=UTC),
+    ]
+    assert [r["sent_at"] for r in rows] == [
+        datetime(2026, 11, 28, 11, tzinfo=UTC),
+        datetime(2026, 11, 28, 10, 59, 30, tzinfo=UTC),
+        datetime(2026, 11, 28, 11, tzinfo=UTC),
+    ]
+    corrected = [{**event, "sentAt": "2026-11-28T11:00:00Z"} for event in device_ahead[:1]]
+    v1 = Envelope("demo", "r", received, corrected, v=1)
+    [row] = envelope_rows(decode_envelope(v1.encode()), Enricher(None))
+    assert row[COLUMNS.index("timestamp")] == datetime(2026, 11, 28, 10, 59, tzinfo=UTC)  # as stored
 
 
 def test_anonymisation_rules_apply_to_rows() -> None:

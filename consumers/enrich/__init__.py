@@ -6,7 +6,7 @@ Pure, synchronous and cached; see docs/enrichment.md for the data, its licence a
 from .enrich import ENRICHMENT_COLUMN_TYPES, ENRICHMENT_COLUMNS, Enricher, Enrichment
 from .geo import DBIP_ATTRIBUTION, GEO_ATTRIBUTION, GeoLookup, GeoResult, default_geo_database
 from .ip import anonymise_ip, parse_ip
-from .timestamps import corrected_timestamp, parse_timestamp
+from .timestamps import corrected_timestamp, parse_timestamp, skew_corrected
 from .url import PageInfo, page_info, url_host
 from .useragent import UserAgentInfo, UserAgentParser, parse_user_agent
 
@@ -29,5 +29,6 @@ __all__ = [
     "parse_ip",
     "parse_timestamp",
     "parse_user_agent",
+    "skew_corrected",
     "url_host",
 ]

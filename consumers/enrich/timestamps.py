@@ -47,10 +47,13 @@ def corrected_timestamp(timestamp: object, sent_at: object, received_at: datetim
     received = parse_timestamp(received_at)
     if received is None:
         raise ValueError(f"received_at {received_at!r} is not a usable time")
-    happened = parse_timestamp(timestamp)
+    return skew_corrected(parse_timestamp(timestamp), parse_timestamp(sent_at), received)
+
+
+def skew_corrected(happened: datetime | None, sent: datetime | None, received: datetime) -> datetime:
+    """corrected_timestamp for times already parsed (aware, UTC)."""
     if happened is None:
         return received
-    sent = parse_timestamp(sent_at)
     if sent is not None:
         try:
             happened = received - (sent - happened)

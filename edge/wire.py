@@ -1,0 +1,240 @@
+"""Typed decoding of ingest bodies with msgspec: the edge's fast path.
+
+Most requests are well formed. For those, one C pass parses the body, checks each field's JSON type
+and keeps `properties`, `traits`, `context` and `integrations` as the raw JSON the client sent: the
+edge stores them whole, and parsing them into dicts to serialise them again was most of what a
+batched event cost (docs/benchmarks.md). What remains in Python is a handful of checks per event.
+
+This module only *recognises* events that certainly pass validation.py's rules. Whatever it is not
+sure about (an unknown top-level field, a number where an id string belongs, an empty id, a null
+object, a large or possibly deep event, a timestamp it cannot read) is handed to validation.py as
+parsed JSON, which accepts it or names exactly what is wrong. The rules and the error messages stay
+in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import msgspec
+import orjson
+from msgspec import UNSET, Raw, UnsetType
+
+from .errors import IngestError
+from .validation import EVENT_TYPES, MAX_MESSAGE_ID_LENGTH, MAX_NAME_LENGTH, next_message_id
+
+Text = str | None | UnsetType
+Object = Raw | UnsetType
+_EVENT_TYPES = frozenset(EVENT_TYPES)
+BATCH = "batch"
+_MAX_TIMESTAMP_LENGTH = 64
+
+
+class SegmentEvent(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
+    """A Segment event made only of the fields the edge knows (others: the precise path)."""
+
+    type: Text = UNSET
+    event: Text = UNSET
+    name: Text = UNSET
+    category: Text = UNSET
+    userId: Text = UNSET
+    anonymousId: Text = UNSET
+    groupId: Text = UNSET
+    previousId: Text = UNSET
+    messageId: Text = UNSET
+    timestamp: Text = UNSET
+    sentAt: Text = UNSET
+    originalTimestamp: Text = UNSET
+    channel: Text = UNSET
+    properties: Object = UNSET
+    traits: Object = UNSET
+    context: Object = UNSET
+    integrations: Object = UNSET
+    # analytics.js sends these two; kept as sent.
+    metadata: Object = msgspec.field(default=UNSET, name="_metadata")
+    version: Object = UNSET
+    writeKey: Text = UNSET  # never stored
+
+
+class BatchBody(msgspec.Struct):
+    batch: list[Raw]
+    sentAt: Text = UNSET
+    context: Object = UNSET
+    integrations: Object = UNSET
+    writeKey: Any = None
+
+
+_event_decoder = msgspec.json.Decoder(SegmentEvent)
+_batch_decoder = msgspec.json.Decoder(BatchBody)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_event_bytes: int
+    max_nesting_depth: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequestBody:
+    """A request body, read. `events` holds, for a single-event request, the event; for a batch,
+    the `batch` value. An event is a SegmentEvent when the fast path accepted it (normalised like
+    validation.py normalises), anything else is parsed JSON still to be validated."""
+
+    events: Any
+    write_key: object = None
+    sent_at: object = None  # the batch's sentAt (a single event carries its own)
+    defaults: dict[str, object] = field(default_factory=dict)  # a batch's context and integrations
+    typed: bool = False  # read by the fast path
+
+
+def read_body(kind: str, data: bytes, limits: Limits) -> RequestBody:
+    """The body of a request to /v1/<kind> (an event type, or "batch"); IngestError 400
+    `invalid_json` when it is not a JSON object."""
+    batch = kind == BATCH
+    try:
+        if batch:
+            return _typed_batch(data, limits)
+        event = _event_decoder.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return _parsed(data, batch)
+    write_key = None if event.writeKey is UNSET else event.writeKey
+    if len(data) <= limits.max_event_bytes and accept(event, kind, limits.max_nesting_depth):
+        return RequestBody(event, write_key, typed=True)
+    return _parsed(data, batch)
+
+
+def _typed_batch(data: bytes, limits: Limits) -> RequestBody:
+    body = _batch_decoder.decode(data)
+    if body.sentAt is not None and body.sentAt is not UNSET and not _is_time(body.sentAt):
+        return _parsed(data, True)  # the precise path names the bad sentAt
+    events: list[object] = []
+    for raw in body.batch:
+        typed = typed_event(raw, limits)
+        events.append(typed if typed is not None else orjson.loads(bytes(raw)))
+    defaults: dict[str, object] = {
+        name: value
+        for name, value in (("context", body.context), ("integrations", body.integrations))
+        if value is not UNSET and _starts_object(value)
+    }
+    sent_at = None if body.sentAt is UNSET else body.sentAt
+    return RequestBody(events, body.writeKey, sent_at, defaults, typed=True)
+
+
+def _parsed(data: bytes, batch: bool) -> RequestBody:
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise IngestError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise IngestError(400, "invalid_json", "the body must be a JSON object")
+    if not batch:
+        return RequestBody(parsed, parsed.get("writeKey"))
+    defaults = {k: parsed[k] for k in ("context", "integrations") if isinstance(parsed.get(k), dict)}
+    return RequestBody(parsed.get("batch"), parsed.get("writeKey"), parsed.get("sentAt"), defaults)
+
+
+def typed_event(raw: Raw, limits: Limits) -> SegmentEvent | None:
+    """One event of a batch, accepted and normalised; None when the precise path must judge it."""
+    if len(raw) > limits.max_event_bytes:
+        return None
+    try:
+        event = _event_decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    return event if accept(event, None, limits.max_nesting_depth) else None
+
+
+def accept(event: SegmentEvent, kind: str | None, max_depth: int) -> bool:
+    """True when `event` certainly passes validation.validate_event as an event of `kind` (None:
+    its own type); then normalised the same way: type set, no null ids, a messageId, no writeKey."""
+    kind = kind or (event.type if isinstance(event.type, str) else None)
+    if kind not in _EVENT_TYPES:
+        return False
+    # A field nests no deeper than the number of brackets it opens (brackets inside strings only
+    # overcount: then the precise path counts for real). With the event itself, fewer than
+    # max_depth is what validation.nesting_exceeds allows.
+    for value, must_be_object in (
+        (event.properties, True),
+        (event.traits, True),
+        (event.context, True),
+        (event.integrations, True),
+        (event.metadata, False),
+        (event.version, False),
+    ):
+        if value is UNSET:
+            continue
+        data = bytes(value)
+        if (must_be_object and data[:1] != b"{") or data.count(b"{") + data.count(b"[") >= max_depth:
+            return False
+    user_id, anonymous_id = event.userId, event.anonymousId
+    if not (_is_id(user_id) or _is_id(anonymous_id)):
+        return False
+    if user_id == "" or anonymous_id == "":
+        return False  # the precise path treats them as absent
+    if not all(_is_time(v) for v in (event.timestamp, event.sentAt, event.originalTimestamp)):
+        return False
+    if kind == "track":
+        if not _is_name(event.event):
+            return False
+    elif kind in ("page", "screen"):
+        if not (_absent(event.name) or _is_name(event.name)):
+            return False
+        if not (_absent(event.category) or _is_name(event.category)):
+            return False
+    elif kind == "group":
+        if not _is_id(event.groupId):
+            return False
+    elif kind == "alias" and not _is_id(event.previousId):
+        return False
+    message_id = event.messageId
+    if _absent(message_id):
+        event.messageId = next_message_id()
+    elif not isinstance(message_id, str) or not 0 < len(message_id) <= MAX_MESSAGE_ID_LENGTH:
+        return False
+    event.type = kind
+    event.writeKey = UNSET
+    if user_id is None:
+        event.userId = UNSET
+    if anonymous_id is None:
+        event.anonymousId = UNSET
+    return True
+
+
+def without_context_ip(context: Raw) -> Raw:
+    """A context without its `ip` (only server-side senders may say where an event came from)."""
+    if b'"ip"' not in bytes(context):
+        return context
+    parsed = orjson.loads(bytes(context))
+    if isinstance(parsed, dict):
+        parsed.pop("ip", None)
+    return Raw(orjson.dumps(parsed))
+
+
+def _absent(value: object) -> bool:
+    return value is UNSET or value is None
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_NAME_LENGTH
+
+
+def _is_name(value: object) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_NAME_LENGTH and bool(value.strip())
+
+
+def _is_time(value: object) -> bool:
+    if value is UNSET or value is None:
+        return True
+    if not isinstance(value, str) or len(value) > _MAX_TIMESTAMP_LENGTH:
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _starts_object(value: Raw) -> bool:
+    return bytes(value)[:1] == b"{"
