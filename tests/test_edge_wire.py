@@ -43,7 +43,7 @@ names = mostly(["Product Added", None, ABSENT], ["", "  ", 7, "n" * 1001])
 message_ids = mostly(["m-1", "m" * 100, ABSENT], ["", "m" * 101, None, 5])
 times = mostly(
     ["2026-01-15T10:20:30.123Z", "2026-01-15T10:20:30+02:00", "2026-01-15 10:20:30", "2026-01-15", ABSENT],
-    ["yesterday", "9" * 70, None, 12],
+    ["yesterday", "9" * 70, "2026-01-15T10:20:30." + "1" * 50 + "Z", None, 12],
 )
 objects = mostly(
     [{}, {"a": 1, "b": [1, 2]}, nested(2), nested(3), {"ip": "198.51.100.9", "locale": "de"}, ABSENT],
@@ -78,17 +78,21 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
     return {name: value for name, value in fields.items() if value is not ABSENT}
 
 
-def precise(event: dict[str, Any], kind: str | None, size: int) -> dict[str, Any] | IngestError:
+def precise(
+    event: dict[str, Any], kind: str | None, size: int, limits: Limits = LIMITS
+) -> dict[str, Any] | IngestError:
     try:
         return validate_event(
-            copy.deepcopy(event), kind, LIMITS.max_event_bytes, size, LIMITS.max_nesting_depth
+            copy.deepcopy(event), kind, limits.max_event_bytes, size, limits.max_nesting_depth
         )
     except IngestError as error:
         return error
 
 
-def assert_same_as_precise(fast: SegmentEvent, sent: dict[str, Any], kind: str | None, size: int) -> None:
-    expected = precise(sent, kind, size)
+def assert_same_as_precise(
+    fast: SegmentEvent, sent: dict[str, Any], kind: str | None, size: int, limits: Limits = LIMITS
+) -> None:
+    expected = precise(sent, kind, size, limits)
     assert not isinstance(expected, IngestError), (
         f"fast path accepted what the precise path refuses: {expected}"
     )
@@ -109,6 +113,22 @@ def test_a_batched_event_the_fast_path_accepts_is_valid_and_normalised_alike(eve
         assert_same_as_precise(fast, event, None, len(raw))
 
 
+@settings(max_examples=500, deadline=None)
+@given(batch=st.lists(events(), min_size=1, max_size=4))
+def test_a_batch_read_in_one_pass_matches_the_precise_path_event_by_event(
+    batch: list[dict[str, Any]],
+) -> None:
+    limits = Limits(max_event_bytes=32 * 1024, max_nesting_depth=4)  # one pass: the body fits
+    read = read_body("batch", orjson.dumps({"batch": batch}), limits)
+    assert read.typed and len(read.events) == len(batch)
+    hypothesis.event(f"{sum(isinstance(e, SegmentEvent) for e in read.events)} of {len(batch)} fast")
+    for got, sent in zip(read.events, batch, strict=True):
+        if isinstance(got, SegmentEvent):
+            assert_same_as_precise(got, sent, None, 0, limits)
+        else:
+            assert got == sent  # parsed for the precise path, as sent
+
+
 @settings(max_examples=1000, deadline=None)
 @given(event=events(), kind=st.sampled_from(EVENT_TYPES))
 def test_a_single_event_the_fast_path_accepts_is_valid_and_normalised_alike(
@@ -123,6 +143,43 @@ def test_a_single_event_the_fast_path_accepts_is_valid_and_normalised_alike(
         assert_same_as_precise(body.events, event, kind, len(raw))
     else:
         assert body.events == event  # parsed for the precise path, untouched
+
+
+VALID_BY_TYPE = {
+    "track": {"type": "track", "event": "E", "userId": "u", "anonymousId": "a"},
+    "page": {"type": "page", "name": "Home", "category": "Docs", "anonymousId": "a"},
+    "screen": {"type": "screen", "name": "Home", "userId": "u"},
+    "identify": {"type": "identify", "userId": "u", "traits": {"plan": "pro"}},
+    "group": {"type": "group", "groupId": "g", "userId": "u"},
+    "alias": {"type": "alias", "previousId": "p", "userId": "u"},
+}
+UNUSUAL = {
+    "text": ["", " ", None, 42, True, "x" * 1001, ["u"]],
+    "time": ["yesterday", "2026-01-15T10:20:30." + "1" * 50 + "Z", "2026-01-15", None, 12],
+    "object": [[], "text", None, nested(4), nested(6), {"s": "{{{{"}],
+}
+FIELD_KINDS = {
+    **dict.fromkeys(["type", "event", "name", "category", "userId", "anonymousId"], "text"),
+    **dict.fromkeys(["groupId", "previousId", "messageId", "channel"], "text"),
+    **dict.fromkeys(["timestamp", "sentAt", "originalTimestamp"], "time"),
+    **dict.fromkeys(["properties", "traits", "context", "integrations", "_metadata", "version"], "object"),
+}
+
+
+@pytest.mark.parametrize("kind", list(VALID_BY_TYPE))
+def test_every_single_field_deviation_is_judged_like_the_precise_path(kind: str) -> None:
+    """Each field of a valid event set, one at a time, to each unusual value (an exhaustive
+    complement to the random mixtures above)."""
+    fast_taken = 0
+    for field, field_kind in FIELD_KINDS.items():
+        for value in UNUSUAL[field_kind]:
+            event = {**VALID_BY_TYPE[kind], field: value}
+            raw = orjson.dumps(event)
+            fast = typed_event(msgspec.Raw(raw), LIMITS)
+            if fast is not None:
+                fast_taken += 1
+                assert_same_as_precise(fast, event, None, len(raw))
+    assert fast_taken > 0
 
 
 BROWSER_EVENT = {
