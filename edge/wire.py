@@ -23,13 +23,14 @@ import orjson
 from msgspec import UNSET, Raw, UnsetType
 
 from .errors import IngestError
-from .validation import EVENT_TYPES, MAX_MESSAGE_ID_LENGTH, MAX_NAME_LENGTH, next_message_id
+from .ids import next_message_id
+from .validation import EVENT_TYPES, MAX_MESSAGE_ID_LENGTH, MAX_NAME_LENGTH
 
 Text = str | None | UnsetType
 Object = Raw | UnsetType
 _EVENT_TYPES = frozenset(EVENT_TYPES)
 BATCH = "batch"
-_OPEN_OBJECT = ord("{")
+_OPEN_OBJECT, _OPEN_ARRAY = ord("{"), ord("[")
 _from_iso = datetime.fromisoformat
 _MAX_TIMESTAMP_LENGTH = 64
 
@@ -188,11 +189,19 @@ def accept(event: SegmentEvent, kind: str | None, max_depth: int) -> bool:
     # A field nests no deeper than the number of brackets it opens (brackets inside strings only
     # overcount: then the precise path counts for real). With the event itself, fewer than
     # max_depth is what validation.nesting_exceeds allows.
+    # (Counting is the costly part: `int in bytes` is a memchr, a count is not, so `[` is counted
+    # only when there is one, and a field too short to open max_depth brackets is not counted.)
     for value in (event.properties, event.context, event.traits, event.integrations):
         if value is not UNSET:
             data = bytes(value)
-            if data[0] != _OPEN_OBJECT or data.count(b"{") + data.count(b"[") >= max_depth:
+            if data[0] != _OPEN_OBJECT:
                 return False
+            if len(data) >= 2 * max_depth:
+                openers = data.count(b"{")
+                if _OPEN_ARRAY in data:
+                    openers += data.count(b"[")
+                if openers >= max_depth:
+                    return False
     for value in (event.metadata, event.version):
         if value is not UNSET:
             data = bytes(value)

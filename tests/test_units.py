@@ -334,6 +334,7 @@ def test_assigned_message_ids_are_distinct_version_4_uuids_also_after_a_fork() -
     import os
     import uuid
 
+    from headwater.edge.ids import next_request_id
     from headwater.edge.validation import validate_event
 
     def assigned() -> str:
@@ -347,13 +348,16 @@ def test_assigned_message_ids_are_distinct_version_4_uuids_also_after_a_fork() -
     read, write = os.pipe()
     child = os.fork()
     if child == 0:  # a forked worker must not repeat its parent's ids
-        os.write(write, assigned().encode())
+        os.write(write, f"{assigned()} {next_request_id()}".encode())
         os._exit(0)
     os.waitpid(child, 0)
     os.close(write)
-    from_child = os.read(read, 100).decode()
+    from_child, request_from_child = os.read(read, 100).decode().split()
     os.close(read)
     assert from_child not in ids and from_child[:23] != ids[0][:23]
+    request_ids = {next_request_id() for _ in range(1000)}
+    assert len(request_ids) == 1000 and all(len(r) == 32 and int(r, 16) >= 0 for r in request_ids)
+    assert request_from_child[:20] != next_request_id()[:20]
 
 
 def test_log_levels_per_role() -> None:
