@@ -31,7 +31,10 @@ def forget_migration_1(stack: Stack, project_id: str) -> None:
     """A database as if migration 1 had never run: no events table and no record of it."""
     assert stack.clickhouse is not None
     stack.clickhouse.command(f"DROP TABLE hw_{project_id}.events SYNC")
-    stack.clickhouse.command(f"DELETE FROM hw_{project_id}.schema_migrations WHERE number = 1")
+    # A mutation waited for: a lightweight DELETE may still show the row to the next SELECT.
+    stack.clickhouse.command(
+        f"ALTER TABLE hw_{project_id}.schema_migrations DELETE WHERE number = 1 SETTINGS mutations_sync = 2"
+    )
 
 
 @pytest.mark.services
