@@ -125,6 +125,62 @@ def test_odd_user_agents_parse_without_raising(agent: str) -> None:
     assert info.device_type in {"desktop", "mobile", "tablet", "bot", "other"}
 
 
+def corpus_of_user_agents() -> list[str]:
+    """Browsers on platforms in versions, bots, tools and odd strings."""
+    platforms = [
+        "Windows NT 10.0; Win64; x64",
+        "Macintosh; Intel Mac OS X 10_15_7",
+        "X11; Linux x86_64",
+        "Linux; Android 14; Pixel 8",
+        "Linux; Android 12; SM-T870",
+        "iPhone; CPU iPhone OS 17_4 like Mac OS X",
+        "iPad; CPU OS 16_6 like Mac OS X",
+    ]
+    engines = [
+        "AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Safari/537.36",
+        "AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Mobile Safari/537.36",
+        "AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Safari/537.36 Edg/{v}.0.0.0",
+        "AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{v}.0.0.0 Safari/537.36 OPR/{v}.0.0.0",
+        "AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{v}.1 Safari/605.1.15",
+        "AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{v}.0 Mobile/15E148 Safari/604.1",
+        "Gecko/20100101 Firefox/{v}.0",
+    ]
+    agents = [
+        f"Mozilla/5.0 ({platform}) {engine.format(v=v)}"
+        for platform in platforms
+        for engine in engines
+        for v in (17, 99, 120, 126)
+    ]
+    return [
+        *agents,
+        CHROME_WINDOWS, IPHONE_SAFARI, IPAD_SAFARI, ANDROID_CHROME, GOOGLEBOT, GOOGLEBOT_SMARTPHONE,
+        "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
+        "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
+        "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+        "curl/8.4.0", "python-requests/2.31.0", "Wget/1.21.4", "okhttp/4.12.0",
+        "Mozilla/5.0 (Windows NT 6.1; Trident/7.0; rv:11.0) like Gecko",
+        "Mozilla/5.0 (PlayStation 5 3.11) AppleWebKit/605.1.15 (KHTML, like Gecko)",
+        "Mozilla/5.0 (SMART-TV; Linux; Tizen 6.0) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "SamsungBrowser/4.0 Chrome/76.0.3809.146 TV Safari/537.36",
+        "Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.17328; Pro)",
+        "garbage \x00 ☃", "(" * 300,
+    ]  # fmt: skip
+
+
+def test_the_compiled_resolver_answers_what_user_agents_answers_alone() -> None:
+    """parsed_user_agent (ua-parser's best resolver) against user_agents.parse (its own regex
+    list), attribute by attribute, on a corpus of browsers, platforms, bots and odd strings."""
+    from user_agents import parse as reference
+
+    from headwater.consumers.enrich.useragent import parsed_user_agent
+
+    for agent in corpus_of_user_agents():
+        fast, slow = parsed_user_agent(agent), reference(agent)
+        assert (fast.browser, fast.os, fast.device) == (slow.browser, slow.os, slow.device), agent
+        for flag in ("is_bot", "is_mobile", "is_tablet", "is_pc", "is_touch_capable", "is_email_client"):
+            assert getattr(fast, flag) == getattr(slow, flag), (agent, flag)
+
+
 def test_the_second_parse_of_a_string_is_a_cache_hit() -> None:
     parser = UserAgentParser(cache_size=10)
     first = parser.parse(CHROME_WINDOWS)
