@@ -25,6 +25,7 @@ import json
 import random
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -400,7 +401,7 @@ def run_child(
 ) -> dict[str, Any]:
     # py-spy's collapsed stacks (one line per stack, its sample count last), all threads
     spy = [
-        "py-spy",
+        shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),  # the venv's, unactivated
         "record",
         "--format",
         "raw",
@@ -417,7 +418,9 @@ def run_child(
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SystemExit(f"the {role} child failed:\n{result.stderr[-4000:]}")
-    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+    # The child's result is its last JSON line (py-spy, when it wraps the child, prints after it).
+    last = next(line for line in reversed(result.stdout.splitlines()) if line.startswith("{"))
+    return dict(json.loads(last))
 
 
 # ---------------------------------------------------------------------------------------------
