@@ -59,7 +59,11 @@ def _device_type(parsed: user_agents.parsers.UserAgent) -> DeviceType:
     return "other"
 
 
-_resolver = ua_parser.Parser(ua_parser.BestAvailableResolver(ua_parser.load_builtins()))
+@functools.cache
+def _resolver() -> ua_parser.Parser:
+    # Built on first use: compiling the rules takes ~25 MB and a moment, which only consumers need
+    # (the CLI imports every role's modules).
+    return ua_parser.Parser(ua_parser.BestAvailableResolver(ua_parser.load_builtins()))
 
 
 def parsed_user_agent(user_agent: str) -> user_agents.parsers.UserAgent:
@@ -67,9 +71,9 @@ def parsed_user_agent(user_agent: str) -> user_agents.parsers.UserAgent:
     of the regex list user-agents runs itself (its UserAgent keeps the string and the three parsed
     parts; its device-type rules read only those)."""
     try:
-        result = _resolver.parse(user_agent).with_defaults()
+        result = _resolver().parse(user_agent).with_defaults()
     except UnicodeEncodeError:  # a lone surrogate: the compiled resolver reads UTF-8 only
-        result = _resolver.parse(user_agent.encode("utf-8", "replace").decode("utf-8")).with_defaults()
+        result = _resolver().parse(user_agent.encode("utf-8", "replace").decode("utf-8")).with_defaults()
     browser, os, device = result.user_agent, result.os, result.device
     parsed = object.__new__(user_agents.parsers.UserAgent)
     parsed.ua_string = user_agent
