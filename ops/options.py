@@ -217,9 +217,10 @@ def edge_options(command: F) -> F:
         option(
             "--publish-timeout",
             env="HEADWATER_PUBLISH_TIMEOUT",
-            default=5.0,
+            default=EdgeSettings().publish_timeout_seconds,  # 2 s: then the disk spool
             type=click.FloatRange(0.05, 120),
-            help="Seconds to wait for JetStream's acknowledgement before answering 503.",
+            help="Seconds to wait for JetStream's acknowledgement before the envelope goes to the disk "
+            "spool (503 with Retry-After when there is none or it is full).",
         ),
         option(
             "--spool-dir",
@@ -234,6 +235,15 @@ def edge_options(command: F) -> F:
             default=1 << 30,
             type=click.IntRange(1 << 20),
             help="Most bytes of envelopes a worker's spool holds; beyond it the edge answers 503.",
+        ),
+        option(
+            "--shutdown-delay",
+            env="HEADWATER_SHUTDOWN_DELAY",
+            default=0.0,
+            type=click.FloatRange(0, 300),
+            help="Seconds an edge keeps serving after SIGTERM while /readyz answers 503 (draining), "
+            "so the load balancer takes it out before it stops accepting; longer than the "
+            "balancer's health-check interval times its fall count.",
         ),
         option(
             "--rate-limit-edges",
@@ -282,6 +292,7 @@ def edge_settings(
             max_nesting_depth=flags.pop("max_nesting_depth"),
             publish_timeout_seconds=flags.pop("publish_timeout"),
             rate_limit_edges=flags.pop("rate_limit_edges"),
+            shutdown_delay_seconds=flags.pop("shutdown_delay"),
             spool_dir=spool_dir,
             spool_max_bytes=flags.pop("spool_max_bytes"),
             tls_cert=tls[0] if tls else None,
