@@ -23,6 +23,9 @@ class EdgeSettings:
     rate_limit_edges: int = 1
     max_ip_buckets: int = 100_000
     cors_max_age_seconds: int = 600
+    # After SIGTERM: seconds to keep serving while /readyz answers 503 ("draining"), so that a
+    # load balancer takes the edge out of rotation before it stops accepting connections.
+    shutdown_delay_seconds: float = 0.0
     # This process's own spool directory (see docs/spool.md); None: no spool, 503 when JetStream
     # cannot acknowledge.
     spool_dir: str | None = None
@@ -32,6 +35,8 @@ class EdgeSettings:
     tls_key: str | None = None
 
     def __post_init__(self) -> None:
+        if self.shutdown_delay_seconds < 0:
+            raise ValueError("shutdown_delay_seconds cannot be negative")
         if self.rate_limit_edges < 1:
             raise ValueError("rate_limit_edges must be at least 1")
         if self.max_event_bytes > self.max_body_bytes:

@@ -128,6 +128,7 @@ class Stack:
         self.edge_url: str | None = None
         self.consumer_url: str | None = None
         self.control_url: str | None = None
+        self.draining = False  # stopping after a shutdown delay: the edge reports not ready
         self._servers: list[tuple[str, asyncio.Task[None]]] = []
         self._http_servers: list[_HTTPServer] = []
         self._sockets: list[socket.socket] = []
@@ -256,7 +257,13 @@ class Stack:
 
     async def stop(self) -> None:
         """Stop accepting, finish requests in flight, flush and ack, then close connections.
-        Each step runs even when an earlier one failed; failures are logged."""
+        Each step runs even when an earlier one failed; failures are logged. An edge with a
+        shutdown delay first serves on for that long, reporting not ready (draining)."""
+        delay = self.settings.edge.shutdown_delay_seconds if self.settings.edge is not None else 0
+        if delay > 0 and self._http_servers and not self.draining:
+            self.draining = True
+            log.info("draining: /readyz answers 503 for %.1f s before the edge stops accepting", delay)
+            await asyncio.sleep(delay)
         for server in self._http_servers:
             server.should_exit = True
         for _, task in self._servers:
@@ -326,7 +333,11 @@ class Stack:
             details["breaker"] = self.breaker.state
         fresh = not self.registry.stale or spool_writable
         return Readiness(
-            {"nats": self._nats_connected() or spool_writable, "projects": self.registry.synced and fresh},
+            {
+                "nats": self._nats_connected() or spool_writable,
+                "projects": self.registry.synced and fresh,
+                "accepting": not self.draining,
+            },
             details,
         )
 

@@ -497,6 +497,26 @@ async def test_metrics_count_requests_and_events(
     assert "headwater_edge_publish_seconds_count 1.0" in text
 
 
+async def test_a_shutdown_delay_keeps_serving_while_reporting_not_ready(
+    make_stack,  # type: ignore[no-untyped-def]
+    http: httpx.AsyncClient,
+    project_id: str,
+) -> None:
+    stack = await make_stack(edge=EdgeSettings(port=0, shutdown_delay_seconds=2.0), control=True)
+    keys = await create_project(http, stack, project_id)
+    assert (await http.get(f"{stack.edge_url}/readyz")).status_code == 200
+    stopping = asyncio.create_task(stack.stop())  # what SIGTERM does
+    await asyncio.sleep(0.3)
+    ready = await http.get(f"{stack.edge_url}/readyz")
+    assert ready.status_code == 503 and ready.json()["checks"]["accepting"] is False
+    # Still taking events (and answering only once they are durable) while the balancer notices.
+    assert (await post(http, stack, "track", track_event(), basic_auth(keys["secret"]))).status_code == 200
+    assert await stored_count(stack, project_id) == 1
+    await stopping
+    with pytest.raises(httpx.TransportError):
+        await http.get(f"{stack.edge_url}/readyz")
+
+
 def test_socket_module_is_real() -> None:
     # The 413-before-read test talks raw HTTP; make sure nothing patched the socket layer.
     assert socket.socket.__module__ == "socket"
