@@ -41,6 +41,7 @@ from typing import Any
 import httpx
 import nats
 from consumer import client_addresses, user_agents
+from docsection import DOC, replace_section
 from nats.js.errors import NotFoundError
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -66,7 +67,6 @@ from headwater.ops.natsserver import NatsServerProcess
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-DOC = ROOT / "docs" / "benchmarks.md"
 BEGIN = "<!-- bench/run: generated section begins -->"
 END = "<!-- bench/run: generated section ends -->"
 PROJECTS = ("shop", "docs", "app")
@@ -775,8 +775,6 @@ def report(results: Results, options: Options, command: str, plotted: bool) -> s
     w = options.edge_workers
     single_rps = results.find("single", None, w)
     lines = [
-        BEGIN,
-        "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC at revision `{revision()}` with "
         f"`{command}` ({options.seconds} s of load per cell, wrk -c {CONNECTIONS} -t {THREADS}). Reference "
         f"node: {w} edge workers, 1 consumer, nats-server and the embedded ClickHouse, all on this machine:",
@@ -857,17 +855,7 @@ def report(results: Results, options: Options, command: str, plotted: bool) -> s
             lines.append("")
     if plotted:
         lines += ["![throughput against latency](benchmarks-capacity.png)", ""]
-    lines.append(END)
     return "\n".join(lines)
-
-
-def write_doc(section: str) -> None:
-    text = DOC.read_text()
-    if BEGIN in text and END in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: section, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n## End-to-end capacity (`bench/run`)\n\n" + section + "\n"
-    DOC.write_text(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -918,7 +906,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     section = report(results, options, command.strip(), plotted)
     print(section)
     if not args.no_doc:
-        write_doc(section)
+        replace_section(BEGIN, END, section, "## End-to-end capacity (`bench/run`)")
         print(f"updated {DOC.relative_to(ROOT)}")
     return 0
 

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import random
-import re
 import resource
 import shutil
 import subprocess
@@ -36,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from docsection import DOC, replace_section
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
@@ -56,7 +56,6 @@ from headwater.edge.subjects import EVENTS_STREAM, EVENTS_SUBJECTS, MSG_ID_HEADE
 from headwater.ops.natsconn import connect_nats
 from headwater.ops.natsserver import NatsServerProcess
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 BEGIN, END = (
     "<!-- bench/consumer.py: generated section begins -->",
     "<!-- bench/consumer.py: generated section ends -->",
@@ -440,8 +439,6 @@ def report(results: dict[str, Any], events: int, messages: int, command: str) ->
     rss = [s[2] for s in steady]
     engine = [s[3] for s in steady]
     lines = [
-        BEGIN,
-        "",
         f"`{command}` — {events:,} events in {messages:,} envelopes ({events / messages:.1f} events per",
         "message), four projects, measured in one run on this machine:",
         "",
@@ -475,7 +472,6 @@ def report(results: dict[str, Any], events: int, messages: int, command: str) ->
         [samples[-1]] if (len(samples) - 1) % step else []
     ):
         lines.append(f"| {seconds:.0f} | {rows:,} | {mib(rss_value)} | {mib(engine_value)} |")
-    lines += ["", END]
     return "\n".join(lines)
 
 
@@ -537,12 +533,7 @@ def main() -> int:
         print("FAILED: not every event landed exactly once", file=sys.stderr)
         return 1
     if not (args.quick or args.no_doc):
-        doc = DOC.read_text()
-        if BEGIN in doc:
-            doc = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: text, doc, flags=re.S)
-        else:
-            doc += "\n## Consumer\n\n" + text + "\n"
-        DOC.write_text(doc)
+        replace_section(BEGIN, END, text, "## Consumer (`bench/consumer.py`)")
         print(f"updated {DOC}")
     return 0
 

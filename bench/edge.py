@@ -52,6 +52,7 @@ from pathlib import Path
 
 import httpx
 import nats
+from docsection import DOC, replace_section
 from nats.js.errors import NotFoundError
 
 from headwater.edge.subjects import EVENTS_STREAM
@@ -60,7 +61,6 @@ from headwater.ops.natsserver import NatsServerProcess
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 WRK_DIR = HERE / "wrk"
-DOC = ROOT / "docs" / "benchmarks.md"
 BEGIN = "<!-- bench/edge.py: generated section begins; rerun the command below to refresh it -->"
 END = "<!-- bench/edge.py: generated section ends -->"
 
@@ -624,23 +624,6 @@ def goals(results: list[Measurement], workers: int) -> tuple[float, float]:
     return track / quart, batch / track
 
 
-DOC_HEADER = """# Benchmarks
-
-## Edge (`bench/edge.py`)
-
-"""
-
-
-def write_doc(section: str) -> None:
-    """Replace the generated section of docs/benchmarks.md; the text around it is kept."""
-    text = DOC.read_text() if DOC.exists() else DOC_HEADER + f"{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        text = text.rstrip("\n") + f"\n\n{BEGIN}\n{END}\n"
-    before, rest = text.split(BEGIN, 1)
-    after = rest.split(END, 1)[1]
-    DOC.write_text(f"{before}{BEGIN}\n{section}{END}{after}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument(
@@ -691,7 +674,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("not writing docs/benchmarks.md: the run was not clean", file=sys.stderr)
         return 1
     if not args.no_doc:
-        write_doc(section)
+        replace_section(BEGIN, END, section, "## Edge (`bench/edge.py`)")
         print(f"updated {DOC.relative_to(ROOT)}")
     return 0
 

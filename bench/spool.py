@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import sys
 import tempfile
 import time
@@ -21,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+from docsection import replace_section
 
 from headwater.edge.drainer import Drainer
 from headwater.edge.fallback import CircuitBreaker
@@ -32,7 +32,6 @@ from headwater.ops.natsconn import connect_nats
 from headwater.ops.natsserver import NatsServerProcess
 from headwater.spool import Spool, SpoolConfig
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 BEGIN, END = (
     "<!-- bench/spool.py: generated section begins -->",
     "<!-- bench/spool.py: generated section ends -->",
@@ -137,7 +136,6 @@ async def run(count: int, drain_count: int, writers: int, work: Path) -> dict[st
 def report(results: dict[str, float], count: int, drain_count: int, writers: int, command: str) -> str:
     ratio = results["direct"] / results["spool"]
     lines = [
-        BEGIN,
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC with `{command}`:",
         "one ~700-byte event per envelope,",
         f"{writers} concurrent writers, {count:,} envelopes each way in alternating slices.",
@@ -152,7 +150,6 @@ def report(results: dict[str, float], count: int, drain_count: int, writers: int
         "",
         f"The drain of {drain_count:,} events took {results['drain_seconds']:.1f} s",
         f"(goal: 1,000,000 in under 120 s); the stream then held {results['in_stream']:,.0f} messages.",
-        END,
     ]
     return "\n".join(lines)
 
@@ -177,12 +174,7 @@ def main() -> int:
         print("FAILED: the stream holds fewer messages than were drained", file=sys.stderr)
         return 1
     if not args.quick:
-        doc = DOC.read_text()
-        if BEGIN in doc:
-            doc = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: text, doc, flags=re.S)
-        else:
-            doc += "\n## Spool (`bench/spool.py`)\n\n" + text + "\n"
-        DOC.write_text(doc)
+        replace_section(BEGIN, END, text, "## Spool (`bench/spool.py`)")
     return 0
 
 
