@@ -15,6 +15,7 @@ from .ids import next_message_id
 EVENT_TYPES = ("track", "page", "screen", "identify", "group", "alias")
 MAX_MESSAGE_ID_LENGTH = 100
 MAX_NAME_LENGTH = 1000
+MAX_TIMESTAMP_LENGTH = 64
 _OBJECT_FIELDS = ("properties", "traits", "context", "integrations")
 _TIME_FIELDS = ("timestamp", "sentAt", "originalTimestamp")
 
@@ -40,7 +41,7 @@ def nesting_exceeds(value: object, limit: int) -> bool:
 def parse_timestamp(value: object, field: str) -> datetime | None:
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) > 64:
+    if not isinstance(value, str) or len(value) > MAX_TIMESTAMP_LENGTH:
         raise IngestError(400, "invalid_timestamp", f"{field} must be an ISO-8601 string", field)
     try:
         return datetime.fromisoformat(value)

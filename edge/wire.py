@@ -24,7 +24,7 @@ from msgspec import UNSET, Raw, UnsetType
 
 from .errors import IngestError
 from .ids import next_message_id
-from .validation import EVENT_TYPES, MAX_MESSAGE_ID_LENGTH, MAX_NAME_LENGTH
+from .validation import EVENT_TYPES, MAX_MESSAGE_ID_LENGTH, MAX_NAME_LENGTH, MAX_TIMESTAMP_LENGTH
 
 Text = str | None | UnsetType
 Object = Raw | UnsetType
@@ -32,7 +32,6 @@ _EVENT_TYPES = frozenset(EVENT_TYPES)
 BATCH = "batch"
 _OPEN_OBJECT, _OPEN_ARRAY = ord("{"), ord("[")
 _from_iso = datetime.fromisoformat
-_MAX_TIMESTAMP_LENGTH = 64
 
 
 class SegmentEvent(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
@@ -217,7 +216,7 @@ def accept(event: SegmentEvent, kind: str | None, max_depth: int) -> bool:
         return False
     for stamp in (event.timestamp, event.sentAt, event.originalTimestamp):
         if type(stamp) is str:
-            if len(stamp) > _MAX_TIMESTAMP_LENGTH:
+            if len(stamp) > MAX_TIMESTAMP_LENGTH:
                 return False
             try:
                 _from_iso(stamp)
@@ -275,7 +274,7 @@ def _is_name(value: object) -> bool:
 def _is_time(value: object) -> bool:
     if value is UNSET or value is None:
         return True
-    if not isinstance(value, str) or len(value) > _MAX_TIMESTAMP_LENGTH:
+    if not isinstance(value, str) or len(value) > MAX_TIMESTAMP_LENGTH:
         return False
     try:
         datetime.fromisoformat(value)
