@@ -28,6 +28,8 @@ from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.js.api import Header
 
+from headwater.control.tasks import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 STATUS_HEADER = "Status"
@@ -84,9 +86,7 @@ class PipelinedPull:
     async def stop(self) -> None:
         """Stop asking; hand what is buffered back to the server for immediate redelivery."""
         if self._watchdog is not None:
-            self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
+            await cancel_and_wait(self._watchdog)
         if self._subscription is not None:
             with contextlib.suppress(NatsError):
                 await self._subscription.unsubscribe()

@@ -22,6 +22,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from headwater.control.project_settings import ProjectSettings
+from headwater.control.tasks import cancel_and_wait
 from headwater.edge.backoff import Backoff
 from headwater.edge.envelope import EnvelopeError
 from headwater.edge.subjects import (
@@ -183,9 +184,7 @@ class EventConsumer:
         """Stop fetching, write and ack what is buffered, then return."""
         self._stopping.set()
         if self._lag_task is not None:
-            self._lag_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lag_task
+            await cancel_and_wait(self._lag_task)
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task

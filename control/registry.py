@@ -25,6 +25,7 @@ from tenacity import AsyncRetrying, before_sleep_log, wait_exponential, wait_ran
 
 from .keys import ApiKey, key_digest
 from .project import Project
+from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +139,7 @@ class ProjectRegistry:
     async def stop(self) -> None:
         for task in (self._resync_task, self._task):
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)
         await self._stop_watcher()
 
     def on_disconnected(self) -> None:

@@ -10,12 +10,12 @@ live traffic.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
 from nats.js import JetStreamContext
 
+from headwater.control.tasks import cancel_and_wait
 from headwater.spool import Spool, SpooledEnvelope
 
 from .backoff import Backoff
@@ -65,9 +65,7 @@ class Drainer:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         if self._spool.holds_drain_lock:
             self._spool.release_drain_lock()
 

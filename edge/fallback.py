@@ -9,11 +9,11 @@ never reach a sink at all.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from headwater.control.tasks import cancel_and_wait
 from headwater.spool import Spool, SpoolError, SpoolFull
 
 from .errors import SinkUnavailable
@@ -77,9 +77,7 @@ class CircuitBreaker:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
 
 class FallbackSink:

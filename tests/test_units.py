@@ -445,3 +445,35 @@ def test_json_columns_hold_what_the_event_held(
         assert stored_context == {**context, "ip": ""}  # the rule (drop) applies inside context too
     else:
         assert stored_context == expected(context) if context else stored_context == {}
+
+
+async def test_cancel_and_wait_outlasts_a_swallowed_cancellation() -> None:
+    """A loop that loses one cancellation (as asyncio.wait_for can on Python 3.11) still ends."""
+    import asyncio
+
+    from headwater.control.tasks import cancel_and_wait
+
+    swallowed = 0
+
+    async def loop() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed += 1  # carry on, as if the cancellation never came
+
+    task = asyncio.create_task(loop())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(cancel_and_wait(task), 5)
+    assert task.cancelled() and swallowed == 1
+
+    async def failing() -> None:
+        raise RuntimeError("broken")
+
+    broken = asyncio.create_task(failing())
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="broken"):
+        await cancel_and_wait(broken)
