@@ -9,7 +9,6 @@ connection handler (`TCPServer`) and lifespan runner are used under an accept lo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import logging
 import socket
@@ -26,6 +25,8 @@ from hypercorn.asyncio.tcp_server import TCPServer
 from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config
 from hypercorn.utils import wrap_app
+
+from headwater.control.tasks import cancel_and_wait
 
 from .h2compat import H2Exchange
 
@@ -162,9 +163,7 @@ class TLSServer:
         finally:
             await self._stop(servers, context, connections)
             await lifespan.wait_for_shutdown()
-            lifespan_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await lifespan_task
+            await cancel_and_wait(lifespan_task)
 
     async def _stop(
         self, servers: list[asyncio.Server], context: WorkerContext, connections: set[asyncio.Task[None]]
