@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,6 +27,39 @@ BIN = Path(sys.executable).parent  # where `headwater` and `nats-server` are ins
 def cli_env() -> dict[str, str]:
     """The environment for a `headwater` subprocess: none of the caller's HEADWATER_* settings."""
     return {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """How a `headwater` command ended."""
+
+    code: int
+    stdout: str
+    stderr: str
+    stdout_bytes: bytes
+
+    def json(self) -> Any:
+        assert self.code == 0, self.stderr
+        return json.loads(self.stdout)
+
+
+async def run_cli(
+    *args: str, env: dict[str, str] | None = None, stdin: str = "", cwd: Path | None = None
+) -> Run:
+    """`headwater ARGS` as an asyncio subprocess (the test's event loop keeps serving meanwhile),
+    in `env` (default: cli_env()), with `stdin` as its input; at most 60 s."""
+    process = await asyncio.create_subprocess_exec(
+        str(BIN / "headwater"),
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli_env() if env is None else env,
+        cwd=cwd,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(stdin.encode()), 60)
+    assert process.returncode is not None
+    return Run(process.returncode, stdout.decode(), stderr.decode(), stdout)
 
 
 def admin_headers(token: str = ADMIN_TOKEN) -> dict[str, str]:

@@ -1,19 +1,19 @@
 """`headwater dlq …` as an operator runs it: a subprocess against a real nats-server.
 
 Dead-lettered messages are published straight to `hw.dlq.<project>` with the headers the consumer
-sets; the command runs in a thread so this test's event loop (and its NATS client) keeps going.
+sets; the command runs as an asyncio subprocess, so this test's event loop (and its NATS client)
+keeps going.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from hw_testing import BIN, cli_env
+from hw_testing import Run, run_cli
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
@@ -23,29 +23,8 @@ from headwater.ops.natsserver import NatsServerProcess
 pytestmark = pytest.mark.services
 
 
-@dataclass(frozen=True, slots=True)
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-    stdout_bytes: bytes
-
-    def json(self) -> Any:
-        assert self.code == 0, self.stderr
-        return json.loads(self.stdout)
-
-
 async def headwater(server: NatsServerProcess, *args: str) -> Run:
-    env = cli_env()
-    result = await asyncio.to_thread(
-        subprocess.run,
-        [str(BIN / "headwater"), "dlq", *args, "--nats-url", server.url],
-        capture_output=True,
-        env=env,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-    return Run(result.returncode, result.stdout.decode(), result.stderr.decode(), result.stdout)
+    return await run_cli("dlq", *args, "--nats-url", server.url)
 
 
 @dataclass(frozen=True, slots=True)

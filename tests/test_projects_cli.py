@@ -6,31 +6,16 @@ an asyncio subprocess: the loop keeps serving the requests the command makes.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import socket
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from hw_testing import ADMIN_TOKEN, BIN, admin_headers, cli_env
+from hw_testing import ADMIN_TOKEN, Run, admin_headers, cli_env, run_cli
 
 from headwater.ops.runtime import Stack
 
 pytestmark = pytest.mark.services
-
-
-@dataclass(frozen=True, slots=True)
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        assert self.code == 0, self.stderr
-        return json.loads(self.stdout)
 
 
 @pytest.fixture
@@ -45,18 +30,7 @@ async def headwater(
     env = cli_env()
     env["HEADWATER_ADMIN_TOKEN"] = token
     url_args = ("--control-url", control_url) if control_url else ()
-    process = await asyncio.create_subprocess_exec(
-        str(BIN / "headwater"),
-        *args,
-        *url_args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-        cwd=cwd,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return Run(process.returncode, stdout.decode(), stderr.decode())
+    return await run_cli(*args, *url_args, env=env, cwd=cwd)
 
 
 def url(stack: Stack) -> str:

@@ -5,17 +5,15 @@ The plan logic and the flag syntax are also tested as plain functions."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import signal
 import socket
-from dataclasses import dataclass
 from typing import Any
 
 import click
 import pytest
 from click.testing import CliRunner
-from hw_testing import BIN, cli_env
+from hw_testing import BIN, Run, cli_env, run_cli
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DiscardPolicy, StorageType, StreamConfig
@@ -46,32 +44,10 @@ pytestmark = pytest.mark.services
 EVERY_STREAM = ("HW_EVENTS", "HW_DLQ", "HW_AUDIT", "KV_HW_PROJECTS", "KV_HW_IDEMPOTENCY")
 
 
-@dataclass(frozen=True, slots=True)
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        assert self.code == 0, self.stderr
-        return json.loads(self.stdout)
-
-
 async def headwater(url: str, *args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> Run:
-    process = await asyncio.create_subprocess_exec(
-        str(BIN / "headwater"),
-        "streams",
-        *args,
-        "--nats-url",
-        url,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**cli_env(), **(env or {})},
+    return await run_cli(
+        "streams", *args, "--nats-url", url, env={**cli_env(), **(env or {})}, stdin=stdin or ""
     )
-    stdout, stderr = await asyncio.wait_for(process.communicate((stdin or "").encode()), 60)
-    assert process.returncode is not None
-    return Run(process.returncode, stdout.decode(), stderr.decode())
 
 
 def free_port() -> int:
