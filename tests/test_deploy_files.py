@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import datetime
-import ipaddress
 import re
 import shlex
 import shutil
@@ -24,11 +22,7 @@ from xml.etree import ElementTree
 import click
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from hw_testing import BIN, admin_headers, basic_auth, cli_env, create_project, eventually
+from hw_testing import BIN, admin_headers, basic_auth, cli_env, create_project, eventually, self_signed
 
 from headwater.edge.settings import EdgeSettings
 from headwater.ops.cli import main
@@ -145,31 +139,12 @@ def test_systemd_accepts_the_units(tmp_path: Path) -> None:
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
 
 
-def self_signed(directory: Path) -> Path:
-    """A certificate and key for 127.0.0.1 in one PEM file, as HAProxy's `crt` takes them."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .sign(key, hashes.SHA256())
-    )
+def haproxy_pem(directory: Path) -> Path:
+    """A self-signed certificate for 127.0.0.1 and its key in one PEM file, as HAProxy's `crt`
+    takes them."""
+    made = self_signed(directory)
     pem = directory / "headwater.pem"
-    pem.write_bytes(
-        certificate.public_bytes(serialization.Encoding.PEM)
-        + key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
+    pem.write_bytes(Path(made.cert).read_bytes() + Path(made.key).read_bytes())
     return pem
 
 
@@ -199,7 +174,7 @@ def test_haproxy_accepts_the_config(tmp_path: Path) -> None:
     config.write_text(
         (DEPLOY / "haproxy.cfg")
         .read_text()
-        .replace("/etc/haproxy/certs/headwater.pem", str(self_signed(tmp_path)))
+        .replace("/etc/haproxy/certs/headwater.pem", str(haproxy_pem(tmp_path)))
     )
     result = subprocess.run(["haproxy", "-c", "-f", str(config)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -249,7 +224,7 @@ def dead_port() -> int:
 
 @pytest.fixture
 def tls(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
-    cert = self_signed(tmp_path)
+    cert = haproxy_pem(tmp_path)
     return cert, ssl.create_default_context(cafile=str(cert))
 
 

@@ -4,8 +4,6 @@ protocols land in ClickHouse, and bad TLS configurations stop `headwater serve` 
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import logging
 import os
@@ -16,24 +14,22 @@ import ssl
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
 from hw_testing import (
     ADMIN_TOKEN,
     BIN,
+    Certificate,
     admin_headers,
     basic_auth,
     cli_env,
     create_project,
     eventually,
     query_rows,
+    self_signed,
     track_event,
 )
 
@@ -45,55 +41,6 @@ from headwater.ops.runtime import Stack, StackSettings
 from headwater.ops.tlsserver import server_context
 
 pytestmark = pytest.mark.services
-
-
-@dataclass(frozen=True)
-class Certificate:
-    cert: str
-    key: str
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def self_signed(directory: Path, name: str = "server", valid_days: int = 1) -> Certificate:
-    """A certificate for localhost and 127.0.0.1, signed by its own key, valid until `valid_days`
-    from now (negative: expired)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    start = (
-        now - datetime.timedelta(minutes=5)
-        if valid_days > 0
-        else now + datetime.timedelta(days=2 * valid_days)
-    )
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(now + datetime.timedelta(days=valid_days))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(_key_pem(key))
-    key_path.chmod(0o600)
-    return Certificate(str(cert_path), str(key_path))
 
 
 @pytest.fixture
