@@ -6,6 +6,7 @@ other's changes.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
@@ -17,6 +18,8 @@ from .errors import APIError, ProjectExists, ProjectNotFound
 from .project import Project
 
 PROJECTS_BUCKET = "HW_PROJECTS"
+# Reading every key of the bucket: past this, the consumer or the server is not answering.
+SNAPSHOT_TIMEOUT_SECONDS = 30.0
 
 
 class RevisionMismatch(APIError):
@@ -94,17 +97,27 @@ class ProjectStore:
 
     async def ids(self) -> list[str]:
         """Every project id. A watcher of our own rather than nats-py's `kv.keys()`: that one leaves
-        its consumer behind for 5 minutes, and a busy API ran into the server's consumer limit."""
-        watcher = await self._kv.watchall(ignore_deletes=True, meta_only=True, inactive_threshold=2.0)
-        ids: list[str] = []
+        its consumer behind for 5 minutes, and a busy API ran into the server's consumer limit.
+
+        The snapshot ends at the entry with nothing pending after it, not at the watcher's own
+        end marker: nats-py sends that marker when the consumer reports nothing pending and its
+        callback has handled nothing yet, which is also the case while the entries are already on
+        their way (an empty list under load, seen in CI). An empty bucket is told by its stream."""
+        if (await self._kv.status()).values == 0:
+            return []
+        watcher = await self._kv.watchall(meta_only=True, inactive_threshold=2.0)
+        latest: dict[str, str | None] = {}
         try:
-            async for entry in watcher:
-                if entry is None:  # end of the snapshot
-                    break
-                ids.append(entry.key)
+            async with asyncio.timeout(SNAPSHOT_TIMEOUT_SECONDS):
+                async for entry in watcher:
+                    if entry is None:  # the end marker, possibly early: see above
+                        continue
+                    latest[entry.key] = entry.operation
+                    if entry.delta == 0:
+                        break
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
-        return sorted(ids)
+        return sorted(key for key, operation in latest.items() if operation not in ("DEL", "PURGE"))
 
     async def list(
         self, after: str | None = None, limit: int | None = None
