@@ -244,6 +244,8 @@ class IngestService:
                 f"a batch may hold at most {settings.max_batch_events} events",
                 "batch",
             )
+        if body.all_typed:  # the common case, without a check per event
+            return (_with_batch_defaults(batch, body.defaults) if body.defaults else batch), []
         accepted: list[Event] = []
         rejected: list[tuple[int, IngestError]] = []
         # Each event's size matters only when the whole body could hold one over the limit.
@@ -273,6 +275,10 @@ def _with_defaults(event: Event, defaults: dict[str, Any]) -> Event:
         for key, value in defaults.items():
             event.setdefault(key, value)
     return event
+
+
+def _with_batch_defaults(events: list[SegmentEvent], defaults: dict[str, Any]) -> list[Event]:
+    return [_with_defaults(event, defaults) for event in events]
 
 
 def _drop_context_ip(event: Event) -> None:

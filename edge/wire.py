@@ -34,8 +34,12 @@ _OPEN_OBJECT, _OPEN_ARRAY = ord("{"), ord("[")
 _from_iso = datetime.fromisoformat
 
 
-class SegmentEvent(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
-    """A Segment event made only of the fields the edge knows (others: the precise path)."""
+class SegmentEvent(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True, gc=False):
+    """A Segment event made only of the fields the edge knows (others: the precise path).
+
+    Untracked by the garbage collector (gc=False): its fields hold strings and raw JSON only, so
+    it can never be part of a reference cycle, and 50 fewer tracked objects per batch mean fewer
+    collections."""
 
     type: Text = UNSET
     event: Text = UNSET
@@ -95,6 +99,7 @@ class RequestBody:
     sent_at: object = None  # the batch's sentAt (a single event carries its own)
     defaults: dict[str, object] = field(default_factory=dict)  # a batch's context and integrations
     typed: bool = False  # read by the fast path
+    all_typed: bool = False  # a batch whose events the fast path all accepted
 
 
 def read_body(kind: str, data: bytes, limits: Limits) -> RequestBody:
@@ -118,17 +123,25 @@ def _typed_batch(data: bytes, limits: Limits) -> RequestBody:
     one event may be (so no event can be over the limit); otherwise event by event, each
     event's size exact, the ones the fast path cannot take parsed for the precise path."""
     body: BatchBody
-    events: list[object]
+    events: list[Any]
+    all_typed = True
     try:
         if len(data) > limits.max_event_bytes:
             raise _EventByEvent
-        body = _typed_batch_decoder.decode(data)
-        events = [e if accept(e, None, limits.max_nesting_depth) else _parsed_event(e) for e in body.batch]
+        typed_body = _typed_batch_decoder.decode(data)
+        body, events = typed_body, typed_body.batch
+        max_depth = limits.max_nesting_depth
+        for index, event in enumerate(events):
+            if not accept(event, None, max_depth):
+                events[index] = _parsed_event(event)
+                all_typed = False
     except (_EventByEvent, msgspec.ValidationError):
         body = _batch_decoder.decode(data)
         events = []
         for raw in body.batch:
             typed = typed_event(raw, limits)
+            if typed is None:
+                all_typed = False
             events.append(typed if typed is not None else orjson.loads(bytes(raw)))
     if body.sentAt is not None and body.sentAt is not UNSET and not _is_time(body.sentAt):
         return _parsed(data, True)  # the precise path names the bad sentAt
@@ -138,7 +151,7 @@ def _typed_batch(data: bytes, limits: Limits) -> RequestBody:
         if value is not UNSET and _starts_object(value)
     }
     sent_at = None if body.sentAt is UNSET else body.sentAt
-    return RequestBody(events, body.writeKey, sent_at, defaults, typed=True)
+    return RequestBody(events, body.writeKey, sent_at, defaults, typed=True, all_typed=all_typed)
 
 
 class _EventByEvent(Exception):
@@ -178,34 +191,37 @@ def typed_event(raw: Raw, limits: Limits) -> SegmentEvent | None:
 def accept(event: SegmentEvent, kind: str | None, max_depth: int) -> bool:
     """True when `event` certainly passes validation.validate_event as an event of `kind` (None:
     its own type); then normalised the same way: type set, no null ids, a messageId, no writeKey.
-    Straight-line on purpose: it runs for every event (a helper call per field cost ~2x)."""
+
+    Straight-line on purpose, the common fields first and inline: it runs for every event, and
+    each helper call or loop over a tuple of fields cost it measurably (bench/edge.py)."""
     if kind is None:
-        if type(event.type) is not str:
+        own_type = event.type
+        if type(own_type) is not str:
             return False
-        kind = event.type
+        kind = own_type
     if kind not in _EVENT_TYPES:
         return False
     # A field nests no deeper than the number of brackets it opens (brackets inside strings only
     # overcount: then the precise path counts for real). With the event itself, fewer than
-    # max_depth is what validation.nesting_exceeds allows.
-    # (Counting is the costly part: `int in bytes` is a memchr, a count is not, so `[` is counted
-    # only when there is one, and a field too short to open max_depth brackets is not counted.)
-    for value in (event.properties, event.context, event.traits, event.integrations):
-        if value is not UNSET:
-            data = bytes(value)
-            if data[0] != _OPEN_OBJECT:
-                return False
-            if len(data) >= 2 * max_depth:
-                openers = data.count(b"{")
-                if _OPEN_ARRAY in data:
-                    openers += data.count(b"[")
-                if openers >= max_depth:
-                    return False
-    for value in (event.metadata, event.version):
-        if value is not UNSET:
-            data = bytes(value)
-            if data.count(b"{") + data.count(b"[") >= max_depth:
-                return False
+    # max_depth is what validation.nesting_exceeds allows. A field shorter than 2 * max_depth
+    # cannot open max_depth brackets and is not counted.
+    value = event.context
+    if value is not UNSET:
+        data = bytes(value)
+        if data[0] != _OPEN_OBJECT or (len(data) >= 2 * max_depth and _openers(data) >= max_depth):
+            return False
+    value = event.properties
+    if value is not UNSET:
+        data = bytes(value)
+        if data[0] != _OPEN_OBJECT or (len(data) >= 2 * max_depth and _openers(data) >= max_depth):
+            return False
+    if (
+        event.traits is not UNSET
+        or event.integrations is not UNSET
+        or event.metadata is not UNSET
+        or event.version is not UNSET
+    ) and not _other_objects_fit(event, max_depth):
+        return False
     user_id, anonymous_id = event.userId, event.anonymousId
     if type(user_id) is str:
         if not 0 < len(user_id) <= MAX_NAME_LENGTH:
@@ -214,16 +230,21 @@ def accept(event: SegmentEvent, kind: str | None, max_depth: int) -> bool:
             return False  # (an empty id is absent to the precise path)
     elif not (type(anonymous_id) is str and 0 < len(anonymous_id) <= MAX_NAME_LENGTH):
         return False
-    for stamp in (event.timestamp, event.sentAt, event.originalTimestamp):
-        if type(stamp) is str:
-            if len(stamp) > MAX_TIMESTAMP_LENGTH:
-                return False
-            try:
-                _from_iso(stamp)
-            except ValueError:
-                return False
+    stamp = event.timestamp
+    if type(stamp) is str:
+        if len(stamp) > MAX_TIMESTAMP_LENGTH:
+            return False
+        try:
+            _from_iso(stamp)
+        except ValueError:
+            return False
+    if (event.sentAt is not UNSET or event.originalTimestamp is not UNSET) and not (
+        _readable_time(event.sentAt) and _readable_time(event.originalTimestamp)
+    ):
+        return False
     if kind == "track":
-        if not _is_name(event.event):
+        name = event.event
+        if not (type(name) is str and len(name) <= MAX_NAME_LENGTH and name.strip()):
             return False
     elif kind in ("page", "screen"):
         if not (_absent(event.name) or _is_name(event.name)):
@@ -246,6 +267,42 @@ def accept(event: SegmentEvent, kind: str | None, max_depth: int) -> bool:
         event.userId = UNSET
     if anonymous_id is None:
         event.anonymousId = UNSET
+    return True
+
+
+def _openers(data: bytes) -> int:
+    """How many `{` and `[` `data` holds. (A delete-replace finds them with memchr: ~40% cheaper
+    than bytes.count of a single byte, which scans byte by byte.)"""
+    openers = len(data) - len(data.replace(b"{", b""))
+    if _OPEN_ARRAY in data:
+        openers += len(data) - len(data.replace(b"[", b""))
+    return openers
+
+
+def _other_objects_fit(event: SegmentEvent, max_depth: int) -> bool:
+    """The rarer object fields: traits and integrations as context and properties are checked;
+    _metadata and version may be anything shallow enough."""
+    for value in (event.traits, event.integrations):
+        if value is not UNSET:
+            data = bytes(value)
+            if data[0] != _OPEN_OBJECT or (len(data) >= 2 * max_depth and _openers(data) >= max_depth):
+                return False
+    for value in (event.metadata, event.version):
+        if value is not UNSET and _openers(bytes(value)) >= max_depth:
+            return False
+    return True
+
+
+def _readable_time(stamp: object) -> bool:
+    """An event's sentAt or originalTimestamp: absent, null, or a timestamp the precise path reads."""
+    if type(stamp) is not str:
+        return True  # (the decoder allows only a string, null or nothing)
+    if len(stamp) > MAX_TIMESTAMP_LENGTH:
+        return False
+    try:
+        _from_iso(stamp)
+    except ValueError:
+        return False
     return True
 
 
