@@ -5,9 +5,10 @@ against a raw clickhouse-connect insert of the same rows on the same engine — 
     python bench/consumer.py --events 200000 --no-doc
     python bench/consumer.py --quick          # 20,000 events, checks only (exit 1 on any loss)
 
-The stream is filled as the edge writes it (`Envelope`, version 2, a batch's `sentAt` on it): half
-single-event requests, half batches of 2-50 events, page/track/identify events, ~3,000 distinct
-user agents drawn from a Zipf distribution, IPv4 and IPv6 client addresses, four projects.
+The stream is filled as the edge writes it (`Envelope` version 2, a batch's `sentAt` on it,
+LZ4-framed above 4 KB): half single-event requests, half batches of 2-50 events, page/track/identify
+events, ~3,000 distinct user agents drawn from a Zipf distribution, IPv4 and IPv6 client addresses,
+four projects.
 
 Each measurement runs in its own child process on its own embedded ClickHouse directory (chdb
 allows one process per directory): `raw` reads the stream (untimed), builds the rows with the
@@ -50,7 +51,7 @@ from headwater.consumers.writer import ClickHouseWriter
 from headwater.control.clickhouse import connect
 from headwater.control.migrations import apply_migrations
 from headwater.control.project import database_name, iso
-from headwater.edge.envelope import Envelope
+from headwater.edge.envelope import Envelope, pack
 from headwater.edge.streams import StreamSettings, ensure_streams
 from headwater.edge.subjects import EVENTS_STREAM, EVENTS_SUBJECTS, MSG_ID_HEADER, events_subject
 from headwater.ops.natsconn import connect_nats
@@ -227,7 +228,7 @@ def workload(seed: int, events: int) -> list[tuple[str, str, bytes]]:
             user_agent=rng.choices(agents, cum_weights=cumulative)[0],
             origin="https://www.example.com",
         )
-        out.append((project, request_id, envelope.encode()))
+        out.append((project, request_id, pack(envelope.encode())))  # as the edge publishes it
         produced += count
         n += 1
     return out

@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from headwater.edge.envelope import READABLE_VERSIONS, EnvelopeError
+from headwater.edge.envelope import READABLE_VERSIONS, EnvelopeError, unpack
 
 NULL = msgspec.Raw(b"null")
 
@@ -66,7 +66,9 @@ _any_decoder = msgspec.json.Decoder()
 
 
 def decode_envelope(data: bytes) -> WireEnvelope:
-    """The envelope in `data`; EnvelopeError for anything that is not a version-1 envelope."""
+    """The envelope in a message body (JSON, or LZ4-framed JSON: edge/envelope.py); EnvelopeError
+    for anything that is not an envelope of a readable version."""
+    data = unpack(data)
     try:
         envelope = _envelope_decoder.decode(data)
     except msgspec.ValidationError as exc:

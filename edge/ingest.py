@@ -21,7 +21,7 @@ from msgspec import UNSET, Raw
 from headwater.control.project import Project, iso
 from headwater.control.registry import KeyMatch
 
-from .envelope import Envelope
+from .envelope import Envelope, pack
 from .errors import IngestError, SinkUnavailable
 from .metrics import EdgeMetrics
 from .ratelimit import RateLimiter
@@ -197,7 +197,8 @@ class IngestService:
         )
         started = time.perf_counter()
         try:
-            await self._sink.publish(events_subject(project.id), envelope.request_id, envelope.encode())
+            data = pack(envelope.encode(), self._settings.compress_above_bytes)
+            await self._sink.publish(events_subject(project.id), envelope.request_id, data)
         except SinkUnavailable:
             log.warning("publish failed; answering 503", exc_info=True)
             raise IngestError(

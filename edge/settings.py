@@ -16,6 +16,8 @@ class EdgeSettings:
     max_batch_events: int = 2500
     max_nesting_depth: int = 32
     publish_timeout_seconds: float = 2.0
+    # Envelopes longer than this are published LZ4-compressed (edge/envelope.py); 0: never.
+    compress_above_bytes: int = 4096
     retry_after_seconds: int = 5
     # Peers whose X-Forwarded-For is believed (CIDRs, e.g. the load balancers).
     trusted_proxies: tuple[str, ...] = ()
@@ -37,6 +39,8 @@ class EdgeSettings:
     def __post_init__(self) -> None:
         if self.shutdown_delay_seconds < 0:
             raise ValueError("shutdown_delay_seconds cannot be negative")
+        if self.compress_above_bytes < 0:
+            raise ValueError("compress_above_bytes cannot be negative")
         if self.rate_limit_edges < 1:
             raise ValueError("rate_limit_edges must be at least 1")
         if self.max_event_bytes > self.max_body_bytes:

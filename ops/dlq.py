@@ -20,6 +20,7 @@ from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
 
+from headwater.edge.envelope import EnvelopeError, unpack
 from headwater.edge.streams import StreamSettings, ensure_streams
 from headwater.edge.subjects import (
     DLQ_DELIVERIES_HEADER,
@@ -186,7 +187,11 @@ def list_(nats_url: str | None, project: str | None, limit: int | None, as_json:
 @dlq.command()
 @nats_url_option
 @click.argument("seq", type=click.IntRange(1))
-@click.option("--raw", is_flag=True, help="Print only the body, byte for byte as stored.")
+@click.option(
+    "--raw",
+    is_flag=True,
+    help="Print only the body, byte for byte as stored (a batch: an LZ4 frame, `lz4 -d`).",
+)
 def show(nats_url: str | None, seq: int, raw: bool) -> None:
     """One dead-lettered message by stream sequence: its headers and body."""
     url = _require_url(nats_url)
@@ -204,11 +209,17 @@ def show(nats_url: str | None, seq: int, raw: bool) -> None:
     click.echo("headers:")
     for name, value in message.headers.items():
         click.echo(f"  {name}: {value}")
-    click.echo("body:")
     try:
-        click.echo(json.dumps(json.loads(message.data), indent=2, ensure_ascii=False))
+        body = unpack(message.data)
+    except EnvelopeError as exc:
+        body = message.data
+        click.echo(f"body ({exc}; shown as stored):")
+    else:
+        click.echo("body (LZ4-compressed on the stream):" if body is not message.data else "body:")
+    try:
+        click.echo(json.dumps(json.loads(body), indent=2, ensure_ascii=False))
     except (ValueError, UnicodeDecodeError):
-        click.echo(message.data.decode("utf-8", errors="backslashreplace"))
+        click.echo(body.decode("utf-8", errors="backslashreplace"))
 
 
 async def _replay_one(js: JetStreamContext, message: DeadLetter) -> bool:

@@ -223,6 +223,14 @@ def edge_options(command: F) -> F:
             "spool (503 with Retry-After when there is none or it is full).",
         ),
         option(
+            "--compress-above",
+            env="HEADWATER_COMPRESS_ABOVE",
+            default=EdgeSettings().compress_above_bytes,
+            type=click.IntRange(0),
+            help="Envelopes longer than this many bytes (batches) are published LZ4-compressed; "
+            "0 never compresses. Consumers read both: upgrade them before the edges.",
+        ),
+        option(
             "--spool-dir",
             env="HEADWATER_SPOOL_DIR",
             default=None,
@@ -291,6 +299,7 @@ def edge_settings(
             max_batch_events=flags.pop("max_batch_events"),
             max_nesting_depth=flags.pop("max_nesting_depth"),
             publish_timeout_seconds=flags.pop("publish_timeout"),
+            compress_above_bytes=flags.pop("compress_above"),
             rate_limit_edges=flags.pop("rate_limit_edges"),
             shutdown_delay_seconds=flags.pop("shutdown_delay"),
             spool_dir=spool_dir,

@@ -41,7 +41,7 @@ class Run:
     """How a `headwater` command ended."""
 
     code: int
-    stdout: str
+    stdout: str  # undecodable bytes replaced; stdout_bytes holds them as written
     stderr: str
     stdout_bytes: bytes
 
@@ -66,7 +66,7 @@ async def run_cli(
     )
     stdout, stderr = await asyncio.wait_for(process.communicate(stdin.encode()), 60)
     assert process.returncode is not None
-    return Run(process.returncode, stdout.decode(), stderr.decode(), stdout)
+    return Run(process.returncode, stdout.decode(errors="replace"), stderr.decode(), stdout)
 
 
 def admin_headers(token: str = ADMIN_TOKEN) -> dict[str, str]:

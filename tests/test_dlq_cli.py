@@ -17,6 +17,7 @@ from hw_testing import Run, run_cli
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
+from headwater.edge.envelope import LZ4_FRAME_MAGIC, pack
 from headwater.edge.subjects import DLQ_STREAM, EVENTS_STREAM, dlq_subject, events_subject
 from headwater.ops.natsserver import NatsServerProcess
 
@@ -130,6 +131,27 @@ async def test_show_prints_headers_and_body(nats_server: NatsServerProcess, js: 
     assert missing.code == 1 and "no message 999" in missing.stderr
 
     assert await count(js, DLQ_STREAM) == 3
+
+
+async def test_show_inflates_a_compressed_envelope(
+    nats_server: NatsServerProcess, js: JetStreamContext
+) -> None:
+    body = {**SHOP_BODY, "batch": SHOP_BODY["batch"] * 100}  # a batch: stored LZ4-framed
+    stored = pack(json.dumps(body).encode())
+    assert stored.startswith(LZ4_FRAME_MAGIC)
+    ack = await js.publish(dlq_subject("shop"), stored, stream=DLQ_STREAM, headers={"Hw-Error": "x"})
+
+    shown = await headwater(nats_server, "show", str(ack.seq))
+    assert shown.code == 0, shown.stderr
+    assert "body (LZ4-compressed on the stream):" in shown.stdout
+    assert json.dumps(body, indent=2) in shown.stdout
+    raw = await headwater(nats_server, "show", str(ack.seq), "--raw")
+    assert raw.stdout_bytes == stored
+
+    corrupt = await js.publish(dlq_subject("shop"), LZ4_FRAME_MAGIC + b"junk", stream=DLQ_STREAM)
+    shown = await headwater(nats_server, "show", str(corrupt.seq))
+    assert shown.code == 0, shown.stderr
+    assert "not a readable LZ4 frame" in shown.stdout and "shown as stored" in shown.stdout
 
 
 async def test_replay_project_republishes_with_the_original_msg_id(

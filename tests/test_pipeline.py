@@ -9,6 +9,8 @@ import httpx
 import pytest
 from hw_testing import basic_auth, create_project, eventually, query_rows, track_event
 
+from headwater.edge.envelope import LZ4_FRAME_MAGIC, Envelope
+from headwater.edge.subjects import EVENTS_STREAM, events_subject
 from headwater.ops.runtime import Stack
 
 pytestmark = pytest.mark.services
@@ -181,3 +183,39 @@ async def test_events_are_enriched_and_anonymised_on_the_way_to_clickhouse(
             "www.google.com",
         ]
     ]
+
+
+async def test_a_batch_travels_lz4_framed_and_lands_once(
+    stack: Stack, http: httpx.AsyncClient, public_key: str, project_id: str
+) -> None:
+    """A batch's envelope is compressed on the stream (a single event's is not), and the consumer
+    reads it like any other."""
+    headers = {**basic_auth(public_key), "Origin": ORIGIN}
+    batch = [
+        track_event(type="track", messageId=f"b-{i}", properties={"i": i, "note": "x" * 50})
+        for i in range(60)
+    ]
+    response = await http.post(f"{stack.edge_url}/v1/batch", json={"batch": batch}, headers=headers)
+    assert response.status_code == 200 and response.json()["accepted"] == 60
+    assert stack.nats is not None
+    js = stack.nats.jetstream()
+    stored = await js.get_last_msg(EVENTS_STREAM, events_subject(project_id))
+    assert stored.data is not None and stored.data.startswith(LZ4_FRAME_MAGIC)
+    assert [e["messageId"] for e in Envelope.decode(stored.data).events] == [f"b-{i}" for i in range(60)]
+
+    single = await http.post(f"{stack.edge_url}/v1/track", json=track_event(messageId="s-1"), headers=headers)
+    assert single.status_code == 200
+    stored = await js.get_last_msg(EVENTS_STREAM, events_subject(project_id))
+    assert stored.data is not None and stored.data.startswith(b"{")
+
+    rows = await eventually(
+        lambda: query_rows(
+            http,
+            stack,
+            project_id,
+            "SELECT count(), uniqExact(message_id), sum(JSONExtractInt(properties, 'i')) FROM events",
+        ),
+        lambda rows: rows[0][0] >= 61,
+        timeout=10,
+    )
+    assert rows == [[61, 61, sum(range(60))]]

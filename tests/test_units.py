@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
+from typing import Any
 
+import click
+import lz4.frame
 import pytest
+from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -19,9 +23,12 @@ from headwater.control.migrations import m0001_events, m0002_enrichment
 from headwater.control.origins import OriginPolicy, normalise_origin, normalise_origins
 from headwater.control.project_settings import ProjectSettings
 from headwater.control.settings import AdminToken, ControlSettings
-from headwater.edge.envelope import Envelope, EnvelopeError
+from headwater.edge import envelope as envelope_module
+from headwater.edge.envelope import LZ4_FRAME_MAGIC, Envelope, EnvelopeError, pack, unpack
 from headwater.edge.errors import IngestError
 from headwater.edge.ingest import IngestRequest, extract_write_key
+from headwater.edge.settings import EdgeSettings
+from headwater.ops.options import edge_options, edge_settings
 from headwater.ops.query import tsv_field
 
 
@@ -173,6 +180,52 @@ def test_envelope_round_trip_and_poison() -> None:
     ):
         with pytest.raises(EnvelopeError, match=reason):
             Envelope.decode(poison)
+
+
+def batch_envelope(events: int) -> Envelope:
+    return Envelope(
+        "demo",
+        "r1",
+        "2026-11-28T10:00:00.000Z",
+        [
+            {"type": "track", "event": f"Event {i}", "anonymousId": "a1", "messageId": f"m{i}"}
+            for i in range(events)
+        ],
+        "secret",
+    )
+
+
+def test_envelopes_longer_than_the_threshold_travel_lz4_framed() -> None:
+    small, large = batch_envelope(1).encode(), batch_envelope(100).encode()
+    assert len(small) < 4096 < len(large)
+    assert pack(small) == small  # a single event: JSON as it is
+    packed = pack(large)
+    assert packed.startswith(LZ4_FRAME_MAGIC) and len(packed) < len(large) / 3
+    assert pack(large, compress_above=0) == large  # compression off
+    assert pack(large, compress_above=len(large)) == large
+    assert unpack(packed) == large and unpack(large) == large
+    assert Envelope.decode(packed) == batch_envelope(100)
+    assert decode_envelope(packed).events[99].messageId == "m99"
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        (LZ4_FRAME_MAGIC + b"garbage!" * 4, "not a readable LZ4 frame"),
+        (lz4.frame.compress(b'{"v": 2}' * 1000)[:40], "truncated"),
+    ],
+)
+def test_an_unreadable_lz4_frame_is_poison(frame: bytes, reason: str) -> None:
+    for decode in (Envelope.decode, decode_envelope):
+        with pytest.raises(EnvelopeError, match=reason):
+            decode(frame)
+
+
+def test_a_frame_that_inflates_past_the_limit_is_poison(monkeypatch: pytest.MonkeyPatch) -> None:
+    packed = pack(batch_envelope(100).encode())
+    monkeypatch.setattr(envelope_module, "MAX_ENVELOPE_BYTES", 4096)
+    with pytest.raises(EnvelopeError, match="inflates past 4096 bytes"):
+        decode_envelope(packed)
 
 
 @pytest.mark.parametrize(
@@ -477,3 +530,20 @@ async def test_cancel_and_wait_outlasts_a_swallowed_cancellation() -> None:
     await asyncio.sleep(0)
     with pytest.raises(RuntimeError, match="broken"):
         await cancel_and_wait(broken)
+
+
+def test_compress_above_flag_and_variable_reach_the_edge_settings() -> None:
+    settings: list[EdgeSettings] = []
+
+    @click.command()
+    @edge_options
+    def probe(**flags: Any) -> None:
+        settings.append(edge_settings("127.0.0.1", 0, "", **flags))
+
+    runner = CliRunner()
+    assert runner.invoke(probe, [], env={}).exit_code == 0
+    assert runner.invoke(probe, ["--compress-above", "0"], env={}).exit_code == 0
+    assert runner.invoke(probe, [], env={"HEADWATER_COMPRESS_ABOVE": "65536"}).exit_code == 0
+    assert [s.compress_above_bytes for s in settings] == [4096, 0, 65536]
+    refused = runner.invoke(probe, ["--compress-above", "-1"], env={})
+    assert refused.exit_code == 2 and "--compress-above" in refused.output
