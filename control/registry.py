@@ -24,6 +24,7 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from tenacity import AsyncRetrying, before_sleep_log, wait_exponential, wait_random
 
 from .keys import ApiKey, key_digest
+from .kvsnapshot import bucket_is_empty, read_snapshot
 from .project import Project
 from .tasks import cancel_and_wait
 
@@ -162,14 +163,14 @@ class ProjectRegistry:
     async def resync(self) -> None:
         """Load a fresh snapshot of the bucket, swap it in, and follow the new watcher."""
         async with self._resync_lock:
+            expect_entries = not await bucket_is_empty(self._kv)
             # A stopped watcher's consumer goes away after 10 s instead of nats-py's default 5 min.
             watcher = await self._kv.watchall(inactive_threshold=10.0)
             view = _View()
             try:
-                while True:
-                    entry = await watcher.updates(timeout=self._snapshot_timeout)  # type: ignore[no-untyped-call]
-                    if entry is None:  # end of the snapshot
-                        break
+                # Up to the bucket's last entry, not nats-py's end marker, which can come first:
+                # then an edge would answer 401 unknown_key for a moment after it started.
+                for entry in await read_snapshot(watcher, expect_entries, self._snapshot_timeout):
                     view.apply(entry)
             except BaseException:
                 await watcher.stop()  # type: ignore[no-untyped-call]

@@ -6,7 +6,6 @@ other's changes.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
@@ -15,6 +14,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSe
 from nats.js.kv import KeyValue
 
 from .errors import APIError, ProjectExists, ProjectNotFound
+from .kvsnapshot import bucket_is_empty, read_snapshot
 from .project import Project
 
 PROJECTS_BUCKET = "HW_PROJECTS"
@@ -98,25 +98,15 @@ class ProjectStore:
     async def ids(self) -> list[str]:
         """Every project id. A watcher of our own rather than nats-py's `kv.keys()`: that one leaves
         its consumer behind for 5 minutes, and a busy API ran into the server's consumer limit.
-
-        The snapshot ends at the entry with nothing pending after it, not at the watcher's own
-        end marker: nats-py sends that marker when the consumer reports nothing pending and its
-        callback has handled nothing yet, which is also the case while the entries are already on
-        their way (an empty list under load, seen in CI). An empty bucket is told by its stream."""
-        if (await self._kv.status()).values == 0:
+        The snapshot ends where the bucket does, not at nats-py's end marker (kvsnapshot.py)."""
+        if await bucket_is_empty(self._kv):
             return []
         watcher = await self._kv.watchall(meta_only=True, inactive_threshold=2.0)
-        latest: dict[str, str | None] = {}
         try:
-            async with asyncio.timeout(SNAPSHOT_TIMEOUT_SECONDS):
-                async for entry in watcher:
-                    if entry is None:  # the end marker, possibly early: see above
-                        continue
-                    latest[entry.key] = entry.operation
-                    if entry.delta == 0:
-                        break
+            entries = await read_snapshot(watcher, True, SNAPSHOT_TIMEOUT_SECONDS)
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
+        latest = {entry.key: entry.operation for entry in entries}
         return sorted(key for key, operation in latest.items() if operation not in ("DEL", "PURGE"))
 
     async def list(

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
 import pytest
 from hw_testing import admin_headers, basic_auth, eventually, track_event
+from nats.js.kv import KeyValue
 
+from headwater.control.keys import ApiKey
+from headwater.control.kvsnapshot import read_snapshot
+from headwater.control.project import Project
+from headwater.control.registry import ProjectRegistry
+from headwater.control.store import BucketSettings, ProjectStore, ensure_projects_bucket
+from headwater.ops.natsconn import connect_nats
 from headwater.ops.natsserver import NatsServerProcess
 from headwater.ops.runtime import Stack
 
@@ -102,3 +110,62 @@ async def test_watchers_rebuild_after_a_nats_restart(
     # The very next change reaches the edge without waiting for nats-py's heartbeat recovery.
     seconds = await time_until(lambda: track_status(http, stack, keys["public"], NEW_ORIGIN), 200, timeout=5)
     print(f"\nfirst change after the NATS restart enforced after {seconds * 1000:.1f} ms")
+
+
+class Scripted:
+    """What nats-py's KV watcher yields, in an order the server can produce under load."""
+
+    def __init__(self, *items: object) -> None:
+        self._items = list(items)
+
+    def __aiter__(self) -> Scripted:
+        return self
+
+    async def __anext__(self) -> object:
+        if not self._items:
+            await asyncio.sleep(3600)  # a watcher waits for more
+        return self._items.pop(0)
+
+
+def kv_entry(key: str, delta: int) -> KeyValue.Entry:
+    return KeyValue.Entry(
+        bucket="b", key=key, value=b"", revision=None, delta=delta, created=None, operation=None
+    )
+
+
+async def test_a_snapshot_ends_at_the_last_entry_not_at_an_early_end_marker() -> None:
+    early = Scripted(None, kv_entry("a", 1), kv_entry("b", 0), kv_entry("live", 0))
+    entries = await read_snapshot(early, expect_entries=True, timeout=5)  # type: ignore[arg-type]
+    assert [e.key for e in entries] == ["a", "b"]
+
+    in_order = Scripted(kv_entry("a", 0), None)
+    assert [e.key for e in await read_snapshot(in_order, True, 5)] == ["a"]  # type: ignore[arg-type]
+
+    empty = Scripted(None, kv_entry("created-after", 0))
+    assert await read_snapshot(empty, expect_entries=False, timeout=5) == []  # type: ignore[arg-type]
+
+    with pytest.raises(TimeoutError):
+        await read_snapshot(Scripted(None), expect_entries=True, timeout=0.2)  # type: ignore[arg-type]
+
+
+async def test_the_registry_and_the_listing_see_every_project_of_a_full_bucket(
+    nats_server: NatsServerProcess,
+) -> None:
+    nats = await connect_nats(nats_server.url, "registry-test")
+    try:
+        kv = await ensure_projects_bucket(nats.jetstream(), BucketSettings())
+        store = ProjectStore(kv)
+        key, _ = ApiKey.issue("secret", "2026-11-28T00:00:00.000Z")
+        ids = [f"p{i:03d}" for i in range(300)]
+        for project_id in ids:
+            await store.create(Project(project_id, project_id, (), (key,), "2026-11-28T00:00:00.000Z"))
+        for _ in range(5):
+            registry = ProjectRegistry(kv)
+            await registry.start()
+            try:
+                assert all(registry.get(project_id) is not None for project_id in ids)
+            finally:
+                await registry.stop()
+            assert await store.ids() == ids
+    finally:
+        await nats.close()
