@@ -11,8 +11,8 @@ import orjson
 
 from headwater.control.project_settings import ProjectSettings
 
-from .enrich import ENRICHMENT_COLUMNS, Enricher, parse_timestamp, skew_corrected
-from .wire import WireContext, WireEnvelope, WireEvent, decode_any, decode_context
+from .enrich import ENRICHMENT_COLUMNS, ClientColumns, Enricher, parse_timestamp, skew_corrected
+from .wire import WireContext, WireEnvelope, decode_any, decode_context
 
 RAW_COLUMNS: tuple[str, ...] = (
     "message_id",
@@ -73,18 +73,6 @@ def _context_json(raw: msgspec.Raw, context: WireContext, stored_ip: str) -> str
     return orjson.dumps({**value, "ip": stored_ip}).decode()
 
 
-def _page_fields(event: WireEvent, context: WireContext) -> dict[str, Any]:
-    """What `page_info` reads of an event: its context's page and campaign, and a page call's own
-    properties."""
-    fields: dict[str, Any] = {
-        "type": event.type,
-        "context": {"page": context.page, "campaign": context.campaign},
-    }
-    if event.type == "page":
-        fields["properties"] = decode_any(event.properties)
-    return fields
-
-
 def envelope_rows(
     envelope: WireEnvelope, enricher: Enricher, settings: ProjectSettings = DEFAULT_SETTINGS
 ) -> list[Row]:
@@ -100,6 +88,9 @@ def envelope_rows(
     request_ua, request_ip = envelope.user_agent, envelope.ip
     user_agent_text, origin_text = _text(envelope.user_agent), _text(envelope.origin)
     rows: list[Row] = []
+    # The events of a request share its user agent and address unless they name their own: the
+    # client's columns are derived once per distinct pair.
+    clients: dict[tuple[str | None, str | None], tuple[ClientColumns, str]] = {}
     for event in envelope.events:
         context = decode_context(event.context)
         # The event's own context.userAgent (a server-side library relays the end user's), else
@@ -107,8 +98,17 @@ def envelope_rows(
         # browser events).
         user_agent = context.userAgent if isinstance(context.userAgent, str) else request_ua
         ip = context.ip if secret and isinstance(context.ip, str) else request_ip
-        # Geolocate the full address first, then store it only as the project's rule leaves it.
-        enriched = enricher.enrich(_page_fields(event, context), user_agent, ip, rules.ip)
+        client = clients.get((user_agent, ip))
+        if client is None:
+            # Geolocate the full address first, then store it only as the project's rule leaves it.
+            client = clients[user_agent, ip] = enricher.client(user_agent, ip, rules.ip)
+        client_columns, stored_ip = client
+        page = enricher.page(
+            event.type if type(event.type) is str else "",
+            bytes(context.page),
+            bytes(context.campaign),
+            bytes(event.properties),
+        )
         happened = parse_timestamp(event.timestamp)
         sent = parse_timestamp(event.sentAt) if event.sentAt is not None else batch_sent
         if correct_skew:
@@ -125,12 +125,12 @@ def envelope_rows(
             sent,
             received_at,
             envelope.request_id,
-            enriched.ip,
+            stored_ip,
             user_agent_text,
             origin_text,
             _json(event.properties, rules.redact_properties),
             _json(event.traits, rules.redact_properties),
-            _context_json(event.context, context, enriched.ip),
+            _context_json(event.context, context, stored_ip),
         )
-        rows.append(raw + enriched[:-1])
+        rows.append(raw + client_columns + page)
     return rows

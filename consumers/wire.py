@@ -38,10 +38,11 @@ class WireEvent(msgspec.Struct):
 
 
 class WireContext(msgspec.Struct):
-    """What rows read from an event's context; the rest is skipped unread."""
+    """What rows read from an event's context; the rest is skipped unread. `page` and `campaign`
+    stay raw JSON: the enricher's page cache is keyed on it (consumers/enrich/enrich.py)."""
 
-    page: Any = None
-    campaign: Any = None
+    page: msgspec.Raw = NULL
+    campaign: msgspec.Raw = NULL
     userAgent: Any = None
     ip: Any = msgspec.UNSET  # UNSET: no `ip` key at all (not the same as "ip": null)
 

@@ -35,6 +35,9 @@ from headwater.consumers.enrich import (
 )
 from headwater.consumers.enrich.geo import EMPTY_GEO
 from headwater.consumers.enrich.useragent import EMPTY_USER_AGENT, MAX_UA_LENGTH
+from headwater.consumers.rows import RAW_COLUMNS, envelope_rows
+from headwater.consumers.wire import WireEnvelope, decode_any, decode_context, decode_envelope
+from headwater.edge.envelope import Envelope
 
 CHROME_WINDOWS = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -685,3 +688,64 @@ def test_enricher_shares_the_ua_cache_across_events(geo: GeoLookup) -> None:
         enricher.enrich(_event(), agent, OXFORD_V4, "keep")
     info = enricher.user_agents.cache_info()
     assert (info.hits, info.misses, info.currsize, info.maxsize) == (2, 3, 2, 2)
+
+
+def _request(events: list[dict[str, Any]], user_agent: str, ip: str, key_kind: str) -> WireEnvelope:
+    envelope = Envelope("shop", "r1", "2026-11-28T10:00:00.000Z", events, key_kind, ip, user_agent, None)  # type: ignore[arg-type]
+    return decode_envelope(envelope.encode())
+
+
+def _requests() -> list[WireEnvelope]:
+    """Requests whose events share the request's client or name their own, with pages given in
+    context.page, in a page call's properties, in context.campaign, or not at all."""
+    page = {"url": "https://shop.test/a?utm_source=q&utm_term=t", "title": "A", "referrer": "https://r.test/"}
+    campaign = {"source": "news", "name": "nov"}
+    track: dict[str, Any] = {"type": "track", "event": "E", "anonymousId": "a"}
+    events: list[dict[str, Any]] = [
+        {"type": "page", "anonymousId": "a", "properties": {"url": "https://shop.test/b", "title": "B"}},
+        {"type": "page", "anonymousId": "a", "context": {"page": page}},
+        {**track, "context": {"page": page, "userAgent": IPHONE_SAFARI}},
+        {**track, "properties": {"url": "https://ignored.test/"}},
+        {"type": "identify", "userId": "u", "context": {"campaign": campaign, "page": page}},
+        {**track, "context": {"ip": CERNET_V6, "page": "not an object"}},
+        {"type": "page", "anonymousId": "a", "context": {"page": {"url": "x" * 3000}}},  # too large to cache
+    ]
+    return [
+        _request(events, CHROME_WINDOWS, OXFORD_V4, "public"),
+        _request(events, GOOGLEBOT, OXFORD_V4, "secret"),  # context.ip counts from a server sender
+        _request(events[::-1], CHROME_WINDOWS, CERNET_V6, "secret"),
+    ]
+
+
+def test_rows_hold_what_enrich_derives_for_each_event(geo: GeoLookup) -> None:
+    """rows.py derives the client's columns once per request and reads pages through the cache;
+    every row must still be what the per-event `enrich()` gives."""
+    rows_enricher, reference = Enricher(geo), Enricher(geo)
+    for _ in range(2):  # the second time from the caches
+        for envelope in _requests():
+            for event, row in zip(envelope.events, envelope_rows(envelope, rows_enricher), strict=True):
+                context = decode_context(event.context)
+                fields = {
+                    "type": event.type,
+                    "context": {"page": decode_any(context.page), "campaign": decode_any(context.campaign)},
+                    "properties": decode_any(event.properties),
+                }
+                user_agent = context.userAgent if isinstance(context.userAgent, str) else envelope.user_agent
+                secret = envelope.key_kind == "secret" and isinstance(context.ip, str)
+                ip = context.ip if secret else envelope.ip
+                expected = reference.enrich(fields, user_agent, ip, "truncate")
+                assert row[len(RAW_COLUMNS) :] == tuple(expected)[:-1]
+                assert row[RAW_COLUMNS.index("ip")] == expected.ip
+    pages = rows_enricher.page_cache_info()
+    assert pages.hits > 0 and pages.currsize < 2 * len(_requests()[0].events)
+
+
+def test_the_page_cache_is_bounded() -> None:
+    enricher = Enricher(None, page_cache_size=3)
+    for i in range(10):
+        page = f'{{"url":"https://shop.test/{i}"}}'.encode()
+        assert enricher.page("page", page, b"null", b"null").url == f"https://shop.test/{i}"
+    assert enricher.page_cache_info().currsize == 3
+    huge = b'{"url":"https://shop.test/' + b"x" * 4000 + b'"}'
+    assert enricher.page("track", huge, b"null", b"{}").host == "shop.test"
+    assert enricher.page_cache_info().misses == 10  # the large key was computed, not cached

@@ -3,7 +3,7 @@
 Pure, synchronous and cached; see docs/enrichment.md for the data, its licence and the costs.
 """
 
-from .enrich import ENRICHMENT_COLUMN_TYPES, ENRICHMENT_COLUMNS, Enricher, Enrichment
+from .enrich import ENRICHMENT_COLUMN_TYPES, ENRICHMENT_COLUMNS, ClientColumns, Enricher, Enrichment
 from .geo import DBIP_ATTRIBUTION, GEO_ATTRIBUTION, GeoLookup, GeoResult, default_geo_database
 from .ip import anonymise_ip, parse_ip
 from .timestamps import corrected_timestamp, parse_timestamp, skew_corrected
@@ -15,6 +15,7 @@ __all__ = [
     "ENRICHMENT_COLUMNS",
     "ENRICHMENT_COLUMN_TYPES",
     "GEO_ATTRIBUTION",
+    "ClientColumns",
     "Enricher",
     "Enrichment",
     "GeoLookup",

@@ -14,8 +14,11 @@ Pure and synchronous: no I/O per event (the GeoIP files are memory-mapped, the c
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, NamedTuple
+
+import msgspec
 
 from headwater.control.project_settings import IpHandling
 
@@ -110,12 +113,26 @@ if _ASSEMBLED != ENRICHMENT_COLUMNS or list(ENRICHMENT_COLUMN_TYPES) != list(ENR
     raise ImportError("enrichment parts no longer line up with ENRICHMENT_COLUMNS")  # pragma: no cover
 
 
+# A request's events mostly share their page object, and a site's pages repeat: page_info (~3 µs
+# an event) is cached on the raw JSON it reads. Only small keys are kept, so the cache stays under
+# a few MB whatever clients send.
+DEFAULT_PAGE_CACHE_SIZE = 4096
+_CACHED_PAGE_BYTES = 2048
+ClientColumns = tuple[Any, ...]  # the user-agent and geolocation columns, in column order
+
+
 class Enricher:
     """Derives the enrichment columns of events; one per consumer process (it holds the caches)."""
 
-    def __init__(self, geo: GeoLookup | None, ua_cache_size: int = DEFAULT_UA_CACHE_SIZE) -> None:
+    def __init__(
+        self,
+        geo: GeoLookup | None,
+        ua_cache_size: int = DEFAULT_UA_CACHE_SIZE,
+        page_cache_size: int = DEFAULT_PAGE_CACHE_SIZE,
+    ) -> None:
         self.geo = geo
         self.user_agents = UserAgentParser(ua_cache_size)
+        self._page_cached = functools.lru_cache(maxsize=page_cache_size)(_page_from_json)
 
     def enrich(
         self, event: Mapping[str, Any], user_agent: str | None, ip: str | None, ip_mode: IpHandling
@@ -125,8 +142,47 @@ class Enricher:
 
         Never raises for any event content or header value; ValueError for an unknown `ip_mode`.
         """
+        client, stored_ip = self.client(user_agent, ip, ip_mode)
+        return Enrichment._make(client + page_info(event) + (stored_ip,))
+
+    def client(
+        self, user_agent: str | None, ip: str | None, ip_mode: IpHandling
+    ) -> tuple[ClientColumns, str]:
+        """The columns that depend on the client alone (user agent, then geolocation of the full
+        address) and the address as stored under `ip_mode`: the same for every event of a request
+        that does not name its own (rows.py computes them once per request)."""
         agent = self.user_agents.parse(user_agent)
         place = self.geo.lookup(ip) if self.geo is not None else EMPTY_GEO
-        page = page_info(event)
-        stored_ip = anonymise_ip(ip, ip_mode)
-        return Enrichment._make(agent + place[:_GEO_COLUMNS] + page + (stored_ip,))
+        return agent + place[:_GEO_COLUMNS], anonymise_ip(ip, ip_mode)
+
+    def page(self, event_type: str, page: bytes, campaign: bytes, properties: bytes) -> PageInfo:
+        """page_info of an event given as the raw JSON of its `context.page`, `context.campaign`
+        and (read for page calls only) `properties`: what `Enrichment` holds from `page_url` to
+        `utm_content`. Cached on that JSON."""
+        if event_type != "page":
+            properties = b""
+        if len(page) + len(campaign) + len(properties) > _CACHED_PAGE_BYTES:
+            return _page_from_json(event_type, page, campaign, properties)
+        return self._page_cached(event_type, page, campaign, properties)
+
+    def page_cache_info(self) -> functools._CacheInfo:
+        return self._page_cached.cache_info()
+
+
+def _page_from_json(event_type: str, page: bytes, campaign: bytes, properties: bytes) -> PageInfo:
+    fields: dict[str, Any] = {
+        "type": event_type,
+        "context": {"page": _json_value(page), "campaign": _json_value(campaign)},
+    }
+    if properties:
+        fields["properties"] = _json_value(properties)
+    return page_info(fields)
+
+
+def _json_value(raw: bytes) -> Any:
+    """The value of raw JSON the edge already validated; None for anything unreadable (which
+    page_info, like every enrichment, treats as absent rather than failing the event)."""
+    try:
+        return msgspec.json.decode(raw) if raw else None
+    except msgspec.DecodeError:
+        return None
