@@ -230,14 +230,8 @@ def accept(event: SegmentEvent, kind: str | None, max_depth: int) -> bool:
             return False  # (an empty id is absent to the precise path)
     elif not (type(anonymous_id) is str and 0 < len(anonymous_id) <= MAX_NAME_LENGTH):
         return False
-    stamp = event.timestamp
-    if type(stamp) is str:
-        if len(stamp) > MAX_TIMESTAMP_LENGTH:
-            return False
-        try:
-            _from_iso(stamp)
-        except ValueError:
-            return False
+    if not _readable_time(event.timestamp):
+        return False
     if (event.sentAt is not UNSET or event.originalTimestamp is not UNSET) and not (
         _readable_time(event.sentAt) and _readable_time(event.originalTimestamp)
     ):
