@@ -11,8 +11,6 @@ an empty bucket is told by its stream, before the watcher starts.
 
 from __future__ import annotations
 
-import asyncio
-
 from nats.js.kv import KeyValue
 
 
@@ -21,19 +19,19 @@ async def bucket_is_empty(kv: KeyValue) -> bool:
 
 
 async def read_snapshot(
-    watcher: KeyValue.KeyWatcher, expect_entries: bool, timeout: float
+    watcher: KeyValue.KeyWatcher, expect_entries: bool, idle_timeout: float
 ) -> list[KeyValue.Entry]:
     """The entries `watcher` delivers up to the last one in the bucket when it started (with
-    `expect_entries` False: up to nats-py's end marker). TimeoutError after `timeout` seconds.
-    Entries written meanwhile may or may not be in it: the watcher delivers them next."""
+    `expect_entries` False: up to nats-py's end marker). TimeoutError when nothing arrives for
+    `idle_timeout` seconds (a large bucket takes as long as it takes). Entries written meanwhile
+    may or may not be in it: the watcher delivers them next."""
     entries: list[KeyValue.Entry] = []
-    async with asyncio.timeout(timeout):
-        async for entry in watcher:
-            if entry is None:  # the end marker, possibly early: see the module docstring
-                if not expect_entries:
-                    break
-                continue
-            entries.append(entry)
-            if entry.delta == 0:
-                break
-    return entries
+    while True:
+        entry = await watcher.updates(timeout=idle_timeout)  # type: ignore[no-untyped-call]
+        if entry is None:  # the end marker, possibly early: see the module docstring
+            if not expect_entries:
+                return entries
+            continue
+        entries.append(entry)
+        if entry.delta == 0:
+            return entries

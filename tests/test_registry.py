@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import httpx
+import nats.errors
 import pytest
 from hw_testing import admin_headers, basic_auth, eventually, track_event
 from nats.js.kv import KeyValue
@@ -118,12 +119,10 @@ class Scripted:
     def __init__(self, *items: object) -> None:
         self._items = list(items)
 
-    def __aiter__(self) -> Scripted:
-        return self
-
-    async def __anext__(self) -> object:
+    async def updates(self, timeout: float) -> object:
         if not self._items:
-            await asyncio.sleep(3600)  # a watcher waits for more
+            await asyncio.sleep(timeout)  # a watcher waits for more, then times out
+            raise nats.errors.TimeoutError
         return self._items.pop(0)
 
 
@@ -135,17 +134,17 @@ def kv_entry(key: str, delta: int) -> KeyValue.Entry:
 
 async def test_a_snapshot_ends_at_the_last_entry_not_at_an_early_end_marker() -> None:
     early = Scripted(None, kv_entry("a", 1), kv_entry("b", 0), kv_entry("live", 0))
-    entries = await read_snapshot(early, expect_entries=True, timeout=5)  # type: ignore[arg-type]
+    entries = await read_snapshot(early, expect_entries=True, idle_timeout=5)  # type: ignore[arg-type]
     assert [e.key for e in entries] == ["a", "b"]
 
     in_order = Scripted(kv_entry("a", 0), None)
     assert [e.key for e in await read_snapshot(in_order, True, 5)] == ["a"]  # type: ignore[arg-type]
 
     empty = Scripted(None, kv_entry("created-after", 0))
-    assert await read_snapshot(empty, expect_entries=False, timeout=5) == []  # type: ignore[arg-type]
+    assert await read_snapshot(empty, expect_entries=False, idle_timeout=5) == []  # type: ignore[arg-type]
 
     with pytest.raises(TimeoutError):
-        await read_snapshot(Scripted(None), expect_entries=True, timeout=0.2)  # type: ignore[arg-type]
+        await read_snapshot(Scripted(None), expect_entries=True, idle_timeout=0.2)  # type: ignore[arg-type]
 
 
 async def test_the_registry_and_the_listing_see_every_project_of_a_full_bucket(
