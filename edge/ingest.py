@@ -197,7 +197,8 @@ class IngestService:
         )
         started = time.perf_counter()
         try:
-            data = pack(envelope.encode(), self._settings.compress_above_bytes)
+            encoded = envelope.encode()
+            data = pack(encoded, self._settings.compress_above_bytes)
             await self._sink.publish(events_subject(project.id), envelope.request_id, data)
         except SinkUnavailable:
             log.warning("publish failed; answering 503", exc_info=True)
@@ -208,6 +209,7 @@ class IngestService:
                 headers={"Retry-After": str(self._settings.retry_after_seconds)},
             ) from None
         self._metrics.publish_seconds.observe(time.perf_counter() - started)
+        self._metrics.envelope(len(encoded), len(data))
         self._metrics.accepted(project.id, len(accepted))
         for _, error in rejected:
             self._metrics.rejected(project.id, error.code)

@@ -36,6 +36,12 @@ class EdgeMetrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registry,
         )
+        self.envelope_bytes = Counter(
+            "headwater_edge_envelope_bytes",
+            "Bytes of accepted envelopes: as JSON, and as stored (LZ4-framed above --compress-above).",
+            ["form"],
+            registry=self.registry,
+        )
         self.spooled = Counter(
             "headwater_edge_spooled", "Envelopes written to the disk spool.", registry=self.registry
         )
@@ -63,6 +69,10 @@ class EdgeMetrics:
 
     def rejected(self, project: str, reason: str, count: int = 1) -> None:
         self.events.labels(project, "rejected", reason).inc(count)
+
+    def envelope(self, json_bytes: int, stored_bytes: int) -> None:
+        self.envelope_bytes.labels("json").inc(json_bytes)
+        self.envelope_bytes.labels("stored").inc(stored_bytes)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

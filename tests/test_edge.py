@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import re
 import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -495,6 +496,13 @@ async def test_metrics_count_requests_and_events(
     assert 'headwater_edge_requests_total{endpoint="track",status="400"} 1.0' in text
     assert 'outcome="accepted"' in text and 'reason="missing_field"' in text
     assert "headwater_edge_publish_seconds_count 1.0" in text
+
+    # Within this stack's limits (5 events, 2 KB each), a batch whose envelope passes 4 KB.
+    batch = {"batch": [{**track_event(), "type": "track", "properties": {"note": "x" * 1200}}] * 5}
+    assert (await post(http, stack, "batch", batch, basic_auth(keys["secret"]))).status_code == 200
+    text = (await http.get(f"{stack.edge_url}/metrics")).text
+    sizes = dict(re.findall(r'headwater_edge_envelope_bytes_total\{form="(\w+)"\} ([\d.e+]+)', text))
+    assert float(sizes["json"]) > 4096 + float(sizes["stored"])  # the batch's envelope was compressed
 
 
 async def test_a_shutdown_delay_keeps_serving_while_reporting_not_ready(
