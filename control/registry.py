@@ -176,9 +176,8 @@ class ProjectRegistry:
                 await watcher.stop()  # type: ignore[no-untyped-call]
                 raise
             if self._task is not None:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self._task
+                with contextlib.suppress(Exception):  # a watcher that failed: replaced now
+                    await cancel_and_wait(self._task)
             await self._stop_watcher()
             self._view, self._watcher = view, watcher
             self._synced_at = time.monotonic()

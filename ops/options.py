@@ -247,7 +247,7 @@ def edge_options(command: F) -> F:
         option(
             "--shutdown-delay",
             env="HEADWATER_SHUTDOWN_DELAY",
-            default=0.0,
+            default=EdgeSettings().shutdown_delay_seconds,
             type=click.FloatRange(0, 300),
             help="Seconds an edge keeps serving after SIGTERM while /readyz answers 503 (draining), "
             "so the load balancer takes it out before it stops accepting; longer than the "
