@@ -11,7 +11,14 @@ import orjson
 
 from headwater.control.project_settings import ProjectSettings
 
-from .enrich import ENRICHMENT_COLUMNS, ClientColumns, Enricher, parse_timestamp, skew_corrected
+from .enrich import (
+    ENRICHMENT_COLUMN_TYPES,
+    ENRICHMENT_COLUMNS,
+    ClientColumns,
+    Enricher,
+    parse_timestamp,
+    skew_corrected,
+)
 from .wire import WireContext, WireEnvelope, decode_any, decode_context
 
 RAW_COLUMNS: tuple[str, ...] = (
@@ -33,9 +40,21 @@ RAW_COLUMNS: tuple[str, ...] = (
     "traits",
     "context",
 )
+# The types migration 1 gives the raw columns (tests check them against a migrated table).
+_TIME, _LOW = "DateTime64(3, 'UTC')", "LowCardinality(String)"
+RAW_COLUMN_TYPES: dict[str, str] = {
+    **dict.fromkeys(RAW_COLUMNS, "String"),
+    "type": _LOW,
+    "event": _LOW,
+    "timestamp": _TIME,
+    "sent_at": f"Nullable({_TIME})",
+    "received_at": _TIME,
+}
 # `ip` is a raw column; its value is the enriched (anonymised) one.
 DERIVED_COLUMNS: tuple[str, ...] = ENRICHMENT_COLUMNS[:-1]
 COLUMNS: tuple[str, ...] = RAW_COLUMNS + DERIVED_COLUMNS
+# What a row's values are written as: the consumers encode rows without asking ClickHouse.
+COLUMN_TYPES: tuple[str, ...] = tuple({**ENRICHMENT_COLUMN_TYPES, **RAW_COLUMN_TYPES}[c] for c in COLUMNS)
 DEFAULT_SETTINGS = ProjectSettings()
 
 Row = tuple[Any, ...]

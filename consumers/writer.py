@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 
-from clickhouse_connect.datatypes.base import ClickHouseType
 from clickhouse_connect.driver.client import Client
 
 from headwater.control.project import database_name
 
+from .blocks import encode_rows
 from .rows import COLUMNS, Row
 
 
@@ -23,20 +23,13 @@ def deduplication_token(project_id: str, stream_sequences: Iterable[int]) -> str
 class ClickHouseWriter:
     def __init__(self, client: Client) -> None:
         self._client = client
-        # Column types per table, read once: otherwise every INSERT first asks ClickHouse to
-        # describe the table (~8% of the insert thread's time, bench/consumer.py with py-spy).
-        self._column_types: dict[str, Sequence[ClickHouseType]] = {}
 
-    def insert(self, project_id: str, rows: Sequence[Row], token: str) -> None:
-        """Returns only once ClickHouse accepted the rows; raises otherwise."""
+    def insert_native(self, project_id: str, blocks: bytes, token: str) -> None:
+        """Insert Native blocks of rows in COLUMNS order (consumers/blocks.py). Returns only once
+        ClickHouse accepted them; raises otherwise."""
         table = f"`{database_name(project_id)}`.events"
         settings = {"insert_deduplication_token": token}
-        types = self._column_types.get(table)
-        try:
-            if types is None:
-                context = self._client.create_insert_context(table, COLUMNS, settings=settings)
-                self._column_types[table] = types = context.column_types
-            self._client.insert(table, rows, column_names=COLUMNS, column_types=types, settings=settings)
-        except Exception:
-            self._column_types.pop(table, None)  # a migrated or re-created table: read them again
-            raise
+        self._client.raw_insert(table, COLUMNS, blocks, settings=settings, fmt="Native")
+
+    def insert(self, project_id: str, rows: Sequence[Row], token: str) -> None:
+        self.insert_native(project_id, encode_rows(rows), token)
