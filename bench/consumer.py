@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import resource
 import shutil
@@ -42,6 +43,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from headwater.consumers.enrich import Enricher, GeoLookup, default_geo_database
+from headwater.consumers.processing import WorkerPool, start_processor
 from headwater.consumers.pull import PipelinedPull
 from headwater.consumers.rows import COLUMNS, envelope_rows
 from headwater.consumers.runner import EventConsumer
@@ -329,16 +331,39 @@ async def child_raw(nats_url: str, clickhouse_url: str, events: int) -> dict[str
     }
 
 
-async def child_consume(nats_url: str, clickhouse_url: str, events: int) -> dict[str, Any]:
+def process_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+async def child_consume(
+    nats_url: str, clickhouse_url: str, events: int, workers: int | None
+) -> dict[str, Any]:
     """The real consumer, default settings, from the first message until the last row is written."""
     nats = await connect_nats(nats_url, "bench-consume")
     client = migrate(clickhouse_url)
-    enricher = Enricher(GeoLookup(default_geo_database()))
-    settings = ConsumerSettings(clickhouse_url=clickhouse_url, durable_name="bench-consume")
-    consumer = EventConsumer(nats, ClickHouseWriter(client), settings, enricher)
-    samples: list[tuple[float, int, int, int]] = []  # (seconds, rows written, RSS, engine memory)
-    samples.append((0.0, 0, rss_bytes(), engine_memory(client)))
+    settings = ConsumerSettings(clickhouse_url=clickhouse_url, durable_name="bench-consume", workers=workers)
+    processor = start_processor(settings)
+    await processor.warm_up()  # starting the worker processes is start-up, not throughput
+    pids = processor.pids() if isinstance(processor, WorkerPool) else []
+    consumer = EventConsumer(nats, ClickHouseWriter(client), settings, processor)
+    # (seconds, rows written, RSS, engine memory, RSS of each worker)
+    samples: list[tuple[float, int, int, int, list[int]]] = []
+
+    def sample(seconds: float) -> None:
+        workers_rss = [process_rss(pid) for pid in pids]
+        samples.append((seconds, consumer.rows_written, rss_bytes(), engine_memory(client), workers_rss))
+
+    sample(0.0)
     cpu_before, started = cpu_seconds(), time.perf_counter()
+    workers_cpu_before = sum(process_cpu_seconds(pid) for pid in pids)
     await consumer.start()
     next_sample = started + 1.0
     while consumer.rows_written < events:
@@ -347,19 +372,21 @@ async def child_consume(nats_url: str, clickhouse_url: str, events: int) -> dict
             raise consumer.failure
         if time.perf_counter() >= next_sample:
             next_sample += 1.0
-            samples.append(
-                (time.perf_counter() - started, consumer.rows_written, rss_bytes(), engine_memory(client))
-            )
+            sample(time.perf_counter() - started)
     seconds = time.perf_counter() - started
     cpu = cpu_seconds() - cpu_before
-    samples.append((seconds, consumer.rows_written, rss_bytes(), engine_memory(client)))
+    workers_cpu = sum(process_cpu_seconds(pid) for pid in pids) - workers_cpu_before
+    sample(seconds)
     await consumer.stop()
+    await processor.close()
     await nats.close()
     total, unique = landed(client)
     return {
         "rows": consumer.rows_written,
         "seconds": seconds,
         "cpu_seconds": cpu,
+        "workers": len(pids),
+        "workers_cpu_seconds": workers_cpu,
         "landed": total,
         "unique": unique,
         "samples": samples,
@@ -397,7 +424,12 @@ async def pull_only(nats: NatsClient, messages: int) -> dict[str, float]:
 
 
 def run_child(
-    role: str, nats_url: str, clickhouse_dir: Path, events: int, profile: Path | None = None
+    role: str,
+    nats_url: str,
+    clickhouse_dir: Path,
+    events: int,
+    profile: Path | None = None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     # py-spy's collapsed stacks (one line per stack, its sample count last), all threads
     spy = [
@@ -415,6 +447,8 @@ def run_child(
     ]
     command = (spy if profile else []) + [sys.executable, __file__, "--child", role, "--nats-url", nats_url,
                "--clickhouse-url", f"chdb://{clickhouse_dir}", "--events", str(events)]  # fmt: skip
+    if workers is not None:
+        command += ["--workers", str(workers)]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SystemExit(f"the {role} child failed:\n{result.stderr[-4000:]}")
@@ -449,34 +483,54 @@ def report(results: dict[str, Any], events: int, messages: int, command: str) ->
         f"| {raw_rate:,.0f} | 1.00 |",
         f"| consumer: pull → decode → enrich → batch → INSERT → ack | {rate:,.0f} | {rate / raw_rate:.2f} |",
         "",
-        f"- consumer CPU: {consume['cpu_seconds']:.1f} s for {consume['rows']:,} events "
-        f"({consume['cpu_seconds'] / consume['rows'] * 1e6:.1f} µs per event, all threads of the process "
-        "including the embedded engine's)",
+        f"- consumer CPU: {cpu_line(consume)}",
         f"- landed: {consume['landed']:,} rows, {consume['unique']:,} distinct messageIds "
         f"(expected {events:,} of each); retries {consume['retries']}, "
         f"dead-lettered {consume['dead_lettered']}",
         f"- consumer process RSS over the run: min {mib(min(rss))}, max {mib(max(rss))}, at the end "
         f"{mib(samples[-1][2])}; of which the embedded engine tracked min {mib(min(engine))}, max "
         f"{mib(max(engine))} (ClickHouse `MemoryTracking`; the rest is Python, the pulled window and "
-        "the batch being built, and the engine's untracked code and caches)",
+        "the batches being built and written, and the engine's untracked code and caches)",
+        *worker_memory_lines(samples, steady),
         f"- the pull alone (ack each message, no processing): nats-py `fetch` {pulled['fetch']:,.0f} "
         f"messages/s, the pipelined pull {pulled['pipelined']:,.0f} messages/s "
         f"({pulled['pipelined'] / pulled['fetch']:.1f}x)",
         "",
         "RSS and rows written, sampled each second:",
         "",
-        "| s | rows written | RSS | engine |",
-        "|---:|---:|---:|---:|",
+        "| s | rows written | consumer RSS | of which engine | workers' RSS |",
+        "|---:|---:|---:|---:|---:|",
     ]
     step = max(1, len(samples) // 12)
-    for seconds, rows, rss_value, engine_value in samples[::step] + (
+    for seconds, rows, rss_value, engine_value, workers_rss in samples[::step] + (
         [samples[-1]] if (len(samples) - 1) % step else []
     ):
-        lines.append(f"| {seconds:.0f} | {rows:,} | {mib(rss_value)} | {mib(engine_value)} |")
+        each = " + ".join(mib(value) for value in workers_rss) or "—"
+        lines.append(f"| {seconds:.0f} | {rows:,} | {mib(rss_value)} | {mib(engine_value)} | {each} |")
     return "\n".join(lines)
 
 
-async def orchestrate(events: int, seed: int, work: Path, profile: Path | None) -> tuple[dict[str, Any], int]:
+def cpu_line(consume: dict[str, Any]) -> str:
+    rows, own, workers = consume["rows"], consume["cpu_seconds"], consume["workers_cpu_seconds"]
+    text = f"{own:.1f} s in the consumer's process (all its threads, the embedded engine's included)"
+    if consume["workers"]:
+        text += f" + {workers:.1f} s in its {consume['workers']} worker processes"
+    return f"{text} for {rows:,} events: {(own + workers) / rows * 1e6:.1f} µs per event"
+
+
+def worker_memory_lines(samples: list[Any], steady: list[Any]) -> list[str]:
+    if not samples[0][4]:
+        return []
+    per_worker = [max(s[4][i] for s in steady) for i in range(len(samples[0][4]))]
+    return [
+        f"- worker processes' RSS (each): max {', '.join(mib(v) for v in per_worker)}; "
+        f"consumer and workers together at most {mib(max(s[2] + sum(s[4]) for s in steady))}"
+    ]
+
+
+async def orchestrate(
+    events: int, seed: int, work: Path, profile: Path | None, workers: int | None
+) -> tuple[dict[str, Any], int]:
     server = NatsServerProcess(work / "nats", port=0)
     server.start()
     try:
@@ -492,7 +546,7 @@ async def orchestrate(events: int, seed: int, work: Path, profile: Path | None) 
         raw = run_child("raw", server.url, work / "ch-raw", events)
         print(f"  {raw['rows'] / raw['seconds']:,.0f} rows/s", flush=True)
         print("consumer …", flush=True)
-        consume = run_child("consume", server.url, work / "ch-consume", events, profile)
+        consume = run_child("consume", server.url, work / "ch-consume", events, profile, workers)
         print(f"  {consume['rows'] / consume['seconds']:,.0f} events/s", flush=True)
         info = await nats.jetstream().stream_info(EVENTS_STREAM)
         messages = int(info.state.messages)
@@ -515,18 +569,26 @@ def main() -> int:
     parser.add_argument(
         "--profile", type=Path, help="record the consumer child with py-spy into this file (collapsed stacks)"
     )
+    parser.add_argument(
+        "--workers", type=int, help="the consumer's worker processes (default: its own default, one per core)"
+    )
     parser.add_argument("--child", choices=["raw", "consume"], help=argparse.SUPPRESS)
     parser.add_argument("--nats-url", help=argparse.SUPPRESS)
     parser.add_argument("--clickhouse-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        measure = child_raw if args.child == "raw" else child_consume
-        print(json.dumps(asyncio.run(measure(args.nats_url, args.clickhouse_url, args.events))))
+        if args.child == "raw":
+            result = asyncio.run(child_raw(args.nats_url, args.clickhouse_url, args.events))
+        else:
+            result = asyncio.run(child_consume(args.nats_url, args.clickhouse_url, args.events, args.workers))
+        print(json.dumps(result))
         return 0
     events = 20_000 if args.quick else args.events
     with tempfile.TemporaryDirectory(prefix="hw-bench-consumer-") as work:
-        results, messages = asyncio.run(orchestrate(events, args.seed, Path(work), args.profile))
+        measured = orchestrate(events, args.seed, Path(work), args.profile, args.workers)
+        results, messages = asyncio.run(measured)
     command = "python bench/consumer.py" + ("" if events == 1_000_000 else f" --events {events}")
+    command += "" if args.workers is None else f" --workers {args.workers}"
     text = report(results, events, messages, command)
     print(text)
     complete = all(results[r]["landed"] == results[r]["unique"] == events for r in ("raw", "consume"))

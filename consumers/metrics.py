@@ -40,6 +40,11 @@ class ConsumerMetrics:
             ["project"],
             registry=self.registry,
         )
+        self.lost_to_workers = Counter(
+            "headwater_consumer_lost_to_workers",
+            "Messages given back for redelivery because the worker process handling them died.",
+            registry=self.registry,
+        )
         self.lag = Gauge(
             "headwater_consumer_lag",
             "Messages in the stream the durable consumer has not been delivered yet.",

@@ -37,17 +37,13 @@ from headwater.edge.subjects import (
     project_of_subject,
 )
 
-from .enrich import Enricher
 from .metrics import ConsumerMetrics
+from .processing import Decoded, Processed, Processor, Refused, WorkerLost
 from .pull import PipelinedPull, PullConsumerGone
-from .rows import COLUMNS, Row, envelope_rows
 from .settings import ConsumerSettings
-from .wire import decode_envelope
 from .writer import ClickHouseWriter, deduplication_token
 
 log = logging.getLogger(__name__)
-
-RECEIVED_AT = COLUMNS.index("received_at")
 
 
 class PoisonMessage(Exception):
@@ -62,11 +58,19 @@ RETRYABLE = (OperationalError, OSError, TimeoutError)
 class ProjectBatch:
     due: float  # monotonic time by which the project's batching span says to write
     messages: list[Msg] = field(default_factory=list)
-    rows_of: list[list[Row]] = field(default_factory=list)  # per message, to isolate a bad one
+    blocks: list[bytes] = field(default_factory=list)  # Native blocks of the messages' rows
+    rows: int = 0
+    received_at: list[float] = field(default_factory=list)  # per message with rows (freshness)
 
-    @property
-    def rows(self) -> list[Row]:
-        return [row for rows in self.rows_of for row in rows]
+    def add(self, messages: list[Msg], outcomes: list[Decoded], block: bytes) -> int:
+        """Add processed messages and their block; returns how many rows that was."""
+        self.messages += messages
+        if block:
+            self.blocks.append(block)
+        rows = sum(outcome.rows for outcome in outcomes)
+        self.rows += rows
+        self.received_at += [o.received_at for o in outcomes if o.received_at is not None]
+        return rows
 
 
 @dataclass
@@ -76,13 +80,13 @@ class Batch:
     projects: dict[str, ProjectBatch] = field(default_factory=dict)
     rows: int = 0
 
-    def add(self, project_id: str, span_seconds: float, message: Msg, rows: list[Row]) -> None:
+    def add(
+        self, project_id: str, span_seconds: float, messages: list[Msg], outcomes: list[Decoded], block: bytes
+    ) -> None:
         batch = self.projects.get(project_id)
         if batch is None:
             batch = self.projects[project_id] = ProjectBatch(due=time.monotonic() + span_seconds)
-        batch.messages.append(message)
-        batch.rows_of.append(rows)
-        self.rows += len(rows)
+        self.rows += batch.add(messages, outcomes, block)
 
     def next_due(self) -> float | None:
         return min((b.due for b in self.projects.values()), default=None)
@@ -93,9 +97,12 @@ class Batch:
         taken = {p: b for p, b in self.projects.items() if full or b.due <= now}
         for project_id, batch in taken.items():
             del self.projects[project_id]
-            self.rows -= sum(len(rows) for rows in batch.rows_of)
+            self.rows -= batch.rows
         return taken
 
+
+# Messages taken from the pull and the task turning them into rows.
+InProcessing = tuple[list[Msg], asyncio.Task[Processed]]
 
 # A project's settings (batching span, anonymisation), from its live config.
 SettingsOf = Callable[[str], ProjectSettings]
@@ -109,7 +116,7 @@ class EventConsumer:
         nats: Client,
         writer: ClickHouseWriter,
         settings: ConsumerSettings,
-        enricher: Enricher,
+        processor: Processor,
         settings_of: SettingsOf | None = None,
         metrics: ConsumerMetrics | None = None,
     ) -> None:
@@ -121,7 +128,11 @@ class EventConsumer:
         self.metrics = metrics or ConsumerMetrics()
         self._lag_task: asyncio.Task[None] | None = None
         self.retrying_since: float | None = None
-        self._enricher = enricher
+        self._processor = processor
+        # Messages taken from the pull, each group with the task turning it into blocks: one per
+        # worker and one waiting. Bounded, so a consumer that cannot write stops pulling.
+        self._processing: asyncio.Queue[InProcessing | None] = asyncio.Queue(processor.capacity + 1)
+        self._in_processing: list[list[Msg]] = []
         self._settings_of = settings_of or (lambda _project: ProjectSettings())
         self._writer = writer
         self._settings = settings
@@ -191,12 +202,15 @@ class EventConsumer:
 
     async def _run(self) -> None:
         batch = self._batch
+        feeding = asyncio.create_task(self._feed(), name="event-consumer-feed")
         try:
-            while not self._stopping.is_set():
-                await self._pull_into(batch)
+            while (taken := await self._next_processed(batch)) is not None:
+                if taken:
+                    await self._collect(batch, *taken)
                 due = batch.take(full=batch.rows >= self._settings.max_batch_rows)
                 if due:
                     await self._flush(due)
+            await feeding  # re-raises what stopped it
             await self._flush(batch.take(full=True))
             await self._flushed()
             if self._pull is not None:
@@ -205,47 +219,87 @@ class EventConsumer:
             self.failure = exc
             log.exception("event consumer stopped on an unexpected error")
             raise
+        finally:
+            await cancel_and_wait(feeding)
 
-    async def _pull_into(self, batch: Batch) -> None:
-        assert self._pull is not None
-        # Wait for messages at most until the first buffered project is due.
+    async def _next_processed(self, batch: Batch) -> InProcessing | tuple[()] | None:
+        """The next group of messages being processed; () when the first buffered project is due
+        before one comes; None once the feed has ended (stopping)."""
         next_due = batch.next_due()
-        timeout = self._settings.flush_interval_seconds if next_due is None else next_due - time.monotonic()
+        timeout = None if next_due is None else max(next_due - time.monotonic(), 0.0)
         try:
-            messages = await self._pull.take(self._settings.fetch_batch, timeout=max(timeout, 0.0))
+            return await asyncio.wait_for(self._processing.get(), timeout)
+        except TimeoutError:
+            return ()
+
+    async def _feed(self) -> None:
+        """Pull, dead-letter what was delivered too often, and hand the rest to the processor:
+        several groups at once (one per worker and one waiting), in order."""
+        try:
+            while not self._stopping.is_set():
+                messages = [m for m in await self._take() if not await self._delivered_too_often(m)]
+                if not messages:
+                    continue
+                projects = {project_of_subject(m.subject) for m in messages}
+                settings = {project: self._settings_of(project) for project in projects}
+                items = [(m.subject, m.data) for m in messages]
+                task = asyncio.create_task(self._processor.process(items, settings))
+                self._in_processing.append(messages)
+                await self._processing.put((messages, task))
+        finally:
+            await self._processing.put(None)
+
+    async def _take(self) -> list[Msg]:
+        assert self._pull is not None
+        try:
+            timeout = self._settings.flush_interval_seconds
+            return await self._pull.take(self._settings.fetch_batch, timeout=timeout)
         except PullConsumerGone as exc:
             log.warning("durable consumer %s is gone (%s); recreating it", self._settings.durable_name, exc)
             await self._pull.stop()
             await self._restart_pull()
-            return
         except NatsError:
             log.warning("pulling from %s failed; retrying", EVENTS_STREAM, exc_info=True)
             await asyncio.sleep(self._settings.retry_delay_seconds)
+        return []
+
+    async def _delivered_too_often(self, message: Msg) -> bool:
+        if message.metadata.num_delivered < self._settings.max_deliver:
+            return False
+        # Its last delivery: every earlier one ended without an ack (a consumer died on it, or its
+        # insert never finished). Dead-letter it rather than let JetStream drop it after this try.
+        await self._dead_letter(message, PoisonMessage(f"delivered {message.metadata.num_delivered} times"))
+        return True
+
+    async def _collect(self, batch: Batch, messages: list[Msg], processing: asyncio.Task[Processed]) -> None:
+        """Add processed messages to the batch; dead-letter those that cannot become rows."""
+        try:
+            processed = await processing
+        except WorkerLost as exc:
+            log.error("%s; %d messages will be redelivered", exc, len(messages))
+            self.metrics.lost_to_workers.inc(len(messages))
+            for message in messages:
+                with contextlib.suppress(NatsError):
+                    await message.nak()
             return
-        for message in messages:
-            if message.metadata.num_delivered >= self._settings.max_deliver:
-                # Its last delivery: every earlier one ended without an ack (a consumer died on
-                # it, or its insert never finished). Dead-letter it rather than let JetStream drop
-                # it after this try.
-                await self._dead_letter(
-                    message, PoisonMessage(f"delivered {message.metadata.num_delivered} times")
-                )
+        finally:
+            self._in_processing.remove(messages)
+        of_project: dict[str, tuple[list[Msg], list[Decoded]]] = {}
+        for message, outcome in zip(messages, processed.outcomes, strict=True):
+            if isinstance(outcome, Refused):
+                await self._dead_letter(message, EnvelopeError(outcome.error))
                 continue
-            try:
-                envelope = decode_envelope(message.data)
-                if envelope.project != project_of_subject(message.subject):
-                    raise EnvelopeError(f"envelope of project {envelope.project!r} on {message.subject}")
-                project_settings = self._settings_of(envelope.project)
-                rows = envelope_rows(envelope, self._enricher, project_settings)
-            except (EnvelopeError, ValueError) as exc:
-                await self._dead_letter(message, exc)
-                continue
-            batch.add(envelope.project, project_settings.batching.span_seconds, message, rows)
+            project_messages, outcomes = of_project.setdefault(outcome.project, ([], []))
+            project_messages.append(message)
+            outcomes.append(outcome)
+        for project_id, (project_messages, outcomes) in of_project.items():
+            span = self._settings_of(project_id).batching.span_seconds
+            batch.add(project_id, span, project_messages, outcomes, processed.blocks.get(project_id, b""))
 
     async def _flush(self, projects: dict[str, ProjectBatch]) -> None:
         """Start writing `projects` in the background, once the previous write has finished: the
-        next batch is pulled, decoded and enriched while this one is inserted (the engine's part of
-        an INSERT runs outside the GIL), and a write that is retrying holds everything up."""
+        next batch is pulled and processed while this one is inserted (the engine's part of an
+        INSERT runs outside the GIL), and a write that is retrying holds everything up."""
         await self._flushed()
         if projects:
             self._writing = asyncio.create_task(self._write_all(projects), name="event-consumer-write")
@@ -257,20 +311,21 @@ class EventConsumer:
 
     async def _write_all(self, projects: dict[str, ProjectBatch]) -> None:
         for project_id, project_batch in projects.items():
-            await self._write(project_id, project_batch.messages, project_batch.rows_of)
+            await self._write(project_id, project_batch)
 
-    async def _write(self, project_id: str, messages: list[Msg], rows_of: list[list[Row]]) -> None:
+    async def _write(self, project_id: str, batch: ProjectBatch) -> None:
         """Insert, then ack. While ClickHouse is unreachable, retry with backoff and fetch nothing
         more (backpressure: memory stays at one batch), telling JetStream the messages are still
         in progress so they are not redelivered elsewhere. Rows ClickHouse refuses are isolated
         message by message; a message it refuses alone is dead-lettered."""
-        rows = [row for part in rows_of for row in part]
+        messages = batch.messages
         token = deduplication_token(project_id, (m.metadata.sequence.stream for m in messages))
+        body = b"".join(batch.blocks)
         attempt = 0
-        while True:
+        while body:
             try:
                 started = time.perf_counter()
-                await asyncio.to_thread(self._writer.insert, project_id, rows, token)
+                await asyncio.to_thread(self._writer.insert_native, project_id, body, token)
                 self.metrics.insert_seconds.observe(time.perf_counter() - started)
                 self.retrying_since = None
                 break
@@ -288,7 +343,7 @@ class EventConsumer:
                 log.warning(
                     "ClickHouse unavailable (%r); retrying %d rows of %s in %.1fs",
                     exc,
-                    len(rows),
+                    batch.rows,
                     project_id,
                     delay,
                 )
@@ -300,31 +355,44 @@ class EventConsumer:
                 log.warning(
                     "ClickHouse refused a batch of %s (%r); inserting message by message", project_id, exc
                 )
-                for message, part in zip(messages, rows_of, strict=True):
-                    await self._write(project_id, [message], [part])
+                await self._write_one_by_one(project_id, messages)
                 return
         for message in messages:
             await message.ack()
-        self.rows_written += len(rows)
-        self.metrics.rows.labels(project_id).inc(len(rows))
-        self.metrics.batch_rows.observe(len(rows))
-        self._observe_freshness(rows_of)
-
-    def _observe_freshness(self, rows_of: list[list[Row]]) -> None:
-        """Per request (message): how long after the edge received it its rows became queryable."""
+        self.rows_written += batch.rows
+        self.metrics.rows.labels(project_id).inc(batch.rows)
+        self.metrics.batch_rows.observe(batch.rows)
         now = time.time()
-        for part in rows_of:
-            if part:
-                self.metrics.freshness_seconds.observe(now - part[0][RECEIVED_AT].timestamp())
+        for received_at in batch.received_at:
+            # per request: how long after the edge received it its rows became queryable
+            self.metrics.freshness_seconds.observe(now - received_at)
+
+    async def _write_one_by_one(self, project_id: str, messages: list[Msg]) -> None:
+        """Each message processed and inserted alone, to find the one(s) ClickHouse refuses."""
+        settings = {project_id: self._settings_of(project_id)}
+        for message in messages:
+            try:
+                processed = await self._processor.process([(message.subject, message.data)], settings)
+            except WorkerLost:
+                await message.nak()
+                continue
+            [outcome] = processed.outcomes
+            if isinstance(outcome, Refused):  # the rules changed since: as when it was first taken
+                await self._dead_letter(message, EnvelopeError(outcome.error))
+                continue
+            single = ProjectBatch(due=0.0)
+            single.add([message], [outcome], processed.blocks.get(project_id, b""))
+            await self._write(project_id, single)
 
     async def _wait_working(self, messages: list[Msg], seconds: float) -> None:
         """Sleep, telling JetStream every third of `ack_wait` that the messages (and those waiting
-        behind them: the next batch and the pull buffer) are still being worked on, so it does not
-        redeliver them meanwhile."""
+        behind them: the next batch, those being processed and the pull buffer) are still being
+        worked on, so it does not redeliver them meanwhile."""
         deadline = time.monotonic() + seconds
         while True:
             waiting = self._pull.buffered if self._pull is not None else []
             waiting += [m for batch in self._batch.projects.values() for m in batch.messages]
+            waiting += [m for group in self._in_processing for m in group]
             for message in messages + waiting:
                 with contextlib.suppress(NatsError):
                     await message.in_progress()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,9 @@ class ConsumerSettings:
     max_ack_pending: int = 20_000
     max_deliver: int = 20
     retry_delay_seconds: float = 2.0
+    # Processes that decode, enrich and encode (consumers/processing.py); None: one per core;
+    # 0: in the consumer's own process.
+    workers: int | None = None
     # A MaxMind-format City database; None: the default data installed with headwater (if any);
     # "": no geolocation.
     geoip_database: str | None = None
@@ -28,7 +32,15 @@ class ConsumerSettings:
     host: str = "127.0.0.1"
     port: int | None = None
 
+    def worker_count(self) -> int:
+        return default_workers() if self.workers is None else self.workers
+
     def geoip_path(self) -> Path | None:
         if self.geoip_database is None:
             return default_geo_database()
         return Path(self.geoip_database) if self.geoip_database else None
+
+
+def default_workers() -> int:
+    """One per core this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -2,4 +2,7 @@
 
 from .cli import main
 
-main()
+# The guard matters: consumer worker processes are started with `spawn`, which imports the main
+# module again under another name.
+if __name__ == "__main__":
+    main()

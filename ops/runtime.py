@@ -20,7 +20,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from headwater.consumers.app import create_app as create_consumer_app
-from headwater.consumers.enrich import Enricher, GeoLookup
+from headwater.consumers.processing import Processor, start_processor
 from headwater.consumers.runner import EventConsumer
 from headwater.consumers.settings import ConsumerSettings
 from headwater.consumers.writer import ClickHouseWriter
@@ -122,6 +122,7 @@ class Stack:
         self.service: ProjectService | None = None
         self.queries: ReadOnlyQueries | None = None
         self.consumer: EventConsumer | None = None
+        self.processor: Processor | None = None
         self.spool: Spool | None = None
         self.breaker: CircuitBreaker | None = None
         self.drainer: Drainer | None = None
@@ -190,9 +191,12 @@ class Stack:
 
         if s.consumer is not None:
             assert self.clickhouse is not None, "the consumer needs a ClickHouse URL"
-            enricher = Enricher(GeoLookup(s.consumer.geoip_path()))
             writer = ClickHouseWriter(self.clickhouse)
-            self.consumer = EventConsumer(self.nats, writer, s.consumer, enricher, self._project_settings)
+            self.processor = start_processor(s.consumer)
+            await self.processor.warm_up()
+            self.consumer = EventConsumer(
+                self.nats, writer, s.consumer, self.processor, self._project_settings
+            )
             self.connection_events.subscribe(self.consumer)
             await self.consumer.start()
             if s.consumer.port is not None:
@@ -281,6 +285,8 @@ class Stack:
             await _logged("spool", self.spool.close())
         if self.consumer is not None:
             await _logged("consumer", self.consumer.stop())
+        if self.processor is not None:
+            await _logged("consumer workers", self.processor.close())
         if self.registry is not None:
             await _logged("project registry", self.registry.stop())
         if self.nats is not None and not self.nats.is_closed:

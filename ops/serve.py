@@ -67,6 +67,14 @@ DEFAULT_SPOOL_DIR = ".headwater/spool"
     help="Consumer: seconds before JetStream redelivers an unacknowledged message (e.g. after a "
     "crash); keep it above the longest project batching span. Set when the durable consumer is created.",
 )
+@option(
+    "--consumer-workers",
+    env="HEADWATER_CONSUMER_WORKERS",
+    default=None,
+    type=click.IntRange(0, 64),
+    help="Consumer: processes that decode, enrich and encode events (default: one per core; 0: "
+    "in the consumer's own process).",
+)
 @on_cluster_option
 @tls_options
 @stream_options
@@ -81,6 +89,7 @@ def serve(
     nats_url: str | None,
     clickhouse_url: str | None,
     ack_wait: float,
+    consumer_workers: int | None,
     on_cluster: str | None,
     tls_cert: str | None,
     tls_key: str | None,
@@ -142,7 +151,11 @@ def serve(
     else:
         assert clickhouse_url is not None
         consumer = ConsumerSettings(
-            clickhouse_url=clickhouse_url, host=host, port=http_port, ack_wait_seconds=ack_wait
+            clickhouse_url=clickhouse_url,
+            host=host,
+            port=http_port,
+            ack_wait_seconds=ack_wait,
+            workers=consumer_workers,
         )
     settings = StackSettings(
         nats_url=nats_url,

@@ -20,6 +20,8 @@ from hw_testing import ADMIN_TOKEN
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
+from headwater.consumers.enrich import Enricher
+from headwater.consumers.processing import InlineProcessor, Processor, WorkerPool
 from headwater.consumers.settings import ConsumerSettings
 from headwater.control.clickhouse import connect
 from headwater.control.migrations import apply_migrations
@@ -80,6 +82,16 @@ def clickhouse(clickhouse_url: str, project_id: str) -> Iterator[Client]:
 def project_id() -> str:
     """A project id no other test of this session uses (the ClickHouse data is shared)."""
     return f"p{os.getpid()}_{next(_project_numbers)}_{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture(params=["inline", "workers"])
+async def processor(request: pytest.FixtureRequest) -> AsyncIterator[Processor]:
+    """Each consumer test runs twice: processing in the consumer's process, and in two worker
+    processes (the default on a 2-core machine)."""
+    made: Processor = InlineProcessor(Enricher(None)) if request.param == "inline" else WorkerPool(2, None)
+    await made.warm_up()
+    yield made
+    await made.close()
 
 
 StackFactory = Callable[..., Awaitable[Stack]]

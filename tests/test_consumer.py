@@ -4,7 +4,6 @@ ClickHouse failure, dead-lettering of poison messages."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 
 import pytest
 from clickhouse_connect.driver.client import Client
@@ -14,8 +13,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from headwater.consumers.enrich import Enricher
-from headwater.consumers.rows import Row
+from headwater.consumers.processing import Processor
 from headwater.consumers.runner import EventConsumer
 from headwater.consumers.settings import ConsumerSettings
 from headwater.consumers.writer import ClickHouseWriter
@@ -41,11 +39,11 @@ class FlakyWriter(ClickHouseWriter):
         self.failures = failures
         self.attempts = 0
 
-    def insert(self, project_id: str, rows: Sequence[Row], token: str) -> None:
+    def insert_native(self, project_id: str, blocks: bytes, token: str) -> None:
         self.attempts += 1
         if self.attempts <= self.failures:
             raise ConnectionError("ClickHouse is unreachable (injected)")
-        super().insert(project_id, rows, token)
+        super().insert_native(project_id, blocks, token)
 
 
 def settings(clickhouse_url: str) -> ConsumerSettings:
@@ -68,10 +66,15 @@ def count(client: Client, project_id: str) -> int:
 
 
 async def test_failed_inserts_are_not_acked_and_land_once_after_recovery(
-    nats_client: NatsClient, js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
+    nats_client: NatsClient,
+    js: JetStreamContext,
+    clickhouse: Client,
+    clickhouse_url: str,
+    project_id: str,
+    processor: Processor,
 ) -> None:
     writer = FlakyWriter(clickhouse, failures=3)
-    consumer = EventConsumer(nats_client, writer, settings(clickhouse_url), Enricher(None))
+    consumer = EventConsumer(nats_client, writer, settings(clickhouse_url), processor)
     for i in range(5):
         await publish(js, project_id, f"r{i}", envelope(project_id, f"r{i}", f"m{i}a", f"m{i}b"))
     await consumer.start()
@@ -98,10 +101,15 @@ async def test_failed_inserts_are_not_acked_and_land_once_after_recovery(
 
 
 async def test_nothing_is_acked_while_clickhouse_is_down(
-    nats_client: NatsClient, js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
+    nats_client: NatsClient,
+    js: JetStreamContext,
+    clickhouse: Client,
+    clickhouse_url: str,
+    project_id: str,
+    processor: Processor,
 ) -> None:
     writer = FlakyWriter(clickhouse, failures=10**9)
-    consumer = EventConsumer(nats_client, writer, settings(clickhouse_url), Enricher(None))
+    consumer = EventConsumer(nats_client, writer, settings(clickhouse_url), processor)
     await publish(js, project_id, "r1", envelope(project_id, "r1", "only"))
     await consumer.start()
     try:
@@ -118,15 +126,18 @@ async def test_nothing_is_acked_while_clickhouse_is_down(
 
 
 async def test_poison_messages_go_to_the_dead_letter_stream_and_the_rest_flows(
-    nats_client: NatsClient, js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
+    nats_client: NatsClient,
+    js: JetStreamContext,
+    clickhouse: Client,
+    clickhouse_url: str,
+    project_id: str,
+    processor: Processor,
 ) -> None:
     await publish(js, project_id, "good-1", envelope(project_id, "good-1", "g1"))
     await publish(js, project_id, "bad-json", b"{not json")
     await publish(js, project_id, "bad-version", b'{"v": 99, "events": []}')
     await publish(js, project_id, "good-2", envelope(project_id, "good-2", "g2"))
-    consumer = EventConsumer(
-        nats_client, ClickHouseWriter(clickhouse), settings(clickhouse_url), Enricher(None)
-    )
+    consumer = EventConsumer(nats_client, ClickHouseWriter(clickhouse), settings(clickhouse_url), processor)
     await consumer.start()
     try:
 
@@ -147,21 +158,24 @@ class RefusingWriter(ClickHouseWriter):
     """The real writer, except that ClickHouse 'refuses' any insert holding a row of message
     'poison' (as it would a row it cannot store)."""
 
-    def insert(self, project_id: str, rows: Sequence[Row], token: str) -> None:
-        if any(row[0] == "poison" for row in rows):
+    def insert_native(self, project_id: str, blocks: bytes, token: str) -> None:
+        if b"poison" in blocks:  # the message id, as the Native encoding holds it
             raise DatabaseError("Code: 53. DB::Exception: Type mismatch (injected)")
-        super().insert(project_id, rows, token)
+        super().insert_native(project_id, blocks, token)
 
 
 async def test_rows_clickhouse_refuses_are_dead_lettered_and_the_rest_land(
-    nats_client: NatsClient, js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
+    nats_client: NatsClient,
+    js: JetStreamContext,
+    clickhouse: Client,
+    clickhouse_url: str,
+    project_id: str,
+    processor: Processor,
 ) -> None:
     await publish(js, project_id, "a", envelope(project_id, "a", "good-a1", "good-a2"))
     await publish(js, project_id, "b", envelope(project_id, "b", "poison"))
     await publish(js, project_id, "c", envelope(project_id, "c", "good-c"))
-    consumer = EventConsumer(
-        nats_client, RefusingWriter(clickhouse), settings(clickhouse_url), Enricher(None)
-    )
+    consumer = EventConsumer(nats_client, RefusingWriter(clickhouse), settings(clickhouse_url), processor)
     await consumer.start()
     try:
 
@@ -180,7 +194,12 @@ async def test_rows_clickhouse_refuses_are_dead_lettered_and_the_rest_land(
 
 
 async def test_an_outage_holds_one_batch_in_progress_and_fetches_no_more(
-    nats_client: NatsClient, js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
+    nats_client: NatsClient,
+    js: JetStreamContext,
+    clickhouse: Client,
+    clickhouse_url: str,
+    project_id: str,
+    processor: Processor,
 ) -> None:
     for i in range(100):
         await publish(js, project_id, f"r{i}", envelope(project_id, f"r{i}", f"m{i}"))
@@ -193,15 +212,17 @@ async def test_an_outage_holds_one_batch_in_progress_and_fetches_no_more(
         retry_delay_seconds=0.3,
         ack_wait_seconds=1.0,
     )
-    consumer = EventConsumer(nats_client, writer, slow, Enricher(None))
+    consumer = EventConsumer(nats_client, writer, slow, processor)
     await consumer.start()
     try:
         await asyncio.sleep(3.5)  # several retries, each longer than ack_wait by the end
         info = await js.consumer_info(EVENTS_STREAM, "hw-clickhouse")
-        # Backpressure: one batch held, the next one built behind it, and the pull window
-        # (2 x fetch_batch) filled; nothing more asked for.
-        assert info.num_ack_pending == 10 + 10 + 20
-        assert info.num_pending == 100 - 40
+        # Backpressure: one batch held, the next one built behind it, the groups of messages
+        # queued for processing (one per worker, one waiting, one the feed holds on to), and the
+        # pull window (2 x fetch_batch) filled; nothing more asked for.
+        held = 10 + 10 + (processor.capacity + 2) * 10 + 20
+        assert info.num_ack_pending == held
+        assert info.num_pending == 100 - held
         # in_progress kept JetStream from redelivering any of them
         assert info.num_redelivered == 0
         assert writer.attempts >= 3
@@ -211,7 +232,12 @@ async def test_an_outage_holds_one_batch_in_progress_and_fetches_no_more(
 
 
 async def test_a_message_on_its_last_delivery_goes_to_the_dead_letter_stream(
-    nats_client: NatsClient, js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
+    nats_client: NatsClient,
+    js: JetStreamContext,
+    clickhouse: Client,
+    clickhouse_url: str,
+    project_id: str,
+    processor: Processor,
 ) -> None:
     # Two deliveries that ended without an ack, as if a consumer had died on the message twice.
     await publish(js, project_id, "crashy", envelope(project_id, "crashy", "c1"))
@@ -224,7 +250,7 @@ async def test_a_message_on_its_last_delivery_goes_to_the_dead_letter_stream(
         await message.nak()
     await earlier.unsubscribe()
     limited = ConsumerSettings(clickhouse_url=clickhouse_url, flush_interval_seconds=0.1, max_deliver=3)
-    consumer = EventConsumer(nats_client, ClickHouseWriter(clickhouse), limited, Enricher(None))
+    consumer = EventConsumer(nats_client, ClickHouseWriter(clickhouse), limited, processor)
     await consumer.start()
     try:
 
@@ -243,11 +269,14 @@ async def test_a_message_on_its_last_delivery_goes_to_the_dead_letter_stream(
 
 
 async def test_a_deleted_durable_consumer_is_recreated_and_the_stream_flows_on(
-    nats_client: NatsClient, js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
+    nats_client: NatsClient,
+    js: JetStreamContext,
+    clickhouse: Client,
+    clickhouse_url: str,
+    project_id: str,
+    processor: Processor,
 ) -> None:
-    consumer = EventConsumer(
-        nats_client, ClickHouseWriter(clickhouse), settings(clickhouse_url), Enricher(None)
-    )
+    consumer = EventConsumer(nats_client, ClickHouseWriter(clickhouse), settings(clickhouse_url), processor)
     await publish(js, project_id, "before", envelope(project_id, "before", "b1"))
     await consumer.start()
     try:

@@ -4,6 +4,7 @@ consumers share the durable consumer; the consumer's health and metrics endpoint
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from headwater.consumers.enrich import Enricher
+from headwater.consumers.processing import Processor, WorkerPool
 from headwater.consumers.runner import EventConsumer
 from headwater.consumers.settings import ConsumerSettings
 from headwater.consumers.writer import ClickHouseWriter
@@ -43,6 +44,27 @@ async def publish_envelopes(js: JetStreamContext, project_id: str, count: int, p
         body = Envelope(project_id, f"r{n}", utc_now_iso(), events).encode()
         await js.publish(events_subject(project_id), body, headers={MSG_ID_HEADER: f"r{n}"})
     return ids
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def start(command: list[str]) -> subprocess.Popen[bytes]:
@@ -79,9 +101,17 @@ async def test_a_consumer_killed_mid_stream_loses_and_doubles_nothing(
         return int(info.ack_floor.stream_seq)
 
     await eventually(acked, lambda n: n > 0, timeout=60, interval=0.05)
+    workers = children_of(first.pid)
     first.send_signal(signal.SIGKILL)  # mid-stream: some batches written, some not, some in flight
     await asyncio.to_thread(first.wait, 10)
     assert await acked() < 3000, "the consumer finished before it could be killed"
+    assert workers, "the consumer ran without worker processes"
+
+    async def orphans() -> list[int]:
+        return [pid for pid in workers if alive(pid)]
+
+    # Its worker processes do not outlive it.
+    assert await eventually(orphans, lambda alive: not alive, timeout=10) == []
 
     second = await asyncio.to_thread(start, command)
     try:
@@ -100,15 +130,13 @@ async def test_a_consumer_killed_mid_stream_loses_and_doubles_nothing(
 
 
 async def test_two_consumers_share_the_stream_and_each_event_lands_once(
-    nats_client: NatsClient, js: JetStreamContext, clickhouse_url: str, project_id: str
+    nats_client: NatsClient, js: JetStreamContext, clickhouse_url: str, project_id: str, processor: Processor
 ) -> None:
     client = connect(clickhouse_url)
     apply_migrations(client, f"hw_{project_id}")
     sent = await publish_envelopes(js, project_id, count=200, per_envelope=5)
     settings = ConsumerSettings(clickhouse_url=clickhouse_url, fetch_batch=20, flush_interval_seconds=0.1)
-    consumers = [
-        EventConsumer(nats_client, ClickHouseWriter(client), settings, Enricher(None)) for _ in range(2)
-    ]
+    consumers = [EventConsumer(nats_client, ClickHouseWriter(client), settings, processor) for _ in range(2)]
     for consumer in consumers:
         await consumer.start()
     try:
@@ -155,3 +183,36 @@ async def test_consumer_health_and_metrics(
     # one freshness observation per request (3 envelopes), each from the edge's receive time
     assert "headwater_consumer_freshness_seconds_count 3.0" in text
     assert 'headwater_consumer_freshness_seconds_bucket{le="300.0"} 3.0' in text
+
+
+@pytest.mark.slow
+async def test_a_worker_killed_mid_stream_loses_and_doubles_nothing(
+    nats_client: NatsClient, js: JetStreamContext, clickhouse_url: str, project_id: str
+) -> None:
+    client = connect(clickhouse_url)
+    apply_migrations(client, f"hw_{project_id}")
+    sent = await publish_envelopes(js, project_id, count=4000, per_envelope=10)
+    settings = ConsumerSettings(clickhouse_url=clickhouse_url, fetch_batch=20, flush_interval_seconds=0.1)
+    pool = WorkerPool(2, None)
+    await pool.warm_up()
+    consumer = EventConsumer(nats_client, ClickHouseWriter(client), settings, pool)
+    await consumer.start()
+    try:
+
+        async def written() -> int:
+            return consumer.rows_written
+
+        await eventually(written, lambda n: n > 0, timeout=30, interval=0.01)
+        killed = pool.pids()
+        os.kill(killed[0], signal.SIGKILL)  # mid-stream: groups of messages are in its hands
+        await eventually(written, lambda n: n >= len(sent), timeout=60)
+        assert consumer.failure is None
+        assert consumer.metrics.lost_to_workers._value.get() > 0, "the kill hit no work"
+        assert not set(pool.pids()) & set(killed), "the dead pool was not replaced"
+    finally:
+        await consumer.stop()
+        await pool.close()
+    assert consumer.rows_written == len(sent)  # nothing was written twice
+    rows = client.query(f"SELECT count(), uniqExact(message_id) FROM hw_{project_id}.events").result_rows
+    assert rows == [(len(sent), len(sent))]
+    client.close()

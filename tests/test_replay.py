@@ -17,6 +17,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from headwater.consumers.enrich import Enricher
+from headwater.consumers.processing import InlineProcessor
 from headwater.consumers.replay import ClickHouseSink, Replay, ReplayError, ReplayWindow
 from headwater.consumers.rows import Row
 from headwater.consumers.runner import EventConsumer
@@ -65,7 +66,7 @@ async def consume_everything(
     nats: NatsClient, client: Client, clickhouse_url: str, project_id: str, count: int
 ) -> None:
     settings = ConsumerSettings(clickhouse_url=clickhouse_url, flush_interval_seconds=0.1)
-    consumer = EventConsumer(nats, ClickHouseWriter(client), settings, Enricher(None))
+    consumer = EventConsumer(nats, ClickHouseWriter(client), settings, InlineProcessor(Enricher(None)))
     await consumer.start()
     try:
 

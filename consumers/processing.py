@@ -1,0 +1,221 @@
+"""Messages → one Native block per project: decode, enrich, encode. The consume loop's CPU work,
+done either in the consumer's own process or in worker processes.
+
+Why worker processes: the consume loop is bound by one interpreter's lock. Building rows (~8-12 µs
+an event) and encoding them (~6 µs) took most of it, while the process also pulls, acks and drives
+the embedded ClickHouse engine. Workers do the first two on other cores and hand back bytes; the
+consumer's process keeps only what must stay with the NATS connection and the ClickHouse client
+(pull, insert, ack). docs/consumers.md has the measurements.
+
+A worker holds no state that matters: nothing is acked until the consumer inserted what a worker
+returned, so a worker that dies only costs a redelivery (its messages are negatively acknowledged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from headwater.control.project_settings import ProjectSettings
+from headwater.edge.envelope import EnvelopeError
+from headwater.edge.subjects import project_of_subject
+
+from .blocks import encode_rows
+from .enrich import Enricher, GeoLookup
+from .rows import COLUMNS, Row, envelope_rows
+from .settings import ConsumerSettings
+from .wire import decode_envelope
+
+log = logging.getLogger(__name__)
+
+RECEIVED_AT = COLUMNS.index("received_at")
+
+# (subject, data) of one message: what a worker needs of it.
+Item = tuple[str, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """A message whose rows are in its project's block."""
+
+    project: str
+    rows: int
+    received_at: float | None  # when the edge received it (epoch seconds); None: no rows
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A message that cannot become rows (undecodable, wrong project, unreadable, unencodable)."""
+
+    error: str
+
+
+@dataclass(slots=True)
+class Processed:
+    outcomes: list[Decoded | Refused]  # one per message, in order
+    blocks: dict[str, bytes] = field(default_factory=dict)  # per project: its messages' rows
+
+
+def process(enricher: Enricher, items: Sequence[Item], settings: Mapping[str, ProjectSettings]) -> Processed:
+    """Never raises for what a message holds: each bad one becomes a `Refused` outcome."""
+    outcomes: list[Decoded | Refused] = []
+    # per project: (outcome index, rows) of each message
+    parts: dict[str, list[tuple[int, list[Row]]]] = {}
+    for subject, data in items:
+        project = project_of_subject(subject)
+        try:
+            envelope = decode_envelope(data)
+            if envelope.project != project:
+                raise EnvelopeError(f"envelope of project {envelope.project!r} on {subject}")
+            rows = envelope_rows(envelope, enricher, settings.get(project, ProjectSettings()))
+        except (EnvelopeError, ValueError) as exc:
+            outcomes.append(Refused(str(exc)))
+            continue
+        received = rows[0][RECEIVED_AT].timestamp() if rows else None
+        parts.setdefault(project, []).append((len(outcomes), rows))
+        outcomes.append(Decoded(project, len(rows), received))
+    processed = Processed(outcomes)
+    for project, project_parts in parts.items():
+        processed.blocks[project] = _encode(project_parts, outcomes)
+    return processed
+
+
+def _encode(parts: list[tuple[int, list[Row]]], outcomes: list[Decoded | Refused]) -> bytes:
+    """One block for all the rows; when a value cannot be encoded, a block per message instead, and
+    the messages that cannot be encoded alone are refused."""
+    try:
+        return encode_rows([row for _, rows in parts for row in rows])
+    except Exception:  # whatever clickhouse-connect raises for a value; isolated below
+        log.warning("a value cannot be encoded; encoding message by message", exc_info=True)
+    blocks = []
+    for index, rows in parts:
+        try:
+            blocks.append(encode_rows(rows))
+        except Exception as exc:
+            outcomes[index] = Refused(f"a value cannot be stored: {exc!r}")
+    return b"".join(blocks)
+
+
+class Processor(Protocol):
+    capacity: int  # groups of messages it works on at once
+
+    async def process(self, items: Sequence[Item], settings: Mapping[str, ProjectSettings]) -> Processed:
+        """Raises WorkerLost when the work was lost with a worker process."""
+        ...
+
+    async def warm_up(self) -> None:
+        """Be ready to process without a start-up delay on the first messages."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class WorkerLost(Exception):
+    """A worker process died (killed, out of memory, crashed) before it returned its work."""
+
+
+class InlineProcessor:
+    """In the consumer's own process (`--workers 0`)."""
+
+    capacity = 1
+
+    def __init__(self, enricher: Enricher) -> None:
+        self._enricher = enricher
+
+    async def process(self, items: Sequence[Item], settings: Mapping[str, ProjectSettings]) -> Processed:
+        return process(self._enricher, items, settings)
+
+    async def warm_up(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+# The enricher of a worker process (its caches live as long as the worker).
+_worker_enricher: Enricher | None = None
+
+
+def _start_worker(geoip_database: Path | None, consumer_pid: int) -> None:
+    global _worker_enricher
+    threading.Thread(target=_exit_with, args=(consumer_pid,), name="parent-watch", daemon=True).start()
+    _worker_enricher = Enricher(GeoLookup(geoip_database))
+
+
+def _exit_with(consumer_pid: int, interval: float = 0.5) -> None:
+    """End this worker once the consumer's process is gone: a consumer killed outright (SIGKILL,
+    out of memory) cannot stop its workers, and they would otherwise wait for work forever."""
+    while os.getppid() == consumer_pid:
+        time.sleep(interval)
+    os._exit(1)
+
+
+def _process_in_worker(items: Sequence[Item], settings: Mapping[str, ProjectSettings]) -> Processed:
+    assert _worker_enricher is not None, "worker started without its initializer"
+    return process(_worker_enricher, items, settings)
+
+
+class WorkerPool:
+    """`workers` processes, started fresh (spawn: the consumer's process has threads, the embedded
+    engine's among them, which a fork would copy half-way), each with its own Enricher."""
+
+    def __init__(self, workers: int, geoip_database: Path | None) -> None:
+        self.workers = self.capacity = workers
+        self._geoip_database = geoip_database
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(self._geoip_database, os.getpid()),
+        )
+
+    async def process(self, items: Sequence[Item], settings: Mapping[str, ProjectSettings]) -> Processed:
+        pool = self._pool
+        try:
+            future: Future[Processed] = pool.submit(_process_in_worker, items, settings)
+        except BrokenProcessPool:
+            self._replace(pool)
+            raise WorkerLost("a worker process died") from None
+        try:
+            return await asyncio.wrap_future(future)
+        except BrokenProcessPool as exc:
+            self._replace(pool)
+            raise WorkerLost("a worker process died") from exc
+
+    def _replace(self, broken: ProcessPoolExecutor) -> None:
+        """A new pool for the one a dead worker broke (once, however many of its tasks failed)."""
+        if self._pool is broken:
+            log.error("a consumer worker process died; starting %d new ones", self.workers)
+            broken.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._new_pool()
+
+    async def warm_up(self) -> None:
+        """Start every worker now rather than on the first messages (each takes ~1 s to import and
+        load the GeoIP data)."""
+        await asyncio.gather(*(self.process([], {}) for _ in range(self.workers)))
+
+    def pids(self) -> list[int]:
+        return [process.pid for process in (self._pool._processes or {}).values() if process.pid]
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+
+
+def start_processor(settings: ConsumerSettings) -> Processor:
+    """The processor `settings` ask for: worker processes, or the consumer's own (`workers=0`)."""
+    if settings.worker_count() == 0:
+        return InlineProcessor(Enricher(GeoLookup(settings.geoip_path())))
+    return WorkerPool(settings.worker_count(), settings.geoip_path())
