@@ -221,11 +221,21 @@ def test_an_unreadable_lz4_frame_is_poison(frame: bytes, reason: str) -> None:
             decode(frame)
 
 
+def test_frames_inflate_in_steps_whatever_size_they_declare() -> None:
+    data = batch_envelope(4000).encode()  # several times the 64 KB step
+    assert len(data) > 4 * (64 << 10)
+    assert unpack(lz4.frame.compress(data)) == data  # the size declared: one step
+    assert unpack(lz4.frame.compress(data, store_size=False)) == data  # none declared: 64 KB steps
+
+
 def test_a_frame_that_inflates_past_the_limit_is_poison(monkeypatch: pytest.MonkeyPatch) -> None:
     packed = pack(batch_envelope(100).encode())
     monkeypatch.setattr(envelope_module, "MAX_ENVELOPE_BYTES", 4096)
     with pytest.raises(EnvelopeError, match="inflates past 4096 bytes"):
         decode_envelope(packed)
+    undeclared = lz4.frame.compress(batch_envelope(100).encode(), store_size=False)
+    with pytest.raises(EnvelopeError, match="inflates past 4096 bytes"):
+        decode_envelope(undeclared)
 
 
 @pytest.mark.parametrize(
