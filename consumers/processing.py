@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from clickhouse_connect.driver import options as clickhouse_options
+
 from headwater.control.project_settings import ProjectSettings
 from headwater.edge.envelope import EnvelopeError
 from headwater.edge.subjects import project_of_subject
@@ -149,6 +151,10 @@ _worker_enricher: Enricher | None = None
 def _start_worker(geoip_database: Path | None, consumer_pid: int) -> None:
     global _worker_enricher
     threading.Thread(target=_exit_with, args=(consumer_pid,), name="parent-watch", daemon=True).start()
+    # clickhouse-connect imports pandas and numpy on its first insert to see whether it was handed
+    # a DataFrame or an array (~100 MB and ~1 s per process); a worker hands it lists only. None is
+    # what the library records when they are not installed.
+    clickhouse_options.pd = clickhouse_options.np = None
     _worker_enricher = Enricher(GeoLookup(geoip_database))
 
 

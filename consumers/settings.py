@@ -14,7 +14,7 @@ class ConsumerSettings:
     clickhouse_url: str
     durable_name: str = "hw-clickhouse"
     fetch_batch: int = 500
-    max_batch_rows: int = 10_000
+    max_batch_rows: int = 50_000
     # The batching span of a project whose config is not known (yet); projects set their own.
     flush_interval_seconds: float = 1.0
     # Above the longest batching span a project may set (60 s) plus an insert's time.

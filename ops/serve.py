@@ -68,6 +68,13 @@ DEFAULT_SPOOL_DIR = ".headwater/spool"
     "crash); keep it above the longest project batching span. Set when the durable consumer is created.",
 )
 @option(
+    "--max-batch-rows",
+    env="HEADWATER_CONSUMER_MAX_BATCH_ROWS",
+    default=ConsumerSettings.max_batch_rows,
+    type=click.IntRange(1, 1_000_000),
+    help="Consumer: rows held (over all projects) before they are written, whatever the batching spans.",
+)
+@option(
     "--consumer-workers",
     env="HEADWATER_CONSUMER_WORKERS",
     default=None,
@@ -89,6 +96,7 @@ def serve(
     nats_url: str | None,
     clickhouse_url: str | None,
     ack_wait: float,
+    max_batch_rows: int,
     consumer_workers: int | None,
     on_cluster: str | None,
     tls_cert: str | None,
@@ -156,6 +164,7 @@ def serve(
             port=http_port,
             ack_wait_seconds=ack_wait,
             workers=consumer_workers,
+            max_batch_rows=max_batch_rows,
         )
     settings = StackSettings(
         nats_url=nats_url,

@@ -88,7 +88,7 @@ async def test_a_consumer_killed_mid_stream_loses_and_doubles_nothing(
     # A short ack wait: the killed process's unacknowledged messages come back soon after it.
     command = [
         str(BIN / "headwater"), "serve", "consumer", "--nats-url", nats_server.url, "--clickhouse-url", url,
-        "--ack-wait", "3",
+        "--ack-wait", "3", "--max-batch-rows", "10000",
     ]  # fmt: skip
 
     first = await asyncio.to_thread(start, command)
@@ -192,7 +192,9 @@ async def test_a_worker_killed_mid_stream_loses_and_doubles_nothing(
     client = connect(clickhouse_url)
     apply_migrations(client, f"hw_{project_id}")
     sent = await publish_envelopes(js, project_id, count=4000, per_envelope=10)
-    settings = ConsumerSettings(clickhouse_url=clickhouse_url, fetch_batch=20, flush_interval_seconds=0.1)
+    settings = ConsumerSettings(
+        clickhouse_url=clickhouse_url, fetch_batch=20, max_batch_rows=2000, flush_interval_seconds=0.1
+    )
     pool = WorkerPool(2, None)
     await pool.warm_up()
     consumer = EventConsumer(nats_client, ClickHouseWriter(client), settings, pool)
