@@ -8,13 +8,17 @@ from pathlib import Path
 
 from .enrich import default_geo_database
 
+# Rows held over all projects before they are written: large parts mean less merging for
+# ClickHouse (docs/benchmarks.md#consumer); ~1 KB of memory per row.
+DEFAULT_MAX_BATCH_ROWS = 50_000
+
 
 @dataclass(frozen=True, slots=True)
 class ConsumerSettings:
     clickhouse_url: str
     durable_name: str = "hw-clickhouse"
     fetch_batch: int = 500
-    max_batch_rows: int = 50_000
+    max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS
     # The batching span of a project whose config is not known (yet); projects set their own.
     flush_interval_seconds: float = 1.0
     # Above the longest batching span a project may set (60 s) plus an insert's time.

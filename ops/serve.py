@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from headwater.consumers.settings import ConsumerSettings
+from headwater.consumers.settings import DEFAULT_MAX_BATCH_ROWS, ConsumerSettings
 from headwater.control.settings import ControlSettings
 from headwater.edge.settings import EdgeSettings
 
@@ -70,7 +70,7 @@ DEFAULT_SPOOL_DIR = ".headwater/spool"
 @option(
     "--max-batch-rows",
     env="HEADWATER_CONSUMER_MAX_BATCH_ROWS",
-    default=ConsumerSettings.max_batch_rows,
+    default=DEFAULT_MAX_BATCH_ROWS,
     type=click.IntRange(1, 1_000_000),
     help="Consumer: rows held (over all projects) before they are written, whatever the batching spans.",
 )

@@ -14,6 +14,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from headwater.consumers.processing import Processor
+from headwater.consumers.rows import COLUMN_TYPES, COLUMNS
 from headwater.consumers.runner import EventConsumer
 from headwater.consumers.settings import ConsumerSettings
 from headwater.consumers.writer import ClickHouseWriter
@@ -293,3 +294,10 @@ async def test_a_deleted_durable_consumer_is_recreated_and_the_stream_flows_on(
         assert info.config.ack_policy == AckPolicy.EXPLICIT
     finally:
         await consumer.stop()
+
+
+def test_the_encoded_column_types_are_the_migrated_tables(clickhouse: Client, project_id: str) -> None:
+    """Workers encode rows with the schema's types without asking ClickHouse: they must be the
+    types the migrations give the table."""
+    described = clickhouse.query(f"DESCRIBE TABLE hw_{project_id}.events").result_rows
+    assert [(name, kind) for name, kind, *_ in described] == list(zip(COLUMNS, COLUMN_TYPES, strict=True))
