@@ -30,6 +30,7 @@ from headwater.edge.ingest import IngestRequest, extract_write_key
 from headwater.edge.settings import EdgeSettings
 from headwater.ops.options import edge_options, edge_settings
 from headwater.ops.query import tsv_field
+from headwater.ops.runtime import StackSettings
 
 
 @pytest.mark.parametrize(
@@ -557,3 +558,26 @@ def test_compress_above_flag_and_variable_reach_the_edge_settings() -> None:
     assert [s.compress_above_bytes for s in settings] == [4096, 0, 65536]
     refused = runner.invoke(probe, ["--compress-above", "-1"], env={})
     assert refused.exit_code == 2 and "--compress-above" in refused.output
+
+
+def test_serve_consumer_takes_its_workers_and_batch_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    from headwater.ops import serve as serve_module
+
+    started: list[StackSettings] = []
+    monkeypatch.setattr(serve_module, "run_role", lambda _role, settings: started.append(settings))
+    monkeypatch.setattr(serve_module, "configure_logging", lambda *_args: None)
+    base = ["consumer", "--nats-url", "nats://127.0.0.1:4222", "--clickhouse-url", "chdb:///tmp/x"]
+    runner = CliRunner()
+    assert runner.invoke(serve_module.serve, base).exit_code == 0
+    assert (
+        runner.invoke(
+            serve_module.serve, [*base, "--consumer-workers", "0", "--max-batch-rows", "1000"]
+        ).exit_code
+        == 0
+    )
+    defaults, chosen = (settings.consumer for settings in started)
+    assert defaults is not None and chosen is not None
+    assert defaults.workers is None and defaults.worker_count() >= 1 and defaults.max_batch_rows == 50_000
+    assert chosen.workers == 0 and chosen.worker_count() == 0 and chosen.max_batch_rows == 1000
+    refused = runner.invoke(serve_module.serve, [*base, "--consumer-workers", "-1"])
+    assert refused.exit_code == 2 and "--consumer-workers" in refused.output
