@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -101,7 +102,7 @@ class Batch:
         return taken
 
 
-# Messages taken from the pull and the task turning them into rows.
+# Messages taken from the pull and the task turning them into blocks.
 InProcessing = tuple[list[Msg], asyncio.Task[Processed]]
 
 # A project's settings (batching span, anonymisation), from its live config.
@@ -132,7 +133,7 @@ class EventConsumer:
         # Messages taken from the pull, each group with the task turning it into blocks: one per
         # worker and one waiting. Bounded, so a consumer that cannot write stops pulling.
         self._processing: asyncio.Queue[InProcessing | None] = asyncio.Queue(processor.capacity + 1)
-        self._in_processing: list[list[Msg]] = []
+        self._in_processing: deque[list[Msg]] = deque()
         self._settings_of = settings_of or (lambda _project: ProjectSettings())
         self._writer = writer
         self._settings = settings
@@ -204,7 +205,7 @@ class EventConsumer:
         batch = self._batch
         feeding = asyncio.create_task(self._feed(), name="event-consumer-feed")
         try:
-            while (taken := await self._next_processed(batch)) is not None:
+            while (taken := await self._next_processed(batch, feeding)) is not None:
                 if taken:
                     await self._collect(batch, *taken)
                 due = batch.take(full=batch.rows >= self._settings.max_batch_rows)
@@ -222,32 +223,33 @@ class EventConsumer:
         finally:
             await cancel_and_wait(feeding)
 
-    async def _next_processed(self, batch: Batch) -> InProcessing | tuple[()] | None:
+    async def _next_processed(
+        self, batch: Batch, feeding: asyncio.Task[None]
+    ) -> InProcessing | tuple[()] | None:
         """The next group of messages being processed; () when the first buffered project is due
-        before one comes; None once the feed has ended (stopping)."""
+        before one comes; None once the feed has ended (stopping, or failed) and nothing is left."""
         next_due = batch.next_due()
         timeout = None if next_due is None else max(next_due - time.monotonic(), 0.0)
-        try:
-            return await asyncio.wait_for(self._processing.get(), timeout)
-        except TimeoutError:
-            return ()
+        getting = asyncio.ensure_future(self._processing.get())
+        await asyncio.wait((getting, feeding), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if getting.done():
+            return getting.result()
+        await cancel_and_wait(getting)  # a cancelled get() takes nothing off the queue
+        return None if feeding.done() and self._processing.empty() else ()
 
     async def _feed(self) -> None:
         """Pull, dead-letter what was delivered too often, and hand the rest to the processor:
         several groups at once (one per worker and one waiting), in order."""
-        try:
-            while not self._stopping.is_set():
-                messages = [m for m in await self._take() if not await self._delivered_too_often(m)]
-                if not messages:
-                    continue
-                projects = {project_of_subject(m.subject) for m in messages}
-                settings = {project: self._settings_of(project) for project in projects}
-                items = [(m.subject, m.data) for m in messages]
-                task = asyncio.create_task(self._processor.process(items, settings))
-                self._in_processing.append(messages)
-                await self._processing.put((messages, task))
-        finally:
-            await self._processing.put(None)
+        while not self._stopping.is_set():
+            messages = [m for m in await self._take() if not await self._delivered_too_often(m)]
+            if not messages:
+                continue
+            projects = {project_of_subject(m.subject) for m in messages}
+            settings = {project: self._settings_of(project) for project in projects}
+            items = [(m.subject, m.data) for m in messages]
+            task = asyncio.create_task(self._processor.process(items, settings))
+            self._in_processing.append(messages)
+            await self._processing.put((messages, task))
 
     async def _take(self) -> list[Msg]:
         assert self._pull is not None
@@ -283,7 +285,8 @@ class EventConsumer:
                     await message.nak()
             return
         finally:
-            self._in_processing.remove(messages)
+            done = self._in_processing.popleft()  # groups are collected in the order they were taken
+            assert done is messages
         of_project: dict[str, tuple[list[Msg], list[Decoded]]] = {}
         for message, outcome in zip(messages, processed.outcomes, strict=True):
             if isinstance(outcome, Refused):

@@ -4,6 +4,7 @@ ClickHouse failure, dead-lettering of poison messages."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
 
 import pytest
 from clickhouse_connect.driver.client import Client
@@ -13,12 +14,14 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from headwater.consumers.processing import Processor
+from headwater.consumers.enrich import Enricher
+from headwater.consumers.processing import InlineProcessor, Item, Processed, Processor
 from headwater.consumers.rows import COLUMN_TYPES, COLUMNS
 from headwater.consumers.runner import EventConsumer
 from headwater.consumers.settings import ConsumerSettings
 from headwater.consumers.writer import ClickHouseWriter
 from headwater.control.project import utc_now_iso
+from headwater.control.project_settings import ProjectSettings
 from headwater.edge.envelope import Envelope
 from headwater.edge.subjects import (
     DLQ_ERROR_HEADER,
@@ -301,3 +304,32 @@ def test_the_encoded_column_types_are_the_migrated_tables(clickhouse: Client, pr
     types the migrations give the table."""
     described = clickhouse.query(f"DESCRIBE TABLE hw_{project_id}.events").result_rows
     assert [(name, kind) for name, kind, *_ in described] == list(zip(COLUMNS, COLUMN_TYPES, strict=True))
+
+
+class BrokenProcessor(InlineProcessor):
+    """Processing with a bug: every group raises what no message explains."""
+
+    async def process(self, items: Sequence[Item], settings: Mapping[str, ProjectSettings]) -> Processed:
+        raise RuntimeError("a bug in processing (injected)")
+
+
+async def test_an_unexpected_error_in_processing_stops_the_consumer_without_acking(
+    nats_client: NatsClient, js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
+) -> None:
+    await publish(js, project_id, "r1", envelope(project_id, "r1", "m1"))
+    processor = BrokenProcessor(Enricher(None))
+    consumer = EventConsumer(nats_client, ClickHouseWriter(clickhouse), settings(clickhouse_url), processor)
+    await consumer.start()
+    try:
+
+        async def failure() -> BaseException | None:
+            return consumer.failure
+
+        failed = await eventually(failure, lambda f: f is not None, timeout=10)
+        assert isinstance(failed, RuntimeError) and "injected" in str(failed)
+        assert not consumer.running  # stopped, not hanging: the supervisor sees it (readiness)
+    finally:
+        with pytest.raises(RuntimeError, match="injected"):
+            await consumer.stop()  # stop() reports how the consumer ended
+    info = await js.consumer_info(EVENTS_STREAM, "hw-clickhouse")
+    assert info.ack_floor.stream_seq == 0 and count(clickhouse, project_id) == 0
