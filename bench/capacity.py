@@ -49,6 +49,7 @@ from edge import (
     HEADWATER_READY,
     BenchError,
     Server,
+    child_pids,
     clean_env,
     cpu_seconds,
     free_port,
@@ -495,7 +496,9 @@ def cpu_snapshot(node: Node) -> dict[str, float]:
     python = engine = 0.0
     for server in node.consumer_servers:
         p, e = split_cpu(server.worker_pids[0])
-        python, engine = python + p, engine + e
+        # the consumer's worker processes (decode, enrich, encode) are its Python too
+        workers = sum(cpu_seconds(pid) for pid in child_pids(server.worker_pids[0]))
+        python, engine = python + p + workers, engine + e
     edge = sum(cpu_seconds(pid) for pid in node.edge.worker_pids)
     return {"edge": edge, "nats": cpu_seconds(node.nats_pid), "consumer": python, "clickhouse": engine}
 
@@ -553,6 +556,10 @@ def peak_memory(node: Node) -> dict[str, float]:
         "edge worker": max(peak_rss_mb(pid) for pid in node.edge.worker_pids),
         "nats-server": peak_rss_mb(node.nats_pid),
         "consumer (with its ClickHouse)": max(peak_rss_mb(s.worker_pids[0]) for s in node.consumer_servers),
+        "consumer worker process": max(
+            (peak_rss_mb(pid) for s in node.consumer_servers for pid in child_pids(s.worker_pids[0])),
+            default=0.0,
+        ),
     }
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import resource
 import shutil
@@ -42,6 +41,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 
+from edge import cpu_seconds as cpu_seconds_of
 from headwater.consumers.enrich import Enricher, GeoLookup, default_geo_database
 from headwater.consumers.processing import WorkerPool, start_processor
 from headwater.consumers.pull import PipelinedPull
@@ -254,8 +254,8 @@ async def fill(nats: NatsClient, requests: list[tuple[str, str, bytes]]) -> None
 # Measurements
 
 
-def rss_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def rss_bytes(pid: int | str = "self") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
@@ -331,18 +331,6 @@ async def child_raw(nats_url: str, clickhouse_url: str, events: int) -> dict[str
     }
 
 
-def process_rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def process_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
 async def child_consume(
     nats_url: str, clickhouse_url: str, events: int, workers: int | None
 ) -> dict[str, Any]:
@@ -358,12 +346,12 @@ async def child_consume(
     samples: list[tuple[float, int, int, int, list[int]]] = []
 
     def sample(seconds: float) -> None:
-        workers_rss = [process_rss(pid) for pid in pids]
+        workers_rss = [rss_bytes(pid) for pid in pids]
         samples.append((seconds, consumer.rows_written, rss_bytes(), engine_memory(client), workers_rss))
 
     sample(0.0)
     cpu_before, started = cpu_seconds(), time.perf_counter()
-    workers_cpu_before = sum(process_cpu_seconds(pid) for pid in pids)
+    workers_cpu_before = sum(cpu_seconds_of(pid) for pid in pids)
     await consumer.start()
     next_sample = started + 1.0
     while consumer.rows_written < events:
@@ -375,7 +363,7 @@ async def child_consume(
             sample(time.perf_counter() - started)
     seconds = time.perf_counter() - started
     cpu = cpu_seconds() - cpu_before
-    workers_cpu = sum(process_cpu_seconds(pid) for pid in pids) - workers_cpu_before
+    workers_cpu = sum(cpu_seconds_of(pid) for pid in pids) - workers_cpu_before
     sample(seconds)
     await consumer.stop()
     await processor.close()

@@ -111,6 +111,18 @@ def cpu_seconds(pid: int, thread: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def child_pids(pid: int) -> list[int]:
+    """The running processes whose parent is `pid` (a consumer's worker processes), from /proc."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue  # it ended meanwhile
+    return children
+
+
 def rss_mb(pid: int) -> float:
     """VmRSS from /proc/<pid>/status (psutil is not a dependency)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

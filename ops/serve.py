@@ -79,8 +79,8 @@ DEFAULT_SPOOL_DIR = ".headwater/spool"
     env="HEADWATER_CONSUMER_WORKERS",
     default=None,
     type=click.IntRange(0, 64),
-    help="Consumer: processes that decode, enrich and encode events (default: one per core; 0: "
-    "in the consumer's own process).",
+    help="Consumer: processes that decode, enrich and encode events (default: one per core, none on "
+    "one core; 0: in the consumer's own process).",
 )
 @on_cluster_option
 @tls_options
