@@ -5,7 +5,7 @@ Why worker processes: the consume loop is bound by one interpreter's lock. Build
 an event) and encoding them (~6 µs) took most of it, while the process also pulls, acks and drives
 the embedded ClickHouse engine. Workers do the first two on other cores and hand back bytes; the
 consumer's process keeps only what must stay with the NATS connection and the ClickHouse client
-(pull, insert, ack). docs/consumers.md has the measurements.
+(pull, insert, ack). docs/benchmarks.md#consumer has the measurements.
 
 A worker holds no state that matters: nothing is acked until the consumer inserted what a worker
 returned, so a worker that dies only costs a redelivery (its messages are negatively acknowledged).
@@ -127,7 +127,7 @@ class WorkerLost(Exception):
 
 
 class InlineProcessor:
-    """In the consumer's own process (`--workers 0`)."""
+    """In the consumer's own process (`--consumer-workers 0`)."""
 
     capacity = 1
 
@@ -152,7 +152,7 @@ def _start_worker(geoip_database: Path | None, consumer_pid: int) -> None:
     global _worker_enricher
     threading.Thread(target=_exit_with, args=(consumer_pid,), name="parent-watch", daemon=True).start()
     # clickhouse-connect imports pandas and numpy on its first insert to see whether it was handed
-    # a DataFrame or an array (~100 MB and ~1 s per process); a worker hands it lists only. None is
+    # a DataFrame or an array (~80 MB and ~1 s per process); a worker hands it lists only. None is
     # what the library records when they are not installed.
     clickhouse_options.pd = clickhouse_options.np = None
     _worker_enricher = Enricher(GeoLookup(geoip_database))
