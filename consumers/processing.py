@@ -68,11 +68,24 @@ class Processed:
     blocks: dict[str, bytes] = field(default_factory=dict)  # per project: its messages' rows
 
 
+@dataclass(slots=True)
+class _Unencoded:
+    """A project's messages whose rows are not encoded yet: (outcome index, rows) of each."""
+
+    parts: list[tuple[int, list[Row]]] = field(default_factory=list)
+    rows: int = 0
+
+
+# A project's rows are encoded once this many are pending, so a group of large batches (500
+# messages of 100 events: 50,000 rows) is never held as Python objects all at once.
+ENCODE_ROWS = 4096
+
+
 def process(enricher: Enricher, items: Sequence[Item], settings: Mapping[str, ProjectSettings]) -> Processed:
     """Never raises for what a message holds: each bad one becomes a `Refused` outcome."""
     outcomes: list[Decoded | Refused] = []
-    # per project: (outcome index, rows) of each message
-    parts: dict[str, list[tuple[int, list[Row]]]] = {}
+    pending: dict[str, _Unencoded] = {}
+    blocks: dict[str, list[bytes]] = {}
     for subject, data in items:
         project = project_of_subject(subject)
         try:
@@ -84,12 +97,16 @@ def process(enricher: Enricher, items: Sequence[Item], settings: Mapping[str, Pr
             outcomes.append(Refused(str(exc)))
             continue
         received = rows[0][RECEIVED_AT].timestamp() if rows else None
-        parts.setdefault(project, []).append((len(outcomes), rows))
+        unencoded = pending.setdefault(project, _Unencoded())
+        unencoded.parts.append((len(outcomes), rows))
+        unencoded.rows += len(rows)
         outcomes.append(Decoded(project, len(rows), received))
-    processed = Processed(outcomes)
-    for project, project_parts in parts.items():
-        processed.blocks[project] = _encode(project_parts, outcomes)
-    return processed
+        if unencoded.rows >= ENCODE_ROWS:
+            blocks.setdefault(project, []).append(_encode(unencoded.parts, outcomes))
+            del pending[project]
+    for project, unencoded in pending.items():
+        blocks.setdefault(project, []).append(_encode(unencoded.parts, outcomes))
+    return Processed(outcomes, {project: b"".join(chunks) for project, chunks in blocks.items()})
 
 
 def _encode(parts: list[tuple[int, list[Row]]], outcomes: list[Decoded | Refused]) -> bytes:

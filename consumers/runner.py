@@ -241,7 +241,7 @@ class EventConsumer:
         """Pull, dead-letter what was delivered too often, and hand the rest to the processor:
         several groups at once (one per worker and one waiting), in order."""
         while not self._stopping.is_set():
-            messages = [m for m in await self._take() if not await self._delivered_too_often(m)]
+            messages = [m for m in await self._take_group() if not await self._delivered_too_often(m)]
             if not messages:
                 continue
             projects = {project_of_subject(m.subject) for m in messages}
@@ -250,6 +250,18 @@ class EventConsumer:
             task = asyncio.create_task(self._processor.process(items, settings))
             self._in_processing.append(messages)
             await self._processing.put((messages, task))
+
+    async def _take_group(self) -> list[Msg]:
+        """Up to fetch_batch messages; a smaller group first lingers a moment for more (a trickle
+        of single messages would otherwise become many tiny blocks)."""
+        messages = await self._take()
+        wanted = self._settings.fetch_batch - len(messages)
+        if messages and wanted > 0 and self._settings.group_linger_seconds > 0 and self._pull is not None:
+            await asyncio.sleep(self._settings.group_linger_seconds)
+            # A failure here is raised again by the next take, which handles it.
+            with contextlib.suppress(NatsError, PullConsumerGone):
+                messages += await self._pull.take(wanted, timeout=0)
+        return messages
 
     async def _take(self) -> list[Msg]:
         assert self._pull is not None

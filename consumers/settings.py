@@ -19,6 +19,10 @@ class ConsumerSettings:
     durable_name: str = "hw-clickhouse"
     fetch_batch: int = 500
     max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS
+    # How long a group of pulled messages smaller than fetch_batch waits for more before it is
+    # processed: each group becomes a Native block per project, and the engine takes blocks of a
+    # few dozen rows at ~3x the CPU per row of blocks of thousands (docs/consumers.md).
+    group_linger_seconds: float = 0.05
     # The batching span of a project whose config is not known (yet); projects set their own.
     flush_interval_seconds: float = 1.0
     # Above the longest batching span a project may set (60 s) plus an insert's time.

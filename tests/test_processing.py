@@ -67,3 +67,13 @@ def test_a_message_whose_rows_cannot_be_encoded_is_refused_alone(monkeypatch: py
     good = [row for i in (0, 2) for row in envelope_rows(decode_envelope(group[i][1]), enricher)]
     # the good messages' blocks, one each, concatenated (Native blocks concatenate)
     assert processed.blocks["shop"] == encode_rows(good[:1]) + encode_rows(good[1:])
+
+
+def test_a_projects_rows_are_encoded_in_parts_as_they_pile_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(processing, "ENCODE_ROWS", 3)
+    enricher = Enricher(None)
+    group = [message("shop", "a1", "a2"), message("shop", "b1", "b2"), message("shop", "c1")]
+    processed = process(enricher, group, {})
+    rows = [envelope_rows(decode_envelope(data), enricher) for _, data in group]
+    # the first two messages reach 3 rows: one block; the third is the rest
+    assert processed.blocks["shop"] == encode_rows(rows[0] + rows[1]) + encode_rows(rows[2])
