@@ -226,8 +226,7 @@ def accept(event: SegmentEvent, kind: str | None, max_depth: int) -> bool:
     ):
         return False
     if kind == "track":
-        name = event.event
-        if not (type(name) is str and len(name) <= MAX_NAME_LENGTH and name.strip()):
+        if not _is_name(event.event):
             return False
     elif kind in ("page", "screen"):
         if not (_absent(event.name) or _is_name(event.name)):
