@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KeyValue
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from .errors import APIError, ProjectExists, ProjectNotFound
 from .kvsnapshot import bucket_is_empty, read_snapshot
@@ -107,7 +107,7 @@ class ProjectStore:
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
         latest = {entry.key: entry.operation for entry in entries}
-        return sorted(key for key, operation in latest.items() if operation not in ("DEL", "PURGE"))
+        return sorted(key for key, operation in latest.items() if operation not in (KV_DEL, KV_PURGE))
 
     async def list(
         self, after: str | None = None, limit: int | None = None
