@@ -34,7 +34,7 @@ from headwater.edge.subjects import project_of_subject
 
 from .blocks import encode_rows
 from .enrich import Enricher, GeoLookup
-from .rows import COLUMNS, Row, envelope_rows
+from .rows import COLUMNS, DEFAULT_SETTINGS, Row, envelope_rows
 from .settings import ConsumerSettings
 from .wire import decode_envelope
 
@@ -92,7 +92,7 @@ def process(enricher: Enricher, items: Sequence[Item], settings: Mapping[str, Pr
             envelope = decode_envelope(data)
             if envelope.project != project:
                 raise EnvelopeError(f"envelope of project {envelope.project!r} on {subject}")
-            rows = envelope_rows(envelope, enricher, settings.get(project, ProjectSettings()))
+            rows = envelope_rows(envelope, enricher, settings.get(project, DEFAULT_SETTINGS))
         except (EnvelopeError, ValueError) as exc:
             outcomes.append(Refused(str(exc)))
             continue

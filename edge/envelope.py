@@ -45,6 +45,7 @@ DEFAULT_COMPRESS_ABOVE = 4096
 # An envelope holds one request's events (a 500 KB body by default, a few MB at most however the
 # limits are set); a frame that would inflate past this is not one an edge wrote.
 MAX_ENVELOPE_BYTES = 64 << 20
+_UNPACK_STEP = 64 << 10  # the least unpack asks python-lz4 for at a time
 
 
 def pack(data: bytes, compress_above: int = DEFAULT_COMPRESS_ABOVE) -> bytes:
@@ -80,9 +81,6 @@ def unpack(data: bytes) -> bytes:
                 raise EnvelopeError("an LZ4 frame that is truncated")
     except RuntimeError as exc:  # what python-lz4 raises for a corrupt frame
         raise EnvelopeError(f"not a readable LZ4 frame: {exc}") from None
-
-
-_UNPACK_STEP = 64 << 10
 
 
 @dataclass(frozen=True, slots=True)
