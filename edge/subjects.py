@@ -12,6 +12,8 @@ DLQ_ERROR_HEADER = "Hw-Error"
 DLQ_ORIGINAL_SUBJECT_HEADER = "Hw-Original-Subject"
 DLQ_ORIGINAL_MSG_ID_HEADER = "Hw-Original-Msg-Id"
 DLQ_DELIVERIES_HEADER = "Hw-Deliveries"
+# Set by `headwater dlq replay` on what it republishes: the HW_DLQ sequence it came from.
+DLQ_REPLAYED_FROM_HEADER = "Hw-Replayed-From"
 
 
 def events_subject(project_id: str) -> str:

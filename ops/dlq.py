@@ -3,6 +3,12 @@
 Messages are read by stream sequence through the JetStream API (`STREAM.MSG.GET`), never through a
 consumer: `list` and `show` acknowledge and remove nothing. `replay` republishes a message to the
 events stream, waits for JetStream's acknowledgement, and only then deletes it from the DLQ.
+
+A replay never reuses the message's original Nats-Msg-Id: within the stream's duplicate window
+JetStream would answer "duplicate" and deliver nothing, and deleting the dead letter then would lose
+it. Each replay run publishes under its own id (`dlq-replay-<seq>-<run>`), so what JetStream
+acknowledges is a new message that consumers will deliver; ClickHouse keeps one row per messageId
+if an event was stored before.
 """
 
 from __future__ import annotations
@@ -10,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
-from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
@@ -27,6 +33,7 @@ from headwater.edge.subjects import (
     DLQ_ERROR_HEADER,
     DLQ_ORIGINAL_MSG_ID_HEADER,
     DLQ_ORIGINAL_SUBJECT_HEADER,
+    DLQ_REPLAYED_FROM_HEADER,
     DLQ_STREAM,
     DLQ_SUBJECTS,
     EVENTS_STREAM,
@@ -36,14 +43,11 @@ from headwater.edge.subjects import (
     project_of_subject,
 )
 
-from .natsconn import connect_nats
-from .options import nats_url_option
+from .options import data_dir_option, nats_url_option
+from .streams import connected, resolve_nats_url
 
 T = TypeVar("T")
 
-# The headers `consumers.runner._dead_letter` sets on a dead-lettered message. They belong with the
-# subject names in edge/subjects.py (the contract between consumers and operators); kept here until
-# they move there, so that this command does not import the consumer runner.
 PUBLISH_TIMEOUT_SECONDS = 30.0
 
 
@@ -85,10 +89,17 @@ class DeadLetter:
         """Where a replay publishes it: the subject it was consumed from."""
         return self.headers.get(DLQ_ORIGINAL_SUBJECT_HEADER) or events_subject(self.project)
 
-    @property
-    def msg_id(self) -> str:
-        """The replay's Nats-Msg-Id: the original one, so JetStream de-duplicates a repeated replay."""
-        return self.headers.get(DLQ_ORIGINAL_MSG_ID_HEADER) or f"dlq-replay-{self.seq}"
+    def replay_msg_id(self, run: str) -> str:
+        """The Nats-Msg-Id of this message's replay in run `run`: JetStream de-duplicates a retry
+        within the run, never the replay against the original publication."""
+        return f"dlq-replay-{self.seq}-{run}"
+
+    def replay_headers(self, run: str) -> dict[str, str]:
+        headers = {MSG_ID_HEADER: self.replay_msg_id(run), DLQ_REPLAYED_FROM_HEADER: str(self.seq)}
+        original = self.headers.get(DLQ_ORIGINAL_MSG_ID_HEADER)
+        if original:
+            headers[DLQ_ORIGINAL_MSG_ID_HEADER] = original
+        return headers
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -102,23 +113,15 @@ class DeadLetter:
         }
 
 
-def _require_url(nats_url: str | None) -> str:
-    if not nats_url:
-        raise click.UsageError("--nats-url (or HEADWATER_NATS_URL) is required")
-    return nats_url
-
-
 def _run(nats_url: str, name: str, work: Callable[[JetStreamContext], Awaitable[T]]) -> T:
-    """Connect, make sure the streams exist, run `work`, close the connection."""
+    """Connect (failing within seconds when NATS is unreachable), make sure the streams exist, run
+    `work`, close the connection."""
 
     async def main() -> T:
-        client: Client = await connect_nats(nats_url, name)
-        try:
+        async with connected(nats_url, name) as client:
             js = client.jetstream()
             await ensure_streams(js, StreamSettings())
             return await work(js)
-        finally:
-            await client.close()
 
     return asyncio.run(main())
 
@@ -154,12 +157,13 @@ def dlq() -> None:
 
 @dlq.command(name="list")
 @nats_url_option
+@data_dir_option
 @click.option("--project", default=None, help="Only this project's messages.")
 @click.option("--limit", default=None, type=click.IntRange(1), help="At most N messages (the oldest).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def list_(nats_url: str | None, project: str | None, limit: int | None, as_json: bool) -> None:
+def list_(nats_url: str | None, data_dir: str, project: str | None, limit: int | None, as_json: bool) -> None:
     """Dead-lettered messages, oldest first. Reads only: nothing is acknowledged or removed."""
-    url = _require_url(nats_url)
+    url = resolve_nats_url(nats_url, data_dir)
 
     async def collect(js: JetStreamContext) -> list[DeadLetter]:
         found: list[DeadLetter] = []
@@ -186,15 +190,16 @@ def list_(nats_url: str | None, project: str | None, limit: int | None, as_json:
 
 @dlq.command()
 @nats_url_option
+@data_dir_option
 @click.argument("seq", type=click.IntRange(1))
 @click.option(
     "--raw",
     is_flag=True,
     help="Print only the body, byte for byte as stored (a batch: an LZ4 frame, `lz4 -d`).",
 )
-def show(nats_url: str | None, seq: int, raw: bool) -> None:
+def show(nats_url: str | None, data_dir: str, seq: int, raw: bool) -> None:
     """One dead-lettered message by stream sequence: its headers and body."""
-    url = _require_url(nats_url)
+    url = resolve_nats_url(nats_url, data_dir)
     message = _run(url, "headwater-dlq-show", lambda js: dead_letter(js, seq))
     if message is None:
         raise click.ClickException(f"no message {seq} in {DLQ_STREAM}")
@@ -222,36 +227,45 @@ def show(nats_url: str | None, seq: int, raw: bool) -> None:
         click.echo(body.decode("utf-8", errors="backslashreplace"))
 
 
-async def _replay_one(js: JetStreamContext, message: DeadLetter) -> bool:
-    """Republish, await the ack, then delete from the DLQ; True when JetStream saw a duplicate."""
-    ack = await js.publish(
+async def _replay_one(js: JetStreamContext, message: DeadLetter, run: str) -> None:
+    """Republish under this run's id, await the ack, then delete from the DLQ.
+
+    A "duplicate" ack can only mean this run published it already (a retry), so it is on the stream
+    either way and the dead letter may go."""
+    await js.publish(
         message.target_subject,
         message.data,
         timeout=PUBLISH_TIMEOUT_SECONDS,
         stream=EVENTS_STREAM,
-        headers={MSG_ID_HEADER: message.msg_id},
+        headers=message.replay_headers(run),
     )
     await js.delete_msg(DLQ_STREAM, message.seq)
-    return bool(ack.duplicate)
 
 
 @dlq.command()
 @nats_url_option
+@data_dir_option
 @click.option("--project", default=None, help="Replay this project's messages.")
 @click.option("--seq", "seqs", multiple=True, type=click.IntRange(1), help="Replay this message; repeatable.")
 @click.option("--dry-run", is_flag=True, help="List what would be replayed; change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def replay(
-    nats_url: str | None, project: str | None, seqs: tuple[int, ...], dry_run: bool, yes: bool
+    nats_url: str | None,
+    data_dir: str,
+    project: str | None,
+    seqs: tuple[int, ...],
+    dry_run: bool,
+    yes: bool,
 ) -> None:
     """Republish dead-lettered messages to their events subject, then remove them from the DLQ.
 
-    Without --project or --seq, every dead-lettered message is replayed. Each is published with its
-    original Nats-Msg-Id (when the DLQ recorded it), so a repeated replay within the stream's
-    duplicate window is stored once, and ClickHouse de-duplicates events by messageId.
+    Without --project or --seq, every dead-lettered message is replayed. Each is published under a
+    new Nats-Msg-Id of this run (its original id kept in the Hw-Original-Msg-Id header), so
+    JetStream delivers it even within its duplicate window; ClickHouse keeps one row per messageId.
     A message is deleted from the DLQ only after JetStream acknowledged its republication.
     """
-    url = _require_url(nats_url)
+    url = resolve_nats_url(nats_url, data_dir)
+    run = str(time.time_ns())
     if project and seqs:
         raise click.UsageError("--project and --seq are mutually exclusive")
 
@@ -270,7 +284,9 @@ def replay(
             selected = [m async for m in dead_letters(js, _subject(project))]
         if dry_run:
             for m in selected:
-                click.echo(f"{m.seq}: would replay to {m.target_subject} as {MSG_ID_HEADER} {m.msg_id}")
+                click.echo(
+                    f"{m.seq}: would replay to {m.target_subject} as {MSG_ID_HEADER} {m.replay_msg_id(run)}"
+                )
             click.echo(f"{len(selected)} message(s) would be replayed (dry run)")
             return 0, 0, missing
         if not selected:
@@ -280,21 +296,18 @@ def replay(
             # In a thread: the loop keeps answering the server's pings while the operator reads.
             question = f"replay {len(selected)} message(s) and remove them from {DLQ_STREAM}?"
             await asyncio.to_thread(click.confirm, question, abort=True)
-        replayed = duplicates = 0
+        replayed = 0
         failures: list[str] = []
         with click.progressbar(selected, label="replaying", show_pos=True, file=sys.stderr) as bar:
             for message in bar:
                 try:
-                    duplicates += await _replay_one(js, message)
+                    await _replay_one(js, message, run)
                     replayed += 1
                 except Exception as exc:  # one bad message must not stop the others; reported below
                     failures.append(f"{message.seq}: {type(exc).__name__}: {exc}")
         for failure in failures:
             click.echo(f"failed {failure}", err=True)
-        click.echo(
-            f"replayed {replayed} message(s) ({duplicates} already in {EVENTS_STREAM}), "
-            f"{len(failures)} failed"
-        )
+        click.echo(f"replayed {replayed} message(s) to {EVENTS_STREAM}, {len(failures)} failed")
         return replayed, len(failures), missing
 
     _, failed, missing = _run(url, "headwater-dlq-replay", work)

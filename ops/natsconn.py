@@ -48,11 +48,16 @@ async def connect_nats(url: str, name: str, events: ConnectionEvents | None = No
     """Connect, retrying the first connection until it succeeds; later outages of any length are
     survived (nats-py's default gives up after 60 attempts, about two minutes)."""
     events = events or ConnectionEvents()
+    # nats-py calls disconnected_cb on a deliberate close() too; that is no outage, so it is neither
+    # logged as one nor passed to the listeners (the edge's circuit breaker would open on it).
+    connection: list[Client] = []
 
     async def on_error(error: Exception) -> None:
         log.warning("nats (%s): %s", name, error)
 
     async def on_disconnected() -> None:
+        if connection and connection[0].is_closed:
+            return
         log.warning("nats (%s): disconnected", name)
         events.disconnected()
 
@@ -61,7 +66,7 @@ async def connect_nats(url: str, name: str, events: ConnectionEvents | None = No
         events.reconnected()
 
     async def on_closed() -> None:
-        log.info("nats (%s): connection closed", name)
+        log.debug("nats (%s): connection closed", name)
 
     async for attempt in AsyncRetrying(
         retry=retry_if_exception_type((OSError, TimeoutError, nats.errors.NoServersError)),
@@ -70,7 +75,7 @@ async def connect_nats(url: str, name: str, events: ConnectionEvents | None = No
         reraise=True,
     ):
         with attempt:
-            return await nats.connect(
+            client = await nats.connect(
                 servers=[u.strip() for u in url.split(",") if u.strip()],
                 name=name,
                 max_reconnect_attempts=-1,
@@ -81,6 +86,8 @@ async def connect_nats(url: str, name: str, events: ConnectionEvents | None = No
                 reconnected_cb=on_reconnected,
                 closed_cb=on_closed,
             )
+            connection.append(client)
+            return client
     raise AssertionError("unreachable: the retry loop either returns or raises")
 
 

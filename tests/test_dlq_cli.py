@@ -12,16 +12,19 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
-from hw_testing import Run, run_cli
+from hw_testing import Run, basic_auth, create_project, eventually, query_rows, run_cli, track_event
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
+from headwater.consumers.settings import ConsumerSettings
 from headwater.edge.envelope import LZ4_FRAME_MAGIC, pack
 from headwater.edge.subjects import DLQ_STREAM, EVENTS_STREAM, dlq_subject, events_subject
 from headwater.ops.natsserver import NatsServerProcess
 
 pytestmark = pytest.mark.services
+ORIGIN = "http://localhost:3000"
 
 
 async def headwater(server: NatsServerProcess, *args: str) -> Run:
@@ -154,7 +157,16 @@ async def test_show_inflates_a_compressed_envelope(
     assert "not a readable LZ4 frame" in shown.stdout and "shown as stored" in shown.stdout
 
 
-async def test_replay_project_republishes_with_the_original_msg_id(
+def replay_headers(message: Any) -> tuple[str, str | None, str | None]:
+    headers = message.headers or {}
+    return (
+        headers.get("Nats-Msg-Id", ""),
+        headers.get("Hw-Original-Msg-Id"),
+        headers.get("Hw-Replayed-From"),
+    )
+
+
+async def test_replay_project_republishes_under_a_new_id_keeping_the_original(
     nats_server: NatsServerProcess, js: JetStreamContext
 ) -> None:
     seeded = await seed(js)
@@ -173,39 +185,42 @@ async def test_replay_project_republishes_with_the_original_msg_id(
     assert "replayed 2 message(s)" in replayed.stdout and "0 failed" in replayed.stdout
 
     stored = await events(js, events_subject("shop"), 2)
-    assert [(m.data, m.headers and m.headers.get("Nats-Msg-Id")) for m in stored] == [
-        (json.dumps(SHOP_BODY).encode(), "orig-1"),
-        (b"\x00not json", "orig-2"),
+    assert [m.data for m in stored] == [json.dumps(SHOP_BODY).encode(), b"\x00not json"]
+    ids = [replay_headers(m) for m in stored]
+    assert [(original, source) for _, original, source in ids] == [
+        ("orig-1", str(seeded.shop_json)),
+        ("orig-2", str(seeded.shop_text)),
     ]
+    assert ids[0][0].startswith(f"dlq-replay-{seeded.shop_json}-")
+    assert ids[1][0].startswith(f"dlq-replay-{seeded.shop_text}-")
     remaining = (await headwater(nats_server, "list", "--json")).json()
     assert [r["seq"] for r in remaining] == [seeded.blog]
 
 
-async def test_replay_by_seq_and_dedup_within_the_window(
+async def test_replay_within_the_duplicate_window_keeps_nothing_back(
     nats_server: NatsServerProcess, js: JetStreamContext
 ) -> None:
-    seeded = await seed(js)
-
-    first = await headwater(nats_server, "replay", "--seq", str(seeded.shop_json), "--yes")
-    assert first.code == 0, first.stderr
-    # The same message dead-lettered again (same original id) and replayed once more: stored once.
-    again = await js.publish(
+    """The original publication is still inside JetStream's duplicate window (two minutes by
+    default): a replay under the original Nats-Msg-Id was answered "duplicate", delivered nothing,
+    and the dead letter was deleted all the same."""
+    original = await js.publish(
+        events_subject("shop"), b"{}", stream=EVENTS_STREAM, headers={"Nats-Msg-Id": "orig-1"}
+    )
+    dead = await js.publish(
         dlq_subject("shop"),
-        json.dumps(SHOP_BODY).encode(),
+        b"{}",
         stream=DLQ_STREAM,
-        headers={"Hw-Error": "again", "Hw-Original-Msg-Id": "orig-1"},
+        headers={"Hw-Error": "x", "Hw-Original-Msg-Id": "orig-1"},
     )
-    second = await headwater(
-        nats_server, "replay", "--seq", str(again.seq), "--seq", str(seeded.blog), "--yes"
-    )
-    assert second.code == 0, second.stderr
-    assert "replayed 2 message(s) (1 already in HW_EVENTS)" in second.stdout
 
-    shop = await events(js, events_subject("shop"), 1)
-    assert [m.headers and m.headers.get("Nats-Msg-Id") for m in shop] == ["orig-1"]
-    blog = await events(js, events_subject("blog"), 1)
-    assert [m.headers and m.headers.get("Nats-Msg-Id") for m in blog] == [f"dlq-replay-{seeded.blog}"]
-    assert await count(js, DLQ_STREAM) == 1  # only the text message is left
+    run = await headwater(nats_server, "replay", "--seq", str(dead.seq), "--yes")
+    assert run.code == 0, run.stderr
+    assert "replayed 1 message(s)" in run.stdout
+    stored = await events(js, events_subject("shop"), 2)  # the original and the replay
+    assert len(stored) == 2
+    assert stored[0].metadata.sequence.stream == original.seq
+    assert replay_headers(stored[1])[1:] == ("orig-1", str(dead.seq))
+    assert await count(js, DLQ_STREAM) == 0
 
     missing = await headwater(nats_server, "replay", "--seq", "999", "--yes")
     assert missing.code == 1 and "999: not in HW_DLQ" in missing.stderr
@@ -229,4 +244,58 @@ async def test_replay_reports_a_failure_and_continues(
     remaining = (await headwater(nats_server, "list", "--json")).json()
     assert [r["seq"] for r in remaining] == [bad.seq]
     stored = await events(js, events_subject("shop"), 1)
-    assert [m.headers and m.headers.get("Nats-Msg-Id") for m in stored] == [f"dlq-replay-{good.seq}"]
+    assert replay_headers(stored[0])[0].startswith(f"dlq-replay-{good.seq}-")
+
+
+async def test_dead_letters_replayed_within_the_window_are_all_stored(
+    make_stack: Any,
+    nats_server: NatsServerProcess,
+    http: httpx.AsyncClient,
+    js: JetStreamContext,
+    project_id: str,
+) -> None:
+    """End to end: events the edge acknowledged, dead-lettered by the consumer (as a ClickHouse
+    failure did) and replayed at once, all land in ClickHouse and leave the DLQ."""
+    edge = await make_stack(edge=True, control=True)
+    created = await create_project(http, edge, project_id, allowed_origins=[ORIGIN])
+    headers = {**basic_auth(created["public_key"]), "Origin": ORIGIN}
+    sent = 12
+    for i in range(sent):
+        response = await http.post(
+            f"{edge.edge_url}/v1/track", json=track_event(messageId=f"m-{i}"), headers=headers
+        )
+        assert response.status_code == 200, response.text
+
+    # What the consumer does to a batch it gives up on: the message goes to HW_DLQ with its
+    # original id, and is terminated on the durable consumer so it is never delivered again.
+    durable = ConsumerSettings(clickhouse_url="unused").durable_name
+    await js.add_consumer(
+        EVENTS_STREAM,
+        ConsumerConfig(durable_name=durable, ack_policy=AckPolicy.EXPLICIT, filter_subject="hw.events.>"),
+    )
+    pull = await js.pull_subscribe_bind(durable, stream=EVENTS_STREAM)
+    for message in await pull.fetch(sent, timeout=5):
+        await js.publish(
+            dlq_subject(project_id),
+            message.data,
+            stream=DLQ_STREAM,
+            headers={
+                "Hw-Error": "Code: 243. DB::Exception: Cannot reserve 1.00 MiB, not enough space",
+                "Hw-Original-Subject": message.subject,
+                "Hw-Original-Msg-Id": (message.headers or {})["Nats-Msg-Id"],
+            },
+        )
+        await message.term()
+    await pull.unsubscribe()
+    assert await count(js, DLQ_STREAM) == sent
+
+    stack = await make_stack(consumer=True, control=True)
+    run = await headwater(nats_server, "replay", "--yes")
+    assert run.code == 0, run.stderr
+    assert await count(js, DLQ_STREAM) == 0
+    stored = await eventually(
+        lambda: query_rows(http, stack, project_id, "SELECT count() FROM events FINAL"),
+        lambda rows: rows[0][0] >= sent,
+        timeout=15,
+    )
+    assert stored == [[sent]]
