@@ -36,7 +36,7 @@ from .blocks import encode_rows
 from .enrich import Enricher, GeoLookup
 from .rows import COLUMNS, DEFAULT_SETTINGS, Row, envelope_rows
 from .settings import ConsumerSettings
-from .wire import decode_envelope
+from .wire import BadEvent, event_dead_letters, read_envelope
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,9 @@ class Decoded:
     project: str
     rows: int
     received_at: float | None  # when the edge received it (epoch seconds); None: no rows
+    # Its events that cannot become rows, each as a dead letter of its own (envelope, error), so
+    # the valid events beside them are stored.
+    dead_letters: tuple[tuple[bytes, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,24 +92,38 @@ def process(enricher: Enricher, items: Sequence[Item], settings: Mapping[str, Pr
     for subject, data in items:
         project = project_of_subject(subject)
         try:
-            envelope = decode_envelope(data)
+            envelope, unreadable = read_envelope(data)
             if envelope.project != project:
                 raise EnvelopeError(f"envelope of project {envelope.project!r} on {subject}")
-            rows = envelope_rows(envelope, enricher, settings.get(project, DEFAULT_SETTINGS))
+            unbuilt: list[BadEvent] = []
+            rows = envelope_rows(envelope, enricher, settings.get(project, DEFAULT_SETTINGS), unbuilt)
         except (EnvelopeError, ValueError) as exc:
             outcomes.append(Refused(str(exc)))
             continue
+        dead = _dead_letters(data, len(envelope.events), unreadable, unbuilt) if unreadable or unbuilt else ()
         received = rows[0][RECEIVED_AT].timestamp() if rows else None
         unencoded = pending.setdefault(project, _Unencoded())
         unencoded.parts.append((len(outcomes), rows))
         unencoded.rows += len(rows)
-        outcomes.append(Decoded(project, len(rows), received))
+        outcomes.append(Decoded(project, len(rows), received, dead))
         if unencoded.rows >= ENCODE_ROWS:
             blocks.setdefault(project, []).append(_encode(unencoded.parts, outcomes))
             del pending[project]
     for project, unencoded in pending.items():
         blocks.setdefault(project, []).append(_encode(unencoded.parts, outcomes))
     return Processed(outcomes, {project: b"".join(chunks) for project, chunks in blocks.items()})
+
+
+def _dead_letters(
+    data: bytes, read: int, unreadable: list[BadEvent], unbuilt: list[BadEvent]
+) -> tuple[tuple[bytes, str], ...]:
+    """Dead letters of the events that could not be read and of the `read` others those that
+    could not become rows (whose places count only the events that were read)."""
+    skipped = {bad.index for bad in unreadable}
+    places = [i for i in range(len(skipped) + read) if i not in skipped]
+    bad = sorted(unreadable + [BadEvent(places[b.index], b.error) for b in unbuilt], key=lambda b: b.index)
+    letters = event_dead_letters(data, bad)
+    return tuple((letter, f"events[{b.index}]: {b.error}") for letter, b in zip(letters, bad, strict=True))
 
 
 def _encode(parts: list[tuple[int, list[Row]]], outcomes: list[Decoded | Refused]) -> bytes:

@@ -19,7 +19,7 @@ from .enrich import (
     parse_timestamp,
     skew_corrected,
 )
-from .wire import WireContext, WireEnvelope, decode_any, decode_context
+from .wire import BadEvent, WireContext, WireEnvelope, decode_any, decode_context
 
 RAW_COLUMNS: tuple[str, ...] = (
     "message_id",
@@ -58,6 +58,9 @@ COLUMN_TYPES: tuple[str, ...] = tuple({**ENRICHMENT_COLUMN_TYPES, **RAW_COLUMN_T
 DEFAULT_SETTINGS = ProjectSettings()
 
 Row = tuple[Any, ...]
+# What building one event's row may raise for what the event holds (UnicodeError and msgspec's
+# DecodeError are ValueErrors).
+_ROW_ERRORS = (ValueError, TypeError, OverflowError)
 
 
 def _text(value: object) -> str:
@@ -93,8 +96,13 @@ def _context_json(raw: msgspec.Raw, context: WireContext, stored_ip: str) -> str
 
 
 def envelope_rows(
-    envelope: WireEnvelope, enricher: Enricher, settings: ProjectSettings = DEFAULT_SETTINGS
+    envelope: WireEnvelope,
+    enricher: Enricher,
+    settings: ProjectSettings = DEFAULT_SETTINGS,
+    bad: list[BadEvent] | None = None,
 ) -> list[Row]:
+    """The rows of an envelope's events. With `bad`, an event that cannot become a row is listed
+    there (by its place in `envelope.events`) and the others still are rows; without, it raises."""
     rules = settings.anonymisation
     received_at = parse_timestamp(envelope.received_at)
     if received_at is None:
@@ -110,46 +118,51 @@ def envelope_rows(
     # The events of a request share its user agent and address unless they name their own: the
     # client's columns are derived once per distinct pair.
     clients: dict[tuple[str | None, str | None], tuple[ClientColumns, str]] = {}
-    for event in envelope.events:
-        context = decode_context(event.context)
-        # The event's own context.userAgent (a server-side library relays the end user's), else
-        # the request's; context.ip only from a server-side sender (the edge drops it from
-        # browser events).
-        user_agent = context.userAgent if isinstance(context.userAgent, str) else request_ua
-        ip = context.ip if secret and isinstance(context.ip, str) else request_ip
-        client = clients.get((user_agent, ip))
-        if client is None:
-            # Geolocate the full address first, then store it only as the project's rule leaves it.
-            client = clients[user_agent, ip] = enricher.client(user_agent, ip, rules.ip)
-        client_columns, stored_ip = client
-        page = enricher.page(
-            event.type if type(event.type) is str else "",
-            bytes(context.page),
-            bytes(context.campaign),
-            bytes(event.properties),
-        )
-        happened = parse_timestamp(event.timestamp)
-        sent = parse_timestamp(event.sentAt) if event.sentAt is not None else batch_sent
-        if correct_skew:
-            happened = skew_corrected(happened, sent, received_at)
-        raw = (
-            _text(event.messageId),
-            _text(event.type),
-            _text(event.event or event.name or ""),
-            _text(event.anonymousId),
-            _text(event.userId),
-            _text(event.groupId),
-            _text(event.previousId),
-            happened or received_at,
-            sent,
-            received_at,
-            envelope.request_id,
-            stored_ip,
-            user_agent_text,
-            origin_text,
-            _json(event.properties, rules.redact_properties),
-            _json(event.traits, rules.redact_properties),
-            _context_json(event.context, context, stored_ip),
-        )
-        rows.append(raw + client_columns + page)
+    for index, event in enumerate(envelope.events):
+        try:
+            context = decode_context(event.context)
+            # The event's own context.userAgent (a server-side library relays the end user's), else
+            # the request's; context.ip only from a server-side sender (the edge drops it from
+            # browser events).
+            user_agent = context.userAgent if isinstance(context.userAgent, str) else request_ua
+            ip = context.ip if secret and isinstance(context.ip, str) else request_ip
+            client = clients.get((user_agent, ip))
+            if client is None:
+                # Geolocate the full address first, then store it only as the project's rule leaves it.
+                client = clients[user_agent, ip] = enricher.client(user_agent, ip, rules.ip)
+            client_columns, stored_ip = client
+            page = enricher.page(
+                event.type if type(event.type) is str else "",
+                bytes(context.page),
+                bytes(context.campaign),
+                bytes(event.properties),
+            )
+            happened = parse_timestamp(event.timestamp)
+            sent = parse_timestamp(event.sentAt) if event.sentAt is not None else batch_sent
+            if correct_skew:
+                happened = skew_corrected(happened, sent, received_at)
+            raw = (
+                _text(event.messageId),
+                _text(event.type),
+                _text(event.event or event.name or ""),
+                _text(event.anonymousId),
+                _text(event.userId),
+                _text(event.groupId),
+                _text(event.previousId),
+                happened or received_at,
+                sent,
+                received_at,
+                envelope.request_id,
+                stored_ip,
+                user_agent_text,
+                origin_text,
+                _json(event.properties, rules.redact_properties),
+                _json(event.traits, rules.redact_properties),
+                _context_json(event.context, context, stored_ip),
+            )
+            rows.append(raw + client_columns + page)
+        except _ROW_ERRORS as exc:  # one event's fault: the others are still rows
+            if bad is None:
+                raise
+            bad.append(BadEvent(index, f"cannot become a row: {exc!r}"))
     return rows

@@ -304,6 +304,7 @@ class EventConsumer:
             if isinstance(outcome, Refused):
                 await self._dead_letter(message, EnvelopeError(outcome.error))
                 continue
+            await self._dead_letter_events(message, outcome)
             project_messages, outcomes = of_project.setdefault(outcome.project, ([], []))
             project_messages.append(message)
             outcomes.append(outcome)
@@ -395,6 +396,7 @@ class EventConsumer:
             if isinstance(outcome, Refused):  # the rules changed since: as when it was first taken
                 await self._dead_letter(message, EnvelopeError(outcome.error))
                 continue
+            await self._dead_letter_events(message, outcome)
             single = ProjectBatch(due=0.0)
             single.add([message], [outcome], processed.blocks.get(project_id, b""))
             await self._write(project_id, single)
@@ -434,6 +436,27 @@ class EventConsumer:
         self.dead_lettered += 1
         self.metrics.dead_lettered.labels(project_id).inc()
         await message.term()
+
+    async def _dead_letter_events(self, message: Msg, outcome: Decoded) -> None:
+        """Dead-letter the events of a message that cannot become rows, each alone; the message
+        itself is acked once its other events are stored. Each dead letter has an id of its own
+        within the message's, so a redelivery does not dead-letter the same event twice."""
+        if not outcome.dead_letters:
+            return
+        project_id = project_of_subject(message.subject)
+        original_id = (message.headers or {}).get(MSG_ID_HEADER) or str(message.metadata.sequence.stream)
+        for number, (letter, error) in enumerate(outcome.dead_letters):
+            log.error("dead-lettering an event of message %s of %s: %s", original_id, message.subject, error)
+            headers = {
+                MSG_ID_HEADER: f"{original_id}:dead:{number}",
+                DLQ_ERROR_HEADER: " ".join(error.split())[:1000],
+                DLQ_ORIGINAL_SUBJECT_HEADER: message.subject,
+                DLQ_DELIVERIES_HEADER: str(message.metadata.num_delivered),
+                DLQ_ORIGINAL_MSG_ID_HEADER: original_id,
+            }
+            await self._js.publish(dlq_subject(project_id), letter, headers=headers)
+            self.dead_lettered += 1
+            self.metrics.dead_lettered.labels(project_id).inc()
 
     async def _watch_lag(self, interval: float = 5.0) -> None:
         """Refresh the lag gauges from the durable consumer's state."""

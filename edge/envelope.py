@@ -48,6 +48,21 @@ MAX_ENVELOPE_BYTES = 64 << 20
 _UNPACK_STEP = 64 << 10  # the least unpack asks python-lz4 for at a time
 
 
+def utf8_repaired(data: bytes) -> bytes:
+    """`data` with every byte sequence that is not UTF-8 replaced by U+FFFD. JSON is UTF-8, but the
+    readers that keep raw JSON (msgspec's `Raw`, skipped values) do not check the bytes inside a
+    string, so an edge could accept what a consumer cannot decode; the edge repairs request bodies
+    and consumers repair what older edges wrote (docs/ingest-api.md). A replacement never makes a
+    quote or a backslash, so it changes no JSON structure. An ASCII body (most) costs one scan."""
+    if data.isascii():
+        return data
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return data.decode(errors="replace").encode()
+    return data
+
+
 def pack(data: bytes, compress_above: int = DEFAULT_COMPRESS_ABOVE) -> bytes:
     """The message body for an encoded envelope: LZ4-framed when it is longer than
     `compress_above` bytes (0: never)."""

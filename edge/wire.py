@@ -22,6 +22,7 @@ import msgspec
 import orjson
 from msgspec import UNSET, Raw, UnsetType
 
+from .envelope import utf8_repaired
 from .errors import IngestError
 from .ids import next_message_id
 from .validation import EVENT_TYPES, MAX_MESSAGE_ID_LENGTH, MAX_NAME_LENGTH, MAX_TIMESTAMP_LENGTH
@@ -104,8 +105,10 @@ class RequestBody:
 
 def read_body(kind: str, data: bytes, limits: Limits) -> RequestBody:
     """The body of a request to /v1/<kind> (an event type, or "batch"); IngestError 400
-    `invalid_json` when it is not a JSON object."""
+    `invalid_json` when it is not a JSON object. Bytes that are not UTF-8 are replaced by U+FFFD
+    first (envelope.utf8_repaired): what the edge accepts, a consumer can always decode."""
     batch = kind == BATCH
+    data = utf8_repaired(data)
     try:
         if batch:
             return _typed_batch(data, limits)
