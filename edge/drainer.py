@@ -5,6 +5,11 @@ has (within the stream's duplicate window; beyond it, ClickHouse collapses the c
 An envelope leaves the spool only after JetStream acknowledged it. Failures back off exponentially
 with jitter; draining is paced (it sleeps as long as it worked, times `pace`) so it does not starve
 live traffic.
+
+Only a retryable failure (no connection, no answer, no responders) is retried. An envelope JetStream
+can never take (larger than the server's max payload or the stream's max message size, e.g. spooled
+by an edge that knew a larger limit) is moved to the spool's quarantine, logged and counted, and the
+envelopes behind it drain on: it must neither block them forever nor trip the breaker.
 """
 
 from __future__ import annotations
@@ -12,8 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
+from nats.errors import MaxPayloadError
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
+from nats.js.errors import APIError
 
 from headwater.control.tasks import cancel_and_wait
 from headwater.spool import Spool, SpooledEnvelope
@@ -21,18 +30,79 @@ from headwater.spool import Spool, SpooledEnvelope
 from .backoff import Backoff
 from .fallback import CircuitBreaker
 from .metrics import EdgeMetrics
+from .sink import MESSAGE_TOO_LARGE_CODE
 from .subjects import EVENTS_STREAM, MSG_ID_HEADER
 
 log = logging.getLogger(__name__)
 
 
-async def republish(js: JetStreamContext, envelopes: list[SpooledEnvelope], timeout: float) -> None:
-    """Publish pipelined and wait for every acknowledgement; raises if any is missing."""
-    futures = [
-        await js.publish_async(e.subject, e.body, stream=EVENTS_STREAM, headers={MSG_ID_HEADER: e.msg_id})
-        for e in envelopes
-    ]
-    await asyncio.wait_for(asyncio.gather(*futures), timeout)
+class Undeliverable(Exception):
+    """JetStream will never take this envelope."""
+
+
+async def republish(
+    js: JetStreamContext, envelopes: list[SpooledEnvelope], timeout: float
+) -> list[BaseException | None]:
+    """Publish pipelined and wait for every acknowledgement: per envelope, None once acknowledged,
+    Undeliverable when JetStream can never take it, else the (retryable) error. Raises when the
+    connection fails or acknowledgements are missing after `timeout`."""
+    outcomes: list[BaseException | None] = [None] * len(envelopes)
+    waiting: list[tuple[int, asyncio.Future[PubAck]]] = []
+    for index, e in enumerate(envelopes):
+        try:
+            future = await js.publish_async(
+                e.subject, e.body, stream=EVENTS_STREAM, headers={MSG_ID_HEADER: e.msg_id}
+            )
+        except MaxPayloadError:
+            outcomes[index] = Undeliverable(f"{len(e.body)} bytes, over the server's max payload")
+            continue
+        waiting.append((index, future))
+    acks = await asyncio.wait_for(asyncio.gather(*(f for _, f in waiting), return_exceptions=True), timeout)
+    for (index, _), ack in zip(waiting, acks, strict=True):
+        if isinstance(ack, APIError) and ack.err_code == MESSAGE_TOO_LARGE_CODE:
+            outcomes[index] = Undeliverable(f"over the stream's max message size: {ack}")
+        elif isinstance(ack, BaseException):
+            outcomes[index] = ack
+    return outcomes
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    removed: int  # acknowledged by JetStream and removed from the spool
+    quarantined: int  # undeliverable, moved to the spool's quarantine
+    failed: int  # a retryable failure: released, to be tried again
+    error: BaseException | None  # the first retryable failure
+
+
+async def drain_batch(
+    spool: Spool, js: JetStreamContext, envelopes: list[SpooledEnvelope], timeout: float
+) -> Drained:
+    """Republish leased `envelopes`: remove the acknowledged ones, quarantine the undeliverable
+    ones, release the rest. Raises (everything released) when the connection failed outright."""
+    try:
+        outcomes = await republish(js, envelopes, timeout)
+    except BaseException:
+        spool.release(e.key for e in envelopes)
+        raise
+    acked, failed, quarantined, error = [], [], 0, None
+    for envelope, outcome in zip(envelopes, outcomes, strict=True):
+        if outcome is None:
+            acked.append(envelope.key)
+        elif isinstance(outcome, Undeliverable):
+            log.error(
+                "spooled envelope %s (%s) can never be delivered (%s): moved to the spool's quarantine",
+                envelope.msg_id,
+                envelope.subject,
+                outcome,
+            )
+            await spool.quarantine(envelope.key, f"undeliverable: {outcome}")
+            quarantined += 1
+        else:
+            failed.append(envelope.key)
+            error = error or outcome
+    spool.release(failed)
+    removed = await spool.remove(acked) if acked else 0
+    return Drained(removed, quarantined, len(failed), error)
 
 
 class Drainer:
@@ -90,25 +160,29 @@ class Drainer:
             raise
 
     async def drain_once(self) -> int:
-        """One batch: peek, republish, remove. Returns how many left the spool (0 on failure)."""
+        """One batch: peek, republish, remove (and quarantine what can never be delivered).
+        Returns how many left the spool for JetStream."""
         envelopes = await self._spool.peek_batch(self._batch)
         if not envelopes:
             return 0
-        keys = [e.key for e in envelopes]
         try:
-            await republish(self._js, envelopes, self._publish_timeout)
+            result = await drain_batch(self._spool, self._js, envelopes, self._publish_timeout)
         except Exception as exc:
-            self._spool.release(keys)
-            self._failures_in_row += 1
-            self._metrics.drain_failures.inc()
-            delay = self._backoff.delay(self._failures_in_row)
-            log.warning(
-                "republishing %d spooled envelopes failed (%r); retrying in %.1fs", len(keys), exc, delay
-            )
-            self._breaker.trip("republishing spooled envelopes failed")
-            await asyncio.sleep(delay)
+            await self._failed(len(envelopes), exc)
             return 0
-        removed = await self._spool.remove(keys)
-        self._failures_in_row = 0
-        self._metrics.drained.inc(removed)
-        return removed
+        self._metrics.drained.inc(result.removed)
+        self._metrics.undeliverable.inc(result.quarantined)
+        if result.error is not None:
+            await self._failed(result.failed, result.error)
+        else:
+            self._failures_in_row = 0
+        return result.removed
+
+    async def _failed(self, count: int, error: BaseException) -> None:
+        """A retryable failure: JetStream is (again) away; back off, and let live traffic spool."""
+        self._failures_in_row += 1
+        self._metrics.drain_failures.inc()
+        delay = self._backoff.delay(self._failures_in_row)
+        log.warning("republishing %d spooled envelopes failed (%r); retrying in %.1fs", count, error, delay)
+        self._breaker.trip("republishing spooled envelopes failed")
+        await asyncio.sleep(delay)

@@ -34,3 +34,8 @@ class IngestError(APIError):
 
 class SinkUnavailable(Exception):
     """A retryable failure to make an envelope durable (JetStream unreachable, timed out)."""
+
+
+class MessageTooLarge(Exception):
+    """An envelope JetStream will never take: larger than the server's max payload or the events
+    stream's max message size. Not retryable, so it never reaches the spool or the breaker."""

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from headwater.control.tasks import cancel_and_wait
 from headwater.spool import Spool, SpoolError, SpoolFull
 
-from .errors import SinkUnavailable
+from .errors import MessageTooLarge, SinkUnavailable
 from .metrics import EdgeMetrics
 from .sink import Sink
 
@@ -87,13 +87,19 @@ class FallbackSink:
         self._breaker = breaker
         self._metrics = metrics
 
+    def max_body_bytes(self) -> int:
+        return self._primary.max_body_bytes()
+
     async def publish(self, subject: str, msg_id: str, body: bytes) -> None:
+        """MessageTooLarge is not a reason to fall back: the spool could never drain it."""
         if not self._breaker.is_open:
             try:
                 await self._primary.publish(subject, msg_id, body)
                 return
             except SinkUnavailable as exc:
                 self._breaker.trip(str(exc))
+        elif len(body) > self.max_body_bytes():
+            raise MessageTooLarge(f"a message of {len(body)} bytes is over JetStream's limit")
         try:
             await self._spool.append(subject, msg_id, body)
         except SpoolFull as exc:

@@ -10,8 +10,9 @@ import logging
 import math
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -22,7 +23,7 @@ from headwater.control.project import Project, iso
 from headwater.control.registry import KeyMatch
 
 from .envelope import Envelope, pack
-from .errors import IngestError, SinkUnavailable
+from .errors import IngestError, MessageTooLarge, SinkUnavailable
 from .metrics import EdgeMetrics
 from .ratelimit import RateLimiter
 from .settings import EdgeSettings
@@ -197,9 +198,7 @@ class IngestService:
         )
         started = time.perf_counter()
         try:
-            encoded = envelope.encode()
-            data = pack(encoded, self._settings.compress_above_bytes)
-            await self._sink.publish(events_subject(project.id), envelope.request_id, data)
+            json_bytes, stored_bytes = await self._publish(envelope)
         except SinkUnavailable:
             log.warning("publish failed; answering 503", exc_info=True)
             raise IngestError(
@@ -209,7 +208,7 @@ class IngestService:
                 headers={"Retry-After": str(self._settings.retry_after_seconds)},
             ) from None
         self._metrics.publish_seconds.observe(time.perf_counter() - started)
-        self._metrics.envelope(len(encoded), len(data))
+        self._metrics.envelope(json_bytes, stored_bytes)
         self._metrics.accepted(project.id, len(accepted))
         for _, error in rejected:
             self._metrics.rejected(project.id, error.code)
@@ -221,6 +220,66 @@ class IngestService:
         if rejected:
             answer["rejected"] = [error.rejection(index) for index, error in rejected]
         return IngestResult(200, answer, cors)
+
+    async def _publish(self, envelope: Envelope) -> tuple[int, int]:
+        """Publish `envelope` as one message, or as several (each a part of its events) when one
+        would be larger than JetStream takes; the bytes published as JSON and as stored. Parts
+        are made before anything is published, so a request refused as too large left nothing
+        behind; a part refused because the limit shrank since (the stream's config changed) is
+        split again by the new limit."""
+        subject = events_subject(envelope.project)
+        parts = deque(self._parts(envelope, 0, self._sink.max_body_bytes()))
+        whole = len(parts) == 1
+        json_bytes = stored_bytes = 0
+        while parts:
+            offset, part, encoded, data = parts.popleft()
+            # A part's id is the request's with the place of its first event: a spooled part
+            # republished is still recognised as a duplicate.
+            msg_id = envelope.request_id if whole else f"{envelope.request_id}:{offset}"
+            try:
+                await self._sink.publish(subject, msg_id, data)
+            except MessageTooLarge:
+                smaller = self._parts(part, offset, self._sink.max_body_bytes())
+                if len(smaller) == 1:  # no smaller than before: the limit is not what the sink says
+                    raise self._too_large(len(data)) from None
+                whole = False
+                parts.extendleft(reversed(smaller))
+                continue
+            json_bytes += len(encoded)
+            stored_bytes += len(data)
+        return json_bytes, stored_bytes
+
+    def _parts(self, envelope: Envelope, offset: int, limit: int) -> list[tuple[int, Envelope, bytes, bytes]]:
+        """(offset of its first event, envelope, JSON, message body) of each part of `envelope`
+        whose body fits `limit`; IngestError 413 when a single event cannot."""
+        encoded = envelope.encode()
+        data = pack(encoded, self._settings.compress_above_bytes)
+        if len(data) <= limit:
+            return [(offset, envelope, encoded, data)]
+        events = envelope.events
+        if len(events) == 1:
+            raise self._too_large(len(data), limit)
+        pieces = min(len(events), max(2, math.ceil(len(data) / limit)))
+        size = math.ceil(len(events) / pieces)
+        parts = []
+        for start in range(0, len(events), size):
+            parts += self._parts(
+                replace(envelope, events=events[start : start + size]), offset + start, limit
+            )
+        return parts
+
+    def _too_large(self, size: int, limit: int | None = None) -> IngestError:
+        log.warning(
+            "refused an event whose envelope (%d bytes) is over JetStream's limit (%s bytes): "
+            "lower --max-event-bytes below NATS's max_payload",
+            size,
+            limit if limit is not None else self._sink.max_body_bytes(),
+        )
+        return IngestError(
+            413,
+            "envelope_too_large",
+            "an event is larger than the message size JetStream accepts; send smaller events",
+        )
 
     def _validate(
         self, request: IngestRequest, body: RequestBody

@@ -55,6 +55,11 @@ class EdgeMetrics:
             "Spooled envelopes republished to JetStream.",
             registry=self.registry,
         )
+        self.undeliverable = Counter(
+            "headwater_edge_spool_undeliverable",
+            "Spooled envelopes JetStream can never take (over its size limits), moved to quarantine.",
+            registry=self.registry,
+        )
         self.drain_failures = Counter(
             "headwater_edge_spool_drain_failures", "Failed republishing attempts.", registry=self.registry
         )

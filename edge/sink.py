@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from typing import Protocol
 
@@ -10,17 +11,27 @@ import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
+from nats.errors import MaxPayloadError
 
-from .errors import SinkUnavailable
+from .errors import MessageTooLarge, SinkUnavailable
 from .subjects import EVENTS_STREAM, MSG_ID_HEADER
 
 EXPECTED_STREAM_HEADER = "Nats-Expected-Stream"
 STATUS_HEADER = "Status"
+# Room left for the headers of a message (Nats-Msg-Id, Nats-Expected-Stream): the server counts
+# them in its max payload, and closes the connection of a client that sends more.
+HEADER_ROOM = 1024
+# JetStream's error code for a message over the stream's max_msg_size.
+MESSAGE_TOO_LARGE_CODE = 10054
 
 
 class Sink(Protocol):
     async def publish(self, subject: str, msg_id: str, body: bytes) -> None:
-        """Return only once the message is durable; raise SinkUnavailable on a retryable failure."""
+        """Return only once the message is durable; raise SinkUnavailable on a retryable failure,
+        MessageTooLarge for a body larger than max_body_bytes() (never retryable)."""
+
+    def max_body_bytes(self) -> int:
+        """The largest body publish() can make durable now (the edge splits envelopes to fit)."""
 
 
 class JetStreamSink:
@@ -40,6 +51,21 @@ class JetStreamSink:
         self._tokens = itertools.count()
         self._waiting: dict[str, asyncio.Future[None]] = {}
         self._starting = asyncio.Lock()
+        self._stream_max = -1  # the events stream's max_msg_size; -1: none
+
+    def max_body_bytes(self) -> int:
+        """The server's max payload (from its INFO, which nats-py reads again on every reconnect)
+        and the events stream's max message size, less room for the headers."""
+        limit = self._nats.max_payload
+        if self._stream_max > 0:
+            limit = min(limit, self._stream_max)
+        return limit - HEADER_ROOM
+
+    async def refresh_limit(self) -> None:
+        """Read the events stream's max message size (at start, and when JetStream refused a
+        message as too large: the stream's config may have changed since)."""
+        info = await self._nats.jetstream().stream_info(EVENTS_STREAM)
+        self._stream_max = info.config.max_msg_size or -1
 
     async def _subscribe(self) -> str:
         async with self._starting:
@@ -60,6 +86,14 @@ class JetStreamSink:
             headers = {MSG_ID_HEADER: msg_id, EXPECTED_STREAM_HEADER: EVENTS_STREAM}
             await self._nats.publish(subject, body, reply=f"{prefix}.{token}", headers=headers)
             await acked
+        except MaxPayloadError:
+            raise MessageTooLarge(
+                f"a message of {len(body)} bytes is over the server's max payload ({self._nats.max_payload})"
+            ) from None
+        except MessageTooLarge:
+            with contextlib.suppress(NatsError, TimeoutError):
+                await self.refresh_limit()
+            raise
         except (NatsError, OSError) as exc:
             raise SinkUnavailable(f"JetStream did not acknowledge the publish: {exc!r}") from exc
         finally:
@@ -79,7 +113,9 @@ class JetStreamSink:
         except orjson.JSONDecodeError:
             answer = {"error": {"description": "unreadable acknowledgement"}}
         error = answer.get("error") if isinstance(answer, dict) else {"description": "unexpected answer"}
-        if error:
+        if isinstance(error, dict) and error.get("err_code") == MESSAGE_TOO_LARGE_CODE:
+            acked.set_exception(MessageTooLarge(f"JetStream refused the publish: {error}"))
+        elif error:
             acked.set_exception(SinkUnavailable(f"JetStream refused the publish: {error}"))
         else:
             acked.set_result(None)

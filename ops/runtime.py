@@ -211,6 +211,8 @@ class Stack:
         """JetStream, falling back to the disk spool (when one is configured) behind a breaker."""
         assert self.nats is not None
         direct = JetStreamSink(self.nats, settings.publish_timeout_seconds)
+        if self._nats_connected():
+            await direct.refresh_limit()  # the events stream's max message size
         if settings.spool_dir is None:
             metrics.watch(lambda: {"breaker_open": False})
             return direct

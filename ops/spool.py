@@ -11,7 +11,7 @@ from typing import IO, Any
 
 import click
 
-from headwater.edge.drainer import republish
+from headwater.edge.drainer import drain_batch
 from headwater.edge.streams import StreamSettings, ensure_streams
 from headwater.spool import Spool, list_spool_dirs
 
@@ -118,10 +118,13 @@ def drain(spool_dir: str, nats_url: str | None, batch: int) -> None:
                     entries = store.stats().entries
                     with click.progressbar(length=entries, label=str(directory), show_pos=True) as bar:
                         while envelopes := await store.peek_batch(batch):
-                            await republish(js, envelopes, timeout=30)
-                            removed = await store.remove(e.key for e in envelopes)
-                            total += removed
-                            bar.update(removed)
+                            drained = await drain_batch(store, js, envelopes, timeout=30)
+                            total += drained.removed
+                            bar.update(drained.removed + drained.quarantined)
+                            if drained.error is not None:
+                                raise click.ClickException(f"JetStream did not take them: {drained.error!r}")
+                            if drained.quarantined:
+                                click.echo(f"{drained.quarantined} undeliverable, moved to the quarantine")
                     store.release_drain_lock()
         finally:
             await client.close()

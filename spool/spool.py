@@ -229,6 +229,24 @@ class Spool:
         wanted = list(keys)
         return await writer.call(lambda: self._remove(wanted))
 
+    async def quarantine(self, key: str, error: str) -> bool:
+        """Move a leased envelope that can never be delivered (e.g. larger than JetStream takes) to
+        the quarantine, with `error`, so the entries behind it drain; kept for an operator
+        (``headwater spool export``), never dropped."""
+        writer = self._require_drainer()
+        store = self._store
+        assert store is not None
+
+        def move() -> bool:
+            try:
+                return store.quarantine_entry(key, error)
+            finally:
+                self._refresh_counts()
+                with self._lease_lock:
+                    self._leases.discard(key)
+
+        return await writer.call(move)
+
     def release(self, keys: Iterable[str]) -> None:
         """Return leased envelopes unremoved (their publish failed): the next peek hands them out
         again, still in order."""

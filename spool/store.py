@@ -124,6 +124,15 @@ class Store:
                 removed += bool(self._cache.delete(key))
         return removed
 
+    def quarantine_entry(self, key: str, error: str) -> bool:
+        """Move a readable entry the drainer can never deliver to the quarantine; False when it is
+        gone already."""
+        value = self._cache.get(key, default=_MISSING)
+        if value is _MISSING:
+            return False
+        self._quarantine(key, value if isinstance(value, bytes) else repr(value).encode(), error)
+        return True
+
     def export(self) -> Generator[ExportRecord, None, None]:
         """Every entry in key order, then every quarantined one; reads only, quarantines nothing."""
         for key in self._cache.iterkeys():

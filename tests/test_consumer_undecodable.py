@@ -42,7 +42,9 @@ def pre_fix_envelope(project_id: str, request_id: str, events: bytes) -> bytes:
 
 
 def consumer_settings(clickhouse_url: str) -> ConsumerSettings:
-    return ConsumerSettings(clickhouse_url=clickhouse_url, flush_interval_seconds=0.1, retry_delay_seconds=0.3)
+    return ConsumerSettings(
+        clickhouse_url=clickhouse_url, flush_interval_seconds=0.1, retry_delay_seconds=0.3
+    )
 
 
 async def test_an_envelope_holding_bytes_that_are_not_utf8_is_stored_whole(
@@ -60,12 +62,18 @@ async def test_an_envelope_holding_bytes_that_are_not_utf8_is_stored_whole(
         b'"context":{"page":{"url":"https://example.com/\xff"}}}]'
     )
     for request_id, compress in (("plain", 0), ("lz4", 1)):
-        body = pack(pre_fix_envelope(project_id, request_id, events.replace(b"PFX", request_id.encode())), compress)
+        body = pack(
+            pre_fix_envelope(project_id, request_id, events.replace(b"PFX", request_id.encode())), compress
+        )
         await js.publish(events_subject(project_id), body, headers={MSG_ID_HEADER: request_id})
-    consumer = EventConsumer(nats_client, ClickHouseWriter(clickhouse), consumer_settings(clickhouse_url), processor)
+    consumer = EventConsumer(
+        nats_client, ClickHouseWriter(clickhouse), consumer_settings(clickhouse_url), processor
+    )
     await consumer.start()
     try:
-        rows = await eventually(lambda: asyncio.to_thread(stored, clickhouse, project_id), lambda s: len(s) == 6)
+        rows = await eventually(
+            lambda: asyncio.to_thread(stored, clickhouse, project_id), lambda s: len(s) == 6
+        )
     finally:
         await consumer.stop()
     assert consumer.dead_lettered == 0
@@ -84,16 +92,22 @@ async def test_an_event_that_cannot_become_a_row_is_dead_lettered_alone(
 ) -> None:
     events = (
         b'[{"type":"track","event":"a","userId":"u","messageId":"good-1"},'
-        b'7,'
+        b"7,"
         b'{"type":"track","event":"c","userId":"u","messageId":"good-2","timestamp":{"no":"time"}}]'
     )
     await js.publish(
-        events_subject(project_id), pre_fix_envelope(project_id, "mixed", events), headers={MSG_ID_HEADER: "mixed"}
+        events_subject(project_id),
+        pre_fix_envelope(project_id, "mixed", events),
+        headers={MSG_ID_HEADER: "mixed"},
     )
-    consumer = EventConsumer(nats_client, ClickHouseWriter(clickhouse), consumer_settings(clickhouse_url), processor)
+    consumer = EventConsumer(
+        nats_client, ClickHouseWriter(clickhouse), consumer_settings(clickhouse_url), processor
+    )
     await consumer.start()
     try:
-        rows = await eventually(lambda: asyncio.to_thread(stored, clickhouse, project_id), lambda s: len(s) >= 2)
+        rows = await eventually(
+            lambda: asyncio.to_thread(stored, clickhouse, project_id), lambda s: len(s) >= 2
+        )
         assert set(rows) == {"good-1", "good-2"}
         dead = await js.pull_subscribe(dlq_subject(project_id), stream=DLQ_STREAM)
         [letter] = await dead.fetch(10, timeout=5)
@@ -107,7 +121,9 @@ async def test_an_event_that_cannot_become_a_row_is_dead_lettered_alone(
 
 
 async def test_invalid_utf8_sent_to_the_edge_is_stored_repaired(
-    make_stack, http: httpx.AsyncClient, project_id: str  # type: ignore[no-untyped-def]
+    make_stack,
+    http: httpx.AsyncClient,
+    project_id: str,  # type: ignore[no-untyped-def]
 ) -> None:
     stack: Stack = await make_stack(edge=True, control=True, consumer=True)
     key = str((await create_project(http, stack, project_id))["secret_key"])

@@ -1,0 +1,165 @@
+"""Envelopes and NATS's limits, on a real nats-server started with a small `max_payload`, and chdb:
+a request whose envelope would exceed the server's max payload (or the stream's max message size)
+is split into several envelopes or refused before it is acknowledged, never spooled as if
+JetStream were away; a spooled envelope JetStream can never take is quarantined and the spool
+drains on. Every acknowledged event is counted in ClickHouse."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from hw_testing import basic_auth, create_project, eventually
+
+from headwater.edge.envelope import Envelope
+from headwater.edge.settings import EdgeSettings
+from headwater.edge.subjects import EVENTS_STREAM, events_subject
+from headwater.ops.natsserver import NatsServerProcess
+from headwater.ops.runtime import Stack
+
+pytestmark = pytest.mark.services
+
+MAX_PAYLOAD = 16 * 1024
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServerProcess]:
+    """A server whose max payload is 16 KB (the default is 1 MB)."""
+    store = tmp_path / "nats"
+    store.mkdir()
+    config = tmp_path / "nats.conf"
+    config.write_text(
+        f'listen: "127.0.0.1:-1"\nserver_name: "small"\nmax_payload: {MAX_PAYLOAD}\n'
+        f'jetstream {{ store_dir: "{store}" }}\n'
+    )
+    server = NatsServerProcess(store, config_file=config)
+    server.start()
+    yield server
+    server.stop()
+
+
+def noise(size: int) -> str:
+    """Text LZ4 cannot shrink much, so envelopes stay large once compressed."""
+    return base64.b64encode(os.urandom(size * 3 // 4)).decode()
+
+
+def event(message_id: str, size: int = 0) -> dict[str, Any]:
+    return {
+        "type": "track",
+        "event": "E",
+        "userId": "u",
+        "messageId": message_id,
+        "properties": {"n": noise(size)},
+    }
+
+
+async def stored_ids(stack: Stack, project_id: str) -> set[str]:
+    assert stack.clickhouse is not None
+    client = stack.clickhouse
+    sql = f"SELECT DISTINCT message_id FROM hw_{project_id}.events"
+    return {str(r[0]) for r in await asyncio.to_thread(lambda: client.query(sql).result_rows)}
+
+
+def spool_edge(tmp_path: Path) -> EdgeSettings:
+    return EdgeSettings(port=0, spool_dir=str(tmp_path / "spool"), publish_timeout_seconds=1.0)
+
+
+async def test_a_batch_larger_than_the_max_payload_is_split_and_stored_whole(
+    make_stack,
+    http: httpx.AsyncClient,
+    project_id: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    stack: Stack = await make_stack(edge=spool_edge(tmp_path), control=True, consumer=True)
+    key = str((await create_project(http, stack, project_id))["secret_key"])
+    batch = {"batch": [event(f"b-{n}", 2000) for n in range(40)]}  # ~80 KB of envelope
+    answer = await http.post(f"{stack.edge_url}/v1/batch", json=batch, headers=basic_auth(key))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["accepted"] == 40
+    expected = {f"b-{n}" for n in range(40)}
+    assert await eventually(lambda: stored_ids(stack, project_id), lambda s: s == expected, timeout=20)
+    assert stack.spool is not None and stack.spool.stats().appended == 0, "split envelopes went to the spool"
+    assert stack.breaker is not None and stack.breaker.trips == 0
+
+
+async def test_an_event_no_envelope_can_carry_is_refused_before_it_is_acknowledged(
+    make_stack,
+    http: httpx.AsyncClient,
+    project_id: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    stack: Stack = await make_stack(edge=spool_edge(tmp_path), control=True, consumer=True)
+    key = str((await create_project(http, stack, project_id))["secret_key"])
+    answer = await http.post(
+        f"{stack.edge_url}/v1/track", json=event("huge", 20_000), headers=basic_auth(key)
+    )
+    assert answer.status_code == 413, answer.text
+    assert answer.json()["code"] == "envelope_too_large"
+    assert stack.spool is not None and stack.spool.stats().appended == 0
+    assert stack.breaker is not None and stack.breaker.trips == 0
+    # Live traffic still flows.
+    ok = await http.post(f"{stack.edge_url}/v1/track", json=event("small"), headers=basic_auth(key))
+    assert ok.status_code == 200, ok.text
+    assert await eventually(lambda: stored_ids(stack, project_id), lambda s: s == {"small"}, timeout=20)
+
+
+async def test_the_streams_max_message_size_is_honoured_even_when_it_changes(
+    make_stack,
+    http: httpx.AsyncClient,
+    project_id: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    stack: Stack = await make_stack(edge=spool_edge(tmp_path), control=True, consumer=True)
+    key = str((await create_project(http, stack, project_id))["secret_key"])
+    assert stack.nats is not None
+    js = stack.nats.jetstream()
+    info = await js.stream_info(EVENTS_STREAM)
+    await js.update_stream(info.config.evolve(max_msg_size=8 * 1024))  # after the edge started
+    batch = {"batch": [event(f"s-{n}", 1500) for n in range(20)]}
+    answer = await http.post(f"{stack.edge_url}/v1/batch", json=batch, headers=basic_auth(key))
+    assert answer.status_code == 200, answer.text
+    expected = {f"s-{n}" for n in range(20)}
+    assert await eventually(lambda: stored_ids(stack, project_id), lambda s: s == expected, timeout=20)
+    assert stack.spool is not None and stack.spool.stats().appended == 0
+    assert stack.breaker is not None and stack.breaker.trips == 0
+
+
+async def test_a_spooled_envelope_jetstream_cannot_take_is_quarantined_and_the_rest_drains(
+    make_stack,
+    http: httpx.AsyncClient,
+    project_id: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    stack: Stack = await make_stack(edge=spool_edge(tmp_path), control=True, consumer=True)
+    await create_project(http, stack, project_id)
+    spool = stack.spool
+    assert spool is not None and stack.breaker is not None and stack.drainer is not None
+    subject = events_subject(project_id)
+
+    def envelope(request_id: str, *events: dict[str, Any]) -> bytes:
+        return Envelope(project_id, request_id, "2026-01-01T00:00:00.000Z", list(events)).encode()
+
+    # As an edge connected to a server with a larger max payload would have spooled it.
+    await spool.append(subject, "too-big", envelope("too-big", event("big", 40_000)))
+    for n in range(20):
+        await spool.append(subject, f"r-{n}", envelope(f"r-{n}", event(f"d-{n}")))
+    expected = {f"d-{n}" for n in range(20)}
+    assert await eventually(lambda: stored_ids(stack, project_id), lambda s: s == expected, timeout=30)
+
+    async def stats() -> Any:
+        return spool.stats()
+
+    drained = await eventually(stats, lambda s: s.entries == 0, timeout=10)
+    assert drained.quarantined == 1
+    assert stack.breaker.trips == 0
+    assert b"headwater_edge_spool_undeliverable_total 1.0" in await metrics(http, stack)
+
+
+async def metrics(http: httpx.AsyncClient, stack: Stack) -> bytes:
+    return (await http.get(f"{stack.edge_url}/metrics")).content
