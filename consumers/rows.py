@@ -19,7 +19,7 @@ from .enrich import (
     parse_timestamp,
     skew_corrected,
 )
-from .wire import BadEvent, WireContext, WireEnvelope, decode_any, decode_context
+from .wire import EMPTY_CONTEXT, NULL, BadEvent, WireContext, WireEnvelope, decode_any, decode_context
 
 RAW_COLUMNS: tuple[str, ...] = (
     "message_id",
@@ -118,9 +118,16 @@ def envelope_rows(
     # The events of a request share its user agent and address unless they name their own: the
     # client's columns are derived once per distinct pair.
     clients: dict[tuple[str | None, str | None], tuple[ClientColumns, str]] = {}
+    # Version 3: a batch's context, once for the events that have none (decoded once, too).
+    batch_raw = envelope.context
+    batch_context = decode_context(batch_raw) if batch_raw is not NULL else EMPTY_CONTEXT
     for index, event in enumerate(envelope.events):
         try:
-            context = decode_context(event.context)
+            raw_context = event.context
+            if raw_context is NULL and batch_raw is not NULL:
+                raw_context, context = batch_raw, batch_context
+            else:
+                context = decode_context(raw_context)
             # The event's own context.userAgent (a server-side library relays the end user's), else
             # the request's; context.ip only from a server-side sender (the edge drops it from
             # browser events).
@@ -158,7 +165,7 @@ def envelope_rows(
                 origin_text,
                 _json(event.properties, rules.redact_properties),
                 _json(event.traits, rules.redact_properties),
-                _context_json(event.context, context, stored_ip),
+                _context_json(raw_context, context, stored_ip),
             )
             rows.append(raw + client_columns + page)
         except _ROW_ERRORS as exc:  # one event's fault: the others are still rows

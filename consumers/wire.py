@@ -4,8 +4,9 @@ wrote (they are stored whole, so decoding them into dicts and encoding them agai
 work: ~30% of the consume loop's time, bench/consumer.py).
 
 The edge writes envelopes with `Envelope.encode` (edge/envelope.py); this module reads the versions
-it has written (1 and 2) and refuses anything else with EnvelopeError (the message is
-dead-lettered).
+it has written (1 to 3) and refuses anything else with EnvelopeError (the message is
+dead-lettered). An event's `context` that is absent is NULL itself (msgspec fills in the default
+object), which is how rows tell it from an explicit `null` when applying a batch's context.
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ class WireEnvelope(msgspec.Struct):
     user_agent: str | None = None
     origin: str | None = None
     sent_at: str | None = None  # version 2: the batch's sentAt (an event's own comes first)
+    # version 3: the batch's context, for its events without one (and its integrations, unused)
+    context: msgspec.Raw = NULL
+    integrations: msgspec.Raw = NULL
 
 
 class LooseEnvelope(msgspec.Struct):
@@ -75,6 +79,8 @@ class LooseEnvelope(msgspec.Struct):
     user_agent: str | None = None
     origin: str | None = None
     sent_at: str | None = None
+    context: msgspec.Raw = NULL
+    integrations: msgspec.Raw = NULL
 
 
 @dataclass(frozen=True, slots=True)

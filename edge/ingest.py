@@ -29,7 +29,7 @@ from .ratelimit import RateLimiter
 from .settings import EdgeSettings
 from .sink import Sink
 from .subjects import events_subject
-from .validation import parse_timestamp, validate_event
+from .validation import nesting_exceeds, parse_timestamp, validate_event
 from .wire import BATCH, Limits, RequestBody, SegmentEvent, read_body, without_context_ip
 
 log = logging.getLogger(__name__)
@@ -163,9 +163,11 @@ class IngestService:
         received_at = self._clock()
         accepted, rejected = self._validate(request, body)
         parse_timestamp(body.sent_at, "sentAt")  # a batch's; consumers correct clock skew with it
+        context, integrations = (self._batch_object(body.defaults.get(f), f) for f in _DEFAULTS)
         if match.key.kind != "secret":
             for event in accepted:
                 _drop_context_ip(event)  # only server-side senders may say where an event came from
+            context = _without_ip(context)
         if not accepted:
             if request.kind != BATCH:
                 raise rejected[0][1]
@@ -177,6 +179,7 @@ class IngestService:
                 "batch",
                 errors=[error.rejection(index) for index, error in rejected],
             )
+        self._check_expansion(len(request.body), accepted, context)
         wait = self._limiter.check(project, request.client_ip, len(accepted))
         if wait > 0:
             raise IngestError(
@@ -195,6 +198,8 @@ class IngestService:
             ip=request.client_ip,
             user_agent=request.user_agent,
             origin=request.origin,
+            context=context,
+            integrations=integrations,
         )
         started = time.perf_counter()
         try:
@@ -307,14 +312,14 @@ class IngestService:
                 "batch",
             )
         if body.all_typed:  # the common case, without a check per event
-            return (_with_batch_defaults(batch, body.defaults) if body.defaults else batch), []
+            return batch, []
         accepted: list[Event] = []
         rejected: list[tuple[int, IngestError]] = []
         # Each event's size matters only when the whole body could hold one over the limit.
         whole_body_fits = len(request.body) <= settings.max_event_bytes
         for index, item in enumerate(batch):
             if isinstance(item, SegmentEvent):
-                accepted.append(_with_defaults(item, body.defaults))
+                accepted.append(item)
                 continue
             try:
                 size = 0 if whole_body_fits else len(orjson.dumps(item))
@@ -322,25 +327,73 @@ class IngestService:
             except IngestError as error:
                 rejected.append((index, error))
                 continue
-            accepted.append(_with_defaults(event, body.defaults))
+            accepted.append(event)
         return accepted, rejected
 
+    def _batch_object(self, value: object, field: str) -> object:
+        """A batch's `context` or `integrations` (raw JSON or parsed), checked as an event's is:
+        no larger than an event may be, nesting no deeper than inside one. It travels once in the
+        envelope and consumers apply it to the events that have none of their own."""
+        if value is None:
+            return None
+        settings = self._settings
+        size = len(value) if isinstance(value, Raw) else len(orjson.dumps(value))
+        if size > settings.max_event_bytes:
+            raise IngestError(
+                413,
+                f"{field}_too_large",
+                f"a batch's {field} may be at most {settings.max_event_bytes} bytes, as an event",
+                field,
+            )
+        # Inside an event, the event itself is the first level.
+        depth = settings.max_nesting_depth - 1
+        if isinstance(value, Raw):
+            data = bytes(value)
+            # Counting brackets is cheap and only overcounts (brackets inside strings).
+            openers = data.count(b"{") + data.count(b"[")
+            if openers > depth and nesting_exceeds(orjson.loads(data), depth):
+                raise _too_deep(field, settings.max_nesting_depth)
+        elif nesting_exceeds(value, depth):
+            raise _too_deep(field, settings.max_nesting_depth)
+        return value
 
-def _with_defaults(event: Event, defaults: dict[str, Any]) -> Event:
-    """A batch's `context` and `integrations` apply to its events that have none."""
-    if isinstance(event, SegmentEvent):
-        if event.context is UNSET and "context" in defaults:
-            event.context = defaults["context"]
-        if event.integrations is UNSET and "integrations" in defaults:
-            event.integrations = defaults["integrations"]
-    else:
-        for key, value in defaults.items():
-            event.setdefault(key, value)
-    return event
+    def _check_expansion(self, body_bytes: int, events: list[Event], context: object) -> None:
+        """What a request becomes once consumers apply its batch context to each event without
+        one: bounded, so that a small request cannot make millions of bytes of rows."""
+        if context is None:
+            return
+        context_bytes = len(context) if isinstance(context, Raw) else len(orjson.dumps(context))
+        sharing = sum(
+            1 for e in events if (e.context is UNSET if isinstance(e, SegmentEvent) else "context" not in e)
+        )
+        expanded = body_bytes + context_bytes * sharing
+        limit = self._settings.max_expanded_bytes
+        if expanded > limit:
+            raise IngestError(
+                413,
+                "request_too_expensive",
+                f"the batch context applied to {sharing} events makes {expanded} bytes, over the "
+                f"{limit} one request may expand to; send a smaller context or put it in fewer events",
+                "context",
+            )
 
 
-def _with_batch_defaults(events: list[SegmentEvent], defaults: dict[str, Any]) -> list[Event]:
-    return [_with_defaults(event, defaults) for event in events]
+_DEFAULTS = ("context", "integrations")
+
+
+def _too_deep(field: str, max_depth: int) -> IngestError:
+    return IngestError(
+        400, "too_deep", f"the batch's {field} nests deeper than an event may ({max_depth} levels)", field
+    )
+
+
+def _without_ip(context: object) -> object:
+    """A batch context without its `ip` (only server-side senders may set one)."""
+    if isinstance(context, Raw):
+        return without_context_ip(context)
+    if isinstance(context, dict) and "ip" in context:
+        return {k: v for k, v in context.items() if k != "ip"}
+    return context
 
 
 def _drop_context_ip(event: Event) -> None:

@@ -37,6 +37,9 @@ class EdgeSettings:
     # PEM certificate chain and key: serve HTTPS (HTTP/2 and HTTP/1.1) instead of plain HTTP.
     tls_cert: str | None = None
     tls_key: str | None = None
+    # Most bytes one request may expand to once consumers apply a batch's context to each event
+    # without its own (the body plus the context once per such event).
+    max_expanded_bytes: int = 8 << 20
 
     def __post_init__(self) -> None:
         if self.shutdown_delay_seconds < 0:

@@ -260,6 +260,14 @@ def edge_options(command: F) -> F:
             type=click.IntRange(1),
             help="How many edges share each project's rate limits (each enforces 1/N of them).",
         ),
+        option(
+            "--max-expanded-bytes",
+            env="HEADWATER_MAX_EXPANDED_BYTES",
+            default=EdgeSettings().max_expanded_bytes,
+            type=click.IntRange(1024),
+            help="Most bytes one request may expand to once a batch's context is applied to each "
+            "of its events without one (413 request_too_expensive).",
+        ),
     ]
     for decorator in reversed(decorators):
         command = decorator(command)
@@ -306,6 +314,7 @@ def edge_settings(
             spool_max_bytes=flags.pop("spool_max_bytes"),
             tls_cert=tls[0] if tls else None,
             tls_key=tls[1] if tls else None,
+            max_expanded_bytes=flags.pop("max_expanded_bytes"),
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

@@ -172,7 +172,7 @@ def test_envelope_round_trip_and_poison() -> None:
     for poison, reason in (
         (b"not json", "not JSON"),
         (b"[]", "not a JSON object"),
-        (b'{"v": 3}', "version"),
+        (b'{"v": 4}', "version"),
         (b'{"v": 1, "project": "p"}', "missing field"),
         (
             b'{"v": 1, "project": "p", "request_id": "r", "received_at": "t", "events": [1]}',
@@ -244,7 +244,7 @@ def test_a_frame_that_inflates_past_the_limit_is_poison(monkeypatch: pytest.Monk
     [
         (b"not json", "not JSON"),
         (b"[]", "not an envelope"),
-        (b'{"v": 3}', "unsupported envelope version 3"),
+        (b'{"v": 4}', "unsupported envelope version 4"),
         (b'{"v": 99, "events": []}', "unsupported envelope version 99"),
         (b'{"v": 1, "project": "p"}', "missing required field"),
         (b'{"v": 1, "project": "p", "request_id": "r", "received_at": "t", "events": [1]}', "events"),
