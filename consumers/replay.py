@@ -41,7 +41,7 @@ from headwater.edge.subjects import EVENTS_STREAM, EVENTS_SUBJECTS, events_subje
 from .enrich import Enricher
 from .pull import PipelinedPull
 from .rows import COLUMNS, Row, envelope_rows
-from .wire import decode_envelope
+from .wire import read_envelope
 from .writer import ClickHouseWriter, deduplication_token
 
 DEFAULT_BATCH_ROWS = 10_000
@@ -330,10 +330,11 @@ class Replay:
     def _add(self, message: Msg, pending: dict[str, list[Row]]) -> int:
         self.progress.messages += 1
         try:
-            envelope = decode_envelope(message.data)
+            # As the consumer: an event that cannot become a row is left out, the others are rows.
+            envelope, _unreadable = read_envelope(message.data)
             if envelope.project != project_of_subject(message.subject):
                 raise EnvelopeError(f"envelope of project {envelope.project!r} on {message.subject}")
-            rows = envelope_rows(envelope, self._enricher, self._settings_of(envelope.project))
+            rows = envelope_rows(envelope, self._enricher, self._settings_of(envelope.project), [])
         except (EnvelopeError, ValueError):
             self.progress.skipped += 1
             return 0
