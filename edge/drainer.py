@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from nats.errors import MaxPayloadError
@@ -28,9 +29,12 @@ from headwater.control.tasks import cancel_and_wait
 from headwater.spool import Spool, SpooledEnvelope
 
 from .backoff import Backoff
+from .envelope import DEFAULT_COMPRESS_ABOVE, Envelope, EnvelopeError
+from .errors import MessageTooLarge
 from .fallback import CircuitBreaker
 from .metrics import EdgeMetrics
 from .sink import MESSAGE_TOO_LARGE_CODE
+from .split import split
 from .subjects import EVENTS_STREAM, MSG_ID_HEADER
 
 log = logging.getLogger(__name__)
@@ -75,17 +79,33 @@ class Drained:
 
 
 async def drain_batch(
-    spool: Spool, js: JetStreamContext, envelopes: list[SpooledEnvelope], timeout: float
+    spool: Spool,
+    js: JetStreamContext,
+    envelopes: list[SpooledEnvelope],
+    timeout: float,
+    limit: int | None = None,
+    compress_above: int = DEFAULT_COMPRESS_ABOVE,
 ) -> Drained:
-    """Republish leased `envelopes`: remove the acknowledged ones, quarantine the undeliverable
-    ones, release the rest. Raises (everything released) when the connection failed outright."""
+    """Republish leased `envelopes`: remove the acknowledged ones, release the ones that failed
+    for a reason that passes, and for one JetStream can never take (over `limit`, JetStream's
+    message size less room for headers: see sink.py), publish it split into parts that fit
+    (split.py) or, when even one event does not fit, move it to the quarantine. Raises
+    (everything released) when the connection failed outright."""
+    oversize = [e for e in envelopes if limit is not None and len(e.body) > limit]
+    fitting = [e for e in envelopes if limit is None or len(e.body) <= limit]
     try:
-        outcomes = await republish(js, envelopes, timeout)
+        outcomes: list[BaseException | None] = list(await republish(js, fitting, timeout))
+        for envelope in oversize:
+            fitting.append(envelope)
+            outcomes.append(await _republish_split(js, envelope, limit, compress_above, timeout))
     except BaseException:
         spool.release(e.key for e in envelopes)
         raise
     acked, failed, quarantined, error = [], [], 0, None
-    for envelope, outcome in zip(envelopes, outcomes, strict=True):
+    for envelope, outcome in zip(fitting, outcomes, strict=True):
+        if isinstance(outcome, Undeliverable) and limit is not None and envelope not in oversize:
+            # Over a limit the edge did not know (lowered since): split it after all.
+            outcome = await _republish_split(js, envelope, limit, compress_above, timeout)
         if outcome is None:
             acked.append(envelope.key)
         elif isinstance(outcome, Undeliverable):
@@ -105,6 +125,38 @@ async def drain_batch(
     return Drained(removed, quarantined, len(failed), error)
 
 
+async def _republish_split(
+    js: JetStreamContext, envelope: SpooledEnvelope, limit: int | None, compress_above: int, timeout: float
+) -> BaseException | None:
+    """An envelope too large for JetStream, published as parts that fit: None once every part is
+    acknowledged, Undeliverable when it cannot be split so (or no limit is known), else the
+    retryable error (parts already published are dropped as duplicates by their ids next time)."""
+    if limit is None:
+        return Undeliverable(f"{len(envelope.body)} bytes, and JetStream's limit is not known")
+    try:
+        parts = split(Envelope.decode(envelope.body), limit, compress_above)
+    except (EnvelopeError, MessageTooLarge) as exc:
+        return Undeliverable(f"{len(envelope.body)} bytes, over JetStream's limit of {limit}: {exc}")
+    whole = len(parts) == 1
+    pieces = [
+        SpooledEnvelope(envelope.key, envelope.subject, part.msg_id(envelope.msg_id, whole), part.body)
+        for part in parts
+    ]
+    try:
+        outcomes = await republish(js, pieces, timeout)
+    except Exception as exc:
+        return exc
+    failure = next((o for o in outcomes if o is not None), None)
+    if failure is None:
+        log.warning(
+            "spooled envelope %s (%d bytes) was over JetStream's limit: republished as %d parts",
+            envelope.msg_id,
+            len(envelope.body),
+            len(parts),
+        )
+    return failure
+
+
 class Drainer:
     def __init__(
         self,
@@ -116,6 +168,8 @@ class Drainer:
         pace: float = 0.5,
         publish_timeout: float = 10.0,
         idle_interval: float = 0.2,
+        limit: Callable[[], int] | None = None,
+        compress_above: int = DEFAULT_COMPRESS_ABOVE,
     ) -> None:
         self._spool = spool
         self._js = js
@@ -125,6 +179,8 @@ class Drainer:
         self._pace = pace
         self._publish_timeout = publish_timeout
         self._idle = idle_interval
+        self._limit = limit  # the largest body JetStream takes now (JetStreamSink.max_body_bytes)
+        self._compress_above = compress_above
         self._backoff = Backoff(0.2)  # exponential from 0.2 s to 30 s, plus up to 1 s of jitter
         self._failures_in_row = 0
         self._task: asyncio.Task[None] | None = None
@@ -166,7 +222,10 @@ class Drainer:
         if not envelopes:
             return 0
         try:
-            result = await drain_batch(self._spool, self._js, envelopes, self._publish_timeout)
+            limit = self._limit() if self._limit is not None else None
+            result = await drain_batch(
+                self._spool, self._js, envelopes, self._publish_timeout, limit, self._compress_above
+            )
         except Exception as exc:
             await self._failed(len(envelopes), exc)
             return 0

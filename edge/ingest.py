@@ -12,7 +12,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -22,12 +22,13 @@ from msgspec import UNSET, Raw
 from headwater.control.project import Project, iso
 from headwater.control.registry import KeyMatch
 
-from .envelope import Envelope, pack
+from .envelope import Envelope
 from .errors import IngestError, MessageTooLarge, SinkUnavailable
 from .metrics import EdgeMetrics
 from .ratelimit import RateLimiter
 from .settings import EdgeSettings
 from .sink import Sink
+from .split import Part, split
 from .subjects import events_subject
 from .validation import nesting_exceeds, parse_timestamp, validate_event
 from .wire import BATCH, Limits, RequestBody, SegmentEvent, read_body, without_context_ip
@@ -227,51 +228,35 @@ class IngestService:
         return IngestResult(200, answer, cors)
 
     async def _publish(self, envelope: Envelope) -> tuple[int, int]:
-        """Publish `envelope` as one message, or as several (each a part of its events) when one
-        would be larger than JetStream takes; the bytes published as JSON and as stored. Parts
-        are made before anything is published, so a request refused as too large left nothing
-        behind; a part refused because the limit shrank since (the stream's config changed) is
-        split again by the new limit."""
+        """Publish `envelope` as one message, or as several (split.py) when one would be larger
+        than JetStream takes; the bytes published as JSON and as stored. Parts are made before
+        anything is published, so a request refused as too large left nothing behind; a part
+        refused because the limit shrank since (the stream's config changed) is split again."""
         subject = events_subject(envelope.project)
-        parts = deque(self._parts(envelope, 0, self._sink.max_body_bytes()))
+        parts = deque(self._split(envelope, 0))
         whole = len(parts) == 1
         json_bytes = stored_bytes = 0
         while parts:
-            offset, part, encoded, data = parts.popleft()
-            # A part's id is the request's with the place of its first event: a spooled part
-            # republished is still recognised as a duplicate.
-            msg_id = envelope.request_id if whole else f"{envelope.request_id}:{offset}"
+            part = parts.popleft()
             try:
-                await self._sink.publish(subject, msg_id, data)
+                await self._sink.publish(subject, part.msg_id(envelope.request_id, whole), part.body)
             except MessageTooLarge:
-                smaller = self._parts(part, offset, self._sink.max_body_bytes())
+                smaller = self._split(part.envelope, part.offset)
                 if len(smaller) == 1:  # no smaller than before: the limit is not what the sink says
-                    raise self._too_large(len(data)) from None
+                    raise self._too_large(len(part.body)) from None
                 whole = False
                 parts.extendleft(reversed(smaller))
                 continue
-            json_bytes += len(encoded)
-            stored_bytes += len(data)
+            json_bytes += len(part.encoded)
+            stored_bytes += len(part.body)
         return json_bytes, stored_bytes
 
-    def _parts(self, envelope: Envelope, offset: int, limit: int) -> list[tuple[int, Envelope, bytes, bytes]]:
-        """(offset of its first event, envelope, JSON, message body) of each part of `envelope`
-        whose body fits `limit`; IngestError 413 when a single event cannot."""
-        encoded = envelope.encode()
-        data = pack(encoded, self._settings.compress_above_bytes)
-        if len(data) <= limit:
-            return [(offset, envelope, encoded, data)]
-        events = envelope.events
-        if len(events) == 1:
-            raise self._too_large(len(data), limit)
-        pieces = min(len(events), max(2, math.ceil(len(data) / limit)))
-        size = math.ceil(len(events) / pieces)
-        parts = []
-        for start in range(0, len(events), size):
-            parts += self._parts(
-                replace(envelope, events=events[start : start + size]), offset + start, limit
-            )
-        return parts
+    def _split(self, envelope: Envelope, offset: int) -> list[Part]:
+        limit = self._sink.max_body_bytes()
+        try:
+            return split(envelope, limit, self._settings.compress_above_bytes, offset)
+        except MessageTooLarge:
+            raise self._too_large(len(envelope.encode()), limit) from None
 
     def _too_large(self, size: int, limit: int | None = None) -> IngestError:
         log.warning(

@@ -227,7 +227,14 @@ class Stack:
             breaker.trip("NATS is not connected")
         spool = self.spool
         metrics.watch(lambda: {"breaker_open": breaker.is_open, "spool": spool.stats()})
-        self.drainer = Drainer(spool, js, breaker, metrics)
+        self.drainer = Drainer(
+            spool,
+            js,
+            breaker,
+            metrics,
+            limit=direct.max_body_bytes,
+            compress_above=settings.compress_above_bytes,
+        )
         self.drainer.start()
         return FallbackSink(direct, spool, breaker, metrics)
 

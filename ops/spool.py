@@ -12,6 +12,7 @@ from typing import IO, Any
 import click
 
 from headwater.edge.drainer import drain_batch
+from headwater.edge.sink import JetStreamSink
 from headwater.edge.streams import StreamSettings, ensure_streams
 from headwater.spool import Spool, list_spool_dirs
 
@@ -108,6 +109,9 @@ def drain(spool_dir: str, nats_url: str | None, batch: int) -> None:
         client = await connect_nats(nats_url, "headwater-spool-drain")
         js = client.jetstream()
         await ensure_streams(js, StreamSettings())
+        sink = JetStreamSink(client, 30)
+        await sink.refresh_limit()
+        limit = sink.max_body_bytes()  # an envelope over it is split, or quarantined
         total = 0
         try:
             for directory in spool_dirs(spool_dir):
@@ -118,7 +122,7 @@ def drain(spool_dir: str, nats_url: str | None, batch: int) -> None:
                     entries = store.stats().entries
                     with click.progressbar(length=entries, label=str(directory), show_pos=True) as bar:
                         while envelopes := await store.peek_batch(batch):
-                            drained = await drain_batch(store, js, envelopes, timeout=30)
+                            drained = await drain_batch(store, js, envelopes, 30, limit)
                             total += drained.removed
                             bar.update(drained.removed + drained.quarantined)
                             if drained.error is not None:

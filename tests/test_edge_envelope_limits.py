@@ -130,7 +130,7 @@ async def test_the_streams_max_message_size_is_honoured_even_when_it_changes(
     assert stack.breaker is not None and stack.breaker.trips == 0
 
 
-async def test_a_spooled_envelope_jetstream_cannot_take_is_quarantined_and_the_rest_drains(
+async def test_a_spooled_envelope_over_the_limit_is_split_or_quarantined_and_the_rest_drains(
     make_stack,
     http: httpx.AsyncClient,
     project_id: str,
@@ -145,11 +145,13 @@ async def test_a_spooled_envelope_jetstream_cannot_take_is_quarantined_and_the_r
     def envelope(request_id: str, *events: dict[str, Any]) -> bytes:
         return Envelope(project_id, request_id, "2026-01-01T00:00:00.000Z", list(events)).encode()
 
-    # As an edge connected to a server with a larger max payload would have spooled it.
+    # As an edge connected to a server with a larger max payload would have spooled them: one
+    # event too large for any message, and a batch that fits once split.
     await spool.append(subject, "too-big", envelope("too-big", event("big", 40_000)))
+    await spool.append(subject, "splits", envelope("splits", *(event(f"p-{n}", 2000) for n in range(30))))
     for n in range(20):
         await spool.append(subject, f"r-{n}", envelope(f"r-{n}", event(f"d-{n}")))
-    expected = {f"d-{n}" for n in range(20)}
+    expected = {f"d-{n}" for n in range(20)} | {f"p-{n}" for n in range(30)}
     assert await eventually(lambda: stored_ids(stack, project_id), lambda s: s == expected, timeout=30)
 
     async def stats() -> Any:
