@@ -144,6 +144,8 @@ class IngestService:
         body = read_body(request.kind, request.body, self._limits)
         match = authorize(self._keys, extract_write_key(request, body.write_key), request.origin)
         project = match.project
+        if body.repaired:
+            self._metrics.utf8_repaired.labels(project.id).inc()
         cors = cors_headers(request.origin) if match.key.kind == "public" and request.origin else {}
         try:
             return await self._accept(request, body, project, match, cors)

@@ -30,6 +30,12 @@ class EdgeMetrics:
             ["project", "outcome", "reason"],
             registry=self.registry,
         )
+        self.utf8_repaired = Counter(
+            "headwater_edge_utf8_repaired",
+            "Requests whose body held bytes that are not UTF-8, replaced by U+FFFD (docs/ingest-api.md).",
+            ["project"],
+            registry=self.registry,
+        )
         self.publish_seconds = Histogram(
             "headwater_edge_publish_seconds",
             "Time from publishing an envelope to its durable acknowledgement.",

@@ -14,7 +14,7 @@ in one place.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -101,14 +101,20 @@ class RequestBody:
     defaults: dict[str, object] = field(default_factory=dict)  # a batch's context and integrations
     typed: bool = False  # read by the fast path
     all_typed: bool = False  # a batch whose events the fast path all accepted
+    repaired: bool = False  # bytes that are not UTF-8 were replaced (envelope.utf8_repaired)
 
 
 def read_body(kind: str, data: bytes, limits: Limits) -> RequestBody:
     """The body of a request to /v1/<kind> (an event type, or "batch"); IngestError 400
     `invalid_json` when it is not a JSON object. Bytes that are not UTF-8 are replaced by U+FFFD
     first (envelope.utf8_repaired): what the edge accepts, a consumer can always decode."""
+    repaired = utf8_repaired(data)
+    body = _read_body(kind, repaired, limits)
+    return body if repaired is data else replace(body, repaired=True)
+
+
+def _read_body(kind: str, data: bytes, limits: Limits) -> RequestBody:
     batch = kind == BATCH
-    data = utf8_repaired(data)
     try:
         if batch:
             return _typed_batch(data, limits)
