@@ -17,6 +17,7 @@ from typing import Protocol
 import uvicorn
 from clickhouse_connect.driver.client import Client
 from nats.aio.client import Client as NatsClient
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
 from headwater.consumers.app import create_app as create_consumer_app
@@ -212,7 +213,10 @@ class Stack:
         assert self.nats is not None
         direct = JetStreamSink(self.nats, settings.publish_timeout_seconds)
         if self._nats_connected():
-            await direct.refresh_limit()  # the events stream's max message size
+            try:
+                await direct.refresh_limit()  # the events stream's max message size
+            except (NatsError, TimeoutError):
+                log.warning("cannot read the events stream's max message size yet", exc_info=True)
         if settings.spool_dir is None:
             metrics.watch(lambda: {"breaker_open": False})
             return direct

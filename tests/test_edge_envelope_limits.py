@@ -18,12 +18,12 @@ import pytest
 from hw_testing import basic_auth, create_project, eventually
 
 from headwater.edge.envelope import Envelope
+from headwater.edge.errors import MessageTooLarge
 from headwater.edge.settings import EdgeSettings
+from headwater.edge.split import split
 from headwater.edge.subjects import EVENTS_STREAM, events_subject
 from headwater.ops.natsserver import NatsServerProcess
 from headwater.ops.runtime import Stack
-
-pytestmark = pytest.mark.services
 
 MAX_PAYLOAD = 16 * 1024
 
@@ -70,6 +70,7 @@ def spool_edge(tmp_path: Path) -> EdgeSettings:
     return EdgeSettings(port=0, spool_dir=str(tmp_path / "spool"), publish_timeout_seconds=1.0)
 
 
+@pytest.mark.services
 async def test_a_batch_larger_than_the_max_payload_is_split_and_stored_whole(
     make_stack,
     http: httpx.AsyncClient,
@@ -88,6 +89,7 @@ async def test_a_batch_larger_than_the_max_payload_is_split_and_stored_whole(
     assert stack.breaker is not None and stack.breaker.trips == 0
 
 
+@pytest.mark.services
 async def test_an_event_no_envelope_can_carry_is_refused_before_it_is_acknowledged(
     make_stack,
     http: httpx.AsyncClient,
@@ -109,6 +111,7 @@ async def test_an_event_no_envelope_can_carry_is_refused_before_it_is_acknowledg
     assert await eventually(lambda: stored_ids(stack, project_id), lambda s: s == {"small"}, timeout=20)
 
 
+@pytest.mark.services
 async def test_the_streams_max_message_size_is_honoured_even_when_it_changes(
     make_stack,
     http: httpx.AsyncClient,
@@ -130,6 +133,7 @@ async def test_the_streams_max_message_size_is_honoured_even_when_it_changes(
     assert stack.breaker is not None and stack.breaker.trips == 0
 
 
+@pytest.mark.services
 async def test_a_spooled_envelope_over_the_limit_is_split_or_quarantined_and_the_rest_drains(
     make_stack,
     http: httpx.AsyncClient,
@@ -165,3 +169,19 @@ async def test_a_spooled_envelope_over_the_limit_is_split_or_quarantined_and_the
 
 async def metrics(http: httpx.AsyncClient, stack: Stack) -> bytes:
     return (await http.get(f"{stack.edge_url}/metrics")).content
+
+
+@pytest.mark.parametrize("compress_above", [0, 4096])
+def test_split_keeps_every_event_once_in_order_within_the_limit(compress_above: int) -> None:
+    events = [event(f"e-{n}", 300 + 37 * n) for n in range(60)]
+    whole = Envelope("p", "r", "2026-01-01T00:00:00.000Z", events, context={"shared": noise(500)})
+    parts = split(whole, 8000, compress_above)
+    assert len(parts) > 1
+    assert all(len(part.body) <= 8000 for part in parts)
+    assert [e for part in parts for e in part.envelope.events] == events
+    assert [part.offset for part in parts] == [events.index(part.envelope.events[0]) for part in parts]
+    assert all(part.envelope.context == whole.context for part in parts)
+    assert len({part.msg_id("r", whole=False) for part in parts}) == len(parts)
+    assert split(whole, 10**7, compress_above)[0].msg_id("r", whole=True) == "r"
+    with pytest.raises(MessageTooLarge):
+        split(Envelope("p", "r", "2026-01-01T00:00:00.000Z", [event("big", 9000)]), 8000, compress_above)
