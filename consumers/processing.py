@@ -53,9 +53,9 @@ class Decoded:
     project: str
     rows: int
     received_at: float | None  # when the edge received it (epoch seconds); None: no rows
-    # Its events that cannot become rows, each as a dead letter of its own (envelope, error), so
-    # the valid events beside them are stored.
-    dead_letters: tuple[tuple[bytes, str], ...] = ()
+    # Its events that cannot become rows, each as a dead letter of its own (place in the
+    # envelope's events, envelope of that event, error), so the valid events beside them are stored.
+    dead_letters: tuple[tuple[int, bytes, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,14 +116,16 @@ def process(enricher: Enricher, items: Sequence[Item], settings: Mapping[str, Pr
 
 def _dead_letters(
     data: bytes, read: int, unreadable: list[BadEvent], unbuilt: list[BadEvent]
-) -> tuple[tuple[bytes, str], ...]:
+) -> tuple[tuple[int, bytes, str], ...]:
     """Dead letters of the events that could not be read and of the `read` others those that
     could not become rows (whose places count only the events that were read)."""
     skipped = {bad.index for bad in unreadable}
     places = [i for i in range(len(skipped) + read) if i not in skipped]
     bad = sorted(unreadable + [BadEvent(places[b.index], b.error) for b in unbuilt], key=lambda b: b.index)
     letters = event_dead_letters(data, bad)
-    return tuple((letter, f"events[{b.index}]: {b.error}") for letter, b in zip(letters, bad, strict=True))
+    return tuple(
+        (b.index, letter, f"events[{b.index}]: {b.error}") for letter, b in zip(letters, bad, strict=True)
+    )
 
 
 def _encode(parts: list[tuple[int, list[Row]]], outcomes: list[Decoded | Refused]) -> bytes:

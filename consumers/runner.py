@@ -445,10 +445,10 @@ class EventConsumer:
             return
         project_id = project_of_subject(message.subject)
         original_id = (message.headers or {}).get(MSG_ID_HEADER) or str(message.metadata.sequence.stream)
-        for number, (letter, error) in enumerate(outcome.dead_letters):
+        for index, letter, error in outcome.dead_letters:
             log.error("dead-lettering an event of message %s of %s: %s", original_id, message.subject, error)
             headers = {
-                MSG_ID_HEADER: f"{original_id}:dead:{number}",
+                MSG_ID_HEADER: f"{original_id}:dead:{index}",
                 DLQ_ERROR_HEADER: " ".join(error.split())[:1000],
                 DLQ_ORIGINAL_SUBJECT_HEADER: message.subject,
                 DLQ_DELIVERIES_HEADER: str(message.metadata.num_delivered),
