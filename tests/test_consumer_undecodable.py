@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 from clickhouse_connect.driver.client import Client
-from hw_testing import basic_auth, create_project, eventually
+from hw_testing import basic_auth, create_project, eventually, run_cli
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
@@ -20,6 +20,7 @@ from headwater.consumers.settings import ConsumerSettings
 from headwater.consumers.writer import ClickHouseWriter
 from headwater.edge.envelope import Envelope, pack
 from headwater.edge.subjects import DLQ_ERROR_HEADER, DLQ_STREAM, MSG_ID_HEADER, dlq_subject, events_subject
+from headwater.ops.natsserver import NatsServerProcess
 from headwater.ops.runtime import Stack
 
 pytestmark = pytest.mark.services
@@ -160,4 +161,39 @@ async def test_invalid_utf8_sent_to_the_edge_is_stored_repaired(
     assert "big-bad" in rows
     metrics = (await http.get(f"{stack.edge_url}/metrics")).text
     assert f'headwater_edge_utf8_repaired_total{{project="{project_id}"}} 3.0' in metrics
+    assert stack.consumer is not None and stack.consumer.dead_lettered == 0
+
+
+async def test_a_dead_letter_of_invalid_utf8_replays_into_clickhouse(
+    make_stack,
+    http: httpx.AsyncClient,
+    js: JetStreamContext,
+    project_id: str,
+    nats_server: NatsServerProcess,  # type: ignore[no-untyped-def]
+) -> None:
+    """What a consumer before the fix dead-lettered (the whole request) is stored by a replay now."""
+    stack: Stack = await make_stack(consumer=True, control=True)
+    await create_project(http, stack, project_id)
+    events = (
+        b'[{"type":"track","event":"a","userId":"u","messageId":"r1"},'
+        b'{"type":"track","event":"b","userId":"u","messageId":"r2","properties":{"k":"\xc3\x28"}},'
+        b'{"type":"track","event":"c","userId":"u","messageId":"r3"}]'
+    )
+    await js.publish(
+        dlq_subject(project_id),
+        pre_fix_envelope(project_id, "old", events),
+        stream=DLQ_STREAM,
+        headers={
+            DLQ_ERROR_HEADER: "'utf-8' codec can't decode byte 0xc3 in position 6",
+            "Hw-Original-Subject": events_subject(project_id),
+            "Hw-Original-Msg-Id": "old",
+        },
+    )
+    run = await run_cli("dlq", "replay", "--yes", "--nats-url", nats_server.url)
+    assert run.code == 0, run.stderr
+    assert stack.clickhouse is not None
+    rows = await eventually(
+        lambda: asyncio.to_thread(stored, stack.clickhouse, project_id), lambda s: len(s) == 3, timeout=20
+    )
+    assert orjson.loads(rows["r2"][0]) == {"k": f"{REPLACEMENT}("}
     assert stack.consumer is not None and stack.consumer.dead_lettered == 0
