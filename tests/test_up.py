@@ -132,6 +132,8 @@ def test_up_curl_query_stop_restart(data_dir: Path) -> None:
         code = up.stop()
     assert code == 0, "\n".join(up.output)
     assert "headwater: stopped" in up.output
+    # A clean stop is no NATS outage: nothing says the edge fell back to its spool.
+    assert not any("circuit breaker" in line or "disconnected" in line for line in up.output), up.output
     assert wait_dead(record["nats_pid"]), "nats-server outlived headwater up"
     assert not (data_dir / "stack.json").exists()
 
@@ -148,6 +150,12 @@ def test_up_curl_query_stop_restart(data_dir: Path) -> None:
             f"headwater query --data-dir {data_dir} --project demo 'SELECT event, user_id FROM events'"
         )
         assert rows.stdout.splitlines() == ["Signed Up\tuser-1"], rows.stderr
+        # Operator commands find the running stack's NATS through --data-dir, and say nothing of
+        # NATS "disconnecting" when they close their connection on exit.
+        dead_letters = again.run(f"headwater dlq list --data-dir {data_dir}")
+        assert dead_letters.returncode == 0, dead_letters.stderr
+        assert dead_letters.stdout.strip() == "no dead-lettered messages"
+        assert "disconnected" not in dead_letters.stderr, dead_letters.stderr
         locked = again.run(f"headwater query {embedded} 'SELECT 1'")
         assert locked.returncode != 0
         assert "query through it" in locked.stderr, locked.stderr
