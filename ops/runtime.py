@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import socket
@@ -47,6 +48,7 @@ from headwater.edge.streams import StreamSettings, ensure_streams, purge_project
 from headwater.edge.subjects import EVENTS_STREAM
 from headwater.spool import Spool, SpoolConfig
 
+from .loop import StackFailure
 from .natsconn import ConnectionEvents, connect_nats
 from .tlsserver import TLSServer, server_context
 
@@ -89,14 +91,31 @@ class _Server(uvicorn.Server):
         yield
 
 
-def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+class PortInUse(StackFailure):
+    """A role's port is taken: said with the flag that changes it, not as a traceback."""
+
+    def __init__(self, role: str, host: str, port: int) -> None:
+        super().__init__(
+            f"the {role} cannot listen on {host}:{port}: the port is already in use; choose another "
+            f"with --{role}-port under `headwater up` or --port under `headwater serve {role}` "
+            "(0 picks a free one), or stop what holds it"
+        )
+
+
+def bind(host: str, port: int, reuse_port: bool = False, role: str = "server") -> socket.socket:
     """Bind before serving so a taken port fails start-up at once, and port 0 gives a free port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(role, host, port) from None
+        raise
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
@@ -359,7 +378,7 @@ class Stack:
         """Serve `app` on a socket of its own: plain HTTP/1.1 under uvicorn, or, given a certificate
         and key, HTTPS with HTTP/2 and HTTP/1.1 under hypercorn (ops/tlsserver.py)."""
         context = None if tls is None else server_context(*tls)  # a bad file fails before binding
-        sock = bind(host, port, reuse_port)
+        sock = bind(host, port, reuse_port, role)
         self._sockets.append(sock)
         server: _HTTPServer = _uvicorn(app) if context is None else TLSServer(app, context)
         task = asyncio.create_task(server.serve(sockets=[sock]), name=f"{role}-server")

@@ -7,6 +7,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -183,3 +184,22 @@ def test_second_up_on_the_same_data_dir_is_refused(data_dir: Path) -> None:
         second.wait_for("already running", timeout=5)
     finally:
         assert up.stop() == 0
+
+
+@pytest.mark.parametrize("flag", ["--edge-port", "--control-port", "--nats-port"])
+def test_a_busy_port_is_named_with_its_flag(tmp_path: Path, flag: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ports = {"--edge-port": "0", "--control-port": "0", "--nats-port": "0", flag: str(port)}
+        result = subprocess.run(
+            [str(BIN / "headwater"), "up", "--data-dir", str(tmp_path / "hw"),
+             *(item for pair in ports.items() for item in pair)],
+            capture_output=True, text=True, env=cli_env(), timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("Error: "), result.stderr
+    assert str(port) in error and flag in error and "already in use" in error, error
+    assert "Traceback" not in result.stderr
