@@ -233,7 +233,8 @@ class Stack:
         if settings.spool_dir is None:
             metrics.watch(lambda: {"breaker_open": False})
             return direct
-        self.spool = await Spool(settings.spool_dir, SpoolConfig(max_bytes=settings.spool_max_bytes)).open()
+        config = SpoolConfig(max_bytes=settings.spool_max_bytes, min_free_bytes=settings.spool_min_free_bytes)
+        self.spool = spool = Spool(settings.spool_dir, config)
 
         async def probe() -> None:
             await js.stream_info(EVENTS_STREAM)
@@ -242,10 +243,14 @@ class Stack:
         self.connection_events.subscribe(breaker)
         if not self._nats_connected():
             breaker.trip("NATS is not connected")
-        spool = self.spool
-        metrics.watch(lambda: {"breaker_open": breaker.is_open, "spool": spool.stats()})
-        self.drainer = Drainer(spool, js, breaker, metrics)
-        self.drainer.start()
+        self.drainer = drainer = Drainer(spool, js, breaker, metrics)
+        # A spool the disk does not let open (full, failing) is no reason not to serve: the edge
+        # starts without it, reports it, and the drainer opens it once it can.
+        await drainer.open_spool()
+        metrics.watch(
+            lambda: {"breaker_open": breaker.is_open, "spool": spool.stats(), "spool_problem": drainer.problem}
+        )
+        drainer.start()
         return FallbackSink(direct, spool, breaker, metrics)
 
     async def _migrate_projects(self, cluster: str | None) -> None:
@@ -356,10 +361,14 @@ class Stack:
         if self.spool is not None and self.breaker is not None:
             details["spool"] = asdict(self.spool.stats())
             details["breaker"] = self.breaker.state
+            details["spool_problem"] = self.drainer.problem if self.drainer is not None else None
         fresh = not self.registry.stale or spool_writable
+        # With the breaker open every publish goes to the spool: a full one (bytes or disk) means
+        # 503s, so not ready, even while the NATS connection is up.
+        jetstream = self._nats_connected() and (self.breaker is None or not self.breaker.is_open)
         return Readiness(
             {
-                "nats": self._nats_connected() or spool_writable,
+                "nats": jetstream or spool_writable,
                 "projects": self.registry.synced and fresh,
                 "accepting": not self.draining,
             },
