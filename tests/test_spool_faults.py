@@ -10,7 +10,8 @@ import logging
 import os
 import sqlite3
 import stat
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -26,7 +27,8 @@ from headwater.edge.metrics import EdgeMetrics
 from headwater.edge.settings import EdgeSettings
 from headwater.edge.subjects import EVENTS_STREAM, events_subject
 from headwater.ops.natsserver import NatsServerProcess
-from headwater.ops.runtime import Stack
+from headwater.edge.streams import StreamSettings
+from headwater.ops.runtime import Stack, StackSettings
 from headwater.spool import Spool, SpoolConfig, locks, store
 
 pytestmark = [pytest.mark.services]
@@ -216,3 +218,112 @@ async def test_spool_files_and_lock_are_private_whatever_the_umask(tmp_path: Pat
         name: oct(mode) for name, mode in modes.items() if mode != (0o700 if name in {"0", "base", "quarantine"} else 0o600)
     }
     assert not wrong, wrong
+
+
+def _edge_stack(nats_url: str, spool_dir: Path) -> Stack:
+    edge = EdgeSettings(
+        port=0, spool_dir=str(spool_dir), spool_min_free_bytes=0, publish_timeout_seconds=1.0
+    )
+    return Stack(StackSettings(nats_url=nats_url, streams=StreamSettings(), edge=edge))
+
+
+def _fill(directory: Path) -> Path:
+    """Write a ballast file until the filesystem is full (ENOSPC)."""
+    ballast = directory / "ballast"
+    chunk = b"\0" * 65536
+    with ballast.open("wb", buffering=0) as out:
+        try:
+            while True:
+                out.write(chunk)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+    with ballast.open("ab", buffering=0) as out:  # the last partial chunk's bytes, to the last one
+        try:
+            while True:
+                out.write(b"\0")
+        except OSError:
+            pass
+    return ballast
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+async def test_a_full_spool_disk_neither_stops_nor_blocks_the_edge_and_loses_nothing(
+    make_stack: Any,
+    http: httpx.AsyncClient,
+    project_id: str,
+    nats_server: NatsServerProcess,
+    small_disk: Path,
+) -> None:
+    back: Stack = await make_stack(control=True, consumer=True)
+    key = str((await create_project(http, back, project_id))["secret_key"])
+    spool_dir = small_disk / "spool" / "0"
+    acked: set[str] = set()
+    refused: set[str] = set()
+
+    async def send(edge: Stack, message_id: str) -> int:
+        event = {"type": "track", "event": "E", "userId": "u", "messageId": message_id}
+        try:
+            response = await http.post(f"{edge.edge_url}/v1/track", json=event, headers=basic_auth(key))
+            status = response.status_code
+        except httpx.HTTPError:
+            status = 0
+        (acked if status == 200 else refused).add(message_id)
+        return status
+
+    edge = _edge_stack(nats_server.url, spool_dir)
+    await edge.start()
+    try:
+        assert edge.registry is not None
+        await eventually(lambda: _value(lambda: edge.registry.get(project_id)), bool)  # type: ignore[union-attr]
+        nats_server.stop()
+        assert {await send(edge, f"spooled-{n}") for n in range(40)} == {200}
+        ballast = _fill(small_disk)
+        assert {await send(edge, f"disk-full-{n}") for n in range(5)} == {503}
+        nats_server.start()  # NATS back, the disk still full: the edge serves to JetStream
+        await eventually(lambda: send(edge, f"to-nats-{len(acked)}"), lambda s: s == 200, timeout=20)
+        await asyncio.sleep(2.0)
+        assert edge.failed() is None, edge.failed()
+        assert {await send(edge, f"to-nats-b-{n}") for n in range(10)} == {200}
+        nats_server.stop()
+    finally:
+        await edge.stop()
+    nats_server.start()
+
+    restarted = _edge_stack(nats_server.url, spool_dir)  # on the full disk, NATS up
+    await restarted.start()
+    try:
+        assert restarted.registry is not None
+        await eventually(lambda: _value(lambda: restarted.registry.get(project_id)), bool)  # type: ignore[union-attr]
+        assert {await send(restarted, f"after-restart-{n}") for n in range(10)} == {200}
+        assert restarted.failed() is None, restarted.failed()
+        ready = (await http.get(f"{restarted.edge_url}/readyz")).json()
+        print(f"\nreadyz on the full disk: spool_problem={ready['spool_problem']!r}")
+        ballast.unlink()  # space again: whatever is left in the spool drains
+        assert restarted.spool is not None
+        await eventually(
+            lambda: _value(lambda: restarted.spool.stats()), lambda s: s.opened and s.entries == 0, timeout=30  # type: ignore[union-attr]
+        )
+    finally:
+        await restarted.stop()
+    assert back.clickhouse is not None
+    sql = f"SELECT message_id, count() FROM hw_{project_id}.events FINAL GROUP BY message_id"
+
+    async def stored() -> dict[str, int]:
+        rows = await asyncio.to_thread(lambda: back.clickhouse.query(sql).result_rows)  # type: ignore[union-attr]
+        return {str(m): int(c) for m, c in rows}
+
+    found = await eventually(stored, lambda s: acked <= set(s), timeout=60, interval=0.5)
+    assert all(copies == 1 for copies in found.values()), "an event shows twice"
+    assert set(found) - acked <= refused
