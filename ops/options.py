@@ -245,6 +245,14 @@ def edge_options(command: F) -> F:
             help="Most bytes of envelopes a worker's spool holds; beyond it the edge answers 503.",
         ),
         option(
+            "--spool-min-free-bytes",
+            env="HEADWATER_SPOOL_MIN_FREE_BYTES",
+            default=EdgeSettings().spool_min_free_bytes,
+            type=click.IntRange(0),
+            help="Free space the spool leaves on its filesystem (or 5% of it, whichever is more): "
+            "SQLite on a full disk cannot even delete.",
+        ),
+        option(
             "--shutdown-delay",
             env="HEADWATER_SHUTDOWN_DELAY",
             default=EdgeSettings().shutdown_delay_seconds,
@@ -304,6 +312,7 @@ def edge_settings(
             shutdown_delay_seconds=flags.pop("shutdown_delay"),
             spool_dir=spool_dir,
             spool_max_bytes=flags.pop("spool_max_bytes"),
+            spool_min_free_bytes=flags.pop("spool_min_free_bytes"),
             tls_cert=tls[0] if tls else None,
             tls_key=tls[1] if tls else None,
         )
