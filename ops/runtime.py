@@ -31,17 +31,17 @@ from headwater.consumers.writer import ClickHouseWriter
 from headwater.control.app import create_app as create_control_app
 from headwater.control.audit import AuditLog, ensure_audit_stream
 from headwater.control.clickhouse import connect as connect_clickhouse
+from headwater.control.configcache import ConfigCache
 from headwater.control.http import Readiness
 from headwater.control.idempotency import IdempotencyStore, ensure_idempotency_bucket
 from headwater.control.migrations import apply_migrations
 from headwater.control.project_settings import Batching, ProjectSettings
 from headwater.control.query import ReadOnlyQueries
-from headwater.control.configcache import ConfigCache
 from headwater.control.registry import ProjectRegistry
-from headwater.control.tasks import cancel_and_wait
 from headwater.control.service import ProjectService
 from headwater.control.settings import ControlSettings
 from headwater.control.store import BucketSettings, ProjectStore, ensure_projects_bucket
+from headwater.control.tasks import cancel_and_wait
 from headwater.edge.app import create_app as create_edge_app
 from headwater.edge.asgi import ASGIApp
 from headwater.edge.drainer import Drainer
@@ -165,7 +165,9 @@ class Stack:
         s = self.settings
         self.connection_events = ConnectionEvents()
         if self._may_start_offline():
-            self.nats, connecting = connect_nats_in_background(s.nats_url, "headwater", self.connection_events)
+            self.nats, connecting = connect_nats_in_background(
+                s.nats_url, "headwater", self.connection_events
+            )
             done, _ = await asyncio.wait({connecting}, timeout=OFFLINE_START_AFTER_SECONDS)
             if not done:
                 await self._start_edge_offline(connecting)
@@ -313,7 +315,11 @@ class Stack:
         # starts without it, reports it, and the drainer opens it once it can.
         await drainer.open_spool()
         metrics.watch(
-            lambda: {"breaker_open": breaker.is_open, "spool": spool.stats(), "spool_problem": drainer.problem}
+            lambda: {
+                "breaker_open": breaker.is_open,
+                "spool": spool.stats(),
+                "spool_problem": drainer.problem,
+            }
         )
         drainer.start()
         return FallbackSink(direct, spool, breaker, metrics)
@@ -340,10 +346,9 @@ class Stack:
         for role, task in self._servers:
             if task.done():
                 return f"the {role} HTTP server stopped"
-        going_online = self._going_online
-        if going_online is not None and going_online.done() and not going_online.cancelled():
-            if going_online.exception() is not None:
-                return f"starting with NATS failed: {going_online.exception()!r}"
+        online = self._going_online
+        if online is not None and online.done() and not online.cancelled() and online.exception():
+            return f"starting with NATS failed: {online.exception()!r}"
         if self.registry is not None and self.registry.failure is not None:
             return f"project registry failed: {self.registry.failure!r}"
         if self.drainer is not None and self.drainer.failure is not None:

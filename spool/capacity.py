@@ -111,7 +111,9 @@ class Capacity:
         headroom = self._sample(fresh=False)
         with self._lock:
             need = max(1, self._refused)
-            return self._stored + self._reserved + need <= self._max_bytes and headroom - self._reserved >= need
+            return (
+                self._stored + self._reserved + need <= self._max_bytes and headroom - self._reserved >= need
+            )
 
     def check_watermark(self) -> None:
         """At open: say at once (one warning) when the filesystem is already below the watermark,

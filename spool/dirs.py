@@ -7,6 +7,7 @@ drain lock it can take, so the directory of a worker that crashed is drained by 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -42,10 +43,8 @@ def make_private_dir(directory: Path) -> None:
     (parents that existed before are left as they are: they may be shared)."""
     missing = [p for p in (directory, *directory.parents) if not p.exists()]
     for path in reversed(missing):
-        try:
+        with contextlib.suppress(FileExistsError):  # made meanwhile by another worker
             path.mkdir(PRIVATE_DIR_MODE)
-        except FileExistsError:
-            pass
         _chmod(path, PRIVATE_DIR_MODE)  # mkdir's mode is filtered by the umask
     _chmod(directory, PRIVATE_DIR_MODE)
 

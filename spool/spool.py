@@ -28,7 +28,15 @@ from typing import TypeVar
 from .backend import Timeout
 from .capacity import Capacity, DiskUsageFn
 from .dirs import DRAIN_LOCK_FILE, make_private_dir
-from .errors import DrainLockNotHeld, FullReason, SpoolClosed, SpoolError, SpoolFull, SpoolUnavailable, SpoolWriteError
+from .errors import (
+    DrainLockNotHeld,
+    FullReason,
+    SpoolClosed,
+    SpoolError,
+    SpoolFull,
+    SpoolUnavailable,
+    SpoolWriteError,
+)
 from .format import SpooledEnvelope, key_time_ns, record_size
 from .locks import DirLock
 from .store import Counts, ExportRecord, Store

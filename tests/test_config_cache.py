@@ -97,7 +97,9 @@ async def test_an_edge_restarted_while_nats_is_down_serves_from_its_config_cache
         assert restarted.spool is not None and restarted.spool.stats().entries == 5
         nats_server.start()
         await eventually(
-            lambda: _now(lambda: restarted.spool.stats().entries), lambda n: n == 0, timeout=30  # type: ignore[union-attr]
+            lambda: _now(lambda: restarted.spool.stats().entries),
+            lambda n: n == 0,
+            timeout=30,  # type: ignore[union-attr]
         )
         await eventually(lambda: _now(lambda: restarted.registry.from_cache), lambda f: not f, timeout=30)  # type: ignore[union-attr]
         assert (await send(restarted, "online-again")).status_code == 200

@@ -25,9 +25,9 @@ from headwater.edge.drainer import Drainer
 from headwater.edge.fallback import CircuitBreaker
 from headwater.edge.metrics import EdgeMetrics
 from headwater.edge.settings import EdgeSettings
+from headwater.edge.streams import StreamSettings
 from headwater.edge.subjects import EVENTS_STREAM, events_subject
 from headwater.ops.natsserver import NatsServerProcess
-from headwater.edge.streams import StreamSettings
 from headwater.ops.runtime import Stack, StackSettings
 from headwater.spool import Spool, SpoolConfig, locks, store
 
@@ -194,7 +194,9 @@ async def test_a_spool_full_by_its_byte_cap_is_not_ready(
 async def test_a_spool_below_the_watermark_at_open_says_so(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = SpoolConfig(min_free_bytes=1 << 30, disk_usage=lambda _: (2 << 30, (2 << 30) - (100 << 20), 100 << 20))
+    config = SpoolConfig(
+        min_free_bytes=1 << 30, disk_usage=lambda _: (2 << 30, (2 << 30) - (100 << 20), 100 << 20)
+    )
     with caplog.at_level(logging.WARNING, "headwater"):
         async with Spool(tmp_path / "spool", config):
             pass
@@ -215,15 +217,15 @@ async def test_spool_files_and_lock_are_private_whatever_the_umask(tmp_path: Pat
         os.umask(old)
     assert {name for name in modes if name.endswith("-wal")}, modes  # the WAL exists while open
     wrong = {
-        name: oct(mode) for name, mode in modes.items() if mode != (0o700 if name in {"0", "base", "quarantine"} else 0o600)
+        name: oct(mode)
+        for name, mode in modes.items()
+        if mode != (0o700 if name in {"0", "base", "quarantine"} else 0o600)
     }
     assert not wrong, wrong
 
 
 def _edge_stack(nats_url: str, spool_dir: Path) -> Stack:
-    edge = EdgeSettings(
-        port=0, spool_dir=str(spool_dir), spool_min_free_bytes=0, publish_timeout_seconds=1.0
-    )
+    edge = EdgeSettings(port=0, spool_dir=str(spool_dir), spool_min_free_bytes=0, publish_timeout_seconds=1.0)
     return Stack(StackSettings(nats_url=nats_url, streams=StreamSettings(), edge=edge))
 
 
@@ -231,12 +233,10 @@ def _fill(directory: Path) -> Path:
     """Write a ballast file until the filesystem is full (ENOSPC)."""
     ballast = directory / "ballast"
     chunk = b"\0" * 65536
-    with ballast.open("wb", buffering=0) as out:
-        try:
-            while True:
-                out.write(chunk)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC, exc
+    with ballast.open("wb", buffering=0) as out, pytest.raises(OSError) as raised:
+        while True:
+            out.write(chunk)
+    assert raised.value.errno == errno.ENOSPC, raised.value
     with ballast.open("ab", buffering=0) as out:  # the last partial chunk's bytes, to the last one
         try:
             while True:
@@ -313,7 +313,9 @@ async def test_a_full_spool_disk_neither_stops_nor_blocks_the_edge_and_loses_not
         ballast.unlink()  # space again: whatever is left in the spool drains
         assert restarted.spool is not None
         await eventually(
-            lambda: _value(lambda: restarted.spool.stats()), lambda s: s.opened and s.entries == 0, timeout=30  # type: ignore[union-attr]
+            lambda: _value(lambda: restarted.spool.stats()),
+            lambda s: s.opened and s.entries == 0,
+            timeout=30,  # type: ignore[union-attr]
         )
     finally:
         await restarted.stop()
