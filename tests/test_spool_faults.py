@@ -232,17 +232,15 @@ def _edge_stack(nats_url: str, spool_dir: Path) -> Stack:
 def _fill(directory: Path) -> Path:
     """Write a ballast file until the filesystem is full (ENOSPC)."""
     ballast = directory / "ballast"
-    chunk = b"\0" * 65536
-    with ballast.open("wb", buffering=0) as out, pytest.raises(OSError) as raised:
-        while True:
-            out.write(chunk)
-    assert raised.value.errno == errno.ENOSPC, raised.value
-    with ballast.open("ab", buffering=0) as out:  # the last partial chunk's bytes, to the last one
-        try:
-            while True:
-                out.write(b"\0")
-        except OSError:
-            pass
+    stopped_by: int | None = None
+    with ballast.open("wb", buffering=0) as out:
+        for size in (65536, 1):  # big chunks, then the last bytes one at a time
+            try:
+                while True:
+                    out.write(b"\0" * size)
+            except OSError as exc:
+                stopped_by = exc.errno
+    assert stopped_by == errno.ENOSPC
     return ballast
 
 
