@@ -73,7 +73,7 @@ class Drainer:
     async def open_spool(self) -> bool:
         """Open the spool if it is not open yet; False (the fault reported, not raised) if the disk
         does not let it. The drainer retries in the background once started."""
-        if self._spool.stats().opened:
+        if self._spool.is_open:
             return True
         try:
             await self._spool.open()

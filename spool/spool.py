@@ -213,6 +213,10 @@ class Spool:
         finally:
             slots.release()
 
+    @property
+    def is_open(self) -> bool:
+        return self._writer is not None
+
     def writable(self) -> bool:
         """True when an append would currently be accepted (not at either bound)."""
         return self._writer is not None and self._capacity.writable()
