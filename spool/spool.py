@@ -130,6 +130,7 @@ class Spool:
         self._leases: set[str] = set()
         self._lease_lock = threading.Lock()
         self._lock_generation = 0
+        self._writes_failing = False  # the writer thread's: log a failing disk once
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -326,16 +327,34 @@ class Spool:
                 outcomes.append(
                     next(keys) if ok else SpoolFull("disk", "filesystem is at its free-space watermark")
                 )
+            if accepted and self._writes_failing:
+                self._writes_failing = False
+                log.info("spool %s: writes succeed again", self.directory)
             with self._counters.lock:
                 self._counters.appended += len(accepted)
                 self._counters.transactions += bool(accepted)
                 self._counters.largest_group = max(self._counters.largest_group, len(accepted))
         except Exception as exc:
-            _log_write_error(exc, len(jobs))
+            self._log_write_error(exc, len(jobs))
             outcomes = [_write_error(exc) for _ in jobs]
         finally:
             self._refresh_counts(released=sum(job.size for job in jobs))
         return outcomes
+
+    def _log_write_error(self, exc: Exception, n: int) -> None:
+        """One error line when writes start failing (a failing disk fails every group), not one per
+        group; the rest at debug level until a write succeeds again."""
+        if self._writes_failing:
+            log.debug("spool %s: write of %d envelopes failed: %r", self.directory, n, exc)
+            return
+        self._writes_failing = True
+        log.error(
+            "spool %s: write of %d envelopes failed: %r; appends fail (503) until a write succeeds",
+            self.directory,
+            n,
+            exc,
+            exc_info=not isinstance(exc, (Timeout, sqlite3.OperationalError)),
+        )
 
     def _drop_jobs(self, jobs: list[AppendJob]) -> None:
         self._capacity.settle(sum(job.size for job in jobs), None)
@@ -417,10 +436,6 @@ async def _unavailable_on_io_error(call: Awaitable[T], directory: Path) -> T:
         return await call
     except (OSError, sqlite3.Error, Timeout) as exc:
         raise SpoolUnavailable(f"spool {directory}: {exc}") from exc
-
-
-def _log_write_error(exc: Exception, n: int) -> None:
-    log.error("spool write of %d envelopes failed: %r", n, exc, exc_info=not isinstance(exc, Timeout))
 
 
 def _write_error(exc: Exception) -> SpoolError:

@@ -29,7 +29,7 @@ from headwater.edge.streams import StreamSettings
 from headwater.edge.subjects import EVENTS_STREAM, events_subject
 from headwater.ops.natsserver import NatsServerProcess
 from headwater.ops.runtime import Stack, StackSettings
-from headwater.spool import Spool, SpoolConfig, locks, store
+from headwater.spool import Spool, SpoolConfig, SpoolWriteError, locks, store
 
 pytestmark = [pytest.mark.services]
 
@@ -328,3 +328,21 @@ async def test_a_full_spool_disk_neither_stops_nor_blocks_the_edge_and_loses_not
     found = await eventually(stored, lambda s: acked <= set(s), timeout=60, interval=0.5)
     assert all(copies == 1 for copies in found.values()), "an event shows twice"
     assert set(found) - acked <= refused
+
+
+async def test_failing_spool_writes_log_once_not_per_append(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    io_error = sqlite3.OperationalError("disk I/O error")
+    async with Spool(tmp_path / "spool", ROOMY) as spool:
+        monkeypatch.setattr(store.Store, "append_batch", _failing(5, store.Store.append_batch, io_error))
+        with caplog.at_level(logging.INFO, "headwater"):
+            for n in range(5):
+                with pytest.raises(SpoolWriteError):
+                    await spool.append("hw.events.p", f"m-{n}", b"{}")
+            await spool.append("hw.events.p", "m-ok", b"{}")
+    failures = [
+        r for r in caplog.records if r.levelno >= logging.WARNING and "disk I/O error" in r.getMessage()
+    ]
+    assert len(failures) == 1, [r.getMessage() for r in failures]
+    assert any("writes succeed again" in r.getMessage() for r in caplog.records)
