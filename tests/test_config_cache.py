@@ -16,6 +16,8 @@ import pytest
 from hw_testing import basic_auth, create_project, eventually
 
 from headwater.control.configcache import ConfigCache
+from headwater.control.registry import ProjectRegistry, StaleConfig
+from headwater.control.store import BucketSettings, ensure_projects_bucket
 from headwater.edge.settings import EdgeSettings
 from headwater.edge.streams import StreamSettings
 from headwater.ops.natsserver import NatsServerProcess
@@ -145,3 +147,22 @@ async def test_configs_older_than_the_max_age_are_not_served(
 
 async def _now(fn: Any) -> Any:
     return fn()
+
+
+async def test_a_running_edge_stops_serving_configs_kept_through_an_outage_past_the_max_age(
+    js: Any, tmp_path: Path
+) -> None:
+    kv = await ensure_projects_bucket(js, BucketSettings())
+    registry = ProjectRegistry(kv, cache=ConfigCache(tmp_path / "cache.json"), max_age=0.5)
+    await registry.start()
+    try:
+        assert registry.resolve_key("hw_unknown") is None and registry.usable
+        registry.on_disconnected()  # as the NATS client reports an outage
+        assert registry.resolve_key("hw_unknown") is None  # within the max age: served
+        await asyncio.sleep(0.7)
+        with pytest.raises(StaleConfig):
+            registry.resolve_key("hw_unknown")
+        assert not registry.usable
+    finally:
+        await registry.stop()
+    assert (tmp_path / "cache.json").is_file()
