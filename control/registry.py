@@ -225,6 +225,11 @@ class ProjectRegistry:
         if self._cache is not None:
             self._cache.save(dict(self._view.values), self._known_at)
 
+    async def _save_in_thread(self) -> None:
+        """The file write (with its fsyncs) off the event loop; the values copied on it."""
+        if self._cache is not None:
+            await asyncio.to_thread(self._cache.save, dict(self._view.values), self._known_at)
+
     async def _keep_cache_fresh(self, interval: float) -> None:
         """Re-stamp the cache while synced, so that its age counts from the last moment the configs
         were known current, not from the last change."""
@@ -232,7 +237,7 @@ class ProjectRegistry:
             await asyncio.sleep(interval)
             if not self.stale:
                 self._known_at = time.time()
-                await asyncio.to_thread(self._save)
+                await self._save_in_thread()
 
     async def stop(self) -> None:
         for task in (self._resync_task, self._task, self._saver):
@@ -287,7 +292,7 @@ class ProjectRegistry:
             self._known_at, self._from_cache = time.time(), False
             self._task = asyncio.create_task(self._follow(watcher, view), name="project-registry")
             if self._cache is not None:
-                await asyncio.to_thread(self._save)
+                await self._save_in_thread()
                 if self._saver is None:
                     interval = min(600.0, (self._max_age or 86_400.0) / 10)
                     self._saver = asyncio.create_task(self._keep_cache_fresh(interval), name="config-cache")
