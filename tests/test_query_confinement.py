@@ -1,0 +1,236 @@
+"""`POST /v1/projects/{id}/query` sees its own project's database only, cannot touch ingestion and
+has limits; against a real control plane, NATS and the embedded ClickHouse."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+
+import httpx
+import pytest
+from hw_testing import admin_headers, basic_auth, create_project, eventually, query_rows, track_event
+
+from headwater.control.settings import AdminToken, ControlSettings
+from headwater.ops.runtime import Stack
+
+pytestmark = pytest.mark.services
+
+OWN = "SELECT count() FROM events"
+
+
+async def create(http: httpx.AsyncClient, stack: Stack, project_id: str) -> None:
+    response = await http.post(
+        f"{stack.control_url}/v1/projects", json={"id": project_id}, headers=admin_headers()
+    )
+    assert response.status_code == 201, response.text
+
+
+async def post_sql(http: httpx.AsyncClient, stack: Stack, project_id: str, sql: str) -> httpx.Response:
+    return await http.post(
+        f"{stack.control_url}/v1/projects/{project_id}/query", json={"sql": sql}, headers=admin_headers()
+    )
+
+
+@pytest.fixture
+async def pair(make_stack, http: httpx.AsyncClient, project_id: str) -> tuple[Stack, str, str]:  # type: ignore[no-untyped-def]
+    """A control plane with two projects; the victim's events table holds one row."""
+    stack = await make_stack(control=True)
+    victim = f"{project_id}_v"
+    await create(http, stack, project_id)
+    await create(http, stack, victim)
+    assert stack.clickhouse is not None
+    stack.clickhouse.command(f"INSERT INTO hw_{victim}.events (message_id, event) VALUES ('secret-row', 'x')")
+    return stack, project_id, victim
+
+
+async def test_own_database_is_readable(pair: tuple[Stack, str, str], http: httpx.AsyncClient) -> None:
+    stack, project_id, _ = pair
+    assert await query_rows(http, stack, project_id, OWN) == [[0]]
+    cte = "WITH t AS (SELECT message_id FROM events) SELECT count() FROM t"
+    assert await query_rows(http, stack, project_id, cte) == [[0]]
+    qualified = f"SELECT count() FROM hw_{project_id}.events AS e JOIN events USING message_id"
+    assert await query_rows(http, stack, project_id, qualified) == [[0]]
+    assert await query_rows(http, stack, project_id, "SELECT sum(number) FROM numbers(10)") == [[45]]
+
+
+BYPASSES = [
+    "SELECT * FROM hw_{v}.events",
+    "SELECT * FROM `hw_{v}`.`events`",
+    'SELECT * FROM "hw_{v}"."events"',
+    "SELECT * FROM hw_{v} . events",
+    "SELECT * FROM /* own */ hw_{v}.events -- comment",
+    "SELECT message_id FROM events UNION ALL SELECT message_id FROM hw_{v}.events",
+    "SELECT * FROM (SELECT * FROM hw_{v}.events)",
+    "SELECT * FROM events WHERE message_id IN (SELECT message_id FROM hw_{v}.events)",
+    "SELECT 1 WHERE 'secret-row' IN hw_{v}.events",
+    "SELECT * FROM events AS a JOIN hw_{v}.events AS b USING message_id",
+    "WITH t AS (SELECT * FROM hw_{v}.events) SELECT * FROM t",
+    "SELECT * FROM view(SELECT * FROM hw_{v}.events)",
+    "SELECT * FROM merge('hw_{v}', '.*')",
+    "SELECT * FROM merge(REGEXP('hw_.*'), 'events')",
+    "SELECT * FROM remote('127.0.0.1', hw_{v}.events)",
+    "SELECT * FROM remote('127.0.0.1', 'hw_{v}', 'events')",
+    "SELECT * FROM cluster('default', hw_{v}.events)",
+    "SELECT * FROM file('/etc/passwd', LineAsString)",
+    "SELECT file('/etc/passwd')",
+    "SELECT * FROM url('http://127.0.0.1:1/', LineAsString)",
+    "SELECT * FROM s3('http://127.0.0.1:1/x', LineAsString)",
+    "SELECT * FROM executable('id', TSV, 'x String')",
+    "SELECT * FROM mysql('127.0.0.1:1', 'd', 't', 'u', 'p')",
+    "SELECT dictGet('hw_{v}.d', 'x', toUInt64(1))",
+    "SELECT joinGet('hw_{v}.events', 'event', 'secret-row')",
+    "SELECT hasColumnInTable('hw_{v}', 'events', 'event')",
+    "SELECT name FROM system.databases",
+    "SELECT * FROM system.tables",
+    "SELECT * FROM system.settings",
+    "SELECT * FROM system.processes",
+    "SELECT * FROM INFORMATION_SCHEMA.TABLES",
+    "SELECT * FROM information_schema.columns",
+    "SELECT getSetting('max_memory_usage')",
+    "SELECT 1 SETTINGS readonly = 0",
+    "SELECT 1 SETTINGS max_memory_usage = 0",
+    "SELECT 1 INTO OUTFILE '/tmp/hw-query-outfile'",
+    "SELECT 1 FORMAT JSON",
+    "KILL QUERY WHERE query_kind = 'Insert' ASYNC",
+    "KILL QUERY WHERE 1 SYNC",
+    "KILL MUTATION WHERE 1",
+    "SYSTEM STOP MERGES",
+    "SYSTEM DROP DNS CACHE",
+    "OPTIMIZE TABLE events FINAL",
+    "DROP TABLE events",
+    "TRUNCATE TABLE events",
+    "INSERT INTO events (message_id) VALUES ('x')",
+    "ALTER TABLE events DELETE WHERE 1",
+    "CREATE TABLE t (a Int8) ENGINE = Memory",
+    "SET readonly = 0",
+    "USE hw_{v}",
+    "SHOW TABLES FROM hw_{v}",
+    "SHOW DATABASES",
+    "DESCRIBE TABLE hw_{v}.events",
+    "EXISTS TABLE hw_{v}.events",
+    "EXPLAIN SELECT * FROM hw_{v}.events",
+    "EXPLAIN AST SELECT 1",
+    "SELECT 1; KILL QUERY WHERE 1 ASYNC",
+    "SELECT 'a'; SELECT * FROM hw_{v}.events",
+    "SELECT * FROM `hw_{v}.events`",
+]
+
+
+async def test_bypass_attempts_are_refused(pair: tuple[Stack, str, str], http: httpx.AsyncClient) -> None:
+    stack, project_id, victim = pair
+    for template in BYPASSES:
+        sql = template.format(v=victim)
+        response = await post_sql(http, stack, project_id, sql)
+        assert response.status_code in (400, 403), (sql, response.status_code, response.text)
+        assert "secret-row" not in response.text, sql
+        body = response.json()
+        assert body["code"] in ("query_not_allowed", "query_syntax_error", "query_failed"), (sql, body)
+    assert (await post_sql(http, stack, project_id, OWN)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("template", "named"),
+    [
+        ("SELECT * FROM hw_{v}.events", "hw_{v}"),
+        ("SELECT name FROM system.databases", "system"),
+        ("SELECT * FROM file('/etc/passwd', LineAsString)", "file"),
+        ("SELECT dictGet('hw_{v}.d', 'x', toUInt64(1))", "dictGet"),
+        ("KILL QUERY WHERE query_kind = 'Insert' ASYNC", "KILL"),
+        ("SELECT 1 SETTINGS readonly = 0", "SETTINGS"),
+    ],
+)
+async def test_refusals_are_403_and_name_what_was_refused(
+    pair: tuple[Stack, str, str], http: httpx.AsyncClient, template: str, named: str
+) -> None:
+    stack, project_id, victim = pair
+    response = await post_sql(http, stack, project_id, template.format(v=victim))
+    assert response.status_code == 403, response.text
+    body = response.json()
+    assert body["code"] == "query_not_allowed"
+    assert body["field"] == "sql"
+    assert named.format(v=victim) in body["message"]
+
+
+async def test_syntax_error_is_400(pair: tuple[Stack, str, str], http: httpx.AsyncClient) -> None:
+    stack, project_id, _ = pair
+    for sql in ("SELEC 1", "SELECT (", "", "   "):
+        response = await post_sql(http, stack, project_id, sql)
+        assert response.status_code == 400, (sql, response.text)
+        assert response.json()["code"] in ("query_syntax_error", "invalid_field"), sql
+
+
+@pytest.fixture
+async def capped(make_stack, clickhouse_url: str) -> Stack:  # type: ignore[no-untyped-def]
+    settings = ControlSettings(
+        clickhouse_url=clickhouse_url,
+        admin_tokens=(AdminToken("tests", "test-admin-token-" + "x" * 16),),
+        port=0,
+        query_max_memory_bytes=200_000_000,
+        query_max_rows=50,
+        query_timeout_seconds=2,
+        query_max_concurrent=2,
+    )
+    return await make_stack(control=settings)  # type: ignore[no-any-return]
+
+
+def _rss_bytes() -> int:
+    with open(f"/proc/{os.getpid()}/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
+
+
+async def test_expensive_queries_are_422_and_the_process_survives(
+    capped: Stack, http: httpx.AsyncClient, project_id: str
+) -> None:
+    await create(http, capped, project_id)
+    before = _rss_bytes()
+    hungry = await post_sql(http, capped, project_id, "SELECT length(groupArray(number)) FROM numbers(150000000)")
+    assert hungry.status_code == 422, hungry.text
+    assert hungry.json()["code"] == "query_too_expensive"
+    assert "memory" in hungry.json()["message"].lower()
+    assert _rss_bytes() - before < 600_000_000
+    many = await post_sql(http, capped, project_id, "SELECT number FROM numbers(1000)")
+    assert many.status_code == 422 and many.json()["code"] == "query_too_expensive", many.text
+    slow = await post_sql(http, capped, project_id, "SELECT count() FROM numbers(10) WHERE sleepEachRow(0.5) = 0")
+    assert slow.status_code == 422 and slow.json()["code"] == "query_too_expensive", slow.text
+    assert await query_rows(http, capped, project_id, OWN) == [[0]]
+
+
+async def test_concurrent_queries_beyond_the_cap_are_429(
+    capped: Stack, http: httpx.AsyncClient, project_id: str
+) -> None:
+    await create(http, capped, project_id)
+    sleeper = "SELECT count() FROM numbers(3) WHERE sleepEachRow(0.5) = 0"
+    answers = await asyncio.gather(*(post_sql(http, capped, project_id, sleeper) for _ in range(6)))
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses.count(200) >= 1 and 429 in statuses, [a.text for a in answers]
+    refused = next(a for a in answers if a.status_code == 429)
+    assert refused.json()["code"] == "too_many_queries"
+    assert "Retry-After" in refused.headers
+    assert await query_rows(http, capped, project_id, OWN) == [[0]]
+
+
+async def test_kill_query_cannot_cancel_the_consumers_inserts(
+    make_stack, http: httpx.AsyncClient, project_id: str  # type: ignore[no-untyped-def]
+) -> None:
+    stack = await make_stack(edge=True, control=True, consumer=True)
+    created = await create_project(http, stack, project_id)
+    headers = basic_auth(created["secret_key"])
+    total = 0
+    kills: list[httpx.Response] = []
+    for round_ in range(20):
+        batch = [track_event(type="track", messageId=f"k-{round_}-{i}") for i in range(50)]
+        sent = http.post(f"{stack.edge_url}/v1/batch", json={"batch": batch}, headers=headers)
+        kill = post_sql(http, stack, project_id, "KILL QUERY WHERE query_kind = 'Insert' ASYNC")
+        accepted, killed = await asyncio.gather(sent, kill)
+        assert accepted.status_code == 200, accepted.text
+        total += len(batch)
+        kills.append(killed)
+    assert all(k.status_code == 403 for k in kills), [k.text for k in kills[:3]]
+    assert all(k.json()["code"] == "query_not_allowed" for k in kills)
+    rows = await eventually(
+        lambda: query_rows(http, stack, project_id, "SELECT uniqExact(message_id) FROM events"),
+        lambda r: r == [[total]],
+        timeout=30,
+    )
+    assert rows == [[total]]
