@@ -32,7 +32,7 @@ from headwater.control.http import Readiness
 from headwater.control.idempotency import IdempotencyStore, ensure_idempotency_bucket
 from headwater.control.migrations import apply_migrations
 from headwater.control.project_settings import Batching, ProjectSettings
-from headwater.control.query import ReadOnlyQueries
+from headwater.control.query import QueryLimits, ReadOnlyQueries
 from headwater.control.registry import ProjectRegistry
 from headwater.control.service import ProjectService
 from headwater.control.settings import ControlSettings
@@ -198,7 +198,14 @@ class Stack:
                 s.control.clickhouse_cluster,
             )
             self.queries = ReadOnlyQueries(
-                s.control.clickhouse_url, s.control.query_max_rows, s.control.query_timeout_seconds
+                s.control.query_clickhouse_url or s.control.clickhouse_url,
+                limits=QueryLimits(
+                    s.control.query_max_rows,
+                    s.control.query_timeout_seconds,
+                    s.control.query_max_memory_bytes,
+                    s.control.query_max_concurrent,
+                ),
+                use_roles=s.control.query_clickhouse_url is not None,
             )
             control_app = create_control_app(
                 s.control, self.store, self.service, self.queries, self._nats_readiness
