@@ -10,6 +10,10 @@ per-session users (see docs/query-api.md): there the parser check and readonly m
 
 from __future__ import annotations
 
+from urllib.parse import unquote, urlsplit
+
+from clickhouse_connect.driver.client import Client
+
 from .project import database_name
 
 
@@ -39,3 +43,20 @@ def revoke_statements(project_id: str, cluster: str | None = None) -> list[str]:
 
 def _quoted(name: str) -> str:
     return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+def query_user(url: str) -> str:
+    """The user of a ClickHouse server URL (`default` when it names none)."""
+    netloc = urlsplit(url).netloc
+    credentials, at, _ = netloc.rpartition("@")
+    return unquote(credentials.split(":", 1)[0]) if at and credentials else "default"
+
+
+def apply_grants(client: Client, project_id: str, user: str, cluster: str | None = None) -> None:
+    for statement in grant_statements(project_id, user, cluster):
+        client.command(statement)
+
+
+def revoke_grants(client: Client, project_id: str, cluster: str | None = None) -> None:
+    for statement in revoke_statements(project_id, cluster):
+        client.command(statement)
