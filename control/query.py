@@ -68,7 +68,9 @@ def _error_answer(exc: ClickHouseError) -> APIError:
     match = _CODE.search(text)
     code = int(match[1]) if match else None
     if code in _TOO_EXPENSIVE:
-        return APIError(422, "query_too_expensive", f"the query exceeded the {_TOO_EXPENSIVE[code]}: {text}", "sql")
+        return APIError(
+            422, "query_too_expensive", f"the query exceeded the {_TOO_EXPENSIVE[code]}: {text}", "sql"
+        )
     if code == 164:
         return _not_allowed(f"queries are read-only; SETTINGS, SET and writes are not allowed: {text}")
     if code in _NOT_ALLOWED:
@@ -120,14 +122,15 @@ class ReadOnlyQueries:
         try:
             client = self._checkout()
             try:
-                return self._run(client, database_name(project_id), sql)
+                result = self._run(client, database_name(project_id), sql)
             except OperationalError:
                 client.close()  # the connection may be broken: do not pool it
-                client = None
                 raise
-            finally:
-                if client is not None:
-                    self._checkin(client)
+            except BaseException:
+                self._checkin(client)
+                raise
+            self._checkin(client)
+            return result
         except OperationalError as exc:
             raise APIError(503, "clickhouse_unavailable", str(exc).strip()) from None
         except ClickHouseError as exc:

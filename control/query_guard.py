@@ -42,7 +42,9 @@ _DENIED_FUNCTION = re.compile(
 _FOREIGN_DATABASES = frozenset({"system", "information_schema", "default", "_temporary_and_external_tables"})
 
 _LINE = re.compile(r"^(?P<indent> *)(?P<kind>\w+)(?: (?P<rest>.*))?$")
-_NAME = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)(?: \(alias [A-Za-z0-9_]+\))?$")
+_NAME = re.compile(
+    r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)(?: \(alias [A-Za-z0-9_]+\))?$"
+)
 _CHILDREN = re.compile(r" \(children \d+\)$")
 
 
@@ -140,6 +142,8 @@ def check_tree(tree: str, own_database: str) -> None:
                     allowed = ", ".join(sorted(ALLOWED_TABLE_FUNCTIONS))
                     raise QueryNotAllowed(f"table function {name}() is not allowed (allowed: {allowed})")
             elif _DENIED_FUNCTION.match(name):
-                raise QueryNotAllowed(f"function {name}() is not allowed: it reads outside the project's tables")
+                raise QueryNotAllowed(
+                    f"function {name}() is not allowed: it reads outside the project's tables"
+                )
         elif node.kind.endswith("Query") and node.kind not in _SELECT_PARTS:
             raise QueryNotAllowed(f"only SELECT queries are allowed, not {node.kind}")

@@ -19,10 +19,10 @@ from .errors import APIError, ProjectExists
 from .idempotency import IdempotencyStore, StoredAnswer
 from .keys import ApiKey, KeyKind
 from .migrations import apply_migrations, drop_database
-from .query_grants import apply_grants, revoke_grants
 from .origins import normalise_origins
 from .project import Project, iso, utc_now, validate_project_id
 from .project_settings import ProjectSettings
+from .query_grants import apply_grants, revoke_grants
 from .store import ProjectStore, RevisionMismatch
 
 MAX_UPDATE_ATTEMPTS = 50
@@ -163,7 +163,9 @@ class ProjectService:
         # its events and consumers write them, so the table must already be there.
         await asyncio.to_thread(apply_migrations, self._clickhouse, project.database, self._cluster)
         if self._query_user is not None:
-            await asyncio.to_thread(apply_grants, self._clickhouse, project.id, self._query_user, self._cluster)
+            await asyncio.to_thread(
+                apply_grants, self._clickhouse, project.id, self._query_user, self._cluster
+            )
         revision = await self._store.create(project)
         await self._audit.record(
             actor,

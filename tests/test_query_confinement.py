@@ -6,13 +6,18 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
+from chstandin import ACCESS_DDL, StandIn
 from hw_testing import admin_headers, basic_auth, create_project, eventually, query_rows, track_event
 
+from headwater.control.query_grants import grant_statements, query_user
 from headwater.control.settings import AdminToken, ControlSettings
-from headwater.ops.runtime import Stack
+from headwater.edge.streams import StreamSettings
+from headwater.ops.natsserver import NatsServerProcess
+from headwater.ops.runtime import Stack, StackSettings
 
 pytestmark = pytest.mark.services
 
@@ -184,14 +189,18 @@ async def test_expensive_queries_are_422_and_the_process_survives(
 ) -> None:
     await create(http, capped, project_id)
     before = _rss_bytes()
-    hungry = await post_sql(http, capped, project_id, "SELECT length(groupArray(number)) FROM numbers(150000000)")
+    hungry = await post_sql(
+        http, capped, project_id, "SELECT length(groupArray(number)) FROM numbers(150000000)"
+    )
     assert hungry.status_code == 422, hungry.text
     assert hungry.json()["code"] == "query_too_expensive"
     assert "memory" in hungry.json()["message"].lower()
     assert _rss_bytes() - before < 600_000_000
     many = await post_sql(http, capped, project_id, "SELECT number FROM numbers(1000)")
     assert many.status_code == 422 and many.json()["code"] == "query_too_expensive", many.text
-    slow = await post_sql(http, capped, project_id, "SELECT count() FROM numbers(10) WHERE sleepEachRow(0.5) = 0")
+    slow = await post_sql(
+        http, capped, project_id, "SELECT count() FROM numbers(10) WHERE sleepEachRow(0.5) = 0"
+    )
     assert slow.status_code == 422 and slow.json()["code"] == "query_too_expensive", slow.text
     assert await query_rows(http, capped, project_id, OWN) == [[0]]
 
@@ -211,7 +220,9 @@ async def test_concurrent_queries_beyond_the_cap_are_429(
 
 
 async def test_kill_query_cannot_cancel_the_consumers_inserts(
-    make_stack, http: httpx.AsyncClient, project_id: str  # type: ignore[no-untyped-def]
+    make_stack,
+    http: httpx.AsyncClient,
+    project_id: str,  # type: ignore[no-untyped-def]
 ) -> None:
     stack = await make_stack(edge=True, control=True, consumer=True)
     created = await create_project(http, stack, project_id)
@@ -234,3 +245,81 @@ async def test_kill_query_cannot_cancel_the_consumers_inserts(
         timeout=30,
     )
     assert rows == [[total]]
+
+
+@pytest.fixture
+def standin(clickhouse_url: str) -> Iterator[StandIn]:
+    server = StandIn(clickhouse_url.removeprefix("chdb://")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def server_stack(nats_server: NatsServerProcess, standin: StandIn) -> AsyncIterator[Stack]:
+    """A control plane whose ClickHouse is a server (the stand-in), queries by user hw_query."""
+    settings = ControlSettings(
+        clickhouse_url=standin.url("admin"),
+        admin_tokens=(AdminToken("tests", "test-admin-token-" + "x" * 16),),
+        port=0,
+        query_clickhouse_url=standin.url("hw_query"),
+    )
+    stack = Stack(
+        StackSettings(
+            nats_url=nats_server.url,
+            streams=StreamSettings(),
+            clickhouse_url=settings.clickhouse_url,
+            control=settings,
+        )
+    )
+    await stack.start()
+    yield stack
+    await stack.stop()
+
+
+async def test_on_a_server_each_query_runs_under_its_project_s_reader_role(
+    server_stack: Stack, standin: StandIn, http: httpx.AsyncClient, project_id: str
+) -> None:
+    """With --query-clickhouse-url the control role grants a reader role per project and each query
+    names its project's role; the server's ACCESS_DENIED is a 403."""
+    stack = server_stack
+    await create(http, stack, project_id)
+    database, role = f"hw_{project_id}", f"hw_{project_id}_reader"
+    ddl = [r.query for r in standin.requests if r.user == "admin" and ACCESS_DDL.match(r.query)]
+    assert ddl == [
+        f"CREATE ROLE IF NOT EXISTS `{role}`",
+        f"GRANT SELECT ON `{database}`.* TO `{role}`",
+        f"GRANT `{role}` TO `hw_query`",
+        "SET DEFAULT ROLE NONE TO `hw_query`",
+    ]
+
+    standin.requests.clear()
+    assert await query_rows(http, stack, project_id, OWN) == [[0]]
+    sent = [r for r in standin.requests if r.user == "hw_query" and r.database is not None]
+    assert len(sent) == 3, sent  # parse, EXPLAIN AST, the query (the rest is the client's handshake)
+    assert {(r.role, r.database) for r in sent} == {(role, database)}
+    assert not [r for r in standin.requests if r.user == "admin"]
+
+    # What the server's access control refuses is a 403 naming it.
+    standin.ungranted_column = "user_id"
+    denied = await post_sql(http, stack, project_id, "SELECT count(user_id) FROM events")
+    assert denied.status_code == 403, denied.text
+    assert denied.json()["code"] == "query_not_allowed"
+    assert "ACCESS_DENIED" in denied.json()["message"]
+
+    purged = await http.delete(
+        f"{stack.control_url}/v1/projects/{project_id}?purge=true&confirm={project_id}",
+        headers=admin_headers(),
+    )
+    assert purged.status_code == 200, purged.text
+    assert f"DROP ROLE IF EXISTS `{role}`" in [r.query for r in standin.requests if r.user == "admin"]
+
+
+def test_grant_statements_quote_the_user_and_name_the_cluster() -> None:
+    assert grant_statements("shop", "q`user", "main") == [
+        "CREATE ROLE IF NOT EXISTS `hw_shop_reader` ON CLUSTER `main`",
+        "GRANT ON CLUSTER `main` SELECT ON `hw_shop`.* TO `hw_shop_reader`",
+        "GRANT ON CLUSTER `main` `hw_shop_reader` TO `q\\`user`",
+        "SET DEFAULT ROLE NONE TO `q\\`user`",
+    ]
+    assert query_user("http://hw_query:secret@ch:8123") == "hw_query"
+    assert query_user("https://ch:8443") == "default"
