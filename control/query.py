@@ -120,21 +120,22 @@ class ReadOnlyQueries:
         if not self._slots.acquire(blocking=False):
             raise TooManyQueries(self._limits.max_concurrent)
         try:
+            # A client that cannot connect raises as it is: `headwater query` explains a locked
+            # embedded directory, the API answers 500 as for any dependency it cannot open.
             client = self._checkout()
             try:
                 result = self._run(client, database_name(project_id), sql)
-            except OperationalError:
+            except OperationalError as exc:
                 client.close()  # the connection may be broken: do not pool it
-                raise
+                raise APIError(503, "clickhouse_unavailable", str(exc).strip()) from None
+            except ClickHouseError as exc:
+                self._checkin(client)
+                raise _error_answer(exc) from None
             except BaseException:
                 self._checkin(client)
                 raise
             self._checkin(client)
             return result
-        except OperationalError as exc:
-            raise APIError(503, "clickhouse_unavailable", str(exc).strip()) from None
-        except ClickHouseError as exc:
-            raise _error_answer(exc) from None
         finally:
             self._slots.release()
 

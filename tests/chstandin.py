@@ -53,8 +53,9 @@ class StandIn:
         assert self.server is not None
         return int(self.server.server_address[1])
 
-    def url(self, user: str, password: str = "pw") -> str:
-        return f"http://{user}:{password}@127.0.0.1:{self.port}"
+    def url(self, user: str) -> str:
+        """A URL of `user`; the stand-in checks no password, so the URL carries a made-up one."""
+        return f"http://{user}:{user}-password@127.0.0.1:{self.port}"
 
     def start(self) -> StandIn:
         standin = self
