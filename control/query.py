@@ -171,6 +171,12 @@ class ReadOnlyQueries:
                 return
         client.close()
 
+    @property
+    def idle_clients(self) -> int:
+        """Clients kept open between queries: at most max_concurrent, whatever the project count."""
+        with self._lock:
+            return len(self._idle)
+
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from headwater.control.clickhouse import connect
 from headwater.control.errors import APIError
 from headwater.control.migrations import apply_migrations
-from headwater.control.query import ReadOnlyQueries
+from headwater.control.query import QueryLimits, ReadOnlyQueries
 from headwater.control.query_grants import grant_statements, query_user
 from headwater.control.settings import AdminToken, ControlSettings
 from headwater.edge.streams import StreamSettings
@@ -406,3 +406,19 @@ def test_generated_bypasses_are_refused(guarded: ReadOnlyQueries, data: st.DataO
     assert refused.value.code in ("query_not_allowed", "query_syntax_error", "query_failed"), sql
     # ClickHouse parses every generated statement: refusals come from the check, not from typos.
     assert refused.value.code == "query_not_allowed", (sql, refused.value.message)
+
+
+def test_clients_are_pooled_not_kept_per_project(guarded: ReadOnlyQueries, clickhouse_url: str) -> None:
+    client = connect(clickhouse_url)
+    projects = [f"fuzz_pool_{i}" for i in range(8)]
+    for project in projects:
+        apply_migrations(client, f"hw_{project}")
+    client.close()
+    queries = ReadOnlyQueries(clickhouse_url, limits=QueryLimits(max_concurrent=2))
+    try:
+        for project in projects:
+            assert queries.run(project, "SELECT currentDatabase()").rows == [[f"hw_{project}"]]
+        assert queries.idle_clients == 1  # one query at a time: one client served all eight
+        assert queries.run(projects[0], "SELECT count() FROM events").rows == [[0]]
+    finally:
+        queries.close()
