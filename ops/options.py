@@ -496,3 +496,34 @@ def stream_settings(
         duplicate_window_seconds=duplicate_window,
         dlq_max_age_seconds=dlq_max_age,
     )
+
+
+def query_options(command: F) -> F:
+    """Limits and ClickHouse user of the control role's query API (docs/query-api.md)."""
+    for decorator in reversed(
+        (
+            option(
+                "--query-clickhouse-url",
+                env="HEADWATER_QUERY_CLICKHOUSE_URL",
+                default=None,
+                help="A ClickHouse server URL whose user runs the query API, one project role per "
+                "query (granted by the control role); default: --clickhouse-url without roles.",
+            ),
+            option(
+                "--query-max-memory",
+                env="HEADWATER_QUERY_MAX_MEMORY",
+                type=click.IntRange(min=1_000_000),
+                default=1_000_000_000,
+                help="Bytes of memory one query may use (ClickHouse max_memory_usage).",
+            ),
+            option(
+                "--query-max-concurrent",
+                env="HEADWATER_QUERY_MAX_CONCURRENT",
+                type=click.IntRange(min=1),
+                default=4,
+                help="Queries running at once; more are answered 429.",
+            ),
+        )
+    ):
+        command = decorator(command)
+    return command

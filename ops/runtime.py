@@ -36,7 +36,8 @@ from headwater.control.http import Readiness
 from headwater.control.idempotency import IdempotencyStore, ensure_idempotency_bucket
 from headwater.control.migrations import apply_migrations
 from headwater.control.project_settings import Batching, ProjectSettings
-from headwater.control.query import ReadOnlyQueries
+from headwater.control.query import QueryLimits, ReadOnlyQueries
+from headwater.control.query_grants import apply_grants, query_user
 from headwater.control.registry import ProjectRegistry
 from headwater.control.service import ProjectService
 from headwater.control.settings import ControlSettings
@@ -201,7 +202,7 @@ class Stack:
 
         if s.control is not None:
             assert self.clickhouse is not None, "the control plane needs a ClickHouse URL"
-            await self._migrate_projects(s.control.clickhouse_cluster)
+            await self._migrate_projects(s.control.clickhouse_cluster, s.control.query_clickhouse_url)
             idempotency = IdempotencyStore(await ensure_idempotency_bucket(js, s.streams.replicas))
 
             async def purge_messages(project_id: str) -> int:
@@ -214,9 +215,17 @@ class Stack:
                 idempotency,
                 purge_messages,
                 s.control.clickhouse_cluster,
+                query_user(s.control.query_clickhouse_url) if s.control.query_clickhouse_url else None,
             )
             self.queries = ReadOnlyQueries(
-                s.control.clickhouse_url, s.control.query_max_rows, s.control.query_timeout_seconds
+                s.control.query_clickhouse_url or s.control.clickhouse_url,
+                limits=QueryLimits(
+                    s.control.query_max_rows,
+                    s.control.query_timeout_seconds,
+                    s.control.query_max_memory_bytes,
+                    s.control.query_max_concurrent,
+                ),
+                use_roles=s.control.query_clickhouse_url is not None,
             )
             control_app = create_control_app(
                 s.control, self.store, self.service, self.queries, self._nats_readiness
@@ -324,7 +333,7 @@ class Stack:
         drainer.start()
         return FallbackSink(direct, spool, breaker, metrics)
 
-    async def _migrate_projects(self, cluster: str | None) -> None:
+    async def _migrate_projects(self, cluster: str | None, query_url: str | None = None) -> None:
         """Bring every project's database to the newest schema (idempotent; a new headwater version
         may bring migrations). A failure is logged and left for `headwater migrate` to retry."""
         assert self.store is not None and self.clickhouse is not None
@@ -340,6 +349,13 @@ class Stack:
                 continue
             if applied:
                 log.info("project %s: applied migrations %s", project_id, applied)
+            if query_url is not None:
+                try:
+                    await asyncio.to_thread(
+                        apply_grants, self.clickhouse, project_id, query_user(query_url), cluster
+                    )
+                except Exception:
+                    log.exception("granting project %s's reader role failed", project_id)
 
     def failed(self) -> str | None:
         """A description of the first role that died, if one did."""
