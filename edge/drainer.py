@@ -8,8 +8,14 @@ live traffic.
 
 Only a retryable failure (no connection, no answer, no responders) is retried. An envelope JetStream
 can never take (larger than the server's max payload or the stream's max message size, e.g. spooled
-by an edge that knew a larger limit) is moved to the spool's quarantine, logged and counted, and the
-envelopes behind it drain on: it must neither block them forever nor trip the breaker.
+by an edge that knew a larger limit) is republished split into parts that fit, or, when even one
+event does not fit, moved to the spool's quarantine, logged and counted; the envelopes behind it
+drain on: it must neither block them forever nor trip the breaker.
+
+The drainer also keeps the spool usable: a spool that cannot be opened at start-up (a full or
+failing disk) is opened here once it can be, and a spool fault (the drain lock, a read or a delete
+failing) is reported in `problem` (readiness, metrics, one log line) and retried with backoff,
+never fatal: the edge serves to JetStream meanwhile and drains once the disk lets it.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from nats.js.api import PubAck
 from nats.js.errors import APIError
 
 from headwater.control.tasks import cancel_and_wait
-from headwater.spool import Spool, SpooledEnvelope
+from headwater.spool import Spool, SpooledEnvelope, SpoolUnavailable
 
 from .backoff import Backoff
 from .envelope import DEFAULT_COMPRESS_ABOVE, Envelope, EnvelopeError
@@ -90,7 +96,7 @@ async def drain_batch(
     for a reason that passes, and for one JetStream can never take (over `limit`, JetStream's
     message size less room for headers: see sink.py), publish it split into parts that fit
     (split.py) or, when even one event does not fit, move it to the quarantine. Raises
-    (everything released) when the connection failed outright."""
+    (everything released) when the connection failed outright or the spool did."""
     oversize = [e for e in envelopes if limit is not None and len(e.body) > limit]
     fitting = [e for e in envelopes if limit is None or len(e.body) <= limit]
     try:
@@ -101,27 +107,33 @@ async def drain_batch(
     except BaseException:
         spool.release(e.key for e in envelopes)
         raise
-    acked, failed, quarantined, error = [], [], 0, None
-    for envelope, outcome in zip(fitting, outcomes, strict=True):
-        if isinstance(outcome, Undeliverable) and limit is not None and envelope not in oversize:
-            # Over a limit the edge did not know (lowered since): split it after all.
-            outcome = await _republish_split(js, envelope, limit, compress_above, timeout)
-        if outcome is None:
-            acked.append(envelope.key)
-        elif isinstance(outcome, Undeliverable):
-            log.error(
-                "spooled envelope %s (%s) can never be delivered (%s): moved to the spool's quarantine",
-                envelope.msg_id,
-                envelope.subject,
-                outcome,
-            )
-            await spool.quarantine(envelope.key, f"undeliverable: {outcome}")
-            quarantined += 1
-        else:
-            failed.append(envelope.key)
-            error = error or outcome
-    spool.release(failed)
-    removed = await spool.remove(acked) if acked else 0
+    try:
+        acked, failed, quarantined, error = [], [], 0, None
+        for envelope, outcome in zip(fitting, outcomes, strict=True):
+            if isinstance(outcome, Undeliverable) and limit is not None and envelope not in oversize:
+                # Over a limit the edge did not know (lowered since): split it after all.
+                outcome = await _republish_split(js, envelope, limit, compress_above, timeout)
+            if outcome is None:
+                acked.append(envelope.key)
+            elif isinstance(outcome, Undeliverable):
+                log.error(
+                    "spooled envelope %s (%s) can never be delivered (%s): moved to the spool's quarantine",
+                    envelope.msg_id,
+                    envelope.subject,
+                    outcome,
+                )
+                await spool.quarantine(envelope.key, f"undeliverable: {outcome}")
+                quarantined += 1
+            else:
+                failed.append(envelope.key)
+                error = error or outcome
+        spool.release(failed)
+        removed = await spool.remove(acked) if acked else 0
+    except BaseException:
+        # (e.g. the spool's disk failing) What is in JetStream already is republished later under
+        # the same Nats-Msg-Id and deduplicated; nothing leaves the spool unacknowledged.
+        spool.release(e.key for e in envelopes)
+        raise
     return Drained(removed, quarantined, len(failed), error)
 
 
@@ -168,6 +180,7 @@ class Drainer:
         pace: float = 0.5,
         publish_timeout: float = 10.0,
         idle_interval: float = 0.2,
+        retry_max_seconds: float = 5.0,
         limit: Callable[[], int] | None = None,
         compress_above: int = DEFAULT_COMPRESS_ABOVE,
     ) -> None:
@@ -183,8 +196,25 @@ class Drainer:
         self._compress_above = compress_above
         self._backoff = Backoff(0.2)  # exponential from 0.2 s to 30 s, plus up to 1 s of jitter
         self._failures_in_row = 0
+        self._spool_backoff = Backoff(0.2, retry_max_seconds, jitter=min(1.0, retry_max_seconds / 2))
+        self._faults_in_row = 0
         self._task: asyncio.Task[None] | None = None
         self.failure: BaseException | None = None
+        self.problem: str | None = None
+        """Why the spool cannot be used right now (cannot be opened, drained), or None."""
+
+    async def open_spool(self) -> bool:
+        """Open the spool if it is not open yet; False (the fault reported, not raised) if the disk
+        does not let it. The drainer retries in the background once started."""
+        if self._spool.is_open:
+            return True
+        try:
+            await self._spool.open()
+        except SpoolUnavailable as exc:
+            self._fault(exc, "the edge serves to JetStream only until it opens")
+            return False
+        self._recovered()
+        return True
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="spool-drainer")
@@ -198,22 +228,46 @@ class Drainer:
     async def _run(self) -> None:
         try:
             while True:
-                if self._breaker.is_open or self._spool.stats().entries == 0:
-                    await asyncio.sleep(self._idle)
-                    continue
-                if not self._spool.holds_drain_lock and not self._spool.try_acquire_drain_lock():
-                    await asyncio.sleep(1.0)  # another process (e.g. `headwater spool drain`) drains it
-                    continue
-                started = time.monotonic()
-                drained = await self.drain_once()
-                if drained and self._pace > 0:
-                    await asyncio.sleep((time.monotonic() - started) * self._pace)
+                try:
+                    await self._step()
+                except SpoolUnavailable as exc:
+                    self._fault(exc, "retrying")
+                    await asyncio.sleep(self._spool_backoff.delay(self._faults_in_row))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self.failure = exc
             log.exception("spool drainer stopped on an unexpected error")
             raise
+
+    async def _step(self) -> None:
+        if not await self.open_spool():
+            await asyncio.sleep(self._spool_backoff.delay(self._faults_in_row))
+            return
+        if self._breaker.is_open or self._spool.stats().entries == 0:
+            await asyncio.sleep(self._idle)
+            return
+        if not self._spool.holds_drain_lock and not self._spool.try_acquire_drain_lock():
+            await asyncio.sleep(1.0)  # another process (e.g. `headwater spool drain`) drains it
+            return
+        started = time.monotonic()
+        drained = await self.drain_once()
+        self._recovered()
+        if drained and self._pace > 0:
+            await asyncio.sleep((time.monotonic() - started) * self._pace)
+
+    def _fault(self, exc: SpoolUnavailable, action: str) -> None:
+        self._faults_in_row += 1
+        problem = str(exc)
+        if self.problem is None:  # one line per fault, not one per retry
+            log.warning("spool unusable (%s); %s", problem, action)
+        self.problem = problem
+
+    def _recovered(self) -> None:
+        self._faults_in_row = 0
+        if self.problem is not None:
+            log.info("spool %s usable again", self._spool.directory)
+            self.problem = None
 
     async def drain_once(self) -> int:
         """One batch: peek, republish, remove (and quarantine what can never be delivered).
@@ -226,6 +280,8 @@ class Drainer:
             result = await drain_batch(
                 self._spool, self._js, envelopes, self._publish_timeout, limit, self._compress_above
             )
+        except SpoolUnavailable:
+            raise  # the disk, not JetStream: reported and retried by _run
         except Exception as exc:
             await self._failed(len(envelopes), exc)
             return 0

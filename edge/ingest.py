@@ -20,7 +20,7 @@ import orjson
 from msgspec import UNSET, Raw
 
 from headwater.control.project import Project, iso
-from headwater.control.registry import KeyMatch
+from headwater.control.registry import KeyMatch, StaleConfig
 
 from .envelope import Envelope
 from .errors import IngestError, MessageTooLarge, SinkUnavailable
@@ -142,7 +142,15 @@ class IngestService:
 
     async def ingest(self, request: IngestRequest) -> IngestResult:
         body = read_body(request.kind, request.body, self._limits)
-        match = authorize(self._keys, extract_write_key(request, body.write_key), request.origin)
+        try:
+            match = authorize(self._keys, extract_write_key(request, body.write_key), request.origin)
+        except StaleConfig as exc:  # NATS unreachable for longer than --config-max-age
+            raise IngestError(
+                503,
+                "config_stale",
+                f"events cannot be accepted right now ({exc}); retry later",
+                headers={"Retry-After": str(self._settings.retry_after_seconds)},
+            ) from None
         project = match.project
         if body.repaired:
             self._metrics.utf8_repaired.labels(project.id).inc()

@@ -95,9 +95,7 @@ class NatsServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise NatsServerError(
-                    f"nats-server exited with {self._process.returncode}; see {self.log_file}"
-                )
+                raise NatsServerError(self._exit_reason())
             if ports_file.exists():
                 try:
                     self.url = json.loads(ports_file.read_text())["nats"][0]
@@ -115,6 +113,23 @@ class NatsServerProcess:
             time.sleep(0.02)
         self.stop()
         raise NatsServerError(f"nats-server did not start within {timeout:.0f}s; see {self.log_file}")
+
+    def _exit_reason(self) -> str:
+        """Why nats-server exited at start-up: its fatal log line, in the operator's words when it is
+        a port already in use."""
+        try:
+            lines = self.log_file.read_text(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        fatal = next((line for line in reversed(lines) if "[FTL]" in line), "")
+        if "address already in use" in fatal:
+            return (
+                f"NATS cannot listen on port {self.port}: it is already in use; choose another with "
+                "--nats-port (0 picks a free one), or stop what holds it"
+            )
+        status = self._process.returncode if self._process else None
+        detail = fatal.split("[FTL]", 1)[1].strip() if fatal else f"exit status {status}"
+        return f"nats-server failed to start: {detail} (see {self.log_file})"
 
     def _command(self, ports_dir: Path) -> list[str]:
         where = ["--ports_file_dir", str(ports_dir), "--log", str(self.log_file)]

@@ -14,10 +14,10 @@ import click
 from headwater.edge.drainer import drain_batch
 from headwater.edge.sink import JetStreamSink
 from headwater.edge.streams import StreamSettings, ensure_streams
-from headwater.spool import Spool, list_spool_dirs
+from headwater.spool import Spool, SpoolUnavailable, list_spool_dirs
 
-from .natsconn import connect_nats
-from .options import nats_url_option, option
+from .options import data_dir_option, nats_url_option, option
+from .streams import connected, resolve_nats_url
 
 spool_dir_option = option(
     "--spool-dir",
@@ -39,7 +39,10 @@ def spool_dirs(base: str) -> list[Path]:
 
 @asynccontextmanager
 async def opened(directory: Path) -> AsyncIterator[Spool]:
-    spool = await Spool(directory).open()
+    try:
+        spool = await Spool(directory).open()
+    except SpoolUnavailable as exc:  # a full or failing disk: said, not a traceback
+        raise click.ClickException(str(exc)) from None
     try:
         yield spool
     finally:
@@ -96,24 +99,24 @@ def status(spool_dir: str, as_json: bool) -> None:
 @spool.command()
 @spool_dir_option
 @nats_url_option
+@data_dir_option
 @click.option("--batch", default=256, show_default=True, type=click.IntRange(1, 10_000))
-def drain(spool_dir: str, nats_url: str | None, batch: int) -> None:
+def drain(spool_dir: str, nats_url: str | None, data_dir: str, batch: int) -> None:
     """Republish spooled envelopes to JetStream now, oldest first, with a progress bar.
 
     A directory whose drain lock a running edge holds is skipped: that edge drains it itself.
+    Without --nats-url, the NATS of the `headwater up` running in --data-dir is used.
     """
-    if not nats_url:
-        raise click.UsageError("--nats-url (or HEADWATER_NATS_URL) is required")
+    url = resolve_nats_url(nats_url, data_dir)
 
     async def run() -> int:
-        client = await connect_nats(nats_url, "headwater-spool-drain")
-        js = client.jetstream()
-        await ensure_streams(js, StreamSettings())
-        sink = JetStreamSink(client, 30)
-        await sink.refresh_limit()
-        limit = sink.max_body_bytes()  # an envelope over it is split, or quarantined
-        total = 0
-        try:
+        async with connected(url, "headwater-spool-drain") as client:
+            js = client.jetstream()
+            await ensure_streams(js, StreamSettings())
+            sink = JetStreamSink(client, 30)
+            await sink.refresh_limit()
+            limit = sink.max_body_bytes()  # an envelope over it is split, or quarantined
+            total = 0
             for directory in spool_dirs(spool_dir):
                 async with opened(directory) as store:
                     if not store.try_acquire_drain_lock():
@@ -130,9 +133,7 @@ def drain(spool_dir: str, nats_url: str | None, batch: int) -> None:
                             if drained.quarantined:
                                 click.echo(f"{drained.quarantined} undeliverable, moved to the quarantine")
                     store.release_drain_lock()
-        finally:
-            await client.close()
-        return total
+            return total
 
     click.echo(f"drained {asyncio.run(run())} envelopes")
 

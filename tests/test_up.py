@@ -7,6 +7,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -132,6 +133,8 @@ def test_up_curl_query_stop_restart(data_dir: Path) -> None:
         code = up.stop()
     assert code == 0, "\n".join(up.output)
     assert "headwater: stopped" in up.output
+    # A clean stop is no NATS outage: nothing says the edge fell back to its spool.
+    assert not any("circuit breaker" in line or "disconnected" in line for line in up.output), up.output
     assert wait_dead(record["nats_pid"]), "nats-server outlived headwater up"
     assert not (data_dir / "stack.json").exists()
 
@@ -148,9 +151,19 @@ def test_up_curl_query_stop_restart(data_dir: Path) -> None:
             f"headwater query --data-dir {data_dir} --project demo 'SELECT event, user_id FROM events'"
         )
         assert rows.stdout.splitlines() == ["Signed Up\tuser-1"], rows.stderr
+        # Operator commands find the running stack's NATS through --data-dir, and say nothing of
+        # NATS "disconnecting" when they close their connection on exit.
+        dead_letters = again.run(f"headwater dlq list --data-dir {data_dir}")
+        assert dead_letters.returncode == 0, dead_letters.stderr
+        assert dead_letters.stdout.strip() == "no dead-lettered messages"
+        assert "disconnected" not in dead_letters.stderr, dead_letters.stderr
         locked = again.run(f"headwater query {embedded} 'SELECT 1'")
         assert locked.returncode != 0
         assert "query through it" in locked.stderr, locked.stderr
+        # The query API under `up` cannot reach ingestion nor leave its project's database.
+        for sql in ("KILL QUERY WHERE query_kind = 'Insert' ASYNC", "SELECT name FROM system.databases"):
+            refused = again.run(f'headwater query --data-dir {data_dir} --project demo "{sql}"')
+            assert refused.returncode != 0 and "query_not_allowed" in refused.stderr, refused.stderr
     finally:
         assert again.stop(signal.SIGINT) == 0
 
@@ -175,3 +188,22 @@ def test_second_up_on_the_same_data_dir_is_refused(data_dir: Path) -> None:
         second.wait_for("already running", timeout=5)
     finally:
         assert up.stop() == 0
+
+
+@pytest.mark.parametrize("flag", ["--edge-port", "--control-port", "--nats-port"])
+def test_a_busy_port_is_named_with_its_flag(tmp_path: Path, flag: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ports = {"--edge-port": "0", "--control-port": "0", "--nats-port": "0", flag: str(port)}
+        result = subprocess.run(
+            [str(BIN / "headwater"), "up", "--data-dir", str(tmp_path / "hw"),
+             *(item for pair in ports.items() for item in pair)],
+            capture_output=True, text=True, env=cli_env(), timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("Error: "), result.stderr
+    assert str(port) in error and flag in error and "already in use" in error, error
+    assert "Traceback" not in result.stderr
