@@ -48,6 +48,7 @@ from headwater.edge.streams import StreamSettings, ensure_streams, purge_project
 from headwater.edge.subjects import EVENTS_STREAM
 from headwater.spool import Spool, SpoolConfig
 
+from .httplimits import HTTPLimits, protocol_for
 from .loop import StackFailure
 from .natsconn import ConnectionEvents, connect_nats
 from .tlsserver import TLSServer, server_context
@@ -65,6 +66,8 @@ class StackSettings:
     control: ControlSettings | None = None
     consumer: ConsumerSettings | None = None
     clickhouse_url: str | None = None
+    # Header, head-time and body-time limits of the edge and control HTTP servers.
+    http: HTTPLimits = HTTPLimits()
 
 
 async def _logged(what: str, awaitable: Awaitable[object]) -> None:
@@ -380,7 +383,8 @@ class Stack:
         context = None if tls is None else server_context(*tls)  # a bad file fails before binding
         sock = bind(host, port, reuse_port, role)
         self._sockets.append(sock)
-        server: _HTTPServer = _uvicorn(app) if context is None else TLSServer(app, context)
+        limits = self.settings.http
+        server: _HTTPServer = _uvicorn(app, limits) if context is None else TLSServer(app, context, limits)
         task = asyncio.create_task(server.serve(sockets=[sock]), name=f"{role}-server")
         while not server.started:
             if task.done():
@@ -394,9 +398,11 @@ class Stack:
         return url
 
 
-def _uvicorn(app: ASGIApp) -> _Server:
+def _uvicorn(app: ASGIApp, limits: HTTPLimits) -> _Server:
     config = uvicorn.Config(
         app,
+        http=protocol_for(limits),
+        timeout_keep_alive=limits.keep_alive_seconds,
         log_config=None,
         access_log=False,
         lifespan="on",

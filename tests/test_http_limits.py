@@ -1,0 +1,212 @@
+"""What an HTTP client may make the edge and control servers hold: header size and count, a head or a
+body sent too slowly, malformed requests — through raw sockets against the real servers, with short
+limits so the tests run fast, checking that other requests are served meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+import pytest
+from hw_testing import ADMIN_TOKEN
+
+from headwater.ops.httplimits import HTTPLimits
+from headwater.ops.runtime import Stack
+
+pytestmark = pytest.mark.services
+
+LIMITS = HTTPLimits(
+    max_header_bytes=4096, max_headers=20, header_timeout_seconds=0.6, body_timeout_seconds=0.6
+)
+
+
+@pytest.fixture
+async def stack(make_stack) -> Stack:  # type: ignore[no-untyped-def]
+    return await make_stack(edge=True, control=True, http=LIMITS)
+
+
+async def connect(url: str | None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    assert url is not None
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    return await asyncio.open_connection(parts.hostname, parts.port)
+
+
+def parse(raw: bytes) -> tuple[int, dict[str, str], Any]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+    return int(status_line.split()[1]), headers, orjson.loads(body) if body else None
+
+
+async def answer(reader: asyncio.StreamReader, within: float = 5) -> tuple[int, dict[str, str], Any]:
+    """Read until the server closes the connection; fails if it does not within `within` seconds."""
+    return parse(await asyncio.wait_for(reader.read(), within))
+
+
+async def send_slowly(writer: asyncio.StreamWriter, data: bytes, chunk: int = 64 * 1024) -> None:
+    """Send `data`, stopping quietly once the server has closed the connection."""
+    try:
+        for start in range(0, len(data), chunk):
+            writer.write(data[start : start + chunk])
+            await writer.drain()
+    except ConnectionError:
+        pass
+
+
+async def served_meanwhile(http: httpx.AsyncClient, stack: Stack) -> float:
+    """Seconds the edge took to answer an ordinary request."""
+    started = time.monotonic()
+    response = await http.get(f"{stack.edge_url}/healthz")
+    assert response.status_code == 200
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize("role", ["edge", "control"])
+async def test_a_huge_header_is_refused_with_431_in_json(
+    stack: Stack, http: httpx.AsyncClient, role: str
+) -> None:
+    reader, writer = await connect(stack.edge_url if role == "edge" else stack.control_url)
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (16 << 20) + b"\r\n\r\n"
+    sending = asyncio.create_task(send_slowly(writer, head))
+    status, headers, body = await answer(reader)
+    await sending
+    writer.close()
+    assert status == 431
+    assert headers["content-type"] == "application/json"
+    assert body["code"] == "headers_too_large"
+    assert await served_meanwhile(http, stack) < 1
+
+
+async def test_a_head_just_over_the_limit_in_one_piece_is_refused(stack: Stack) -> None:
+    reader, writer = await connect(stack.edge_url)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 4200 + b"\r\n\r\n")
+    status, _, body = await answer(reader)
+    writer.close()
+    assert (status, body["code"]) == (431, "headers_too_large")
+
+
+async def test_too_many_header_fields_are_refused_with_431(stack: Stack) -> None:
+    reader, writer = await connect(stack.control_url)
+    fields = b"".join(b"X-F%d: 1\r\n" % i for i in range(30))
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n")
+    status, _, body = await answer(reader)
+    writer.close()
+    assert (status, body["code"]) == (431, "too_many_headers")
+
+
+async def test_ordinary_headers_within_the_limits_are_served(stack: Stack) -> None:
+    reader, writer = await connect(stack.edge_url)
+    fields = b"".join(b"X-F%d: %s\r\n" % (i, b"v" * 100) for i in range(15))
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + fields + b"\r\n")
+    status, _, body = await answer(reader)
+    writer.close()
+    assert (status, body) == (200, {"status": "ok"})
+
+
+@pytest.mark.parametrize("role", ["edge", "control"])
+async def test_slowloris_connections_are_closed_and_others_served(
+    stack: Stack, http: httpx.AsyncClient, role: str
+) -> None:
+    url = stack.edge_url if role == "edge" else stack.control_url
+    connections = [await connect(url) for _ in range(50)]
+    for _, writer in connections:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    started = time.monotonic()
+    for _ in range(3):  # one more header line now and then, never the end of the head
+        await asyncio.sleep(0.3)
+        assert await served_meanwhile(http, stack) < 1
+        for _, writer in connections:
+            writer.write(b"X-Slow: 1\r\n")
+    for reader, writer in connections:
+        status, _, body = await answer(reader, within=3)
+        writer.close()
+        assert (status, body["code"]) == (408, "header_timeout")
+    assert time.monotonic() - started < 3
+
+
+async def test_a_connection_that_sends_nothing_is_closed(stack: Stack) -> None:
+    reader, writer = await connect(stack.edge_url)
+    assert await asyncio.wait_for(reader.read(), 3) == b""  # closed without an answer
+    writer.close()
+
+
+async def test_an_idle_keep_alive_connection_that_starts_a_slow_head_is_closed(stack: Stack) -> None:
+    reader, writer = await connect(stack.edge_url)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    status_line = await asyncio.wait_for(reader.readline(), 3)
+    assert b" 200 " in status_line
+    await asyncio.wait_for(reader.readuntil(b'"ok"}'), 3)
+    writer.write(b"GET /healthz HTTP/1.1\r\n")  # the next request's head, never finished
+    status, _, body = await answer(reader)
+    writer.close()
+    assert (status, body["code"]) == (408, "header_timeout")
+
+
+@pytest.mark.parametrize("path", ["/v1/track", "/v1/batch"])
+async def test_a_body_shorter_than_its_content_length_gets_408(
+    stack: Stack, http: httpx.AsyncClient, path: str
+) -> None:
+    reader, writer = await connect(stack.edge_url)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Content-Length: 5000\r\n\r\n{\"event\":".encode()
+    )
+    started = time.monotonic()
+    await asyncio.sleep(0.2)
+    assert await served_meanwhile(http, stack) < 1
+    status, _, body = await answer(reader)
+    writer.close()
+    assert (status, body["code"]) == (408, "body_timeout")
+    assert time.monotonic() - started < 3
+
+
+async def test_a_body_trickled_byte_by_byte_is_cut_off(stack: Stack) -> None:
+    reader, writer = await connect(stack.control_url)
+    writer.write(
+        b"POST /v1/projects HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+        b"Authorization: Bearer %s\r\n\r\n" % ADMIN_TOKEN.encode()
+    )
+    closed = asyncio.create_task(reader.read())
+    for _ in range(20):  # a byte every 0.1 s: each read is quick, the whole body is not
+        if closed.done():
+            break
+        writer.write(b" ")
+        await asyncio.sleep(0.1)
+    status, _, body = parse(await asyncio.wait_for(closed, 3))
+    writer.close()
+    assert (status, body["code"]) == (408, "body_timeout")
+
+
+@pytest.mark.parametrize("role", ["edge", "control"])
+async def test_a_malformed_request_is_answered_in_json(stack: Stack, role: str) -> None:
+    reader, writer = await connect(stack.edge_url if role == "edge" else stack.control_url)
+    writer.write(b"GET /healthz HTTP/1.1\r\nBad Header Name: x\r\n\r\n")
+    status, headers, body = await answer(reader)
+    writer.close()
+    assert status == 400
+    assert headers["content-type"] == "application/json"
+    assert body["code"] == "malformed_request"
+
+
+async def test_a_request_in_time_is_served_after_the_deadlines(stack: Stack) -> None:
+    """A keep-alive connection serves several requests, each within the limits, longer in total
+    than the head and body deadlines."""
+    reader, writer = await connect(stack.edge_url)
+    for _ in range(3):
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b" 200 " in await asyncio.wait_for(reader.readline(), 3)
+        await asyncio.wait_for(reader.readuntil(b'"ok"}'), 3)
+        await asyncio.sleep(0.4)
+    writer.close()
+
+
+def test_limits_below_sense_are_refused() -> None:
+    with pytest.raises(ValueError):
+        HTTPLimits(max_header_bytes=100)
+    with pytest.raises(ValueError):
+        HTTPLimits(body_timeout_seconds=0)
