@@ -5,16 +5,21 @@ limits so the tests run fast, checking that other requests are served meanwhile.
 from __future__ import annotations
 
 import asyncio
+import re
+import signal
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import orjson
 import pytest
-from hw_testing import ADMIN_TOKEN
+from hw_testing import ADMIN_TOKEN, BIN, cli_env
 
 from headwater.ops.httplimits import HTTPLimits
+from headwater.ops.natsserver import NatsServerProcess
 from headwater.ops.runtime import Stack
 
 pytestmark = pytest.mark.services
@@ -154,7 +159,7 @@ async def test_a_body_shorter_than_its_content_length_gets_408(
     reader, writer = await connect(stack.edge_url)
     writer.write(
         f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        "Content-Length: 5000\r\n\r\n{\"event\":".encode()
+        'Content-Length: 5000\r\n\r\n{"event":'.encode()
     )
     started = time.monotonic()
     await asyncio.sleep(0.2)
@@ -210,3 +215,48 @@ def test_limits_below_sense_are_refused() -> None:
         HTTPLimits(max_header_bytes=100)
     with pytest.raises(ValueError):
         HTTPLimits(body_timeout_seconds=0)
+
+
+async def test_serve_edge_takes_the_limits_from_its_flags(
+    nats_server: NatsServerProcess, tmp_path: Path
+) -> None:
+    """`headwater serve edge` in its own process, with the limits set by flags."""
+    process = subprocess.Popen(
+        [
+            str(BIN / "headwater"),
+            "serve",
+            "edge",
+            "--port",
+            "0",
+            "--nats-url",
+            nats_server.url,
+            "--spool-dir",
+            str(tmp_path / "spool"),
+            "--max-header-bytes",
+            "2048",
+            "--header-timeout",
+            "0.5",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=cli_env(),
+    )
+    try:
+        assert process.stdout is not None
+        line = await asyncio.to_thread(process.stdout.readline)
+        match = re.search(r"running on (http://\S+)", line)
+        assert match, f"unexpected first line from serve edge: {line!r}"
+        reader, writer = await connect(match.group(1))
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 3000 + b"\r\n\r\n")
+        assert (await answer(reader))[0] == 431
+        writer.close()
+        reader, writer = await connect(match.group(1))
+        writer.write(b"GET /healthz HTTP/1.1\r\n")
+        started = time.monotonic()
+        assert (await answer(reader))[0] == 408
+        assert time.monotonic() - started < 2
+        writer.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 30) == 0
