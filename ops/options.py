@@ -213,7 +213,7 @@ def edge_options(command: F) -> F:
         ),
         option("--max-batch-events", env="HEADWATER_MAX_BATCH_EVENTS", default=2500, type=click.IntRange(1)),
         option(
-            "--max-nesting-depth", env="HEADWATER_MAX_NESTING_DEPTH", default=32, type=click.IntRange(2, 1000)
+            "--max-nesting-depth", env="HEADWATER_MAX_NESTING_DEPTH", default=32, type=click.IntRange(2, 254)
         ),
         option(
             "--publish-timeout",
