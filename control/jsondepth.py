@@ -8,7 +8,7 @@ A body nesting deeper than any API accepts is refused before a decoder sees it.
 from __future__ import annotations
 
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"{}[]")
-_OPEN_OBJECT, _OPEN_ARRAY = ord("{"), ord("[")
+_OPENERS = frozenset(b"{[")
 
 
 def nesting_exceeds(data: bytes, limit: int) -> bool:
@@ -24,7 +24,7 @@ def nesting_exceeds(data: bytes, limit: int) -> bool:
             return False
     depth = 0
     for byte in _brackets_outside_strings(data):
-        if byte == _OPEN_OBJECT or byte == _OPEN_ARRAY:
+        if byte in _OPENERS:
             depth += 1
             if depth > limit:
                 return True

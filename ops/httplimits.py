@@ -47,6 +47,9 @@ class HTTPLimits:
             raise ValueError("HTTP timeouts must be positive")
 
 
+DEFAULT_HTTP_LIMITS = HTTPLimits()
+
+
 class _Refused(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
@@ -59,7 +62,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with header, head-time and body-time limits. `limits` is set on
     a subclass per server (`protocol_for`), since uvicorn instantiates the class itself."""
 
-    limits = HTTPLimits()
+    limits = DEFAULT_HTTP_LIMITS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

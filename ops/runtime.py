@@ -48,7 +48,7 @@ from headwater.edge.streams import StreamSettings, ensure_streams, purge_project
 from headwater.edge.subjects import EVENTS_STREAM
 from headwater.spool import Spool, SpoolConfig
 
-from .httplimits import HTTPLimits, protocol_for
+from .httplimits import DEFAULT_HTTP_LIMITS, HTTPLimits, protocol_for
 from .loop import StackFailure
 from .natsconn import ConnectionEvents, connect_nats
 from .tlsserver import TLSServer, server_context
@@ -67,7 +67,7 @@ class StackSettings:
     consumer: ConsumerSettings | None = None
     clickhouse_url: str | None = None
     # Header, head-time and body-time limits of the edge and control HTTP servers.
-    http: HTTPLimits = HTTPLimits()
+    http: HTTPLimits = DEFAULT_HTTP_LIMITS
 
 
 async def _logged(what: str, awaitable: Awaitable[object]) -> None:

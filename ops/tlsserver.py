@@ -29,7 +29,7 @@ from hypercorn.utils import wrap_app
 from headwater.control.tasks import cancel_and_wait
 
 from .h2compat import H2Exchange
-from .httplimits import HTTPLimits
+from .httplimits import DEFAULT_HTTP_LIMITS, HTTPLimits
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,9 @@ class TLSServer:
     (pgjones/hypercorn#202). Here the wait for the client's close_notify is short and expected.
     """
 
-    def __init__(self, app: ASGIApp, context: ssl.SSLContext, limits: HTTPLimits = HTTPLimits()) -> None:
+    def __init__(
+        self, app: ASGIApp, context: ssl.SSLContext, limits: HTTPLimits = DEFAULT_HTTP_LIMITS
+    ) -> None:
         self._limits = limits
         self._app = wrap_app(self._wrapped, Config.wsgi_max_body_size, "asgi")
         self._inner = app

@@ -211,9 +211,9 @@ async def test_a_request_in_time_is_served_after_the_deadlines(stack: Stack) -> 
 
 
 def test_limits_below_sense_are_refused() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="header limits"):
         HTTPLimits(max_header_bytes=100)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="timeouts must be positive"):
         HTTPLimits(body_timeout_seconds=0)
 
 
@@ -221,7 +221,7 @@ async def test_serve_edge_takes_the_limits_from_its_flags(
     nats_server: NatsServerProcess, tmp_path: Path
 ) -> None:
     """`headwater serve edge` in its own process, with the limits set by flags."""
-    process = subprocess.Popen(
+    process = subprocess.Popen(  # noqa: ASYNC220 - started once; its output is read in a thread
         [
             str(BIN / "headwater"),
             "serve",
