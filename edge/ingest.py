@@ -200,8 +200,9 @@ class IngestService:
             encoded = envelope.encode()
             data = pack(encoded, self._settings.compress_above_bytes)
             await self._sink.publish(events_subject(project.id), envelope.request_id, data)
-        except SinkUnavailable:
-            log.warning("publish failed; answering 503", exc_info=True)
+        except SinkUnavailable as exc:
+            # One line with the reason: an outage answers many requests, each a traceback was noise.
+            log.warning("answering 503 to request %s: %s", request.request_id, exc)
             raise IngestError(
                 503,
                 "unavailable",
