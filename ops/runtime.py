@@ -178,7 +178,9 @@ class Stack:
             assert self.registry is not None
             metrics = EdgeMetrics()
             sink = await self._edge_sink(js, s.edge, metrics)
-            edge_app = create_edge_app(s.edge, sink, self.registry, self._edge_readiness, metrics)
+            edge_app = create_edge_app(
+                s.edge, sink, self.registry, self._edge_readiness, metrics, s.http.body_timeout_seconds
+            )
             tls = _tls_files(s.edge.tls_cert, s.edge.tls_key)
             self.edge_url = await self._serve(
                 edge_app, s.edge.host, s.edge.port, "edge", s.edge.reuse_port, tls
@@ -206,6 +208,8 @@ class Stack:
             control_app = create_control_app(
                 s.control, self.store, self.service, self.queries, self._nats_readiness
             )
+            # Quart's own deadline for reading a body (uvicorn's protocol bounds it too; hypercorn not).
+            control_app.config["BODY_TIMEOUT"] = s.http.body_timeout_seconds
             tls = _tls_files(s.control.tls_cert, s.control.tls_key)
             self.control_url = await self._serve(
                 control_app, s.control.host, s.control.port, "control", tls=tls

@@ -5,10 +5,13 @@ limits so the tests run fast, checking that other requests are served meanwhile.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import signal
+import ssl
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,8 +19,9 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 import pytest
-from hw_testing import ADMIN_TOKEN, BIN, cli_env
+from hw_testing import ADMIN_TOKEN, BIN, cli_env, self_signed
 
+from headwater.edge.settings import EdgeSettings
 from headwater.ops.httplimits import HTTPLimits
 from headwater.ops.natsserver import NatsServerProcess
 from headwater.ops.runtime import Stack
@@ -260,3 +264,61 @@ async def test_serve_edge_takes_the_limits_from_its_flags(
     finally:
         process.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(process.wait, 30) == 0
+
+
+# -- HTTPS: hypercorn's own limits, and the edge's body deadline -------------------------------------
+
+
+@pytest.fixture
+async def tls_edge(make_stack, tmp_path: Path) -> tuple[Stack, ssl.SSLContext]:  # type: ignore[no-untyped-def]
+    certificate = self_signed(tmp_path)
+    edge = EdgeSettings(port=0, tls_cert=certificate.cert, tls_key=certificate.key)
+    stack = await make_stack(edge=edge, http=replace(LIMITS, keep_alive_seconds=1))
+    return stack, ssl.create_default_context(cafile=certificate.cert)
+
+
+async def connect_tls(
+    stack: Stack, context: ssl.SSLContext
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    assert stack.edge_url is not None
+    parts = urlsplit(stack.edge_url)
+    return await asyncio.open_connection(parts.hostname, parts.port, ssl=context, server_hostname="localhost")
+
+
+async def test_https_refuses_a_huge_header_with_431(tls_edge: tuple[Stack, ssl.SSLContext]) -> None:
+    stack, context = tls_edge
+    reader, writer = await connect_tls(stack, context)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n")
+    status_line = await asyncio.wait_for(reader.readline(), 5)
+    writer.close()
+    assert b" 431 " in status_line
+
+
+async def test_https_closes_a_slowly_sent_head(tls_edge: tuple[Stack, ssl.SSLContext]) -> None:
+    stack, context = tls_edge
+    reader, writer = await connect_tls(stack, context)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    started = time.monotonic()
+    with contextlib.suppress(ConnectionError, ssl.SSLError):
+        for _ in range(20):
+            await asyncio.sleep(0.2)
+            writer.write(b"X-Slow: 1\r\n")
+            await writer.drain()
+            if reader.at_eof():
+                break
+        await asyncio.wait_for(reader.read(), 3)
+    assert time.monotonic() - started < 3.5
+    writer.close()
+
+
+async def test_https_edge_answers_408_to_a_body_that_never_ends(
+    tls_edge: tuple[Stack, ssl.SSLContext],
+) -> None:
+    stack, context = tls_edge
+    reader, writer = await connect_tls(stack, context)
+    writer.write(b'POST /v1/track HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{"event":')
+    started = time.monotonic()
+    status_line = await asyncio.wait_for(reader.readline(), 5)
+    writer.close()
+    assert b" 408 " in status_line
+    assert time.monotonic() - started < 3
