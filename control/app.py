@@ -8,7 +8,7 @@ from typing import Any
 from quart import Blueprint, Quart, Response, g, request
 
 from .auth import authenticate_admin
-from .authfailures import AuthFailures
+from .authfailures import AuthFailureLimits, AuthFailures
 from .errors import APIError
 from .http import (
     ReadinessCheck,
@@ -72,7 +72,7 @@ def create_app(
 
     api = Blueprint("v1", __name__, url_prefix="/v1")
 
-    auth_failures = AuthFailures("admin token")
+    auth_failures = AuthFailures("admin token", AuthFailureLimits(burst=settings.auth_failures_burst))
 
     @api.before_request
     async def require_admin() -> None:

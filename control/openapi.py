@@ -30,6 +30,7 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
         "invalid_if_match",
         "confirmation_required",
         "query_failed",
+        "too_deep",
     ),
     401: ("missing_admin_token",),
     403: ("invalid_admin_token",),
@@ -38,6 +39,7 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
     412: ("revision_mismatch",),
     413: ("payload_too_large",),
     422: ("idempotency_key_reused",),
+    429: ("too_many_auth_failures",),
     503: ("clickhouse_unavailable",),
 }
 ERROR_DESCRIPTIONS = {
@@ -49,6 +51,7 @@ ERROR_DESCRIPTIONS = {
     412: "The project changed since the revision given in `If-Match`.",
     413: "The request body is larger than the configured limit.",
     422: "The Idempotency-Key was used with a different request body.",
+    429: "Too many wrong admin tokens from this address; retry after `Retry-After` seconds.",
     503: "ClickHouse cannot be reached.",
 }
 
@@ -405,7 +408,7 @@ def _schemas() -> dict[str, Schema]:
 def openapi_document() -> dict[str, Any]:
     from .app import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE  # app imports this module
 
-    admin_errors = _errors(401, 403)
+    admin_errors = _errors(401, 403, 429)
     no_auth: list[dict[str, list[str]]] = []
     return {
         "openapi": "3.1.0",
@@ -482,7 +485,7 @@ def openapi_document() -> dict[str, Any]:
                             "content": _json(_ref("CreatedProject")),
                             "links": _project_links("$response.body#/project/id"),
                         },
-                        **_errors(400, 401, 403, 409, 413, 422),
+                        **_errors(400, 401, 403, 409, 413, 422, 429),
                     },
                 },
                 "get": {
@@ -508,7 +511,7 @@ def openapi_document() -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": {"description": "A page of projects.", "content": _json(_ref("ProjectPage"))},
-                        **_errors(400, 401, 403),
+                        **_errors(400, 401, 403, 429),
                     },
                 },
             },
@@ -517,7 +520,7 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "operationId": "getProject",
                     "summary": "One project, with its revision",
-                    "responses": {"200": PROJECT_RESPONSE, **_errors(400, 401, 403, 404)},
+                    "responses": {"200": PROJECT_RESPONSE, **_errors(400, 401, 403, 404, 429)},
                 },
                 "patch": {
                     "operationId": "updateProject",
@@ -534,7 +537,7 @@ def openapi_document() -> dict[str, Any]:
                         }
                     ],
                     "requestBody": {"required": True, "content": _json(_ref("ProjectPatch"))},
-                    "responses": {"200": PROJECT_RESPONSE, **_errors(400, 401, 403, 404, 409, 412, 413)},
+                    "responses": {"200": PROJECT_RESPONSE, **_errors(400, 401, 403, 404, 409, 412, 413, 429)},
                 },
                 "delete": {
                     "operationId": "deleteProject",
@@ -562,7 +565,7 @@ def openapi_document() -> dict[str, Any]:
                             "headers": {"ETag": ETAG_HEADER},
                             "content": _json({"oneOf": [_ref("ProjectAnswer"), _ref("PurgedProject")]}),
                         },
-                        **_errors(400, 401, 403, 404, 409, 413),
+                        **_errors(400, 401, 403, 404, 409, 413, 429),
                     },
                 },
             },
@@ -578,7 +581,7 @@ def openapi_document() -> dict[str, Any]:
                             "headers": {"ETag": {**ETAG_HEADER, "required": True}},
                             "content": _json(_ref("RotatedKey")),
                         },
-                        **_errors(400, 401, 403, 404, 409, 413),
+                        **_errors(400, 401, 403, 404, 409, 413, 429),
                     },
                 },
             },
@@ -592,7 +595,7 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": {"required": True, "content": _json(_ref("Query"))},
                     "responses": {
                         "200": {"description": "The result.", "content": _json(_ref("QueryResult"))},
-                        **_errors(400, 401, 403, 404, 413, 503),
+                        **_errors(400, 401, 403, 404, 413, 429, 503),
                     },
                 },
             },

@@ -105,7 +105,7 @@ async def make_stack(nats_server: NatsServerProcess, clickhouse_url: str) -> Asy
 
     async def make(
         edge: bool | EdgeSettings = False,
-        control: bool = False,
+        control: bool | ControlSettings = False,
         consumer: bool | ConsumerSettings = False,
         http: HTTPLimits | None = None,
     ) -> Stack:
@@ -118,7 +118,9 @@ async def make_stack(nats_server: NatsServerProcess, clickhouse_url: str) -> Asy
             else None
         )
         control_settings = (
-            ControlSettings(
+            control
+            if isinstance(control, ControlSettings)
+            else ControlSettings(
                 clickhouse_url=clickhouse_url, admin_tokens=(AdminToken("tests", ADMIN_TOKEN),), port=0
             )
             if control
