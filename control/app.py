@@ -146,7 +146,6 @@ def create_app(
         if confirm is None and await request.get_data(cache=True, as_text=False, parse_form_data=False):
             confirm = (await read_json_object()).get("confirm")
         result = await service.purge(project_id, confirm, g.actor)
-        queries.forget(project_id)
         return json_response(result)
 
     @api.post("/projects/<project_id>/query")

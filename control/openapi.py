@@ -31,27 +31,31 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
         "confirmation_required",
         "query_failed",
         "too_deep",
+        "query_syntax_error",
     ),
     401: ("missing_admin_token",),
-    403: ("invalid_admin_token",),
+    403: ("invalid_admin_token", "query_not_allowed"),
     404: ("project_not_found", "not_found"),
     409: ("project_exists", "update_conflict"),
     412: ("revision_mismatch",),
     413: ("payload_too_large",),
-    422: ("idempotency_key_reused",),
-    429: ("too_many_auth_failures",),
+    422: ("idempotency_key_reused", "query_too_expensive"),
+    429: ("too_many_auth_failures", "too_many_queries"),
     503: ("clickhouse_unavailable",),
 }
 ERROR_DESCRIPTIONS = {
     400: "The request is invalid; `field` names the part at fault when there is one.",
     401: "No admin token: send `Authorization: Bearer <token>`.",
-    403: "The admin token is not valid.",
+    403: "The admin token is not valid (`invalid_admin_token`), or the query reaches outside the "
+    "project or is not a SELECT (`query_not_allowed`; the message names what was refused).",
     404: "No such project (`project_not_found`), or no such route (`not_found`).",
     409: "Conflict with the project's current state.",
     412: "The project changed since the revision given in `If-Match`.",
     413: "The request body is larger than the configured limit.",
-    422: "The Idempotency-Key was used with a different request body.",
-    429: "Too many wrong admin tokens from this address; retry after `Retry-After` seconds.",
+    422: "The Idempotency-Key was used with a different request body (`idempotency_key_reused`), or "
+    "the query exceeded its memory, time or result-row limit (`query_too_expensive`).",
+    429: "Too many wrong admin tokens from this address (`too_many_auth_failures`), or as many queries "
+    "as the control plane allows are running (`too_many_queries`); retry after `Retry-After` seconds.",
     503: "ClickHouse cannot be reached.",
 }
 
@@ -590,12 +594,15 @@ def openapi_document() -> dict[str, Any]:
                 "post": {
                     "operationId": "queryProject",
                     "summary": "Read-only SQL in the project's database",
-                    "description": "ClickHouse runs it with `readonly=1` and limits on rows and time; a "
-                    "write, DDL or settings change is refused by ClickHouse (`400 query_failed`).",
+                    "description": "One SELECT confined to the project's database: ClickHouse parses it "
+                    "and anything else (another database, `system` tables, table functions that reach "
+                    "files or servers, dictionaries, KILL, SETTINGS, writes) is `403 query_not_allowed`; "
+                    "it runs with `readonly=1` and limits on memory, time and rows "
+                    "(`422 query_too_expensive`) and a cap on concurrent queries (`429`).",
                     "requestBody": {"required": True, "content": _json(_ref("Query"))},
                     "responses": {
                         "200": {"description": "The result.", "content": _json(_ref("QueryResult"))},
-                        **_errors(400, 401, 403, 404, 413, 429, 503),
+                        **_errors(400, 401, 403, 404, 413, 422, 429, 503),
                     },
                 },
             },

@@ -1,7 +1,15 @@
-"""Read-only SQL against one project's database; read-only is enforced by ClickHouse itself."""
+"""Read-only SQL against one project's database, confined to it and bounded in cost.
+
+Three layers, each enforced by ClickHouse: the statement is parsed by ClickHouse and checked
+against an allow-list before it runs (query_guard.py); it runs with `readonly=1` and limits on
+memory, time and result rows; and, with a query URL of its own pointing to a ClickHouse server,
+it runs under the project's role, which may SELECT from the project's database only
+(query_grants.py). At most `max_concurrent` queries run at once, on a bounded pool of clients.
+"""
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +20,22 @@ from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalErr
 from .clickhouse import connect
 from .errors import APIError
 from .project import database_name
+from .query_grants import reader_role
+from .query_guard import QueryNotAllowed, check_tree, explain_statement
+
+# ClickHouse error codes, by what they mean to the caller.
+_TOO_EXPENSIVE = {
+    158: "too many rows",  # TOO_MANY_ROWS
+    159: "time limit",  # TIMEOUT_EXCEEDED
+    160: "too slow",  # TOO_SLOW
+    241: "memory limit",  # MEMORY_LIMIT_EXCEEDED
+    307: "too many bytes",  # TOO_MANY_BYTES
+    396: "result too large",  # TOO_MANY_ROWS_OR_BYTES
+}
+_NOT_ALLOWED = {497, 81}  # ACCESS_DENIED, UNKNOWN_DATABASE (164 READONLY below)
+_SYNTAX = {62}  # SYNTAX_ERROR
+_BUSY = {202}  # TOO_MANY_SIMULTANEOUS_QUERIES
+_CODE = re.compile(r"Code: (\d+)\.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,55 +44,144 @@ class QueryResult:
     rows: list[list[Any]]
 
 
-class ReadOnlyQueries:
-    """Runs a query with `readonly=1` (ClickHouse refuses writes, DDL and setting changes) and
-    limits on rows and time. One client per project database, opened on first use."""
+@dataclass(frozen=True, slots=True)
+class QueryLimits:
+    max_rows: int = 10_000
+    timeout_seconds: int = 30
+    max_memory_bytes: int = 1_000_000_000
+    max_concurrent: int = 4
 
-    def __init__(self, clickhouse_url: str, max_rows: int, timeout_seconds: int) -> None:
+
+class TooManyQueries(APIError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(429, "too_many_queries", f"{limit} queries are running already; retry shortly")
+        self.headers = {"Retry-After": "1"}
+
+
+def _not_allowed(message: str) -> APIError:
+    return APIError(403, "query_not_allowed", message, "sql")
+
+
+def _error_answer(exc: ClickHouseError) -> APIError:
+    """The API's answer to a ClickHouse error, by its error code."""
+    text = str(exc).strip()
+    match = _CODE.search(text)
+    code = int(match[1]) if match else None
+    if code in _TOO_EXPENSIVE:
+        return APIError(
+            422, "query_too_expensive", f"the query exceeded the {_TOO_EXPENSIVE[code]}: {text}", "sql"
+        )
+    if code == 164:
+        return _not_allowed(f"queries are read-only; SETTINGS, SET and writes are not allowed: {text}")
+    if code in _NOT_ALLOWED:
+        return _not_allowed(text)
+    if code in _SYNTAX:
+        return APIError(400, "query_syntax_error", text, "sql")
+    if code in _BUSY:
+        return APIError(429, "too_many_queries", text)
+    return APIError(400, "query_failed", text, "sql")
+
+
+class ReadOnlyQueries:
+    """Runs one checked SELECT in a project's database with ClickHouse-enforced limits.
+
+    `use_roles`: the URL's user is a query user granted every project's reader role (but no
+    default role), so each query runs with exactly its project's role (a ClickHouse server only;
+    the embedded engine has no per-session users)."""
+
+    def __init__(
+        self,
+        clickhouse_url: str,
+        max_rows: int = 10_000,
+        timeout_seconds: int = 30,
+        limits: QueryLimits | None = None,
+        use_roles: bool = False,
+    ) -> None:
         self._url = clickhouse_url
+        self._limits = limits or QueryLimits(max_rows=max_rows, timeout_seconds=timeout_seconds)
+        self._use_roles = use_roles
         # `readonly` last: the limits are applied before it, and it then refuses any change.
-        self._settings = {
-            "max_execution_time": timeout_seconds,
-            "max_result_rows": max_rows,
+        self._settings: dict[str, Any] = {
+            "max_execution_time": self._limits.timeout_seconds,
+            "timeout_overflow_mode": "throw",
+            "max_result_rows": self._limits.max_rows,
             "result_overflow_mode": "throw",
+            "max_memory_usage": self._limits.max_memory_bytes,
+            "allow_introspection_functions": 0,
             "readonly": 1,
         }
-        self._clients: dict[str, Client] = {}
+        self._slots = threading.BoundedSemaphore(self._limits.max_concurrent)
+        self._idle: list[Client] = []  # at most max_concurrent: one per running query
         self._lock = threading.Lock()
-
-    def _client(self, database: str) -> Client:
-        with self._lock:
-            client = self._clients.get(database)
-            if client is None:
-                client = self._clients[database] = connect(self._url, database=database)
-            return client
 
     def run(self, project_id: str, sql: str) -> QueryResult:
         if not sql.strip():
             raise APIError(400, "invalid_field", "sql must not be empty", "sql")
-        client = self._client(database_name(project_id))
+        if not self._slots.acquire(blocking=False):
+            raise TooManyQueries(self._limits.max_concurrent)
         try:
-            result = client.query(sql, settings=self._settings)
-        except OperationalError as exc:
-            raise APIError(503, "clickhouse_unavailable", str(exc).strip()) from None
-        except ClickHouseError as exc:
-            raise APIError(400, "query_failed", str(exc).strip(), "sql") from None
+            # A client that cannot connect raises as it is: `headwater query` explains a locked
+            # embedded directory, the API answers 500 as for any dependency it cannot open.
+            client = self._checkout()
+            try:
+                result = self._run(client, database_name(project_id), sql)
+            except OperationalError as exc:
+                client.close()  # the connection may be broken: do not pool it
+                raise APIError(503, "clickhouse_unavailable", str(exc).strip()) from None
+            except ClickHouseError as exc:
+                self._checkin(client)
+                raise _error_answer(exc) from None
+            except BaseException:
+                self._checkin(client)
+                raise
+            self._checkin(client)
+            return result
+        finally:
+            self._slots.release()
+
+    def _run(self, client: Client, database: str, sql: str) -> QueryResult:
+        client.database = database
+        role = {"role": reader_role(database)} if self._use_roles else {}
+        settings = {**role, **self._settings}
+        # Parsing only: the text travels as a bound parameter, so nothing of it executes here.
+        canonical = client.query(
+            "SELECT formatQuerySingleLine({sql:String})", parameters={"sql": sql}, settings=settings
+        ).result_rows[0][0]
+        # No SETTINGS of ours here (the client would append them to the tree); EXPLAIN AST parses.
+        tree = client.raw_query(explain_statement(canonical), settings=role).decode()
+        try:
+            check_tree(tree, database)
+        except QueryNotAllowed as exc:
+            raise _not_allowed(str(exc)) from None
+        result = client.query(canonical, settings=settings)
         return QueryResult(
             tuple(result.column_names), [[_jsonable(v) for v in row] for row in result.result_rows]
         )
 
-    def forget(self, project_id: str) -> None:
-        """Close the client of a project whose database was dropped."""
+    def _checkout(self) -> Client:
         with self._lock:
-            client = self._clients.pop(database_name(project_id), None)
-        if client is not None:
-            client.close()
+            if self._idle:
+                return self._idle.pop()
+        return connect(self._url)
+
+    def _checkin(self, client: Client) -> None:
+        with self._lock:
+            if len(self._idle) < self._limits.max_concurrent:
+                self._idle.append(client)
+                return
+        client.close()
+
+    @property
+    def idle_clients(self) -> int:
+        """Clients kept open between queries: at most max_concurrent, whatever the project count."""
+        with self._lock:
+            return len(self._idle)
 
     def close(self) -> None:
         with self._lock:
-            for client in self._clients.values():
-                client.close()
-            self._clients.clear()
+            idle, self._idle = self._idle, []
+        for client in idle:
+            client.close()
 
 
 def _jsonable(value: Any) -> Any:

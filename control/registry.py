@@ -8,6 +8,11 @@ tells an attacker nothing about any key.
 After a NATS reconnect the registry rebuilds itself from a fresh snapshot at once (nats-py's own
 watcher only recovers after missed heartbeats, 8-10 s later). While NATS is unreachable the view
 is kept but reported stale, with its age, in `/readyz`.
+
+Given a `ConfigCache`, the view is also kept on local disk: an edge restarted (or newly started)
+while NATS is unreachable loads it from there and serves, into its spool. Configs older than
+`max_age` (counted from the last moment they were known current) are not served: `resolve_key`
+raises `StaleConfig` and the edge answers 503 rather than trust keys that may have been revoked.
 """
 
 from __future__ import annotations
@@ -23,12 +28,21 @@ from typing import Any
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from tenacity import AsyncRetrying, before_sleep_log, wait_exponential, wait_random
 
+from .configcache import ConfigCache
 from .keys import ApiKey, key_digest
 from .kvsnapshot import bucket_is_empty, read_snapshot
 from .project import Project
 from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
+
+
+class StaleConfig(Exception):
+    """The project configs are older than the edge may serve (NATS unreachable for too long)."""
+
+    def __init__(self, age: float, max_age: float) -> None:
+        super().__init__(f"the project configs are {age:.0f} s old, more than the {max_age:.0f} s allowed")
+        self.age = age
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +58,7 @@ class _View:
         self.projects: dict[str, Project] = {}
         self.by_digest: dict[str, KeyMatch] = {}
         self.origin_answers: dict[str, bool] = {}  # cleared on every change
+        self.values: dict[str, bytes] = {}  # project id → its KV value, for the disk cache
 
     def any_project_allows(self, origin: str) -> bool:
         """Whether some enabled project accepts public keys from `origin` (for CORS preflights,
@@ -57,30 +72,47 @@ class _View:
         return answer
 
     def apply(self, entry: KeyValue.Entry) -> None:
+        deleted = entry.operation in (KV_DEL, KV_PURGE) or not entry.value
+        self.apply_value(entry.key, None if deleted else entry.value)
+
+    def apply_value(self, project_id: str, value: bytes | None) -> None:
         self.origin_answers.clear()
-        if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
-            self.remove(entry.key)
+        if value is None:
+            self.remove(project_id)
             return
         try:
-            project = Project.from_json(entry.value)
+            project = Project.from_json(value)
         except (ValueError, KeyError, TypeError):
-            log.exception("ignoring unreadable config for project %r", entry.key)
+            log.exception("ignoring unreadable config for project %r", project_id)
             return
         self.remove(project.id)
         self.projects[project.id] = project
+        self.values[project.id] = value
         for key in project.keys:
             self.by_digest[key.digest] = KeyMatch(project, key)
 
     def remove(self, project_id: str) -> None:
         old = self.projects.pop(project_id, None)
+        self.values.pop(project_id, None)
         if old is not None:
             for key in old.keys:
                 self.by_digest.pop(key.digest, None)
 
 
 class ProjectRegistry:
-    def __init__(self, kv: KeyValue, snapshot_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        kv: KeyValue | None,
+        snapshot_timeout: float = 10.0,
+        cache: ConfigCache | None = None,
+        max_age: float | None = None,
+    ) -> None:
         self._kv = kv
+        self._cache = cache
+        self._max_age = max_age
+        self._known_at: float | None = None  # wall-clock time the view was last known current
+        self._from_cache = False
+        self._saver: asyncio.Task[None] | None = None
         self._view = _View()
         self._snapshot_timeout = snapshot_timeout
         self._task: asyncio.Task[None] | None = None
@@ -101,6 +133,13 @@ class ProjectRegistry:
         return self._view.any_project_allows(origin)
 
     def resolve_key(self, key: str, now: datetime | None = None) -> KeyMatch | None:
+        """The project and key `key` belongs to; None when unknown or expired. Raises StaleConfig
+        when the configs are older than `max_age` (served from the disk cache or kept through an
+        outage for that long)."""
+        if self._max_age is not None and self.stale:
+            age = self.config_age()
+            if age is None or age > self._max_age:
+                raise StaleConfig(age or 0.0, self._max_age)
         match = self._view.by_digest.get(key_digest(key))
         if match is None:
             return None
@@ -120,6 +159,26 @@ class ProjectRegistry:
     def stale(self) -> bool:
         return self._disconnected_at is not None or not self.synced
 
+    @property
+    def from_cache(self) -> bool:
+        """Serving the disk cache's configs (no snapshot from NATS yet)."""
+        return self._from_cache
+
+    @property
+    def usable(self) -> bool:
+        """There is a view to serve (synced, or loaded from the disk cache) and it is not too old."""
+        age = self.config_age()
+        if self._known_at is None or age is None:
+            return False
+        return self._max_age is None or age <= self._max_age
+
+    def config_age(self) -> float | None:
+        """Seconds since the view was last known current: 0 while synced and connected; None
+        before any config was loaded."""
+        if not self.stale:
+            return 0.0
+        return None if self._known_at is None else max(0.0, time.time() - self._known_at)
+
     def status(self) -> dict[str, Any]:
         stale_for = (
             None if self._disconnected_at is None else round(time.monotonic() - self._disconnected_at, 1)
@@ -130,6 +189,9 @@ class ProjectRegistry:
             "stale_seconds": stale_for,
             "projects": len(self._view.projects),
             "resyncs": self.resyncs,
+            "from_cache": self._from_cache,
+            "age_seconds": None if (age := self.config_age()) is None else round(age, 1),
+            "max_age_seconds": self._max_age,
         }
 
     # -- life cycle -----------------------------------------------------------------------------
@@ -137,14 +199,56 @@ class ProjectRegistry:
     async def start(self) -> None:
         await self.resync()
 
+    def attach(self, kv: KeyValue) -> None:
+        """The bucket, once NATS answers, for a registry started from the disk cache."""
+        self._kv = kv
+
+    def load_cache(self) -> bool:
+        """Serve the configs of the disk cache until a snapshot replaces them; False if none."""
+        cached = None if self._cache is None else self._cache.load()
+        if cached is None:
+            return False
+        view = _View()
+        for project_id, value in cached.entries.items():
+            view.apply_value(project_id, value)
+        self._view, self._known_at, self._from_cache = view, cached.saved_at, True
+        log.warning(
+            "project registry: serving %d projects from the config cache %s, last known current %.0f s "
+            "ago, until NATS answers",
+            len(view.projects),
+            self._cache.path if self._cache is not None else "",
+            cached.age(),
+        )
+        return True
+
+    def _save(self) -> None:
+        if self._cache is not None:
+            self._cache.save(dict(self._view.values), self._known_at)
+
+    async def _save_in_thread(self) -> None:
+        """The file write (with its fsyncs) off the event loop; the values copied on it."""
+        if self._cache is not None:
+            await asyncio.to_thread(self._cache.save, dict(self._view.values), self._known_at)
+
+    async def _keep_cache_fresh(self, interval: float) -> None:
+        """Re-stamp the cache while synced, so that its age counts from the last moment the configs
+        were known current, not from the last change."""
+        while True:
+            await asyncio.sleep(interval)
+            if not self.stale:
+                self._known_at = time.time()
+                await self._save_in_thread()
+
     async def stop(self) -> None:
-        for task in (self._resync_task, self._task):
+        for task in (self._resync_task, self._task, self._saver):
             if task is not None:
                 await cancel_and_wait(task)
         await self._stop_watcher()
 
     def on_disconnected(self) -> None:
         if self._disconnected_at is None:
+            if not self.stale:
+                self._known_at = time.time()  # current until this moment
             self._disconnected_at = time.monotonic()
 
     def on_reconnected(self) -> None:
@@ -163,6 +267,7 @@ class ProjectRegistry:
     async def resync(self) -> None:
         """Load a fresh snapshot of the bucket, swap it in, and follow the new watcher."""
         async with self._resync_lock:
+            assert self._kv is not None, "attach the bucket first"
             expect_entries = not await bucket_is_empty(self._kv)
             # A stopped watcher's consumer goes away after 10 s instead of nats-py's default 5 min.
             watcher = await self._kv.watchall(inactive_threshold=10.0)
@@ -184,7 +289,13 @@ class ProjectRegistry:
             self._disconnected_at = None
             self.failure = None
             self.resyncs += 1
+            self._known_at, self._from_cache = time.time(), False
             self._task = asyncio.create_task(self._follow(watcher, view), name="project-registry")
+            if self._cache is not None:
+                await self._save_in_thread()
+                if self._saver is None:
+                    interval = min(600.0, (self._max_age or 86_400.0) / 10)
+                    self._saver = asyncio.create_task(self._keep_cache_fresh(interval), name="config-cache")
             log.info("project registry synced: %d projects", len(view.projects))
 
     async def _stop_watcher(self) -> None:
@@ -198,6 +309,9 @@ class ProjectRegistry:
             async for entry in watcher:
                 if entry is not None:
                     view.apply(entry)
+                    if view is self._view:
+                        self._known_at = time.time()
+                        self._save()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # surfaced through `synced` and readiness, never swallowed

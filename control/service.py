@@ -22,6 +22,7 @@ from .migrations import apply_migrations, drop_database
 from .origins import normalise_origins
 from .project import Project, iso, utc_now, validate_project_id
 from .project_settings import ProjectSettings
+from .query_grants import apply_grants, revoke_grants
 from .store import ProjectStore, RevisionMismatch
 
 MAX_UPDATE_ATTEMPTS = 50
@@ -100,6 +101,7 @@ class ProjectService:
         idempotency: IdempotencyStore,
         purge_messages: MessagePurger,
         cluster: str | None = None,
+        query_user: str | None = None,
     ) -> None:
         self._store = store
         self._clickhouse = clickhouse
@@ -107,6 +109,8 @@ class ProjectService:
         self._idempotency = idempotency
         self._purge_messages = purge_messages
         self._cluster = cluster
+        # The ClickHouse user of the query API, granted each project's reader role (query_grants.py).
+        self._query_user = query_user
 
     # -- create -------------------------------------------------------------------------------
 
@@ -158,6 +162,10 @@ class ProjectService:
         # The database exists before the project does: once the KV entry is visible, edges accept
         # its events and consumers write them, so the table must already be there.
         await asyncio.to_thread(apply_migrations, self._clickhouse, project.database, self._cluster)
+        if self._query_user is not None:
+            await asyncio.to_thread(
+                apply_grants, self._clickhouse, project.id, self._query_user, self._cluster
+            )
         revision = await self._store.create(project)
         await self._audit.record(
             actor,
@@ -263,6 +271,8 @@ class ProjectService:
         messages = await self._purge_messages(project_id)
         database = f"hw_{project_id}"
         await asyncio.to_thread(drop_database, self._clickhouse, database, self._cluster)
+        if self._query_user is not None:
+            await asyncio.to_thread(revoke_grants, self._clickhouse, project_id, self._cluster)
         await self._store.delete(project_id)
         await self._audit.record(
             actor, "project.purge", project_id, messages_purged=messages, database=database

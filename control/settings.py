@@ -23,6 +23,10 @@ class ControlSettings:
     max_body_bytes: int = 1_000_000
     query_max_rows: int = 10_000
     query_timeout_seconds: int = 30
+    query_max_memory_bytes: int = 1_000_000_000
+    query_max_concurrent: int = 4
+    # A ClickHouse server URL whose user runs the query API under each project's reader role.
+    query_clickhouse_url: str | None = None
     kv_replicas: int = 1
     # PEM certificate chain and key: serve HTTPS (HTTP/2 and HTTP/1.1) instead of plain HTTP.
     tls_cert: str | None = None

@@ -20,7 +20,7 @@ from msgspec import UNSET, Raw
 
 from headwater.control.authfailures import AuthFailures
 from headwater.control.project import Project, iso
-from headwater.control.registry import KeyMatch
+from headwater.control.registry import KeyMatch, StaleConfig
 
 from .envelope import Envelope, pack
 from .errors import IngestError, SinkUnavailable
@@ -160,6 +160,13 @@ class IngestService:
         body = read_body(request.kind, request.body, self._limits)
         try:
             match = authorize(self._keys, extract_write_key(request, body.write_key), request.origin)
+        except StaleConfig as exc:  # NATS unreachable for longer than --config-max-age
+            raise IngestError(
+                503,
+                "config_stale",
+                f"events cannot be accepted right now ({exc}); retry later",
+                headers={"Retry-After": str(self._settings.retry_after_seconds)},
+            ) from None
         except IngestError as error:
             if error.code in _GUESSES:
                 self._auth_failures.failed(request.client_ip, error.code)

@@ -97,6 +97,11 @@ class _StateCollector(Collector):
         spool = state.get("spool")
         if spool is None:
             return
+        yield GaugeMetricFamily(
+            "headwater_edge_spool_failing",
+            "1 while the spool cannot be opened or drained (a full or failing disk); see /readyz.",
+            1.0 if state.get("spool_problem") else 0.0,
+        )
         for name, help_text, value in (
             ("entries", "Envelopes waiting in the spool.", spool.entries),
             ("bytes", "Bytes of envelopes waiting in the spool.", spool.bytes),

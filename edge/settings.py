@@ -34,6 +34,13 @@ class EdgeSettings:
     # cannot acknowledge.
     spool_dir: str | None = None
     spool_max_bytes: int = 1 << 30
+    # The spool refuses appends that would leave less free space on its filesystem (or 5% of it).
+    spool_min_free_bytes: int = 256 << 20
+    # The last known project configs on disk, so that the edge starts while NATS is unreachable
+    # (docs/spool.md); None: no cache, the edge waits for NATS at start. Older than the max age,
+    # they are not served (503).
+    config_cache: str | None = None
+    config_max_age_seconds: float = 24 * 3600.0
     # PEM certificate chain and key: serve HTTPS (HTTP/2 and HTTP/1.1) instead of plain HTTP.
     tls_cert: str | None = None
     tls_key: str | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
 import click
 import nats
@@ -44,13 +44,10 @@ class ConnectionEvents:
             listener.on_reconnected()
 
 
-async def connect_nats(url: str, name: str, events: ConnectionEvents | None = None) -> Client:
-    """Connect, retrying the first connection until it succeeds; later outages of any length are
-    survived (nats-py's default gives up after 60 attempts, about two minutes)."""
-    events = events or ConnectionEvents()
+def _options(url: str, name: str, events: ConnectionEvents, connection: list[Client]) -> dict[str, Any]:
+    """nats-py's connect options for a long-running role, with callbacks that log and tell `events`."""
     # nats-py calls disconnected_cb on a deliberate close() too; that is no outage, so it is neither
     # logged as one nor passed to the listeners (the edge's circuit breaker would open on it).
-    connection: list[Client] = []
 
     async def on_error(error: Exception) -> None:
         log.warning("nats (%s): %s", name, error)
@@ -68,6 +65,25 @@ async def connect_nats(url: str, name: str, events: ConnectionEvents | None = No
     async def on_closed() -> None:
         log.debug("nats (%s): connection closed", name)
 
+    return {
+        "servers": [u.strip() for u in url.split(",") if u.strip()],
+        "name": name,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 1,
+        "connect_timeout": 5,
+        "error_cb": on_error,
+        "disconnected_cb": on_disconnected,
+        "reconnected_cb": on_reconnected,
+        "closed_cb": on_closed,
+    }
+
+
+async def connect_nats(url: str, name: str, events: ConnectionEvents | None = None) -> Client:
+    """Connect, retrying the first connection until it succeeds; later outages of any length are
+    survived (nats-py's default gives up after 60 attempts, about two minutes)."""
+    events = events or ConnectionEvents()
+    connection: list[Client] = []
+    options = _options(url, name, events, connection)
     async for attempt in AsyncRetrying(
         retry=retry_if_exception_type((OSError, TimeoutError, nats.errors.NoServersError)),
         wait=wait_exponential(multiplier=0.2, max=5.0) + wait_random(0, 0.5),
@@ -75,20 +91,22 @@ async def connect_nats(url: str, name: str, events: ConnectionEvents | None = No
         reraise=True,
     ):
         with attempt:
-            client = await nats.connect(
-                servers=[u.strip() for u in url.split(",") if u.strip()],
-                name=name,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=1,
-                connect_timeout=5,
-                error_cb=on_error,
-                disconnected_cb=on_disconnected,
-                reconnected_cb=on_reconnected,
-                closed_cb=on_closed,
-            )
+            client = await nats.connect(**options)
             connection.append(client)
             return client
     raise AssertionError("unreachable: the retry loop either returns or raises")
+
+
+def connect_nats_in_background(
+    url: str, name: str, events: ConnectionEvents
+) -> tuple[Client, asyncio.Task[None]]:
+    """A client at once, and the task that connects it (retrying until NATS answers): for an edge
+    that starts serving from its config cache and spool while NATS is unreachable. The client may
+    be handed to components before the task is done; they see it as disconnected."""
+    client = Client()
+    options = _options(url, name, events, [client])
+    task = asyncio.create_task(client.connect(**options), name=f"nats-connect-{name}")
+    return client, task
 
 
 COMMAND_CONNECT_TIMEOUT_SECONDS = 15.0

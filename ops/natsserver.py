@@ -127,7 +127,8 @@ class NatsServerProcess:
                 f"NATS cannot listen on port {self.port}: it is already in use; choose another with "
                 "--nats-port (0 picks a free one), or stop what holds it"
             )
-        detail = fatal.split("[FTL]", 1)[1].strip() if fatal else f"exit status {self._process.returncode}"
+        status = self._process.returncode if self._process else None
+        detail = fatal.split("[FTL]", 1)[1].strip() if fatal else f"exit status {status}"
         return f"nats-server failed to start: {detail} (see {self.log_file})"
 
     def _command(self, ports_dir: Path) -> list[str]:

@@ -7,6 +7,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -246,6 +247,30 @@ def edge_options(command: F) -> F:
             help="Most bytes of envelopes a worker's spool holds; beyond it the edge answers 503.",
         ),
         option(
+            "--spool-min-free-bytes",
+            env="HEADWATER_SPOOL_MIN_FREE_BYTES",
+            default=EdgeSettings().spool_min_free_bytes,
+            type=click.IntRange(0),
+            help="Free space the spool leaves on its filesystem (or 5% of it, whichever is more): "
+            "SQLite on a full disk cannot even delete.",
+        ),
+        option(
+            "--config-cache",
+            env="HEADWATER_CONFIG_CACHE",
+            default=None,
+            help="File holding the last known project configs (keys hashed, mode 0600), so that an "
+            "edge starts and spools while NATS is down; '' disables it "
+            "[default: projects-cache.json in the spool's base directory].",
+        ),
+        option(
+            "--config-max-age",
+            env="HEADWATER_CONFIG_MAX_AGE",
+            default=EdgeSettings().config_max_age_seconds,
+            type=click.FloatRange(1),
+            help="Seconds project configs may be served after they were last known current (NATS "
+            "unreachable); older, the edge answers 503 rather than trust keys that may be revoked.",
+        ),
+        option(
             "--shutdown-delay",
             env="HEADWATER_SHUTDOWN_DELAY",
             default=EdgeSettings().shutdown_delay_seconds,
@@ -281,6 +306,9 @@ def edge_settings(
     spool_base = flags.pop("spool_dir")
     spool_base = default_spool_dir if spool_base is None else spool_base
     spool_dir = str(worker_spool_dir(spool_base, str(worker))) if spool_base else None
+    config_cache = flags.pop("config_cache")
+    if config_cache is None:
+        config_cache = str(Path(spool_base) / "projects-cache.json") if spool_base else None
     proxies = tuple(p.strip() for p in str(flags.pop("trusted_proxies") or "").split(",") if p.strip())
     for index, cidr in enumerate(proxies):
         try:
@@ -305,6 +333,9 @@ def edge_settings(
             shutdown_delay_seconds=flags.pop("shutdown_delay"),
             spool_dir=spool_dir,
             spool_max_bytes=flags.pop("spool_max_bytes"),
+            spool_min_free_bytes=flags.pop("spool_min_free_bytes"),
+            config_cache=config_cache or None,
+            config_max_age_seconds=flags.pop("config_max_age"),
             tls_cert=tls[0] if tls else None,
             tls_key=tls[1] if tls else None,
         )
@@ -466,6 +497,37 @@ def stream_settings(
         duplicate_window_seconds=duplicate_window,
         dlq_max_age_seconds=dlq_max_age,
     )
+
+
+def query_options(command: F) -> F:
+    """Limits and ClickHouse user of the control role's query API (docs/query-api.md)."""
+    for decorator in reversed(
+        (
+            option(
+                "--query-clickhouse-url",
+                env="HEADWATER_QUERY_CLICKHOUSE_URL",
+                default=None,
+                help="A ClickHouse server URL whose user runs the query API, one project role per "
+                "query (granted by the control role); default: --clickhouse-url without roles.",
+            ),
+            option(
+                "--query-max-memory",
+                env="HEADWATER_QUERY_MAX_MEMORY",
+                type=click.IntRange(min=1_000_000),
+                default=1_000_000_000,
+                help="Bytes of memory one query may use (ClickHouse max_memory_usage).",
+            ),
+            option(
+                "--query-max-concurrent",
+                env="HEADWATER_QUERY_MAX_CONCURRENT",
+                type=click.IntRange(min=1),
+                default=4,
+                help="Queries running at once; more are answered 429.",
+            ),
+        )
+    ):
+        command = decorator(command)
+    return command
 
 
 # -- HTTP limits of the edge and control servers: `HTTPLimits` --------------------------------------

@@ -13,12 +13,15 @@ import socket
 import time
 from collections.abc import Awaitable, Generator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Protocol
 
 import uvicorn
 from clickhouse_connect.driver.client import Client
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
+from tenacity import AsyncRetrying, before_sleep_log, wait_exponential, wait_random
 
 from headwater.consumers.app import create_app as create_consumer_app
 from headwater.consumers.processing import Processor, start_processor
@@ -28,15 +31,18 @@ from headwater.consumers.writer import ClickHouseWriter
 from headwater.control.app import create_app as create_control_app
 from headwater.control.audit import AuditLog, ensure_audit_stream
 from headwater.control.clickhouse import connect as connect_clickhouse
+from headwater.control.configcache import ConfigCache
 from headwater.control.http import Readiness
 from headwater.control.idempotency import IdempotencyStore, ensure_idempotency_bucket
 from headwater.control.migrations import apply_migrations
 from headwater.control.project_settings import Batching, ProjectSettings
-from headwater.control.query import ReadOnlyQueries
+from headwater.control.query import QueryLimits, ReadOnlyQueries
+from headwater.control.query_grants import apply_grants, query_user
 from headwater.control.registry import ProjectRegistry
 from headwater.control.service import ProjectService
 from headwater.control.settings import ControlSettings
 from headwater.control.store import BucketSettings, ProjectStore, ensure_projects_bucket
+from headwater.control.tasks import cancel_and_wait
 from headwater.edge.app import create_app as create_edge_app
 from headwater.edge.asgi import ASGIApp
 from headwater.edge.drainer import Drainer
@@ -50,10 +56,12 @@ from headwater.spool import Spool, SpoolConfig
 
 from .httplimits import DEFAULT_HTTP_LIMITS, HTTPLimits, protocol_for
 from .loop import StackFailure
-from .natsconn import ConnectionEvents, connect_nats
+from .natsconn import ConnectionEvents, connect_nats, connect_nats_in_background
 from .tlsserver import TLSServer, server_context
 
 log = logging.getLogger(__name__)
+# A lone edge with a config cache waits this long for NATS before it starts without it.
+OFFLINE_START_AFTER_SECONDS = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,11 +163,22 @@ class Stack:
         self._servers: list[tuple[str, asyncio.Task[None]]] = []
         self._http_servers: list[_HTTPServer] = []
         self._sockets: list[socket.socket] = []
+        self._going_online: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self.settings
         self.connection_events = ConnectionEvents()
-        self.nats = await connect_nats(s.nats_url, "headwater", self.connection_events)
+        if self._may_start_offline():
+            self.nats, connecting = connect_nats_in_background(
+                s.nats_url, "headwater", self.connection_events
+            )
+            done, _ = await asyncio.wait({connecting}, timeout=OFFLINE_START_AFTER_SECONDS)
+            if not done:
+                await self._start_edge_offline(connecting)
+                return
+            connecting.result()
+        else:
+            self.nats = await connect_nats(s.nats_url, "headwater", self.connection_events)
         js = self.nats.jetstream()
         await ensure_streams(js, s.streams)
         kv = await ensure_projects_bucket(js, BucketSettings(replicas=s.streams.replicas))
@@ -170,7 +189,7 @@ class Stack:
 
         if s.edge is not None or s.consumer is not None:
             # Edges resolve keys and origins from it; consumers take each project's batching span.
-            self.registry = ProjectRegistry(kv)
+            self.registry = self._new_registry(kv)
             await self.registry.start()
             self.connection_events.subscribe(self.registry)
 
@@ -188,7 +207,7 @@ class Stack:
 
         if s.control is not None:
             assert self.clickhouse is not None, "the control plane needs a ClickHouse URL"
-            await self._migrate_projects(s.control.clickhouse_cluster)
+            await self._migrate_projects(s.control.clickhouse_cluster, s.control.query_clickhouse_url)
             idempotency = IdempotencyStore(await ensure_idempotency_bucket(js, s.streams.replicas))
 
             async def purge_messages(project_id: str) -> int:
@@ -201,9 +220,17 @@ class Stack:
                 idempotency,
                 purge_messages,
                 s.control.clickhouse_cluster,
+                query_user(s.control.query_clickhouse_url) if s.control.query_clickhouse_url else None,
             )
             self.queries = ReadOnlyQueries(
-                s.control.clickhouse_url, s.control.query_max_rows, s.control.query_timeout_seconds
+                s.control.query_clickhouse_url or s.control.clickhouse_url,
+                limits=QueryLimits(
+                    s.control.query_max_rows,
+                    s.control.query_timeout_seconds,
+                    s.control.query_max_memory_bytes,
+                    s.control.query_max_concurrent,
+                ),
+                use_roles=s.control.query_clickhouse_url is not None,
             )
             control_app = create_control_app(
                 s.control, self.store, self.service, self.queries, self._nats_readiness
@@ -233,6 +260,55 @@ class Stack:
         gc.collect()
         gc.freeze()
 
+    def _may_start_offline(self) -> bool:
+        """A lone edge with a config cache on disk may start before NATS answers."""
+        s = self.settings
+        if s.edge is None or s.control is not None or s.consumer is not None or s.edge.config_cache is None:
+            return False
+        return Path(s.edge.config_cache).is_file()
+
+    def _new_registry(self, kv: KeyValue | None) -> ProjectRegistry:
+        edge = self.settings.edge
+        if edge is None or edge.config_cache is None:
+            return ProjectRegistry(kv)
+        return ProjectRegistry(kv, cache=ConfigCache(edge.config_cache), max_age=edge.config_max_age_seconds)
+
+    async def _start_edge_offline(self, connecting: asyncio.Task[None]) -> None:
+        """NATS does not answer: serve from the config cache into the spool (the breaker is open),
+        and finish starting in the background once NATS answers."""
+        s = self.settings
+        assert s.edge is not None and self.nats is not None
+        log.warning("NATS at %s does not answer: the edge starts from its config cache", s.nats_url)
+        js = self.nats.jetstream()
+        self.registry = self._new_registry(None)
+        self.registry.load_cache()
+        self.connection_events.subscribe(self.registry)
+        metrics = EdgeMetrics()
+        sink = await self._edge_sink(js, s.edge, metrics)
+        edge_app = create_edge_app(s.edge, sink, self.registry, self._edge_readiness, metrics)
+        tls = _tls_files(s.edge.tls_cert, s.edge.tls_key)
+        self.edge_url = await self._serve(edge_app, s.edge.host, s.edge.port, "edge", s.edge.reuse_port, tls)
+        self._going_online = asyncio.create_task(self._go_online(connecting, js), name="edge-go-online")
+        gc.collect()
+        gc.freeze()
+
+    async def _go_online(self, connecting: asyncio.Task[None], js: JetStreamContext) -> None:
+        """Once NATS answers: the streams and the bucket (created if this edge is the first), then
+        the registry's snapshot replaces the cached configs. The breaker closes by its own probe."""
+        await connecting
+        log.info("NATS answers: the edge leaves its config cache for the live configs")
+        s = self.settings
+        async for attempt in AsyncRetrying(
+            wait=wait_exponential(multiplier=0.2, max=5.0) + wait_random(0, 0.5),
+            before_sleep=before_sleep_log(log, logging.WARNING),
+        ):
+            with attempt:
+                await ensure_streams(js, s.streams)
+                kv = await ensure_projects_bucket(js, BucketSettings(replicas=s.streams.replicas))
+                assert self.registry is not None
+                self.registry.attach(kv)
+                await self.registry.resync()
+
     async def _edge_sink(self, js: JetStreamContext, settings: EdgeSettings, metrics: EdgeMetrics) -> Sink:
         """JetStream, falling back to the disk spool (when one is configured) behind a breaker."""
         assert self.nats is not None
@@ -240,7 +316,8 @@ class Stack:
         if settings.spool_dir is None:
             metrics.watch(lambda: {"breaker_open": False})
             return direct
-        self.spool = await Spool(settings.spool_dir, SpoolConfig(max_bytes=settings.spool_max_bytes)).open()
+        config = SpoolConfig(max_bytes=settings.spool_max_bytes, min_free_bytes=settings.spool_min_free_bytes)
+        self.spool = spool = Spool(settings.spool_dir, config)
 
         async def probe() -> None:
             await js.stream_info(EVENTS_STREAM)
@@ -249,13 +326,21 @@ class Stack:
         self.connection_events.subscribe(breaker)
         if not self._nats_connected():
             breaker.trip("NATS is not connected")
-        spool = self.spool
-        metrics.watch(lambda: {"breaker_open": breaker.is_open, "spool": spool.stats()})
-        self.drainer = Drainer(spool, js, breaker, metrics)
-        self.drainer.start()
+        self.drainer = drainer = Drainer(spool, js, breaker, metrics)
+        # A spool the disk does not let open (full, failing) is no reason not to serve: the edge
+        # starts without it, reports it, and the drainer opens it once it can.
+        await drainer.open_spool()
+        metrics.watch(
+            lambda: {
+                "breaker_open": breaker.is_open,
+                "spool": spool.stats(),
+                "spool_problem": drainer.problem,
+            }
+        )
+        drainer.start()
         return FallbackSink(direct, spool, breaker, metrics)
 
-    async def _migrate_projects(self, cluster: str | None) -> None:
+    async def _migrate_projects(self, cluster: str | None, query_url: str | None = None) -> None:
         """Bring every project's database to the newest schema (idempotent; a new headwater version
         may bring migrations). A failure is logged and left for `headwater migrate` to retry."""
         assert self.store is not None and self.clickhouse is not None
@@ -271,12 +356,22 @@ class Stack:
                 continue
             if applied:
                 log.info("project %s: applied migrations %s", project_id, applied)
+            if query_url is not None:
+                try:
+                    await asyncio.to_thread(
+                        apply_grants, self.clickhouse, project_id, query_user(query_url), cluster
+                    )
+                except Exception:
+                    log.exception("granting project %s's reader role failed", project_id)
 
     def failed(self) -> str | None:
         """A description of the first role that died, if one did."""
         for role, task in self._servers:
             if task.done():
                 return f"the {role} HTTP server stopped"
+        online = self._going_online
+        if online is not None and online.done() and not online.cancelled() and online.exception():
+            return f"starting with NATS failed: {online.exception()!r}"
         if self.registry is not None and self.registry.failure is not None:
             return f"project registry failed: {self.registry.failure!r}"
         if self.drainer is not None and self.drainer.failure is not None:
@@ -303,6 +398,8 @@ class Stack:
         for sock in self._sockets:
             sock.close()
         self._sockets.clear()
+        if self._going_online is not None:
+            await cancel_and_wait(self._going_online)
         if self.drainer is not None:
             await _logged("spool drainer", self.drainer.stop())
         if self.breaker is not None:
@@ -317,7 +414,8 @@ class Stack:
             await _logged("project registry", self.registry.stop())
         if self.nats is not None and not self.nats.is_closed:
             # Flush what is still buffered (the consumer's last acks), then close.
-            await _logged("NATS flush", self.nats.flush(timeout=5))
+            if self.nats.is_connected:
+                await _logged("NATS flush", self.nats.flush(timeout=5))
             await _logged("NATS close", self.nats.close())
         if self.queries is not None:
             self.queries.close()
@@ -363,11 +461,16 @@ class Stack:
         if self.spool is not None and self.breaker is not None:
             details["spool"] = asdict(self.spool.stats())
             details["breaker"] = self.breaker.state
+            details["spool_problem"] = self.drainer.problem if self.drainer is not None else None
         fresh = not self.registry.stale or spool_writable
+        configs = (self.registry.synced or self.registry.from_cache) and self.registry.usable
+        # With the breaker open every publish goes to the spool: a full one (bytes or disk) means
+        # 503s, so not ready, even while the NATS connection is up.
+        jetstream = self._nats_connected() and (self.breaker is None or not self.breaker.is_open)
         return Readiness(
             {
-                "nats": self._nats_connected() or spool_writable,
-                "projects": self.registry.synced and fresh,
+                "nats": jetstream or spool_writable,
+                "projects": configs and fresh,
                 "accepting": not self.draining,
             },
             details,

@@ -31,6 +31,7 @@ from .options import (
     nats_url_option,
     on_cluster_option,
     option,
+    query_options,
     stream_options,
     stream_settings,
     tls_files,
@@ -85,6 +86,7 @@ DEFAULT_SPOOL_DIR = ".headwater/spool"
     "one core; 0: in the consumer's own process).",
 )
 @on_cluster_option
+@query_options
 @tls_options
 @stream_options
 @edge_options
@@ -102,6 +104,9 @@ def serve(
     max_batch_rows: int,
     consumer_workers: int | None,
     on_cluster: str | None,
+    query_clickhouse_url: str | None,
+    query_max_memory: int,
+    query_max_concurrent: int,
     tls_cert: str | None,
     tls_key: str | None,
     replicas: int,
@@ -157,6 +162,9 @@ def serve(
                 clickhouse_cluster=on_cluster,
                 tls_cert=tls[0] if tls else None,
                 tls_key=tls[1] if tls else None,
+                query_max_memory_bytes=query_max_memory,
+                query_max_concurrent=query_max_concurrent,
+                query_clickhouse_url=query_clickhouse_url,
             )
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None

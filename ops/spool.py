@@ -13,7 +13,7 @@ import click
 
 from headwater.edge.drainer import republish
 from headwater.edge.streams import StreamSettings, ensure_streams
-from headwater.spool import Spool, list_spool_dirs
+from headwater.spool import Spool, SpoolUnavailable, list_spool_dirs
 
 from .options import data_dir_option, nats_url_option, option
 from .streams import connected, resolve_nats_url
@@ -38,7 +38,10 @@ def spool_dirs(base: str) -> list[Path]:
 
 @asynccontextmanager
 async def opened(directory: Path) -> AsyncIterator[Spool]:
-    spool = await Spool(directory).open()
+    try:
+        spool = await Spool(directory).open()
+    except SpoolUnavailable as exc:  # a full or failing disk: said, not a traceback
+        raise click.ClickException(str(exc)) from None
     try:
         yield spool
     finally:

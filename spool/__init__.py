@@ -6,7 +6,7 @@ Imports nothing of headwater: the edge builds on it, not the other way round.
 
 from .capacity import DiskUsage
 from .dirs import list_spool_dirs, worker_spool_dir
-from .errors import DrainLockNotHeld, SpoolClosed, SpoolError, SpoolFull, SpoolWriteError
+from .errors import DrainLockNotHeld, SpoolClosed, SpoolError, SpoolFull, SpoolUnavailable, SpoolWriteError
 from .format import SpooledEnvelope
 from .quarantine import QuarantinedEntry
 from .spool import Spool, SpoolConfig, SpoolStats
@@ -23,6 +23,7 @@ __all__ = [
     "SpoolError",
     "SpoolFull",
     "SpoolStats",
+    "SpoolUnavailable",
     "SpoolWriteError",
     "SpooledEnvelope",
     "list_spool_dirs",

@@ -23,6 +23,8 @@ from typing import Any, Final
 
 import diskcache  # type: ignore[import-untyped]
 
+from .dirs import DB_FILE, make_private_dir, make_private_file
+
 SETTINGS: Final[dict[str, Any]] = {
     "eviction_policy": "none",
     "size_limit": 2**62,
@@ -50,5 +52,13 @@ class SpoolDisk(diskcache.Disk):  # type: ignore[misc]
 def open_cache(directory: Path, timeout: float) -> Any:
     """Open (creating if needed) the diskcache `Cache` in `directory` with the spool settings.
 
-    The connection is per thread: use the cache from the thread that opened it."""
+    The connection is per thread: use the cache from the thread that opened it. The directory is
+    made 0700 and the database 0600 first: SQLite gives its -wal and -shm files the database's mode.
+    """
+    make_private_dir(directory)
+    make_private_file(directory / DB_FILE)  # an empty file is an empty SQLite database
+    for suffix in ("-wal", "-shm"):  # left by an earlier version or a crash, maybe with umask modes
+        side = directory / (DB_FILE + suffix)
+        if side.exists() and side.stat().st_mode & 0o777 != 0o600:
+            side.chmod(0o600)
     return diskcache.Cache(str(directory), timeout=timeout, disk=SpoolDisk, **SETTINGS)

@@ -53,6 +53,8 @@ class Capacity:
         self._free = 0
         self._sampled_at = -float("inf")
         self._full: FullReason | None = None
+        self._refused = 0  # size of the last append refused for a bound, until one is accepted
+        self._floor = 0
 
     @property
     def stored_bytes(self) -> int:
@@ -67,13 +69,13 @@ class Capacity:
         headroom = self._sample(fresh=False)
         with self._lock:
             if self._stored + self._reserved + size > self._max_bytes:
-                self._note_full("max_bytes")
+                self._note_full("max_bytes", size)
                 raise SpoolFull(
                     "max_bytes",
                     f"spool holds {self._stored + self._reserved} of {self._max_bytes} bytes",
                 )
             if headroom - self._reserved - size < 0:
-                self._note_full("disk")
+                self._note_full("disk", size)
                 raise SpoolFull("disk", f"filesystem of {self._directory} is at its free-space watermark")
             self._reserved += size
             self._note_writable()
@@ -88,7 +90,7 @@ class Capacity:
             admitted.append(fits)
         if not all(admitted):
             with self._lock:
-                self._note_full("disk")
+                self._note_full("disk", min(s for s, ok in zip(sizes, admitted, strict=True) if not ok))
         return admitted
 
     def settle(self, released: int, stored_bytes: int | None) -> None:
@@ -98,11 +100,36 @@ class Capacity:
             if stored_bytes is not None:
                 self._stored = stored_bytes
 
+    @property
+    def full_reason(self) -> FullReason | None:
+        """Why the last append was refused, until one is accepted again."""
+        return self._full
+
     def writable(self) -> bool:
-        """Would a small append be accepted now (for /readyz)."""
+        """Would an append be accepted now (for /readyz): one byte, or after a refusal one as large
+        as the refused envelope, so that a spool full to a few bytes is not reported ready."""
         headroom = self._sample(fresh=False)
         with self._lock:
-            return self._stored + self._reserved < self._max_bytes and headroom - self._reserved > 0
+            need = max(1, self._refused)
+            return (
+                self._stored + self._reserved + need <= self._max_bytes and headroom - self._reserved >= need
+            )
+
+    def check_watermark(self) -> None:
+        """At open: say at once (one warning) when the filesystem is already below the watermark,
+        rather than only at the first refused append."""
+        headroom = self._sample(fresh=True)
+        if headroom <= 0:
+            with self._lock:
+                self._full = "disk"
+            log.warning(
+                "spool %s refuses appends from the start: its filesystem has %d bytes free, at or below "
+                "the free-space watermark of %d bytes (free space, or lower --spool-min-free-bytes); "
+                "events are stored only while JetStream answers",
+                self._directory,
+                self._free,
+                self._floor,
+            )
 
     def _sample(self, *, fresh: bool) -> int:
         now = time.monotonic()
@@ -111,14 +138,17 @@ class Capacity:
             floor = max(int(total * self._min_free_ratio), self._min_free_bytes)
             with self._lock:
                 self._free, self._headroom, self._sampled_at = free, free - floor, now
+                self._floor = floor
         return self._headroom
 
-    def _note_full(self, reason: FullReason) -> None:
+    def _note_full(self, reason: FullReason, size: int) -> None:
+        self._refused = size
         if self._full != reason:
             log.warning("spool %s is full (%s): refusing appends", self._directory, reason)
             self._full = reason
 
     def _note_writable(self) -> None:
+        self._refused = 0
         if self._full is not None:
             log.info("spool %s accepts appends again", self._directory)
             self._full = None

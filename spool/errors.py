@@ -25,6 +25,11 @@ class SpoolWriteError(SpoolError):
     """The envelope was NOT stored: the write transaction failed (I/O error, database locked)."""
 
 
+class SpoolUnavailable(SpoolError):
+    """The spool's directory or database could not be opened, read or changed (a full or failing
+    disk: ENOSPC, SQLite's "disk I/O error"). Nothing was lost; retry later."""
+
+
 class SpoolClosed(SpoolError):
     """The spool is not open (not opened yet, or already closed)."""
 

@@ -30,8 +30,10 @@ class DirLock:
         """Take the lock if no one holds it; True if this object holds it now."""
         if self._fd is not None:
             return True
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
+            if os.fstat(fd).st_mode & 0o777 != 0o600:  # the umask's, or an older version's mode
+                os.fchmod(fd, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
@@ -39,9 +41,12 @@ class DirLock:
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as exc:  # a full disk: the flock is the lock, the pid only a diagnosis
+            log.debug("could not write the pid into %s: %r", self.path, exc)
         log.debug("acquired %s", self.path)
         return True
 

@@ -18,22 +18,32 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 from .backend import Timeout
 from .capacity import Capacity, DiskUsageFn
-from .dirs import DRAIN_LOCK_FILE
-from .errors import DrainLockNotHeld, SpoolClosed, SpoolError, SpoolFull, SpoolWriteError
+from .dirs import DRAIN_LOCK_FILE, make_private_dir
+from .errors import (
+    DrainLockNotHeld,
+    FullReason,
+    SpoolClosed,
+    SpoolError,
+    SpoolFull,
+    SpoolUnavailable,
+    SpoolWriteError,
+)
 from .format import SpooledEnvelope, key_time_ns, record_size
 from .locks import DirLock
 from .store import Counts, ExportRecord, Store
 from .writer import AppendJob, GroupWriter
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +96,10 @@ class SpoolStats:
     transactions: int
     """Group-commit transactions (appended / transactions = mean group size)."""
     largest_group: int
+    full: FullReason | None = None
+    """Why the last append was refused (``max_bytes``, ``disk``), until one is accepted again."""
+    opened: bool = True
+    """False while the spool could not be opened (its directory or disk failing)."""
 
 
 class _Counters:
@@ -116,25 +130,32 @@ class Spool:
         self._leases: set[str] = set()
         self._lease_lock = threading.Lock()
         self._lock_generation = 0
+        self._writes_failing = False  # the writer thread's: log a failing disk once
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def open(self) -> Spool:
-        """Open (creating if needed) the directory; entries left by an earlier run are kept."""
+        """Open (creating if needed) the directory; entries left by an earlier run are kept.
+
+        Raises SpoolUnavailable when the directory or database cannot be opened (a full or failing
+        disk); nothing is changed then, and `open` may be called again later."""
         if self._writer is not None:
             return self
-        self.directory.mkdir(parents=True, exist_ok=True)
         writer = GroupWriter(
             f"spool-writer:{self.directory.name}", self._write_group, self._drop_jobs, self.config.max_batch
         )
         try:
+            await writer.call(lambda: make_private_dir(self.directory))
             self._store = await writer.call(lambda: Store(self.directory, self.config.sqlite_timeout))
             await writer.call(self._refresh_counts)
-        except BaseException:
+        except BaseException as exc:
             await writer.stop(self._close_store)
+            if isinstance(exc, Exception) and not isinstance(exc, SpoolError):
+                raise SpoolUnavailable(f"spool {self.directory} cannot be opened: {exc!r}") from exc
             raise
         self._slots = asyncio.Semaphore(self.config.max_pending)
         self._writer = writer
+        self._capacity.check_watermark()
         log.info(
             "spool %s open: %d entries, %d bytes, %d quarantined",
             self.directory,
@@ -193,6 +214,10 @@ class Spool:
         finally:
             slots.release()
 
+    @property
+    def is_open(self) -> bool:
+        return self._writer is not None
+
     def writable(self) -> bool:
         """True when an append would currently be accepted (not at either bound)."""
         return self._writer is not None and self._capacity.writable()
@@ -202,7 +227,10 @@ class Spool:
     def try_acquire_drain_lock(self) -> bool:
         """Take ``<dir>/drain.lock`` (exclusive across processes, non-blocking). Every drainer of
         this directory must hold it; drainers sharing this `Spool` share the lock and the leases."""
-        return self._drain_lock.try_acquire()
+        try:
+            return self._drain_lock.try_acquire()
+        except OSError as exc:
+            raise SpoolUnavailable(f"spool {self.directory}: cannot take the drain lock: {exc!r}") from exc
 
     def release_drain_lock(self) -> None:
         """Give the directory to other drainers; forgets this instance's leases."""
@@ -221,13 +249,15 @@ class Spool:
         if n <= 0:
             raise ValueError("n must be positive")
         writer = self._require_drainer()
-        return await writer.call(lambda: self._peek(n))
+        return await _unavailable_on_io_error(writer.call(lambda: self._peek(n)), self.directory)
 
     async def remove(self, keys: Iterable[str]) -> int:
-        """Delete envelopes (after JetStream acknowledged them) in one transaction; how many."""
+        """Delete envelopes (after JetStream acknowledged them) in one transaction; how many.
+        Raises SpoolUnavailable when the database cannot change (a full disk); the envelopes stay
+        leased to the caller, who `release`s them."""
         writer = self._require_drainer()
         wanted = list(keys)
-        return await writer.call(lambda: self._remove(wanted))
+        return await _unavailable_on_io_error(writer.call(lambda: self._remove(wanted)), self.directory)
 
     def release(self, keys: Iterable[str]) -> None:
         """Return leased envelopes unremoved (their publish failed): the next peek hands them out
@@ -264,6 +294,8 @@ class Spool:
             failed=c.failed,
             transactions=c.transactions,
             largest_group=c.largest_group,
+            full=self._capacity.full_reason,
+            opened=writer is not None,
         )
 
     async def export(self, chunk: int = 256) -> AsyncIterator[ExportRecord]:
@@ -295,16 +327,34 @@ class Spool:
                 outcomes.append(
                     next(keys) if ok else SpoolFull("disk", "filesystem is at its free-space watermark")
                 )
+            if accepted and self._writes_failing:
+                self._writes_failing = False
+                log.info("spool %s: writes succeed again", self.directory)
             with self._counters.lock:
                 self._counters.appended += len(accepted)
                 self._counters.transactions += bool(accepted)
                 self._counters.largest_group = max(self._counters.largest_group, len(accepted))
         except Exception as exc:
-            _log_write_error(exc, len(jobs))
+            self._log_write_error(exc, len(jobs))
             outcomes = [_write_error(exc) for _ in jobs]
         finally:
             self._refresh_counts(released=sum(job.size for job in jobs))
         return outcomes
+
+    def _log_write_error(self, exc: Exception, n: int) -> None:
+        """One error line when writes start failing (a failing disk fails every group), not one per
+        group; the rest at debug level until a write succeeds again."""
+        if self._writes_failing:
+            log.debug("spool %s: write of %d envelopes failed: %r", self.directory, n, exc)
+            return
+        self._writes_failing = True
+        log.error(
+            "spool %s: write of %d envelopes failed: %r; appends fail (503) until a write succeeds",
+            self.directory,
+            n,
+            exc,
+            exc_info=not isinstance(exc, (Timeout, sqlite3.OperationalError)),
+        )
 
     def _drop_jobs(self, jobs: list[AppendJob]) -> None:
         self._capacity.settle(sum(job.size for job in jobs), None)
@@ -381,8 +431,11 @@ class Spool:
             self._counters.failed += failed
 
 
-def _log_write_error(exc: Exception, n: int) -> None:
-    log.error("spool write of %d envelopes failed: %r", n, exc, exc_info=not isinstance(exc, Timeout))
+async def _unavailable_on_io_error(call: Awaitable[T], directory: Path) -> T:
+    try:
+        return await call
+    except (OSError, sqlite3.Error, Timeout) as exc:
+        raise SpoolUnavailable(f"spool {directory}: {exc}") from exc
 
 
 def _write_error(exc: Exception) -> SpoolError:

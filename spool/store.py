@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .backend import Timeout, open_cache
-from .dirs import QUARANTINE_DIR
+from .dirs import QUARANTINE_DIR, make_private_dir
 from .format import KeyClock, RecordError, SpooledEnvelope, decode, encode, parse_key
 from .quarantine import Quarantine
 
@@ -71,11 +71,15 @@ class Store:
     def __init__(
         self, directory: Path, sqlite_timeout: float, clock_ns: Callable[[], int] = time.time_ns
     ) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
+        make_private_dir(directory)
         self.directory = directory
         self._clock_ns = clock_ns
         self._cache: Any = open_cache(directory, sqlite_timeout)
-        self.quarantine = Quarantine(directory / QUARANTINE_DIR, sqlite_timeout)
+        try:
+            self.quarantine = Quarantine(directory / QUARANTINE_DIR, sqlite_timeout)
+        except BaseException:
+            self._cache.close()  # an open that fails half-way (full disk) holds nothing open
+            raise
         self._keys = KeyClock(os.getpid(), next(self._cache.iterkeys(reverse=True), None))
 
     def counts(self) -> Counts:

@@ -160,6 +160,10 @@ def test_up_curl_query_stop_restart(data_dir: Path) -> None:
         locked = again.run(f"headwater query {embedded} 'SELECT 1'")
         assert locked.returncode != 0
         assert "query through it" in locked.stderr, locked.stderr
+        # The query API under `up` cannot reach ingestion nor leave its project's database.
+        for sql in ("KILL QUERY WHERE query_kind = 'Insert' ASYNC", "SELECT name FROM system.databases"):
+            refused = again.run(f'headwater query --data-dir {data_dir} --project demo "{sql}"')
+            assert refused.returncode != 0 and "query_not_allowed" in refused.stderr, refused.stderr
     finally:
         assert again.stop(signal.SIGINT) == 0
 

@@ -1,0 +1,35 @@
+"""`bench/faults.py` runs end to end: its baseline scenario starts a real stack (nats-server,
+control, edge, consumer on the embedded engine), sends events and counts every acknowledged one
+stored. The fault scenarios take minutes each and run with the benchmarks, not here; each fault has
+its own test.
+
+A smoke test only: nothing here asserts a speed (benchmarks measure, tests do not time).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+
+def test_fault_drill_baseline_counts_every_acknowledged_event_stored() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "faults.py"), "--quick", "--only", "baseline"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    [row] = [line for line in result.stdout.splitlines() if line.startswith("| baseline ")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    requests, acknowledged, stored, lost, doubled = (int(c.replace(",", "")) for c in cells[2:7])
+    assert requests > 0 and acknowledged > 0
+    assert (stored, lost, doubled) == (acknowledged, 0, 0)
