@@ -7,7 +7,7 @@ A body nesting deeper than any API accepts is refused before a decoder sees it.
 
 from __future__ import annotations
 
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"{}[]")
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'{}[]"')
 _OPENERS = frozenset(b"{[")
 
 
@@ -35,6 +35,8 @@ def nesting_exceeds(data: bytes, limit: int) -> bool:
 
 def _brackets_outside_strings(data: bytes) -> bytes:
     """The brackets of `data` that are not inside a string. Escaped backslashes go first, then
-    escaped quotes, so what is left of `"` delimits strings; every other piece is outside one."""
+    escaped quotes, so what is left of `"` delimits strings; everything but quotes and brackets is
+    then dropped (in C), and the pieces between quotes that are outside strings are kept."""
     unescaped = data.replace(b"\\\\", b"").replace(b'\\"', b"")
-    return b"".join(unescaped.split(b'"')[::2]).translate(None, _NOT_BRACKETS)
+    skeleton = unescaped.translate(None, _NOT_STRUCTURE)
+    return b"".join(skeleton.split(b'"')[::2])
