@@ -8,6 +8,7 @@ from typing import Any
 from quart import Blueprint, Quart, Response, g, request
 
 from .auth import authenticate_admin
+from .authfailures import AuthFailureLimits, AuthFailures
 from .errors import APIError
 from .http import (
     ReadinessCheck,
@@ -71,9 +72,17 @@ def create_app(
 
     api = Blueprint("v1", __name__, url_prefix="/v1")
 
+    auth_failures = AuthFailures("admin token", AuthFailureLimits(burst=settings.auth_failures_burst))
+
     @api.before_request
     async def require_admin() -> None:
-        g.actor = authenticate_admin(request.headers.get("Authorization"), settings.admin_tokens).name
+        auth_failures.check(request.remote_addr)  # a guesser is slowed down before any comparison
+        try:
+            g.actor = authenticate_admin(request.headers.get("Authorization"), settings.admin_tokens).name
+        except APIError as error:
+            if error.code == "invalid_admin_token":
+                auth_failures.failed(request.remote_addr, error.code)
+            raise
 
     @api.get("/openapi.json")
     async def openapi() -> Response:

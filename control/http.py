@@ -13,8 +13,13 @@ from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
 from .errors import APIError
+from .jsondepth import nesting_exceeds
 
 log = logging.getLogger(__name__)
+
+# The deepest request body the control API reads (project settings nest a few levels). Checked
+# before decoding: orjson decodes up to 1,024 levels, deeper than Python code can then walk.
+MAX_BODY_DEPTH = 32
 
 
 def new_app(import_name: str) -> Quart:
@@ -59,8 +64,11 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 async def read_json_object(field_hint: str | None = None) -> dict[str, Any]:
-    """The request body as a JSON object; 400 `invalid_json` otherwise."""
+    """The request body as a JSON object; 400 `invalid_json` otherwise, `too_deep` when it nests
+    deeper than MAX_BODY_DEPTH."""
     raw = await request.get_data(cache=True, as_text=False, parse_form_data=False)
+    if nesting_exceeds(raw, MAX_BODY_DEPTH):
+        raise APIError(400, "too_deep", f"the body nests deeper than {MAX_BODY_DEPTH} levels", field_hint)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -30,6 +30,7 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
         "invalid_if_match",
         "confirmation_required",
         "query_failed",
+        "too_deep",
         "query_syntax_error",
     ),
     401: ("missing_admin_token",),
@@ -39,7 +40,7 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
     412: ("revision_mismatch",),
     413: ("payload_too_large",),
     422: ("idempotency_key_reused", "query_too_expensive"),
-    429: ("too_many_queries",),
+    429: ("too_many_auth_failures", "too_many_queries"),
     503: ("clickhouse_unavailable",),
 }
 ERROR_DESCRIPTIONS = {
@@ -53,7 +54,8 @@ ERROR_DESCRIPTIONS = {
     413: "The request body is larger than the configured limit.",
     422: "The Idempotency-Key was used with a different request body (`idempotency_key_reused`), or "
     "the query exceeded its memory, time or result-row limit (`query_too_expensive`).",
-    429: "As many queries as the control plane allows are running; retry after `Retry-After` seconds.",
+    429: "Too many wrong admin tokens from this address (`too_many_auth_failures`), or as many queries "
+    "as the control plane allows are running (`too_many_queries`); retry after `Retry-After` seconds.",
     503: "ClickHouse cannot be reached.",
 }
 
@@ -410,7 +412,7 @@ def _schemas() -> dict[str, Schema]:
 def openapi_document() -> dict[str, Any]:
     from .app import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE  # app imports this module
 
-    admin_errors = _errors(401, 403)
+    admin_errors = _errors(401, 403, 429)
     no_auth: list[dict[str, list[str]]] = []
     return {
         "openapi": "3.1.0",
@@ -487,7 +489,7 @@ def openapi_document() -> dict[str, Any]:
                             "content": _json(_ref("CreatedProject")),
                             "links": _project_links("$response.body#/project/id"),
                         },
-                        **_errors(400, 401, 403, 409, 413, 422),
+                        **_errors(400, 401, 403, 409, 413, 422, 429),
                     },
                 },
                 "get": {
@@ -513,7 +515,7 @@ def openapi_document() -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": {"description": "A page of projects.", "content": _json(_ref("ProjectPage"))},
-                        **_errors(400, 401, 403),
+                        **_errors(400, 401, 403, 429),
                     },
                 },
             },
@@ -522,7 +524,7 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "operationId": "getProject",
                     "summary": "One project, with its revision",
-                    "responses": {"200": PROJECT_RESPONSE, **_errors(400, 401, 403, 404)},
+                    "responses": {"200": PROJECT_RESPONSE, **_errors(400, 401, 403, 404, 429)},
                 },
                 "patch": {
                     "operationId": "updateProject",
@@ -539,7 +541,7 @@ def openapi_document() -> dict[str, Any]:
                         }
                     ],
                     "requestBody": {"required": True, "content": _json(_ref("ProjectPatch"))},
-                    "responses": {"200": PROJECT_RESPONSE, **_errors(400, 401, 403, 404, 409, 412, 413)},
+                    "responses": {"200": PROJECT_RESPONSE, **_errors(400, 401, 403, 404, 409, 412, 413, 429)},
                 },
                 "delete": {
                     "operationId": "deleteProject",
@@ -567,7 +569,7 @@ def openapi_document() -> dict[str, Any]:
                             "headers": {"ETag": ETAG_HEADER},
                             "content": _json({"oneOf": [_ref("ProjectAnswer"), _ref("PurgedProject")]}),
                         },
-                        **_errors(400, 401, 403, 404, 409, 413),
+                        **_errors(400, 401, 403, 404, 409, 413, 429),
                     },
                 },
             },
@@ -583,7 +585,7 @@ def openapi_document() -> dict[str, Any]:
                             "headers": {"ETag": {**ETAG_HEADER, "required": True}},
                             "content": _json(_ref("RotatedKey")),
                         },
-                        **_errors(400, 401, 403, 404, 409, 413),
+                        **_errors(400, 401, 403, 404, 409, 413, 429),
                     },
                 },
             },

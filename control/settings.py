@@ -31,6 +31,9 @@ class ControlSettings:
     # PEM certificate chain and key: serve HTTPS (HTTP/2 and HTTP/1.1) instead of plain HTTP.
     tls_cert: str | None = None
     tls_key: str | None = None
+    # Wrong admin tokens a client address may send in a row before it is slowed down to one a
+    # second (control/authfailures.py).
+    auth_failures_burst: int = 20
 
     def __post_init__(self) -> None:
         if not self.admin_tokens:

@@ -33,6 +33,7 @@ def create_app(
     projects: ProjectView,
     readiness: ReadinessCheck,
     metrics: EdgeMetrics | None = None,
+    body_timeout_seconds: float | None = None,
 ) -> EdgeASGI:
     metrics = metrics or EdgeMetrics()
     quart = new_app(__name__)
@@ -45,4 +46,6 @@ def create_app(
 
     limiter = RateLimiter(settings.rate_limit_edges, settings.max_ip_buckets)
     service = IngestService(settings, sink, projects, limiter, metrics)
-    return EdgeASGI(settings, service, projects.any_project_allows, metrics, quart)
+    if body_timeout_seconds is not None:
+        quart.config["BODY_TIMEOUT"] = body_timeout_seconds
+    return EdgeASGI(settings, service, projects.any_project_allows, metrics, quart, body_timeout_seconds)

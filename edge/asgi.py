@@ -7,6 +7,7 @@ logic it was ~2.5x faster (docs/benchmarks.md). Health, readiness and metrics st
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -48,8 +49,12 @@ class EdgeASGI:
         origin_known: OriginCheck,
         metrics: EdgeMetrics,
         fallback: ASGIApp,
+        body_timeout_seconds: float | None = None,
     ) -> None:
         self._settings = settings
+        # The whole body must arrive within this after the request reached the app (the HTTP server
+        # may bound it too; hypercorn, serving HTTPS, does not).
+        self._body_timeout = body_timeout_seconds
         self._service = service
         self._origin_known = origin_known
         self._metrics = metrics
@@ -117,20 +122,16 @@ class EdgeASGI:
         declared = headers.get("content-length")
         if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
             raise too_large  # refused before reading a byte of it
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise IngestError(400, "client_disconnected", "the client went away")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        try:
+            async with asyncio.timeout(self._body_timeout):
+                body = await _receive_body(receive, limit, too_large)
+        except TimeoutError:
+            raise IngestError(
+                408,
+                "body_timeout",
+                f"the request body must arrive within {self._body_timeout:g} s",
+                headers={"Connection": "close"},
+            ) from None
         encoding = headers.get("content-encoding", "identity").strip().lower()
         if encoding in ("identity", ""):
             return body
@@ -159,6 +160,22 @@ class EdgeASGI:
         )
         await send({"type": "http.response.body", "body": b""})
         return 204
+
+
+async def _receive_body(receive: Receive, limit: int, too_large: IngestError) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise IngestError(400, "client_disconnected", "the client went away")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import orjson
 from msgspec import UNSET, Raw
 
+from headwater.control.authfailures import AuthFailures
 from headwater.control.project import Project, iso
 from headwater.control.registry import KeyMatch, StaleConfig
 
@@ -122,6 +123,11 @@ def cors_headers(origin: str) -> dict[str, str]:
     }
 
 
+# Authentication failures that may be someone guessing keys (a missing key, or a valid key from the
+# wrong origin, is a misconfiguration: not counted).
+_GUESSES = frozenset({"unknown_key", "invalid_authorization"})
+
+
 class IngestService:
     def __init__(
         self,
@@ -131,6 +137,7 @@ class IngestService:
         limiter: RateLimiter,
         metrics: EdgeMetrics,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        auth_failures: AuthFailures | None = None,
     ) -> None:
         self._settings = settings
         self._sink = sink
@@ -139,8 +146,19 @@ class IngestService:
         self._metrics = metrics
         self._clock = clock
         self._limits = Limits(settings.max_event_bytes, settings.max_nesting_depth)
+        self._auth_failures = auth_failures or AuthFailures("write key")
 
     async def ingest(self, request: IngestRequest) -> IngestResult:
+        # A client that keeps sending wrong keys is slowed down before its body is even read.
+        wait = self._auth_failures.retry_after(request.client_ip)
+        if wait > 0:
+            seconds = max(math.ceil(wait), 1)
+            raise IngestError(
+                429,
+                "too_many_auth_failures",
+                f"too many unknown write keys from this address; retry in {seconds} s",
+                headers={"Retry-After": str(seconds)},
+            )
         body = read_body(request.kind, request.body, self._limits)
         try:
             match = authorize(self._keys, extract_write_key(request, body.write_key), request.origin)
@@ -151,6 +169,10 @@ class IngestService:
                 f"events cannot be accepted right now ({exc}); retry later",
                 headers={"Retry-After": str(self._settings.retry_after_seconds)},
             ) from None
+        except IngestError as error:
+            if error.code in _GUESSES:
+                self._auth_failures.failed(request.client_ip, error.code)
+            raise
         project = match.project
         if body.repaired:
             self._metrics.utf8_repaired.labels(project.id).inc()
@@ -215,8 +237,9 @@ class IngestService:
         started = time.perf_counter()
         try:
             json_bytes, stored_bytes = await self._publish(envelope)
-        except SinkUnavailable:
-            log.warning("publish failed; answering 503", exc_info=True)
+        except SinkUnavailable as exc:
+            # One line with the reason: an outage answers many requests, each a traceback was noise.
+            log.warning("answering 503 to request %s: %s", request.request_id, exc)
             raise IngestError(
                 503,
                 "unavailable",

@@ -11,6 +11,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from headwater.control.clientnet import client_network
 from headwater.control.project import Project
 
 
@@ -63,7 +64,8 @@ class RateLimiter:
             self._projects[project.id] = bucket
             buckets.append((bucket, min(events, bucket.capacity)))
         if limits.ip_events_per_second is not None and client_ip is not None:
-            key = (project.id, client_ip)
+            # An IPv6 client by its /64: rotating addresses inside it must not buy fresh buckets.
+            key = (project.id, client_network(client_ip))
             bucket = self._bucket(self._ips.get(key), limits.ip_events_per_second, limits.burst_seconds, now)
             self._ips[key] = bucket
             self._ips.move_to_end(key)

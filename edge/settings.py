@@ -57,5 +57,7 @@ class EdgeSettings:
             raise ValueError("rate_limit_edges must be at least 1")
         if self.max_event_bytes > self.max_body_bytes:
             raise ValueError("max_event_bytes cannot exceed max_body_bytes")
+        if not 2 <= self.max_nesting_depth <= 254:
+            raise ValueError("max_nesting_depth must be between 2 and 254 (a body may nest 256 levels)")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("a TLS certificate needs its key, and a key its certificate")

@@ -22,6 +22,8 @@ import msgspec
 import orjson
 from msgspec import UNSET, Raw, UnsetType
 
+from headwater.control.jsondepth import nesting_exceeds
+
 from .envelope import utf8_repaired
 from .errors import IngestError
 from .ids import next_message_id
@@ -33,6 +35,10 @@ _EVENT_TYPES = frozenset(EVENT_TYPES)
 BATCH = "batch"
 _OPEN_OBJECT, _OPEN_ARRAY = ord("{"), ord("[")
 _from_iso = datetime.fromisoformat
+# The deepest body any request may be, checked before decoding (control/jsondepth.py): a batch's
+# two levels around events that nest at most --max-nesting-depth (254 at most) levels. Deeper
+# events in a shallower body are refused one by one with `too_deep`, as before.
+MAX_BODY_DEPTH = 256
 
 
 class SegmentEvent(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True, gc=False):
@@ -106,8 +112,11 @@ class RequestBody:
 
 def read_body(kind: str, data: bytes, limits: Limits) -> RequestBody:
     """The body of a request to /v1/<kind> (an event type, or "batch"); IngestError 400
-    `invalid_json` when it is not a JSON object. Bytes that are not UTF-8 are replaced by U+FFFD
-    first (envelope.utf8_repaired): what the edge accepts, a consumer can always decode."""
+    `invalid_json` when it is not a JSON object, `too_deep` when it nests deeper than any request may
+    (measured before decoding). Bytes that are not UTF-8 are replaced by U+FFFD first
+    (envelope.utf8_repaired): what the edge accepts, a consumer can always decode."""
+    if nesting_exceeds(data, MAX_BODY_DEPTH):
+        raise IngestError(400, "too_deep", f"the body nests deeper than {MAX_BODY_DEPTH} levels")
     repaired = utf8_repaired(data)
     body = _read_body(kind, repaired, limits)
     return body if repaired is data else replace(body, repaired=True)

@@ -17,6 +17,7 @@ from headwater.edge.settings import EdgeSettings
 from headwater.edge.streams import StreamSettings
 from headwater.spool import worker_spool_dir
 
+from .httplimits import HTTPLimits
 from .logs import parse_log_levels
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -213,7 +214,7 @@ def edge_options(command: F) -> F:
         ),
         option("--max-batch-events", env="HEADWATER_MAX_BATCH_EVENTS", default=2500, type=click.IntRange(1)),
         option(
-            "--max-nesting-depth", env="HEADWATER_MAX_NESTING_DEPTH", default=32, type=click.IntRange(2, 1000)
+            "--max-nesting-depth", env="HEADWATER_MAX_NESTING_DEPTH", default=32, type=click.IntRange(2, 254)
         ),
         option(
             "--publish-timeout",
@@ -536,3 +537,63 @@ def query_options(command: F) -> F:
     ):
         command = decorator(command)
     return command
+
+
+# -- HTTP limits of the edge and control servers: `HTTPLimits` --------------------------------------
+
+
+def http_limit_options(command: F) -> F:
+    """Header, head-time and body-time limits of the edge's and the control API's HTTP servers."""
+    defaults = HTTPLimits()
+    decorators = [
+        option(
+            "--max-header-bytes",
+            env="HEADWATER_MAX_HEADER_BYTES",
+            default=defaults.max_header_bytes,
+            type=click.IntRange(1024),
+            help="Most bytes of a request line and its header fields; more is refused with 431.",
+        ),
+        option(
+            "--max-headers",
+            env="HEADWATER_MAX_HEADERS",
+            default=defaults.max_headers,
+            type=click.IntRange(8),
+            help="Most header fields in a request; more is refused with 431.",
+        ),
+        option(
+            "--header-timeout",
+            env="HEADWATER_HEADER_TIMEOUT",
+            default=defaults.header_timeout_seconds,
+            type=click.FloatRange(0.1, 600),
+            help="Seconds a client has to send a request's head, from connecting (or its first byte "
+            "after a keep-alive pause); then 408 and the connection is closed.",
+        ),
+        option(
+            "--body-timeout",
+            env="HEADWATER_BODY_TIMEOUT",
+            default=defaults.body_timeout_seconds,
+            type=click.FloatRange(0.1, 3600),
+            help="Seconds a client has to send a request's whole body after its head; then 408.",
+        ),
+        option(
+            "--keep-alive-timeout",
+            env="HEADWATER_KEEP_ALIVE_TIMEOUT",
+            default=defaults.keep_alive_seconds,
+            type=click.IntRange(1, 3600),
+            help="Seconds an idle connection is kept open between requests.",
+        ),
+    ]
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
+def http_limits(flags: dict[str, Any]) -> HTTPLimits:
+    """HTTPLimits from the flags of `http_limit_options`, taken out of `flags`."""
+    return HTTPLimits(
+        max_header_bytes=flags.pop("max_header_bytes"),
+        max_headers=flags.pop("max_headers"),
+        header_timeout_seconds=flags.pop("header_timeout"),
+        body_timeout_seconds=flags.pop("body_timeout"),
+        keep_alive_seconds=flags.pop("keep_alive_timeout"),
+    )

@@ -55,6 +55,7 @@ from headwater.edge.streams import StreamSettings, ensure_streams, purge_project
 from headwater.edge.subjects import EVENTS_STREAM
 from headwater.spool import Spool, SpoolConfig
 
+from .httplimits import DEFAULT_HTTP_LIMITS, HTTPLimits, protocol_for
 from .loop import StackFailure
 from .natsconn import ConnectionEvents, connect_nats, connect_nats_in_background
 from .tlsserver import TLSServer, server_context
@@ -74,6 +75,8 @@ class StackSettings:
     control: ControlSettings | None = None
     consumer: ConsumerSettings | None = None
     clickhouse_url: str | None = None
+    # Header, head-time and body-time limits of the edge and control HTTP servers.
+    http: HTTPLimits = DEFAULT_HTTP_LIMITS
 
 
 async def _logged(what: str, awaitable: Awaitable[object]) -> None:
@@ -195,7 +198,9 @@ class Stack:
             assert self.registry is not None
             metrics = EdgeMetrics()
             sink = await self._edge_sink(js, s.edge, metrics)
-            edge_app = create_edge_app(s.edge, sink, self.registry, self._edge_readiness, metrics)
+            edge_app = create_edge_app(
+                s.edge, sink, self.registry, self._edge_readiness, metrics, s.http.body_timeout_seconds
+            )
             tls = _tls_files(s.edge.tls_cert, s.edge.tls_key)
             self.edge_url = await self._serve(
                 edge_app, s.edge.host, s.edge.port, "edge", s.edge.reuse_port, tls
@@ -231,6 +236,8 @@ class Stack:
             control_app = create_control_app(
                 s.control, self.store, self.service, self.queries, self._nats_readiness
             )
+            # Quart's own deadline for reading a body (uvicorn's protocol bounds it too; hypercorn not).
+            control_app.config["BODY_TIMEOUT"] = s.http.body_timeout_seconds
             tls = _tls_files(s.control.tls_cert, s.control.tls_key)
             self.control_url = await self._serve(
                 control_app, s.control.host, s.control.port, "control", tls=tls
@@ -496,7 +503,8 @@ class Stack:
         context = None if tls is None else server_context(*tls)  # a bad file fails before binding
         sock = bind(host, port, reuse_port, role)
         self._sockets.append(sock)
-        server: _HTTPServer = _uvicorn(app) if context is None else TLSServer(app, context)
+        limits = self.settings.http
+        server: _HTTPServer = _uvicorn(app, limits) if context is None else TLSServer(app, context, limits)
         task = asyncio.create_task(server.serve(sockets=[sock]), name=f"{role}-server")
         while not server.started:
             if task.done():
@@ -510,9 +518,11 @@ class Stack:
         return url
 
 
-def _uvicorn(app: ASGIApp) -> _Server:
+def _uvicorn(app: ASGIApp, limits: HTTPLimits) -> _Server:
     config = uvicorn.Config(
         app,
+        http=protocol_for(limits),
+        timeout_keep_alive=limits.keep_alive_seconds,
         log_config=None,
         access_log=False,
         lifespan="on",

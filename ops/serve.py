@@ -24,6 +24,8 @@ from .options import (
     edge_options,
     edge_settings,
     host_option,
+    http_limit_options,
+    http_limits,
     log_format_option,
     log_level_option,
     nats_url_option,
@@ -88,6 +90,7 @@ DEFAULT_SPOOL_DIR = ".headwater/spool"
 @tls_options
 @stream_options
 @edge_options
+@http_limit_options
 @log_level_option
 @log_format_option
 def serve(
@@ -125,6 +128,7 @@ def serve(
     """
     logging_setup = (log_level, log_format or "json", role)
     configure_logging(*logging_setup)
+    limits = http_limits(edge_flags)
     if not nats_url:
         raise click.UsageError("--nats-url (or HEADWATER_NATS_URL) is required")
     if role in ("control", "consumer") and not clickhouse_url:
@@ -181,6 +185,7 @@ def serve(
         edge=edge,
         control=control,
         consumer=consumer,
+        http=limits,
     )
 
     if workers > 1:

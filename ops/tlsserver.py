@@ -29,6 +29,7 @@ from hypercorn.utils import wrap_app
 from headwater.control.tasks import cancel_and_wait
 
 from .h2compat import H2Exchange
+from .httplimits import DEFAULT_HTTP_LIMITS, HTTPLimits
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,10 @@ class TLSServer:
     (pgjones/hypercorn#202). Here the wait for the client's close_notify is short and expected.
     """
 
-    def __init__(self, app: ASGIApp, context: ssl.SSLContext) -> None:
+    def __init__(
+        self, app: ASGIApp, context: ssl.SSLContext, limits: HTTPLimits = DEFAULT_HTTP_LIMITS
+    ) -> None:
+        self._limits = limits
         self._app = wrap_app(self._wrapped, Config.wsgi_max_body_size, "asgi")
         self._inner = app
         self._context = context
@@ -124,7 +128,7 @@ class TLSServer:
 
     async def serve(self, sockets: list[socket.socket]) -> None:
         loop = asyncio.get_running_loop()
-        config = _config()
+        config = _config(self._limits)
         state: dict[str, Any] = {}
         lifespan = Lifespan(self._app, config, loop, state)
         lifespan_task = loop.create_task(lifespan.handle_lifespan())
@@ -189,8 +193,15 @@ class TLSServer:
             await self._inner(scope, receive, send)
 
 
-def _config() -> Config:
+def _config(limits: HTTPLimits) -> Config:
     config = Config()
+    # hypercorn's own limits for what ops/httplimits.py adds to uvicorn: h11 refuses a larger head
+    # with 431 (its size also bounds the count of fields), and a connection without a request in
+    # flight, a slowly sent head included, is closed after the keep-alive time. (Its read_timeout
+    # is per read and would also cut off a client waiting for a long query: not used.)
+    config.h11_max_incomplete_size = limits.max_header_bytes
+    config.h2_max_header_list_size = limits.max_header_bytes
+    config.keep_alive_timeout = limits.keep_alive_seconds
     config.include_server_header = False
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")  # our handlers and format

@@ -30,6 +30,8 @@ from .options import (
     edge_options,
     edge_settings,
     host_option,
+    http_limit_options,
+    http_limits,
     log_format_option,
     log_level_option,
     nats_url_option,
@@ -67,6 +69,7 @@ SAMPLE_QUERY = (
 @clickhouse_url_option
 @tls_options
 @edge_options
+@http_limit_options
 @log_level_option
 @log_format_option
 def up(
@@ -90,6 +93,7 @@ def up(
     """
     configure_logging(log_level, log_format or "text", "up")
     tls = tls_files(tls_cert, tls_key)
+    limits = http_limits(edge_flags)
     data = DataDir(Path(data_dir))
     data.create()
     try:
@@ -126,6 +130,7 @@ def up(
                 tls_key=tls[1] if tls else None,
             ),
             consumer=ConsumerSettings(clickhouse_url=clickhouse_url),
+            http=limits,
         )
 
         async def main(stop: asyncio.Event) -> None:

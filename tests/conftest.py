@@ -28,6 +28,7 @@ from headwater.control.migrations import apply_migrations
 from headwater.control.settings import AdminToken, ControlSettings
 from headwater.edge.settings import EdgeSettings
 from headwater.edge.streams import StreamSettings, ensure_streams
+from headwater.ops.httplimits import HTTPLimits
 from headwater.ops.natsconn import connect_nats
 from headwater.ops.natsserver import NatsServerProcess
 from headwater.ops.runtime import Stack, StackSettings
@@ -106,6 +107,7 @@ async def make_stack(nats_server: NatsServerProcess, clickhouse_url: str) -> Asy
         edge: bool | EdgeSettings = False,
         control: bool | ControlSettings = False,
         consumer: bool | ConsumerSettings = False,
+        http: HTTPLimits | None = None,
     ) -> Stack:
         edge_settings = edge if isinstance(edge, EdgeSettings) else EdgeSettings(port=0) if edge else None
         consumer_settings = (
@@ -132,6 +134,7 @@ async def make_stack(nats_server: NatsServerProcess, clickhouse_url: str) -> Asy
                 edge=edge_settings,
                 control=control_settings,
                 consumer=consumer_settings,
+                http=http or HTTPLimits(),
             )
         )
         stacks.append(stack)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
 import re
 import socket
 from datetime import UTC, datetime, timedelta
@@ -486,6 +487,22 @@ async def test_no_2xx_when_jetstream_cannot_acknowledge(
     assert response.status_code == 503
     assert response.json()["code"] == "unavailable"
     assert int(response.headers["Retry-After"]) > 0
+
+
+async def test_a_503_logs_one_line_with_its_reason(
+    stack: Stack,
+    http: httpx.AsyncClient,
+    keys: dict[str, str],
+    nats_server: NatsServerProcess,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    nats_server.kill()
+    with caplog.at_level(logging.WARNING, logger="headwater.edge.ingest"):
+        response = await post(http, stack, "track", track_event(), basic_auth(keys["secret"]))
+    assert response.status_code == 503
+    [record] = [r for r in caplog.records if r.name == "headwater.edge.ingest"]
+    assert record.exc_info is None and "\n" not in record.getMessage()
+    assert "answering 503" in record.getMessage() and "JetStream" in record.getMessage()
 
 
 async def test_metrics_count_requests_and_events(

@@ -32,7 +32,7 @@ import hypothesis
 import pytest
 import requests
 import schemathesis
-from hw_testing import admin_headers
+from hw_testing import ADMIN_TOKEN, admin_headers
 from hypothesis import HealthCheck, Phase
 from hypothesis import strategies as st
 from schemathesis import APIOperation, Case, GenerationMode
@@ -53,6 +53,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from headwater.control.openapi import openapi_document
+from headwater.control.settings import AdminToken, ControlSettings
 from headwater.ops.runtime import Stack
 
 pytestmark = pytest.mark.services
@@ -274,9 +275,17 @@ async def seed(stack: Stack, http: httpx.AsyncClient) -> None:
 
 
 @pytest.fixture
-async def control(make_stack, http: httpx.AsyncClient) -> Stack:  # type: ignore[no-untyped-def]
+async def control(make_stack, http: httpx.AsyncClient, clickhouse_url: str) -> Stack:  # type: ignore[no-untyped-def]
     """A control plane with no project."""
-    stack: Stack = await make_stack(control=True)
+    # The fuzzer sends many wrong tokens on purpose: never slow it down (tests/test_auth_failures.py
+    # covers the slow-down).
+    settings = ControlSettings(
+        clickhouse_url=clickhouse_url,
+        admin_tokens=(AdminToken("tests", ADMIN_TOKEN),),
+        port=0,
+        auth_failures_burst=1_000_000,
+    )
+    stack: Stack = await make_stack(control=settings)
     return stack
 
 
