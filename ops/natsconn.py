@@ -9,6 +9,7 @@ from typing import Protocol
 import click
 import nats
 from nats.aio.client import Client
+from .natsauth import NatsAuth, redact_nats_url
 from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, wait_exponential, wait_random
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,9 @@ class ConnectionEvents:
             listener.on_reconnected()
 
 
-async def connect_nats(url: str, name: str, events: ConnectionEvents | None = None) -> Client:
+async def connect_nats(
+    url: str, name: str, events: ConnectionEvents | None = None, auth: NatsAuth | None = None
+) -> Client:
     """Connect, retrying the first connection until it succeeds; later outages of any length are
     survived (nats-py's default gives up after 60 attempts, about two minutes)."""
     events = events or ConnectionEvents()
@@ -85,6 +88,7 @@ async def connect_nats(url: str, name: str, events: ConnectionEvents | None = No
                 disconnected_cb=on_disconnected,
                 reconnected_cb=on_reconnected,
                 closed_cb=on_closed,
+                **(auth or NatsAuth()).connect_options(),
             )
             connection.append(client)
             return client
@@ -94,12 +98,12 @@ async def connect_nats(url: str, name: str, events: ConnectionEvents | None = No
 COMMAND_CONNECT_TIMEOUT_SECONDS = 15.0
 
 
-async def connect_for_command(url: str, name: str) -> Client:
+async def connect_for_command(url: str, name: str, auth: NatsAuth | None = None) -> Client:
     """A connection for a one-shot command: retried like a role's, but given up after
     COMMAND_CONNECT_TIMEOUT_SECONDS with a clear error instead of waiting forever."""
     try:
-        return await asyncio.wait_for(connect_nats(url, name), COMMAND_CONNECT_TIMEOUT_SECONDS)
+        return await asyncio.wait_for(connect_nats(url, name, auth=auth), COMMAND_CONNECT_TIMEOUT_SECONDS)
     except TimeoutError:
         raise click.ClickException(
-            f"cannot connect to NATS at {url} within {COMMAND_CONNECT_TIMEOUT_SECONDS:g} s"
+            f"cannot connect to NATS at {redact_nats_url(url)} within {COMMAND_CONNECT_TIMEOUT_SECONDS:g} s"
         ) from None

@@ -49,6 +49,7 @@ from headwater.edge.subjects import EVENTS_STREAM
 from headwater.spool import Spool, SpoolConfig
 
 from .loop import StackFailure
+from .natsauth import NatsAuth
 from .natsconn import ConnectionEvents, connect_nats
 from .tlsserver import TLSServer, server_context
 
@@ -65,6 +66,7 @@ class StackSettings:
     control: ControlSettings | None = None
     consumer: ConsumerSettings | None = None
     clickhouse_url: str | None = None
+    nats_auth: NatsAuth = NatsAuth()
 
 
 async def _logged(what: str, awaitable: Awaitable[object]) -> None:
@@ -156,7 +158,7 @@ class Stack:
     async def start(self) -> None:
         s = self.settings
         self.connection_events = ConnectionEvents()
-        self.nats = await connect_nats(s.nats_url, "headwater", self.connection_events)
+        self.nats = await connect_nats(s.nats_url, "headwater", self.connection_events, s.nats_auth)
         js = self.nats.jetstream()
         await ensure_streams(js, s.streams)
         kv = await ensure_projects_bucket(js, BucketSettings(replicas=s.streams.replicas))
