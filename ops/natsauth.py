@@ -154,3 +154,28 @@ def redact_nats_url(url: str) -> str:
         lambda m: f"//{m.group(1)}:***@" if m.group(2) is not None else "//***@",
         url,
     )
+
+
+def is_empty(auth: NatsAuth) -> bool:
+    return auth == NatsAuth()
+
+
+PASSWORDS_DIR = "nats-users"  # under `up`'s data dir: one <role>.password file per role
+
+
+def up_auth(data_root: Path, role: str = "admin") -> NatsAuth:
+    """The credentials `headwater up` made for `role` in its data dir (none when it made none)."""
+    path = data_root / PASSWORDS_DIR / f"{role}.password"
+    return NatsAuth.from_password_file(role, path) if path.exists() else NatsAuth()
+
+
+@dataclass(frozen=True, slots=True)
+class NatsTarget:
+    """Where a command connects, and as whom."""
+
+    url: str
+    auth: NatsAuth = field(default_factory=NatsAuth)
+
+    @property
+    def redacted(self) -> str:
+        return redact_nats_url(self.url)

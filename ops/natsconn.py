@@ -9,8 +9,9 @@ from typing import Protocol
 import click
 import nats
 from nats.aio.client import Client
-from .natsauth import NatsAuth, redact_nats_url
 from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception_type, wait_exponential, wait_random
+
+from .natsauth import NatsAuth, redact_nats_url
 
 log = logging.getLogger(__name__)
 

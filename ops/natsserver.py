@@ -60,6 +60,7 @@ class NatsServerProcess:
         *,
         config_file: Path | None = None,
         environment: Mapping[str, str] | None = None,
+        authorization: str | None = None,
     ) -> None:
         self.store_dir = store_dir
         self.host = host
@@ -67,6 +68,8 @@ class NatsServerProcess:
         self.log_file = log_file or store_dir / "nats-server.log"
         self.config_file = config_file
         self.environment = dict(environment or {})
+        # An nats-server `authorization` block (ops/natsauth.py): clients must log in as its users.
+        self.authorization = authorization
         self._process: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -127,15 +130,25 @@ class NatsServerProcess:
                 f"NATS cannot listen on port {self.port}: it is already in use; choose another with "
                 "--nats-port (0 picks a free one), or stop what holds it"
             )
-        detail = fatal.split("[FTL]", 1)[1].strip() if fatal else f"exit status {self._process.returncode}"
+        status = self._process.returncode if self._process is not None else None
+        detail = fatal.split("[FTL]", 1)[1].strip() if fatal else f"exit status {status}"
         return f"nats-server failed to start: {detail} (see {self.log_file})"
 
     def _command(self, ports_dir: Path) -> list[str]:
         where = ["--ports_file_dir", str(ports_dir), "--log", str(self.log_file)]
         if self.config_file is not None:
             return [str(find_nats_server()), "--config", str(self.config_file), *where]
+        auth: list[str] = []
+        if self.authorization is not None:
+            # The block holds passwords: a file only the owner reads (flags would show in `ps`).
+            path = self.store_dir / "authorization.conf"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(self.authorization)
+            auth = ["--config", str(path)]
         return [
             str(find_nats_server()),
+            *auth,
             "--jetstream",
             "--store_dir", str(self.store_dir),
             "--addr", self.host,

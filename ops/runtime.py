@@ -12,7 +12,7 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Generator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 import uvicorn
@@ -66,7 +66,7 @@ class StackSettings:
     control: ControlSettings | None = None
     consumer: ConsumerSettings | None = None
     clickhouse_url: str | None = None
-    nats_auth: NatsAuth = NatsAuth()
+    nats_auth: NatsAuth = field(default_factory=NatsAuth)
 
 
 async def _logged(what: str, awaitable: Awaitable[object]) -> None:

@@ -18,6 +18,7 @@ from headwater.edge.settings import EdgeSettings
 
 from .logs import configure_logging
 from .loop import StackFailure, run, wait_until_stopped
+from .natsauth import NatsAuth
 from .options import (
     admin_tokens_from_env,
     clickhouse_url_option,
@@ -26,6 +27,7 @@ from .options import (
     host_option,
     log_format_option,
     log_level_option,
+    nats_auth_options,
     nats_url_option,
     on_cluster_option,
     option,
@@ -58,6 +60,7 @@ DEFAULT_SPOOL_DIR = ".headwater/spool"
     help="Edge processes sharing the port (SO_REUSEPORT); one per core is a good start.",
 )
 @nats_url_option
+@nats_auth_options
 @clickhouse_url_option
 @option(
     "--ack-wait",
@@ -94,6 +97,7 @@ def serve(
     port: int | None,
     workers: int,
     nats_url: str | None,
+    nats_auth: NatsAuth,
     clickhouse_url: str | None,
     ack_wait: float,
     max_batch_rows: int,
@@ -168,6 +172,7 @@ def serve(
         )
     settings = StackSettings(
         nats_url=nats_url,
+        nats_auth=nats_auth,
         streams=stream_settings(replicas, max_age, max_bytes, duplicate_window, dlq_max_age),
         clickhouse_url=clickhouse_url,
         edge=edge,

@@ -3,6 +3,7 @@ restart with the data kept, and no orphaned nats-server."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -13,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import nats
 import pytest
 from hw_testing import BIN, cli_env
 
@@ -99,6 +101,18 @@ def wait_dead(pid: int, timeout: float = 10) -> bool:
     return False
 
 
+def _nats_refuses_anonymous(url: str) -> bool:
+    async def attempt() -> bool:
+        try:
+            client = await nats.connect(url, allow_reconnect=False, connect_timeout=5)
+        except (nats.errors.Error, OSError):
+            return True
+        await client.close()
+        return False
+
+    return asyncio.run(attempt())
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "hw"
@@ -113,6 +127,10 @@ def test_up_curl_query_stop_restart(data_dir: Path) -> None:
         assert ready_after < 30, f"up took {ready_after:.1f}s to be ready"
         record = json.loads((data_dir / "stack.json").read_text())
         assert (data_dir / "admin-token").stat().st_mode & 0o077 == 0
+        # NATS wants a login, even on loopback: per-role passwords only the owner reads.
+        for role in ("edge", "consumer", "control", "admin"):
+            assert (data_dir / "nats-users" / f"{role}.password").stat().st_mode & 0o077 == 0
+        assert _nats_refuses_anonymous(record["nats_url"])
 
         # The printed curl, run as printed, is accepted...
         sent = up.run(up.command_after("send an event:"))
