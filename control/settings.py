@@ -27,6 +27,8 @@ class ControlSettings:
     # PEM certificate chain and key: serve HTTPS (HTTP/2 and HTTP/1.1) instead of plain HTTP.
     tls_cert: str | None = None
     tls_key: str | None = None
+    # Keys the idempotency records (control/idempotency.py); default: derived from the admin tokens.
+    idempotency_secret: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.admin_tokens:

@@ -531,3 +531,9 @@ _NATS_AUTH_PARAMS = (
     "nats_tls_cert",
     "nats_tls_key",
 )
+
+
+def idempotency_secret_from_env() -> str | None:
+    """HEADWATER_IDEMPOTENCY_SECRET: keys the control plane's idempotency records (the same on
+    every control replica); without it, one is derived from the admin tokens."""
+    return os.environ.get("HEADWATER_IDEMPOTENCY_SECRET") or None

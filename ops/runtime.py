@@ -29,7 +29,7 @@ from headwater.control.app import create_app as create_control_app
 from headwater.control.audit import AuditLog, ensure_audit_stream
 from headwater.control.clickhouse import connect as connect_clickhouse
 from headwater.control.http import Readiness
-from headwater.control.idempotency import IdempotencyStore, ensure_idempotency_bucket
+from headwater.control.idempotency import IdempotencyStore, ensure_idempotency_bucket, server_secret
 from headwater.control.migrations import apply_migrations
 from headwater.control.project_settings import Batching, ProjectSettings
 from headwater.control.query import ReadOnlyQueries
@@ -186,7 +186,9 @@ class Stack:
         if s.control is not None:
             assert self.clickhouse is not None, "the control plane needs a ClickHouse URL"
             await self._migrate_projects(s.control.clickhouse_cluster)
-            idempotency = IdempotencyStore(await ensure_idempotency_bucket(js, s.streams.replicas))
+            idempotency = IdempotencyStore(
+                await ensure_idempotency_bucket(js, s.streams.replicas), server_secret(s.control)
+            )
 
             async def purge_messages(project_id: str) -> int:
                 return await purge_project_messages(js, project_id)

@@ -25,6 +25,7 @@ from .options import (
     edge_options,
     edge_settings,
     host_option,
+    idempotency_secret_from_env,
     log_format_option,
     log_level_option,
     nats_auth_options,
@@ -155,6 +156,7 @@ def serve(
                 host=host,
                 port=http_port,
                 clickhouse_cluster=on_cluster,
+                idempotency_secret=idempotency_secret_from_env(),
                 tls_cert=tls[0] if tls else None,
                 tls_key=tls[1] if tls else None,
             )
