@@ -37,6 +37,10 @@ class EdgeSettings:
     # PEM certificate chain and key: serve HTTPS (HTTP/2 and HTTP/1.1) instead of plain HTTP.
     tls_cert: str | None = None
     tls_key: str | None = None
+    # The operator listener: /metrics and the detailed /readyz, kept off the public ingest port
+    # (they name projects, volumes and spool paths). None: not served; 0: any free port.
+    operator_host: str = "127.0.0.1"
+    operator_port: int | None = None
 
     def __post_init__(self) -> None:
         if self.shutdown_delay_seconds < 0:

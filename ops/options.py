@@ -262,6 +262,20 @@ def edge_options(command: F) -> F:
             type=click.IntRange(1),
             help="How many edges share each project's rate limits (each enforces 1/N of them).",
         ),
+        option(
+            "--operator-host",
+            env="HEADWATER_OPERATOR_HOST",
+            default="127.0.0.1",
+            help="Address of the edge's operator listener (/metrics, detailed /readyz): keep it off "
+            "the public network.",
+        ),
+        option(
+            "--operator-port",
+            env="HEADWATER_OPERATOR_PORT",
+            default=8710,
+            type=click.IntRange(0, 65535),
+            help="Port of the edge's operator listener (0: any free).",
+        ),
     ]
     for decorator in reversed(decorators):
         command = decorator(command)
@@ -308,6 +322,8 @@ def edge_settings(
             spool_max_bytes=flags.pop("spool_max_bytes"),
             tls_cert=tls[0] if tls else None,
             tls_key=tls[1] if tls else None,
+            operator_host=flags.pop("operator_host"),
+            operator_port=flags.pop("operator_port"),
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

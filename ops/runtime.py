@@ -38,6 +38,7 @@ from headwater.control.service import ProjectService
 from headwater.control.settings import ControlSettings
 from headwater.control.store import BucketSettings, ProjectStore, ensure_projects_bucket
 from headwater.edge.app import create_app as create_edge_app
+from headwater.edge.app import create_operator_app
 from headwater.edge.asgi import ASGIApp
 from headwater.edge.drainer import Drainer
 from headwater.edge.fallback import CircuitBreaker, FallbackSink
@@ -149,6 +150,7 @@ class Stack:
         self.drainer: Drainer | None = None
         self.edge_url: str | None = None
         self.consumer_url: str | None = None
+        self.edge_operator_url: str | None = None  # the edge's /metrics and detailed /readyz
         self.control_url: str | None = None
         self.draining = False  # stopping after a shutdown delay: the edge reports not ready
         self._servers: list[tuple[str, asyncio.Task[None]]] = []
@@ -182,6 +184,11 @@ class Stack:
             self.edge_url = await self._serve(
                 edge_app, s.edge.host, s.edge.port, "edge", s.edge.reuse_port, tls
             )
+            if s.edge.operator_port is not None:
+                operator_app = create_operator_app(self._edge_readiness, metrics)
+                self.edge_operator_url = await self._serve(
+                    operator_app, s.edge.operator_host, s.edge.operator_port, "operator", s.edge.reuse_port
+                )
 
         if s.control is not None:
             assert self.clickhouse is not None, "the control plane needs a ClickHouse URL"

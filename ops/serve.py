@@ -197,6 +197,8 @@ def run_role(role: str, settings: StackSettings) -> None:
         try:
             await stack.start()
             urls = "".join(f" on {u}" for u in (stack.edge_url, stack.control_url, stack.consumer_url) if u)
+            if stack.edge_operator_url:
+                urls += f" (operator: {stack.edge_operator_url})"
             click.echo(f"headwater {role} running{urls} (pid {os.getpid()})")
             await wait_until_stopped(stop, stack.failed)
         finally:

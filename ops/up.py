@@ -72,6 +72,13 @@ SAMPLE_QUERY = (
 @option(
     "--nats-port", env="HEADWATER_NATS_PORT", default=4222, type=int, help="Port of the embedded NATS server."
 )
+@option(
+    "--consumer-port",
+    env="HEADWATER_CONSUMER_PORT",
+    default=8702,
+    type=click.IntRange(0, 65535),
+    help="Port of the consumer's /metrics and /readyz, on 127.0.0.1 (0: any free).",
+)
 @nats_url_option
 @nats_auth_options
 @clickhouse_url_option
@@ -85,6 +92,7 @@ def up(
     edge_port: int,
     control_port: int,
     nats_port: int,
+    consumer_port: int,
     nats_url: str | None,
     nats_auth: NatsAuth,
     clickhouse_url: str | None,
@@ -147,7 +155,7 @@ def up(
                 tls_cert=tls[0] if tls else None,
                 tls_key=tls[1] if tls else None,
             ),
-            consumer=ConsumerSettings(clickhouse_url=clickhouse_url),
+            consumer=ConsumerSettings(clickhouse_url=clickhouse_url, host="127.0.0.1", port=consumer_port),
         )
 
         async def main(stop: asyncio.Event) -> None:
@@ -235,6 +243,7 @@ def _banner(
         "headwater is running",
         f"  edge         {stack.edge_url}",
         f"  control API  {stack.control_url}",
+        f"  metrics      {stack.edge_operator_url}/metrics (edge), {stack.consumer_url}/metrics (consumer)",
         f"  NATS         {redact_nats_url(stack.settings.nats_url)}{nats_users}",
         f"  ClickHouse   {redact_url(clickhouse)}{embedded}",
         f"  {token_line}",

@@ -310,7 +310,7 @@ async def test_haproxy_spreads_events_over_the_edges_and_drains_one(  # type: ig
         assert set(await send(20)) == {200}
 
         async def accepted_by(edge: Stack) -> float:
-            return accepted((await http.get(f"{edge.edge_url}/metrics")).text)
+            return accepted((await http.get(f"{edge.edge_operator_url}/metrics")).text)
 
         before = await accepted_by(edge_a)
         assert before > 0 and await accepted_by(edge_b) > 0, "the events did not spread"

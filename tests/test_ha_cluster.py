@@ -53,11 +53,12 @@ class Role:
 
     def __init__(self, name: str, args: list[str], log_dir: Path, env: dict[str, str] | None = None) -> None:
         self.name = name
-        self.command = [str(BIN / "headwater"), "serve", *args, "--port", "0"]
+        self.command = [str(BIN / "headwater"), "serve", *args, "--port", "0", "--operator-port", "0"]
         self.log_file = log_dir / f"{name}.log"
         self.env = {**cli_env(), **(env or {})}
         self.process: subprocess.Popen[str] | None = None
         self.url = ""
+        self.operator_url = ""  # an edge's /metrics and detailed /readyz
 
     def start(self) -> str:
         with self.log_file.open("w") as log:
@@ -69,6 +70,8 @@ class Role:
         found = re.search(r" on (http://\S+)", line)
         assert found, f"{self.name} did not start: {line!r}\n{self.log_tail()}"
         self.url = found.group(1)
+        operator = re.search(r"\(operator: (http://\S+)\)", line)
+        self.operator_url = operator.group(1) if operator else ""
         return self.url
 
     def stop(self, timeout: float = 60) -> int | None:
@@ -293,9 +296,9 @@ async def test_nats_nodes_die_under_load_and_every_acknowledged_event_lands_once
 
         spooled = []
         for edge in edges:
-            details = (await http.get(f"{edge.url}/readyz")).json()["spool"]
+            details = (await http.get(f"{edge.operator_url}/readyz")).json()["spool"]
             spooled.append(details["appended"])
-            await eventually(lambda e=edge: spool_entries(http, e.url), lambda n: n == 0, timeout=120)
+            await eventually(lambda e=edge: spool_entries(http, e.operator_url), lambda n: n == 0, timeout=120)
         await eventually(lambda: backlog(js), lambda b: b == (0, 0), timeout=180, interval=0.5)
         mark(f"spools drained ({spooled} envelopes spooled) and the consumers caught up")
         dead = (await js.stream_info(DLQ_STREAM)).state.messages

@@ -7,11 +7,14 @@ import asyncio
 import json
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import nats
@@ -30,7 +33,8 @@ class UpProcess:
         self.env = env
         self.process = subprocess.Popen(
             [str(BIN / "headwater"), "up", "--data-dir", str(data_dir),
-             "--edge-port", "0", "--control-port", "0", "--nats-port", "0"],
+             "--edge-port", "0", "--control-port", "0", "--nats-port", "0",
+             "--operator-port", "0", "--consumer-port", "0"],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -101,6 +105,14 @@ def wait_dead(pid: int, timeout: float = 10) -> bool:
     return False
 
 
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
 def _nats_refuses_anonymous(url: str) -> bool:
     async def attempt() -> bool:
         try:
@@ -131,6 +143,14 @@ def test_up_curl_query_stop_restart(data_dir: Path) -> None:
         for role in ("edge", "consumer", "control", "admin"):
             assert (data_dir / "nats-users" / f"{role}.password").stat().st_mode & 0o077 == 0
         assert _nats_refuses_anonymous(record["nats_url"])
+        # Metrics and readiness details are on the operator listeners, not on the public edge.
+        [metrics_line] = [line for line in up.output if line.strip().startswith("metrics ")]
+        edge_metrics, consumer_metrics = re.findall(r"(http://\S+/metrics)", metrics_line)
+        assert "headwater_edge_requests_total" in _get(edge_metrics)[1]
+        assert "headwater_consumer" in _get(consumer_metrics)[1]
+        assert _get(record["edge_url"] + "/metrics")[0] == 404
+        assert json.loads(_get(record["edge_url"] + "/readyz")[1]) == {"ready": True}
+        assert "checks" in json.loads(_get(edge_metrics.replace("/metrics", "/readyz"))[1])
 
         # The printed curl, run as printed, is accepted...
         sent = up.run(up.command_after("send an event:"))
@@ -204,13 +224,16 @@ def test_second_up_on_the_same_data_dir_is_refused(data_dir: Path) -> None:
         assert up.stop() == 0
 
 
-@pytest.mark.parametrize("flag", ["--edge-port", "--control-port", "--nats-port"])
+@pytest.mark.parametrize(
+    "flag", ["--edge-port", "--control-port", "--nats-port", "--operator-port", "--consumer-port"]
+)
 def test_a_busy_port_is_named_with_its_flag(tmp_path: Path, flag: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        ports = {"--edge-port": "0", "--control-port": "0", "--nats-port": "0", flag: str(port)}
+        ports = {flag: "0" for flag in ("--edge-port", "--control-port", "--nats-port")}
+        ports |= {"--operator-port": "0", "--consumer-port": "0", flag: str(port)}
         result = subprocess.run(
             [str(BIN / "headwater"), "up", "--data-dir", str(tmp_path / "hw"),
              *(item for pair in ports.items() for item in pair)],
