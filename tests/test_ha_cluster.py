@@ -298,7 +298,9 @@ async def test_nats_nodes_die_under_load_and_every_acknowledged_event_lands_once
         for edge in edges:
             details = (await http.get(f"{edge.operator_url}/readyz")).json()["spool"]
             spooled.append(details["appended"])
-            await eventually(lambda e=edge: spool_entries(http, e.operator_url), lambda n: n == 0, timeout=120)
+            await eventually(
+                lambda e=edge: spool_entries(http, e.operator_url), lambda n: n == 0, timeout=120
+            )
         await eventually(lambda: backlog(js), lambda b: b == (0, 0), timeout=180, interval=0.5)
         mark(f"spools drained ({spooled} envelopes spooled) and the consumers caught up")
         dead = (await js.stream_info(DLQ_STREAM)).state.messages
