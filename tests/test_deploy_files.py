@@ -308,6 +308,12 @@ async def test_haproxy_spreads_events_over_the_edges_and_drains_one(  # type: ig
             interval=0.5,
         )
         assert set(await send(20)) == {200}
+        # Only the ingest paths are forwarded: the edges' other answers stay inside.
+        for path in ("/metrics", "/readyz", "/healthz", "/v1/projects", "/v1/track/../../metrics"):
+            refused = await tls_client.get(f"https://127.0.0.1:{ingest_port}{path}")
+            assert refused.status_code == 404 and "headwater" not in refused.text, path
+        sdk = await tls_client.get(f"https://127.0.0.1:{ingest_port}/sdk/v1/headwater.js")
+        assert sdk.status_code == 200
 
         async def accepted_by(edge: Stack) -> float:
             return accepted((await http.get(f"{edge.edge_operator_url}/metrics")).text)
