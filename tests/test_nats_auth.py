@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import nats
 import pytest
-from hw_testing import ADMIN_TOKEN, admin_headers, basic_auth, eventually, query_rows, track_event
+from hw_testing import (
+    ADMIN_TOKEN,
+    BIN,
+    admin_headers,
+    basic_auth,
+    cli_env,
+    eventually,
+    query_rows,
+    track_event,
+)
 from nats.aio.client import Client
 
 from headwater.consumers.settings import ConsumerSettings
@@ -17,6 +27,7 @@ from headwater.control.settings import AdminToken, ControlSettings
 from headwater.edge.settings import EdgeSettings
 from headwater.edge.streams import StreamSettings
 from headwater.ops.natsauth import ROLES, NatsAuth, authorization_config, redact_nats_url
+from headwater.ops.natscluster import free_ports
 from headwater.ops.natsserver import NatsServerProcess
 from headwater.ops.runtime import Stack, StackSettings
 
@@ -180,3 +191,25 @@ def test_passwords_and_tokens_are_redacted_from_nats_urls() -> None:
     redacted = redact_nats_url(url)
     assert "s3cret" not in redacted and "tok3n" not in redacted
     assert redacted == "nats://edge:***@10.0.0.1:4222,nats://***@10.0.0.2:4222,nats://10.0.0.3:4222"
+
+
+def test_a_command_that_cannot_connect_does_not_echo_the_password(tmp_path: Path) -> None:
+    url = f"nats://admin:s3cret-pw@127.0.0.1:{free_ports(1)[0]}"
+    result = subprocess.run(
+        [
+            str(BIN / "headwater"),
+            "migrate",
+            "--dry-run",
+            "--nats-url",
+            url,
+            "--clickhouse-url",
+            f"chdb://{tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "cannot connect to NATS at nats://admin:***@127.0.0.1" in result.stderr, result.stderr
+    assert "s3cret-pw" not in result.stdout + result.stderr
