@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import click
 import httpx
 import nats
 import pytest
@@ -26,8 +27,10 @@ from headwater.consumers.settings import ConsumerSettings
 from headwater.control.settings import AdminToken, ControlSettings
 from headwater.edge.settings import EdgeSettings
 from headwater.edge.streams import StreamSettings
+from headwater.ops.loop import StackFailure
 from headwater.ops.natsauth import ROLES, NatsAuth, authorization_config, redact_nats_url
 from headwater.ops.natscluster import free_ports
+from headwater.ops.natsconn import connect_for_command, connect_nats
 from headwater.ops.natsserver import NatsServerProcess
 from headwater.ops.runtime import Stack, StackSettings
 
@@ -213,3 +216,13 @@ def test_a_command_that_cannot_connect_does_not_echo_the_password(tmp_path: Path
     assert result.returncode != 0
     assert "cannot connect to NATS at nats://admin:***@127.0.0.1" in result.stderr, result.stderr
     assert "s3cret-pw" not in result.stdout + result.stderr
+
+
+async def test_a_refused_login_is_said_at_once_not_retried(secured_nats: NatsServerProcess) -> None:
+    """Wrong credentials are a configuration error, not an outage: no retrying until a timeout."""
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(click.ClickException, match="refused the login of user 'edge'"):
+        await connect_for_command(secured_nats.url, "test", NatsAuth(user="edge", password="wrong"))
+    assert asyncio.get_running_loop().time() - started < 5
+    with pytest.raises(StackFailure, match="--nats-user"):
+        await connect_nats(secured_nats.url, "test", auth=NatsAuth(user="edge", password="wrong"))
