@@ -139,6 +139,7 @@ def test_up_curl_query_stop_restart(data_dir: Path) -> None:
         assert ready_after < 30, f"up took {ready_after:.1f}s to be ready"
         record = json.loads((data_dir / "stack.json").read_text())
         assert (data_dir / "admin-token").stat().st_mode & 0o077 == 0
+        assert (data_dir / "stack.json").stat().st_mode & 0o077 == 0  # its URLs may hold passwords
         # NATS wants a login, even on loopback: per-role passwords only the owner reads.
         for role in ("edge", "consumer", "control", "admin"):
             assert (data_dir / "nats-users" / f"{role}.password").stat().st_mode & 0o077 == 0
