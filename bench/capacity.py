@@ -331,6 +331,7 @@ def start_edge(workers: int, nats_url: str, work: Path) -> Server:
     server = Server("edge", workers, free_port(), work)
     server.spawn(
         [*headwater_command(), "serve", "edge", "--host", "127.0.0.1", "--port", str(server.port),
+         "--operator-port", "0",
          "--workers", str(workers), "--nats-url", nats_url, "--trusted-proxies", "127.0.0.1",
          "--spool-dir", str(work / "spool"), "--log-level", "warning"],
         clean_env(),

@@ -212,6 +212,7 @@ def start_headwater_edge(workers: int, nats_url: str, log_dir: Path) -> Server:
     server = Server("headwater", workers, free_port(), log_dir)
     server.spawn(
         [*headwater_command(), "serve", "edge", "--host", "127.0.0.1", "--port", str(server.port),
+         "--operator-port", "0",
          "--workers", str(workers), "--nats-url", nats_url, "--log-level", "warning"],
         clean_env(),
     )  # fmt: skip

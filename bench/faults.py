@@ -211,6 +211,7 @@ class Stack:
         edge = Server("edge", 1, self.edge_port, self.work)
         edge.spawn(
             [*headwater_command(), "serve", "edge", "--host", "127.0.0.1", "--port", str(edge.port),
+             "--operator-port", "0",
              "--nats-url", self.nats_url, "--spool-dir", str(self.spool_dir), *operator_port_flag(),
              *self.edge_flags, "--log-level", "warning"],
             clean_env(),

@@ -39,8 +39,10 @@ class Readiness:
 ReadinessCheck = Callable[[], Readiness]
 
 
-def install_health_routes(app: Quart, readiness: ReadinessCheck) -> None:
-    """`/healthz` (the process runs) and `/readyz` (it can do its work), without authentication."""
+def install_health_routes(app: Quart, readiness: ReadinessCheck, detailed: bool = True) -> None:
+    """`/healthz` (the process runs) and `/readyz` (it can do its work), without authentication.
+    Not `detailed`: /readyz says only whether it is ready (a public port's load-balancer check),
+    not which check failed nor the details (they name projects and paths)."""
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -50,7 +52,9 @@ def install_health_routes(app: Quart, readiness: ReadinessCheck) -> None:
     async def readyz() -> Response:
         state = readiness()
         ready = all(state.checks.values())
-        body = {"ready": ready, "checks": dict(state.checks), **state.details}
+        body = (
+            {"ready": ready, "checks": dict(state.checks), **state.details} if detailed else {"ready": ready}
+        )
         return json_response(body, 200 if ready else 503)
 
 

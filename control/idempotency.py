@@ -2,15 +2,17 @@
 first answer again, for 24 hours.
 
 The first answer holds the new secret key, which headwater otherwise never stores. It is kept here
-encrypted (AES-GCM) under a key derived from the Idempotency-Key itself, which only the client
-knows; the record is found by a hash of the Idempotency-Key. Without the client's key the record
-reveals nothing — so clients should use random Idempotency-Keys (UUIDs), as with any such API.
+encrypted (AES-GCM) under a key derived from the Idempotency-Key, which only the client knows, and a
+secret of the control plane; the record is found by an HMAC of the Idempotency-Key under that
+secret. Whoever reads the bucket without the server secret can neither find the record of a
+guessed Idempotency-Key nor decrypt one; without the client's key, the control plane cannot either.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +25,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from .errors import APIError
+from .settings import ControlSettings
 from .store import ensure_bucket
 
 IDEMPOTENCY_BUCKET = "HW_IDEMPOTENCY"
@@ -57,17 +60,29 @@ def validate_idempotency_key(value: str) -> str:
     return value
 
 
+def server_secret(settings: ControlSettings) -> bytes:
+    """HEADWATER_IDEMPOTENCY_SECRET when set, else one derived from the admin tokens: either way
+    the same on every control replica. Changing it forgets the answers of the last 24 hours (a retry
+    then gets 409 `project_exists` instead of its first answer)."""
+    if settings.idempotency_secret:
+        return settings.idempotency_secret.encode()
+    tokens = "\n".join(sorted(t.token for t in settings.admin_tokens))
+    return hashlib.sha256(b"headwater idempotency:" + tokens.encode()).digest()
+
+
 class IdempotencyStore:
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, secret: bytes) -> None:
         self._kv = kv
+        self._secret = secret
 
-    @staticmethod
-    def _record_key(idempotency_key: str) -> str:
-        return "create." + hashlib.sha256(b"lookup:" + idempotency_key.encode()).hexdigest()
+    def _derive(self, purpose: bytes, idempotency_key: str) -> bytes:
+        return hmac.digest(self._secret, purpose + idempotency_key.encode(), "sha256")
 
-    @staticmethod
-    def _cipher(idempotency_key: str) -> AESGCM:
-        return AESGCM(hashlib.sha256(b"encrypt:" + idempotency_key.encode()).digest())
+    def _record_key(self, idempotency_key: str) -> str:
+        return "create." + self._derive(b"lookup:", idempotency_key).hex()
+
+    def _cipher(self, idempotency_key: str) -> AESGCM:
+        return AESGCM(self._derive(b"encrypt:", idempotency_key))
 
     @staticmethod
     def request_fingerprint(body: dict[str, Any]) -> str:

@@ -34,6 +34,8 @@ class ControlSettings:
     # Wrong admin tokens a client address may send in a row before it is slowed down to one a
     # second (control/authfailures.py).
     auth_failures_burst: int = 20
+    # Keys the idempotency records (control/idempotency.py); default: derived from the admin tokens.
+    idempotency_secret: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.admin_tokens:

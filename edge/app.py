@@ -1,12 +1,13 @@
 """The edge application: ingest endpoints on bare ASGI (asgi.py) in front of a small Quart app
-that serves /healthz, /readyz and /metrics."""
+that serves /healthz and a bare /readyz; /metrics and the detailed /readyz are served by the
+operator app, on a listener of their own (`--operator-host`, `--operator-port`)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Protocol
 
-from quart import Response
+from quart import Quart, Response
 
 from headwater.control.http import ReadinessCheck, install_error_handlers, install_health_routes, new_app
 from headwater.control.registry import KeyMatch
@@ -38,14 +39,22 @@ def create_app(
     metrics = metrics or EdgeMetrics()
     quart = new_app(__name__)
     install_error_handlers(quart)
-    install_health_routes(quart, readiness)
-
-    @quart.get("/metrics")
-    async def prometheus() -> Response:
-        return Response(metrics.render(), content_type=CONTENT_TYPE)
-
+    install_health_routes(quart, readiness, detailed=False)
     limiter = RateLimiter(settings.rate_limit_edges, settings.max_ip_buckets)
     service = IngestService(settings, sink, projects, limiter, metrics)
     if body_timeout_seconds is not None:
         quart.config["BODY_TIMEOUT"] = body_timeout_seconds
     return EdgeASGI(settings, service, projects.any_project_allows, metrics, quart, body_timeout_seconds)
+
+
+def create_operator_app(readiness: ReadinessCheck, metrics: EdgeMetrics) -> Quart:
+    """/healthz, the detailed /readyz and /metrics, for the operator's network only."""
+    app = new_app(__name__ + ".operator")
+    install_error_handlers(app)
+    install_health_routes(app, readiness)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), content_type=CONTENT_TYPE)
+
+    return app

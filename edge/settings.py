@@ -47,6 +47,10 @@ class EdgeSettings:
     # Most bytes one request may expand to once consumers apply a batch's context to each event
     # without its own (the body plus the context once per such event).
     max_expanded_bytes: int = 8 << 20
+    # The operator listener: /metrics and the detailed /readyz, kept off the public ingest port
+    # (they name projects, volumes and spool paths). None: not served; 0: any free port.
+    operator_host: str = "127.0.0.1"
+    operator_port: int | None = None
 
     def __post_init__(self) -> None:
         if self.shutdown_delay_seconds < 0:

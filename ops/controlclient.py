@@ -99,6 +99,17 @@ def _error_from_http(error: urllib.error.HTTPError) -> click.ClickException:
     )
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is answered as the error it is here: following it would send the admin token
+    (the Authorization header) to whatever origin the answer names."""
+
+    def redirect_request(self, *_: Any, **__: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 class ControlClient:
     def __init__(self, base_url: str, token: str, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
         if not base_url.startswith(("http://", "https://")):
@@ -138,11 +149,17 @@ class ControlClient:
         all_headers.update(headers or {})
         request = urllib.request.Request(url, data=data, headers=all_headers, method=method)  # noqa: S310 - the operator's own control API
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:  # noqa: S310
+            with _OPENER.open(request, timeout=self._timeout) as response:
                 raw = response.read()
                 headers = {name.lower(): value for name, value in response.headers.items()}
                 return Answer(response.status, json.loads(raw) if raw else None, headers)
         except urllib.error.HTTPError as exc:
+            if 300 <= exc.code < 400:
+                raise click.ClickException(
+                    f"the control API at {self.base_url} answered with a redirect (HTTP {exc.code}) "
+                    f"to {exc.headers.get('Location', '?')}; redirects are not followed, so that the "
+                    "admin token never leaves for another address: set --control-url to the final one"
+                ) from None
             raise _error_from_http(exc) from None
         except urllib.error.URLError as exc:
             raise self._unreachable(exc.reason) from None

@@ -88,8 +88,12 @@ class DataDir:
         return token
 
     def write_stack(self, record: StackRecord) -> None:
+        # Owner only: the URLs may carry credentials (a ClickHouse or NATS URL with a password).
         temporary = self.stack_file.with_suffix(".tmp")
-        temporary.write_text(json.dumps(asdict(record), indent=2))
+        temporary.unlink(missing_ok=True)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(asdict(record), indent=2))
         temporary.replace(self.stack_file)
 
     def read_stack(self) -> StackRecord | None:

@@ -43,8 +43,9 @@ from headwater.edge.subjects import (
     project_of_subject,
 )
 
-from .options import data_dir_option, nats_url_option
-from .streams import connected, resolve_nats_url
+from .natsauth import NatsAuth, NatsTarget
+from .options import data_dir_option, nats_auth_options, nats_url_option
+from .streams import connected, resolve_nats
 
 T = TypeVar("T")
 
@@ -113,7 +114,7 @@ class DeadLetter:
         }
 
 
-def _run(nats_url: str, name: str, work: Callable[[JetStreamContext], Awaitable[T]]) -> T:
+def _run(nats_url: NatsTarget, name: str, work: Callable[[JetStreamContext], Awaitable[T]]) -> T:
     """Connect (failing within seconds when NATS is unreachable), make sure the streams exist, run
     `work`, close the connection."""
 
@@ -157,13 +158,21 @@ def dlq() -> None:
 
 @dlq.command(name="list")
 @nats_url_option
+@nats_auth_options
 @data_dir_option
 @click.option("--project", default=None, help="Only this project's messages.")
 @click.option("--limit", default=None, type=click.IntRange(1), help="At most N messages (the oldest).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def list_(nats_url: str | None, data_dir: str, project: str | None, limit: int | None, as_json: bool) -> None:
+def list_(
+    nats_url: str | None,
+    nats_auth: NatsAuth,
+    data_dir: str,
+    project: str | None,
+    limit: int | None,
+    as_json: bool,
+) -> None:
     """Dead-lettered messages, oldest first. Reads only: nothing is acknowledged or removed."""
-    url = resolve_nats_url(nats_url, data_dir)
+    url = resolve_nats(nats_url, data_dir, nats_auth)
 
     async def collect(js: JetStreamContext) -> list[DeadLetter]:
         found: list[DeadLetter] = []
@@ -190,6 +199,7 @@ def list_(nats_url: str | None, data_dir: str, project: str | None, limit: int |
 
 @dlq.command()
 @nats_url_option
+@nats_auth_options
 @data_dir_option
 @click.argument("seq", type=click.IntRange(1))
 @click.option(
@@ -197,9 +207,9 @@ def list_(nats_url: str | None, data_dir: str, project: str | None, limit: int |
     is_flag=True,
     help="Print only the body, byte for byte as stored (a batch: an LZ4 frame, `lz4 -d`).",
 )
-def show(nats_url: str | None, data_dir: str, seq: int, raw: bool) -> None:
+def show(nats_url: str | None, nats_auth: NatsAuth, data_dir: str, seq: int, raw: bool) -> None:
     """One dead-lettered message by stream sequence: its headers and body."""
-    url = resolve_nats_url(nats_url, data_dir)
+    url = resolve_nats(nats_url, data_dir, nats_auth)
     message = _run(url, "headwater-dlq-show", lambda js: dead_letter(js, seq))
     if message is None:
         raise click.ClickException(f"no message {seq} in {DLQ_STREAM}")
@@ -244,6 +254,7 @@ async def _replay_one(js: JetStreamContext, message: DeadLetter, run: str) -> No
 
 @dlq.command()
 @nats_url_option
+@nats_auth_options
 @data_dir_option
 @click.option("--project", default=None, help="Replay this project's messages.")
 @click.option("--seq", "seqs", multiple=True, type=click.IntRange(1), help="Replay this message; repeatable.")
@@ -251,6 +262,7 @@ async def _replay_one(js: JetStreamContext, message: DeadLetter, run: str) -> No
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def replay(
     nats_url: str | None,
+    nats_auth: NatsAuth,
     data_dir: str,
     project: str | None,
     seqs: tuple[int, ...],
@@ -264,7 +276,7 @@ def replay(
     JetStream delivers it even within its duplicate window; ClickHouse keeps one row per messageId.
     A message is deleted from the DLQ only after JetStream acknowledged its republication.
     """
-    url = resolve_nats_url(nats_url, data_dir)
+    url = resolve_nats(nats_url, data_dir, nats_auth)
     run = str(time.time_ns())
     if project and seqs:
         raise click.UsageError("--project and --seq are mutually exclusive")

@@ -21,8 +21,9 @@ from headwater.control.project import database_name
 from headwater.control.store import PROJECTS_BUCKET, BucketSettings, ProjectStore, ensure_projects_bucket
 from headwater.edge.streams import StreamSettings
 
+from .natsauth import NatsAuth
 from .natsconn import connect_for_command
-from .options import clickhouse_url_option, nats_url_option, on_cluster_option
+from .options import clickhouse_url_option, nats_auth_options, nats_url_option, on_cluster_option
 
 Report = Callable[[str], None]
 
@@ -82,10 +83,10 @@ def migrate_project(client: Client, project_id: str, cluster: str | None, dry_ru
     return ProjectMigration(project_id, tuple(labels))
 
 
-async def project_ids(nats_url: str, dry_run: bool) -> list[str]:
+async def project_ids(nats_url: str, dry_run: bool, auth: NatsAuth | None = None) -> list[str]:
     """The ids in the HW_PROJECTS bucket. A real run creates the bucket when missing, as every role
     does; a dry run changes nothing and finds no projects there."""
-    nats = await connect_for_command(nats_url, "headwater-migrate")
+    nats = await connect_for_command(nats_url, "headwater-migrate", auth)
     try:
         js = nats.jetstream()
         if dry_run:
@@ -106,9 +107,10 @@ async def migrate_all(
     cluster: str | None = None,
     dry_run: bool = False,
     report: Report = click.echo,
+    auth: NatsAuth | None = None,
 ) -> MigrationRun:
     """Migrate (or, with `dry_run`, inspect) the database of every project, reporting each."""
-    ids = await project_ids(nats_url, dry_run)
+    ids = await project_ids(nats_url, dry_run, auth)
     run = MigrationRun(dry_run)
     if not ids:
         report("no projects")
@@ -149,10 +151,17 @@ def describe(result: ProjectMigration, dry_run: bool) -> str:
 
 @click.command()
 @nats_url_option
+@nats_auth_options
 @clickhouse_url_option
 @on_cluster_option
 @click.option("--dry-run", is_flag=True, help="List the pending migrations of each project; change nothing.")
-def migrate(nats_url: str | None, clickhouse_url: str | None, on_cluster: str | None, dry_run: bool) -> None:
+def migrate(
+    nats_url: str | None,
+    nats_auth: NatsAuth,
+    clickhouse_url: str | None,
+    on_cluster: str | None,
+    dry_run: bool,
+) -> None:
     """Apply pending ClickHouse migrations to the database of every project.
 
     Safe to re-run: applied migrations are recorded in each database's schema_migrations table.
@@ -162,7 +171,7 @@ def migrate(nats_url: str | None, clickhouse_url: str | None, on_cluster: str | 
         raise click.UsageError("--nats-url (or HEADWATER_NATS_URL) is required")
     if not clickhouse_url:
         raise click.UsageError("--clickhouse-url (or HEADWATER_CLICKHOUSE_URL) is required")
-    run = asyncio.run(migrate_all(nats_url, clickhouse_url, on_cluster, dry_run))
+    run = asyncio.run(migrate_all(nats_url, clickhouse_url, on_cluster, dry_run, auth=nats_auth))
     if run.projects:
         click.echo(run.summary())
     if run.failed:

@@ -11,6 +11,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,8 +79,15 @@ class NatsCluster:
     `host`; `kill`/`restart` one node keep its ports and store, as a crash and a reboot would."""
 
     def __init__(
-        self, base_dir: Path, config_file: Path, size: int = 3, host: str = "127.0.0.1", prefix: str = "hw-"
+        self,
+        base_dir: Path,
+        config_file: Path,
+        size: int = 3,
+        host: str = "127.0.0.1",
+        prefix: str = "hw-",
+        environment: Mapping[str, str] | None = None,
     ) -> None:
+        """`environment`: the values every node shares (the TLS files and the users' passwords)."""
         ports = iter(free_ports(3 * size, host))
         self.addresses = {
             f"{prefix}{n + 1}": NodeAddresses(next(ports), next(ports), next(ports), host)
@@ -90,7 +98,10 @@ class NatsCluster:
             name: NatsServerProcess(
                 base_dir / name,
                 config_file=config_file,
-                environment=node_environment(name, addresses, base_dir / name / "store", routes),
+                environment={
+                    **(environment or {}),
+                    **node_environment(name, addresses, base_dir / name / "store", routes),
+                },
             )
             for name, addresses in self.addresses.items()
         }

@@ -60,6 +60,7 @@ class NatsServerProcess:
         *,
         config_file: Path | None = None,
         environment: Mapping[str, str] | None = None,
+        authorization: str | None = None,
     ) -> None:
         self.store_dir = store_dir
         self.host = host
@@ -67,6 +68,8 @@ class NatsServerProcess:
         self.log_file = log_file or store_dir / "nats-server.log"
         self.config_file = config_file
         self.environment = dict(environment or {})
+        # An nats-server `authorization` block (ops/natsauth.py): clients must log in as its users.
+        self.authorization = authorization
         self._process: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -135,8 +138,17 @@ class NatsServerProcess:
         where = ["--ports_file_dir", str(ports_dir), "--log", str(self.log_file)]
         if self.config_file is not None:
             return [str(find_nats_server()), "--config", str(self.config_file), *where]
+        auth: list[str] = []
+        if self.authorization is not None:
+            # The block holds passwords: a file only the owner reads (flags would show in `ps`).
+            path = self.store_dir / "authorization.conf"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(self.authorization)
+            auth = ["--config", str(path)]
         return [
             str(find_nats_server()),
+            *auth,
             "--jetstream",
             "--store_dir", str(self.store_dir),
             "--addr", self.host,

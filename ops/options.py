@@ -3,6 +3,7 @@ settings objects built from them. This is the only place where configuration is 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -19,6 +20,7 @@ from headwater.spool import worker_spool_dir
 
 from .httplimits import HTTPLimits
 from .logs import parse_log_levels
+from .natsauth import NatsAuth
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -294,6 +296,20 @@ def edge_options(command: F) -> F:
             help="Most bytes one request may expand to once a batch's context is applied to each "
             "of its events without one (413 request_too_expensive).",
         ),
+        option(
+            "--operator-host",
+            env="HEADWATER_OPERATOR_HOST",
+            default="127.0.0.1",
+            help="Address of the edge's operator listener (/metrics, detailed /readyz): keep it off "
+            "the public network.",
+        ),
+        option(
+            "--operator-port",
+            env="HEADWATER_OPERATOR_PORT",
+            default=8710,
+            type=click.IntRange(0, 65535),
+            help="Port of the edge's operator listener (0: any free).",
+        ),
     ]
     for decorator in reversed(decorators):
         command = decorator(command)
@@ -347,6 +363,8 @@ def edge_settings(
             tls_cert=tls[0] if tls else None,
             tls_key=tls[1] if tls else None,
             max_expanded_bytes=flags.pop("max_expanded_bytes"),
+            operator_host=flags.pop("operator_host"),
+            operator_port=flags.pop("operator_port"),
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -597,3 +615,73 @@ def http_limits(flags: dict[str, Any]) -> HTTPLimits:
         body_timeout_seconds=flags.pop("body_timeout"),
         keep_alive_seconds=flags.pop("keep_alive_timeout"),
     )
+
+
+def nats_auth_options(command: F) -> F:
+    """--nats-user, --nats-password(-file), --nats-creds and --nats-tls-*: how a role or command
+    authenticates to NATS (ops/natsauth.py). The command receives them as one `nats_auth`."""
+    readable = click.Path(exists=True, dir_okay=False, readable=True, path_type=str)
+    flags = [
+        (
+            "--nats-user",
+            "HEADWATER_NATS_USER",
+            None,
+            "NATS user (and --nats-password-file).",
+        ),
+        ("--nats-password", "HEADWATER_NATS_PASSWORD", None, "NATS password; prefer --nats-password-file."),
+        ("--nats-password-file", "HEADWATER_NATS_PASSWORD_FILE", readable, "File holding the NATS password."),
+        ("--nats-creds", "HEADWATER_NATS_CREDS", readable, "NATS credentials file (JWT and NKey seed)."),
+        (
+            "--nats-tls-ca",
+            "HEADWATER_NATS_TLS_CA",
+            readable,
+            "CA that signed NATS's certificate.",
+        ),
+        (
+            "--nats-tls-cert",
+            "HEADWATER_NATS_TLS_CERT",
+            readable,
+            "Client certificate for NATS.",
+        ),
+        ("--nats-tls-key", "HEADWATER_NATS_TLS_KEY", readable, "Key of --nats-tls-cert."),
+    ]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name) for name in _NATS_AUTH_PARAMS}
+        if values["nats_password_file"] is not None:
+            with open(values["nats_password_file"], encoding="utf-8") as file:
+                values["nats_password"] = file.read().strip()
+        if values["nats_password"] is not None and values["nats_user"] is None:
+            raise click.UsageError("--nats-password needs --nats-user")
+        kwargs["nats_auth"] = NatsAuth(
+            user=values["nats_user"],
+            password=values["nats_password"],
+            creds_file=values["nats_creds"],
+            tls_ca=values["nats_tls_ca"],
+            tls_cert=values["nats_tls_cert"],
+            tls_key=values["nats_tls_key"],
+        )
+        return command(*args, **kwargs)
+
+    decorated: Any = wrapper
+    for name, env, kind, text in reversed(flags):
+        decorated = option(name, env=env, default=None, type=kind, help=text)(decorated)
+    return decorated  # type: ignore[no-any-return]
+
+
+_NATS_AUTH_PARAMS = (
+    "nats_user",
+    "nats_password",
+    "nats_password_file",
+    "nats_creds",
+    "nats_tls_ca",
+    "nats_tls_cert",
+    "nats_tls_key",
+)
+
+
+def idempotency_secret_from_env() -> str | None:
+    """HEADWATER_IDEMPOTENCY_SECRET: keys the control plane's idempotency records (the same on
+    every control replica); without it, one is derived from the admin tokens."""
+    return os.environ.get("HEADWATER_IDEMPOTENCY_SECRET") or None

@@ -31,8 +31,9 @@ from headwater.control.clickhouse import connect, redact_url
 from headwater.control.project_settings import ProjectSettings
 from headwater.control.store import PROJECTS_BUCKET, ProjectStore
 
+from .natsauth import NatsAuth
 from .natsconn import connect_for_command
-from .options import clickhouse_url_option, nats_url_option
+from .options import clickhouse_url_option, nats_auth_options, nats_url_option
 
 
 def _when(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
@@ -94,9 +95,14 @@ async def _project_settings(nats: NatsClient, window: ReplayWindow) -> dict[str,
 
 
 async def _replay(
-    nats_url: str, window: ReplayWindow, sink: ReplaySink | None, checkpoint: Path | None, **options: Any
+    nats_url: str,
+    window: ReplayWindow,
+    sink: ReplaySink | None,
+    checkpoint: Path | None,
+    auth: NatsAuth | None = None,
+    **options: Any,
 ) -> ReplayProgress:
-    nats = await connect_for_command(nats_url, "headwater-replay")
+    nats = await connect_for_command(nats_url, "headwater-replay", auth)
     try:
         settings = await _project_settings(nats, window)
         if window.project and window.project not in settings:
@@ -120,6 +126,7 @@ async def _replay(
 
 @click.command()
 @nats_url_option
+@nats_auth_options
 @clickhouse_url_option
 @click.option("--project", default=None, help="The project whose events to replay.")
 @click.option("--all-projects", is_flag=True, help="Replay every project's events (instead of --project).")
@@ -160,6 +167,7 @@ async def _replay(
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def replay(
     nats_url: str | None,
+    nats_auth: NatsAuth,
     clickhouse_url: str | None,
     project: str | None,
     all_projects: bool,
@@ -223,6 +231,7 @@ def replay(
                 window,
                 sink,
                 path,
+                nats_auth,
                 enricher=Enricher(GeoLookup(geo)),
                 batch_rows=batch_rows,
                 on_progress=bar,

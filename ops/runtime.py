@@ -12,7 +12,7 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Generator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -34,7 +34,7 @@ from headwater.control.audit import AuditLog, ensure_audit_stream
 from headwater.control.clickhouse import connect as connect_clickhouse
 from headwater.control.configcache import ConfigCache
 from headwater.control.http import Readiness
-from headwater.control.idempotency import IdempotencyStore, ensure_idempotency_bucket
+from headwater.control.idempotency import IdempotencyStore, ensure_idempotency_bucket, server_secret
 from headwater.control.migrations import apply_migrations
 from headwater.control.project_settings import Batching, ProjectSettings
 from headwater.control.query import QueryLimits, ReadOnlyQueries
@@ -45,6 +45,7 @@ from headwater.control.settings import ControlSettings
 from headwater.control.store import BucketSettings, ProjectStore, ensure_projects_bucket
 from headwater.control.tasks import cancel_and_wait
 from headwater.edge.app import create_app as create_edge_app
+from headwater.edge.app import create_operator_app
 from headwater.edge.asgi import ASGIApp
 from headwater.edge.drainer import Drainer
 from headwater.edge.fallback import CircuitBreaker, FallbackSink
@@ -57,6 +58,7 @@ from headwater.spool import Spool, SpoolConfig
 
 from .httplimits import DEFAULT_HTTP_LIMITS, HTTPLimits, protocol_for
 from .loop import StackFailure
+from .natsauth import NatsAuth
 from .natsconn import ConnectionEvents, connect_nats, connect_nats_in_background
 from .tlsserver import TLSServer, server_context
 
@@ -77,6 +79,7 @@ class StackSettings:
     clickhouse_url: str | None = None
     # Header, head-time and body-time limits of the edge and control HTTP servers.
     http: HTTPLimits = DEFAULT_HTTP_LIMITS
+    nats_auth: NatsAuth = field(default_factory=NatsAuth)
 
 
 async def _logged(what: str, awaitable: Awaitable[object]) -> None:
@@ -107,10 +110,14 @@ class PortInUse(StackFailure):
     """A role's port is taken: said with the flag that changes it, not as a traceback."""
 
     def __init__(self, role: str, host: str, port: int) -> None:
+        flags = (
+            "--operator-port"
+            if role == "operator"
+            else f"--{role}-port under `headwater up` or --port under `headwater serve {role}`"
+        )
         super().__init__(
             f"the {role} cannot listen on {host}:{port}: the port is already in use; choose another "
-            f"with --{role}-port under `headwater up` or --port under `headwater serve {role}` "
-            "(0 picks a free one), or stop what holds it"
+            f"with {flags} (0 picks a free one), or stop what holds it"
         )
 
 
@@ -159,6 +166,7 @@ class Stack:
         self.drainer: Drainer | None = None
         self.edge_url: str | None = None
         self.consumer_url: str | None = None
+        self.edge_operator_url: str | None = None  # the edge's /metrics and detailed /readyz
         self.control_url: str | None = None
         self.draining = False  # stopping after a shutdown delay: the edge reports not ready
         self._servers: list[tuple[str, asyncio.Task[None]]] = []
@@ -171,7 +179,7 @@ class Stack:
         self.connection_events = ConnectionEvents()
         if self._may_start_offline():
             self.nats, connecting = connect_nats_in_background(
-                s.nats_url, "headwater", self.connection_events
+                s.nats_url, "headwater", self.connection_events, s.nats_auth
             )
             done, _ = await asyncio.wait({connecting}, timeout=OFFLINE_START_AFTER_SECONDS)
             if not done:
@@ -179,7 +187,7 @@ class Stack:
                 return
             connecting.result()
         else:
-            self.nats = await connect_nats(s.nats_url, "headwater", self.connection_events)
+            self.nats = await connect_nats(s.nats_url, "headwater", self.connection_events, s.nats_auth)
         js = self.nats.jetstream()
         await ensure_streams(js, s.streams)
         kv = await ensure_projects_bucket(js, BucketSettings(replicas=s.streams.replicas))
@@ -196,20 +204,14 @@ class Stack:
 
         if s.edge is not None:
             assert self.registry is not None
-            metrics = EdgeMetrics()
-            sink = await self._edge_sink(js, s.edge, metrics)
-            edge_app = create_edge_app(
-                s.edge, sink, self.registry, self._edge_readiness, metrics, s.http.body_timeout_seconds
-            )
-            tls = _tls_files(s.edge.tls_cert, s.edge.tls_key)
-            self.edge_url = await self._serve(
-                edge_app, s.edge.host, s.edge.port, "edge", s.edge.reuse_port, tls
-            )
+            await self._serve_edge(js)
 
         if s.control is not None:
             assert self.clickhouse is not None, "the control plane needs a ClickHouse URL"
             await self._migrate_projects(s.control.clickhouse_cluster, s.control.query_clickhouse_url)
-            idempotency = IdempotencyStore(await ensure_idempotency_bucket(js, s.streams.replicas))
+            idempotency = IdempotencyStore(
+                await ensure_idempotency_bucket(js, s.streams.replicas), server_secret(s.control)
+            )
 
             async def purge_messages(project_id: str) -> int:
                 return await purge_project_messages(js, project_id)
@@ -274,6 +276,23 @@ class Stack:
             return ProjectRegistry(kv)
         return ProjectRegistry(kv, cache=ConfigCache(edge.config_cache), max_age=edge.config_max_age_seconds)
 
+    async def _serve_edge(self, js: JetStreamContext) -> None:
+        """The edge's public listener, and its operator listener (/metrics, detailed /readyz)."""
+        s = self.settings
+        assert s.edge is not None and self.registry is not None
+        metrics = EdgeMetrics()
+        sink = await self._edge_sink(js, s.edge, metrics)
+        edge_app = create_edge_app(
+            s.edge, sink, self.registry, self._edge_readiness, metrics, s.http.body_timeout_seconds
+        )
+        tls = _tls_files(s.edge.tls_cert, s.edge.tls_key)
+        self.edge_url = await self._serve(edge_app, s.edge.host, s.edge.port, "edge", s.edge.reuse_port, tls)
+        if s.edge.operator_port is not None:
+            operator_app = create_operator_app(self._edge_readiness, metrics)
+            self.edge_operator_url = await self._serve(
+                operator_app, s.edge.operator_host, s.edge.operator_port, "operator", s.edge.reuse_port
+            )
+
     async def _start_edge_offline(self, connecting: asyncio.Task[None]) -> None:
         """NATS does not answer: serve from the config cache into the spool (the breaker is open),
         and finish starting in the background once NATS answers."""
@@ -284,11 +303,7 @@ class Stack:
         self.registry = self._new_registry(None)
         self.registry.load_cache()
         self.connection_events.subscribe(self.registry)
-        metrics = EdgeMetrics()
-        sink = await self._edge_sink(js, s.edge, metrics)
-        edge_app = create_edge_app(s.edge, sink, self.registry, self._edge_readiness, metrics)
-        tls = _tls_files(s.edge.tls_cert, s.edge.tls_key)
-        self.edge_url = await self._serve(edge_app, s.edge.host, s.edge.port, "edge", s.edge.reuse_port, tls)
+        await self._serve_edge(js)
         self._going_online = asyncio.create_task(self._go_online(connecting, js), name="edge-go-online")
         gc.collect()
         gc.freeze()

@@ -18,6 +18,7 @@ from headwater.edge.settings import EdgeSettings
 
 from .logs import configure_logging
 from .loop import StackFailure, run, wait_until_stopped
+from .natsauth import NatsAuth
 from .options import (
     admin_tokens_from_env,
     clickhouse_url_option,
@@ -26,8 +27,10 @@ from .options import (
     host_option,
     http_limit_options,
     http_limits,
+    idempotency_secret_from_env,
     log_format_option,
     log_level_option,
+    nats_auth_options,
     nats_url_option,
     on_cluster_option,
     option,
@@ -61,6 +64,7 @@ DEFAULT_SPOOL_DIR = ".headwater/spool"
     help="Edge processes sharing the port (SO_REUSEPORT); one per core is a good start.",
 )
 @nats_url_option
+@nats_auth_options
 @clickhouse_url_option
 @option(
     "--ack-wait",
@@ -99,6 +103,7 @@ def serve(
     port: int | None,
     workers: int,
     nats_url: str | None,
+    nats_auth: NatsAuth,
     clickhouse_url: str | None,
     ack_wait: float,
     max_batch_rows: int,
@@ -160,6 +165,7 @@ def serve(
                 host=host,
                 port=http_port,
                 clickhouse_cluster=on_cluster,
+                idempotency_secret=idempotency_secret_from_env(),
                 tls_cert=tls[0] if tls else None,
                 tls_key=tls[1] if tls else None,
                 query_max_memory_bytes=query_max_memory,
@@ -180,6 +186,7 @@ def serve(
         )
     settings = StackSettings(
         nats_url=nats_url,
+        nats_auth=nats_auth,
         streams=stream_settings(replicas, max_age, max_bytes, duplicate_window, dlq_max_age),
         clickhouse_url=clickhouse_url,
         edge=edge,
@@ -203,6 +210,8 @@ def run_role(role: str, settings: StackSettings) -> None:
         try:
             await stack.start()
             urls = "".join(f" on {u}" for u in (stack.edge_url, stack.control_url, stack.consumer_url) if u)
+            if stack.edge_operator_url:
+                urls += f" (operator: {stack.edge_operator_url})"
             click.echo(f"headwater {role} running{urls} (pid {os.getpid()})")
             await wait_until_stopped(stop, stack.failed)
         finally:

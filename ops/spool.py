@@ -16,8 +16,9 @@ from headwater.edge.sink import JetStreamSink
 from headwater.edge.streams import StreamSettings, ensure_streams
 from headwater.spool import Spool, SpoolUnavailable, list_spool_dirs
 
-from .options import data_dir_option, nats_url_option, option
-from .streams import connected, resolve_nats_url
+from .natsauth import NatsAuth
+from .options import data_dir_option, nats_auth_options, nats_url_option, option
+from .streams import connected, resolve_nats
 
 spool_dir_option = option(
     "--spool-dir",
@@ -99,15 +100,16 @@ def status(spool_dir: str, as_json: bool) -> None:
 @spool.command()
 @spool_dir_option
 @nats_url_option
+@nats_auth_options
 @data_dir_option
 @click.option("--batch", default=256, show_default=True, type=click.IntRange(1, 10_000))
-def drain(spool_dir: str, nats_url: str | None, data_dir: str, batch: int) -> None:
+def drain(spool_dir: str, nats_url: str | None, nats_auth: NatsAuth, data_dir: str, batch: int) -> None:
     """Republish spooled envelopes to JetStream now, oldest first, with a progress bar.
 
     A directory whose drain lock a running edge holds is skipped: that edge drains it itself.
     Without --nats-url, the NATS of the `headwater up` running in --data-dir is used.
     """
-    url = resolve_nats_url(nats_url, data_dir)
+    url = resolve_nats(nats_url, data_dir, nats_auth)
 
     async def run() -> int:
         async with connected(url, "headwater-spool-drain") as client:

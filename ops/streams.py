@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,10 +33,12 @@ from headwater.edge.streams import (
 )
 
 from .datadir import DataDir
+from .natsauth import NatsAuth, NatsTarget, is_empty, up_auth
 from .options import (
     data_dir_option,
     format_byte_size,
     format_duration,
+    nats_auth_options,
     nats_url_option,
     stream_options,
     stream_settings,
@@ -54,20 +55,18 @@ DEFAULT_WATCH_SECONDS = 2.0
 # -- connecting --------------------------------------------------------------------------------------
 
 
-def resolve_nats_url(nats_url: str | None, data_dir: str) -> str:
-    """--nats-url / HEADWATER_NATS_URL, else the NATS of the `headwater up` stack running on `data_dir`."""
+def resolve_nats(nats_url: str | None, data_dir: str, auth: NatsAuth | None = None) -> NatsTarget:
+    """--nats-url / HEADWATER_NATS_URL, else the NATS of the `headwater up` stack running on `data_dir`
+    (as the admin user `up` made there, unless credentials were given)."""
+    auth = auth or NatsAuth()
     if nats_url:
-        return nats_url
+        return NatsTarget(nats_url, auth)
     record = DataDir(Path(data_dir)).read_stack()
     if record is None:
         raise click.UsageError(
             "--nats-url (or HEADWATER_NATS_URL) is required when no `headwater up` runs in --data-dir"
         )
-    return record.nats_url
-
-
-def _without_credentials(url: str) -> str:
-    return re.sub(r"//[^/@]*@", "//", url)
+    return NatsTarget(record.nats_url, auth if not is_empty(auth) else up_auth(Path(data_dir)))
 
 
 def _describe(error: BaseException) -> str:
@@ -77,7 +76,7 @@ def _describe(error: BaseException) -> str:
 
 
 @asynccontextmanager
-async def connected(url: str, name: str) -> AsyncIterator[Client]:
+async def connected(target: NatsTarget, name: str) -> AsyncIterator[Client]:
     """A connection that fails within seconds when NATS is unreachable: `connect_nats` retries the
     first connection forever, which suits a role but not a command an operator waits on."""
     errors: list[Exception] = []
@@ -87,18 +86,17 @@ async def connected(url: str, name: str) -> AsyncIterator[Client]:
 
     try:
         client = await nats.connect(
-            servers=[u.strip() for u in url.split(",") if u.strip()],
+            servers=[u.strip() for u in target.url.split(",") if u.strip()],
             name=name,
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            **target.auth.connect_options(),
             max_reconnect_attempts=1,
             reconnect_time_wait=0.5,
             error_cb=remember,
         )
     except (nats.errors.Error, OSError, TimeoutError) as exc:
         cause = errors[-1] if errors else exc
-        raise click.ClickException(
-            f"cannot reach NATS at {_without_credentials(url)}: {_describe(cause)}"
-        ) from None
+        raise click.ClickException(f"cannot reach NATS at {target.redacted}: {_describe(cause)}") from None
     try:
         yield client
     finally:
@@ -284,7 +282,7 @@ async def stream_status(client: Client, name: str) -> StreamStatus:
     )
 
 
-async def collect_status(url: str) -> list[StreamStatus]:
+async def collect_status(url: NatsTarget) -> list[StreamStatus]:
     async with connected(url, "headwater-streams-status") as client:
         return [await stream_status(client, name) for name in STREAM_NAMES]
 
@@ -346,7 +344,7 @@ def status_document(statuses: list[StreamStatus], now: datetime) -> dict[str, An
     return {"time": _iso(now), "streams": [s.to_json() for s in statuses]}
 
 
-async def watch_status(url: str, interval: float, as_json: bool) -> None:
+async def watch_status(url: NatsTarget, interval: float, as_json: bool) -> None:
     """Print a fresh status every `interval` seconds until cancelled (Ctrl-C). NATS being unreachable
     is shown in the frame and watching goes on, so an operator can watch it come back."""
     while True:
@@ -448,7 +446,7 @@ async def _plans(js: JetStreamContext, settings: StreamSettings) -> list[StreamP
     return [plan_stream(s, await current_config(js, s.name)) for s in managed_streams(settings)]
 
 
-async def read_plans(url: str, settings: StreamSettings) -> list[StreamPlan]:
+async def read_plans(url: NatsTarget, settings: StreamSettings) -> list[StreamPlan]:
     async with connected(url, "headwater-streams-ensure") as client:
         return await _plans(client.jetstream(timeout=REQUEST_TIMEOUT_SECONDS), settings)
 
@@ -460,7 +458,7 @@ def _same(plans: list[StreamPlan], others: list[StreamPlan]) -> bool:
     return [key(p) for p in plans] == [key(p) for p in others]
 
 
-async def apply_plans(url: str, settings: StreamSettings, seen: list[StreamPlan]) -> int:
+async def apply_plans(url: NatsTarget, settings: StreamSettings, seen: list[StreamPlan]) -> int:
     """Apply the plan the operator saw, stream by stream; the number of streams that failed."""
     async with connected(url, "headwater-streams-ensure") as client:
         js = client.jetstream(timeout=REQUEST_TIMEOUT_SECONDS)
@@ -490,6 +488,7 @@ def streams() -> None:
 
 @streams.command()
 @nats_url_option
+@nats_auth_options
 @data_dir_option
 @click.option(
     "--json", "as_json", is_flag=True, help="Print JSON instead of tables (one line per frame with --watch)."
@@ -503,10 +502,12 @@ def streams() -> None:
     metavar="[SECONDS]",
     help=f"Refresh every SECONDS (default {DEFAULT_WATCH_SECONDS:g}) until Ctrl-C.",
 )
-def status(nats_url: str | None, data_dir: str, as_json: bool, watch: float | None) -> None:
+def status(
+    nats_url: str | None, nats_auth: NatsAuth, data_dir: str, as_json: bool, watch: float | None
+) -> None:
     """Messages, bytes, first and last message, replicas per stream; lag, ack-pending, redeliveries,
     waiting pulls and last activity per consumer. Reads only."""
-    url = resolve_nats_url(nats_url, data_dir)
+    url = resolve_nats(nats_url, data_dir, nats_auth)
     if watch is not None:
         try:
             asyncio.run(watch_status(url, watch, as_json))
@@ -523,11 +524,14 @@ def status(nats_url: str | None, data_dir: str, as_json: bool, watch: float | No
 
 @streams.command()
 @nats_url_option
+@nats_auth_options
 @data_dir_option
 @stream_options
 @click.option("--dry-run", is_flag=True, help="Print the changes; make none.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def ensure(nats_url: str | None, data_dir: str, dry_run: bool, yes: bool, **flags: Any) -> None:
+def ensure(
+    nats_url: str | None, nats_auth: NatsAuth, data_dir: str, dry_run: bool, yes: bool, **flags: Any
+) -> None:
     """Create the streams and KV buckets that are missing and update the ones whose settings differ.
 
     Prints the changes field by field and asks before applying them. The settings are declarative:
@@ -536,7 +540,7 @@ def ensure(nats_url: str | None, data_dir: str, dry_run: bool, yes: bool, **flag
     another storage type) is reported for its stream, the others still apply, and the exit code is 1.
     """
     settings = stream_settings(**flags)
-    url = resolve_nats_url(nats_url, data_dir)
+    url = resolve_nats(nats_url, data_dir, nats_auth)
     plans = _run(read_plans(url, settings))
     click.echo(render_plan(plans))
     pending = sum(p.action != "none" for p in plans)

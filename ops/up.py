@@ -21,6 +21,14 @@ from headwater.edge.streams import StreamSettings
 from .datadir import DEFAULT_DATA_DIR, DataDir, DataDirLocked, StackRecord
 from .logs import configure_logging
 from .loop import StackFailure, run, wait_until_stopped
+from .natsauth import (
+    PASSWORDS_DIR,
+    NatsAuth,
+    authorization_config,
+    generate_passwords,
+    redact_nats_url,
+    up_auth,
+)
 from .natsserver import NatsServerError, NatsServerProcess
 from .options import (
     admin_token_from_env,
@@ -34,6 +42,7 @@ from .options import (
     http_limits,
     log_format_option,
     log_level_option,
+    nats_auth_options,
     nats_url_option,
     option,
     tls_files,
@@ -65,7 +74,15 @@ SAMPLE_QUERY = (
 @option(
     "--nats-port", env="HEADWATER_NATS_PORT", default=4222, type=int, help="Port of the embedded NATS server."
 )
+@option(
+    "--consumer-port",
+    env="HEADWATER_CONSUMER_PORT",
+    default=8702,
+    type=click.IntRange(0, 65535),
+    help="Port of the consumer's /metrics and /readyz, on 127.0.0.1 (0: any free).",
+)
 @nats_url_option
+@nats_auth_options
 @clickhouse_url_option
 @tls_options
 @edge_options
@@ -78,7 +95,9 @@ def up(
     edge_port: int,
     control_port: int,
     nats_port: int,
+    consumer_port: int,
     nats_url: str | None,
+    nats_auth: NatsAuth,
     clickhouse_url: str | None,
     tls_cert: str | None,
     tls_key: str | None,
@@ -108,16 +127,27 @@ def up(
     nats_process: NatsServerProcess | None = None
     try:
         if nats_url is None:
-            # The embedded NATS listens on loopback only, whatever --host says: it has no auth.
+            # The embedded NATS listens on loopback only, whatever --host says; and even there every
+            # client logs in as one of the per-role users whose passwords live in the data dir.
+            passwords = generate_passwords(data.root / PASSWORDS_DIR)
             nats_process = NatsServerProcess(
-                data.nats_store, "127.0.0.1", nats_port, data.logs / "nats-server.log"
+                data.nats_store,
+                "127.0.0.1",
+                nats_port,
+                data.logs / "nats-server.log",
+                authorization=authorization_config(
+                    {role: path.read_text().strip() for role, path in passwords.items()}
+                ),
             )
+            # The stack runs every role in one process on one connection: it needs them all.
+            nats_auth = up_auth(data.root)
             try:
                 nats_url = nats_process.start()
             except NatsServerError as exc:
                 raise click.ClickException(str(exc)) from None
         settings = StackSettings(
             nats_url=nats_url,
+            nats_auth=nats_auth,
             streams=StreamSettings(),
             clickhouse_url=clickhouse_url,
             edge=edge_settings(host, edge_port, str(data.root / "spool"), tls=tls, **edge_flags),
@@ -129,7 +159,7 @@ def up(
                 tls_cert=tls[0] if tls else None,
                 tls_key=tls[1] if tls else None,
             ),
-            consumer=ConsumerSettings(clickhouse_url=clickhouse_url),
+            consumer=ConsumerSettings(clickhouse_url=clickhouse_url, host="127.0.0.1", port=consumer_port),
             http=limits,
         )
 
@@ -211,12 +241,15 @@ def _banner(
         token_line = f"admin token (new, stored in {data.admin_token_file}): {new_token}"
     else:
         token_line = "admin token: $HEADWATER_ADMIN_TOKEN or " + str(data.admin_token_file)
+    embedded_nats = stack.settings.nats_auth == up_auth(data.root) != NatsAuth()
+    nats_users = f" (users and passwords in {data.root / PASSWORDS_DIR})" if embedded_nats else ""
     lines = [
         "",
         "headwater is running",
         f"  edge         {stack.edge_url}",
         f"  control API  {stack.control_url}",
-        f"  NATS         {stack.settings.nats_url}",
+        f"  metrics      {stack.edge_operator_url}/metrics (edge), {stack.consumer_url}/metrics (consumer)",
+        f"  NATS         {redact_nats_url(stack.settings.nats_url)}{nats_users}",
         f"  ClickHouse   {redact_url(clickhouse)}{embedded}",
         f"  {token_line}",
         "",

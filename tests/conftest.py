@@ -10,6 +10,7 @@ import itertools
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -110,6 +111,9 @@ async def make_stack(nats_server: NatsServerProcess, clickhouse_url: str) -> Asy
         http: HTTPLimits | None = None,
     ) -> Stack:
         edge_settings = edge if isinstance(edge, EdgeSettings) else EdgeSettings(port=0) if edge else None
+        if edge_settings is not None and edge_settings.operator_port is None:
+            # /metrics and the detailed /readyz, on a free port (stack.edge_operator_url).
+            edge_settings = replace(edge_settings, operator_port=0)
         consumer_settings = (
             consumer
             if isinstance(consumer, ConsumerSettings)

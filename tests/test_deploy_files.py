@@ -26,6 +26,7 @@ from hw_testing import BIN, admin_headers, basic_auth, cli_env, create_project, 
 
 from headwater.edge.settings import EdgeSettings
 from headwater.ops.cli import main
+from headwater.ops.natsauth import ROLES, authorization_config
 from headwater.ops.natscluster import free_ports
 from headwater.ops.options import ADMIN_TOKEN_ENV, ADMIN_TOKENS_ENV
 from headwater.ops.runtime import Stack
@@ -115,14 +116,34 @@ def test_the_clickhouse_cluster_config_is_well_formed_and_names_the_cluster_head
     assert "# HEADWATER_CLICKHOUSE_CLUSTER=headwater" in (DEPLOY / "headwater.env").read_text()
 
 
-def test_nats_server_accepts_the_cluster_config_with_the_example_environment() -> None:
-    """The unit's command line, with the repository's config and `-t` (check the config, then exit)."""
+def test_nats_server_accepts_the_cluster_config_with_the_example_environment(tmp_path: Path) -> None:
+    """The unit's command line, with the repository's config and `-t` (check the config, then exit);
+    the example certificate paths replaced by a real certificate, which nats-server loads."""
     argv = exec_start(DEPLOY / "nats-server.service")
     command = [str(BIN / "nats-server"), *argv[1:]]
     command[command.index("/etc/headwater/nats-server.conf")] = str(DEPLOY / "nats-server.conf")
+    certificate = self_signed(tmp_path)
     environment = {**cli_env(), **env_file(DEPLOY / "nats-server.env")}
+    environment |= {"NATS_TLS_CERT": certificate.cert, "NATS_TLS_KEY": certificate.key}
     result = subprocess.run([*command, "-t"], capture_output=True, text=True, env=environment, timeout=60)
     assert result.returncode == 0 and "is valid" in result.stdout + result.stderr, result.stderr
+
+
+def test_the_shipped_nats_users_are_the_ones_headwater_grants() -> None:
+    """nats-auth.conf is `authorization_config` with the passwords left to the environment, and
+    the environment example sets each of them; every headwater unit logs in as its own user."""
+    variables = {role: f"NATS_{role.upper()}_PASSWORD" for role in ROLES}
+    shipped = (DEPLOY / "nats-auth.conf").read_text()
+    assert (
+        shipped.split("authorization {", 1)[1]
+        == authorization_config(variables, variables=True).split("authorization {", 1)[1]
+    )
+    assert set(variables.values()) <= set(env_file(DEPLOY / "nats-server.env"))
+    assert 'include "nats-auth.conf"' in (DEPLOY / "nats-server.conf").read_text()
+    for unit in UNITS:
+        if unit.name.startswith("headwater-"):
+            role = unit.stem.removeprefix("headwater-")
+            assert f"Environment=HEADWATER_NATS_USER={role}\n" in unit.read_text(), unit.name
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
@@ -308,9 +329,15 @@ async def test_haproxy_spreads_events_over_the_edges_and_drains_one(  # type: ig
             interval=0.5,
         )
         assert set(await send(20)) == {200}
+        # Only the ingest paths are forwarded: the edges' other answers stay inside.
+        for path in ("/metrics", "/readyz", "/healthz", "/v1/projects", "/v1/track/../../metrics"):
+            refused = await tls_client.get(f"https://127.0.0.1:{ingest_port}{path}")
+            assert refused.status_code == 404 and "headwater" not in refused.text, path
+        sdk = await tls_client.get(f"https://127.0.0.1:{ingest_port}/sdk/v1/headwater.js")
+        assert sdk.status_code == 200
 
         async def accepted_by(edge: Stack) -> float:
-            return accepted((await http.get(f"{edge.edge_url}/metrics")).text)
+            return accepted((await http.get(f"{edge.edge_operator_url}/metrics")).text)
 
         before = await accepted_by(edge_a)
         assert before > 0 and await accepted_by(edge_b) > 0, "the events did not spread"

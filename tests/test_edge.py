@@ -510,7 +510,7 @@ async def test_metrics_count_requests_and_events(
 ) -> None:
     await post(http, stack, "track", track_event(), basic_auth(keys["secret"]))
     await post(http, stack, "track", track_event(event=""), basic_auth(keys["secret"]))
-    text = (await http.get(f"{stack.edge_url}/metrics")).text
+    text = (await http.get(f"{stack.edge_operator_url}/metrics")).text
     assert 'headwater_edge_requests_total{endpoint="track",status="200"} 1.0' in text
     assert 'headwater_edge_requests_total{endpoint="track",status="400"} 1.0' in text
     assert 'outcome="accepted"' in text and 'reason="missing_field"' in text
@@ -519,7 +519,7 @@ async def test_metrics_count_requests_and_events(
     # Within this stack's limits (5 events, 2 KB each), a batch whose envelope passes 4 KB.
     batch = {"batch": [{**track_event(), "type": "track", "properties": {"note": "x" * 1200}}] * 5}
     assert (await post(http, stack, "batch", batch, basic_auth(keys["secret"]))).status_code == 200
-    text = (await http.get(f"{stack.edge_url}/metrics")).text
+    text = (await http.get(f"{stack.edge_operator_url}/metrics")).text
     sizes = dict(re.findall(r'headwater_edge_envelope_bytes_total\{form="(\w+)"\} ([\d.e+]+)', text))
     assert float(sizes["json"]) > 4096 + float(sizes["stored"])  # the batch's envelope was compressed
 
@@ -532,9 +532,13 @@ async def test_a_shutdown_delay_keeps_serving_while_reporting_not_ready(
     stack = await make_stack(edge=EdgeSettings(port=0, shutdown_delay_seconds=2.0), control=True)
     keys = await create_project(http, stack, project_id)
     assert (await http.get(f"{stack.edge_url}/readyz")).status_code == 200
+    # The public port says only whether the edge is ready; the operator listener says why.
+    assert (await http.get(f"{stack.edge_url}/metrics")).status_code == 404
     stopping = asyncio.create_task(stack.stop())  # what SIGTERM does
     await asyncio.sleep(0.3)
-    ready = await http.get(f"{stack.edge_url}/readyz")
+    public = await http.get(f"{stack.edge_url}/readyz")
+    assert public.status_code == 503 and public.json() == {"ready": False}
+    ready = await http.get(f"{stack.edge_operator_url}/readyz")
     assert ready.status_code == 503 and ready.json()["checks"]["accepting"] is False
     # Still taking events (and answering only once they are durable) while the balancer notices.
     assert (await post(http, stack, "track", track_event(), basic_auth(keys["secret"]))).status_code == 200

@@ -20,6 +20,7 @@ import asyncio
 import itertools
 import re
 import signal
+import ssl
 import subprocess
 import time
 import uuid
@@ -28,8 +29,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import nats
 import pytest
-from hw_testing import ADMIN_TOKEN, BIN, admin_headers, basic_auth, cli_env, eventually
+from hw_testing import (
+    ADMIN_TOKEN,
+    BIN,
+    Certificate,
+    admin_headers,
+    basic_auth,
+    cli_env,
+    eventually,
+    self_signed,
+)
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
@@ -38,6 +49,7 @@ from headwater.control.audit import AUDIT_STREAM
 from headwater.control.idempotency import IDEMPOTENCY_BUCKET
 from headwater.control.store import PROJECTS_BUCKET
 from headwater.edge.subjects import DLQ_STREAM, EVENTS_STREAM
+from headwater.ops.natsauth import ROLES, NatsAuth
 from headwater.ops.natscluster import NatsCluster, stream_leader
 from headwater.ops.natsconn import connect_nats
 
@@ -53,11 +65,12 @@ class Role:
 
     def __init__(self, name: str, args: list[str], log_dir: Path, env: dict[str, str] | None = None) -> None:
         self.name = name
-        self.command = [str(BIN / "headwater"), "serve", *args, "--port", "0"]
+        self.command = [str(BIN / "headwater"), "serve", *args, "--port", "0", "--operator-port", "0"]
         self.log_file = log_dir / f"{name}.log"
         self.env = {**cli_env(), **(env or {})}
         self.process: subprocess.Popen[str] | None = None
         self.url = ""
+        self.operator_url = ""  # an edge's /metrics and detailed /readyz
 
     def start(self) -> str:
         with self.log_file.open("w") as log:
@@ -69,6 +82,8 @@ class Role:
         found = re.search(r" on (http://\S+)", line)
         assert found, f"{self.name} did not start: {line!r}\n{self.log_tail()}"
         self.url = found.group(1)
+        operator = re.search(r"\(operator: (http://\S+)\)", line)
+        self.operator_url = operator.group(1) if operator else ""
         return self.url
 
     def stop(self, timeout: float = 60) -> int | None:
@@ -133,18 +148,42 @@ class SteadyLoad:
         await asyncio.gather(*self._in_flight)
 
 
+PASSWORDS = {role: f"{role}-{uuid.uuid4().hex}" for role in ROLES}
+
+
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
-    nats = NatsCluster(tmp_path / "nats", NATS_CONFIG)
+def certificate(tmp_path: Path) -> Certificate:
+    """The nodes' TLS certificate (self-signed: it is its own CA)."""
+    return self_signed(tmp_path)
+
+
+def login(role: str, certificate: Certificate) -> list[str]:
+    """The flags a role (or command) logs in to the cluster with, as its user, over TLS."""
+    return ["--nats-user", role, "--nats-password", PASSWORDS[role], "--nats-tls-ca", certificate.cert]
+
+
+def auth(role: str, certificate: Certificate) -> NatsAuth:
+    return NatsAuth(user=role, password=PASSWORDS[role], tls_ca=certificate.cert)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, certificate: Certificate) -> Iterator[NatsCluster]:
+    """The shipped config's cluster: users per role (nats-auth.conf) and TLS on the client port."""
+    environment = {f"NATS_{role.upper()}_PASSWORD": password for role, password in PASSWORDS.items()}
+    environment |= {"NATS_TLS_CERT": certificate.cert, "NATS_TLS_KEY": certificate.key}
+    nats = NatsCluster(tmp_path / "nats", NATS_CONFIG, environment=environment)
     nats.start()
     yield nats
     nats.stop()
 
 
-async def ensure_replicated_streams(cluster: NatsCluster, js: JetStreamContext) -> None:
+async def ensure_replicated_streams(
+    cluster: NatsCluster, js: JetStreamContext, certificate: Certificate
+) -> None:
     """`headwater streams ensure --replicas 3`, as docs/deploy.md has the operator run it before any
     role starts (roles create only what is missing, with one replica)."""
     command = [str(BIN / "headwater"), "streams", "ensure", "--replicas", "3", "--nats-url", cluster.urls]
+    command += login("admin", certificate)
     result = await asyncio.to_thread(
         subprocess.run, [*command, "--yes"], capture_output=True, text=True, env=cli_env(), timeout=180
     )
@@ -214,7 +253,7 @@ def other_than(cluster: NatsCluster, leader: str) -> str:
 
 
 async def test_nats_nodes_die_under_load_and_every_acknowledged_event_lands_once(
-    cluster: NatsCluster, tmp_path: Path, http: httpx.AsyncClient
+    cluster: NatsCluster, tmp_path: Path, http: httpx.AsyncClient, certificate: Certificate
 ) -> None:
     started = time.monotonic()
     timings: list[str] = []
@@ -222,18 +261,24 @@ async def test_nats_nodes_die_under_load_and_every_acknowledged_event_lands_once
     def mark(what: str) -> None:
         timings.append(f"{time.monotonic() - started:6.1f}s {what}")
 
-    client: NatsClient = await connect_nats(cluster.urls, "ha-test")
+    client: NatsClient = await connect_nats(cluster.urls, "ha-test", auth=auth("admin", certificate))
     js = client.jetstream()
     roles: list[Role] = []
     try:
-        await ensure_replicated_streams(cluster, js)
+        await ensure_replicated_streams(cluster, js, certificate)
         mark("cluster up; `headwater streams ensure --replicas 3` applied")
         logs = tmp_path / "logs"
         logs.mkdir()
         nats = ["--nats-url", cluster.urls]
         control = Role(
             "control",
-            ["control", *nats, "--clickhouse-url", f"chdb://{tmp_path / 'ch-control'}"],
+            [
+                "control",
+                *nats,
+                *login("control", certificate),
+                "--clickhouse-url",
+                f"chdb://{tmp_path / 'ch-control'}",
+            ],
             logs,
             {"HEADWATER_ADMIN_TOKEN": ADMIN_TOKEN},
         )
@@ -249,15 +294,32 @@ async def test_nats_nodes_die_under_load_and_every_acknowledged_event_lands_once
         # Each consumer owns its embedded ClickHouse directory: create the project's database in
         # each, as an operator runs `headwater migrate` against a new ClickHouse.
         consumer_urls = [f"chdb://{tmp_path / f'ch-consumer-{n}'}" for n in (1, 2)]
-        await asyncio.gather(*(headwater("migrate", *nats, "--clickhouse-url", url) for url in consumer_urls))
+        await asyncio.gather(
+            *(
+                headwater("migrate", *nats, *login("admin", certificate), "--clickhouse-url", url)
+                for url in consumer_urls
+            )
+        )
         edges = [
-            Role(f"edge-{n}", ["edge", *nats, "--spool-dir", str(tmp_path / f"spool-{n}"),
-                               "--publish-timeout", "1"], logs)
+            Role(f"edge-{n}", ["edge", *nats, *login("edge", certificate),
+                               "--spool-dir", str(tmp_path / f"spool-{n}"), "--publish-timeout", "1"], logs)
             for n in (1, 2)
         ]  # fmt: skip
         # A short ack wait: what a dying node held unacknowledged comes back soon.
         consumers = [
-            Role(f"consumer-{n}", ["consumer", *nats, "--clickhouse-url", url, "--ack-wait", "10"], logs)
+            Role(
+                f"consumer-{n}",
+                [
+                    "consumer",
+                    *nats,
+                    *login("consumer", certificate),
+                    "--clickhouse-url",
+                    url,
+                    "--ack-wait",
+                    "10",
+                ],
+                logs,
+            )
             for n, url in enumerate(consumer_urls, 1)
         ]
         roles += edges + consumers
@@ -293,9 +355,11 @@ async def test_nats_nodes_die_under_load_and_every_acknowledged_event_lands_once
 
         spooled = []
         for edge in edges:
-            details = (await http.get(f"{edge.url}/readyz")).json()["spool"]
+            details = (await http.get(f"{edge.operator_url}/readyz")).json()["spool"]
             spooled.append(details["appended"])
-            await eventually(lambda e=edge: spool_entries(http, e.url), lambda n: n == 0, timeout=120)
+            await eventually(
+                lambda e=edge: spool_entries(http, e.operator_url), lambda n: n == 0, timeout=120
+            )
         await eventually(lambda: backlog(js), lambda b: b == (0, 0), timeout=180, interval=0.5)
         mark(f"spools drained ({spooled} envelopes spooled) and the consumers caught up")
         dead = (await js.stream_info(DLQ_STREAM)).state.messages
@@ -330,3 +394,24 @@ async def test_nats_nodes_die_under_load_and_every_acknowledged_event_lands_once
         f"consumer-2 {len(stored[1])} after FINAL, {results[1][1]} before), "
         f"{len(in_both)} in both databases (redelivered across processes), 0 missing, 0 doubled"
     )
+
+
+async def test_the_shipped_cluster_wants_a_login_over_tls_and_keeps_edges_to_their_part(
+    cluster: NatsCluster, certificate: Certificate
+) -> None:
+    with pytest.raises((NatsError, OSError)):  # no credentials
+        await nats.connect(
+            cluster.urls, allow_reconnect=False, tls=ssl.create_default_context(cafile=certificate.cert)
+        )
+    with pytest.raises((NatsError, OSError)):  # credentials, but in clear text
+        await nats.connect(cluster.urls, allow_reconnect=False, user="edge", password=PASSWORDS["edge"])
+    edge = await connect_nats(cluster.urls, "ha-test-edge", auth=auth("edge", certificate))
+    admin = await connect_nats(cluster.urls, "ha-test-admin", auth=auth("admin", certificate))
+    try:
+        await admin.jetstream().create_key_value(bucket=PROJECTS_BUCKET)
+        kv = await edge.jetstream(timeout=3).key_value(PROJECTS_BUCKET)
+        with pytest.raises((NatsError, TimeoutError)):
+            await asyncio.wait_for(kv.put("victim", b"{}"), 5)
+    finally:
+        await edge.close()
+        await admin.close()

@@ -5,12 +5,15 @@ pagination, and the audit trail."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hw_testing import admin_headers, basic_auth, eventually, track_event
 
 from headwater.control.audit import AUDIT_STREAM, AUDIT_SUBJECT
@@ -300,6 +303,28 @@ async def test_idempotent_create_returns_the_first_answer(api: Api, project_id: 
     assert other_body.json()["code"] == "idempotency_key_reused"
     without_key = await api.call("POST", "/projects", body)
     assert without_key.status_code == 409
+
+
+async def test_the_idempotency_bucket_says_nothing_without_the_server_secret(
+    api: Api, stack: Stack, project_id: str
+) -> None:
+    """Whoever reads the bucket (a NATS user, a backup) and guesses an Idempotency-Key can neither
+    find its record nor decrypt the secret key in it: both need a secret of the control plane."""
+    key = "guessable-key-1"
+    created = await api.call("POST", "/projects", {"id": project_id}, **{"Idempotency-Key": key})
+    assert created.status_code == 201
+    assert stack.nats is not None
+    kv = await stack.nats.jetstream().key_value("HW_IDEMPOTENCY")
+    plain_lookup = "create." + hashlib.sha256(b"lookup:" + key.encode()).hexdigest()
+    stored = await kv.keys()
+    assert stored and plain_lookup not in stored
+    for record_key in stored:
+        entry = await kv.get(record_key)
+        assert entry.value is not None
+        record = orjson.loads(entry.value)
+        cipher = AESGCM(hashlib.sha256(b"encrypt:" + key.encode()).digest())
+        with pytest.raises(InvalidTag):
+            cipher.decrypt(bytes.fromhex(record["nonce"]), bytes.fromhex(record["answer"]), None)
 
 
 async def test_concurrent_idempotent_retries_create_once(api: Api, project_id: str) -> None:

@@ -88,7 +88,7 @@ async def test_watchers_rebuild_after_a_nats_restart(
     nats_server.stop()
 
     async def readyz() -> httpx.Response:
-        return await http.get(f"{stack.edge_url}/readyz")
+        return await http.get(f"{stack.edge_operator_url}/readyz")
 
     down = await eventually(readyz, lambda r: r.status_code == 503, timeout=10)
     assert down.json()["config"]["stale"] is True

@@ -349,7 +349,7 @@ async def test_a_page_on_a_disallowed_origin_stores_nothing(site: Site, browser:
     await outsider.evaluate("headwater.track('Not allowed')")
 
     async def refused() -> float:
-        metrics = (await site.http.get(f"{site.stack.edge_url}/metrics")).text
+        metrics = (await site.http.get(f"{site.stack.edge_operator_url}/metrics")).text
         found = re.search(
             r'^headwater_edge_requests_total\{endpoint="batch",status="403"\} (\S+)$', metrics, re.M
         )

@@ -13,8 +13,9 @@ import pytest
 
 from headwater.control.http import Readiness
 from headwater.control.registry import KeyMatch
-from headwater.edge.app import create_app
+from headwater.edge.app import create_app, create_operator_app
 from headwater.edge.envelope import Envelope
+from headwater.edge.metrics import EdgeMetrics
 from headwater.edge.sdkfile import SDK_PATH
 from headwater.edge.settings import EdgeSettings
 
@@ -35,9 +36,22 @@ class NoProjects:
 
 
 @pytest.fixture
-async def edge() -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(EdgeSettings(port=0), NoSink(), NoProjects(), lambda: Readiness({"nats": True}))
+def metrics() -> EdgeMetrics:
+    return EdgeMetrics()
+
+
+@pytest.fixture
+async def edge(metrics: EdgeMetrics) -> AsyncIterator[httpx.AsyncClient]:
+    ready = lambda: Readiness({"nats": True})  # noqa: E731
+    app = create_app(EdgeSettings(port=0), NoSink(), NoProjects(), ready, metrics)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://edge") as client:
+        yield client
+
+
+@pytest.fixture
+async def operator(metrics: EdgeMetrics) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_operator_app(lambda: Readiness({"nats": True}), metrics)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://op") as client:
         yield client
 
 
@@ -88,8 +102,12 @@ async def test_head_and_other_methods(edge: httpx.AsyncClient) -> None:
     assert post.headers["allow"] == "GET, HEAD"
 
 
-async def test_other_paths_still_reach_the_quart_app(edge: httpx.AsyncClient) -> None:
+async def test_other_paths_still_reach_the_quart_app(
+    edge: httpx.AsyncClient, operator: httpx.AsyncClient
+) -> None:
     assert (await edge.get("/sdk/v1/other.js")).status_code == 404
+    assert (await edge.get("/healthz")).status_code == 200
+    assert (await edge.get("/metrics")).status_code == 404  # not on the public port
     await edge.get(SDK_PATH)
-    metrics = (await edge.get("/metrics")).text
+    metrics = (await operator.get("/metrics")).text
     assert 'headwater_edge_requests_total{endpoint="sdk",status="200"} 1.0' in metrics

@@ -25,7 +25,17 @@ def role_env() -> dict[str, str]:
 @pytest.fixture
 def edge_process(nats_server: NatsServerProcess) -> Iterator[str]:
     process = subprocess.Popen(
-        [str(BIN / "headwater"), "serve", "edge", "--port", "0", "--nats-url", nats_server.url],
+        [
+            str(BIN / "headwater"),
+            "serve",
+            "edge",
+            "--port",
+            "0",
+            "--operator-port",
+            "0",
+            "--nats-url",
+            nats_server.url,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

@@ -215,7 +215,8 @@ def free_port() -> int:
 def start_edge(port: int, nats_url: str, spool_dir: Path) -> subprocess.Popen[str]:
     env = cli_env()
     process = subprocess.Popen(
-        [str(BIN / "headwater"), "serve", "edge", "--port", str(port), "--nats-url", nats_url,
+        [str(BIN / "headwater"), "serve", "edge", "--port", str(port),
+         "--operator-port", "0", "--nats-url", nats_url,
          "--spool-dir", str(spool_dir), "--publish-timeout", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
     )  # fmt: skip

@@ -281,6 +281,7 @@ def tls_edge_workers(
     """`serve edge --workers 2` with TLS: each worker its own HTTPS listener on the shared port."""
     process = subprocess.Popen(
         [str(BIN / "headwater"), "serve", "edge", "--workers", "2", "--port", str(_free_port()),
+         "--operator-port", str(_free_port()),
          "--nats-url", nats_server.url, "--spool-dir", str(tmp_path / "spool"),
          "--tls-cert", certificate.cert, "--tls-key", certificate.key],
         stdout=subprocess.PIPE,
@@ -339,6 +340,7 @@ def test_up_serves_https_and_its_printed_commands_work(certificate: Certificate,
     process = subprocess.Popen(
         [str(BIN / "headwater"), "up", "--data-dir", str(tmp_path / "hw"),
          "--edge-port", "0", "--control-port", "0", "--nats-port", "0",
+         "--operator-port", "0", "--consumer-port", "0",
          "--tls-cert", certificate.cert, "--tls-key", certificate.key],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -3,16 +3,21 @@ restart with the data kept, and no orphaned nats-server."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+import nats
 import pytest
 from hw_testing import BIN, cli_env
 
@@ -28,7 +33,8 @@ class UpProcess:
         self.env = env
         self.process = subprocess.Popen(
             [str(BIN / "headwater"), "up", "--data-dir", str(data_dir),
-             "--edge-port", "0", "--control-port", "0", "--nats-port", "0"],
+             "--edge-port", "0", "--control-port", "0", "--nats-port", "0",
+             "--operator-port", "0", "--consumer-port", "0"],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -99,6 +105,26 @@ def wait_dead(pid: int, timeout: float = 10) -> bool:
     return False
 
 
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def _nats_refuses_anonymous(url: str) -> bool:
+    async def attempt() -> bool:
+        try:
+            client = await nats.connect(url, allow_reconnect=False, connect_timeout=5)
+        except (nats.errors.Error, OSError):
+            return True
+        await client.close()
+        return False
+
+    return asyncio.run(attempt())
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "hw"
@@ -113,6 +139,19 @@ def test_up_curl_query_stop_restart(data_dir: Path) -> None:
         assert ready_after < 30, f"up took {ready_after:.1f}s to be ready"
         record = json.loads((data_dir / "stack.json").read_text())
         assert (data_dir / "admin-token").stat().st_mode & 0o077 == 0
+        assert (data_dir / "stack.json").stat().st_mode & 0o077 == 0  # its URLs may hold passwords
+        # NATS wants a login, even on loopback: per-role passwords only the owner reads.
+        for role in ("edge", "consumer", "control", "admin"):
+            assert (data_dir / "nats-users" / f"{role}.password").stat().st_mode & 0o077 == 0
+        assert _nats_refuses_anonymous(record["nats_url"])
+        # Metrics and readiness details are on the operator listeners, not on the public edge.
+        [metrics_line] = [line for line in up.output if line.strip().startswith("metrics ")]
+        edge_metrics, consumer_metrics = re.findall(r"(http://\S+/metrics)", metrics_line)
+        assert "headwater_edge_requests_total" in _get(edge_metrics)[1]
+        assert "headwater_consumer" in _get(consumer_metrics)[1]
+        assert _get(record["edge_url"] + "/metrics")[0] == 404
+        assert json.loads(_get(record["edge_url"] + "/readyz")[1]) == {"ready": True}
+        assert "checks" in json.loads(_get(edge_metrics.replace("/metrics", "/readyz"))[1])
 
         # The printed curl, run as printed, is accepted...
         sent = up.run(up.command_after("send an event:"))
@@ -190,13 +229,16 @@ def test_second_up_on_the_same_data_dir_is_refused(data_dir: Path) -> None:
         assert up.stop() == 0
 
 
-@pytest.mark.parametrize("flag", ["--edge-port", "--control-port", "--nats-port"])
+@pytest.mark.parametrize(
+    "flag", ["--edge-port", "--control-port", "--nats-port", "--operator-port", "--consumer-port"]
+)
 def test_a_busy_port_is_named_with_its_flag(tmp_path: Path, flag: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        ports = {"--edge-port": "0", "--control-port": "0", "--nats-port": "0", flag: str(port)}
+        ports = {flag: "0" for flag in ("--edge-port", "--control-port", "--nats-port")}
+        ports |= {"--operator-port": "0", "--consumer-port": "0", flag: str(port)}
         result = subprocess.run(
             [str(BIN / "headwater"), "up", "--data-dir", str(tmp_path / "hw"),
              *(item for pair in ports.items() for item in pair)],
