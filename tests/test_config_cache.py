@@ -46,6 +46,7 @@ def test_the_cache_is_written_atomically_and_privately(tmp_path: Path) -> None:
 def _edge(nats_url: str, tmp_path: Path, **overrides: Any) -> Stack:
     settings: dict[str, Any] = {
         "port": 0,
+        "operator_port": 0,
         "spool_dir": str(tmp_path / "spool" / "0"),
         "config_cache": str(tmp_path / "spool" / "projects-cache.json"),
         "publish_timeout_seconds": 1.0,
@@ -94,7 +95,7 @@ async def test_an_edge_restarted_while_nats_is_down_serves_from_its_config_cache
         for n in range(5):
             response = await send(restarted, f"offline-{n}")
             assert response.status_code == 200, response.text
-        ready = (await http.get(f"{restarted.edge_url}/readyz")).json()
+        ready = (await http.get(f"{restarted.edge_operator_url}/readyz")).json()
         assert ready["ready"] and ready["config"]["from_cache"], ready
         assert restarted.spool is not None and restarted.spool.stats().entries == 5
         nats_server.start()
@@ -138,7 +139,7 @@ async def test_configs_older_than_the_max_age_are_not_served(
         response = await http.post(f"{restarted.edge_url}/v1/track", json=event, headers=basic_auth(key))
         assert response.status_code == 503 and response.json()["code"] == "config_stale", response.text
         assert "Retry-After" in response.headers
-        ready = await http.get(f"{restarted.edge_url}/readyz")
+        ready = await http.get(f"{restarted.edge_operator_url}/readyz")
         assert ready.status_code == 503 and not ready.json()["checks"]["projects"]
     finally:
         await restarted.stop()

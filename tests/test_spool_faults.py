@@ -160,12 +160,12 @@ async def test_an_edge_starts_and_serves_to_jetstream_when_its_spool_cannot_open
     event = {"type": "track", "event": "E", "userId": "u", "messageId": "served-anyway"}
     response = await http.post(f"{stack.edge_url}/v1/track", json=event, headers=basic_auth(key))
     assert response.status_code == 200
-    ready = (await http.get(f"{stack.edge_url}/readyz")).json()
+    ready = (await http.get(f"{stack.edge_operator_url}/readyz")).json()
     assert "disk I/O error" in ready["spool_problem"]
     monkeypatch.undo()  # the disk is healthy again: the spool opens in the background
     assert stack.spool is not None
     await eventually(lambda: _value(stack.spool.writable), bool, timeout=20)  # type: ignore[union-attr]
-    assert (await http.get(f"{stack.edge_url}/readyz")).json()["spool_problem"] is None
+    assert (await http.get(f"{stack.edge_operator_url}/readyz")).json()["spool_problem"] is None
 
 
 async def test_a_spool_full_by_its_byte_cap_is_not_ready(
@@ -185,7 +185,7 @@ async def test_a_spool_full_by_its_byte_cap_is_not_ready(
         if response.status_code == 503:
             break
     assert statuses[-1] == 503, "the spool never filled up"
-    ready = await http.get(f"{stack.edge_url}/readyz")
+    ready = await http.get(f"{stack.edge_operator_url}/readyz")
     assert ready.status_code == 503
     assert ready.json()["spool"]["full"] == "max_bytes"
     nats_server.start()
@@ -225,7 +225,13 @@ async def test_spool_files_and_lock_are_private_whatever_the_umask(tmp_path: Pat
 
 
 def _edge_stack(nats_url: str, spool_dir: Path) -> Stack:
-    edge = EdgeSettings(port=0, spool_dir=str(spool_dir), spool_min_free_bytes=0, publish_timeout_seconds=1.0)
+    edge = EdgeSettings(
+        port=0,
+        operator_port=0,
+        spool_dir=str(spool_dir),
+        spool_min_free_bytes=0,
+        publish_timeout_seconds=1.0,
+    )
     return Stack(StackSettings(nats_url=nats_url, streams=StreamSettings(), edge=edge))
 
 
@@ -306,7 +312,7 @@ async def test_a_full_spool_disk_neither_stops_nor_blocks_the_edge_and_loses_not
         await eventually(lambda: _value(lambda: restarted.registry.get(project_id)), bool)  # type: ignore[union-attr]
         assert {await send(restarted, f"after-restart-{n}") for n in range(10)} == {200}
         assert restarted.failed() is None, restarted.failed()
-        ready = await http.get(f"{restarted.edge_url}/readyz")
+        ready = await http.get(f"{restarted.edge_operator_url}/readyz")
         assert ready.status_code == 200  # JetStream takes the events
         assert "full" in ready.json()["spool_problem"], ready.json()  # and the spool is reported
         ballast.unlink()  # space again: whatever is left in the spool drains
