@@ -159,7 +159,7 @@ async def test_invalid_utf8_sent_to_the_edge_is_stored_repaired(
     assert orjson.loads(rows["b2"][0]) == {"k": f"{REPLACEMENT}("}
     assert orjson.loads(rows["s1"][1])["page"]["url"] == f"https://example.com/{REPLACEMENT}"
     assert "big-bad" in rows
-    metrics = (await http.get(f"{stack.edge_url}/metrics")).text
+    metrics = (await http.get(f"{stack.edge_operator_url}/metrics")).text
     assert f'headwater_edge_utf8_repaired_total{{project="{project_id}"}} 3.0' in metrics
     assert stack.consumer is not None and stack.consumer.dead_lettered == 0
 

@@ -168,7 +168,7 @@ async def test_a_spooled_envelope_over_the_limit_is_split_or_quarantined_and_the
 
 
 async def metrics(http: httpx.AsyncClient, stack: Stack) -> bytes:
-    return (await http.get(f"{stack.edge_url}/metrics")).content
+    return (await http.get(f"{stack.edge_operator_url}/metrics")).content
 
 
 @pytest.mark.parametrize("compress_above", [0, 4096])
