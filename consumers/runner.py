@@ -2,7 +2,8 @@
 
 Nothing is acked before ClickHouse accepted its rows. A message that cannot be decoded is
 dead-lettered (published to `hw.dlq.<project>`, then terminated) so it never blocks the stream.
-An insert that fails is negatively acknowledged with a delay and redelivered.
+An insert that fails for a reason other than its rows (consumers/insert_errors.py) is held and
+retried with backoff; rows ClickHouse refuses are isolated and dead-lettered one message at a time.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from clickhouse_connect.driver.exceptions import OperationalError
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -38,6 +38,7 @@ from headwater.edge.subjects import (
     project_of_subject,
 )
 
+from .insert_errors import InsertFailure, classify
 from .metrics import ConsumerMetrics
 from .processing import Decoded, Processed, Processor, Refused, WorkerLost
 from .pull import PipelinedPull, PullConsumerGone
@@ -49,10 +50,6 @@ log = logging.getLogger(__name__)
 
 class PoisonMessage(Exception):
     """A message that keeps failing however often it is delivered."""
-
-
-# Errors that say ClickHouse could not be reached (not that it refused the rows): retried.
-RETRYABLE = (OperationalError, OSError, TimeoutError)
 
 
 @dataclass
@@ -145,10 +142,21 @@ class EventConsumer:
         # exponential from the configured delay up to 30 s, plus up to 1 s of jitter
         self._backoff = Backoff(settings.retry_delay_seconds)
         self.failure: BaseException | None = None
+        self.last_insert_error: str | None = None
 
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
+
+    def health(self) -> tuple[bool, str | None]:
+        """Ready, or not and why: inserts failing for longer than the settings allow (nothing is
+        lost meanwhile: the batch is held and retried)."""
+        retrying = self.retrying_since
+        if retrying is not None:
+            seconds = time.monotonic() - retrying
+            if seconds >= self._settings.unready_after_retrying_seconds:
+                return False, f"ClickHouse inserts failing for {seconds:.0f}s ({self.last_insert_error})"
+        return True, None
 
     async def start(self) -> None:
         self._pull = await self._start_pull()
@@ -329,7 +337,8 @@ class EventConsumer:
             await self._write(project_id, project_batch)
 
     async def _write(self, project_id: str, batch: ProjectBatch) -> None:
-        """Insert, then ack. While ClickHouse is unreachable, retry with backoff and fetch nothing
+        """Insert, then ack. While ClickHouse is unreachable or answers an error that is not about
+        the rows (consumers/insert_errors.py: full disk, memory, too many parts, ...), retry with backoff and fetch nothing
         more (backpressure: memory stays at one batch), telling JetStream the messages are still
         in progress so they are not redelivered elsewhere. Rows ClickHouse refuses are isolated
         message by message; a message it refuses alone is dead-lettered."""
@@ -343,35 +352,41 @@ class EventConsumer:
                 await asyncio.to_thread(self._writer.insert_native, project_id, body, token)
                 self.metrics.insert_seconds.observe(time.perf_counter() - started)
                 self.retrying_since = None
+                self.last_insert_error = None
                 break
-            except RETRYABLE as exc:
+            except Exception as exc:
+                failure = classify(exc)
+                if failure is InsertFailure.ROWS:
+                    if len(messages) == 1:
+                        await self._dead_letter(messages[0], exc)
+                        return
+                    log.warning(
+                        "ClickHouse refused a batch of %s (%r); inserting message by message", project_id, exc
+                    )
+                    await self._write_one_by_one(project_id, messages)
+                    return
+                # About ClickHouse, not the rows (unreachable, full, overloaded, stopping, or a
+                # code not classified yet): wait it out, holding the batch.
                 attempt += 1
                 self.retries += 1
                 self.metrics.retries.inc()
                 if self.retrying_since is None:
                     self.retrying_since = time.monotonic()
+                self.last_insert_error = f"{failure.value}: {' '.join(str(exc).split())[:300]}"
                 if self._stopping.is_set():
                     for message in messages:
                         await message.nak()  # another consumer (or our restart) takes them
                     return
                 delay = self._backoff.delay(attempt)
                 log.warning(
-                    "ClickHouse unavailable (%r); retrying %d rows of %s in %.1fs",
+                    "ClickHouse insert failed (%s, %r); retrying %d rows of %s in %.1fs",
+                    failure.value,
                     exc,
                     batch.rows,
                     project_id,
                     delay,
                 )
                 await self._wait_working(messages, delay)
-            except Exception as exc:
-                if len(messages) == 1:
-                    await self._dead_letter(messages[0], exc)
-                    return
-                log.warning(
-                    "ClickHouse refused a batch of %s (%r); inserting message by message", project_id, exc
-                )
-                await self._write_one_by_one(project_id, messages)
-                return
         for message in messages:
             await message.ack()
         self.rows_written += batch.rows

@@ -331,14 +331,18 @@ class Stack:
         (the consumer holds its batch and retries; nothing is lost)."""
         assert self.consumer is not None
         retrying = self.consumer.retrying_since
-        details = {
+        details: dict[str, object] = {
             "clickhouse_retrying_seconds": None
             if retrying is None
             else round(time.monotonic() - retrying, 1),
             "rows_written": self.consumer.rows_written,
             "dead_lettered": self.consumer.dead_lettered,
         }
-        return Readiness({"nats": self._nats_connected(), "consuming": self.consumer.running}, details)
+        healthy, reason = self.consumer.health()
+        if reason is not None:
+            details["not_ready_because"] = reason
+        checks = {"nats": self._nats_connected(), "consuming": self.consumer.running, "healthy": healthy}
+        return Readiness(checks, details)
 
     def _nats_connected(self) -> bool:
         return self.nats is not None and self.nats.is_connected
