@@ -7,6 +7,17 @@ Server answers come from clickhouse-connect's HTTP client against tests/clickhou
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
 import pytest
 from clickhouse_connect.driver.client import Client
 from clickhouse_standin import (
@@ -22,7 +33,7 @@ from clickhouse_standin import (
     ClickHouseStandIn,
     ErrorAnswer,
 )
-from hw_testing import eventually, track_event
+from hw_testing import BIN, cli_env, eventually, track_event
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
@@ -34,7 +45,8 @@ from headwater.consumers.writer import ClickHouseWriter
 from headwater.control.clickhouse import connect
 from headwater.control.project import utc_now_iso
 from headwater.edge.envelope import Envelope
-from headwater.edge.subjects import EVENTS_STREAM, MSG_ID_HEADER, events_subject
+from headwater.edge.subjects import DLQ_STREAM, EVENTS_STREAM, MSG_ID_HEADER, events_subject
+from headwater.ops.natsserver import NatsServerProcess
 
 TRANSIENT_ANSWERS = [
     NOT_ENOUGH_SPACE,
@@ -138,3 +150,79 @@ async def test_rows_a_server_refuses_are_still_dead_lettered(
     finally:
         await consumer.stop()
     assert standin.inserts == []
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 MB tmpfs that the test can fill (needs root, as in the project's CI container)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Take all the free space of `disk`; returns the ballast to remove."""
+    ballast = disk / "ballast"
+    stat = os.statvfs(disk)
+    with ballast.open("wb") as out:
+        with contextlib.suppress(OSError):
+            out.write(b"\0" * (stat.f_bavail * stat.f_frsize))
+    return ballast
+
+
+@pytest.mark.services
+@pytest.mark.slow
+async def test_a_full_disk_under_the_embedded_engine_dead_letters_nothing(
+    js: JetStreamContext, nats_server: NatsServerProcess, small_disk: Path, project_id: str
+) -> None:
+    url = f"chdb://{small_disk / 'clickhouse'}"
+    run_python = [sys.executable, "-c"]
+    prepare = (
+        "from headwater.control.clickhouse import connect\n"
+        "from headwater.control.migrations import apply_migrations\n"
+        f"apply_migrations(connect({url!r}), 'hw_{project_id}')"
+    )
+    await asyncio.to_thread(subprocess.run, [*run_python, prepare], check=True, env=cli_env(), timeout=120)
+    ballast = fill(small_disk)
+    ids = [f"m{n}" for n in range(20)]
+    for n in range(0, 20, 5):
+        events = [{**track_event(messageId=m), "type": "track"} for m in ids[n : n + 5]]
+        body = Envelope(project_id, f"r{n}", utc_now_iso(), events).encode()
+        await js.publish(events_subject(project_id), body, headers={MSG_ID_HEADER: f"r{n}"})
+    command = [
+        str(BIN / "headwater"), "serve", "consumer", "--nats-url", nats_server.url, "--clickhouse-url", url,
+        "--port", "0", "--consumer-workers", "0", "--consumer-unready-after", "1",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=cli_env())
+    try:
+        assert process.stdout is not None
+        line = await asyncio.to_thread(process.stdout.readline)
+        match = re.search(r"(http://\S+)", line)
+        assert match, f"unexpected first line from serve consumer: {line!r}"
+        async with httpx.AsyncClient(base_url=match.group(1)) as http:
+
+            async def readyz() -> httpx.Response:
+                return await http.get("/readyz")
+
+            unready = await eventually(readyz, lambda r: r.status_code == 503, timeout=60)
+            assert "ClickHouse inserts failing" in unready.json()["not_ready_because"]
+            assert unready.json()["dead_lettered"] == 0
+            ballast.unlink()  # space again: the held batch goes in
+            ready = await eventually(readyz, lambda r: r.status_code == 200, timeout=60)
+            assert ready.json()["rows_written"] == 20 and ready.json()["dead_lettered"] == 0
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 30) == 0
+    dead = await js.stream_info(DLQ_STREAM)
+    assert dead.state.messages == 0
+    count = f"from headwater.control.clickhouse import connect\nprint(connect({url!r}).query('SELECT uniqExact(message_id) FROM hw_{project_id}.events').result_rows[0][0])"  # noqa: E501
+    result = await asyncio.to_thread(
+        subprocess.run, [*run_python, count], capture_output=True, text=True, env=cli_env(), timeout=120
+    )
+    assert result.stdout.strip() == "20", result.stderr
