@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from clickhouse_connect.driver.client import Client
-from hw_testing import BIN, cli_env, eventually, track_event
+from hw_testing import BIN, cli_env, eventually, run_cli, track_event
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
@@ -269,3 +270,27 @@ async def test_the_cli_counts_exports_and_validates(
         headwater, nats_server, "--project", project_id, "--since", "yesterday", "--dry-run", cwd=tmp_path
     )
     assert bad_time.returncode == 2 and "ISO-8601" in bad_time.stderr
+
+
+async def test_a_replay_into_embedded_data_another_process_holds_says_what_to_do(tmp_path: Path) -> None:
+    url = f"chdb://{tmp_path / 'clickhouse'}"
+    hold = (
+        f"import sys\nfrom headwater.control.clickhouse import connect\nclient = connect({url!r})\n"
+        "print('open', flush=True)\nsys.stdin.read()"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=cli_env()
+    )
+    try:
+        assert holder.stdout is not None
+        assert await asyncio.to_thread(holder.stdout.readline) == "open\n"
+        result = await run_cli(
+            "replay", "--project", "demo", "--nats-url", "nats://127.0.0.1:1", "--clickhouse-url", url
+        )
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(30)
+    assert result.code != 0
+    assert "stop `headwater up`" in result.stderr, result.stderr
+    assert "--clickhouse-url" in result.stderr
