@@ -23,7 +23,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from headwater.control.project_settings import ProjectSettings
-from headwater.control.tasks import cancel_and_wait
+from headwater.control.tasks import cancel_and_wait, report_end
 from headwater.edge.backoff import Backoff
 from headwater.edge.envelope import EnvelopeError
 from headwater.edge.subjects import (
@@ -130,7 +130,7 @@ class EventConsumer:
         # Messages taken from the pull, each group with the task turning it into blocks: one per
         # worker and one waiting. Bounded, so a consumer that cannot write stops pulling.
         self._processing: asyncio.Queue[InProcessing | None] = asyncio.Queue(processor.capacity + 1)
-        self._in_processing: deque[list[Msg]] = deque()
+        self._in_processing: deque[InProcessing] = deque()  # taken, not collected yet
         self._settings_of = settings_of or (lambda _project: ProjectSettings())
         self._writer = writer
         self._settings = settings
@@ -143,6 +143,7 @@ class EventConsumer:
         self._backoff = Backoff(settings.retry_delay_seconds)
         self.failure: BaseException | None = None
         self.last_insert_error: str | None = None
+        self.broken: str | None = None  # why a background task of the consumer ended, if one did
 
     @property
     def running(self) -> bool:
@@ -150,7 +151,10 @@ class EventConsumer:
 
     def health(self) -> tuple[bool, str | None]:
         """Ready, or not and why: inserts failing for longer than the settings allow (nothing is
-        lost meanwhile: the batch is held and retried)."""
+        lost meanwhile: the batch is held and retried), or a background task that ended."""
+        for broken in (self.broken, self._pull.broken if self._pull is not None else None):
+            if broken is not None:
+                return False, broken
         retrying = self.retrying_since
         if retrying is not None:
             seconds = time.monotonic() - retrying
@@ -162,6 +166,10 @@ class EventConsumer:
         self._pull = await self._start_pull()
         self._task = asyncio.create_task(self._run(), name="event-consumer")
         self._lag_task = asyncio.create_task(self._watch_lag(), name="event-consumer-lag")
+        report_end(self._lag_task, "the lag watcher", self._broke)
+
+    def _broke(self, reason: str) -> None:
+        self.broken = reason
 
     async def _start_pull(self) -> PipelinedPull:
         """Bind to the durable consumer, creating it when it does not exist (an existing one keeps
@@ -203,7 +211,7 @@ class EventConsumer:
     async def stop(self) -> None:
         """Stop fetching, write and ack what is buffered, then return."""
         self._stopping.set()
-        if self._lag_task is not None:
+        if self._lag_task is not None and not self._lag_task.done():  # one that ended was reported
             await cancel_and_wait(self._lag_task)
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
@@ -227,9 +235,31 @@ class EventConsumer:
         except Exception as exc:
             self.failure = exc
             log.exception("event consumer stopped on an unexpected error")
+            await cancel_and_wait(feeding)
+            await self._abandon()
             raise
         finally:
             await cancel_and_wait(feeding)
+
+    async def _abandon(self) -> None:
+        """After a failure: cancel the groups still being processed and hand every message not
+        written back to JetStream at once, rather than leave them pending until their ack wait."""
+        if self._pull is not None:
+            await self._pull.stop()  # first: unsubscribed, it receives no redelivery; naks its buffer
+        handed_back: list[Msg] = []
+        while self._in_processing:  # queued, or taken by the feed and not queued yet
+            messages, task = self._in_processing.popleft()
+            task.cancel()
+            with contextlib.suppress(BaseException):  # the failure was reported already
+                await task
+            handed_back += messages
+        while not self._processing.empty():
+            self._processing.get_nowait()
+        handed_back += [m for batch in self._batch.projects.values() for m in batch.messages]
+        self._batch.projects.clear()
+        for message in handed_back:
+            with contextlib.suppress(NatsError):
+                await message.nak()
 
     async def _next_processed(
         self, batch: Batch, feeding: asyncio.Task[None]
@@ -256,7 +286,7 @@ class EventConsumer:
             settings = {project: self._settings_of(project) for project in projects}
             items = [(m.subject, m.data) for m in messages]
             task = asyncio.create_task(self._processor.process(items, settings))
-            self._in_processing.append(messages)
+            self._in_processing.append((messages, task))
             await self._processing.put((messages, task))
 
     async def _take_group(self) -> list[Msg]:
@@ -304,8 +334,13 @@ class EventConsumer:
                 with contextlib.suppress(NatsError):
                     await message.nak()
             return
+        except BaseException:  # a bug, or cancelled: the consumer stops; hand the group back
+            for message in messages:
+                with contextlib.suppress(NatsError):
+                    await message.nak()
+            raise
         finally:
-            done = self._in_processing.popleft()  # groups are collected in the order they were taken
+            done, _ = self._in_processing.popleft()  # groups are collected in the order they were taken
             assert done is messages
         of_project: dict[str, tuple[list[Msg], list[Decoded]]] = {}
         for message, outcome in zip(messages, processed.outcomes, strict=True):
@@ -422,7 +457,7 @@ class EventConsumer:
         while True:
             waiting = self._pull.buffered if self._pull is not None else []
             waiting += [m for batch in self._batch.projects.values() for m in batch.messages]
-            waiting += [m for group in self._in_processing for m in group]
+            waiting += [m for group, _ in self._in_processing for m in group]
             for message in messages + waiting:
                 with contextlib.suppress(NatsError):
                     await message.in_progress()
@@ -454,11 +489,13 @@ class EventConsumer:
         """Refresh the lag gauges from the durable consumer's state."""
         while True:
             try:
-                info = await self._js.consumer_info(EVENTS_STREAM, self._settings.durable_name)
+                await self._refresh_lag()
             except (NatsError, TimeoutError):
                 pass  # reported again once NATS answers; readiness shows the connection
-            else:
-                self.metrics.lag.set(info.num_pending or 0)
-                self.metrics.ack_pending.set(info.num_ack_pending or 0)
-                self.metrics.redelivered.set(info.num_redelivered or 0)
             await asyncio.sleep(interval)
+
+    async def _refresh_lag(self) -> None:
+        info = await self._js.consumer_info(EVENTS_STREAM, self._settings.durable_name)
+        self.metrics.lag.set(info.num_pending or 0)
+        self.metrics.ack_pending.set(info.num_ack_pending or 0)
+        self.metrics.redelivered.set(info.num_redelivered or 0)
