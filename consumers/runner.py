@@ -104,6 +104,9 @@ InProcessing = tuple[list[Msg], asyncio.Task[Processed]]
 
 # A project's settings (batching span, anonymisation), from its live config.
 SettingsOf = Callable[[str], ProjectSettings]
+# Why a message of a project, received at a time (epoch seconds), is a purged project's leftover to
+# discard (consumers/leftovers.py); None: store it.
+LeftoverOf = Callable[[str, float | None], str | None]
 
 
 class EventConsumer:
@@ -117,6 +120,7 @@ class EventConsumer:
         processor: Processor,
         settings_of: SettingsOf | None = None,
         metrics: ConsumerMetrics | None = None,
+        leftover_of: LeftoverOf | None = None,
     ) -> None:
         self._nats = nats
         self._js = nats.jetstream()
@@ -132,6 +136,8 @@ class EventConsumer:
         self._processing: asyncio.Queue[InProcessing | None] = asyncio.Queue(processor.capacity + 1)
         self._in_processing: deque[InProcessing] = deque()  # taken, not collected yet
         self._settings_of = settings_of or (lambda _project: ProjectSettings())
+        self._leftover_of = leftover_of or (lambda _project, _received_at: None)
+        self.leftovers_discarded = 0
         self._writer = writer
         self._settings = settings
         self._task: asyncio.Task[None] | None = None
@@ -351,8 +357,41 @@ class EventConsumer:
             project_messages.append(message)
             outcomes.append(outcome)
         for project_id, (project_messages, outcomes) in of_project.items():
+            block = processed.blocks.get(project_id, b"")
+            kept = await self._discard_leftovers(project_id, project_messages, outcomes)
+            if kept is None:
+                continue
+            if len(kept[0]) < len(project_messages):  # some discarded: the block without them
+                try:
+                    again = await self._processor.process(
+                        [(m.subject, m.data) for m in kept[0]], {project_id: self._settings_of(project_id)}
+                    )
+                except WorkerLost:
+                    for message in kept[0]:
+                        with contextlib.suppress(NatsError):
+                            await message.nak()
+                    continue
+                block = again.blocks.get(project_id, b"")
             span = self._settings_of(project_id).batching.span_seconds
-            batch.add(project_id, span, project_messages, outcomes, processed.blocks.get(project_id, b""))
+            batch.add(project_id, span, kept[0], kept[1], block)
+
+    async def _discard_leftovers(
+        self, project_id: str, messages: list[Msg], outcomes: list[Decoded]
+    ) -> tuple[list[Msg], list[Decoded]] | None:
+        """Acknowledge (without storing) the messages a purged project left behind; the others,
+        or None when none is left."""
+        kept: tuple[list[Msg], list[Decoded]] = ([], [])
+        for message, outcome in zip(messages, outcomes, strict=True):
+            reason = self._leftover_of(project_id, outcome.received_at)
+            if reason is None:
+                kept[0].append(message)
+                kept[1].append(outcome)
+                continue
+            log.warning("discarding message %s: %s", message.metadata.sequence.stream, reason)
+            self.leftovers_discarded += 1
+            self.metrics.leftovers_discarded.labels(project_id).inc()
+            await message.ack()
+        return kept if kept[0] else None
 
     async def _flush(self, projects: dict[str, ProjectBatch]) -> None:
         """Start writing `projects` in the background, once the previous write has finished: the

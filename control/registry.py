@@ -42,6 +42,7 @@ class _View:
 
     def __init__(self) -> None:
         self.projects: dict[str, Project] = {}
+        self.purged: set[str] = set()  # ids whose entry was purged (the marker is in the bucket)
         self.by_digest: dict[str, KeyMatch] = {}
         self.origin_answers: dict[str, bool] = {}  # cleared on every change
 
@@ -60,7 +61,10 @@ class _View:
         self.origin_answers.clear()
         if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
             self.remove(entry.key)
+            if entry.operation in (KV_DEL, KV_PURGE):
+                self.purged.add(entry.key)
             return
+        self.purged.discard(entry.key)
         try:
             project = Project.from_json(entry.value)
         except (ValueError, KeyError, TypeError):
@@ -96,6 +100,10 @@ class ProjectRegistry:
 
     def get(self, project_id: str) -> Project | None:
         return self._view.projects.get(project_id)
+
+    def was_purged(self, project_id: str) -> bool:
+        """Whether the project's entry was deleted (purged) and not created again."""
+        return project_id in self._view.purged
 
     def any_project_allows(self, origin: str) -> bool:
         return self._view.any_project_allows(origin)

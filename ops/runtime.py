@@ -22,6 +22,7 @@ from nats.js import JetStreamContext
 
 from headwater.consumers.app import create_app as create_consumer_app
 from headwater.consumers.processing import Processor, start_processor
+from headwater.consumers.leftovers import leftover
 from headwater.consumers.runner import EventConsumer
 from headwater.consumers.settings import ConsumerSettings
 from headwater.consumers.writer import ClickHouseWriter
@@ -214,8 +215,9 @@ class Stack:
             self.processor = start_processor(s.consumer)
             await self.processor.warm_up()
             self.consumer = EventConsumer(
-                self.nats, writer, s.consumer, self.processor, self._project_settings
-            )
+                self.nats, writer, s.consumer, self.processor, self._project_settings,
+                leftover_of=self._leftover,
+            )  # fmt: skip
             self.connection_events.subscribe(self.consumer)
             await self.consumer.start()
             if s.consumer.port is not None:
@@ -325,6 +327,10 @@ class Stack:
         if project is not None:
             return project.settings
         return ProjectSettings(batching=Batching(self.settings.consumer.flush_interval_seconds))
+
+    def _leftover(self, project_id: str, received_at: float | None) -> str | None:
+        assert self.registry is not None
+        return leftover(self.registry, project_id, received_at)
 
     def _consumer_readiness(self) -> Readiness:
         """Ready while connected and consuming; a ClickHouse outage is reported with its length
