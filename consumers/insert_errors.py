@@ -6,14 +6,14 @@ code — the `code` attribute, the `X-ClickHouse-Exception-Code` header clickhou
 the `Code: 243.` the message starts with. A dead letter is for an event ClickHouse will never take;
 an error that says nothing about the rows must be waited out, like an unreachable ClickHouse.
 
-| kind      | codes (ClickHouse's `src/Common/ErrorCodes.cpp`)                                  | consumer does |
-|-----------|-----------------------------------------------------------------------------------|---------------|
-| transient | space, memory, parts, time-outs, cancelled/aborted, read-only, shutting down,     | retry the     |
-|           | missing database/table (a migration or a purge in progress), access, network,    | batch with    |
-|           | replicas/Keeper, file I/O (see TRANSIENT below)                                   | backoff       |
-| rows      | parse/convert/type errors, values out of range, sizes that do not match,          | isolate the   |
-|           | constraint violated, throwIf (see ROWS below)                                     | message(s)    |
-| unknown   | any other code, or an error without one                                           | retry         |
+- transient (retry the batch with backoff): space, memory, parts, time-outs, cancelled or aborted
+  queries, read-only tables, a server shutting down, a missing database or table (a migration or
+  a purge in progress), access, network, replicas and Keeper, file I/O — TRANSIENT below;
+- rows (isolate the message, dead-letter it alone): parse and conversion errors, type mismatches,
+  values out of range, sizes that do not match, a violated constraint, throwIf — ROWS below;
+- unknown (retried, as transient): any other code, or an error without one.
+
+Codes and names as in ClickHouse's `src/Common/ErrorCodes.cpp`.
 
 Retrying an unknown error is the safe side: the worst case is a stall that `/readyz` reports
 (the consumer turns not ready while inserts keep failing), never an acknowledged event lost.

@@ -412,10 +412,10 @@ class EventConsumer:
 
     async def _write(self, project_id: str, batch: ProjectBatch) -> None:
         """Insert, then ack. While ClickHouse is unreachable or answers an error that is not about
-        the rows (consumers/insert_errors.py: full disk, memory, too many parts, ...), retry with backoff and fetch nothing
-        more (backpressure: memory stays at one batch), telling JetStream the messages are still
-        in progress so they are not redelivered elsewhere. Rows ClickHouse refuses are isolated
-        message by message; a message it refuses alone is dead-lettered."""
+        the rows (consumers/insert_errors.py: full disk, memory, too many parts, ...), retry with
+        backoff and fetch nothing more (backpressure: memory stays at one batch), telling JetStream
+        the messages are still in progress so they are not redelivered elsewhere. Rows ClickHouse
+        refuses are isolated message by message; a message it refuses alone is dead-lettered."""
         messages = batch.messages
         token = deduplication_token(project_id, (m.metadata.sequence.stream for m in messages))
         body = b"".join(batch.blocks)
@@ -527,10 +527,9 @@ class EventConsumer:
     async def _watch_lag(self, interval: float = 5.0) -> None:
         """Refresh the lag gauges from the durable consumer's state."""
         while True:
-            try:
+            # A NATS failure is reported again once NATS answers; readiness shows the connection.
+            with contextlib.suppress(NatsError, TimeoutError):
                 await self._refresh_lag()
-            except (NatsError, TimeoutError):
-                pass  # reported again once NATS answers; readiness shows the connection
             await asyncio.sleep(interval)
 
     async def _refresh_lag(self) -> None:

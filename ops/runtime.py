@@ -21,8 +21,8 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from headwater.consumers.app import create_app as create_consumer_app
-from headwater.consumers.processing import Processor, start_processor
 from headwater.consumers.leftovers import leftover
+from headwater.consumers.processing import Processor, start_processor
 from headwater.consumers.runner import EventConsumer
 from headwater.consumers.settings import ConsumerSettings
 from headwater.consumers.writer import ClickHouseWriter

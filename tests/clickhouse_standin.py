@@ -79,7 +79,9 @@ class ClickHouseStandIn:
                     if error is None:
                         self._answer(b"")
                     else:
-                        self._answer(error.body(), error.status, {"X-ClickHouse-Exception-Code": str(error.code)})
+                        self._answer(
+                            error.body(), error.status, {"X-ClickHouse-Exception-Code": str(error.code)}
+                        )
                 else:  # system.settings and the protocol probe: an empty answer does
                     self._answer(b"")
 

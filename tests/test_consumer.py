@@ -382,7 +382,9 @@ async def test_a_failed_consume_loop_leaves_no_group_behind_and_hands_its_messag
     assert all(task.done() for task in processor.tasks)  # none left running unseen
 
     # Handed back at once: a consumer started now stores them all, long before the 120 s ack wait.
-    healthy = EventConsumer(nats_client, ClickHouseWriter(clickhouse), consumer_settings, InlineProcessor(Enricher(None)))
+    healthy = EventConsumer(
+        nats_client, ClickHouseWriter(clickhouse), consumer_settings, InlineProcessor(Enricher(None))
+    )
     await healthy.start()
     try:
 
@@ -400,16 +402,22 @@ class LagWatcherWithABug(EventConsumer):
 
 
 async def test_a_dead_lag_watcher_makes_the_consumer_not_ready(
-    nats_client: NatsClient, js: JetStreamContext, clickhouse: Client, clickhouse_url: str, processor: Processor
+    nats_client: NatsClient,
+    js: JetStreamContext,
+    clickhouse: Client,
+    clickhouse_url: str,
+    processor: Processor,
 ) -> None:
-    consumer = LagWatcherWithABug(nats_client, ClickHouseWriter(clickhouse), settings(clickhouse_url), processor)
+    consumer = LagWatcherWithABug(
+        nats_client, ClickHouseWriter(clickhouse), settings(clickhouse_url), processor
+    )
     await consumer.start()
     try:
 
         async def health() -> tuple[bool, str | None]:
             return consumer.health()
 
-        ready, reason = await eventually(health, lambda h: not h[0], timeout=5)
+        _, reason = await eventually(health, lambda h: not h[0], timeout=5)
         assert reason is not None and "lag watcher" in reason and "injected" in reason
     finally:
         await consumer.stop()

@@ -207,6 +207,7 @@ async def test_a_dead_watchdog_says_so(nats_client: NatsClient, js: JetStreamCon
     pull = PullWithABug(nats_client, EVENTS_STREAM, DURABLE, batch=5, heartbeat_seconds=0.2)
     await pull.start()
     try:
+
         async def broken() -> str | None:
             return pull.broken
 

@@ -4,6 +4,7 @@ dead-lettered into a purged subject, and not stored in a project created again w
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import httpx
@@ -13,13 +14,14 @@ from hw_testing import admin_headers, create_project, eventually, track_event
 from headwater.control.project import iso, utc_now
 from headwater.edge.envelope import Envelope
 from headwater.edge.subjects import DLQ_STREAM, MSG_ID_HEADER, events_subject
+from headwater.ops.runtime import Stack
 
 pytestmark = pytest.mark.services
 
 
 async def test_a_purged_projects_leftovers_are_discarded_and_not_resurrected(
-    make_stack, http: httpx.AsyncClient, project_id: str
-) -> None:  # type: ignore[no-untyped-def]
+    make_stack: Callable[..., Awaitable[Stack]], http: httpx.AsyncClient, project_id: str
+) -> None:
     stack = await make_stack(control=True, consumer=True)
     other = project_id + "_other"
     await create_project(http, stack, project_id)
@@ -33,7 +35,7 @@ async def test_a_purged_projects_leftovers_are_discarded_and_not_resurrected(
     assert purged.status_code == 200, purged.text
     assert stack.nats is not None and stack.clickhouse is not None and stack.consumer is not None
     js = stack.nats.jetstream()
-    consumer = stack.consumer
+    consumer, clickhouse = stack.consumer, stack.clickhouse
 
     async def send(project: str, request_id: str, received_ago: timedelta) -> None:
         event = {**track_event(messageId=request_id), "type": "track"}
@@ -46,7 +48,7 @@ async def test_a_purged_projects_leftovers_are_discarded_and_not_resurrected(
 
     async def stored(project: str) -> int:
         sql = f"SELECT count() FROM hw_{project}.events"
-        return int(stack.clickhouse.query(sql).result_rows[0][0])
+        return int(clickhouse.query(sql).result_rows[0][0])
 
     assert await eventually(lambda: stored(other), lambda n: n == 1, timeout=15) == 1  # not held up
 
@@ -61,7 +63,7 @@ async def test_a_purged_projects_leftovers_are_discarded_and_not_resurrected(
     await send(project_id, "new", timedelta(0))
     assert await eventually(lambda: stored(project_id), lambda n: n == 1, timeout=15) == 1
     assert await eventually(discarded, lambda n: n == 2, timeout=10) == 2
-    ids = stack.clickhouse.query(f"SELECT message_id FROM hw_{project_id}.events").result_rows
+    ids = clickhouse.query(f"SELECT message_id FROM hw_{project_id}.events").result_rows
     assert ids == [("new",)]
     assert consumer.dead_lettered == 0
     assert (await js.stream_info(DLQ_STREAM)).state.messages == 0

@@ -278,8 +278,13 @@ async def test_a_replay_into_embedded_data_another_process_holds_says_what_to_do
         f"import sys\nfrom headwater.control.clickhouse import connect\nclient = connect({url!r})\n"
         "print('open', flush=True)\nsys.stdin.read()"
     )
-    holder = subprocess.Popen(
-        [sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=cli_env()
+    holder = await asyncio.to_thread(
+        subprocess.Popen,
+        [sys.executable, "-c", hold],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
     )
     try:
         assert holder.stdout is not None
