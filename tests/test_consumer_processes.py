@@ -176,7 +176,7 @@ async def test_consumer_health_and_metrics(
     await eventually(written, lambda n: n == 6, timeout=10)
     ready = await http.get(f"{stack.consumer_url}/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"nats": True, "consuming": True}
+    assert ready.json()["checks"] == {"nats": True, "consuming": True, "healthy": True}
     text = (await http.get(f"{stack.consumer_url}/metrics")).text
     assert f'headwater_consumer_rows_total{{project="{project_id}"}} 6.0' in text
     assert "headwater_consumer_lag" in text and "headwater_consumer_insert_seconds_count" in text
