@@ -42,7 +42,8 @@ class _View:
 
     def __init__(self) -> None:
         self.projects: dict[str, Project] = {}
-        self.purged: set[str] = set()  # ids whose entry was purged (the marker is in the bucket)
+        # ids whose entry was purged (the marker is in the bucket), with the time of the purge
+        self.purged: dict[str, float] = {}
         self.by_digest: dict[str, KeyMatch] = {}
         self.origin_answers: dict[str, bool] = {}  # cleared on every change
 
@@ -62,9 +63,10 @@ class _View:
         if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
             self.remove(entry.key)
             if entry.operation in (KV_DEL, KV_PURGE):
-                self.purged.add(entry.key)
+                when = entry.created.timestamp() if entry.created is not None else time.time()
+                self.purged[entry.key] = when
             return
-        self.purged.discard(entry.key)
+        self.purged.pop(entry.key, None)
         try:
             project = Project.from_json(entry.value)
         except (ValueError, KeyError, TypeError):
@@ -101,9 +103,9 @@ class ProjectRegistry:
     def get(self, project_id: str) -> Project | None:
         return self._view.projects.get(project_id)
 
-    def was_purged(self, project_id: str) -> bool:
-        """Whether the project's entry was deleted (purged) and not created again."""
-        return project_id in self._view.purged
+    def purged_at(self, project_id: str) -> float | None:
+        """When the project's entry was deleted (purged), if it was and was not created again."""
+        return self._view.purged.get(project_id)
 
     def any_project_allows(self, origin: str) -> bool:
         return self._view.any_project_allows(origin)
