@@ -63,7 +63,8 @@ class _View:
         if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
             self.remove(entry.key)
             if entry.operation in (KV_DEL, KV_PURGE):
-                when = entry.created.timestamp() if entry.created is not None else time.time()
+                created: object = entry.created  # a datetime, although nats-py annotates an int
+                when = created.timestamp() if isinstance(created, datetime) else time.time()
                 self.purged[entry.key] = when
             return
         self.purged.pop(entry.key, None)
