@@ -31,12 +31,18 @@ class ConsumerMetrics:
         )
         self.retries = Counter(
             "headwater_consumer_insert_retries",
-            "INSERTs retried because ClickHouse was unreachable.",
+            "INSERTs retried because ClickHouse was unreachable or answered an error not about the rows.",
             registry=self.registry,
         )
         self.dead_lettered = Counter(
             "headwater_consumer_dead_lettered",
             "Messages sent to the dead-letter stream.",
+            ["project"],
+            registry=self.registry,
+        )
+        self.leftovers_discarded = Counter(
+            "headwater_consumer_leftovers_discarded",
+            "Messages of a purged project (or of its earlier incarnation) discarded, not stored.",
             ["project"],
             registry=self.registry,
         )

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -186,6 +187,11 @@ _worker_enricher: Enricher | None = None
 
 def _start_worker(geoip_database: Path | None, consumer_pid: int) -> None:
     global _worker_enricher
+    # The consumer stops its workers once it has finished or handed back what they process: a
+    # stop signal sent to the whole process group (Ctrl-C, systemd's default KillMode) must not
+    # end a worker in the middle of a batch.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with, args=(consumer_pid,), name="parent-watch", daemon=True).start()
     # clickhouse-connect imports pandas and numpy on its first insert to see whether it was handed
     # a DataFrame or an array (~80 MB and ~1 s per process); a worker hands it lists only. None is

@@ -28,7 +28,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.js.api import Header
 
-from headwater.control.tasks import cancel_and_wait
+from headwater.control.tasks import cancel_and_wait, report_end
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class PipelinedPull:
         self._inbox = ""
         self._subscription: Subscription | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self.broken: str | None = None  # why the watchdog ended, if it did: requests may stall
 
     @property
     def buffered(self) -> list[Msg]:
@@ -81,11 +82,12 @@ class PipelinedPull:
         self._inbox = self._nats.new_inbox()
         self._subscription = await self._nats.subscribe(self._inbox, cb=self._on_message)
         self._watchdog = asyncio.create_task(self._watch(), name="pull-watchdog")
+        report_end(self._watchdog, "the pull watchdog", self._broke)
         await self._top_up()
 
     async def stop(self) -> None:
         """Stop asking; hand what is buffered back to the server for immediate redelivery."""
-        if self._watchdog is not None:
+        if self._watchdog is not None and not self._watchdog.done():  # one that ended was reported
             await cancel_and_wait(self._watchdog)
         if self._subscription is not None:
             with contextlib.suppress(NatsError):
@@ -106,6 +108,9 @@ class PipelinedPull:
         messages = [self._buffer.popleft() for _ in range(count)]
         await self._top_up()
         return messages
+
+    def _broke(self, reason: str) -> None:
+        self.broken = reason
 
     def forget_requests(self) -> None:
         """The server no longer holds our requests (after a reconnect): the next top-up asks anew."""

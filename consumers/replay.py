@@ -5,11 +5,14 @@ The window is read with an ephemeral, unacknowledged consumer, so the live durab
 disturbed and nothing is removed from the stream. The end is fixed when the replay starts (the
 stream's last sequence then, or `to_seq`/`until`), so a replay finishes under live traffic.
 
-Idempotent: a ClickHouse batch carries a de-duplication token derived from its stream sequences
-(prefixed `replay:` so that it never collides with the live consumer's tokens), and rows that land
-twice collapse on `message_id` in the ReplacingMergeTree. Resumable: after each batch is written
-a checkpoint records the next sequence to read (and, for a file, its length then); a resumed replay
-starts there, cutting a file back to that length, and the batches it forms again are the same.
+Idempotent within a run: a ClickHouse batch carries a de-duplication token derived from the run's
+identity and its stream sequences (prefixed `replay:` so that it never collides with the live
+consumer's tokens), and rows that land twice collapse on `message_id` in the ReplacingMergeTree.
+Each run has its own identity, so replaying a window again (after a rule or GeoIP change) stores
+the re-derived rows instead of being dropped by ClickHouse as a repeat. Resumable: after each batch
+is written a checkpoint records the run's identity and the next sequence to read (and, for a file,
+its length then); a resumed replay starts there under the same identity, cutting a file back to
+that length, and the batches it forms again are the same (same tokens: no doubles).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import hashlib
 import json
 import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -87,7 +91,7 @@ class ReplaySink(Protocol):
 
     name: str
 
-    def write(self, rows: dict[str, list[Row]], sequences: list[int]) -> None: ...
+    def write(self, rows: dict[str, list[Row]], sequences: list[int], run_id: str) -> None: ...
 
     def position(self) -> int | None:
         """What a checkpoint must remember to resume this sink (a file's length); None: nothing."""
@@ -108,12 +112,12 @@ class ClickHouseSink:
         self._writer = ClickHouseWriter(client)
         self._migrated: set[str] = set()
 
-    def write(self, rows: dict[str, list[Row]], sequences: list[int]) -> None:
+    def write(self, rows: dict[str, list[Row]], sequences: list[int], run_id: str) -> None:
         for project_id, project_rows in rows.items():
             if project_id not in self._migrated:
                 apply_migrations(self._client, database_name(project_id))
                 self._migrated.add(project_id)
-            token = "replay:" + deduplication_token(project_id, sequences)
+            token = f"replay:{run_id}:" + deduplication_token(project_id, sequences)
             self._writer.insert(project_id, project_rows, token)
 
     def position(self) -> int | None:
@@ -139,7 +143,7 @@ class JsonLinesSink:
         self._path = path
         self._file: IO[bytes] = path.open("ab")
 
-    def write(self, rows: dict[str, list[Row]], sequences: list[int]) -> None:
+    def write(self, rows: dict[str, list[Row]], sequences: list[int], run_id: str) -> None:
         lines = []
         for project_id, project_rows in rows.items():
             for row in project_rows:
@@ -174,6 +178,8 @@ class Checkpoint:
     events: int = 0
     skipped: int = 0
     position: int | None = None
+    # The run's identity in its de-duplication tokens ("" in checkpoints written before it existed).
+    run_id: str = ""
 
     def save(self, path: Path) -> None:
         temporary = path.with_name(path.name + ".tmp")
@@ -234,6 +240,7 @@ class Replay:
         self._batch_rows = batch_rows
         self._on_progress = on_progress or (lambda _progress: None)
         self.progress = ReplayProgress()
+        self.run_id = uuid.uuid4().hex  # a resumed run takes its checkpoint's
 
     def _scope(self) -> dict[str, Any]:
         target = self._sink.name if self._sink else "dry-run"
@@ -242,6 +249,7 @@ class Replay:
     async def run(self) -> ReplayProgress:
         checkpoint = self._resume_point()
         if checkpoint is not None:
+            self.run_id = checkpoint.run_id
             self.progress.resumed_from = checkpoint.next_seq
             self.progress.messages, self.progress.events = checkpoint.messages, checkpoint.events
             self.progress.skipped = checkpoint.skipped
@@ -297,7 +305,9 @@ class Replay:
         pending: dict[str, list[Row]] = {}
         sequences: list[int] = []
         buffered = 0
-        state = checkpoint or Checkpoint(scope=self._scope(), next_seq=1, stop_seq=stop_seq)
+        state = checkpoint or Checkpoint(
+            scope=self._scope(), next_seq=1, stop_seq=stop_seq, run_id=self.run_id
+        )
         try:
             done = False
             while not done:
@@ -347,7 +357,7 @@ class Replay:
         if self._sink is None:
             return
         if pending:
-            await asyncio.to_thread(self._sink.write, pending, sequences)
+            await asyncio.to_thread(self._sink.write, pending, sequences, self.run_id)
         state.messages, state.events = self.progress.messages, self.progress.events
         state.skipped, state.position = self.progress.skipped, self._sink.position()
         if self._checkpoint_path is not None:

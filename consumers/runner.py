@@ -2,7 +2,8 @@
 
 Nothing is acked before ClickHouse accepted its rows. A message that cannot be decoded is
 dead-lettered (published to `hw.dlq.<project>`, then terminated) so it never blocks the stream.
-An insert that fails is negatively acknowledged with a delay and redelivered.
+An insert that fails for a reason other than its rows (consumers/insert_errors.py) is held and
+retried with backoff; rows ClickHouse refuses are isolated and dead-lettered one message at a time.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from clickhouse_connect.driver.exceptions import OperationalError
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -23,7 +23,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from headwater.control.project_settings import ProjectSettings
-from headwater.control.tasks import cancel_and_wait
+from headwater.control.tasks import cancel_and_wait, report_end
 from headwater.edge.backoff import Backoff
 from headwater.edge.envelope import EnvelopeError
 from headwater.edge.subjects import (
@@ -38,6 +38,7 @@ from headwater.edge.subjects import (
     project_of_subject,
 )
 
+from .insert_errors import InsertFailure, classify
 from .metrics import ConsumerMetrics
 from .processing import Decoded, Processed, Processor, Refused, WorkerLost
 from .pull import PipelinedPull, PullConsumerGone
@@ -49,10 +50,6 @@ log = logging.getLogger(__name__)
 
 class PoisonMessage(Exception):
     """A message that keeps failing however often it is delivered."""
-
-
-# Errors that say ClickHouse could not be reached (not that it refused the rows): retried.
-RETRYABLE = (OperationalError, OSError, TimeoutError)
 
 
 @dataclass
@@ -107,6 +104,9 @@ InProcessing = tuple[list[Msg], asyncio.Task[Processed]]
 
 # A project's settings (batching span, anonymisation), from its live config.
 SettingsOf = Callable[[str], ProjectSettings]
+# Why a message of a project, received at a time (epoch seconds), is a purged project's leftover to
+# discard (consumers/leftovers.py); None: store it.
+LeftoverOf = Callable[[str, float | None], str | None]
 
 
 class EventConsumer:
@@ -120,6 +120,7 @@ class EventConsumer:
         processor: Processor,
         settings_of: SettingsOf | None = None,
         metrics: ConsumerMetrics | None = None,
+        leftover_of: LeftoverOf | None = None,
     ) -> None:
         self._nats = nats
         self._js = nats.jetstream()
@@ -133,8 +134,10 @@ class EventConsumer:
         # Messages taken from the pull, each group with the task turning it into blocks: one per
         # worker and one waiting. Bounded, so a consumer that cannot write stops pulling.
         self._processing: asyncio.Queue[InProcessing | None] = asyncio.Queue(processor.capacity + 1)
-        self._in_processing: deque[list[Msg]] = deque()
+        self._in_processing: deque[InProcessing] = deque()  # taken, not collected yet
         self._settings_of = settings_of or (lambda _project: ProjectSettings())
+        self._leftover_of = leftover_of or (lambda _project, _received_at: None)
+        self.leftovers_discarded = 0
         self._writer = writer
         self._settings = settings
         self._task: asyncio.Task[None] | None = None
@@ -145,15 +148,34 @@ class EventConsumer:
         # exponential from the configured delay up to 30 s, plus up to 1 s of jitter
         self._backoff = Backoff(settings.retry_delay_seconds)
         self.failure: BaseException | None = None
+        self.last_insert_error: str | None = None
+        self.broken: str | None = None  # why a background task of the consumer ended, if one did
 
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    def health(self) -> tuple[bool, str | None]:
+        """Ready, or not and why: inserts failing for longer than the settings allow (nothing is
+        lost meanwhile: the batch is held and retried), or a background task that ended."""
+        for broken in (self.broken, self._pull.broken if self._pull is not None else None):
+            if broken is not None:
+                return False, broken
+        retrying = self.retrying_since
+        if retrying is not None:
+            seconds = time.monotonic() - retrying
+            if seconds >= self._settings.unready_after_retrying_seconds:
+                return False, f"ClickHouse inserts failing for {seconds:.0f}s ({self.last_insert_error})"
+        return True, None
+
     async def start(self) -> None:
         self._pull = await self._start_pull()
         self._task = asyncio.create_task(self._run(), name="event-consumer")
         self._lag_task = asyncio.create_task(self._watch_lag(), name="event-consumer-lag")
+        report_end(self._lag_task, "the lag watcher", self._broke)
+
+    def _broke(self, reason: str) -> None:
+        self.broken = reason
 
     async def _start_pull(self) -> PipelinedPull:
         """Bind to the durable consumer, creating it when it does not exist (an existing one keeps
@@ -195,7 +217,7 @@ class EventConsumer:
     async def stop(self) -> None:
         """Stop fetching, write and ack what is buffered, then return."""
         self._stopping.set()
-        if self._lag_task is not None:
+        if self._lag_task is not None and not self._lag_task.done():  # one that ended was reported
             await cancel_and_wait(self._lag_task)
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
@@ -219,9 +241,31 @@ class EventConsumer:
         except Exception as exc:
             self.failure = exc
             log.exception("event consumer stopped on an unexpected error")
+            await cancel_and_wait(feeding)
+            await self._abandon()
             raise
         finally:
             await cancel_and_wait(feeding)
+
+    async def _abandon(self) -> None:
+        """After a failure: cancel the groups still being processed and hand every message not
+        written back to JetStream at once, rather than leave them pending until their ack wait."""
+        if self._pull is not None:
+            await self._pull.stop()  # first: unsubscribed, it receives no redelivery; naks its buffer
+        handed_back: list[Msg] = []
+        while self._in_processing:  # queued, or taken by the feed and not queued yet
+            messages, task = self._in_processing.popleft()
+            task.cancel()
+            with contextlib.suppress(BaseException):  # the failure was reported already
+                await task
+            handed_back += messages
+        while not self._processing.empty():
+            self._processing.get_nowait()
+        handed_back += [m for batch in self._batch.projects.values() for m in batch.messages]
+        self._batch.projects.clear()
+        for message in handed_back:
+            with contextlib.suppress(NatsError):
+                await message.nak()
 
     async def _next_processed(
         self, batch: Batch, feeding: asyncio.Task[None]
@@ -248,7 +292,7 @@ class EventConsumer:
             settings = {project: self._settings_of(project) for project in projects}
             items = [(m.subject, m.data) for m in messages]
             task = asyncio.create_task(self._processor.process(items, settings))
-            self._in_processing.append(messages)
+            self._in_processing.append((messages, task))
             await self._processing.put((messages, task))
 
     async def _take_group(self) -> list[Msg]:
@@ -296,8 +340,13 @@ class EventConsumer:
                 with contextlib.suppress(NatsError):
                     await message.nak()
             return
+        except BaseException:  # a bug, or cancelled: the consumer stops; hand the group back
+            for message in messages:
+                with contextlib.suppress(NatsError):
+                    await message.nak()
+            raise
         finally:
-            done = self._in_processing.popleft()  # groups are collected in the order they were taken
+            done, _ = self._in_processing.popleft()  # groups are collected in the order they were taken
             assert done is messages
         of_project: dict[str, tuple[list[Msg], list[Decoded]]] = {}
         for message, outcome in zip(messages, processed.outcomes, strict=True):
@@ -309,8 +358,41 @@ class EventConsumer:
             project_messages.append(message)
             outcomes.append(outcome)
         for project_id, (project_messages, outcomes) in of_project.items():
+            block = processed.blocks.get(project_id, b"")
+            kept = await self._discard_leftovers(project_id, project_messages, outcomes)
+            if kept is None:
+                continue
+            if len(kept[0]) < len(project_messages):  # some discarded: the block without them
+                try:
+                    again = await self._processor.process(
+                        [(m.subject, m.data) for m in kept[0]], {project_id: self._settings_of(project_id)}
+                    )
+                except WorkerLost:
+                    for message in kept[0]:
+                        with contextlib.suppress(NatsError):
+                            await message.nak()
+                    continue
+                block = again.blocks.get(project_id, b"")
             span = self._settings_of(project_id).batching.span_seconds
-            batch.add(project_id, span, project_messages, outcomes, processed.blocks.get(project_id, b""))
+            batch.add(project_id, span, kept[0], kept[1], block)
+
+    async def _discard_leftovers(
+        self, project_id: str, messages: list[Msg], outcomes: list[Decoded]
+    ) -> tuple[list[Msg], list[Decoded]] | None:
+        """Acknowledge (without storing) the messages a purged project left behind; the others,
+        or None when none is left."""
+        kept: tuple[list[Msg], list[Decoded]] = ([], [])
+        for message, outcome in zip(messages, outcomes, strict=True):
+            reason = self._leftover_of(project_id, outcome.received_at)
+            if reason is None:
+                kept[0].append(message)
+                kept[1].append(outcome)
+                continue
+            log.warning("discarding message %s: %s", message.metadata.sequence.stream, reason)
+            self.leftovers_discarded += 1
+            self.metrics.leftovers_discarded.labels(project_id).inc()
+            await message.ack()
+        return kept if kept[0] else None
 
     async def _flush(self, projects: dict[str, ProjectBatch]) -> None:
         """Start writing `projects` in the background, once the previous write has finished: the
@@ -330,10 +412,11 @@ class EventConsumer:
             await self._write(project_id, project_batch)
 
     async def _write(self, project_id: str, batch: ProjectBatch) -> None:
-        """Insert, then ack. While ClickHouse is unreachable, retry with backoff and fetch nothing
-        more (backpressure: memory stays at one batch), telling JetStream the messages are still
-        in progress so they are not redelivered elsewhere. Rows ClickHouse refuses are isolated
-        message by message; a message it refuses alone is dead-lettered."""
+        """Insert, then ack. While ClickHouse is unreachable or answers an error that is not about
+        the rows (consumers/insert_errors.py: full disk, memory, too many parts, ...), retry with
+        backoff and fetch nothing more (backpressure: memory stays at one batch), telling JetStream
+        the messages are still in progress so they are not redelivered elsewhere. Rows ClickHouse
+        refuses are isolated message by message; a message it refuses alone is dead-lettered."""
         messages = batch.messages
         token = deduplication_token(project_id, (m.metadata.sequence.stream for m in messages))
         body = b"".join(batch.blocks)
@@ -344,35 +427,41 @@ class EventConsumer:
                 await asyncio.to_thread(self._writer.insert_native, project_id, body, token)
                 self.metrics.insert_seconds.observe(time.perf_counter() - started)
                 self.retrying_since = None
+                self.last_insert_error = None
                 break
-            except RETRYABLE as exc:
+            except Exception as exc:
+                failure = classify(exc)
+                if failure is InsertFailure.ROWS:
+                    if len(messages) == 1:
+                        await self._dead_letter(messages[0], exc)
+                        return
+                    log.warning(
+                        "ClickHouse refused a batch of %s (%r); inserting message by message", project_id, exc
+                    )
+                    await self._write_one_by_one(project_id, messages)
+                    return
+                # About ClickHouse, not the rows (unreachable, full, overloaded, stopping, or a
+                # code not classified yet): wait it out, holding the batch.
                 attempt += 1
                 self.retries += 1
                 self.metrics.retries.inc()
                 if self.retrying_since is None:
                     self.retrying_since = time.monotonic()
+                self.last_insert_error = f"{failure.value}: {' '.join(str(exc).split())[:300]}"
                 if self._stopping.is_set():
                     for message in messages:
                         await message.nak()  # another consumer (or our restart) takes them
                     return
                 delay = self._backoff.delay(attempt)
                 log.warning(
-                    "ClickHouse unavailable (%r); retrying %d rows of %s in %.1fs",
+                    "ClickHouse insert failed (%s, %r); retrying %d rows of %s in %.1fs",
+                    failure.value,
                     exc,
                     batch.rows,
                     project_id,
                     delay,
                 )
                 await self._wait_working(messages, delay)
-            except Exception as exc:
-                if len(messages) == 1:
-                    await self._dead_letter(messages[0], exc)
-                    return
-                log.warning(
-                    "ClickHouse refused a batch of %s (%r); inserting message by message", project_id, exc
-                )
-                await self._write_one_by_one(project_id, messages)
-                return
         for message in messages:
             await message.ack()
         self.rows_written += batch.rows
@@ -409,7 +498,7 @@ class EventConsumer:
         while True:
             waiting = self._pull.buffered if self._pull is not None else []
             waiting += [m for batch in self._batch.projects.values() for m in batch.messages]
-            waiting += [m for group in self._in_processing for m in group]
+            waiting += [m for group, _ in self._in_processing for m in group]
             for message in messages + waiting:
                 with contextlib.suppress(NatsError):
                     await message.in_progress()
@@ -461,12 +550,13 @@ class EventConsumer:
     async def _watch_lag(self, interval: float = 5.0) -> None:
         """Refresh the lag gauges from the durable consumer's state."""
         while True:
-            try:
-                info = await self._js.consumer_info(EVENTS_STREAM, self._settings.durable_name)
-            except (NatsError, TimeoutError):
-                pass  # reported again once NATS answers; readiness shows the connection
-            else:
-                self.metrics.lag.set(info.num_pending or 0)
-                self.metrics.ack_pending.set(info.num_ack_pending or 0)
-                self.metrics.redelivered.set(info.num_redelivered or 0)
+            # A NATS failure is reported again once NATS answers; readiness shows the connection.
+            with contextlib.suppress(NatsError, TimeoutError):
+                await self._refresh_lag()
             await asyncio.sleep(interval)
+
+    async def _refresh_lag(self) -> None:
+        info = await self._js.consumer_info(EVENTS_STREAM, self._settings.durable_name)
+        self.metrics.lag.set(info.num_pending or 0)
+        self.metrics.ack_pending.set(info.num_ack_pending or 0)
+        self.metrics.redelivered.set(info.num_redelivered or 0)

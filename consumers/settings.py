@@ -30,6 +30,8 @@ class ConsumerSettings:
     max_ack_pending: int = 20_000
     max_deliver: int = 20
     retry_delay_seconds: float = 2.0
+    # Inserts failing (ClickHouse unreachable, full, ...) for longer than this make /readyz 503.
+    unready_after_retrying_seconds: float = 30.0
     # Processes that decode, enrich and encode (consumers/processing.py); None: default_workers();
     # 0: in the consumer's own process.
     workers: int | None = None

@@ -56,6 +56,8 @@ class _View:
 
     def __init__(self) -> None:
         self.projects: dict[str, Project] = {}
+        # ids whose entry was purged (the marker is in the bucket), with the time of the purge
+        self.purged: dict[str, float] = {}
         self.by_digest: dict[str, KeyMatch] = {}
         self.origin_answers: dict[str, bool] = {}  # cleared on every change
         self.values: dict[str, bytes] = {}  # project id → its KV value, for the disk cache
@@ -72,14 +74,22 @@ class _View:
         return answer
 
     def apply(self, entry: KeyValue.Entry) -> None:
-        deleted = entry.operation in (KV_DEL, KV_PURGE) or not entry.value
-        self.apply_value(entry.key, None if deleted else entry.value)
+        purged_at = None
+        if entry.operation in (KV_DEL, KV_PURGE):
+            created: object = entry.created  # a datetime, although nats-py annotates an int
+            purged_at = created.timestamp() if isinstance(created, datetime) else time.time()
+        deleted = purged_at is not None or not entry.value
+        self.apply_value(entry.key, None if deleted else entry.value, purged_at)
 
-    def apply_value(self, project_id: str, value: bytes | None) -> None:
+    def apply_value(self, project_id: str, value: bytes | None, purged_at: float | None = None) -> None:
+        """A project's config (None: deleted; `purged_at`: when its purge marker was written)."""
         self.origin_answers.clear()
         if value is None:
             self.remove(project_id)
+            if purged_at is not None:
+                self.purged[project_id] = purged_at
             return
+        self.purged.pop(project_id, None)
         try:
             project = Project.from_json(value)
         except (ValueError, KeyError, TypeError):
@@ -128,6 +138,10 @@ class ProjectRegistry:
 
     def get(self, project_id: str) -> Project | None:
         return self._view.projects.get(project_id)
+
+    def purged_at(self, project_id: str) -> float | None:
+        """When the project's entry was deleted (purged), if it was and was not created again."""
+        return self._view.purged.get(project_id)
 
     def any_project_allows(self, origin: str) -> bool:
         return self._view.any_project_allows(origin)

@@ -27,7 +27,7 @@ from headwater.consumers.replay import (
     default_checkpoint_path,
     parse_when,
 )
-from headwater.control.clickhouse import connect, redact_url
+from headwater.control.clickhouse import connect, is_embedded, redact_url
 from headwater.control.project_settings import ProjectSettings
 from headwater.control.store import PROJECTS_BUCKET, ProjectStore
 
@@ -216,8 +216,16 @@ def replay(
             try:
                 sink = ClickHouseSink(connect(clickhouse_url))
             except Exception as exc:
+                hint = ""
+                if is_embedded(clickhouse_url) and "Unable to open" in str(exc):
+                    # chdb opens a data directory in one process at a time: `up` holds it.
+                    hint = (
+                        "\nAnother process (a running `headwater up`?) holds this embedded data: "
+                        "stop `headwater up` first, or replay into a ClickHouse server with "
+                        "--clickhouse-url http(s)://..."
+                    )
                 raise click.ClickException(
-                    f"cannot open ClickHouse at {redact_url(clickhouse_url)}: {exc}"
+                    f"cannot open ClickHouse at {redact_url(clickhouse_url)}: {exc}{hint}"
                 ) from None
     path = None if dry_run else (checkpoint or default_checkpoint_path(window, target))
     if path is not None and restart:

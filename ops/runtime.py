@@ -25,6 +25,7 @@ from nats.js.kv import KeyValue
 from tenacity import AsyncRetrying, before_sleep_log, wait_exponential, wait_random
 
 from headwater.consumers.app import create_app as create_consumer_app
+from headwater.consumers.leftovers import leftover
 from headwater.consumers.processing import Processor, start_processor
 from headwater.consumers.runner import EventConsumer
 from headwater.consumers.settings import ConsumerSettings
@@ -251,8 +252,9 @@ class Stack:
             self.processor = start_processor(s.consumer)
             await self.processor.warm_up()
             self.consumer = EventConsumer(
-                self.nats, writer, s.consumer, self.processor, self._project_settings
-            )
+                self.nats, writer, s.consumer, self.processor, self._project_settings,
+                leftover_of=self._leftover,
+            )  # fmt: skip
             self.connection_events.subscribe(self.consumer)
             await self.consumer.start()
             if s.consumer.port is not None:
@@ -459,19 +461,27 @@ class Stack:
             return project.settings
         return ProjectSettings(batching=Batching(self.settings.consumer.flush_interval_seconds))
 
+    def _leftover(self, project_id: str, received_at: float | None) -> str | None:
+        assert self.registry is not None
+        return leftover(self.registry, project_id, received_at)
+
     def _consumer_readiness(self) -> Readiness:
         """Ready while connected and consuming; a ClickHouse outage is reported with its length
         (the consumer holds its batch and retries; nothing is lost)."""
         assert self.consumer is not None
         retrying = self.consumer.retrying_since
-        details = {
+        details: dict[str, object] = {
             "clickhouse_retrying_seconds": None
             if retrying is None
             else round(time.monotonic() - retrying, 1),
             "rows_written": self.consumer.rows_written,
             "dead_lettered": self.consumer.dead_lettered,
         }
-        return Readiness({"nats": self._nats_connected(), "consuming": self.consumer.running}, details)
+        healthy, reason = self.consumer.health()
+        if reason is not None:
+            details["not_ready_because"] = reason
+        checks = {"nats": self._nats_connected(), "consuming": self.consumer.running, "healthy": healthy}
+        return Readiness(checks, details)
 
     def _nats_connected(self) -> bool:
         return self.nats is not None and self.nats.is_connected

@@ -89,6 +89,14 @@ DEFAULT_SPOOL_DIR = ".headwater/spool"
     help="Consumer: processes that decode, enrich and encode events (default: one per core, none on "
     "one core; 0: in the consumer's own process).",
 )
+@option(
+    "--consumer-unready-after",
+    env="HEADWATER_CONSUMER_UNREADY_AFTER",
+    default=30.0,
+    type=click.FloatRange(0, 3600),
+    help="Consumer: seconds of failing inserts (ClickHouse unreachable, full, overloaded) after "
+    "which /readyz answers 503; the batch is held and retried meanwhile.",
+)
 @on_cluster_option
 @query_options
 @tls_options
@@ -108,6 +116,7 @@ def serve(
     ack_wait: float,
     max_batch_rows: int,
     consumer_workers: int | None,
+    consumer_unready_after: float,
     on_cluster: str | None,
     query_clickhouse_url: str | None,
     query_max_memory: int,
@@ -183,6 +192,7 @@ def serve(
             ack_wait_seconds=ack_wait,
             workers=consumer_workers,
             max_batch_rows=max_batch_rows,
+            unready_after_retrying_seconds=consumer_unready_after,
         )
     settings = StackSettings(
         nats_url=nats_url,

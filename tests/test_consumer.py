@@ -338,3 +338,86 @@ async def test_an_unexpected_error_in_processing_stops_the_consumer_without_acki
             await consumer.stop()  # stop() reports how the consumer ended
     info = await js.consumer_info(EVENTS_STREAM, "hw-clickhouse")
     assert info.ack_floor.stream_seq == 0 and count(clickhouse, project_id) == 0
+
+
+class FirstGroupBreaksProcessor(InlineProcessor):
+    """The first group raises a bug; the groups after it never finish (they stay queued)."""
+
+    def __init__(self, enricher: Enricher) -> None:
+        super().__init__(enricher)
+        self.tasks: list[asyncio.Task[object]] = []
+
+    async def process(self, items: Sequence[Item], settings: Mapping[str, ProjectSettings]) -> Processed:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.append(task)
+        if len(self.tasks) == 1:
+            await asyncio.sleep(0.3)  # the feed queues the next groups meanwhile
+            raise RuntimeError("a bug in processing (injected)")
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_failed_consume_loop_leaves_no_group_behind_and_hands_its_messages_back(
+    nats_client: NatsClient, js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
+) -> None:
+    for i in range(6):
+        await publish(js, project_id, f"r{i}", envelope(project_id, f"r{i}", f"m{i}"))
+    processor = FirstGroupBreaksProcessor(Enricher(None))
+    consumer_settings = ConsumerSettings(
+        clickhouse_url=clickhouse_url, fetch_batch=1, group_linger_seconds=0, flush_interval_seconds=0.1
+    )
+    consumer = EventConsumer(nats_client, ClickHouseWriter(clickhouse), consumer_settings, processor)
+    await consumer.start()
+    try:
+
+        async def failure() -> BaseException | None:
+            return consumer.failure
+
+        await eventually(failure, lambda f: f is not None, timeout=10)
+    finally:
+        with pytest.raises(RuntimeError, match="injected"):
+            await consumer.stop()
+    assert len(processor.tasks) > 1
+    assert all(task.done() for task in processor.tasks)  # none left running unseen
+
+    # Handed back at once: a consumer started now stores them all, long before the 120 s ack wait.
+    healthy = EventConsumer(
+        nats_client, ClickHouseWriter(clickhouse), consumer_settings, InlineProcessor(Enricher(None))
+    )
+    await healthy.start()
+    try:
+
+        async def landed() -> int:
+            return count(clickhouse, project_id)
+
+        assert await eventually(landed, lambda n: n == 6, timeout=10) == 6
+    finally:
+        await healthy.stop()
+
+
+class LagWatcherWithABug(EventConsumer):
+    async def _refresh_lag(self) -> None:
+        raise RuntimeError("a bug in the lag watcher (injected)")
+
+
+async def test_a_dead_lag_watcher_makes_the_consumer_not_ready(
+    nats_client: NatsClient,
+    js: JetStreamContext,
+    clickhouse: Client,
+    clickhouse_url: str,
+    processor: Processor,
+) -> None:
+    consumer = LagWatcherWithABug(
+        nats_client, ClickHouseWriter(clickhouse), settings(clickhouse_url), processor
+    )
+    await consumer.start()
+    try:
+
+        async def health() -> tuple[bool, str | None]:
+            return consumer.health()
+
+        _, reason = await eventually(health, lambda h: not h[0], timeout=5)
+        assert reason is not None and "lag watcher" in reason and "injected" in reason
+    finally:
+        await consumer.stop()

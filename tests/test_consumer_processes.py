@@ -176,7 +176,7 @@ async def test_consumer_health_and_metrics(
     await eventually(written, lambda n: n == 6, timeout=10)
     ready = await http.get(f"{stack.consumer_url}/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"nats": True, "consuming": True}
+    assert ready.json()["checks"] == {"nats": True, "consuming": True, "healthy": True}
     text = (await http.get(f"{stack.consumer_url}/metrics")).text
     assert f'headwater_consumer_rows_total{{project="{project_id}"}} 6.0' in text
     assert "headwater_consumer_lag" in text and "headwater_consumer_insert_seconds_count" in text
@@ -218,3 +218,39 @@ async def test_a_worker_killed_mid_stream_loses_and_doubles_nothing(
     rows = client.query(f"SELECT count(), uniqExact(message_id) FROM hw_{project_id}.events").result_rows
     assert rows == [(len(sent), len(sent))]
     client.close()
+
+
+@pytest.mark.slow
+async def test_a_stop_signalled_to_the_whole_process_group_leaves_nothing_pending(
+    js: JetStreamContext, nats_server: NatsServerProcess, tmp_path: Path, project_id: str
+) -> None:
+    """systemd's default KillMode (and Ctrl-C in a terminal) signals the consumer's workers along
+    with it: the batch they were processing must still be finished or handed back, not left
+    pending until the ack wait. (The shipped unit also sets KillMode=mixed.)"""
+    url = f"chdb://{tmp_path / 'clickhouse'}"
+    prepare = f"from headwater.control.clickhouse import connect\nfrom headwater.control.migrations import apply_migrations\napply_migrations(connect({url!r}), 'hw_{project_id}')"  # noqa: E501
+    await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", prepare], check=True, env=env(), timeout=120
+    )
+    await publish_envelopes(js, project_id, count=3000, per_envelope=10)
+    command = [
+        str(BIN / "headwater"), "serve", "consumer", "--nats-url", nats_server.url, "--clickhouse-url", url,
+        "--consumer-workers", "2", "--max-batch-rows", "2000",
+    ]  # fmt: skip
+    process = await asyncio.to_thread(start, command)
+
+    async def acked() -> int:
+        try:
+            info = await js.consumer_info(EVENTS_STREAM, "hw-clickhouse")
+        except NotFoundError:
+            return 0
+        return int(info.ack_floor.stream_seq)
+
+    await eventually(acked, lambda n: n > 0, timeout=60, interval=0.05)
+    workers = children_of(process.pid)
+    assert workers
+    for pid in [process.pid, *workers]:  # as systemd's KillMode=control-group does
+        os.kill(pid, signal.SIGTERM)
+    assert await asyncio.to_thread(process.wait, 60) == 0
+    info = await js.consumer_info(EVENTS_STREAM, "hw-clickhouse")
+    assert info.num_ack_pending == 0, f"{info.num_ack_pending} messages left pending until their ack wait"

@@ -364,3 +364,10 @@ async def test_haproxy_spreads_events_over_the_edges_and_drains_one(  # type: ig
 
     copies = await eventually(stored, lambda s: len(s) >= len(sent), timeout=30, interval=0.3)
     assert copies == dict.fromkeys(sent, 1)
+
+
+def test_the_consumer_unit_signals_the_consumer_alone() -> None:
+    """The consumer stops its worker processes itself after their batches; systemd's default
+    KillMode would SIGTERM them with it, mid-batch."""
+    unit = (DEPLOY / "headwater-consumer.service").read_text()
+    assert re.search(r"^KillMode=mixed$", unit, re.MULTILINE)

@@ -179,3 +179,39 @@ async def test_pulling_from_a_missing_consumer_is_reported(
         assert str(await failure_of(pull)).startswith("503")  # no responders: nobody serves it
     finally:
         await pull.stop()
+
+
+class PullWithABug(PipelinedPull):
+    """Renewing requests raises what no NATS error explains, once the first ones are out; and it
+    hears nothing (as after a network partition), so its watchdog renews them."""
+
+    started = False
+
+    @property
+    def _last_heard(self) -> float:
+        return 0.0
+
+    @_last_heard.setter
+    def _last_heard(self, _value: float) -> None:
+        pass
+
+    async def _top_up(self) -> None:
+        if self.started:
+            raise RuntimeError("a bug in renewing pull requests (injected)")
+        await super()._top_up()
+        self.started = True
+
+
+async def test_a_dead_watchdog_says_so(nats_client: NatsClient, js: JetStreamContext) -> None:
+    await durable(js)
+    pull = PullWithABug(nats_client, EVENTS_STREAM, DURABLE, batch=5, heartbeat_seconds=0.2)
+    await pull.start()
+    try:
+
+        async def broken() -> str | None:
+            return pull.broken
+
+        reason = await eventually(broken, lambda r: r is not None, timeout=5)
+        assert reason is not None and "watchdog" in reason and "injected" in reason
+    finally:
+        await pull.stop()

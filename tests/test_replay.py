@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from clickhouse_connect.driver.client import Client
-from hw_testing import BIN, cli_env, eventually, track_event
+from hw_testing import BIN, cli_env, eventually, run_cli, track_event
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
@@ -131,6 +132,23 @@ async def test_a_replay_applies_todays_rules(
     assert {r[4] for r in rows(clickhouse, project_id)} == {""}  # the project now drops addresses
 
 
+async def test_a_second_replay_of_the_same_window_stores_its_new_values(
+    nats_client: NatsClient, js: JetStreamContext, clickhouse: Client, project_id: str
+) -> None:
+    await publish(js, project_id, "r", 2, 3)
+
+    def replay(settings: ProjectSettings) -> Replay:
+        window = ReplayWindow(project_id)
+        return Replay(nats_client, window, ClickHouseSink(clickhouse), Enricher(None), lambda _p: settings)
+
+    await replay(ProjectSettings()).run()
+    assert {r[4] for r in rows(clickhouse, project_id)} == {"81.2.69.0"}
+    # The rules changed (the documented reason to replay): the same window again re-derives them.
+    await replay(ProjectSettings(anonymisation=Anonymisation(ip="drop"))).run()
+    assert {r[4] for r in rows(clickhouse, project_id)} == {""}
+    assert len(rows(clickhouse, project_id)) == 6
+
+
 class CrashingSink(ClickHouseSink):
     """Inserts, then dies before the checkpoint is written, on its `crash_on`-th batch — the worst
     moment for a replay to be interrupted. Records the stream sequences of each batch."""
@@ -138,11 +156,13 @@ class CrashingSink(ClickHouseSink):
     def __init__(self, client: Client, crash_on: int | None = None) -> None:
         super().__init__(client)
         self.batches: list[list[int]] = []
+        self.run_ids: set[str] = set()
         self.crash_on = crash_on
 
-    def write(self, rows: dict[str, list[Row]], sequences: list[int]) -> None:
-        super().write(rows, sequences)
+    def write(self, rows: dict[str, list[Row]], sequences: list[int], run_id: str) -> None:
+        super().write(rows, sequences, run_id)
         self.batches.append(list(sequences))
+        self.run_ids.add(run_id)
         if len(self.batches) == self.crash_on:
             raise RuntimeError("killed (injected)")
 
@@ -165,6 +185,7 @@ async def test_an_interrupted_replay_resumes_and_lands_each_event_once(
     saved = json.loads(checkpoint.read_text())
     assert saved["events"] == 40  # two batches were checkpointed; the third landed, unrecorded
     assert saved["next_seq"] == interrupted.batches[2][0]
+    assert saved["run_id"]  # the run's identity, kept for the resumed run's tokens
 
     resumed = CrashingSink(clickhouse)
     progress = await replay(resumed).run()
@@ -174,11 +195,12 @@ async def test_an_interrupted_replay_resumes_and_lands_each_event_once(
     # The third batch is formed again exactly (same sequences, so the same de-duplication token:
     # ClickHouse drops it), and the rest follows.
     assert resumed.batches[0] == interrupted.batches[2]
+    assert resumed.run_ids == interrupted.run_ids == {saved["run_id"]}
     assert sorted(seq for batch in interrupted.batches[:2] + resumed.batches for seq in batch) == list(
         range(interrupted.batches[0][0], resumed.batches[-1][-1] + 1)
     )
-    landed = rows(clickhouse, project_id)
-    assert sorted(str(r[0]) for r in landed) == sorted(ids)  # each event once
+    landed = rows(clickhouse, project_id, final=False)
+    assert sorted(str(r[0]) for r in landed) == sorted(ids)  # each event once, even before merges
     assert not checkpoint.exists()  # finished
 
 
@@ -248,3 +270,32 @@ async def test_the_cli_counts_exports_and_validates(
         headwater, nats_server, "--project", project_id, "--since", "yesterday", "--dry-run", cwd=tmp_path
     )
     assert bad_time.returncode == 2 and "ISO-8601" in bad_time.stderr
+
+
+async def test_a_replay_into_embedded_data_another_process_holds_says_what_to_do(tmp_path: Path) -> None:
+    url = f"chdb://{tmp_path / 'clickhouse'}"
+    hold = (
+        f"import sys\nfrom headwater.control.clickhouse import connect\nclient = connect({url!r})\n"
+        "print('open', flush=True)\nsys.stdin.read()"
+    )
+    holder = await asyncio.to_thread(
+        subprocess.Popen,
+        [sys.executable, "-c", hold],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    try:
+        assert holder.stdout is not None
+        assert await asyncio.to_thread(holder.stdout.readline) == "open\n"
+        result = await run_cli(
+            "replay", "--project", "demo", "--nats-url", "nats://127.0.0.1:1", "--clickhouse-url", url
+        )
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(30)
+    assert result.code != 0
+    assert "stop `headwater up`" in result.stderr, result.stderr
+    assert "--clickhouse-url" in result.stderr
