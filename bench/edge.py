@@ -204,7 +204,8 @@ def running(server: Server) -> Iterator[Server]:
         server.stop()
 
 
-HEADWATER_READY = re.compile(r"headwater \w+ running on \S+ \(pid (?P<pid>\d+)\)")
+# "headwater edge running on URL (operator: URL) (pid N)": the operator listener only for edges.
+HEADWATER_READY = re.compile(r"headwater \w+ running on \S+(?: \(operator: \S+\))? \(pid (?P<pid>\d+)\)")
 BASELINE_READY = re.compile(r"ready pid (?P<pid>\d+)")
 
 

@@ -188,9 +188,10 @@ _worker_enricher: Enricher | None = None
 def _start_worker(geoip_database: Path | None, consumer_pid: int) -> None:
     global _worker_enricher
     # The consumer stops its workers once it has finished or handed back what they process: a
-    # stop signal sent to the whole process group (Ctrl-C, systemd's default KillMode) must not
-    # end a worker in the middle of a batch.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Ctrl-C, which the terminal sends to the whole process group, must not end a worker in the
+    # middle of a batch. SIGTERM keeps its default: it is how a broken pool ends its survivors
+    # (ignored, they outlived the pool and hung the consumer's exit), and the shipped systemd
+    # unit (KillMode=mixed) sends it to the consumer alone.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with, args=(consumer_pid,), name="parent-watch", daemon=True).start()
     # clickhouse-connect imports pandas and numpy on its first insert to see whether it was handed

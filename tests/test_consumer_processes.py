@@ -221,12 +221,12 @@ async def test_a_worker_killed_mid_stream_loses_and_doubles_nothing(
 
 
 @pytest.mark.slow
-async def test_a_stop_signalled_to_the_whole_process_group_leaves_nothing_pending(
+async def test_a_ctrl_c_to_the_whole_process_group_leaves_nothing_pending(
     js: JetStreamContext, nats_server: NatsServerProcess, tmp_path: Path, project_id: str
 ) -> None:
-    """systemd's default KillMode (and Ctrl-C in a terminal) signals the consumer's workers along
-    with it: the batch they were processing must still be finished or handed back, not left
-    pending until the ack wait. (The shipped unit also sets KillMode=mixed.)"""
+    """Ctrl-C in a terminal signals the consumer's workers along with it: the batch they were
+    processing must still be finished or handed back, not left pending until the ack wait. (A
+    systemd stop signals the consumer alone: the shipped unit sets KillMode=mixed.)"""
     url = f"chdb://{tmp_path / 'clickhouse'}"
     prepare = f"from headwater.control.clickhouse import connect\nfrom headwater.control.migrations import apply_migrations\napply_migrations(connect({url!r}), 'hw_{project_id}')"  # noqa: E501
     await asyncio.to_thread(
@@ -249,8 +249,8 @@ async def test_a_stop_signalled_to_the_whole_process_group_leaves_nothing_pendin
     await eventually(acked, lambda n: n > 0, timeout=60, interval=0.05)
     workers = children_of(process.pid)
     assert workers
-    for pid in [process.pid, *workers]:  # as systemd's KillMode=control-group does
-        os.kill(pid, signal.SIGTERM)
+    for pid in [process.pid, *workers]:  # as a terminal's Ctrl-C does
+        os.kill(pid, signal.SIGINT)
     assert await asyncio.to_thread(process.wait, 60) == 0
     info = await js.consumer_info(EVENTS_STREAM, "hw-clickhouse")
     assert info.num_ack_pending == 0, f"{info.num_ack_pending} messages left pending until their ack wait"
