@@ -33,7 +33,8 @@ from headwater.control.store import PROJECTS_BUCKET, ProjectStore
 
 from .natsauth import NatsAuth
 from .natsconn import connect_for_command
-from .options import clickhouse_url_option, nats_auth_options, nats_url_option
+from .options import clickhouse_url_option, data_dir_option, nats_auth_options, nats_url_option
+from .streams import resolve_nats
 
 
 def _when(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
@@ -127,6 +128,7 @@ async def _replay(
 @click.command()
 @nats_url_option
 @nats_auth_options
+@data_dir_option
 @clickhouse_url_option
 @click.option("--project", default=None, help="The project whose events to replay.")
 @click.option("--all-projects", is_flag=True, help="Replay every project's events (instead of --project).")
@@ -168,6 +170,7 @@ async def _replay(
 def replay(
     nats_url: str | None,
     nats_auth: NatsAuth,
+    data_dir: str,
     clickhouse_url: str | None,
     project: str | None,
     all_projects: bool,
@@ -190,10 +193,10 @@ def replay(
     replay resumes from its checkpoint when run again with the same options.
 
     With the embedded ClickHouse (`chdb://`), stop `headwater up` first: one process at a time can
-    open its data directory.
+    open its data directory. Without --nats-url, the NATS of the `headwater up` running in
+    --data-dir is read (e.g. `--to jsonl`, or `--dry-run`).
     """
-    if not nats_url:
-        raise click.UsageError("--nats-url (or HEADWATER_NATS_URL) is required")
+    target_nats = resolve_nats(nats_url, data_dir, nats_auth)
     if bool(project) == all_projects:
         raise click.UsageError("name one --project, or say --all-projects")
     if target == "jsonl" and output is None and not dry_run:
@@ -235,11 +238,11 @@ def replay(
     try:
         progress = asyncio.run(
             _replay(
-                nats_url,
+                target_nats.url,
                 window,
                 sink,
                 path,
-                nats_auth,
+                target_nats.auth,
                 enricher=Enricher(GeoLookup(geo)),
                 batch_rows=batch_rows,
                 on_progress=bar,

@@ -196,6 +196,11 @@ def test_up_curl_query_stop_restart(data_dir: Path) -> None:
         assert dead_letters.returncode == 0, dead_letters.stderr
         assert dead_letters.stdout.strip() == "no dead-lettered messages"
         assert "disconnected" not in dead_letters.stderr, dead_letters.stderr
+        counted = again.run(
+            f"headwater replay --data-dir {data_dir} --project demo --since 1h --dry-run --quiet"
+        )
+        assert counted.returncode == 0, counted.stderr
+        assert "counted: 1 messages, 1 events" in counted.stdout, counted.stdout
         locked = again.run(f"headwater query {embedded} 'SELECT 1'")
         assert locked.returncode != 0
         assert "query through it" in locked.stderr, locked.stderr
