@@ -244,13 +244,15 @@ def start_baseline(app: str, workers: int, log_dir: Path) -> Server:
     return server
 
 
-def create_project(nats_url: str, work: Path) -> str:
+def create_project(
+    nats_url: str, work: Path, clickhouse_dir: Path | None = None, project_id: str = PROJECT_ID
+) -> str:
     """A project through a control plane that runs only for this; returns its secret key."""
     token = secrets.token_urlsafe(24)
     control = Server("control", 1, free_port(), work)
     control.spawn(
         [*headwater_command(), "serve", "control", "--host", "127.0.0.1", "--port", str(control.port),
-         "--nats-url", nats_url, "--clickhouse-url", f"chdb://{work / 'clickhouse'}",
+         "--nats-url", nats_url, "--clickhouse-url", f"chdb://{clickhouse_dir or work / 'clickhouse'}",
          "--log-level", "warning"],
         clean_env(HEADWATER_ADMIN_TOKEN=token),
     )  # fmt: skip
@@ -258,7 +260,7 @@ def create_project(nats_url: str, work: Path) -> str:
         control.wait_ready(HEADWATER_READY, timeout=120)
         response = httpx.post(
             f"{control.url}/v1/projects",
-            json={"id": PROJECT_ID, "name": "edge benchmark"},
+            json={"id": project_id, "name": f"{project_id} benchmark"},
             headers={"Authorization": f"Bearer {token}"},
             timeout=60,
         )

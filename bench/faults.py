@@ -27,7 +27,6 @@ import base64
 import contextlib
 import json
 import os
-import secrets
 import shutil
 import socket
 import subprocess
@@ -46,7 +45,9 @@ import nats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from edge import HEADWATER_READY, BenchError, Server, clean_env, free_port, headwater_command
+from docsection import replace_section
+
+from edge import HEADWATER_READY, BenchError, Server, clean_env, create_project, free_port, headwater_command
 from headwater.edge.subjects import DLQ_STREAM
 from headwater.ops.natsserver import NatsServerProcess
 
@@ -55,7 +56,6 @@ DOC = ROOT / "docs" / "reliability.md"
 BEGIN = "<!-- bench/faults.py: generated section begins; rerun the command below to refresh it -->"
 END = "<!-- bench/faults.py: generated section ends -->"
 PROJECT = "drill"
-ORIGIN = "https://drill.example"
 BATCH = 10  # events per request
 IDLE_SECONDS = 3.0  # the pipeline counts as drained after this long with nothing pending
 
@@ -180,32 +180,9 @@ class Stack:
 
     def start(self) -> None:
         self.nats_url = self.nats.start()
-        self.key = self.create_project()
+        self.key = create_project(self.nats_url, self.work, self.clickhouse_dir, PROJECT)
         self.start_edge()
         self.start_consumer()
-
-    def create_project(self) -> str:
-        token = secrets.token_urlsafe(24)
-        control = Server("control", 1, free_port(), self.work)
-        control.spawn(
-            [*headwater_command(), "serve", "control", "--host", "127.0.0.1", "--port", str(control.port),
-             "--nats-url", self.nats_url, "--clickhouse-url", f"chdb://{self.clickhouse_dir}",
-             *operator_port_flag(), "--log-level", "warning"],
-            clean_env(HEADWATER_ADMIN_TOKEN=token),
-        )  # fmt: skip
-        try:
-            control.wait_ready(HEADWATER_READY, timeout=120)
-            response = httpx.post(
-                f"{control.url}/v1/projects",
-                json={"id": PROJECT, "name": "fault drill", "allowed_origins": [ORIGIN]},
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=60,
-            )
-            if response.status_code != 201:
-                raise DrillError(f"creating the project failed: {response.status_code} {response.text}")
-            return str(response.json()["secret_key"])
-        finally:
-            control.stop()
 
     def start_edge(self, wait_ready: bool = True) -> None:
         edge = Server("edge", 1, self.edge_port, self.work)
@@ -644,14 +621,7 @@ def write_doc(rows: list[Row], command: str) -> None:
         f"Last run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, `{command}`, on "
         f"{os.cpu_count()} cores.\n\n{table(rows)}"
     )
-    marked = f"{BEGIN}\n\n{section}\n\n{END}"
-    text = DOC.read_text() if DOC.exists() else "# Reliability\n"
-    if BEGIN in text and END in text:
-        before, rest = text.split(BEGIN, 1)
-        text = before + marked + rest.split(END, 1)[1]
-    else:
-        text = f"{text.rstrip()}\n\n## The fault drill\n\n{marked}\n"
-    DOC.write_text(text)
+    replace_section(BEGIN, END, section, "## The fault drill", doc=DOC)
 
 
 def main() -> int:
