@@ -18,6 +18,7 @@ from headwater.consumers.processing import Processor
 from headwater.consumers.runner import EventConsumer
 from headwater.consumers.settings import ConsumerSettings
 from headwater.consumers.writer import ClickHouseWriter
+from headwater.control.project import utc_now_iso
 from headwater.edge.envelope import Envelope, pack
 from headwater.edge.subjects import DLQ_ERROR_HEADER, DLQ_STREAM, MSG_ID_HEADER, dlq_subject, events_subject
 from headwater.ops.natsserver import NatsServerProcess
@@ -38,7 +39,8 @@ def stored(client: Client, project_id: str) -> dict[str, tuple[str, str]]:
 
 def pre_fix_envelope(project_id: str, request_id: str, events: bytes) -> bytes:
     """An envelope as an edge without UTF-8 checks wrote it: `events` is the JSON list, verbatim."""
-    head = Envelope(project_id, request_id, "2026-01-01T00:00:00.000Z", []).encode()
+    # Received now: consumers discard what was received before its project was created.
+    head = Envelope(project_id, request_id, utc_now_iso(), []).encode()
     return head.replace(b'"events":[]', b'"events":' + events)
 
 

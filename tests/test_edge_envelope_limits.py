@@ -17,6 +17,7 @@ import httpx
 import pytest
 from hw_testing import basic_auth, create_project, eventually
 
+from headwater.control.project import utc_now_iso
 from headwater.edge.envelope import Envelope
 from headwater.edge.errors import MessageTooLarge
 from headwater.edge.settings import EdgeSettings
@@ -147,7 +148,8 @@ async def test_a_spooled_envelope_over_the_limit_is_split_or_quarantined_and_the
     subject = events_subject(project_id)
 
     def envelope(request_id: str, *events: dict[str, Any]) -> bytes:
-        return Envelope(project_id, request_id, "2026-01-01T00:00:00.000Z", list(events)).encode()
+        # Received now: consumers discard what was received before its project was created.
+        return Envelope(project_id, request_id, utc_now_iso(), list(events)).encode()
 
     # As an edge connected to a server with a larger max payload would have spooled them: one
     # event too large for any message, and a batch that fits once split.
