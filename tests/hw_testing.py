@@ -118,6 +118,15 @@ async def create_project(
     return dict(response.json())
 
 
+async def stored_copies(stack: Stack, project_id: str) -> dict[str, int]:
+    """messageId → copies visible with FINAL (exactly once: 1 each), read from the stack's ClickHouse."""
+    clickhouse = stack.clickhouse
+    assert clickhouse is not None
+    sql = f"SELECT message_id, count() FROM hw_{project_id}.events FINAL GROUP BY message_id"
+    rows = await asyncio.to_thread(lambda: clickhouse.query(sql).result_rows)
+    return {str(message_id): int(copies) for message_id, copies in rows}
+
+
 async def query_rows(http: httpx.AsyncClient, stack: Stack, project_id: str, sql: str) -> list[list[Any]]:
     """Read-only SQL in the project's database, through the control API."""
     response = await http.post(

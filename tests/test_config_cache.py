@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hw_testing import basic_auth, create_project, eventually
+from hw_testing import basic_auth, create_project, eventually, stored_copies
 
 from headwater.control.configcache import ConfigCache
 from headwater.control.registry import ProjectRegistry, StaleConfig
@@ -110,14 +110,9 @@ async def test_an_edge_restarted_while_nats_is_down_serves_from_its_config_cache
     finally:
         await restarted.stop()
 
-    assert back.clickhouse is not None
-    sql = f"SELECT message_id, count() FROM hw_{project_id}.events FINAL GROUP BY message_id"
-
-    async def stored() -> dict[str, int]:
-        rows = await asyncio.to_thread(lambda: back.clickhouse.query(sql).result_rows)  # type: ignore[union-attr]
-        return {str(m): int(c) for m, c in rows}
-
-    found = await eventually(stored, lambda s: acked <= set(s), timeout=60, interval=0.5)
+    found = await eventually(
+        lambda: stored_copies(back, project_id), lambda s: acked <= set(s), timeout=60, interval=0.5
+    )
     assert set(found) == acked and all(c == 1 for c in found.values()), found
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hw_testing import BIN, basic_auth, cli_env, eventually
+from hw_testing import BIN, basic_auth, cli_env, eventually, stored_copies
 from hw_testing import create_project as create_any_project
 
 from headwater.edge.settings import EdgeSettings
@@ -69,19 +69,11 @@ async def create_project(http: httpx.AsyncClient, stack: Stack, project_id: str)
     return str((await create_any_project(http, stack, project_id))["secret_key"])
 
 
-async def stored_ids(stack: Stack, project_id: str) -> dict[str, int]:
-    """messageId → copies visible with FINAL (must be 1 each)."""
-    assert stack.clickhouse is not None
-    sql = f"SELECT message_id, count() FROM hw_{project_id}.events FINAL GROUP BY message_id"
-    rows = await asyncio.to_thread(lambda: stack.clickhouse.query(sql).result_rows)  # type: ignore[union-attr]
-    return {str(message_id): int(copies) for message_id, copies in rows}
-
-
 async def assert_exactly_once(
     stack: Stack, project_id: str, load: Load, timeout: float = 90
 ) -> dict[str, int]:
     async def probe() -> dict[str, int]:
-        return await stored_ids(stack, project_id)
+        return await stored_copies(stack, project_id)
 
     stored = await eventually(probe, lambda s: load.acked <= set(s), timeout=timeout, interval=0.5)
     assert all(copies == 1 for copies in stored.values()), "an event shows twice"
@@ -201,7 +193,7 @@ async def test_a_corrupt_entry_is_quarantined_and_the_rest_drains(
     await eventually(drained, lambda n: n == 0, timeout=30)
     assert stack.spool.stats().quarantined == 1
     stored = await eventually(
-        lambda: stored_ids(stack, project_id), lambda s: len(s) == 4, timeout=30, interval=0.5
+        lambda: stored_copies(stack, project_id), lambda s: len(s) == 4, timeout=30, interval=0.5
     )
     assert set(stored) == load.acked - {"c-2"}
 

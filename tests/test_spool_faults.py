@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hw_testing import basic_auth, create_project, eventually
+from hw_testing import basic_auth, create_project, eventually, stored_copies
 from nats.js import JetStreamContext
 
 from headwater.edge.drainer import Drainer
@@ -324,14 +324,9 @@ async def test_a_full_spool_disk_neither_stops_nor_blocks_the_edge_and_loses_not
         )
     finally:
         await restarted.stop()
-    assert back.clickhouse is not None
-    sql = f"SELECT message_id, count() FROM hw_{project_id}.events FINAL GROUP BY message_id"
-
-    async def stored() -> dict[str, int]:
-        rows = await asyncio.to_thread(lambda: back.clickhouse.query(sql).result_rows)  # type: ignore[union-attr]
-        return {str(m): int(c) for m, c in rows}
-
-    found = await eventually(stored, lambda s: acked <= set(s), timeout=60, interval=0.5)
+    found = await eventually(
+        lambda: stored_copies(back, project_id), lambda s: acked <= set(s), timeout=60, interval=0.5
+    )
     assert all(copies == 1 for copies in found.values()), "an event shows twice"
     assert set(found) - acked <= refused
 
