@@ -189,7 +189,7 @@ class Stack:
         edge.spawn(
             [*headwater_command(), "serve", "edge", "--host", "127.0.0.1", "--port", str(edge.port),
              "--operator-port", "0",
-             "--nats-url", self.nats_url, "--spool-dir", str(self.spool_dir), *operator_port_flag(),
+             "--nats-url", self.nats_url, "--spool-dir", str(self.spool_dir), "--operator-port", "0",
              *self.edge_flags, "--log-level", "warning"],
             clean_env(),
         )  # fmt: skip
@@ -217,7 +217,7 @@ class Stack:
         consumer.spawn(
             [*headwater_command(), "serve", "consumer", "--host", "127.0.0.1", "--port", str(consumer.port),
              "--nats-url", self.nats_url, "--clickhouse-url", f"chdb://{self.clickhouse_dir}",
-             *operator_port_flag(), "--log-level", "warning"],
+             "--log-level", "warning"],
             clean_env(),
         )  # fmt: skip
         consumer.wait_ready(HEADWATER_READY, timeout=120)
@@ -298,12 +298,6 @@ class Stack:
         if result.returncode != 0:
             raise DrillError(f"query failed: {result.stderr}")
         return result.stdout.split()
-
-
-def operator_port_flag() -> list[str]:
-    """Roles that serve readiness and metrics on an operator port get a free one, if they have it."""
-    result = run_headwater("serve", "--help")
-    return ["--operator-port", "0"] if "--operator-port" in result.stdout else []
 
 
 # ---------------------------------------------------------------------------------------------------
