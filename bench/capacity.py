@@ -62,8 +62,8 @@ from edge import (
     wait_edge_ready,
     wrk_path,
 )
+from headwater.core.wire.subjects import DLQ_STREAM, EVENTS_STREAM
 from headwater.edge.streams import StreamSettings, ensure_streams
-from headwater.edge.subjects import DLQ_STREAM, EVENTS_STREAM
 from headwater.ops.natsserver import NatsServerProcess
 
 HERE = Path(__file__).resolve().parent

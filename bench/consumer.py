@@ -51,11 +51,11 @@ from headwater.consumers.settings import ConsumerSettings
 from headwater.consumers.wire import decode_envelope
 from headwater.consumers.writer import ClickHouseWriter
 from headwater.control.clickhouse import connect
-from headwater.control.migrations import apply_migrations
-from headwater.control.project import database_name, iso
-from headwater.edge.envelope import Envelope, pack
+from headwater.core.migrations import apply_migrations
+from headwater.core.projects.project import database_name, iso
+from headwater.core.wire.envelope import Envelope, pack
+from headwater.core.wire.subjects import EVENTS_STREAM, EVENTS_SUBJECTS, MSG_ID_HEADER, events_subject
 from headwater.edge.streams import StreamSettings, ensure_streams
-from headwater.edge.subjects import EVENTS_STREAM, EVENTS_SUBJECTS, MSG_ID_HEADER, events_subject
 from headwater.ops.natsconn import connect_nats
 from headwater.ops.natsserver import NatsServerProcess
 

@@ -55,7 +55,7 @@ import nats
 from docsection import DOC, replace_section
 from nats.js.errors import NotFoundError
 
-from headwater.edge.subjects import EVENTS_STREAM
+from headwater.core.wire.subjects import EVENTS_STREAM
 from headwater.ops.natsserver import NatsServerProcess
 
 HERE = Path(__file__).resolve().parent

@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from docsection import replace_section
 
 from edge import HEADWATER_READY, BenchError, Server, clean_env, create_project, free_port, headwater_command
-from headwater.edge.subjects import DLQ_STREAM
+from headwater.core.wire.subjects import DLQ_STREAM
 from headwater.ops.natsserver import NatsServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]

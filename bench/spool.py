@@ -22,12 +22,12 @@ from pathlib import Path
 import orjson
 from docsection import replace_section
 
+from headwater.core.wire.subjects import EVENTS_STREAM
 from headwater.edge.drainer import Drainer
 from headwater.edge.fallback import CircuitBreaker
 from headwater.edge.metrics import EdgeMetrics
 from headwater.edge.sink import JetStreamSink
 from headwater.edge.streams import StreamSettings, ensure_streams
-from headwater.edge.subjects import EVENTS_STREAM
 from headwater.ops.natsconn import connect_nats
 from headwater.ops.natsserver import NatsServerProcess
 from headwater.spool import Spool, SpoolConfig

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from quart import Quart, Response
 
-from headwater.control.http import ReadinessCheck, install_error_handlers, install_health_routes, new_app
+from headwater.core.service.httpapp import (
+    ReadinessCheck,
+    install_error_handlers,
+    install_health_routes,
+    new_app,
+)
 
 from .metrics import ConsumerMetrics
 

@@ -27,7 +27,7 @@ import time
 from datetime import datetime
 from typing import Protocol
 
-from headwater.control.project import Project
+from headwater.core.projects.project import Project
 
 RECREATED_MARGIN_SECONDS = 300.0
 PURGE_SETTLED_SECONDS = 60.0

@@ -29,9 +29,9 @@ from typing import Protocol
 
 from clickhouse_connect.driver import options as clickhouse_options
 
-from headwater.control.project_settings import ProjectSettings
-from headwater.edge.envelope import EnvelopeError
-from headwater.edge.subjects import project_of_subject
+from headwater.core.projects.settings import ProjectSettings
+from headwater.core.wire.envelope import EnvelopeError
+from headwater.core.wire.subjects import project_of_subject
 
 from .blocks import encode_rows
 from .enrich import Enricher, GeoLookup

@@ -28,7 +28,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import Error as NatsError
 from nats.js.api import Header
 
-from headwater.control.tasks import cancel_and_wait, report_end
+from headwater.core.service.tasks import cancel_and_wait, report_end
 
 log = logging.getLogger(__name__)
 

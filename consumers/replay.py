@@ -36,11 +36,11 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from headwater.control.migrations import apply_migrations
-from headwater.control.project import database_name
-from headwater.control.project_settings import ProjectSettings
-from headwater.edge.envelope import EnvelopeError
-from headwater.edge.subjects import EVENTS_STREAM, EVENTS_SUBJECTS, events_subject, project_of_subject
+from headwater.core.migrations import apply_migrations
+from headwater.core.projects.project import database_name
+from headwater.core.projects.settings import ProjectSettings
+from headwater.core.wire.envelope import EnvelopeError
+from headwater.core.wire.subjects import EVENTS_STREAM, EVENTS_SUBJECTS, events_subject, project_of_subject
 
 from .enrich import Enricher
 from .pull import PipelinedPull

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from headwater.control.project_settings import ProjectSettings
+from headwater.core.projects.settings import ProjectSettings
 
 from .enrich import (
     ENRICHMENT_COLUMN_TYPES,

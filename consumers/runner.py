@@ -22,11 +22,11 @@ from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from headwater.control.project_settings import ProjectSettings
-from headwater.control.tasks import cancel_and_wait, report_end
-from headwater.edge.backoff import Backoff
-from headwater.edge.envelope import EnvelopeError
-from headwater.edge.subjects import (
+from headwater.core.projects.settings import ProjectSettings
+from headwater.core.service.backoff import Backoff
+from headwater.core.service.tasks import cancel_and_wait, report_end
+from headwater.core.wire.envelope import EnvelopeError
+from headwater.core.wire.subjects import (
     DLQ_DELIVERIES_HEADER,
     DLQ_ERROR_HEADER,
     DLQ_ORIGINAL_MSG_ID_HEADER,

@@ -3,7 +3,7 @@ for the fields a row needs and keeps `properties`, `traits` and `context` as the
 wrote (they are stored whole, so decoding them into dicts and encoding them again was wasted
 work: ~30% of the consume loop's time, bench/consumer.py).
 
-The edge writes envelopes with `Envelope.encode` (edge/envelope.py); this module reads the versions
+The edge writes envelopes with `Envelope.encode` (core/wire/envelope.py); this module reads the versions
 it has written (1 to 3) and refuses anything else with EnvelopeError (the message is
 dead-lettered). An event's `context` that is absent is NULL itself (msgspec fills in the default
 object), which is how rows tell it from an explicit `null` when applying a batch's context.
@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from headwater.edge.envelope import READABLE_VERSIONS, EnvelopeError, unpack, utf8_repaired
+from headwater.core.wire.envelope import READABLE_VERSIONS, EnvelopeError, unpack, utf8_repaired
 
 NULL = msgspec.Raw(b"null")
 
@@ -101,7 +101,7 @@ _any_decoder = msgspec.json.Decoder()
 
 
 def decode_envelope(data: bytes) -> WireEnvelope:
-    """The envelope in a message body (JSON, or LZ4-framed JSON: edge/envelope.py); EnvelopeError
+    """The envelope in a message body (JSON, or LZ4-framed JSON: core/wire/envelope.py); EnvelopeError
     for anything that is not an envelope of a readable version, or holds an event that is not one."""
     envelope, bad = read_envelope(data)
     if bad:
@@ -114,7 +114,7 @@ def read_envelope(data: bytes) -> tuple[WireEnvelope, list[BadEvent]]:
     others are still stored); EnvelopeError when the envelope itself cannot be read.
 
     Bytes that are not UTF-8 (which edges before the check wrote) are replaced by U+FFFD, as the
-    edge now does (edge/envelope.py utf8_repaired): such an event is stored, not dead-lettered."""
+    edge now does (core/wire/envelope.py utf8_repaired): such an event is stored, not dead-lettered."""
     data = utf8_repaired(unpack(data))
     try:
         return _checked(_envelope_decoder.decode(data)), []

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 
 from clickhouse_connect.driver.client import Client
 
-from headwater.control.project import database_name
+from headwater.core.projects.project import database_name
 
 from .blocks import encode_rows
 from .rows import COLUMNS, Row

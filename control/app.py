@@ -7,10 +7,10 @@ from typing import Any
 
 from quart import Blueprint, Quart, Response, g, request
 
-from .auth import authenticate_admin
-from .authfailures import AuthFailureLimits, AuthFailures
-from .errors import APIError
-from .http import (
+from headwater.core.projects.project import Project, validate_project_id
+from headwater.core.service.authfailures import AuthFailureLimits, AuthFailures
+from headwater.core.service.errors import APIError
+from headwater.core.service.httpapp import (
     ReadinessCheck,
     install_error_handlers,
     install_health_routes,
@@ -18,9 +18,10 @@ from .http import (
     new_app,
     read_json_object,
 )
+
+from .auth import authenticate_admin
 from .idempotency import validate_idempotency_key
 from .openapi import openapi_document
-from .project import Project, validate_project_id
 from .query import ReadOnlyQueries
 from .service import ProjectService
 from .settings import ControlSettings

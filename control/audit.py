@@ -18,7 +18,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from .project import utc_now_iso
+from headwater.core.projects.project import utc_now_iso
 
 AUDIT_SUBJECT = "hw.audit"
 AUDIT_STREAM = "HW_AUDIT"

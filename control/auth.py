@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hmac
 
-from .errors import APIError
+from headwater.core.service.errors import APIError
+
 from .settings import AdminToken
 
 

@@ -24,7 +24,8 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from .errors import APIError
+from headwater.core.service.errors import APIError
+
 from .settings import ControlSettings
 from .store import ensure_bucket
 

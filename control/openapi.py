@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from headwater.core.projects.project import PROJECT_ID_PATTERN
+from headwater.core.projects.settings import IP_HANDLING, MAX_REDACTED_PROPERTIES
+
 from .idempotency import MAX_KEY_LENGTH
-from .project import PROJECT_ID_PATTERN
-from .project_settings import IP_HANDLING, MAX_REDACTED_PROPERTIES
 from .service import MAX_GRACE_SECONDS
 
 Schema = dict[str, Any]

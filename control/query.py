@@ -17,9 +17,10 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
+from headwater.core.projects.project import database_name
+from headwater.core.service.errors import APIError
+
 from .clickhouse import connect
-from .errors import APIError
-from .project import database_name
 from .query_grants import reader_role
 from .query_guard import QueryNotAllowed, check_tree, explain_statement
 

@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 from clickhouse_connect.driver.client import Client
 
-from .project import database_name
+from headwater.core.projects.project import database_name
 
 
 def reader_role(database: str) -> str:

@@ -14,14 +14,15 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from headwater.core.migrations import apply_migrations, drop_database
+from headwater.core.projects.keys import ApiKey, KeyKind
+from headwater.core.projects.origins import normalise_origins
+from headwater.core.projects.project import Project, iso, utc_now, validate_project_id
+from headwater.core.projects.settings import ProjectSettings
+from headwater.core.service.errors import APIError, ProjectExists
+
 from .audit import AuditLog
-from .errors import APIError, ProjectExists
 from .idempotency import IdempotencyStore, StoredAnswer
-from .keys import ApiKey, KeyKind
-from .migrations import apply_migrations, drop_database
-from .origins import normalise_origins
-from .project import Project, iso, utc_now, validate_project_id
-from .project_settings import ProjectSettings
 from .query_grants import apply_grants, revoke_grants
 from .store import ProjectStore, RevisionMismatch
 

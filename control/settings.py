@@ -32,7 +32,7 @@ class ControlSettings:
     tls_cert: str | None = None
     tls_key: str | None = None
     # Wrong admin tokens a client address may send in a row before it is slowed down to one a
-    # second (control/authfailures.py).
+    # second (core/service/authfailures.py).
     auth_failures_burst: int = 20
     # Keys the idempotency records (control/idempotency.py); default: derived from the admin tokens.
     idempotency_secret: str | None = field(default=None, repr=False)

@@ -13,9 +13,9 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
-from .errors import APIError, ProjectExists, ProjectNotFound
-from .kvsnapshot import bucket_is_empty, read_snapshot
-from .project import Project
+from headwater.core.projects.kvsnapshot import bucket_is_empty, read_snapshot
+from headwater.core.projects.project import Project
+from headwater.core.service.errors import APIError, ProjectExists, ProjectNotFound
 
 PROJECTS_BUCKET = "HW_PROJECTS"
 # Reading every key of the bucket: past this, the consumer or the server is not answering.

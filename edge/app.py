@@ -9,8 +9,13 @@ from typing import Protocol
 
 from quart import Quart, Response
 
-from headwater.control.http import ReadinessCheck, install_error_handlers, install_health_routes, new_app
-from headwater.control.registry import KeyMatch
+from headwater.core.projects.registry import KeyMatch
+from headwater.core.service.httpapp import (
+    ReadinessCheck,
+    install_error_handlers,
+    install_health_routes,
+    new_app,
+)
 
 from .asgi import EdgeASGI
 from .ingest import IngestService

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from headwater.control.logcontext import request_id
+from headwater.core.service.logcontext import request_id
 
 from .clientip import ClientIPResolver
 from .errors import IngestError

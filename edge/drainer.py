@@ -31,17 +31,17 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from nats.js.errors import APIError
 
-from headwater.control.tasks import cancel_and_wait
+from headwater.core.service.backoff import Backoff
+from headwater.core.service.tasks import cancel_and_wait
+from headwater.core.wire.envelope import DEFAULT_COMPRESS_ABOVE, Envelope, EnvelopeError
+from headwater.core.wire.subjects import EVENTS_STREAM, MSG_ID_HEADER
 from headwater.spool import Spool, SpooledEnvelope, SpoolUnavailable
 
-from .backoff import Backoff
-from .envelope import DEFAULT_COMPRESS_ABOVE, Envelope, EnvelopeError
 from .errors import MessageTooLarge
 from .fallback import CircuitBreaker
 from .metrics import EdgeMetrics
 from .sink import MESSAGE_TOO_LARGE_CODE
 from .split import split
-from .subjects import EVENTS_STREAM, MSG_ID_HEADER
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from headwater.control.errors import APIError
+from headwater.core.service.errors import APIError
 
 
 class IngestError(APIError):

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from headwater.control.tasks import cancel_and_wait
+from headwater.core.service.tasks import cancel_and_wait
 from headwater.spool import Spool, SpoolError, SpoolFull
 
 from .errors import MessageTooLarge, SinkUnavailable

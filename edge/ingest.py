@@ -19,18 +19,18 @@ from typing import Any, Protocol
 import orjson
 from msgspec import UNSET, Raw
 
-from headwater.control.authfailures import AuthFailures
-from headwater.control.project import Project, iso
-from headwater.control.registry import KeyMatch, StaleConfig
+from headwater.core.projects.project import Project, iso
+from headwater.core.projects.registry import KeyMatch, StaleConfig
+from headwater.core.service.authfailures import AuthFailures
+from headwater.core.wire.envelope import Envelope
+from headwater.core.wire.subjects import events_subject
 
-from .envelope import Envelope
 from .errors import IngestError, MessageTooLarge, SinkUnavailable
 from .metrics import EdgeMetrics
 from .ratelimit import RateLimiter
 from .settings import EdgeSettings
 from .sink import Sink
 from .split import Part, split
-from .subjects import events_subject
 from .validation import nesting_exceeds, parse_timestamp, validate_event
 from .wire import BATCH, Limits, RequestBody, SegmentEvent, read_body, without_context_ip
 

@@ -11,8 +11,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from headwater.control.clientnet import client_network
-from headwater.control.project import Project
+from headwater.core.projects.project import Project
+from headwater.core.service.clientnet import client_network
 
 
 @dataclass(slots=True)

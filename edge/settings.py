@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .envelope import DEFAULT_COMPRESS_ABOVE
+from headwater.core.wire.envelope import DEFAULT_COMPRESS_ABOVE
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,7 +18,7 @@ class EdgeSettings:
     max_batch_events: int = 2500
     max_nesting_depth: int = 32
     publish_timeout_seconds: float = 2.0
-    # Envelopes longer than this are published LZ4-compressed (edge/envelope.py); 0: never.
+    # Envelopes longer than this are published LZ4-compressed (core/wire/envelope.py); 0: never.
     compress_above_bytes: int = DEFAULT_COMPRESS_ABOVE
     retry_after_seconds: int = 5
     # Peers whose X-Forwarded-For is believed (CIDRs, e.g. the load balancers).

@@ -13,8 +13,9 @@ from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.errors import MaxPayloadError
 
+from headwater.core.wire.subjects import EVENTS_STREAM, MSG_ID_HEADER
+
 from .errors import MessageTooLarge, SinkUnavailable
-from .subjects import EVENTS_STREAM, MSG_ID_HEADER
 
 EXPECTED_STREAM_HEADER = "Nats-Expected-Stream"
 STATUS_HEADER = "Status"

@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from .envelope import Envelope, pack
+from headwater.core.wire.envelope import Envelope, pack
+
 from .errors import MessageTooLarge
 
 

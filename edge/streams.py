@@ -10,7 +10,14 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from .subjects import DLQ_STREAM, DLQ_SUBJECTS, EVENTS_STREAM, EVENTS_SUBJECTS, dlq_subject, events_subject
+from headwater.core.wire.subjects import (
+    DLQ_STREAM,
+    DLQ_SUBJECTS,
+    EVENTS_STREAM,
+    EVENTS_SUBJECTS,
+    dlq_subject,
+    events_subject,
+)
 
 DAY = 24 * 3600
 NANOSECONDS = 1_000_000_000

@@ -22,9 +22,9 @@ import msgspec
 import orjson
 from msgspec import UNSET, Raw, UnsetType
 
-from headwater.control.jsondepth import nesting_exceeds
+from headwater.core.service.jsondepth import nesting_exceeds
+from headwater.core.wire.envelope import utf8_repaired
 
-from .envelope import utf8_repaired
 from .errors import IngestError
 from .ids import next_message_id
 from .validation import EVENT_TYPES, MAX_MESSAGE_ID_LENGTH, MAX_NAME_LENGTH, MAX_TIMESTAMP_LENGTH
@@ -35,7 +35,7 @@ _EVENT_TYPES = frozenset(EVENT_TYPES)
 BATCH = "batch"
 _OPEN_OBJECT, _OPEN_ARRAY = ord("{"), ord("[")
 _from_iso = datetime.fromisoformat
-# The deepest body any request may be, checked before decoding (control/jsondepth.py): a batch's
+# The deepest body any request may be, checked before decoding (core/service/jsondepth.py): a batch's
 # two levels around events that nest at most --max-nesting-depth (254 at most) levels. Deeper
 # events in a shallower body are refused one by one with `too_deep`, as before.
 MAX_BODY_DEPTH = 256

@@ -26,9 +26,8 @@ from nats.js import JetStreamContext
 from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
 
-from headwater.edge.envelope import EnvelopeError, unpack
-from headwater.edge.streams import StreamSettings, ensure_streams
-from headwater.edge.subjects import (
+from headwater.core.wire.envelope import EnvelopeError, unpack
+from headwater.core.wire.subjects import (
     DLQ_DELIVERIES_HEADER,
     DLQ_ERROR_HEADER,
     DLQ_ORIGINAL_MSG_ID_HEADER,
@@ -42,6 +41,7 @@ from headwater.edge.subjects import (
     events_subject,
     project_of_subject,
 )
+from headwater.edge.streams import StreamSettings, ensure_streams
 
 from .natsauth import NatsAuth, NatsTarget
 from .options import data_dir_option, nats_auth_options, nats_url_option

@@ -12,7 +12,7 @@ import sys
 
 from pythonjsonlogger.json import JsonFormatter
 
-from headwater.control.logcontext import request_id
+from headwater.core.service.logcontext import request_id
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(role)s %(name)s [%(request_id)s]: %(message)s"
 LEVELS = ("debug", "info", "warning", "error")

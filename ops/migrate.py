@@ -16,9 +16,9 @@ from nats.js.errors import BucketNotFoundError
 
 from headwater.control.clickhouse import connect as connect_clickhouse
 from headwater.control.clickhouse import redact_url
-from headwater.control.migrations import MIGRATIONS, Migration, apply_migrations
-from headwater.control.project import database_name
 from headwater.control.store import PROJECTS_BUCKET, BucketSettings, ProjectStore, ensure_projects_bucket
+from headwater.core.migrations import MIGRATIONS, Migration, apply_migrations
+from headwater.core.projects.project import database_name
 from headwater.edge.streams import StreamSettings
 
 from .natsauth import NatsAuth

@@ -28,7 +28,7 @@ from typing import Any
 
 ROLES = ("edge", "consumer", "control", "admin")
 
-# Streams and buckets (edge/subjects.py, control/store.py, control/idempotency.py, control/audit.py).
+# Streams and buckets (core/wire/subjects.py, control/store.py, control/idempotency.py, control/audit.py).
 _CREATED_AT_START = ("HW_EVENTS", "HW_DLQ", "HW_AUDIT", "KV_HW_PROJECTS")
 
 

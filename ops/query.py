@@ -10,8 +10,8 @@ import click
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from headwater.control.clickhouse import is_embedded, redact_url
-from headwater.control.errors import APIError
 from headwater.control.query import ReadOnlyQueries
+from headwater.core.service.errors import APIError
 
 from .controlclient import ControlClient
 from .options import clickhouse_url_option, control_url_option, data_dir_option, option

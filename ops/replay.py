@@ -28,8 +28,8 @@ from headwater.consumers.replay import (
     parse_when,
 )
 from headwater.control.clickhouse import connect, is_embedded, redact_url
-from headwater.control.project_settings import ProjectSettings
 from headwater.control.store import PROJECTS_BUCKET, ProjectStore
+from headwater.core.projects.settings import ProjectSettings
 
 from .natsauth import NatsAuth
 from .natsconn import connect_for_command

@@ -33,18 +33,19 @@ from headwater.consumers.writer import ClickHouseWriter
 from headwater.control.app import create_app as create_control_app
 from headwater.control.audit import AuditLog, ensure_audit_stream
 from headwater.control.clickhouse import connect as connect_clickhouse
-from headwater.control.configcache import ConfigCache
-from headwater.control.http import Readiness
 from headwater.control.idempotency import IdempotencyStore, ensure_idempotency_bucket, server_secret
-from headwater.control.migrations import apply_migrations
-from headwater.control.project_settings import Batching, ProjectSettings
 from headwater.control.query import QueryLimits, ReadOnlyQueries
 from headwater.control.query_grants import apply_grants, query_user
-from headwater.control.registry import ProjectRegistry
 from headwater.control.service import ProjectService
 from headwater.control.settings import ControlSettings
 from headwater.control.store import BucketSettings, ProjectStore, ensure_projects_bucket
-from headwater.control.tasks import cancel_and_wait
+from headwater.core.migrations import apply_migrations
+from headwater.core.projects.configcache import ConfigCache
+from headwater.core.projects.registry import ProjectRegistry
+from headwater.core.projects.settings import Batching, ProjectSettings
+from headwater.core.service.httpapp import Readiness
+from headwater.core.service.tasks import cancel_and_wait
+from headwater.core.wire.subjects import EVENTS_STREAM
 from headwater.edge.app import create_app as create_edge_app
 from headwater.edge.app import create_operator_app
 from headwater.edge.asgi import ASGIApp
@@ -54,7 +55,6 @@ from headwater.edge.metrics import EdgeMetrics
 from headwater.edge.settings import EdgeSettings
 from headwater.edge.sink import JetStreamSink, Sink
 from headwater.edge.streams import StreamSettings, ensure_streams, purge_project_messages
-from headwater.edge.subjects import EVENTS_STREAM
 from headwater.spool import Spool, SpoolConfig
 
 from .httplimits import DEFAULT_HTTP_LIMITS, HTTPLimits, protocol_for

@@ -26,7 +26,7 @@ from hypercorn.asyncio.worker_context import WorkerContext
 from hypercorn.config import Config
 from hypercorn.utils import wrap_app
 
-from headwater.control.tasks import cancel_and_wait
+from headwater.core.service.tasks import cancel_and_wait
 
 from .h2compat import H2Exchange
 from .httplimits import DEFAULT_HTTP_LIMITS, HTTPLimits

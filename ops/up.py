@@ -14,8 +14,8 @@ import click
 
 from headwater.consumers.settings import ConsumerSettings
 from headwater.control.clickhouse import is_embedded, redact_url
-from headwater.control.project import Project
 from headwater.control.settings import ControlSettings
+from headwater.core.projects.project import Project
 from headwater.edge.streams import StreamSettings
 
 from .datadir import DEFAULT_DATA_DIR, DataDir, DataDirLocked, StackRecord

@@ -25,8 +25,8 @@ from headwater.consumers.enrich import Enricher
 from headwater.consumers.processing import InlineProcessor, Processor, WorkerPool
 from headwater.consumers.settings import ConsumerSettings
 from headwater.control.clickhouse import connect
-from headwater.control.migrations import apply_migrations
 from headwater.control.settings import AdminToken, ControlSettings
+from headwater.core.migrations import apply_migrations
 from headwater.edge.settings import EdgeSettings
 from headwater.edge.streams import StreamSettings, ensure_streams
 from headwater.ops.httplimits import HTTPLimits

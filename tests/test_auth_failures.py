@@ -10,8 +10,8 @@ import httpx
 import pytest
 from hw_testing import ADMIN_TOKEN, admin_headers, basic_auth, create_project, track_event
 
-from headwater.control.authfailures import AuthFailureLimits, AuthFailures
-from headwater.control.clientnet import client_network
+from headwater.core.service.authfailures import AuthFailureLimits, AuthFailures
+from headwater.core.service.clientnet import client_network
 from headwater.edge.settings import EdgeSettings
 from headwater.ops.runtime import Stack
 
@@ -45,7 +45,7 @@ class Clock:
 def test_failures_beyond_the_burst_slow_the_client_down(caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
     failures = AuthFailures("write key", AuthFailureLimits(burst=5, per_second=0.5), clock)
-    with caplog.at_level(logging.WARNING, logger="headwater.control.authfailures"):
+    with caplog.at_level(logging.WARNING, logger="headwater.core.service.authfailures"):
         for _ in range(5):
             assert failures.retry_after("2001:db8::1") == 0
             failures.failed("2001:db8::1", "unknown_key")
@@ -61,7 +61,7 @@ def test_failures_beyond_the_burst_slow_the_client_down(caplog: pytest.LogCaptur
 def test_one_log_line_per_client_and_interval(caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
     failures = AuthFailures("admin token", AuthFailureLimits(log_interval_seconds=60), clock)
-    with caplog.at_level(logging.WARNING, logger="headwater.control.authfailures"):
+    with caplog.at_level(logging.WARNING, logger="headwater.core.service.authfailures"):
         for _ in range(10):
             failures.failed("198.51.100.1", "invalid_admin_token")
             failures.failed("198.51.100.2", "invalid_admin_token")
@@ -98,7 +98,7 @@ async def test_the_edge_slows_down_a_client_guessing_write_keys(
             f"{stack.edge_url}/v1/track", json=track_event(), headers={**basic_auth(key), **headers}
         )
 
-    with caplog.at_level(logging.WARNING, logger="headwater.control.authfailures"):
+    with caplog.at_level(logging.WARNING, logger="headwater.core.service.authfailures"):
         statuses = [(await post(WRONG_KEY, guesser)).status_code for _ in range(30)]
     assert statuses[:20] == [401] * 20
     assert set(statuses[20:]) == {429}
@@ -108,7 +108,7 @@ async def test_the_edge_slows_down_a_client_guessing_write_keys(
     assert int(refused.headers["Retry-After"]) >= 1
     # Another client is served meanwhile.
     assert (await post(keys["secret_key"], {"X-Forwarded-For": "203.0.113.9"})).status_code == 200
-    lines = [r.getMessage() for r in caplog.records if r.name == "headwater.control.authfailures"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "headwater.core.service.authfailures"]
     assert len(lines) == 1
     assert "2001:db8:5::/64" in lines[0] and "write key" in lines[0]
     assert WRONG_KEY not in caplog.text
@@ -120,7 +120,7 @@ async def test_the_control_api_slows_down_a_client_guessing_admin_tokens(
 ) -> None:
     url = f"{stack.control_url}/v1/projects"
     wrong = admin_headers(WRONG_TOKEN)
-    with caplog.at_level(logging.WARNING, logger="headwater.control.authfailures"):
+    with caplog.at_level(logging.WARNING, logger="headwater.core.service.authfailures"):
         statuses = [(await http.get(url, headers=wrong)).status_code for _ in range(25)]
     assert statuses[:20] == [403] * 20
     assert set(statuses[20:]) == {429}
@@ -128,7 +128,7 @@ async def test_the_control_api_slows_down_a_client_guessing_admin_tokens(
     assert refused.status_code == 429
     assert refused.json()["code"] == "too_many_auth_failures"
     assert int(refused.headers["Retry-After"]) >= 1
-    lines = [r.getMessage() for r in caplog.records if r.name == "headwater.control.authfailures"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "headwater.core.service.authfailures"]
     assert len(lines) == 1 and "admin token" in lines[0] and "127.0.0.1" in lines[0]
     assert WRONG_TOKEN not in caplog.text
 

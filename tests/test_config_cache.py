@@ -15,9 +15,9 @@ import httpx
 import pytest
 from hw_testing import basic_auth, create_project, eventually, stored_copies
 
-from headwater.control.configcache import ConfigCache
-from headwater.control.registry import ProjectRegistry, StaleConfig
 from headwater.control.store import BucketSettings, ensure_projects_bucket
+from headwater.core.projects.configcache import ConfigCache
+from headwater.core.projects.registry import ProjectRegistry, StaleConfig
 from headwater.edge.settings import EdgeSettings
 from headwater.edge.streams import StreamSettings
 from headwater.ops.natsserver import NatsServerProcess

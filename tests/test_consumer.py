@@ -20,10 +20,10 @@ from headwater.consumers.rows import COLUMN_TYPES, COLUMNS
 from headwater.consumers.runner import EventConsumer
 from headwater.consumers.settings import ConsumerSettings
 from headwater.consumers.writer import ClickHouseWriter
-from headwater.control.project import utc_now_iso
-from headwater.control.project_settings import ProjectSettings
-from headwater.edge.envelope import Envelope
-from headwater.edge.subjects import (
+from headwater.core.projects.project import utc_now_iso
+from headwater.core.projects.settings import ProjectSettings
+from headwater.core.wire.envelope import Envelope
+from headwater.core.wire.subjects import (
     DLQ_ERROR_HEADER,
     DLQ_STREAM,
     EVENTS_STREAM,

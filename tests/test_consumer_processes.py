@@ -22,10 +22,10 @@ from headwater.consumers.runner import EventConsumer
 from headwater.consumers.settings import ConsumerSettings
 from headwater.consumers.writer import ClickHouseWriter
 from headwater.control.clickhouse import connect
-from headwater.control.migrations import apply_migrations
-from headwater.control.project import utc_now_iso
-from headwater.edge.envelope import Envelope
-from headwater.edge.subjects import EVENTS_STREAM, MSG_ID_HEADER, events_subject
+from headwater.core.migrations import apply_migrations
+from headwater.core.projects.project import utc_now_iso
+from headwater.core.wire.envelope import Envelope
+from headwater.core.wire.subjects import EVENTS_STREAM, MSG_ID_HEADER, events_subject
 from headwater.ops.natsserver import NatsServerProcess
 from headwater.ops.runtime import Stack
 
@@ -80,7 +80,7 @@ async def test_a_consumer_killed_mid_stream_loses_and_doubles_nothing(
     # The consumer processes own their embedded ClickHouse (one process per data directory), so
     # the database is prepared and finally read by short-lived processes of their own.
     url = f"chdb://{tmp_path / 'clickhouse'}"
-    prepare = f"from headwater.control.clickhouse import connect\nfrom headwater.control.migrations import apply_migrations\napply_migrations(connect({url!r}), 'hw_{project_id}')"  # noqa: E501
+    prepare = f"from headwater.control.clickhouse import connect\nfrom headwater.core.migrations import apply_migrations\napply_migrations(connect({url!r}), 'hw_{project_id}')"  # noqa: E501
     await asyncio.to_thread(
         subprocess.run, [sys.executable, "-c", prepare], check=True, env=env(), timeout=120
     )
@@ -228,7 +228,7 @@ async def test_a_ctrl_c_to_the_whole_process_group_leaves_nothing_pending(
     processing must still be finished or handed back, not left pending until the ack wait. (A
     systemd stop signals the consumer alone: the shipped unit sets KillMode=mixed.)"""
     url = f"chdb://{tmp_path / 'clickhouse'}"
-    prepare = f"from headwater.control.clickhouse import connect\nfrom headwater.control.migrations import apply_migrations\napply_migrations(connect({url!r}), 'hw_{project_id}')"  # noqa: E501
+    prepare = f"from headwater.control.clickhouse import connect\nfrom headwater.core.migrations import apply_migrations\napply_migrations(connect({url!r}), 'hw_{project_id}')"  # noqa: E501
     await asyncio.to_thread(
         subprocess.run, [sys.executable, "-c", prepare], check=True, env=env(), timeout=120
     )

@@ -18,9 +18,15 @@ from headwater.consumers.processing import Processor
 from headwater.consumers.runner import EventConsumer
 from headwater.consumers.settings import ConsumerSettings
 from headwater.consumers.writer import ClickHouseWriter
-from headwater.control.project import utc_now_iso
-from headwater.edge.envelope import Envelope, pack
-from headwater.edge.subjects import DLQ_ERROR_HEADER, DLQ_STREAM, MSG_ID_HEADER, dlq_subject, events_subject
+from headwater.core.projects.project import utc_now_iso
+from headwater.core.wire.envelope import Envelope, pack
+from headwater.core.wire.subjects import (
+    DLQ_ERROR_HEADER,
+    DLQ_STREAM,
+    MSG_ID_HEADER,
+    dlq_subject,
+    events_subject,
+)
 from headwater.ops.natsserver import NatsServerProcess
 from headwater.ops.runtime import Stack
 

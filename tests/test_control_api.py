@@ -6,8 +6,8 @@ import httpx
 import pytest
 from hw_testing import admin_headers
 
-from headwater.control.keys import key_digest
-from headwater.control.project import Project
+from headwater.core.projects.keys import key_digest
+from headwater.core.projects.project import Project
 from headwater.ops.runtime import Stack
 
 pytestmark = pytest.mark.services

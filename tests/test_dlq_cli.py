@@ -19,8 +19,8 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from headwater.consumers.settings import ConsumerSettings
-from headwater.edge.envelope import LZ4_FRAME_MAGIC, pack
-from headwater.edge.subjects import DLQ_STREAM, EVENTS_STREAM, dlq_subject, events_subject
+from headwater.core.wire.envelope import LZ4_FRAME_MAGIC, pack
+from headwater.core.wire.subjects import DLQ_STREAM, EVENTS_STREAM, dlq_subject, events_subject
 from headwater.ops.natsserver import NatsServerProcess
 
 pytestmark = pytest.mark.services

@@ -18,9 +18,9 @@ from hw_testing import create_project as create_any_project
 from headwater.consumers.enrich import Enricher
 from headwater.consumers.rows import COLUMNS, envelope_rows
 from headwater.consumers.wire import decode_envelope
-from headwater.edge.envelope import Envelope
+from headwater.core.wire.envelope import Envelope
+from headwater.core.wire.subjects import EVENTS_STREAM, events_subject
 from headwater.edge.settings import EdgeSettings
-from headwater.edge.subjects import EVENTS_STREAM, events_subject
 from headwater.ops.natsserver import NatsServerProcess
 from headwater.ops.runtime import Stack
 

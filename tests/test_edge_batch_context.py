@@ -15,8 +15,8 @@ from hw_testing import basic_auth, create_project, eventually
 from headwater.consumers.enrich import Enricher
 from headwater.consumers.rows import COLUMNS, envelope_rows
 from headwater.consumers.wire import decode_envelope
-from headwater.edge.envelope import Envelope, unpack
-from headwater.edge.subjects import EVENTS_STREAM, events_subject
+from headwater.core.wire.envelope import Envelope, unpack
+from headwater.core.wire.subjects import EVENTS_STREAM, events_subject
 from headwater.ops.runtime import Stack
 
 

@@ -17,12 +17,12 @@ import httpx
 import pytest
 from hw_testing import basic_auth, create_project, eventually
 
-from headwater.control.project import utc_now_iso
-from headwater.edge.envelope import Envelope
+from headwater.core.projects.project import utc_now_iso
+from headwater.core.wire.envelope import Envelope
+from headwater.core.wire.subjects import EVENTS_STREAM, events_subject
 from headwater.edge.errors import MessageTooLarge
 from headwater.edge.settings import EdgeSettings
 from headwater.edge.split import split
-from headwater.edge.subjects import EVENTS_STREAM, events_subject
 from headwater.ops.natsserver import NatsServerProcess
 from headwater.ops.runtime import Stack
 

@@ -37,7 +37,7 @@ from headwater.consumers.enrich.geo import EMPTY_GEO
 from headwater.consumers.enrich.useragent import EMPTY_USER_AGENT, MAX_UA_LENGTH
 from headwater.consumers.rows import RAW_COLUMNS, envelope_rows
 from headwater.consumers.wire import WireEnvelope, decode_any, decode_context, decode_envelope
-from headwater.edge.envelope import Envelope
+from headwater.core.wire.envelope import Envelope
 
 CHROME_WINDOWS = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "

@@ -48,7 +48,7 @@ from nats.js import JetStreamContext
 from headwater.control.audit import AUDIT_STREAM
 from headwater.control.idempotency import IDEMPOTENCY_BUCKET
 from headwater.control.store import PROJECTS_BUCKET
-from headwater.edge.subjects import DLQ_STREAM, EVENTS_STREAM
+from headwater.core.wire.subjects import DLQ_STREAM, EVENTS_STREAM
 from headwater.ops.natsauth import ROLES, NatsAuth
 from headwater.ops.natscluster import NatsCluster, stream_leader
 from headwater.ops.natsconn import connect_nats

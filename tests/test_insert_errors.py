@@ -44,9 +44,9 @@ from headwater.consumers.runner import EventConsumer
 from headwater.consumers.settings import ConsumerSettings
 from headwater.consumers.writer import ClickHouseWriter
 from headwater.control.clickhouse import connect
-from headwater.control.project import utc_now_iso
-from headwater.edge.envelope import Envelope
-from headwater.edge.subjects import DLQ_STREAM, EVENTS_STREAM, MSG_ID_HEADER, events_subject
+from headwater.core.projects.project import utc_now_iso
+from headwater.core.wire.envelope import Envelope
+from headwater.core.wire.subjects import DLQ_STREAM, EVENTS_STREAM, MSG_ID_HEADER, events_subject
 from headwater.ops.natsserver import NatsServerProcess
 
 TRANSIENT_ANSWERS = [
@@ -204,7 +204,7 @@ async def test_a_full_disk_under_the_embedded_engine_dead_letters_nothing(
     run_python = [sys.executable, "-c"]
     prepare = (
         "from headwater.control.clickhouse import connect\n"
-        "from headwater.control.migrations import apply_migrations\n"
+        "from headwater.core.migrations import apply_migrations\n"
         f"apply_migrations(connect({url!r}), 'hw_{project_id}')"
     )
     await asyncio.to_thread(subprocess.run, [*run_python, prepare], check=True, env=cli_env(), timeout=120)

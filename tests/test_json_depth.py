@@ -10,7 +10,7 @@ import orjson
 import pytest
 from hw_testing import admin_headers, basic_auth, create_project, track_event
 
-from headwater.control.jsondepth import nesting_exceeds
+from headwater.core.service.jsondepth import nesting_exceeds
 from headwater.ops.runtime import Stack
 
 

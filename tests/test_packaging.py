@@ -10,7 +10,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TOP_LEVEL = ("edge", "control", "consumers", "spool", "ops")
+TOP_LEVEL = ("core", "edge", "control", "consumers", "spool", "ops")
 
 
 def source_packages() -> set[str]:

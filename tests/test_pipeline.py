@@ -9,8 +9,8 @@ import httpx
 import pytest
 from hw_testing import basic_auth, create_project, eventually, query_rows, track_event
 
-from headwater.edge.envelope import LZ4_FRAME_MAGIC, Envelope
-from headwater.edge.subjects import EVENTS_STREAM, events_subject
+from headwater.core.wire.envelope import LZ4_FRAME_MAGIC, Envelope
+from headwater.core.wire.subjects import EVENTS_STREAM, events_subject
 from headwater.ops.runtime import Stack
 
 pytestmark = pytest.mark.services

@@ -16,9 +16,9 @@ from headwater.consumers.enrich import Enricher
 from headwater.consumers.processing import Decoded, Refused, process
 from headwater.consumers.rows import Row, envelope_rows
 from headwater.consumers.wire import decode_envelope
-from headwater.control.project import utc_now_iso
-from headwater.edge.envelope import Envelope, pack
-from headwater.edge.subjects import events_subject
+from headwater.core.projects.project import utc_now_iso
+from headwater.core.wire.envelope import Envelope, pack
+from headwater.core.wire.subjects import events_subject
 
 
 def message(project: str, *message_ids: str, **envelope: Any) -> tuple[str, bytes]:

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hw_testing import admin_headers, basic_auth, eventually, track_event
 
 from headwater.control.audit import AUDIT_STREAM, AUDIT_SUBJECT
-from headwater.edge.subjects import EVENTS_STREAM, events_subject
+from headwater.core.wire.subjects import EVENTS_STREAM, events_subject
 from headwater.ops.runtime import Stack
 
 pytestmark = pytest.mark.services

@@ -13,7 +13,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from headwater.consumers.pull import PipelinedPull, PullConsumerGone
-from headwater.edge.subjects import EVENTS_STREAM, MSG_ID_HEADER
+from headwater.core.wire.subjects import EVENTS_STREAM, MSG_ID_HEADER
 from headwater.ops.natsserver import NatsServerProcess
 
 DURABLE = "pull-test"

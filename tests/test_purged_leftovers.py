@@ -11,9 +11,9 @@ import httpx
 import pytest
 from hw_testing import admin_headers, create_project, eventually, track_event
 
-from headwater.control.project import iso, utc_now
-from headwater.edge.envelope import Envelope
-from headwater.edge.subjects import DLQ_STREAM, MSG_ID_HEADER, events_subject
+from headwater.core.projects.project import iso, utc_now
+from headwater.core.wire.envelope import Envelope
+from headwater.core.wire.subjects import DLQ_STREAM, MSG_ID_HEADER, events_subject
 from headwater.ops.runtime import Stack
 
 pytestmark = pytest.mark.services

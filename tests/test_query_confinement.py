@@ -16,11 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from headwater.control.clickhouse import connect
-from headwater.control.errors import APIError
-from headwater.control.migrations import apply_migrations
 from headwater.control.query import QueryLimits, ReadOnlyQueries
 from headwater.control.query_grants import grant_statements, query_user
 from headwater.control.settings import AdminToken, ControlSettings
+from headwater.core.migrations import apply_migrations
+from headwater.core.service.errors import APIError
 from headwater.edge.streams import StreamSettings
 from headwater.ops.natsserver import NatsServerProcess
 from headwater.ops.runtime import Stack, StackSettings

@@ -11,11 +11,11 @@ import pytest
 from hw_testing import admin_headers, basic_auth, eventually, track_event
 from nats.js.kv import KeyValue
 
-from headwater.control.keys import ApiKey
-from headwater.control.kvsnapshot import read_snapshot
-from headwater.control.project import Project
-from headwater.control.registry import ProjectRegistry
 from headwater.control.store import BucketSettings, ProjectStore, ensure_projects_bucket
+from headwater.core.projects.keys import ApiKey
+from headwater.core.projects.kvsnapshot import read_snapshot
+from headwater.core.projects.project import Project
+from headwater.core.projects.registry import ProjectRegistry
 from headwater.ops.natsconn import connect_nats
 from headwater.ops.natsserver import NatsServerProcess
 from headwater.ops.runtime import Stack

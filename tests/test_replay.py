@@ -24,10 +24,10 @@ from headwater.consumers.rows import Row
 from headwater.consumers.runner import EventConsumer
 from headwater.consumers.settings import ConsumerSettings
 from headwater.consumers.writer import ClickHouseWriter
-from headwater.control.project import utc_now_iso
-from headwater.control.project_settings import Anonymisation, ProjectSettings
-from headwater.edge.envelope import Envelope
-from headwater.edge.subjects import EVENTS_STREAM, MSG_ID_HEADER, events_subject
+from headwater.core.projects.project import utc_now_iso
+from headwater.core.projects.settings import Anonymisation, ProjectSettings
+from headwater.core.wire.envelope import Envelope
+from headwater.core.wire.subjects import EVENTS_STREAM, MSG_ID_HEADER, events_subject
 from headwater.ops.natsserver import NatsServerProcess
 
 pytestmark = pytest.mark.services

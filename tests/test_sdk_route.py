@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from headwater.control.http import Readiness
-from headwater.control.registry import KeyMatch
+from headwater.core.projects.registry import KeyMatch
+from headwater.core.service.httpapp import Readiness
+from headwater.core.wire.envelope import Envelope
 from headwater.edge.app import create_app, create_operator_app
-from headwater.edge.envelope import Envelope
 from headwater.edge.metrics import EdgeMetrics
 from headwater.edge.sdkfile import SDK_PATH
 from headwater.edge.settings import EdgeSettings

@@ -21,12 +21,12 @@ import pytest
 from hw_testing import basic_auth, create_project, eventually, stored_copies
 from nats.js import JetStreamContext
 
+from headwater.core.wire.subjects import EVENTS_STREAM, events_subject
 from headwater.edge.drainer import Drainer
 from headwater.edge.fallback import CircuitBreaker
 from headwater.edge.metrics import EdgeMetrics
 from headwater.edge.settings import EdgeSettings
 from headwater.edge.streams import StreamSettings
-from headwater.edge.subjects import EVENTS_STREAM, events_subject
 from headwater.ops.natsserver import NatsServerProcess
 from headwater.ops.runtime import Stack, StackSettings
 from headwater.spool import Spool, SpoolConfig, SpoolWriteError, locks, store

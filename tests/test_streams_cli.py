@@ -20,6 +20,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DiscardPolicy, StorageType, S
 from nats.js.errors import NotFoundError
 
 from headwater.consumers.settings import ConsumerSettings
+from headwater.core.wire.subjects import DLQ_STREAM, EVENTS_STREAM, events_subject
 from headwater.edge.streams import (
     DAY,
     StreamSettings,
@@ -27,7 +28,6 @@ from headwater.edge.streams import (
     stream_configs,
     with_changes,
 )
-from headwater.edge.subjects import DLQ_STREAM, EVENTS_STREAM, events_subject
 from headwater.ops.cli import main
 from headwater.ops.natsserver import NatsServerProcess
 from headwater.ops.options import (

@@ -17,14 +17,14 @@ from headwater.consumers.enrich import ENRICHMENT_COLUMN_TYPES, Enricher, parse_
 from headwater.consumers.rows import COLUMNS, DERIVED_COLUMNS, RAW_COLUMNS, envelope_rows
 from headwater.consumers.wire import decode_envelope
 from headwater.control.auth import authenticate_admin
-from headwater.control.errors import APIError
-from headwater.control.keys import ApiKey, key_digest, key_kind
-from headwater.control.migrations import m0001_events, m0002_enrichment
-from headwater.control.origins import OriginPolicy, normalise_origin, normalise_origins
-from headwater.control.project_settings import ProjectSettings
 from headwater.control.settings import AdminToken, ControlSettings
-from headwater.edge import envelope as envelope_module
-from headwater.edge.envelope import LZ4_FRAME_MAGIC, Envelope, EnvelopeError, pack, unpack
+from headwater.core.migrations import m0001_events, m0002_enrichment
+from headwater.core.projects.keys import ApiKey, key_digest, key_kind
+from headwater.core.projects.origins import OriginPolicy, normalise_origin, normalise_origins
+from headwater.core.projects.settings import ProjectSettings
+from headwater.core.service.errors import APIError
+from headwater.core.wire import envelope as envelope_module
+from headwater.core.wire.envelope import LZ4_FRAME_MAGIC, Envelope, EnvelopeError, pack, unpack
 from headwater.edge.errors import IngestError
 from headwater.edge.ingest import IngestRequest, extract_write_key
 from headwater.edge.settings import EdgeSettings
@@ -376,7 +376,7 @@ def test_json_logs_carry_role_and_request_id(capsys: pytest.CaptureFixture[str])
     import json
     import logging
 
-    from headwater.control.logcontext import request_id
+    from headwater.core.service.logcontext import request_id
     from headwater.ops.logs import configure_logging
 
     configure_logging("info", "json", "edge")
@@ -515,7 +515,7 @@ async def test_cancel_and_wait_outlasts_a_swallowed_cancellation() -> None:
     """A loop that loses one cancellation (as asyncio.wait_for can on Python 3.11) still ends."""
     import asyncio
 
-    from headwater.control.tasks import cancel_and_wait
+    from headwater.core.service.tasks import cancel_and_wait
 
     swallowed = 0
 

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from headwater.control.project_settings import IpHandling
+from headwater.core.projects.settings import IpHandling
 
 from .geo import EMPTY_GEO, GeoLookup, GeoResult
 from .ip import anonymise_ip

@@ -11,7 +11,7 @@ import functools
 import ipaddress
 from typing import get_args
 
-from headwater.control.project_settings import IpHandling
+from headwater.core.projects.settings import IpHandling
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

@@ -28,11 +28,12 @@ from typing import Any
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from tenacity import AsyncRetrying, before_sleep_log, wait_exponential, wait_random
 
+from headwater.core.service.tasks import cancel_and_wait
+
 from .configcache import ConfigCache
 from .keys import ApiKey, key_digest
 from .kvsnapshot import bucket_is_empty, read_snapshot
 from .project import Project
-from .tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 

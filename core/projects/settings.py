@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-from .errors import APIError
+from headwater.core.service.errors import APIError
 
 IpHandling = Literal["keep", "truncate", "drop"]
 IP_HANDLING: tuple[IpHandling, ...] = ("keep", "truncate", "drop")

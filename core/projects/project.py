@@ -9,10 +9,11 @@ from typing import Any
 
 import orjson
 
-from .errors import APIError
+from headwater.core.service.errors import APIError
+
 from .keys import ApiKey, KeyKind
 from .origins import OriginPolicy
-from .project_settings import ProjectSettings
+from .settings import ProjectSettings
 
 SCHEMA_VERSION = 1
 PROJECT_ID_PATTERN = re.compile(r"^[a-z0-9_]{1,48}$")

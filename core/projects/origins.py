@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .errors import APIError
+from headwater.core.service.errors import APIError
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 ANY_ORIGIN = "*"
