@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from headwater.core.projects.project import DATABASE_PREFIX
+
 # Statement kinds (root nodes of EXPLAIN AST) a query may be.
 _SELECT_ROOTS = ("SelectWithUnionQuery", "SelectIntersectExceptQuery")
 
@@ -88,7 +90,7 @@ def _function_name(node: _Node) -> str:
 def _check_database(database: str, own: str) -> None:
     if database == own:
         return
-    if database.lower() in _FOREIGN_DATABASES or database.startswith("hw_"):
+    if database.lower() in _FOREIGN_DATABASES or database.startswith(DATABASE_PREFIX):
         raise QueryNotAllowed(
             f"database {database!r} is outside this project: a query reads its own database {own!r} only"
         )

@@ -17,7 +17,7 @@ from clickhouse_connect.driver.client import Client
 from headwater.core.migrations import apply_migrations, drop_database
 from headwater.core.projects.keys import ApiKey, KeyKind
 from headwater.core.projects.origins import normalise_origins
-from headwater.core.projects.project import Project, iso, utc_now, validate_project_id
+from headwater.core.projects.project import Project, database_name, iso, utc_now, validate_project_id
 from headwater.core.projects.settings import ProjectSettings
 from headwater.core.service.errors import APIError, ProjectExists
 
@@ -270,7 +270,7 @@ class ProjectService:
             )
         await self.disable(project_id, actor)
         messages = await self._purge_messages(project_id)
-        database = f"hw_{project_id}"
+        database = database_name(project_id)
         await asyncio.to_thread(drop_database, self._clickhouse, database, self._cluster)
         if self._query_user is not None:
             await asyncio.to_thread(revoke_grants, self._clickhouse, project_id, self._cluster)

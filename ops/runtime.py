@@ -41,6 +41,7 @@ from headwater.control.settings import ControlSettings
 from headwater.control.store import BucketSettings, ProjectStore, ensure_projects_bucket
 from headwater.core.migrations import apply_migrations
 from headwater.core.projects.configcache import ConfigCache
+from headwater.core.projects.project import database_name
 from headwater.core.projects.registry import ProjectRegistry
 from headwater.core.projects.settings import Batching, ProjectSettings
 from headwater.core.service.httpapp import Readiness
@@ -377,7 +378,7 @@ class Stack:
         for project_id in await self.store.ids():
             try:
                 applied = await asyncio.to_thread(
-                    apply_migrations, self.clickhouse, f"hw_{project_id}", cluster
+                    apply_migrations, self.clickhouse, database_name(project_id), cluster
                 )
             except Exception:
                 log.exception(

@@ -38,8 +38,12 @@ def validate_project_id(value: object, field: str = "id") -> str:
     return value
 
 
+DATABASE_PREFIX = "hw_"
+"""Every project's ClickHouse database is named this prefix and the project id."""
+
+
 def database_name(project_id: str) -> str:
-    return f"hw_{validate_project_id(project_id)}"
+    return DATABASE_PREFIX + validate_project_id(project_id)
 
 
 @dataclass(frozen=True, slots=True)
