@@ -449,7 +449,8 @@ def test_log_levels_per_role() -> None:
     # In `up` (every role in one process) each record is named after its role.
     context = _Context("up")
     for logger, role in (("headwater.edge.asgi", "edge"), ("headwater.consumers.pull", "consumer"),
-                         ("uvicorn.error", "http"), ("headwater.ops.runtime", "up")):  # fmt: skip
+                         ("headwater.core.projects.registry", "core"), ("uvicorn.error", "http"),
+                         ("headwater.ops.runtime", "up")):  # fmt: skip
         record = logging.LogRecord(logger, logging.INFO, __file__, 1, "m", None, None)
         context.filter(record)
         assert record.role == role
