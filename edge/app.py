@@ -49,7 +49,14 @@ def create_app(
     service = IngestService(settings, sink, projects, limiter, metrics)
     if body_timeout_seconds is not None:
         quart.config["BODY_TIMEOUT"] = body_timeout_seconds
-    return EdgeASGI(settings, service, projects.any_project_allows, metrics, quart, body_timeout_seconds)
+    return EdgeASGI(
+        settings,
+        service,
+        projects.any_project_allows,
+        metrics,
+        quart_app=quart,
+        body_timeout_seconds=body_timeout_seconds,
+    )
 
 
 def create_operator_app(readiness: ReadinessCheck, metrics: EdgeMetrics) -> Quart:

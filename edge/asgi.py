@@ -48,7 +48,7 @@ class EdgeASGI:
         service: IngestService,
         origin_known: OriginCheck,
         metrics: EdgeMetrics,
-        fallback: ASGIApp,
+        quart_app: ASGIApp,
         body_timeout_seconds: float | None = None,
     ) -> None:
         self._settings = settings
@@ -58,7 +58,7 @@ class EdgeASGI:
         self._service = service
         self._origin_known = origin_known
         self._metrics = metrics
-        self._fallback = fallback
+        self._quart_app = quart_app  # everything but the ingest paths and the SDK
         self._client_ip = ClientIPResolver(settings.trusted_proxies)
         self._sdk = load_sdk()
 
@@ -70,7 +70,7 @@ class EdgeASGI:
                 status = await self._sdk.serve(scope, send)
                 self._metrics.requests.labels("sdk", str(status)).inc()
                 return
-            await self._fallback(scope, receive, send)
+            await self._quart_app(scope, receive, send)
             return
         method = scope["method"]
         headers = _headers(scope)
