@@ -59,10 +59,3 @@ class DirLock:
         finally:
             os.close(fd)
         log.debug("released %s", self.path)
-
-    def holder_pid(self) -> int | None:
-        """The pid last written into the lock file (meaningful only while someone holds it)."""
-        try:
-            return int(self.path.read_text().strip() or "0") or None
-        except (OSError, ValueError):
-            return None

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from mmdb_writer import MmdbF64, MMDBWriter
 from netaddr import IPSet
@@ -633,7 +634,7 @@ def test_enricher_on_a_realistic_page_event(geo: GeoLookup) -> None:
         },
     }
     enricher = Enricher(geo)
-    enriched = enricher.enrich(event, CHROME_WINDOWS, OXFORD_V4, "truncate")
+    enriched = _enriched(enricher, event, CHROME_WINDOWS, OXFORD_V4, "truncate")
     assert enriched._asdict() == {
         "browser": "Chrome",
         "browser_version": "120.0.0",
@@ -669,7 +670,7 @@ def test_enricher_on_a_realistic_page_event(geo: GeoLookup) -> None:
 
 
 def test_enricher_for_a_mobile_bot_and_an_ipv6_client_that_asked_to_drop_its_address(geo: GeoLookup) -> None:
-    enriched = Enricher(geo).enrich(_event(), GOOGLEBOT_SMARTPHONE, CERNET_V6, "drop")
+    enriched = _enriched(Enricher(geo), _event(), GOOGLEBOT_SMARTPHONE, CERNET_V6, "drop")
     assert (enriched.device_type, enriched.is_bot) == ("bot", True)
     assert (enriched.country_code, enriched.city) == ("CN", "Beijing")
     assert enriched.ip == ""
@@ -677,17 +678,33 @@ def test_enricher_for_a_mobile_bot_and_an_ipv6_client_that_asked_to_drop_its_add
 
 
 def test_enricher_without_geo_data_or_request_details() -> None:
-    enriched = Enricher(None).enrich({}, None, None, "keep")
+    enriched = _enriched(Enricher(None), {}, None, None, "keep")
     assert enriched == Enrichment()
-    assert Enricher(None).enrich({}, IPHONE_SAFARI, "203.0.113.9", "keep").country_code == ""
+    assert _enriched(Enricher(None), {}, IPHONE_SAFARI, "203.0.113.9", "keep").country_code == ""
 
 
 def test_enricher_shares_the_ua_cache_across_events(geo: GeoLookup) -> None:
     enricher = Enricher(geo, ua_cache_size=2)
     for agent in (CHROME_WINDOWS, IPHONE_SAFARI, CHROME_WINDOWS, IPHONE_SAFARI, GOOGLEBOT):
-        enricher.enrich(_event(), agent, OXFORD_V4, "keep")
+        _enriched(enricher, _event(), agent, OXFORD_V4, "keep")
     info = enricher.user_agents.cache_info()
     assert (info.hits, info.misses, info.currsize, info.maxsize) == (2, 3, 2, 2)
+
+
+def _enriched(
+    enricher: Enricher, event: dict[str, Any], user_agent: str | None, ip: str | None, ip_mode: Any
+) -> Enrichment:
+    """The enrichment of `event` (parsed JSON) as rows.py derives it: the client's columns, the
+    page's from the raw JSON of `context.page`, `context.campaign` and `properties`, the stored address."""
+    client, stored_ip = enricher.client(user_agent, ip, ip_mode)
+    context = event.get("context") or {}
+    page = enricher.page(
+        event.get("type") or "",
+        orjson.dumps(context.get("page")),
+        orjson.dumps(context.get("campaign")),
+        orjson.dumps(event.get("properties")),
+    )
+    return Enrichment._make(client + page + (stored_ip,))
 
 
 def _request(events: list[dict[str, Any]], user_agent: str, ip: str, key_kind: str) -> WireEnvelope:
@@ -719,7 +736,7 @@ def _requests() -> list[WireEnvelope]:
 
 def test_rows_hold_what_enrich_derives_for_each_event(geo: GeoLookup) -> None:
     """rows.py derives the client's columns once per request and reads pages through the cache;
-    every row must still be what the per-event `enrich()` gives."""
+    every row must still be what the client's columns and `page_info` of the event give."""
     rows_enricher, reference = Enricher(geo), Enricher(geo)
     for _ in range(2):  # the second time from the caches
         for envelope in _requests():
@@ -733,7 +750,8 @@ def test_rows_hold_what_enrich_derives_for_each_event(geo: GeoLookup) -> None:
                 user_agent = context.userAgent if isinstance(context.userAgent, str) else envelope.user_agent
                 secret = envelope.key_kind == "secret" and isinstance(context.ip, str)
                 ip = context.ip if secret else envelope.ip
-                expected = reference.enrich(fields, user_agent, ip, "truncate")
+                client, stored_ip = reference.client(user_agent, ip, "truncate")
+                expected = Enrichment._make(client + page_info(fields) + (stored_ip,))
                 assert row[len(RAW_COLUMNS) :] == tuple(expected)[:-1]
                 assert row[RAW_COLUMNS.index("ip")] == expected.ip
     pages = rows_enricher.page_cache_info()

@@ -19,7 +19,7 @@ from headwater.consumers.wire import decode_envelope
 from headwater.control.auth import authenticate_admin
 from headwater.control.settings import AdminToken, ControlSettings
 from headwater.core.migrations import m0001_events, m0002_enrichment
-from headwater.core.projects.keys import ApiKey, key_digest, key_kind
+from headwater.core.projects.keys import ApiKey, key_digest
 from headwater.core.projects.origins import OriginPolicy, normalise_origin, normalise_origins
 from headwater.core.projects.settings import ProjectSettings
 from headwater.core.service.errors import APIError
@@ -118,14 +118,14 @@ def test_origin_policy_matches_exact_wildcard_and_any() -> None:
 
 def test_secret_keys_are_kept_only_as_digests() -> None:
     record, key = ApiKey.issue("secret", "2026-01-01T00:00:00Z")
-    assert key_kind(key) == "secret"
+    assert record.kind == "secret" and key.startswith("hwsk_")
     assert record.value is None
     assert record.digest == key_digest(key)
     assert key not in str(record.to_dict())
     assert ApiKey.from_dict(record.to_dict()) == record
     public, public_key = ApiKey.issue("public", "2026-01-01T00:00:00Z")
     assert public.value == public_key
-    assert key_kind(public_key) == "public"
+    assert public.kind == "public" and public_key.startswith("hwpk_")
     assert len({ApiKey.issue("public", "t")[1] for _ in range(50)}) == 50
 
 

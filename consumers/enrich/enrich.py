@@ -1,9 +1,10 @@
 """The enrichment step of a consumer: one Segment event (with the request's user agent and address) →
-the derived columns of its `events` row.
+the derived columns of its `events` row, in ENRICHMENT_COLUMNS order.
 
     enricher = Enricher(GeoLookup(default_geo_database()))
-    extra = enricher.enrich(event, user_agent, ip, project.anonymisation.ip)
-    row = base_row + extra          # an Enrichment is a tuple in ENRICHMENT_COLUMNS order
+    client, stored_ip = enricher.client(user_agent, ip, project.anonymisation.ip)  # once per client
+    page = enricher.page(event_type, page_json, campaign_json, properties_json)
+    row = base_row + client + page + (stored_ip,)
 
 Order of work: the address is geolocated in full first, then anonymised per the project's setting;
 only the anonymised form (`Enrichment.ip`) is stored. A replay re-derives every column with the
@@ -15,7 +16,6 @@ Pure and synchronous: no I/O per event (the GeoIP files are memory-mapped, the c
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import msgspec
@@ -106,8 +106,9 @@ _GEO_COLUMNS = len(GeoResult._fields) - 2
 _PAGE_COLUMNS = tuple(
     name if name.startswith(("referrer", "utm_")) else f"page_{name}" for name in PageInfo._fields
 )
-# The concatenation in Enricher.enrich relies on the parts lining up with the columns: checked once,
-# here, rather than trusted (a reordered field would otherwise shift every column after it).
+# Rows concatenate the client's columns, the page's and the address (rows.py), relying on the parts
+# lining up with the columns: checked once, here, rather than trusted (a reordered field would
+# otherwise shift every column after it).
 _ASSEMBLED = UserAgentInfo._fields + GeoResult._fields[:_GEO_COLUMNS] + _PAGE_COLUMNS + ("ip",)
 if _ASSEMBLED != ENRICHMENT_COLUMNS or list(ENRICHMENT_COLUMN_TYPES) != list(ENRICHMENT_COLUMNS):
     raise ImportError("enrichment parts no longer line up with ENRICHMENT_COLUMNS")  # pragma: no cover
@@ -133,17 +134,6 @@ class Enricher:
         self.geo = geo
         self.user_agents = UserAgentParser(ua_cache_size)
         self._page_cached = functools.lru_cache(maxsize=page_cache_size)(_page_from_json)
-
-    def enrich(
-        self, event: Mapping[str, Any], user_agent: str | None, ip: str | None, ip_mode: IpHandling
-    ) -> Enrichment:
-        """The enrichment of `event`, with the effective `user_agent` and `ip` (the caller decides
-        between the request's and the event's own `context.userAgent` / `context.ip`).
-
-        Never raises for any event content or header value; ValueError for an unknown `ip_mode`.
-        """
-        client, stored_ip = self.client(user_agent, ip, ip_mode)
-        return Enrichment._make(client + page_info(event) + (stored_ip,))
 
     def client(
         self, user_agent: str | None, ip: str | None, ip_mode: IpHandling

@@ -25,13 +25,6 @@ def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def key_kind(key: str) -> KeyKind | None:
-    for kind, prefix in _PREFIX.items():
-        if key.startswith(prefix):
-            return kind
-    return None
-
-
 @dataclass(frozen=True, slots=True)
 class ApiKey:
     """One key of a project as stored in KV.
