@@ -19,6 +19,7 @@ from headwater.core.service.logcontext import request_id
 
 from .clientip import ClientIPResolver
 from .errors import IngestError
+from .headers import request_headers
 from .ids import next_request_id
 from .ingest import IngestRequest, IngestService
 from .metrics import EdgeMetrics
@@ -73,7 +74,7 @@ class EdgeASGI:
             await self._quart_app(scope, receive, send)
             return
         method = scope["method"]
-        headers = _headers(scope)
+        headers = request_headers(scope)
         request_id.set(next_request_id())
         if method == "POST":
             status = await self._ingest(kind, scope, headers, receive, send)
@@ -176,10 +177,6 @@ async def _receive_body(receive: Receive, limit: int, too_large: IngestError) ->
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-def _headers(scope: Scope) -> dict[str, str]:
-    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
 
 
 def _gunzip(body: bytes, limit: int, too_large: IngestError) -> bytes:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from .headers import request_headers
+
 SDK_PATH = "/sdk/v1/headwater.js"
 _Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
@@ -34,7 +36,7 @@ class StaticFile:
 
     async def serve(self, scope: MutableMapping[str, Any], send: _Send) -> int:
         """Answer a request for this file; returns the status."""
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        headers = request_headers(scope)
         common = [
             (b"cache-control", b"public, max-age=31536000, immutable"),
             (b"etag", self.etag.encode()),
