@@ -10,13 +10,13 @@ import msgspec
 import orjson
 
 from headwater.core.projects.settings import ProjectSettings
+from headwater.core.wire.timestamps import utc_timestamp
 
 from .enrich import (
     ENRICHMENT_COLUMN_TYPES,
     ENRICHMENT_COLUMNS,
     ClientColumns,
     Enricher,
-    parse_timestamp,
     skew_corrected,
 )
 from .wire import EMPTY_CONTEXT, NULL, BadEvent, WireContext, WireEnvelope, decode_any, decode_context
@@ -104,13 +104,13 @@ def envelope_rows(
     """The rows of an envelope's events. With `bad`, an event that cannot become a row is listed
     there (by its place in `envelope.events`) and the others still are rows; without, it raises."""
     rules = settings.anonymisation
-    received_at = parse_timestamp(envelope.received_at)
+    received_at = utc_timestamp(envelope.received_at)
     if received_at is None:
         raise ValueError(f"envelope {envelope.request_id} has an unreadable received_at")
     # Version 1 envelopes carry timestamps the edge corrected already; later ones as the client
     # sent them, with the batch's sentAt beside them.
     correct_skew = envelope.v != 1
-    batch_sent = parse_timestamp(envelope.sent_at)
+    batch_sent = utc_timestamp(envelope.sent_at)
     secret = envelope.key_kind == "secret"
     request_ua, request_ip = envelope.user_agent, envelope.ip
     user_agent_text, origin_text = _text(envelope.user_agent), _text(envelope.origin)
@@ -144,8 +144,8 @@ def envelope_rows(
                 bytes(context.campaign),
                 bytes(event.properties),
             )
-            happened = parse_timestamp(event.timestamp)
-            sent = parse_timestamp(event.sentAt) if event.sentAt is not None else batch_sent
+            happened = utc_timestamp(event.timestamp)
+            sent = utc_timestamp(event.sentAt) if event.sentAt is not None else batch_sent
             if correct_skew:
                 happened = skew_corrected(happened, sent, received_at)
             raw = (

@@ -31,7 +31,7 @@ from .ratelimit import RateLimiter
 from .settings import EdgeSettings
 from .sink import Sink
 from .split import Part, split
-from .validation import nesting_exceeds, parse_timestamp, validate_event
+from .validation import check_timestamp, nesting_exceeds, validate_event
 from .wire import BATCH, Limits, RequestBody, SegmentEvent, read_body, without_context_ip
 
 log = logging.getLogger(__name__)
@@ -195,7 +195,7 @@ class IngestService:
     ) -> IngestResult:
         received_at = self._clock()
         accepted, rejected = self._validate(request, body)
-        parse_timestamp(body.sent_at, "sentAt")  # a batch's; consumers correct clock skew with it
+        check_timestamp(body.sent_at, "sentAt")  # a batch's; consumers correct clock skew with it
         context, integrations = (self._batch_object(body.defaults.get(f), f) for f in _DEFAULTS)
         if match.key.kind != "secret":
             for event in accepted:

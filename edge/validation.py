@@ -6,8 +6,9 @@ client sent none), no `writeKey`. An invalid one raises IngestError naming the f
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
+
+from headwater.core.wire.timestamps import MAX_TIMESTAMP_LENGTH, read_timestamp
 
 from .errors import IngestError
 from .ids import next_message_id
@@ -15,7 +16,6 @@ from .ids import next_message_id
 EVENT_TYPES = ("track", "page", "screen", "identify", "group", "alias")
 MAX_MESSAGE_ID_LENGTH = 100
 MAX_NAME_LENGTH = 1000
-MAX_TIMESTAMP_LENGTH = 64
 _OBJECT_FIELDS = ("properties", "traits", "context", "integrations")
 _TIME_FIELDS = ("timestamp", "sentAt", "originalTimestamp")
 
@@ -38,15 +38,14 @@ def nesting_exceeds(value: object, limit: int) -> bool:
     return False
 
 
-def parse_timestamp(value: object, field: str) -> datetime | None:
-    if value is None:
-        return None
+def check_timestamp(value: object, field: str) -> None:
+    """IngestError `invalid_timestamp` unless `value` is absent (None) or a timestamp as the wire
+    allows (core/wire/timestamps.py)."""
+    if value is None or (type(value) is str and read_timestamp(value) is not None):
+        return
     if not isinstance(value, str) or len(value) > MAX_TIMESTAMP_LENGTH:
         raise IngestError(400, "invalid_timestamp", f"{field} must be an ISO-8601 string", field)
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:
-        raise IngestError(400, "invalid_timestamp", f"{field} {value!r} is not ISO-8601", field) from None
+    raise IngestError(400, "invalid_timestamp", f"{field} {value!r} is not ISO-8601", field)
 
 
 def _id(event: dict[str, Any], field: str) -> str | None:
@@ -105,7 +104,7 @@ def validate_event(
         if field in event and event[field] is not None and not isinstance(event[field], dict):
             raise IngestError(400, "invalid_field", f"{field} must be an object", field)
     for field in _TIME_FIELDS:
-        parse_timestamp(event.get(field), field)
+        check_timestamp(event.get(field), field)
     if kind == "track":
         _name(normalised, "event", required=True)
     elif kind in ("page", "screen"):

@@ -15,7 +15,6 @@ in one place.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -24,17 +23,17 @@ from msgspec import UNSET, Raw, UnsetType
 
 from headwater.core.service.jsondepth import nesting_exceeds
 from headwater.core.wire.envelope import utf8_repaired
+from headwater.core.wire.timestamps import read_timestamp
 
 from .errors import IngestError
 from .ids import next_message_id
-from .validation import EVENT_TYPES, MAX_MESSAGE_ID_LENGTH, MAX_NAME_LENGTH, MAX_TIMESTAMP_LENGTH
+from .validation import EVENT_TYPES, MAX_MESSAGE_ID_LENGTH, MAX_NAME_LENGTH
 
 Text = str | None | UnsetType
 Object = Raw | UnsetType
 _EVENT_TYPES = frozenset(EVENT_TYPES)
 BATCH = "batch"
 _OPEN_OBJECT, _OPEN_ARRAY = ord("{"), ord("[")
-_from_iso = datetime.fromisoformat
 # The deepest body any request may be, checked before decoding (core/service/jsondepth.py): a batch's
 # two levels around events that nest at most --max-nesting-depth (254 at most) levels. Deeper
 # events in a shallower body are refused one by one with `too_deep`, as before.
@@ -161,14 +160,15 @@ def _typed_batch(data: bytes, limits: Limits) -> RequestBody:
             if typed is None:
                 all_typed = False
             events.append(typed if typed is not None else orjson.loads(bytes(raw)))
-    if not _readable_time(body.sentAt):
+    sent_at = body.sentAt
+    if type(sent_at) is str and read_timestamp(sent_at) is None:
         return _parsed(data, True)  # the precise path names the bad sentAt
     defaults: dict[str, object] = {
         name: value
         for name, value in (("context", body.context), ("integrations", body.integrations))
         if value is not UNSET and _starts_object(value)
     }
-    sent_at = None if body.sentAt is UNSET else body.sentAt
+    sent_at = None if sent_at is UNSET else sent_at
     return RequestBody(events, body.writeKey, sent_at, defaults, typed=True, all_typed=all_typed)
 
 
@@ -237,10 +237,12 @@ def accept(event: SegmentEvent, kind: str | None, max_depth: int) -> bool:
             return False  # (an empty id is absent to the precise path)
     elif not (type(anonymous_id) is str and 0 < len(anonymous_id) <= MAX_NAME_LENGTH):
         return False
-    if not _readable_time(event.timestamp):
-        return False
-    if (event.sentAt is not UNSET or event.originalTimestamp is not UNSET) and not (
-        _readable_time(event.sentAt) and _readable_time(event.originalTimestamp)
+    # Times: absent, null or a string (the decoder allows nothing else); a string must read as one.
+    stamp, sent_at, original = event.timestamp, event.sentAt, event.originalTimestamp
+    if (
+        (type(stamp) is str and read_timestamp(stamp) is None)
+        or (type(sent_at) is str and read_timestamp(sent_at) is None)
+        or (type(original) is str and read_timestamp(original) is None)
     ):
         return False
     if kind == "track":
@@ -298,20 +300,6 @@ def _other_objects_fit(event: SegmentEvent, max_depth: int) -> bool:
     for value in (event.metadata, event.version):
         if value is not UNSET and _openers(bytes(value)) >= max_depth:
             return False
-    return True
-
-
-def _readable_time(stamp: object) -> bool:
-    """A timestamp field (an event's or a batch's): absent, null, or a string the precise path
-    reads as a time."""
-    if type(stamp) is not str:
-        return True  # (the decoder allows only a string, null or nothing)
-    if len(stamp) > MAX_TIMESTAMP_LENGTH:
-        return False
-    try:
-        _from_iso(stamp)
-    except ValueError:
-        return False
     return True
 
 

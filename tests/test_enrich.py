@@ -26,12 +26,11 @@ from headwater.consumers.enrich import (
     PageInfo,
     UserAgentParser,
     anonymise_ip,
-    corrected_timestamp,
     default_geo_database,
     page_info,
     parse_ip,
-    parse_timestamp,
     parse_user_agent,
+    skew_corrected,
     url_host,
 )
 from headwater.consumers.enrich.geo import EMPTY_GEO
@@ -39,6 +38,7 @@ from headwater.consumers.enrich.useragent import EMPTY_USER_AGENT, MAX_UA_LENGTH
 from headwater.consumers.rows import RAW_COLUMNS, envelope_rows
 from headwater.consumers.wire import WireEnvelope, decode_any, decode_context, decode_envelope
 from headwater.core.wire.envelope import Envelope
+from headwater.core.wire.timestamps import utc_timestamp
 
 CHROME_WINDOWS = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -561,23 +561,27 @@ def test_parse_ip_unwraps_mapped_addresses() -> None:
 # --- timestamps -----------------------------------------------------------------------------------
 
 
-def test_parse_timestamp_normalises_to_utc() -> None:
-    assert parse_timestamp("2024-03-01T12:00:00+02:00") == datetime(2024, 3, 1, 10, tzinfo=UTC)
-    assert parse_timestamp("2024-03-01T12:00:00.250Z") == datetime(2024, 3, 1, 12, 0, 0, 250_000, tzinfo=UTC)
-    assert parse_timestamp("2024-03-01T12:00:00") == datetime(2024, 3, 1, 12, tzinfo=UTC)
+def test_timestamps_are_read_as_utc() -> None:
+    assert utc_timestamp("2024-03-01T12:00:00+02:00") == datetime(2024, 3, 1, 10, tzinfo=UTC)
+    assert utc_timestamp("2024-03-01T12:00:00.250Z") == datetime(2024, 3, 1, 12, 0, 0, 250_000, tzinfo=UTC)
+    assert utc_timestamp("2024-03-01T12:00:00") == datetime(2024, 3, 1, 12, tzinfo=UTC)
     for bad in (None, "", "yesterday", 1709294400, "9" * 100, "0001-01-01T00:00:00+01:00"):
-        assert parse_timestamp(bad) is None
+        assert utc_timestamp(bad) is None
 
 
-def test_corrected_timestamp_removes_the_device_clock_skew() -> None:
+def _corrected(timestamp: str | None, sent_at: str | None, received: datetime) -> datetime:
+    return skew_corrected(utc_timestamp(timestamp), utc_timestamp(sent_at), received)
+
+
+def test_skew_correction_removes_the_device_clock_skew() -> None:
     received = datetime(2024, 3, 1, 12, 0, 10, tzinfo=UTC)
     # The device clock is an hour behind: the event happened 5 s before the batch was sent.
-    corrected = corrected_timestamp("2024-03-01T11:00:00Z", "2024-03-01T11:00:05Z", received)
+    corrected = _corrected("2024-03-01T11:00:00Z", "2024-03-01T11:00:05Z", received)
     assert corrected == received - timedelta(seconds=5)
-    assert corrected_timestamp("2024-03-01T11:00:00Z", None, received) == datetime(2024, 3, 1, 11, tzinfo=UTC)
-    assert corrected_timestamp(None, "2024-03-01T11:00:05Z", received) == received
+    assert _corrected("2024-03-01T11:00:00Z", None, received) == datetime(2024, 3, 1, 11, tzinfo=UTC)
+    assert _corrected(None, "2024-03-01T11:00:05Z", received) == received
     # sentAt before the event by an hour: nonsense, the arrival time stands.
-    assert corrected_timestamp("2024-03-01T12:00:00Z", "2024-03-01T11:00:00Z", received) == received
+    assert _corrected("2024-03-01T12:00:00Z", "2024-03-01T11:00:00Z", received) == received
 
 
 # --- the facade -----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from headwater.consumers.enrich import ENRICHMENT_COLUMN_TYPES, Enricher, parse_timestamp
+from headwater.consumers.enrich import ENRICHMENT_COLUMN_TYPES, Enricher
 from headwater.consumers.rows import COLUMNS, DERIVED_COLUMNS, RAW_COLUMNS, envelope_rows
 from headwater.consumers.wire import decode_envelope
 from headwater.control.auth import authenticate_admin
@@ -25,6 +25,7 @@ from headwater.core.projects.settings import ProjectSettings
 from headwater.core.service.errors import APIError
 from headwater.core.wire import envelope as envelope_module
 from headwater.core.wire.envelope import LZ4_FRAME_MAGIC, Envelope, EnvelopeError, pack, unpack
+from headwater.core.wire.timestamps import utc_timestamp
 from headwater.edge.errors import IngestError
 from headwater.edge.ingest import IngestRequest, extract_write_key
 from headwater.edge.settings import EdgeSettings
@@ -291,7 +292,7 @@ def test_rows_follow_the_table_columns() -> None:
     assert values["sent_at"] is None
     assert values["ip"] == "203.0.113.0"  # truncated by default
     assert (values["browser"], values["os"], values["device_type"]) == ("Mobile Safari", "iOS", "mobile")
-    assert parse_timestamp("garbage") is None
+    assert utc_timestamp("garbage") is None
 
 
 def test_rows_correct_clock_skew_in_version_2_envelopes_only() -> None:

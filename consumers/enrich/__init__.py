@@ -6,7 +6,7 @@ Pure, synchronous and cached; see docs/enrichment.md for the data, its licence a
 from .enrich import ENRICHMENT_COLUMN_TYPES, ENRICHMENT_COLUMNS, ClientColumns, Enricher, Enrichment
 from .geo import DBIP_ATTRIBUTION, GEO_ATTRIBUTION, GeoLookup, GeoResult, default_geo_database
 from .ip import anonymise_ip, parse_ip
-from .timestamps import corrected_timestamp, parse_timestamp, skew_corrected
+from .timestamps import skew_corrected
 from .url import PageInfo, page_info, url_host
 from .useragent import UserAgentInfo, UserAgentParser, parse_user_agent
 
@@ -24,11 +24,9 @@ __all__ = [
     "UserAgentInfo",
     "UserAgentParser",
     "anonymise_ip",
-    "corrected_timestamp",
     "default_geo_database",
     "page_info",
     "parse_ip",
-    "parse_timestamp",
     "parse_user_agent",
     "skew_corrected",
     "url_host",
