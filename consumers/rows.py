@@ -10,6 +10,7 @@ import msgspec
 import orjson
 
 from headwater.core.projects.settings import ProjectSettings
+from headwater.core.wire.envelope import NULL
 from headwater.core.wire.timestamps import utc_timestamp
 
 from .enrich import (
@@ -19,7 +20,7 @@ from .enrich import (
     Enricher,
     skew_corrected,
 )
-from .wire import EMPTY_CONTEXT, NULL, BadEvent, WireContext, WireEnvelope, decode_any, decode_context
+from .wire import EMPTY_CONTEXT, BadEvent, ReadEnvelope, WireContext, decode_any, decode_context
 
 RAW_COLUMNS: tuple[str, ...] = (
     "message_id",
@@ -96,7 +97,7 @@ def _context_json(raw: msgspec.Raw, context: WireContext, stored_ip: str) -> str
 
 
 def envelope_rows(
-    envelope: WireEnvelope,
+    envelope: ReadEnvelope,
     enricher: Enricher,
     settings: ProjectSettings = DEFAULT_SETTINGS,
     bad: list[BadEvent] | None = None,

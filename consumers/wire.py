@@ -3,10 +3,12 @@ for the fields a row needs and keeps `properties`, `traits` and `context` as the
 wrote (they are stored whole, so decoding them into dicts and encoding them again was wasted
 work: ~30% of the consume loop's time, bench/consumer.py).
 
-The edge writes envelopes with `Envelope.encode` (core/wire/envelope.py); this module reads the versions
-it has written (1 to 3) and refuses anything else with EnvelopeError (the message is
-dead-lettered). An event's `context` that is absent is NULL itself (msgspec fills in the default
-object), which is how rows tell it from an explicit `null` when applying a batch's context.
+The edge writes envelopes with `Envelope.encode` (core/wire/envelope.py); the envelope's fields,
+the versions it has written (1 to 3) and the EnvelopeError for anything else (the message is
+dead-lettered) are defined there, in `WireEnvelope` and `decode_wire_envelope`; this module says
+how the consumers read the events. An event's `context` that is absent is NULL itself (msgspec
+fills in the default object), which is how rows tell it from an explicit `null` when applying a
+batch's context.
 """
 
 from __future__ import annotations
@@ -16,9 +18,15 @@ from typing import Any
 
 import msgspec
 
-from headwater.core.wire.envelope import READABLE_VERSIONS, EnvelopeError, unpack, utf8_repaired
-
-NULL = msgspec.Raw(b"null")
+from headwater.core.wire.envelope import (
+    NULL,
+    EnvelopeError,
+    WireEnvelope,
+    checked_envelope,
+    decode_wire_envelope,
+    unpack,
+    utf8_repaired,
+)
 
 
 class WireEvent(msgspec.Struct):
@@ -49,38 +57,10 @@ class WireContext(msgspec.Struct):
     ip: Any = msgspec.UNSET  # UNSET: no `ip` key at all (not the same as "ip": null)
 
 
-class WireEnvelope(msgspec.Struct):
-    v: Any
-    project: str
-    request_id: str
-    received_at: str
-    events: list[WireEvent]
-    key_kind: str = "public"
-    ip: str | None = None
-    user_agent: str | None = None
-    origin: str | None = None
-    sent_at: str | None = None  # version 2: the batch's sentAt (an event's own comes first)
-    # version 3: the batch's context, for its events without one (and its integrations, unused)
-    context: msgspec.Raw = NULL
-    integrations: msgspec.Raw = NULL
-
-
-class LooseEnvelope(msgspec.Struct):
-    """An envelope whose events are kept as raw JSON: what is left to read when one of them is not
-    an event, and what a dead letter of one event is written from."""
-
-    v: Any
-    project: str
-    request_id: str
-    received_at: str
-    events: list[msgspec.Raw]
-    key_kind: str = "public"
-    ip: str | None = None
-    user_agent: str | None = None
-    origin: str | None = None
-    sent_at: str | None = None
-    context: msgspec.Raw = NULL
-    integrations: msgspec.Raw = NULL
+# The envelope as rows read it, and with its events kept as raw JSON: what is left to read when one
+# of them is not an event, and what a dead letter of one event is written from.
+ReadEnvelope = WireEnvelope[WireEvent]
+LooseEnvelope = WireEnvelope[msgspec.Raw]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +72,7 @@ class BadEvent:
 
 
 EMPTY_CONTEXT = WireContext()
-_envelope_decoder = msgspec.json.Decoder(WireEnvelope)
+_envelope_decoder = msgspec.json.Decoder(ReadEnvelope)
 _loose_decoder = msgspec.json.Decoder(LooseEnvelope)
 _event_decoder = msgspec.json.Decoder(WireEvent)
 _encoder = msgspec.json.Encoder()
@@ -100,7 +80,7 @@ _context_decoder = msgspec.json.Decoder(WireContext)
 _any_decoder = msgspec.json.Decoder()
 
 
-def decode_envelope(data: bytes) -> WireEnvelope:
+def decode_envelope(data: bytes) -> ReadEnvelope:
     """The envelope in a message body (JSON, or LZ4-framed JSON: core/wire/envelope.py); EnvelopeError
     for anything that is not an envelope of a readable version, or holds an event that is not one."""
     envelope, bad = read_envelope(data)
@@ -109,7 +89,7 @@ def decode_envelope(data: bytes) -> WireEnvelope:
     return envelope
 
 
-def read_envelope(data: bytes) -> tuple[WireEnvelope, list[BadEvent]]:
+def read_envelope(data: bytes) -> tuple[ReadEnvelope, list[BadEvent]]:
     """The envelope in a message body and the events of it that cannot be read (isolated, so the
     others are still stored); EnvelopeError when the envelope itself cannot be read.
 
@@ -117,29 +97,20 @@ def read_envelope(data: bytes) -> tuple[WireEnvelope, list[BadEvent]]:
     edge now does (core/wire/envelope.py utf8_repaired): such an event is stored, not dead-lettered."""
     data = utf8_repaired(unpack(data))
     try:
-        return _checked(_envelope_decoder.decode(data)), []
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        return checked_envelope(_envelope_decoder.decode(data)), []
+    except msgspec.DecodeError as exc:  # (a ValidationError is one too)
         error = exc
-    try:
-        loose = _loose_decoder.decode(data)
-    except (msgspec.ValidationError, msgspec.DecodeError):
-        loose = None
-    if loose is None:
-        version = _version_of(data)
-        if version is not None and version not in READABLE_VERSIONS:
-            raise EnvelopeError(f"unsupported envelope version {version!r}") from None
-        kind = "not an envelope" if isinstance(error, msgspec.ValidationError) else "not JSON"
-        raise EnvelopeError(f"{kind}: {error}") from None
+    loose = decode_wire_envelope(data, _loose_decoder)
     events, bad = [], []
     for index, raw in enumerate(loose.events):
         try:
             events.append(_event_decoder.decode(raw))
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except msgspec.DecodeError as exc:
             bad.append(BadEvent(index, f"not an event: {exc}"))
     if not bad:  # the fault is in the envelope, not in an event
         raise EnvelopeError(f"not an envelope: {error}") from None
-    fields = {f: getattr(loose, f) for f in LooseEnvelope.__struct_fields__ if f != "events"}
-    return _checked(WireEnvelope(events=events, **fields)), bad
+    fields = {f: getattr(loose, f) for f in WireEnvelope.__struct_fields__ if f != "events"}
+    return ReadEnvelope(events=events, **fields), bad
 
 
 def event_dead_letters(data: bytes, bad: list[BadEvent]) -> list[bytes]:
@@ -147,22 +118,6 @@ def event_dead_letters(data: bytes, bad: list[BadEvent]) -> list[bytes]:
     event, so `headwater dlq replay` can put it back like any envelope."""
     loose = _loose_decoder.decode(utf8_repaired(unpack(data)))
     return [_encoder.encode(msgspec.structs.replace(loose, events=[loose.events[b.index]])) for b in bad]
-
-
-def _checked(envelope: WireEnvelope) -> WireEnvelope:
-    if envelope.v not in READABLE_VERSIONS:
-        raise EnvelopeError(f"unsupported envelope version {envelope.v!r}")
-    if envelope.key_kind not in ("public", "secret"):
-        raise EnvelopeError(f"unknown key kind {envelope.key_kind!r}")
-    return envelope
-
-
-def _version_of(data: bytes) -> object:
-    try:
-        value = _any_decoder.decode(data)
-    except msgspec.DecodeError:
-        return None
-    return value.get("v") if isinstance(value, dict) else None
 
 
 def decode_context(raw: msgspec.Raw) -> WireContext:

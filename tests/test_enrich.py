@@ -36,7 +36,7 @@ from headwater.consumers.enrich import (
 from headwater.consumers.enrich.geo import EMPTY_GEO
 from headwater.consumers.enrich.useragent import EMPTY_USER_AGENT, MAX_UA_LENGTH
 from headwater.consumers.rows import RAW_COLUMNS, envelope_rows
-from headwater.consumers.wire import WireEnvelope, decode_any, decode_context, decode_envelope
+from headwater.consumers.wire import ReadEnvelope, decode_any, decode_context, decode_envelope
 from headwater.core.wire.envelope import Envelope
 from headwater.core.wire.timestamps import utc_timestamp
 
@@ -711,12 +711,12 @@ def _enriched(
     return Enrichment._make(client + page + (stored_ip,))
 
 
-def _request(events: list[dict[str, Any]], user_agent: str, ip: str, key_kind: str) -> WireEnvelope:
+def _request(events: list[dict[str, Any]], user_agent: str, ip: str, key_kind: str) -> ReadEnvelope:
     envelope = Envelope("shop", "r1", "2026-11-28T10:00:00.000Z", events, key_kind, ip, user_agent, None)  # type: ignore[arg-type]
     return decode_envelope(envelope.encode())
 
 
-def _requests() -> list[WireEnvelope]:
+def _requests() -> list[ReadEnvelope]:
     """Requests whose events share the request's client or name their own, with pages given in
     context.page, in a page call's properties, in context.campaign, or not at all."""
     page = {"url": "https://shop.test/a?utm_source=q&utm_term=t", "title": "A", "referrer": "https://r.test/"}

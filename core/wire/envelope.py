@@ -14,8 +14,11 @@ Versioned (`v`) so consumers can still read old messages during a replay:
   a 240 KB batch context made a 357 KB request of 2,500 events a 2.78 MB message (and ~580 MB of
   the edge's memory while it was encoded).
 
-`received_at` is an ISO-8601 UTC string with milliseconds. The consumers' reader is
-consumers/wire.py.
+`received_at` is an ISO-8601 UTC string with milliseconds. Every reader decodes an envelope's
+fields with one definition, `WireEnvelope[E]` and `decode_wire_envelope` (versions, required
+fields, key kinds and the EnvelopeError that names what is wrong); readers differ only in what
+they make of the events: the consumers a struct of the fields rows need (consumers/wire.py),
+tools and tests dicts (`Envelope.decode`).
 
 On the stream, an envelope longer than the edge's `--compress-above` (4 KB by default: batches,
 not single events) is an LZ4 frame of that JSON (`pack`/`unpack`; any LZ4 tool reads it, e.g.
@@ -27,15 +30,15 @@ replicates and delivers per event (docs/benchmarks.md).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar, cast
 
 import lz4.frame
 import msgspec
-import orjson
 
 ENVELOPE_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 KeyKindName = Literal["public", "secret"]
+KEY_KINDS = ("public", "secret")
 # msgspec, not orjson: accepted events are msgspec Structs whose objects are raw JSON (edge/wire.py).
 _encoder = msgspec.json.Encoder()
 
@@ -139,38 +142,85 @@ class Envelope:
 
     @classmethod
     def decode(cls, data: bytes) -> Envelope:
-        """An envelope from a message body (JSON or LZ4-framed JSON) with its events as dicts (for
-        tools and tests; consumers read envelopes with consumers/wire.py, which parses only what
-        rows need)."""
-        try:
-            raw = orjson.loads(unpack(data))
-        except orjson.JSONDecodeError as exc:
-            raise EnvelopeError(f"not JSON: {exc}") from None
-        if not isinstance(raw, dict):
-            raise EnvelopeError("not a JSON object")
-        version = raw.get("v")
-        if version not in READABLE_VERSIONS:
-            raise EnvelopeError(f"unsupported envelope version {version!r}")
-        try:
-            events = raw["events"]
-            if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
-                raise EnvelopeError("events must be a list of objects")
-            key_kind = raw.get("key_kind", "public")
-            if key_kind not in ("public", "secret"):
-                raise EnvelopeError(f"unknown key kind {key_kind!r}")
-            return cls(
-                project=str(raw["project"]),
-                request_id=str(raw["request_id"]),
-                received_at=str(raw["received_at"]),
-                events=events,
-                key_kind=key_kind,
-                ip=raw.get("ip"),
-                user_agent=raw.get("user_agent"),
-                origin=raw.get("origin"),
-                sent_at=raw.get("sent_at"),
-                context=raw.get("context"),
-                integrations=raw.get("integrations"),
-                v=version,
-            )
-        except KeyError as exc:
-            raise EnvelopeError(f"missing field {exc.args[0]!r}") from None
+        """An envelope from a message body (JSON or LZ4-framed JSON) with its events, context and
+        integrations as dicts (for tools and tests; consumers read envelopes with
+        consumers/wire.py, which parses only what rows need); EnvelopeError as for any reader."""
+        wire = decode_wire_envelope(unpack(data), _dict_envelope_decoder)
+        return cls(
+            project=wire.project,
+            request_id=wire.request_id,
+            received_at=wire.received_at,
+            events=wire.events,
+            key_kind=cast(KeyKindName, wire.key_kind),
+            ip=wire.ip,
+            user_agent=wire.user_agent,
+            origin=wire.origin,
+            sent_at=wire.sent_at,
+            context=_any_decoder.decode(wire.context),
+            integrations=_any_decoder.decode(wire.integrations),
+            v=wire.v,
+        )
+
+
+E = TypeVar("E")
+NULL = msgspec.Raw(b"null")
+
+
+class WireEnvelope(msgspec.Struct, Generic[E]):
+    """An envelope as read from a message body, whatever the version: one definition of its
+    fields for every reader, which chooses how its events are read (`E`). A batch's context and
+    integrations (version 3) stay raw JSON; absent, they are NULL itself."""
+
+    v: Any  # checked against READABLE_VERSIONS by decode_wire_envelope, with a message that says so
+    project: str
+    request_id: str
+    received_at: str
+    events: list[E]
+    key_kind: str = "public"
+    ip: str | None = None
+    user_agent: str | None = None
+    origin: str | None = None
+    sent_at: str | None = None  # version 2 on: the batch's sentAt (an event's own comes first)
+    context: msgspec.Raw = NULL
+    integrations: msgspec.Raw = NULL
+
+
+_any_decoder = msgspec.json.Decoder()
+_dict_envelope_decoder = msgspec.json.Decoder(WireEnvelope[dict[str, Any]])
+
+
+def decode_wire_envelope(data: bytes, decoder: msgspec.json.Decoder[WireEnvelope[E]]) -> WireEnvelope[E]:
+    """The envelope in `data` (JSON, already unpacked) read with `decoder`; EnvelopeError saying
+    why when it is not JSON, not an envelope, of a version no reader knows, or of an unknown key
+    kind."""
+    try:
+        return checked_envelope(decoder.decode(data))
+    except msgspec.DecodeError as exc:
+        raise unreadable_envelope(data, exc) from None
+
+
+def checked_envelope(envelope: WireEnvelope[E]) -> WireEnvelope[E]:
+    """`envelope`, when its version and key kind are ones the edge writes; else EnvelopeError."""
+    if envelope.v not in READABLE_VERSIONS:
+        raise EnvelopeError(f"unsupported envelope version {envelope.v!r}")
+    if envelope.key_kind not in KEY_KINDS:
+        raise EnvelopeError(f"unknown key kind {envelope.key_kind!r}")
+    return envelope
+
+
+def unreadable_envelope(data: bytes, error: msgspec.DecodeError) -> EnvelopeError:
+    """Why `data` could not be read as an envelope: a version no reader knows (said first: a newer
+    edge's envelope may lack fields this one requires), else not JSON or not an envelope."""
+    version = _version_of(data)
+    if version is not None and version not in READABLE_VERSIONS:
+        return EnvelopeError(f"unsupported envelope version {version!r}")
+    kind = "not an envelope" if isinstance(error, msgspec.ValidationError) else "not JSON"
+    return EnvelopeError(f"{kind}: {error}")
+
+
+def _version_of(data: bytes) -> object:
+    try:
+        value = _any_decoder.decode(data)
+    except msgspec.DecodeError:
+        return None
+    return value.get("v") if isinstance(value, dict) else None
