@@ -30,7 +30,7 @@ replicates and delivers per event (docs/benchmarks.md).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar, cast
+from typing import Any, Generic, Literal, TypeVar, cast, get_args
 
 import lz4.frame
 import msgspec
@@ -38,7 +38,7 @@ import msgspec
 ENVELOPE_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 KeyKindName = Literal["public", "secret"]
-KEY_KINDS = ("public", "secret")
+KEY_KINDS: tuple[str, ...] = get_args(KeyKindName)
 # msgspec, not orjson: accepted events are msgspec Structs whose objects are raw JSON (edge/wire.py).
 _encoder = msgspec.json.Encoder()
 
@@ -196,7 +196,7 @@ def decode_wire_envelope(data: bytes, decoder: msgspec.json.Decoder[WireEnvelope
     try:
         return checked_envelope(decoder.decode(data))
     except msgspec.DecodeError as exc:
-        raise unreadable_envelope(data, exc) from None
+        raise _unreadable(data, exc) from None
 
 
 def checked_envelope(envelope: WireEnvelope[E]) -> WireEnvelope[E]:
@@ -208,7 +208,7 @@ def checked_envelope(envelope: WireEnvelope[E]) -> WireEnvelope[E]:
     return envelope
 
 
-def unreadable_envelope(data: bytes, error: msgspec.DecodeError) -> EnvelopeError:
+def _unreadable(data: bytes, error: msgspec.DecodeError) -> EnvelopeError:
     """Why `data` could not be read as an envelope: a version no reader knows (said first: a newer
     edge's envelope may lack fields this one requires), else not JSON or not an envelope."""
     version = _version_of(data)
