@@ -112,10 +112,6 @@ class EventConsumer:
         return self._inserter.retrying_since
 
     @property
-    def last_insert_error(self) -> str | None:
-        return self._inserter.last_insert_error
-
-    @property
     def dead_lettered(self) -> int:
         return self._dead_letters.count
 
@@ -134,7 +130,8 @@ class EventConsumer:
         if retrying is not None:
             seconds = time.monotonic() - retrying
             if seconds >= self._settings.unready_after_retrying_seconds:
-                return False, f"ClickHouse inserts failing for {seconds:.0f}s ({self.last_insert_error})"
+                error = self._inserter.last_insert_error
+                return False, f"ClickHouse inserts failing for {seconds:.0f}s ({error})"
         return True, None
 
     async def start(self) -> None:
