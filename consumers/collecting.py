@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -28,30 +29,23 @@ SettingsOf = Callable[[str], ProjectSettings]
 LeftoverOf = Callable[[str, float | None], str | None]
 
 
+@dataclass(eq=False)
 class Collector:
-    def __init__(
-        self,
-        processor: Processor,
-        settings_of: SettingsOf,
-        leftover_of: LeftoverOf,
-        dead_letters: DeadLetters,
-        metrics: ConsumerMetrics,
-    ) -> None:
-        self._processor = processor
-        self._settings_of = settings_of
-        self._leftover_of = leftover_of
-        self._dead_letters = dead_letters
-        self._metrics = metrics
-        self.leftovers_discarded = 0
+    processor: Processor  # to process again the messages kept when leftovers were discarded
+    settings_of: SettingsOf
+    leftover_of: LeftoverOf
+    dead_letters: DeadLetters
+    metrics: ConsumerMetrics
+    leftovers_discarded: int = 0
 
     async def add(self, batch: Batch, messages: list[Msg], processed: Processed) -> None:
         """Add processed messages to the batch; dead-letter those that cannot become rows."""
         of_project: dict[str, tuple[list[Msg], list[Decoded]]] = {}
         for message, outcome in zip(messages, processed.outcomes, strict=True):
             if isinstance(outcome, Refused):
-                await self._dead_letters.message(message, EnvelopeError(outcome.error))
+                await self.dead_letters.message(message, EnvelopeError(outcome.error))
                 continue
-            await self._dead_letters.events(message, outcome)
+            await self.dead_letters.events(message, outcome)
             project_messages, outcomes = of_project.setdefault(outcome.project, ([], []))
             project_messages.append(message)
             outcomes.append(outcome)
@@ -62,8 +56,8 @@ class Collector:
                 continue
             if len(kept[0]) < len(project_messages):  # some discarded: the block without them
                 try:
-                    again = await self._processor.process(
-                        [(m.subject, m.data) for m in kept[0]], {project_id: self._settings_of(project_id)}
+                    again = await self.processor.process(
+                        [(m.subject, m.data) for m in kept[0]], {project_id: self.settings_of(project_id)}
                     )
                 except WorkerLost:
                     for message in kept[0]:
@@ -71,7 +65,7 @@ class Collector:
                             await message.nak()
                     continue
                 block = again.blocks.get(project_id, b"")
-            span = self._settings_of(project_id).batching.span_seconds
+            span = self.settings_of(project_id).batching.span_seconds
             batch.add(project_id, span, kept[0], kept[1], block)
 
     async def _discard_leftovers(
@@ -81,13 +75,13 @@ class Collector:
         or None when none is left."""
         kept: tuple[list[Msg], list[Decoded]] = ([], [])
         for message, outcome in zip(messages, outcomes, strict=True):
-            reason = self._leftover_of(project_id, outcome.received_at)
+            reason = self.leftover_of(project_id, outcome.received_at)
             if reason is None:
                 kept[0].append(message)
                 kept[1].append(outcome)
                 continue
             log.warning("discarding message %s: %s", message.metadata.sequence.stream, reason)
             self.leftovers_discarded += 1
-            self._metrics.leftovers_discarded.labels(project_id).inc()
+            self.metrics.leftovers_discarded.labels(project_id).inc()
             await message.ack()
         return kept if kept[0] else None

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -30,35 +31,26 @@ from .writer import ClickHouseWriter, deduplication_token
 log = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)
 class Inserter:
-    def __init__(
-        self,
-        writer: ClickHouseWriter,
-        settings: ConsumerSettings,
-        processor: Processor,
-        settings_of: SettingsOf,
-        dead_letters: DeadLetters,
-        metrics: ConsumerMetrics,
-        stopping: asyncio.Event,
-        waiting: Callable[[], list[Msg]],
-    ) -> None:
-        """`waiting`: the messages held behind the batch being written (told in progress while
-        its insert is retried)."""
-        self._writer = writer
-        self._settings = settings
-        self._processor = processor
-        self._settings_of = settings_of
-        self._dead_letters = dead_letters
-        self._metrics = metrics
-        self._stopping = stopping
-        self._waiting = waiting
+    writer: ClickHouseWriter
+    settings: ConsumerSettings
+    processor: Processor  # to process a message alone when ClickHouse refuses a batch's rows
+    settings_of: SettingsOf
+    dead_letters: DeadLetters
+    metrics: ConsumerMetrics
+    stopping: asyncio.Event
+    # The messages held behind the batch being written: told in progress while its insert is retried.
+    waiting: Callable[[], list[Msg]]
+    rows_written: int = 0
+    retries: int = 0
+    retrying_since: float | None = None  # monotonic time since when inserts have been failing
+    last_insert_error: str | None = None
+    _writing: asyncio.Task[None] | None = field(default=None, init=False)  # the previous batch's write
+
+    def __post_init__(self) -> None:
         # exponential from the configured delay up to 30 s, plus up to 1 s of jitter
-        self._backoff = Backoff(settings.retry_delay_seconds)
-        self._writing: asyncio.Task[None] | None = None  # the write of the previous batch
-        self.rows_written = 0
-        self.retries = 0
-        self.retrying_since: float | None = None
-        self.last_insert_error: str | None = None
+        self._backoff = Backoff(self.settings.retry_delay_seconds)
 
     async def flush(self, projects: dict[str, ProjectBatch]) -> None:
         """Start writing `projects` in the background, once the previous write has finished: the
@@ -90,8 +82,8 @@ class Inserter:
         while body:
             try:
                 started = time.perf_counter()
-                await asyncio.to_thread(self._writer.insert_native, project_id, body, token)
-                self._metrics.insert_seconds.observe(time.perf_counter() - started)
+                await asyncio.to_thread(self.writer.insert_native, project_id, body, token)
+                self.metrics.insert_seconds.observe(time.perf_counter() - started)
                 self.retrying_since = None
                 self.last_insert_error = None
                 break
@@ -99,7 +91,7 @@ class Inserter:
                 failure = classify(exc)
                 if failure is InsertFailure.ROWS:
                     if len(messages) == 1:
-                        await self._dead_letters.message(messages[0], exc)
+                        await self.dead_letters.message(messages[0], exc)
                         return
                     log.warning(
                         "ClickHouse refused a batch of %s (%r); inserting message by message", project_id, exc
@@ -110,11 +102,11 @@ class Inserter:
                 # code not classified yet): wait it out, holding the batch.
                 attempt += 1
                 self.retries += 1
-                self._metrics.retries.inc()
+                self.metrics.retries.inc()
                 if self.retrying_since is None:
                     self.retrying_since = time.monotonic()
                 self.last_insert_error = f"{failure.value}: {' '.join(str(exc).split())[:300]}"
-                if self._stopping.is_set():
+                if self.stopping.is_set():
                     for message in messages:
                         await message.nak()  # another consumer (or our restart) takes them
                     return
@@ -131,27 +123,27 @@ class Inserter:
         for message in messages:
             await message.ack()
         self.rows_written += batch.rows
-        self._metrics.rows.labels(project_id).inc(batch.rows)
-        self._metrics.batch_rows.observe(batch.rows)
+        self.metrics.rows.labels(project_id).inc(batch.rows)
+        self.metrics.batch_rows.observe(batch.rows)
         now = time.time()
         for received_at in batch.received_at:
             # per request: how long after the edge received it its rows became queryable
-            self._metrics.freshness_seconds.observe(now - received_at)
+            self.metrics.freshness_seconds.observe(now - received_at)
 
     async def _write_one_by_one(self, project_id: str, messages: list[Msg]) -> None:
         """Each message processed and inserted alone, to find the one(s) ClickHouse refuses."""
-        settings = {project_id: self._settings_of(project_id)}
+        settings = {project_id: self.settings_of(project_id)}
         for message in messages:
             try:
-                processed = await self._processor.process([(message.subject, message.data)], settings)
+                processed = await self.processor.process([(message.subject, message.data)], settings)
             except WorkerLost:
                 await message.nak()
                 continue
             [outcome] = processed.outcomes
             if isinstance(outcome, Refused):  # the rules changed since: as when it was first taken
-                await self._dead_letters.message(message, EnvelopeError(outcome.error))
+                await self.dead_letters.message(message, EnvelopeError(outcome.error))
                 continue
-            await self._dead_letters.events(message, outcome)
+            await self.dead_letters.events(message, outcome)
             single = ProjectBatch(due=0.0)
             single.add([message], [outcome], processed.blocks.get(project_id, b""))
             await self._write(project_id, single)
@@ -162,10 +154,10 @@ class Inserter:
         worked on, so it does not redeliver them meanwhile."""
         deadline = time.monotonic() + seconds
         while True:
-            for message in messages + self._waiting():
+            for message in messages + self.waiting():
                 with contextlib.suppress(NatsError):
                     await message.in_progress()
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._stopping.is_set():
+            if remaining <= 0 or self.stopping.is_set():
                 return
-            await asyncio.sleep(min(remaining, self._settings.ack_wait_seconds / 3))
+            await asyncio.sleep(min(remaining, self.settings.ack_wait_seconds / 3))
