@@ -65,7 +65,7 @@ async def asgi_app(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 def bind(host: str, port: int, reuse_port: bool) -> socket.socket:
-    """As headwater.ops.runtime.bind does for the edge."""
+    """As headwater.ops.listeners.bind does for the edge."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:

@@ -32,51 +32,65 @@ MIN_TOKEN_LENGTH = 16
 TOKEN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
-def option(*names: str, env: str, **kwargs: Any) -> Callable[[F], F]:
-    """A click option whose environment variable is named explicitly and shown in --help."""
-    return click.option(*names, envvar=env, show_envvar=True, show_default=True, **kwargs)
+_NO_DEFAULT: Any = object()  # click tells an option without a default from one whose default is None
+
+
+def option(
+    name: str, default: Any = _NO_DEFAULT, kind: Any = None, *, env: str | None = None, **kwargs: Any
+) -> Callable[[F], F]:
+    """A click option also settable as an environment variable, both shown in --help: HEADWATER_
+    and the flag's name in capitals (`--max-age`: HEADWATER_MAX_AGE) unless `env` names another.
+    `kind` is click's `type`."""
+    if default is not _NO_DEFAULT:
+        kwargs["default"] = default
+    if kind is not None:
+        kwargs["type"] = kind
+    envvar = env or "HEADWATER_" + name.removeprefix("--").upper().replace("-", "_")
+    return click.option(name, envvar=envvar, show_envvar=True, show_default=True, **kwargs)
+
+
+def options(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    """One decorator applying several, listed in the order --help shows them."""
+
+    def apply(command: F) -> F:
+        for decorator in reversed(decorators):
+            command = decorator(command)
+        return command
+
+    return apply
 
 
 data_dir_option = option(
     "--data-dir",
-    env="HEADWATER_DATA_DIR",
-    default=".headwater",
-    type=click.Path(file_okay=False, path_type=str),
+    ".headwater",
+    click.Path(file_okay=False, path_type=str),
     help="Where `up` keeps NATS and ClickHouse data, the admin token and the running stack's URLs.",
 )
-host_option = option(
-    "--host", env="HEADWATER_HOST", default="127.0.0.1", help="Address the HTTP roles listen on."
-)
+host_option = option("--host", "127.0.0.1", help="Address the HTTP roles listen on.")
 nats_url_option = option(
-    "--nats-url",
-    env="HEADWATER_NATS_URL",
-    default=None,
-    help="An existing NATS server (comma-separated URLs for a cluster).",
+    "--nats-url", None, help="An existing NATS server (comma-separated URLs for a cluster)."
 )
 clickhouse_url_option = option(
     "--clickhouse-url",
-    env="HEADWATER_CLICKHOUSE_URL",
-    default=None,
+    None,
     help="http(s)://user:pass@host:8123 for a ClickHouse server, or chdb:///path for the embedded engine.",
 )
 control_url_option = option(
     "--control-url",
-    env="HEADWATER_CONTROL_URL",
-    default=None,
+    None,
     help="Control API to talk to; default: the running `headwater up` stack of --data-dir.",
 )
 on_cluster_option = option(
     "--on-cluster",
-    env="HEADWATER_CLICKHOUSE_CLUSTER",
-    default=None,
+    None,
     metavar="NAME",
+    env="HEADWATER_CLICKHOUSE_CLUSTER",
     help="ClickHouse cluster to run DDL ON CLUSTER (a replicated ClickHouse); default: a single server.",
 )
 log_format_option = option(
     "--log-format",
-    env="HEADWATER_LOG_FORMAT",
-    default=None,
-    type=click.Choice(["json", "text"]),
+    None,
+    click.Choice(["json", "text"]),
     help="json: one JSON object per line (default for `serve`); text: for people (default for `up`).",
 )
 
@@ -91,8 +105,7 @@ def _log_levels(_ctx: click.Context, _param: click.Parameter, value: str) -> str
 
 log_level_option = option(
     "--log-level",
-    env="HEADWATER_LOG_LEVEL",
-    default="info",
+    "info",
     callback=_log_levels,
     metavar="LEVEL[,ROLE=LEVEL...]",
     help="debug, info, warning or error; per role too: `info,consumer=debug,http=warning` (roles: "
@@ -100,24 +113,18 @@ log_level_option = option(
 )
 
 
-def tls_options(command: F) -> F:
-    """--tls-cert and --tls-key: the HTTP roles serve HTTPS (HTTP/2 and HTTP/1.1) with them."""
-    pem = click.Path(exists=True, dir_okay=False, readable=True, path_type=str)
-    command = option(
-        "--tls-key",
-        env="HEADWATER_TLS_KEY",
-        default=None,
-        type=pem,
-        help="PEM private key (unencrypted) of --tls-cert.",
-    )(command)
-    return option(
+_READABLE_FILE = click.Path(exists=True, dir_okay=False, readable=True, path_type=str)
+# --tls-cert and --tls-key: the HTTP roles serve HTTPS (HTTP/2 and HTTP/1.1) with them.
+tls_options = options(
+    option(
         "--tls-cert",
-        env="HEADWATER_TLS_CERT",
-        default=None,
-        type=pem,
+        None,
+        _READABLE_FILE,
         help="PEM certificate chain (the server's first): serve HTTPS, HTTP/2 and HTTP/1.1, instead "
         "of plain HTTP. Needs --tls-key.",
-    )(command)
+    ),
+    option("--tls-key", None, _READABLE_FILE, help="PEM private key (unencrypted) of --tls-cert."),
+)
 
 
 def tls_files(cert: str | None, key: str | None) -> tuple[str, str] | None:
@@ -199,121 +206,99 @@ def admin_token_from_env() -> str | None:
     return os.environ.get(ADMIN_TOKEN_ENV) or None
 
 
-def edge_options(command: F) -> F:
-    """The edge's limits and trust settings, shared by `up` and `serve edge`."""
-    decorators = [
-        option(
-            "--trusted-proxies",
-            env="HEADWATER_TRUSTED_PROXIES",
-            default="",
-            help="Comma-separated CIDRs whose X-Forwarded-For is believed (your load balancers).",
-        ),
-        option(
-            "--max-body-bytes", env="HEADWATER_MAX_BODY_BYTES", default=500 * 1024, type=click.IntRange(1024)
-        ),
-        option(
-            "--max-event-bytes", env="HEADWATER_MAX_EVENT_BYTES", default=32 * 1024, type=click.IntRange(256)
-        ),
-        option("--max-batch-events", env="HEADWATER_MAX_BATCH_EVENTS", default=2500, type=click.IntRange(1)),
-        option(
-            "--max-nesting-depth", env="HEADWATER_MAX_NESTING_DEPTH", default=32, type=click.IntRange(2, 254)
-        ),
-        option(
-            "--publish-timeout",
-            env="HEADWATER_PUBLISH_TIMEOUT",
-            default=EdgeSettings().publish_timeout_seconds,  # 2 s: then the disk spool
-            type=click.FloatRange(0.05, 120),
-            help="Seconds to wait for JetStream's acknowledgement before the envelope goes to the disk "
-            "spool (503 with Retry-After when there is none or it is full).",
-        ),
-        option(
-            "--compress-above",
-            env="HEADWATER_COMPRESS_ABOVE",
-            default=EdgeSettings().compress_above_bytes,
-            type=click.IntRange(0),
-            help="Envelopes longer than this many bytes (batches) are published LZ4-compressed; "
-            "0 never compresses. Consumers read both: upgrade them before the edges.",
-        ),
-        option(
-            "--spool-dir",
-            env="HEADWATER_SPOOL_DIR",
-            default=None,
-            help="Base directory of the disk spool (a subdirectory per worker); '' disables the spool "
-            "[default: <data-dir>/spool for up, .headwater/spool for serve].",
-        ),
-        option(
-            "--spool-max-bytes",
-            env="HEADWATER_SPOOL_MAX_BYTES",
-            default=1 << 30,
-            type=click.IntRange(1 << 20),
-            help="Most bytes of envelopes a worker's spool holds; beyond it the edge answers 503.",
-        ),
-        option(
-            "--spool-min-free-bytes",
-            env="HEADWATER_SPOOL_MIN_FREE_BYTES",
-            default=EdgeSettings().spool_min_free_bytes,
-            type=click.IntRange(0),
-            help="Free space the spool leaves on its filesystem (or 5% of it, whichever is more): "
-            "SQLite on a full disk cannot even delete.",
-        ),
-        option(
-            "--config-cache",
-            env="HEADWATER_CONFIG_CACHE",
-            default=None,
-            help="File holding the last known project configs (keys hashed, mode 0600), so that an "
-            "edge starts and spools while NATS is down; '' disables it "
-            "[default: projects-cache.json in the spool's base directory].",
-        ),
-        option(
-            "--config-max-age",
-            env="HEADWATER_CONFIG_MAX_AGE",
-            default=EdgeSettings().config_max_age_seconds,
-            type=click.FloatRange(1),
-            help="Seconds project configs may be served after they were last known current (NATS "
-            "unreachable); older, the edge answers 503 rather than trust keys that may be revoked.",
-        ),
-        option(
-            "--shutdown-delay",
-            env="HEADWATER_SHUTDOWN_DELAY",
-            default=EdgeSettings().shutdown_delay_seconds,
-            type=click.FloatRange(0, 300),
-            help="Seconds an edge keeps serving after SIGTERM while /readyz answers 503 (draining), "
-            "so the load balancer takes it out before it stops accepting; longer than the "
-            "balancer's health-check interval times its fall count.",
-        ),
-        option(
-            "--rate-limit-edges",
-            env="HEADWATER_RATE_LIMIT_EDGES",
-            default=1,
-            type=click.IntRange(1),
-            help="How many edges share each project's rate limits (each enforces 1/N of them).",
-        ),
-        option(
-            "--max-expanded-bytes",
-            env="HEADWATER_MAX_EXPANDED_BYTES",
-            default=EdgeSettings().max_expanded_bytes,
-            type=click.IntRange(1024),
-            help="Most bytes one request may expand to once a batch's context is applied to each "
-            "of its events without one (413 request_too_expensive).",
-        ),
-        option(
-            "--operator-host",
-            env="HEADWATER_OPERATOR_HOST",
-            default="127.0.0.1",
-            help="Address of the edge's operator listener (/metrics, detailed /readyz): keep it off "
-            "the public network.",
-        ),
-        option(
-            "--operator-port",
-            env="HEADWATER_OPERATOR_PORT",
-            default=8710,
-            type=click.IntRange(0, 65535),
-            help="Port of the edge's operator listener (0: any free).",
-        ),
-    ]
-    for decorator in reversed(decorators):
-        command = decorator(command)
-    return command
+_EDGE = EdgeSettings()
+# The edge's limits and trust settings, shared by `up` and `serve edge`.
+edge_options = options(
+    option(
+        "--trusted-proxies",
+        "",
+        help="Comma-separated CIDRs whose X-Forwarded-For is believed (your load balancers).",
+    ),
+    option("--max-body-bytes", 500 * 1024, click.IntRange(1024)),
+    option("--max-event-bytes", 32 * 1024, click.IntRange(256)),
+    option("--max-batch-events", 2500, click.IntRange(1)),
+    option("--max-nesting-depth", 32, click.IntRange(2, 254)),
+    option(
+        "--publish-timeout",
+        _EDGE.publish_timeout_seconds,  # 2 s: then the disk spool
+        click.FloatRange(0.05, 120),
+        help="Seconds to wait for JetStream's acknowledgement before the envelope goes to the disk "
+        "spool (503 with Retry-After when there is none or it is full).",
+    ),
+    option(
+        "--compress-above",
+        _EDGE.compress_above_bytes,
+        click.IntRange(0),
+        help="Envelopes longer than this many bytes (batches) are published LZ4-compressed; "
+        "0 never compresses. Consumers read both: upgrade them before the edges.",
+    ),
+    option(
+        "--spool-dir",
+        None,
+        help="Base directory of the disk spool (a subdirectory per worker); '' disables the spool "
+        "[default: <data-dir>/spool for up, .headwater/spool for serve].",
+    ),
+    option(
+        "--spool-max-bytes",
+        1 << 30,
+        click.IntRange(1 << 20),
+        help="Most bytes of envelopes a worker's spool holds; beyond it the edge answers 503.",
+    ),
+    option(
+        "--spool-min-free-bytes",
+        _EDGE.spool_min_free_bytes,
+        click.IntRange(0),
+        help="Free space the spool leaves on its filesystem (or 5% of it, whichever is more): "
+        "SQLite on a full disk cannot even delete.",
+    ),
+    option(
+        "--config-cache",
+        None,
+        help="File holding the last known project configs (keys hashed, mode 0600), so that an "
+        "edge starts and spools while NATS is down; '' disables it "
+        "[default: projects-cache.json in the spool's base directory].",
+    ),
+    option(
+        "--config-max-age",
+        _EDGE.config_max_age_seconds,
+        click.FloatRange(1),
+        help="Seconds project configs may be served after they were last known current (NATS "
+        "unreachable); older, the edge answers 503 rather than trust keys that may be revoked.",
+    ),
+    option(
+        "--shutdown-delay",
+        _EDGE.shutdown_delay_seconds,
+        click.FloatRange(0, 300),
+        help="Seconds an edge keeps serving after SIGTERM while /readyz answers 503 (draining), "
+        "so the load balancer takes it out before it stops accepting; longer than the "
+        "balancer's health-check interval times its fall count.",
+    ),
+    option(
+        "--rate-limit-edges",
+        1,
+        click.IntRange(1),
+        help="How many edges share each project's rate limits (each enforces 1/N of them).",
+    ),
+    option(
+        "--max-expanded-bytes",
+        _EDGE.max_expanded_bytes,
+        click.IntRange(1024),
+        help="Most bytes one request may expand to once a batch's context is applied to each "
+        "of its events without one (413 request_too_expensive).",
+    ),
+    option(
+        "--operator-host",
+        "127.0.0.1",
+        help="Address of the edge's operator listener (/metrics, detailed /readyz): keep it off "
+        "the public network.",
+    ),
+    option(
+        "--operator-port",
+        8710,
+        click.IntRange(0, 65535),
+        help="Port of the edge's operator listener (0: any free).",
+    ),
+)
 
 
 def edge_settings(
@@ -458,50 +443,45 @@ DURATION = _Parsed("duration", parse_duration)
 BYTE_SIZE = _Parsed("size", parse_byte_size)
 
 
-def stream_options(command: F) -> F:
-    """Replication and retention of the streams and KV buckets (`StreamSettings`)."""
-    defaults = StreamSettings()
-    decorators = [
-        option(
-            "--replicas",
-            env="HEADWATER_STREAM_REPLICAS",
-            default=defaults.replicas,
-            type=click.IntRange(1, 5),
-            help="Copies of every stream and KV bucket: 1 on a single server, 3 on a 3-node cluster.",
-        ),
-        option(
-            "--max-age",
-            env="HEADWATER_STREAM_MAX_AGE",
-            default=format_duration(defaults.max_age_seconds),
-            type=DURATION,
-            help="How long HW_EVENTS keeps events, the window `replay` can rebuild from (0: no limit).",
-        ),
-        option(
-            "--max-bytes",
-            env="HEADWATER_STREAM_MAX_BYTES",
-            default=format_byte_size(defaults.max_bytes),
-            type=BYTE_SIZE,
-            help="Most bytes HW_EVENTS and HW_DLQ each keep (e.g. 50GiB; -1: no limit). When full, "
-            "JetStream refuses new messages and the edges spool them.",
-        ),
-        option(
-            "--duplicate-window",
-            env="HEADWATER_STREAM_DUPLICATE_WINDOW",
-            default=format_duration(defaults.duplicate_window_seconds),
-            type=DURATION,
-            help="How long JetStream remembers a Nats-Msg-Id, to drop a republished envelope.",
-        ),
-        option(
-            "--dlq-max-age",
-            env="HEADWATER_DLQ_MAX_AGE",
-            default=format_duration(defaults.dlq_max_age_seconds),
-            type=DURATION,
-            help="How long HW_DLQ keeps dead-lettered messages (0: no limit).",
-        ),
-    ]
-    for decorator in reversed(decorators):
-        command = decorator(command)
-    return command
+_STREAMS = StreamSettings()
+# Replication and retention of the streams and KV buckets (`StreamSettings`).
+stream_options = options(
+    option(
+        "--replicas",
+        _STREAMS.replicas,
+        click.IntRange(1, 5),
+        env="HEADWATER_STREAM_REPLICAS",
+        help="Copies of every stream and KV bucket: 1 on a single server, 3 on a 3-node cluster.",
+    ),
+    option(
+        "--max-age",
+        format_duration(_STREAMS.max_age_seconds),
+        DURATION,
+        env="HEADWATER_STREAM_MAX_AGE",
+        help="How long HW_EVENTS keeps events, the window `replay` can rebuild from (0: no limit).",
+    ),
+    option(
+        "--max-bytes",
+        format_byte_size(_STREAMS.max_bytes),
+        BYTE_SIZE,
+        env="HEADWATER_STREAM_MAX_BYTES",
+        help="Most bytes HW_EVENTS and HW_DLQ each keep (e.g. 50GiB; -1: no limit). When full, "
+        "JetStream refuses new messages and the edges spool them.",
+    ),
+    option(
+        "--duplicate-window",
+        format_duration(_STREAMS.duplicate_window_seconds),
+        DURATION,
+        env="HEADWATER_STREAM_DUPLICATE_WINDOW",
+        help="How long JetStream remembers a Nats-Msg-Id, to drop a republished envelope.",
+    ),
+    option(
+        "--dlq-max-age",
+        format_duration(_STREAMS.dlq_max_age_seconds),
+        DURATION,
+        help="How long HW_DLQ keeps dead-lettered messages (0: no limit).",
+    ),
+)
 
 
 def stream_settings(
@@ -526,84 +506,67 @@ def stream_settings(
     )
 
 
-def query_options(command: F) -> F:
-    """Limits and ClickHouse user of the control role's query API (docs/query-api.md)."""
-    for decorator in reversed(
-        (
-            option(
-                "--query-clickhouse-url",
-                env="HEADWATER_QUERY_CLICKHOUSE_URL",
-                default=None,
-                help="A ClickHouse server URL whose user runs the query API, one project role per "
-                "query (granted by the control role); default: --clickhouse-url without roles.",
-            ),
-            option(
-                "--query-max-memory",
-                env="HEADWATER_QUERY_MAX_MEMORY",
-                type=click.IntRange(min=1_000_000),
-                default=1_000_000_000,
-                help="Bytes of memory one query may use (ClickHouse max_memory_usage).",
-            ),
-            option(
-                "--query-max-concurrent",
-                env="HEADWATER_QUERY_MAX_CONCURRENT",
-                type=click.IntRange(min=1),
-                default=4,
-                help="Queries running at once; more are answered 429.",
-            ),
-        )
-    ):
-        command = decorator(command)
-    return command
+# Limits and ClickHouse user of the control role's query API (docs/query-api.md).
+query_options = options(
+    option(
+        "--query-clickhouse-url",
+        None,
+        help="A ClickHouse server URL whose user runs the query API, one project role per "
+        "query (granted by the control role); default: --clickhouse-url without roles.",
+    ),
+    option(
+        "--query-max-memory",
+        1_000_000_000,
+        click.IntRange(min=1_000_000),
+        help="Bytes of memory one query may use (ClickHouse max_memory_usage).",
+    ),
+    option(
+        "--query-max-concurrent",
+        4,
+        click.IntRange(min=1),
+        help="Queries running at once; more are answered 429.",
+    ),
+)
 
 
 # -- HTTP limits of the edge and control servers: `HTTPLimits` --------------------------------------
 
 
-def http_limit_options(command: F) -> F:
-    """Header, head-time and body-time limits of the edge's and the control API's HTTP servers."""
-    defaults = HTTPLimits()
-    decorators = [
-        option(
-            "--max-header-bytes",
-            env="HEADWATER_MAX_HEADER_BYTES",
-            default=defaults.max_header_bytes,
-            type=click.IntRange(1024),
-            help="Most bytes of a request line and its header fields; more is refused with 431.",
-        ),
-        option(
-            "--max-headers",
-            env="HEADWATER_MAX_HEADERS",
-            default=defaults.max_headers,
-            type=click.IntRange(8),
-            help="Most header fields in a request; more is refused with 431.",
-        ),
-        option(
-            "--header-timeout",
-            env="HEADWATER_HEADER_TIMEOUT",
-            default=defaults.header_timeout_seconds,
-            type=click.FloatRange(0.1, 600),
-            help="Seconds a client has to send a request's head, from connecting (or its first byte "
-            "after a keep-alive pause); then 408 and the connection is closed.",
-        ),
-        option(
-            "--body-timeout",
-            env="HEADWATER_BODY_TIMEOUT",
-            default=defaults.body_timeout_seconds,
-            type=click.FloatRange(0.1, 3600),
-            help="Seconds a client has to send a request's whole body after its head; then 408.",
-        ),
-        option(
-            "--keep-alive-timeout",
-            env="HEADWATER_KEEP_ALIVE_TIMEOUT",
-            default=defaults.keep_alive_seconds,
-            type=click.IntRange(1, 3600),
-            help="Seconds an idle connection is kept open between requests.",
-        ),
-    ]
-    for decorator in reversed(decorators):
-        command = decorator(command)
-    return command
+_HTTP_LIMITS = HTTPLimits()
+# Header, head-time and body-time limits of the edge's and the control API's HTTP servers.
+http_limit_options = options(
+    option(
+        "--max-header-bytes",
+        _HTTP_LIMITS.max_header_bytes,
+        click.IntRange(1024),
+        help="Most bytes of a request line and its header fields; more is refused with 431.",
+    ),
+    option(
+        "--max-headers",
+        _HTTP_LIMITS.max_headers,
+        click.IntRange(8),
+        help="Most header fields in a request; more is refused with 431.",
+    ),
+    option(
+        "--header-timeout",
+        _HTTP_LIMITS.header_timeout_seconds,
+        click.FloatRange(0.1, 600),
+        help="Seconds a client has to send a request's head, from connecting (or its first byte "
+        "after a keep-alive pause); then 408 and the connection is closed.",
+    ),
+    option(
+        "--body-timeout",
+        _HTTP_LIMITS.body_timeout_seconds,
+        click.FloatRange(0.1, 3600),
+        help="Seconds a client has to send a request's whole body after its head; then 408.",
+    ),
+    option(
+        "--keep-alive-timeout",
+        _HTTP_LIMITS.keep_alive_seconds,
+        click.IntRange(1, 3600),
+        help="Seconds an idle connection is kept open between requests.",
+    ),
+)
 
 
 def http_limits(flags: dict[str, Any]) -> HTTPLimits:
@@ -617,34 +580,20 @@ def http_limits(flags: dict[str, Any]) -> HTTPLimits:
     )
 
 
+_nats_auth_flags = options(
+    option("--nats-user", None, help="NATS user (and --nats-password-file)."),
+    option("--nats-password", None, help="NATS password; prefer --nats-password-file."),
+    option("--nats-password-file", None, _READABLE_FILE, help="File holding the NATS password."),
+    option("--nats-creds", None, _READABLE_FILE, help="NATS credentials file (JWT and NKey seed)."),
+    option("--nats-tls-ca", None, _READABLE_FILE, help="CA that signed NATS's certificate."),
+    option("--nats-tls-cert", None, _READABLE_FILE, help="Client certificate for NATS."),
+    option("--nats-tls-key", None, _READABLE_FILE, help="Key of --nats-tls-cert."),
+)
+
+
 def nats_auth_options(command: F) -> F:
     """--nats-user, --nats-password(-file), --nats-creds and --nats-tls-*: how a role or command
     authenticates to NATS (ops/natsauth.py). The command receives them as one `nats_auth`."""
-    readable = click.Path(exists=True, dir_okay=False, readable=True, path_type=str)
-    flags = [
-        (
-            "--nats-user",
-            "HEADWATER_NATS_USER",
-            None,
-            "NATS user (and --nats-password-file).",
-        ),
-        ("--nats-password", "HEADWATER_NATS_PASSWORD", None, "NATS password; prefer --nats-password-file."),
-        ("--nats-password-file", "HEADWATER_NATS_PASSWORD_FILE", readable, "File holding the NATS password."),
-        ("--nats-creds", "HEADWATER_NATS_CREDS", readable, "NATS credentials file (JWT and NKey seed)."),
-        (
-            "--nats-tls-ca",
-            "HEADWATER_NATS_TLS_CA",
-            readable,
-            "CA that signed NATS's certificate.",
-        ),
-        (
-            "--nats-tls-cert",
-            "HEADWATER_NATS_TLS_CERT",
-            readable,
-            "Client certificate for NATS.",
-        ),
-        ("--nats-tls-key", "HEADWATER_NATS_TLS_KEY", readable, "Key of --nats-tls-cert."),
-    ]
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -664,10 +613,7 @@ def nats_auth_options(command: F) -> F:
         )
         return command(*args, **kwargs)
 
-    decorated: Any = wrapper
-    for name, env, kind, text in reversed(flags):
-        decorated = option(name, env=env, default=None, type=kind, help=text)(decorated)
-    return decorated  # type: ignore[no-any-return]
+    return _nats_auth_flags(wrapper)  # type: ignore[return-value]
 
 
 _NATS_AUTH_PARAMS = (

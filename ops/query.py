@@ -49,9 +49,7 @@ def query_directly(clickhouse_url: str, project: str, sql: str) -> tuple[list[st
 
 
 @click.command()
-@option(
-    "--project", env="HEADWATER_PROJECT", required=True, help="Project id; the query runs in its database."
-)
+@option("--project", required=True, help="Project id; the query runs in its database.")
 @click.argument("sql")
 @data_dir_option
 @control_url_option

@@ -1,22 +1,20 @@
 """Runs headwater roles inside one event loop: the edge and control HTTP apps under uvicorn (under
 hypercorn when they serve HTTPS), the consumer as a task. `up` runs all three; `serve ROLE` runs
-one; the tests run any of them."""
+one; the tests run any of them.
+
+This module is the wiring: it builds each role's objects, starts and stops them in order. What
+makes a role ready is ops/readiness.py, the listeners are ops/listeners.py, and the migrations
+the control role applies at start are ops/startup_migrations.py."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
 import gc
 import logging
-import socket
-import time
-from collections.abc import Awaitable, Generator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
-import uvicorn
 from clickhouse_connect.driver.client import Client
 from nats.aio.client import Client as NatsClient
 from nats.errors import Error as NatsError
@@ -35,13 +33,11 @@ from headwater.control.audit import AuditLog, ensure_audit_stream
 from headwater.control.clickhouse import connect as connect_clickhouse
 from headwater.control.idempotency import IdempotencyStore, ensure_idempotency_bucket, server_secret
 from headwater.control.query import QueryLimits, ReadOnlyQueries
-from headwater.control.query_grants import apply_grants, query_user
+from headwater.control.query_grants import query_user
 from headwater.control.service import ProjectService
 from headwater.control.settings import ControlSettings
 from headwater.control.store import BucketSettings, ProjectStore, ensure_projects_bucket
-from headwater.core.migrations import apply_migrations
 from headwater.core.projects.configcache import ConfigCache
-from headwater.core.projects.project import database_name
 from headwater.core.projects.registry import ProjectRegistry
 from headwater.core.projects.settings import Batching, ProjectSettings
 from headwater.core.service.httpapp import Readiness
@@ -49,7 +45,6 @@ from headwater.core.service.tasks import cancel_and_wait
 from headwater.core.wire.subjects import EVENTS_STREAM
 from headwater.edge.app import create_app as create_edge_app
 from headwater.edge.app import create_operator_app
-from headwater.edge.asgi import ASGIApp
 from headwater.edge.drainer import Drainer
 from headwater.edge.fallback import CircuitBreaker, FallbackSink
 from headwater.edge.metrics import EdgeMetrics
@@ -58,11 +53,12 @@ from headwater.edge.sink import JetStreamSink, Sink
 from headwater.edge.streams import StreamSettings, ensure_streams, purge_project_messages
 from headwater.spool import Spool, SpoolConfig
 
-from .httplimits import DEFAULT_HTTP_LIMITS, HTTPLimits, protocol_for
-from .loop import StackFailure
+from .httplimits import DEFAULT_HTTP_LIMITS, HTTPLimits
+from .listeners import Listeners
 from .natsauth import NatsAuth
 from .natsconn import ConnectionEvents, connect_nats, connect_nats_in_background
-from .tlsserver import TLSServer, server_context
+from .readiness import consumer_readiness, edge_readiness, nats_readiness
+from .startup_migrations import migrate_projects
 
 log = logging.getLogger(__name__)
 # A lone edge with a config cache waits this long for NATS before it starts without it.
@@ -91,63 +87,6 @@ async def _logged(what: str, awaitable: Awaitable[object]) -> None:
         log.warning("stopping %s failed", what, exc_info=True)
 
 
-class _HTTPServer(Protocol):
-    """What the stack needs of a server: uvicorn's, and the TLS one shaped like it."""
-
-    started: bool
-    should_exit: bool
-
-    async def serve(self, sockets: list[socket.socket]) -> None: ...
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handlers: the stack handles signals for all roles."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
-class PortInUse(StackFailure):
-    """A role's port is taken: said with the flag that changes it, not as a traceback."""
-
-    def __init__(self, role: str, host: str, port: int) -> None:
-        flags = (
-            "--operator-port"
-            if role == "operator"
-            else f"--{role}-port under `headwater up` or --port under `headwater serve {role}`"
-        )
-        super().__init__(
-            f"the {role} cannot listen on {host}:{port}: the port is already in use; choose another "
-            f"with {flags} (0 picks a free one), or stop what holds it"
-        )
-
-
-def bind(host: str, port: int, reuse_port: bool = False, role: str = "server") -> socket.socket:
-    """Bind before serving so a taken port fails start-up at once, and port 0 gives a free port."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise PortInUse(role, host, port) from None
-        raise
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
-def url_of(sock: socket.socket, scheme: str = "http") -> str:
-    host, port = sock.getsockname()[:2]
-    host = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{host}:{port}"
-
-
 def _tls_files(cert: str | None, key: str | None) -> tuple[str, str] | None:
     return None if cert is None or key is None else (cert, key)
 
@@ -171,9 +110,7 @@ class Stack:
         self.edge_operator_url: str | None = None  # the edge's /metrics and detailed /readyz
         self.control_url: str | None = None
         self.draining = False  # stopping after a shutdown delay: the edge reports not ready
-        self._servers: list[tuple[str, asyncio.Task[None]]] = []
-        self._http_servers: list[_HTTPServer] = []
-        self._sockets: list[socket.socket] = []
+        self._listeners = Listeners(settings.http)
         self._going_online: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -210,7 +147,9 @@ class Stack:
 
         if s.control is not None:
             assert self.clickhouse is not None, "the control plane needs a ClickHouse URL"
-            await self._migrate_projects(s.control.clickhouse_cluster, s.control.query_clickhouse_url)
+            await migrate_projects(
+                self.store, self.clickhouse, s.control.clickhouse_cluster, s.control.query_clickhouse_url
+            )
             idempotency = IdempotencyStore(
                 await ensure_idempotency_bucket(js, s.streams.replicas), server_secret(s.control)
             )
@@ -243,7 +182,7 @@ class Stack:
             # Quart's own deadline for reading a body (uvicorn's protocol bounds it too; hypercorn not).
             control_app.config["BODY_TIMEOUT"] = s.http.body_timeout_seconds
             tls = _tls_files(s.control.tls_cert, s.control.tls_key)
-            self.control_url = await self._serve(
+            self.control_url = await self._listeners.serve(
                 control_app, s.control.host, s.control.port, "control", tls=tls
             )
 
@@ -260,7 +199,9 @@ class Stack:
             await self.consumer.start()
             if s.consumer.port is not None:
                 app = create_consumer_app(self.consumer.metrics, self._consumer_readiness)
-                self.consumer_url = await self._serve(app, s.consumer.host, s.consumer.port, "consumer")
+                self.consumer_url = await self._listeners.serve(
+                    app, s.consumer.host, s.consumer.port, "consumer"
+                )
         # Everything long-lived exists now: keep it out of the garbage collector's scans (a batch
         # request spent ~8% of its CPU in GC before, measured with py-spy).
         gc.collect()
@@ -289,10 +230,12 @@ class Stack:
             s.edge, sink, self.registry, self._edge_readiness, metrics, s.http.body_timeout_seconds
         )
         tls = _tls_files(s.edge.tls_cert, s.edge.tls_key)
-        self.edge_url = await self._serve(edge_app, s.edge.host, s.edge.port, "edge", s.edge.reuse_port, tls)
+        self.edge_url = await self._listeners.serve(
+            edge_app, s.edge.host, s.edge.port, "edge", s.edge.reuse_port, tls
+        )
         if s.edge.operator_port is not None:
             operator_app = create_operator_app(self._edge_readiness, metrics)
-            self.edge_operator_url = await self._serve(
+            self.edge_operator_url = await self._listeners.serve(
                 operator_app, s.edge.operator_host, s.edge.operator_port, "operator", s.edge.reuse_port
             )
 
@@ -371,35 +314,11 @@ class Stack:
         drainer.start()
         return FallbackSink(direct, spool, breaker, metrics)
 
-    async def _migrate_projects(self, cluster: str | None, query_url: str | None = None) -> None:
-        """Bring every project's database to the newest schema (idempotent; a new headwater version
-        may bring migrations). A failure is logged and left for `headwater migrate` to retry."""
-        assert self.store is not None and self.clickhouse is not None
-        for project_id in await self.store.ids():
-            try:
-                applied = await asyncio.to_thread(
-                    apply_migrations, self.clickhouse, database_name(project_id), cluster
-                )
-            except Exception:
-                log.exception(
-                    "migrating project %s failed; run `headwater migrate` once it is fixed", project_id
-                )
-                continue
-            if applied:
-                log.info("project %s: applied migrations %s", project_id, applied)
-            if query_url is not None:
-                try:
-                    await asyncio.to_thread(
-                        apply_grants, self.clickhouse, project_id, query_user(query_url), cluster
-                    )
-                except Exception:
-                    log.exception("granting project %s's reader role failed", project_id)
-
     def failed(self) -> str | None:
         """A description of the first role that died, if one did."""
-        for role, task in self._servers:
-            if task.done():
-                return f"the {role} HTTP server stopped"
+        stopped = self._listeners.stopped()
+        if stopped is not None:
+            return f"the {stopped} HTTP server stopped"
         online = self._going_online
         if online is not None and online.done() and not online.cancelled() and online.exception():
             return f"starting with NATS failed: {online.exception()!r}"
@@ -416,19 +335,11 @@ class Stack:
         Each step runs even when an earlier one failed; failures are logged. An edge with a
         shutdown delay first serves on for that long, reporting not ready (draining)."""
         delay = self.settings.edge.shutdown_delay_seconds if self.settings.edge is not None else 0
-        if delay > 0 and self._http_servers and not self.draining:
+        if delay > 0 and self._listeners.serving and not self.draining:
             self.draining = True
             log.info("draining: /readyz answers 503 for %.1f s before the edge stops accepting", delay)
             await asyncio.sleep(delay)
-        for server in self._http_servers:
-            server.should_exit = True
-        for _, task in self._servers:
-            await _logged("HTTP server", task)
-        self._servers.clear()
-        self._http_servers.clear()
-        for sock in self._sockets:
-            sock.close()
-        self._sockets.clear()
+        await self._listeners.stop()
         if self._going_online is not None:
             await cancel_and_wait(self._going_online)
         if self.drainer is not None:
@@ -467,95 +378,17 @@ class Stack:
         return leftover(self.registry, project_id, received_at)
 
     def _consumer_readiness(self) -> Readiness:
-        """Ready while connected and consuming; a ClickHouse outage is reported with its length
-        (the consumer holds its batch and retries; nothing is lost)."""
         assert self.consumer is not None
-        retrying = self.consumer.retrying_since
-        details: dict[str, object] = {
-            "clickhouse_retrying_seconds": None
-            if retrying is None
-            else round(time.monotonic() - retrying, 1),
-            "rows_written": self.consumer.rows_written,
-            "dead_lettered": self.consumer.dead_lettered,
-        }
-        healthy, reason = self.consumer.health()
-        if reason is not None:
-            details["not_ready_because"] = reason
-        checks = {"nats": self._nats_connected(), "consuming": self.consumer.running, "healthy": healthy}
-        return Readiness(checks, details)
+        return consumer_readiness(self.consumer, self._nats_connected())
 
     def _nats_connected(self) -> bool:
         return self.nats is not None and self.nats.is_connected
 
     def _nats_readiness(self) -> Readiness:
-        return Readiness({"nats": self._nats_connected()})
+        return nats_readiness(self._nats_connected())
 
     def _edge_readiness(self) -> Readiness:
-        """Ready while events can be made durable (JetStream, or a writable spool) and the project
-        configs are loaded. With a spool, configs that went stale during an outage are reported but
-        keep the edge ready: a balancer draining every edge would turn an outage into data loss."""
         assert self.registry is not None
-        spool_writable = self.spool is not None and self.spool.writable()
-        details: dict[str, object] = {"config": self.registry.status()}
-        if self.spool is not None and self.breaker is not None:
-            details["spool"] = asdict(self.spool.stats())
-            details["breaker"] = self.breaker.state
-            details["spool_problem"] = self.drainer.problem if self.drainer is not None else None
-        fresh = not self.registry.stale or spool_writable
-        configs = (self.registry.synced or self.registry.from_cache) and self.registry.usable
-        # With the breaker open every publish goes to the spool: a full one (bytes or disk) means
-        # 503s, so not ready, even while the NATS connection is up.
-        jetstream = self._nats_connected() and (self.breaker is None or not self.breaker.is_open)
-        return Readiness(
-            {
-                "nats": jetstream or spool_writable,
-                "projects": configs and fresh,
-                "accepting": not self.draining,
-            },
-            details,
+        return edge_readiness(
+            self.registry, self.spool, self.breaker, self.drainer, self._nats_connected(), self.draining
         )
-
-    async def _serve(
-        self,
-        app: ASGIApp,
-        host: str,
-        port: int,
-        role: str,
-        reuse_port: bool = False,
-        tls: tuple[str, str] | None = None,
-    ) -> str:
-        """Serve `app` on a socket of its own: plain HTTP/1.1 under uvicorn, or, given a certificate
-        and key, HTTPS with HTTP/2 and HTTP/1.1 under hypercorn (ops/tlsserver.py)."""
-        context = None if tls is None else server_context(*tls)  # a bad file fails before binding
-        sock = bind(host, port, reuse_port, role)
-        self._sockets.append(sock)
-        limits = self.settings.http
-        server: _HTTPServer = _uvicorn(app, limits) if context is None else TLSServer(app, context, limits)
-        task = asyncio.create_task(server.serve(sockets=[sock]), name=f"{role}-server")
-        while not server.started:
-            if task.done():
-                task.result()  # re-raise the start-up failure
-                raise RuntimeError(f"the {role} server stopped during start-up")
-            await asyncio.sleep(0.01)
-        self._servers.append((role, task))
-        self._http_servers.append(server)
-        url = url_of(sock, "http" if context is None else "https")
-        log.info("%s listening on %s", role, url)
-        return url
-
-
-def _uvicorn(app: ASGIApp, limits: HTTPLimits) -> _Server:
-    config = uvicorn.Config(
-        app,
-        http=protocol_for(limits),
-        timeout_keep_alive=limits.keep_alive_seconds,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=10,
-        server_header=False,
-        # X-Forwarded-For is believed only from configured proxies (edge/clientip.py), never by
-        # uvicorn, which would otherwise trust it from 127.0.0.1.
-        proxy_headers=False,
-    )
-    return _Server(config)

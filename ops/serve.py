@@ -49,18 +49,11 @@ DEFAULT_SPOOL_DIR = ".headwater/spool"
 @click.command()
 @click.argument("role", type=click.Choice(["edge", "control", "consumer"]))
 @host_option
-@option(
-    "--port",
-    env="HEADWATER_PORT",
-    default=None,
-    type=int,
-    help="HTTP port (edge 8700, control 8701, consumer 8702: health and metrics).",
-)
+@option("--port", None, int, help="HTTP port (edge 8700, control 8701, consumer 8702: health and metrics).")
 @option(
     "--workers",
-    env="HEADWATER_WORKERS",
-    default=1,
-    type=click.IntRange(1, 64),
+    1,
+    click.IntRange(1, 64),
     help="Edge processes sharing the port (SO_REUSEPORT); one per core is a good start.",
 )
 @nats_url_option
@@ -68,32 +61,30 @@ DEFAULT_SPOOL_DIR = ".headwater/spool"
 @clickhouse_url_option
 @option(
     "--ack-wait",
+    120.0,
+    click.FloatRange(1, 3600),
     env="HEADWATER_CONSUMER_ACK_WAIT",
-    default=120.0,
-    type=click.FloatRange(1, 3600),
     help="Consumer: seconds before JetStream redelivers an unacknowledged message (e.g. after a "
     "crash); keep it above the longest project batching span. Set when the durable consumer is created.",
 )
 @option(
     "--max-batch-rows",
+    DEFAULT_MAX_BATCH_ROWS,
+    click.IntRange(1, 1_000_000),
     env="HEADWATER_CONSUMER_MAX_BATCH_ROWS",
-    default=DEFAULT_MAX_BATCH_ROWS,
-    type=click.IntRange(1, 1_000_000),
     help="Consumer: rows held (over all projects) before they are written, whatever the batching spans.",
 )
 @option(
     "--consumer-workers",
-    env="HEADWATER_CONSUMER_WORKERS",
-    default=None,
-    type=click.IntRange(0, 64),
+    None,
+    click.IntRange(0, 64),
     help="Consumer: processes that decode, enrich and encode events (default: one per core, none on "
     "one core; 0: in the consumer's own process).",
 )
 @option(
     "--consumer-unready-after",
-    env="HEADWATER_CONSUMER_UNREADY_AFTER",
-    default=30.0,
-    type=click.FloatRange(0, 3600),
+    30.0,
+    click.FloatRange(0, 3600),
     help="Consumer: seconds of failing inserts (ClickHouse unreachable, full, overloaded) after "
     "which /readyz answers 503; the batch is held and retried meanwhile.",
 )

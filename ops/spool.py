@@ -22,8 +22,7 @@ from .streams import connected, resolve_nats
 
 spool_dir_option = option(
     "--spool-dir",
-    env="HEADWATER_SPOOL_DIR",
-    default=".headwater/spool",
+    ".headwater/spool",
     help="The spool base directory (holding one directory per edge worker), or one worker's directory.",
 )
 

@@ -37,7 +37,7 @@ ALPN_PROTOCOLS = ["h2", "http/1.1"]
 GRACEFUL_SECONDS = 10  # as the uvicorn listeners: requests in flight get this long to finish
 HANDSHAKE_SECONDS = 10  # a client that opens a connection and never completes the handshake
 SHUTDOWN_SECONDS = 2  # how long a closing connection waits for the client's TLS close_notify
-BACKLOG = 2048  # asyncio listens again on the pre-bound socket: keep runtime.bind's backlog
+BACKLOG = 2048  # asyncio listens again on the pre-bound socket: keep listeners.bind's backlog
 
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
@@ -185,7 +185,7 @@ class TLSServer:
                 await asyncio.wait(pending, timeout=SHUTDOWN_SECONDS + 1)
 
     async def _wrapped(self, scope: Any, receive: Any, send: Any) -> None:
-        # Loose types, as runtime.ASGIApp: hypercorn types scopes and events more narrowly.
+        # Loose types, as edge.asgi.ASGIApp: hypercorn types scopes and events more narrowly.
         if scope["type"] == "http" and scope.get("http_version") == "2":
             exchange = H2Exchange(receive, send)
             await self._inner(scope, exchange.receive, exchange.send)

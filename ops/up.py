@@ -61,24 +61,13 @@ SAMPLE_QUERY = (
 @click.command()
 @data_dir_option
 @host_option
-@option(
-    "--edge-port",
-    env="HEADWATER_EDGE_PORT",
-    default=8700,
-    type=int,
-    help="Port of the ingest edge (0: any free).",
-)
-@option(
-    "--control-port", env="HEADWATER_CONTROL_PORT", default=8701, type=int, help="Port of the control API."
-)
-@option(
-    "--nats-port", env="HEADWATER_NATS_PORT", default=4222, type=int, help="Port of the embedded NATS server."
-)
+@option("--edge-port", 8700, int, help="Port of the ingest edge (0: any free).")
+@option("--control-port", 8701, int, help="Port of the control API.")
+@option("--nats-port", 4222, int, help="Port of the embedded NATS server.")
 @option(
     "--consumer-port",
-    env="HEADWATER_CONSUMER_PORT",
-    default=8702,
-    type=click.IntRange(0, 65535),
+    8702,
+    click.IntRange(0, 65535),
     help="Port of the consumer's /metrics and /readyz, on 127.0.0.1 (0: any free).",
 )
 @nats_url_option
