@@ -124,3 +124,8 @@ def test_every_route_of_the_app_is_in_the_document_and_no_other() -> None:
         if method != "parameters"
     }
     assert served == documented
+
+
+def test_an_unknown_field_is_answered_with_the_fields_expected_there() -> None:
+    message = refusal(lambda: apply_patch(PROJECT, {"settings": {"batching": {"span": 2}}}))[3]
+    assert message == "settings.batching.span is not a known field; expected one of ['span_seconds']"
