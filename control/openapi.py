@@ -1,10 +1,11 @@
 """The OpenAPI 3.1 document of the control API (served at /v1/openapi.json), generated.
 
 The bodies' schemas come from their msgspec Structs (schemas.py, and core/projects/settings.py for
-the settings), the same types that validate requests; `ROUTES` below adds what a type does not say:
-path, method, operation id, parameters, answers and error statuses. A new endpoint is a struct and
-a row here. tests/test_openapi_fuzz.py fuzzes the live API from this document and checks every
-answer against it; tests/test_control_api.py checks that it lists exactly the app's routes.
+the settings), the same types that validate requests; the table in `routes()` adds what a type
+does not say: path, method, operation id, parameters, answers and error statuses. A new endpoint
+is a struct and a row there. tests/test_openapi_fuzz.py fuzzes the live API from this document and
+checks every answer against it; tests/test_control_schemas.py checks that it lists exactly the
+app's routes.
 """
 
 from __future__ import annotations
