@@ -18,11 +18,13 @@ from headwater.core.service.httpapp import (
     new_app,
     read_json_object,
 )
+from headwater.core.service.validation import convert_body
 
 from .auth import authenticate_admin
 from .idempotency import validate_idempotency_key
 from .openapi import openapi_document
 from .query import ReadOnlyQueries
+from .schemas import Query, RotateKey
 from .service import ProjectService
 from .settings import ControlSettings
 from .store import ProjectStore
@@ -120,16 +122,11 @@ def create_app(
 
     @api.post("/projects/<project_id>/keys/rotate")
     async def rotate_key(project_id: str) -> Response:
-        body = await read_json_object()
-        for field in body:
-            if field not in ("kind", "grace_seconds"):
-                raise APIError(400, "invalid_field", "unknown field; expected kind, grace_seconds", field)
-        project, revision, key, old_expiry = await service.rotate_key(
-            project_id, body.get("kind"), body.get("grace_seconds"), g.actor
-        )
+        rotation = convert_body(await read_json_object(), RotateKey)
+        project, revision, key, old_expiry = await service.rotate_key(project_id, rotation, g.actor)
         answer = {
             **_project_body(project, revision),
-            "kind": body["kind"],
+            "kind": rotation.kind,
             "key": key,
             "previous_keys_expire_at": old_expiry,
         }
@@ -152,11 +149,8 @@ def create_app(
     @api.post("/projects/<project_id>/query")
     async def query_project(project_id: str) -> Response:
         await store.get(validate_project_id(project_id))  # 404 for an unknown project
-        body = await read_json_object()
-        sql = body.get("sql")
-        if not isinstance(sql, str):
-            raise APIError(400, "invalid_field", "sql must be a string", "sql")
-        result = await asyncio.to_thread(queries.run, project_id, sql)
+        query = convert_body(await read_json_object(), Query)
+        result = await asyncio.to_thread(queries.run, project_id, query.sql)
         return json_response({"columns": result.columns, "rows": result.rows})
 
     app.register_blueprint(api)

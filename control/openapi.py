@@ -1,22 +1,42 @@
-"""The OpenAPI 3.1 document of the control API (served at /v1/openapi.json).
+"""The OpenAPI 3.1 document of the control API (served at /v1/openapi.json), generated.
 
-Written by hand to match control/app.py and the validation it calls (service.py, project.py,
-project_settings.py, origins.py, idempotency.py); tests/test_openapi_fuzz.py fuzzes the live API
-from this document and checks every answer against it. The limits the server keeps as constants
-are imported from it.
+The bodies' schemas come from their msgspec Structs (schemas.py, and core/projects/settings.py for
+the settings), the same types that validate requests; the table in `routes()` adds what a type
+does not say: path, method, operation id, parameters, answers and error statuses. A new endpoint
+is a struct and a row there. tests/test_openapi_fuzz.py fuzzes the live API from this document and
+checks every answer against it; tests/test_control_schemas.py checks that it lists exactly the
+app's routes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from headwater.core.projects.project import PROJECT_ID_PATTERN
-from headwater.core.projects.settings import IP_HANDLING, MAX_REDACTED_PROPERTIES
+import msgspec
 
+from . import schemas
 from .idempotency import MAX_KEY_LENGTH
-from .service import MAX_GRACE_SECONDS
+from .schemas import (
+    CreatedProject,
+    CreateProject,
+    Error,
+    Health,
+    ProjectAnswer,
+    ProjectId,
+    ProjectPage,
+    ProjectPatch,
+    PurgedProject,
+    Query,
+    QueryResult,
+    Readiness,
+    RotatedKey,
+    RotateKey,
+)
 
 Schema = dict[str, Any]
+Body = type | tuple[type, ...] | Schema  # a struct, one of several structs, or a schema as it is
 
 JSON = "application/json"
 # Error codes by status. `not_found` is the router's: a path that matches no route (e.g. a project id
@@ -61,26 +81,318 @@ ERROR_DESCRIPTIONS = {
 }
 
 
+COMPONENTS = "#/components/schemas/{name}"
+
+
 def _ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _object(
-    properties: dict[str, Schema], required: tuple[str, ...] = (), extra: Schema | None = None
-) -> Schema:
-    """A closed object: the server refuses (or never sends) other properties."""
-    schema: Schema = {"type": "object", "properties": properties, "additionalProperties": False}
-    if required:
-        schema["required"] = list(required)
-    return {**schema, **(extra or {})}
-
-
-def _number(low: float, high: float, nullable: bool = False, **extra: Any) -> Schema:
-    return {"type": ["number", "null"] if nullable else "number", "minimum": low, "maximum": high, **extra}
+    return {"$ref": COMPONENTS.format(name=name)}
 
 
 def _json(schema: Schema) -> dict[str, Any]:
     return {JSON: {"schema": schema}}
+
+
+ETAG_HEADER = {
+    "description": "The project's KV revision, for `If-Match` on a later PATCH.",
+    "schema": {"type": "string", "pattern": '^"[0-9]+"$'},
+}
+REQUIRED_ETAG = {**ETAG_HEADER, "required": True}
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    description: str
+    body: Body
+    headers: Mapping[str, Schema] = field(default_factory=dict)
+    links: bool = False  # to the operations on the project it names (create's answer)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    answers: Mapping[int, Answer]
+    errors: tuple[int, ...] = ()
+    request: type | None = None
+    parameters: tuple[Schema, ...] = ()
+    description: str | None = None
+    public: bool = False  # no admin token needed
+
+
+def _parameter(name: str, where: str, schema: Schema, description: str | None = None) -> Schema:
+    parameter: Schema = {"name": name, "in": where}
+    if where == "header":
+        parameter["required"] = False
+    if description:
+        parameter["description"] = description
+    return {**parameter, "schema": schema}
+
+
+PROJECT_ANSWER = Answer("The project and its revision.", ProjectAnswer, {"ETag": REQUIRED_ETAG})
+ADMIN_ERRORS = (401, 403, 429)
+
+
+def routes() -> tuple[Route, ...]:
+    from .app import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE  # app imports this module
+
+    return (
+        Route("get", "/healthz", "health", "Liveness", {200: Answer("Alive.", Health)}, public=True),
+        Route(
+            "get",
+            "/readyz",
+            "readiness",
+            "Readiness: connected to NATS",
+            {200: Answer("Ready.", Readiness), 503: Answer("Not ready.", Readiness)},
+            public=True,
+        ),
+        Route(
+            "get",
+            "/v1/openapi.json",
+            "openapiDocument",
+            "This document",
+            {200: Answer("The OpenAPI document.", {"type": "object"})},
+            ADMIN_ERRORS,
+        ),
+        Route(
+            "post",
+            "/v1/projects",
+            "createProject",
+            "Create a project: its database, its config and a public and a secret key",
+            {
+                201: Answer(
+                    "Created (or the replayed answer of an earlier create).",
+                    CreatedProject,
+                    {
+                        "ETag": REQUIRED_ETAG,
+                        "Idempotent-Replayed": {
+                            "description": "Present when this is the stored answer of an earlier "
+                            "request with the same Idempotency-Key.",
+                            "schema": {"type": "string", "enum": ["true"]},
+                        },
+                    },
+                    links=True,
+                )
+            },
+            (400, 401, 403, 409, 413, 422, 429),
+            CreateProject,
+            (
+                _parameter(
+                    "Idempotency-Key",
+                    "header",
+                    {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": MAX_KEY_LENGTH,
+                        # Printable characters (a header is read as Latin-1).
+                        "pattern": r"^[\x20-\x7e\xa1-\xac\xae-\xff]+$",
+                    },
+                    "A retry with the same key and body gets the first answer again (with "
+                    "`Idempotent-Replayed: true`) for 24 hours. Use a random UUID.",
+                ),
+            ),
+        ),
+        Route(
+            "get",
+            "/v1/projects",
+            "listProjects",
+            "Projects in id order, a page at a time",
+            {200: Answer("A page of projects.", ProjectPage)},
+            (400, 401, 403, 429),
+            parameters=(
+                _parameter(
+                    "limit",
+                    "query",
+                    {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": DEFAULT_PAGE_SIZE},
+                ),
+                _parameter(
+                    "after",
+                    "query",
+                    _ref("ProjectId"),
+                    "Start after this project id (`next_after` of the previous page).",
+                ),
+            ),
+        ),
+        Route(
+            "get",
+            "/v1/projects/{project_id}",
+            "getProject",
+            "One project, with its revision",
+            {200: PROJECT_ANSWER},
+            (400, 401, 403, 404, 429),
+        ),
+        Route(
+            "patch",
+            "/v1/projects/{project_id}",
+            "updateProject",
+            "Change a project; fields not named keep their values",
+            {200: PROJECT_ANSWER},
+            (400, 401, 403, 404, 409, 412, 413, 429),
+            ProjectPatch,
+            (
+                _parameter(
+                    "If-Match",
+                    "header",
+                    {"type": "string", "pattern": r'^(\*|(W/)?"[0-9]+")$'},
+                    "Apply only if the project is still at this revision (its ETag); otherwise 412. "
+                    "Without it, or with `*`, the change is applied to the newest revision.",
+                ),
+            ),
+        ),
+        Route(
+            "delete",
+            "/v1/projects/{project_id}",
+            "deleteProject",
+            "Disable a project, or purge it with all its events",
+            {
+                200: Answer(
+                    "Disabled (the project, with an ETag) or purged.",
+                    (ProjectAnswer, PurgedProject),
+                    {"ETag": ETAG_HEADER},
+                )
+            },
+            (400, 401, 403, 404, 409, 413, 429),
+            parameters=(
+                _parameter("purge", "query", {"type": "boolean", "default": False}),
+                _parameter(
+                    "confirm",
+                    "query",
+                    {"type": "string"},
+                    "The project id, required with `purge=true` (it may also be sent as a JSON body "
+                    '`{"confirm": "<project id>"}`).',
+                ),
+            ),
+            description="Without `purge=true` the project is disabled (its keys stop working) and "
+            "kept. With `purge=true&confirm=<project id>` its messages are removed from JetStream, its "
+            "database is dropped and its config deleted.",
+        ),
+        Route(
+            "post",
+            "/v1/projects/{project_id}/keys/rotate",
+            "rotateProjectKey",
+            "Issue a new key; the current ones of that kind expire after a grace period",
+            {200: Answer("The new key and the project.", RotatedKey, {"ETag": REQUIRED_ETAG})},
+            (400, 401, 403, 404, 409, 413, 429),
+            RotateKey,
+        ),
+        Route(
+            "post",
+            "/v1/projects/{project_id}/query",
+            "queryProject",
+            "Read-only SQL in the project's database",
+            {200: Answer("The result.", QueryResult)},
+            (400, 401, 403, 404, 413, 422, 429, 503),
+            Query,
+            description="One SELECT confined to the project's database: ClickHouse parses it and "
+            "anything else (another database, `system` tables, table functions that reach files or "
+            "servers, dictionaries, KILL, SETTINGS, writes) is `403 query_not_allowed`; it runs with "
+            "`readonly=1` and limits on memory, time and rows (`422 query_too_expensive`) and a cap on "
+            "concurrent queries (`429`).",
+        ),
+    )
+
+
+def openapi_document() -> dict[str, Any]:
+    table = routes()
+    structs = _structs(table)
+    refs, components = msgspec.json.schema_components(structs, ref_template=COMPONENTS)
+    schema_of = dict(zip(structs, refs, strict=True))
+    paths: dict[str, dict[str, Any]] = {}
+    for route in table:
+        item = paths.setdefault(route.path, {})
+        if "{project_id}" in route.path:
+            item["parameters"] = [
+                {"name": "project_id", "in": "path", "required": True, "schema": _ref("ProjectId")}
+            ]
+        item[route.method] = _operation(route, schema_of)
+    document = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "headwater control API",
+            "version": "1",
+            "description": "Projects, keys and read-only queries. Every error is an `Error` object with "
+            "the HTTP status, a machine-readable `code`, a `message` and, when one part of the request is "
+            "at fault, its `field`.",
+        },
+        "security": [{"adminToken": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "adminToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "One of the control plane's admin tokens.",
+                }
+            },
+            "schemas": {**_finished(components), "ProjectId": msgspec.json.schema(ProjectId)},
+            "responses": {f"Error{status}": _error_response(status) for status in ERROR_CODES},
+        },
+    }
+    # As served: the generated defaults of tuple fields are tuples, which JSON has as arrays.
+    as_json: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(document))
+    return as_json
+
+
+def _structs(table: Iterable[Route]) -> tuple[type, ...]:
+    """Every struct a route names, each once, in order; and the error body."""
+    found: dict[type, None] = {Error: None}
+    for route in table:
+        bodies = [route.request, *(answer.body for answer in route.answers.values())]
+        for body in bodies:
+            for struct in body if isinstance(body, tuple) else (body,):
+                if isinstance(struct, type):
+                    found[struct] = None
+    return tuple(found)
+
+
+def _finished(components: dict[str, Schema]) -> dict[str, Schema]:
+    """The generated components with each struct's `json_schema_extra` added and no empty
+    `required` lists."""
+    extras = {
+        name: vars(struct)["json_schema_extra"]
+        for name, struct in vars(schemas).items()
+        if isinstance(struct, type)
+        and issubclass(struct, msgspec.Struct)
+        and "json_schema_extra" in vars(struct)
+    }
+    finished = {}
+    for name, schema in components.items():
+        schema = {key: value for key, value in schema.items() if value != [] or key != "required"}
+        finished[name] = {**schema, **extras.get(name, {})}
+    return finished
+
+
+def _operation(route: Route, schema_of: Mapping[type, Schema]) -> dict[str, Any]:
+    operation: dict[str, Any] = {"operationId": route.operation_id, "summary": route.summary}
+    if route.description:
+        operation["description"] = route.description
+    if route.public:
+        operation["security"] = []
+    if route.parameters:
+        operation["parameters"] = list(route.parameters)
+    if route.request is not None:
+        operation["requestBody"] = {"required": True, "content": _json(schema_of[route.request])}
+    responses: dict[str, Any] = {}
+    for status, answer in route.answers.items():
+        response: dict[str, Any] = {"description": answer.description}
+        if answer.headers:
+            response["headers"] = dict(answer.headers)
+        response["content"] = _json(_body_schema(answer.body, schema_of))
+        if answer.links:
+            response["links"] = _project_links("$response.body#/project/id")
+        responses[str(status)] = response
+    responses.update(_errors(*route.errors))
+    operation["responses"] = responses
+    return operation
+
+
+def _body_schema(body: Body, schema_of: Mapping[type, Schema]) -> Schema:
+    if isinstance(body, tuple):
+        return {"oneOf": [schema_of[struct] for struct in body]}
+    if isinstance(body, type):
+        return schema_of[body]
+    return body
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
@@ -95,531 +407,6 @@ def _error_response(status: int) -> dict[str, Any]:
         ]
     }
     return {"description": ERROR_DESCRIPTIONS[status], "content": _json(schema)}
-
-
-ETAG_HEADER = {
-    "description": "The project's KV revision, for `If-Match` on a later PATCH.",
-    "schema": {"type": "string", "pattern": '^"[0-9]+"$'},
-}
-# The answer to an operation on one project that returns it: body and ETag.
-PROJECT_RESPONSE = {
-    "description": "The project and its revision.",
-    "headers": {"ETag": {**ETAG_HEADER, "required": True}},
-    "content": _json(_ref("ProjectAnswer")),
-}
-
-PROJECT_ID_PARAMETER = {
-    "name": "project_id",
-    "in": "path",
-    "required": True,
-    "schema": _ref("ProjectId"),
-}
-
-# `*` may be written with surrounding whitespace; it is then stored as `*`.
-_ANY_ORIGIN_ENTRY = {"type": "string", "pattern": r"^\s*\*\s*$"}
-
-
-def _schemas() -> dict[str, Schema]:
-    iso_time = {"type": "string", "format": "date-time"}
-    iso_time_or_null = {"type": ["string", "null"], "format": "date-time"}
-    redact: Schema = {
-        "type": "array",
-        "maxItems": MAX_REDACTED_PROPERTIES,
-        "items": {"type": "string", "minLength": 1, "maxLength": 200},
-        "description": "Event property names removed before storage.",
-    }
-    rate_limits: dict[str, Schema] = {
-        "project_events_per_second": _number(
-            0.01, 1e7, nullable=True, description="Events per second for the whole project; null: unlimited."
-        ),
-        "ip_events_per_second": _number(
-            0.01, 1e7, nullable=True, description="Events per second per client IP; null: unlimited."
-        ),
-        "burst_seconds": _number(0.1, 3600, description="Seconds of headroom above the rate."),
-    }
-    batching: dict[str, Schema] = {
-        "span_seconds": _number(0.05, 60, description="How long the consumer batches events.")
-    }
-    anonymisation: dict[str, Schema] = {
-        "ip": {"type": "string", "enum": list(IP_HANDLING), "description": "What happens to client IPs."},
-        "redact_properties": redact,
-    }
-    return {
-        "Error": _object(
-            {
-                "status": {"type": "integer", "minimum": 400, "maximum": 599},
-                "code": {"type": "string", "minLength": 1, "description": "Machine-readable error code."},
-                "message": {"type": "string", "description": "Explanation for people."},
-                "field": {
-                    "type": "string",
-                    "description": "The field, parameter or header at fault, e.g. `allowed_origins[1]`.",
-                },
-            },
-            ("status", "code", "message"),
-        ),
-        "ProjectId": {
-            "type": "string",
-            "pattern": PROJECT_ID_PATTERN.pattern,
-            "description": "Lowercase letters, digits and `_`: a subject token and part of a database name.",
-            "examples": ["shop"],
-        },
-        "Health": _object({"status": {"const": "ok"}}, ("status",)),
-        # Open: a role may report details of its checks beside them (the edge reports `config`).
-        "Readiness": {
-            "type": "object",
-            "properties": {
-                "ready": {"type": "boolean", "description": "Whether every check passes."},
-                "checks": {"type": "object", "additionalProperties": {"type": "boolean"}},
-            },
-            "required": ["ready", "checks"],
-        },
-        # -- settings ------------------------------------------------------------------------
-        "RateLimits": _object(rate_limits, tuple(rate_limits)),
-        "Batching": _object(batching, tuple(batching)),
-        "Anonymisation": _object(
-            {**anonymisation, "redact_properties": {**redact, "uniqueItems": True}}, tuple(anonymisation)
-        ),
-        "ProjectSettings": _object(
-            {
-                "rate_limits": _ref("RateLimits"),
-                "batching": _ref("Batching"),
-                "anonymisation": _ref("Anonymisation"),
-            },
-            ("rate_limits", "batching", "anonymisation"),
-        ),
-        "ProjectSettingsPatch": _object(
-            {
-                "rate_limits": _object(rate_limits),
-                "batching": _object(batching),
-                "anonymisation": _object(anonymisation),
-            },
-            extra={"description": "Settings to change; a group's fields not named keep their values."},
-        ),
-        # -- projects ------------------------------------------------------------------------
-        "AllowedOrigin": {
-            "type": "string",
-            "pattern": r"^(\*|https?://[^/?#]+)$",
-            "description": "A normalised origin `scheme://host[:port]`, a wildcard "
-            "`scheme://*.domain[:port]`, or `*` (any origin).",
-        },
-        "AllowedOriginInput": {
-            "type": "string",
-            "pattern": r"\S",
-            "description": "An origin `scheme://host[:port]` (http or https; normalised: lowercase host, "
-            "default port and trailing `/` dropped), a wildcard over the subdomains of a domain of at "
-            "least two labels (`https://*.example.com`), or `*` (needs `allow_any_origin: true`). "
-            "A bad entry is refused with `400 invalid_origin` naming it, e.g. `allowed_origins[1]`.",
-            "examples": ["https://shop.example.com"],
-        },
-        "PublicKey": _object(
-            {
-                "key": {"type": "string", "pattern": "^hwpk_[A-Za-z0-9_-]+$"},
-                "created_at": iso_time,
-                "expires_at": {**iso_time_or_null, "description": "Set once the key was rotated."},
-            },
-            ("key", "created_at", "expires_at"),
-        ),
-        "SecretKeyHint": _object(
-            {
-                "hint": {
-                    "type": "string",
-                    "pattern": "^hwsk_[A-Za-z0-9_-]{4}$",
-                    "description": "The key's first characters; the key itself is never stored.",
-                },
-                "created_at": iso_time,
-                "expires_at": iso_time_or_null,
-            },
-            ("hint", "created_at", "expires_at"),
-        ),
-        "Project": _object(
-            {
-                "id": _ref("ProjectId"),
-                "name": {"type": "string", "minLength": 1, "maxLength": 200},
-                "enabled": {"type": "boolean"},
-                "allowed_origins": {"type": "array", "items": _ref("AllowedOrigin"), "uniqueItems": True},
-                "allow_any_origin": {"type": "boolean"},
-                "settings": _ref("ProjectSettings"),
-                "created_at": iso_time,
-                "updated_at": iso_time_or_null,
-                "database": {"type": "string", "pattern": "^hw_[a-z0-9_]{1,48}$"},
-                "public_keys": {"type": "array", "items": _ref("PublicKey")},
-                "secret_keys": {"type": "array", "items": _ref("SecretKeyHint")},
-            },
-            (
-                "id",
-                "name",
-                "enabled",
-                "allowed_origins",
-                "allow_any_origin",
-                "settings",
-                "created_at",
-                "updated_at",
-                "database",
-                "public_keys",
-                "secret_keys",
-            ),
-            # `*` is only ever stored together with allow_any_origin.
-            {
-                "if": {"properties": {"allowed_origins": {"contains": {"const": "*"}}}},
-                "then": {"properties": {"allow_any_origin": {"const": True}}},
-            },
-        ),
-        "ProjectAnswer": _object(
-            {"project": _ref("Project"), "revision": {"type": "integer", "minimum": 1}},
-            ("project", "revision"),
-        ),
-        "CreatedProject": _object(
-            {
-                "project": _ref("Project"),
-                "revision": {"type": "integer", "minimum": 1},
-                "public_key": {"type": "string", "pattern": "^hwpk_[A-Za-z0-9_-]+$"},
-                "secret_key": {
-                    "type": "string",
-                    "pattern": "^hwsk_[A-Za-z0-9_-]+$",
-                    "description": "Shown in this answer only: headwater stores its SHA-256 digest.",
-                },
-            },
-            ("project", "revision", "public_key", "secret_key"),
-        ),
-        "CreateProject": _object(
-            {
-                "id": _ref("ProjectId"),
-                "name": {
-                    "type": "string",
-                    "maxLength": 200,
-                    "pattern": r"\S",
-                    "description": "Defaults to the id; surrounding whitespace is removed.",
-                },
-                "allowed_origins": {"type": "array", "items": _ref("AllowedOriginInput"), "default": []},
-                "allow_any_origin": {
-                    "type": "boolean",
-                    "default": False,
-                    "description": "Confirms `*` in allowed_origins.",
-                },
-                "settings": _ref("ProjectSettingsPatch"),
-            },
-            ("id",),
-            {
-                "if": {
-                    "properties": {"allowed_origins": {"contains": _ANY_ORIGIN_ENTRY}},
-                    "required": ["allowed_origins"],
-                },
-                "then": {
-                    "properties": {"allow_any_origin": {"const": True}},
-                    "required": ["allow_any_origin"],
-                },
-                "examples": [
-                    {
-                        "id": "shop",
-                        "name": "Shop",
-                        "allowed_origins": ["https://shop.example.com", "https://*.example.org"],
-                    }
-                ],
-            },
-        ),
-        "ProjectPatch": _object(
-            {
-                "name": {"type": "string", "maxLength": 200, "pattern": r"\S"},
-                "enabled": {"type": "boolean"},
-                "allowed_origins": {
-                    "type": "array",
-                    "items": _ref("AllowedOriginInput"),
-                    "description": "Replaces the list.",
-                },
-                "allow_any_origin": {
-                    "type": "boolean",
-                    "description": "false is refused while `*` stays in allowed_origins.",
-                },
-                "settings": _ref("ProjectSettingsPatch"),
-            },
-            extra={
-                "if": {
-                    "properties": {"allowed_origins": {"contains": _ANY_ORIGIN_ENTRY}},
-                    "required": ["allowed_origins"],
-                },
-                "then": {"properties": {"allow_any_origin": {"const": True}}},
-                "examples": [{"name": "Shop", "settings": {"rate_limits": {"ip_events_per_second": 50}}}],
-            },
-        ),
-        "ProjectPage": _object(
-            {
-                "projects": {"type": "array", "items": _ref("Project")},
-                "next_after": {
-                    "type": ["string", "null"],
-                    "pattern": PROJECT_ID_PATTERN.pattern,
-                    "description": "Pass as `after` for the next page; null on the last page.",
-                },
-            },
-            ("projects", "next_after"),
-        ),
-        "RotateKey": _object(
-            {
-                "kind": {"type": "string", "enum": ["public", "secret"]},
-                "grace_seconds": _number(
-                    0,
-                    MAX_GRACE_SECONDS,
-                    nullable=True,
-                    description="How long the current keys of this kind stay valid; null: 24 hours.",
-                ),
-            },
-            ("kind",),
-        ),
-        "RotatedKey": _object(
-            {
-                "project": _ref("Project"),
-                "revision": {"type": "integer", "minimum": 1},
-                "kind": {"type": "string", "enum": ["public", "secret"]},
-                "key": {
-                    "type": "string",
-                    "pattern": "^hw[ps]k_[A-Za-z0-9_-]+$",
-                    "description": "The new key; a secret key is shown in this answer only.",
-                },
-                "previous_keys_expire_at": {
-                    **iso_time,
-                    "description": "When the last of the earlier keys of this kind stops working.",
-                },
-            },
-            ("project", "revision", "kind", "key", "previous_keys_expire_at"),
-        ),
-        "PurgedProject": _object(
-            {
-                "id": _ref("ProjectId"),
-                "purged": {"const": True},
-                "messages_purged": {"type": "integer", "minimum": 0},
-                "database_dropped": {"type": "string", "pattern": "^hw_[a-z0-9_]{1,48}$"},
-            },
-            ("id", "purged", "messages_purged", "database_dropped"),
-        ),
-        "Query": {
-            "type": "object",
-            "properties": {"sql": {"type": "string", "minLength": 1, "description": "One read-only query."}},
-            "required": ["sql"],
-            "examples": [{"sql": "SELECT event, count() FROM events FINAL GROUP BY event"}],
-        },
-        "QueryResult": _object(
-            {
-                "columns": {"type": "array", "items": {"type": "string"}},
-                "rows": {
-                    "type": "array",
-                    "items": {"type": "array"},
-                    "description": "One array per row, in column order; values as JSON, dates as strings.",
-                },
-            },
-            ("columns", "rows"),
-        ),
-    }
-
-
-def openapi_document() -> dict[str, Any]:
-    from .app import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE  # app imports this module
-
-    admin_errors = _errors(401, 403, 429)
-    no_auth: list[dict[str, list[str]]] = []
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "headwater control API",
-            "version": "1",
-            "description": "Projects, keys and read-only queries. Every error is an `Error` object with "
-            "the HTTP status, a machine-readable `code`, a `message` and, when one part of the request is "
-            "at fault, its `field`.",
-        },
-        "security": [{"adminToken": []}],
-        "paths": {
-            "/healthz": {
-                "get": {
-                    "operationId": "health",
-                    "summary": "Liveness",
-                    "security": no_auth,
-                    "responses": {"200": {"description": "Alive.", "content": _json(_ref("Health"))}},
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "operationId": "readiness",
-                    "summary": "Readiness: connected to NATS",
-                    "security": no_auth,
-                    "responses": {
-                        "200": {"description": "Ready.", "content": _json(_ref("Readiness"))},
-                        "503": {"description": "Not ready.", "content": _json(_ref("Readiness"))},
-                    },
-                }
-            },
-            "/v1/openapi.json": {
-                "get": {
-                    "operationId": "openapiDocument",
-                    "summary": "This document",
-                    "responses": {
-                        "200": {"description": "The OpenAPI document.", "content": _json({"type": "object"})},
-                        **admin_errors,
-                    },
-                }
-            },
-            "/v1/projects": {
-                "post": {
-                    "operationId": "createProject",
-                    "summary": "Create a project: its database, its config and a public and a secret key",
-                    "parameters": [
-                        {
-                            "name": "Idempotency-Key",
-                            "in": "header",
-                            "required": False,
-                            "description": "A retry with the same key and body gets the first answer "
-                            "again (with `Idempotent-Replayed: true`) for 24 hours. Use a random UUID.",
-                            "schema": {
-                                "type": "string",
-                                "minLength": 1,
-                                "maxLength": MAX_KEY_LENGTH,
-                                # Printable characters (a header is read as Latin-1).
-                                "pattern": r"^[\x20-\x7e\xa1-\xac\xae-\xff]+$",
-                            },
-                        }
-                    ],
-                    "requestBody": {"required": True, "content": _json(_ref("CreateProject"))},
-                    "responses": {
-                        "201": {
-                            "description": "Created (or the replayed answer of an earlier create).",
-                            "headers": {
-                                "ETag": {**ETAG_HEADER, "required": True},
-                                "Idempotent-Replayed": {
-                                    "description": "Present when this is the stored answer of an earlier "
-                                    "request with the same Idempotency-Key.",
-                                    "schema": {"type": "string", "enum": ["true"]},
-                                },
-                            },
-                            "content": _json(_ref("CreatedProject")),
-                            "links": _project_links("$response.body#/project/id"),
-                        },
-                        **_errors(400, 401, 403, 409, 413, 422, 429),
-                    },
-                },
-                "get": {
-                    "operationId": "listProjects",
-                    "summary": "Projects in id order, a page at a time",
-                    "parameters": [
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "schema": {
-                                "type": "integer",
-                                "minimum": 1,
-                                "maximum": MAX_PAGE_SIZE,
-                                "default": DEFAULT_PAGE_SIZE,
-                            },
-                        },
-                        {
-                            "name": "after",
-                            "in": "query",
-                            "description": "Start after this project id (`next_after` of the previous page).",
-                            "schema": _ref("ProjectId"),
-                        },
-                    ],
-                    "responses": {
-                        "200": {"description": "A page of projects.", "content": _json(_ref("ProjectPage"))},
-                        **_errors(400, 401, 403, 429),
-                    },
-                },
-            },
-            "/v1/projects/{project_id}": {
-                "parameters": [PROJECT_ID_PARAMETER],
-                "get": {
-                    "operationId": "getProject",
-                    "summary": "One project, with its revision",
-                    "responses": {"200": PROJECT_RESPONSE, **_errors(400, 401, 403, 404, 429)},
-                },
-                "patch": {
-                    "operationId": "updateProject",
-                    "summary": "Change a project; fields not named keep their values",
-                    "parameters": [
-                        {
-                            "name": "If-Match",
-                            "in": "header",
-                            "required": False,
-                            "description": "Apply only if the project is still at this revision (its "
-                            "ETag); otherwise 412. Without it, or with `*`, the change is applied to the "
-                            "newest revision.",
-                            "schema": {"type": "string", "pattern": r'^(\*|(W/)?"[0-9]+")$'},
-                        }
-                    ],
-                    "requestBody": {"required": True, "content": _json(_ref("ProjectPatch"))},
-                    "responses": {"200": PROJECT_RESPONSE, **_errors(400, 401, 403, 404, 409, 412, 413, 429)},
-                },
-                "delete": {
-                    "operationId": "deleteProject",
-                    "summary": "Disable a project, or purge it with all its events",
-                    "description": "Without `purge=true` the project is disabled (its keys stop working) "
-                    "and kept. With `purge=true&confirm=<project id>` its messages are removed from "
-                    "JetStream, its database is dropped and its config deleted.",
-                    "parameters": [
-                        {
-                            "name": "purge",
-                            "in": "query",
-                            "schema": {"type": "boolean", "default": False},
-                        },
-                        {
-                            "name": "confirm",
-                            "in": "query",
-                            "description": "The project id, required with `purge=true` (it may also be sent "
-                            'as a JSON body `{"confirm": "<project id>"}`).',
-                            "schema": {"type": "string"},
-                        },
-                    ],
-                    "responses": {
-                        "200": {
-                            "description": "Disabled (the project, with an ETag) or purged.",
-                            "headers": {"ETag": ETAG_HEADER},
-                            "content": _json({"oneOf": [_ref("ProjectAnswer"), _ref("PurgedProject")]}),
-                        },
-                        **_errors(400, 401, 403, 404, 409, 413, 429),
-                    },
-                },
-            },
-            "/v1/projects/{project_id}/keys/rotate": {
-                "parameters": [PROJECT_ID_PARAMETER],
-                "post": {
-                    "operationId": "rotateProjectKey",
-                    "summary": "Issue a new key; the current ones of that kind expire after a grace period",
-                    "requestBody": {"required": True, "content": _json(_ref("RotateKey"))},
-                    "responses": {
-                        "200": {
-                            "description": "The new key and the project.",
-                            "headers": {"ETag": {**ETAG_HEADER, "required": True}},
-                            "content": _json(_ref("RotatedKey")),
-                        },
-                        **_errors(400, 401, 403, 404, 409, 413, 429),
-                    },
-                },
-            },
-            "/v1/projects/{project_id}/query": {
-                "parameters": [PROJECT_ID_PARAMETER],
-                "post": {
-                    "operationId": "queryProject",
-                    "summary": "Read-only SQL in the project's database",
-                    "description": "One SELECT confined to the project's database: ClickHouse parses it "
-                    "and anything else (another database, `system` tables, table functions that reach "
-                    "files or servers, dictionaries, KILL, SETTINGS, writes) is `403 query_not_allowed`; "
-                    "it runs with `readonly=1` and limits on memory, time and rows "
-                    "(`422 query_too_expensive`) and a cap on concurrent queries (`429`).",
-                    "requestBody": {"required": True, "content": _json(_ref("Query"))},
-                    "responses": {
-                        "200": {"description": "The result.", "content": _json(_ref("QueryResult"))},
-                        **_errors(400, 401, 403, 404, 413, 422, 429, 503),
-                    },
-                },
-            },
-        },
-        "components": {
-            "securitySchemes": {
-                "adminToken": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "One of the control plane's admin tokens.",
-                }
-            },
-            "schemas": _schemas(),
-            "responses": {f"Error{status}": _error_response(status) for status in ERROR_CODES},
-        },
-    }
 
 
 def _project_links(project_id: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
+from msgspec import UnsetType
 
 from headwater.core.migrations import apply_migrations, drop_database
 from headwater.core.projects.keys import ApiKey, KeyKind
@@ -20,17 +21,15 @@ from headwater.core.projects.origins import normalise_origins
 from headwater.core.projects.project import Project, database_name, iso, utc_now, validate_project_id
 from headwater.core.projects.settings import ProjectSettings
 from headwater.core.service.errors import APIError, ProjectExists
+from headwater.core.service.validation import convert_body
 
 from .audit import AuditLog
 from .idempotency import IdempotencyStore, StoredAnswer
 from .query_grants import apply_grants, revoke_grants
+from .schemas import CreateProject, ProjectPatch, RotateKey
 from .store import ProjectStore, RevisionMismatch
 
 MAX_UPDATE_ATTEMPTS = 50
-MAX_GRACE_SECONDS = 30 * 24 * 3600
-DEFAULT_GRACE_SECONDS = 24 * 3600
-PATCHABLE = {"name", "enabled", "allowed_origins", "allow_any_origin", "settings"}
-CREATABLE = {"id", "name", "allowed_origins", "allow_any_origin", "settings"}
 
 # Removes a project's messages from the JetStream streams; returns how many were removed.
 MessagePurger = Callable[[str], Awaitable[int]]
@@ -52,44 +51,28 @@ class CreatedProject:
         }
 
 
-def _check_keys(body: dict[str, Any], allowed: set[str]) -> None:
-    for key in body:
-        if key not in allowed:
-            raise APIError(400, "invalid_field", f"unknown field; expected one of {sorted(allowed)}", key)
-
-
-def _name(value: object) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > 200:
-        raise APIError(
-            400, "invalid_field", "name must be a non-empty string of at most 200 characters", "name"
-        )
-    return value.strip()
-
-
-def _bool(value: object, field: str) -> bool:
-    if not isinstance(value, bool):
-        raise APIError(400, "invalid_field", f"{field} must be true or false", field)
-    return value
-
-
-def apply_patch(project: Project, patch: dict[str, Any]) -> Project:
+def apply_patch(project: Project, body: dict[str, Any]) -> Project:
     """`project` with the fields of a PATCH body applied; 400 naming the field at fault."""
-    _check_keys(patch, PATCHABLE)
+    patch = convert_body(body, ProjectPatch)
     changes: dict[str, Any] = {}
-    if "name" in patch:
-        changes["name"] = _name(patch["name"])
-    if "enabled" in patch:
-        changes["enabled"] = _bool(patch["enabled"], "enabled")
-    allow_any = _bool(patch["allow_any_origin"], "allow_any_origin") if "allow_any_origin" in patch else None
-    if allow_any is not None:
-        changes["allow_any_origin"] = allow_any
-    effective_allow_any = project.allow_any_origin if allow_any is None else allow_any
-    if "allowed_origins" in patch:
-        changes["allowed_origins"] = normalise_origins(patch["allowed_origins"], effective_allow_any)
-    elif "*" in project.allowed_origins and not effective_allow_any:
-        raise APIError(400, "invalid_field", "remove '*' from allowed_origins first", "allow_any_origin")
-    if "settings" in patch:
-        changes["settings"] = project.settings.merged(patch["settings"])
+    if not isinstance(patch.name, UnsetType):
+        changes["name"] = patch.name
+    if not isinstance(patch.enabled, UnsetType):
+        changes["enabled"] = patch.enabled
+    allow_any = project.allow_any_origin
+    if not isinstance(patch.allow_any_origin, UnsetType):
+        changes["allow_any_origin"] = allow_any = patch.allow_any_origin
+    if not isinstance(patch.allowed_origins, UnsetType):
+        changes["allowed_origins"] = normalise_origins(list(patch.allowed_origins), allow_any)
+    elif "*" in project.allowed_origins and not allow_any:
+        raise APIError(
+            400,
+            "invalid_field",
+            "allow_any_origin can be false only once '*' is removed from allowed_origins",
+            "allow_any_origin",
+        )
+    if not isinstance(patch.settings, UnsetType):
+        changes["settings"] = project.settings.merged(patch.settings)
     return replace(project, **changes)
 
 
@@ -140,12 +123,13 @@ class ProjectService:
         return answer, False
 
     async def _create(self, body: dict[str, Any], actor: str) -> CreatedProject:
-        _check_keys(body, CREATABLE)
-        project_id = validate_project_id(body.get("id"))
-        allow_any = _bool(body.get("allow_any_origin", False), "allow_any_origin")
-        name = _name(body.get("name", project_id))
-        origins = normalise_origins(body.get("allowed_origins", []), allow_any)
-        settings = ProjectSettings().merged(body.get("settings", {}))
+        request = convert_body(body, CreateProject)
+        project_id, name, origins, allow_any = (
+            request.id,
+            request.project_name,
+            request.allowed_origins,
+            request.allow_any_origin,
+        )
         if await self._store.find(project_id) is not None:
             raise ProjectExists(project_id)
         now = iso(utc_now())
@@ -158,7 +142,7 @@ class ProjectService:
             allow_any_origin=allow_any,
             keys=(public, secret),
             created_at=now,
-            settings=settings,
+            settings=ProjectSettings().merged(request.settings),
         )
         # The database exists before the project does: once the KV entry is visible, edges accept
         # its events and consumers write them, so the table must already be there.
@@ -204,36 +188,22 @@ class ProjectService:
         self, project_id: str, patch: dict[str, Any], actor: str, if_match: int | None = None
     ) -> tuple[Project, int]:
         validate_project_id(project_id)
-        # Validated inside the loop, against the newest revision (allow_any_origin may have changed).
+        # Validated inside the loop, so that an unknown project is a 404 whatever the body, and against
+        # the newest revision (allow_any_origin may have changed).
         before, after, revision = await self._change(project_id, lambda p: apply_patch(p, patch), if_match)
         changed = sorted(k for k in patch if getattr(before, k) != getattr(after, k))
         if changed:
-            await self._audit.record(
-                actor, "project.update", project_id, changed=changed, patch=_auditable(patch)
-            )
+            await self._audit.record(actor, "project.update", project_id, changed=changed, patch=patch)
         return after, revision
 
     async def rotate_key(
-        self, project_id: str, kind: object, grace_seconds: object, actor: str
+        self, project_id: str, request: RotateKey, actor: str
     ) -> tuple[Project, int, str, str]:
-        """A new key of `kind`; the old ones expire after the grace period. Returns the project,
-        its revision, the new key and when the old keys expire."""
+        """A new key of `request.kind`; the old ones expire after the grace period. Returns the
+        project, its revision, the new key and when the old keys expire."""
         validate_project_id(project_id)
-        if kind not in ("public", "secret"):
-            raise APIError(400, "invalid_field", "kind must be 'public' or 'secret'", "kind")
-        grace = DEFAULT_GRACE_SECONDS if grace_seconds is None else grace_seconds
-        if (
-            isinstance(grace, bool)
-            or not isinstance(grace, int | float)
-            or not 0 <= grace <= MAX_GRACE_SECONDS
-        ):
-            raise APIError(
-                400,
-                "invalid_field",
-                f"grace_seconds must be a number from 0 to {MAX_GRACE_SECONDS}",
-                "grace_seconds",
-            )
-        key_kind: KeyKind = kind
+        key_kind: KeyKind = request.kind
+        grace = request.grace
         now = utc_now()
         new_keys: list[str] = []
 
@@ -246,7 +216,7 @@ class ProjectService:
         # When the last of the earlier keys stops working (one may already have had an earlier expiry).
         previous = [k.expires_at for k in after.keys[:-1] if k.kind == key_kind and k.expires_at]
         old_expiry = max(previous, default=iso(now))
-        await self._audit.record(actor, "project.rotate_key", project_id, kind=kind, grace_seconds=grace)
+        await self._audit.record(actor, "project.rotate_key", project_id, kind=key_kind, grace_seconds=grace)
         return after, revision, new_keys[0], old_expiry
 
     async def disable(self, project_id: str, actor: str) -> tuple[Project, int]:
@@ -279,8 +249,3 @@ class ProjectService:
             actor, "project.purge", project_id, messages_purged=messages, database=database
         )
         return {"id": project_id, "purged": True, "messages_purged": messages, "database_dropped": database}
-
-
-def _auditable(patch: dict[str, Any]) -> dict[str, Any]:
-    """The PATCH as recorded in the audit trail (it holds no secrets: keys are not patchable)."""
-    return {k: v for k, v in patch.items() if k in PATCHABLE}

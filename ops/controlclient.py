@@ -35,7 +35,7 @@ class ControlAPIError(click.ClickException):
         self.code = code
         self.api_message = message
         self.field = field
-        where = f"{field}: " if field else ""
+        where = f"{field}: " if field and not message.startswith(field) else ""  # named once
         super().__init__(f"{where}{message} ({code}, HTTP {status})" + (f"\n{hint}" if hint else ""))
 
     def with_hint(self, hint: str) -> ControlAPIError:

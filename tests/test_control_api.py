@@ -108,6 +108,25 @@ async def test_existing_project_id_conflicts(
         ),
         ({"id": "ok", "allowed_origins": "https://a.example"}, 400, "invalid_field", "allowed_origins"),
         ({"id": "ok", "name": ""}, 400, "invalid_field", "name"),
+        ({"id": "ok", "color": "red"}, 400, "invalid_field", "color"),
+        (
+            {"id": "ok", "settings": {"rate_limits": {"burst_seconds": "10"}}},
+            400,
+            "invalid_field",
+            "settings.rate_limits.burst_seconds",
+        ),
+        (
+            {"id": "ok", "settings": {"batching": {"span_seconds": 3601}}},
+            400,
+            "invalid_field",
+            "settings.batching.span_seconds",
+        ),
+        (
+            {"id": "ok", "settings": {"anonymisation": {"redact_properties": ["email"], "hash": True}}},
+            400,
+            "invalid_field",
+            "settings.anonymisation.hash",
+        ),
     ],
 )
 async def test_invalid_create_requests_say_which_field(
@@ -117,6 +136,7 @@ async def test_invalid_create_requests_say_which_field(
     assert response.status_code == status
     assert response.json()["code"] == code
     assert response.json()["field"] == field
+    assert response.json()["message"].startswith(field)
 
 
 async def test_malformed_json_is_a_clear_400(control: Stack, http: httpx.AsyncClient) -> None:

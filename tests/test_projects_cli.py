@@ -145,7 +145,7 @@ async def test_update_replaces_origins_merges_settings_and_checks_the_revision(
         url(control), "projects", "update", project_id, "--settings", '{"batching": {"span_seconds": 999}}'
     )
     assert bad_setting.code == 1
-    assert "settings.batching.span_seconds: must be a number" in bad_setting.stderr, bad_setting.stderr
+    assert "settings.batching.span_seconds must be a number" in bad_setting.stderr, bad_setting.stderr
     assert "invalid_field, HTTP 400" in bad_setting.stderr
 
     not_json = await headwater(url(control), "projects", "update", project_id, "--settings", "[1]")

@@ -65,20 +65,21 @@ def normalise_allowed_origin(raw: str) -> str:
 def normalise_origins(values: object, allow_any: bool, field: str = "allowed_origins") -> tuple[str, ...]:
     """Normalise a list of allowed origins; an invalid entry is reported with its index."""
     if not isinstance(values, list):
-        raise APIError(400, "invalid_field", "must be a list of origins", field)
+        raise APIError(400, "invalid_field", f"{field} must be a list of origins", field)
     normalised: list[str] = []
     for index, value in enumerate(values):
+        entry = f"{field}[{index}]"
         try:
             origin = normalise_allowed_origin(value)
         except ValueError as exc:
-            raise APIError(400, "invalid_origin", str(exc), f"{field}[{index}]") from None
+            raise APIError(400, "invalid_origin", f"{entry}: {exc}", entry) from None
         if origin == ANY_ORIGIN and not allow_any:
             raise APIError(
                 400,
                 "invalid_origin",
-                "'*' lets every website send events with the public key; "
+                f"{entry}: '*' lets every website send events with the public key; "
                 "set allow_any_origin: true to confirm",
-                f"{field}[{index}]",
+                entry,
             )
         if origin not in normalised:
             normalised.append(origin)

@@ -1,146 +1,94 @@
 """A project's tunable settings: rate limits, the consumer's batching span, anonymisation rules.
 
-Validated when the control plane receives them; applied by the edge (rate limits) and the
-consumers (batching, anonymisation). Updates merge: a PATCH that names one field of a group leaves
-the group's other fields as they are.
+Declared once as msgspec Structs: their types, defaults and ranges are the validation (when the
+control plane receives settings, and when a project's config is read back), and the OpenAPI
+document's schemas are generated from them (control/openapi.py). Applied by the edge (rate limits)
+and the consumers (batching, anonymisation). Updates merge: a PATCH that names one field of a group
+leaves the group's other fields as they are.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
 
 from headwater.core.service.errors import APIError
+from headwater.core.service.validation import convert_body
 
 IpHandling = Literal["keep", "truncate", "drop"]
 IP_HANDLING: tuple[IpHandling, ...] = ("keep", "truncate", "drop")
 MAX_REDACTED_PROPERTIES = 100
 
+EventsPerSecond = Annotated[float, Meta(ge=0.01, le=1e7)]
+PropertyName = Annotated[str, Meta(min_length=1, max_length=200)]
 
-@dataclass(frozen=True, slots=True)
-class RateLimits:
+
+class RateLimits(Struct, frozen=True, forbid_unknown_fields=True):
     """Events per second, refilled continuously; `burst_seconds` of headroom. None: unlimited."""
 
-    project_events_per_second: float | None = None
-    ip_events_per_second: float | None = None
-    burst_seconds: float = 10.0
+    project_events_per_second: Annotated[
+        EventsPerSecond | None, Meta(description="Events per second for the whole project; null: unlimited.")
+    ] = None
+    ip_events_per_second: Annotated[
+        EventsPerSecond | None, Meta(description="Events per second per client IP; null: unlimited.")
+    ] = None
+    burst_seconds: Annotated[
+        float, Meta(ge=0.1, le=3600, description="Seconds of headroom above the rate.")
+    ] = 10.0
 
 
-@dataclass(frozen=True, slots=True)
-class Batching:
-    span_seconds: float = 1.0
+class Batching(Struct, frozen=True, forbid_unknown_fields=True):
+    span_seconds: Annotated[
+        float, Meta(ge=0.05, le=60, description="How long the consumer batches events.")
+    ] = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class Anonymisation:
-    ip: IpHandling = "truncate"
-    redact_properties: tuple[str, ...] = ()
+class Anonymisation(Struct, frozen=True, forbid_unknown_fields=True):
+    ip: Annotated[IpHandling, Meta(description="What happens to client IPs.")] = "truncate"
+    redact_properties: Annotated[
+        tuple[PropertyName, ...],
+        Meta(
+            max_length=MAX_REDACTED_PROPERTIES,
+            description="Event property names removed before storage (a name given twice is kept once).",
+        ),
+    ] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class ProjectSettings:
-    rate_limits: RateLimits = field(default_factory=RateLimits)
-    batching: Batching = field(default_factory=Batching)
-    anonymisation: Anonymisation = field(default_factory=Anonymisation)
+class ProjectSettings(Struct, frozen=True, forbid_unknown_fields=True):
+    """A project's settings; in a request, the groups and fields to change (those not named keep
+    their values, or take the defaults shown when the project is created)."""
+
+    rate_limits: RateLimits = RateLimits()
+    batching: Batching = Batching()
+    anonymisation: Anonymisation = Anonymisation()
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data: dict[str, Any] = msgspec.to_builtins(self)
         data["anonymisation"]["redact_properties"] = list(self.anonymisation.redact_properties)
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> ProjectSettings:
-        """Stored settings (already validated when written)."""
-        return cls().merged(data or {}, field_prefix="settings")
+    def from_dict(cls, data: dict[str, Any] | None, field_prefix: str = "settings") -> ProjectSettings:
+        """Settings given in full or in part (fields not named take their defaults); APIError naming
+        the field at fault otherwise."""
+        settings = convert_body({} if data is None else data, cls, field_prefix)
+        names = settings.anonymisation.redact_properties
+        if len(set(names)) == len(names):
+            return settings
+        unique = msgspec.structs.replace(
+            settings.anonymisation, redact_properties=tuple(dict.fromkeys(names))
+        )
+        return msgspec.structs.replace(settings, anonymisation=unique)
 
     def merged(self, patch: object, field_prefix: str = "settings") -> ProjectSettings:
         """These settings with `patch` applied; APIError naming the field at fault otherwise."""
-        groups = _object(patch, field_prefix, {"rate_limits", "batching", "anonymisation"})
-        result = self
-        if "rate_limits" in groups:
-            result = replace(
-                result, rate_limits=_rate_limits(self.rate_limits, groups["rate_limits"], field_prefix)
-            )
-        if "batching" in groups:
-            result = replace(result, batching=_batching(self.batching, groups["batching"], field_prefix))
-        if "anonymisation" in groups:
-            result = replace(
-                result,
-                anonymisation=_anonymisation(self.anonymisation, groups["anonymisation"], field_prefix),
-            )
-        return result
-
-
-def _invalid(field_name: str, message: str) -> APIError:
-    return APIError(400, "invalid_field", message, field_name)
-
-
-def _object(value: object, field_name: str, allowed: set[str]) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise _invalid(field_name, "must be an object")
-    for key in value:
-        if key not in allowed:
-            raise _invalid(f"{field_name}.{key}", f"unknown setting; expected one of {sorted(allowed)}")
-    return value
-
-
-def _number(value: object, field_name: str, low: float, high: float, nullable: bool = False) -> float | None:
-    if value is None and nullable:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise _invalid(
-            field_name, f"must be a number from {low:g} to {high:g}" + (" or null" if nullable else "")
-        )
-    return float(value)
-
-
-def _rate_limits(current: RateLimits, value: object, prefix: str) -> RateLimits:
-    name = f"{prefix}.rate_limits"
-    data = _object(value, name, {"project_events_per_second", "ip_events_per_second", "burst_seconds"})
-    result = current
-    if "project_events_per_second" in data:
-        value = _number(
-            data["project_events_per_second"], f"{name}.project_events_per_second", 0.01, 1e7, True
-        )
-        result = replace(result, project_events_per_second=value)
-    if "ip_events_per_second" in data:
-        value = _number(data["ip_events_per_second"], f"{name}.ip_events_per_second", 0.01, 1e7, True)
-        result = replace(result, ip_events_per_second=value)
-    if "burst_seconds" in data:
-        burst = _number(data["burst_seconds"], f"{name}.burst_seconds", 0.1, 3600)
-        assert burst is not None
-        result = replace(result, burst_seconds=burst)
-    return result
-
-
-def _batching(current: Batching, value: object, prefix: str) -> Batching:
-    name = f"{prefix}.batching"
-    data = _object(value, name, {"span_seconds"})
-    if "span_seconds" not in data:
-        return current
-    span = _number(data["span_seconds"], f"{name}.span_seconds", 0.05, 60)
-    assert span is not None
-    return replace(current, span_seconds=span)
-
-
-def _anonymisation(current: Anonymisation, value: object, prefix: str) -> Anonymisation:
-    name = f"{prefix}.anonymisation"
-    data = _object(value, name, {"ip", "redact_properties"})
-    result = current
-    if "ip" in data:
-        if data["ip"] not in IP_HANDLING:
-            raise _invalid(f"{name}.ip", f"must be one of {list(IP_HANDLING)}")
-        result = replace(result, ip=data["ip"])
-    if "redact_properties" in data:
-        props = data["redact_properties"]
-        if (
-            not isinstance(props, list)
-            or len(props) > MAX_REDACTED_PROPERTIES
-            or not all(isinstance(p, str) and 0 < len(p) <= 200 for p in props)
-        ):
-            raise _invalid(
-                f"{name}.redact_properties",
-                f"must be a list of at most {MAX_REDACTED_PROPERTIES} property names (1-200 characters)",
-            )
-        result = replace(result, redact_properties=tuple(dict.fromkeys(props)))
-    return result
+        if not isinstance(patch, dict):
+            raise APIError(400, "invalid_field", f"{field_prefix} must be an object", field_prefix)
+        current = self.to_dict()
+        for group, fields in patch.items():
+            if isinstance(fields, dict) and isinstance(current.get(group), dict):
+                fields = {**current[group], **fields}
+            current[group] = fields
+        return self.from_dict(current, field_prefix)

@@ -1,0 +1,286 @@
+"""The control API's request and response bodies, declared once as msgspec Structs.
+
+A request body is converted to its struct (core/service/validation.py: a 400 naming the field at
+fault); the OpenAPI document's schemas are generated from these structs (openapi.py). Rules a type
+cannot express (origin syntax, the project id's exact match, `*` needing `allow_any_origin`) are
+checked in `__post_init__` or by the service, with the same error codes. `error_codes` maps a
+field to its error code where it is not `invalid_field`. `json_schema_extra` adds what the
+generated schema cannot say (cross-field rules, examples) to the struct's component.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from headwater.core.projects.origins import normalise_origins
+from headwater.core.projects.project import PROJECT_ID_PATTERN, validate_project_id
+from headwater.core.projects.settings import ProjectSettings
+
+Schema = dict[str, Any]
+
+MAX_GRACE_SECONDS = 30 * 24 * 3600
+DEFAULT_GRACE_SECONDS = 24 * 3600
+
+ProjectId = Annotated[
+    str,
+    Meta(
+        pattern=PROJECT_ID_PATTERN.pattern,
+        description="Lowercase letters, digits and `_`: a subject token and part of a database name.",
+        examples=["shop"],
+    ),
+]
+ProjectName = Annotated[
+    str, Meta(max_length=200, pattern=r"\S", description="Surrounding whitespace is removed.")
+]
+OriginInput = Annotated[
+    str,
+    Meta(
+        pattern=r"\S",
+        description="An origin `scheme://host[:port]` (http or https; normalised: lowercase host, "
+        "default port and trailing `/` dropped), a wildcard over the subdomains of a domain of at "
+        "least two labels (`https://*.example.com`), or `*` (needs `allow_any_origin: true`). "
+        "A bad entry is refused with `400 invalid_origin` naming it, e.g. `allowed_origins[1]`.",
+        examples=["https://shop.example.com"],
+    ),
+]
+# Settings in a request are merged onto the project's (onto the defaults for a new project) by
+# ProjectSettings.merged, so they stay a dict until then; the document gives the settings' schema.
+SettingsPatch = Annotated[
+    dict[str, Any], Meta(extra_json_schema={"$ref": "#/components/schemas/ProjectSettings"})
+]
+_GRACE_RANGE = Meta(ge=0, le=MAX_GRACE_SECONDS)
+GraceSeconds = Annotated[
+    Annotated[int, _GRACE_RANGE] | Annotated[float, _GRACE_RANGE] | None,
+    Meta(description="How long the current keys of this kind stay valid; null: 24 hours."),
+]
+KeyKind = Literal["public", "secret"]
+
+# `*` may be written with surrounding whitespace; it is then stored as `*`.
+_ANY_ORIGIN_ENTRY = {"type": "string", "pattern": r"^\s*\*\s*$"}
+_ANY_ORIGIN_NEEDS_CONFIRMING: Schema = {
+    "if": {
+        "properties": {"allowed_origins": {"contains": _ANY_ORIGIN_ENTRY}},
+        "required": ["allowed_origins"],
+    },
+    "then": {"properties": {"allow_any_origin": {"const": True}}},
+}
+
+# -- requests ---------------------------------------------------------------------------------
+
+
+class CreateProject(Struct, forbid_unknown_fields=True):
+    id: ProjectId
+    name: (
+        Annotated[ProjectName, Meta(description="Defaults to the id; surrounding whitespace is removed.")]
+        | UnsetType
+    ) = UNSET
+    allowed_origins: tuple[OriginInput, ...] = ()
+    allow_any_origin: Annotated[bool, Meta(description="Confirms `*` in allowed_origins.")] = False
+    settings: SettingsPatch = {}
+
+    error_codes: ClassVar[dict[str, str]] = {
+        "id": "invalid_project_id",
+        "allowed_origins[]": "invalid_origin",
+    }
+    json_schema_extra: ClassVar[Schema] = {
+        "if": _ANY_ORIGIN_NEEDS_CONFIRMING["if"],
+        "then": {**_ANY_ORIGIN_NEEDS_CONFIRMING["then"], "required": ["allow_any_origin"]},
+        "examples": [
+            {
+                "id": "shop",
+                "name": "Shop",
+                "allowed_origins": ["https://shop.example.com", "https://*.example.org"],
+            }
+        ],
+    }
+
+    def __post_init__(self) -> None:
+        validate_project_id(self.id)  # the pattern's `$` also matches before a final newline
+        self.name = self.id if isinstance(self.name, UnsetType) else self.name.strip()
+        self.allowed_origins = normalise_origins(list(self.allowed_origins), self.allow_any_origin)
+
+    @property
+    def project_name(self) -> str:
+        return self.id if isinstance(self.name, UnsetType) else self.name
+
+
+class ProjectPatch(Struct, forbid_unknown_fields=True):
+    """Fields to change; those not named keep their values."""
+
+    name: ProjectName | UnsetType = UNSET
+    enabled: bool | UnsetType = UNSET
+    allowed_origins: (
+        Annotated[tuple[OriginInput, ...], Meta(description="Replaces the list.")] | UnsetType
+    ) = UNSET
+    allow_any_origin: (
+        Annotated[bool, Meta(description="false is refused while `*` stays in allowed_origins.")] | UnsetType
+    ) = UNSET
+    settings: SettingsPatch | UnsetType = UNSET
+
+    error_codes: ClassVar[dict[str, str]] = {"allowed_origins[]": "invalid_origin"}
+    json_schema_extra: ClassVar[Schema] = {
+        **_ANY_ORIGIN_NEEDS_CONFIRMING,
+        "examples": [{"name": "Shop", "settings": {"rate_limits": {"ip_events_per_second": 50}}}],
+    }
+
+    def __post_init__(self) -> None:
+        if isinstance(self.name, str):
+            self.name = self.name.strip()
+
+
+class RotateKey(Struct, forbid_unknown_fields=True):
+    kind: KeyKind
+    grace_seconds: GraceSeconds = None
+
+    @property
+    def grace(self) -> int | float:
+        return DEFAULT_GRACE_SECONDS if self.grace_seconds is None else self.grace_seconds
+
+
+class Query(Struct):
+    sql: Annotated[str, Meta(min_length=1, description="One read-only query.")]
+
+    json_schema_extra: ClassVar[Schema] = {
+        "examples": [{"sql": "SELECT event, count() FROM events FINAL GROUP BY event"}]
+    }
+
+
+# -- responses ----------------------------------------------------------------------------------
+# Documentation of what the server sends (tests/test_openapi_fuzz.py checks every answer against it).
+
+IsoTime = Annotated[str, Meta(extra_json_schema={"format": "date-time"})]
+Revision = Annotated[int, Meta(ge=1)]
+DatabaseName = Annotated[str, Meta(pattern="^hw_[a-z0-9_]{1,48}$")]
+PUBLIC_KEY_PATTERN = "^hwpk_[A-Za-z0-9_-]+$"
+
+
+class Error(Struct, forbid_unknown_fields=True):
+    status: Annotated[int, Meta(ge=400, le=599)]
+    code: Annotated[str, Meta(min_length=1, description="Machine-readable error code.")]
+    message: Annotated[str, Meta(description="Explanation for people.")]
+    field: (
+        Annotated[
+            str, Meta(description="The field, parameter or header at fault, e.g. `allowed_origins[1]`.")
+        ]
+        | UnsetType
+    ) = UNSET
+
+
+class Health(Struct, forbid_unknown_fields=True):
+    status: Literal["ok"]
+
+
+class Readiness(Struct):
+    """Open: a role may report details of its checks beside them (the edge reports `config`)."""
+
+    ready: Annotated[bool, Meta(description="Whether every check passes.")]
+    checks: dict[str, bool]
+
+
+class PublicKey(Struct, forbid_unknown_fields=True):
+    key: Annotated[str, Meta(pattern=PUBLIC_KEY_PATTERN)]
+    created_at: IsoTime
+    expires_at: Annotated[IsoTime | None, Meta(description="Set once the key was rotated.")]
+
+
+class SecretKeyHint(Struct, forbid_unknown_fields=True):
+    hint: Annotated[
+        str,
+        Meta(
+            pattern="^hwsk_[A-Za-z0-9_-]{4}$",
+            description="The key's first characters; the key itself is never stored.",
+        ),
+    ]
+    created_at: IsoTime
+    expires_at: IsoTime | None
+
+
+AllowedOrigin = Annotated[
+    str,
+    Meta(
+        pattern=r"^(\*|https?://[^/?#]+)$",
+        description="A normalised origin `scheme://host[:port]`, a wildcard `scheme://*.domain[:port]`, "
+        "or `*` (any origin).",
+    ),
+]
+
+
+class ProjectView(Struct, forbid_unknown_fields=True):
+    """A project as the API shows it (Project.public_view)."""
+
+    id: ProjectId
+    name: Annotated[str, Meta(min_length=1, max_length=200)]
+    enabled: bool
+    allowed_origins: Annotated[list[AllowedOrigin], Meta(extra_json_schema={"uniqueItems": True})]
+    allow_any_origin: bool
+    settings: ProjectSettings
+    created_at: IsoTime
+    updated_at: IsoTime | None
+    database: DatabaseName
+    public_keys: list[PublicKey]
+    secret_keys: list[SecretKeyHint]
+
+    # `*` is only ever stored together with allow_any_origin.
+    json_schema_extra: ClassVar[Schema] = {
+        "if": {"properties": {"allowed_origins": {"contains": {"const": "*"}}}},
+        "then": {"properties": {"allow_any_origin": {"const": True}}},
+    }
+
+
+class ProjectAnswer(Struct, forbid_unknown_fields=True):
+    project: ProjectView
+    revision: Revision
+
+
+class CreatedProject(Struct, forbid_unknown_fields=True):
+    project: ProjectView
+    revision: Revision
+    public_key: Annotated[str, Meta(pattern=PUBLIC_KEY_PATTERN)]
+    secret_key: Annotated[
+        str,
+        Meta(
+            pattern="^hwsk_[A-Za-z0-9_-]+$",
+            description="Shown in this answer only: headwater stores its SHA-256 digest.",
+        ),
+    ]
+
+
+class ProjectPage(Struct, forbid_unknown_fields=True):
+    projects: list[ProjectView]
+    next_after: Annotated[
+        Annotated[str, Meta(pattern=PROJECT_ID_PATTERN.pattern)] | None,
+        Meta(description="Pass as `after` for the next page; null on the last page."),
+    ]
+
+
+class RotatedKey(Struct, forbid_unknown_fields=True):
+    project: ProjectView
+    revision: Revision
+    kind: KeyKind
+    key: Annotated[
+        str,
+        Meta(
+            pattern="^hw[ps]k_[A-Za-z0-9_-]+$",
+            description="The new key; a secret key is shown in this answer only.",
+        ),
+    ]
+    previous_keys_expire_at: Annotated[
+        IsoTime, Meta(description="When the last of the earlier keys of this kind stops working.")
+    ]
+
+
+class PurgedProject(Struct, forbid_unknown_fields=True):
+    id: ProjectId
+    purged: Annotated[bool, Meta(extra_json_schema={"const": True})]
+    messages_purged: Annotated[int, Meta(ge=0)]
+    database_dropped: DatabaseName
+
+
+class QueryResult(Struct, forbid_unknown_fields=True):
+    columns: list[str]
+    rows: Annotated[
+        list[list[Any]],
+        Meta(description="One array per row, in column order; values as JSON, dates as strings."),
+    ]
