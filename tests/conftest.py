@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import httpx
 import pytest
 import uvloop
 from clickhouse_connect.driver.client import Client
-from hw_testing import ADMIN_TOKEN
+from hw_testing import ADMIN_TOKEN, StackFactory
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
@@ -94,9 +94,6 @@ async def processor(request: pytest.FixtureRequest) -> AsyncIterator[Processor]:
     await made.warm_up()
     yield made
     await made.close()
-
-
-StackFactory = Callable[..., Awaitable[Stack]]
 
 
 @pytest.fixture

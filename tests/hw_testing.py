@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from headwater.ops.runtime import Stack
 
 T = TypeVar("T")
+StackFactory = Callable[..., Awaitable["Stack"]]  # the make_stack fixture (conftest.py)
 
 ADMIN_TOKEN = "test-admin-token-" + "x" * 16
 BIN = Path(sys.executable).parent  # where `headwater` and `nats-server` are installed

@@ -219,9 +219,16 @@ async def test_an_outage_holds_one_batch_in_progress_and_fetches_no_more(
     consumer = EventConsumer(nats_client, writer, slow, processor)
     await consumer.start()
     try:
-        await asyncio.sleep(2.5)  # several retries, each longer than ack_wait by the end
+
+        async def held() -> tuple[int, int]:
+            info = await js.consumer_info(EVENTS_STREAM, "hw-clickhouse")
+            return writer.attempts, info.num_ack_pending
+
+        # several retries, the pipeline filled behind the batch that cannot be written
+        await eventually(held, lambda h: h[0] >= 3 and h[1] >= 40)
         before = await js.consumer_info(EVENTS_STREAM, "hw-clickhouse")
-        await asyncio.sleep(1.0)
+        # What must not happen within twice the ack wait: a fetch beyond the bound, a redelivery.
+        await asyncio.sleep(2.0)
         info = await js.consumer_info(EVENTS_STREAM, "hw-clickhouse")
         # Backpressure: one batch held, the next one built behind it (each at most the row limit
         # plus one group's overshoot: 10 + 9), the groups of messages queued for processing (one

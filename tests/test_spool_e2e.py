@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hw_testing import BIN, basic_auth, cli_env, eventually, stored_copies
+from hw_testing import BIN, StackFactory, basic_auth, cli_env, eventually, stored_copies
 from hw_testing import create_project as create_any_project
 
 from headwater.edge.settings import EdgeSettings
@@ -89,26 +89,60 @@ def spool_edge(tmp_path: Path, **overrides: object) -> EdgeSettings:
     return EdgeSettings(**settings)  # type: ignore[arg-type]
 
 
-async def test_nats_outage_under_load_loses_nothing_and_doubles_nothing(
-    make_stack,
-    http: httpx.AsyncClient,
-    project_id: str,
-    nats_server: NatsServerProcess,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
-) -> None:
-    stack: Stack = await make_stack(edge=spool_edge(tmp_path), control=True, consumer=True)
+async def loaded_spooling_stack(
+    make_stack: StackFactory, http: httpx.AsyncClient, project_id: str, tmp_path: Path
+) -> tuple[Stack, Load]:
+    """An edge with a spool, a control plane and a consumer, and a load on the edge, started."""
+    stack = await make_stack(edge=spool_edge(tmp_path), control=True, consumer=True)
     key = await create_project(http, stack, project_id)
     assert stack.edge_url is not None
     load = Load(http, stack.edge_url, key)
     load.start()
-    await asyncio.sleep(1.0)
+    return stack, load
+
+
+async def more_acked(load: Load, count: int, timeout: float = 15) -> None:
+    """Wait until `count` more events than now got a 2xx."""
+    target = len(load.acked) + count
+
+    async def acked() -> int:
+        return len(load.acked)
+
+    await eventually(acked, lambda n: n >= target, timeout=timeout)
+
+
+async def breaker_open(stack: Stack, is_open: bool, timeout: float = 15) -> None:
+    breaker = stack.breaker
+    assert breaker is not None
+
+    async def state() -> bool:
+        return breaker.is_open
+
+    await eventually(state, lambda state: state == is_open, timeout=timeout)
+
+
+async def test_nats_outage_under_load_loses_nothing_and_doubles_nothing(
+    make_stack: StackFactory,
+    http: httpx.AsyncClient,
+    project_id: str,
+    nats_server: NatsServerProcess,
+    tmp_path: Path,
+) -> None:
+    stack, load = await loaded_spooling_stack(make_stack, http, project_id, tmp_path)
+    await more_acked(load, 20)
     nats_server.stop()
-    await asyncio.sleep(3.0)  # the edge keeps saying yes: into the spool
+    spool = stack.spool
+    assert spool is not None
+
+    async def appended() -> int:
+        return spool.stats().appended
+
+    # the edge keeps saying yes: into the spool
+    await eventually(appended, lambda n: n >= 50, timeout=15)
     nats_server.start()
-    await asyncio.sleep(2.0)
+    await breaker_open(stack, False)
+    await more_acked(load, 20)
     await load.stop()
-    assert stack.spool is not None
-    assert stack.spool.stats().appended > 0, "the outage never reached the spool"
     stored = await assert_exactly_once(stack, project_id, load)
     assert len(stored) >= len(load.acked) > 0
     spooled = stack.spool.stats().appended
@@ -116,23 +150,21 @@ async def test_nats_outage_under_load_loses_nothing_and_doubles_nothing(
 
 
 async def test_nats_flapping_loses_nothing_and_doubles_nothing(
-    make_stack,
+    make_stack: StackFactory,
     http: httpx.AsyncClient,
     project_id: str,
     nats_server: NatsServerProcess,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
 ) -> None:
-    stack: Stack = await make_stack(edge=spool_edge(tmp_path), control=True, consumer=True)
-    key = await create_project(http, stack, project_id)
-    assert stack.edge_url is not None
-    load = Load(http, stack.edge_url, key)
-    load.start()
+    stack, load = await loaded_spooling_stack(make_stack, http, project_id, tmp_path)
     for _ in range(3):
-        await asyncio.sleep(0.7)
+        await more_acked(load, 20)
         nats_server.stop()
-        await asyncio.sleep(1.0)
+        await breaker_open(stack, True)  # the edge noticed: spooling
+        await more_acked(load, 10)
         nats_server.start()
-    await asyncio.sleep(1.0)
+        await breaker_open(stack, False)
+    await more_acked(load, 20)
     await load.stop()
     await assert_exactly_once(stack, project_id, load)
     assert stack.breaker is not None and stack.breaker.trips >= 3
@@ -237,7 +269,7 @@ async def test_an_edge_killed_while_spooling_drains_after_restart(
         await eventually(probe, lambda status: status == 200, timeout=10)
         nats_server.stop()
         load.start()
-        await asyncio.sleep(2.0)
+        await more_acked(load, 50)  # into the spool
         edge.send_signal(signal.SIGKILL)  # mid-stream, while it spools
         await load.stop()
         edge.wait(10)
