@@ -8,6 +8,7 @@ import datetime
 import ipaddress
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -20,8 +21,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from headwater.core.projects.project import utc_now_iso
+from headwater.core.wire.envelope import Envelope
+from headwater.core.wire.subjects import MSG_ID_HEADER, events_subject
+
 if TYPE_CHECKING:
     import httpx
+    from nats.js import JetStreamContext
 
     from headwater.ops.runtime import Stack
 
@@ -103,20 +109,50 @@ def track_event(**overrides: Any) -> dict[str, Any]:
 async def create_project(
     http: httpx.AsyncClient, stack: Stack, project_id: str, **body: Any
 ) -> dict[str, Any]:
-    """Create a project through the stack's control API and wait until its registry knows it (so
-    its edge accepts the keys); returns the API's answer (with `public_key` and `secret_key`)."""
+    """Create a project through the stack's control API and wait until its registry (a stack with an
+    edge or a consumer has one) knows it, so its edge accepts the keys; returns the API's answer
+    (with `public_key` and `secret_key`)."""
     response = await http.post(
         f"{stack.control_url}/v1/projects", json={"id": project_id, **body}, headers=admin_headers()
     )
     assert response.status_code == 201, response.text
     registry = stack.registry
-    assert registry is not None
+    if registry is None:
+        return dict(response.json())
 
     async def known() -> bool:
         return registry.get(project_id) is not None
 
     await eventually(known, bool, timeout=5)
     return dict(response.json())
+
+
+def track_envelope(project_id: str, request_id: str, *message_ids: str) -> bytes:
+    """An envelope as the edge writes it, received now, of one track event per messageId."""
+    events = [{**track_event(messageId=m), "type": "track"} for m in message_ids]
+    return Envelope(project_id, request_id, utc_now_iso(), events).encode()
+
+
+async def publish_envelope(js: JetStreamContext, project_id: str, request_id: str, body: bytes) -> None:
+    """`body` on the project's events subject, its request id as Nats-Msg-Id (as the edge publishes)."""
+    await js.publish(events_subject(project_id), body, headers={MSG_ID_HEADER: request_id})
+
+
+async def publish_tracks(js: JetStreamContext, project_id: str, request_id: str, *message_ids: str) -> None:
+    await publish_envelope(js, project_id, request_id, track_envelope(project_id, request_id, *message_ids))
+
+
+async def migrate_in_a_process(clickhouse_url: str, project_id: str) -> None:
+    """Migrate the project's database from a short-lived process: a consumer process owns its
+    embedded ClickHouse (one process per data directory) while it runs."""
+    prepare = (
+        "from headwater.control.clickhouse import connect\n"
+        "from headwater.core.migrations import apply_migrations\n"
+        f"apply_migrations(connect({clickhouse_url!r}), 'hw_{project_id}')"
+    )
+    await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", prepare], check=True, env=cli_env(), timeout=120
+    )
 
 
 async def stored_copies(stack: Stack, project_id: str) -> dict[str, int]:
