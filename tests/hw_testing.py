@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 StackFactory = Callable[..., Awaitable["Stack"]]  # the make_stack fixture (conftest.py)
+# The make_spooling_stack fixture: a stack and the secret key of the test's project in it.
+SpoolingStackFactory = Callable[..., Awaitable[tuple["Stack", str]]]
 
 ADMIN_TOKEN = "test-admin-token-" + "x" * 16
 BIN = Path(sys.executable).parent  # where `headwater` and `nats-server` are installed

@@ -15,10 +15,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hw_testing import BIN, StackFactory, basic_auth, cli_env, eventually, stored_copies
-from hw_testing import create_project as create_any_project
+from hw_testing import (
+    BIN,
+    SpoolingStackFactory,
+    StackFactory,
+    basic_auth,
+    cli_env,
+    create_project,
+    eventually,
+    stored_copies,
+)
 
-from headwater.edge.settings import EdgeSettings
 from headwater.ops.natsserver import NatsServerProcess
 from headwater.ops.runtime import Stack
 from headwater.spool.backend import open_cache
@@ -65,10 +72,6 @@ class Load:
         await asyncio.gather(*self._tasks)
 
 
-async def create_project(http: httpx.AsyncClient, stack: Stack, project_id: str) -> str:
-    return str((await create_any_project(http, stack, project_id))["secret_key"])
-
-
 async def assert_exactly_once(
     stack: Stack, project_id: str, load: Load, timeout: float = 90
 ) -> dict[str, int]:
@@ -83,18 +86,11 @@ async def assert_exactly_once(
     return stored
 
 
-def spool_edge(tmp_path: Path, **overrides: object) -> EdgeSettings:
-    settings = {"port": 0, "spool_dir": str(tmp_path / "spool" / "0"), "publish_timeout_seconds": 1.0}
-    settings.update(overrides)
-    return EdgeSettings(**settings)  # type: ignore[arg-type]
-
-
 async def loaded_spooling_stack(
-    make_stack: StackFactory, http: httpx.AsyncClient, project_id: str, tmp_path: Path
+    make_spooling_stack: SpoolingStackFactory, http: httpx.AsyncClient
 ) -> tuple[Stack, Load]:
     """An edge with a spool, a control plane and a consumer, and a load on the edge, started."""
-    stack = await make_stack(edge=spool_edge(tmp_path), control=True, consumer=True)
-    key = await create_project(http, stack, project_id)
+    stack, key = await make_spooling_stack()
     assert stack.edge_url is not None
     load = Load(http, stack.edge_url, key)
     load.start()
@@ -122,13 +118,12 @@ async def breaker_open(stack: Stack, is_open: bool, timeout: float = 15) -> None
 
 
 async def test_nats_outage_under_load_loses_nothing_and_doubles_nothing(
-    make_stack: StackFactory,
+    make_spooling_stack: SpoolingStackFactory,
     http: httpx.AsyncClient,
     project_id: str,
     nats_server: NatsServerProcess,
-    tmp_path: Path,
 ) -> None:
-    stack, load = await loaded_spooling_stack(make_stack, http, project_id, tmp_path)
+    stack, load = await loaded_spooling_stack(make_spooling_stack, http)
     await more_acked(load, 20)
     nats_server.stop()
     spool = stack.spool
@@ -150,13 +145,12 @@ async def test_nats_outage_under_load_loses_nothing_and_doubles_nothing(
 
 
 async def test_nats_flapping_loses_nothing_and_doubles_nothing(
-    make_stack: StackFactory,
+    make_spooling_stack: SpoolingStackFactory,
     http: httpx.AsyncClient,
     project_id: str,
     nats_server: NatsServerProcess,
-    tmp_path: Path,
 ) -> None:
-    stack, load = await loaded_spooling_stack(make_stack, http, project_id, tmp_path)
+    stack, load = await loaded_spooling_stack(make_spooling_stack, http)
     for _ in range(3):
         await more_acked(load, 20)
         nats_server.stop()
@@ -171,16 +165,12 @@ async def test_nats_flapping_loses_nothing_and_doubles_nothing(
 
 
 async def test_a_full_spool_answers_503_and_evicts_nothing(
-    make_stack,
+    make_spooling_stack: SpoolingStackFactory,
     http: httpx.AsyncClient,
     project_id: str,
     nats_server: NatsServerProcess,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
-    stack: Stack = await make_stack(
-        edge=spool_edge(tmp_path, spool_max_bytes=30_000), control=True, consumer=True
-    )
-    key = await create_project(http, stack, project_id)
+    stack, key = await make_spooling_stack(spool_max_bytes=30_000)
     assert stack.edge_url is not None and stack.spool is not None
     load = Load(http, stack.edge_url, key, concurrency=1)
     nats_server.stop()
@@ -195,21 +185,19 @@ async def test_a_full_spool_answers_503_and_evicts_nothing(
 
 
 async def test_a_corrupt_entry_is_quarantined_and_the_rest_drains(
-    make_stack,
+    make_spooling_stack: SpoolingStackFactory,
     http: httpx.AsyncClient,
     project_id: str,
     nats_server: NatsServerProcess,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
-    edge = spool_edge(tmp_path)
-    stack: Stack = await make_stack(edge=edge, control=True, consumer=True)
-    key = await create_project(http, stack, project_id)
+    stack, key = await make_spooling_stack()
+    edge = stack.settings.edge
     assert stack.edge_url is not None and stack.spool is not None
     load = Load(http, stack.edge_url, key, concurrency=1)
     nats_server.stop()
     for n in range(5):
         assert await load.send(f"c-{n}") == 200
-    assert edge.spool_dir is not None
+    assert edge is not None and edge.spool_dir is not None
     raw = open_cache(Path(edge.spool_dir), timeout=5)
     try:
         victim = sorted(raw.iterkeys())[2]
@@ -257,7 +245,7 @@ async def test_an_edge_killed_while_spooling_drains_after_restart(
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     stack: Stack = await make_stack(control=True, consumer=True)
-    key = await create_project(http, stack, project_id)
+    key = str((await create_project(http, stack, project_id))["secret_key"])
     port, spool_dir = free_port(), tmp_path / "edge-spool"
     edge = await asyncio.to_thread(start_edge, port, nats_server.url, spool_dir)
     load = Load(http, f"http://127.0.0.1:{port}", key)
@@ -292,14 +280,14 @@ async def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def test_spool_cli_status_export_and_manual_drain(
-    make_stack,
+    make_stack: StackFactory,
+    make_spooling_stack: SpoolingStackFactory,
     http: httpx.AsyncClient,
     project_id: str,
     nats_server: NatsServerProcess,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
 ) -> None:
-    edge_stack: Stack = await make_stack(edge=spool_edge(tmp_path), control=True, consumer=True)
-    key = await create_project(http, edge_stack, project_id)
+    edge_stack, key = await make_spooling_stack()
     assert edge_stack.edge_url is not None
     load = Load(http, edge_stack.edge_url, key, concurrency=1)
     nats_server.stop()
