@@ -38,6 +38,24 @@ SpoolingStackFactory = Callable[..., Awaitable[tuple["Stack", str]]]
 
 ADMIN_TOKEN = "test-admin-token-" + "x" * 16
 BIN = Path(sys.executable).parent  # where `headwater` and `nats-server` are installed
+ROOT = Path(__file__).resolve().parents[1]  # the repository
+
+
+def run_bench(script: str, *args: str, timeout: float = 300) -> str:
+    """`bench/SCRIPT ARGS` from the repository's root (a .py script under this Python; others
+    told which Python to use); its output, once it has exited 0."""
+    path = str(ROOT / "bench" / script)
+    command = [sys.executable, path] if script.endswith(".py") else [path]
+    result = subprocess.run(
+        [*command, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHON": sys.executable},
+    )
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    return result.stdout
 
 
 def cli_env() -> dict[str, str]:
@@ -155,6 +173,18 @@ async def migrate_in_a_process(clickhouse_url: str, project_id: str) -> None:
     await asyncio.to_thread(
         subprocess.run, [sys.executable, "-c", prepare], check=True, env=cli_env(), timeout=120
     )
+
+
+# Project settings under which one client network may send 1 event/s, in bursts of 2.
+ONE_EVENT_PER_IP_PER_SECOND = {"rate_limits": {"ip_events_per_second": 1, "burst_seconds": 2}}
+
+
+async def track_from(http: httpx.AsyncClient, stack: Stack, secret_key: str, ip: str) -> int:
+    """The status of a track event sent to the stack's edge as from `ip`, through a proxy the
+    edge must trust (X-Forwarded-For from 127.0.0.1)."""
+    headers = basic_auth(secret_key) | {"X-Forwarded-For": ip}
+    response = await http.post(f"{stack.edge_url}/v1/track", json=track_event(), headers=headers)
+    return response.status_code
 
 
 async def stored_copies(stack: Stack, project_id: str) -> dict[str, int]:

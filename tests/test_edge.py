@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hw_testing import basic_auth, track_event
+from hw_testing import ONE_EVENT_PER_IP_PER_SECOND, basic_auth, track_event, track_from
 from hw_testing import create_project as create_any_project
 
 from headwater.consumers.enrich import Enricher
@@ -473,13 +473,10 @@ async def test_project_rate_limit_answers_429_with_retry_after(
 async def test_per_ip_rate_limit_keeps_clients_apart(
     stack: Stack, http: httpx.AsyncClient, project_id: str
 ) -> None:
-    keys = await create_project(
-        http, stack, project_id, settings={"rate_limits": {"ip_events_per_second": 1, "burst_seconds": 2}}
-    )
+    keys = await create_project(http, stack, project_id, settings=ONE_EVENT_PER_IP_PER_SECOND)
 
     async def send(ip: str) -> int:
-        headers = basic_auth(keys["secret"]) | {"X-Forwarded-For": ip}
-        return (await post(http, stack, "track", track_event(), headers)).status_code
+        return await track_from(http, stack, keys["secret"], ip)
 
     assert [await send("203.0.113.1") for _ in range(3)] == [200, 200, 429]
     assert await send("203.0.113.2") == 200  # another client has its own bucket
