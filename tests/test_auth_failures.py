@@ -4,6 +4,7 @@ limits key an IPv6 client by its /64."""
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import httpx
@@ -146,10 +147,7 @@ async def test_the_per_ip_rate_limit_keys_an_ipv6_client_by_its_64(
     stack: Stack, http: httpx.AsyncClient, project_id: str
 ) -> None:
     keys = await create_project(http, stack, project_id, settings=ONE_EVENT_PER_IP_PER_SECOND)
-
-    async def send(ip: str) -> int:
-        return await track_from(http, stack, keys["secret_key"], ip)
-
+    send = functools.partial(track_from, http, stack, keys["secret_key"])  # (ip) -> status
     # Rotating addresses inside one /64 does not escape the bucket.
     assert [await send(f"2001:db8:7::{n}") for n in range(1, 4)] == [200, 200, 429]
     assert await send("2001:db8:8::1") == 200  # another /64

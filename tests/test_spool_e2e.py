@@ -86,7 +86,8 @@ async def assert_exactly_once(
     return stored
 
 
-async def loaded_spooling_stack(
+@pytest.fixture
+async def under_load(
     make_spooling_stack: SpoolingStackFactory, http: httpx.AsyncClient
 ) -> tuple[Stack, Load]:
     """An edge with a spool, a control plane and a consumer, and a load on the edge, started."""
@@ -118,12 +119,9 @@ async def breaker_open(stack: Stack, is_open: bool, timeout: float = 15) -> None
 
 
 async def test_nats_outage_under_load_loses_nothing_and_doubles_nothing(
-    make_spooling_stack: SpoolingStackFactory,
-    http: httpx.AsyncClient,
-    project_id: str,
-    nats_server: NatsServerProcess,
+    under_load: tuple[Stack, Load], project_id: str, nats_server: NatsServerProcess
 ) -> None:
-    stack, load = await loaded_spooling_stack(make_spooling_stack, http)
+    stack, load = under_load
     await more_acked(load, 20)
     nats_server.stop()
     spool = stack.spool
@@ -145,12 +143,9 @@ async def test_nats_outage_under_load_loses_nothing_and_doubles_nothing(
 
 
 async def test_nats_flapping_loses_nothing_and_doubles_nothing(
-    make_spooling_stack: SpoolingStackFactory,
-    http: httpx.AsyncClient,
-    project_id: str,
-    nats_server: NatsServerProcess,
+    under_load: tuple[Stack, Load], project_id: str, nats_server: NatsServerProcess
 ) -> None:
-    stack, load = await loaded_spooling_stack(make_spooling_stack, http)
+    stack, load = under_load
     for _ in range(3):
         await more_acked(load, 20)
         nats_server.stop()
