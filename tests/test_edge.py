@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hw_testing import ONE_EVENT_PER_IP_PER_SECOND, basic_auth, track_event, track_from
+from hw_testing import ONE_EVENT_PER_IP_PER_SECOND, basic_auth, eventually, track_event, track_from
 from hw_testing import create_project as create_any_project
 
 from headwater.consumers.enrich import Enricher
@@ -539,9 +539,10 @@ async def test_a_shutdown_delay_keeps_serving_while_reporting_not_ready(
     # The public port says only whether the edge is ready; the operator listener says why.
     assert (await http.get(f"{stack.edge_url}/metrics")).status_code == 404
     stopping = asyncio.create_task(stack.stop())  # what SIGTERM does
-    await asyncio.sleep(0.3)
-    public = await http.get(f"{stack.edge_url}/readyz")
-    assert public.status_code == 503 and public.json() == {"ready": False}
+    public = await eventually(
+        lambda: http.get(f"{stack.edge_url}/readyz"), lambda r: r.status_code == 503, timeout=1.5
+    )
+    assert public.json() == {"ready": False}
     ready = await http.get(f"{stack.edge_operator_url}/readyz")
     assert ready.status_code == 503 and ready.json()["checks"]["accepting"] is False
     # Still taking events (and answering only once they are durable) while the balancer notices.
