@@ -45,8 +45,8 @@ class RealSink:
         messages = []
         for sequence in range(state.first_seq, state.last_seq + 1) if state.messages else ():
             message = await self._js.get_msg(EVENTS_STREAM, sequence)
-            msg_id = (message.headers or {})[MSG_ID_HEADER]
-            messages.append(Stored(message.subject, msg_id, message.data or b""))
+            assert message.subject is not None and message.headers is not None
+            messages.append(Stored(message.subject, message.headers[MSG_ID_HEADER], message.data or b""))
         return messages
 
     async def remove_stream(self) -> None:
