@@ -9,15 +9,16 @@ from __future__ import annotations
 import itertools
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import uvloop
 from clickhouse_connect.driver.client import Client
-from hw_testing import ADMIN_TOKEN
+from hw_testing import ADMIN_TOKEN, SpoolingStackFactory, StackFactory, create_project
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
@@ -96,9 +97,6 @@ async def processor(request: pytest.FixtureRequest) -> AsyncIterator[Processor]:
     await made.close()
 
 
-StackFactory = Callable[..., Awaitable[Stack]]
-
-
 @pytest.fixture
 async def make_stack(nats_server: NatsServerProcess, clickhouse_url: str) -> AsyncIterator[StackFactory]:
     """Start roles in this process on free ports: `await make_stack(edge=True, control=True, ...)`."""
@@ -148,6 +146,26 @@ async def make_stack(nats_server: NatsServerProcess, clickhouse_url: str) -> Asy
     yield make
     for stack in reversed(stacks):
         await stack.stop()
+
+
+@pytest.fixture
+def make_spooling_stack(
+    make_stack: StackFactory, http: httpx.AsyncClient, project_id: str, tmp_path: Path
+) -> SpoolingStackFactory:
+    """`stack, key = await make_spooling_stack(**edge_settings)`: an edge that spools to
+    tmp_path/spool/0 (publishes time out after 1 s), a control plane and a consumer; and the test
+    project, created, with its secret key."""
+
+    async def make(**edge_settings: Any) -> tuple[Stack, str]:
+        spool_dir = str(tmp_path / "spool" / "0")
+        edge = EdgeSettings(
+            **{"port": 0, "spool_dir": spool_dir, "publish_timeout_seconds": 1.0, **edge_settings}
+        )
+        stack = await make_stack(edge=edge, control=True, consumer=True)
+        created = await create_project(http, stack, project_id)
+        return stack, str(created["secret_key"])
+
+    return make
 
 
 @pytest.fixture

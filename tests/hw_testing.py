@@ -8,6 +8,7 @@ import datetime
 import ipaddress
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -20,15 +21,41 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from headwater.core.projects.project import utc_now_iso
+from headwater.core.wire.envelope import Envelope
+from headwater.core.wire.subjects import MSG_ID_HEADER, events_subject
+
 if TYPE_CHECKING:
     import httpx
+    from nats.js import JetStreamContext
 
     from headwater.ops.runtime import Stack
 
 T = TypeVar("T")
+StackFactory = Callable[..., Awaitable["Stack"]]  # the make_stack fixture (conftest.py)
+# The make_spooling_stack fixture: a stack and the secret key of the test's project in it.
+SpoolingStackFactory = Callable[..., Awaitable[tuple["Stack", str]]]
 
 ADMIN_TOKEN = "test-admin-token-" + "x" * 16
 BIN = Path(sys.executable).parent  # where `headwater` and `nats-server` are installed
+ROOT = Path(__file__).resolve().parents[1]  # the repository
+
+
+def run_bench(script: str, *args: str, timeout: float = 300) -> str:
+    """`bench/SCRIPT ARGS` from the repository's root (a .py script under this Python; others
+    told which Python to use); its output, once it has exited 0."""
+    path = str(ROOT / "bench" / script)
+    command = [sys.executable, path] if script.endswith(".py") else [path]
+    result = subprocess.run(
+        [*command, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHON": sys.executable},
+    )
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    return result.stdout
 
 
 def cli_env() -> dict[str, str]:
@@ -102,20 +129,62 @@ def track_event(**overrides: Any) -> dict[str, Any]:
 async def create_project(
     http: httpx.AsyncClient, stack: Stack, project_id: str, **body: Any
 ) -> dict[str, Any]:
-    """Create a project through the stack's control API and wait until its registry knows it (so
-    its edge accepts the keys); returns the API's answer (with `public_key` and `secret_key`)."""
+    """Create a project through the stack's control API and wait until its registry (a stack with an
+    edge or a consumer has one) knows it, so its edge accepts the keys; returns the API's answer
+    (with `public_key` and `secret_key`)."""
     response = await http.post(
         f"{stack.control_url}/v1/projects", json={"id": project_id, **body}, headers=admin_headers()
     )
     assert response.status_code == 201, response.text
     registry = stack.registry
-    assert registry is not None
+    if registry is None:
+        return dict(response.json())
 
     async def known() -> bool:
         return registry.get(project_id) is not None
 
     await eventually(known, bool, timeout=5)
     return dict(response.json())
+
+
+def track_envelope(project_id: str, request_id: str, *message_ids: str) -> bytes:
+    """An envelope as the edge writes it, received now, of one track event per messageId."""
+    events = [{**track_event(messageId=m), "type": "track"} for m in message_ids]
+    return Envelope(project_id, request_id, utc_now_iso(), events).encode()
+
+
+async def publish_envelope(js: JetStreamContext, project_id: str, request_id: str, body: bytes) -> None:
+    """`body` on the project's events subject, its request id as Nats-Msg-Id (as the edge publishes)."""
+    await js.publish(events_subject(project_id), body, headers={MSG_ID_HEADER: request_id})
+
+
+async def publish_tracks(js: JetStreamContext, project_id: str, request_id: str, *message_ids: str) -> None:
+    await publish_envelope(js, project_id, request_id, track_envelope(project_id, request_id, *message_ids))
+
+
+async def migrate_in_a_process(clickhouse_url: str, project_id: str) -> None:
+    """Migrate the project's database from a short-lived process: a consumer process owns its
+    embedded ClickHouse (one process per data directory) while it runs."""
+    prepare = (
+        "from headwater.control.clickhouse import connect\n"
+        "from headwater.core.migrations import apply_migrations\n"
+        f"apply_migrations(connect({clickhouse_url!r}), 'hw_{project_id}')"
+    )
+    await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", prepare], check=True, env=cli_env(), timeout=120
+    )
+
+
+# Project settings under which one client network may send 1 event/s, in bursts of 2.
+ONE_EVENT_PER_IP_PER_SECOND = {"rate_limits": {"ip_events_per_second": 1, "burst_seconds": 2}}
+
+
+async def track_from(http: httpx.AsyncClient, stack: Stack, secret_key: str, ip: str) -> int:
+    """The status of a track event sent to the stack's edge as from `ip`, through a proxy the
+    edge must trust (X-Forwarded-For from 127.0.0.1)."""
+    headers = basic_auth(secret_key) | {"X-Forwarded-For": ip}
+    response = await http.post(f"{stack.edge_url}/v1/track", json=track_event(), headers=headers)
+    return response.status_code
 
 
 async def stored_copies(stack: Stack, project_id: str) -> dict[str, int]:

@@ -4,11 +4,20 @@ limits key an IPv6 client by its /64."""
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import httpx
 import pytest
-from hw_testing import ADMIN_TOKEN, admin_headers, basic_auth, create_project, track_event
+from hw_testing import (
+    ADMIN_TOKEN,
+    ONE_EVENT_PER_IP_PER_SECOND,
+    admin_headers,
+    basic_auth,
+    create_project,
+    track_event,
+    track_from,
+)
 
 from headwater.core.service.authfailures import AuthFailureLimits, AuthFailures
 from headwater.core.service.clientnet import client_network
@@ -137,15 +146,8 @@ async def test_the_control_api_slows_down_a_client_guessing_admin_tokens(
 async def test_the_per_ip_rate_limit_keys_an_ipv6_client_by_its_64(
     stack: Stack, http: httpx.AsyncClient, project_id: str
 ) -> None:
-    keys = await create_project(
-        http, stack, project_id, settings={"rate_limits": {"ip_events_per_second": 1, "burst_seconds": 2}}
-    )
-
-    async def send(ip: str) -> int:
-        headers = basic_auth(keys["secret_key"]) | {"X-Forwarded-For": ip}
-        response = await http.post(f"{stack.edge_url}/v1/track", json=track_event(), headers=headers)
-        return response.status_code
-
+    keys = await create_project(http, stack, project_id, settings=ONE_EVENT_PER_IP_PER_SECOND)
+    send = functools.partial(track_from, http, stack, keys["secret_key"])  # (ip) -> status
     # Rotating addresses inside one /64 does not escape the bucket.
     assert [await send(f"2001:db8:7::{n}") for n in range(1, 4)] == [200, 200, 429]
     assert await send("2001:db8:8::1") == 200  # another /64

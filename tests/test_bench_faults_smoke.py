@@ -8,27 +8,15 @@ A smoke test only: nothing here asserts a speed (benchmarks measure, tests do no
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from hw_testing import run_bench
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 
 def test_fault_drill_baseline_counts_every_acknowledged_event_stored() -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "faults.py"), "--quick", "--only", "baseline"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
-    [row] = [line for line in result.stdout.splitlines() if line.startswith("| baseline ")]
+    output = run_bench("faults.py", "--quick", "--only", "baseline")
+    [row] = [line for line in output.splitlines() if line.startswith("| baseline ")]
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     requests, acknowledged, stored, lost, doubled = (int(c.replace(",", "")) for c in cells[2:7])
     assert requests > 0 and acknowledged > 0

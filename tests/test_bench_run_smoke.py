@@ -6,15 +6,10 @@ A smoke test only: nothing here asserts a speed (benchmarks measure, tests do no
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from hw_testing import run_bench
 
 pytestmark = [
     pytest.mark.services,
@@ -24,15 +19,7 @@ pytestmark = [
 
 
 def test_capacity_benchmark_quick_run_is_clean() -> None:
-    result = subprocess.run(
-        [str(ROOT / "bench" / "run"), "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHON": sys.executable},
-    )
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
-    assert "quick: every request answered 2xx" in result.stdout
+    output = run_bench("run", "--quick", timeout=600)
+    assert "quick: every request answered 2xx" in output
     for scenario in ("browser", "server", "single"):
-        assert f"  {scenario} " in result.stdout  # each scenario was measured
+        assert f"  {scenario} " in output  # each scenario was measured

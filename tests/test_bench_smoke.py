@@ -7,13 +7,9 @@ A smoke test only: nothing here asserts a speed (benchmarks measure, tests do no
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from hw_testing import run_bench
 
 pytestmark = [
     pytest.mark.services,
@@ -26,12 +22,4 @@ pytestmark = [
 
 
 def test_edge_benchmark_quick_run_is_clean() -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "edge.py"), "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
-    assert "every target answered 2xx only" in result.stdout
+    assert "every target answered 2xx only" in run_bench("edge.py", "--quick")

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 import pytest
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
-from hw_testing import eventually, track_event
+from hw_testing import eventually, publish_envelope, publish_tracks
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
@@ -20,16 +20,12 @@ from headwater.consumers.rows import COLUMN_TYPES, COLUMNS
 from headwater.consumers.runner import EventConsumer
 from headwater.consumers.settings import ConsumerSettings
 from headwater.consumers.writer import ClickHouseWriter
-from headwater.core.projects.project import utc_now_iso
 from headwater.core.projects.settings import ProjectSettings
-from headwater.core.wire.envelope import Envelope
 from headwater.core.wire.subjects import (
     DLQ_ERROR_HEADER,
     DLQ_STREAM,
     EVENTS_STREAM,
-    MSG_ID_HEADER,
     dlq_subject,
-    events_subject,
 )
 
 pytestmark = pytest.mark.services
@@ -56,15 +52,6 @@ def settings(clickhouse_url: str) -> ConsumerSettings:
     )
 
 
-async def publish(js: JetStreamContext, project_id: str, request_id: str, body: bytes) -> None:
-    await js.publish(events_subject(project_id), body, headers={MSG_ID_HEADER: request_id})
-
-
-def envelope(project_id: str, request_id: str, *message_ids: str) -> bytes:
-    events = [{**track_event(messageId=m), "type": "track"} for m in message_ids]
-    return Envelope(project_id, request_id, utc_now_iso(), events).encode()
-
-
 def count(client: Client, project_id: str) -> int:
     return int(client.query(f"SELECT count() FROM hw_{project_id}.events FINAL").result_rows[0][0])
 
@@ -80,7 +67,7 @@ async def test_failed_inserts_are_not_acked_and_land_once_after_recovery(
     writer = FlakyWriter(clickhouse, failures=3)
     consumer = EventConsumer(nats_client, writer, settings(clickhouse_url), processor)
     for i in range(5):
-        await publish(js, project_id, f"r{i}", envelope(project_id, f"r{i}", f"m{i}a", f"m{i}b"))
+        await publish_tracks(js, project_id, f"r{i}", f"m{i}a", f"m{i}b")
     await consumer.start()
     try:
 
@@ -114,7 +101,7 @@ async def test_nothing_is_acked_while_clickhouse_is_down(
 ) -> None:
     writer = FlakyWriter(clickhouse, failures=10**9)
     consumer = EventConsumer(nats_client, writer, settings(clickhouse_url), processor)
-    await publish(js, project_id, "r1", envelope(project_id, "r1", "only"))
+    await publish_tracks(js, project_id, "r1", "only")
     await consumer.start()
     try:
 
@@ -137,10 +124,10 @@ async def test_poison_messages_go_to_the_dead_letter_stream_and_the_rest_flows(
     project_id: str,
     processor: Processor,
 ) -> None:
-    await publish(js, project_id, "good-1", envelope(project_id, "good-1", "g1"))
-    await publish(js, project_id, "bad-json", b"{not json")
-    await publish(js, project_id, "bad-version", b'{"v": 99, "events": []}')
-    await publish(js, project_id, "good-2", envelope(project_id, "good-2", "g2"))
+    await publish_tracks(js, project_id, "good-1", "g1")
+    await publish_envelope(js, project_id, "bad-json", b"{not json")
+    await publish_envelope(js, project_id, "bad-version", b'{"v": 99, "events": []}')
+    await publish_tracks(js, project_id, "good-2", "g2")
     consumer = EventConsumer(nats_client, ClickHouseWriter(clickhouse), settings(clickhouse_url), processor)
     await consumer.start()
     try:
@@ -176,9 +163,9 @@ async def test_rows_clickhouse_refuses_are_dead_lettered_and_the_rest_land(
     project_id: str,
     processor: Processor,
 ) -> None:
-    await publish(js, project_id, "a", envelope(project_id, "a", "good-a1", "good-a2"))
-    await publish(js, project_id, "b", envelope(project_id, "b", "poison"))
-    await publish(js, project_id, "c", envelope(project_id, "c", "good-c"))
+    await publish_tracks(js, project_id, "a", "good-a1", "good-a2")
+    await publish_tracks(js, project_id, "b", "poison")
+    await publish_tracks(js, project_id, "c", "good-c")
     consumer = EventConsumer(nats_client, RefusingWriter(clickhouse), settings(clickhouse_url), processor)
     await consumer.start()
     try:
@@ -206,7 +193,7 @@ async def test_an_outage_holds_one_batch_in_progress_and_fetches_no_more(
     processor: Processor,
 ) -> None:
     for i in range(100):
-        await publish(js, project_id, f"r{i}", envelope(project_id, f"r{i}", f"m{i}"))
+        await publish_tracks(js, project_id, f"r{i}", f"m{i}")
     writer = FlakyWriter(clickhouse, failures=10**9)
     slow = ConsumerSettings(
         clickhouse_url=clickhouse_url,
@@ -219,9 +206,16 @@ async def test_an_outage_holds_one_batch_in_progress_and_fetches_no_more(
     consumer = EventConsumer(nats_client, writer, slow, processor)
     await consumer.start()
     try:
-        await asyncio.sleep(2.5)  # several retries, each longer than ack_wait by the end
+
+        async def held() -> tuple[int, int]:
+            info = await js.consumer_info(EVENTS_STREAM, "hw-clickhouse")
+            return writer.attempts, info.num_ack_pending
+
+        # several retries, the pipeline filled behind the batch that cannot be written
+        await eventually(held, lambda h: h[0] >= 3 and h[1] >= 40)
         before = await js.consumer_info(EVENTS_STREAM, "hw-clickhouse")
-        await asyncio.sleep(1.0)
+        # What must not happen within twice the ack wait: a fetch beyond the bound, a redelivery.
+        await asyncio.sleep(2.0)
         info = await js.consumer_info(EVENTS_STREAM, "hw-clickhouse")
         # Backpressure: one batch held, the next one built behind it (each at most the row limit
         # plus one group's overshoot: 10 + 9), the groups of messages queued for processing (one
@@ -249,7 +243,7 @@ async def test_a_message_on_its_last_delivery_goes_to_the_dead_letter_stream(
     processor: Processor,
 ) -> None:
     # Two deliveries that ended without an ack, as if a consumer had died on the message twice.
-    await publish(js, project_id, "crashy", envelope(project_id, "crashy", "c1"))
+    await publish_tracks(js, project_id, "crashy", "c1")
     config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_deliver=3, ack_wait=60)
     earlier = await js.pull_subscribe(
         "hw.events.>", durable="hw-clickhouse", stream=EVENTS_STREAM, config=config
@@ -286,7 +280,7 @@ async def test_a_deleted_durable_consumer_is_recreated_and_the_stream_flows_on(
     processor: Processor,
 ) -> None:
     consumer = EventConsumer(nats_client, ClickHouseWriter(clickhouse), settings(clickhouse_url), processor)
-    await publish(js, project_id, "before", envelope(project_id, "before", "b1"))
+    await publish_tracks(js, project_id, "before", "b1")
     await consumer.start()
     try:
 
@@ -295,7 +289,7 @@ async def test_a_deleted_durable_consumer_is_recreated_and_the_stream_flows_on(
 
         assert await eventually(landed, lambda n: n == 1, timeout=10) == 1
         await js.delete_consumer(EVENTS_STREAM, "hw-clickhouse")  # an operator's mistake
-        await publish(js, project_id, "after", envelope(project_id, "after", "a1"))
+        await publish_tracks(js, project_id, "after", "a1")
         # Recreated from the start of the stream: "before" again, which collapses on messageId.
         assert await eventually(landed, lambda n: n == 2, timeout=10) == 2
         info = await js.consumer_info(EVENTS_STREAM, "hw-clickhouse")
@@ -321,7 +315,7 @@ class BrokenProcessor(InlineProcessor):
 async def test_an_unexpected_error_in_processing_stops_the_consumer_without_acking(
     nats_client: NatsClient, js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
 ) -> None:
-    await publish(js, project_id, "r1", envelope(project_id, "r1", "m1"))
+    await publish_tracks(js, project_id, "r1", "m1")
     processor = BrokenProcessor(Enricher(None))
     consumer = EventConsumer(nats_client, ClickHouseWriter(clickhouse), settings(clickhouse_url), processor)
     await consumer.start()
@@ -362,7 +356,7 @@ async def test_a_failed_consume_loop_leaves_no_group_behind_and_hands_its_messag
     nats_client: NatsClient, js: JetStreamContext, clickhouse: Client, clickhouse_url: str, project_id: str
 ) -> None:
     for i in range(6):
-        await publish(js, project_id, f"r{i}", envelope(project_id, f"r{i}", f"m{i}"))
+        await publish_tracks(js, project_id, f"r{i}", f"m{i}")
     processor = FirstGroupBreaksProcessor(Enricher(None))
     consumer_settings = ConsumerSettings(
         clickhouse_url=clickhouse_url, fetch_batch=1, group_linger_seconds=0, flush_interval_seconds=0.1

@@ -7,12 +7,12 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from hw_testing import BIN, cli_env, eventually, track_event
+from hw_testing import BIN, cli_env, eventually, migrate_in_a_process, publish_tracks
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
@@ -23,9 +23,7 @@ from headwater.consumers.settings import ConsumerSettings
 from headwater.consumers.writer import ClickHouseWriter
 from headwater.control.clickhouse import connect
 from headwater.core.migrations import apply_migrations
-from headwater.core.projects.project import utc_now_iso
-from headwater.core.wire.envelope import Envelope
-from headwater.core.wire.subjects import EVENTS_STREAM, MSG_ID_HEADER, events_subject
+from headwater.core.wire.subjects import EVENTS_STREAM
 from headwater.ops.natsserver import NatsServerProcess
 from headwater.ops.runtime import Stack
 
@@ -39,10 +37,9 @@ def env() -> dict[str, str]:
 async def publish_envelopes(js: JetStreamContext, project_id: str, count: int, per_envelope: int) -> set[str]:
     ids: set[str] = set()
     for n in range(count):
-        events = [{**track_event(messageId=f"e{n}-{i}"), "type": "track"} for i in range(per_envelope)]
-        ids.update(e["messageId"] for e in events)
-        body = Envelope(project_id, f"r{n}", utc_now_iso(), events).encode()
-        await js.publish(events_subject(project_id), body, headers={MSG_ID_HEADER: f"r{n}"})
+        message_ids = [f"e{n}-{i}" for i in range(per_envelope)]
+        ids.update(message_ids)
+        await publish_tracks(js, project_id, f"r{n}", *message_ids)
     return ids
 
 
@@ -73,25 +70,8 @@ def start(command: list[str]) -> subprocess.Popen[bytes]:
     )
 
 
-@pytest.mark.slow
-async def test_a_consumer_killed_mid_stream_loses_and_doubles_nothing(
-    js: JetStreamContext, nats_server: NatsServerProcess, tmp_path: Path, project_id: str
-) -> None:
-    # The consumer processes own their embedded ClickHouse (one process per data directory), so
-    # the database is prepared and finally read by short-lived processes of their own.
-    url = f"chdb://{tmp_path / 'clickhouse'}"
-    prepare = f"from headwater.control.clickhouse import connect\nfrom headwater.core.migrations import apply_migrations\napply_migrations(connect({url!r}), 'hw_{project_id}')"  # noqa: E501
-    await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-c", prepare], check=True, env=env(), timeout=120
-    )
-    sent = await publish_envelopes(js, project_id, count=3000, per_envelope=10)  # three batches of 10,000
-    # A short ack wait: the killed process's unacknowledged messages come back soon after it.
-    command = [
-        str(BIN / "headwater"), "serve", "consumer", "--nats-url", nats_server.url, "--clickhouse-url", url,
-        "--ack-wait", "3", "--max-batch-rows", "10000",
-    ]  # fmt: skip
-
-    first = await asyncio.to_thread(start, command)
+def acked_through(js: JetStreamContext) -> Callable[[], Awaitable[int]]:
+    """A probe of the stream sequence the consumer processes have acknowledged up to."""
 
     async def acked() -> int:
         try:
@@ -100,6 +80,25 @@ async def test_a_consumer_killed_mid_stream_loses_and_doubles_nothing(
             return 0
         return int(info.ack_floor.stream_seq)
 
+    return acked
+
+
+@pytest.mark.slow
+async def test_a_consumer_killed_mid_stream_loses_and_doubles_nothing(
+    js: JetStreamContext, nats_server: NatsServerProcess, tmp_path: Path, project_id: str
+) -> None:
+    # The database is prepared and finally read by short-lived processes of their own.
+    url = f"chdb://{tmp_path / 'clickhouse'}"
+    await migrate_in_a_process(url, project_id)
+    sent = await publish_envelopes(js, project_id, count=3000, per_envelope=10)  # three batches of 10,000
+    # A short ack wait: the killed process's unacknowledged messages come back soon after it.
+    command = [
+        str(BIN / "headwater"), "serve", "consumer", "--nats-url", nats_server.url, "--clickhouse-url", url,
+        "--ack-wait", "3", "--max-batch-rows", "10000",
+    ]  # fmt: skip
+
+    first = await asyncio.to_thread(start, command)
+    acked = acked_through(js)
     await eventually(acked, lambda n: n > 0, timeout=60, interval=0.05)
     workers = children_of(first.pid)
     first.send_signal(signal.SIGKILL)  # mid-stream: some batches written, some not, some in flight
@@ -228,25 +227,14 @@ async def test_a_ctrl_c_to_the_whole_process_group_leaves_nothing_pending(
     processing must still be finished or handed back, not left pending until the ack wait. (A
     systemd stop signals the consumer alone: the shipped unit sets KillMode=mixed.)"""
     url = f"chdb://{tmp_path / 'clickhouse'}"
-    prepare = f"from headwater.control.clickhouse import connect\nfrom headwater.core.migrations import apply_migrations\napply_migrations(connect({url!r}), 'hw_{project_id}')"  # noqa: E501
-    await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-c", prepare], check=True, env=env(), timeout=120
-    )
+    await migrate_in_a_process(url, project_id)
     await publish_envelopes(js, project_id, count=3000, per_envelope=10)
     command = [
         str(BIN / "headwater"), "serve", "consumer", "--nats-url", nats_server.url, "--clickhouse-url", url,
         "--consumer-workers", "2", "--max-batch-rows", "2000",
     ]  # fmt: skip
     process = await asyncio.to_thread(start, command)
-
-    async def acked() -> int:
-        try:
-            info = await js.consumer_info(EVENTS_STREAM, "hw-clickhouse")
-        except NotFoundError:
-            return 0
-        return int(info.ack_floor.stream_seq)
-
-    await eventually(acked, lambda n: n > 0, timeout=60, interval=0.05)
+    await eventually(acked_through(js), lambda n: n > 0, timeout=60, interval=0.05)
     workers = children_of(process.pid)
     assert workers
     for pid in [process.pid, *workers]:  # as a terminal's Ctrl-C does

@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 from clickhouse_connect.driver.client import Client
-from hw_testing import basic_auth, create_project, eventually, run_cli
+from hw_testing import basic_auth, create_project, eventually, publish_envelope, run_cli
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
@@ -23,7 +23,6 @@ from headwater.core.wire.envelope import Envelope, pack
 from headwater.core.wire.subjects import (
     DLQ_ERROR_HEADER,
     DLQ_STREAM,
-    MSG_ID_HEADER,
     dlq_subject,
     events_subject,
 )
@@ -74,7 +73,7 @@ async def test_an_envelope_holding_bytes_that_are_not_utf8_is_stored_whole(
         body = pack(
             pre_fix_envelope(project_id, request_id, events.replace(b"PFX", request_id.encode())), compress
         )
-        await js.publish(events_subject(project_id), body, headers={MSG_ID_HEADER: request_id})
+        await publish_envelope(js, project_id, request_id, body)
     consumer = EventConsumer(
         nats_client, ClickHouseWriter(clickhouse), consumer_settings(clickhouse_url), processor
     )
@@ -104,11 +103,7 @@ async def test_an_event_that_cannot_become_a_row_is_dead_lettered_alone(
         b"7,"
         b'{"type":"track","event":"c","userId":"u","messageId":"good-2","timestamp":{"no":"time"}}]'
     )
-    await js.publish(
-        events_subject(project_id),
-        pre_fix_envelope(project_id, "mixed", events),
-        headers={MSG_ID_HEADER: "mixed"},
-    )
+    await publish_envelope(js, project_id, "mixed", pre_fix_envelope(project_id, "mixed", events))
     consumer = EventConsumer(
         nats_client, ClickHouseWriter(clickhouse), consumer_settings(clickhouse_url), processor
     )

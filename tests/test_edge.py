@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
+import json
 import logging
 import re
-import socket
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from hw_testing import basic_auth, track_event
+from hw_testing import ONE_EVENT_PER_IP_PER_SECOND, basic_auth, eventually, track_event, track_from
 from hw_testing import create_project as create_any_project
 
 from headwater.consumers.enrich import Enricher
@@ -312,18 +313,27 @@ async def test_rejections_are_clear_and_store_nothing(
 
 
 async def test_a_body_over_the_limit_is_refused_before_it_is_read(stack: Stack, keys: dict[str, str]) -> None:
+    """Raw HTTP over a TCP connection to the edge's own port: the whole answer (413, its JSON
+    error, and the close) comes while the announced body is still unsent."""
     assert stack.edge_url is not None
     host, port = stack.edge_url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
-    # Announce 10 MB but send only the headers: the answer must come without the body.
-    writer.write(
-        b"POST /v1/track HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 10000000\r\n\r\n"
-    )
-    await writer.drain()
-    status_line = await asyncio.wait_for(reader.readline(), 5)
-    assert status_line.startswith(b"HTTP/1.1 413")
-    writer.close()
+    try:
+        assert writer.get_extra_info("socket").getpeername() == (host, int(port))
+        # Announce 10 MB but send only the headers: the answer must come without the body.
+        writer.write(
+            b"POST /v1/track HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 10000000\r\n\r\n"
+        )
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 5)  # to the end: the edge closes
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode().split("\r\n")
+    assert status_line.startswith("HTTP/1.1 413")
+    assert "connection: close" in (line.lower() for line in header_lines)
+    assert json.loads(body)["code"] == "payload_too_large"
 
 
 async def test_wrong_method_is_405(stack: Stack, http: httpx.AsyncClient) -> None:
@@ -464,14 +474,8 @@ async def test_project_rate_limit_answers_429_with_retry_after(
 async def test_per_ip_rate_limit_keeps_clients_apart(
     stack: Stack, http: httpx.AsyncClient, project_id: str
 ) -> None:
-    keys = await create_project(
-        http, stack, project_id, settings={"rate_limits": {"ip_events_per_second": 1, "burst_seconds": 2}}
-    )
-
-    async def send(ip: str) -> int:
-        headers = basic_auth(keys["secret"]) | {"X-Forwarded-For": ip}
-        return (await post(http, stack, "track", track_event(), headers)).status_code
-
+    keys = await create_project(http, stack, project_id, settings=ONE_EVENT_PER_IP_PER_SECOND)
+    send = functools.partial(track_from, http, stack, keys["secret"])  # (ip) -> status
     assert [await send("203.0.113.1") for _ in range(3)] == [200, 200, 429]
     assert await send("203.0.113.2") == 200  # another client has its own bucket
 
@@ -535,9 +539,10 @@ async def test_a_shutdown_delay_keeps_serving_while_reporting_not_ready(
     # The public port says only whether the edge is ready; the operator listener says why.
     assert (await http.get(f"{stack.edge_url}/metrics")).status_code == 404
     stopping = asyncio.create_task(stack.stop())  # what SIGTERM does
-    await asyncio.sleep(0.3)
-    public = await http.get(f"{stack.edge_url}/readyz")
-    assert public.status_code == 503 and public.json() == {"ready": False}
+    public = await eventually(
+        lambda: http.get(f"{stack.edge_url}/readyz"), lambda r: r.status_code == 503, timeout=1.5
+    )
+    assert public.json() == {"ready": False}
     ready = await http.get(f"{stack.edge_operator_url}/readyz")
     assert ready.status_code == 503 and ready.json()["checks"]["accepting"] is False
     # Still taking events (and answering only once they are durable) while the balancer notices.
@@ -546,11 +551,6 @@ async def test_a_shutdown_delay_keeps_serving_while_reporting_not_ready(
     await stopping
     with pytest.raises(httpx.TransportError):
         await http.get(f"{stack.edge_url}/readyz")
-
-
-def test_socket_module_is_real() -> None:
-    # The 413-before-read test talks raw HTTP; make sure nothing patched the socket layer.
-    assert socket.socket.__module__ == "socket"
 
 
 async def test_the_2xx_waits_for_the_jetstream_ack(

@@ -15,13 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
-from hw_testing import basic_auth, create_project, eventually
+from hw_testing import SpoolingStackFactory, basic_auth, eventually
 
 from headwater.core.projects.project import utc_now_iso
 from headwater.core.wire.envelope import Envelope
 from headwater.core.wire.subjects import EVENTS_STREAM, events_subject
 from headwater.edge.errors import MessageTooLarge
-from headwater.edge.settings import EdgeSettings
 from headwater.edge.split import split
 from headwater.ops.natsserver import NatsServerProcess
 from headwater.ops.runtime import Stack
@@ -67,19 +66,11 @@ async def stored_ids(stack: Stack, project_id: str) -> set[str]:
     return {str(r[0]) for r in await asyncio.to_thread(lambda: client.query(sql).result_rows)}
 
 
-def spool_edge(tmp_path: Path) -> EdgeSettings:
-    return EdgeSettings(port=0, spool_dir=str(tmp_path / "spool"), publish_timeout_seconds=1.0)
-
-
 @pytest.mark.services
 async def test_a_batch_larger_than_the_max_payload_is_split_and_stored_whole(
-    make_stack,
-    http: httpx.AsyncClient,
-    project_id: str,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    make_spooling_stack: SpoolingStackFactory, http: httpx.AsyncClient, project_id: str
 ) -> None:
-    stack: Stack = await make_stack(edge=spool_edge(tmp_path), control=True, consumer=True)
-    key = str((await create_project(http, stack, project_id))["secret_key"])
+    stack, key = await make_spooling_stack()
     batch = {"batch": [event(f"b-{n}", 2000) for n in range(40)]}  # ~80 KB of envelope
     answer = await http.post(f"{stack.edge_url}/v1/batch", json=batch, headers=basic_auth(key))
     assert answer.status_code == 200, answer.text
@@ -92,13 +83,9 @@ async def test_a_batch_larger_than_the_max_payload_is_split_and_stored_whole(
 
 @pytest.mark.services
 async def test_an_event_no_envelope_can_carry_is_refused_before_it_is_acknowledged(
-    make_stack,
-    http: httpx.AsyncClient,
-    project_id: str,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    make_spooling_stack: SpoolingStackFactory, http: httpx.AsyncClient, project_id: str
 ) -> None:
-    stack: Stack = await make_stack(edge=spool_edge(tmp_path), control=True, consumer=True)
-    key = str((await create_project(http, stack, project_id))["secret_key"])
+    stack, key = await make_spooling_stack()
     answer = await http.post(
         f"{stack.edge_url}/v1/track", json=event("huge", 20_000), headers=basic_auth(key)
     )
@@ -114,13 +101,9 @@ async def test_an_event_no_envelope_can_carry_is_refused_before_it_is_acknowledg
 
 @pytest.mark.services
 async def test_the_streams_max_message_size_is_honoured_even_when_it_changes(
-    make_stack,
-    http: httpx.AsyncClient,
-    project_id: str,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    make_spooling_stack: SpoolingStackFactory, http: httpx.AsyncClient, project_id: str
 ) -> None:
-    stack: Stack = await make_stack(edge=spool_edge(tmp_path), control=True, consumer=True)
-    key = str((await create_project(http, stack, project_id))["secret_key"])
+    stack, key = await make_spooling_stack()
     assert stack.nats is not None
     js = stack.nats.jetstream()
     info = await js.stream_info(EVENTS_STREAM)
@@ -136,13 +119,9 @@ async def test_the_streams_max_message_size_is_honoured_even_when_it_changes(
 
 @pytest.mark.services
 async def test_a_spooled_envelope_over_the_limit_is_split_or_quarantined_and_the_rest_drains(
-    make_stack,
-    http: httpx.AsyncClient,
-    project_id: str,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    make_spooling_stack: SpoolingStackFactory, http: httpx.AsyncClient, project_id: str
 ) -> None:
-    stack: Stack = await make_stack(edge=spool_edge(tmp_path), control=True, consumer=True)
-    await create_project(http, stack, project_id)
+    stack, _ = await make_spooling_stack()
     spool = stack.spool
     assert spool is not None and stack.breaker is not None and stack.drainer is not None
     subject = events_subject(project_id)

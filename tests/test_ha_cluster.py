@@ -12,6 +12,8 @@ their union. Every event that got a 2xx must be in the union; none may show twic
 database after FINAL; the events present in both databases (a message redelivered to the other
 process, e.g. after an ack was lost with a dying node) are counted and printed. With a ClickHouse
 server both consumers write to one database, where ReplacingMergeTree collapses those copies.
+Beneath FINAL: HW_EVENTS must hold each event once (Nats-Msg-Id drops a publish the edge repeated
+from its spool), so physical rows beyond one per event can only be redeliveries; they are printed.
 """
 
 from __future__ import annotations
@@ -141,6 +143,15 @@ class SteadyLoad:
     def start(self) -> None:
         self._ticker = asyncio.create_task(self._tick())
 
+    async def acked_more(self, count: int, timeout: float = 90) -> None:
+        """Wait until `count` more requests than now got a 2xx."""
+        target = len(self.acked) + count
+
+        async def acked() -> int:
+            return len(self.acked)
+
+        await eventually(acked, lambda n: n >= target, timeout=timeout, interval=0.2)
+
     async def stop(self) -> None:
         assert self._ticker is not None
         self._ticker.cancel()
@@ -226,18 +237,19 @@ async def spool_entries(http: httpx.AsyncClient, edge_url: str) -> int:
     return int(response.json()["spool"]["entries"])
 
 
-async def stored_copies(clickhouse_url: str, project_id: str) -> tuple[dict[str, int], int]:
-    """messageId → copies after FINAL, and the rows before FINAL, read by `headwater query` once
-    the consumer that owned the directory has exited."""
-    sql = "SELECT message_id, count(), (SELECT count() FROM events) FROM events FINAL GROUP BY message_id"
+async def copies_per_event(clickhouse_url: str, project_id: str, final: bool) -> dict[str, int]:
+    """messageId → rows, as queries see them (FINAL) or as stored (physical rows, before
+    ReplacingMergeTree collapses them), read by `headwater query` once the consumer that owned the
+    directory has exited."""
+    sql = f"SELECT message_id, count() FROM events {'FINAL' if final else ''} GROUP BY message_id"
     out = await headwater("query", "--clickhouse-url", clickhouse_url, "--project", project_id, sql)
     rows = [line.split("\t") for line in out.splitlines() if line]
-    return {r[0]: int(r[1]) for r in rows}, int(rows[0][2]) if rows else 0
+    return {message_id: int(copies) for message_id, copies in rows}
 
 
-async def leader_of(js: JetStreamContext, stream: str = EVENTS_STREAM) -> str:
-    """The stream's leader, asked again while the test's own connection moves off a killed node or
-    the stream is between leaders."""
+async def leader_of(js: JetStreamContext, stream: str = EVENTS_STREAM, other_than: str = "") -> str:
+    """The stream's leader (one that is not `other_than`, a node just killed), asked again while the
+    test's own connection moves off a killed node or the stream is between leaders."""
 
     async def ask() -> str | None:
         try:
@@ -245,7 +257,8 @@ async def leader_of(js: JetStreamContext, stream: str = EVENTS_STREAM) -> str:
         except (NatsError, TimeoutError):
             return None
 
-    return str(await eventually(ask, bool, timeout=60, interval=0.5))
+    elected = await eventually(ask, lambda name: bool(name) and name != other_than, timeout=60, interval=0.5)
+    return str(elected)
 
 
 def other_than(cluster: NatsCluster, leader: str) -> str:
@@ -335,21 +348,25 @@ async def test_nats_nodes_die_under_load_and_every_acknowledged_event_lands_once
 
         load = SteadyLoad(http, [edge.url for edge in edges], key)
         load.start()
-        await asyncio.sleep(3)
+        # Each phase lasts until the edges have answered that many more requests with a 2xx (at
+        # 150 requests/s: about the seconds it lasted before); a phase that never gets there fails.
+        await load.acked_more(450)
         follower = other_than(cluster, await leader_of(js))
         await asyncio.to_thread(cluster.kill, follower)
         mark(f"killed {follower} (not the HW_EVENTS leader)")
-        await asyncio.sleep(4)
+        await load.acked_more(600)
         await asyncio.to_thread(cluster.restart, follower)
         mark(f"{follower} restarted and current")
-        await asyncio.sleep(2)
+        await load.acked_more(300)
         leader = await leader_of(js)
         await asyncio.to_thread(cluster.kill, leader)
         mark(f"killed {leader} (the HW_EVENTS leader)")
-        await asyncio.sleep(6)
+        new_leader = await leader_of(js, other_than=leader)
+        mark(f"HW_EVENTS leader now {new_leader}")
+        await load.acked_more(600)  # through the election (the edges spool) and after it
         await asyncio.to_thread(cluster.restart, leader)
         mark(f"{leader} restarted and current; HW_EVENTS leader now {await leader_of(js)}")
-        await asyncio.sleep(3)
+        await load.acked_more(450)
         await load.stop()
         mark(f"load stopped: {len(load.acked)} acknowledged, statuses {dict(load.statuses)}")
 
@@ -364,11 +381,13 @@ async def test_nats_nodes_die_under_load_and_every_acknowledged_event_lands_once
         mark(f"spools drained ({spooled} envelopes spooled) and the consumers caught up")
         dead = (await js.stream_info(DLQ_STREAM)).state.messages
         assert dead == 0, f"{dead} messages were dead-lettered"
+        in_stream = (await js.stream_info(EVENTS_STREAM)).state.messages
 
         # Consumers first: each writes and acks what it holds; a non-zero exit is a role that died.
         for role in [*consumers, *edges, control]:
             assert await asyncio.to_thread(role.stop) == 0, f"{role.name}:\n{role.log_tail()}"
-        results = await asyncio.gather(*(stored_copies(url, project_id) for url in consumer_urls))
+        stored = await asyncio.gather(*(copies_per_event(url, project_id, True) for url in consumer_urls))
+        physical = await asyncio.gather(*(copies_per_event(url, project_id, False) for url in consumer_urls))
         mark("consumers stopped, their databases read")
     finally:
         for role in roles:
@@ -376,7 +395,6 @@ async def test_nats_nodes_die_under_load_and_every_acknowledged_event_lands_once
         await client.close()
 
     assert load.acked, f"no request got a 2xx: {dict(load.statuses)}"
-    stored = [copies for copies, _ in results]
     union = set(stored[0]) | set(stored[1])
     missing = load.acked - union
     assert not missing, f"{len(missing)} acknowledged events are missing, e.g. {sorted(missing)[:5]}"
@@ -386,12 +404,18 @@ async def test_nats_nodes_die_under_load_and_every_acknowledged_event_lands_once
     # Anything stored beyond the acknowledged came from a request that got an error (the client
     # was told to retry it): one event per request, so it is whole.
     assert union - load.acked <= load.failed
+    # JetStream kept one message per event: a publish repeated (the edge's timeout, then its spool's
+    # drain, across the leader's election) was dropped on its Nats-Msg-Id. So every physical row
+    # beyond one per event is a message redelivered after its ack was lost with a dying node.
+    assert in_stream == len(union), f"HW_EVENTS holds {in_stream} messages for {len(union)} events"
+    repeats = [sum(rows.values()) - len(rows) for rows in physical]
     in_both = set(stored[0]) & set(stored[1])
     print("\n" + "\n".join(timings))
     print(
         f"HA: {sum(load.statuses.values())} sent, {len(load.acked)} acknowledged, "
-        f"{len(union)} stored (consumer-1 {len(stored[0])} rows after FINAL, {results[0][1]} before; "
-        f"consumer-2 {len(stored[1])} after FINAL, {results[1][1]} before), "
+        f"{len(union)} stored, {in_stream} in HW_EVENTS; consumer-1 {len(stored[0])} after FINAL, "
+        f"{sum(physical[0].values())} physical rows ({repeats[0]} repeats); consumer-2 {len(stored[1])} "
+        f"after FINAL, {sum(physical[1].values())} physical rows ({repeats[1]} repeats); "
         f"{len(in_both)} in both databases (redelivered across processes), 0 missing, 0 doubled"
     )
 

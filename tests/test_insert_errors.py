@@ -34,7 +34,7 @@ from clickhouse_standin import (
     ClickHouseStandIn,
     ErrorAnswer,
 )
-from hw_testing import BIN, cli_env, eventually, track_event
+from hw_testing import BIN, cli_env, eventually, migrate_in_a_process, publish_tracks
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
@@ -44,9 +44,7 @@ from headwater.consumers.runner import EventConsumer
 from headwater.consumers.settings import ConsumerSettings
 from headwater.consumers.writer import ClickHouseWriter
 from headwater.control.clickhouse import connect
-from headwater.core.projects.project import utc_now_iso
-from headwater.core.wire.envelope import Envelope
-from headwater.core.wire.subjects import DLQ_STREAM, EVENTS_STREAM, MSG_ID_HEADER, events_subject
+from headwater.core.wire.subjects import DLQ_STREAM, EVENTS_STREAM
 from headwater.ops.natsserver import NatsServerProcess
 
 TRANSIENT_ANSWERS = [
@@ -118,9 +116,7 @@ async def test_server_errors_are_retried_not_dead_lettered_and_readiness_reports
     standin.errors.extend(
         [NOT_ENOUGH_SPACE, TOO_MANY_PARTS, MEMORY_LIMIT_EXCEEDED, UNKNOWN_DATABASE, ABORTED]
     )
-    events = [{**track_event(messageId=f"msg-{i}"), "type": "track"} for i in range(3)]
-    body = Envelope(project_id, "r1", utc_now_iso(), events).encode()
-    await js.publish(events_subject(project_id), body, headers={MSG_ID_HEADER: "r1"})
+    await publish_tracks(js, project_id, "r1", *(f"msg-{i}" for i in range(3)))
     consumer = EventConsumer(nats_client, ClickHouseWriter(connect(standin.url)), settings, processor)
     seen_unready: list[str] = []
     await consumer.start()
@@ -155,8 +151,7 @@ async def test_rows_a_server_refuses_are_still_dead_lettered(
         clickhouse_url=standin.url, flush_interval_seconds=0.1, retry_delay_seconds=0.05
     )
     standin.errors.append(TYPE_MISMATCH)
-    body = Envelope(project_id, "r1", utc_now_iso(), [{**track_event(), "type": "track"}]).encode()
-    await js.publish(events_subject(project_id), body, headers={MSG_ID_HEADER: "r1"})
+    await publish_tracks(js, project_id, "r1", "m1")
     consumer = EventConsumer(nats_client, ClickHouseWriter(connect(standin.url)), settings, processor)
     await consumer.start()
     try:
@@ -202,18 +197,11 @@ async def test_a_full_disk_under_the_embedded_engine_dead_letters_nothing(
 ) -> None:
     url = f"chdb://{small_disk / 'clickhouse'}"
     run_python = [sys.executable, "-c"]
-    prepare = (
-        "from headwater.control.clickhouse import connect\n"
-        "from headwater.core.migrations import apply_migrations\n"
-        f"apply_migrations(connect({url!r}), 'hw_{project_id}')"
-    )
-    await asyncio.to_thread(subprocess.run, [*run_python, prepare], check=True, env=cli_env(), timeout=120)
+    await migrate_in_a_process(url, project_id)
     ballast = fill(small_disk)
     ids = [f"m{n}" for n in range(20)]
     for n in range(0, 20, 5):
-        events = [{**track_event(messageId=m), "type": "track"} for m in ids[n : n + 5]]
-        body = Envelope(project_id, f"r{n}", utc_now_iso(), events).encode()
-        await js.publish(events_subject(project_id), body, headers={MSG_ID_HEADER: f"r{n}"})
+        await publish_tracks(js, project_id, f"r{n}", *ids[n : n + 5])
     command = [
         str(BIN / "headwater"), "serve", "consumer", "--nats-url", nats_server.url, "--clickhouse-url", url,
         "--port", "0", "--consumer-workers", "0", "--consumer-unready-after", "1",

@@ -12,7 +12,7 @@ import click
 import httpx
 import pytest
 from click.testing import CliRunner
-from hw_testing import ADMIN_TOKEN, admin_headers
+from hw_testing import ADMIN_TOKEN, create_project
 
 from headwater.control.settings import AdminToken
 from headwater.ops.cli import main
@@ -48,10 +48,7 @@ async def test_migrate_applies_what_is_missing(
     stack: Stack = await make_stack(control=True)
     intact = f"{project_id}_ok"
     for new_id in (project_id, intact):
-        created = await http.post(
-            f"{stack.control_url}/v1/projects", json={"id": new_id}, headers=admin_headers()
-        )
-        assert created.status_code == 201, created.text
+        await create_project(http, stack, new_id)
     forget_migration_1(stack, project_id)
     assert not events_table_exists(stack, project_id)
 
@@ -82,10 +79,7 @@ async def test_a_failing_project_does_not_stop_the_others(
     http: httpx.AsyncClient,
 ) -> None:
     stack: Stack = await make_stack(control=True)
-    created = await http.post(
-        f"{stack.control_url}/v1/projects", json={"id": project_id}, headers=admin_headers()
-    )
-    assert created.status_code == 201, created.text
+    await create_project(http, stack, project_id)
     forget_migration_1(stack, project_id)
     # A KV entry whose key is no valid project id cannot name a database: that project fails.
     assert stack.nats is not None
@@ -164,10 +158,7 @@ async def test_the_control_plane_migrates_every_project_when_it_starts(
     http: httpx.AsyncClient,
 ) -> None:
     first: Stack = await make_stack(control=True)
-    created = await http.post(
-        f"{first.control_url}/v1/projects", json={"id": project_id}, headers=admin_headers()
-    )
-    assert created.status_code == 201
+    await create_project(http, first, project_id)
     forget_migration_1(first, project_id)
     # A second control plane starting (a restart, or a new version) brings the schema up to date.
     second: Stack = await make_stack(control=True)

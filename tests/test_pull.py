@@ -4,6 +4,7 @@ after they expire, after a server restart and after the consumer is deleted."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from hw_testing import eventually
 from nats.aio.client import Client as NatsClient
@@ -50,6 +51,30 @@ async def take_all(pull: PipelinedPull, count: int, timeout: float = 10.0) -> li
     return taken
 
 
+def buffered(pull: PipelinedPull) -> Callable[[], Awaitable[int]]:
+    async def count() -> int:
+        return len(pull.buffered)
+
+    return count
+
+
+async def requests_seen(nats: NatsClient) -> Callable[[], Awaitable[int]]:
+    """A probe of how many pull requests (MSG.NEXT) the server has been sent from now on."""
+    seen = 0
+
+    async def heard(_message: Msg) -> None:
+        nonlocal seen
+        seen += 1
+
+    await nats.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{EVENTS_STREAM}.{DURABLE}", cb=heard)
+    await nats.flush()
+
+    async def count() -> int:
+        return seen
+
+    return count
+
+
 async def failure_of(pull: PipelinedPull) -> PullConsumerGone | None:
     for _ in range(20):
         try:
@@ -88,15 +113,18 @@ async def test_a_caller_that_stops_taking_holds_at_most_the_window(
     pull = PipelinedPull(nats_client, EVENTS_STREAM, DURABLE, batch=20, window=60)
     await pull.start()
     try:
-        await asyncio.sleep(1.0)
+        await eventually(buffered(pull), lambda n: n == 60)
+        await asyncio.sleep(0.5)  # and no more arrive: held, nothing is asked for beyond the window
         info = await js.consumer_info(EVENTS_STREAM, DURABLE)
         assert info.num_ack_pending == 60
         assert len(pull.buffered) == 60
         assert info.num_pending == 440
         taken = await pull.take(50, timeout=1)  # room again: it asks for more
         assert len(taken) == 50
-        await asyncio.sleep(0.5)
-        assert len(pull.buffered) == 10 + 2 * 20  # refilled in whole requests, within the window
+        # refilled in whole requests, within the window
+        await eventually(buffered(pull), lambda n: n == 10 + 2 * 20)
+        await asyncio.sleep(0.3)  # and no more arrive
+        assert len(pull.buffered) == 10 + 2 * 20
     finally:
         await pull.stop()
 
@@ -106,9 +134,11 @@ async def test_expired_requests_are_renewed(nats_client: NatsClient, js: JetStre
     pull = PipelinedPull(
         nats_client, EVENTS_STREAM, DURABLE, batch=10, expires_seconds=0.3, heartbeat_seconds=0.1
     )
+    requests = await requests_seen(nats_client)
     await pull.start()
     try:
-        await asyncio.sleep(1.5)  # several generations of requests expire on an empty stream
+        # several generations of requests expire on an empty stream (two are out at a time)
+        await eventually(requests, lambda n: n >= 6, timeout=5)
         await publish(js, 0, 25)
         taken = await take_all(pull, 25, timeout=3)
     finally:
@@ -146,8 +176,7 @@ async def test_stop_hands_buffered_messages_back_at_once(
     await durable(js, ack_wait=60)  # without the nak, a second taker would wait a minute
     pull = PipelinedPull(nats_client, EVENTS_STREAM, DURABLE, batch=20)
     await pull.start()
-    await asyncio.sleep(0.5)
-    assert len(pull.buffered) == 40
+    await eventually(buffered(pull), lambda n: n == 40)
     await pull.stop()
     other = PipelinedPull(nats_client, EVENTS_STREAM, DURABLE, batch=20)
     await other.start()
@@ -163,7 +192,11 @@ async def test_a_deleted_consumer_is_reported(nats_client: NatsClient, js: JetSt
     pull = PipelinedPull(nats_client, EVENTS_STREAM, DURABLE, batch=10)
     await pull.start()
     try:
-        await asyncio.sleep(0.3)  # the requests are waiting on the server
+
+        async def waiting() -> int:
+            return (await js.consumer_info(EVENTS_STREAM, DURABLE)).num_waiting or 0
+
+        await eventually(waiting, bool)  # the requests are waiting on the server
         await js.delete_consumer(EVENTS_STREAM, DURABLE)
         assert str(await failure_of(pull)) == "409 Consumer Deleted"
     finally:

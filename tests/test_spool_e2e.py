@@ -15,10 +15,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hw_testing import BIN, basic_auth, cli_env, eventually, stored_copies
-from hw_testing import create_project as create_any_project
+from hw_testing import (
+    BIN,
+    SpoolingStackFactory,
+    StackFactory,
+    basic_auth,
+    cli_env,
+    create_project,
+    eventually,
+    stored_copies,
+)
 
-from headwater.edge.settings import EdgeSettings
 from headwater.ops.natsserver import NatsServerProcess
 from headwater.ops.runtime import Stack
 from headwater.spool.backend import open_cache
@@ -65,10 +72,6 @@ class Load:
         await asyncio.gather(*self._tasks)
 
 
-async def create_project(http: httpx.AsyncClient, stack: Stack, project_id: str) -> str:
-    return str((await create_any_project(http, stack, project_id))["secret_key"])
-
-
 async def assert_exactly_once(
     stack: Stack, project_id: str, load: Load, timeout: float = 90
 ) -> dict[str, int]:
@@ -83,32 +86,56 @@ async def assert_exactly_once(
     return stored
 
 
-def spool_edge(tmp_path: Path, **overrides: object) -> EdgeSettings:
-    settings = {"port": 0, "spool_dir": str(tmp_path / "spool" / "0"), "publish_timeout_seconds": 1.0}
-    settings.update(overrides)
-    return EdgeSettings(**settings)  # type: ignore[arg-type]
-
-
-async def test_nats_outage_under_load_loses_nothing_and_doubles_nothing(
-    make_stack,
-    http: httpx.AsyncClient,
-    project_id: str,
-    nats_server: NatsServerProcess,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
-) -> None:
-    stack: Stack = await make_stack(edge=spool_edge(tmp_path), control=True, consumer=True)
-    key = await create_project(http, stack, project_id)
+@pytest.fixture
+async def under_load(
+    make_spooling_stack: SpoolingStackFactory, http: httpx.AsyncClient
+) -> tuple[Stack, Load]:
+    """An edge with a spool, a control plane and a consumer, and a load on the edge, started."""
+    stack, key = await make_spooling_stack()
     assert stack.edge_url is not None
     load = Load(http, stack.edge_url, key)
     load.start()
-    await asyncio.sleep(1.0)
+    return stack, load
+
+
+async def more_acked(load: Load, count: int, timeout: float = 15) -> None:
+    """Wait until `count` more events than now got a 2xx."""
+    target = len(load.acked) + count
+
+    async def acked() -> int:
+        return len(load.acked)
+
+    await eventually(acked, lambda n: n >= target, timeout=timeout)
+
+
+async def breaker_open(stack: Stack, is_open: bool, timeout: float = 15) -> None:
+    breaker = stack.breaker
+    assert breaker is not None
+
+    async def state() -> bool:
+        return breaker.is_open
+
+    await eventually(state, lambda state: state == is_open, timeout=timeout)
+
+
+async def test_nats_outage_under_load_loses_nothing_and_doubles_nothing(
+    under_load: tuple[Stack, Load], project_id: str, nats_server: NatsServerProcess
+) -> None:
+    stack, load = under_load
+    await more_acked(load, 20)
     nats_server.stop()
-    await asyncio.sleep(3.0)  # the edge keeps saying yes: into the spool
+    spool = stack.spool
+    assert spool is not None
+
+    async def appended() -> int:
+        return spool.stats().appended
+
+    # the edge keeps saying yes: into the spool
+    await eventually(appended, lambda n: n >= 50, timeout=15)
     nats_server.start()
-    await asyncio.sleep(2.0)
+    await breaker_open(stack, False)
+    await more_acked(load, 20)
     await load.stop()
-    assert stack.spool is not None
-    assert stack.spool.stats().appended > 0, "the outage never reached the spool"
     stored = await assert_exactly_once(stack, project_id, load)
     assert len(stored) >= len(load.acked) > 0
     spooled = stack.spool.stats().appended
@@ -116,39 +143,29 @@ async def test_nats_outage_under_load_loses_nothing_and_doubles_nothing(
 
 
 async def test_nats_flapping_loses_nothing_and_doubles_nothing(
-    make_stack,
-    http: httpx.AsyncClient,
-    project_id: str,
-    nats_server: NatsServerProcess,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    under_load: tuple[Stack, Load], project_id: str, nats_server: NatsServerProcess
 ) -> None:
-    stack: Stack = await make_stack(edge=spool_edge(tmp_path), control=True, consumer=True)
-    key = await create_project(http, stack, project_id)
-    assert stack.edge_url is not None
-    load = Load(http, stack.edge_url, key)
-    load.start()
+    stack, load = under_load
     for _ in range(3):
-        await asyncio.sleep(0.7)
+        await more_acked(load, 20)
         nats_server.stop()
-        await asyncio.sleep(1.0)
+        await breaker_open(stack, True)  # the edge noticed: spooling
+        await more_acked(load, 10)
         nats_server.start()
-    await asyncio.sleep(1.0)
+        await breaker_open(stack, False)
+    await more_acked(load, 20)
     await load.stop()
     await assert_exactly_once(stack, project_id, load)
     assert stack.breaker is not None and stack.breaker.trips >= 3
 
 
 async def test_a_full_spool_answers_503_and_evicts_nothing(
-    make_stack,
+    make_spooling_stack: SpoolingStackFactory,
     http: httpx.AsyncClient,
     project_id: str,
     nats_server: NatsServerProcess,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
-    stack: Stack = await make_stack(
-        edge=spool_edge(tmp_path, spool_max_bytes=30_000), control=True, consumer=True
-    )
-    key = await create_project(http, stack, project_id)
+    stack, key = await make_spooling_stack(spool_max_bytes=30_000)
     assert stack.edge_url is not None and stack.spool is not None
     load = Load(http, stack.edge_url, key, concurrency=1)
     nats_server.stop()
@@ -163,21 +180,19 @@ async def test_a_full_spool_answers_503_and_evicts_nothing(
 
 
 async def test_a_corrupt_entry_is_quarantined_and_the_rest_drains(
-    make_stack,
+    make_spooling_stack: SpoolingStackFactory,
     http: httpx.AsyncClient,
     project_id: str,
     nats_server: NatsServerProcess,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
-    edge = spool_edge(tmp_path)
-    stack: Stack = await make_stack(edge=edge, control=True, consumer=True)
-    key = await create_project(http, stack, project_id)
+    stack, key = await make_spooling_stack()
+    edge = stack.settings.edge
     assert stack.edge_url is not None and stack.spool is not None
     load = Load(http, stack.edge_url, key, concurrency=1)
     nats_server.stop()
     for n in range(5):
         assert await load.send(f"c-{n}") == 200
-    assert edge.spool_dir is not None
+    assert edge is not None and edge.spool_dir is not None
     raw = open_cache(Path(edge.spool_dir), timeout=5)
     try:
         victim = sorted(raw.iterkeys())[2]
@@ -225,7 +240,7 @@ async def test_an_edge_killed_while_spooling_drains_after_restart(
     tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     stack: Stack = await make_stack(control=True, consumer=True)
-    key = await create_project(http, stack, project_id)
+    key = str((await create_project(http, stack, project_id))["secret_key"])
     port, spool_dir = free_port(), tmp_path / "edge-spool"
     edge = await asyncio.to_thread(start_edge, port, nats_server.url, spool_dir)
     load = Load(http, f"http://127.0.0.1:{port}", key)
@@ -237,7 +252,7 @@ async def test_an_edge_killed_while_spooling_drains_after_restart(
         await eventually(probe, lambda status: status == 200, timeout=10)
         nats_server.stop()
         load.start()
-        await asyncio.sleep(2.0)
+        await more_acked(load, 50)  # into the spool
         edge.send_signal(signal.SIGKILL)  # mid-stream, while it spools
         await load.stop()
         edge.wait(10)
@@ -260,14 +275,14 @@ async def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def test_spool_cli_status_export_and_manual_drain(
-    make_stack,
+    make_stack: StackFactory,
+    make_spooling_stack: SpoolingStackFactory,
     http: httpx.AsyncClient,
     project_id: str,
     nats_server: NatsServerProcess,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
 ) -> None:
-    edge_stack: Stack = await make_stack(edge=spool_edge(tmp_path), control=True, consumer=True)
-    key = await create_project(http, edge_stack, project_id)
+    edge_stack, key = await make_spooling_stack()
     assert edge_stack.edge_url is not None
     load = Load(http, edge_stack.edge_url, key, concurrency=1)
     nats_server.stop()
