@@ -97,12 +97,14 @@ async def test_a_drainer_survives_a_spool_it_cannot_write_and_drains_once_it_can
     drainer.start()
     try:
 
-        async def entries() -> int:
+        async def state() -> tuple[int, str | None]:
             problems.append(drainer.problem)
             assert drainer.failure is None, f"the drainer died: {drainer.failure!r}"
-            return spool.stats().entries
+            return spool.stats().entries, drainer.problem
 
-        await eventually(entries, lambda n: n == 0, timeout=20, interval=0.02)
+        # The spool's count drops in the removing thread before the drainer's coroutine resumes
+        # and clears its problem: wait for both, not for the count alone.
+        await eventually(state, lambda s: s == (0, None), timeout=20, interval=0.02)
     finally:
         await drainer.stop()
         await breaker.stop()
