@@ -24,7 +24,7 @@ from .auth import authenticate_admin
 from .idempotency import validate_idempotency_key
 from .openapi import openapi_document
 from .query import ReadOnlyQueries
-from .schemas import Query, RotateKey
+from .schemas import PurgeConfirmation, Query, RotateKey
 from .service import ProjectService
 from .settings import ControlSettings
 from .store import ProjectStore
@@ -137,13 +137,14 @@ def create_app(
         purge = request.args.get("purge", "false").lower()
         if purge not in ("true", "false"):
             raise APIError(400, "invalid_field", "purge must be true or false", "purge")
+        # A body is optional, but one that is sent must be a valid PurgeConfirmation either way.
+        confirmation = PurgeConfirmation()
+        if await request.get_data(cache=True, as_text=False, parse_form_data=False):
+            confirmation = convert_body(await read_json_object(), PurgeConfirmation)
         if purge == "false":
             project, revision = await service.disable(project_id, g.actor)
             return json_response(_project_body(project, revision), 200, _etag(revision))
-        confirm: object = request.args.get("confirm")
-        if confirm is None and await request.get_data(cache=True, as_text=False, parse_form_data=False):
-            confirm = (await read_json_object()).get("confirm")
-        result = await service.purge(project_id, confirm, g.actor)
+        result = await service.purge(project_id, request.args.get("confirm", confirmation.confirm), g.actor)
         return json_response(result)
 
     @api.post("/projects/<project_id>/query")

@@ -27,6 +27,7 @@ from .schemas import (
     ProjectId,
     ProjectPage,
     ProjectPatch,
+    PurgeConfirmation,
     PurgedProject,
     Query,
     QueryResult,
@@ -119,6 +120,7 @@ class Route:
     parameters: tuple[Schema, ...] = ()
     description: str | None = None
     public: bool = False  # no admin token needed
+    request_required: bool = True
 
 
 def _parameter(name: str, where: str, schema: Schema, description: str | None = None) -> Schema:
@@ -253,6 +255,7 @@ def routes() -> tuple[Route, ...]:
                 )
             },
             (400, 401, 403, 404, 409, 413, 429),
+            PurgeConfirmation,
             parameters=(
                 _parameter("purge", "query", {"type": "boolean", "default": False}),
                 _parameter(
@@ -266,6 +269,7 @@ def routes() -> tuple[Route, ...]:
             description="Without `purge=true` the project is disabled (its keys stop working) and "
             "kept. With `purge=true&confirm=<project id>` its messages are removed from JetStream, its "
             "database is dropped and its config deleted.",
+            request_required=False,
         ),
         Route(
             "post",
@@ -372,7 +376,10 @@ def _operation(route: Route, schema_of: Mapping[type, Schema]) -> dict[str, Any]
     if route.parameters:
         operation["parameters"] = list(route.parameters)
     if route.request is not None:
-        operation["requestBody"] = {"required": True, "content": _json(schema_of[route.request])}
+        operation["requestBody"] = {
+            "required": route.request_required,
+            "content": _json(schema_of[route.request]),
+        }
     responses: dict[str, Any] = {}
     for status, answer in route.answers.items():
         response: dict[str, Any] = {"description": answer.description}

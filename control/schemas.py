@@ -14,6 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from headwater.core.projects.keys import KeyKind
 from headwater.core.projects.origins import normalise_origins
 from headwater.core.projects.project import PROJECT_ID_PATTERN, validate_project_id
 from headwater.core.projects.settings import ProjectSettings
@@ -55,7 +56,6 @@ GraceSeconds = Annotated[
     Annotated[int, _GRACE_RANGE] | Annotated[float, _GRACE_RANGE] | None,
     Meta(description="How long the current keys of this kind stay valid; null: 24 hours."),
 ]
-KeyKind = Literal["public", "secret"]
 
 # `*` may be written with surrounding whitespace; it is then stored as `*`.
 _ANY_ORIGIN_ENTRY = {"type": "string", "pattern": r"^\s*\*\s*$"}
@@ -137,6 +137,12 @@ class RotateKey(Struct, forbid_unknown_fields=True):
     @property
     def grace(self) -> int | float:
         return DEFAULT_GRACE_SECONDS if self.grace_seconds is None else self.grace_seconds
+
+
+class PurgeConfirmation(Struct, forbid_unknown_fields=True):
+    """The body a purge may carry instead of `?confirm=`."""
+
+    confirm: str | None = None
 
 
 class Query(Struct):

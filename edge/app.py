@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from quart import Quart, Response
+from quart import Quart
 
 from headwater.core.projects.registry import KeyMatch
 from headwater.core.service.httpapp import (
@@ -16,10 +16,13 @@ from headwater.core.service.httpapp import (
     install_health_routes,
     new_app,
 )
+from headwater.core.service.httpapp import (
+    create_operator_app as operator_app_for,
+)
 
 from .asgi import EdgeASGI
 from .ingest import IngestService
-from .metrics import CONTENT_TYPE, EdgeMetrics
+from .metrics import EdgeMetrics
 from .ratelimit import RateLimiter
 from .settings import EdgeSettings
 from .sink import Sink
@@ -61,12 +64,4 @@ def create_app(
 
 def create_operator_app(readiness: ReadinessCheck, metrics: EdgeMetrics) -> Quart:
     """/healthz, the detailed /readyz and /metrics, for the operator's network only."""
-    app = new_app(__name__ + ".operator")
-    install_error_handlers(app)
-    install_health_routes(app, readiness)
-
-    @app.get("/metrics")
-    async def prometheus() -> Response:
-        return Response(metrics.render(), content_type=CONTENT_TYPE)
-
-    return app
+    return operator_app_for(__name__ + ".operator", readiness, metrics)

@@ -31,7 +31,7 @@ from .ratelimit import RateLimiter
 from .settings import EdgeSettings
 from .sink import Sink
 from .split import Part, split
-from .validation import check_timestamp, nesting_exceeds, validate_event
+from .validation import check_timestamp, validate_event, value_nests_deeper
 from .wire import BATCH, Limits, RequestBody, SegmentEvent, read_body, without_context_ip
 
 log = logging.getLogger(__name__)
@@ -369,9 +369,9 @@ class IngestService:
             data = bytes(value)
             # Counting brackets is cheap and only overcounts (brackets inside strings).
             openers = data.count(b"{") + data.count(b"[")
-            if openers > depth and nesting_exceeds(orjson.loads(data), depth):
+            if openers > depth and value_nests_deeper(orjson.loads(data), depth):
                 raise _too_deep(field, settings.max_nesting_depth)
-        elif nesting_exceeds(value, depth):
+        elif value_nests_deeper(value, depth):
             raise _too_deep(field, settings.max_nesting_depth)
         return value
 

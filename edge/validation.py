@@ -20,7 +20,7 @@ _OBJECT_FIELDS = ("properties", "traits", "context", "integrations")
 _TIME_FIELDS = ("timestamp", "sentAt", "originalTimestamp")
 
 
-def nesting_exceeds(value: object, limit: int) -> bool:
+def value_nests_deeper(value: object, limit: int) -> bool:
     """True when `value` nests objects or arrays deeper than `limit`. Recursion is bounded by
     `limit` itself; scalars cost one type check each (this runs for every event of a batch)."""
     if type(value) is dict:
@@ -33,7 +33,7 @@ def nesting_exceeds(value: object, limit: int) -> bool:
         return True
     for child in children:
         kind = type(child)
-        if (kind is dict or kind is list) and nesting_exceeds(child, limit - 1):
+        if (kind is dict or kind is list) and value_nests_deeper(child, limit - 1):
             return True
     return False
 
@@ -87,7 +87,7 @@ def validate_event(
     kind = event_type or event.get("type")
     if kind not in EVENT_TYPES:
         raise IngestError(400, "invalid_type", f"type must be one of {', '.join(EVENT_TYPES)}", "type")
-    if nesting_exceeds(event, max_depth):
+    if value_nests_deeper(event, max_depth):
         raise IngestError(400, "too_deep", f"the event nests deeper than {max_depth} levels")
     normalised = event  # normalised in place: the parsed body is the edge's own
     normalised.pop("writeKey", None)

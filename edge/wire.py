@@ -276,7 +276,7 @@ def _object_fits(value: Raw, max_depth: int) -> bool:
     """A properties/traits/context/integrations value: an object nesting fewer than `max_depth`
     levels. A field nests no deeper than the number of brackets it opens (brackets inside strings
     only overcount: then the precise path counts for real); with the event itself, fewer than
-    max_depth is what validation.nesting_exceeds allows. A field shorter than 2 * max_depth cannot
+    max_depth is what validation.value_nests_deeper allows. A field shorter than 2 * max_depth cannot
     open max_depth brackets and is not counted."""
     data = bytes(value)
     return data[0] == _OPEN_OBJECT and (len(data) < 2 * max_depth or _openers(data) < max_depth)

@@ -176,7 +176,9 @@ async def test_consumer_health_and_metrics(
     ready = await http.get(f"{stack.consumer_url}/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"nats": True, "consuming": True, "healthy": True}
-    text = (await http.get(f"{stack.consumer_url}/metrics")).text
+    scraped = await http.get(f"{stack.consumer_url}/metrics")
+    assert scraped.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    text = scraped.text
     assert f'headwater_consumer_rows_total{{project="{project_id}"}} 6.0' in text
     assert "headwater_consumer_lag" in text and "headwater_consumer_insert_seconds_count" in text
     # one freshness observation per request (3 envelopes), each from the edge's receive time

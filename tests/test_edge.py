@@ -514,7 +514,10 @@ async def test_metrics_count_requests_and_events(
 ) -> None:
     await post(http, stack, "track", track_event(), basic_auth(keys["secret"]))
     await post(http, stack, "track", track_event(event=""), basic_auth(keys["secret"]))
-    text = (await http.get(f"{stack.edge_operator_url}/metrics")).text
+    scraped = await http.get(f"{stack.edge_operator_url}/metrics")
+    # The text format every Prometheus reads (before 3.0, only version 0.0.4).
+    assert scraped.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    text = scraped.text
     assert 'headwater_edge_requests_total{endpoint="track",status="200"} 1.0' in text
     assert 'headwater_edge_requests_total{endpoint="track",status="400"} 1.0' in text
     assert 'outcome="accepted"' in text and 'reason="missing_field"' in text

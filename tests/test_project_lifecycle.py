@@ -270,6 +270,9 @@ async def test_purge_needs_confirmation_then_removes_everything(
     assert refused.json()["code"] == "confirmation_required"
     wrong = await api.call("DELETE", f"/projects/{project_id}?purge=true&confirm=someone_else")
     assert wrong.status_code == 400
+    misspelt = await api.call("DELETE", f"/projects/{project_id}?purge=true", {"confrim": project_id})
+    assert misspelt.status_code == 400 and misspelt.json()["field"] == "confrim", misspelt.text
+    assert await rows() == 3  # nothing of it was purged
 
     purged = await api.call("DELETE", f"/projects/{project_id}?purge=true", {"confirm": project_id})
     assert purged.status_code == 200, purged.text

@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from typing import Literal
 
-KeyKind = Literal["public", "secret"]
+from headwater.core.wire.envelope import KeyKind as KeyKind  # an envelope names the kind of key that sent it
+
 _PREFIX: dict[KeyKind, str] = {"public": "hwpk_", "secret": "hwsk_"}
 
 

@@ -1,4 +1,4 @@
-"""JSON bodies and errors for the Quart apps of headwater (the control plane and the edge)."""
+"""JSON bodies, errors and the operator app (health and metrics) for the Quart apps of headwater."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from quart import Quart, Response, request
@@ -37,6 +37,15 @@ class Readiness:
 
 
 ReadinessCheck = Callable[[], Readiness]
+
+# The Prometheus text format that `prometheus_client.generate_latest` writes. Named here rather than
+# taken from the library, whose CONTENT_TYPE_LATEST says version=1.0.0 since 0.22: Prometheus
+# before 3.0 knows only 0.0.4.
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class MetricsSource(Protocol):
+    def render(self) -> bytes: ...
 
 
 def install_health_routes(app: Quart, readiness: ReadinessCheck, detailed: bool = True) -> None:
@@ -106,3 +115,16 @@ def install_error_handlers(app: Quart) -> None:
         log.exception("unhandled error on %s %s", request.method, request.path)
         body = {"status": 500, "code": "internal_error", "message": "internal error; see the server log"}
         return json_response(body, 500)
+
+
+def create_operator_app(import_name: str, readiness: ReadinessCheck, metrics: MetricsSource) -> Quart:
+    """/healthz, the detailed /readyz and /metrics, for the operator's network only."""
+    app = new_app(import_name)
+    install_error_handlers(app)
+    install_health_routes(app, readiness)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), content_type=PROMETHEUS_TEXT)
+
+    return app

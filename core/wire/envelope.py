@@ -37,8 +37,8 @@ import msgspec
 
 ENVELOPE_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
-KeyKindName = Literal["public", "secret"]
-KEY_KINDS: tuple[str, ...] = get_args(KeyKindName)
+KeyKind = Literal["public", "secret"]
+KEY_KINDS: tuple[str, ...] = get_args(KeyKind)
 # msgspec, not orjson: accepted events are msgspec Structs whose objects are raw JSON (edge/wire.py).
 _encoder = msgspec.json.Encoder()
 
@@ -111,7 +111,7 @@ class Envelope:
     request_id: str
     received_at: str
     events: list[Any]  # SegmentEvent (edge/wire.py) or dicts
-    key_kind: KeyKindName = "public"
+    key_kind: KeyKind = "public"
     ip: str | None = None
     user_agent: str | None = None
     origin: str | None = None
@@ -151,7 +151,7 @@ class Envelope:
             request_id=wire.request_id,
             received_at=wire.received_at,
             events=wire.events,
-            key_kind=cast(KeyKindName, wire.key_kind),
+            key_kind=cast(KeyKind, wire.key_kind),
             ip=wire.ip,
             user_agent=wire.user_agent,
             origin=wire.origin,
