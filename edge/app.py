@@ -10,6 +10,7 @@ from typing import Protocol
 from quart import Quart
 
 from headwater.core.projects.registry import KeyMatch
+from headwater.core.service.authfailures import AuthFailures
 from headwater.core.service.httpapp import (
     ReadinessCheck,
     install_error_handlers,
@@ -21,6 +22,7 @@ from headwater.core.service.httpapp import (
 )
 
 from .asgi import EdgeASGI
+from .cdnsettings import SettingsService
 from .ingest import IngestService
 from .metrics import EdgeMetrics
 from .ratelimit import RateLimiter
@@ -49,7 +51,9 @@ def create_app(
     install_error_handlers(quart)
     install_health_routes(quart, readiness, detailed=False)
     limiter = RateLimiter(settings.rate_limit_edges, settings.max_ip_buckets)
-    service = IngestService(settings, sink, projects, limiter, metrics)
+    # One count of wrong keys for the ingest paths and the settings route alike.
+    auth_failures = AuthFailures("write key")
+    service = IngestService(settings, sink, projects, limiter, metrics, auth_failures=auth_failures)
     if body_timeout_seconds is not None:
         quart.config["BODY_TIMEOUT"] = body_timeout_seconds
     return EdgeASGI(
@@ -58,6 +62,7 @@ def create_app(
         projects.any_project_allows,
         metrics,
         quart_app=quart,
+        settings_service=SettingsService(projects, auth_failures, settings.retry_after_seconds),
         body_timeout_seconds=body_timeout_seconds,
     )
 

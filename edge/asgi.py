@@ -17,6 +17,7 @@ import orjson
 
 from headwater.core.service.logcontext import request_id
 
+from .cdnsettings import SETTINGS_PREFIX, PublicBase, SettingsService, settings_key
 from .clientip import ClientIPResolver
 from .errors import IngestError
 from .headers import request_headers
@@ -37,8 +38,15 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 OriginCheck = Callable[[str], bool]
 
-INGEST_PATHS = {f"/v1/{kind}": kind for kind in (*EVENT_TYPES, "batch")} | {"/v1/import": "batch"}
-_PREFLIGHT_HEADERS = "authorization, content-type, content-encoding, x-write-key"
+SEGMENT_LONG_PATHS = {f"/v1/{kind}": kind for kind in (*EVENT_TYPES, "batch")} | {"/v1/import": "batch"}
+# analytics.js 2.0 (@segment/analytics-next) posts to `{apiHost}/<first letter of the type>` and, when
+# batching, to `{apiHost}/b`: the same endpoints under other names (docs/ingest-api.md).
+SEGMENT_SHORT_PATHS = {f"/v1/{kind[0]}": kind for kind in (*EVENT_TYPES, "batch")}
+# Path → the kind of request: one dict lookup per request, whichever protocol it speaks.
+INGEST_PATHS = SEGMENT_LONG_PATHS | SEGMENT_SHORT_PATHS
+# What an SDK may send besides CORS-safelisted headers: Segment's Basic auth, JSON, gzip, our
+# X-Write-Key, and analytics-next's X-Retry-Count on a retry.
+_PREFLIGHT_HEADERS = "authorization, content-type, content-encoding, x-write-key, x-retry-count"
 _JSON = (b"content-type", b"application/json")
 
 
@@ -50,6 +58,7 @@ class EdgeASGI:
         origin_known: OriginCheck,
         metrics: EdgeMetrics,
         quart_app: ASGIApp,
+        settings_service: SettingsService,
         body_timeout_seconds: float | None = None,
     ) -> None:
         self._settings = settings
@@ -59,18 +68,25 @@ class EdgeASGI:
         self._service = service
         self._origin_known = origin_known
         self._metrics = metrics
-        self._quart_app = quart_app  # everything but the ingest paths and the SDK
+        self._quart_app = quart_app  # everything but the ingest paths, the SDK and Segment's settings
+        self._settings_service = settings_service
         self._client_ip = ClientIPResolver(settings.trusted_proxies)
         self._sdk = load_sdk()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = INGEST_PATHS.get(scope.get("path", "")) if scope["type"] == "http" else None
         if kind is None:
+            # Off the ingest path, and cheaper here than through Quart.
             if scope["type"] == "http" and scope["path"] == SDK_PATH:
-                # Off the ingest path, and cheaper here than through Quart.
                 status = await self._sdk.serve(scope, send)
                 self._metrics.requests.labels("sdk", str(status)).inc()
                 return
+            if scope["type"] == "http" and scope["path"].startswith(SETTINGS_PREFIX):
+                key = settings_key(scope["path"])
+                if key is not None:
+                    status = await self._serve_settings(key, scope, send)
+                    self._metrics.requests.labels("settings", str(status)).inc()
+                    return
             await self._quart_app(scope, receive, send)
             return
         method = scope["method"]
@@ -111,6 +127,35 @@ class EdgeASGI:
             )
         await _send_json(send, result.status, result.body, result.headers)
         return result.status
+
+    async def _serve_settings(self, key: str, scope: Scope, send: Send) -> int:
+        """analytics.js 2.0's CDN settings for a public key (cdnsettings.py)."""
+        headers = request_headers(scope)
+        request_id.set(next_request_id())
+        method = scope["method"]
+        try:
+            if method not in ("GET", "HEAD"):
+                raise IngestError(405, "method_not_allowed", "use GET", headers={"Allow": "GET, HEAD"})
+            peer = scope.get("client")
+            peer_ip = peer[0] if peer else None
+            proxied = self._client_ip.trusts(peer_ip)
+            base = PublicBase.of_request(
+                scope.get("scheme", "http"),
+                headers.get("host"),
+                scope.get("server"),
+                headers.get("x-forwarded-proto") if proxied else None,
+                headers.get("x-forwarded-host") if proxied else None,
+            )
+            body, response_headers = self._settings_service.answer(
+                key,
+                headers.get("origin"),
+                self._client_ip.resolve(peer_ip, headers.get("x-forwarded-for")),
+                base,
+            )
+        except IngestError as error:
+            return await _send_error(send, error)
+        await _send_json(send, 200, body, response_headers, head=method == "HEAD")
+        return 200
 
     async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes:
         limit = self._settings.max_body_bytes
@@ -193,7 +238,9 @@ def _gunzip(body: bytes, limit: int, too_large: IngestError) -> bytes:
     return data
 
 
-async def _send_json(send: Send, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
+async def _send_json(
+    send: Send, status: int, body: dict[str, Any], headers: dict[str, str], head: bool = False
+) -> None:
     raw = orjson.dumps(body)
     response_headers = [_JSON, (b"content-length", str(len(raw)).encode())]
     current = request_id.get()
@@ -201,7 +248,7 @@ async def _send_json(send: Send, status: int, body: dict[str, Any], headers: dic
         response_headers.append((b"x-request-id", current.encode()))
     response_headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
     await send({"type": "http.response.start", "status": status, "headers": response_headers})
-    await send({"type": "http.response.body", "body": raw})
+    await send({"type": "http.response.body", "body": b"" if head else raw})
 
 
 async def _send_error(send: Send, error: IngestError) -> int:

@@ -29,6 +29,10 @@ class ClientIPResolver:
     def _ip_trusted(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return any(ip in network for network in self._trusted)
 
+    def trusts(self, peer: str | None) -> bool:
+        """Whether `peer` is a trusted proxy (whose X-Forwarded-* headers are believed)."""
+        return peer is not None and self._trusted_peer(peer)
+
     def resolve(self, peer: str | None, forwarded_for: str | None) -> str | None:
         """Walk X-Forwarded-For from the right while the hop is trusted; the first untrusted hop is
         the client (a client can prepend anything, so entries left of it are never believed)."""
