@@ -154,6 +154,11 @@ class EdgeASGI:
             )
         except IngestError as error:
             return await _send_error(send, error)
+        except Exception:
+            log.exception("unexpected error on %s", scope.get("path"))
+            return await _send_error(
+                send, IngestError(500, "internal_error", "internal error; see the server log")
+            )
         await _send_json(send, 200, body, response_headers, head=method == "HEAD")
         return 200
 

@@ -136,7 +136,8 @@ class SettingsService:
             self._auth_failures.failed(client_ip, "unknown_key")
             raise _not_found()
         if match.key.kind != "public" or origin is None:
-            # Reached only without an Origin (authorize refuses a secret key that has one).
+            # A secret key without an Origin (authorize refused one with an Origin, and a public key
+            # without one): settings only ever go to browsers.
             raise IngestError(
                 403,
                 "secret_key_from_browser",
