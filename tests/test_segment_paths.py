@@ -277,3 +277,20 @@ def test_settings_paths_and_public_bases() -> None:
     assert PublicBase.of_request("http", None, None, "gopher", "x.example.com") == PublicBase(
         "http", "x.example.com"
     )
+
+
+async def test_unknown_keys_on_the_settings_route_count_as_wrong_keys_on_ingest_too(
+    stack: Stack, http: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    """The settings route would otherwise be a free oracle for guessing keys."""
+    statuses = [
+        (
+            await http.get(f"{stack.edge_url}/v1/projects/hwpk_guess{n}/settings", headers={"Origin": ORIGIN})
+        ).status_code
+        for n in range(21)
+    ]
+    assert statuses == [404] * 20 + [429]
+    event = json.dumps(library_event("track", keys["public"], "after-guesses"))
+    slowed = await http.post(f"{stack.edge_url}/v1/t", content=event, headers=library_headers(keys["public"]))
+    assert (slowed.status_code, slowed.json()["code"]) == (429, "too_many_auth_failures")
+    assert int(slowed.headers["Retry-After"]) >= 1
