@@ -3,18 +3,27 @@ a consumer and the embedded ClickHouse behind it: the one-letter paths give the 
 give, with the same answers, CORS and preflight; and the CDN settings route it loads first.
 tests/test_segment_browser.py drives the library itself in Chromium."""
 
+# `dead_port` is a fixture of test_deploy_files; pytest matches it to the parameter by name.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
+import ssl
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from hw_testing import admin_headers, basic_auth, create_project, eventually, query_rows
+from test_deploy_files import HAProxy, dead_port, haproxy_pem, host_port, local_haproxy_config  # noqa: F401
 
 from headwater.edge.asgi import SEGMENT_SHORT_PATHS
 from headwater.edge.cdnsettings import PublicBase, settings_key
 from headwater.edge.settings import EdgeSettings
+from headwater.ops.natscluster import free_ports
 from headwater.ops.runtime import Stack
 
 pytestmark = pytest.mark.services
@@ -294,3 +303,60 @@ async def test_unknown_keys_on_the_settings_route_count_as_wrong_keys_on_ingest_
     slowed = await http.post(f"{stack.edge_url}/v1/t", content=event, headers=library_headers(keys["public"]))
     assert (slowed.status_code, slowed.json()["code"]) == (429, "too_many_auth_failures")
     assert int(slowed.headers["Retry-After"]) >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+async def test_behind_the_shipped_haproxy_config_the_settings_name_its_https_url(
+    make_stack: Any, http: httpx.AsyncClient, project_id: str, tmp_path: Path, dead_port: int
+) -> None:
+    """ops/deploy/haproxy.cfg passes the short paths and the settings route, and tells the edge
+    (which trusts it) that the client came over TLS: the library is sent back to the balancer."""
+    backend: Stack = await make_stack(control=True, consumer=True)
+    edge: Stack = await make_stack(edge=EdgeSettings(port=0, trusted_proxies=("127.0.0.1/32",)))
+    key = (await create_project(http, backend, project_id, allowed_origins=[ORIGIN]))["public_key"]
+    registry = edge.registry
+    assert registry is not None
+
+    async def known() -> bool:
+        return registry.get(project_id) is not None
+
+    await eventually(known, bool, timeout=10)
+    ingest_port, control_port = free_ports(2)
+    down = f"127.0.0.1:{dead_port}"
+    cert = haproxy_pem(tmp_path)
+    config, admin = tmp_path / "haproxy.cfg", tmp_path / "admin.sock"
+    config.write_text(
+        local_haproxy_config(
+            [host_port(edge.edge_url), down, down],
+            [host_port(backend.control_url), down],
+            ingest_port,
+            control_port,
+            cert,
+            admin,
+        )
+    )
+    haproxy = HAProxy(config, admin)
+    balancer = f"https://127.0.0.1:{ingest_port}"
+    try:
+        await eventually(
+            lambda: asyncio.to_thread(haproxy.status),
+            lambda status: status.get("edges/edge-1", "").startswith("UP"),
+            timeout=30,
+            interval=0.5,
+        )
+        async with httpx.AsyncClient(verify=ssl.create_default_context(cafile=str(cert))) as tls:
+            settings = await tls.get(f"{balancer}/v1/projects/{key}/settings", headers={"Origin": ORIGIN})
+            assert settings.status_code == 200, settings.text
+            segment_io = settings.json()["integrations"]["Segment.io"]
+            assert (segment_io["protocol"], segment_io["apiHost"]) == ("https", f"127.0.0.1:{ingest_port}/v1")
+            event = json.dumps(library_event("track", key, "through-haproxy"))
+            for path in ("t", "b"):
+                body = event if path == "t" else json.dumps({"writeKey": key, "batch": [json.loads(event)]})
+                sent = await tls.post(f"{balancer}/v1/{path}", content=body, headers=library_headers(key))
+                assert sent.status_code == 200, sent.text
+            # The route is open for settings only, not for the rest of /v1/projects.
+            other = await tls.get(f"{balancer}/v1/projects/{key}/query", headers={"Origin": ORIGIN})
+            assert other.status_code == 404 and "headwater" not in other.text
+    finally:
+        haproxy.stop()
