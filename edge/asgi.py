@@ -22,6 +22,7 @@ from .errors import IngestError
 from .headers import request_headers
 from .ids import next_request_id
 from .ingest import IngestRequest, IngestService
+from .jitsu import JITSU_PATHS
 from .metrics import EdgeMetrics
 from .sdkfile import SDK_PATH, load_sdk
 from .settings import EdgeSettings
@@ -37,8 +38,11 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 OriginCheck = Callable[[str], bool]
 
-INGEST_PATHS = {f"/v1/{kind}": kind for kind in (*EVENT_TYPES, "batch")} | {"/v1/import": "batch"}
-_PREFLIGHT_HEADERS = "authorization, content-type, content-encoding, x-write-key"
+INGEST_PATHS = (
+    {f"/v1/{kind}": kind for kind in (*EVENT_TYPES, "batch")} | {"/v1/import": "batch"} | JITSU_PATHS
+)
+# x-enable-debug and x-ip-policy: what @jitsu/js may add (the edge ignores both).
+_PREFLIGHT_HEADERS = "authorization, content-type, content-encoding, x-write-key, x-enable-debug, x-ip-policy"
 _JSON = (b"content-type", b"application/json")
 
 

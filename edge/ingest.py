@@ -31,7 +31,7 @@ from .ratelimit import RateLimiter
 from .settings import EdgeSettings
 from .sink import Sink
 from .split import Part, split
-from .validation import check_timestamp, validate_event, value_nests_deeper
+from .validation import OWN_TYPE, check_timestamp, validate_event, value_nests_deeper
 from .wire import BATCH, Limits, RequestBody, SegmentEvent, read_body, without_context_ip
 
 log = logging.getLogger(__name__)
@@ -313,7 +313,7 @@ class IngestService:
                 return [body.events], []
             event = validate_event(
                 body.events,
-                request.kind,
+                None if request.kind == OWN_TYPE else request.kind,  # Jitsu's /api/s/e: the body's
                 settings.max_event_bytes,
                 len(request.body),
                 settings.max_nesting_depth,
