@@ -18,6 +18,7 @@ _TYPES = {kind: kind for kind in EVENT_TYPES} | _SHORT_TYPES | {"e": OWN_TYPE, O
 JITSU_PATHS: dict[str, str] = (
     {f"/api/s/{name}": kind for name, kind in _TYPES.items()}
     | {f"/api/s/s2s/{name}": kind for name, kind in _TYPES.items()}
-    # Jitsu's batch: {"batch": [events], "context"?, "writeKey"?}, as /v1/batch.
-    | {"/api/s/s2s/batch": BATCH}
+    # Jitsu's batches: {"batch": [events], "context"?, "writeKey"?}, as /v1/batch (it serves
+    # /v1/batch and /v1/b too).
+    | dict.fromkeys(("/api/s/s2s/batch", "/batch", "/b"), BATCH)
 )

@@ -239,10 +239,19 @@ async def test_the_s2s_batch(
     answer = await http.post(f"{stack.edge_url}/api/s/s2s/batch", json=body)
     assert answer.status_code == 200, answer.text
     assert answer.json()["accepted"] == 2 and answer.json()["rejected"][0]["index"] == 2
-    rows = await _wait_rows(http, stack, project_id, 2)
+    # Its other batch paths, with the key in X-Write-Key.
+    for path, message_id in (("/batch", "b-4"), ("/b", "b-5")):
+        one = {"batch": [{"type": "track", "event": "B", "userId": "u1", "messageId": message_id}]}
+        answer = await http.post(
+            f"{stack.edge_url}{path}", json=one, headers={"X-Write-Key": created["secret_key"]}
+        )
+        assert answer.status_code == 200, answer.text
+    rows = await _wait_rows(http, stack, project_id, 4)
     assert [(r["message_id"], r["type"], r["page_path"]) for r in rows] == [
         ("b-1", "track", ""),
         ("b-2", "page", "/x"),
+        ("b-4", "track", ""),
+        ("b-5", "track", ""),
     ]
     assert json.loads(rows[0]["context"]) == {"library": {"name": "jitsu-python"}}
 
