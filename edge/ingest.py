@@ -77,10 +77,12 @@ def extract_write_key(request: IngestRequest, body_key: object) -> str:
                 ) from None
             if username:
                 return username
+    # In the other two, the part before a `:` too: `@jitsu/js` refuses a key that is not in Jitsu's
+    # `id:secret` form, so its users write `<headwater key>:<anything>` (docs/ingest-api.md#jitsu).
     if request.write_key_header:
-        return request.write_key_header.strip()
+        return request.write_key_header.partition(":")[0].strip()
     if isinstance(body_key, str) and body_key:
-        return body_key
+        return body_key.partition(":")[0]
     raise IngestError(
         401,
         "missing_key",

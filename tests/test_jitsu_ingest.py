@@ -5,6 +5,7 @@ through the edge, JetStream and a consumer into the embedded ClickHouse."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -17,9 +18,10 @@ from typing import Any
 import httpx
 import pytest
 from hw_testing import create_project, eventually, query_rows
-from playwright.async_api import Response, async_playwright
+from playwright.async_api import ConsoleMessage, Response, async_playwright
 from test_sdk_browser import PageServer, chromium  # noqa: F401 (a fixture)
 
+from headwater.edge.ingest import IngestRequest, extract_write_key
 from headwater.ops.runtime import Stack
 
 pytestmark = [pytest.mark.services]
@@ -43,15 +45,21 @@ def npm(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="session")
-def jitsu_bundle(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """@jitsu/js as one self-contained script (the locked versions), defining window.jitsuAnalytics.
-    Skipped without npm on a developer's machine; CI must run it."""
+def jitsu_library() -> Path:
+    """tests/browserlibs/jitsu with its locked packages installed (`npm ci`). Skipped without npm on
+    a developer's machine; CI must run it."""
     if shutil.which("npm") is None:
         if os.environ.get("CI"):
-            pytest.fail("npm is needed to build @jitsu/js for the Jitsu browser test")
+            pytest.fail("npm is needed to test Jitsu's @jitsu/js against the edge")
         pytest.skip("npm is not installed")
     installed = npm("ci", "--no-audit", "--no-fund", "--loglevel=error")
     assert installed.returncode == 0, installed.stderr
+    return LIBRARY
+
+
+@pytest.fixture(scope="session")
+def jitsu_bundle(jitsu_library: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """@jitsu/js as one self-contained script defining window.jitsuAnalytics (entry.js)."""
     out = tmp_path_factory.mktemp("jitsu") / "jitsu.js"
     built = subprocess.run(
         [
@@ -89,12 +97,18 @@ async def _wait_rows(
 
 def _page(bundle: str, edge: str, key: str) -> str:
     script = bundle.replace("</script", "<\\/script")
-    init = json.dumps({"host": edge, "writeKey": key})
+    # @jitsu/js refuses a key not in Jitsu's `id:secret` form: the headwater key, a colon, anything.
+    init = json.dumps({"host": edge, "writeKey": f"{key}:hw"})
     return (
         "<!doctype html><html><head><title>Jitsu page</title>"
         f"<script>{script}</script><script>window.jitsu = jitsuAnalytics({init});</script>"
         "</head><body></body></html>"
     )
+
+
+def _console_error(message: ConsoleMessage, errors: list[str]) -> None:
+    if message.type == "error" and not message.location.get("url", "").endswith("/favicon.ico"):
+        errors.append(message.text)
 
 
 async def _refused_preflights(http: httpx.AsyncClient, stack: Stack) -> float:
@@ -120,6 +134,7 @@ async def test_jitsu_js_from_an_allowed_origin_lands_and_a_disallowed_one_stores
         key = created["public_key"]
         pages.html = elsewhere.html = _page(jitsu_bundle, stack.edge_url, key)
         answers: list[tuple[str, str, int]] = []
+        errors: list[str] = []  # what the library logged or threw on the allowed page
 
         def seen(response: Response) -> None:
             if "/api/s/" in response.url:
@@ -130,12 +145,15 @@ async def test_jitsu_js_from_an_allowed_origin_lands_and_a_disallowed_one_stores
             try:
                 page = await (await browser.new_context()).new_page()
                 page.on("response", seen)
+                page.on("pageerror", lambda error: errors.append(str(error)))
+                page.on("console", lambda m: _console_error(m, errors))
                 await page.goto(pages.origin + "/docs/start?utm_source=news&utm_campaign=spring")
                 await page.evaluate("jitsu.page()")
                 await page.evaluate("jitsu.identify('user-42', {email: 'ada@example.com'})")
                 await page.evaluate("jitsu.track('Signed Up', {plan: 'pro'})")
                 await page.evaluate("jitsu.group('acme', {name: 'Acme'})")
                 rows = await _wait_rows(http, stack, project_id, 4)
+                assert errors == []
                 assert sorted(status for method, _, status in answers if method == "POST") == [200] * 4
 
                 outsider = await (await browser.new_context()).new_page()
@@ -186,6 +204,32 @@ async def jitsu_site(
         http, stack, project_id, name="Jitsu", allowed_origins=["https://shop.example"]
     )
     return stack, created
+
+
+async def test_jitsu_js_server_to_server_in_node(
+    jitsu_site: tuple[Stack, dict[str, Any]], http: httpx.AsyncClient, project_id: str, jitsu_library: Path
+) -> None:
+    """@jitsu/js with `s2s: true` in Node (s2s.cjs) and a secret key: /api/s/s2s/{type}."""
+    stack, created = jitsu_site
+    assert stack.edge_url is not None
+    node = await asyncio.create_subprocess_exec(
+        "node",
+        "s2s.cjs",
+        stack.edge_url,
+        f"{created['secret_key']}:hw",
+        cwd=jitsu_library,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(node.communicate(), timeout=60)
+    assert node.returncode == 0, (out, err)
+    rows = await _wait_rows(http, stack, project_id, 2)
+    assert [(r["type"], r["event"], r["user_id"], r["origin"]) for r in rows] == [
+        ("identify", "", "srv-1", ""),
+        ("track", "Invoice Paid", "srv-1", ""),
+    ]
+    assert json.loads(rows[1]["properties"]) == {"amount": 12}
+    assert json.loads(rows[1]["context"])["library"]["env"] == "node"
 
 
 def _jitsu_basic(key: str) -> dict[str, str]:
@@ -344,3 +388,17 @@ async def test_the_preflight_allows_what_jitsu_js_sends(
         f"{stack.edge_url}/api/s/page", headers={**asked, "Origin": "https://evil.example"}
     )
     assert refused.status_code == 403 and "access-control-allow-origin" not in refused.headers
+
+
+def test_a_key_in_jitsus_id_secret_form_is_read_before_its_colon() -> None:
+    """@jitsu/js refuses a key without a `:`; each of the three places reads `<key>:<anything>`."""
+    for request, body_key in (
+        (IngestRequest(kind="track", body=b"", write_key_header=" hwpk_a:hw "), None),
+        (IngestRequest(kind="track", body=b""), "hwpk_a:***"),  # as @jitsu/js masks it in the body
+        (
+            IngestRequest(kind="track", body=b"", authorization=_jitsu_basic("hwpk_a:hw")["Authorization"]),
+            None,
+        ),
+        (IngestRequest(kind="track", body=b"", write_key_header="hwpk_a"), None),
+    ):
+        assert extract_write_key(request, body_key) == "hwpk_a"
