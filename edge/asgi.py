@@ -23,6 +23,7 @@ from .errors import IngestError
 from .headers import request_headers
 from .ids import next_request_id
 from .ingest import IngestRequest, IngestService
+from .jitsu import JITSU_PATHS
 from .metrics import EdgeMetrics
 from .sdkfile import SDK_PATH, load_sdk
 from .settings import EdgeSettings
@@ -43,10 +44,13 @@ SEGMENT_LONG_PATHS = {f"/v1/{kind}": kind for kind in (*EVENT_TYPES, "batch")} |
 # batching, to `{apiHost}/b`: the same endpoints under other names (docs/ingest-api.md).
 SEGMENT_SHORT_PATHS = {f"/v1/{kind[0]}": kind for kind in (*EVENT_TYPES, "batch")}
 # Path → the kind of request: one dict lookup per request, whichever protocol it speaks.
-INGEST_PATHS = SEGMENT_LONG_PATHS | SEGMENT_SHORT_PATHS
+INGEST_PATHS = SEGMENT_LONG_PATHS | SEGMENT_SHORT_PATHS | JITSU_PATHS
 # What an SDK may send besides CORS-safelisted headers: Segment's Basic auth, JSON, gzip, our
-# X-Write-Key, and analytics-next's X-Retry-Count on a retry.
-_PREFLIGHT_HEADERS = "authorization, content-type, content-encoding, x-write-key, x-retry-count"
+# X-Write-Key, analytics-next's X-Retry-Count on a retry, and what @jitsu/js may add
+# (X-Enable-Debug, X-IP-Policy; the edge ignores both).
+_PREFLIGHT_HEADERS = (
+    "authorization, content-type, content-encoding, x-write-key, x-retry-count, x-enable-debug, x-ip-policy"
+)
 _JSON = (b"content-type", b"application/json")
 
 

@@ -31,7 +31,7 @@ from .ratelimit import RateLimiter
 from .settings import EdgeSettings
 from .sink import Sink
 from .split import Part, split
-from .validation import check_timestamp, validate_event, value_nests_deeper
+from .validation import OWN_TYPE, check_timestamp, validate_event, value_nests_deeper
 from .wire import BATCH, Limits, RequestBody, SegmentEvent, read_body, without_context_ip
 
 log = logging.getLogger(__name__)
@@ -77,10 +77,12 @@ def extract_write_key(request: IngestRequest, body_key: object) -> str:
                 ) from None
             if username:
                 return username
+    # In the other two, the part before a `:` too: `@jitsu/js` refuses a key that is not in Jitsu's
+    # `id:secret` form, so its users write `<headwater key>:<anything>` (docs/ingest-api.md#jitsu).
     if request.write_key_header:
-        return request.write_key_header.strip()
+        return request.write_key_header.partition(":")[0].strip()
     if isinstance(body_key, str) and body_key:
-        return body_key
+        return body_key.partition(":")[0]
     raise IngestError(
         401,
         "missing_key",
@@ -313,7 +315,7 @@ class IngestService:
                 return [body.events], []
             event = validate_event(
                 body.events,
-                request.kind,
+                None if request.kind == OWN_TYPE else request.kind,  # Jitsu's /api/s/e: the body's
                 settings.max_event_bytes,
                 len(request.body),
                 settings.max_nesting_depth,

@@ -14,6 +14,8 @@ from .errors import IngestError
 from .ids import next_message_id
 
 EVENT_TYPES = ("track", "page", "screen", "identify", "group", "alias")
+# The kind of a path whose event names its own type in its body (Jitsu's /api/s/e).
+OWN_TYPE = "event"
 MAX_MESSAGE_ID_LENGTH = 100
 MAX_NAME_LENGTH = 1000
 _OBJECT_FIELDS = ("properties", "traits", "context", "integrations")
