@@ -26,12 +26,15 @@ from .metrics import EdgeMetrics
 from .ratelimit import RateLimiter
 from .settings import EdgeSettings
 from .sink import Sink
+from .snowplow_collector import SnowplowCollector
 
 
 class ProjectView(Protocol):
     """What the edge needs of the live project configs (the registry, or a fake in unit tests)."""
 
     def resolve_key(self, key: str, now: datetime | None = None) -> KeyMatch | None: ...
+
+    def resolve_app_id(self, app_id: str) -> KeyMatch | None: ...
 
     def any_project_allows(self, origin: str) -> bool: ...
 
@@ -52,6 +55,13 @@ def create_app(
     service = IngestService(settings, sink, projects, limiter, metrics)
     if body_timeout_seconds is not None:
         quart.config["BODY_TIMEOUT"] = body_timeout_seconds
+    snowplow = SnowplowCollector(
+        service,
+        projects,
+        projects.any_project_allows,
+        settings.max_batch_events,
+        settings.cors_max_age_seconds,
+    )
     return EdgeASGI(
         settings,
         service,
@@ -59,6 +69,7 @@ def create_app(
         metrics,
         quart_app=quart,
         body_timeout_seconds=body_timeout_seconds,
+        snowplow=snowplow,
     )
 
 

@@ -25,6 +25,7 @@ from .ingest import IngestRequest, IngestService
 from .metrics import EdgeMetrics
 from .sdkfile import SDK_PATH, load_sdk
 from .settings import EdgeSettings
+from .snowplow_collector import SNOWPLOW_PATHS, RequestInfo, SnowplowCollector
 from .validation import EVENT_TYPES
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class EdgeASGI:
         metrics: EdgeMetrics,
         quart_app: ASGIApp,
         body_timeout_seconds: float | None = None,
+        snowplow: SnowplowCollector | None = None,
     ) -> None:
         self._settings = settings
         # The whole body must arrive within this after the request reached the app (the HTTP server
@@ -62,10 +64,16 @@ class EdgeASGI:
         self._quart_app = quart_app  # everything but the ingest paths and the SDK
         self._client_ip = ClientIPResolver(settings.trusted_proxies)
         self._sdk = load_sdk()
+        self._snowplow = snowplow
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = INGEST_PATHS.get(scope.get("path", "")) if scope["type"] == "http" else None
         if kind is None:
+            # Off the Segment paths: they pay nothing for the Snowplow ones.
+            route = SNOWPLOW_PATHS.get(scope.get("path", "")) if scope["type"] == "http" else None
+            if route is not None and self._snowplow is not None:
+                await self._serve_snowplow(route, scope, receive, send)
+                return
             if scope["type"] == "http" and scope["path"] == SDK_PATH:
                 # Off the ingest path, and cheaper here than through Quart.
                 status = await self._sdk.serve(scope, send)
@@ -84,6 +92,22 @@ class EdgeASGI:
             error = IngestError(405, "method_not_allowed", "use POST", headers={"Allow": "POST, OPTIONS"})
             status = await _send_error(send, error)
         self._metrics.requests.labels(kind, str(status)).inc()
+
+    async def _serve_snowplow(self, route: str, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self._snowplow is not None
+        headers = request_headers(scope)
+        current = next_request_id()
+        request_id.set(current)
+        peer = scope.get("client")
+        client_ip = self._client_ip.resolve(peer[0] if peer else None, headers.get("x-forwarded-for"))
+
+        async def read_body(headers: dict[str, str]) -> bytes:
+            return await self._read_body(headers, receive)
+
+        status = await self._snowplow.handle(
+            route, scope, headers, RequestInfo(current, client_ip, read_body), send
+        )
+        self._metrics.requests.labels(route, str(status)).inc()
 
     async def _ingest(
         self, kind: str, scope: Scope, headers: dict[str, str], receive: Receive, send: Send
