@@ -27,6 +27,7 @@ from .ratelimit import RateLimiter
 from .settings import EdgeSettings
 from .sink import Sink
 from .snowplow_collector import SnowplowCollector
+from .wire import Limits
 
 
 class ProjectView(Protocol):
@@ -60,6 +61,7 @@ def create_app(
         projects,
         projects.any_project_allows,
         settings.max_batch_events,
+        Limits(settings.max_event_bytes, settings.max_nesting_depth),
         settings.cors_max_age_seconds,
     )
     return EdgeASGI(

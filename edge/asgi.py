@@ -25,7 +25,7 @@ from .ingest import IngestRequest, IngestService
 from .metrics import EdgeMetrics
 from .sdkfile import SDK_PATH, load_sdk
 from .settings import EdgeSettings
-from .snowplow_collector import SNOWPLOW_PATHS, RequestInfo, SnowplowCollector
+from .snowplow_collector import SNOWPLOW_PATHS, SnowplowCollector
 from .validation import EVENT_TYPES
 
 log = logging.getLogger(__name__)
@@ -96,17 +96,10 @@ class EdgeASGI:
     async def _serve_snowplow(self, route: str, scope: Scope, receive: Receive, send: Send) -> None:
         assert self._snowplow is not None
         headers = request_headers(scope)
-        current = next_request_id()
-        request_id.set(current)
+        request_id.set(next_request_id())
         peer = scope.get("client")
         client_ip = self._client_ip.resolve(peer[0] if peer else None, headers.get("x-forwarded-for"))
-
-        async def read_body(headers: dict[str, str]) -> bytes:
-            return await self._read_body(headers, receive)
-
-        status = await self._snowplow.handle(
-            route, scope, headers, RequestInfo(current, client_ip, read_body), send
-        )
+        status = await self._snowplow.handle(route, scope, headers, client_ip, self._read_body, receive, send)
         self._metrics.requests.labels(route, str(status)).inc()
 
     async def _ingest(

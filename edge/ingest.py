@@ -12,7 +12,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
@@ -168,13 +168,15 @@ class IngestService:
         credential: str,
         rule: Authorizer,
     ) -> IngestResult:
-        """Events translated from another protocol (edge/snowplow.py), taken as a batch is: each
-        event validated, an IngestError in an event's place refused alone, the others published
-        in one envelope. `rule` finds the project `credential` names (as `authorize` does)."""
+        """Events translated from another protocol (edge/snowplow.py), taken as a batch is (a
+        request of kind "batch"): each event validated, an IngestError in an event's place refused
+        alone, the others published in one envelope. `rule` finds the project `credential` names
+        (as `authorize` does)."""
+        if request.kind != BATCH:
+            raise ValueError(f"translated events come as a batch, not as {request.kind!r}")
         self._slow_down_guessers(request.client_ip)
         match = self._authorized(request.client_ip, rule, credential, request.origin)
-        batch = replace(request, kind=BATCH)
-        return await self._accept_authorized(batch, RequestBody(events=events), match)
+        return await self._accept_authorized(request, RequestBody(events=events), match)
 
     def _slow_down_guessers(self, client_ip: str | None) -> None:
         # A client that keeps sending wrong keys is slowed down before its body is even read.

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -22,29 +21,24 @@ from headwater.core.projects.registry import KeyMatch
 from headwater.core.service.logcontext import request_id
 
 from .errors import IngestError
+from .ids import next_request_id
 from .ingest import IngestRequest, IngestService, KeyResolver, authorize
-from .snowplow import PIXEL_PATH, TP2_PATH, SnowplowEvent, read_pixel, read_tp2, translate
+from .snowplow import PIXEL_PATH, TP2_PATH, SnowplowEvent, Translated, read_pixel, read_tp2, translate
+from .wire import Limits
 
 log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-ReadBody = Callable[[dict[str, str]], Awaitable[bytes]]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+# The edge's body reader (asgi.py): its size limit, timeout and gzip.
+ReadBody = Callable[[dict[str, str], Receive], Awaitable[bytes]]
 OriginCheck = Callable[[str], bool]
 
 SNOWPLOW_PATHS = {TP2_PATH: "snowplow_tp2", PIXEL_PATH: "snowplow_pixel"}
 # A transparent 1x1 GIF, what Snowplow collectors answer to the pixel.
 PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 _PREFLIGHT_HEADERS = b"content-type, content-encoding, sp-anonymous"
-
-
-@dataclass(frozen=True, slots=True)
-class RequestInfo:
-    """What the ASGI front knows of the request beside its scope and headers."""
-
-    request_id: str
-    client_ip: str | None
-    read_body: ReadBody  # the edge's body reader: its size limit, timeout and gzip
 
 
 class AppIdResolver(KeyResolver, Protocol):
@@ -58,16 +52,25 @@ class SnowplowCollector:
         projects: AppIdResolver,
         origin_known: OriginCheck,
         max_events: int,
+        limits: Limits,
         cors_max_age_seconds: int,
     ) -> None:
         self._service = service
         self._projects = projects
         self._origin_known = origin_known
         self._max_events = max_events
+        self._limits = limits
         self._cors_max_age = str(cors_max_age_seconds).encode()
 
     async def handle(
-        self, route: str, scope: Scope, headers: dict[str, str], request: RequestInfo, send: Send
+        self,
+        route: str,
+        scope: Scope,
+        headers: dict[str, str],
+        client_ip: str | None,
+        read_body: ReadBody,
+        receive: Receive,
+        send: Send,
     ) -> int:
         """Serve one request to a Snowplow path (`route`: a value of SNOWPLOW_PATHS); the status
         answered. The caller counts it."""
@@ -86,19 +89,21 @@ class SnowplowCollector:
                 body = scope.get("query_string", b"")
                 events: list[SnowplowEvent | IngestError] = [read_pixel(body)]
             else:
-                body = await request.read_body(headers)
+                body = await read_body(headers, receive)
                 events = read_tp2(body, self._max_events)
             credential = _app_id(events)
             ingest_request = IngestRequest(
                 kind="batch",
                 body=body,
-                request_id=request.request_id,
+                request_id=request_id.get() or next_request_id(),
                 origin=origin,
                 user_agent=headers.get("user-agent"),
-                client_ip=request.client_ip,
+                client_ip=client_ip,
             )
+            limits = self._limits
             translated = [
-                event if isinstance(event, IngestError) else _checked(event, credential) for event in events
+                event if isinstance(event, IngestError) else _translated(event, credential, limits)
+                for event in events
             ]
             result = await self._service.ingest_events(
                 ingest_request, translated, credential, self._authorize
@@ -181,10 +186,10 @@ def _app_id(events: list[SnowplowEvent | IngestError]) -> str:
     raise IngestError(401, "missing_key", "send the project's key or an app id it lists as aid", "aid")
 
 
-def _checked(event: SnowplowEvent, credential: str) -> dict[str, Any] | IngestError:
+def _translated(event: SnowplowEvent, credential: str, limits: Limits) -> Translated:
     if event.get("aid", credential) != credential:
         return IngestError(400, "aid_mismatch", "every event of a request must have the same aid", "aid")
-    return translate(event)
+    return translate(event, limits)
 
 
 def _referrer_origin(referrer: str | None) -> str | None:

@@ -7,12 +7,14 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 
 from headwater.consumers.enrich.timestamps import skew_corrected
 from headwater.core.wire.timestamps import utc_timestamp
 from headwater.edge.errors import IngestError
 from headwater.edge.snowplow import PAYLOAD_DATA_SCHEMAS, read_pixel, read_tp2, translate
+from headwater.edge.wire import Limits, SegmentEvent
 
 BUTTON = "iglu:com.acme/button_click/jsonschema/1-0-2"
 UNSTRUCT = "iglu:com.snowplowanalytics.snowplow/unstruct_event/jsonschema/1-0-0"
@@ -28,14 +30,19 @@ def b64url(value: Any, padded: bool) -> str:
     return text if padded else text.rstrip("=")
 
 
-def translated(params: dict[str, str]) -> dict[str, Any]:
-    event = translate(params)
+LIMITS = Limits(max_event_bytes=32_768, max_nesting_depth=8)
+
+
+def translated(params: dict[str, str], limits: Limits = LIMITS) -> dict[str, Any]:
+    """The event as the envelope will carry it."""
+    event = translate(params, limits)
     assert not isinstance(event, IngestError), event.to_dict()
-    return event
+    parsed: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(event))
+    return parsed
 
 
-def refused(params: dict[str, str]) -> IngestError:
-    event = translate(params)
+def refused(params: dict[str, str], limits: Limits = LIMITS) -> IngestError:
+    event = translate(params, limits)
     assert isinstance(event, IngestError), event
     return event
 
@@ -230,3 +237,20 @@ def test_pixel_reads_the_query_string() -> None:
         "aid": "app",
         "url": "https://a.example/",
     }
+
+
+def test_translated_events_take_the_fast_path_and_its_limits() -> None:
+    """A translated event is the typed event a Segment one would be; one too large or too deep is
+    refused with the codes Segment events get."""
+    assert isinstance(translate(base(e="pv", url="https://a.example/"), LIMITS), SegmentEvent)
+    large = refused(base(e="pv", url="https://a.example/" + "x" * 40_000))
+    assert (large.status, large.code) == (413, "event_too_large")
+    deep: Any = {"leaf": 1}
+    for _ in range(10):
+        deep = {"in": deep}
+    payload = {"schema": UNSTRUCT, "data": {"schema": BUTTON, "data": deep}}
+    too_deep = refused(base(e="ue", ue_pr=json.dumps(payload)))
+    assert (too_deep.status, too_deep.code) == (400, "too_deep")
+    # Shallow enough for the precise rules (brackets in strings only make the fast path unsure).
+    brackets = {"schema": UNSTRUCT, "data": {"schema": BUTTON, "data": {"text": "[[[[{{{{[[[["}}}
+    assert translated(base(e="ue", ue_pr=json.dumps(brackets)))["properties"] == {"text": "[[[[{{{{[[[["}
