@@ -272,6 +272,12 @@ async def test_app_id_and_key_rules_and_what_is_refused_stores_nothing(
     assert foreign.status_code == 403
     assert "access-control-allow-origin" not in foreign.headers
 
+    # Refusals are counted by endpoint and status; the refused events by project and code.
+    metrics = (await http.get(f"{stack.edge_operator_url}/metrics")).text
+    assert 'headwater_edge_requests_total{endpoint="snowplow_tp2",status="401"} 2.0' in metrics
+    assert 'headwater_edge_requests_total{endpoint="snowplow_tp2",status="403"}' in metrics
+    assert 'headwater_edge_requests_total{endpoint="snowplow_tp2",status="200"}' in metrics
+
 
 async def test_an_app_id_belongs_to_one_project(
     stack: Stack, http: httpx.AsyncClient, keys: dict[str, str]
@@ -335,6 +341,10 @@ async def test_tp2_revisions_bad_events_dedup_and_clock_correction(
         (2, "invalid_field", "ue_px"),
         (3, "aid_mismatch", "aid"),
     ]
+    metrics = (await http.get(f"{stack.edge_operator_url}/metrics")).text
+    for code in ("unsupported_event", "invalid_field", "aid_mismatch"):
+        counted = f'{{outcome="rejected",project="{project_id}",reason="{code}"}} 1.0'
+        assert "headwater_edge_events_total" + counted in metrics, code
     # eid is the message id: a resent event is stored once.
     assert (await http.post(url, json=payload(latest, event(aid, eid="good-1")))).status_code == 200
 
