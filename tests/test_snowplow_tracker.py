@@ -237,8 +237,15 @@ async def test_app_id_and_key_rules_and_what_is_refused_stores_nothing(
         headers = answers.responses[0].headers
         assert headers["access-control-allow-origin"] == ORIGIN
         assert headers["access-control-allow-credentials"] == "true"
-    found = await rows(http, stack, project_id, 2)
-    assert sorted(json.loads(r["properties"])["category"] for r in found) == ["t", "t"]
+    # A pixel in a page (an <img>: no Origin) is judged by its Referer's origin.
+    assert stack.edge_url is not None
+    pixel = {"e": "pv", "aid": APP_ID, "tv": "js-3.24.0", "p": "web", "duid": "d", "url": ORIGIN + "/mail"}
+    from_page = await http.get(stack.edge_url + "/i", params=pixel, headers={"Referer": ORIGIN + "/mail"})
+    assert (from_page.status_code, from_page.headers["content-type"]) == (200, "image/gif")
+    elsewhere = {"Referer": "https://evil.example/page"}
+    assert (await http.get(stack.edge_url + "/i", params=pixel, headers=elsewhere)).status_code == 403
+    found = await rows(http, stack, project_id, 3)
+    assert sorted(r["type"] for r in found) == ["page", "track", "track"]
 
     # The project may accept its app ids from server-side trackers too.
     response = await http.patch(
@@ -256,10 +263,9 @@ async def test_app_id_and_key_rules_and_what_is_refused_stores_nothing(
         return (await send(APP_ID, None)).statuses
 
     await eventually(accepted_without_origin, lambda statuses: statuses == [200], timeout=5)
-    await rows(http, stack, project_id, 3)
+    await rows(http, stack, project_id, 4)
 
     # Preflights: allowed origins only, with credentials.
-    assert stack.edge_url is not None
     preflight = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}
     answer = await http.options(stack.edge_url + TP2_PATH, headers=preflight)
     assert answer.status_code == 204
