@@ -176,7 +176,9 @@ class IngestService:
             raise ValueError(f"translated events come as a batch, not as {request.kind!r}")
         self._slow_down_guessers(request.client_ip)
         match = self._authorized(request.client_ip, rule, credential, request.origin)
-        return await self._accept_authorized(request, RequestBody(events=events), match)
+        all_typed = all(type(event) is SegmentEvent for event in events)  # no check per event then
+        body = RequestBody(events=events, all_typed=all_typed)
+        return await self._accept_authorized(request, body, match)
 
     def _slow_down_guessers(self, client_ip: str | None) -> None:
         # A client that keeps sending wrong keys is slowed down before its body is even read.

@@ -254,9 +254,9 @@ def _times(sp: SnowplowEvent, event: dict[str, Any]) -> None:
     if not sp.get("dtm"):
         return  # no device time: the arrival time
     created = _epoch_ms(sp, "dtm")
-    event["timestamp"] = _iso_ms(created)
-    sent = _epoch_ms(sp, "stm") if sp.get("stm") else None
-    event["sentAt"] = _iso_ms(sent if sent is not None and created < sent else created)
+    event["timestamp"] = stamp = _iso_ms(created)
+    sent = _epoch_ms(sp, "stm") if sp.get("stm") else created
+    event["sentAt"] = _iso_ms(sent) if created < sent else stamp
 
 
 def _client(sp: SnowplowEvent, context: dict[str, Any]) -> None:
@@ -381,9 +381,11 @@ def _integer(sp: SnowplowEvent, param: str) -> int:
 
 def _epoch_ms(sp: SnowplowEvent, param: str) -> int:
     text = sp[param]
-    if not text.isascii() or not text.isdigit() or int(text) > _MAX_EPOCH_MS:
-        raise IngestError(400, "invalid_timestamp", f"{param} must be milliseconds since the epoch", param)
-    return int(text)
+    if text.isascii() and text.isdigit() and len(text) <= 15:  # (no huge int parsed)
+        value = int(text)
+        if value <= _MAX_EPOCH_MS:
+            return value
+    raise IngestError(400, "invalid_timestamp", f"{param} must be milliseconds since the epoch", param)
 
 
 def _iso(sp: SnowplowEvent, param: str) -> str:
