@@ -58,7 +58,7 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
     401: ("missing_admin_token",),
     403: ("invalid_admin_token", "query_not_allowed"),
     404: ("project_not_found", "not_found"),
-    409: ("project_exists", "update_conflict"),
+    409: ("project_exists", "update_conflict", "app_id_taken"),
     412: ("revision_mismatch",),
     413: ("payload_too_large",),
     422: ("idempotency_key_reused", "query_too_expensive"),

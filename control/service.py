@@ -132,6 +132,8 @@ class ProjectService:
         )
         if await self._store.find(project_id) is not None:
             raise ProjectExists(project_id)
+        settings = ProjectSettings().merged(request.settings)
+        await self._refuse_claimed_app_ids(project_id, settings)
         now = iso(utc_now())
         public, public_key = ApiKey.issue("public", now)
         secret, secret_key = ApiKey.issue("secret", now)
@@ -142,7 +144,7 @@ class ProjectService:
             allow_any_origin=allow_any,
             keys=(public, secret),
             created_at=now,
-            settings=ProjectSettings().merged(request.settings),
+            settings=settings,
         )
         # The database exists before the project does: once the KV entry is visible, edges accept
         # its events and consumers write them, so the table must already be there.
@@ -190,11 +192,34 @@ class ProjectService:
         validate_project_id(project_id)
         # Validated inside the loop, so that an unknown project is a 404 whatever the body, and against
         # the newest revision (allow_any_origin may have changed).
+        if isinstance(patch.get("settings"), dict) and "snowplow" in patch["settings"]:
+            current, _ = await self._store.get(project_id)
+            await self._refuse_claimed_app_ids(project_id, apply_patch(current, patch).settings)
         before, after, revision = await self._change(project_id, lambda p: apply_patch(p, patch), if_match)
         changed = sorted(k for k in patch if getattr(before, k) != getattr(after, k))
         if changed:
             await self._audit.record(actor, "project.update", project_id, changed=changed, patch=patch)
         return after, revision
+
+    async def _refuse_claimed_app_ids(self, project_id: str, settings: ProjectSettings) -> None:
+        """409 when another project lists one of these Snowplow app ids: an app id must name one
+        project (edges ignore an app id two projects list). Checked before the write; two concurrent
+        claims can still both pass, which the edge's rule keeps harmless."""
+        wanted = set(settings.snowplow.app_ids)
+        if not wanted:
+            return
+        projects, _ = await self._store.list()
+        for other in projects:
+            if other.id == project_id:
+                continue
+            taken = sorted(wanted.intersection(other.settings.snowplow.app_ids))
+            if taken:
+                raise APIError(
+                    409,
+                    "app_id_taken",
+                    f"Snowplow app id {taken[0]!r} is already listed by project {other.id!r}",
+                    "settings.snowplow.app_ids",
+                )
 
     async def rotate_key(
         self, project_id: str, request: RotateKey, actor: str

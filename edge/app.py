@@ -28,12 +28,16 @@ from .metrics import EdgeMetrics
 from .ratelimit import RateLimiter
 from .settings import EdgeSettings
 from .sink import Sink
+from .snowplow_collector import SnowplowCollector
+from .wire import Limits
 
 
 class ProjectView(Protocol):
     """What the edge needs of the live project configs (the registry, or a fake in unit tests)."""
 
     def resolve_key(self, key: str, now: datetime | None = None) -> KeyMatch | None: ...
+
+    def resolve_app_id(self, app_id: str) -> KeyMatch | None: ...
 
     def any_project_allows(self, origin: str) -> bool: ...
 
@@ -56,6 +60,14 @@ def create_app(
     service = IngestService(settings, sink, projects, limiter, metrics, auth_failures=auth_failures)
     if body_timeout_seconds is not None:
         quart.config["BODY_TIMEOUT"] = body_timeout_seconds
+    snowplow = SnowplowCollector(
+        service,
+        projects,
+        projects.any_project_allows,
+        settings.max_batch_events,
+        Limits(settings.max_event_bytes, settings.max_nesting_depth),
+        settings.cors_max_age_seconds,
+    )
     return EdgeASGI(
         settings,
         service,
@@ -64,6 +76,7 @@ def create_app(
         quart_app=quart,
         settings_service=SettingsService(projects, auth_failures, settings.retry_after_seconds),
         body_timeout_seconds=body_timeout_seconds,
+        snowplow=snowplow,
     )
 
 

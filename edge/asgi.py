@@ -27,6 +27,7 @@ from .jitsu import JITSU_PATHS
 from .metrics import EdgeMetrics
 from .sdkfile import SDK_PATH, load_sdk
 from .settings import EdgeSettings
+from .snowplow_collector import SNOWPLOW_PATHS, SnowplowCollector
 from .validation import EVENT_TYPES
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class EdgeASGI:
         quart_app: ASGIApp,
         settings_service: SettingsService,
         body_timeout_seconds: float | None = None,
+        snowplow: SnowplowCollector | None = None,
     ) -> None:
         self._settings = settings
         # The whole body must arrive within this after the request reached the app (the HTTP server
@@ -76,10 +78,16 @@ class EdgeASGI:
         self._settings_service = settings_service
         self._client_ip = ClientIPResolver(settings.trusted_proxies)
         self._sdk = load_sdk()
+        self._snowplow = snowplow
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = INGEST_PATHS.get(scope.get("path", "")) if scope["type"] == "http" else None
         if kind is None:
+            # Off the Segment paths: they pay nothing for the Snowplow ones.
+            route = SNOWPLOW_PATHS.get(scope.get("path", "")) if scope["type"] == "http" else None
+            if route is not None and self._snowplow is not None:
+                await self._serve_snowplow(route, scope, receive, send)
+                return
             # Off the ingest path, and cheaper here than through Quart.
             if scope["type"] == "http" and scope["path"] == SDK_PATH:
                 status = await self._sdk.serve(scope, send)
@@ -104,6 +112,15 @@ class EdgeASGI:
             error = IngestError(405, "method_not_allowed", "use POST", headers={"Allow": "POST, OPTIONS"})
             status = await _send_error(send, error)
         self._metrics.requests.labels(kind, str(status)).inc()
+
+    async def _serve_snowplow(self, route: str, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self._snowplow is not None
+        headers = request_headers(scope)
+        request_id.set(next_request_id())
+        peer = scope.get("client")
+        client_ip = self._client_ip.resolve(peer[0] if peer else None, headers.get("x-forwarded-for"))
+        status = await self._snowplow.handle(route, scope, headers, client_ip, self._read_body, receive, send)
+        self._metrics.requests.labels(route, str(status)).inc()
 
     async def _ingest(
         self, kind: str, scope: Scope, headers: dict[str, str], receive: Receive, send: Send

@@ -11,9 +11,10 @@ import math
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Protocol
 
 import orjson
@@ -37,6 +38,10 @@ from .wire import BATCH, Limits, RequestBody, SegmentEvent, read_body, without_c
 log = logging.getLogger(__name__)
 # An accepted event: typed by the fast path, or parsed JSON the precise path validated.
 Event = SegmentEvent | dict[str, Any]
+
+
+# Finds the project a credential (a write key, a Snowplow app id) names, checking the request's Origin.
+Authorizer = Callable[[str, str | None], KeyMatch]
 
 
 class KeyResolver(Protocol):
@@ -149,10 +154,37 @@ class IngestService:
         self._clock = clock
         self._limits = Limits(settings.max_event_bytes, settings.max_nesting_depth)
         self._auth_failures = auth_failures or AuthFailures("write key")
+        self._authorize_key: Authorizer = partial(authorize, keys)
 
     async def ingest(self, request: IngestRequest) -> IngestResult:
+        self._slow_down_guessers(request.client_ip)
+        body = read_body(request.kind, request.body, self._limits)
+        key = extract_write_key(request, body.write_key)
+        match = self._authorized(request.client_ip, self._authorize_key, key, request.origin)
+        return await self._accept_authorized(request, body, match)
+
+    async def ingest_events(
+        self,
+        request: IngestRequest,
+        events: Sequence[Event | IngestError],
+        credential: str,
+        rule: Authorizer,
+    ) -> IngestResult:
+        """Events translated from another protocol (edge/snowplow.py), taken as a batch is (a
+        request of kind "batch"): each event validated, an IngestError in an event's place refused
+        alone, the others published in one envelope. `rule` finds the project `credential` names
+        (as `authorize` does)."""
+        if request.kind != BATCH:
+            raise ValueError(f"translated events come as a batch, not as {request.kind!r}")
+        self._slow_down_guessers(request.client_ip)
+        match = self._authorized(request.client_ip, rule, credential, request.origin)
+        all_typed = all(type(event) is SegmentEvent for event in events)  # no check per event then
+        body = RequestBody(events=events, all_typed=all_typed)
+        return await self._accept_authorized(request, body, match)
+
+    def _slow_down_guessers(self, client_ip: str | None) -> None:
         # A client that keeps sending wrong keys is slowed down before its body is even read.
-        wait = self._auth_failures.retry_after(request.client_ip)
+        wait = self._auth_failures.retry_after(client_ip)
         if wait > 0:
             seconds = max(math.ceil(wait), 1)
             raise IngestError(
@@ -161,9 +193,12 @@ class IngestService:
                 f"too many unknown write keys from this address; retry in {seconds} s",
                 headers={"Retry-After": str(seconds)},
             )
-        body = read_body(request.kind, request.body, self._limits)
+
+    def _authorized(
+        self, client_ip: str | None, rule: Authorizer, credential: str, origin: str | None
+    ) -> KeyMatch:
         try:
-            match = authorize(self._keys, extract_write_key(request, body.write_key), request.origin)
+            return rule(credential, origin)
         except StaleConfig as exc:  # NATS unreachable for longer than --config-max-age
             raise IngestError(
                 503,
@@ -173,8 +208,12 @@ class IngestService:
             ) from None
         except IngestError as error:
             if error.code in _GUESSES:
-                self._auth_failures.failed(request.client_ip, error.code)
+                self._auth_failures.failed(client_ip, error.code)
             raise
+
+    async def _accept_authorized(
+        self, request: IngestRequest, body: RequestBody, match: KeyMatch
+    ) -> IngestResult:
         project = match.project
         if body.repaired:
             self._metrics.utf8_repaired.labels(project.id).inc()
@@ -340,6 +379,9 @@ class IngestService:
         for index, item in enumerate(batch):
             if isinstance(item, SegmentEvent):
                 accepted.append(item)
+                continue
+            if isinstance(item, IngestError):  # refused while translated (ingest_events)
+                rejected.append((index, item))
                 continue
             try:
                 size = 0 if whole_body_fits else len(orjson.dumps(item))

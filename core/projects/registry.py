@@ -60,6 +60,9 @@ class _View:
         # ids whose entry was purged (the marker is in the bucket), with the time of the purge
         self.purged: dict[str, float] = {}
         self.by_digest: dict[str, KeyMatch] = {}
+        # Snowplow app id → the projects listing it (by id). The control API refuses a second
+        # claim, but a race or a hand-written config could make one: then the app id names no one.
+        self.by_app_id: dict[str, dict[str, KeyMatch]] = {}
         self.origin_answers: dict[str, bool] = {}  # cleared on every change
         self.values: dict[str, bytes] = {}  # project id → its KV value, for the disk cache
 
@@ -101,6 +104,11 @@ class _View:
         self.values[project.id] = value
         for key in project.keys:
             self.by_digest[key.digest] = KeyMatch(project, key)
+        if project.settings.snowplow.app_ids:
+            # An app id is public (it is in the page source): it acts as a public key would.
+            as_key = ApiKey(kind="public", digest="", hint="app id", created_at=project.created_at)
+            for app_id in project.settings.snowplow.app_ids:
+                self.by_app_id.setdefault(app_id, {})[project.id] = KeyMatch(project, as_key)
 
     def remove(self, project_id: str) -> None:
         old = self.projects.pop(project_id, None)
@@ -108,6 +116,12 @@ class _View:
         if old is not None:
             for key in old.keys:
                 self.by_digest.pop(key.digest, None)
+            for app_id in old.settings.snowplow.app_ids:
+                claims = self.by_app_id.get(app_id)
+                if claims is not None:
+                    claims.pop(project_id, None)
+                    if not claims:
+                        del self.by_app_id[app_id]
 
 
 class ProjectRegistry:
@@ -151,10 +165,7 @@ class ProjectRegistry:
         """The project and key `key` belongs to; None when unknown or expired. Raises StaleConfig
         when the configs are older than `max_age` (served from the disk cache or kept through an
         outage for that long)."""
-        if self._max_age is not None and self.stale:
-            age = self.config_age()
-            if age is None or age > self._max_age:
-                raise StaleConfig(age or 0.0, self._max_age)
+        self._check_fresh()
         match = self._view.by_digest.get(key_digest(key))
         if match is None:
             return None
@@ -162,6 +173,25 @@ class ProjectRegistry:
         if expires_at is not None and datetime.fromisoformat(expires_at) <= (now or datetime.now(UTC)):
             return None
         return match
+
+    def resolve_app_id(self, app_id: str) -> KeyMatch | None:
+        """The project listing Snowplow app id `app_id` in its settings, as a public key of it; None
+        when no project, or more than one, lists it. StaleConfig as `resolve_key`."""
+        self._check_fresh()
+        claims = self._view.by_app_id.get(app_id)
+        if claims is None or len(claims) != 1:
+            return None
+        return next(iter(claims.values()))
+
+    def app_id_owners(self, app_id: str) -> list[str]:
+        """The ids of the projects listing `app_id` (more than one: a conflict to resolve)."""
+        return sorted(self._view.by_app_id.get(app_id, {}))
+
+    def _check_fresh(self) -> None:
+        if self._max_age is not None and self.stale:
+            age = self.config_age()
+            if age is None or age > self._max_age:
+                raise StaleConfig(age or 0.0, self._max_age)
 
     # -- state ----------------------------------------------------------------------------------
 

@@ -23,6 +23,10 @@ MAX_REDACTED_PROPERTIES = 100
 
 EventsPerSecond = Annotated[float, Meta(ge=0.01, le=1e7)]
 PropertyName = Annotated[str, Meta(min_length=1, max_length=200)]
+MAX_APP_IDS = 50
+# What Snowplow trackers send as `aid`: printable, no spaces (a key-shaped value is not refused here,
+# but an app id equal to one of the project's keys would be pointless).
+AppId = Annotated[str, Meta(min_length=1, max_length=100, pattern=r"^[!-~]+$")]
 
 
 class RateLimits(Struct, frozen=True, forbid_unknown_fields=True):
@@ -56,6 +60,31 @@ class Anonymisation(Struct, frozen=True, forbid_unknown_fields=True):
     ] = ()
 
 
+class Snowplow(Struct, frozen=True, forbid_unknown_fields=True):
+    """How Snowplow trackers name this project (docs/ingest-api.md, Snowplow)."""
+
+    app_ids: Annotated[
+        tuple[AppId, ...],
+        Meta(
+            max_length=MAX_APP_IDS,
+            description=(
+                "Snowplow app ids (`aid`, the tracker's appId) whose events belong to this project, "
+                "beside its keys. Treated as a public key: from browsers only on the allowed origins. "
+                "An app id may belong to one project only (a name given twice is kept once)."
+            ),
+        ),
+    ] = ()
+    allow_without_origin: Annotated[
+        bool,
+        Meta(
+            description=(
+                "Accept app-id events that carry no Origin (server-side trackers). Anyone who knows "
+                "the app id can then send events; use a secret key as `aid` where you can."
+            )
+        ),
+    ] = False
+
+
 class ProjectSettings(Struct, frozen=True, forbid_unknown_fields=True):
     """A project's settings; in a request, the groups and fields to change (those not named keep
     their values, or take the defaults shown when the project is created)."""
@@ -63,10 +92,12 @@ class ProjectSettings(Struct, frozen=True, forbid_unknown_fields=True):
     rate_limits: RateLimits = RateLimits()
     batching: Batching = Batching()
     anonymisation: Anonymisation = Anonymisation()
+    snowplow: Snowplow = Snowplow()
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = msgspec.to_builtins(self)
         data["anonymisation"]["redact_properties"] = list(self.anonymisation.redact_properties)
+        data["snowplow"]["app_ids"] = list(self.snowplow.app_ids)
         return data
 
     @classmethod
@@ -75,12 +106,16 @@ class ProjectSettings(Struct, frozen=True, forbid_unknown_fields=True):
         the field at fault otherwise."""
         settings = convert_body({} if data is None else data, cls, field_prefix)
         names = settings.anonymisation.redact_properties
-        if len(set(names)) == len(names):
-            return settings
-        unique = msgspec.structs.replace(
-            settings.anonymisation, redact_properties=tuple(dict.fromkeys(names))
-        )
-        return msgspec.structs.replace(settings, anonymisation=unique)
+        if len(set(names)) != len(names):
+            unique = msgspec.structs.replace(
+                settings.anonymisation, redact_properties=tuple(dict.fromkeys(names))
+            )
+            settings = msgspec.structs.replace(settings, anonymisation=unique)
+        app_ids = settings.snowplow.app_ids
+        if len(set(app_ids)) != len(app_ids):
+            snowplow = msgspec.structs.replace(settings.snowplow, app_ids=tuple(dict.fromkeys(app_ids)))
+            settings = msgspec.structs.replace(settings, snowplow=snowplow)
+        return settings
 
     def merged(self, patch: object, field_prefix: str = "settings") -> ProjectSettings:
         """These settings with `patch` applied; APIError naming the field at fault otherwise."""
