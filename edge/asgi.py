@@ -13,8 +13,6 @@ import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import orjson
-
 from headwater.core.service.logcontext import request_id
 
 from .cdnsettings import SETTINGS_PREFIX, PublicBase, SettingsService, settings_key
@@ -25,6 +23,7 @@ from .ids import next_request_id
 from .ingest import IngestRequest, IngestService
 from .jitsu import JITSU_PATHS
 from .metrics import EdgeMetrics
+from .responses import send_error, send_json, send_preflight
 from .sdkfile import SDK_PATH, load_sdk
 from .settings import EdgeSettings
 from .snowplow_collector import SNOWPLOW_PATHS, SnowplowCollector
@@ -52,7 +51,6 @@ INGEST_PATHS = SEGMENT_LONG_PATHS | SEGMENT_SHORT_PATHS | JITSU_PATHS
 _PREFLIGHT_HEADERS = (
     "authorization, content-type, content-encoding, x-write-key, x-retry-count, x-enable-debug, x-ip-policy"
 )
-_JSON = (b"content-type", b"application/json")
 
 
 class EdgeASGI:
@@ -110,7 +108,7 @@ class EdgeASGI:
             status = await self._preflight(headers, send)
         else:
             error = IngestError(405, "method_not_allowed", "use POST", headers={"Allow": "POST, OPTIONS"})
-            status = await _send_error(send, error)
+            status = await send_error(send, error)
         self._metrics.requests.labels(kind, str(status)).inc()
 
     async def _serve_snowplow(self, route: str, scope: Scope, receive: Receive, send: Send) -> None:
@@ -140,13 +138,13 @@ class EdgeASGI:
             )
             result = await self._service.ingest(request)
         except IngestError as error:
-            return await _send_error(send, error)
+            return await send_error(send, error)
         except Exception:
             log.exception("unexpected error on %s", scope.get("path"))
-            return await _send_error(
+            return await send_error(
                 send, IngestError(500, "internal_error", "internal error; see the server log")
             )
-        await _send_json(send, result.status, result.body, result.headers)
+        await send_json(send, result.status, result.body, result.headers)
         return result.status
 
     async def _serve_settings(self, key: str, scope: Scope, send: Send) -> int:
@@ -174,13 +172,13 @@ class EdgeASGI:
                 base,
             )
         except IngestError as error:
-            return await _send_error(send, error)
+            return await send_error(send, error)
         except Exception:
             log.exception("unexpected error on %s", scope.get("path"))
-            return await _send_error(
+            return await send_error(
                 send, IngestError(500, "internal_error", "internal error; see the server log")
             )
-        await _send_json(send, 200, body, response_headers, head=method == "HEAD")
+        await send_json(send, 200, body, response_headers, head=method == "HEAD")
         return 200
 
     async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes:
@@ -212,26 +210,14 @@ class EdgeASGI:
         return _gunzip(body, limit, too_large)
 
     async def _preflight(self, headers: dict[str, str], send: Send) -> int:
-        """CORS preflights carry no key: allow an origin that some enabled project allows."""
-        origin = headers.get("origin")
-        if not origin or not self._origin_known(origin):
-            error = IngestError(403, "origin_not_allowed", f"origin {origin!r} may not send events here")
-            return await _send_error(send, error)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 204,
-                "headers": [
-                    (b"access-control-allow-origin", origin.encode("latin-1")),
-                    (b"access-control-allow-methods", b"POST, OPTIONS"),
-                    (b"access-control-allow-headers", _PREFLIGHT_HEADERS.encode()),
-                    (b"access-control-max-age", str(self._settings.cors_max_age_seconds).encode()),
-                    (b"vary", b"Origin"),
-                ],
-            }
+        return await send_preflight(
+            send,
+            headers.get("origin"),
+            self._origin_known,
+            methods=b"POST, OPTIONS",
+            allow_headers=_PREFLIGHT_HEADERS.encode(),
+            max_age=str(self._settings.cors_max_age_seconds).encode(),
         )
-        await send({"type": "http.response.body", "body": b""})
-        return 204
 
 
 async def _receive_body(receive: Receive, limit: int, too_large: IngestError) -> bytes:
@@ -262,21 +248,3 @@ def _gunzip(body: bytes, limit: int, too_large: IngestError) -> bytes:
     if not decompressor.eof:
         raise IngestError(400, "invalid_gzip", "the gzip body is truncated")
     return data
-
-
-async def _send_json(
-    send: Send, status: int, body: dict[str, Any], headers: dict[str, str], head: bool = False
-) -> None:
-    raw = orjson.dumps(body)
-    response_headers = [_JSON, (b"content-length", str(len(raw)).encode())]
-    current = request_id.get()
-    if current:
-        response_headers.append((b"x-request-id", current.encode()))
-    response_headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-    await send({"type": "http.response.start", "status": status, "headers": response_headers})
-    await send({"type": "http.response.body", "body": b"" if head else raw})
-
-
-async def _send_error(send: Send, error: IngestError) -> int:
-    await _send_json(send, error.status, error.to_dict(), error.headers)
-    return error.status

@@ -10,7 +10,6 @@ as an event; a key that belongs to no project counts as a wrong guess, as on the
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +18,7 @@ from headwater.core.projects.registry import StaleConfig
 from headwater.core.service.authfailures import AuthFailures
 
 from .errors import IngestError
-from .ingest import KeyResolver, authorize, cors_headers
+from .ingest import KeyResolver, authorize, cors_headers, slow_down_guessers
 
 SETTINGS_PREFIX = "/v1/projects/"
 _SETTINGS_SUFFIX = "/settings"
@@ -109,15 +108,7 @@ class SettingsService:
         self, write_key: str, origin: str | None, client_ip: str | None, base: PublicBase
     ) -> tuple[dict[str, Any], dict[str, str]]:
         """The settings and the response headers, or IngestError."""
-        wait = self._auth_failures.retry_after(client_ip)
-        if wait > 0:
-            seconds = max(math.ceil(wait), 1)
-            raise IngestError(
-                429,
-                "too_many_auth_failures",
-                f"too many unknown write keys from this address; retry in {seconds} s",
-                headers={"Retry-After": str(seconds)},
-            )
+        slow_down_guessers(self._auth_failures, client_ip)
         try:
             match = authorize(self._keys, write_key, origin) if write_key else None
         except StaleConfig as exc:

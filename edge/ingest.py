@@ -95,6 +95,19 @@ def extract_write_key(request: IngestRequest, body_key: object) -> str:
     )
 
 
+def slow_down_guessers(auth_failures: AuthFailures, client_ip: str | None) -> None:
+    """429 for a client that keeps sending wrong keys, before its body is even read."""
+    wait = auth_failures.retry_after(client_ip)
+    if wait > 0:
+        seconds = max(math.ceil(wait), 1)
+        raise IngestError(
+            429,
+            "too_many_auth_failures",
+            f"too many unknown write keys from this address; retry in {seconds} s",
+            headers={"Retry-After": str(seconds)},
+        )
+
+
 def authorize(resolver: KeyResolver, key: str, origin: str | None) -> KeyMatch:
     match = resolver.resolve_key(key)
     if match is None:
@@ -157,7 +170,7 @@ class IngestService:
         self._authorize_key: Authorizer = partial(authorize, keys)
 
     async def ingest(self, request: IngestRequest) -> IngestResult:
-        self._slow_down_guessers(request.client_ip)
+        slow_down_guessers(self._auth_failures, request.client_ip)
         body = read_body(request.kind, request.body, self._limits)
         key = extract_write_key(request, body.write_key)
         match = self._authorized(request.client_ip, self._authorize_key, key, request.origin)
@@ -176,23 +189,11 @@ class IngestService:
         (as `authorize` does)."""
         if request.kind != BATCH:
             raise ValueError(f"translated events come as a batch, not as {request.kind!r}")
-        self._slow_down_guessers(request.client_ip)
+        slow_down_guessers(self._auth_failures, request.client_ip)
         match = self._authorized(request.client_ip, rule, credential, request.origin)
         all_typed = all(type(event) is SegmentEvent for event in events)  # no check per event then
         body = RequestBody(events=events, all_typed=all_typed)
         return await self._accept_authorized(request, body, match)
-
-    def _slow_down_guessers(self, client_ip: str | None) -> None:
-        # A client that keeps sending wrong keys is slowed down before its body is even read.
-        wait = self._auth_failures.retry_after(client_ip)
-        if wait > 0:
-            seconds = max(math.ceil(wait), 1)
-            raise IngestError(
-                429,
-                "too_many_auth_failures",
-                f"too many unknown write keys from this address; retry in {seconds} s",
-                headers={"Retry-After": str(seconds)},
-            )
 
     def _authorized(
         self, client_ip: str | None, rule: Authorizer, credential: str, origin: str | None

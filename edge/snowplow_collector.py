@@ -15,14 +15,13 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import orjson
-
 from headwater.core.projects.registry import KeyMatch
 from headwater.core.service.logcontext import request_id
 
 from .errors import IngestError
 from .ids import next_request_id
 from .ingest import IngestRequest, IngestService, KeyResolver, authorize
+from .responses import send_body, send_error, send_json, send_preflight
 from .snowplow import PIXEL_PATH, TP2_PATH, SnowplowEvent, Translated, read_pixel, read_tp2, translate
 from .wire import Limits
 
@@ -80,7 +79,7 @@ class SnowplowCollector:
             return await self._preflight(headers, send)
         if method != ("GET" if pixel else "POST"):
             allow = "GET, OPTIONS" if pixel else "POST, OPTIONS"
-            return await _send_error(
+            return await send_error(
                 send, IngestError(405, "method_not_allowed", f"use {allow}"), {"Allow": allow}
             )
         origin = headers.get("origin") or (_referrer_origin(headers.get("referer")) if pixel else None)
@@ -109,17 +108,19 @@ class SnowplowCollector:
                 ingest_request, translated, credential, self._authorize
             )
         except IngestError as error:
-            return await _send_error(send, error, _with_credentials(error.headers))
+            return await send_error(send, error, _with_credentials(error.headers))
         except Exception:
             log.exception("unexpected error on %s", scope.get("path"))
-            return await _send_error(
+            return await send_error(
                 send, IngestError(500, "internal_error", "internal error; see the server log")
             )
         response_headers = _with_credentials(result.headers)
         if pixel:
-            await _send(send, 200, PIXEL_GIF, b"image/gif", {**response_headers, "Cache-Control": "no-cache"})
+            await send_body(
+                send, 200, PIXEL_GIF, b"image/gif", {**response_headers, "Cache-Control": "no-cache"}
+            )
         else:
-            await _send(send, result.status, orjson.dumps(result.body), b"application/json", response_headers)
+            await send_json(send, result.status, result.body, response_headers)
         return result.status
 
     def _authorize(self, aid: str, origin: str | None) -> KeyMatch:
@@ -154,26 +155,15 @@ class SnowplowCollector:
 
     async def _preflight(self, headers: dict[str, str], send: Send) -> int:
         """CORS preflights carry no app id: allow an origin that some enabled project allows."""
-        origin = headers.get("origin")
-        if not origin or not self._origin_known(origin):
-            error = IngestError(403, "origin_not_allowed", f"origin {origin!r} may not send events here")
-            return await _send_error(send, error)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 204,
-                "headers": [
-                    (b"access-control-allow-origin", origin.encode("latin-1")),
-                    (b"access-control-allow-credentials", b"true"),
-                    (b"access-control-allow-methods", b"POST, GET, OPTIONS"),
-                    (b"access-control-allow-headers", _PREFLIGHT_HEADERS),
-                    (b"access-control-max-age", self._cors_max_age),
-                    (b"vary", b"Origin"),
-                ],
-            }
+        return await send_preflight(
+            send,
+            headers.get("origin"),
+            self._origin_known,
+            methods=b"POST, GET, OPTIONS",
+            allow_headers=_PREFLIGHT_HEADERS,
+            max_age=self._cors_max_age,
+            credentials=True,
         )
-        await send({"type": "http.response.body", "body": b""})
-        return 204
 
 
 def _app_id(events: list[SnowplowEvent | IngestError]) -> str:
@@ -204,20 +194,3 @@ def _with_credentials(headers: dict[str, str]) -> dict[str, str]:
     if "Access-Control-Allow-Origin" in headers:
         return {**headers, "Access-Control-Allow-Credentials": "true"}
     return headers
-
-
-async def _send(send: Send, status: int, body: bytes, content_type: bytes, headers: dict[str, str]) -> None:
-    response_headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-    current = request_id.get()
-    if current:
-        response_headers.append((b"x-request-id", current.encode()))
-    response_headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-    await send({"type": "http.response.start", "status": status, "headers": response_headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _send_error(send: Send, error: IngestError, headers: dict[str, str] | None = None) -> int:
-    await _send(
-        send, error.status, orjson.dumps(error.to_dict()), b"application/json", headers or error.headers
-    )
-    return error.status
