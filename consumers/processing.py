@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import multiprocessing.connection
+import multiprocessing.queues
 import os
 import signal
 import threading
@@ -239,15 +241,43 @@ class WorkerPool:
             self._replace(pool)
             raise WorkerLost("a worker process died") from None
         try:
-            return await asyncio.wrap_future(future)
+            return await self._outcome(pool, future)
         except BrokenProcessPool as exc:
             self._replace(pool)
             raise WorkerLost("a worker process died") from exc
+
+    async def _outcome(self, pool: ProcessPoolExecutor, future: Future[Processed]) -> Processed:
+        """`future`'s result, unless a worker of `pool` died and the pool did not fail its work.
+
+        CPython's pool (3.11 at least) waits forever for a result that a worker was killed half-way
+        through writing: its manager thread blocks reading the rest of the message, so it never
+        sees the death and never fails the futures, and the consumer would hold their messages
+        forever. A dead worker the pool has not answered for within STUCK_POOL_GRACE_SECONDS is
+        taken for that."""
+        waiting = asyncio.wrap_future(future)
+        death_seen: float | None = None
+        while True:
+            try:
+                done, _ = await asyncio.wait((waiting,), timeout=POOL_WATCH_INTERVAL_SECONDS)
+            except asyncio.CancelledError:
+                waiting.cancel()  # the work is not wanted any more
+                raise
+            if done:
+                return waiting.result()
+            if death_seen is None:
+                death_seen = time.monotonic() if _has_a_dead_worker(pool) else None
+            elif time.monotonic() - death_seen >= STUCK_POOL_GRACE_SECONDS:
+                # Not cancelled: the freed manager thread fails it, and cancelling a future it still
+                # holds as pending would crash that thread. Its outcome is not wanted.
+                waiting.add_done_callback(lambda done: done.cancelled() or done.exception())
+                self._replace(pool)
+                raise WorkerLost("a worker process died and its pool stalled on it")
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:
         """A new pool for the one a dead worker broke (once, however many of its tasks failed)."""
         if self._pool is broken:
             log.error("a consumer worker process died; starting %d new ones", self.workers)
+            _unblock(broken)
             broken.shutdown(wait=False, cancel_futures=True)
             self._pool = self._new_pool()
 
@@ -257,10 +287,43 @@ class WorkerPool:
         await asyncio.gather(*(self.process([], {}) for _ in range(self.workers)))
 
     def pids(self) -> list[int]:
-        return [process.pid for process in (self._pool._processes or {}).values() if process.pid]
+        return [process.pid for process in _processes(self._pool) if process.pid]
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+        pool = self._pool
+        if _has_a_dead_worker(pool):
+            _unblock(pool)
+        await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+
+# How often a wait on a worker checks that the pool's workers live, and how long a dead worker may
+# go unanswered by its pool (which normally fails its work within milliseconds) before the pool is
+# taken for stalled.
+POOL_WATCH_INTERVAL_SECONDS = 0.25
+STUCK_POOL_GRACE_SECONDS = 2.0
+
+
+def _processes(pool: ProcessPoolExecutor) -> list[multiprocessing.process.BaseProcess]:
+    return list((pool._processes or {}).values())
+
+
+def _has_a_dead_worker(pool: ProcessPoolExecutor) -> bool:
+    """Whether a worker of `pool` has ended; its sentinel tells without reaping it (the pool's
+    manager thread does that)."""
+    sentinels = [process.sentinel for process in _processes(pool)]
+    return bool(sentinels) and bool(multiprocessing.connection.wait(sentinels, timeout=0))
+
+
+def _unblock(pool: ProcessPoolExecutor) -> None:
+    """Free the manager thread of a pool given up on: end its workers, then close the consumer's
+    copy of the results pipe's writing end. With every writer gone, a read of a half-written result
+    ends (EOFError), the manager fails the pool's remaining futures and its thread exits, so it
+    does not hold up the interpreter's exit either."""
+    for process in _processes(pool):
+        process.kill()
+    results: multiprocessing.queues.SimpleQueue[object] | None = pool._result_queue
+    if results is not None:  # None once the pool was shut down
+        results._writer.close()  # type: ignore[attr-defined]
 
 
 def start_processor(settings: ConsumerSettings) -> Processor:
