@@ -18,6 +18,7 @@ import httpx
 import pytest
 import uvloop
 from clickhouse_connect.driver.client import Client
+from hw_browser import browser, chromium, page_servers  # noqa: F401 (fixtures, registered here)
 from hw_testing import ADMIN_TOKEN, SpoolingStackFactory, StackFactory, create_project
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext

@@ -8,25 +8,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from hw_browser import BROWSER_LIBRARIES, PageServer, bundle_library
 from hw_testing import create_project, eventually, query_rows
 from playwright.async_api import ConsoleMessage, Response, async_playwright
-from test_sdk_browser import PageServer, chromium  # noqa: F401 (a fixture)
 
 from headwater.edge.ingest import IngestRequest, extract_write_key
 from headwater.ops.runtime import Stack
 
 pytestmark = [pytest.mark.services]
 
-LIBRARY = Path(__file__).resolve().parent / "browserlibs" / "jitsu"
 COLUMNS = (
     "type, event, user_id, anonymous_id, group_id, page_path, page_title, page_host, utm_source,"
     " utm_campaign, browser, origin, ip, user_agent, message_id, properties, traits, context,"
@@ -40,42 +36,16 @@ KEYS = (
 UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
 
 
-def npm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["npm", *args], cwd=LIBRARY, capture_output=True, text=True, timeout=300)
-
-
 @pytest.fixture(scope="session")
-def jitsu_library() -> Path:
-    """tests/browserlibs/jitsu with its locked packages installed (`npm ci`). Skipped without npm on
-    a developer's machine; CI must run it."""
-    if shutil.which("npm") is None:
-        if os.environ.get("CI"):
-            pytest.fail("npm is needed to test Jitsu's @jitsu/js against the edge")
-        pytest.skip("npm is not installed")
-    installed = npm("ci", "--no-audit", "--no-fund", "--loglevel=error")
-    assert installed.returncode == 0, installed.stderr
-    return LIBRARY
-
-
-@pytest.fixture(scope="session")
-def jitsu_bundle(jitsu_library: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+def jitsu_bundle(tmp_path_factory: pytest.TempPathFactory) -> str:
     """@jitsu/js as one self-contained script defining window.jitsuAnalytics (entry.js)."""
-    out = tmp_path_factory.mktemp("jitsu") / "jitsu.js"
-    built = subprocess.run(
-        [
-            str(LIBRARY / "node_modules" / ".bin" / "esbuild"),
-            "entry.js",
-            "--bundle",
-            "--format=iife",
-            f"--outfile={out}",
-        ],
-        cwd=LIBRARY,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert built.returncode == 0, built.stderr
-    return out.read_text()
+    return bundle_library("jitsu", tmp_path_factory.mktemp("jitsu"))
+
+
+@pytest.fixture(scope="session")
+def jitsu_library(jitsu_bundle: str) -> Path:
+    """tests/browserlibs/jitsu with its locked packages installed, for s2s.cjs in Node."""
+    return BROWSER_LIBRARIES / "jitsu"
 
 
 async def _rows(
@@ -125,7 +95,7 @@ async def test_jitsu_js_from_an_allowed_origin_lands_and_a_disallowed_one_stores
     http: httpx.AsyncClient,
     project_id: str,
     jitsu_bundle: str,
-    chromium: str,  # noqa: F811
+    chromium: str,
 ) -> None:
     stack = await make_stack(edge=True, control=True, consumer=True)
     pages, elsewhere = PageServer(), PageServer()

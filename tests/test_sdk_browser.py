@@ -6,19 +6,17 @@ checks its rows."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from hw_browser import PageServer
 from hw_testing import create_project, eventually, query_rows
-from playwright.async_api import Browser, Page, Request, Response, async_playwright
+from playwright.async_api import Browser, Page, Request, Response
 
 from headwater.edge.sdkfile import SDK_PATH
 from headwater.edge.settings import EdgeSettings
@@ -29,8 +27,6 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 SNIPPET = (ROOT / "sdk" / "js" / "snippet.html").read_text()
-# Debian's package; another Chromium (or Chrome) through HEADWATER_CHROMIUM.
-CHROMIUM = os.environ.get("HEADWATER_CHROMIUM", "/usr/bin/chromium")
 # Quick batching and retries, so that the tests wait seconds, not the defaults' minutes.
 FAST = {"flushInterval": 200, "retryDelay": 200, "maxRetryDelay": 1000}
 ROWS = (
@@ -55,44 +51,13 @@ class Row:
     has_sent_at: bool
 
 
-class PageServer:
-    """Serves `html` at every path (a single-page app's routes, and reloads, get the same page)."""
-
-    def __init__(self) -> None:
-        self.html = ""
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path == "/favicon.ico":
-                    self.send_error(404)
-                    return
-                body = owner.html.encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.origin = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def show(self, sdk_url: str, options: dict[str, Any]) -> None:
-        """The page: the documented snippet, pointed at `sdk_url`, calling init with `options`."""
-        snippet = SNIPPET.replace("https://EDGE/sdk/v1/headwater.js", sdk_url).replace(
-            "{ key: 'PUBLIC_KEY' }", json.dumps(options)
-        )
-        assert sdk_url in snippet and json.dumps(options) in snippet
-        self.html = f"<!doctype html><html><head><title>Test page</title>{snippet}</head><body></body></html>"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+def show_sdk(server: PageServer, sdk_url: str, options: dict[str, Any]) -> None:
+    """`server`'s page: the documented snippet, pointed at `sdk_url`, calling init with `options`."""
+    snippet = SNIPPET.replace("https://EDGE/sdk/v1/headwater.js", sdk_url).replace(
+        "{ key: 'PUBLIC_KEY' }", json.dumps(options)
+    )
+    assert sdk_url in snippet and json.dumps(options) in snippet
+    server.html = f"<!doctype html><html><head><title>Test page</title>{snippet}</head><body></body></html>"
 
 
 @dataclass
@@ -143,7 +108,7 @@ class Site:
         init = {"key": self.key, **FAST, **options}
         if host:
             init["host"] = host
-        server.show(f"{self.stack.edge_url}{SDK_PATH}", init)
+        show_sdk(server, f"{self.stack.edge_url}{SDK_PATH}", init)
         context = await browser.new_context()
         page = await context.new_page()
         page.on("request", self._request)
@@ -169,32 +134,6 @@ class Site:
 async def sdk_loaded(page: Page) -> None:
     """The snippet's stub has been replaced by the SDK (which then ran the queued calls)."""
     await page.wait_for_function("window.headwater && !Array.isArray(window.headwater)")
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing: .ci/run installs Debian's chromium")
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set HEADWATER_CHROMIUM)")
-    return CHROMIUM
-
-
-@pytest.fixture
-async def browser(chromium: str) -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        # Never Playwright's own browser builds: Debian's Chromium, headless.
-        launched = await playwright.chromium.launch(executable_path=chromium)
-        yield launched
-        await launched.close()
-
-
-@pytest.fixture
-def page_servers() -> Iterator[tuple[PageServer, PageServer]]:
-    servers = PageServer(), PageServer()
-    yield servers
-    for server in servers:
-        server.close()
 
 
 @pytest.fixture

@@ -4,26 +4,18 @@ says: `AnalyticsBrowser.load({writeKey, cdnURL: <edge>})` and nothing else. The 
 settings from the edge, sends each call to `/v1/<letter>` (or `/v1/b` when batching), and every event
 must land as a row through JetStream, a consumer and the embedded ClickHouse."""
 
-# The Chromium fixtures and the page server come from the headwater SDK's browser tests; pytest
-# matches fixtures to parameters by name, which ruff reads as redefinitions.
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from hw_browser import PageServer, bundle_library
 from hw_testing import create_project, eventually, query_rows
 from playwright.async_api import Browser, Page, Request, Response
-from test_sdk_browser import PageServer, browser, chromium, page_servers  # noqa: F401
 
 from headwater.consumers.enrich.useragent import parse_user_agent
 from headwater.edge.settings import EdgeSettings
@@ -31,7 +23,6 @@ from headwater.ops.runtime import Stack
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
-LIBRARY = Path(__file__).resolve().parent / "browserlibs" / "segment"
 ROWS = (
     "SELECT type, event, user_id, anonymous_id, group_id, previous_id, page_path, properties, traits,"
     " context, browser, browser_version, os, origin, request_id"
@@ -68,39 +59,10 @@ class Row:
 
 @pytest.fixture(scope="session")
 def segment_bundle(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """analytics-next at the locked version, built by esbuild into one self-contained script (its
-    dynamic imports inlined: nothing is fetched from Segment's CDN). Without npm the tests are
-    skipped on a developer's machine, but fail in CI."""
-    if shutil.which("npm") is None:
-        if os.environ.get("CI"):
-            pytest.fail("npm is needed to build @segment/analytics-next for the browser tests")
-        pytest.skip("npm is not installed")
-    installed = subprocess.run(
-        ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-        cwd=LIBRARY,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    """analytics-next at the locked version, its dynamic imports inlined into the one script."""
+    bundle = bundle_library(
+        "segment", tmp_path_factory.mktemp("segment"), "--platform=browser", "--target=es2020"
     )
-    assert installed.returncode == 0, installed.stdout + installed.stderr
-    out = tmp_path_factory.mktemp("segment") / "segment.js"
-    built = subprocess.run(
-        [
-            str(LIBRARY / "node_modules" / ".bin" / "esbuild"),
-            "entry.js",
-            "--bundle",
-            "--format=iife",
-            "--platform=browser",
-            "--target=es2020",
-            f"--outfile={out}",
-        ],
-        cwd=LIBRARY,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert built.returncode == 0, built.stdout + built.stderr
-    bundle = out.read_text()
     assert "</script" not in bundle  # inlined into the test page as it is
     return bundle
 
