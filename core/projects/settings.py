@@ -85,6 +85,56 @@ class Snowplow(Struct, frozen=True, forbid_unknown_fields=True):
     ] = False
 
 
+SessionIdentity = Literal["anonymous_id", "user_id"]
+
+
+class Sessions(Struct, frozen=True, forbid_unknown_fields=True):
+    """How events are grouped into sessions (docs/sessions.md)."""
+
+    inactivity_timeout_seconds: Annotated[
+        int,
+        Meta(
+            ge=60,
+            le=36_000,
+            description="A gap between two events of a visitor longer than this starts a new session.",
+        ),
+    ] = 1800
+    max_length_seconds: Annotated[
+        int,
+        Meta(
+            ge=60,
+            le=7 * 86_400,
+            description=(
+                "A visit longer than this is cut into sessions of this length, measured from its first event."
+            ),
+        ),
+    ] = 86_400
+    identity: Annotated[
+        SessionIdentity,
+        Meta(description="The id a session follows; the other one when an event has no such id."),
+    ] = "anonymous_id"
+    honour_client_session_id: Annotated[
+        bool,
+        Meta(
+            description=(
+                "A change of the session id a client sends (context.sessionId: the SDK's, Snowplow's "
+                "sid) starts a new session."
+            )
+        ),
+    ] = True
+    lateness_seconds: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=7 * 86_400,
+            description=(
+                "How long after its session closed an event may arrive and still re-open and "
+                "re-aggregate it; later ones are counted, not sessionized."
+            ),
+        ),
+    ] = 21_600
+
+
 class ProjectSettings(Struct, frozen=True, forbid_unknown_fields=True):
     """A project's settings; in a request, the groups and fields to change (those not named keep
     their values, or take the defaults shown when the project is created)."""
@@ -93,6 +143,7 @@ class ProjectSettings(Struct, frozen=True, forbid_unknown_fields=True):
     batching: Batching = Batching()
     anonymisation: Anonymisation = Anonymisation()
     snowplow: Snowplow = Snowplow()
+    sessions: Sessions = Sessions()
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = msgspec.to_builtins(self)

@@ -1,0 +1,1 @@
+"""Sessions: events of one visitor grouped by inactivity (docs/sessions.md)."""
