@@ -2,7 +2,7 @@
 -- event.lua's Segment track call) to /com.snowplowanalytics.snowplow/tp2, as the JavaScript tracker
 -- does. Environment:
 --   HW_BENCH_KEY          the project key the tracker sends as its app id (`aid`)
---   HW_BENCH_SHOW_ERRORS  set: print the first non-2xx response of each thread to stderr
+--   HW_BENCH_SHOW_ERRORS  set: print the first non-2xx response of each thread to stderr (event.lua)
 local key = os.getenv("HW_BENCH_KEY") or ""
 
 local event = '{"e":"ue","eid":"bench-5f2b7c1e-0001","tv":"js-3.24.0","tna":"sp","aid":"' .. key .. '",'
@@ -14,18 +14,12 @@ local event = '{"e":"ue","eid":"bench-5f2b7c1e-0001","tv":"js-3.24.0","tna":"sp"
   .. '\\"product_id\\":\\"P-50732\\",\\"name\\":\\"Merino Crew Sweater\\",\\"price\\":89.5,\\"quantity\\":1,'
   .. '\\"currency\\":\\"EUR\\",\\"coupon\\":\\"WINTER10\\"}}}"}'
 
-wrk.method = "POST"
-wrk.path = "/com.snowplowanalytics.snowplow/tp2"
-wrk.body = '{"schema":"iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4","data":['
-  .. event .. ']}'
-wrk.headers["Content-Type"] = "application/json; charset=UTF-8"
+local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+local bench = dofile(here .. "event.lua")  -- its setup, and its error printing
 
-if os.getenv("HW_BENCH_SHOW_ERRORS") then
-  local shown = false
-  function response(status, headers, body)
-    if status >= 300 and not shown then
-      shown = true
-      io.stderr:write("non-2xx response " .. status .. ": " .. body .. "\n")
-    end
-  end
-end
+bench.setup(
+  "/com.snowplowanalytics.snowplow/tp2",
+  '{"schema":"iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4","data":[' .. event .. ']}'
+)
+wrk.headers["Content-Type"] = "application/json; charset=UTF-8"
+wrk.headers["Authorization"] = nil  -- a tracker sends its key as aid only
