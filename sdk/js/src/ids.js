@@ -29,7 +29,7 @@ export class Identity {
   /** @param {KV} store */
   constructor(store) {
     this._store = store
-    /** the session state a full storage refused */
+    /** @private the session state a full storage refused */
     this._unsaved = ''
   }
 
