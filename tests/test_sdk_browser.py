@@ -5,6 +5,7 @@ checks its rows."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,10 @@ FAST = {"flushInterval": 200, "retryDelay": 200, "maxRetryDelay": 1000}
 ROWS = (
     "SELECT type, event, user_id, anonymous_id, page_path, page_query, referrer, properties, traits,"
     " origin, message_id, sent_at IS NOT NULL FROM events FINAL ORDER BY received_at, timestamp"
+)
+SESSIONS = (
+    "SELECT type, event, JSONExtractString(context, 'sessionId') FROM events FINAL"
+    " ORDER BY received_at, timestamp"
 )
 
 
@@ -94,6 +99,17 @@ class Site:
             )
             for row in rows
         ]
+
+    async def sessions(self, count: int) -> list[tuple[str, str, str]]:
+        """(type, event, context.sessionId) of the stored events, once there are `count`."""
+
+        async def rows() -> list[tuple[str, str, str]]:
+            return [
+                (row[0], row[1], row[2])
+                for row in await query_rows(self.http, self.stack, self.project_id, SESSIONS)
+            ]
+
+        return await eventually(rows, lambda rows: len(rows) >= count, timeout=30)
 
     async def wait_for(self, count: int, timeout: float = 30) -> list[Row]:
         """Polls until `count` rows are stored; a few seconds more would show any extra."""
@@ -204,6 +220,46 @@ async def test_identify_then_track_carries_the_user_id(site: Site, browser: Brow
     assert rows["identify"].traits == {"email": "ada@example.com", "plan": "pro"}
     assert (rows["track"].event, rows["track"].user_id) == ("Upgraded", "user-42")
     assert len({row.anonymous_id for row in rows.values()}) == 1
+
+
+async def test_events_of_a_session_share_its_id_across_a_reload(site: Site, browser: Browser) -> None:
+    page = await site.open(browser)
+    await page.evaluate("headwater.track('Before reload')")
+    await site.wait_for(2)
+    await page.reload()
+    await sdk_loaded(page)
+    await page.evaluate("headwater.track('After reload')")
+    rows = await site.sessions(4)
+    assert sorted((kind, event) for kind, event, _ in rows) == [
+        ("page", ""),
+        ("page", ""),
+        ("track", "After reload"),
+        ("track", "Before reload"),
+    ]
+    [session_id] = {session_id for _, _, session_id in rows}
+    assert len(session_id) == 36
+    stored = await page.evaluate("localStorage.getItem('hw_sid')")
+    assert stored.startswith(session_id + ".")
+
+
+async def test_a_new_session_id_after_the_inactivity_timeout(site: Site, browser: Browser) -> None:
+    page = await site.open(browser, sessionTimeout=2000)
+    await page.evaluate("headwater.track('First', {n: 1}); headwater.track('First', {n: 2})")
+    await asyncio.sleep(3)
+    await page.evaluate("headwater.track('Later')")
+    by_event: dict[str, set[str]] = {}
+    for _, event, session_id in await site.sessions(4):
+        by_event.setdefault(event, set()).add(session_id)
+    [first] = by_event["First"]
+    [later] = by_event["Later"]
+    assert first != later and len(later) == 36
+
+
+async def test_no_session_id_when_turned_off(site: Site, browser: Browser) -> None:
+    page = await site.open(browser, sessionId=False)
+    await page.evaluate("headwater.track('Untracked session')")
+    assert [session_id for _, _, session_id in await site.sessions(2)] == ["", ""]
+    assert await page.evaluate("localStorage.getItem('hw_sid')") is None
 
 
 async def test_events_sent_as_the_tab_closes_arrive(site: Site, browser: Browser) -> None:

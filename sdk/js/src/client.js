@@ -23,6 +23,9 @@ import { VERSION } from './version.js'
  * @property {'ignore' | 'cookieless' | 'optout'} [privacySignals] what a Global Privacy Control
  *   or Do Not Track signal does: nothing, switch to `persistence: 'none'`, or send nothing
  * @property {boolean} [autoPage] a page view at init and after each single-page-app navigation
+ * @property {boolean} [sessionId] send a session id in every event's `context.sessionId`
+ * @property {number} [sessionTimeout] milliseconds without an event after which the next one starts a
+ *   new session (the project's inactivity timeout)
  * @property {number} [flushAt] send as soon as this many events wait
  * @property {number} [flushInterval] milliseconds an event waits at most for others to join it
  * @property {number} [maxQueue] events kept at most while they cannot be delivered (oldest dropped)
@@ -82,6 +85,8 @@ export class Headwater {
       persistence: 'localStorage',
       privacySignals: 'ignore',
       autoPage: true,
+      sessionId: true,
+      sessionTimeout: 1800000,
       flushAt: 20,
       flushInterval: 2000,
       maxQueue: 1000,
@@ -254,11 +259,13 @@ export class Headwater {
     if (!queue || !this._tracking()) return
     const ids = this._identity()
     const userId = ids.userId
+    const o = this._options()
+    const now = new Date()
     this._campaign = campaign(location.search) || this._campaign
     queue.push({
       type,
       messageId: uuid(),
-      timestamp: new Date().toISOString(),
+      timestamp: now.toISOString(),
       anonymousId: ids.anonymousId,
       ...(userId && { userId }),
       context: {
@@ -268,10 +275,10 @@ export class Headwater {
         screen: { width: screen.width, height: screen.height },
         timezone: Intl.DateTimeFormat().resolvedOptions().timeZone,
         ...(this._campaign && { campaign: this._campaign }),
+        ...(o.sessionId && { sessionId: ids.session(+now, o.sessionTimeout) }),
       },
       ...fields,
     })
-    const o = this._options()
     if (queue.all().length >= o.flushAt) this.flush()
     else if (!this._timer) this._timer = setTimeout(() => this.flush(), o.flushInterval)
   }

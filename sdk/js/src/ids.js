@@ -1,6 +1,6 @@
 /**
- * Event and visitor identity: random v4 UUIDs, and the anonymous id, user id and opt-out flag kept
- * in a store (so they survive reloads, unless the store is memory).
+ * Event and visitor identity: random v4 UUIDs, and the anonymous id, user id, session id and
+ * opt-out flag kept in a store (so they survive reloads, unless the store is memory).
  */
 
 /** @typedef {import('./store.js').KV} KV */
@@ -23,11 +23,14 @@ export const uuid = () => {
 const ANONYMOUS = 'hw_aid'
 const USER = 'hw_uid'
 const OPT_OUT = 'hw_off'
+const SESSION = 'hw_sid' // `<session id>.<time of its last event in ms>`
 
 export class Identity {
   /** @param {KV} store */
   constructor(store) {
     this._store = store
+    /** @private the session state a full storage refused */
+    this._unsaved = ''
   }
 
   /** Read on every event, so a reset in another tab is seen here too. */
@@ -47,6 +50,24 @@ export class Identity {
     else this._store.removeItem(USER)
   }
 
+  /**
+   * The session id of an event made at `now`: the current one while events come at most `timeout`
+   * ms apart, a new one after a longer gap (the server's inactivity rule). Kept in the store with
+   * the time of the last event, so reloads and the site's other tabs continue the session.
+   * @param {number} now @param {number} timeout
+   */
+  session(now, timeout) {
+    const [id, last] = (this._unsaved || this._store.getItem(SESSION) || '').split('.')
+    const state = (id && now - Number(last) <= timeout ? id : uuid()) + '.' + now
+    try {
+      this._store.setItem(SESSION, state)
+      this._unsaved = ''
+    } catch {
+      this._unsaved = state // storage full: this page keeps the session by itself
+    }
+    return state.split('.')[0]
+  }
+
   get optedOut() {
     return this._store.getItem(OPT_OUT) == '1'
   }
@@ -56,9 +77,11 @@ export class Identity {
     else this._store.removeItem(OPT_OUT)
   }
 
-  /** A new visitor: a fresh anonymous id and no user id (the opt-out choice stays). */
+  /** A new visitor: a fresh anonymous id, no user id, a new session (the opt-out choice stays). */
   reset() {
     this._store.setItem(ANONYMOUS, uuid())
     this._store.removeItem(USER)
+    this._store.removeItem(SESSION)
+    this._unsaved = ''
   }
 }

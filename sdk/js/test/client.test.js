@@ -219,6 +219,48 @@ test('identify: later events carry the user id, across reloads; reset forgets it
   assert.notEqual(afterReset.anonymousId, track.anonymousId)
 })
 
+test('every event carries the session id; a gap longer than sessionTimeout starts a new one', async () => {
+  const env = browser()
+  const client = start({ flushAt: 1, sessionTimeout: 60_000 })
+  client.track('a')
+  mock.timers.tick(60_000) // exactly the timeout: the same session
+  client.track('b')
+  mock.timers.tick(60_001)
+  client.track('c')
+  await settle()
+  const [page, a, b, c] = env.events().map((e) => e.context.sessionId)
+  assert.match(page, /^[0-9a-f-]{36}$/)
+  assert.deepEqual([a, b], [page, page])
+  assert.notEqual(c, page)
+  assert.equal(env.storage.getItem('hw_sid'), `${c}.${Date.now()}`)
+})
+
+test('the session continues across a reload within the timeout; reset starts a new one', async () => {
+  const env = browser()
+  start({ flushAt: 1 })
+  await settle()
+  const [first] = env.events()
+  mock.timers.tick(29 * 60_000) // the default timeout is 30 minutes
+
+  const reloaded = browser({ storage: env.storage })
+  const again = start({ flushAt: 1 })
+  again.reset()
+  again.track('After reset')
+  await settle()
+  const [view, afterReset] = reloaded.events()
+  assert.equal(view.context.sessionId, first.context.sessionId)
+  assert.notEqual(afterReset.context.sessionId, first.context.sessionId)
+})
+
+test('sessionId: false sends and stores no session id', async () => {
+  const env = browser()
+  start({ flushAt: 1, sessionId: false })
+  await settle()
+  const [page] = env.events()
+  assert.equal(page.context.sessionId, undefined)
+  assert.equal(env.storage.getItem('hw_sid'), null)
+})
+
 test('group and alias', async () => {
   const env = browser()
   const client = start({ autoPage: false, flushAt: 1 })
@@ -359,7 +401,7 @@ test("persistence 'none' stores nothing; 'cookie' keeps the ids in a cookie", as
   start({ flushAt: 1, persistence: 'cookie' })
   await settle()
   const [page] = env.events()
-  assert.equal(env.document.cookie, `hw_aid=${page.anonymousId}`)
+  assert.equal(env.document.cookie, `hw_aid=${page.anonymousId}; hw_sid=${page.context.sessionId}.${Date.now()}`)
   assert.equal(env.storage.getItem('hw_aid'), null)
 })
 

@@ -43,6 +43,30 @@ test('user id and opt-out are kept; reset makes a new visitor but keeps the opt-
   assert.equal(new Identity(storage).optedOut, false)
 })
 
+test('the session id is kept while events come at most the timeout apart, with reloads', () => {
+  const storage = new FakeStorage()
+  const identity = new Identity(storage)
+  const first = identity.session(1000, 500)
+  assert.match(first, V4)
+  assert.equal(identity.session(1500, 500), first)
+  assert.equal(new Identity(storage).session(2000, 500), first) // a reload (or another tab)
+  const second = identity.session(2501, 500)
+  assert.notEqual(second, first)
+  assert.equal(storage.getItem('hw_sid'), `${second}.2501`)
+  identity.reset()
+  assert.notEqual(identity.session(2600, 500), second)
+})
+
+test('a full storage keeps the session in the page', () => {
+  const storage = new FakeStorage()
+  const identity = new Identity(storage)
+  const first = identity.session(1000, 500)
+  storage.full = true
+  assert.equal(identity.session(1400, 500), first)
+  assert.equal(identity.session(1800, 500), first) // 800 ms after the stored event, 400 after the last
+  assert.notEqual(identity.session(2400, 500), first)
+})
+
 test('the cookie store writes first-party cookies for a year, readable after a reload', () => {
   const env = browser({ url: 'https://app.example/' })
   const identity = new Identity(cookieStore('example'))
