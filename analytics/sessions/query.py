@@ -86,8 +86,8 @@ def sessions_query(
     copy_spread: timedelta = DEFAULT_COPY_SPREAD,
 ) -> SessionsQuery:
     """The sessions of the events with timestamp in [window_from, window_to), of `identities` only
-    when given, ordered by (identity, started_at); columns SESSION_COLUMNS. `database` is the
-    project's own (hw_<id>), an identifier of ours."""
+    when given, ordered by (identity, started_at, first message id); columns SESSION_COLUMNS.
+    `database` is the project's own (hw_<id>), an identifier of ours."""
     identity = _IDENTITY[rules.identity]
     events = f"`{database}`.events"
     event_type = "Tuple(" + ", ".join(f"{name} {kind}" for name, kind, _ in _EVENT_FIELDS) + ")"
@@ -187,21 +187,28 @@ FROM (
                 FROM (
                     SELECT identity,
                         -- of the copies of a message id, the one received first (then the
-                        -- smallest request id): the first of its run once sorted so
+                        -- smallest request id): the first of its run once sorted so. Neighbours
+                        -- are compared through a shifted array: a lambda indexing a captured array
+                        -- would copy that array once per element.
                         arrayFilter(
-                            (e, i) -> i = 1 OR e.message_id != by_message[i - 1].message_id,
-                            arraySort(e -> (e.message_id, e.received_at, e.request_id), copies) AS by_message,
+                            (e, previous, i) -> i = 1 OR e.message_id != previous,
+                            by_message,
+                            arrayPopBack(arrayPushFront(arrayMap(e -> e.message_id, by_message), '')),
                             arrayEnumerate(by_message)
                         ) AS chosen
                     FROM (
+                        SELECT identity,
+                            arraySort(e -> (e.message_id, e.received_at, e.request_id), copies) AS by_message
+                        FROM (
                         SELECT {identity} AS identity,
                             groupArray(CAST(tuple({event_values}) AS {event_type})) AS copies
                         FROM {events}
                         WHERE timestamp >= {{read_from:DateTime64(3)}}
                             AND timestamp < {{read_to:DateTime64(3)}}
                             {only_identities}
-                        GROUP BY identity
-                        HAVING identity != ''
+                            GROUP BY identity
+                            HAVING identity != ''
+                        )
                     )
                 )
             )
@@ -210,7 +217,7 @@ FROM (
     )
     ARRAY JOIN sessions AS session, arrayEnumerate(sessions) AS session_number
 )
-ORDER BY identity, started_at
+ORDER BY identity, started_at, first.message_id
 """
     parameters: dict[str, Any] = {
         "window_from": window_from,

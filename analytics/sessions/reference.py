@@ -123,13 +123,17 @@ def sessionize(
     identities: Sequence[str] | None = None,
 ) -> list[SessionRow]:
     """The sessions of the de-duplicated events with timestamp in [window_from, window_to) (either
-    end open when None), of `identities` only when given; ordered by (identity, started_at)."""
+    end open when None), of `identities` only when given; ordered by (identity, started_at, first
+    message id)."""
     events = deduplicated(stored)
-    first_seen: dict[str, datetime] = {}
+    # Each identity's first event, in the order (timestamp, message_id): its first session is the
+    # one that begins with it (two sessions can start at one timestamp on a client session change).
+    first_seen: dict[str, tuple[datetime, str]] = {}
     for event in events:
         identity = identity_of(event, rules)
-        if identity and (identity not in first_seen or event.timestamp < first_seen[identity]):
-            first_seen[identity] = event.timestamp
+        position = (event.timestamp, event.message_id)
+        if identity and (identity not in first_seen or position < first_seen[identity]):
+            first_seen[identity] = position
 
     def in_window(event: StoredEvent) -> bool:
         return (window_from is None or event.timestamp >= window_from) and (
@@ -177,7 +181,9 @@ def _split(ordered: list[StoredEvent], rules: Sessions) -> list[list[StoredEvent
     return sessions
 
 
-def _aggregate(identity: str, session: list[StoredEvent], identity_first_seen: datetime) -> SessionRow:
+def _aggregate(
+    identity: str, session: list[StoredEvent], identity_first_seen: tuple[datetime, str]
+) -> SessionRow:
     first, last = session[0], session[-1]
     entry = next((e for e in session if e.page_url != ""), first)
     pageviews = sum(1 for e in session if e.type == "page")
@@ -206,7 +212,7 @@ def _aggregate(identity: str, session: list[StoredEvent], identity_first_seen: d
             entry.referrer_host, entry.page_host, entry.utm_source, entry.utm_medium, entry.utm_campaign
         ),
         is_bounce=pageviews == 1 and not any(e.type in ("track", "screen") for e in session),
-        is_new_visitor=identity_first_seen >= first.timestamp,
+        is_new_visitor=identity_first_seen == (first.timestamp, first.message_id),
         browser=first.browser,
         os=first.os,
         device_type=first.device_type,
