@@ -6,11 +6,13 @@ One query, parameters only. It reads the events of a time window (and, optionall
 identities), so a role can recompute the sessions a batch of new events touched without re-reading
 history; `is_new_visitor` alone looks further back, for the identities at hand only.
 
-Shape, chosen by measurement (bench/sessions_query.py): one GROUP BY identity collecting each
-identity's rows into an array of named tuples, then per identity, in arrays: de-duplication,
-ordering, visit and piece boundaries, arraySplit into sessions and one ARRAY JOIN row per session
-whose columns are array functions over its events. A GROUP BY message_id and window functions
-computed the same rows several times slower (per-column argMin over a million keys dominates).
+Shape, chosen by measurement (bench/sessions_query.py; 1M events, 20k visitors, 2 cores shared):
+one GROUP BY identity collecting each identity's rows into an array of named tuples, then per
+identity, in arrays: de-duplication, order, visit and piece boundaries, arraySplit into sessions and
+one ARRAY JOIN row per session whose columns are array functions over its events. ~0.8-1.0M
+events/s, of which the scan and the grouping into arrays take over half. A GROUP BY message_id
+(per-column argMin) followed by window functions computed the same rows at ~0.1M events/s; one
+groupArray per column zipped afterwards was ~1.4x slower than one groupArray of tuples.
 """
 
 from __future__ import annotations
@@ -35,30 +37,32 @@ _IDENTITY = {
 }
 
 # The fields of an event the computation carries: (name, type, the events column expression).
+# LowCardinality as stored: converting them to String measured ~15% of the query.
+_LOW = "LowCardinality(String)"
 _EVENT_FIELDS = (
     ("timestamp", "DateTime64(3, 'UTC')", "timestamp"),
     ("message_id", "String", "message_id"),
     ("received_at", "DateTime64(3, 'UTC')", "received_at"),
     ("request_id", "String", "request_id"),
     ("client_session_id", "String", "JSONExtractString(context, 'sessionId')"),
-    ("type", "String", "type"),
+    ("type", _LOW, "type"),
     ("anonymous_id", "String", "anonymous_id"),
     ("user_id", "String", "user_id"),
     ("page_url", "String", "page_url"),
-    ("page_host", "String", "page_host"),
+    ("page_host", _LOW, "page_host"),
     ("page_path", "String", "page_path"),
     ("referrer", "String", "referrer"),
-    ("referrer_host", "String", "referrer_host"),
-    ("utm_source", "String", "utm_source"),
-    ("utm_medium", "String", "utm_medium"),
+    ("referrer_host", _LOW, "referrer_host"),
+    ("utm_source", _LOW, "utm_source"),
+    ("utm_medium", _LOW, "utm_medium"),
     ("utm_campaign", "String", "utm_campaign"),
     ("utm_term", "String", "utm_term"),
     ("utm_content", "String", "utm_content"),
-    ("browser", "String", "browser"),
-    ("os", "String", "os"),
-    ("device_type", "String", "device_type"),
-    ("country", "String", "country"),
-    ("region", "String", "region"),
+    ("browser", _LOW, "browser"),
+    ("os", _LOW, "os"),
+    ("device_type", _LOW, "device_type"),
+    ("country", _LOW, "country"),
+    ("region", _LOW, "region"),
     ("city", "String", "city"),
     ("is_bot", "Bool", "is_bot"),
 )
@@ -105,6 +109,99 @@ def sessions_query(
         " WHERE timestamp >= {read_from:DateTime64(3)} AND timestamp < {window_to:DateTime64(3)})"
     )
     sql = f"""
+WITH
+-- Each identity's stored rows of the window (and the copy spread around it), as named tuples.
+stored AS (
+    SELECT {identity} AS identity, groupArray(CAST(tuple({event_values}) AS {event_type})) AS copies
+    FROM {events}
+    WHERE timestamp >= {{read_from:DateTime64(3)}} AND timestamp < {{read_to:DateTime64(3)}}
+        {only_identities}
+    GROUP BY identity
+    HAVING identity != ''
+),
+-- Of the copies of a message id, the one received first (then the smallest request id): the first
+-- of its run once sorted so. Decided on narrow arrays, then applied with one filter (sorting the
+-- wide tuples for it cost half the query). Neighbours are compared through a shifted array: a
+-- lambda indexing a captured array would copy that array once per element.
+copies_by_message AS (
+    SELECT identity, copies,
+        arrayMap(e -> (e.message_id, e.received_at, e.request_id), copies) AS keys,
+        arraySort((position, key) -> key, arrayEnumerate(copies), keys) AS positions_by_message,
+        arrayMap(key -> key.1, arraySort(keys)) AS ids_by_message
+    FROM stored
+),
+chosen AS (
+    SELECT identity,
+        arrayFilter(
+            (e, is_chosen) -> is_chosen,
+            copies,
+            -- the flags put back in the copies' own order
+            arraySort(
+                (is_chosen, position) -> position,
+                arrayMap(
+                    (id, previous, i) -> i = 1 OR id != previous,
+                    ids_by_message,
+                    arrayPopBack(arrayPushFront(ids_by_message, '')),
+                    arrayEnumerate(ids_by_message)
+                ),
+                positions_by_message
+            )
+        ) AS deduplicated
+    FROM copies_by_message
+),
+-- The window's events of each identity in order; events before it only tell it is not new.
+ordered AS (
+    SELECT identity,
+        arrayExists(e -> e.timestamp < {{window_from:DateTime64(3)}}, deduplicated) AS seen_before,
+        arraySort(
+            e -> (e.timestamp, e.message_id),
+            arrayFilter(
+                e -> e.timestamp >= {{window_from:DateTime64(3)}}
+                    AND e.timestamp < {{window_to:DateTime64(3)}},
+                deduplicated
+            )
+        ) AS events
+    FROM chosen
+),
+boundaries AS (
+    SELECT identity, seen_before, events,
+        arrayMap(e -> toUnixTimestamp64Milli(e.timestamp), events) AS times,
+        arrayMap(e -> e.client_session_id, events) AS client_sessions,
+        arrayMap(
+            (i, gap, current, previous) -> i = 1
+                OR gap > {{timeout_ms:Int64}}
+                OR ({{honour_client_session_id:Bool}}
+                    AND current != '' AND previous != '' AND current != previous),
+            arrayEnumerate(times),
+            arrayDifference(times),
+            client_sessions,
+            arrayPopBack(arrayPushFront(client_sessions, ''))
+        ) AS starts_visit,
+        arrayMap(
+            (time, visit_start) -> intDiv(time - visit_start, {{max_length_ms:Int64}}),
+            times,
+            arrayFill((time, starts) -> starts, times, starts_visit)
+        ) AS pieces,
+        arrayMap(
+            (starts, piece, previous_piece) -> starts OR piece != previous_piece,
+            starts_visit,
+            pieces,
+            arrayPopBack(arrayPushFront(pieces, -1))
+        ) AS starts_session
+    FROM ordered
+    WHERE notEmpty(events)
+),
+sessions AS (
+    SELECT identity, seen_before, session, session_number,
+        session[1] AS first,
+        session[-1] AS last,
+        -- the first event with a page URL, else the first event
+        session[greatest(arrayFirstIndex(e -> e.page_url != '', session), 1)] AS entry
+    FROM boundaries
+    ARRAY JOIN
+        arraySplit((e, starts) -> starts, events, starts_session) AS session,
+        arrayEnumerate(arraySplit((e, starts) -> starts, events, starts_session)) AS session_number
+)
 SELECT
     lower(hex(MD5(concat(identity, char(0), first.message_id)))) AS session_id,
     identity,
@@ -139,84 +236,7 @@ SELECT
     first.region AS region,
     first.city AS city,
     arrayExists(e -> e.is_bot, session) AS is_bot
-FROM (
-    SELECT identity, seen_before, session, session_number,
-        session[1] AS first,
-        session[-1] AS last,
-        -- the first event with a page URL, else the first event
-        session[greatest(arrayFirstIndex(e -> e.page_url != '', session), 1)] AS entry
-    FROM (
-        SELECT identity, seen_before,
-            arraySplit((e, starts) -> starts, ordered, starts_session) AS sessions
-        FROM (
-            SELECT identity, seen_before, ordered,
-                arrayMap(e -> toUnixTimestamp64Milli(e.timestamp), ordered) AS times,
-                arrayMap(e -> e.client_session_id, ordered) AS client_sessions,
-                arrayMap(
-                    (i, gap, current, previous) -> i = 1
-                        OR gap > {{timeout_ms:Int64}}
-                        OR ({{honour_client_session_id:Bool}}
-                            AND current != '' AND previous != '' AND current != previous),
-                    arrayEnumerate(times),
-                    arrayDifference(times),
-                    client_sessions,
-                    arrayPopBack(arrayPushFront(client_sessions, ''))
-                ) AS starts_visit,
-                arrayMap(
-                    (time, visit_start) -> intDiv(time - visit_start, {{max_length_ms:Int64}}),
-                    times,
-                    arrayFill((time, starts) -> starts, times, starts_visit)
-                ) AS pieces,
-                arrayMap(
-                    (starts, piece, previous_piece) -> starts OR piece != previous_piece,
-                    starts_visit,
-                    pieces,
-                    arrayPopBack(arrayPushFront(pieces, -1))
-                ) AS starts_session
-            FROM (
-                SELECT identity,
-                    arrayExists(e -> e.timestamp < {{window_from:DateTime64(3)}}, chosen) AS seen_before,
-                    arraySort(
-                        e -> (e.timestamp, e.message_id),
-                        arrayFilter(
-                            e -> e.timestamp >= {{window_from:DateTime64(3)}}
-                                AND e.timestamp < {{window_to:DateTime64(3)}},
-                            chosen
-                        )
-                    ) AS ordered
-                FROM (
-                    SELECT identity,
-                        -- of the copies of a message id, the one received first (then the
-                        -- smallest request id): the first of its run once sorted so. Neighbours
-                        -- are compared through a shifted array: a lambda indexing a captured array
-                        -- would copy that array once per element.
-                        arrayFilter(
-                            (e, previous, i) -> i = 1 OR e.message_id != previous,
-                            by_message,
-                            arrayPopBack(arrayPushFront(arrayMap(e -> e.message_id, by_message), '')),
-                            arrayEnumerate(by_message)
-                        ) AS chosen
-                    FROM (
-                        SELECT identity,
-                            arraySort(e -> (e.message_id, e.received_at, e.request_id), copies) AS by_message
-                        FROM (
-                        SELECT {identity} AS identity,
-                            groupArray(CAST(tuple({event_values}) AS {event_type})) AS copies
-                        FROM {events}
-                        WHERE timestamp >= {{read_from:DateTime64(3)}}
-                            AND timestamp < {{read_to:DateTime64(3)}}
-                            {only_identities}
-                            GROUP BY identity
-                            HAVING identity != ''
-                        )
-                    )
-                )
-            )
-            WHERE notEmpty(ordered)
-        )
-    )
-    ARRAY JOIN sessions AS session, arrayEnumerate(sessions) AS session_number
-)
+FROM sessions
 ORDER BY identity, started_at, first.message_id
 """
     parameters: dict[str, Any] = {
