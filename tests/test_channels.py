@@ -26,6 +26,7 @@ from headwater.analytics.sessions.channels import (
     channel_sql,
 )
 from headwater.control.clickhouse import connect
+from headwater.core.migrations.m0002_enrichment import COLUMNS as ENRICHMENT_COLUMNS
 
 Row = tuple[str, str, str, str, str]
 PAGE = "example.com"
@@ -118,14 +119,16 @@ def engine(clickhouse_url: str) -> Iterator[Client]:
 
 
 _COLUMNS = ("referrer_host", "page_host", "utm_source", "utm_medium", "utm_campaign")
+_TYPES = dict(ENRICHMENT_COLUMNS)  # the events table's own types (LowCardinality for most of these)
 
 
 def channels_in_clickhouse(client: Client, rows: Sequence[Row]) -> list[str]:
-    """channel_sql over `rows`, all in one query: the rows travel as parameter arrays."""
+    """channel_sql over `rows`, all in one query: the rows travel as parameter arrays, cast to the
+    types the events table gives these columns."""
     expression, parameters = channel_sql(*_COLUMNS)
     columns = list(zip(*rows, strict=True))
     arrays = ", ".join(f"{{rows_{name}:Array(String)}}" for name in _COLUMNS)
-    names = ", ".join(f"row.{i + 1} AS {name}" for i, name in enumerate(_COLUMNS))
+    names = ", ".join(f"CAST(row.{i + 1} AS {_TYPES[name]}) AS {name}" for i, name in enumerate(_COLUMNS))
     sql = (
         f"SELECT {expression} FROM (SELECT {names}, row.6 AS position"
         f" FROM (SELECT arrayJoin(arrayZip({arrays}, range({len(rows)}))) AS row))"
