@@ -27,18 +27,8 @@ CHANNELS: tuple[Channel, ...] = (
 
 # Labels that make the domain below them public (google.co.uk, google.com.br, yahoo.co.jp, goo.ne.jp).
 SECOND_LEVEL_LABELS: tuple[str, ...] = (
-    "ac",
-    "co",
-    "com",
-    "edu",
-    "go",
-    "gob",
-    "gov",
-    "ne",
-    "net",
-    "or",
-    "org",
-)
+    "ac", "co", "com", "edu", "go", "gob", "gov", "ne", "net", "or", "org",
+)  # fmt: skip
 
 # Search engines: names match any registrable domain of that name (google.de, google.co.uk) and a
 # bare utm_source of that name; domains match a registrable domain exactly.
@@ -78,13 +68,8 @@ PAID_MEDIUM_PREFIXES: tuple[str, ...] = ("paid",)
 # GA4's Display channel: paid, without a search or social source, so `other` here.
 DISPLAY_MEDIUMS: tuple[str, ...] = ("display", "banner", "expandable", "interstitial", "cpm")
 SOCIAL_MEDIUMS: tuple[str, ...] = (
-    "social",
-    "social-network",
-    "social-media",
-    "sm",
-    "social network",
-    "social media",
-)
+    "social", "social-network", "social-media", "sm", "social network", "social media",
+)  # fmt: skip
 ORGANIC_MEDIUM = "organic"
 REFERRAL_MEDIUMS: tuple[str, ...] = ("referral", "app", "link")
 IMPLICIT_REFERRAL_MEDIUM = "referral"
