@@ -30,6 +30,10 @@ SESSION_COLUMNS: tuple[tuple[str, str], ...] = (
     ("user_id", "String"),
     ("started_at", _TIME),
     ("ended_at", _TIME),
+    # The first event of the visit (a run of events without a gap over the timeout) the session is
+    # part of: its started_at unless a visit over the maximum length was cut. Where a cycle
+    # recomputes from.
+    ("visit_started_at", _TIME),
     ("duration_seconds", "Float64"),
     ("events", "UInt32"),
     ("pageviews", "UInt32"),
