@@ -18,12 +18,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from headwater.analytics.sessions.query import identity_expression, sessions_query
+from headwater.analytics.sessions.query import (
+    identity_expression,
+    sessions_query,
+    time_map,
+    time_map_parameters,
+)
 from headwater.core.migrations.m0003_sessions import SESSION_COLUMNS, VERSION_COLUMNS
 from headwater.core.projects.settings import Sessions
 
@@ -51,7 +56,12 @@ class CycleResult:
 
 def snapshot_end(client: Client, settle_seconds: float = DEFAULT_SETTLE_SECONDS) -> datetime:
     now: datetime = client.query("SELECT now64(3, 'UTC')").result_rows[0][0]
-    return now - timedelta(seconds=settle_seconds)
+    return utc(now) - timedelta(seconds=settle_seconds)
+
+
+def utc(moment: datetime) -> datetime:
+    """A time ClickHouse returned, in UTC (the embedded engine's driver returns them naive)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 async def run_cycle(
@@ -97,7 +107,7 @@ async def rebuild(
     """
     since = since or THE_BEGINNING
     rows = client.query(sql, parameters={"through": through, "since": since}).result_rows
-    earliest = {name: first for name, first in rows}
+    earliest = {name: utc(first) for name, first in rows}
     sessions, tombstones = _recompute(client, database, rules, earliest, watermark, through)
     return CycleResult(project_id, through, len(earliest), sessions, tombstones, 0, False)
 
@@ -110,13 +120,21 @@ def _recompute(
     watermark: Watermark,
     through: datetime,
 ) -> tuple[int, int]:
-    """Steps 3 and 4: the sessions written and the tombstones."""
+    """Steps 3 and 4; the sessions and the tombstones written."""
     if not earliest:
         return 0, 0
     starts = _recompute_from(client, database, earliest, watermark)
     version = version_of(through)
-    sessions = _write_sessions(client, database, rules, starts, through, version)
-    return sessions, _write_tombstones(client, database, starts, version)
+    _write_sessions(client, database, rules, starts, through, version)
+    _write_tombstones(client, database, starts, version)
+    # Counted afterwards: the embedded engine's driver reports no written rows.
+    sql = f"""
+        SELECT countIf(NOT is_deleted), countIf(is_deleted) FROM `{database}`.sessions
+        WHERE identity IN {{identities:Array(String)}} AND version = {{version:UInt64}}
+    """
+    parameters = {"identities": list(starts), "version": version}
+    sessions, tombstones = client.query(sql, parameters=parameters).result_rows[0]
+    return int(sessions), int(tombstones)
 
 
 def _touched(
@@ -147,7 +165,7 @@ def _touched(
     for name, first, too_late_count, count in client.query(sql, parameters=parameters).result_rows:
         late += too_late_count
         if too_late_count < count:
-            earliest[name] = first
+            earliest[name] = utc(first)
     return earliest, late
 
 
@@ -176,11 +194,17 @@ def _recompute_from(
     sql = f"""
         SELECT identity, argMax(visit_started, started)
         FROM ({_committed_sessions(database)})
-        WHERE started < {{earliest:Map(String, {_TIME})}}[identity]
+        WHERE started < {time_map("earliest")}[identity]
         GROUP BY identity
     """
-    parameters = {"identities": list(earliest), "committed": watermark.version, "earliest": dict(earliest)}
-    found = dict(client.query(sql, parameters=parameters).result_rows)
+    parameters = {
+        "identities": list(earliest),
+        "committed": watermark.version,
+        **time_map_parameters("earliest", earliest),
+    }
+    found: dict[str, datetime] = {
+        row[0]: row[1] for row in client.query(sql, parameters=parameters).result_rows
+    }
     return {identity: found.get(identity, THE_BEGINNING) for identity in earliest}
 
 
@@ -191,18 +215,17 @@ def _write_sessions(
     starts: Mapping[str, datetime],
     through: datetime,
     version: int,
-) -> int:
+) -> None:
     query = sessions_query(database, rules, starts=starts, inserted_through=through)
     names = ", ".join(name for name, _ in SESSION_COLUMNS)
     sql = f"""
         INSERT INTO `{database}`.sessions ({_WRITTEN})
         SELECT {names}, {{version:UInt64}}, 0 FROM ({query.sql})
     """
-    summary = client.command(sql, parameters={**query.parameters, "version": version})
-    return _written_rows(summary)
+    client.command(sql, parameters={**query.parameters, "version": version})
 
 
-def _write_tombstones(client: Client, database: str, starts: Mapping[str, datetime], version: int) -> int:
+def _write_tombstones(client: Client, database: str, starts: Mapping[str, datetime], version: int) -> None:
     """A tombstone for every session of the recomputed ranges that this cycle did not write."""
     sql = f"""
         INSERT INTO `{database}`.sessions (identity, session_id, started_at, version, is_deleted)
@@ -215,13 +238,11 @@ def _write_tombstones(client: Client, database: str, starts: Mapping[str, dateti
             GROUP BY identity, session_id
         )
         WHERE top < {{version:UInt64}} AND NOT newest.2
-            AND newest.1 >= {{starts:Map(String, {_TIME})}}[identity]
+            AND newest.1 >= {time_map("starts")}[identity]
     """
-    parameters: dict[str, Any] = {"identities": list(starts), "starts": dict(starts), "version": version}
-    return _written_rows(client.command(sql, parameters=parameters))
-
-
-def _written_rows(summary: object) -> int:
-    """The rows an INSERT … SELECT wrote, from clickhouse-connect's query summary."""
-    written = getattr(summary, "written_rows", None)
-    return int(written) if written is not None else 0
+    parameters: dict[str, Any] = {
+        "identities": list(starts),
+        "version": version,
+        **time_map_parameters("starts", starts),
+    }
+    client.command(sql, parameters=parameters)

@@ -23,7 +23,7 @@ from headwater.core.migrations import apply_migrations
 from headwater.core.migrations.m0003_sessions import SESSION_COLUMNS
 from headwater.core.projects.settings import Sessions
 from headwater.sessionizer import cycle
-from headwater.sessionizer.cycle import rebuild, run_cycle
+from headwater.sessionizer.cycle import rebuild, run_cycle, utc
 from headwater.sessionizer.watermarks import Watermarks, ensure_sessions_bucket
 
 pytestmark = pytest.mark.services
@@ -67,7 +67,13 @@ def insert(client: Client, database: str, events: list[StoredEvent]) -> None:
 def table(client: Client, database: str) -> list[SessionRow]:
     names = [name for name, _ in SESSION_COLUMNS]
     sql = f"SELECT {', '.join(names)} FROM {database}.sessions FINAL ORDER BY identity, started_at"
-    return [SessionRow(**dict(zip(names, row, strict=True))) for row in client.query(sql).result_rows]
+    rows = []
+    for values in client.query(sql).result_rows:
+        row = dict(zip(names, values, strict=True))
+        for column in ("started_at", "ended_at", "visit_started_at"):
+            row[column] = utc(row[column])
+        rows.append(SessionRow(**row))
+    return rows
 
 
 def normalized(rows: list[SessionRow]) -> list[tuple[object, ...]]:
@@ -175,9 +181,35 @@ async def test_a_cycle_that_died_after_writing_part_of_its_rows_is_redone_exactl
     with pytest.raises(RuntimeError):
         await run_cycle(clickhouse, watermarks, project_id, RULES, settle_seconds=0)
     monkeypatch.undo()
-    assert len(table(clickhouse, database)) == 3  # the merged session beside the two it replaces
+    merged = sessionize([*first, bridge], RULES)
+    # The merged session (it keeps the first one's id) beside the second, not yet deleted.
+    assert [row.events for row in table(clickhouse, database)] == [3, 1]
     await settle(clickhouse, watermarks, project_id)
-    assert normalized(table(clickhouse, database)) == normalized(sessionize([*first, bridge], RULES))
+    assert normalized(table(clickhouse, database)) == normalized(merged)
+
+
+async def test_rows_of_an_unfinished_cycle_are_not_trusted_to_find_where_to_recompute(
+    clickhouse: Client, watermarks: Watermarks, project_id: str
+) -> None:
+    """A cycle that died left a row above the watermark that would start a recomputation in the
+    middle of a visit; the next cycle reads the table as the watermark left it, and deletes it."""
+    database = f"hw_{project_id}"
+    base = now() - timedelta(hours=2)
+    visit = [event(f"m{n}", "a", base + timedelta(minutes=10 * n)) for n in range(4)]
+    insert(clickhouse, database, visit)
+    await settle(clickhouse, watermarks, project_id)
+    watermark = await watermarks.get(project_id)
+    stray = {name: getattr(table(clickhouse, database)[0], name) for name, _ in SESSION_COLUMNS}
+    middle = base + timedelta(minutes=20)
+    stray.update(session_id="stray", started_at=middle, visit_started_at=middle, events=2)
+    columns = [*stray, "version", "is_deleted"]
+    clickhouse.insert(
+        f"{database}.sessions", [[*stray.values(), watermark.version + 1, 0]], column_names=columns
+    )
+    later = event("m9", "a", base + timedelta(minutes=45))
+    insert(clickhouse, database, [later])
+    await settle(clickhouse, watermarks, project_id)
+    assert normalized(table(clickhouse, database)) == normalized(sessionize([*visit, later], RULES))
 
 
 async def test_events_too_late_are_counted_and_a_rebuild_takes_them(

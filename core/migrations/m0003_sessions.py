@@ -24,8 +24,8 @@ NAME = "sessions"
 _LOW = "LowCardinality(String)"
 _TIME = "DateTime64(3, 'UTC')"
 SESSION_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("identity", "String"),
     ("session_id", "String"),
+    ("identity", "String"),
     ("anonymous_id", "String"),
     ("user_id", "String"),
     ("started_at", _TIME),
@@ -39,7 +39,6 @@ SESSION_COLUMNS: tuple[tuple[str, str], ...] = (
     ("pageviews", "UInt32"),
     ("entry_url", "String"),
     ("entry_path", "String"),
-    ("exit_path", "String"),
     ("entry_referrer", "String"),
     ("referrer_host", _LOW),
     ("utm_source", _LOW),
@@ -47,6 +46,7 @@ SESSION_COLUMNS: tuple[tuple[str, str], ...] = (
     ("utm_campaign", "String"),
     ("utm_term", "String"),
     ("utm_content", "String"),
+    ("exit_path", "String"),
     ("channel", _LOW),
     ("is_bounce", "Bool"),
     ("is_new_visitor", "Bool"),
