@@ -25,9 +25,9 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from headwater.core.service.errors import APIError
+from headwater.core.service.kvbuckets import ensure_bucket
 
 from .settings import ControlSettings
-from .store import ensure_bucket
 
 IDEMPOTENCY_BUCKET = "HW_IDEMPOTENCY"
 RETENTION_SECONDS = 24 * 3600

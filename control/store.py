@@ -10,12 +10,13 @@ from dataclasses import dataclass
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from headwater.core.projects.kvsnapshot import bucket_is_empty, read_snapshot
 from headwater.core.projects.project import Project
 from headwater.core.service.errors import APIError, ProjectExists, ProjectNotFound
+from headwater.core.service.kvbuckets import ensure_bucket
 
 PROJECTS_BUCKET = "HW_PROJECTS"
 # Reading every key of the bucket: past this, the consumer or the server is not answering.
@@ -35,14 +36,6 @@ class RevisionMismatch(APIError):
 class BucketSettings:
     replicas: int = 1
     history: int = 10
-
-
-async def ensure_bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
-    """Open a KV bucket, creating it when missing (creating with an identical config is idempotent)."""
-    try:
-        return await js.key_value(config.bucket)
-    except BucketNotFoundError:
-        return await js.create_key_value(config)
 
 
 async def ensure_projects_bucket(js: JetStreamContext, settings: BucketSettings) -> KeyValue:

@@ -30,7 +30,10 @@ def test_mypy_strict() -> None:
             sys.executable,
             "-m",
             "mypy",
-            *(f"--package=headwater.{p}" for p in ("core", "edge", "control", "consumers", "spool", "ops")),
+            *(
+                f"--package=headwater.{p}"
+                for p in ("core", "edge", "control", "consumers", "spool", "ops", "analytics", "sessionizer")
+            ),
         ],
         cwd=ROOT,
         capture_output=True,

@@ -92,7 +92,7 @@ def queried(
     rows = []
     for values in result.result_rows:
         row = dict(zip(SESSION_COLUMNS, values, strict=True))
-        for column in ("started_at", "ended_at"):
+        for column in ("started_at", "ended_at", "visit_started_at"):
             row[column] = row[column].replace(tzinfo=UTC)
         for column in ("is_bounce", "is_new_visitor", "is_bot"):
             row[column] = bool(row[column])

@@ -17,11 +17,12 @@ groupArray per column zipped afterwards was ~1.4x slower than one groupArray of 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from headwater.core.migrations import m0003_sessions
 from headwater.core.projects.settings import Sessions
 
 from . import channels
@@ -30,6 +31,8 @@ from . import channels
 # receipt, so they can differ a little; the query reads this far around the window to see every
 # copy of a message whose chosen copy falls inside it (docs/sessions.md).
 DEFAULT_COPY_SPREAD = timedelta(hours=1)
+# No end: what a cycle recomputes runs to the latest event.
+FAR_FUTURE = datetime(2200, 1, 1, tzinfo=UTC)
 
 _IDENTITY = {
     "anonymous_id": "if(anonymous_id != '', anonymous_id, user_id)",
@@ -67,12 +70,8 @@ _EVENT_FIELDS = (
     ("is_bot", "Bool", "is_bot"),
 )
 
-SESSION_COLUMNS = (
-    "session_id", "identity", "anonymous_id", "user_id", "started_at", "ended_at", "duration_seconds",
-    "events", "pageviews", "entry_url", "entry_path", "entry_referrer", "referrer_host", "utm_source",
-    "utm_medium", "utm_campaign", "utm_term", "utm_content", "exit_path", "channel", "is_bounce",
-    "is_new_visitor", "browser", "os", "device_type", "country", "region", "city", "is_bot",
-)  # fmt: skip
+# The sessions table's columns, in its order (migration 3).
+SESSION_COLUMNS = tuple(name for name, _ in m0003_sessions.SESSION_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -81,22 +80,57 @@ class SessionsQuery:
     parameters: dict[str, Any]
 
 
+def time_map(name: str) -> str:
+    """SQL for a parameter map identity → time bound as two arrays (time_map_parameters): the
+    drivers do not all bind a Map parameter."""
+    return f"mapFromArrays({{{name}_keys:Array(String)}}, {{{name}_values:Array(DateTime64(3, 'UTC'))}})"
+
+
+def time_map_parameters(name: str, times: Mapping[str, datetime]) -> dict[str, Any]:
+    return {f"{name}_keys": list(times), f"{name}_values": list(times.values())}
+
+
+def identity_expression(rules: Sessions) -> str:
+    """The identity a session follows, as an expression over the events table's columns."""
+    return _IDENTITY[rules.identity]
+
+
 def sessions_query(
     database: str,
     rules: Sessions,
-    window_from: datetime,
-    window_to: datetime,
+    window_from: datetime | None = None,
+    window_to: datetime | None = None,
     identities: Sequence[str] | None = None,
     copy_spread: timedelta = DEFAULT_COPY_SPREAD,
+    starts: Mapping[str, datetime] | None = None,
+    inserted_through: datetime | None = None,
 ) -> SessionsQuery:
     """The sessions of the events with timestamp in [window_from, window_to), of `identities` only
     when given, ordered by (identity, started_at, first message id); columns SESSION_COLUMNS.
-    `database` is the project's own (hw_<id>), an identifier of ours."""
+    `database` is the project's own (hw_<id>), an identifier of ours.
+
+    A sessionizer cycle instead gives `starts`: per identity (those only) where to begin, each a
+    visit start, with no end; and `inserted_through`: only events inserted up to then count, so
+    that the rows are a function of that snapshot alone."""
+    if starts is not None:
+        identities = list(starts)
+    elif window_from is None or window_to is None:
+        raise ValueError("a window, or per-identity starts")
     identity = _IDENTITY[rules.identity]
     events = f"`{database}`.events"
     event_type = "Tuple(" + ", ".join(f"{name} {kind}" for name, kind, _ in _EVENT_FIELDS) + ")"
     event_values = ", ".join(expression for _, _, expression in _EVENT_FIELDS)
     only_identities = f"AND {identity} IN {{identities:Array(String)}}" if identities is not None else ""
+    # Where the events taken begin and end, and where their copies are read from (WHO: an
+    # identity expression).
+    if starts is not None:
+        lower = time_map("starts") + "[WHO]"
+        read_lower = f"({lower} - toIntervalMillisecond({{copy_spread_ms:Int64}}))"
+        upper = read_upper = "{far_future:DateTime64(3, 'UTC')}"
+    else:
+        lower, read_lower = "{window_from:DateTime64(3)}", "{read_from:DateTime64(3)}"
+        upper, read_upper = "{window_to:DateTime64(3)}", "{read_to:DateTime64(3)}"
+    snapshot = "AND inserted_at <= {inserted_through:DateTime64(3, 'UTC')}" if inserted_through else ""
     channel, channel_parameters = channels.channel_sql(
         "entry.referrer_host", "entry.page_host", "entry.utm_source", "entry.utm_medium", "entry.utm_campaign"
     )
@@ -114,8 +148,8 @@ WITH
 stored AS (
     SELECT {identity} AS identity, groupArray(CAST(tuple({event_values}) AS {event_type})) AS copies
     FROM {events}
-    WHERE timestamp >= {{read_from:DateTime64(3)}} AND timestamp < {{read_to:DateTime64(3)}}
-        {only_identities}
+    WHERE timestamp >= {read_lower.replace("WHO", identity)} AND timestamp < {read_upper}
+        {only_identities} {snapshot}
     GROUP BY identity
     HAVING identity != ''
 ),
@@ -152,12 +186,11 @@ chosen AS (
 -- The window's events of each identity in order; events before it only tell it is not new.
 ordered AS (
     SELECT identity,
-        arrayExists(e -> e.timestamp < {{window_from:DateTime64(3)}}, deduplicated) AS seen_before,
+        arrayExists(e -> e.timestamp < {lower.replace("WHO", "identity")}, deduplicated) AS seen_before,
         arraySort(
             e -> (e.timestamp, e.message_id),
             arrayFilter(
-                e -> e.timestamp >= {{window_from:DateTime64(3)}}
-                    AND e.timestamp < {{window_to:DateTime64(3)}},
+                e -> e.timestamp >= {lower.replace("WHO", "identity")} AND e.timestamp < {upper},
                 deduplicated
             )
         ) AS events
@@ -177,10 +210,11 @@ boundaries AS (
             client_sessions,
             arrayPopBack(arrayPushFront(client_sessions, ''))
         ) AS starts_visit,
+        arrayFill((time, starts) -> starts, times, starts_visit) AS visit_times,
         arrayMap(
             (time, visit_start) -> intDiv(time - visit_start, {{max_length_ms:Int64}}),
             times,
-            arrayFill((time, starts) -> starts, times, starts_visit)
+            visit_times
         ) AS pieces,
         arrayMap(
             (starts, piece, previous_piece) -> starts OR piece != previous_piece,
@@ -192,7 +226,7 @@ boundaries AS (
     WHERE notEmpty(events)
 ),
 sessions AS (
-    SELECT identity, seen_before, session, session_number,
+    SELECT identity, seen_before, session, session_number, visit_start_ms,
         session[1] AS first,
         session[-1] AS last,
         -- the first event with a page URL, else the first event
@@ -200,6 +234,8 @@ sessions AS (
     FROM boundaries
     ARRAY JOIN
         arraySplit((e, starts) -> starts, events, starts_session) AS session,
+        arrayMap(piece -> piece[1], arraySplit((time, starts) -> starts, visit_times, starts_session))
+            AS visit_start_ms,
         arrayEnumerate(arraySplit((e, starts) -> starts, events, starts_session)) AS session_number
 )
 SELECT
@@ -209,6 +245,7 @@ SELECT
     arrayLast(e -> e.user_id != '', session).user_id AS user_id,
     first.timestamp AS started_at,
     last.timestamp AS ended_at,
+    fromUnixTimestamp64Milli(visit_start_ms, 'UTC') AS visit_started_at,
     (toUnixTimestamp64Milli(last.timestamp) - toUnixTimestamp64Milli(first.timestamp)) / 1000
         AS duration_seconds,
     length(session) AS events,
@@ -227,7 +264,8 @@ SELECT
     pageviews = 1 AND NOT arrayExists(e -> e.type IN ('track', 'screen'), session) AS is_bounce,
     session_number = 1 AND NOT seen_before AND identity NOT IN (
         SELECT DISTINCT {identity} FROM {events}
-        WHERE timestamp < {{read_from:DateTime64(3)}} AND {identity} IN {window_identities}
+        WHERE timestamp < {read_lower.replace("WHO", identity)} AND {identity} IN {window_identities}
+            {snapshot}
     ) AS is_new_visitor,
     first.browser AS browser,
     first.os AS os,
@@ -240,15 +278,23 @@ FROM sessions
 ORDER BY identity, started_at, first.message_id
 """
     parameters: dict[str, Any] = {
-        "window_from": window_from,
-        "window_to": window_to,
-        "read_from": window_from - copy_spread,
-        "read_to": window_to + copy_spread,
         "timeout_ms": rules.inactivity_timeout_seconds * 1000,
         "max_length_ms": rules.max_length_seconds * 1000,
         "honour_client_session_id": rules.honour_client_session_id,
         **channel_parameters,
     }
+    if starts is not None:
+        parameters.update(time_map_parameters("starts", starts))
+        parameters["copy_spread_ms"] = int(copy_spread / timedelta(milliseconds=1))
+        parameters["far_future"] = FAR_FUTURE
+    else:
+        assert window_from is not None and window_to is not None
+        parameters["window_from"] = window_from
+        parameters["window_to"] = window_to
+        parameters["read_from"] = window_from - copy_spread
+        parameters["read_to"] = window_to + copy_spread
+    if inserted_through is not None:
+        parameters["inserted_through"] = inserted_through
     if identities is not None:
         parameters["identities"] = list(identities)
     return SessionsQuery(sql, parameters)

@@ -56,6 +56,7 @@ class SessionRow:
     user_id: str
     started_at: datetime
     ended_at: datetime
+    visit_started_at: datetime
     duration_seconds: float
     events: int
     pageviews: int
@@ -146,16 +147,17 @@ def sessionize(
     chosen.sort(key=lambda e: (identity_of(e, rules), e.timestamp, e.message_id))
     rows: list[SessionRow] = []
     for identity, of_identity in groupby(chosen, key=lambda e: identity_of(e, rules)):
-        for session in _split(list(of_identity), rules):
-            rows.append(_aggregate(identity, session, first_seen[identity]))
+        for visit_start, session in _split(list(of_identity), rules):
+            rows.append(_aggregate(identity, session, visit_start, first_seen[identity]))
     return rows
 
 
-def _split(ordered: list[StoredEvent], rules: Sessions) -> list[list[StoredEvent]]:
-    """Visits by inactivity and client session id, each cut into pieces of max_length."""
+def _split(ordered: list[StoredEvent], rules: Sessions) -> list[tuple[datetime, list[StoredEvent]]]:
+    """Visits by inactivity and client session id, each cut into pieces of max_length; each with
+    the start of its visit."""
     timeout = timedelta(seconds=rules.inactivity_timeout_seconds)
     max_length = timedelta(seconds=rules.max_length_seconds)
-    sessions: list[list[StoredEvent]] = []
+    sessions: list[tuple[datetime, list[StoredEvent]]] = []
     previous: StoredEvent | None = None
     visit_start = ordered[0].timestamp
     piece = 0
@@ -174,15 +176,18 @@ def _split(ordered: list[StoredEvent], rules: Sessions) -> list[list[StoredEvent
             visit_start = event.timestamp
         event_piece = (event.timestamp - visit_start) // max_length
         if starts_visit or event_piece != piece:
-            sessions.append([])
+            sessions.append((visit_start, []))
         piece = event_piece
-        sessions[-1].append(event)
+        sessions[-1][1].append(event)
         previous = event
     return sessions
 
 
 def _aggregate(
-    identity: str, session: list[StoredEvent], identity_first_seen: tuple[datetime, str]
+    identity: str,
+    session: list[StoredEvent],
+    visit_start: datetime,
+    identity_first_seen: tuple[datetime, str],
 ) -> SessionRow:
     first, last = session[0], session[-1]
     entry = next((e for e in session if e.page_url != ""), first)
@@ -195,6 +200,7 @@ def _aggregate(
         user_id=next((e.user_id for e in reversed(session) if e.user_id != ""), ""),
         started_at=first.timestamp,
         ended_at=last.timestamp,
+        visit_started_at=visit_start,
         duration_seconds=duration_ms / 1000,
         events=len(session),
         pageviews=pageviews,

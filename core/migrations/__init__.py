@@ -15,7 +15,7 @@ from types import ModuleType
 
 from clickhouse_connect.driver.client import Client
 
-from . import m0001_events, m0002_enrichment
+from . import m0001_events, m0002_enrichment, m0003_sessions
 from .ddl import on_cluster, replacing_engine
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,9 @@ class Migration:
         return cls(module.NUMBER, module.NAME, module.statements)
 
 
-MIGRATIONS: tuple[Migration, ...] = tuple(Migration.from_module(m) for m in (m0001_events, m0002_enrichment))
+MIGRATIONS: tuple[Migration, ...] = tuple(
+    Migration.from_module(m) for m in (m0001_events, m0002_enrichment, m0003_sessions)
+)
 
 
 def apply_migrations(client: Client, database: str, cluster: str | None = None) -> list[int]:

@@ -13,11 +13,14 @@ def on_cluster(cluster: str | None) -> str:
 REPLICA_PATH = "'/clickhouse/tables/{shard}/{database}/{table}', '{replica}'"
 
 
-def replacing_engine(cluster: str | None) -> str:
+def replacing_engine(cluster: str | None, *columns: str) -> str:
     """ReplacingMergeTree on one server; its replicated form on a cluster, so that a row inserted
     on one replica reaches the others (a plain MergeTree created ON CLUSTER would keep each
-    node's rows to itself)."""
-    return f"ReplicatedReplacingMergeTree({REPLICA_PATH})" if cluster else "ReplacingMergeTree"
+    node's rows to itself). `columns`: its version and is_deleted columns, if any."""
+    arguments = ", ".join(columns)
+    if cluster:
+        return f"ReplicatedReplacingMergeTree({', '.join((REPLICA_PATH, *columns))})"
+    return f"ReplacingMergeTree({arguments})" if arguments else "ReplacingMergeTree"
 
 
 def deduplication_window(cluster: str | None) -> str:

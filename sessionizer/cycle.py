@@ -1,0 +1,248 @@
+"""One sessionizer cycle for one project: sessionize what was inserted since the watermark.
+
+1. The cycle's snapshot: events inserted in (W, U], W the watermark, U ClickHouse's clock minus a
+   margin longer than any insert takes (an insert's rows carry the time it started).
+2. The identities those events belong to, each with its earliest new event. An event that arrived
+   later than its session's close plus the allowed lateness is counted, and does not re-open it.
+3. For each identity, where to recompute from: the visit start of its last session before that
+   earliest event, in the table as the watermark left it (rows of unfinished cycles, which carry a
+   version above it, are not trusted). Everything of the identity from there on is recomputed.
+4. The recomputed sessions are written with version U, then every session of the recomputed
+   ranges that this cycle did not produce (merged away by a late event, or left by a cycle that
+   crashed) gets a tombstone with version U. The newest snapshot wins: docs/sessions.md.
+5. The watermark moves to U (compare-and-set; losing it to another sessionizer is harmless).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from headwater.analytics.sessions.query import (
+    identity_expression,
+    sessions_query,
+    time_map,
+    time_map_parameters,
+)
+from headwater.core.migrations.m0003_sessions import SESSION_COLUMNS, VERSION_COLUMNS
+from headwater.core.projects.settings import Sessions
+
+from .watermarks import THE_BEGINNING, Watermark, Watermarks, version_of
+
+log = logging.getLogger(__name__)
+
+# How long before ClickHouse's now a cycle's snapshot ends: rows become visible when their insert
+# commits, but carry the time it started; no insert of the consumers takes this long.
+DEFAULT_SETTLE_SECONDS = 30.0
+_TIME = "DateTime64(3, 'UTC')"
+_WRITTEN = ", ".join(name for name, _ in (*SESSION_COLUMNS, *VERSION_COLUMNS))
+
+
+@dataclass(frozen=True, slots=True)
+class CycleResult:
+    project_id: str
+    inserted_through: datetime
+    identities: int  # recomputed
+    sessions: int  # written
+    tombstones: int
+    late_events: int  # too late to re-open their session
+    advanced: bool  # False: another sessionizer moved the watermark first
+
+
+def snapshot_end(client: Client, settle_seconds: float = DEFAULT_SETTLE_SECONDS) -> datetime:
+    now: datetime = client.query("SELECT now64(3, 'UTC')").result_rows[0][0]
+    return utc(now) - timedelta(seconds=settle_seconds)
+
+
+def utc(moment: datetime) -> datetime:
+    """A time ClickHouse returned, in UTC (the embedded engine's driver returns them naive)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+async def run_cycle(
+    client: Client,
+    watermarks: Watermarks,
+    project_id: str,
+    rules: Sessions,
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS,
+) -> CycleResult:
+    database = f"hw_{project_id}"
+    watermark = await watermarks.get(project_id)
+    through = snapshot_end(client, settle_seconds)
+    if through <= watermark.inserted_through:
+        return CycleResult(project_id, watermark.inserted_through, 0, 0, 0, 0, False)
+    # The first cycle takes everything: history before the sessionizer ran is not late.
+    lateness = rules.inactivity_timeout_seconds + rules.lateness_seconds if watermark.revision else None
+    earliest, late = _touched(client, database, rules, watermark.inserted_through, through, lateness)
+    sessions, tombstones = _recompute(client, database, rules, earliest, watermark, through)
+    advanced = await watermarks.advance(project_id, watermark, through)
+    return CycleResult(project_id, through, len(earliest), sessions, tombstones, late, advanced)
+
+
+async def rebuild(
+    client: Client,
+    watermarks: Watermarks,
+    project_id: str,
+    rules: Sessions,
+    since: datetime | None = None,
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS,
+) -> CycleResult:
+    """Recompute the sessions of every identity with events since `since` (all when None), late
+    events included: after a rule change, a replay or an import. The watermark stays (the next
+    cycle redoes what arrived meanwhile, which changes nothing)."""
+    database = f"hw_{project_id}"
+    watermark = await watermarks.get(project_id)
+    through = snapshot_end(client, settle_seconds)
+    identity = identity_expression(rules)
+    sql = f"""
+        SELECT {identity} AS identity, min(timestamp) FROM `{database}`.events
+        WHERE identity != '' AND inserted_at <= {{through:{_TIME}}}
+            AND timestamp >= {{since:{_TIME}}}
+        GROUP BY identity
+    """
+    since = since or THE_BEGINNING
+    rows = client.query(sql, parameters={"through": through, "since": since}).result_rows
+    earliest = {name: utc(first) for name, first in rows}
+    sessions, tombstones = _recompute(client, database, rules, earliest, watermark, through)
+    return CycleResult(project_id, through, len(earliest), sessions, tombstones, 0, False)
+
+
+def _recompute(
+    client: Client,
+    database: str,
+    rules: Sessions,
+    earliest: Mapping[str, datetime],
+    watermark: Watermark,
+    through: datetime,
+) -> tuple[int, int]:
+    """Steps 3 and 4; the sessions and the tombstones written."""
+    if not earliest:
+        return 0, 0
+    starts = _recompute_from(client, database, earliest, watermark)
+    version = version_of(through)
+    _write_sessions(client, database, rules, starts, through, version)
+    _write_tombstones(client, database, starts, version)
+    # Counted afterwards: the embedded engine's driver reports no written rows.
+    sql = f"""
+        SELECT countIf(NOT is_deleted), countIf(is_deleted) FROM `{database}`.sessions
+        WHERE identity IN {{identities:Array(String)}} AND version = {{version:UInt64}}
+    """
+    parameters = {"identities": list(starts), "version": version}
+    sessions, tombstones = client.query(sql, parameters=parameters).result_rows[0]
+    return int(sessions), int(tombstones)
+
+
+def _touched(
+    client: Client,
+    database: str,
+    rules: Sessions,
+    after: datetime,
+    through: datetime,
+    too_late_seconds: int | None,
+) -> tuple[dict[str, datetime], int]:
+    """Each identity with events inserted in (after, through], with its earliest such event that
+    is not too late (inserted more than `too_late_seconds` after its timestamp); and how many were."""
+    identity = identity_expression(rules)
+    too_late = "dateDiff('second', timestamp, inserted_at) > {too_late_seconds:Int64}"
+    sql = f"""
+        SELECT {identity} AS identity, minIf(timestamp, NOT ({too_late})), countIf({too_late}), count()
+        FROM `{database}`.events
+        WHERE inserted_at > {{after:{_TIME}}} AND inserted_at <= {{through:{_TIME}}} AND identity != ''
+        GROUP BY identity
+    """
+    parameters = {
+        "after": after,
+        "through": through,
+        "too_late_seconds": 2**62 if too_late_seconds is None else too_late_seconds,
+    }
+    earliest: dict[str, datetime] = {}
+    late = 0
+    for name, first, too_late_count, count in client.query(sql, parameters=parameters).result_rows:
+        late += too_late_count
+        if too_late_count < count:
+            earliest[name] = utc(first)
+    return earliest, late
+
+
+def _committed_sessions(database: str) -> str:
+    """The sessions of the identities at hand as the watermark left them: per session, its row of
+    the highest version not above the watermark's, tombstones left out."""
+    return f"""
+        SELECT identity, session_id, started, visit_started
+        FROM (
+            SELECT identity, session_id,
+                argMax((started_at, visit_started_at, is_deleted), version) AS newest,
+                newest.1 AS started, newest.2 AS visit_started, newest.3 AS deleted
+            FROM `{database}`.sessions
+            WHERE identity IN {{identities:Array(String)}} AND version <= {{committed:UInt64}}
+            GROUP BY identity, session_id
+        )
+        WHERE NOT deleted
+    """
+
+
+def _recompute_from(
+    client: Client, database: str, earliest: Mapping[str, datetime], watermark: Watermark
+) -> dict[str, datetime]:
+    """Per identity: the visit start of its last committed session that started before its
+    earliest new event; the beginning when it has none."""
+    sql = f"""
+        SELECT identity, argMax(visit_started, started)
+        FROM ({_committed_sessions(database)})
+        WHERE started < {time_map("earliest")}[identity]
+        GROUP BY identity
+    """
+    parameters = {
+        "identities": list(earliest),
+        "committed": watermark.version,
+        **time_map_parameters("earliest", earliest),
+    }
+    found: dict[str, datetime] = {
+        row[0]: row[1] for row in client.query(sql, parameters=parameters).result_rows
+    }
+    return {identity: found.get(identity, THE_BEGINNING) for identity in earliest}
+
+
+def _write_sessions(
+    client: Client,
+    database: str,
+    rules: Sessions,
+    starts: Mapping[str, datetime],
+    through: datetime,
+    version: int,
+) -> None:
+    query = sessions_query(database, rules, starts=starts, inserted_through=through)
+    names = ", ".join(name for name, _ in SESSION_COLUMNS)
+    sql = f"""
+        INSERT INTO `{database}`.sessions ({_WRITTEN})
+        SELECT {names}, {{version:UInt64}}, 0 FROM ({query.sql})
+    """
+    client.command(sql, parameters={**query.parameters, "version": version})
+
+
+def _write_tombstones(client: Client, database: str, starts: Mapping[str, datetime], version: int) -> None:
+    """A tombstone for every session of the recomputed ranges that this cycle did not write."""
+    sql = f"""
+        INSERT INTO `{database}`.sessions (identity, session_id, started_at, version, is_deleted)
+        SELECT identity, session_id, newest.1, {{version:UInt64}}, 1
+        FROM (
+            SELECT identity, session_id, argMax((started_at, is_deleted), version) AS newest,
+                max(version) AS top
+            FROM `{database}`.sessions
+            WHERE identity IN {{identities:Array(String)}}
+            GROUP BY identity, session_id
+        )
+        WHERE top < {{version:UInt64}} AND NOT newest.2
+            AND newest.1 >= {time_map("starts")}[identity]
+    """
+    parameters: dict[str, Any] = {
+        "identities": list(starts),
+        "version": version,
+        **time_map_parameters("starts", starts),
+    }
+    client.command(sql, parameters=parameters)

@@ -1,0 +1,284 @@
+"""Sessionizer cycles on real NATS (the watermark in KV) and the embedded ClickHouse: after any
+sequence of inserts and cycles, the sessions table (read with FINAL) equals the reference
+sessionizer run once over every event stored — under redelivered copies, late events, a cycle run
+twice or by two sessionizers at once, and a cycle that died half-way."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from dataclasses import astuple, replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from clickhouse_connect.driver.client import Client
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from nats.js import JetStreamContext
+
+from headwater.analytics.sessions.reference import SessionRow, StoredEvent, sessionize
+from headwater.core.migrations import apply_migrations
+from headwater.core.migrations.m0003_sessions import SESSION_COLUMNS
+from headwater.core.projects.settings import Sessions
+from headwater.sessionizer import cycle
+from headwater.sessionizer.cycle import rebuild, run_cycle, utc
+from headwater.sessionizer.watermarks import Watermarks, ensure_sessions_bucket
+
+pytestmark = pytest.mark.services
+
+RULES = Sessions(inactivity_timeout_seconds=1800, max_length_seconds=4 * 3600)
+EVENT_COLUMNS = (
+    "message_id", "type", "anonymous_id", "user_id", "timestamp", "received_at", "request_id", "context",
+    "page_url", "page_host", "page_path", "referrer", "referrer_host", "utm_source", "utm_medium",
+    "utm_campaign", "utm_term", "utm_content", "browser", "os", "device_type", "country", "region",
+    "city", "is_bot",
+)  # fmt: skip
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def event(message_id: str, who: str, at: datetime, kind: str = "page", **values: object) -> StoredEvent:
+    fields: dict[str, object] = {
+        "message_id": message_id, "type": kind, "anonymous_id": who, "user_id": "",
+        "timestamp": at, "received_at": at, "request_id": f"r-{message_id}", "client_session_id": "",
+        "page_url": f"https://shop.example/{message_id}", "page_host": "shop.example",
+        "page_path": f"/{message_id}",
+    }  # fmt: skip
+    fields.update(values)
+    return StoredEvent(**fields)  # type: ignore[arg-type]
+
+
+def insert(client: Client, database: str, events: list[StoredEvent]) -> None:
+    rows = []
+    for stored in events:
+        values = {name: getattr(stored, name, None) for name in EVENT_COLUMNS if name != "context"}
+        values["context"] = json.dumps(
+            {"sessionId": stored.client_session_id} if stored.client_session_id else {}
+        )
+        rows.append([values[name] for name in EVENT_COLUMNS])
+    client.insert(f"{database}.events", rows, column_names=list(EVENT_COLUMNS))
+    time.sleep(0.005)  # the next cycle's snapshot ends after these rows' insert time
+
+
+def table(client: Client, database: str) -> list[SessionRow]:
+    names = [name for name, _ in SESSION_COLUMNS]
+    sql = f"SELECT {', '.join(names)} FROM {database}.sessions FINAL ORDER BY identity, started_at"
+    rows = []
+    for values in client.query(sql).result_rows:
+        row = dict(zip(names, values, strict=True))
+        for column in ("started_at", "ended_at", "visit_started_at"):
+            row[column] = utc(row[column])
+        rows.append(SessionRow(**row))
+    return rows
+
+
+def normalized(rows: list[SessionRow]) -> list[tuple[object, ...]]:
+    return [astuple(replace(row, duration_seconds=round(row.duration_seconds, 3))) for row in rows]
+
+
+@pytest.fixture
+async def watermarks(js: JetStreamContext) -> Watermarks:
+    return Watermarks(await ensure_sessions_bucket(js))
+
+
+async def settle(
+    client: Client, watermarks: Watermarks, project_id: str, rules: Sessions = RULES
+) -> cycle.CycleResult:
+    result = await run_cycle(client, watermarks, project_id, rules, settle_seconds=0)
+    await asyncio.sleep(0.005)  # later inserts get a later insert time than this snapshot's end
+    return result
+
+
+async def test_cycles_between_batches_equal_one_computation_of_everything(
+    clickhouse: Client, watermarks: Watermarks, project_id: str
+) -> None:
+    database = f"hw_{project_id}"
+    base = now() - timedelta(hours=5)
+    stored = [
+        event(f"m{n}", who, base + timedelta(minutes=minutes))
+        for n, (who, minutes) in enumerate(
+            [("a", 0), ("a", 10), ("a", 39), ("a", 80), ("b", 5), ("b", 36), ("b", 66), ("c", 1)]
+            + [("a", 81 + 20 * k) for k in range(14)]  # a visit longer than the maximum length
+        )
+    ]
+    random.Random(7).shuffle(stored)
+    for batch in (stored[:5], stored[5:9], stored[9:15], stored[15:]):
+        insert(clickhouse, database, batch)
+        await settle(clickhouse, watermarks, project_id)
+    sessions = table(clickhouse, database)
+    assert normalized(sessions) == normalized(sessionize(stored, RULES))
+    # Each event tied to its session as docs/schema.md shows it.
+    tied = f"""
+        SELECT s.session_id, count() FROM (SELECT * FROM {database}.events FINAL) AS e
+        ASOF JOIN (SELECT identity, session_id, started_at FROM {database}.sessions FINAL) AS s
+            ON if(e.anonymous_id != '', e.anonymous_id, e.user_id) = s.identity
+            AND e.timestamp >= s.started_at
+        GROUP BY s.session_id
+    """
+    counts = dict(clickhouse.query(tied).result_rows)
+    assert counts == {row.session_id: row.events for row in sessions}
+
+
+async def test_a_late_event_merges_two_sessions_and_the_merged_one_is_gone(
+    clickhouse: Client, watermarks: Watermarks, project_id: str
+) -> None:
+    database = f"hw_{project_id}"
+    base = now() - timedelta(hours=2)
+    first = [event("m1", "a", base), event("m2", "a", base + timedelta(minutes=40))]
+    insert(clickhouse, database, first)
+    await settle(clickhouse, watermarks, project_id)
+    assert len(table(clickhouse, database)) == 2
+    bridge = event("m3", "a", base + timedelta(minutes=20))
+    insert(clickhouse, database, [bridge])
+    result = await settle(clickhouse, watermarks, project_id)
+    assert (result.sessions, result.tombstones) == (1, 1)
+    assert normalized(table(clickhouse, database)) == normalized(sessionize([*first, bridge], RULES))
+
+
+async def test_redelivered_copies_count_once(
+    clickhouse: Client, watermarks: Watermarks, project_id: str
+) -> None:
+    database = f"hw_{project_id}"
+    base = now() - timedelta(hours=1)
+    original = [event("m1", "a", base), event("m2", "a", base + timedelta(minutes=5))]
+    insert(clickhouse, database, original)
+    await settle(clickhouse, watermarks, project_id)
+    later = base + timedelta(minutes=50)  # a retried request: received later, its time re-corrected
+    copy = replace(
+        original[1], received_at=later, timestamp=base + timedelta(minutes=6), request_id="r-retry"
+    )
+    insert(clickhouse, database, [copy])
+    await settle(clickhouse, watermarks, project_id)
+    assert normalized(table(clickhouse, database)) == normalized(sessionize([*original, copy], RULES))
+    assert table(clickhouse, database)[0].events == 2
+
+
+async def test_two_sessionizers_at_once_and_a_cycle_run_twice_leave_the_same_table(
+    clickhouse: Client, watermarks: Watermarks, project_id: str
+) -> None:
+    database = f"hw_{project_id}"
+    base = now() - timedelta(hours=3)
+    stored = [event(f"m{n}", "ab"[n % 2], base + timedelta(minutes=7 * n)) for n in range(30)]
+    insert(clickhouse, database, stored[:10])
+    await settle(clickhouse, watermarks, project_id)
+    insert(clickhouse, database, stored[10:])
+    results = await asyncio.gather(
+        *(run_cycle(clickhouse, watermarks, project_id, RULES, 0) for _ in range(2))
+    )
+    assert sorted(r.advanced for r in results) in ([False, True], [True, True])
+    await settle(clickhouse, watermarks, project_id)  # nothing new: changes nothing
+    assert normalized(table(clickhouse, database)) == normalized(sessionize(stored, RULES))
+
+
+async def test_a_cycle_that_died_after_writing_part_of_its_rows_is_redone_exactly(
+    clickhouse: Client, watermarks: Watermarks, project_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = f"hw_{project_id}"
+    base = now() - timedelta(hours=2)
+    first = [event("m1", "a", base), event("m2", "a", base + timedelta(minutes=40))]
+    insert(clickhouse, database, first)
+    await settle(clickhouse, watermarks, project_id)
+    bridge = event("m3", "a", base + timedelta(minutes=20))
+    insert(clickhouse, database, [bridge])
+
+    def die(*args: object) -> int:
+        raise RuntimeError("killed between the sessions and their tombstones")
+
+    monkeypatch.setattr(cycle, "_write_tombstones", die)
+    with pytest.raises(RuntimeError):
+        await run_cycle(clickhouse, watermarks, project_id, RULES, settle_seconds=0)
+    monkeypatch.undo()
+    merged = sessionize([*first, bridge], RULES)
+    # The merged session (it keeps the first one's id) beside the second, not yet deleted.
+    assert [row.events for row in table(clickhouse, database)] == [3, 1]
+    await settle(clickhouse, watermarks, project_id)
+    assert normalized(table(clickhouse, database)) == normalized(merged)
+
+
+async def test_rows_of_an_unfinished_cycle_are_not_trusted_to_find_where_to_recompute(
+    clickhouse: Client, watermarks: Watermarks, project_id: str
+) -> None:
+    """A cycle that died left a row above the watermark that would start a recomputation in the
+    middle of a visit; the next cycle reads the table as the watermark left it, and deletes it."""
+    database = f"hw_{project_id}"
+    base = now() - timedelta(hours=2)
+    visit = [event(f"m{n}", "a", base + timedelta(minutes=10 * n)) for n in range(4)]
+    insert(clickhouse, database, visit)
+    await settle(clickhouse, watermarks, project_id)
+    watermark = await watermarks.get(project_id)
+    stray = {name: getattr(table(clickhouse, database)[0], name) for name, _ in SESSION_COLUMNS}
+    middle = base + timedelta(minutes=20)
+    stray.update(session_id="stray", started_at=middle, visit_started_at=middle, events=2)
+    columns = [*stray, "version", "is_deleted"]
+    clickhouse.insert(
+        f"{database}.sessions", [[*stray.values(), watermark.version + 1, 0]], column_names=columns
+    )
+    later = event("m9", "a", base + timedelta(minutes=45))
+    insert(clickhouse, database, [later])
+    await settle(clickhouse, watermarks, project_id)
+    assert normalized(table(clickhouse, database)) == normalized(sessionize([*visit, later], RULES))
+
+
+async def test_events_too_late_are_counted_and_a_rebuild_takes_them(
+    clickhouse: Client, watermarks: Watermarks, project_id: str
+) -> None:
+    database = f"hw_{project_id}"
+    rules = Sessions(inactivity_timeout_seconds=60, lateness_seconds=0)
+    base = now() - timedelta(minutes=30)
+    on_time = [event("m1", "a", base), event("m2", "b", base)]
+    insert(clickhouse, database, on_time)
+    await settle(clickhouse, watermarks, project_id, rules)
+    too_late = event("m3", "a", base - timedelta(hours=2))
+    insert(clickhouse, database, [too_late])
+    result = await settle(clickhouse, watermarks, project_id, rules)
+    assert (result.late_events, result.identities) == (1, 0)
+    assert normalized(table(clickhouse, database)) == normalized(sessionize(on_time, rules))
+    rebuilt = await rebuild(clickhouse, watermarks, project_id, rules, settle_seconds=0)
+    assert rebuilt.identities == 2
+    assert normalized(table(clickhouse, database)) == normalized(sessionize([*on_time, too_late], rules))
+
+
+stream = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b", "c"]),
+        st.integers(0, 600),  # minutes after the base
+        st.sampled_from(["page", "track", "identify"]),
+        st.integers(0, 3),  # the insert batch
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stream=stream, timeout_minutes=st.sampled_from([1, 30, 45]), max_hours=st.sampled_from([1, 3, 24]))
+async def test_any_insert_order_and_cycles_give_the_reference_sessions(
+    clickhouse: Client,
+    watermarks: Watermarks,
+    stream: list[tuple[str, int, str, int]],
+    timeout_minutes: int,
+    max_hours: int,
+) -> None:
+    project_id = f"prop{time.monotonic_ns()}"
+    database = f"hw_{project_id}"
+    apply_migrations(clickhouse, database)
+    rules = Sessions(
+        inactivity_timeout_seconds=timeout_minutes * 60,
+        max_length_seconds=max_hours * 3600,
+        lateness_seconds=86_400,
+    )
+    base = now() - timedelta(hours=11)
+    stored = [
+        event(f"m{n}", who, base + timedelta(minutes=minutes), kind)
+        for n, (who, minutes, kind, _) in enumerate(stream)
+    ]
+    for batch in range(4):
+        chosen = [e for e, (*_, b) in zip(stored, stream, strict=True) if b == batch]
+        if chosen:
+            insert(clickhouse, database, chosen)
+            await settle(clickhouse, watermarks, project_id, rules)
+    assert normalized(table(clickhouse, database)) == normalized(sessionize(stored, rules))
