@@ -15,8 +15,14 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from headwater.analytics.sessions import channels
-from headwater.analytics.sessions.query import SESSION_COLUMNS, sessions_query
-from headwater.analytics.sessions.reference import SessionRow, StoredEvent, session_id, sessionize
+from headwater.analytics.sessions.query import CLIENT_SESSION_ID, SESSION_COLUMNS, sessions_query
+from headwater.analytics.sessions.reference import (
+    SessionRow,
+    StoredEvent,
+    client_session_id,
+    session_id,
+    sessionize,
+)
 from headwater.core.projects.settings import Sessions
 
 pytestmark = pytest.mark.services
@@ -353,3 +359,36 @@ def test_a_window_and_a_list_of_identities(events_table: tuple[Client, str]) -> 
     assert [(r.identity, r.is_new_visitor) for r in queried(client, database, Sessions(), early)] == [
         ("a2", False)
     ]
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        '{"sessionId":"s1"}',
+        '{"sessionId":5}',
+        '{"sessionId":null}',
+        '{"sessionId":true}',
+        '{"sessionId":5.50}',
+        '{"sessionId":{"a":1}}',
+        '{"sessionId":"x"} trailing',
+        '{"sessionId":"caf\\u00e9"}',
+        '{"sessionId":"a","sessionId":"b"}',
+        '{"other":{"sessionId":"x"}}',
+        "{}",
+        "[1]",
+        "not json",
+        "",
+    ],
+)
+def test_the_client_session_id_is_read_as_the_query_reads_it(
+    events_table: tuple[Client, str], context: str
+) -> None:
+    """Only a JSON string counts (a number or an object is no session id), in both forms."""
+    client, database = events_table
+    client.command(
+        f"INSERT INTO `{database}`.events (message_id, anonymous_id, context)"
+        " VALUES ('m', 'a', {c:String})",
+        parameters={"c": context},
+    )
+    in_clickhouse = client.query(f"SELECT {CLIENT_SESSION_ID} FROM `{database}`.events").result_rows[0][0]
+    assert client_session_id(context) == in_clickhouse

@@ -39,6 +39,12 @@ _IDENTITY = {
     "user_id": "if(user_id != '', user_id, anonymous_id)",
 }
 
+# An event's client session id: context.sessionId when a JSON string (JSONExtractString alone would
+# also turn a number or an object into text), else ''.
+CLIENT_SESSION_ID = (
+    "if(JSONType(context, 'sessionId') = 'String', JSONExtractString(context, 'sessionId'), '')"
+)
+
 # The fields of an event the computation carries: (name, type, the events column expression).
 # LowCardinality as stored: converting them to String measured ~15% of the query.
 _LOW = "LowCardinality(String)"
@@ -47,7 +53,7 @@ _EVENT_FIELDS = (
     ("message_id", "String", "message_id"),
     ("received_at", "DateTime64(3, 'UTC')", "received_at"),
     ("request_id", "String", "request_id"),
-    ("client_session_id", "String", "JSONExtractString(context, 'sessionId')"),
+    ("client_session_id", "String", CLIENT_SESSION_ID),
     ("type", _LOW, "type"),
     ("anonymous_id", "String", "anonymous_id"),
     ("user_id", "String", "user_id"),

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import groupby
+from typing import Any
 
 from headwater.core.projects.settings import Sessions
 
@@ -83,13 +84,21 @@ class SessionRow:
 
 
 def client_session_id(context: str) -> str:
-    """`context.sessionId` when it is a JSON string, else '' (as ClickHouse's JSONExtractString)."""
+    """`context.sessionId` when it is a JSON string, else '' (the first of repeated keys, as
+    ClickHouse reads it)."""
     try:
-        parsed = json.loads(context)
+        parsed = json.loads(context, object_pairs_hook=_first_of_repeated_keys)
     except ValueError:
         return ""
     value = parsed.get("sessionId") if isinstance(parsed, dict) else None
     return value if isinstance(value, str) else ""
+
+
+def _first_of_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    kept: dict[str, Any] = {}
+    for key, value in pairs:
+        kept.setdefault(key, value)
+    return kept
 
 
 def session_id(identity: str, first_message_id: str) -> str:
