@@ -34,7 +34,7 @@ class UpProcess:
         self.process = subprocess.Popen(
             [str(BIN / "headwater"), "up", "--data-dir", str(data_dir),
              "--edge-port", "0", "--control-port", "0", "--nats-port", "0",
-             "--operator-port", "0", "--consumer-port", "0"],
+             "--operator-port", "0", "--consumer-port", "0", "--sessionizer-port", "0"],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -235,7 +235,15 @@ def test_second_up_on_the_same_data_dir_is_refused(data_dir: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "flag", ["--edge-port", "--control-port", "--nats-port", "--operator-port", "--consumer-port"]
+    "flag",
+    [
+        "--edge-port",
+        "--control-port",
+        "--nats-port",
+        "--operator-port",
+        "--consumer-port",
+        "--sessionizer-port",
+    ],
 )
 def test_a_busy_port_is_named_with_its_flag(tmp_path: Path, flag: str) -> None:
     with socket.socket() as taken:
@@ -243,7 +251,7 @@ def test_a_busy_port_is_named_with_its_flag(tmp_path: Path, flag: str) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         ports = {flag: "0" for flag in ("--edge-port", "--control-port", "--nats-port")}
-        ports |= {"--operator-port": "0", "--consumer-port": "0", flag: str(port)}
+        ports |= {"--operator-port": "0", "--consumer-port": "0", "--sessionizer-port": "0", flag: str(port)}
         result = subprocess.run(
             [str(BIN / "headwater"), "up", "--data-dir", str(tmp_path / "hw"),
              *(item for pair in ports.items() for item in pair)],
