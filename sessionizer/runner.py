@@ -80,7 +80,8 @@ class Sessionizer:
         report_end(self._task, "the sessionizer", self._broke)
 
     def _broke(self, reason: str) -> None:
-        self.broken = reason
+        if not self._stopping.is_set():  # returning is how the loop ends once stopped
+            self.broken = reason
 
     async def stop(self) -> None:
         """Finish the cycle in progress, if any, and return."""

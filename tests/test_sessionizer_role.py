@@ -117,7 +117,7 @@ class SessionizerProcess:
     def __init__(self, nats_url: str, clickhouse_url: str) -> None:
         self.process = subprocess.Popen(
             [str(BIN / "headwater"), "serve", "sessionizer", "--nats-url", nats_url,
-             "--clickhouse-url", clickhouse_url, "--interval", "0.1", "--settle-seconds", "0.2",
+             "--clickhouse-url", clickhouse_url, "--interval", "0.1", "--settle-seconds", "1",
              "--port", "0", "--log-level", "warning"],
             env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
@@ -173,7 +173,7 @@ async def test_events_sent_through_the_edge_land_as_sessions(
     clickhouse_url: str,
     js: JetStreamContext,
 ) -> None:
-    settings = SessionizerSettings(clickhouse_url, interval_seconds=0.2, settle_seconds=0.3, port=0)
+    settings = SessionizerSettings(clickhouse_url, interval_seconds=0.2, settle_seconds=1.0, port=0)
     stack = await make_stack(edge=True, control=True, consumer=True, sessionizer=settings)
     key = str((await create_project(http, stack, project_id))["secret_key"])
     for wave in (FIRST, SECOND, LATE):

@@ -141,14 +141,17 @@ def test_up_curl_query_stop_restart(data_dir: Path) -> None:
         assert (data_dir / "admin-token").stat().st_mode & 0o077 == 0
         assert (data_dir / "stack.json").stat().st_mode & 0o077 == 0  # its URLs may hold passwords
         # NATS wants a login, even on loopback: per-role passwords only the owner reads.
-        for role in ("edge", "consumer", "control", "admin"):
+        for role in ("edge", "consumer", "control", "sessionizer", "admin"):
             assert (data_dir / "nats-users" / f"{role}.password").stat().st_mode & 0o077 == 0
         assert _nats_refuses_anonymous(record["nats_url"])
         # Metrics and readiness details are on the operator listeners, not on the public edge.
         [metrics_line] = [line for line in up.output if line.strip().startswith("metrics ")]
-        edge_metrics, consumer_metrics = re.findall(r"(http://\S+/metrics)", metrics_line)
+        edge_metrics, consumer_metrics, sessionizer_metrics = re.findall(
+            r"(http://\S+/metrics)", metrics_line
+        )
         assert "headwater_edge_requests_total" in _get(edge_metrics)[1]
         assert "headwater_consumer" in _get(consumer_metrics)[1]
+        assert "headwater_sessionizer" in _get(sessionizer_metrics)[1]
         assert _get(record["edge_url"] + "/metrics")[0] == 404
         assert json.loads(_get(record["edge_url"] + "/readyz")[1]) == {"ready": True}
         assert "checks" in json.loads(_get(edge_metrics.replace("/metrics", "/readyz"))[1])
