@@ -23,6 +23,7 @@ from nats.js.errors import APIError, NotFoundError
 from headwater.control.audit import AUDIT_STREAM, ensure_audit_stream
 from headwater.control.idempotency import IDEMPOTENCY_BUCKET, ensure_idempotency_bucket
 from headwater.control.store import PROJECTS_BUCKET, BucketSettings, ensure_projects_bucket
+from headwater.sessionizer.watermarks import SESSIONS_BUCKET, ensure_sessions_bucket
 from headwater.edge.streams import (
     MANAGED_FIELDS,
     FieldChange,
@@ -151,6 +152,9 @@ def managed_streams(settings: StreamSettings) -> list[ManagedStream]:
     async def idempotency(js: JetStreamContext) -> None:
         await ensure_idempotency_bucket(js, replicas)
 
+    async def sessions(js: JetStreamContext) -> None:
+        await ensure_sessions_bucket(js, replicas)
+
     streams = [
         ManagedStream(str(config.name), config, MANAGED_FIELDS, _adding(config))
         for config in stream_configs(settings)
@@ -159,6 +163,7 @@ def managed_streams(settings: StreamSettings) -> list[ManagedStream]:
         (AUDIT_STREAM, audit),
         (_kv_stream(PROJECTS_BUCKET), projects),
         (_kv_stream(IDEMPOTENCY_BUCKET), idempotency),
+        (_kv_stream(SESSIONS_BUCKET), sessions),
     ):
         streams.append(
             ManagedStream(name, StreamConfig(name=name, num_replicas=replicas), replicas_only, create)
