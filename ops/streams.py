@@ -23,7 +23,6 @@ from nats.js.errors import APIError, NotFoundError
 from headwater.control.audit import AUDIT_STREAM, ensure_audit_stream
 from headwater.control.idempotency import IDEMPOTENCY_BUCKET, ensure_idempotency_bucket
 from headwater.control.store import PROJECTS_BUCKET, BucketSettings, ensure_projects_bucket
-from headwater.sessionizer.watermarks import SESSIONS_BUCKET, ensure_sessions_bucket
 from headwater.edge.streams import (
     MANAGED_FIELDS,
     FieldChange,
@@ -32,6 +31,7 @@ from headwater.edge.streams import (
     stream_configs,
     with_changes,
 )
+from headwater.sessionizer.watermarks import SESSIONS_BUCKET, ensure_sessions_bucket
 
 from .datadir import DataDir
 from .natsauth import NatsAuth, NatsTarget, is_empty, up_auth
