@@ -307,3 +307,27 @@ async def test_a_failing_project_is_retried_later_and_does_not_stop_the_others(
     healthy, _ = sessionizer.health()
     assert healthy  # failing for less than unready_after_failing_seconds
     assert len(await table(clickhouse, project_id)) == 1
+
+
+async def test_stopping_lets_the_cycle_in_progress_finish_and_move_the_watermark(
+    clickhouse: Client, js: JetStreamContext, project_id: str, clickhouse_url: str
+) -> None:
+    clickhouse.command(
+        f"INSERT INTO hw_{project_id}.events (message_id, type, anonymous_id, timestamp, received_at) "
+        "VALUES ('m1', 'page', 'a', now64(3) - 60, now64(3) - 60)"
+    )
+    await asyncio.sleep(0.05)
+    watermarks = Watermarks(await ensure_sessions_bucket(js))
+    settings = SessionizerSettings(clickhouse_url, interval_seconds=60, settle_seconds=0)
+    sessionizer = Sessionizer(clickhouse, watermarks, settings, lambda: {project_id: Sessions()})
+    await sessionizer.start()
+
+    async def in_a_cycle() -> bool:
+        return sessionizer.cycle_started is not None
+
+    await eventually(in_a_cycle, bool, timeout=10, interval=0.001)
+    await sessionizer.stop()
+    assert not sessionizer.running and sessionizer.broken is None
+    assert sessionizer.metrics.cycles.labels(project_id, "advanced")._value.get() == 1
+    assert (await watermarks.get(project_id)).revision >= 1
+    assert len(await table(clickhouse, project_id)) == 1
