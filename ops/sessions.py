@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,10 +24,21 @@ from headwater.edge.streams import StreamSettings
 from headwater.sessionizer.cycle import DEFAULT_SETTLE_SECONDS, rebuild
 from headwater.sessionizer.watermarks import Watermarks, ensure_sessions_bucket
 
+from .controlclient import ControlClient
 from .natsauth import NatsAuth
 from .natsconn import connect_for_command
-from .options import clickhouse_url_option, data_dir_option, nats_auth_options, nats_url_option
+from .options import (
+    clickhouse_url_option,
+    control_url_option,
+    data_dir_option,
+    nats_auth_options,
+    nats_url_option,
+)
 from .streams import resolve_nats
+
+# The count of a project's sessions, from ClickHouse directly or through the control API.
+SessionCount = Callable[[str], int]
+COUNT_SQL = "SELECT count() FROM sessions FINAL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +96,23 @@ def count_sessions(client: Client, project_id: str) -> int:
     return int(client.query(sql).result_rows[0][0])
 
 
+def count_directly(client: Client) -> SessionCount:
+    def count(project_id: str) -> int:
+        return count_sessions(client, project_id)
+
+    return count
+
+
+def count_through(control: ControlClient) -> SessionCount:
+    def count(project_id: str) -> int:
+        _, rows = control.query(project_id, COUNT_SQL)
+        return int(rows[0][0])
+
+    return count
+
+
 async def sessions_status(
-    nats_url: str, clickhouse: Client, project_id: str | None, auth: NatsAuth | None = None
+    nats_url: str, count_of: SessionCount, project_id: str | None, auth: NatsAuth | None = None
 ) -> list[ProjectSessions]:
     nats = await connect_for_command(nats_url, "headwater-sessions", auth)
     try:
@@ -101,7 +128,7 @@ async def sessions_status(
             through = watermark.inserted_through if watermark.revision else None
             lag = None if through is None else round((datetime.now(UTC) - through).total_seconds(), 1)
             try:
-                count: int | None = await asyncio.to_thread(count_sessions, clickhouse, project.id)
+                count: int | None = await asyncio.to_thread(count_of, project.id)
                 error = None
             except Exception as exc:  # one project's database (not migrated?) does not stop the list
                 count, error = None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
@@ -175,6 +202,7 @@ def sessions() -> None:
 @nats_url_option
 @nats_auth_options
 @data_dir_option
+@control_url_option
 @clickhouse_url_option
 @click.option("--project", default=None, help="Only this project (default: every project).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per project, in an array.")
@@ -182,6 +210,7 @@ def status(
     nats_url: str | None,
     nats_auth: NatsAuth,
     data_dir: str,
+    control_url: str | None,
     clickhouse_url: str | None,
     project: str | None,
     as_json: bool,
@@ -189,15 +218,22 @@ def status(
     """Per project: the watermark (every event inserted before it is sessionized), the lag (now
     minus the watermark) and the count of sessions.
 
-    With the embedded ClickHouse (`chdb://`), stop `headwater up` first: one process at a time can
-    open its data directory; or read the lag from the sessionizer's /metrics.
+    The counts come from --clickhouse-url when given, else through the control API of the running
+    stack (found from --data-dir, or --control-url): only the process that runs the embedded
+    engine can open its data.
     """
     target = resolve_nats(nats_url, data_dir, nats_auth)
-    clickhouse = _open_clickhouse(clickhouse_url)
+    clickhouse = _open_clickhouse(clickhouse_url) if clickhouse_url else None
+    count_of: SessionCount = (
+        count_directly(clickhouse)
+        if clickhouse is not None
+        else count_through(ControlClient.resolve(control_url, data_dir))
+    )
     try:
-        rows = asyncio.run(sessions_status(target.url, clickhouse, project, target.auth))
+        rows = asyncio.run(sessions_status(target.url, count_of, project, target.auth))
     finally:
-        clickhouse.close()
+        if clickhouse is not None:
+            clickhouse.close()
     if as_json:
         click.echo(orjson.dumps([asdict(row) for row in rows], option=orjson.OPT_INDENT_2).decode())
     elif not rows:

@@ -21,7 +21,16 @@ import httpx
 import pytest
 from chstandin import StandIn
 from clickhouse_connect.driver.client import Client
-from hw_testing import BIN, StackFactory, basic_auth, cli_env, create_project, eventually, run_cli
+from hw_testing import (
+    ADMIN_TOKEN,
+    BIN,
+    StackFactory,
+    basic_auth,
+    cli_env,
+    create_project,
+    eventually,
+    run_cli,
+)
 from nats.js import JetStreamContext
 
 from headwater.core.migrations.m0003_sessions import SESSION_COLUMNS
@@ -274,6 +283,12 @@ async def test_two_sessionizers_at_once_leave_the_table_a_rebuild_computes(
     text = await run_cli("sessions", "status", *where)
     assert text.code == 0, text.stderr
     assert re.search(rf"^{project_id}\s+\S+\s+[\d.,]+\s+{EXPECTED_SESSIONS}$", text.stdout, re.MULTILINE)
+    # Without --clickhouse-url the counts come through the control API (as with `headwater up`).
+    env = {**cli_env(), "HEADWATER_ADMIN_TOKEN": ADMIN_TOKEN}
+    assert stack.control_url is not None
+    through = ("--nats-url", nats_server.url, "--control-url", stack.control_url)
+    viacontrol = await run_cli("sessions", "status", "--project", project_id, "--json", *through, env=env)
+    assert viacontrol.json()[0]["sessions"] == EXPECTED_SESSIONS
 
 
 async def test_the_cli_refuses_an_unknown_project(nats_server: NatsServerProcess, standin: StandIn) -> None:
