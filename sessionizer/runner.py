@@ -26,7 +26,6 @@ from clickhouse_connect.driver.client import Client
 
 from headwater.core.projects.settings import Sessions
 from headwater.core.service.backoff import Backoff
-from headwater.core.service.tasks import report_end
 
 from .cycle import CycleResult, run_cycle
 from .metrics import SessionizerMetrics
@@ -77,11 +76,18 @@ class Sessionizer:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="sessionizer")
-        report_end(self._task, "the sessionizer", self._broke)
+        self._task.add_done_callback(self._ended)
 
-    def _broke(self, reason: str) -> None:
-        if not self._stopping.is_set():  # returning is how the loop ends once stopped
-            self.broken = reason
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """Returning is how the loop ends once stopped; ending otherwise is reported, so that
+        readiness (and `up`) can say so instead of the loop dying unseen."""
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None and self._stopping.is_set():
+            return
+        self.broken = f"the sessionizer stopped: {error!r}" if error else "the sessionizer ended unexpectedly"
+        log.error("%s", self.broken, exc_info=error)
 
     async def stop(self) -> None:
         """Finish the cycle in progress, if any, and return."""
