@@ -166,10 +166,10 @@ def start(
     return one
 
 
-async def rebuilt(nats_server: NatsServerProcess, standin: StandIn, project_id: str) -> str:
+async def rebuilt(nats_server: NatsServerProcess, standin: StandIn, project_id: str, *more: str) -> str:
     result = await run_cli(
         "sessions", "rebuild", "--project", project_id, "--nats-url", nats_server.url,
-        "--clickhouse-url", standin.url("default"), "--settle-seconds", "0",
+        "--clickhouse-url", standin.url("default"), "--settle-seconds", "0", *more,
     )  # fmt: skip
     assert result.code == 0, result.stderr
     return result.stdout + result.stderr
@@ -240,6 +240,10 @@ async def test_a_sessionizer_killed_and_restarted_leaves_the_table_a_rebuild_com
 
     output = await rebuilt(nats_server, standin, project_id)
     assert f"rebuilt project {project_id!r}: 4 identities, {EXPECTED_SESSIONS} sessions written" in output
+    assert await table(stack.clickhouse, project_id) == kept
+    # A window with no events (they are all older than 30 minutes) recomputes nothing.
+    output = await rebuilt(nats_server, standin, project_id, "--since", "30m")
+    assert f"rebuilt project {project_id!r}: 0 identities, 0 sessions written" in output
     assert await table(stack.clickhouse, project_id) == kept
 
 
