@@ -65,7 +65,8 @@ class Sessionizer:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.cycle_started: float | None = None  # monotonic, while a cycle runs
-        self.failing_since: float | None = None  # monotonic, from the first failure after a success
+        # Monotonic, from the first failure after a success of any project: all failing since then.
+        self.failing_since: float | None = None
         self.last_error: str | None = None
         self.rounds = 0
         self.broken: str | None = None
