@@ -18,6 +18,7 @@ START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 def session(session_id: str, version: int, is_deleted: int = 0, **values: Any) -> list[Any]:
     defaults: dict[str, Any] = {
         "identity": "a1", "session_id": session_id, "started_at": START, "ended_at": START,
+        "visit_started_at": START,
         "duration_seconds": 0.0, "events": 1, "pageviews": 1, "is_bounce": True,
         "is_new_visitor": True, "is_bot": False,
     }  # fmt: skip

@@ -102,8 +102,8 @@ def sessions_query(
     inserted_through: datetime | None = None,
 ) -> SessionsQuery:
     """The sessions of the events with timestamp in [window_from, window_to), of `identities` only
-    when given, ordered by (identity, started_at); columns SESSION_COLUMNS. `database` is the
-    project's own (hw_<id>), an identifier of ours.
+    when given, ordered by (identity, started_at, first message id); columns SESSION_COLUMNS.
+    `database` is the project's own (hw_<id>), an identifier of ours.
 
     A sessionizer cycle instead gives `starts`: per identity (those only) where to begin, each a
     visit start, with no end; and `inserted_through`: only events inserted up to then count, so
@@ -227,21 +227,28 @@ FROM (
                 FROM (
                     SELECT identity,
                         -- of the copies of a message id, the one received first (then the
-                        -- smallest request id): the first of its run once sorted so
+                        -- smallest request id): the first of its run once sorted so. Neighbours
+                        -- are compared through a shifted array: a lambda indexing a captured array
+                        -- would copy that array once per element.
                         arrayFilter(
-                            (e, i) -> i = 1 OR e.message_id != by_message[i - 1].message_id,
-                            arraySort(e -> (e.message_id, e.received_at, e.request_id), copies) AS by_message,
+                            (e, previous, i) -> i = 1 OR e.message_id != previous,
+                            by_message,
+                            arrayPopBack(arrayPushFront(arrayMap(e -> e.message_id, by_message), '')),
                             arrayEnumerate(by_message)
                         ) AS chosen
                     FROM (
+                        SELECT identity,
+                            arraySort(e -> (e.message_id, e.received_at, e.request_id), copies) AS by_message
+                        FROM (
                         SELECT {identity} AS identity,
                             groupArray(CAST(tuple({event_values}) AS {event_type})) AS copies
                         FROM {events}
                         WHERE timestamp >= {read_lower.replace("WHO", identity)}
                             AND timestamp < {read_upper}
                             {only_identities} {snapshot}
-                        GROUP BY identity
-                        HAVING identity != ''
+                            GROUP BY identity
+                            HAVING identity != ''
+                        )
                     )
                 )
             )
@@ -250,7 +257,7 @@ FROM (
     )
     ARRAY JOIN sessions AS session, visit_starts AS visit_start_ms, arrayEnumerate(sessions) AS session_number
 )
-ORDER BY identity, started_at
+ORDER BY identity, started_at, first.message_id
 """
     parameters: dict[str, Any] = {
         "timeout_ms": rules.inactivity_timeout_seconds * 1000,

@@ -124,13 +124,17 @@ def sessionize(
     identities: Sequence[str] | None = None,
 ) -> list[SessionRow]:
     """The sessions of the de-duplicated events with timestamp in [window_from, window_to) (either
-    end open when None), of `identities` only when given; ordered by (identity, started_at)."""
+    end open when None), of `identities` only when given; ordered by (identity, started_at, first
+    message id)."""
     events = deduplicated(stored)
-    first_seen: dict[str, datetime] = {}
+    # Each identity's first event, in the order (timestamp, message_id): its first session is the
+    # one that begins with it (two sessions can start at one timestamp on a client session change).
+    first_seen: dict[str, tuple[datetime, str]] = {}
     for event in events:
         identity = identity_of(event, rules)
-        if identity and (identity not in first_seen or event.timestamp < first_seen[identity]):
-            first_seen[identity] = event.timestamp
+        position = (event.timestamp, event.message_id)
+        if identity and (identity not in first_seen or position < first_seen[identity]):
+            first_seen[identity] = position
 
     def in_window(event: StoredEvent) -> bool:
         return (window_from is None or event.timestamp >= window_from) and (
@@ -143,11 +147,8 @@ def sessionize(
     chosen.sort(key=lambda e: (identity_of(e, rules), e.timestamp, e.message_id))
     rows: list[SessionRow] = []
     for identity, of_identity in groupby(chosen, key=lambda e: identity_of(e, rules)):
-        for number, (visit_start, session) in enumerate(_split(list(of_identity), rules)):
-            # The identity's first session ever: the first here, with nothing of it earlier (two
-            # sessions may start at the same instant, cut by a client session id).
-            is_new = number == 0 and first_seen[identity] >= session[0].timestamp
-            rows.append(_aggregate(identity, session, visit_start, is_new))
+        for visit_start, session in _split(list(of_identity), rules):
+            rows.append(_aggregate(identity, session, visit_start, first_seen[identity]))
     return rows
 
 
@@ -182,7 +183,12 @@ def _split(ordered: list[StoredEvent], rules: Sessions) -> list[tuple[datetime, 
     return sessions
 
 
-def _aggregate(identity: str, session: list[StoredEvent], visit_start: datetime, is_new: bool) -> SessionRow:
+def _aggregate(
+    identity: str,
+    session: list[StoredEvent],
+    visit_start: datetime,
+    identity_first_seen: tuple[datetime, str],
+) -> SessionRow:
     first, last = session[0], session[-1]
     entry = next((e for e in session if e.page_url != ""), first)
     pageviews = sum(1 for e in session if e.type == "page")
@@ -212,7 +218,7 @@ def _aggregate(identity: str, session: list[StoredEvent], visit_start: datetime,
             entry.referrer_host, entry.page_host, entry.utm_source, entry.utm_medium, entry.utm_campaign
         ),
         is_bounce=pageviews == 1 and not any(e.type in ("track", "screen") for e in session),
-        is_new_visitor=is_new,
+        is_new_visitor=identity_first_seen == (first.timestamp, first.message_id),
         browser=first.browser,
         os=first.os,
         device_type=first.device_type,
