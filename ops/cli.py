@@ -12,6 +12,7 @@ from .projects import projects
 from .query import query
 from .replay import replay
 from .serve import serve
+from .sessions import sessions
 from .spool import spool
 from .streams import streams
 from .up import up
@@ -42,3 +43,4 @@ main.add_command(spool)
 main.add_command(dlq)
 main.add_command(replay)
 main.add_command(streams)
+main.add_command(sessions)

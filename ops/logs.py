@@ -23,6 +23,7 @@ ROLE_LOGGERS: dict[str, tuple[str, ...]] = {
     "spool": ("headwater.spool",),
     "control": ("headwater.control",),
     "consumer": ("headwater.consumers",),
+    "sessionizer": ("headwater.sessionizer", "headwater.analytics"),
     # What every role shares (project registry, migrations, the HTTP app factory, auth failures).
     "core": ("headwater.core",),
     "nats": ("nats", "headwater.ops.natsconn", "headwater.ops.natsserver"),

@@ -5,6 +5,7 @@ Each role connects as a user of its own, allowed only what that role does (docs/
 - edge: publish `hw.events.>`; read the project KV bucket; create the streams it starts with.
 - consumer: consume HW_EVENTS, publish `hw.dlq.>`, read the project KV bucket.
 - control: write the project and idempotency KV buckets, the audit stream, purge a project.
+- sessionizer: read the project KV bucket; write the sessionizer watermarks (KV HW_SESSIONS).
 - admin: everything, for the operator's CLI (`streams`, `dlq`, `replay`, `spool drain`, `migrate`).
 
 Permissions cannot tell a genuine envelope from one an edge user forges: an edge credential is as
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROLES = ("edge", "consumer", "control", "admin")
+ROLES = ("edge", "consumer", "control", "sessionizer", "admin")
 
 # Streams and buckets (core/wire/subjects.py, control/store.py, control/idempotency.py, control/audit.py).
 _CREATED_AT_START = ("HW_EVENTS", "HW_DLQ", "HW_AUDIT", "KV_HW_PROJECTS")
@@ -76,6 +77,12 @@ PUBLISH: Mapping[str, list[str]] = {
         "hw.audit",
         "$JS.API.STREAM.PURGE.HW_EVENTS",
         "$JS.API.STREAM.PURGE.HW_DLQ",
+    ],
+    "sessionizer": [
+        *_COMMON,
+        "$KV.HW_SESSIONS.>",
+        "$JS.API.STREAM.CREATE.KV_HW_SESSIONS",
+        *_read_kv("HW_SESSIONS"),
     ],
     "admin": [">"],
 }

@@ -11,6 +11,7 @@ from headwater.core.projects.registry import ProjectRegistry
 from headwater.core.service.httpapp import Readiness
 from headwater.edge.drainer import Drainer
 from headwater.edge.fallback import CircuitBreaker
+from headwater.sessionizer.runner import Sessionizer
 from headwater.spool import Spool
 
 
@@ -65,3 +66,14 @@ def edge_readiness(
         },
         details,
     )
+
+
+def sessionizer_readiness(sessionizer: Sessionizer, nats_connected: bool) -> Readiness:
+    """Ready while connected and cycling; failing cycles are reported, and make it unready once
+    they have failed for longer than its settings allow (the watermark waits meanwhile)."""
+    healthy, reason = sessionizer.health()
+    details: dict[str, object] = {"rounds": sessionizer.rounds, "last_error": sessionizer.last_error}
+    if reason is not None:
+        details["not_ready_because"] = reason
+    checks = {"nats": nats_connected, "sessionizing": sessionizer.running, "healthy": healthy}
+    return Readiness(checks, details)

@@ -1,6 +1,7 @@
 """Runs headwater roles inside one event loop: the edge and control HTTP apps under uvicorn (under
-hypercorn when they serve HTTPS), the consumer as a task. `up` runs all three; `serve ROLE` runs
-one; the tests run any of them.
+hypercorn when they serve HTTPS), the consumer and the sessionizer as tasks. `up` runs them all;
+`serve ROLE` runs one; the tests run any of them. Roles in one stack share one ClickHouse client
+(the embedded engine opens its data directory in one process only).
 
 This module is the wiring: it builds each role's objects, starts and stops them in order. What
 makes a role ready is ops/readiness.py, the listeners are ops/listeners.py, and the migrations
@@ -39,7 +40,7 @@ from headwater.control.settings import ControlSettings
 from headwater.control.store import BucketSettings, ProjectStore, ensure_projects_bucket
 from headwater.core.projects.configcache import ConfigCache
 from headwater.core.projects.registry import ProjectRegistry
-from headwater.core.projects.settings import Batching, ProjectSettings
+from headwater.core.projects.settings import Batching, ProjectSettings, Sessions
 from headwater.core.service.httpapp import Readiness
 from headwater.core.service.tasks import cancel_and_wait
 from headwater.core.wire.subjects import EVENTS_STREAM
@@ -51,13 +52,17 @@ from headwater.edge.metrics import EdgeMetrics
 from headwater.edge.settings import EdgeSettings
 from headwater.edge.sink import JetStreamSink, Sink
 from headwater.edge.streams import StreamSettings, ensure_streams, purge_project_messages
+from headwater.sessionizer.app import create_app as create_sessionizer_app
+from headwater.sessionizer.runner import Sessionizer
+from headwater.sessionizer.settings import SessionizerSettings
+from headwater.sessionizer.watermarks import Watermarks, ensure_sessions_bucket
 from headwater.spool import Spool, SpoolConfig
 
 from .httplimits import DEFAULT_HTTP_LIMITS, HTTPLimits
 from .listeners import Listeners
 from .natsauth import NatsAuth
 from .natsconn import ConnectionEvents, connect_nats, connect_nats_in_background
-from .readiness import consumer_readiness, edge_readiness, nats_readiness
+from .readiness import consumer_readiness, edge_readiness, nats_readiness, sessionizer_readiness
 from .startup_migrations import migrate_projects
 
 log = logging.getLogger(__name__)
@@ -74,6 +79,7 @@ class StackSettings:
     edge: EdgeSettings | None = None
     control: ControlSettings | None = None
     consumer: ConsumerSettings | None = None
+    sessionizer: SessionizerSettings | None = None
     clickhouse_url: str | None = None
     # Header, head-time and body-time limits of the edge and control HTTP servers.
     http: HTTPLimits = DEFAULT_HTTP_LIMITS
@@ -102,6 +108,8 @@ class Stack:
         self.queries: ReadOnlyQueries | None = None
         self.consumer: EventConsumer | None = None
         self.processor: Processor | None = None
+        self.sessionizer: Sessionizer | None = None
+        self.sessionizer_url: str | None = None
         self.spool: Spool | None = None
         self.breaker: CircuitBreaker | None = None
         self.drainer: Drainer | None = None
@@ -132,11 +140,13 @@ class Stack:
         kv = await ensure_projects_bucket(js, BucketSettings(replicas=s.streams.replicas))
         await ensure_audit_stream(js, s.streams.replicas)
         self.store = ProjectStore(kv)
-        if s.clickhouse_url is not None and (s.control is not None or s.consumer is not None):
+        uses_clickhouse = s.control is not None or s.consumer is not None or s.sessionizer is not None
+        if s.clickhouse_url is not None and uses_clickhouse:
             self.clickhouse = await asyncio.to_thread(connect_clickhouse, s.clickhouse_url)
 
-        if s.edge is not None or s.consumer is not None:
-            # Edges resolve keys and origins from it; consumers take each project's batching span.
+        if s.edge is not None or s.consumer is not None or s.sessionizer is not None:
+            # Edges resolve keys and origins from it; consumers take each project's batching span,
+            # the sessionizer the enabled projects and their session rules.
             self.registry = self._new_registry(kv)
             await self.registry.start()
             self.connection_events.subscribe(self.registry)
@@ -202,15 +212,36 @@ class Stack:
                 self.consumer_url = await self._listeners.serve(
                     app, s.consumer.host, s.consumer.port, "consumer"
                 )
+
+        if s.sessionizer is not None:
+            await self._start_sessionizer(js, s.sessionizer)
         # Everything long-lived exists now: keep it out of the garbage collector's scans (a batch
         # request spent ~8% of its CPU in GC before, measured with py-spy).
         gc.collect()
         gc.freeze()
 
+    async def _start_sessionizer(self, js: JetStreamContext, settings: SessionizerSettings) -> None:
+        assert self.clickhouse is not None, "the sessionizer needs a ClickHouse URL"
+        assert self.registry is not None
+        registry = self.registry
+        watermarks = Watermarks(await ensure_sessions_bucket(js, self.settings.streams.replicas))
+
+        def enabled_projects() -> dict[str, Sessions]:
+            return {p.id: p.settings.sessions for p in registry.projects() if p.enabled}
+
+        self.sessionizer = Sessionizer(self.clickhouse, watermarks, settings, enabled_projects)
+        await self.sessionizer.start()
+        if settings.port is not None:
+            app = create_sessionizer_app(self.sessionizer.metrics, self._sessionizer_readiness)
+            self.sessionizer_url = await self._listeners.serve(
+                app, settings.host, settings.port, "sessionizer"
+            )
+
     def _may_start_offline(self) -> bool:
         """A lone edge with a config cache on disk may start before NATS answers."""
         s = self.settings
-        if s.edge is None or s.control is not None or s.consumer is not None or s.edge.config_cache is None:
+        other_roles = s.control is not None or s.consumer is not None or s.sessionizer is not None
+        if s.edge is None or other_roles or s.edge.config_cache is None:
             return False
         return Path(s.edge.config_cache).is_file()
 
@@ -328,6 +359,8 @@ class Stack:
             return f"spool drainer failed: {self.drainer.failure!r}"
         if self.consumer is not None and self.consumer.failure is not None:
             return f"consumer failed: {self.consumer.failure!r}"
+        if self.sessionizer is not None and self.sessionizer.broken is not None:
+            return f"sessionizer failed: {self.sessionizer.broken}"
         return None
 
     async def stop(self) -> None:
@@ -348,6 +381,8 @@ class Stack:
             await _logged("circuit breaker", self.breaker.stop())
         if self.spool is not None:
             await _logged("spool", self.spool.close())
+        if self.sessionizer is not None:  # before NATS closes: its cycle moves a KV watermark
+            await _logged("sessionizer", self.sessionizer.stop())
         if self.consumer is not None:
             await _logged("consumer", self.consumer.stop())
         if self.processor is not None:
@@ -380,6 +415,10 @@ class Stack:
     def _consumer_readiness(self) -> Readiness:
         assert self.consumer is not None
         return consumer_readiness(self.consumer, self._nats_connected())
+
+    def _sessionizer_readiness(self) -> Readiness:
+        assert self.sessionizer is not None
+        return sessionizer_readiness(self.sessionizer, self._nats_connected())
 
     def _nats_connected(self) -> bool:
         return self.nats is not None and self.nats.is_connected

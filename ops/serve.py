@@ -15,6 +15,8 @@ import click
 from headwater.consumers.settings import DEFAULT_MAX_BATCH_ROWS, ConsumerSettings
 from headwater.control.settings import ControlSettings
 from headwater.edge.settings import EdgeSettings
+from headwater.sessionizer.cycle import DEFAULT_SETTLE_SECONDS
+from headwater.sessionizer.settings import DEFAULT_INTERVAL_SECONDS, SessionizerSettings
 
 from .logs import configure_logging
 from .loop import StackFailure, run, wait_until_stopped
@@ -42,14 +44,20 @@ from .options import (
 )
 from .runtime import Stack, StackSettings
 
-DEFAULT_PORTS = {"edge": 8700, "control": 8701, "consumer": 8702}
+DEFAULT_PORTS = {"edge": 8700, "control": 8701, "consumer": 8702, "sessionizer": 8703}
+ROLES = ("edge", "control", "consumer", "sessionizer")
 DEFAULT_SPOOL_DIR = ".headwater/spool"
 
 
 @click.command()
-@click.argument("role", type=click.Choice(["edge", "control", "consumer"]))
+@click.argument("role", type=click.Choice(ROLES))
 @host_option
-@option("--port", None, int, help="HTTP port (edge 8700, control 8701, consumer 8702: health and metrics).")
+@option(
+    "--port",
+    None,
+    int,
+    help="HTTP port (edge 8700, control 8701; consumer 8702 and sessionizer 8703: health and metrics).",
+)
 @option(
     "--workers",
     1,
@@ -88,6 +96,21 @@ DEFAULT_SPOOL_DIR = ".headwater/spool"
     help="Consumer: seconds of failing inserts (ClickHouse unreachable, full, overloaded) after "
     "which /readyz answers 503; the batch is held and retried meanwhile.",
 )
+@option(
+    "--interval",
+    DEFAULT_INTERVAL_SECONDS,
+    click.FloatRange(0.05, 3600),
+    env="HEADWATER_SESSIONIZER_INTERVAL",
+    help="Sessionizer: seconds between rounds (one cycle per enabled project each).",
+)
+@option(
+    "--settle-seconds",
+    DEFAULT_SETTLE_SECONDS,
+    click.FloatRange(0, 3600),
+    env="HEADWATER_SESSIONIZER_SETTLE_SECONDS",
+    help="Sessionizer: a cycle takes events inserted up to this long before ClickHouse's clock; keep "
+    "it above the longest INSERT the consumers make (docs/sessions.md).",
+)
 @on_cluster_option
 @query_options
 @tls_options
@@ -108,6 +131,8 @@ def serve(
     max_batch_rows: int,
     consumer_workers: int | None,
     consumer_unready_after: float,
+    interval: float,
+    settle_seconds: float,
     on_cluster: str | None,
     query_clickhouse_url: str | None,
     query_max_memory: int,
@@ -123,7 +148,7 @@ def serve(
     log_format: str | None,
     **edge_flags: Any,
 ) -> None:
-    """Run one ROLE (edge, control or consumer) against --nats-url and --clickhouse-url.
+    """Run one ROLE (edge, control, consumer or sessionizer) against --nats-url and --clickhouse-url.
 
     --on-cluster applies to the control role, which creates and drops project databases; the
     other roles ignore it, so one environment can serve every role. So do --tls-cert and --tls-key
@@ -136,10 +161,11 @@ def serve(
     limits = http_limits(edge_flags)
     if not nats_url:
         raise click.UsageError("--nats-url (or HEADWATER_NATS_URL) is required")
-    if role in ("control", "consumer") and not clickhouse_url:
+    if role in ("control", "consumer", "sessionizer") and not clickhouse_url:
         raise click.UsageError(f"the {role} role needs --clickhouse-url (or HEADWATER_CLICKHOUSE_URL)")
     http_port = DEFAULT_PORTS.get(role, 0) if port is None else port
     edge = control = consumer = None
+    sessionizer = None
     if workers > 1 and (role != "edge" or http_port == 0):
         raise click.UsageError("--workers applies to the edge role on a fixed --port")
     tls = tls_files(tls_cert, tls_key) if role in ("edge", "control") else None
@@ -174,6 +200,15 @@ def serve(
             )
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
+    elif role == "sessionizer":
+        assert clickhouse_url is not None
+        sessionizer = SessionizerSettings(
+            clickhouse_url=clickhouse_url,
+            host=host,
+            port=http_port,
+            interval_seconds=interval,
+            settle_seconds=settle_seconds,
+        )
     else:
         assert clickhouse_url is not None
         consumer = ConsumerSettings(
@@ -193,6 +228,7 @@ def serve(
         edge=edge,
         control=control,
         consumer=consumer,
+        sessionizer=sessionizer,
         http=limits,
     )
 
@@ -210,7 +246,8 @@ def run_role(role: str, settings: StackSettings) -> None:
         stack = Stack(settings)
         try:
             await stack.start()
-            urls = "".join(f" on {u}" for u in (stack.edge_url, stack.control_url, stack.consumer_url) if u)
+            listening = (stack.edge_url, stack.control_url, stack.consumer_url, stack.sessionizer_url)
+            urls = "".join(f" on {u}" for u in listening if u)
             if stack.edge_operator_url:
                 urls += f" (operator: {stack.edge_operator_url})"
             click.echo(f"headwater {role} running{urls} (pid {os.getpid()})")

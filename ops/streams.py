@@ -31,6 +31,7 @@ from headwater.edge.streams import (
     stream_configs,
     with_changes,
 )
+from headwater.sessionizer.watermarks import SESSIONS_BUCKET, ensure_sessions_bucket
 
 from .datadir import DataDir
 from .natsauth import NatsAuth, NatsTarget, is_empty, up_auth
@@ -151,6 +152,9 @@ def managed_streams(settings: StreamSettings) -> list[ManagedStream]:
     async def idempotency(js: JetStreamContext) -> None:
         await ensure_idempotency_bucket(js, replicas)
 
+    async def sessions(js: JetStreamContext) -> None:
+        await ensure_sessions_bucket(js, replicas)
+
     streams = [
         ManagedStream(str(config.name), config, MANAGED_FIELDS, _adding(config))
         for config in stream_configs(settings)
@@ -159,6 +163,7 @@ def managed_streams(settings: StreamSettings) -> list[ManagedStream]:
         (AUDIT_STREAM, audit),
         (_kv_stream(PROJECTS_BUCKET), projects),
         (_kv_stream(IDEMPOTENCY_BUCKET), idempotency),
+        (_kv_stream(SESSIONS_BUCKET), sessions),
     ):
         streams.append(
             ManagedStream(name, StreamConfig(name=name, num_replicas=replicas), replicas_only, create)

@@ -17,6 +17,7 @@ from headwater.control.clickhouse import is_embedded, redact_url
 from headwater.control.settings import ControlSettings
 from headwater.core.projects.project import Project
 from headwater.edge.streams import StreamSettings
+from headwater.sessionizer.settings import SessionizerSettings
 
 from .datadir import DEFAULT_DATA_DIR, DataDir, DataDirLocked, StackRecord
 from .logs import configure_logging
@@ -70,6 +71,12 @@ SAMPLE_QUERY = (
     click.IntRange(0, 65535),
     help="Port of the consumer's /metrics and /readyz, on 127.0.0.1 (0: any free).",
 )
+@option(
+    "--sessionizer-port",
+    8703,
+    click.IntRange(0, 65535),
+    help="Port of the sessionizer's /metrics and /readyz, on 127.0.0.1 (0: any free).",
+)
 @nats_url_option
 @nats_auth_options
 @clickhouse_url_option
@@ -85,6 +92,7 @@ def up(
     control_port: int,
     nats_port: int,
     consumer_port: int,
+    sessionizer_port: int,
     nats_url: str | None,
     nats_auth: NatsAuth,
     clickhouse_url: str | None,
@@ -94,7 +102,8 @@ def up(
     log_format: str | None,
     **edge_flags: Any,
 ) -> None:
-    """Run NATS, embedded ClickHouse, the control plane, the edge and a consumer; create a demo project.
+    """Run NATS, embedded ClickHouse, the control plane, the edge, a consumer and the sessionizer;
+    create a demo project.
 
     Data stays in --data-dir across restarts. Stop with Ctrl-C or SIGTERM. With --tls-cert and
     --tls-key, the edge and the control API serve HTTPS.
@@ -149,6 +158,11 @@ def up(
                 tls_key=tls[1] if tls else None,
             ),
             consumer=ConsumerSettings(clickhouse_url=clickhouse_url, host="127.0.0.1", port=consumer_port),
+            # The same stack, so the same ClickHouse client as the consumer: one process opens the
+            # embedded engine's directory.
+            sessionizer=SessionizerSettings(
+                clickhouse_url=clickhouse_url, host="127.0.0.1", port=sessionizer_port
+            ),
             http=limits,
         )
 
@@ -237,7 +251,8 @@ def _banner(
         "headwater is running",
         f"  edge         {stack.edge_url}",
         f"  control API  {stack.control_url}",
-        f"  metrics      {stack.edge_operator_url}/metrics (edge), {stack.consumer_url}/metrics (consumer)",
+        f"  metrics      {stack.edge_operator_url}/metrics (edge), {stack.consumer_url}/metrics (consumer), "
+        f"{stack.sessionizer_url}/metrics (sessionizer)",
         f"  NATS         {redact_nats_url(stack.settings.nats_url)}{nats_users}",
         f"  ClickHouse   {redact_url(clickhouse)}{embedded}",
         f"  {token_line}",

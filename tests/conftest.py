@@ -35,6 +35,7 @@ from headwater.ops.httplimits import HTTPLimits
 from headwater.ops.natsconn import connect_nats
 from headwater.ops.natsserver import NatsServerProcess
 from headwater.ops.runtime import Stack, StackSettings
+from headwater.sessionizer.settings import SessionizerSettings
 
 _project_numbers = itertools.count(1)
 
@@ -108,6 +109,7 @@ async def make_stack(nats_server: NatsServerProcess, clickhouse_url: str) -> Asy
         control: bool | ControlSettings = False,
         consumer: bool | ConsumerSettings = False,
         http: HTTPLimits | None = None,
+        sessionizer: SessionizerSettings | None = None,
     ) -> Stack:
         edge_settings = edge if isinstance(edge, EdgeSettings) else EdgeSettings(port=0) if edge else None
         if edge_settings is not None and edge_settings.operator_port is None:
@@ -137,6 +139,7 @@ async def make_stack(nats_server: NatsServerProcess, clickhouse_url: str) -> Asy
                 edge=edge_settings,
                 control=control_settings,
                 consumer=consumer_settings,
+                sessionizer=sessionizer,
                 http=http or HTTPLimits(),
             )
         )

@@ -70,6 +70,7 @@ def test_the_units_exist_for_every_role() -> None:
         "headwater-edge.service",
         "headwater-control.service",
         "headwater-consumer.service",
+        "headwater-sessionizer.service",
         "nats-server.service",
     }
     for unit in UNITS:

@@ -33,6 +33,7 @@ from headwater.ops.natscluster import free_ports
 from headwater.ops.natsconn import connect_for_command, connect_nats
 from headwater.ops.natsserver import NatsServerProcess
 from headwater.ops.runtime import Stack, StackSettings
+from headwater.sessionizer.settings import SessionizerSettings
 
 pytestmark = [pytest.mark.services]
 
@@ -152,9 +153,15 @@ async def test_the_pipeline_runs_with_one_user_per_role(
             "consumer", consumer=ConsumerSettings(clickhouse_url=clickhouse_url, flush_interval_seconds=0.2)
         )
     )
+    sessionizer = Stack(
+        settings(
+            "sessionizer",
+            sessionizer=SessionizerSettings(clickhouse_url, interval_seconds=0.2, settle_seconds=1.0),
+        )
+    )
     started: list[Stack] = []
     try:
-        for stack in (control, edge, consumer):
+        for stack in (control, edge, consumer, sessionizer):
             await stack.start()
             started.append(stack)
         async with httpx.AsyncClient(timeout=10) as http:
@@ -183,7 +190,13 @@ async def test_the_pipeline_runs_with_one_user_per_role(
                 timeout=15,
             )
             assert rows == [["Signed Up"]]
-            assert consumer.failed() is None and edge.failed() is None
+            sessions = await eventually(
+                lambda: query_rows(http, control, project_id, "SELECT events FROM sessions FINAL"),
+                lambda rows: len(rows) > 0,
+                timeout=15,
+            )
+            assert sessions == [[1]]
+            assert consumer.failed() is None and edge.failed() is None and sessionizer.failed() is None
     finally:
         for stack in reversed(started):
             await stack.stop()

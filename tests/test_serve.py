@@ -90,6 +90,7 @@ async def test_edge_in_another_process_serves_a_new_project(
     [
         (["serve", "edge"], "--nats-url"),
         (["serve", "consumer", "--nats-url", "nats://127.0.0.1:1"], "--clickhouse-url"),
+        (["serve", "sessionizer", "--nats-url", "nats://127.0.0.1:1"], "--clickhouse-url"),
         (
             ["serve", "control", "--nats-url", "nats://127.0.0.1:1", "--clickhouse-url", "chdb:///x"],
             "ADMIN_TOKEN",

@@ -340,7 +340,7 @@ def test_up_serves_https_and_its_printed_commands_work(certificate: Certificate,
     process = subprocess.Popen(
         [str(BIN / "headwater"), "up", "--data-dir", str(tmp_path / "hw"),
          "--edge-port", "0", "--control-port", "0", "--nats-port", "0",
-         "--operator-port", "0", "--consumer-port", "0",
+         "--operator-port", "0", "--consumer-port", "0", "--sessionizer-port", "0",
          "--tls-cert", certificate.cert, "--tls-key", certificate.key],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -34,7 +34,7 @@ class UpProcess:
         self.process = subprocess.Popen(
             [str(BIN / "headwater"), "up", "--data-dir", str(data_dir),
              "--edge-port", "0", "--control-port", "0", "--nats-port", "0",
-             "--operator-port", "0", "--consumer-port", "0"],
+             "--operator-port", "0", "--consumer-port", "0", "--sessionizer-port", "0"],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -141,14 +141,17 @@ def test_up_curl_query_stop_restart(data_dir: Path) -> None:
         assert (data_dir / "admin-token").stat().st_mode & 0o077 == 0
         assert (data_dir / "stack.json").stat().st_mode & 0o077 == 0  # its URLs may hold passwords
         # NATS wants a login, even on loopback: per-role passwords only the owner reads.
-        for role in ("edge", "consumer", "control", "admin"):
+        for role in ("edge", "consumer", "control", "sessionizer", "admin"):
             assert (data_dir / "nats-users" / f"{role}.password").stat().st_mode & 0o077 == 0
         assert _nats_refuses_anonymous(record["nats_url"])
         # Metrics and readiness details are on the operator listeners, not on the public edge.
         [metrics_line] = [line for line in up.output if line.strip().startswith("metrics ")]
-        edge_metrics, consumer_metrics = re.findall(r"(http://\S+/metrics)", metrics_line)
+        edge_metrics, consumer_metrics, sessionizer_metrics = re.findall(
+            r"(http://\S+/metrics)", metrics_line
+        )
         assert "headwater_edge_requests_total" in _get(edge_metrics)[1]
         assert "headwater_consumer" in _get(consumer_metrics)[1]
+        assert "headwater_sessionizer" in _get(sessionizer_metrics)[1]
         assert _get(record["edge_url"] + "/metrics")[0] == 404
         assert json.loads(_get(record["edge_url"] + "/readyz")[1]) == {"ready": True}
         assert "checks" in json.loads(_get(edge_metrics.replace("/metrics", "/readyz"))[1])
@@ -235,7 +238,15 @@ def test_second_up_on_the_same_data_dir_is_refused(data_dir: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "flag", ["--edge-port", "--control-port", "--nats-port", "--operator-port", "--consumer-port"]
+    "flag",
+    [
+        "--edge-port",
+        "--control-port",
+        "--nats-port",
+        "--operator-port",
+        "--consumer-port",
+        "--sessionizer-port",
+    ],
 )
 def test_a_busy_port_is_named_with_its_flag(tmp_path: Path, flag: str) -> None:
     with socket.socket() as taken:
@@ -243,7 +254,7 @@ def test_a_busy_port_is_named_with_its_flag(tmp_path: Path, flag: str) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         ports = {flag: "0" for flag in ("--edge-port", "--control-port", "--nats-port")}
-        ports |= {"--operator-port": "0", "--consumer-port": "0", flag: str(port)}
+        ports |= {"--operator-port": "0", "--consumer-port": "0", "--sessionizer-port": "0", flag: str(port)}
         result = subprocess.run(
             [str(BIN / "headwater"), "up", "--data-dir", str(tmp_path / "hw"),
              *(item for pair in ports.items() for item in pair)],

@@ -154,6 +154,10 @@ class ProjectRegistry:
     def get(self, project_id: str) -> Project | None:
         return self._view.projects.get(project_id)
 
+    def projects(self) -> list[Project]:
+        """Every project known now (enabled or not)."""
+        return list(self._view.projects.values())
+
     def purged_at(self, project_id: str) -> float | None:
         """When the project's entry was deleted (purged), if it was and was not created again."""
         return self._view.purged.get(project_id)
