@@ -184,3 +184,11 @@ async def test_a_project_can_be_created_with_its_rules(
     )
     assert refused.status_code == 400
     assert refused.json()["field"] == "settings.sessions.identity"
+
+
+def test_a_whole_number_written_with_a_fraction_is_an_integer() -> None:
+    """JSON Schema counts 60.0 as an integer; the API's fuzzer sends it so."""
+    settings = ProjectSettings.from_dict({"sessions": {"inactivity_timeout_seconds": 120.0}})
+    assert settings.sessions.inactivity_timeout_seconds == 120
+    with pytest.raises(APIError):
+        ProjectSettings.from_dict({"sessions": {"inactivity_timeout_seconds": 120.5}})

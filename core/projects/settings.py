@@ -155,7 +155,7 @@ class ProjectSettings(Struct, frozen=True, forbid_unknown_fields=True):
     def from_dict(cls, data: dict[str, Any] | None, field_prefix: str = "settings") -> ProjectSettings:
         """Settings given in full or in part (fields not named take their defaults); APIError naming
         the field at fault otherwise."""
-        settings = convert_body({} if data is None else data, cls, field_prefix)
+        settings = convert_body(_whole_numbers_as_integers({} if data is None else data), cls, field_prefix)
         names = settings.anonymisation.redact_properties
         if len(set(names)) != len(names):
             unique = msgspec.structs.replace(
@@ -178,3 +178,13 @@ class ProjectSettings(Struct, frozen=True, forbid_unknown_fields=True):
                 fields = {**current[group], **fields}
             current[group] = fields
         return self.from_dict(current, field_prefix)
+
+
+def _whole_numbers_as_integers(data: dict[str, Any]) -> dict[str, Any]:
+    """JSON has one number type: 60.0 is the integer 60 to JSON Schema (and to the OpenAPI document
+    generated from these settings), so the sessions group's integer fields take it too."""
+    group = data.get("sessions")
+    if not isinstance(group, dict):
+        return data
+    whole = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in group.items()}
+    return {**data, "sessions": whole}
