@@ -8,11 +8,13 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from headwater.consumers.replay import parse_when
 from headwater.control.settings import AdminToken
 from headwater.edge.settings import EdgeSettings
 from headwater.edge.streams import StreamSettings
@@ -631,3 +633,15 @@ def idempotency_secret_from_env() -> str | None:
     """HEADWATER_IDEMPOTENCY_SECRET: keys the control plane's idempotency records (the same on
     every control replica); without it, one is derived from the admin tokens."""
     return os.environ.get("HEADWATER_IDEMPOTENCY_SECRET") or None
+
+
+def when_option(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
+    """A click callback: an ISO-8601 time or a duration back from now (30m, 12h, 7d)."""
+    if value is None:
+        return None
+    try:
+        return parse_when(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: use ISO-8601 (2026-11-28T07:00:00Z) or 30m / 12h / 7d"
+        ) from None

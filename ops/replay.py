@@ -25,7 +25,6 @@ from headwater.consumers.replay import (
     ReplaySink,
     ReplayWindow,
     default_checkpoint_path,
-    parse_when,
 )
 from headwater.control.clickhouse import connect, is_embedded, redact_url
 from headwater.control.store import PROJECTS_BUCKET, ProjectStore
@@ -33,19 +32,14 @@ from headwater.core.projects.settings import ProjectSettings
 
 from .natsauth import NatsAuth
 from .natsconn import connect_for_command
-from .options import clickhouse_url_option, data_dir_option, nats_auth_options, nats_url_option
+from .options import (
+    clickhouse_url_option,
+    data_dir_option,
+    nats_auth_options,
+    nats_url_option,
+    when_option,
+)
 from .streams import resolve_nats
-
-
-def _when(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return parse_when(value)
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r}: use ISO-8601 (2026-11-28T07:00:00Z) or 30m / 12h / 7d"
-        ) from None
 
 
 class ProgressBar:
@@ -132,8 +126,8 @@ async def _replay(
 @clickhouse_url_option
 @click.option("--project", default=None, help="The project whose events to replay.")
 @click.option("--all-projects", is_flag=True, help="Replay every project's events (instead of --project).")
-@click.option("--since", callback=_when, help="From this time (ISO-8601, or 30m/12h/7d ago).")
-@click.option("--until", callback=_when, help="Up to this time.")
+@click.option("--since", callback=when_option, help="From this time (ISO-8601, or 30m/12h/7d ago).")
+@click.option("--until", callback=when_option, help="Up to this time.")
 @click.option("--from-seq", type=click.IntRange(1), default=None, help="From this stream sequence.")
 @click.option("--to-seq", type=click.IntRange(1), default=None, help="Up to this stream sequence.")
 @click.option(

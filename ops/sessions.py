@@ -16,7 +16,6 @@ import orjson
 from clickhouse_connect.driver.client import Client
 from nats.js.errors import BucketNotFoundError
 
-from headwater.consumers.replay import parse_when
 from headwater.control.clickhouse import connect, is_embedded, redact_url
 from headwater.control.store import PROJECTS_BUCKET, ProjectStore
 from headwater.core.projects.project import Project, database_name
@@ -33,6 +32,7 @@ from .options import (
     data_dir_option,
     nats_auth_options,
     nats_url_option,
+    when_option,
 )
 from .streams import resolve_nats
 
@@ -49,17 +49,6 @@ class ProjectSessions:
     lag_seconds: float | None
     sessions: int | None  # None when ClickHouse could not tell (error)
     error: str | None = None
-
-
-def _when(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return parse_when(value)
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r}: use ISO-8601 (2026-11-28T07:00:00Z) or 30m / 12h / 7d"
-        ) from None
 
 
 def _open_clickhouse(clickhouse_url: str | None) -> Client:
@@ -250,7 +239,7 @@ def status(
 @click.option("--project", required=True, help="The project whose sessions to recompute.")
 @click.option(
     "--since",
-    callback=_when,
+    callback=when_option,
     help="Recompute every identity with events from this time (ISO-8601, or 30m/12h/7d ago); "
     "default: all of them.",
 )

@@ -30,6 +30,7 @@ from headwater.analytics.sessions.query import (
     time_map_parameters,
 )
 from headwater.core.migrations.m0003_sessions import SESSION_COLUMNS, VERSION_COLUMNS
+from headwater.core.projects.project import database_name
 from headwater.core.projects.settings import Sessions
 
 from .watermarks import THE_BEGINNING, Watermark, Watermarks, version_of
@@ -71,7 +72,7 @@ async def run_cycle(
     rules: Sessions,
     settle_seconds: float = DEFAULT_SETTLE_SECONDS,
 ) -> CycleResult:
-    database = f"hw_{project_id}"
+    database = database_name(project_id)  # validated: it is spliced into SQL as an identifier
     watermark = await watermarks.get(project_id)
     through = snapshot_end(client, settle_seconds)
     if through <= watermark.inserted_through:
@@ -95,7 +96,7 @@ async def rebuild(
     """Recompute the sessions of every identity with events since `since` (all when None), late
     events included: after a rule change, a replay or an import. The watermark stays (the next
     cycle redoes what arrived meanwhile, which changes nothing)."""
-    database = f"hw_{project_id}"
+    database = database_name(project_id)  # validated: it is spliced into SQL as an identifier
     watermark = await watermarks.get(project_id)
     through = snapshot_end(client, settle_seconds)
     identity = identity_expression(rules)
