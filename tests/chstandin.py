@@ -47,6 +47,9 @@ class StandIn:
     # A column the query user holds no grant on (ClickHouse has column-level grants).
     ungranted_column: str | None = None
     server: ThreadingHTTPServer | None = None
+    # One query at a time: each request opens and closes the embedded engine on the data directory,
+    # and two threads doing so at once is not something chdb promises to survive.
+    _engine_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def port(self) -> int:
@@ -113,6 +116,12 @@ class StandIn:
         bound = {k[6:]: v for k, v in params.items() if k.startswith("param_")}
         match = _FORMAT.search(query)
         fmt = match[1] if match else params.get("default_format", "TabSeparated")
+        with self._engine_lock:
+            return self._run(database, settings, bound, query, fmt)
+
+    def _run(
+        self, database: str | None, settings: dict[str, str], bound: dict[str, str], query: str, fmt: str
+    ) -> tuple[int, bytes, int | None]:
         connection = chdb.connect(os.path.realpath(self.engine_path))
         try:
             if database:

@@ -10,14 +10,14 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TOP_LEVEL = ("core", "edge", "control", "consumers", "spool", "ops")
 
 
 def source_packages() -> set[str]:
-    """Every directory with an __init__.py under the role directories, as headwater.* names."""
+    """Every package under a top-level package directory, as headwater.* names: a new top-level
+    directory is found by its __init__.py, not by a list that has to be remembered."""
     found = set()
-    for top in TOP_LEVEL:
-        for init in (ROOT / top).rglob("__init__.py"):
+    for top_init in ROOT.glob("*/__init__.py"):
+        for init in top_init.parent.rglob("__init__.py"):
             relative = init.parent.relative_to(ROOT)
             found.add("headwater." + ".".join(relative.parts))
     return found
