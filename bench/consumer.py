@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import resource
 import shutil
@@ -53,11 +54,15 @@ from headwater.consumers.writer import ClickHouseWriter
 from headwater.control.clickhouse import connect
 from headwater.core.migrations import apply_migrations
 from headwater.core.projects.project import database_name, iso
+from headwater.core.projects.settings import Sessions
 from headwater.core.wire.envelope import Envelope, pack
 from headwater.core.wire.subjects import EVENTS_STREAM, EVENTS_SUBJECTS, MSG_ID_HEADER, events_subject
 from headwater.edge.streams import StreamSettings, ensure_streams
 from headwater.ops.natsconn import connect_nats
 from headwater.ops.natsserver import NatsServerProcess
+from headwater.sessionizer.runner import Sessionizer
+from headwater.sessionizer.settings import SessionizerSettings
+from headwater.sessionizer.watermarks import Watermarks, ensure_sessions_bucket
 
 BEGIN, END = (
     "<!-- bench/consumer.py: generated section begins -->",
@@ -332,12 +337,14 @@ async def child_raw(nats_url: str, clickhouse_url: str, events: int) -> dict[str
 
 
 async def child_consume(
-    nats_url: str, clickhouse_url: str, events: int, workers: int | None
+    nats_url: str, clickhouse_url: str, events: int, workers: int | None, sessionized: bool = False
 ) -> dict[str, Any]:
-    """The real consumer, default settings, from the first message until the last row is written."""
+    """The real consumer, default settings, from the first message until the last row is written;
+    `sessionized`: with the sessionizer role running beside it on the same engine (bench/sessions.py)."""
     nats = await connect_nats(nats_url, "bench-consume")
     client = migrate(clickhouse_url)
-    settings = ConsumerSettings(clickhouse_url=clickhouse_url, durable_name="bench-consume", workers=workers)
+    durable = f"bench-consume-{os.getpid()}"  # a fresh durable each run: runs can share a stream
+    settings = ConsumerSettings(clickhouse_url=clickhouse_url, durable_name=durable, workers=workers)
     processor = start_processor(settings)
     await processor.warm_up()  # starting the worker processes is start-up, not throughput
     pids = processor.pids() if isinstance(processor, WorkerPool) else []
@@ -349,6 +356,7 @@ async def child_consume(
         workers_rss = [rss_bytes(pid) for pid in pids]
         samples.append((seconds, consumer.rows_written, rss_bytes(), engine_memory(client), workers_rss))
 
+    beside = await start_sessionizer(nats, clickhouse_url) if sessionized else None
     sample(0.0)
     cpu_before, started = cpu_seconds(), time.perf_counter()
     workers_cpu_before = sum(cpu_seconds_of(pid) for pid in pids)
@@ -365,11 +373,17 @@ async def child_consume(
     cpu = cpu_seconds() - cpu_before
     workers_cpu = sum(cpu_seconds_of(pid) for pid in pids) - workers_cpu_before
     sample(seconds)
+    rounds = 0
+    if beside is not None:
+        await beside.stop()
+        rounds = beside.rounds
     await consumer.stop()
     await processor.close()
     await nats.close()
     total, unique = landed(client)
     return {
+        "sessionizer_rounds": rounds,
+        "sessions": sessions_stored(client) if sessionized else 0,
         "rows": consumer.rows_written,
         "seconds": seconds,
         "cpu_seconds": cpu,
@@ -381,6 +395,25 @@ async def child_consume(
         "retries": consumer.retries,
         "dead_lettered": consumer.dead_lettered,
     }
+
+
+async def start_sessionizer(nats: NatsClient, clickhouse_url: str) -> Sessionizer:
+    """The sessionizer role over the benchmark's projects, on its own client of the same engine,
+    cycling every 2 s on what was inserted up to 1 s ago: it keeps up with the stream as it lands
+    (the role's defaults, 10 s and 30 s, would leave it idle for a run this short)."""
+    watermarks = Watermarks(await ensure_sessions_bucket(nats.jetstream()))
+    settings = SessionizerSettings(clickhouse_url, interval_seconds=2.0, settle_seconds=1.0, port=None)
+    rules = {project: Sessions() for project in PROJECTS}
+    sessionizer = Sessionizer(connect(clickhouse_url), watermarks, settings, lambda: rules)
+    await sessionizer.start()
+    return sessionizer
+
+
+def sessions_stored(client: Any) -> int:
+    return sum(
+        int(client.query(f"SELECT count() FROM `{database_name(p)}`.sessions FINAL").result_rows[0][0])
+        for p in PROJECTS
+    )
 
 
 async def acked_per_second(take: Callable[[], Awaitable[list[Msg]]], messages: int) -> float:
@@ -418,6 +451,7 @@ def run_child(
     events: int,
     profile: Path | None = None,
     workers: int | None = None,
+    sessionized: bool = False,
 ) -> dict[str, Any]:
     # py-spy's collapsed stacks (one line per stack, its sample count last), all threads
     spy = [
@@ -437,6 +471,8 @@ def run_child(
                "--clickhouse-url", f"chdb://{clickhouse_dir}", "--events", str(events)]  # fmt: skip
     if workers is not None:
         command += ["--workers", str(workers)]
+    if sessionized:
+        command += ["--sessionized"]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SystemExit(f"the {role} child failed:\n{result.stderr[-4000:]}")
@@ -561,6 +597,7 @@ def main() -> int:
         "--workers", type=int, help="the consumer's worker processes (default: its own default, one per core)"
     )
     parser.add_argument("--child", choices=["raw", "consume"], help=argparse.SUPPRESS)
+    parser.add_argument("--sessionized", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--nats-url", help=argparse.SUPPRESS)
     parser.add_argument("--clickhouse-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -568,7 +605,8 @@ def main() -> int:
         if args.child == "raw":
             result = asyncio.run(child_raw(args.nats_url, args.clickhouse_url, args.events))
         else:
-            result = asyncio.run(child_consume(args.nats_url, args.clickhouse_url, args.events, args.workers))
+            url, sessionized = args.clickhouse_url, args.sessionized
+            result = asyncio.run(child_consume(args.nats_url, url, args.events, args.workers, sessionized))
         print(json.dumps(result))
         return 0
     events = 20_000 if args.quick else args.events
