@@ -54,7 +54,6 @@ BEGIN, END = (
 )
 PROJECT = "bench"
 DATABASE = database_name(PROJECT)
-EVENTS_PER_HOUR = 100_000
 SESSION_EVENTS = 10
 CYCLE_GOAL = 0.05
 REBUILD_GOAL = 1_000_000
@@ -144,7 +143,7 @@ def computed_fingerprint(client: Any, rules: Sessions) -> tuple[int, int]:
     return int(count), int(fingerprint)
 
 
-async def sessionizer_part(work: Path, events: int, hours: int, visitors: int) -> dict[str, Any]:
+async def sessionizer_part(work: Path, events: int, hours: int, hourly: int, visitors: int) -> dict[str, Any]:
     server = NatsServerProcess(work / "nats", port=0)
     server.start()
     nats = await connect_nats(server.url, "bench-sessions")
@@ -153,7 +152,7 @@ async def sessionizer_part(work: Path, events: int, hours: int, visitors: int) -
         client = connect(f"chdb://{work / 'ch-sessions'}")
         apply_migrations(client, DATABASE)
         rules = Sessions()
-        base_hours = max(1, events // EVENTS_PER_HOUR)
+        base_hours = max(1, events // hourly)
         # Ending now: what the cycles take is recent, within the allowed lateness.
         now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
         traffic = Traffic(now - timedelta(hours=base_hours + hours), visitors)
@@ -174,15 +173,15 @@ async def sessionizer_part(work: Path, events: int, hours: int, visitors: int) -
         cycles: list[dict[str, Any]] = []
         next_message = events
         for hour in range(hours):
-            traffic.insert(client, next_message, EVENTS_PER_HOUR, base_hours + hour, 1)
-            next_message += EVENTS_PER_HOUR
+            traffic.insert(client, next_message, hourly, base_hours + hour, 1)
+            next_message += hourly
             result, seconds = await timed_async(run_cycle(client, watermarks, PROJECT, rules, 0))
             cycles.append(
                 {"seconds": seconds, "identities": result.identities, "sessions": result.sessions,
                  "tombstones": result.tombstones, "advanced": result.advanced}
             )  # fmt: skip
             print(
-                f"  hour {hour + 1}: {EVENTS_PER_HOUR:,} events → cycle {seconds:.2f} s, "
+                f"  hour {hour + 1}: {hourly:,} events → cycle {seconds:.2f} s, "
                 f"{result.identities:,} identities, {result.sessions:,} sessions written",
                 flush=True,
             )
@@ -191,6 +190,7 @@ async def sessionizer_part(work: Path, events: int, hours: int, visitors: int) -
         return {
             "events": events,
             "base_hours": base_hours,
+            "hourly": hourly,
             "visitors": visitors,
             "rebuild_seconds": rebuild_seconds,
             "rebuild_sessions": rebuilt.sessions,
@@ -248,7 +248,7 @@ def report(part1: dict[str, Any], part2: dict[str, list[dict[str, Any]]] | None,
         f"`{command}` — {datetime.now(UTC):%Y-%m-%d}, {platform.python_implementation()} "
         f"{platform.python_version()}, chdb embedded engine, 2 cores shared by everything.",
         "",
-        f"{part1['events']:,} events ({part1['base_hours']} hours of {EVENTS_PER_HOUR:,}/hour, "
+        f"{part1['events']:,} events ({part1['base_hours']} hours of {part1['hourly']:,}/hour, "
         f"{part1['visitors']:,} visitors, 2% stored twice) → {part1['rebuild_sessions']:,} sessions.",
         "",
         "| measurement | value | goal |",
@@ -257,7 +257,7 @@ def report(part1: dict[str, Any], part2: dict[str, list[dict[str, Any]]] | None,
         f"{rebuild_rate:,.0f} events/s | ≥ {REBUILD_GOAL:,} events/s: "
         f"{verdict(rebuild_rate >= REBUILD_GOAL)} |",
         f"| first cycle (takes everything) | {part1['first_cycle_seconds']:.1f} s | |",
-        f"| one cycle after one more hour ({EVENTS_PER_HOUR:,} events), median of "
+        f"| one cycle after one more hour ({part1['hourly']:,} events), median of "
         f"{len(cycle_seconds)} | {cycle:.2f} s (each: {', '.join(f'{s:.2f}' for s in cycle_seconds)}) | |",
         f"| cycle ÷ full rebuild | {cycle_ratio:.1%} | ≤ {CYCLE_GOAL:.0%}: "
         f"{verdict(cycle_ratio <= CYCLE_GOAL)} |",
@@ -295,6 +295,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--visitors", type=int, default=300_000)
     parser.add_argument("--hours", type=int, default=3, help="hours of traffic kept up with, one cycle each")
+    parser.add_argument("--hourly-events", type=int, default=100_000, help="events per hour of traffic")
     parser.add_argument("--consumer-events", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=2, help="consumer runs alone/beside, alternated")
     parser.add_argument("--skip-consumer", action="store_true", help="parts 1 and 2 only")
@@ -302,7 +303,9 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hw-bench-sessions-") as directory:
         work = Path(directory)
-        part1 = asyncio.run(sessionizer_part(work, args.events, args.hours, args.visitors))
+        part1 = asyncio.run(
+            sessionizer_part(work, args.events, args.hours, args.hourly_events, args.visitors)
+        )
         part2 = (
             None
             if args.skip_consumer
@@ -311,7 +314,7 @@ def main() -> int:
     command = "python bench/sessions.py" + "".join(
         f" --{name.replace('_', '-')} {value}"
         for name, value in vars(args).items()
-        if name in {"events", "visitors", "hours", "consumer_events", "rounds"}
+        if name in {"events", "visitors", "hours", "hourly_events", "consumer_events", "rounds"}
         and value != parser.get_default(name)
     )
     text = report(part1, part2, command)
