@@ -5,6 +5,7 @@ and the HW_SESSIONS watermarks) and to ClickHouse directly, like `migrate` and `
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -166,7 +167,9 @@ async def rebuild_project(
         watermarks = Watermarks(await ensure_sessions_bucket(js, StreamSettings().replicas))
         window = "all events" if since is None else f"events since {since.isoformat()}"
         step(f"recomputing the sessions of every identity with {window}")
-        result = await rebuild(clickhouse, watermarks, project_id, rules, since, settle_seconds)
+        result = await rebuild(
+            clickhouse, watermarks, project_id, rules, since, settle_seconds, RebuildProgress()
+        )
     finally:
         await nats.close()
     seconds = time.monotonic() - started
@@ -175,6 +178,24 @@ async def rebuild_project(
         f"written, {result.tombstones:,} removed, events inserted up to "
         f"{result.inserted_through.isoformat()}, in {seconds:.1f} s"
     )
+
+
+class RebuildProgress:
+    """Identities recomputed so far: a bar on a terminal, a line per chunk otherwise (a log)."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not sys.stderr.isatty():
+            click.echo(f"identities recomputed: {done:,} of {total:,}", err=True)
+            return
+        if self._bar is None:
+            bar = click.progressbar(length=max(total, 1), label="identities", file=sys.stderr, show_pos=True)
+            self._bar = bar.__enter__()
+        self._bar.update(done - self._bar.pos)
+        if done >= total:
+            self._bar.__exit__(None, None, None)
 
 
 def asdict_rules(rules: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -86,6 +86,12 @@ async def run_cycle(
     return CycleResult(project_id, through, len(earliest), sessions, tombstones, late, advanced)
 
 
+# A rebuild recomputes identities in chunks of this many: its memory stays bounded by a chunk's
+# events, and it can report progress.
+REBUILD_CHUNK_IDENTITIES = 50_000
+Progress = Callable[[int, int], None]  # (identities done, identities in all)
+
+
 async def rebuild(
     client: Client,
     watermarks: Watermarks,
@@ -93,6 +99,8 @@ async def rebuild(
     rules: Sessions,
     since: datetime | None = None,
     settle_seconds: float = DEFAULT_SETTLE_SECONDS,
+    progress: Progress | None = None,
+    chunk_identities: int = REBUILD_CHUNK_IDENTITIES,
 ) -> CycleResult:
     """Recompute the sessions of every identity with events since `since` (all when None), late
     events included: after a rule change, a replay or an import. The watermark stays (the next
@@ -105,11 +113,20 @@ async def rebuild(
         SELECT {identity} AS identity, min(timestamp) FROM `{database}`.events
         WHERE identity != '' AND inserted_at <= {{through:{_TIME}}}
             AND timestamp >= {{since:{_TIME}}}
-        GROUP BY identity
+        GROUP BY identity ORDER BY identity
     """
     rows = client.query(sql, parameters={"through": through, "since": since or THE_BEGINNING}).result_rows
     earliest = {name: utc(first) for name, first in rows}
-    sessions, tombstones = _recompute(client, database, rules, earliest, watermark, through, since is None)
+    names = list(earliest)
+    sessions = tombstones = 0
+    if progress is not None:
+        progress(0, len(names))
+    for offset in range(0, len(names), chunk_identities):
+        chunk = {name: earliest[name] for name in names[offset : offset + chunk_identities]}
+        written, removed = _recompute(client, database, rules, chunk, watermark, through, since is None)
+        sessions, tombstones = sessions + written, tombstones + removed
+        if progress is not None:
+            progress(offset + len(chunk), len(names))
     return CycleResult(project_id, through, len(earliest), sessions, tombstones, 0, False)
 
 
@@ -131,7 +148,7 @@ def _recompute(
     else:
         starts = _recompute_from(client, database, earliest, watermark)
     version = version_of(through)
-    _write_sessions(client, database, rules, None if everything else starts, through, version)
+    _write_sessions(client, database, rules, starts, through, version, everything)
     _write_tombstones(client, database, starts, version)
     # Counted afterwards: the embedded engine's driver reports no written rows.
     sql = f"""
@@ -218,15 +235,18 @@ def _write_sessions(
     client: Client,
     database: str,
     rules: Sessions,
-    starts: Mapping[str, datetime] | None,
+    starts: Mapping[str, datetime],
     through: datetime,
     version: int,
+    from_the_beginning: bool,
 ) -> None:
-    """The sessions from `starts` on, per identity; None: of every identity, from the beginning
-    (the same rows, by the window form of the query: a per-identity start costs a lookup per
-    event, ~2x the query on 1M events)."""
-    if starts is None:
-        query = sessions_query(database, rules, THE_BEGINNING, FAR_FUTURE, inserted_through=through)
+    """The sessions of `starts`' identities from their start on. `from_the_beginning` (every start
+    is the beginning): the same rows by the window form of the query, as a per-identity start
+    costs a lookup per event (~2x the query on 1M events)."""
+    if from_the_beginning:
+        query = sessions_query(
+            database, rules, THE_BEGINNING, FAR_FUTURE, identities=list(starts), inserted_through=through
+        )
     else:
         query = sessions_query(database, rules, starts=starts, inserted_through=through)
     names = ", ".join(name for name, _ in SESSION_COLUMNS)
