@@ -245,10 +245,16 @@ def _write_sessions(
     costs a lookup per event (~2x the query on 1M events)."""
     if from_the_beginning:
         query = sessions_query(
-            database, rules, THE_BEGINNING, FAR_FUTURE, identities=list(starts), inserted_through=through
+            database,
+            rules,
+            THE_BEGINNING,
+            FAR_FUTURE,
+            identities=list(starts),
+            inserted_through=through,
+            ordered=False,
         )
     else:
-        query = sessions_query(database, rules, starts=starts, inserted_through=through)
+        query = sessions_query(database, rules, starts=starts, inserted_through=through, ordered=False)
     names = ", ".join(name for name, _ in SESSION_COLUMNS)
     sql = f"""
         INSERT INTO `{database}`.sessions ({_WRITTEN})

@@ -115,9 +115,11 @@ def sessions_query(
     copy_spread: timedelta = DEFAULT_COPY_SPREAD,
     starts: Mapping[str, datetime] | None = None,
     inserted_through: datetime | None = None,
+    ordered: bool = True,
 ) -> SessionsQuery:
     """The sessions of the events with timestamp in [window_from, window_to), of `identities` only
-    when given, ordered by (identity, started_at, first message id); columns SESSION_COLUMNS.
+    when given, ordered by (identity, started_at, first message id) unless not `ordered` (an
+    INSERT needs no order: the table sorts by its own key); columns SESSION_COLUMNS.
     `database` is the project's own (hw_<id>), an identifier of ours.
 
     A sessionizer cycle instead gives `starts`: per identity (those only) where to begin, each a
@@ -289,7 +291,7 @@ SELECT
     first.city AS city,
     arrayExists(e -> e.is_bot, session) AS is_bot
 FROM sessions
-ORDER BY identity, started_at, first.message_id
+{"ORDER BY identity, started_at, first.message_id" if ordered else ""}
 """
     parameters: dict[str, Any] = {
         "timeout_ms": rules.inactivity_timeout_seconds * 1000,
