@@ -86,6 +86,12 @@ class SessionsQuery:
     parameters: dict[str, Any]
 
 
+# The identities at hand, as a set for `IN`. Through a subquery: a literal array of more than
+# ~50,000 elements on the right of IN (or in has()) took ~40 s in the embedded engine where
+# 50,000 took 0.3 s; the subquery's set takes 0.4 s at 60,000 and 1.2 s at 200,000.
+IDENTITY_SET = "(SELECT arrayJoin({identities:Array(String)}))"
+
+
 def time_lookup(name: str, key: str) -> str:
     """SQL for the time of `key` in a parameter map identity → time, passed as two arrays
     (time_map_parameters): the drivers do not all bind a Map. `transform` over constant arrays
@@ -133,7 +139,7 @@ def sessions_query(
     events = f"`{database}`.events"
     event_type = "Tuple(" + ", ".join(f"{name} {kind}" for name, kind, _ in _EVENT_FIELDS) + ")"
     event_values = ", ".join(expression for _, _, expression in _EVENT_FIELDS)
-    only_identities = f"AND {identity} IN {{identities:Array(String)}}" if identities is not None else ""
+    only_identities = f"AND {identity} IN {IDENTITY_SET}" if identities is not None else ""
     # Where the events taken begin and end, and where their copies are read from (WHO: an
     # identity expression).
     if starts is not None:
@@ -150,7 +156,7 @@ def sessions_query(
     # Identities of the window seen before it: one pass over two columns of history, restricted to
     # this set, never a scan per session.
     window_identities = (
-        "{identities:Array(String)}"
+        IDENTITY_SET
         if identities is not None
         else f"(SELECT DISTINCT {identity} FROM {events}"
         " WHERE timestamp >= {read_from:DateTime64(3)} AND timestamp < {window_to:DateTime64(3)})"
