@@ -70,6 +70,7 @@ BEGIN, END = (
 )
 PROJECTS = ("shop", "docs", "app", "blog")
 RAW_BATCH_ROWS = 10_000  # the consumer's default max_batch_rows
+SESSIONIZER_SETTLE_SECONDS = 1.0  # bench/sessions.py's sessionizer beside the consumer
 
 # ---------------------------------------------------------------------------------------------
 # The workload
@@ -202,8 +203,10 @@ def event(rng: random.Random, anonymous_id: str, user_id: str | None, sent_at: d
     return {**common, "type": "identify", "userId": user_id or f"u{rng.randint(1, 10**6)}", "traits": traits}
 
 
-def workload(seed: int, events: int) -> list[tuple[str, str, bytes]]:
-    """(project, request id, envelope) per request, `events` events in all."""
+def workload(seed: int, events: int, received: datetime | None = None) -> list[tuple[str, str, bytes]]:
+    """(project, request id, envelope) per request, `events` events in all, received at `received`
+    (default a fixed time, for a reproducible workload; bench/sessions.py gives a recent one, as
+    a sessionizer counts events a week old as too late)."""
     rng = random.Random(seed)  # noqa: S311 -- a reproducible workload, not a secret
     agents = user_agents(rng, 3000)
     cumulative, total = [], 0.0
@@ -211,7 +214,7 @@ def workload(seed: int, events: int) -> list[tuple[str, str, bytes]]:
         total += 1 / (rank + 1) ** 1.1
         cumulative.append(total)
     addresses = client_addresses(rng, 50_000)
-    received = datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
+    received = received or datetime(2026, 11, 28, 7, 0, tzinfo=UTC)
     out, produced, n = [], 0, 0
     while produced < events:
         count = 1 if rng.random() < 0.5 else rng.randint(2, 50)
@@ -356,7 +359,9 @@ async def child_consume(
         workers_rss = [rss_bytes(pid) for pid in pids]
         samples.append((seconds, consumer.rows_written, rss_bytes(), engine_memory(client), workers_rss))
 
-    beside = await start_sessionizer(nats, clickhouse_url) if sessionized else None
+    beside = await sessionizer_beside(nats, clickhouse_url) if sessionized else None
+    if beside is not None:
+        await beside.start()
     sample(0.0)
     cpu_before, started = cpu_seconds(), time.perf_counter()
     workers_cpu_before = sum(cpu_seconds_of(pid) for pid in pids)
@@ -373,16 +378,21 @@ async def child_consume(
     cpu = cpu_seconds() - cpu_before
     workers_cpu = sum(cpu_seconds_of(pid) for pid in pids) - workers_cpu_before
     sample(seconds)
-    rounds = 0
+    rounds, sessionizer_error = 0, None
     if beside is not None:
         await beside.stop()
-        rounds = beside.rounds
+        rounds, sessionizer_error = beside.rounds, beside.last_error
+        # Untimed: one more round once the last rows have settled, so that every event is
+        # sessionized and the count below shows the sessionizer did its work.
+        await asyncio.sleep(SESSIONIZER_SETTLE_SECONDS + 0.1)
+        await (await sessionizer_beside(nats, clickhouse_url)).run_round()
     await consumer.stop()
     await processor.close()
     await nats.close()
     total, unique = landed(client)
     return {
         "sessionizer_rounds": rounds,
+        "sessionizer_error": sessionizer_error,
         "sessions": sessions_stored(client) if sessionized else 0,
         "rows": consumer.rows_written,
         "seconds": seconds,
@@ -397,16 +407,16 @@ async def child_consume(
     }
 
 
-async def start_sessionizer(nats: NatsClient, clickhouse_url: str) -> Sessionizer:
+async def sessionizer_beside(nats: NatsClient, clickhouse_url: str) -> Sessionizer:
     """The sessionizer role over the benchmark's projects, on its own client of the same engine,
     cycling every 2 s on what was inserted up to 1 s ago: it keeps up with the stream as it lands
     (the role's defaults, 10 s and 30 s, would leave it idle for a run this short)."""
     watermarks = Watermarks(await ensure_sessions_bucket(nats.jetstream()))
-    settings = SessionizerSettings(clickhouse_url, interval_seconds=2.0, settle_seconds=1.0, port=None)
+    settings = SessionizerSettings(
+        clickhouse_url, interval_seconds=2.0, settle_seconds=SESSIONIZER_SETTLE_SECONDS, port=None
+    )
     rules = {project: Sessions() for project in PROJECTS}
-    sessionizer = Sessionizer(connect(clickhouse_url), watermarks, settings, lambda: rules)
-    await sessionizer.start()
-    return sessionizer
+    return Sessionizer(connect(clickhouse_url), watermarks, settings, lambda: rules)
 
 
 def sessions_stored(client: Any) -> int:

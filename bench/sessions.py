@@ -216,7 +216,8 @@ async def consumer_part(work: Path, events: int, rounds: int) -> dict[str, list[
     try:
         print(f"filling the stream with {events:,} events for the consumer …", flush=True)
         nats = await connect_nats(server.url, "bench-sessions")
-        await consumer_bench.fill(nats, consumer_bench.workload(7, events))
+        recent = datetime.now(UTC) - timedelta(minutes=10)
+        await consumer_bench.fill(nats, consumer_bench.workload(7, events, recent))
         await nats.close()
         runs: dict[str, list[dict[str, Any]]] = {"alone": [], "beside": []}
         for round_ in range(rounds):
@@ -324,6 +325,10 @@ def main() -> int:
             "FAILED: the table the cycles kept differs from one computation of everything",
             file=sys.stderr,
         )
+        return 1
+    beside = [] if part2 is None else part2["beside"]
+    if not all(r["sessions"] > 0 and not r["sessionizer_error"] for r in beside):
+        print("FAILED: the sessionizer beside the consumer wrote no sessions, or failed", file=sys.stderr)
         return 1
     if part2 is not None and not all(
         r["landed"] == r["unique"] == args.consumer_events for runs in part2.values() for r in runs
