@@ -21,11 +21,11 @@ import httpx
 import pytest
 from chstandin import StandIn
 from clickhouse_connect.driver.client import Client
+from hw_sessions import send_events, sessionized_through_last_insert, table
 from hw_testing import (
     ADMIN_TOKEN,
     BIN,
     StackFactory,
-    basic_auth,
     cli_env,
     create_project,
     eventually,
@@ -69,39 +69,7 @@ async def send(
     http: httpx.AsyncClient, stack: Stack, key: str, project_id: str, wave: list[tuple[str, int]]
 ) -> None:
     """The wave through the edge, then wait until the consumer stored all of it."""
-    batch = [page(who, minutes) for who, minutes in wave]
-    response = await http.post(f"{stack.edge_url}/v1/batch", json={"batch": batch}, headers=basic_auth(key))
-    assert response.status_code == 200, response.text
-    assert stack.clickhouse is not None
-    clickhouse = stack.clickhouse
-    ids = [event["messageId"] for event in batch]
-
-    async def stored() -> int:
-        sql = (
-            "SELECT uniqExact(message_id) FROM {db:Identifier}.events WHERE message_id IN {ids:Array(String)}"
-        )
-        parameters = {"db": f"hw_{project_id}", "ids": ids}
-        return int((await asyncio.to_thread(clickhouse.query, sql, parameters=parameters)).result_rows[0][0])
-
-    await eventually(stored, lambda n: n == len(ids), timeout=20)
-
-
-async def table(clickhouse: Client, project_id: str) -> list[tuple[Any, ...]]:
-    names = ", ".join(name for name, _ in SESSION_COLUMNS)
-    sql = f"SELECT {names} FROM hw_{project_id}.sessions FINAL ORDER BY identity, started_at"
-    return [tuple(row) for row in (await asyncio.to_thread(clickhouse.query, sql)).result_rows]
-
-
-async def sessionized_through_last_insert(clickhouse: Client, js: JetStreamContext, project_id: str) -> None:
-    """Wait until the project's watermark has passed its last inserted event."""
-    sql = f"SELECT max(inserted_at) FROM hw_{project_id}.events"
-    last = (await asyncio.to_thread(clickhouse.query, sql)).result_rows[0][0].replace(tzinfo=UTC)
-    watermarks = Watermarks(await ensure_sessions_bucket(js))
-
-    async def through() -> datetime:
-        return (await watermarks.get(project_id)).inserted_through
-
-    await eventually(through, lambda moment: moment >= last, timeout=60, interval=0.1)
+    await send_events(http, stack, key, project_id, [page(who, minutes) for who, minutes in wave])
 
 
 @pytest.fixture

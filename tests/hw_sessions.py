@@ -1,0 +1,61 @@
+"""Helpers of the sessions tests that go through the edge: send events and wait until they are
+stored, wait until the sessionizer has taken them, and read a project's sessions table."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from clickhouse_connect.driver.client import Client
+from hw_testing import basic_auth, eventually
+from nats.js import JetStreamContext
+
+from headwater.core.migrations.m0003_sessions import SESSION_COLUMNS
+from headwater.ops.runtime import Stack
+from headwater.sessionizer.watermarks import Watermarks, ensure_sessions_bucket
+
+SESSION_COLUMN_NAMES = tuple(name for name, _ in SESSION_COLUMNS)
+
+
+async def send_events(
+    http: httpx.AsyncClient, stack: Stack, key: str, project_id: str, events: Sequence[dict[str, Any]]
+) -> None:
+    """`events` through the edge in one batch request, then wait until the consumer stored all."""
+    response = await http.post(
+        f"{stack.edge_url}/v1/batch", json={"batch": list(events)}, headers=basic_auth(key)
+    )
+    assert response.status_code == 200, response.text
+    assert stack.clickhouse is not None
+    clickhouse = stack.clickhouse
+    ids = sorted({event["messageId"] for event in events})
+
+    async def stored() -> int:
+        sql = (
+            "SELECT uniqExact(message_id) FROM {db:Identifier}.events WHERE message_id IN {ids:Array(String)}"
+        )
+        parameters = {"db": f"hw_{project_id}", "ids": ids}
+        return int((await asyncio.to_thread(clickhouse.query, sql, parameters=parameters)).result_rows[0][0])
+
+    await eventually(stored, lambda n: n == len(ids), timeout=20)
+
+
+async def table(clickhouse: Client, project_id: str) -> list[tuple[Any, ...]]:
+    """The project's sessions (read with FINAL), every column, by identity and start."""
+    names = ", ".join(SESSION_COLUMN_NAMES)
+    sql = f"SELECT {names} FROM hw_{project_id}.sessions FINAL ORDER BY identity, started_at"
+    return [tuple(row) for row in (await asyncio.to_thread(clickhouse.query, sql)).result_rows]
+
+
+async def sessionized_through_last_insert(clickhouse: Client, js: JetStreamContext, project_id: str) -> None:
+    """Wait until the project's watermark has passed its last inserted event."""
+    sql = f"SELECT max(inserted_at) FROM hw_{project_id}.events"
+    last = (await asyncio.to_thread(clickhouse.query, sql)).result_rows[0][0].replace(tzinfo=UTC)
+    watermarks = Watermarks(await ensure_sessions_bucket(js))
+
+    async def through() -> datetime:
+        return (await watermarks.get(project_id)).inserted_through
+
+    await eventually(through, lambda moment: moment >= last, timeout=60, interval=0.1)
