@@ -28,9 +28,14 @@ async def send_events(
         f"{stack.edge_url}/v1/batch", json={"batch": list(events)}, headers=basic_auth(key)
     )
     assert response.status_code == 200, response.text
+    await wait_stored(stack, project_id, [event["messageId"] for event in events])
+
+
+async def wait_stored(stack: Stack, project_id: str, message_ids: Sequence[str]) -> None:
+    """Wait until every one of `message_ids` is in the project's events table."""
     assert stack.clickhouse is not None
     clickhouse = stack.clickhouse
-    ids = sorted({event["messageId"] for event in events})
+    ids = sorted(set(message_ids))
 
     async def stored() -> int:
         sql = (
