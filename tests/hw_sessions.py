@@ -15,9 +15,15 @@ from nats.js import JetStreamContext
 
 from headwater.core.migrations.m0003_sessions import SESSION_COLUMNS
 from headwater.ops.runtime import Stack
+from headwater.sessionizer.settings import SessionizerSettings
 from headwater.sessionizer.watermarks import Watermarks, ensure_sessions_bucket
 
 SESSION_COLUMN_NAMES = tuple(name for name, _ in SESSION_COLUMNS)
+
+
+def quick_sessionizer(clickhouse_url: str) -> SessionizerSettings:
+    """A sessionizer for a test stack: a cycle every 0.2 s on what was inserted up to 1 s ago."""
+    return SessionizerSettings(clickhouse_url, interval_seconds=0.2, settle_seconds=1.0, port=0)
 
 
 async def send_events(

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from chstandin import StandIn
 from clickhouse_connect.driver.client import Client
-from hw_sessions import send_events, sessionized_through_last_insert, table
+from hw_sessions import quick_sessionizer, send_events, sessionized_through_last_insert, table
 from hw_testing import (
     ADMIN_TOKEN,
     BIN,
@@ -150,8 +150,9 @@ async def test_events_sent_through_the_edge_land_as_sessions(
     clickhouse_url: str,
     js: JetStreamContext,
 ) -> None:
-    settings = SessionizerSettings(clickhouse_url, interval_seconds=0.2, settle_seconds=1.0, port=0)
-    stack = await make_stack(edge=True, control=True, consumer=True, sessionizer=settings)
+    stack = await make_stack(
+        edge=True, control=True, consumer=True, sessionizer=quick_sessionizer(clickhouse_url)
+    )
     key = str((await create_project(http, stack, project_id))["secret_key"])
     for wave in (FIRST, SECOND, LATE):
         await send(http, stack, key, project_id, wave)

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hw_sessions import send_events, sessionized_through_last_insert, table, wait_stored
+from hw_sessions import quick_sessionizer, send_events, sessionized_through_last_insert, table, wait_stored
 from hw_testing import StackFactory, basic_auth, create_project
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
@@ -23,7 +23,6 @@ from headwater.consumers.enrich import Enricher
 from headwater.consumers.replay import ClickHouseSink, Replay, ReplayWindow
 from headwater.core.projects.settings import ProjectSettings
 from headwater.ops.runtime import Stack
-from headwater.sessionizer.settings import SessionizerSettings
 
 pytestmark = pytest.mark.services
 
@@ -43,8 +42,9 @@ async def test_once_twice_shuffled_over_two_consumers_and_replayed_give_the_same
     js: JetStreamContext,
     nats_client: NatsClient,
 ) -> None:
-    settings = SessionizerSettings(clickhouse_url, interval_seconds=0.2, settle_seconds=1.0, port=0)
-    stack = await make_stack(edge=True, control=True, consumer=True, sessionizer=settings)
+    stack = await make_stack(
+        edge=True, control=True, consumer=True, sessionizer=quick_sessionizer(clickhouse_url)
+    )
     await make_stack(consumer=True)  # a second consumer: the two share the stream's messages
     body = {"settings": {"sessions": {"lateness_seconds": LATENESS_SECONDS}}}
     ways = ("once", "twice", "shuffled", "replayed")

@@ -9,12 +9,16 @@ from typing import Any
 
 import httpx
 import pytest
-from hw_sessions import SESSION_COLUMN_NAMES, send_events, sessionized_through_last_insert, table
+from hw_sessions import (
+    SESSION_COLUMN_NAMES,
+    quick_sessionizer,
+    send_events,
+    sessionized_through_last_insert,
+    table,
+)
 from hw_testing import StackFactory, create_project
 from nats.js import JetStreamContext
 from sessions_golden import EVENTS, LATENESS_SECONDS, SENT_AGAIN, SESSIONS
-
-from headwater.sessionizer.settings import SessionizerSettings
 
 pytestmark = pytest.mark.services
 
@@ -43,8 +47,9 @@ async def test_the_golden_sessions_match_column_by_column(
     clickhouse_url: str,
     js: JetStreamContext,
 ) -> None:
-    settings = SessionizerSettings(clickhouse_url, interval_seconds=0.2, settle_seconds=1.0, port=0)
-    stack = await make_stack(edge=True, control=True, consumer=True, sessionizer=settings)
+    stack = await make_stack(
+        edge=True, control=True, consumer=True, sessionizer=quick_sessionizer(clickhouse_url)
+    )
     settings_body = {"sessions": {"lateness_seconds": LATENESS_SECONDS}}
     key = str((await create_project(http, stack, project_id, settings=settings_body))["secret_key"])
     for start in range(0, len(EVENTS), BATCH):
