@@ -30,11 +30,18 @@ async def send_events(
     http: httpx.AsyncClient, stack: Stack, key: str, project_id: str, events: Sequence[dict[str, Any]]
 ) -> None:
     """`events` through the edge in one batch request, then wait until the consumer stored all."""
+    await post_batch(http, stack, key, events)
+    await wait_stored(stack, project_id, [event["messageId"] for event in events])
+
+
+async def post_batch(
+    http: httpx.AsyncClient, stack: Stack, key: str, events: Sequence[dict[str, Any]]
+) -> None:
+    """`events` through the edge in one batch request, accepted."""
     response = await http.post(
         f"{stack.edge_url}/v1/batch", json={"batch": list(events)}, headers=basic_auth(key)
     )
     assert response.status_code == 200, response.text
-    await wait_stored(stack, project_id, [event["messageId"] for event in events])
 
 
 async def wait_stored(stack: Stack, project_id: str, message_ids: Sequence[str]) -> None:

@@ -13,8 +13,15 @@ from typing import Any
 
 import httpx
 import pytest
-from hw_sessions import quick_sessionizer, send_events, sessionized_through_last_insert, table, wait_stored
-from hw_testing import StackFactory, basic_auth, create_project
+from hw_sessions import (
+    post_batch,
+    quick_sessionizer,
+    send_events,
+    sessionized_through_last_insert,
+    table,
+    wait_stored,
+)
+from hw_testing import StackFactory, create_project
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from sessions_golden import EVENTS, LATENESS_SECONDS, SESSIONS
@@ -22,16 +29,10 @@ from sessions_golden import EVENTS, LATENESS_SECONDS, SESSIONS
 from headwater.consumers.enrich import Enricher
 from headwater.consumers.replay import ClickHouseSink, Replay, ReplayWindow
 from headwater.core.projects.settings import ProjectSettings
-from headwater.ops.runtime import Stack
 
 pytestmark = pytest.mark.services
 
 BATCH = 50
-
-
-async def post(http: httpx.AsyncClient, stack: Stack, key: str, batch: list[dict[str, Any]]) -> None:
-    response = await http.post(f"{stack.edge_url}/v1/batch", json={"batch": batch}, headers=basic_auth(key))
-    assert response.status_code == 200, response.text
 
 
 async def test_once_twice_shuffled_over_two_consumers_and_replayed_give_the_same_sessions(
@@ -60,7 +61,7 @@ async def test_once_twice_shuffled_over_two_consumers_and_replayed_give_the_same
         await send_events(http, stack, keys["replayed"], f"{project_id}_replayed", batch)
     for batch in batches:
         for _ in range(2):
-            await post(http, stack, keys["twice"], batch)
+            await post_batch(http, stack, keys["twice"], batch)
     shuffled = random.Random(19).sample(EVENTS, len(EVENTS))
     small: list[list[dict[str, Any]]] = []
     sizes = random.Random(20)
@@ -68,7 +69,7 @@ async def test_once_twice_shuffled_over_two_consumers_and_replayed_give_the_same
         size = sizes.randint(1, 5)
         small.append(shuffled[:size])
         shuffled = shuffled[size:]
-    await asyncio.gather(*(post(http, stack, keys["shuffled"], batch) for batch in small))
+    await asyncio.gather(*(post_batch(http, stack, keys["shuffled"], batch) for batch in small))
     for way in ("twice", "shuffled"):
         await wait_stored(stack, f"{project_id}_{way}", message_ids)
 
