@@ -11,9 +11,8 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
-from typing import Any
 
-from headwater.analytics.sessions import channels, query
+from headwater.analytics.sessions import query
 from headwater.control.clickhouse import connect
 from headwater.core.migrations import apply_migrations
 from headwater.core.projects.settings import Sessions
@@ -51,15 +50,7 @@ FROM (
 """
 
 
-def _stand_in_channel_sql(*columns: str) -> tuple[str, dict[str, Any]]:
-    return f"multiIf({columns[3]} != '', 'other', {columns[0]} = '', 'direct', 'referral')", {}
-
-
 def main(count: int, visitors: int) -> None:
-    try:
-        channels.channel_sql("r", "h", "s", "m", "c")
-    except NotImplementedError:  # until the channel rules land: a stand-in of similar cost
-        channels.channel_sql = _stand_in_channel_sql
     client = connect(f"chdb://{tempfile.mkdtemp()}")
     apply_migrations(client, DATABASE)
     client.command(
