@@ -68,7 +68,7 @@ class Intake:
                 await asyncio.sleep(self._settings.retry_delay_seconds)
 
     async def stop(self) -> None:
-        """Unsubscribe; what the pull buffered goes back to JetStream at once."""
+        """Drain the pull; what it buffered goes back to JetStream at once."""
         if self.pull is not None:
             await self.pull.stop()
 

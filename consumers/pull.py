@@ -72,6 +72,7 @@ class PipelinedPull:
         self._subscription: Subscription | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self.broken: str | None = None  # why the watchdog ended, if it did: requests may stall
+        self._stopped = False
 
     @property
     def buffered(self) -> list[Msg]:
@@ -86,12 +87,20 @@ class PipelinedPull:
         await self._top_up()
 
     async def stop(self) -> None:
-        """Stop asking; hand what is buffered back to the server for immediate redelivery."""
+        """Stop asking; hand what is buffered back to the server for immediate redelivery.
+
+        The subscription is drained, not just dropped: our pull requests stay open on the server
+        until they expire, and whatever it sent before it saw the unsubscribe must still reach the
+        buffer, or it would stay pending until its ack wait. Only then is the buffer nak'ed: with
+        no interest left on the inbox, a nak'ed message cannot come back to these requests."""
+        if self._stopped:
+            return
+        self._stopped = True
         if self._watchdog is not None and not self._watchdog.done():  # one that ended was reported
             await cancel_and_wait(self._watchdog)
         if self._subscription is not None:
             with contextlib.suppress(NatsError):
-                await self._subscription.unsubscribe()
+                await self._subscription.drain()
         while self._buffer:
             with contextlib.suppress(NatsError):
                 await self._buffer.popleft().nak()
@@ -146,7 +155,7 @@ class PipelinedPull:
         log.warning("unexpected status %s %r on the pull inbox", status, description)
 
     async def _top_up(self) -> None:
-        while self._pending + len(self._buffer) + self._batch <= self._window:
+        while not self._stopped and self._pending + len(self._buffer) + self._batch <= self._window:
             request = {
                 "batch": self._batch,
                 "expires": self._expires_ns,

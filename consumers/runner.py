@@ -188,7 +188,7 @@ class EventConsumer:
     async def _abandon(self) -> None:
         """After a failure: cancel the groups still being processed and hand every message not
         written back to JetStream at once, rather than leave them pending until their ack wait."""
-        await self._intake.stop()  # first: unsubscribed, it receives no redelivery; naks its buffer
+        await self._intake.stop()  # first: drained, it receives no redelivery; naks its buffer
         handed_back: list[Msg] = []
         while self._in_processing:  # queued, or taken by the feed and not queued yet
             messages, task = self._in_processing.popleft()
@@ -240,19 +240,25 @@ class EventConsumer:
         except WorkerLost as exc:
             log.error("%s; %d messages will be redelivered", exc, len(messages))
             self.metrics.lost_to_workers.inc(len(messages))
-            for message in messages:
-                with contextlib.suppress(NatsError):
-                    await message.nak()
+            await self._hand_back(messages, stopping=self._stopping.is_set())
             return
         except BaseException:  # a bug, or cancelled: the consumer stops; hand the group back
-            for message in messages:
-                with contextlib.suppress(NatsError):
-                    await message.nak()
+            await self._hand_back(messages, stopping=True)
             raise
         finally:
             done, _ = self._in_processing.popleft()  # groups are collected in the order they were taken
             assert done is messages
         await self._collector.add(batch, messages, processed)
+
+    async def _hand_back(self, messages: list[Msg], stopping: bool) -> None:
+        """Nak a group for redelivery. A consumer on its way out stops its intake first: a nak'ed
+        message goes straight to any pull request still open, and one that arrives as the intake
+        unsubscribes would stay pending until its ack wait (a Ctrl-C reaching the workers too)."""
+        if stopping:
+            await self._intake.stop()
+        for message in messages:
+            with contextlib.suppress(NatsError):
+                await message.nak()
 
     def _waiting(self) -> list[Msg]:
         """Messages held behind a write: the pull buffer, the next batch, those being processed."""

@@ -187,6 +187,30 @@ async def test_stop_hands_buffered_messages_back_at_once(
     assert sorted(int(m.data) for m in taken) == list(range(40))
 
 
+async def test_stop_while_messages_are_in_flight_hands_every_one_back(
+    nats_client: NatsClient, js: JetStreamContext
+) -> None:
+    """Naks sent while pull requests are still open come straight back; stopping right after must
+    still catch them (and everything else on its way) and hand them back, not drop them on an
+    unsubscribed inbox where they would wait out the ack wait."""
+    await publish(js, 0, 400)
+    await durable(js, ack_wait=60)
+    pull = PipelinedPull(nats_client, EVENTS_STREAM, DURABLE, batch=100, window=400)
+    await pull.start()
+    naked = await pull.take(100, timeout=5)
+    assert naked
+    for message in naked:  # redelivered at once to the requests still open
+        await message.nak()
+    await pull.stop()
+    other = PipelinedPull(nats_client, EVENTS_STREAM, DURABLE, batch=100)
+    await other.start()
+    try:
+        taken = await take_all(other, 400, timeout=5)
+    finally:
+        await other.stop()
+    assert sorted(int(m.data) for m in taken) == list(range(400))
+
+
 async def test_a_deleted_consumer_is_reported(nats_client: NatsClient, js: JetStreamContext) -> None:
     await durable(js)
     pull = PipelinedPull(nats_client, EVENTS_STREAM, DURABLE, batch=10)
