@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,8 @@ from clickhouse_connect.driver.client import Client
 from headwater.analytics.sessions.query import (
     FAR_FUTURE,
     IDENTITY_SET,
+    THE_EARLIEST,
+    SessionsQuery,
     identity_expression,
     sessions_query,
     time_lookup,
@@ -35,7 +38,7 @@ from headwater.core.migrations.m0003_sessions import SESSION_COLUMNS, VERSION_CO
 from headwater.core.projects.project import database_name
 from headwater.core.projects.settings import Sessions
 
-from .watermarks import THE_BEGINNING, Watermark, Watermarks, version_of
+from .watermarks import Watermark, Watermarks, version_of
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,9 @@ log = logging.getLogger(__name__)
 DEFAULT_SETTLE_SECONDS = 30.0
 _TIME = "DateTime64(3, 'UTC')"
 _WRITTEN = ", ".join(name for name, _ in (*SESSION_COLUMNS, *VERSION_COLUMNS))
+# Rows written hold one key each (a session, or its tombstone): the insert-time pass that collapses
+# equal keys in a block finds nothing, and cost a rebuild of 10M events ~4 of its ~16 s.
+_UNIQUE_KEYS = {"optimize_on_insert": 0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +93,13 @@ async def run_cycle(
     return CycleResult(project_id, through, len(earliest), sessions, tombstones, late, advanced)
 
 
-# Cycles and rebuilds recompute identities in chunks of this many: memory stays bounded by a
-# chunk's events, and a rebuild can report progress.
+# Cycles and rebuilds since a time recompute identities in chunks of this many: memory stays
+# bounded by a chunk's events, and a rebuild can report progress.
 REBUILD_CHUNK_IDENTITIES = 50_000
+# A full rebuild takes the identities in shards (by hash) of about this many events each: one pass
+# over the events per shard, memory bounded by a shard's events (~3 GB for 10M in the embedded
+# engine). Chunks of listed identities would each scan the whole table again.
+REBUILD_SHARD_EVENTS = 16_000_000
 Progress = Callable[[int, int], None]  # (identities done, identities in all)
 
 
@@ -102,13 +112,19 @@ async def rebuild(
     settle_seconds: float = DEFAULT_SETTLE_SECONDS,
     progress: Progress | None = None,
     chunk_identities: int = REBUILD_CHUNK_IDENTITIES,
+    shard_events: int = REBUILD_SHARD_EVENTS,
 ) -> CycleResult:
     """Recompute the sessions of every identity with events since `since` (all when None), late
     events included: after a rule change, a replay or an import. The watermark stays (the next
     cycle redoes what arrived meanwhile, which changes nothing)."""
     database = database_name(project_id)  # validated: it is spliced into SQL as an identifier
-    watermark = await watermarks.get(project_id)
     through = snapshot_end(client, settle_seconds)
+    if since is None:
+        identities, sessions, tombstones = _rebuild_everything(
+            client, database, rules, through, progress, shard_events
+        )
+        return CycleResult(project_id, through, identities, sessions, tombstones, 0, False)
+    watermark = await watermarks.get(project_id)
     identity = identity_expression(rules)
     sql = f"""
         SELECT {identity} AS identity, min(timestamp) FROM `{database}`.events
@@ -116,13 +132,60 @@ async def rebuild(
             AND timestamp >= {{since:{_TIME}}}
         GROUP BY identity ORDER BY identity
     """
-    rows = client.query(sql, parameters={"through": through, "since": since or THE_BEGINNING}).result_rows
+    rows = client.query(sql, parameters={"through": through, "since": since}).result_rows
     earliest = {name: utc(first) for name, first in rows}
-    everything = since is None
     sessions, tombstones = _recompute(
-        client, database, rules, earliest, watermark, through, everything, progress, chunk_identities
+        client, database, rules, earliest, watermark, through, progress, chunk_identities
     )
     return CycleResult(project_id, through, len(earliest), sessions, tombstones, 0, False)
+
+
+def _rebuild_everything(
+    client: Client,
+    database: str,
+    rules: Sessions,
+    through: datetime,
+    progress: Progress | None,
+    shard_events: int,
+) -> tuple[int, int, int]:
+    """Every session from every event inserted up to `through`, shard by shard; every older session
+    row gets a tombstone (those of identities no event names any more too). The identities, the
+    sessions written and the tombstones."""
+    identity = identity_expression(rules)
+    parameters: dict[str, Any] = {"through": through}
+    events_sql = f"SELECT count() FROM `{database}`.events WHERE inserted_at <= {{through:{_TIME}}}"
+    events = int(client.query(events_sql, parameters=parameters).result_rows[0][0])
+    shards = max(1, math.ceil(events / shard_events))
+    sql = f"""
+        SELECT cityHash64({identity}) % {{shards:UInt64}} AS shard, uniqExact({identity})
+        FROM `{database}`.events
+        WHERE {identity} != '' AND inserted_at <= {{through:{_TIME}}}
+        GROUP BY shard
+    """
+    rows = client.query(sql, parameters={**parameters, "shards": shards}).result_rows
+    identities = {int(shard): int(count) for shard, count in rows}
+    total = sum(identities.values())
+    version = version_of(through)
+    done = 0
+    if progress is not None:
+        progress(0, total)
+    for shard in range(shards):
+        query = sessions_query(
+            database,
+            rules,
+            None,
+            FAR_FUTURE,
+            inserted_through=through,
+            ordered=False,
+            shard=(shard, shards),
+        )
+        _insert_sessions(client, database, query, version)
+        _write_shard_tombstones(client, database, (shard, shards), version)
+        done += identities.get(shard, 0)
+        if progress is not None:
+            progress(done, total)
+    sessions, tombstones = _written(client, database, version)
+    return total, sessions, tombstones
 
 
 def _recompute(
@@ -132,22 +195,18 @@ def _recompute(
     earliest: Mapping[str, datetime],
     watermark: Watermark,
     through: datetime,
-    everything: bool = False,
     progress: Progress | None = None,
     chunk_identities: int = REBUILD_CHUNK_IDENTITIES,
 ) -> tuple[int, int]:
     """Steps 3 and 4 for the identities of `earliest`, in chunks; the sessions and the tombstones
-    written. `everything`: every identity from the beginning (a full rebuild)."""
+    written."""
     names = list(earliest)
     sessions = tombstones = 0
     if progress is not None:
         progress(0, len(names))
     for offset in range(0, len(names), chunk_identities):
         chunk = {name: earliest[name] for name in names[offset : offset + chunk_identities]}
-        if everything:
-            starts = dict.fromkeys(chunk, THE_BEGINNING)
-        else:
-            starts = _recompute_from(client, database, chunk, watermark)
+        starts = _recompute_from(client, database, chunk, watermark)
         written, removed = _recompute_chunk(client, database, rules, starts, through)
         sessions, tombstones = sessions + written, tombstones + removed
         if progress is not None:
@@ -159,23 +218,33 @@ def _recompute_chunk(
     client: Client, database: str, rules: Sessions, starts: Mapping[str, datetime], through: datetime
 ) -> tuple[int, int]:
     version = version_of(through)
-    # Identities recomputed from the beginning (new ones, or all in a rebuild) by the window form
+    # Identities recomputed from the beginning (none of their sessions began earlier) by the window form
     # of the query: a per-identity start costs a lookup per event (~2x the query on 1M events).
-    from_the_beginning = [name for name, start in starts.items() if start == THE_BEGINNING]
-    later = {name: start for name, start in starts.items() if start != THE_BEGINNING}
+    from_the_beginning = [name for name, start in starts.items() if start == THE_EARLIEST]
+    later = {name: start for name, start in starts.items() if start != THE_EARLIEST}
     if from_the_beginning:
         _write_sessions(
-            client, database, rules, dict.fromkeys(from_the_beginning, THE_BEGINNING), through, version, True
+            client, database, rules, dict.fromkeys(from_the_beginning, THE_EARLIEST), through, version, True
         )
     if later:
         _write_sessions(client, database, rules, later, through, version, False)
     _write_tombstones(client, database, starts, version)
-    # Counted afterwards: the embedded engine's driver reports no written rows.
+    return _written(client, database, version, list(starts))
+
+
+def _written(
+    client: Client, database: str, version: int, identities: list[str] | None = None
+) -> tuple[int, int]:
+    """The sessions and the tombstones written with `version` (of `identities` only, if given).
+    Counted afterwards: the embedded engine's driver reports no written rows."""
+    only = f"AND identity IN {IDENTITY_SET}" if identities is not None else ""
     sql = f"""
         SELECT countIf(NOT is_deleted), countIf(is_deleted) FROM `{database}`.sessions
-        WHERE identity IN {IDENTITY_SET} AND version = {{version:UInt64}}
+        WHERE version = {{version:UInt64}} {only}
     """
-    parameters = {"identities": list(starts), "version": version}
+    parameters: dict[str, Any] = {"version": version}
+    if identities is not None:
+        parameters["identities"] = identities
     sessions, tombstones = client.query(sql, parameters=parameters).result_rows[0]
     return int(sessions), int(tombstones)
 
@@ -248,7 +317,7 @@ def _recompute_from(
     found: dict[str, datetime] = {
         row[0]: row[1] for row in client.query(sql, parameters=parameters).result_rows
     }
-    return {identity: found.get(identity, THE_BEGINNING) for identity in earliest}
+    return {identity: found.get(identity, THE_EARLIEST) for identity in earliest}
 
 
 def _write_sessions(
@@ -264,23 +333,22 @@ def _write_sessions(
     is the beginning): the same rows by the window form of the query, as a per-identity start
     costs a lookup per event (~2x the query on 1M events)."""
     if from_the_beginning:
+        identities = list(starts)
         query = sessions_query(
-            database,
-            rules,
-            THE_BEGINNING,
-            FAR_FUTURE,
-            identities=list(starts),
-            inserted_through=through,
-            ordered=False,
+            database, rules, None, FAR_FUTURE, identities=identities, inserted_through=through, ordered=False
         )
     else:
         query = sessions_query(database, rules, starts=starts, inserted_through=through, ordered=False)
+    _insert_sessions(client, database, query, version)
+
+
+def _insert_sessions(client: Client, database: str, query: SessionsQuery, version: int) -> None:
     names = ", ".join(name for name, _ in SESSION_COLUMNS)
     sql = f"""
         INSERT INTO `{database}`.sessions ({_WRITTEN})
         SELECT {names}, {{version:UInt64}}, 0 FROM ({query.sql})
     """
-    client.command(sql, parameters={**query.parameters, "version": version})
+    client.command(sql, parameters={**query.parameters, "version": version}, settings=_UNIQUE_KEYS)
 
 
 def _write_tombstones(client: Client, database: str, starts: Mapping[str, datetime], version: int) -> None:
@@ -303,4 +371,23 @@ def _write_tombstones(client: Client, database: str, starts: Mapping[str, dateti
         "version": version,
         **time_map_parameters("starts", starts),
     }
-    client.command(sql, parameters=parameters)
+    client.command(sql, parameters=parameters, settings=_UNIQUE_KEYS)
+
+
+def _write_shard_tombstones(client: Client, database: str, shard: tuple[int, int], version: int) -> None:
+    """A full rebuild's tombstones: every live session of the shard (by the hash of the identity
+    it was written under) that this rebuild did not write."""
+    sql = f"""
+        INSERT INTO `{database}`.sessions (identity, session_id, started_at, version, is_deleted)
+        SELECT identity, session_id, newest.1, {{version:UInt64}}, 1
+        FROM (
+            SELECT identity, session_id, argMax((started_at, is_deleted), version) AS newest,
+                max(version) AS top
+            FROM `{database}`.sessions
+            WHERE cityHash64(identity) % {{shards:UInt64}} = {{shard:UInt64}}
+            GROUP BY identity, session_id
+        )
+        WHERE top < {{version:UInt64}} AND NOT newest.2
+    """
+    parameters = {"version": version, "shard": shard[0], "shards": shard[1]}
+    client.command(sql, parameters=parameters, settings=_UNIQUE_KEYS)

@@ -242,11 +242,12 @@ async def test_events_too_late_are_counted_and_a_rebuild_takes_them(
     assert normalized(table(clickhouse, database)) == normalized(sessionize([*on_time, too_late], rules))
 
 
-async def test_a_rebuild_in_chunks_of_identities_computes_the_same_table_and_reports_progress(
+async def test_a_rebuild_in_shards_or_chunks_computes_the_same_table_and_reports_progress(
     clickhouse: Client, watermarks: Watermarks, project_id: str
 ) -> None:
-    """Chunks of two identities, from the beginning and since a time: the table a rebuild leaves is
-    the reference's, after sessions of a rule change were written (tombstones per chunk)."""
+    """A full rebuild in shards of about three events, and one since a time in chunks of one
+    identity: the table a rebuild leaves is the reference's, after sessions of a rule change were
+    written (tombstones per shard and per chunk)."""
     database = f"hw_{project_id}"
     base = now() - timedelta(hours=3)
     events = [
@@ -261,9 +262,10 @@ async def test_a_rebuild_in_chunks_of_identities_computes_the_same_table_and_rep
     seen: list[tuple[int, int]] = []
     rebuilt = await rebuild(
         clickhouse, watermarks, project_id, shorter, settle_seconds=0,
-        progress=lambda done, total: seen.append((done, total)), chunk_identities=2,
+        progress=lambda done, total: seen.append((done, total)), shard_events=3,
     )  # fmt: skip
-    assert seen == [(0, 5), (2, 5), (4, 5), (5, 5)]
+    assert len(seen) == 1 + 3 and seen[0] == (0, 5) and seen[-1] == (5, 5)  # 8 events: 3 shards
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
     assert (rebuilt.identities, rebuilt.sessions) == (5, 7)  # a 2, b 1, c 2, d 1, e 1 (10 min = the timeout)
     assert normalized(table(clickhouse, database)) == normalized(sessionize(events, shorter))
     since = await rebuild(
@@ -277,6 +279,9 @@ async def test_a_rebuild_in_chunks_of_identities_computes_the_same_table_and_rep
     ]
     by_identity = sorted(normalized(expected))
     assert sorted(normalized(table(clickhouse, database))) == by_identity
+    back = await rebuild(clickhouse, watermarks, project_id, RULES, settle_seconds=0, shard_events=3)
+    assert back.tombstones == 1  # a's second session under the shorter timeout
+    assert normalized(table(clickhouse, database)) == normalized(sessionize(events, RULES))
 
 
 stream = st.lists(

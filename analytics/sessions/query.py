@@ -33,6 +33,9 @@ from . import channels
 DEFAULT_COPY_SPREAD = timedelta(hours=1)
 # No end: what a cycle recomputes runs to the latest event.
 FAR_FUTURE = datetime(2200, 1, 1, tzinfo=UTC)
+# No start: the earliest time a DateTime64 column holds. A window from here has no history before
+# it, so `is_new_visitor` needs no look back.
+THE_EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 
 _IDENTITY = {
     "anonymous_id": "if(anonymous_id != '', anonymous_id, user_id)",
@@ -122,24 +125,29 @@ def sessions_query(
     starts: Mapping[str, datetime] | None = None,
     inserted_through: datetime | None = None,
     ordered: bool = True,
+    shard: tuple[int, int] | None = None,
 ) -> SessionsQuery:
-    """The sessions of the events with timestamp in [window_from, window_to), of `identities` only
-    when given, ordered by (identity, started_at, first message id) unless not `ordered` (an
-    INSERT needs no order: the table sorts by its own key); columns SESSION_COLUMNS.
-    `database` is the project's own (hw_<id>), an identifier of ours.
+    """The sessions of the events with timestamp in [window_from, window_to) (window_from None:
+    from the beginning of time), of `identities` only when given, of one `shard` (index, count)
+    of the identities by hash only when given, ordered by (identity, started_at, first message id)
+    unless not `ordered` (an INSERT needs no order: the table sorts by its own key); columns
+    SESSION_COLUMNS. `database` is the project's own (hw_<id>), an identifier of ours.
 
     A sessionizer cycle instead gives `starts`: per identity (those only) where to begin, each a
     visit start, with no end; and `inserted_through`: only events inserted up to then count, so
     that the rows are a function of that snapshot alone."""
     if starts is not None:
         identities = list(starts)
-    elif window_from is None or window_to is None:
+    elif window_to is None:
         raise ValueError("a window, or per-identity starts")
+    from_the_beginning = starts is None and window_from is None
     identity = _IDENTITY[rules.identity]
     events = f"`{database}`.events"
     event_type = "Tuple(" + ", ".join(f"{name} {kind}" for name, kind, _ in _EVENT_FIELDS) + ")"
     event_values = ", ".join(expression for _, _, expression in _EVENT_FIELDS)
     only_identities = f"AND {identity} IN {IDENTITY_SET}" if identities is not None else ""
+    if shard is not None:
+        only_identities += f" AND cityHash64({identity}) % {{shards:UInt64}} = {{shard:UInt64}}"
     # Where the events taken begin and end, and where their copies are read from (WHO: an
     # identity expression).
     if starts is not None:
@@ -159,8 +167,18 @@ def sessions_query(
         IDENTITY_SET
         if identities is not None
         else f"(SELECT DISTINCT {identity} FROM {events}"
-        " WHERE timestamp >= {read_from:DateTime64(3)} AND timestamp < {window_to:DateTime64(3)})"
+        " WHERE timestamp >= {read_from:DateTime64(3)} AND timestamp < {window_to:DateTime64(3)}"
+        f" {only_identities})"
     )
+    # New: the identity's first session, with nothing of it before the window (none before the
+    # beginning of time: then no look back at all, which a full rebuild would pay with a scan).
+    is_new_visitor = "session_number = 1 AND NOT seen_before"
+    if not from_the_beginning:
+        is_new_visitor += f""" AND identity NOT IN (
+        SELECT DISTINCT {identity} FROM {events}
+        WHERE timestamp < {read_lower.replace("WHO", identity)} AND {identity} IN {window_identities}
+            {snapshot}
+    )"""
     sql = f"""
 WITH
 -- Each identity's stored rows of the window (and the copy spread around it), as named tuples.
@@ -284,11 +302,7 @@ SELECT
     arrayLast(e -> e.page_path != '', session).page_path AS exit_path,
     {channel} AS channel,
     pageviews = 1 AND NOT arrayExists(e -> e.type IN ('track', 'screen'), session) AS is_bounce,
-    session_number = 1 AND NOT seen_before AND identity NOT IN (
-        SELECT DISTINCT {identity} FROM {events}
-        WHERE timestamp < {read_lower.replace("WHO", identity)} AND {identity} IN {window_identities}
-            {snapshot}
-    ) AS is_new_visitor,
+    {is_new_visitor} AS is_new_visitor,
     first.browser AS browser,
     first.os AS os,
     first.device_type AS device_type,
@@ -310,13 +324,15 @@ FROM sessions
         parameters["copy_spread_ms"] = int(copy_spread / timedelta(milliseconds=1))
         parameters["far_future"] = FAR_FUTURE
     else:
-        assert window_from is not None and window_to is not None
-        parameters["window_from"] = window_from
+        assert window_to is not None
+        parameters["window_from"] = THE_EARLIEST if window_from is None else window_from
         parameters["window_to"] = window_to
-        parameters["read_from"] = window_from - copy_spread
+        parameters["read_from"] = THE_EARLIEST if window_from is None else window_from - copy_spread
         parameters["read_to"] = window_to + copy_spread
     if inserted_through is not None:
         parameters["inserted_through"] = inserted_through
     if identities is not None:
         parameters["identities"] = list(identities)
+    if shard is not None:
+        parameters["shard"], parameters["shards"] = shard
     return SessionsQuery(sql, parameters)
