@@ -126,6 +126,7 @@ def sessions_query(
     inserted_through: datetime | None = None,
     ordered: bool = True,
     shard: tuple[int, int] | None = None,
+    seen_before_start: Sequence[str] | None = None,
 ) -> SessionsQuery:
     """The sessions of the events with timestamp in [window_from, window_to) (window_from None:
     from the beginning of time), of `identities` only when given, of one `shard` (index, count)
@@ -135,7 +136,9 @@ def sessions_query(
 
     A sessionizer cycle instead gives `starts`: per identity (those only) where to begin, each a
     visit start, with no end; and `inserted_through`: only events inserted up to then count, so
-    that the rows are a function of that snapshot alone."""
+    that the rows are a function of that snapshot alone. With `starts`, `seen_before_start` names
+    the identities known to have events before their start (the sessionizer knows from its own
+    table): `is_new_visitor` then reads no events before the starts."""
     if starts is not None:
         identities = list(starts)
     elif window_to is None:
@@ -173,7 +176,9 @@ def sessions_query(
     # New: the identity's first session, with nothing of it before the window (none before the
     # beginning of time: then no look back at all, which a full rebuild would pay with a scan).
     is_new_visitor = "session_number = 1 AND NOT seen_before"
-    if not from_the_beginning:
+    if seen_before_start is not None:
+        is_new_visitor += " AND identity NOT IN (SELECT arrayJoin({seen_before_start:Array(String)}))"
+    elif not from_the_beginning:
         is_new_visitor += f""" AND identity NOT IN (
         SELECT DISTINCT {identity} FROM {events}
         WHERE timestamp < {read_lower.replace("WHO", identity)} AND {identity} IN {window_identities}
@@ -335,4 +340,6 @@ FROM sessions
         parameters["identities"] = list(identities)
     if shard is not None:
         parameters["shard"], parameters["shards"] = shard
+    if seen_before_start is not None:
+        parameters["seen_before_start"] = list(seen_before_start)
     return SessionsQuery(sql, parameters)
