@@ -85,8 +85,15 @@ async def run_cycle(
     through = snapshot_end(client, settle_seconds)
     if through <= watermark.inserted_through:
         return CycleResult(project_id, watermark.inserted_through, 0, 0, 0, 0, False)
-    # The first cycle takes everything: history before the sessionizer ran is not late.
-    lateness = rules.inactivity_timeout_seconds + rules.lateness_seconds if watermark.revision else None
+    if not watermark.revision:
+        # The first cycle takes everything (history before the sessionizer ran is not late): a
+        # full rebuild, one pass per shard rather than a scan per chunk of listed identities.
+        identities, sessions, tombstones = _rebuild_everything(
+            client, database, rules, through, None, REBUILD_SHARD_EVENTS
+        )
+        advanced = await watermarks.advance(project_id, watermark, through)
+        return CycleResult(project_id, through, identities, sessions, tombstones, 0, advanced)
+    lateness = rules.inactivity_timeout_seconds + rules.lateness_seconds
     earliest, late = _touched(client, database, rules, watermark.inserted_through, through, lateness)
     sessions, tombstones = _recompute(client, database, rules, earliest, watermark, through)
     advanced = await watermarks.advance(project_id, watermark, through)
@@ -260,7 +267,7 @@ def _touched(
     rules: Sessions,
     after: datetime,
     through: datetime,
-    too_late_seconds: int | None,
+    too_late_seconds: int,
 ) -> tuple[dict[str, datetime], int]:
     """Each identity with events inserted in (after, through], with its earliest such event that
     is not too late (inserted more than `too_late_seconds` after its timestamp); and how many were."""
@@ -275,7 +282,7 @@ def _touched(
     parameters = {
         "after": after,
         "through": through,
-        "too_late_seconds": 2**62 if too_late_seconds is None else too_late_seconds,
+        "too_late_seconds": too_late_seconds,
     }
     earliest: dict[str, datetime] = {}
     late = 0
