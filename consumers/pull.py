@@ -100,7 +100,7 @@ class PipelinedPull:
             await cancel_and_wait(self._watchdog)
         if self._subscription is not None:
             with contextlib.suppress(NatsError):
-                await self._subscription.drain()
+                await self._subscription.drain()  # type: ignore[no-untyped-call]
         while self._buffer:
             with contextlib.suppress(NatsError):
                 await self._buffer.popleft().nak()

@@ -374,21 +374,29 @@ def _insert_sessions(client: Client, database: str, query: SessionsQuery, versio
     client.command(sql, parameters={**query.parameters, "version": version}, settings=_UNIQUE_KEYS)
 
 
-def _write_tombstones(client: Client, database: str, starts: Mapping[str, datetime], version: int) -> None:
-    """A tombstone for every session of the recomputed ranges that this cycle did not write."""
-    sql = f"""
+def _tombstones_sql(database: str, sessions_of: str, also: str = "") -> str:
+    """Insert a tombstone for every live session matching `sessions_of` (a condition on the
+    identity) whose newest row is older than the version written, and `also` (on `newest.1`, its
+    start)."""
+    return f"""
         INSERT INTO `{database}`.sessions (identity, session_id, started_at, version, is_deleted)
         SELECT identity, session_id, newest.1, {{version:UInt64}}, 1
         FROM (
             SELECT identity, session_id, argMax((started_at, is_deleted), version) AS newest,
                 max(version) AS top
             FROM `{database}`.sessions
-            WHERE identity IN {IDENTITY_SET}
+            WHERE {sessions_of}
             GROUP BY identity, session_id
         )
-        WHERE top < {{version:UInt64}} AND NOT newest.2
-            AND newest.1 >= {time_lookup("starts", "identity")}
+        WHERE top < {{version:UInt64}} AND NOT newest.2 {also}
     """
+
+
+def _write_tombstones(client: Client, database: str, starts: Mapping[str, datetime], version: int) -> None:
+    """A tombstone for every session of the recomputed ranges that this cycle did not write."""
+    sql = _tombstones_sql(
+        database, f"identity IN {IDENTITY_SET}", f"AND newest.1 >= {time_lookup('starts', 'identity')}"
+    )
     parameters: dict[str, Any] = {
         "identities": list(starts),
         "version": version,
@@ -400,17 +408,6 @@ def _write_tombstones(client: Client, database: str, starts: Mapping[str, dateti
 def _write_shard_tombstones(client: Client, database: str, shard: tuple[int, int], version: int) -> None:
     """A full rebuild's tombstones: every live session of the shard (by the hash of the identity
     it was written under) that this rebuild did not write."""
-    sql = f"""
-        INSERT INTO `{database}`.sessions (identity, session_id, started_at, version, is_deleted)
-        SELECT identity, session_id, newest.1, {{version:UInt64}}, 1
-        FROM (
-            SELECT identity, session_id, argMax((started_at, is_deleted), version) AS newest,
-                max(version) AS top
-            FROM `{database}`.sessions
-            WHERE cityHash64(identity) % {{shards:UInt64}} = {{shard:UInt64}}
-            GROUP BY identity, session_id
-        )
-        WHERE top < {{version:UInt64}} AND NOT newest.2
-    """
+    sql = _tombstones_sql(database, "cityHash64(identity) % {shards:UInt64} = {shard:UInt64}")
     parameters = {"version": version, "shard": shard[0], "shards": shard[1]}
     client.command(sql, parameters=parameters, settings=_UNIQUE_KEYS)

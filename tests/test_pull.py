@@ -51,6 +51,17 @@ async def take_all(pull: PipelinedPull, count: int, timeout: float = 10.0) -> li
     return taken
 
 
+async def taken_by_another(nats: NatsClient, count: int) -> list[int]:
+    """What a second taker gets within 5 s (a message left pending would wait out its ack wait)."""
+    other = PipelinedPull(nats, EVENTS_STREAM, DURABLE, batch=100)
+    await other.start()
+    try:
+        taken = await take_all(other, count, timeout=5)
+    finally:
+        await other.stop()
+    return sorted(int(m.data) for m in taken)
+
+
 def buffered(pull: PipelinedPull) -> Callable[[], Awaitable[int]]:
     async def count() -> int:
         return len(pull.buffered)
@@ -178,13 +189,7 @@ async def test_stop_hands_buffered_messages_back_at_once(
     await pull.start()
     await eventually(buffered(pull), lambda n: n == 40)
     await pull.stop()
-    other = PipelinedPull(nats_client, EVENTS_STREAM, DURABLE, batch=20)
-    await other.start()
-    try:
-        taken = await take_all(other, 40, timeout=5)
-    finally:
-        await other.stop()
-    assert sorted(int(m.data) for m in taken) == list(range(40))
+    assert await taken_by_another(nats_client, 40) == list(range(40))
 
 
 async def test_stop_while_messages_are_in_flight_hands_every_one_back(
@@ -202,13 +207,7 @@ async def test_stop_while_messages_are_in_flight_hands_every_one_back(
     for message in naked:  # redelivered at once to the requests still open
         await message.nak()
     await pull.stop()
-    other = PipelinedPull(nats_client, EVENTS_STREAM, DURABLE, batch=100)
-    await other.start()
-    try:
-        taken = await take_all(other, 400, timeout=5)
-    finally:
-        await other.stop()
-    assert sorted(int(m.data) for m in taken) == list(range(400))
+    assert await taken_by_another(nats_client, 400) == list(range(400))
 
 
 async def test_a_deleted_consumer_is_reported(nats_client: NatsClient, js: JetStreamContext) -> None:
