@@ -19,13 +19,14 @@ from urllib.parse import parse_qsl
 
 import msgspec
 import orjson
+from msgspec import UNSET
 
 from headwater.core.service.jsondepth import nesting_exceeds
 from headwater.core.wire.envelope import utf8_repaired
 
 from .errors import IngestError
 from .validation import MAX_MESSAGE_ID_LENGTH, MAX_NAME_LENGTH, validate_event
-from .wire import MAX_BODY_DEPTH, Limits, SegmentEvent, accept
+from .wire import MAX_BODY_DEPTH, Limits, SegmentEvent, accept_translated
 
 TP2_PATH = "/com.snowplowanalytics.snowplow/tp2"
 PIXEL_PATH = "/i"
@@ -47,7 +48,7 @@ _MAPPED = frozenset(
 )  # fmt: skip
 _PAGE_PING_OFFSETS = (("pp_mix", "min_x"), ("pp_max", "max_x"), ("pp_miy", "min_y"), ("pp_may", "max_y"))
 _STRUCTURED_FIELDS = (("se_ca", "category"), ("se_ac", "action"), ("se_la", "label"), ("se_pr", "property"))
-_MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+_MAX_EPOCH_MS = "253402300799999"  # 9999-12-31T23:59:59.999Z, as the 15 digits of the longest
 
 SnowplowEvent = dict[str, str]
 # An event the fast path's rules accept (wire.accept); parsed JSON validation.py accepted (a case
@@ -143,25 +144,26 @@ def _string_map(event: object) -> SnowplowEvent | IngestError:
 
 def translate(sp: SnowplowEvent, limits: Limits) -> Translated:
     """The Segment event of one Snowplow event, or the IngestError that refuses it. Built as the
-    fast path's typed event (properties and context raw JSON) and judged by its rules, so that
-    a translated event costs what a Segment one does; what they are unsure of, validation.py
-    judges as it would a Segment event."""
+    fast path's typed event (properties and context raw JSON), valid by construction but for the
+    objects' depth, which the fast path judges (wire.accept_translated), so that a translated event
+    costs what a Segment one does; what it is unsure of, validation.py judges as it would a Segment
+    event."""
     try:
-        fields = _translate(sp)
+        event, properties, context = _translate(sp)
     except IngestError as error:
         return error
-    properties, context = _encoder.encode(fields.pop("properties")), _encoder.encode(fields.pop("context"))
-    event = SegmentEvent(**fields, properties=msgspec.Raw(properties), context=msgspec.Raw(context))
+    properties_json, context_json = _encoder.encode(properties), _encoder.encode(context)
+    event.properties, event.context = msgspec.Raw(properties_json), msgspec.Raw(context_json)
     # At most what the event encodes to (a character of the other fields' strings takes at most 6
     # bytes of JSON, their names and punctuation under 200): measured exactly only when that is over.
-    size = len(properties) + len(context) + 6 * sum(map(len, fields.values())) + 200
+    size = len(properties_json) + len(context_json) + 6 * _text_length(event) + 200
     if size > limits.max_event_bytes:
         size = len(_encoder.encode(event))
         if size > limits.max_event_bytes:
             return IngestError(
                 413, "event_too_large", f"an event may be at most {limits.max_event_bytes} bytes"
             )
-    if accept(event, None, limits.max_nesting_depth):
+    if accept_translated(event, limits.max_nesting_depth):
         return event
     try:
         parsed = orjson.loads(_encoder.encode(event))
@@ -170,7 +172,22 @@ def translate(sp: SnowplowEvent, limits: Limits) -> Translated:
         return error
 
 
-def _translate(sp: SnowplowEvent) -> dict[str, Any]:
+def _text_length(event: SegmentEvent) -> int:
+    """The characters of the string fields a translation sets."""
+    texts = (
+        event.type,
+        event.event,
+        event.userId,
+        event.anonymousId,
+        event.messageId,
+        event.timestamp,
+        event.sentAt,
+    )
+    return sum([len(text) for text in texts if type(text) is str])
+
+
+def _translate(sp: SnowplowEvent) -> tuple[SegmentEvent, dict[str, Any] | msgspec.Raw, dict[str, Any]]:
+    """The event with its fields but properties and context, and those two."""
     kind = sp.get("e")
     context: dict[str, Any] = {}
     page: dict[str, str] = {}
@@ -185,17 +202,17 @@ def _translate(sp: SnowplowEvent) -> dict[str, Any]:
         context["page"] = page
     properties: dict[str, Any] | msgspec.Raw
     if kind == "pv":
-        event: dict[str, Any] = {"type": "page"}
+        event = SegmentEvent(type="page")
         properties = dict(page)
     elif kind == "se":
-        event = {"type": "track", "event": _name(sp, STRUCTURED_EVENT_NAME_FIELD)}
+        event = SegmentEvent(type="track", event=_name(sp, STRUCTURED_EVENT_NAME_FIELD))
         properties = _structured(sp)
     elif kind == "ue":
         schema, properties = _self_describing(sp)
-        event = {"type": "track", "event": _event_name(schema)}
+        event = SegmentEvent(type="track", event=_event_name(schema))
         context["snowplow_event_schema"] = schema
     elif kind == "pp":
-        event = {"type": "track", "event": PAGE_PING_EVENT}
+        event = SegmentEvent(type="track", event=PAGE_PING_EVENT)
         offsets = {name: _integer(sp, param) for param, name in _PAGE_PING_OFFSETS if param in sp}
         properties = {**page, **offsets}
     elif kind is None:
@@ -204,7 +221,6 @@ def _translate(sp: SnowplowEvent) -> dict[str, Any]:
         raise IngestError(
             400, "unsupported_event", f"event type e={kind!r} is not supported: use pv, pp, se or ue", "e"
         )
-    event["properties"] = properties
     _identify(sp, event, context)
     _times(sp, event)
     _client(sp, context)
@@ -214,28 +230,27 @@ def _translate(sp: SnowplowEvent) -> dict[str, Any]:
     others = {name: value for name, value in sp.items() if name not in _MAPPED}
     if others:
         context["snowplow"] = others
-    event["context"] = context
-    return event
+    return event, properties, context
 
 
-def _identify(sp: SnowplowEvent, event: dict[str, Any], context: dict[str, Any]) -> None:
+def _identify(sp: SnowplowEvent, event: SegmentEvent, context: dict[str, Any]) -> None:
     message_id = sp.get("eid")
     if message_id:
         if len(message_id) > MAX_MESSAGE_ID_LENGTH:
             raise IngestError(
                 400, "invalid_field", f"eid is longer than {MAX_MESSAGE_ID_LENGTH} characters", "eid"
             )
-        event["messageId"] = message_id
+        event.messageId = message_id
     user_id = sp.get("uid")
     if user_id:
-        event["userId"] = _bounded(user_id, "uid")
+        event.userId = _bounded(user_id, "uid")
     # The device's own id first; a network id (the collector cookie, or the tracker's) otherwise.
     for param in ("duid", "nuid", "tnuid"):
         anonymous_id = sp.get(param)
         if anonymous_id:
-            event["anonymousId"] = _bounded(anonymous_id, param)
+            event.anonymousId = _bounded(anonymous_id, param)
             break
-    if "userId" not in event and "anonymousId" not in event:
+    if event.userId is UNSET and event.anonymousId is UNSET:
         raise IngestError(400, "missing_field", "a Snowplow event needs uid, duid or nuid", "duid")
     session = sp.get("sid")
     if session:
@@ -244,7 +259,7 @@ def _identify(sp: SnowplowEvent, event: dict[str, Any], context: dict[str, Any])
         context["sessionIndex"] = _integer(sp, "vid")
 
 
-def _times(sp: SnowplowEvent, event: dict[str, Any]) -> None:
+def _times(sp: SnowplowEvent, event: SegmentEvent) -> None:
     """Snowplow's derived timestamp on our skew correction (consumers/enrich/timestamps.py, which
     takes received_at - (sentAt - timestamp)). Snowplow's enrich: the true time `ttm` as sent;
     else collector - (stm - dtm) when the device stamped the event before sending it; else the
@@ -252,16 +267,18 @@ def _times(sp: SnowplowEvent, event: dict[str, Any]) -> None:
     as is), dtm with stm, or dtm as both (no difference: the arrival time)."""
     true_time = sp.get("ttm")
     if true_time:
-        event["timestamp"] = _iso_ms(_epoch_ms(true_time, "ttm"))
+        event.timestamp = _iso_ms(true_time, "ttm")
         return
     device_time = sp.get("dtm")
     if not device_time:
         return  # no device time: the arrival time
-    created = _epoch_ms(device_time, "dtm")
-    event["timestamp"] = stamp = _iso_ms(created)
+    event.timestamp = stamp = _iso_ms(device_time, "dtm")
     sent_time = sp.get("stm")
-    sent = _epoch_ms(sent_time, "stm") if sent_time else created
-    event["sentAt"] = _iso_ms(sent) if created < sent else stamp
+    if sent_time:
+        sent = _iso_ms(sent_time, "stm")
+        event.sentAt = sent if int(device_time) < int(sent_time) else stamp
+    else:
+        event.sentAt = stamp
 
 
 def _client(sp: SnowplowEvent, context: dict[str, Any]) -> None:
@@ -384,21 +401,22 @@ def _integer(sp: SnowplowEvent, param: str) -> int:
     return int(text)
 
 
-def _epoch_ms(text: str, param: str) -> int:
-    if text.isascii() and text.isdigit() and len(text) <= 15:  # (no huge int parsed)
-        value = int(text)
-        if value <= _MAX_EPOCH_MS:
-            return value
-    raise IngestError(400, "invalid_timestamp", f"{param} must be milliseconds since the epoch", param)
-
-
-def _iso_ms(epoch_ms: int) -> str:
-    """ISO-8601 in UTC with milliseconds, as Segment libraries write it. Twice per event: the
-    seconds' text is cached (events come in the same seconds), ~10x cheaper than isoformat."""
-    seconds, millis = divmod(epoch_ms, 1000)
-    return f"{_iso_seconds(seconds)}.{millis:03d}Z"
+def _iso_ms(text: str, param: str) -> str:
+    """The time of `text`, milliseconds since the epoch, in ISO-8601 in UTC with milliseconds, as
+    Segment libraries write it. Twice per event, so it works on the digits: the seconds' text is
+    cached (events come in the same seconds), the milliseconds are the last three digits."""
+    length = len(text)
+    if not (
+        text.isascii()
+        and text.isdigit()
+        and (length < len(_MAX_EPOCH_MS) or (length == len(_MAX_EPOCH_MS) and text <= _MAX_EPOCH_MS))
+    ):
+        raise IngestError(400, "invalid_timestamp", f"{param} must be milliseconds since the epoch", param)
+    if length < 4:
+        text = text.zfill(4)
+    return f"{_iso_seconds(text[:-3])}.{text[-3:]}Z"
 
 
 @lru_cache(maxsize=4096)
-def _iso_seconds(seconds: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+def _iso_seconds(seconds: str) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(seconds)))

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import base64
+import copy
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import hypothesis
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from headwater.consumers.enrich.timestamps import skew_corrected
 from headwater.core.wire.timestamps import utc_timestamp
 from headwater.edge.errors import IngestError
 from headwater.edge.snowplow import PAYLOAD_DATA_SCHEMAS, read_pixel, read_tp2, translate
+from headwater.edge.validation import validate_event
 from headwater.edge.wire import Limits, SegmentEvent
 
 BUTTON = "iglu:com.acme/button_click/jsonschema/1-0-2"
@@ -254,3 +259,95 @@ def test_translated_events_take_the_fast_path_and_its_limits() -> None:
     # Shallow enough for the precise rules (brackets in strings only make the fast path unsure).
     brackets = {"schema": UNSTRUCT, "data": {"schema": BUTTON, "data": {"text": "[[[[{{{{[[[["}}}
     assert translated(base(e="ue", ue_pr=json.dumps(brackets)))["properties"] == {"text": "[[[[{{{{[[[["}
+
+
+def _nested(depth: int) -> Any:
+    value: Any = {"leaf": "[{"}
+    for level in range(depth):
+        value = {"in": value} if level % 2 else [value]
+    return value
+
+
+def _digits() -> st.SearchStrategy[str]:
+    """Epoch milliseconds as trackers send them, and the edges of what _iso_ms reads."""
+    return st.one_of(
+        st.integers(0, 253_402_300_799_999).map(str),
+        st.sampled_from(
+            ["", "0", "007", "253402300800000", "-5", "1e3", "\uff11\uff12\uff13", "99999999999999999"]
+        ),
+    )
+
+
+def _unstruct_event(data: dict[str, Any], base64_encoded: bool) -> str:
+    envelope = {"schema": UNSTRUCT, "data": data}
+    return b64url(envelope, False) if base64_encoded else json.dumps(envelope)
+
+
+def _json_param(base64_encoded: bool) -> st.SearchStrategy[str]:
+    """ue_pr (plain) or ue_px (base64url) values: events nesting 0-10 levels, and junk."""
+    inner = st.builds(
+        lambda schema, depth: {"schema": schema, "data": {"v": _nested(depth)}},
+        st.sampled_from([BUTTON, "iglu:/x/jsonschema/1-0-0", "iglu: /x/jsonschema/1-0-0", "nope"]),
+        st.integers(0, 10),
+    )
+    wrapped = inner.map(lambda data: _unstruct_event(data, base64_encoded))
+    return st.one_of(wrapped, st.text(max_size=5))
+
+
+def _contexts() -> st.SearchStrategy[str]:
+    return st.integers(0, 10).map(lambda depth: json.dumps({"schema": CONTEXTS, "data": [_nested(depth)]}))
+
+
+_ODD_TEXT = st.one_of(st.text(max_size=6), st.sampled_from(["", " ", "x" * 255, "x" * 256, "x" * 1025]))
+# Mostly what a tracker sends; now and then what no tracker should.
+_TEXT = st.one_of(st.text(min_size=1, max_size=8), st.text(min_size=1, max_size=8), _ODD_TEXT)
+_NUMBER = st.one_of(st.integers(-5, 10**19).map(str), st.integers(0, 100).map(str), _ODD_TEXT)
+# The fields each type of event needs, present but for ones of the `tx` type (refused).
+_NEEDED = {
+    "pv": {},
+    "pp": {},
+    "se": {"se_ca": _TEXT, "se_ac": _TEXT},
+    "ue": {"ue_pr": _json_param(False)},
+    "tx": {},
+}
+SNOWPLOW_EVENTS = st.sampled_from(sorted(_NEEDED)).flatmap(
+    lambda kind: st.fixed_dictionaries(
+        {"e": st.just(kind), "duid": _TEXT, **_NEEDED[kind]},
+        optional={
+            "eid": _TEXT, "uid": _TEXT, "nuid": _TEXT, "tnuid": _TEXT, "sid": _TEXT, "vid": _NUMBER,
+            "dtm": _digits(), "stm": _digits(), "ttm": _digits(), "url": _TEXT, "page": _TEXT,
+            "refr": _TEXT, "ua": _TEXT, "res": _TEXT, "se_la": _TEXT, "pp_mix": _NUMBER,
+            "se_va": st.one_of(st.floats().map(str), _TEXT), "ue_px": _json_param(True),
+            "co": _contexts(), "tv": _TEXT, "tna": _TEXT,
+        },
+    )
+)  # fmt: skip
+
+
+def test_a_translated_event_the_fast_path_takes_passes_the_precise_rules_unchanged() -> None:
+    """What translate() hands on as a typed event (wire.accept_translated: only the objects' depth
+    judged) is what validation.py accepts and leaves as it is."""
+    fast = 0
+
+    @settings(max_examples=1500, deadline=None)
+    @given(sp=SNOWPLOW_EVENTS, depth=st.integers(3, 12))
+    def check(sp: dict[str, str], depth: int) -> None:
+        nonlocal fast
+        limits = Limits(max_event_bytes=2_048, max_nesting_depth=depth)
+        event = translate(sp, limits)
+        if isinstance(event, IngestError):
+            hypothesis.event(f"refused: {event.code}")
+            return
+        hypothesis.event("fast path" if isinstance(event, SegmentEvent) else "precise path")
+        if not isinstance(event, SegmentEvent):
+            return
+        fast += 1
+        encoded = msgspec.json.encode(event)
+        assert len(encoded) <= limits.max_event_bytes
+        sent = json.loads(encoded)
+        assert isinstance(sent.get("messageId"), str)
+        precise = validate_event(copy.deepcopy(sent), None, limits.max_event_bytes, len(encoded), depth)
+        assert precise == sent
+
+    check()
+    assert fast >= 100, f"only {fast} events took the fast path: the property says too little"
