@@ -25,6 +25,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from headwater.analytics.sessions.query import (
+    DEFAULT_COPY_SPREAD,
     FAR_FUTURE,
     IDENTITY_SET,
     THE_EARLIEST,
@@ -214,7 +215,7 @@ def _recompute(
         progress(0, len(names))
     for offset in range(0, len(names), chunk_identities):
         chunk = {name: earliest[name] for name in names[offset : offset + chunk_identities]}
-        starts, seen = _recompute_from(client, database, chunk, watermark)
+        starts, seen = _recompute_from(client, database, rules, chunk, watermark)
         written, removed = _recompute_chunk(client, database, rules, starts, through, seen)
         sessions, tombstones = sessions + written, tombstones + removed
         if progress is not None:
@@ -298,11 +299,11 @@ def _committed_sessions(database: str) -> str:
     """The sessions of the identities at hand as the watermark left them: per session, its row of
     the highest version not above the watermark's, tombstones left out."""
     return f"""
-        SELECT identity, session_id, started, visit_started
+        SELECT identity, session_id, started, visit_started, ended
         FROM (
             SELECT identity, session_id,
-                argMax((started_at, visit_started_at, is_deleted), version) AS newest,
-                newest.1 AS started, newest.2 AS visit_started, newest.3 AS deleted
+                argMax((started_at, visit_started_at, ended_at, is_deleted), version) AS newest,
+                newest.1 AS started, newest.2 AS visit_started, newest.3 AS ended, newest.4 AS deleted
             FROM `{database}`.sessions
             WHERE identity IN {IDENTITY_SET} AND version <= {{committed:UInt64}}
             GROUP BY identity, session_id
@@ -312,28 +313,48 @@ def _committed_sessions(database: str) -> str:
 
 
 def _recompute_from(
-    client: Client, database: str, earliest: Mapping[str, datetime], watermark: Watermark
+    client: Client,
+    database: str,
+    rules: Sessions,
+    earliest: Mapping[str, datetime],
+    watermark: Watermark,
 ) -> tuple[dict[str, datetime], list[str]]:
-    """Per identity: the visit start of its last committed session that started before its
-    earliest new event; the beginning when it has none. And the identities with a committed
-    session before that start: they have events before it (committed sessions hold every event
-    inserted up to the watermark but those that came too late), so none of their recomputed
-    sessions is a new visitor's, which spares the query a look back over every older event."""
+    """Per identity, where its new events can change anything. From B, a copy spread before its
+    earliest new event: a new copy of a message that was received before the copy stored displaces
+    it, and copies lie within the spread of each other. Its last committed session that started
+    before B: when an event at B would come within the inactivity timeout of the session's end (or
+    inside it), the session's visit is recomputed from its start; otherwise every event from B on
+    begins a visit of its own and nothing before B changes: recomputed from B. The beginning when
+    there is no such session. And the identities with a committed session that started before
+    their start: they have events before it (committed sessions hold every event inserted up to
+    the watermark but those that came too late), so none of their recomputed sessions is a new
+    visitor's, which spares the query a look back over every older event."""
     sql = f"""
-        SELECT identity, argMax(visit_started, started) AS start, min(started) < start
+        SELECT identity, argMax((visit_started, ended), started), min(started)
         FROM ({_committed_sessions(database)})
-        WHERE started < {time_lookup("earliest", "identity")}
+        WHERE started < {time_lookup("affected", "identity")}
         GROUP BY identity
     """
+    affected = {
+        identity: max(moment - DEFAULT_COPY_SPREAD, THE_EARLIEST) for identity, moment in earliest.items()
+    }
     parameters = {
         "identities": list(earliest),
         "committed": watermark.version,
-        **time_map_parameters("earliest", earliest),
+        **time_map_parameters("affected", affected),
     }
-    rows = client.query(sql, parameters=parameters).result_rows
-    found: dict[str, datetime] = {identity: start for identity, start, _ in rows}
-    seen = [identity for identity, _, seen_before in rows if seen_before]
-    return {identity: found.get(identity, THE_EARLIEST) for identity in earliest}, seen
+    timeout = timedelta(seconds=rules.inactivity_timeout_seconds)
+    starts = dict.fromkeys(earliest, THE_EARLIEST)
+    seen: list[str] = []
+    for identity, (visit_started, ended), first_started in client.query(
+        sql, parameters=parameters
+    ).result_rows:
+        moment = affected[identity]
+        start = utc(visit_started) if moment - utc(ended) <= timeout else moment
+        starts[identity] = start
+        if utc(first_started) < start:
+            seen.append(identity)
+    return starts, seen
 
 
 def _write_sessions(

@@ -157,6 +157,61 @@ async def test_redelivered_copies_count_once(
     assert table(clickhouse, database)[0].events == 2
 
 
+async def test_a_new_visit_long_after_the_last_session_does_not_rewrite_it(
+    clickhouse: Client, watermarks: Watermarks, project_id: str
+) -> None:
+    """A cycle recomputes from where new events can change anything (cycle._recompute_from): a new
+    event more than a copy spread plus the timeout after the identity's last session begins a visit
+    of its own, and that session's row stays as it was written. One within that reach is
+    recomputed with the visit before it."""
+    database = f"hw_{project_id}"
+    base = now() - timedelta(hours=5)
+    first = [event("m1", "a", base), event("m2", "a", base + timedelta(minutes=10))]
+    insert(clickhouse, database, first)
+    await settle(clickhouse, watermarks, project_id)
+
+    def versions() -> dict[str, int]:
+        sql = f"SELECT session_id, max(version) FROM {database}.sessions GROUP BY session_id"
+        return dict(clickhouse.query(sql).result_rows)
+
+    written = versions()
+    far = event("m3", "a", base + timedelta(hours=2))
+    insert(clickhouse, database, [far])
+    await settle(clickhouse, watermarks, project_id)
+    assert {key: versions()[key] for key in written} == written
+    near = event("m4", "a", base + timedelta(minutes=10) + cycle.DEFAULT_COPY_SPREAD)
+    insert(clickhouse, database, [near])
+    await settle(clickhouse, watermarks, project_id)
+    assert all(versions()[key] > version for key, version in written.items())
+    expected = sessionize([*first, far, near], RULES)
+    assert [row.events for row in expected] == [2, 1, 1]
+    assert normalized(table(clickhouse, database)) == normalized(expected)
+
+
+async def test_a_copy_received_earlier_displaces_the_stored_one_from_a_closed_session(
+    clickhouse: Client, watermarks: Watermarks, project_id: str
+) -> None:
+    """A copy of a message that arrives later but was received before the copy stored (a spool
+    replay) is the one kept, even when its time falls past the timeout of the stored copy's
+    session: that session is recomputed without it."""
+    database = f"hw_{project_id}"
+    base = now() - timedelta(hours=3)
+    original = [event("m1", "a", base), event("m2", "a", base + timedelta(minutes=5))]
+    insert(clickhouse, database, original)
+    await settle(clickhouse, watermarks, project_id)
+    earlier_copy = replace(
+        original[1],
+        received_at=base + timedelta(minutes=4),
+        timestamp=base + timedelta(minutes=50),
+        request_id="r-spooled",
+    )
+    insert(clickhouse, database, [earlier_copy])
+    await settle(clickhouse, watermarks, project_id)
+    expected = sessionize([*original, earlier_copy], RULES)
+    assert [row.events for row in expected] == [1, 1]
+    assert normalized(table(clickhouse, database)) == normalized(expected)
+
+
 async def test_two_sessionizers_at_once_and_a_cycle_run_twice_leave_the_same_table(
     clickhouse: Client, watermarks: Watermarks, project_id: str
 ) -> None:
