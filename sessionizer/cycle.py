@@ -324,7 +324,7 @@ def _recompute_from(
     it, and copies lie within the spread of each other. Its last committed session that started
     before B: when an event at B would come within the inactivity timeout of the session's end (or
     inside it), the session's visit is recomputed from its start; otherwise every event from B on
-    begins a visit of its own and nothing before B changes: recomputed from B. The beginning when
+    begins a visit of its own and nothing before B changes: recomputed from B. From B too when
     there is no such session. And the identities with a committed session that started before
     their start: they have events before it (committed sessions hold every event inserted up to
     the watermark but those that came too late), so none of their recomputed sessions is a new
@@ -344,7 +344,7 @@ def _recompute_from(
         **time_map_parameters("affected", affected),
     }
     timeout = timedelta(seconds=rules.inactivity_timeout_seconds)
-    starts = dict.fromkeys(earliest, THE_EARLIEST)
+    starts = dict(affected)
     seen: list[str] = []
     for identity, (visit_started, ended), first_started in client.query(
         sql, parameters=parameters

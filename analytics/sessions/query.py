@@ -163,9 +163,14 @@ def sessions_query(
         lower = time_lookup("starts", "WHO")
         read_lower = f"({lower} - toIntervalMillisecond({{copy_spread_ms:Int64}}))"
         upper = read_upper = "{far_future:DateTime64(3, 'UTC')}"
+        # The earliest of the starts (minus the spread), first: no lower than any identity's own
+        # bound, so it changes no result, but a condition on the column alone skips the parts
+        # (and granules) older than every start and spares their rows the per-identity lookup.
+        read_floor = "timestamp >= {read_floor:DateTime64(3, 'UTC')} AND "
     else:
         lower, read_lower = "{window_from:DateTime64(3)}", "{read_from:DateTime64(3)}"
         upper, read_upper = "{window_to:DateTime64(3)}", "{read_to:DateTime64(3)}"
+        read_floor = ""
     snapshot = "AND inserted_at <= {inserted_through:DateTime64(3, 'UTC')}" if inserted_through else ""
     channel, channel_parameters = channels.channel_sql(
         "entry.referrer_host", "entry.page_host", "entry.utm_source", "entry.utm_medium", "entry.utm_campaign"
@@ -199,7 +204,7 @@ stored AS (
         -- below it would be re-done, its constant arrays copied, for every element
         {lower.replace("WHO", "identity")} AS lower_bound
     FROM {events}
-    WHERE timestamp >= {read_lower.replace("WHO", identity)} AND timestamp < {read_upper}
+    WHERE {read_floor}timestamp >= {read_lower.replace("WHO", identity)} AND timestamp < {read_upper}
         {only_identities} {snapshot}
     GROUP BY identity
     HAVING identity != ''
@@ -334,6 +339,7 @@ FROM sessions
         parameters.update(time_map_parameters("starts", starts))
         parameters["copy_spread_ms"] = int(copy_spread / timedelta(milliseconds=1))
         parameters["far_future"] = FAR_FUTURE
+        parameters["read_floor"] = max(min(starts.values(), default=THE_EARLIEST) - copy_spread, THE_EARLIEST)
     else:
         assert window_to is not None
         parameters["window_from"] = THE_EARLIEST if window_from is None else window_from
