@@ -232,16 +232,7 @@ def _recompute_chunk(
     seen_before_start: list[str],
 ) -> tuple[int, int]:
     version = version_of(through)
-    # Identities recomputed from the beginning (none of their sessions began earlier) by the window form
-    # of the query: a per-identity start costs a lookup per event (~2x the query on 1M events).
-    from_the_beginning = [name for name, start in starts.items() if start == THE_EARLIEST]
-    later = {name: start for name, start in starts.items() if start != THE_EARLIEST}
-    if from_the_beginning:
-        _write_sessions(
-            client, database, rules, dict.fromkeys(from_the_beginning, THE_EARLIEST), through, version, True
-        )
-    if later:
-        _write_sessions(client, database, rules, later, through, version, False, seen_before_start)
+    _write_sessions(client, database, rules, starts, through, version, seen_before_start)
     _write_tombstones(client, database, starts, version)
     return _written(client, database, version, list(starts))
 
@@ -364,26 +355,18 @@ def _write_sessions(
     starts: Mapping[str, datetime],
     through: datetime,
     version: int,
-    from_the_beginning: bool,
-    seen_before_start: list[str] | None = None,
+    seen_before_start: list[str],
 ) -> None:
-    """The sessions of `starts`' identities from their start on. `from_the_beginning` (every start
-    is the beginning): the same rows by the window form of the query, as a per-identity start
-    costs a lookup per event (~2x the query on 1M events). `seen_before_start`: _recompute_from's."""
-    if from_the_beginning:
-        identities = list(starts)
-        query = sessions_query(
-            database, rules, None, FAR_FUTURE, identities=identities, inserted_through=through, ordered=False
-        )
-    else:
-        query = sessions_query(
-            database,
-            rules,
-            starts=starts,
-            inserted_through=through,
-            ordered=False,
-            seen_before_start=seen_before_start,
-        )
+    """The sessions of `starts`' identities from their start on (the query's per-identity form,
+    whatever the start, the beginning of time included). `seen_before_start`: _recompute_from's."""
+    query = sessions_query(
+        database,
+        rules,
+        starts=starts,
+        inserted_through=through,
+        ordered=False,
+        seen_before_start=seen_before_start,
+    )
     _insert_sessions(client, database, query, version)
 
 
