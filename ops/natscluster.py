@@ -5,9 +5,7 @@ data), with its per-node values in the environment. For the HA tests and for try
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +16,7 @@ from pathlib import Path
 from nats.js import JetStreamContext
 
 from .natsserver import NatsServerError, NatsServerProcess
+from .ports import free_ports
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +39,6 @@ class NodeAddresses:
     @property
     def health_url(self) -> str:
         return f"http://{self.host}:{self.monitor}/healthz"
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """`count` distinct ports free right now (all bound at once, so none is handed out twice)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind((host, 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def node_environment(name: str, node: NodeAddresses, store_dir: Path, routes: list[str]) -> dict[str, str]:

@@ -15,10 +15,17 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from .ports import free_ports
+
 log = logging.getLogger(__name__)
+_PORT_ATTEMPTS = 3
 
 
 class NatsServerError(RuntimeError):
+    pass
+
+
+class NatsPortInUse(NatsServerError):
     pass
 
 
@@ -44,7 +51,8 @@ def _die_with_parent() -> None:
 
 
 class NatsServerProcess:
-    """`port=0` picks a free port; the bound one is read from the server's ports file.
+    """`port=0` picks a free port below the kernel's ephemeral range (ops/ports.py), so that a
+    restart finds it free; the bound one is read from the server's ports file.
 
     With `config_file`, the server is configured by that file instead (a cluster node: see
     ops/natscluster.py), `environment` supplying the `$NAME`s it leaves to the environment; `host`
@@ -78,6 +86,17 @@ class NatsServerProcess:
         return self._process.pid if self._process else None
 
     def start(self, timeout: float = 20.0) -> str:
+        if self.port or self.config_file is not None:
+            return self._start(timeout)
+        for _attempt in range(_PORT_ATTEMPTS):  # another process may bind the port we picked first
+            self.port = free_ports(1, self.host)[0]
+            try:
+                return self._start(timeout)
+            except NatsPortInUse:
+                self.port = 0
+        return self._start(timeout)  # the server's own choice, in the ephemeral range
+
+    def _start(self, timeout: float) -> str:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         ports_dir = self.store_dir / "ports"
         ports_dir.mkdir(exist_ok=True)
@@ -98,7 +117,7 @@ class NatsServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise NatsServerError(self._exit_reason())
+                raise self._exit_reason()
             if ports_file.exists():
                 try:
                     self.url = json.loads(ports_file.read_text())["nats"][0]
@@ -117,7 +136,7 @@ class NatsServerProcess:
         self.stop()
         raise NatsServerError(f"nats-server did not start within {timeout:.0f}s; see {self.log_file}")
 
-    def _exit_reason(self) -> str:
+    def _exit_reason(self) -> NatsServerError:
         """Why nats-server exited at start-up: its fatal log line, in the operator's words when it is
         a port already in use."""
         try:
@@ -126,13 +145,13 @@ class NatsServerProcess:
             lines = []
         fatal = next((line for line in reversed(lines) if "[FTL]" in line), "")
         if "address already in use" in fatal:
-            return (
+            return NatsPortInUse(
                 f"NATS cannot listen on port {self.port}: it is already in use; choose another with "
                 "--nats-port (0 picks a free one), or stop what holds it"
             )
         status = self._process.returncode if self._process else None
         detail = fatal.split("[FTL]", 1)[1].strip() if fatal else f"exit status {status}"
-        return f"nats-server failed to start: {detail} (see {self.log_file})"
+        return NatsServerError(f"nats-server failed to start: {detail} (see {self.log_file})")
 
     def _command(self, ports_dir: Path) -> list[str]:
         where = ["--ports_file_dir", str(ports_dir), "--log", str(self.log_file)]

@@ -27,8 +27,8 @@ from hw_testing import BIN, admin_headers, basic_auth, cli_env, create_project, 
 from headwater.edge.settings import EdgeSettings
 from headwater.ops.cli import main
 from headwater.ops.natsauth import ROLES, authorization_config
-from headwater.ops.natscluster import free_ports
 from headwater.ops.options import ADMIN_TOKEN_ENV, ADMIN_TOKENS_ENV
+from headwater.ops.ports import free_ports
 from headwater.ops.runtime import Stack
 
 DEPLOY = Path(__file__).resolve().parents[1] / "ops" / "deploy"

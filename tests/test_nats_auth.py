@@ -29,9 +29,9 @@ from headwater.edge.settings import EdgeSettings
 from headwater.edge.streams import StreamSettings
 from headwater.ops.loop import StackFailure
 from headwater.ops.natsauth import ROLES, NatsAuth, authorization_config, redact_nats_url
-from headwater.ops.natscluster import free_ports
 from headwater.ops.natsconn import connect_for_command, connect_nats
 from headwater.ops.natsserver import NatsServerProcess
+from headwater.ops.ports import free_ports
 from headwater.ops.runtime import Stack, StackSettings
 from headwater.sessionizer.settings import SessionizerSettings
 

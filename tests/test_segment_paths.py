@@ -23,7 +23,7 @@ from test_deploy_files import HAProxy, dead_port, haproxy_pem, host_port, local_
 from headwater.edge.asgi import SEGMENT_SHORT_PATHS
 from headwater.edge.cdnsettings import PublicBase, settings_key
 from headwater.edge.settings import EdgeSettings
-from headwater.ops.natscluster import free_ports
+from headwater.ops.ports import free_ports
 from headwater.ops.runtime import Stack
 
 pytestmark = pytest.mark.services

@@ -8,7 +8,6 @@ import asyncio
 import itertools
 import json
 import signal
-import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -27,6 +26,7 @@ from hw_testing import (
 )
 
 from headwater.ops.natsserver import NatsServerProcess
+from headwater.ops.ports import free_ports
 from headwater.ops.runtime import Stack
 from headwater.spool.backend import open_cache
 
@@ -213,12 +213,6 @@ async def test_a_corrupt_entry_is_quarantined_and_the_rest_drains(
     assert set(stored) == load.acked - {"c-2"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_edge(port: int, nats_url: str, spool_dir: Path) -> subprocess.Popen[str]:
     env = cli_env()
     process = subprocess.Popen(
@@ -241,7 +235,7 @@ async def test_an_edge_killed_while_spooling_drains_after_restart(
 ) -> None:
     stack: Stack = await make_stack(control=True, consumer=True)
     key = str((await create_project(http, stack, project_id))["secret_key"])
-    port, spool_dir = free_port(), tmp_path / "edge-spool"
+    port, spool_dir = free_ports(1)[0], tmp_path / "edge-spool"
     edge = await asyncio.to_thread(start_edge, port, nats_server.url, spool_dir)
     load = Load(http, f"http://127.0.0.1:{port}", key)
     try:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-import socket
 from typing import Any
 
 import click
@@ -37,6 +36,7 @@ from headwater.ops.options import (
     parse_duration,
     stream_settings,
 )
+from headwater.ops.ports import free_ports
 from headwater.ops.streams import STREAM_NAMES, managed_streams, plan_stream, render_plan
 
 pytestmark = pytest.mark.services
@@ -48,13 +48,6 @@ async def headwater(url: str, *args: str, stdin: str | None = None, env: dict[st
     return await run_cli(
         "streams", *args, "--nats-url", url, env={**cli_env(), **(env or {})}, stdin=stdin or ""
     )
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (bound, read, released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def existing(js: JetStreamContext) -> set[str]:
@@ -132,7 +125,7 @@ async def test_status_watch_refreshes_until_ctrl_c(
 
 
 async def test_unreachable_nats_is_a_clean_error() -> None:
-    url = f"nats://127.0.0.1:{free_port()}"
+    url = f"nats://127.0.0.1:{free_ports(1)[0]}"
     for args in (("status",), ("status", "--json"), ("ensure", "--yes")):
         run = await headwater(url, *args)
         assert run.code == 1, (args, run.stdout, run.stderr)
@@ -231,9 +224,8 @@ def test_bad_settings_are_usage_errors() -> None:
         (("--max-bytes", "50G"), "is not a size"),
         (("--replicas", "0"), "--replicas"),
     ):
-        result = CliRunner().invoke(
-            main, ["streams", "ensure", "--dry-run", "--nats-url", f"nats://127.0.0.1:{free_port()}", *args]
-        )
+        url = f"nats://127.0.0.1:{free_ports(1)[0]}"
+        result = CliRunner().invoke(main, ["streams", "ensure", "--dry-run", "--nats-url", url, *args])
         assert result.exit_code == 2 and message in result.output, (args, result.output)
 
 

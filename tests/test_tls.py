@@ -9,7 +9,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -37,6 +36,7 @@ from headwater.control.settings import AdminToken, ControlSettings
 from headwater.edge.settings import EdgeSettings
 from headwater.edge.streams import StreamSettings
 from headwater.ops.natsserver import NatsServerProcess
+from headwater.ops.ports import free_ports
 from headwater.ops.runtime import Stack, StackSettings
 from headwater.ops.tlsserver import server_context
 
@@ -268,20 +268,15 @@ def test_a_bad_certificate_or_key_stops_serve_with_its_reason(
     assert "Traceback" not in result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def tls_edge_workers(
     nats_server: NatsServerProcess, certificate: Certificate, tmp_path: Path
 ) -> Iterator[str]:
     """`serve edge --workers 2` with TLS: each worker its own HTTPS listener on the shared port."""
+    port, operator_port = free_ports(2)
     process = subprocess.Popen(
-        [str(BIN / "headwater"), "serve", "edge", "--workers", "2", "--port", str(_free_port()),
-         "--operator-port", str(_free_port()),
+        [str(BIN / "headwater"), "serve", "edge", "--workers", "2", "--port", str(port),
+         "--operator-port", str(operator_port),
          "--nats-url", nats_server.url, "--spool-dir", str(tmp_path / "spool"),
          "--tls-cert", certificate.cert, "--tls-key", certificate.key],
         stdout=subprocess.PIPE,
