@@ -97,7 +97,9 @@ FROM (
         message % {SESSION_EVENTS} AS step, copy
     FROM (
         SELECT number,
-            {{first:UInt64}} + if(number % 50 = 49, number - 1, number) AS message,
+            -- one type for both branches: as Variant(Int64, UInt64), the copy's hashes (its
+            -- visitor, its time) differed from the original's, so copies were not copies
+            toUInt64({{first:UInt64}} + if(number % 50 = 49, number - 1, number)) AS message,
             number % 50 = 49 AS copy
         FROM numbers({{count:UInt64}})
     )

@@ -44,7 +44,8 @@ SELECT
     ['', 'email'][message % 2 + 1],
     'Chrome', 'Linux', 'DE'
 FROM (
-    SELECT number, if(number % 50 = 49, number - 1, number) AS message, number % 50 = 49 AS copy
+    -- toUInt64: as Variant(Int64, UInt64), a copy's hashes would differ from the original's
+    SELECT number, toUInt64(if(number % 50 = 49, number - 1, number)) AS message, number % 50 = 49 AS copy
     FROM numbers({{count:UInt64}})
 )
 """
