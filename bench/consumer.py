@@ -61,7 +61,7 @@ from headwater.edge.streams import StreamSettings, ensure_streams
 from headwater.ops.natsconn import connect_nats
 from headwater.ops.natsserver import NatsServerProcess
 from headwater.sessionizer.runner import Sessionizer
-from headwater.sessionizer.settings import SessionizerSettings
+from headwater.sessionizer.settings import DEFAULT_MAX_BUSY_FRACTION, SessionizerSettings
 from headwater.sessionizer.watermarks import Watermarks, ensure_sessions_bucket
 
 BEGIN, END = (
@@ -340,10 +340,16 @@ async def child_raw(nats_url: str, clickhouse_url: str, events: int) -> dict[str
 
 
 async def child_consume(
-    nats_url: str, clickhouse_url: str, events: int, workers: int | None, sessionized: bool = False
+    nats_url: str,
+    clickhouse_url: str,
+    events: int,
+    workers: int | None,
+    sessionized: bool = False,
+    max_busy: float = DEFAULT_MAX_BUSY_FRACTION,
 ) -> dict[str, Any]:
     """The real consumer, default settings, from the first message until the last row is written;
-    `sessionized`: with the sessionizer role running beside it on the same engine (bench/sessions.py)."""
+    `sessionized`: with the sessionizer role running beside it on the same engine (bench/sessions.py),
+    busy at most `max_busy` of the time."""
     nats = await connect_nats(nats_url, "bench-consume")
     client = migrate(clickhouse_url)
     durable = f"bench-consume-{os.getpid()}"  # a fresh durable each run: runs can share a stream
@@ -359,7 +365,7 @@ async def child_consume(
         workers_rss = [rss_bytes(pid) for pid in pids]
         samples.append((seconds, consumer.rows_written, rss_bytes(), engine_memory(client), workers_rss))
 
-    beside = await sessionizer_beside(nats, clickhouse_url) if sessionized else None
+    beside = await sessionizer_beside(nats, clickhouse_url, max_busy) if sessionized else None
     if beside is not None:
         await beside.start()
     sample(0.0)
@@ -378,8 +384,9 @@ async def child_consume(
     cpu = cpu_seconds() - cpu_before
     workers_cpu = sum(cpu_seconds_of(pid) for pid in pids) - workers_cpu_before
     sample(seconds)
-    rounds, sessionizer_error = 0, None
+    rounds, sessionizer_error, lag = 0, None, 0.0
     if beside is not None:
+        lag = await sessions_lag(nats, seconds)
         await beside.stop()
         rounds, sessionizer_error = beside.rounds, beside.last_error
         # Untimed: one more round once the last rows have settled, so that every event is
@@ -393,6 +400,7 @@ async def child_consume(
     return {
         "sessionizer_rounds": rounds,
         "sessionizer_error": sessionizer_error,
+        "sessions_lag_seconds": lag,
         "sessions": sessions_stored(client) if sessionized else 0,
         "rows": consumer.rows_written,
         "seconds": seconds,
@@ -407,16 +415,35 @@ async def child_consume(
     }
 
 
-async def sessionizer_beside(nats: NatsClient, clickhouse_url: str) -> Sessionizer:
+async def sessionizer_beside(
+    nats: NatsClient, clickhouse_url: str, max_busy: float = DEFAULT_MAX_BUSY_FRACTION
+) -> Sessionizer:
     """The sessionizer role over the benchmark's projects, on its own client of the same engine,
-    cycling every 2 s on what was inserted up to 1 s ago: it keeps up with the stream as it lands
-    (the role's defaults, 10 s and 30 s, would leave it idle for a run this short)."""
+    cycling every 2 s (or as its busy limit lets it) on what was inserted up to 1 s ago: it keeps
+    up with the stream as it lands (the role's defaults, 10 s and 30 s, would leave it idle for a
+    run this short)."""
     watermarks = Watermarks(await ensure_sessions_bucket(nats.jetstream()))
     settings = SessionizerSettings(
-        clickhouse_url, interval_seconds=2.0, settle_seconds=SESSIONIZER_SETTLE_SECONDS, port=None
+        clickhouse_url,
+        interval_seconds=2.0,
+        max_busy_fraction=max_busy,
+        settle_seconds=SESSIONIZER_SETTLE_SECONDS,
+        port=None,
     )
     rules = {project: Sessions() for project in PROJECTS}
     return Sessionizer(connect(clickhouse_url), watermarks, settings, lambda: rules)
+
+
+async def sessions_lag(nats: NatsClient, run_seconds: float) -> float:
+    """How far behind the inserts the sessions are now: the oldest of the projects' watermarks,
+    against ClickHouse's clock as the cycles read it (a project without one: the whole run)."""
+    watermarks = Watermarks(await ensure_sessions_bucket(nats.jetstream()))
+    now = datetime.now(UTC)
+    lags = []
+    for project in PROJECTS:
+        watermark = await watermarks.get(project)
+        lags.append((now - watermark.inserted_through).total_seconds() if watermark.revision else run_seconds)
+    return max(lags)
 
 
 def sessions_stored(client: Any) -> int:
@@ -462,6 +489,7 @@ def run_child(
     profile: Path | None = None,
     workers: int | None = None,
     sessionized: bool = False,
+    max_busy: float = DEFAULT_MAX_BUSY_FRACTION,
 ) -> dict[str, Any]:
     # py-spy's collapsed stacks (one line per stack, its sample count last), all threads
     spy = [
@@ -482,7 +510,7 @@ def run_child(
     if workers is not None:
         command += ["--workers", str(workers)]
     if sessionized:
-        command += ["--sessionized"]
+        command += ["--sessionized", "--sessionizer-max-busy", str(max_busy)]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SystemExit(f"the {role} child failed:\n{result.stderr[-4000:]}")
@@ -608,6 +636,9 @@ def main() -> int:
     )
     parser.add_argument("--child", choices=["raw", "consume"], help=argparse.SUPPRESS)
     parser.add_argument("--sessionized", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--sessionizer-max-busy", type=float, default=DEFAULT_MAX_BUSY_FRACTION, help=argparse.SUPPRESS
+    )
     parser.add_argument("--nats-url", help=argparse.SUPPRESS)
     parser.add_argument("--clickhouse-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -616,7 +647,10 @@ def main() -> int:
             result = asyncio.run(child_raw(args.nats_url, args.clickhouse_url, args.events))
         else:
             url, sessionized = args.clickhouse_url, args.sessionized
-            result = asyncio.run(child_consume(args.nats_url, url, args.events, args.workers, sessionized))
+            consume = child_consume(
+                args.nats_url, url, args.events, args.workers, sessionized, args.sessionizer_max_busy
+            )
+            result = asyncio.run(consume)
         print(json.dumps(result))
         return 0
     events = 20_000 if args.quick else args.events

@@ -16,7 +16,11 @@ from headwater.consumers.settings import DEFAULT_MAX_BATCH_ROWS, ConsumerSetting
 from headwater.control.settings import ControlSettings
 from headwater.edge.settings import EdgeSettings
 from headwater.sessionizer.cycle import DEFAULT_SETTLE_SECONDS
-from headwater.sessionizer.settings import DEFAULT_INTERVAL_SECONDS, SessionizerSettings
+from headwater.sessionizer.settings import (
+    DEFAULT_INTERVAL_SECONDS,
+    DEFAULT_MAX_BUSY_FRACTION,
+    SessionizerSettings,
+)
 
 from .logs import configure_logging
 from .loop import StackFailure, run, wait_until_stopped
@@ -104,6 +108,14 @@ DEFAULT_SPOOL_DIR = ".headwater/spool"
     help="Sessionizer: seconds between rounds (one cycle per enabled project each).",
 )
 @option(
+    "--max-busy",
+    DEFAULT_MAX_BUSY_FRACTION,
+    click.FloatRange(0.01, 1),
+    env="HEADWATER_SESSIONIZER_MAX_BUSY",
+    help="Sessionizer: the most of its time spent in cycles; after a round of t seconds it pauses "
+    "at least t * (1 - f) / f, leaving the rest of a shared machine to ingestion (1: no limit).",
+)
+@option(
     "--settle-seconds",
     DEFAULT_SETTLE_SECONDS,
     click.FloatRange(0, 3600),
@@ -132,6 +144,7 @@ def serve(
     consumer_workers: int | None,
     consumer_unready_after: float,
     interval: float,
+    max_busy: float,
     settle_seconds: float,
     on_cluster: str | None,
     query_clickhouse_url: str | None,
@@ -207,6 +220,7 @@ def serve(
             host=host,
             port=http_port,
             interval_seconds=interval,
+            max_busy_fraction=max_busy,
             settle_seconds=settle_seconds,
         )
     else:

@@ -45,6 +45,15 @@ class _Retry:
     at: float  # monotonic
 
 
+def pause_after(round_seconds: float, settings: SessionizerSettings) -> float:
+    """Seconds to wait after a round that took `round_seconds`: the rest of the interval, and at
+    least long enough that cycles take no more than `max_busy_fraction` of the time. A cycle's
+    cost is mostly fixed (docs/benchmarks.md), so fewer, larger cycles also cost less in all."""
+    fraction = settings.max_busy_fraction
+    paced = round_seconds * (1 - fraction) / fraction
+    return max(settings.interval_seconds - round_seconds, paced, 0.0)
+
+
 class Sessionizer:
     def __init__(
         self,
@@ -115,10 +124,10 @@ class Sessionizer:
         while not self._stopping.is_set():
             started = time.monotonic()
             await self.run_round()
-            remaining = self._settings.interval_seconds - (time.monotonic() - started)
-            if remaining > 0:
+            pause = pause_after(time.monotonic() - started, self._settings)
+            if pause > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), remaining)
+                    await asyncio.wait_for(self._stopping.wait(), pause)
 
     async def run_round(self) -> None:
         """One cycle for each enabled project that is not waiting to retry."""

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from .cycle import DEFAULT_SETTLE_SECONDS
 
 DEFAULT_INTERVAL_SECONDS = 10.0
+# The most of its time the sessionizer spends in cycles: on a machine it shares with the
+# consumers, the rest is theirs (docs/sessions.md, "Pacing").
+DEFAULT_MAX_BUSY_FRACTION = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,6 +17,9 @@ class SessionizerSettings:
     clickhouse_url: str
     # Seconds between the starts of two rounds (one cycle per enabled project each).
     interval_seconds: float = DEFAULT_INTERVAL_SECONDS
+    # After a round of t seconds, a pause of at least t * (1 - f) / f: busy at most this fraction
+    # of the time (1: no limit beyond the interval).
+    max_busy_fraction: float = DEFAULT_MAX_BUSY_FRACTION
     # How long before ClickHouse's clock a cycle's snapshot ends (sessionizer/cycle.py).
     settle_seconds: float = DEFAULT_SETTLE_SECONDS
     # A project whose cycle failed is retried after a delay growing from one interval up to this.
@@ -23,3 +29,7 @@ class SessionizerSettings:
     # Where /healthz, /readyz and /metrics are served; None: not at all (as in `up`).
     host: str = "127.0.0.1"
     port: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_busy_fraction <= 1:
+            raise ValueError(f"max_busy_fraction must be in (0, 1], not {self.max_busy_fraction}")
