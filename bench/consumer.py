@@ -436,7 +436,8 @@ async def sessionizer_beside(
 
 async def sessions_lag(nats: NatsClient, run_seconds: float) -> float:
     """How far behind the inserts the sessions are now: the oldest of the projects' watermarks,
-    against ClickHouse's clock as the cycles read it (a project without one: the whole run)."""
+    against this process's clock, which the embedded engine shares (a project without one: the
+    whole run)."""
     watermarks = Watermarks(await ensure_sessions_bucket(nats.jetstream()))
     now = datetime.now(UTC)
     lags = []
