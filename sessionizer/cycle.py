@@ -1,7 +1,9 @@
 """One sessionizer cycle for one project: sessionize what was inserted since the watermark.
 
 1. The cycle's snapshot: events inserted in (W, U], W the watermark, U ClickHouse's clock minus a
-   margin longer than any insert takes (an insert's rows carry the time it started).
+   margin longer than any insert takes (an insert's rows carry the time it started). They are
+   appended to the sessionizer's copy of recent events (`sessionizer_recent`, sorted by hour),
+   which the cycle reads instead of `events` for identities whose recomputation starts within it.
 2. The identities those events belong to, each with its earliest new event. An event that arrived
    later than its session's close plus the allowed lateness is counted, and does not re-open it.
 3. For each identity, where to recompute from: the visit start of its last session before that
@@ -10,7 +12,8 @@
 4. The recomputed sessions are written with version U, then every session of the recomputed
    ranges that this cycle did not produce (merged away by a late event, or left by a cycle that
    crashed) gets a tombstone with version U. The newest snapshot wins: docs/sessions.md.
-5. The watermark moves to U (compare-and-set; losing it to another sessionizer is harmless).
+5. The watermark moves to U (compare-and-set; losing it to another sessionizer is harmless), with
+   the time from which the recent copy is complete.
 """
 
 from __future__ import annotations
@@ -26,9 +29,13 @@ from clickhouse_connect.driver.client import Client
 
 from headwater.analytics.sessions.query import (
     DEFAULT_COPY_SPREAD,
+    EVENTS,
     FAR_FUTURE,
+    RECENT,
     THE_EARLIEST,
+    EventSource,
     SessionsQuery,
+    copy_to_recent,
     identity_expression,
     sessions_query,
     string_set,
@@ -36,6 +43,7 @@ from headwater.analytics.sessions.query import (
     time_map_parameters,
 )
 from headwater.core.migrations.m0003_sessions import SESSION_COLUMNS, VERSION_COLUMNS
+from headwater.core.migrations.m0004_sessionizer_recent import RECENT_KEEP
 from headwater.core.projects.project import database_name
 from headwater.core.projects.settings import Sessions
 
@@ -51,6 +59,10 @@ _WRITTEN = ", ".join(name for name, _ in (*SESSION_COLUMNS, *VERSION_COLUMNS))
 # Rows written hold one key each (a session, or its tombstone): the insert-time pass that collapses
 # equal keys in a block finds nothing, and cost a rebuild of 10M events ~4 of its ~16 s.
 _UNIQUE_KEYS = {"optimize_on_insert": 0}
+# How far back (from a cycle's snapshot end) the recent copy is filled and trusted: its rows expire
+# RECENT_KEEP after their time, a day later, so a cycle that started late still finds them. An
+# identity recomputed from before (a visit of days, a lateness of days) is read from `events`.
+RECENT_SPAN = RECENT_KEEP - timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,25 +92,50 @@ async def run_cycle(
     project_id: str,
     rules: Sessions,
     settle_seconds: float = DEFAULT_SETTLE_SECONDS,
+    recent_span: timedelta = RECENT_SPAN,
 ) -> CycleResult:
+    if recent_span > RECENT_SPAN:
+        raise ValueError(f"the recent copy keeps rows for {RECENT_SPAN} at most")
     database = database_name(project_id)  # validated: it is spliced into SQL as an identifier
     watermark = await watermarks.get(project_id)
     through = snapshot_end(client, settle_seconds)
     if through <= watermark.inserted_through:
         return CycleResult(project_id, watermark.inserted_through, 0, 0, 0, 0, False)
+    recent_from = _keep_recent(client, database, watermark, through, recent_span)
     if not watermark.revision:
         # The first cycle takes everything (history before the sessionizer ran is not late): a
         # full rebuild, one pass per shard rather than a scan per chunk of listed identities.
         identities, sessions, tombstones = _rebuild_everything(
             client, database, rules, through, None, REBUILD_SHARD_EVENTS
         )
-        advanced = await watermarks.advance(project_id, watermark, through)
+        advanced = await watermarks.advance(project_id, watermark, through, recent_from)
         return CycleResult(project_id, through, identities, sessions, tombstones, 0, advanced)
     lateness = rules.inactivity_timeout_seconds + rules.lateness_seconds
     earliest, late = _touched(client, database, rules, watermark.inserted_through, through, lateness)
-    sessions, tombstones = _recompute(client, database, rules, earliest, watermark, through)
-    advanced = await watermarks.advance(project_id, watermark, through)
+    sessions, tombstones = _recompute(client, database, rules, earliest, watermark, through, recent_from)
+    advanced = await watermarks.advance(project_id, watermark, through, recent_from)
     return CycleResult(project_id, through, len(earliest), sessions, tombstones, late, advanced)
+
+
+def _keep_recent(
+    client: Client, database: str, watermark: Watermark, through: datetime, span: timedelta
+) -> datetime:
+    """Append what was inserted in (watermark, through] to the recent copy, or, when there is none
+    yet, copy every event inserted up to `through` of the last `span`; the time from which the
+    copy then holds every event inserted up to `through`. Rows appended twice (a cycle redone)
+    are one once merged, and count once in any case."""
+    span_from = (through - span).replace(minute=0, second=0, microsecond=0)
+    parameters: dict[str, Any] = {"through": through}
+    condition = f"inserted_at <= {{through:{_TIME}}} AND timestamp >= {{recent_from:{_TIME}}}"
+    if watermark.recent_from is None:
+        recent_from = span_from
+    else:
+        recent_from = max(watermark.recent_from, span_from)
+        condition += f" AND inserted_at > {{after:{_TIME}}}"
+        parameters["after"] = watermark.inserted_through
+    parameters["recent_from"] = recent_from
+    client.command(copy_to_recent(database, condition), parameters=parameters)
+    return recent_from
 
 
 # Cycles and rebuilds since a time recompute identities in chunks of this many: memory stays
@@ -144,7 +181,7 @@ async def rebuild(
     rows = client.query(sql, parameters={"through": through, "since": since}).result_rows
     earliest = {name: utc(first) for name, first in rows}
     sessions, tombstones = _recompute(
-        client, database, rules, earliest, watermark, through, progress, chunk_identities
+        client, database, rules, earliest, watermark, through, None, progress, chunk_identities
     )
     return CycleResult(project_id, through, len(earliest), sessions, tombstones, 0, False)
 
@@ -204,11 +241,13 @@ def _recompute(
     earliest: Mapping[str, datetime],
     watermark: Watermark,
     through: datetime,
+    recent_from: datetime | None,
     progress: Progress | None = None,
     chunk_identities: int = REBUILD_CHUNK_IDENTITIES,
 ) -> tuple[int, int]:
     """Steps 3 and 4 for the identities of `earliest`, in chunks; the sessions and the tombstones
-    written."""
+    written. `recent_from`: from when the recent copy holds every event up to `through` (None: read
+    `events` only)."""
     names = list(earliest)
     version = version_of(through)
     if progress is not None:
@@ -216,11 +255,24 @@ def _recompute(
     for offset in range(0, len(names), chunk_identities):
         chunk = {name: earliest[name] for name in names[offset : offset + chunk_identities]}
         starts, seen = _recompute_from(client, database, rules, chunk, watermark)
-        _write_sessions(client, database, rules, starts, through, version, seen)
+        for source, their_starts in _by_source(starts, recent_from).items():
+            _write_sessions(client, database, rules, their_starts, through, version, seen, source)
         _write_tombstones(client, database, starts, version)
         if progress is not None:
             progress(offset + len(chunk), len(names))
     return _written(client, database, version) if names else (0, 0)
+
+
+def _by_source(
+    starts: Mapping[str, datetime], recent_from: datetime | None
+) -> dict[EventSource, dict[str, datetime]]:
+    """The starts whose events (from a copy spread before them) the recent copy holds, and the
+    others, which are read from `events`; the empty groups left out."""
+    groups: dict[EventSource, dict[str, datetime]] = {}
+    for identity, start in starts.items():
+        within = recent_from is not None and start - DEFAULT_COPY_SPREAD >= recent_from
+        groups.setdefault(RECENT if within else EVENTS, {})[identity] = start
+    return groups
 
 
 def _written(client: Client, database: str, version: int) -> tuple[int, int]:
@@ -333,9 +385,11 @@ def _write_sessions(
     through: datetime,
     version: int,
     seen_before_start: list[str],
+    source: EventSource,
 ) -> None:
     """The sessions of `starts`' identities from their start on (the query's per-identity form,
-    whatever the start, the beginning of time included). `seen_before_start`: _recompute_from's."""
+    whatever the start, the beginning of time included), their events read from `source`.
+    `seen_before_start`: _recompute_from's."""
     query = sessions_query(
         database,
         rules,
@@ -343,6 +397,7 @@ def _write_sessions(
         inserted_through=through,
         ordered=False,
         seen_before_start=seen_before_start,
+        source=source,
     )
     _insert_sessions(client, database, query, version)
 

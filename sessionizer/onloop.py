@@ -22,9 +22,11 @@ class WatermarksOnLoop(Watermarks):
         future = asyncio.run_coroutine_threadsafe(self._inner.get(project_id), self._loop)
         return await asyncio.wrap_future(future)
 
-    async def advance(self, project_id: str, current: Watermark, through: datetime) -> bool:
+    async def advance(
+        self, project_id: str, current: Watermark, through: datetime, recent_from: datetime | None = None
+    ) -> bool:
         future = asyncio.run_coroutine_threadsafe(
-            self._inner.advance(project_id, current, through), self._loop
+            self._inner.advance(project_id, current, through, recent_from), self._loop
         )
         return await asyncio.wrap_future(future)
 

@@ -4,6 +4,10 @@ a restarted or second sessionizer carries on from it).
 The watermark is an insert time: every event ClickHouse inserted at or before it has been
 sessionized. It moves by compare-and-set on the entry's revision, so of two sessionizers that did
 the same cycle, one moves it and the other learns that it did (their writes were the same).
+
+Beside it, `recent_from`: the sessionizer's copy of recent events (`sessionizer_recent`) holds
+every event inserted up to the watermark whose timestamp is at or after this time (None: no copy
+made yet, so the next cycle makes one).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ THE_BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
 class Watermark:
     inserted_through: datetime
     revision: int  # the KV entry's; 0 while the project has none
+    recent_from: datetime | None = None
 
     @property
     def version(self) -> int:
@@ -63,13 +68,22 @@ class Watermarks:
             return Watermark(THE_BEGINNING, 0)
         if entry.value is None:
             return Watermark(THE_BEGINNING, int(entry.revision or 0))
-        through = datetime.fromisoformat(orjson.loads(entry.value)["inserted_through"])
-        return Watermark(through, int(entry.revision or 0))
+        value = orjson.loads(entry.value)
+        through = datetime.fromisoformat(value["inserted_through"])
+        recent_from = value.get("recent_from")  # absent: written before the copy existed
+        recent = None if recent_from is None else datetime.fromisoformat(recent_from)
+        return Watermark(through, int(entry.revision or 0), recent)
 
-    async def advance(self, project_id: str, current: Watermark, through: datetime) -> bool:
-        """Move the watermark from `current` to `through`; False when another sessionizer moved it
-        since `current` was read (this cycle's writes are then redundant, never harmful)."""
-        value = orjson.dumps({"inserted_through": through.isoformat()})
+    async def advance(
+        self, project_id: str, current: Watermark, through: datetime, recent_from: datetime | None = None
+    ) -> bool:
+        """Move the watermark from `current` to `through` (and the recent copy's start to
+        `recent_from`); False when another sessionizer moved it since `current` was read (this
+        cycle's writes are then redundant, never harmful)."""
+        fields = {"inserted_through": through.isoformat()}
+        if recent_from is not None:
+            fields["recent_from"] = recent_from.isoformat()
+        value = orjson.dumps(fields)
         try:
             if current.revision == 0:
                 await self._kv.create(project_id, value)

@@ -24,7 +24,7 @@ from headwater.core.migrations.m0003_sessions import SESSION_COLUMNS
 from headwater.core.projects.settings import Sessions
 from headwater.sessionizer import cycle
 from headwater.sessionizer.cycle import rebuild, run_cycle, utc
-from headwater.sessionizer.watermarks import Watermarks, ensure_sessions_bucket
+from headwater.sessionizer.watermarks import SESSIONS_BUCKET, Watermarks, ensure_sessions_bucket
 
 pytestmark = pytest.mark.services
 
@@ -86,9 +86,13 @@ async def watermarks(js: JetStreamContext) -> Watermarks:
 
 
 async def settle(
-    client: Client, watermarks: Watermarks, project_id: str, rules: Sessions = RULES
+    client: Client,
+    watermarks: Watermarks,
+    project_id: str,
+    rules: Sessions = RULES,
+    recent_span: timedelta = cycle.RECENT_SPAN,
 ) -> cycle.CycleResult:
-    result = await run_cycle(client, watermarks, project_id, rules, settle_seconds=0)
+    result = await run_cycle(client, watermarks, project_id, rules, settle_seconds=0, recent_span=recent_span)
     await asyncio.sleep(0.005)  # later inserts get a later insert time than this snapshot's end
     return result
 
@@ -352,13 +356,21 @@ stream = st.lists(
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(stream=stream, timeout_minutes=st.sampled_from([1, 30, 45]), max_hours=st.sampled_from([1, 3, 24]))
+@given(
+    stream=stream,
+    timeout_minutes=st.sampled_from([1, 30, 45]),
+    max_hours=st.sampled_from([1, 3, 24]),
+    # The recent copy's span: the default holds every event; 4 hours leaves the identities
+    # recomputed from earlier to be read from `events`, in the same cycle as the others.
+    recent_hours=st.sampled_from([None, 4]),
+)
 async def test_any_insert_order_and_cycles_give_the_reference_sessions(
     clickhouse: Client,
     watermarks: Watermarks,
     stream: list[tuple[str, int, str, int]],
     timeout_minutes: int,
     max_hours: int,
+    recent_hours: int | None,
 ) -> None:
     project_id = f"prop{time.monotonic_ns()}"
     database = f"hw_{project_id}"
@@ -373,9 +385,72 @@ async def test_any_insert_order_and_cycles_give_the_reference_sessions(
         event(f"m{n}", who, base + timedelta(minutes=minutes), kind)
         for n, (who, minutes, kind, _) in enumerate(stream)
     ]
+    span = cycle.RECENT_SPAN if recent_hours is None else timedelta(hours=recent_hours)
     for batch in range(4):
         chosen = [e for e, (*_, b) in zip(stored, stream, strict=True) if b == batch]
         if chosen:
             insert(clickhouse, database, chosen)
-            await settle(clickhouse, watermarks, project_id, rules)
+            await settle(clickhouse, watermarks, project_id, rules, span)
     assert normalized(table(clickhouse, database)) == normalized(sessionize(stored, rules))
+
+
+async def test_a_cycle_reads_the_recent_copy_within_its_span_and_events_before_it(
+    clickhouse: Client, watermarks: Watermarks, project_id: str
+) -> None:
+    """The copy is what a cycle reads for the identities it recomputes from within its span: a row
+    put only there counts, and stops counting once the identity's start lies before the span."""
+    database = f"hw_{project_id}"
+    base = now() - timedelta(hours=3)
+    first = event("m1", "a", base)
+    insert(clickhouse, database, [first])
+    await settle(clickhouse, watermarks, project_id)
+    copied = f"SELECT message_id FROM {database}.sessionizer_recent"
+    assert [row[0] for row in clickhouse.query(copied).result_rows] == ["m1"]
+    # In the copy only (inserted "now", within the snapshot): the cycle's reads show it.
+    ghost = {"message_id": "ghost", "type": "page", "anonymous_id": "a",
+             "timestamp": base + timedelta(minutes=2), "received_at": base, "request_id": "r-ghost",
+             "page_path": "/ghost"}  # fmt: skip
+    clickhouse.insert(f"{database}.sessionizer_recent", [list(ghost.values())], column_names=list(ghost))
+    insert(clickhouse, database, [event("m2", "a", base + timedelta(minutes=5))])
+    await settle(clickhouse, watermarks, project_id)
+    assert [row.events for row in table(clickhouse, database)] == [3]
+    # A span ending after the visit's start: the cycle reads `events`, which has no ghost.
+    insert(clickhouse, database, [event("m3", "a", base + timedelta(minutes=9))])
+    await settle(clickhouse, watermarks, project_id, recent_span=timedelta(hours=1))
+    assert normalized(table(clickhouse, database)) == normalized(
+        sessionize(
+            [
+                first,
+                event("m2", "a", base + timedelta(minutes=5)),
+                event("m3", "a", base + timedelta(minutes=9)),
+            ],
+            RULES,
+        )
+    )
+    assert (await watermarks.get(project_id)).recent_from is not None
+
+
+async def test_a_watermark_from_before_the_recent_copy_makes_the_next_cycle_fill_it(
+    clickhouse: Client, watermarks: Watermarks, project_id: str, js: JetStreamContext
+) -> None:
+    """A project sessionized by a version without the copy: its watermark names no start, and the
+    next cycle copies the span's events inserted up to its snapshot before it reads them."""
+    database = f"hw_{project_id}"
+    base = now() - timedelta(hours=2)
+    visit = [event(f"m{n}", "a", base + timedelta(minutes=10 * n)) for n in range(3)]
+    insert(clickhouse, database, visit)
+    await settle(clickhouse, watermarks, project_id)
+    watermark = await watermarks.get(project_id)
+    kv = await js.key_value(SESSIONS_BUCKET)
+    await kv.put(
+        project_id, json.dumps({"inserted_through": watermark.inserted_through.isoformat()}).encode()
+    )
+    clickhouse.command(f"TRUNCATE TABLE {database}.sessionizer_recent")
+    assert (await watermarks.get(project_id)).recent_from is None
+    later = event("m9", "a", base + timedelta(minutes=35))
+    insert(clickhouse, database, [later])
+    await settle(clickhouse, watermarks, project_id)
+    assert normalized(table(clickhouse, database)) == normalized(sessionize([*visit, later], RULES))
+    copied = clickhouse.query(f"SELECT count() FROM {database}.sessionizer_recent").result_rows[0][0]
+    assert copied == 4
+    assert (await watermarks.get(project_id)).recent_from is not None

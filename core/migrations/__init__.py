@@ -15,7 +15,7 @@ from types import ModuleType
 
 from clickhouse_connect.driver.client import Client
 
-from . import m0001_events, m0002_enrichment, m0003_sessions
+from . import m0001_events, m0002_enrichment, m0003_sessions, m0004_sessionizer_recent
 from .ddl import on_cluster, replacing_engine
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,8 @@ class Migration:
 
 
 MIGRATIONS: tuple[Migration, ...] = tuple(
-    Migration.from_module(m) for m in (m0001_events, m0002_enrichment, m0003_sessions)
+    Migration.from_module(m)
+    for m in (m0001_events, m0002_enrichment, m0003_sessions, m0004_sessionizer_recent)
 )
 
 
