@@ -11,6 +11,7 @@ import random
 import time
 from dataclasses import astuple, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from clickhouse_connect.driver.client import Client
@@ -279,6 +280,37 @@ async def test_rows_of_an_unfinished_cycle_are_not_trusted_to_find_where_to_reco
     later = event("m9", "a", base + timedelta(minutes=45))
     insert(clickhouse, database, [later])
     await settle(clickhouse, watermarks, project_id)
+    assert normalized(table(clickhouse, database)) == normalized(sessionize([*visit, later], RULES))
+
+
+async def test_a_session_another_cycle_writes_after_the_table_was_read_is_deleted_too(
+    clickhouse: Client, watermarks: Watermarks, project_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two sessionizers: an older cycle's session that lands in this cycle's recomputed range after
+    this cycle read where to recompute from gets a tombstone all the same (the tombstones are
+    found after the cycle's own sessions are written, whatever the version of what they find)."""
+    database = f"hw_{project_id}"
+    base = now() - timedelta(hours=2)
+    visit = [event(f"m{n}", "a", base + timedelta(minutes=10 * n)) for n in range(3)]
+    insert(clickhouse, database, visit)
+    await settle(clickhouse, watermarks, project_id)
+    watermark = await watermarks.get(project_id)
+    stray = {name: getattr(table(clickhouse, database)[0], name) for name, _ in SESSION_COLUMNS}
+    middle = base + timedelta(minutes=21)
+    stray.update(session_id="stray", started_at=middle, visit_started_at=middle, events=1)
+    columns = [*stray, "version", "is_deleted"]
+    write_sessions = cycle._write_sessions
+
+    def and_an_older_cycle_writes(*args: Any, **kwargs: Any) -> None:
+        write_sessions(*args, **kwargs)
+        older = [[*stray.values(), watermark.version + 1, 0]]
+        clickhouse.insert(f"{database}.sessions", older, column_names=columns)
+
+    monkeypatch.setattr(cycle, "_write_sessions", and_an_older_cycle_writes)
+    later = event("m9", "a", base + timedelta(minutes=25))
+    insert(clickhouse, database, [later])
+    result = await settle(clickhouse, watermarks, project_id)
+    assert result.tombstones == 1
     assert normalized(table(clickhouse, database)) == normalized(sessionize([*visit, later], RULES))
 
 
