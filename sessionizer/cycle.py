@@ -318,23 +318,6 @@ def _touched(
     return earliest, late
 
 
-def _committed_sessions(database: str, identities: str) -> str:
-    """The sessions of `identities` (SQL for a set) as the watermark left them: per session, its
-    row of the highest version not above the watermark's, tombstones left out."""
-    return f"""
-        SELECT identity, session_id, started, visit_started, ended
-        FROM (
-            SELECT identity, session_id,
-                argMax((started_at, visit_started_at, ended_at, is_deleted), version) AS newest,
-                newest.1 AS started, newest.2 AS visit_started, newest.3 AS ended, newest.4 AS deleted
-            FROM `{database}`.sessions
-            WHERE identity IN {identities} AND version <= {{committed:UInt64}}
-            GROUP BY identity, session_id
-        )
-        WHERE NOT deleted
-    """
-
-
 def _recompute_from(
     client: Client,
     database: str,
@@ -348,14 +331,42 @@ def _recompute_from(
     before B: when an event at B would come within the inactivity timeout of the session's end (or
     inside it), the session's visit is recomputed from its start; otherwise every event from B on
     begins a visit of its own and nothing before B changes: recomputed from B. From B too when
-    there is no such session. And the identities with a committed session that started before
-    their start: they have events before it (committed sessions hold every event inserted up to
-    the watermark but those that came too late), so none of their recomputed sessions is a new
-    visitor's, which spares the query a look back over every older event."""
+    there is no such session.
+
+    The table is read as the watermark left it: per session its row of the highest version not
+    above the watermark's (rows of unfinished cycles are not trusted to say where a visit starts).
+    A session with no such row but rows above (a cycle that died, or one running beside) that
+    started before where the identity would be recomputed from means the table as the watermark
+    left it may be incomplete: a merge keeps only a session's newest row, so a dead cycle's
+    rewrite of a session can take its committed row away. Such an identity is recomputed from the
+    beginning.
+
+    And the identities with a committed session that started before their start: they have events
+    before it (committed sessions hold every event inserted up to the watermark but those that
+    came too late), so none of their recomputed sessions is a new visitor's, which spares the
+    query a look back over every older event."""
     sql = f"""
-        SELECT identity, argMax((visit_started, ended), started), min(started)
-        FROM ({_committed_sessions(database, string_set("affected_keys"))})
-        WHERE started < {time_lookup("affected", "identity")}
+        SELECT identity,
+            countIf(live AND started < bound) > 0,
+            argMaxIf((visit_started, ended), started, live AND started < bound),
+            minIf(started, live AND started < bound),
+            countIf(NOT committed_row) > 0,
+            minIf(newest_started, NOT committed_row)
+        FROM (
+            SELECT identity, session_id,
+                -- looked up once per row inside the aggregation: after it, the look-up's hash
+                -- table would be built again for each of the small blocks it hands on
+                any({time_lookup("affected", "identity")}) AS bound,
+                argMaxIf((started_at, visit_started_at, ended_at, is_deleted), version,
+                    version <= {{committed:UInt64}}) AS committed,
+                countIf(version <= {{committed:UInt64}}) > 0 AS committed_row,
+                committed_row AND NOT committed.4 AS live,
+                committed.1 AS started, committed.2 AS visit_started, committed.3 AS ended,
+                argMax(started_at, version) AS newest_started
+            FROM `{database}`.sessions
+            WHERE identity IN {string_set("affected_keys")}
+            GROUP BY identity, session_id
+        )
         GROUP BY identity
     """
     affected = {
@@ -366,13 +377,14 @@ def _recompute_from(
     timeout = timedelta(seconds=rules.inactivity_timeout_seconds)
     starts = dict(affected)
     seen: list[str] = []
-    for identity, (visit_started, ended), first_started in client.query(
-        sql, parameters=parameters
-    ).result_rows:
+    rows = client.query(sql, parameters=parameters).result_rows
+    for identity, has_before, (visit_started, ended), first_started, has_orphan, orphan_started in rows:
         moment = affected[identity]
-        start = utc(visit_started) if moment - utc(ended) <= timeout else moment
+        start = utc(visit_started) if has_before and moment - utc(ended) <= timeout else moment
+        if has_orphan and utc(orphan_started) < start:
+            start = THE_EARLIEST
         starts[identity] = start
-        if utc(first_started) < start:
+        if has_before and utc(first_started) < start:
             seen.append(identity)
     return starts, seen
 

@@ -314,6 +314,36 @@ async def test_a_session_another_cycle_writes_after_the_table_was_read_is_delete
     assert normalized(table(clickhouse, database)) == normalized(sessionize([*visit, later], RULES))
 
 
+async def test_a_dead_cycles_rewrite_merged_over_the_committed_row_is_not_lost(
+    clickhouse: Client, watermarks: Watermarks, project_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cycle that died after rewriting a long visit's session (same id, a version above the
+    watermark): once a merge keeps only that newest row, the table as the watermark left it has no
+    such session. The next cycle must not take the visit for gone and start a session in its
+    middle: it recomputes the identity from the beginning."""
+    database = f"hw_{project_id}"
+    base = now() - timedelta(hours=4)
+    visit = [event(f"m{n}", "a", base + timedelta(minutes=20 * n)) for n in range(7)]  # 2 hours
+    insert(clickhouse, database, visit)
+    await settle(clickhouse, watermarks, project_id)
+    more = event("m7", "a", base + timedelta(minutes=130))
+    insert(clickhouse, database, [more])
+
+    def die(*args: object) -> None:
+        raise RuntimeError("killed between the sessions and their tombstones")
+
+    monkeypatch.setattr(cycle, "_write_tombstones", die)
+    with pytest.raises(RuntimeError):
+        await run_cycle(clickhouse, watermarks, project_id, RULES, settle_seconds=0)
+    monkeypatch.undo()
+    clickhouse.command(f"OPTIMIZE TABLE {database}.sessions FINAL")  # the committed row merged away
+    versions = f"SELECT count() FROM {database}.sessions WHERE version <= {{v:UInt64}}"
+    committed = (await watermarks.get(project_id)).version
+    assert clickhouse.query(versions, parameters={"v": committed}).result_rows[0][0] == 0
+    await settle(clickhouse, watermarks, project_id)
+    assert normalized(table(clickhouse, database)) == normalized(sessionize([*visit, more], RULES))
+
+
 async def test_events_too_late_are_counted_and_a_rebuild_takes_them(
     clickhouse: Client, watermarks: Watermarks, project_id: str
 ) -> None:
