@@ -81,6 +81,19 @@ def normalized(rows: list[SessionRow]) -> list[tuple[object, ...]]:
     return [astuple(replace(row, duration_seconds=round(row.duration_seconds, 3))) for row in rows]
 
 
+def stray_session(client: Client, database: str, started: datetime, events: int) -> dict[str, object]:
+    """A session row as the table's first, under another id, starting (its visit too) at `started`."""
+    row: dict[str, object] = {name: getattr(table(client, database)[0], name) for name, _ in SESSION_COLUMNS}
+    row.update(session_id="stray", started_at=started, visit_started_at=started, events=events)
+    return row
+
+
+def write_session(client: Client, database: str, row: dict[str, object], version: int) -> None:
+    client.insert(
+        f"{database}.sessions", [[*row.values(), version, 0]], column_names=[*row, "version", "is_deleted"]
+    )
+
+
 @pytest.fixture
 async def watermarks(js: JetStreamContext) -> Watermarks:
     return Watermarks(await ensure_sessions_bucket(js))
@@ -96,6 +109,30 @@ async def settle(
     result = await run_cycle(client, watermarks, project_id, rules, settle_seconds=0, recent_span=recent_span)
     await asyncio.sleep(0.005)  # later inserts get a later insert time than this snapshot's end
     return result
+
+
+async def sessionized_visit(
+    client: Client, watermarks: Watermarks, project_id: str, base: datetime, count: int, every_minutes: int
+) -> list[StoredEvent]:
+    """`count` events of identity a from `base`, `every_minutes` apart, stored and sessionized."""
+    visit = [event(f"m{n}", "a", base + timedelta(minutes=every_minutes * n)) for n in range(count)]
+    insert(client, f"hw_{project_id}", visit)
+    await settle(client, watermarks, project_id)
+    return visit
+
+
+async def dies_before_its_tombstones(
+    client: Client, watermarks: Watermarks, project_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cycle that writes its sessions and dies (as if killed) before its tombstones."""
+
+    def die(*args: object) -> None:
+        raise RuntimeError("killed between the sessions and their tombstones")
+
+    monkeypatch.setattr(cycle, "_write_tombstones", die)
+    with pytest.raises(RuntimeError):
+        await run_cycle(client, watermarks, project_id, RULES, settle_seconds=0)
+    monkeypatch.undo()
 
 
 async def test_cycles_between_batches_equal_one_computation_of_everything(
@@ -245,13 +282,7 @@ async def test_a_cycle_that_died_after_writing_part_of_its_rows_is_redone_exactl
     bridge = event("m3", "a", base + timedelta(minutes=20))
     insert(clickhouse, database, [bridge])
 
-    def die(*args: object) -> int:
-        raise RuntimeError("killed between the sessions and their tombstones")
-
-    monkeypatch.setattr(cycle, "_write_tombstones", die)
-    with pytest.raises(RuntimeError):
-        await run_cycle(clickhouse, watermarks, project_id, RULES, settle_seconds=0)
-    monkeypatch.undo()
+    await dies_before_its_tombstones(clickhouse, watermarks, project_id, monkeypatch)
     merged = sessionize([*first, bridge], RULES)
     # The merged session (it keeps the first one's id) beside the second, not yet deleted.
     assert [row.events for row in table(clickhouse, database)] == [3, 1]
@@ -266,17 +297,10 @@ async def test_rows_of_an_unfinished_cycle_are_not_trusted_to_find_where_to_reco
     middle of a visit; the next cycle reads the table as the watermark left it, and deletes it."""
     database = f"hw_{project_id}"
     base = now() - timedelta(hours=2)
-    visit = [event(f"m{n}", "a", base + timedelta(minutes=10 * n)) for n in range(4)]
-    insert(clickhouse, database, visit)
-    await settle(clickhouse, watermarks, project_id)
+    visit = await sessionized_visit(clickhouse, watermarks, project_id, base, 4, every_minutes=10)
     watermark = await watermarks.get(project_id)
-    stray = {name: getattr(table(clickhouse, database)[0], name) for name, _ in SESSION_COLUMNS}
-    middle = base + timedelta(minutes=20)
-    stray.update(session_id="stray", started_at=middle, visit_started_at=middle, events=2)
-    columns = [*stray, "version", "is_deleted"]
-    clickhouse.insert(
-        f"{database}.sessions", [[*stray.values(), watermark.version + 1, 0]], column_names=columns
-    )
+    stray = stray_session(clickhouse, database, base + timedelta(minutes=20), events=2)
+    write_session(clickhouse, database, stray, watermark.version + 1)
     later = event("m9", "a", base + timedelta(minutes=45))
     insert(clickhouse, database, [later])
     await settle(clickhouse, watermarks, project_id)
@@ -291,20 +315,14 @@ async def test_a_session_another_cycle_writes_after_the_table_was_read_is_delete
     found after the cycle's own sessions are written, whatever the version of what they find)."""
     database = f"hw_{project_id}"
     base = now() - timedelta(hours=2)
-    visit = [event(f"m{n}", "a", base + timedelta(minutes=10 * n)) for n in range(3)]
-    insert(clickhouse, database, visit)
-    await settle(clickhouse, watermarks, project_id)
+    visit = await sessionized_visit(clickhouse, watermarks, project_id, base, 3, every_minutes=10)
     watermark = await watermarks.get(project_id)
-    stray = {name: getattr(table(clickhouse, database)[0], name) for name, _ in SESSION_COLUMNS}
-    middle = base + timedelta(minutes=21)
-    stray.update(session_id="stray", started_at=middle, visit_started_at=middle, events=1)
-    columns = [*stray, "version", "is_deleted"]
+    stray = stray_session(clickhouse, database, base + timedelta(minutes=21), events=1)
     write_sessions = cycle._write_sessions
 
     def and_an_older_cycle_writes(*args: Any, **kwargs: Any) -> None:
         write_sessions(*args, **kwargs)
-        older = [[*stray.values(), watermark.version + 1, 0]]
-        clickhouse.insert(f"{database}.sessions", older, column_names=columns)
+        write_session(clickhouse, database, stray, watermark.version + 1)
 
     monkeypatch.setattr(cycle, "_write_sessions", and_an_older_cycle_writes)
     later = event("m9", "a", base + timedelta(minutes=25))
@@ -323,19 +341,11 @@ async def test_a_dead_cycles_rewrite_merged_over_the_committed_row_is_not_lost(
     middle: it recomputes the identity from the beginning."""
     database = f"hw_{project_id}"
     base = now() - timedelta(hours=4)
-    visit = [event(f"m{n}", "a", base + timedelta(minutes=20 * n)) for n in range(7)]  # 2 hours
-    insert(clickhouse, database, visit)
-    await settle(clickhouse, watermarks, project_id)
+    visit = await sessionized_visit(clickhouse, watermarks, project_id, base, 7, every_minutes=20)  # 2 hours
     more = event("m7", "a", base + timedelta(minutes=130))
     insert(clickhouse, database, [more])
 
-    def die(*args: object) -> None:
-        raise RuntimeError("killed between the sessions and their tombstones")
-
-    monkeypatch.setattr(cycle, "_write_tombstones", die)
-    with pytest.raises(RuntimeError):
-        await run_cycle(clickhouse, watermarks, project_id, RULES, settle_seconds=0)
-    monkeypatch.undo()
+    await dies_before_its_tombstones(clickhouse, watermarks, project_id, monkeypatch)
     clickhouse.command(f"OPTIMIZE TABLE {database}.sessions FINAL")  # the committed row merged away
     versions = f"SELECT count() FROM {database}.sessions WHERE version <= {{v:UInt64}}"
     committed = (await watermarks.get(project_id)).version
@@ -499,9 +509,7 @@ async def test_a_watermark_from_before_the_recent_copy_makes_the_next_cycle_fill
     next cycle copies the span's events inserted up to its snapshot before it reads them."""
     database = f"hw_{project_id}"
     base = now() - timedelta(hours=2)
-    visit = [event(f"m{n}", "a", base + timedelta(minutes=10 * n)) for n in range(3)]
-    insert(clickhouse, database, visit)
-    await settle(clickhouse, watermarks, project_id)
+    visit = await sessionized_visit(clickhouse, watermarks, project_id, base, 3, every_minutes=10)
     watermark = await watermarks.get(project_id)
     kv = await js.key_value(SESSIONS_BUCKET)
     await kv.put(

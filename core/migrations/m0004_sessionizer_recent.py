@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
+from . import m0002_enrichment
 from .ddl import on_cluster, replacing_engine
 
 NUMBER = 4
@@ -31,9 +32,15 @@ NAME = "sessionizer_recent"
 
 _LOW = "LowCardinality(String)"
 _TIME = "DateTime64(3, 'UTC')"
+_ENRICHED = dict(m0002_enrichment.COLUMNS)
+_ENRICHED_FIELDS = (
+    "page_url", "page_host", "page_path", "referrer", "referrer_host", "utm_source", "utm_medium",
+    "utm_campaign", "utm_term", "utm_content", "browser", "os", "device_type", "country", "region",
+    "city", "is_bot",
+)  # fmt: skip
 # The fields of an event a session is computed from, as the sessions computation names them; each
-# is the events column of that name but `client_session_id`, read from `context` (the sessions
-# query has the expression).
+# is the events column of that name and type but `client_session_id`, read from `context` (the
+# sessions query has the expression).
 SESSION_EVENT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("timestamp", _TIME),
     ("message_id", "String"),
@@ -43,23 +50,7 @@ SESSION_EVENT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("type", _LOW),
     ("anonymous_id", "String"),
     ("user_id", "String"),
-    ("page_url", "String"),
-    ("page_host", _LOW),
-    ("page_path", "String"),
-    ("referrer", "String"),
-    ("referrer_host", _LOW),
-    ("utm_source", _LOW),
-    ("utm_medium", _LOW),
-    ("utm_campaign", "String"),
-    ("utm_term", "String"),
-    ("utm_content", "String"),
-    ("browser", _LOW),
-    ("os", _LOW),
-    ("device_type", _LOW),
-    ("country", _LOW),
-    ("region", _LOW),
-    ("city", "String"),
-    ("is_bot", "Bool"),
+    *((name, _ENRICHED[name]) for name in _ENRICHED_FIELDS),
 )
 RECENT_COLUMNS: tuple[tuple[str, str], ...] = (*SESSION_EVENT_COLUMNS, ("inserted_at", _TIME))
 RECENT_KEEP = timedelta(days=3)
