@@ -335,6 +335,23 @@ def test_bounces_entries_and_events_without_an_identity(events_table: tuple[Clie
     assert (second.identity, second.referrer_host, second.is_bounce) == ("a2", "search.test", True)
 
 
+def test_entry_and_first_event_fields_of_any_bytes_and_length(events_table: tuple[Client, str]) -> None:
+    """The fields read from a session's entry and first event travel packed in one string with
+    their lengths: separators, zero bytes, multi-byte characters, empty and long values all come
+    out as they went in."""
+    odd = "a\x00b\x1fc|d,é\u2028"
+    stored = [
+        event(1, minutes(0), kind="track", browser="", os=odd, city="Zürich" * 3000, region="\x00"),
+        event(2, minutes(1), referrer=odd, referrer_host="x" * 70_000, utm_source="", utm_medium=odd,
+              utm_campaign="\x00\x00", utm_term=odd * 100, utm_content=" ", page_host="shop\x1f.test"),
+    ]  # fmt: skip
+    [row] = agree(*events_table, stored, Sessions())
+    assert (row.entry_referrer, row.utm_medium, row.utm_term, row.os, row.region) == (
+        odd, odd, odd * 100, odd, "\x00"
+    )  # fmt: skip
+    assert len(row.referrer_host) == 70_000 and row.city == "Zürich" * 3000
+
+
 def test_a_window_and_a_list_of_identities(events_table: tuple[Client, str]) -> None:
     client, database = events_table
     stored = [
