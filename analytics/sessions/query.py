@@ -36,6 +36,8 @@ FAR_FUTURE = datetime(2200, 1, 1, tzinfo=UTC)
 # No start: the earliest time a DateTime64 column holds. A window from here has no history before
 # it, so `is_new_visitor` needs no look back.
 THE_EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FAR_FUTURE_MS = (FAR_FUTURE - _EPOCH) // timedelta(milliseconds=1)
 
 _IDENTITY = {
     "anonymous_id": "if(anonymous_id != '', anonymous_id, user_id)",
@@ -130,15 +132,22 @@ def time_lookup(name: str, key: str) -> str:
     """SQL for the time of `key` in a parameter map identity → time, passed as two arrays
     (time_map_parameters): the drivers do not all bind a Map. `transform` over constant arrays
     looks up in a hash table built once; a Map's subscript searches its keys linearly for every
-    row (a rebuild of 200k events and 6,000 identities took 4.7 s that way)."""
+    row (a rebuild of 200k events and 6,000 identities took 4.7 s that way). The times travel as
+    Unix milliseconds: a constant array of 10k DateTime64 values took the engine ~0.1 s more to
+    take in than the same of Int64, for every statement using one."""
     return (
-        f"transform({key}, {{{name}_keys:Array(String)}}, {{{name}_values:Array(DateTime64(3, 'UTC'))}},"
-        " toDateTime64('2200-01-01 00:00:00', 3, 'UTC'))"
+        f"fromUnixTimestamp64Milli(transform({key}, {{{name}_keys:Array(String)}},"
+        f" {{{name}_values:Array(Int64)}}, toInt64({_FAR_FUTURE_MS})), 'UTC')"
     )
 
 
 def time_map_parameters(name: str, times: Mapping[str, datetime]) -> dict[str, Any]:
-    return {f"{name}_keys": list(times), f"{name}_values": list(times.values())}
+    return {f"{name}_keys": list(times), f"{name}_values": [_milliseconds(time) for time in times.values()]}
+
+
+def _milliseconds(moment: datetime) -> int:
+    """Unix milliseconds of an aware time (whole: the column's precision)."""
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
 def copy_to_recent(database: str, condition: str) -> str:
