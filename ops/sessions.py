@@ -181,17 +181,18 @@ async def rebuild_project(
 
 
 class RebuildProgress:
-    """Identities recomputed so far: a bar on a terminal, a line per chunk otherwise (a log)."""
+    """Identities (or shards of them) recomputed so far: a bar on a terminal, a line per chunk
+    otherwise (a log)."""
 
     def __init__(self) -> None:
         self._bar: Any = None
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int, unit: str) -> None:
         if not sys.stderr.isatty():
-            click.echo(f"identities recomputed: {done:,} of {total:,}", err=True)
+            click.echo(f"{unit} recomputed: {done:,} of {total:,}", err=True)
             return
         if self._bar is None:
-            bar = click.progressbar(length=max(total, 1), label="identities", file=sys.stderr, show_pos=True)
+            bar = click.progressbar(length=max(total, 1), label=unit, file=sys.stderr, show_pos=True)
             self._bar = bar.__enter__()
         self._bar.update(done - self._bar.pos)
         if done >= total:

@@ -148,7 +148,8 @@ REBUILD_CHUNK_IDENTITIES = 50_000
 # peaked at 2.5 GB for 10M events in two shards, 4.5 GB in one, ~8% faster). Chunks of listed
 # identities would each scan the whole table again.
 REBUILD_SHARD_EVENTS = 8_000_000
-Progress = Callable[[int, int], None]  # (identities done, identities in all)
+# (done, in all, unit): identities, or for a full rebuild shards of them.
+Progress = Callable[[int, int, str], None]
 
 
 async def rebuild(
@@ -198,25 +199,15 @@ def _rebuild_everything(
 ) -> tuple[int, int, int]:
     """Every session from every event inserted up to `through`, shard by shard; every older session
     row gets a tombstone (those of identities no event names any more too). The identities, the
-    sessions written and the tombstones."""
-    identity = identity_expression(rules)
+    sessions written and the tombstones. Progress is reported in shards: counting each shard's
+    identities up front took ~4% of a rebuild (0.33-0.44 s of 10M events)."""
     parameters: dict[str, Any] = {"through": through}
     events_sql = f"SELECT count() FROM `{database}`.events WHERE inserted_at <= {{through:{_TIME}}}"
     events = int(client.query(events_sql, parameters=parameters).result_rows[0][0])
     shards = max(1, math.ceil(events / shard_events))
-    sql = f"""
-        SELECT cityHash64({identity}) % {{shards:UInt64}} AS shard, uniqExact({identity})
-        FROM `{database}`.events
-        WHERE {identity} != '' AND inserted_at <= {{through:{_TIME}}}
-        GROUP BY shard
-    """
-    rows = client.query(sql, parameters={**parameters, "shards": shards}).result_rows
-    identities = {int(shard): int(count) for shard, count in rows}
-    total = sum(identities.values())
     version = version_of(through)
-    done = 0
     if progress is not None:
-        progress(0, total)
+        progress(0, shards, "shards")
     for shard in range(shards):
         query = sessions_query(
             database,
@@ -228,12 +219,30 @@ def _rebuild_everything(
             shard=(shard, shards),
         )
         _insert_sessions(client, database, query, version)
-        _write_shard_tombstones(client, database, (shard, shards), version)
-        done += identities.get(shard, 0)
+        if _holds_other_versions(client, database, version):
+            _write_shard_tombstones(client, database, (shard, shards), version)
         if progress is not None:
-            progress(done, total)
+            progress(shard + 1, shards, "shards")
     sessions, tombstones = _written(client, database, version)
-    return total, sessions, tombstones
+    return _identities_written(client, database, version), sessions, tombstones
+
+
+def _holds_other_versions(client: Client, database: str, version: int) -> bool:
+    """Whether `sessions` holds any row of a version other than `version`: when it holds none (a
+    first build), a tombstone pass would find nothing to remove (one column read: milliseconds,
+    where the pass reads the table's keys, ~0.12 s per shard of 10M events)."""
+    sql = f"SELECT count() > 0 FROM `{database}`.sessions WHERE version != {{version:UInt64}}"
+    return bool(client.query(sql, parameters={"version": version}).result_rows[0][0])
+
+
+def _identities_written(client: Client, database: str, version: int) -> int:
+    """The identities with a session of `version`: after a full rebuild, every identity with an
+    event (each has at least one session)."""
+    sql = f"""
+        SELECT uniqExact(identity) FROM `{database}`.sessions
+        WHERE version = {{version:UInt64}} AND NOT is_deleted
+    """
+    return int(client.query(sql, parameters={"version": version}).result_rows[0][0])
 
 
 def _recompute(
@@ -253,7 +262,7 @@ def _recompute(
     names = list(earliest)
     version = version_of(through)
     if progress is not None:
-        progress(0, len(names))
+        progress(0, len(names), "identities")
     for offset in range(0, len(names), chunk_identities):
         chunk = {name: earliest[name] for name in names[offset : offset + chunk_identities]}
         starts, seen = _recompute_from(client, database, rules, chunk, watermark)
@@ -261,7 +270,7 @@ def _recompute(
             _write_sessions(client, database, rules, their_starts, through, version, seen, source)
         _write_tombstones(client, database, starts, version)
         if progress is not None:
-            progress(offset + len(chunk), len(names))
+            progress(offset + len(chunk), len(names), "identities")
     return _written(client, database, version) if names else (0, 0)
 
 

@@ -208,7 +208,7 @@ async def test_a_sessionizer_killed_and_restarted_leaves_the_table_a_rebuild_com
 
     output = await rebuilt(nats_server, standin, project_id)
     assert f"rebuilt project {project_id!r}: 4 identities, {EXPECTED_SESSIONS} sessions written" in output
-    assert "identities recomputed: 4 of 4" in output  # progress, as lines when not on a terminal
+    assert "shards recomputed: 1 of 1" in output  # progress, as lines when not on a terminal
     assert await table(stack.clickhouse, project_id) == kept
     # A window with no events (they are all older than 30 minutes) recomputes nothing.
     output = await rebuilt(nats_server, standin, project_id, "--since", "30m")
