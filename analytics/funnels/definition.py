@@ -1,0 +1,73 @@
+"""A funnel's definition: its steps, its conversion window and its order mode, validated on
+construction (docs/funnels.md, "Definitions"). Shared by the SQL builder and the reference."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+MIN_STEPS, MAX_STEPS = 2, 20
+# A window longer than a year is a mistake more often than a question.
+MAX_WINDOW_MS = 366 * 24 * 3600 * 1000
+MAX_NAME_LENGTH = 200
+
+Order = Literal["ordered", "strict"]
+ORDERS: tuple[Order, ...] = ("ordered", "strict")
+StepKind = Literal["event", "page"]
+
+
+class FunnelError(ValueError):
+    """An invalid funnel: `code` is machine-readable, `field` names what is wrong."""
+
+    def __init__(self, code: str, field: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """An event by its name (`event`: exact), or a page by its path (`page`: `*` matches any run of
+    characters, everything else itself)."""
+
+    kind: StepKind
+    value: str
+
+    def matches(self, event_name: str, event_type: str, page_path: str) -> bool:
+        if self.kind == "event":
+            return event_name == self.value
+        return event_type == "page" and _glob(self.value).fullmatch(page_path) is not None
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class Funnel:
+    steps: tuple[Step, ...]
+    window_ms: int  # the last step at most this long after the first
+    order: Order = "ordered"
+
+    def __post_init__(self) -> None:
+        if not MIN_STEPS <= len(self.steps) <= MAX_STEPS:
+            raise FunnelError("steps_count", "steps", f"a funnel has {MIN_STEPS} to {MAX_STEPS} steps")
+        for index, step in enumerate(self.steps):
+            where = f"steps[{index}]"
+            if step.kind not in ("event", "page"):
+                raise FunnelError("step_kind", where, "a step is an event or a page")
+            if not step.value or len(step.value) > MAX_NAME_LENGTH:
+                raise FunnelError("step_value", where, f"a step names 1 to {MAX_NAME_LENGTH} characters")
+        if not 0 < self.window_ms <= MAX_WINDOW_MS:
+            raise FunnelError("window", "window", "the window is positive and at most 366 days")
+        if self.order not in ORDERS:
+            raise FunnelError("order", "order", f"the order is one of {', '.join(ORDERS)}")
+
+
+def parse_step(text: str) -> Step:
+    """`event:NAME` or `page:PATH` (the CLI's and the API's short form)."""
+    kind, separator, value = text.partition(":")
+    if not separator or kind not in ("event", "page"):
+        raise FunnelError("step_kind", "steps", f"{text!r}: a step is event:NAME or page:PATH")
+    return Step(kind, value)  # type: ignore[arg-type]  # checked above

@@ -1,0 +1,147 @@
+"""The ClickHouse query computing each person's progress through a funnel (docs/funnels.md);
+reference.py is the same definition in plain Python, and the tests hold the two equal.
+
+Parameters only: every step's name or path pattern, the window and the time range are bound, never
+spliced. Shape: the rows of the range (in `ordered` mode only those matching a step: the others
+cannot change the result) grouped per person into an array, copies of a message reduced to the one
+received first, sorted by (timestamp, message id); then per person:
+
+- `ordered`: one pass (arrayFold) keeping, for each step k, the latest-starting attempt that has
+  reached k so far, its start and its step times. A later start is never worse (more of its window
+  remains), and an event extends step k from the state before it, so it fills one step per
+  attempt. At the end the deepest step's attempt is the answer.
+- `strict`: for each event that is the first step, how many of the events from it on match the
+  steps one after another within the window; the deepest, starting last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .definition import Funnel, Step
+
+PERSON = "if(user_id != '', user_id, anonymous_id)"
+
+
+@dataclass(frozen=True)
+class FunnelQuery:
+    sql: str
+    parameters: dict[str, Any]
+
+
+def like_pattern(glob: str) -> str:
+    """A `*` glob as a LIKE pattern: LIKE's own wildcards and escape taken literally."""
+    escaped = glob.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%")
+
+
+def _step_condition(index: int, step: Step, parameters: dict[str, Any]) -> str:
+    name = f"step_{index}"
+    if step.kind == "event":
+        parameters[name] = step.value
+        return f"event = {{{name}:String}}"
+    parameters[name] = like_pattern(step.value)
+    return f"(type = 'page' AND page_path LIKE {{{name}:String}})"
+
+
+def step_conditions(funnel: Funnel, parameters: dict[str, Any]) -> list[str]:
+    """Each step's condition over the events' columns, its values bound into `parameters`."""
+    return [_step_condition(index, step, parameters) for index, step in enumerate(funnel.steps)]
+
+
+def progress_query(database: str, funnel: Funnel, start: datetime, end: datetime) -> FunnelQuery:
+    """Per person with an event in [start, end) that is the first step: `person`, `level` (steps
+    reached) and `step_times` (Unix milliseconds of each), sorted by person. `database` is the
+    project's own (hw_<id>), an identifier of ours."""
+    parameters: dict[str, Any] = {"start": start, "end": end, "window_ms": funnel.window_ms}
+    conditions = step_conditions(funnel, parameters)
+    mask = " + ".join(
+        f"bitShiftLeft(toUInt32({condition}), {index})" for index, condition in enumerate(conditions)
+    )
+    steps = len(funnel.steps)
+    only_steps = "AND mask != 0" if funnel.order == "ordered" else ""
+    progress = _ordered(steps) if funnel.order == "ordered" else _strict(steps)
+    sql = f"""
+WITH
+stored AS (
+    SELECT {PERSON} AS person,
+        groupArray((message_id, received_at, request_id, toUnixTimestamp64Milli(timestamp), mask)) AS copies
+    FROM (
+        SELECT user_id, anonymous_id, message_id, received_at, request_id, timestamp, {mask} AS mask
+        FROM `{database}`.events
+        WHERE timestamp >= {{start:DateTime64(3, 'UTC')}} AND timestamp < {{end:DateTime64(3, 'UTC')}}
+    )
+    WHERE person != '' {only_steps}
+    GROUP BY person
+),
+-- Of the copies of a message, the one received first (then the smallest request id).
+by_message AS (
+    SELECT person, arraySort(c -> (c.1, c.2, c.3), copies) AS sorted_copies FROM stored
+),
+ordered AS (
+    SELECT person,
+        arraySort(
+            c -> (c.4, c.1),
+            arrayFilter(
+                (c, previous, i) -> i = 1 OR c.1 != previous.1,
+                sorted_copies,
+                arrayPopBack(arrayPushFront(sorted_copies, sorted_copies[1])),
+                arrayEnumerate(sorted_copies)
+            )
+        ) AS events,
+        arrayMap(e -> e.4, events) AS times,
+        arrayMap(e -> e.5, events) AS masks
+    FROM by_message
+),
+progressed AS (
+    SELECT person, {progress}
+    FROM ordered
+)
+SELECT person, level, step_times FROM progressed WHERE level > 0 ORDER BY person
+"""
+    return FunnelQuery(sql, parameters)
+
+
+def _ordered(steps: int) -> str:
+    """level and step_times by one fold; the state per step k: (start index, start time, step
+    times) of the latest-starting attempt that reached k, index 0 when none has."""
+    each = f"range(1, {steps + 1})"
+    # Whether event i (time t, mask m) extends step k from the state before it (`acc`).
+    extends = (
+        "bitTest(m, k - 1) AND (k = 1 OR (acc.1[k - 1] > acc.1[k] AND t - acc.2[k - 1] <= {window_ms:Int64}))"
+    )
+    fold = f"""arrayFold(
+            (acc, i, t, m) -> (
+                arrayMap(k -> if({extends}, if(k = 1, i, acc.1[k - 1]), acc.1[k]), {each}),
+                arrayMap(k -> if({extends}, if(k = 1, t, acc.2[k - 1]), acc.2[k]), {each}),
+                arrayMap(k -> if({extends}, arrayPushBack(if(k = 1, [], acc.3[k - 1]), t), acc.3[k]), {each})
+            ),
+            arrayEnumerate(times), times, masks,
+            (
+                CAST(arrayResize([], {steps}, 0) AS Array(UInt32)),
+                CAST(arrayResize([], {steps}, 0) AS Array(Int64)),
+                CAST(arrayResize([], {steps}, []) AS Array(Array(Int64)))
+            )
+        ) AS state,
+        arrayCount(start -> start > 0, state.1) AS level,
+        if(level = 0, [], state.3[level]) AS step_times"""
+    return fold
+
+
+def _strict(steps: int) -> str:
+    """level and step_times: per event, the steps matched by it and the events right after it,
+    one after another, within the window; the deepest, starting last."""
+    reach = f"""arrayMap(
+            i -> arrayFirstIndex(
+                k -> NOT (i + k - 1 <= length(times) AND bitTest(masks[i + k - 1], k - 1)
+                    AND times[i + k - 1] - times[i] <= {{window_ms:Int64}}),
+                range(1, {steps + 2})
+            ) - 1,
+            arrayEnumerate(times)
+        ) AS reached,
+        arrayMax(reached) AS level,
+        arrayLastIndex(r -> r = level, reached) AS start,
+        if(level = 0, [], arraySlice(times, start, level)) AS step_times"""
+    return reach

@@ -1,0 +1,105 @@
+"""The reference funnel: the definitions of docs/funnels.md in plain Python, written to be obviously
+correct rather than fast. It is the oracle the ClickHouse query (query.py) is tested against;
+nothing in production calls it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from .definition import Funnel
+
+
+@dataclass(frozen=True, slots=True)
+class FunnelEvent:
+    """One stored row of `events`, with the columns a funnel reads (a retried message has several)."""
+
+    message_id: str
+    type: str
+    event: str
+    anonymous_id: str
+    user_id: str
+    timestamp: datetime
+    received_at: datetime
+    request_id: str
+    page_path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far one person got: the steps reached, and when each was (Unix milliseconds)."""
+
+    person: str
+    level: int
+    step_times: tuple[int, ...]
+
+
+def milliseconds(moment: datetime) -> int:
+    return round(moment.timestamp() * 1000)
+
+
+def person_of(event: FunnelEvent) -> str:
+    return event.user_id or event.anonymous_id
+
+
+def people(events: Iterable[FunnelEvent], start: datetime, end: datetime) -> dict[str, list[FunnelEvent]]:
+    """Each person's events with a timestamp in [start, end), one per message id (its copy
+    received first, then the smallest request id), in order of (timestamp, message id)."""
+    chosen: dict[tuple[str, str], FunnelEvent] = {}
+    for event in events:
+        person = person_of(event)
+        if not person or not start <= event.timestamp < end:
+            continue
+        key = (person, event.message_id)
+        kept = chosen.get(key)
+        if kept is None or (event.received_at, event.request_id) < (kept.received_at, kept.request_id):
+            chosen[key] = event
+    by_person: dict[str, list[FunnelEvent]] = {}
+    for (person, _), event in chosen.items():
+        by_person.setdefault(person, []).append(event)
+    for person_events in by_person.values():
+        person_events.sort(key=lambda e: (milliseconds(e.timestamp), e.message_id))
+    return by_person
+
+
+def progress(funnel: Funnel, events: Sequence[FunnelEvent]) -> tuple[int, tuple[int, ...]]:
+    """One person's attempt that reaches furthest (the one starting last among those), as
+    (steps reached, their times); (0, ()) when no event is the first step."""
+    times = [milliseconds(e.timestamp) for e in events]
+    matches = [[step.matches(e.event, e.type, e.page_path) for step in funnel.steps] for e in events]
+    best: tuple[int, int, tuple[int, ...]] = (0, -1, ())  # level, start, times
+    for start in range(len(events)):
+        if not matches[start][0]:
+            continue
+        chain = [start]
+        for step in range(1, len(funnel.steps)):
+            following = range(chain[-1] + 1, len(events))
+            if funnel.order == "strict":
+                following = range(chain[-1] + 1, min(chain[-1] + 2, len(events)))
+            found = next(
+                (
+                    index
+                    for index in following
+                    if matches[index][step] and times[index] - times[start] <= funnel.window_ms
+                ),
+                None,
+            )
+            if found is None:
+                break
+            chain.append(found)
+        if (len(chain), start) > best[:2]:
+            best = (len(chain), start, tuple(times[index] for index in chain))
+    return best[0], best[2]
+
+
+def funnel_progress(
+    funnel: Funnel, events: Iterable[FunnelEvent], start: datetime, end: datetime
+) -> list[Progress]:
+    """Every person with an event in [start, end) that is the funnel's first step, sorted."""
+    result = []
+    for person, person_events in sorted(people(events, start, end).items()):
+        level, step_times = progress(funnel, person_events)
+        if level:
+            result.append(Progress(person, level, step_times))
+    return result

@@ -1,0 +1,239 @@
+"""The funnel query on the embedded ClickHouse against the reference funnel: a property test on
+random events and funnels, ClickHouse's own windowFunnel, and named examples of each rule
+(docs/funnels.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from clickhouse_connect.driver.client import Client
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+
+from headwater.analytics.funnels.definition import Funnel, FunnelError, Step, parse_step
+from headwater.analytics.funnels.query import PERSON, like_pattern, progress_query, step_conditions
+from headwater.analytics.funnels.reference import FunnelEvent, Progress, funnel_progress, milliseconds
+
+pytestmark = pytest.mark.services
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+RANGE = (T0 - timedelta(days=1), T0 + timedelta(days=1))
+_COLUMNS = list(FunnelEvent.__dataclass_fields__)
+MINUTE = 60_000
+
+
+def reached(*minutes: float, person: str = "a") -> Progress:
+    """A person's progress: the steps reached at these minutes after T0."""
+    return Progress(person, len(minutes), tuple(milliseconds(T0) + round(m * MINUTE) for m in minutes))
+
+
+@pytest.fixture
+def events_table(clickhouse: Client, project_id: str) -> tuple[Client, str]:
+    return clickhouse, f"hw_{project_id}"
+
+
+def store(client: Client, database: str, events: Sequence[FunnelEvent]) -> None:
+    client.command(f"TRUNCATE TABLE `{database}`.events")
+    rows = [[asdict(event)[column] for column in _COLUMNS] for event in events]
+    if rows:
+        # Copies as separate requests store them: one insert block would collapse them.
+        client.insert(f"`{database}`.events", rows, column_names=_COLUMNS, settings={"optimize_on_insert": 0})
+
+
+def queried(
+    client: Client, database: str, funnel: Funnel, span: tuple[datetime, datetime] = RANGE
+) -> list[Progress]:
+    built = progress_query(database, funnel, *span)
+    rows = client.query(built.sql, parameters=built.parameters).result_rows
+    return [Progress(person, level, tuple(times)) for person, level, times in rows]
+
+
+def at(minutes: float, person: str = "a", name: str = "", path: str = "", message: str = "") -> FunnelEvent:
+    when = T0 + timedelta(minutes=minutes)
+    kind = "page" if path else "track"
+    return FunnelEvent(
+        message or f"m{minutes}-{person}-{name}{path}", kind, name, person, "", when, when, "r", path
+    )
+
+
+STEPS = [Step("event", "A"), Step("event", "B"), Step("event", "C"), Step("page", "/y/*"), Step("page", "/x")]
+
+
+@st.composite
+def stored_events(draw: st.DrawFn) -> list[FunnelEvent]:
+    events = []
+    for number in range(draw(st.integers(0, 30))):
+        person = draw(st.sampled_from(["a", "b", "c"]))
+        identified = draw(st.booleans())
+        page = draw(st.booleans())
+        # Minutes, and sometimes the same millisecond as another event (ties).
+        when = T0 + timedelta(
+            milliseconds=draw(st.integers(0, 120)) * MINUTE // 4 + draw(st.sampled_from([0, 0, 1]))
+        )
+        event = FunnelEvent(
+            message_id=f"m{number:02d}",
+            type="page" if page else "track",
+            event=draw(st.sampled_from(["A", "B", "C", ""])) if not page else "",
+            anonymous_id=f"anon-{person}",
+            user_id=person if identified else "",
+            timestamp=when,
+            received_at=when + timedelta(seconds=1),
+            request_id=f"r{number}",
+            page_path=draw(st.sampled_from(["/x", "/y/1", "/y/2", "/z"])) if page else "",
+        )
+        events.append(event)
+        if draw(st.integers(0, 5)) == 0:  # a retried copy: received later, its time corrected
+            skew = timedelta(seconds=draw(st.integers(-3, 3)))
+            events.append(
+                FunnelEvent(
+                    **{
+                        **asdict(event),
+                        "timestamp": when + skew,
+                        "received_at": event.received_at + timedelta(seconds=draw(st.integers(-2, 5))),
+                        "request_id": f"r{number}-copy",
+                    }
+                )
+            )
+    return events
+
+
+funnels = st.builds(
+    Funnel,
+    steps=st.lists(st.sampled_from(STEPS), min_size=2, max_size=4).map(tuple),
+    window_ms=st.integers(1, 60).map(lambda minutes: minutes * MINUTE // 2),
+    order=st.sampled_from(["ordered", "strict"]),
+)
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=stored_events(), funnel=funnels)
+def test_the_query_equals_the_reference(
+    events_table: tuple[Client, str], events: list[FunnelEvent], funnel: Funnel
+) -> None:
+    client, database = events_table
+    store(client, database, events)
+    note(repr(funnel))
+    assert queried(client, database, funnel) == funnel_progress(funnel, events, *RANGE)
+
+
+def window_funnel(client: Client, database: str, funnel: Funnel, strict: bool) -> dict[str, int]:
+    parameters: dict[str, object] = {"start": RANGE[0], "end": RANGE[1]}
+    conditions = ", ".join(step_conditions(funnel, parameters))
+    mode = ", 'strict_order'" if strict else ""
+    sql = f"""
+        SELECT person, level FROM (
+            SELECT {PERSON} AS person,
+                windowFunnel({funnel.window_ms // 1000}{mode})(toDateTime(timestamp), {conditions}) AS level
+            FROM `{database}`.events
+            WHERE timestamp >= {{start:DateTime64(3, 'UTC')}} AND timestamp < {{end:DateTime64(3, 'UTC')}}
+            GROUP BY person
+        ) WHERE level > 0
+    """
+    return {str(person): int(level) for person, level in client.query(sql, parameters=parameters).result_rows}
+
+
+@st.composite
+def distinct_seconds(draw: st.DrawFn, every_event_a_step: bool) -> list[FunnelEvent]:
+    """Events one per second at most per person, without copies: windowFunnel orders events of
+    equal time as it reads them, and counts copies."""
+    seconds = draw(st.lists(st.integers(0, 600), max_size=30, unique=True))
+    names = ["A", "B", "C"] if every_event_a_step else ["A", "B", "C", "D"]
+    events = []
+    for number, second in enumerate(seconds):
+        when = T0 + timedelta(seconds=second)
+        name = draw(st.sampled_from(names))
+        events.append(
+            FunnelEvent(f"m{number}", "track", name, draw(st.sampled_from(["a", "b"])), "", when, when, "r")
+        )
+    return events
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    events=st.booleans().flatmap(lambda strict: st.tuples(st.just(strict), distinct_seconds(strict))),
+    steps=st.lists(st.sampled_from(["A", "B", "C"]), min_size=2, max_size=3, unique=True),
+    window=st.integers(1, 300),
+)
+def test_without_ties_the_levels_equal_clickhouses_window_funnel(
+    events_table: tuple[Client, str], events: tuple[bool, list[FunnelEvent]], steps: list[str], window: int
+) -> None:
+    """windowFunnel (default) is the ordered mode, and with 'strict_order' the strict one where every
+    event is a step's (it sees no other event): on times a second apart, as it takes them, and
+    distinct steps (it lets one event fill two steps: [A, A] reaches step 2 with one A)."""
+    client, database = events_table
+    strict, stored = events
+    store(client, database, stored)
+    funnel = Funnel(
+        tuple(Step("event", name) for name in steps), window * 1000, "strict" if strict else "ordered"
+    )
+    ours = {row.person: row.level for row in queried(client, database, funnel)}
+    assert ours == window_funnel(client, database, funnel, strict)
+
+
+def test_named_cases(events_table: tuple[Client, str]) -> None:
+    client, database = events_table
+    ab = Funnel((Step("event", "A"), Step("event", "B")), 10 * MINUTE)
+    cases: list[tuple[str, Funnel, list[FunnelEvent], list[Progress]]] = [
+        ("a step exactly at the window's end counts", ab,
+         [at(0, name="A"), at(10, name="B")], [reached(0, 10)]),
+        ("a millisecond later does not", ab,
+         [at(0, name="A"), at(10 + 1 / MINUTE, name="B")], [reached(0)]),
+        ("two events at the same millisecond follow message-id order", ab,
+         [at(5, name="B", message="m1"), at(5, name="A", message="m2")], [reached(5)]),
+        ("...so the other way round they convert", ab,
+         [at(5, name="A", message="m1"), at(5, name="B", message="m2")], [reached(5, 5)]),
+        ("the attempt starting last among the deepest, each step at its earliest", ab,
+         [at(0, name="A"), at(3, name="A"), at(8, name="B"), at(9, name="B")],
+         [reached(3, 8)]),
+        ("a person converting twice counts once, with the later conversion", ab,
+         [at(0, name="A"), at(1, name="B"), at(30, name="A"), at(32, name="B")],
+         [reached(30, 32)]),
+        ("a repeated step needs two events", Funnel((Step("event", "A"), Step("event", "A")), MINUTE * 10),
+         [at(0, name="A")], [reached(0)]),
+        ("strict: another event between breaks it", Funnel(ab.steps, ab.window_ms, "strict"),
+         [at(0, name="A"), at(1, name="C"), at(2, name="B")], [reached(0)]),
+        ("a page step by glob", Funnel((Step("page", "/y/*"), Step("event", "B")), MINUTE * 10),
+         [at(0, path="/y/7"), at(1, name="B")], [reached(0, 1)]),
+        ("a glob's other characters are themselves (LIKE's % and _ too)",
+         Funnel((Step("page", "/a_b%"), Step("event", "B")), MINUTE * 10),
+         [at(0, path="/axb"), at(1, name="B"), at(2, path="/a_b%"), at(3, name="B")],
+         [reached(2, 3)]),
+    ]  # fmt: skip
+    for name, funnel, events, expected in cases:
+        store(client, database, events)
+        assert funnel_progress(funnel, events, *RANGE) == expected, name
+        assert queried(client, database, funnel) == expected, name
+
+
+def test_the_range_is_half_open_and_copies_count_once(events_table: tuple[Client, str]) -> None:
+    client, database = events_table
+    funnel = Funnel((Step("event", "A"), Step("event", "B")), 10 * MINUTE, "strict")
+    first = at(0, name="A")
+    copy = FunnelEvent(
+        **{**asdict(first), "request_id": "r2", "received_at": first.received_at + timedelta(seconds=1)}
+    )
+    events = [first, copy, at(1, name="B"), at(60, name="A")]
+    store(client, database, events)
+    span = (T0, T0 + timedelta(minutes=60))
+    expected = [reached(0, 1)]
+    assert funnel_progress(funnel, events, *span) == expected
+    assert queried(client, database, funnel, span) == expected
+
+
+def test_definitions_are_validated() -> None:
+    with pytest.raises(FunnelError) as raised:
+        Funnel((Step("event", "A"),), 1000)
+    assert (raised.value.code, raised.value.field) == ("steps_count", "steps")
+    with pytest.raises(FunnelError) as raised:
+        Funnel((Step("event", "A"), Step("event", "")), 1000)
+    assert raised.value.field == "steps[1]"
+    with pytest.raises(FunnelError) as raised:
+        Funnel((Step("event", "A"), Step("event", "B")), 0)
+    assert raised.value.code == "window"
+    assert parse_step("page:/pricing") == Step("page", "/pricing")
+    with pytest.raises(FunnelError):
+        parse_step("click:x")
+    assert like_pattern("/a_b%*\\") == "/a\\_b\\%%\\\\"
