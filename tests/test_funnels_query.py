@@ -14,8 +14,15 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from headwater.analytics.funnels.definition import Funnel, FunnelError, Step, parse_step
-from headwater.analytics.funnels.query import PERSON, like_pattern, progress_query, step_conditions
+from headwater.analytics.funnels.query import (
+    PERSON,
+    like_pattern,
+    progress_query,
+    step_conditions,
+    summary_query,
+)
 from headwater.analytics.funnels.reference import FunnelEvent, Progress, funnel_progress, milliseconds
+from headwater.analytics.funnels.summary import StepSummary, quantile, summary_of_progress, summary_of_row
 
 pytestmark = pytest.mark.services
 
@@ -116,7 +123,37 @@ def test_the_query_equals_the_reference(
     client, database = events_table
     store(client, database, events)
     note(repr(funnel))
-    assert queried(client, database, funnel) == funnel_progress(funnel, events, *RANGE)
+    expected = funnel_progress(funnel, events, *RANGE)
+    assert queried(client, database, funnel) == expected
+    assert summarized(client, database, funnel) == summary_of_progress(funnel, expected)
+
+
+def summarized(client: Client, database: str, funnel: Funnel) -> list[StepSummary]:
+    built = summary_query(database, funnel, *RANGE)
+    result = client.query(built.sql, parameters=built.parameters)
+    [row] = result.result_rows
+    return summary_of_row(funnel, dict(zip(result.column_names, row, strict=True)))
+
+
+def test_the_answer_per_step(events_table: tuple[Client, str]) -> None:
+    """Counts, conversions, drop-offs and times from the previous step, by hand: a reached B
+    after 2 minutes, b after 4, c never; quantiles as ClickHouse's quantileExact takes them."""
+    client, database = events_table
+    funnel = Funnel((Step("event", "A"), Step("event", "B"), Step("event", "C")), 10 * MINUTE)
+    events = [
+        at(0, "a", "A"), at(2, "a", "B"),
+        at(0, "b", "A"), at(4, "b", "B"),
+        at(0, "c", "A"), at(5, "c", "C"),
+    ]  # fmt: skip
+    store(client, database, events)
+    expected = [
+        StepSummary(3, 1.0, 1.0, 0, None, None, None),
+        StepSummary(2, 2 / 3, 2 / 3, 1, 4 * MINUTE, 3 * MINUTE, 4 * MINUTE),
+        StepSummary(0, 0.0, 0.0, 2, None, None, None),
+    ]
+    assert summary_of_progress(funnel, funnel_progress(funnel, events, *RANGE)) == expected
+    assert summarized(client, database, funnel) == expected
+    assert (quantile([1, 2], 0.5), quantile([1, 2, 3], 0.5), quantile(list(range(1, 11)), 0.9)) == (2, 2, 10)
 
 
 def window_funnel(client: Client, database: str, funnel: Funnel, strict: bool) -> dict[str, int]:

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from .definition import Funnel, Step
+from .summary import summary_items
 
 PERSON = "if(user_id != '', user_id, anonymous_id)"
 
@@ -51,10 +52,12 @@ def step_conditions(funnel: Funnel, parameters: dict[str, Any]) -> list[str]:
     return [_step_condition(index, step, parameters) for index, step in enumerate(funnel.steps)]
 
 
-def progress_query(database: str, funnel: Funnel, start: datetime, end: datetime) -> FunnelQuery:
+def progress_query(
+    database: str, funnel: Funnel, start: datetime, end: datetime, sorted_by_person: bool = True
+) -> FunnelQuery:
     """Per person with an event in [start, end) that is the first step: `person`, `level` (steps
-    reached) and `step_times` (Unix milliseconds of each), sorted by person. `database` is the
-    project's own (hw_<id>), an identifier of ours."""
+    reached) and `step_times` (Unix milliseconds of each), sorted by person unless not
+    `sorted_by_person`. `database` is the project's own (hw_<id>), an identifier of ours."""
     parameters: dict[str, Any] = {"start": start, "end": end, "window_ms": funnel.window_ms}
     conditions = step_conditions(funnel, parameters)
     mask = " + ".join(
@@ -63,6 +66,7 @@ def progress_query(database: str, funnel: Funnel, start: datetime, end: datetime
     steps = len(funnel.steps)
     only_steps = "AND mask != 0" if funnel.order == "ordered" else ""
     progress = _ordered(steps) if funnel.order == "ordered" else _strict(steps)
+    order_by = "ORDER BY person" if sorted_by_person else ""
     sql = f"""
 WITH
 stored AS (
@@ -99,9 +103,16 @@ progressed AS (
     SELECT person, {progress}
     FROM ordered
 )
-SELECT person, level, step_times FROM progressed WHERE level > 0 ORDER BY person
+SELECT person, level, step_times FROM progressed WHERE level > 0 {order_by}
 """
     return FunnelQuery(sql, parameters)
+
+
+def summary_query(database: str, funnel: Funnel, start: datetime, end: datetime) -> FunnelQuery:
+    """One row: summary.summary_items over every person's progress."""
+    progress = progress_query(database, funnel, start, end, sorted_by_person=False)
+    items = ",\n    ".join(summary_items(len(funnel.steps)))
+    return FunnelQuery(f"SELECT\n    {items}\nFROM ({progress.sql})", progress.parameters)
 
 
 def _ordered(steps: int) -> str:

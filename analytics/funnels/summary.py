@@ -1,0 +1,90 @@
+"""A funnel's answer: per step how many people reached it, the conversion from the first step and
+from the previous one, how many dropped before it, and the time it took from the previous step
+(docs/funnels.md, "The answer"). The same from the query's one row and from the reference's
+progress list, so the two can be compared."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .definition import Funnel
+from .reference import Progress
+
+MEDIAN, P90 = 0.5, 0.9
+
+
+@dataclass(frozen=True, slots=True)
+class StepSummary:
+    count: int  # people who reached the step
+    conversion_from_start: float | None  # count ÷ the first step's (None when that is 0)
+    conversion_from_previous: float | None
+    dropped: int  # reached the step before, not this one (0 for the first)
+    # From the previous step, in milliseconds, over the people who reached this one (None for the
+    # first step, or when nobody reached it).
+    median_ms: int | None
+    average_ms: float | None
+    p90_ms: int | None
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def steps_summary(counts: Sequence[int], times: Sequence[tuple[int, float, int] | None]) -> list[StepSummary]:
+    """From each step's count and (median, average, p90) of its time from the previous one."""
+    result = []
+    for index, count in enumerate(counts):
+        previous = counts[index - 1] if index else count
+        timing = times[index]
+        ratios = (_ratio(count, counts[0]), _ratio(count, previous), previous - count)
+        if timing is None:
+            result.append(StepSummary(count, *ratios, None, None, None))
+        else:
+            result.append(StepSummary(count, *ratios, *timing))
+    return result
+
+
+def quantile(values: Sequence[int], level: float) -> int:
+    """The value at position ⌊level·n⌋ of the sorted values (the last for level 1), as ClickHouse's
+    quantileExact gives it: the upper of the two middle values for a median of an even count."""
+    ordered = sorted(values)
+    return ordered[min(int(level * len(ordered)), len(ordered) - 1)]
+
+
+def summary_of_progress(funnel: Funnel, progress: Sequence[Progress]) -> list[StepSummary]:
+    """The answer from each person's progress (the reference's)."""
+    counts = [sum(1 for row in progress if row.level > step) for step in range(len(funnel.steps))]
+    times: list[tuple[int, float, int] | None] = [None]
+    for step in range(1, len(funnel.steps)):
+        gaps = [row.step_times[step] - row.step_times[step - 1] for row in progress if row.level > step]
+        times.append((quantile(gaps, MEDIAN), sum(gaps) / len(gaps), quantile(gaps, P90)) if gaps else None)
+    return steps_summary(counts, times)
+
+
+def summary_items(steps: int) -> list[str]:
+    """The select items of the summary over the progress query's rows (`level`, `step_times`):
+    `reached_k` per step, and `median_k`, `average_k`, `p90_k` from the second on."""
+    items = [f"countIf(level >= {k}) AS reached_{k}" for k in range(1, steps + 1)]
+    for k in range(2, steps + 1):
+        gap, reached = f"step_times[{k}] - step_times[{k - 1}]", f"level >= {k}"
+        items += [
+            f"quantileExactIf({MEDIAN})({gap}, {reached}) AS median_{k}",
+            f"avgIf({gap}, {reached}) AS average_{k}",
+            f"quantileExactIf({P90})({gap}, {reached}) AS p90_{k}",
+        ]
+    return items
+
+
+def summary_of_row(funnel: Funnel, row: dict[str, Any]) -> list[StepSummary]:
+    """The answer from the summary query's one row (named by summary_items)."""
+    steps = len(funnel.steps)
+    counts = [int(row[f"reached_{k}"]) for k in range(1, steps + 1)]
+    times: list[tuple[int, float, int] | None] = [None]
+    for k in range(2, steps + 1):
+        reached = counts[k - 1] > 0
+        times.append(
+            (int(row[f"median_{k}"]), float(row[f"average_{k}"]), int(row[f"p90_{k}"])) if reached else None
+        )
+    return steps_summary(counts, times)
