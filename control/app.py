@@ -21,10 +21,11 @@ from headwater.core.service.httpapp import (
 from headwater.core.service.validation import convert_body
 
 from .auth import authenticate_admin
+from .funnels import run_funnel
 from .idempotency import validate_idempotency_key
 from .openapi import openapi_document
 from .query import ReadOnlyQueries
-from .schemas import PurgeConfirmation, Query, RotateKey
+from .schemas import FunnelRequest, PurgeConfirmation, Query, RotateKey
 from .service import ProjectService
 from .settings import ControlSettings
 from .store import ProjectStore
@@ -153,6 +154,12 @@ def create_app(
         query = convert_body(await read_json_object(), Query)
         result = await asyncio.to_thread(queries.run, project_id, query.sql)
         return json_response({"columns": result.columns, "rows": result.rows})
+
+    @api.post("/projects/<project_id>/funnels/query")
+    async def query_funnel(project_id: str) -> Response:
+        await store.get(validate_project_id(project_id))  # 404 for an unknown project
+        funnel = convert_body(await read_json_object(), FunnelRequest)
+        return json_response(await asyncio.to_thread(run_funnel, queries, project_id, funnel))
 
     app.register_blueprint(api)
     return app

@@ -22,6 +22,8 @@ from .schemas import (
     CreatedProject,
     CreateProject,
     Error,
+    FunnelAnswer,
+    FunnelRequest,
     Health,
     ProjectAnswer,
     ProjectId,
@@ -294,6 +296,23 @@ def routes() -> tuple[Route, ...]:
             "`readonly=1` and limits on memory, time and rows (`422 query_too_expensive`) and a cap on "
             "concurrent queries (`429`).",
         ),
+        Route(
+            "post",
+            "/v1/projects/{project_id}/funnels/query",
+            "queryFunnel",
+            "How far people get through a funnel",
+            {
+                200: Answer(
+                    "Per step: who reached it, conversion, drop-off, time from the previous step.",
+                    FunnelAnswer,
+                )
+            },
+            (400, 401, 403, 404, 413, 422, 429, 503),
+            FunnelRequest,
+            description="People (the user id, else the anonymous id) with events in [from, to), the "
+            "furthest each gets through the steps within the window (docs/funnels.md has the exact "
+            "definitions). Runs read-only with the limits of `/query` (`422 query_too_expensive`).",
+        ),
     )
 
 
@@ -425,6 +444,7 @@ def _project_links(project_id: str) -> dict[str, Any]:
         "UpdateProject": {"operationId": "updateProject", "parameters": target},
         "RotateKey": {"operationId": "rotateProjectKey", "parameters": target},
         "QueryProject": {"operationId": "queryProject", "parameters": target},
+        "QueryFunnel": {"operationId": "queryFunnel", "parameters": target},
         "DisableProject": {"operationId": "deleteProject", "parameters": target},
         "PurgeProject": {
             "operationId": "deleteProject",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,6 +119,21 @@ class ReadOnlyQueries:
     def run(self, project_id: str, sql: str) -> QueryResult:
         if not sql.strip():
             raise APIError(400, "invalid_field", "sql must not be empty", "sql")
+        return self._with_client(project_id, lambda client, database: self._run(client, database, sql))
+
+    def run_built(self, project_id: str, sql: str, parameters: dict[str, Any]) -> QueryResult:
+        """A query headwater built (funnels, paths: SQL of its own, every value of the caller bound
+        as a parameter), in the project's database with the same limits, role and read-only mode;
+        not parsed against the allow-list, which admits no bound parameters."""
+
+        def run(client: Client, database: str) -> QueryResult:
+            client.database = database
+            result = client.query(sql, parameters=parameters, settings=self._query_settings(database))
+            return QueryResult(tuple(result.column_names), [list(row) for row in result.result_rows])
+
+        return self._with_client(project_id, run)
+
+    def _with_client(self, project_id: str, work: Callable[[Client, str], QueryResult]) -> QueryResult:
         if not self._slots.acquire(blocking=False):
             raise TooManyQueries(self._limits.max_concurrent)
         try:
@@ -125,7 +141,7 @@ class ReadOnlyQueries:
             # embedded directory, the API answers 500 as for any dependency it cannot open.
             client = self._checkout()
             try:
-                result = self._run(client, database_name(project_id), sql)
+                result = work(client, database_name(project_id))
             except OperationalError as exc:
                 client.close()  # the connection may be broken: do not pool it
                 raise APIError(503, "clickhouse_unavailable", str(exc).strip()) from None
@@ -140,10 +156,14 @@ class ReadOnlyQueries:
         finally:
             self._slots.release()
 
+    def _query_settings(self, database: str) -> dict[str, Any]:
+        role = {"role": reader_role(database)} if self._use_roles else {}
+        return {**role, **self._settings}
+
     def _run(self, client: Client, database: str, sql: str) -> QueryResult:
         client.database = database
         role = {"role": reader_role(database)} if self._use_roles else {}
-        settings = {**role, **self._settings}
+        settings = self._query_settings(database)
         # Parsing only: the text travels as a bound parameter, so nothing of it executes here.
         canonical = client.query(
             "SELECT formatQuerySingleLine({sql:String})", parameters={"sql": sql}, settings=settings

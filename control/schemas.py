@@ -10,9 +10,10 @@ generated schema cannot say (cross-field rules, examples) to the struct's compon
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from msgspec import UNSET, Meta, Struct, UnsetType
+from msgspec import UNSET, Meta, Struct, UnsetType, field
 
 from headwater.core.projects.keys import KeyKind
 from headwater.core.projects.origins import normalise_origins
@@ -153,6 +154,53 @@ class Query(Struct):
     }
 
 
+WindowUnit = Literal["second", "minute", "hour", "day"]
+WINDOW_UNIT_MS: dict[str, int] = {"second": 1000, "minute": 60_000, "hour": 3_600_000, "day": 86_400_000}
+AwareTime = Annotated[datetime, Meta(tz=True, description="ISO-8601 with a time zone.")]
+
+
+class FunnelStepSpec(Struct, forbid_unknown_fields=True):
+    kind: Annotated[
+        Literal["event", "page"],
+        Meta(description="`event`: an event by its exact name; `page`: a page view by its path."),
+    ]
+    value: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=200,
+            description="The event's name, or the page's path where `*` matches any run of characters.",
+        ),
+    ]
+
+
+class FunnelWindow(Struct, forbid_unknown_fields=True):
+    value: Annotated[int, Meta(ge=1, le=366 * 24 * 3600)]
+    unit: WindowUnit = "day"
+
+
+class FunnelRequest(Struct, forbid_unknown_fields=True):
+    steps: Annotated[list[FunnelStepSpec], Meta(min_length=2, max_length=20)]
+    window: Annotated[FunnelWindow, Meta(description="The last step at most this long after the first.")]
+    start: AwareTime = field(name="from")
+    end: AwareTime = field(name="to")
+    order: Annotated[
+        Literal["ordered", "strict"],
+        Meta(description="`ordered`: other events may come between steps; `strict`: none may."),
+    ] = "ordered"
+
+    json_schema_extra: ClassVar[Schema] = {
+        "examples": [
+            {
+                "steps": [{"kind": "page", "value": "/pricing"}, {"kind": "event", "value": "Signed Up"}],
+                "window": {"value": 1, "unit": "day"},
+                "from": "2026-11-01T00:00:00Z",
+                "to": "2026-12-01T00:00:00Z",
+            }
+        ]
+    }
+
+
 # -- responses ----------------------------------------------------------------------------------
 # Documentation of what the server sends (tests/test_openapi_fuzz.py checks every answer against it).
 
@@ -290,3 +338,21 @@ class QueryResult(Struct, forbid_unknown_fields=True):
         list[list[Any]],
         Meta(description="One array per row, in column order; values as JSON, dates as strings."),
     ]
+
+
+Share = Annotated[float, Meta(ge=0, le=1)]
+
+
+class FunnelStepAnswer(Struct, forbid_unknown_fields=True):
+    step: FunnelStepSpec
+    count: Annotated[int, Meta(ge=0, description="People who reached the step.")]
+    conversion_from_start: Share | None
+    conversion_from_previous: Share | None
+    dropped: Annotated[int, Meta(ge=0, description="People who reached the step before, not this one.")]
+    median_ms: Annotated[int | None, Meta(description="From the previous step (None for the first).")]
+    average_ms: float | None
+    p90_ms: int | None
+
+
+class FunnelAnswer(Struct, forbid_unknown_fields=True):
+    steps: list[FunnelStepAnswer]

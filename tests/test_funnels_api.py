@@ -1,0 +1,146 @@
+"""`POST /v1/projects/{id}/funnels/query` end to end: events sent through the edge, stored by the
+consumer, a funnel asked of the control plane and answered as the reference answers the same
+stored rows; and its refusals."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from hw_testing import StackFactory, admin_headers, basic_auth, create_project, eventually, stored_copies
+
+from headwater.analytics.funnels.definition import Funnel, Step
+from headwater.analytics.funnels.reference import FunnelEvent, funnel_progress
+from headwater.analytics.funnels.summary import summary_of_progress
+from headwater.ops.runtime import Stack
+
+pytestmark = pytest.mark.services
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+BASE = NOW - timedelta(hours=3)
+
+
+def pricing(user: str, minutes: float, message_id: str) -> dict[str, Any]:
+    when = BASE + timedelta(minutes=minutes)
+    url = "https://shop.example/pricing"
+    page = {"path": "/pricing", "url": url}
+    return {"type": "page", "userId": user, "messageId": message_id, "timestamp": when.isoformat(),
+            "properties": page, "context": {"page": page}}  # fmt: skip
+
+
+def signed_up(user: str, minutes: float, message_id: str) -> dict[str, Any]:
+    when = BASE + timedelta(minutes=minutes)
+    return {"type": "track", "event": "Signed Up", "userId": user, "messageId": message_id,
+            "timestamp": when.isoformat()}  # fmt: skip
+
+
+EVENTS = [
+    pricing("u1", 0, "e1"), signed_up("u1", 5, "e2"),  # converts after 5 minutes
+    pricing("u2", 0, "e3"),  # drops
+    pricing("u3", 10, "e4"), signed_up("u3", 100, "e5"),  # too late for a 1 h window
+    signed_up("u4", 1, "e6"),  # never saw the first step: not in the funnel
+    pricing("u5", 20, "e7"), signed_up("u5", 21, "e8"),  # converts after 1 minute
+]  # fmt: skip
+STEPS = [{"kind": "page", "value": "/pric*"}, {"kind": "event", "value": "Signed Up"}]
+
+
+async def ask(http: httpx.AsyncClient, stack: Stack, project_id: str, body: dict[str, Any]) -> httpx.Response:
+    return await http.post(
+        f"{stack.control_url}/v1/projects/{project_id}/funnels/query", json=body, headers=admin_headers()
+    )
+
+
+def request(**overrides: Any) -> dict[str, Any]:
+    return {"steps": STEPS, "window": {"value": 1, "unit": "hour"},
+            "from": (BASE - timedelta(hours=1)).isoformat(), "to": NOW.isoformat(), **overrides}  # fmt: skip
+
+
+async def test_a_funnel_over_events_sent_through_the_edge(
+    make_stack: StackFactory, http: httpx.AsyncClient, project_id: str
+) -> None:
+    stack = await make_stack(edge=True, control=True, consumer=True)
+    key = str((await create_project(http, stack, project_id))["secret_key"])
+    for _ in range(2):  # the second time a retry: the same messages again, stored twice
+        response = await http.post(
+            f"{stack.edge_url}/v1/batch", json={"batch": EVENTS}, headers=basic_auth(key)
+        )
+        assert response.status_code == 200, response.text
+    await eventually(lambda: stored_copies(stack, project_id), lambda copies: len(copies) == len(EVENTS))
+
+    response = await ask(http, stack, project_id, request())
+    assert response.status_code == 200, response.text
+    steps = response.json()["steps"]
+    assert [step["count"] for step in steps] == [4, 2]
+    assert steps[1] == {
+        "step": STEPS[1], "count": 2, "conversion_from_start": 0.5, "conversion_from_previous": 0.5,
+        "dropped": 2, "median_ms": 5 * 60_000, "average_ms": 3 * 60_000, "p90_ms": 5 * 60_000,
+    }  # fmt: skip
+    assert steps[0]["median_ms"] is None and steps[0]["dropped"] == 0
+
+    # The same answer as the reference's over the rows the consumer stored (copies included).
+    stored = await asyncio.to_thread(stored_rows, stack, project_id)
+    funnel = Funnel((Step("page", "/pric*"), Step("event", "Signed Up")), 3_600_000)
+    progress = funnel_progress(funnel, stored, BASE - timedelta(hours=1), NOW)
+    reference = summary_of_progress(funnel, progress)
+    assert [(s["count"], s["dropped"], s["median_ms"]) for s in steps] == [
+        (s.count, s.dropped, s.median_ms) for s in reference
+    ]
+    # Strict: nothing of u1, u3, u5 comes between their steps, so the same here.
+    strict = await ask(http, stack, project_id, request(order="strict"))
+    assert [step["count"] for step in strict.json()["steps"]] == [4, 2]
+    wider = await ask(http, stack, project_id, request(window={"value": 2, "unit": "hour"}))
+    assert [step["count"] for step in wider.json()["steps"]] == [4, 3]  # u3 after 90 minutes
+
+
+def stored_rows(stack: Stack, project_id: str) -> list[FunnelEvent]:
+    assert stack.clickhouse is not None
+    columns = ", ".join(FunnelEvent.__dataclass_fields__)
+    rows = stack.clickhouse.query(f"SELECT {columns} FROM hw_{project_id}.events").result_rows
+    stored = []
+    for row in rows:
+        fields = dict(zip(FunnelEvent.__dataclass_fields__, row, strict=True))
+        for name in ("timestamp", "received_at"):  # naive from the embedded engine
+            fields[name] = fields[name].replace(tzinfo=UTC)
+        stored.append(FunnelEvent(**fields))
+    return stored
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"steps": STEPS[:1]}, "steps"),
+        ({"steps": [{"kind": "click", "value": "x"}, *STEPS]}, "steps[0].kind"),
+        ({"steps": [{"kind": "event", "value": ""}, *STEPS]}, "steps[0].value"),
+        ({"window": {"value": 0}}, "window.value"),
+        ({"window": {"value": 400, "unit": "day"}}, "window"),
+        ({"from": NOW.isoformat(), "to": BASE.isoformat()}, "to"),
+        ({"from": "2026-01-01T00:00:00"}, "from"),
+        ({"order": "sideways"}, "order"),
+        ({"extra": 1}, "extra"),
+    ],
+)
+async def test_bad_funnels_are_refused_naming_the_field(
+    make_stack: StackFactory,
+    http: httpx.AsyncClient,
+    project_id: str,
+    body: dict[str, Any],
+    field: str,
+) -> None:
+    stack = await make_stack(control=True)
+    await create_project(http, stack, project_id)
+    response = await ask(http, stack, project_id, request(**body))
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == field
+
+
+async def test_unknown_projects_and_missing_tokens(
+    make_stack: StackFactory, http: httpx.AsyncClient, project_id: str
+) -> None:
+    stack = await make_stack(control=True)
+    assert (await ask(http, stack, project_id, request())).status_code == 404
+    await create_project(http, stack, project_id)
+    url = f"{stack.control_url}/v1/projects/{project_id}/funnels/query"
+    assert (await http.post(url, json=request())).status_code == 401
