@@ -274,3 +274,20 @@ def test_definitions_are_validated() -> None:
     with pytest.raises(FunnelError):
         parse_step("click:x")
     assert like_pattern("/a_b%*\\") == "/a\\_b\\%%\\\\"
+
+
+@pytest.mark.parametrize("order", ["ordered", "strict"])
+def test_times_before_1970_are_times_like_others(events_table: tuple[Client, str], order: str) -> None:
+    """Unix milliseconds before 1970 are negative: no value of them may mean "no attempt"."""
+    client, database = events_table
+    funnel = Funnel((Step("event", "A"), Step("event", "B")), 10 * MINUTE, order)  # type: ignore[arg-type]
+    old = datetime(1969, 12, 31, 23, 59, tzinfo=UTC)
+    events = [
+        FunnelEvent(name, "track", name, "a", "", old + timedelta(seconds=offset), old, "r")
+        for name, offset in (("A", 0), ("B", 30))
+    ]
+    store(client, database, events)
+    span = (datetime(1960, 1, 1, tzinfo=UTC), datetime(1980, 1, 1, tzinfo=UTC))
+    expected = [Progress("a", 2, (milliseconds(old), milliseconds(old) + 30_000))]
+    assert funnel_progress(funnel, events, *span) == expected
+    assert queried(client, database, funnel, span) == expected
