@@ -37,6 +37,7 @@ from typing import Any
 
 import consumer as consumer_bench
 from docsection import DOC, replace_section
+from merges import settle_merges
 
 from headwater.analytics.sessions.query import SESSION_COLUMNS, sessions_query
 from headwater.control.clickhouse import connect
@@ -129,17 +130,6 @@ class Traffic:
         client.command(_EVENTS, parameters=parameters, settings={"optimize_on_insert": 0})
 
 
-def settle_merges(client: Any, quiet_checks: int = 6, timeout: float = 600.0) -> float:
-    """Seconds until no merge of the bench's database has run for `quiet_checks` half-seconds."""
-    started, quiet = time.perf_counter(), 0
-    sql = "SELECT count() FROM system.merges WHERE database = {database:String}"
-    while quiet < quiet_checks and time.perf_counter() - started < timeout:
-        running = client.query(sql, parameters={"database": DATABASE}).result_rows[0][0]
-        quiet = 0 if running else quiet + 1
-        time.sleep(0.5)
-    return time.perf_counter() - started
-
-
 def timed(run: Callable[[], Any]) -> tuple[Any, float]:
     started = time.perf_counter()
     result = run()
@@ -182,7 +172,7 @@ async def sessionizer_part(work: Path, events: int, hours: int, hourly: int, vis
         print(f"  {generating:.1f} s", flush=True)
         # A rebuild runs on a table whose parts have long been merged; timed straight after the
         # bulk insert it would share the cores with the merges of that insert (~4 s of ~18).
-        settled = settle_merges(client)
+        settled = settle_merges(client, DATABASE)
         stored = int(client.query(f"SELECT count() FROM {DATABASE}.events").result_rows[0][0])
         print(f"  merges of that insert done after {settled:.1f} s more; {stored:,} rows", flush=True)
 

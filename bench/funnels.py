@@ -1,0 +1,166 @@
+"""Funnel benchmark on the embedded engine (issue: funnels): the funnel query against a hand-written
+`windowFunnel` query over the same events, the floor a funnel cannot beat by much.
+
+`--events` events (default 10,000,000) of `--people` people (default 1,000,000), ten events each a
+minute apart (plus under a second of jitter, so no two of a person share a millisecond), starting
+anywhere in 30 days; each event one of the funnel's five. Timed, alternating, first
+runs only (a repeated statement is served faster by the engine's caches): a 5-step funnel in
+`ordered` and in `strict` order, ours (`summary_query`, as the API runs it) and windowFunnel's
+(default and `strict_order`) computing the same per-step counts. In `ordered` order, on this data
+(no copies, no ties, distinct steps) the two definitions agree, so the counts must be equal: a
+benchmark that got faster by being wrong fails here. In `strict` order they differ by definition
+(windowFunnel's `strict_order` stops a person at the first step out of order and lets an earlier
+step come back between two: docs/funnels.md), so only the time is compared; the tests hold strict
+order to the reference.
+
+    python bench/funnels.py                       # updates docs/benchmarks.md
+    python bench/funnels.py --events 1000000 --people 100000 --no-doc
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from docsection import replace_section
+from merges import settle_merges
+
+from headwater.analytics.funnels.definition import Funnel, Step
+from headwater.analytics.funnels.query import PERSON, step_conditions, summary_query
+from headwater.control.clickhouse import connect
+from headwater.core.migrations import apply_migrations
+
+BEGIN, END = (
+    "<!-- bench/funnels.py: generated section begins -->",
+    "<!-- bench/funnels.py: generated section ends -->",
+)
+DATABASE = "hw_bench_funnels"
+NAMES = ["Viewed Product", "Added to Cart", "Started Checkout", "Entered Payment", "Purchased"]
+WINDOW = timedelta(hours=1)
+RATIO_GOAL, SECONDS_GOAL = 1.5, 2.0
+BASE = datetime(2026, 11, 1, tzinfo=UTC)
+
+_EVENTS = f"""
+INSERT INTO {DATABASE}.events (message_id, type, event, anonymous_id, timestamp, received_at, request_id)
+SELECT toString(number), 'track',
+    {NAMES}[cityHash64(number, 1) % {len(NAMES)} + 1],
+    concat('person-', toString(intDiv(number, 10) % {{people:UInt64}})),
+    {{base:DateTime64(3, 'UTC')}} + toIntervalMillisecond(
+        cityHash64(intDiv(number, 10) % {{people:UInt64}}) % (30 * 86400000)
+        + (number % 10) * 60000 + cityHash64(number, 2) % 1000),
+    now64(3), 'r'
+FROM numbers({{events:UInt64}})
+"""
+
+
+def first_run(client: Any, sql: str, parameters: dict[str, Any], tag: int) -> tuple[list[int], float]:
+    """The per-step counts and the seconds of a statement the engine has not seen (`tag` makes
+    its text new)."""
+    started = time.perf_counter()
+    row = client.query(f"/* run {tag} */ {sql}", parameters=parameters).result_rows[0]
+    return [int(value) for value in row[: len(NAMES)]], time.perf_counter() - started
+
+
+def window_funnel(funnel: Funnel, strict: bool) -> tuple[str, dict[str, Any]]:
+    parameters: dict[str, Any] = {"start": BASE, "end": BASE + timedelta(days=31)}
+    conditions = ", ".join(step_conditions(funnel, parameters))
+    mode = ", 'strict_order'" if strict else ""
+    counts = ", ".join(f"countIf(level >= {k})" for k in range(1, len(funnel.steps) + 1))
+    sql = f"""
+        SELECT {counts} FROM (
+            SELECT {PERSON} AS person,
+                windowFunnel({funnel.window_ms}{mode})(
+                    toUInt64(toUnixTimestamp64Milli(timestamp)), {conditions}) AS level
+            FROM {DATABASE}.events
+            WHERE timestamp >= {{start:DateTime64(3, 'UTC')}} AND timestamp < {{end:DateTime64(3, 'UTC')}}
+            GROUP BY person
+        )
+    """
+    return sql, parameters
+
+
+def measure(work: Path, events: int, people: int, rounds: int) -> dict[str, Any]:
+    client = connect(f"chdb://{work / 'ch'}")
+    apply_migrations(client, DATABASE)
+    print(f"generating {events:,} events of {people:,} people …", flush=True)
+    client.command(_EVENTS, parameters={"people": people, "events": events, "base": BASE})
+    # Timed once the background merges of that insert are done: they would share the cores.
+    print(f"  merges of that insert done after {settle_merges(client, DATABASE):.0f} s", flush=True)
+    results: dict[str, Any] = {}
+    tag = 0
+    for order in ("ordered", "strict"):
+        funnel = Funnel(
+            tuple(Step("event", name) for name in NAMES), int(WINDOW / timedelta(milliseconds=1)), order
+        )
+        ours = summary_query(DATABASE, funnel, BASE, BASE + timedelta(days=31))
+        floor_sql, floor_parameters = window_funnel(funnel, strict=order == "strict")
+        runs: dict[str, list[float]] = {"ours": [], "windowFunnel": []}
+        counts: dict[str, list[int]] = {}
+        for round_ in range(rounds):
+            for name, sql, parameters in (
+                ("ours", ours.sql, ours.parameters),
+                ("windowFunnel", floor_sql, floor_parameters),
+            ):
+                tag += 1
+                counts[name], seconds = first_run(client, sql, parameters, tag)
+                runs[name].append(seconds)
+                print(f"  {order} round {round_ + 1} {name}: {seconds:.2f} s {counts[name]}", flush=True)
+        if order == "ordered" and counts["ours"] != counts["windowFunnel"]:
+            raise SystemExit(f"{order}: counts differ: {counts}")
+        results[order] = {"runs": runs, "counts": counts["ours"]}
+    client.close()
+    return results
+
+
+def report(results: dict[str, Any], events: int, people: int, command: str) -> str:
+    lines = [
+        f"`{command}` — {datetime.now(UTC):%Y-%m-%d}, {platform.python_implementation()} "
+        f"{platform.python_version()}, chdb embedded engine, 2 cores.",
+        "",
+        f"{events:,} events of {people:,} people; a 5-step funnel of events, window 1 hour; first runs, "
+        "medians (each run in brackets).",
+        "",
+        "| funnel (our people per step) | ours | windowFunnel | ours ÷ windowFunnel | goal |",
+        "|---|---|---|---|---|",
+    ]
+    for order, result in results.items():
+        ours, floor = (statistics.median(result["runs"][name]) for name in ("ours", "windowFunnel"))
+        each = {name: ", ".join(f"{s:.2f}" for s in result["runs"][name]) for name in result["runs"]}
+        met = ours / floor <= RATIO_GOAL and ours < SECONDS_GOAL
+        lines.append(
+            f"| {order} ({', '.join(f'{c:,}' for c in result['counts'])}) "
+            f"| {ours:.2f} s ({each['ours']}) | {floor:.2f} s ({each['windowFunnel']}) | {ours / floor:.2f}x "
+            f"| ≤ {RATIO_GOAL}x and < {SECONDS_GOAL:.0f} s: {'met' if met else 'NOT met'} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--people", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    arguments = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="hw-bench-funnels-") as work:
+        results = measure(Path(work), arguments.events, arguments.people, arguments.rounds)
+    command = "python bench/funnels.py" + "".join(f" {a}" for a in sys.argv[1:] if a != "--no-doc")
+    text = report(results, arguments.events, arguments.people, command)
+    print(text)
+    if not arguments.no_doc:
+        replace_section(BEGIN, END, text, "## Funnels (`bench/funnels.py`)")
+        print("updated docs/benchmarks.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""`bench/funnels.py` on a small data set runs end to end, its ordered funnel's counts equal to
+windowFunnel's (the script exits 1 otherwise).
+
+A smoke test only: nothing here asserts a speed (benchmarks measure, tests do not time).
+"""
+
+from __future__ import annotations
+
+import pytest
+from hw_testing import run_bench
+
+pytestmark = pytest.mark.services
+
+
+def test_funnels_benchmark_small_run_agrees_with_window_funnel() -> None:
+    output = run_bench("funnels.py", "--events", "20000", "--people", "2000", "--rounds", "1", "--no-doc")
+    assert "| ordered (" in output and "| strict (" in output
