@@ -6,10 +6,10 @@ spliced. Shape: the rows of the range (in `ordered` mode only those matching a s
 cannot change the result) grouped per person into an array, copies of a message reduced to the one
 received first, sorted by (timestamp, message id); then per person:
 
-- `ordered`: one pass (arrayFold) keeping, for each step k, the latest-starting attempt that has
-  reached k so far, its start and its step times. A later start is never worse (more of its window
-  remains), and an event extends step k from the state before it, so it fills one step per
-  attempt. At the end the deepest step's attempt is the answer.
+- `ordered`: one pass (arrayFold) keeping, for each step k, the start (index and time) of the
+  latest-starting attempt that has reached k so far. A later start is never worse (more of its
+  window remains), and an event extends step k from the state before it, so it fills one step per
+  attempt. The deepest step's attempt is then retraced from its start.
 - `strict`: for each event that is the first step, how many of the events from it on match the
   steps one after another within the window; the deepest, starting last.
 """
@@ -123,7 +123,8 @@ def _ordered(steps: int) -> str:
     retraced from its start, each at the first event after the previous step that fills it (the
     events the fold took: it extends an attempt at the first such event, and a later start taking
     over an earlier step would reach at least as deep). Carrying every attempt's step times in the
-    fold's state instead cost ~2x the whole query (10M events)."""
+    fold's state instead took the whole query 1.9-2.1 s where this takes 1.4 s (a 5-step funnel
+    over bench/sessions.py's 10M events)."""
     extends = (
         "bitTest(m, k - 1) AND (k = 1 OR (acc[k - 1].1 > acc[k].1 AND t - acc[k - 1].2 <= {window_ms:Int64}))"
     )
@@ -136,13 +137,13 @@ def _ordered(steps: int) -> str:
             CAST(arrayResize([], {steps}, (0, 0)) AS Array(Tuple(UInt32, Int64)))
         ) AS state,
         arrayCount(reached -> reached.1 > 0, state) AS level,
-        state[greatest(level, 1)].1 AS step_1"""
+        state[greatest(level, 1)].1 AS event_of_step_1"""
     retrace = [
-        f"arrayFirstIndex((m, j) -> j > step_{k - 1} AND bitTest(m, {k - 1}), masks, arrayEnumerate(masks))"
-        f" AS step_{k}"
+        f"arrayFirstIndex((m, j) -> j > event_of_step_{k - 1} AND bitTest(m, {k - 1}),"
+        f" masks, arrayEnumerate(masks)) AS event_of_step_{k}"
         for k in range(2, steps + 1)
     ]
-    indexes = ", ".join(f"step_{k}" for k in range(1, steps + 1))
+    indexes = ", ".join(f"event_of_step_{k}" for k in range(1, steps + 1))
     times = f"arraySlice(arrayMap(index -> times[index], [{indexes}]), 1, level) AS step_times"
     return ",\n        ".join([fold, *retrace, times])
 
