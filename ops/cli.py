@@ -7,6 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 import click
 
 from .dlq import dlq
+from .funnel import funnel
 from .migrate import migrate
 from .projects import projects
 from .query import query
@@ -37,6 +38,7 @@ def main() -> None:
 main.add_command(up)
 main.add_command(serve)
 main.add_command(query)
+main.add_command(funnel)
 main.add_command(projects)
 main.add_command(migrate)
 main.add_command(spool)

@@ -186,6 +186,13 @@ class ControlClient:
         answer = self.request("POST", f"/v1/projects/{_segment(project_id)}/query", {"sql": sql})
         return answer.body["columns"], answer.body["rows"]
 
+    def funnel(self, project_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """A funnel's answer per step (docs/funnels.md)."""
+        answer: dict[str, Any] = self.request(
+            "POST", f"/v1/projects/{_segment(project_id)}/funnels/query", body
+        ).body
+        return answer
+
     def create_project(self, body: Mapping[str, Any], idempotency_key: str | None = None) -> Answer:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return self.request("POST", "/v1/projects", body, headers=headers)

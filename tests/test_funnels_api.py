@@ -10,7 +10,17 @@ from typing import Any
 
 import httpx
 import pytest
-from hw_testing import StackFactory, admin_headers, basic_auth, create_project, eventually, stored_copies
+from hw_testing import (
+    ADMIN_TOKEN,
+    StackFactory,
+    admin_headers,
+    basic_auth,
+    cli_env,
+    create_project,
+    eventually,
+    run_cli,
+    stored_copies,
+)
 
 from headwater.analytics.funnels.definition import Funnel, Step
 from headwater.analytics.funnels.reference import FunnelEvent, funnel_progress
@@ -93,6 +103,31 @@ async def test_a_funnel_over_events_sent_through_the_edge(
     assert [step["count"] for step in strict.json()["steps"]] == [4, 2]
     wider = await ask(http, stack, project_id, request(window={"value": 2, "unit": "hour"}))
     assert [step["count"] for step in wider.json()["steps"]] == [4, 3]  # u3 after 90 minutes
+
+    # The CLI, through the control API: the same answer, as JSON and as a table.
+    cli = ("funnel", "--control-url", str(stack.control_url), "--project", project_id,
+           "--step", "page:/pric*", "--step", "event:Signed Up", "--window", "1h",
+           "--from", (BASE - timedelta(hours=1)).isoformat(), "--to", NOW.isoformat())  # fmt: skip
+    env = {**cli_env(), "HEADWATER_ADMIN_TOKEN": ADMIN_TOKEN}
+    assert (await run_cli(*cli, "--json", env=env)).json() == response.json()
+    table = await run_cli(*cli, env=env)
+    assert table.code == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == [
+        "step",
+        "people",
+        "of",
+        "first",
+        "of",
+        "previous",
+        "dropped",
+        "median",
+        "average",
+        "p90",
+    ]
+    assert lines[2].split() == ["event:Signed", "Up", "2", "50.0%", "50.0%", "2", "5m", "3m", "5m"]
+    refused = await run_cli(*cli[:-4], "--step", "click:x", env=env)
+    assert refused.code != 0 and "event:NAME or page:PATH" in refused.stderr
 
 
 def stored_rows(stack: Stack, project_id: str) -> list[FunnelEvent]:

@@ -1,0 +1,157 @@
+"""`headwater funnel`: how far people get through a funnel's steps, as a table or JSON."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import click
+
+from headwater.control.funnels import run_funnel
+from headwater.control.query import ReadOnlyQueries
+from headwater.control.schemas import FunnelRequest
+from headwater.core.service.errors import APIError
+from headwater.core.service.validation import convert_body
+
+from .controlclient import ControlClient
+from .options import (
+    clickhouse_url_option,
+    control_url_option,
+    data_dir_option,
+    format_duration,
+    option,
+    parse_duration,
+    when_option,
+)
+
+DEFAULT_RANGE = timedelta(days=30)
+
+
+def funnel_body(
+    steps: tuple[str, ...], window: str, order: str, start: datetime | None, end: datetime | None
+) -> dict[str, Any]:
+    """The API's request body from the command's options."""
+    parsed = []
+    for text in steps:
+        kind, separator, value = text.partition(":")
+        if not separator or kind not in ("event", "page"):
+            raise click.BadParameter(f"{text!r}: a step is event:NAME or page:PATH", param_hint="--step")
+        parsed.append({"kind": kind, "value": value})
+    try:
+        seconds = parse_duration(window)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--window") from None
+    if seconds < 1 or seconds != int(seconds):
+        raise click.BadParameter("a whole number of seconds, at least 1s", param_hint="--window")
+    until = end or datetime.now(UTC)
+    since = start or until - DEFAULT_RANGE
+    return {
+        "steps": parsed,
+        "window": {"value": int(seconds), "unit": "second"},
+        "order": order,
+        "from": since.isoformat(),
+        "to": until.isoformat(),
+    }
+
+
+def _ask_directly(clickhouse_url: str, project: str, body: dict[str, Any]) -> dict[str, Any]:
+    queries = ReadOnlyQueries(clickhouse_url, timeout_seconds=300)
+    try:
+        return run_funnel(queries, project, convert_body(body, FunnelRequest))
+    except APIError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from None
+    finally:
+        queries.close()
+
+
+def _time(milliseconds: float | None) -> str:
+    if milliseconds is None:
+        return "-"
+    if milliseconds < 1000:
+        return f"{milliseconds:.0f}ms"
+    return format_duration(round(milliseconds / 1000))
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def funnel_table(answer: dict[str, Any]) -> str:
+    """The answer as an aligned table, one line per step."""
+    header = ("step", "people", "of first", "of previous", "dropped", "median", "average", "p90")
+    rows = [header]
+    for index, step in enumerate(answer["steps"]):
+        first = index == 0
+        rows.append(
+            (
+                f"{step['step']['kind']}:{step['step']['value']}",
+                f"{step['count']:,}",
+                _share(step["conversion_from_start"]),
+                "-" if first else _share(step["conversion_from_previous"]),
+                "-" if first else f"{step['dropped']:,}",
+                _time(step["median_ms"]),
+                _time(step["average_ms"]),
+                _time(step["p90_ms"]),
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    lines = []
+    for row in rows:
+        name, *numbers = row
+        cells = [name.ljust(widths[0])] + [
+            cell.rjust(width) for cell, width in zip(numbers, widths[1:], strict=True)
+        ]
+        lines.append("  ".join(cells))
+    return "\n".join(lines)
+
+
+@click.command()
+@option("--project", required=True, help="Project id.")
+@click.option(
+    "--step",
+    "steps",
+    multiple=True,
+    required=True,
+    help="event:NAME or page:PATH (* wildcards), in order; 2 to 20.",
+)
+@click.option(
+    "--window",
+    default="1d",
+    show_default=True,
+    help="The last step at most this long after the first (30m, 12h, 7d).",
+)
+@click.option(
+    "--order",
+    type=click.Choice(["ordered", "strict"]),
+    default="ordered",
+    show_default=True,
+    help="strict: no other event between steps.",
+)
+@click.option(
+    "--from",
+    "start",
+    callback=when_option,
+    help="Events from this time (ISO-8601, or 30m/12h/7d ago); default: 30 days before --to.",
+)
+@click.option("--to", "end", callback=when_option, help="Events before this time; default: now.")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer.")
+@data_dir_option
+@control_url_option
+@clickhouse_url_option
+def funnel(
+    project: str, steps: tuple[str, ...], window: str, order: str, start: datetime | None,
+    end: datetime | None, as_json: bool, data_dir: str, control_url: str | None, clickhouse_url: str | None,
+) -> None:  # fmt: skip
+    """How far people get through a funnel (docs/funnels.md): per step, who reached it, the
+    conversion, the drop-off and the time from the previous step.
+
+    With --clickhouse-url the query goes straight to that ClickHouse; otherwise through the control
+    API of the running stack (found from --data-dir, or --control-url).
+    """
+    body = funnel_body(steps, window, order, start, end)
+    if clickhouse_url:
+        answer = _ask_directly(clickhouse_url, project, body)
+    else:
+        answer = ControlClient.resolve(control_url, data_dir).funnel(project, body)
+    click.echo(json.dumps(answer) if as_json else funnel_table(answer))
