@@ -179,6 +179,16 @@ class FunnelWindow(Struct, forbid_unknown_fields=True):
     unit: WindowUnit = "day"
 
 
+class FunnelPeopleRequest(Struct, forbid_unknown_fields=True):
+    step: Annotated[int, Meta(ge=1, le=20, description="1-based, in the order of `steps`.")]
+    status: Annotated[
+        Literal["converted", "dropped"],
+        Meta(description="`converted`: reached the step; `dropped`: reached the one before, not it."),
+    ]
+    limit: Annotated[int, Meta(ge=1, le=1000)] = 100
+    after: Annotated[str | None, Meta(description="The last person of the previous page.")] = None
+
+
 class FunnelRequest(Struct, forbid_unknown_fields=True):
     steps: Annotated[list[FunnelStepSpec], Meta(min_length=2, max_length=20)]
     window: Annotated[FunnelWindow, Meta(description="The last step at most this long after the first.")]
@@ -188,6 +198,9 @@ class FunnelRequest(Struct, forbid_unknown_fields=True):
         Literal["ordered", "strict"],
         Meta(description="`ordered`: other events may come between steps; `strict`: none may."),
     ] = "ordered"
+    people: Annotated[
+        FunnelPeopleRequest | None, Meta(description="Also list the people of one step, a page at a time.")
+    ] = None
 
     json_schema_extra: ClassVar[Schema] = {
         "examples": [
@@ -354,5 +367,13 @@ class FunnelStepAnswer(Struct, forbid_unknown_fields=True):
     p90_ms: int | None
 
 
+class FunnelPeopleAnswer(Struct, forbid_unknown_fields=True):
+    step: int
+    status: Literal["converted", "dropped"]
+    people: list[str]
+    next_after: Annotated[str | None, Meta(description="`after` for the next page; null on the last.")]
+
+
 class FunnelAnswer(Struct, forbid_unknown_fields=True):
     steps: list[FunnelStepAnswer]
+    people: FunnelPeopleAnswer | None = None

@@ -104,6 +104,30 @@ async def test_a_funnel_over_events_sent_through_the_edge(
     wider = await ask(http, stack, project_id, request(window={"value": 2, "unit": "hour"}))
     assert [step["count"] for step in wider.json()["steps"]] == [4, 3]  # u3 after 90 minutes
 
+    # The lists of people, a page at a time.
+    async def page(status: str, limit: int = 10, after: str | None = None) -> dict[str, Any]:
+        listed = await ask(
+            http,
+            stack,
+            project_id,
+            request(people={"step": 2, "status": status, "limit": limit, "after": after}),
+        )
+        assert listed.status_code == 200, listed.text
+        return dict(listed.json()["people"])
+
+    assert (await page("converted"))["people"] == ["u1", "u5"]
+    assert await page("dropped") == {
+        "step": 2,
+        "status": "dropped",
+        "people": ["u2", "u3"],
+        "next_after": None,
+    }
+    first = await page("converted", limit=1)
+    assert (first["people"], first["next_after"]) == (["u1"], "u1")
+    second = await page("converted", limit=1, after="u1")
+    assert (second["people"], second["next_after"]) == (["u5"], None)
+    assert response.json()["people"] is None  # none asked for
+
     # The CLI, through the control API: the same answer, as JSON and as a table.
     cli = ("funnel", "--control-url", str(stack.control_url), "--project", project_id,
            "--step", "page:/pric*", "--step", "event:Signed Up", "--window", "1h",
@@ -155,6 +179,9 @@ def stored_rows(stack: Stack, project_id: str) -> list[FunnelEvent]:
         ({"from": "2026-01-01T00:00:00"}, "from"),
         ({"order": "sideways"}, "order"),
         ({"extra": 1}, "extra"),
+        ({"people": {"step": 1, "status": "dropped"}}, "people.step"),
+        ({"people": {"step": 3, "status": "converted"}}, "people.step"),
+        ({"people": {"step": 2, "status": "converted", "limit": 0}}, "people.limit"),
     ],
 )
 async def test_bad_funnels_are_refused_naming_the_field(

@@ -13,15 +13,29 @@ from clickhouse_connect.driver.client import Client
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from headwater.analytics.funnels.definition import Funnel, FunnelError, Step, parse_step
+from headwater.analytics.funnels.definition import (
+    Funnel,
+    FunnelError,
+    PeopleList,
+    PeopleStatus,
+    Step,
+    parse_step,
+)
 from headwater.analytics.funnels.query import (
     PERSON,
     like_pattern,
+    people_query,
     progress_query,
     step_conditions,
     summary_query,
 )
-from headwater.analytics.funnels.reference import FunnelEvent, Progress, funnel_progress, milliseconds
+from headwater.analytics.funnels.reference import (
+    FunnelEvent,
+    Progress,
+    funnel_progress,
+    milliseconds,
+    people_page,
+)
 from headwater.analytics.funnels.summary import StepSummary, quantile, summary_of_progress, summary_of_row
 
 pytestmark = pytest.mark.services
@@ -116,16 +130,31 @@ funnels = st.builds(
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(events=stored_events(), funnel=funnels)
+@given(events=stored_events(), funnel=funnels, data=st.data())
 def test_the_query_equals_the_reference(
-    events_table: tuple[Client, str], events: list[FunnelEvent], funnel: Funnel
+    events_table: tuple[Client, str], events: list[FunnelEvent], funnel: Funnel, data: st.DataObject
 ) -> None:
+    """Each person's progress, the answer per step, and a page of a list of people."""
     client, database = events_table
     store(client, database, events)
     note(repr(funnel))
     expected = funnel_progress(funnel, events, *RANGE)
     assert queried(client, database, funnel) == expected
     assert summarized(client, database, funnel) == summary_of_progress(funnel, expected)
+    status: PeopleStatus = data.draw(st.sampled_from(["converted", "dropped"]))
+    list_of = PeopleList(
+        data.draw(st.integers(1 if status == "converted" else 2, len(funnel.steps))),
+        status,
+        data.draw(st.integers(1, 3)),
+        data.draw(st.sampled_from([None, "a", "anon-a", "anon-b", "b", "c"])),
+    )
+    assert listed(client, database, funnel, list_of) == people_page(expected, list_of)
+
+
+def listed(client: Client, database: str, funnel: Funnel, list_of: PeopleList) -> tuple[list[str], bool]:
+    built = people_query(database, funnel, *RANGE, list_of)
+    people = [row[0] for row in client.query(built.sql, parameters=built.parameters).result_rows]
+    return people[: list_of.limit], len(people) > list_of.limit
 
 
 def summarized(client: Client, database: str, funnel: Funnel) -> list[StepSummary]:

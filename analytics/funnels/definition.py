@@ -65,6 +65,30 @@ class Funnel:
             raise FunnelError("order", "order", f"the order is one of {', '.join(ORDERS)}")
 
 
+PeopleStatus = Literal["converted", "dropped"]
+MAX_PEOPLE_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class PeopleList:
+    """Who reached step `step` (1-based; `converted`), or reached the step before it and not it
+    (`dropped`, from the second step on): a page of at most `limit` people, sorted, after
+    `after`."""
+
+    step: int
+    status: PeopleStatus
+    limit: int = 100
+    after: str | None = None
+
+    def check(self, funnel: Funnel) -> None:
+        if not 1 <= self.step <= len(funnel.steps):
+            raise FunnelError("people_step", "people.step", f"a step from 1 to {len(funnel.steps)}")
+        if self.status == "dropped" and self.step == 1:
+            raise FunnelError("people_step", "people.step", "nobody drops at the first step: from 2 on")
+        if not 1 <= self.limit <= MAX_PEOPLE_PAGE:
+            raise FunnelError("people_limit", "people.limit", f"1 to {MAX_PEOPLE_PAGE} people a page")
+
+
 def parse_step(text: str) -> Step:
     """`event:NAME` or `page:PATH` (the CLI's and the API's short form)."""
     kind, separator, value = text.partition(":")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .definition import Funnel, Step
+from .definition import Funnel, PeopleList, Step
 from .summary import summary_items
 
 PERSON = "if(user_id != '', user_id, anonymous_id)"
@@ -106,6 +106,35 @@ progressed AS (
     FROM ordered
 )
 SELECT person, level, step_times FROM progressed WHERE level > 0 {order_by}
+"""
+    return FunnelQuery(sql, parameters)
+
+
+def people_query(
+    database: str,
+    funnel: Funnel,
+    start: datetime,
+    end: datetime,
+    list_of: PeopleList,
+) -> FunnelQuery:
+    """The people of `list_of` (those who reached its step, or reached the one before and not it),
+    sorted, after its `after` (keyset pagination), at most its `limit` plus one (telling whether a
+    next page exists)."""
+    progress = progress_query(database, funnel, start, end, sorted_by_person=False)
+    condition = (
+        "level >= {list_step:UInt8}" if list_of.status == "converted" else "level = {list_step:UInt8} - 1"
+    )
+    parameters = {
+        **progress.parameters,
+        "list_step": list_of.step,
+        "after": list_of.after or "",
+        "limit": list_of.limit + 1,
+    }
+    sql = f"""
+SELECT person FROM ({progress.sql})
+WHERE {condition} AND person > {{after:String}}
+ORDER BY person
+LIMIT {{limit:UInt32}}
 """
     return FunnelQuery(sql, parameters)
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from .definition import Funnel
+from .definition import Funnel, PeopleList
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,3 +103,13 @@ def funnel_progress(
         if level:
             result.append(Progress(person, level, step_times))
     return result
+
+
+def people_page(progress: Sequence[Progress], list_of: PeopleList) -> tuple[list[str], bool]:
+    """The page of `list_of` from everyone's progress, and whether another page follows."""
+    if list_of.status == "converted":
+        matching = [row.person for row in progress if row.level >= list_of.step]
+    else:
+        matching = [row.person for row in progress if row.level == list_of.step - 1]
+    after = sorted(person for person in matching if person > (list_of.after or ""))
+    return after[: list_of.limit], len(after) > list_of.limit
