@@ -3,10 +3,11 @@
 
 `--events` events (default 10,000,000) of `--people` people (default 1,000,000), ten events each a
 minute apart (plus under a second of jitter, so no two of a person share a millisecond), starting
-anywhere in 30 days; each event one of the funnel's five. Timed, alternating, first
-runs only (a repeated statement is served faster by the engine's caches): a 5-step funnel in
-`ordered` and in `strict` order, ours (`summary_query`, as the API runs it) and windowFunnel's
-(default and `strict_order`) computing the same per-step counts. In `ordered` order, on this data
+anywhere in 30 days; each event one of the funnel's five. Timed, alternating, first runs only (a
+repeated statement is served faster by the engine's caches): a 5-step funnel in `ordered` order
+broken down by browser (one per person) and without a breakdown, and in `strict` order, ours (the
+queries the API runs) and windowFunnel's (default and `strict_order`, grouped by the browser for
+the breakdown) computing the same per-step counts. In `ordered` order, on this data
 (no copies, no ties, distinct steps) the two definitions agree, so the counts must be equal: a
 benchmark that got faster by being wrong fails here. In `strict` order they differ by definition
 (windowFunnel's `strict_order` stops a person at the first step out of order and lets an earlier
@@ -25,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,8 +34,8 @@ from typing import Any
 from docsection import replace_section
 from merges import settle_merges
 
-from headwater.analytics.funnels.definition import Funnel, Step
-from headwater.analytics.funnels.query import PERSON, step_conditions, summary_query
+from headwater.analytics.funnels.definition import Breakdown, Funnel, Step
+from headwater.analytics.funnels.query import PERSON, breakdown_query, step_conditions, summary_query
 from headwater.control.clickhouse import connect
 from headwater.core.migrations import apply_migrations
 
@@ -46,42 +48,67 @@ NAMES = ["Viewed Product", "Added to Cart", "Started Checkout", "Entered Payment
 WINDOW = timedelta(hours=1)
 RATIO_GOAL, SECONDS_GOAL = 1.5, 2.0
 BASE = datetime(2026, 11, 1, tzinfo=UTC)
+RANGE_END = BASE + timedelta(days=31)
+BROWSERS = ["Chrome", "Firefox", "Safari"]  # one per person: any attribution gives the same
 
 _EVENTS = f"""
-INSERT INTO {DATABASE}.events (message_id, type, event, anonymous_id, timestamp, received_at, request_id)
+INSERT INTO {DATABASE}.events
+    (message_id, type, event, anonymous_id, timestamp, received_at, request_id, browser)
 SELECT toString(number), 'track',
     {NAMES}[cityHash64(number, 1) % {len(NAMES)} + 1],
     concat('person-', toString(intDiv(number, 10) % {{people:UInt64}})),
     {{base:DateTime64(3, 'UTC')}} + toIntervalMillisecond(
         cityHash64(intDiv(number, 10) % {{people:UInt64}}) % (30 * 86400000)
         + (number % 10) * 60000 + cityHash64(number, 2) % 1000),
-    now64(3), 'r'
+    now64(3), 'r',
+    {BROWSERS}[cityHash64(intDiv(number, 10) % {{people:UInt64}}, 3) % {len(BROWSERS)} + 1]
 FROM numbers({{events:UInt64}})
 """
 
 
-def first_run(client: Any, sql: str, parameters: dict[str, Any], tag: int) -> tuple[list[int], float]:
-    """The per-step counts and the seconds of a statement the engine has not seen (`tag` makes
-    its text new)."""
+Counts = list[Any]  # per step; or per breakdown value, sorted: [value, count per step …]
+
+
+def first_run(
+    client: Any, sql: str, parameters: dict[str, Any], tag: int, counts_of: Callable[[list[Any]], Counts]
+) -> tuple[Counts, float]:
+    """The per-step counts (`counts_of` the rows) and the seconds of a statement the engine has
+    not seen (`tag` makes its text new)."""
     started = time.perf_counter()
-    row = client.query(f"/* run {tag} */ {sql}", parameters=parameters).result_rows[0]
-    return [int(value) for value in row[: len(NAMES)]], time.perf_counter() - started
+    rows = client.query(f"/* run {tag} */ {sql}", parameters=parameters).result_rows
+    return counts_of(rows), time.perf_counter() - started
+
+
+def totals(rows: list[Any]) -> Counts:
+    return [int(value) for value in rows[0][: len(NAMES)]]
+
+
+def our_values(rows: list[Any]) -> Counts:
+    """breakdown_query's rows: is_other, value, reached_1 …"""
+    return sorted([row[1], *map(int, row[2 : 2 + len(NAMES)])] for row in rows)
+
+
+def their_values(rows: list[Any]) -> Counts:
+    return sorted([row[0], *map(int, row[1 : 1 + len(NAMES)])] for row in rows)
 
 
 def window_funnel(funnel: Funnel, strict: bool) -> tuple[str, dict[str, Any]]:
-    parameters: dict[str, Any] = {"start": BASE, "end": BASE + timedelta(days=31)}
+    """windowFunnel's per-step counts of `funnel` (per `browser` when it has a breakdown)."""
+    parameters: dict[str, Any] = {"start": BASE, "end": RANGE_END}
     conditions = ", ".join(step_conditions(funnel, parameters))
     mode = ", 'strict_order'" if strict else ""
     counts = ", ".join(f"countIf(level >= {k})" for k in range(1, len(funnel.steps) + 1))
+    by_value = funnel.breakdown is not None
     sql = f"""
-        SELECT {counts} FROM (
-            SELECT {PERSON} AS person,
+        SELECT {"value, " if by_value else ""}{counts} FROM (
+            SELECT {PERSON} AS person, any(browser) AS value,
                 windowFunnel({funnel.window_ms}{mode})(
                     toUInt64(toUnixTimestamp64Milli(timestamp)), {conditions}) AS level
             FROM {DATABASE}.events
             WHERE timestamp >= {{start:DateTime64(3, 'UTC')}} AND timestamp < {{end:DateTime64(3, 'UTC')}}
             GROUP BY person
         )
+        {"GROUP BY value" if by_value else ""}
     """
     return sql, parameters
 
@@ -95,28 +122,39 @@ def measure(work: Path, events: int, people: int, rounds: int) -> dict[str, Any]
     print(f"  merges of that insert done after {settle_merges(client, DATABASE):.0f} s", flush=True)
     results: dict[str, Any] = {}
     tag = 0
-    for order in ("ordered", "strict"):
-        funnel = Funnel(
-            tuple(Step("event", name) for name in NAMES), int(WINDOW / timedelta(milliseconds=1)), order
-        )
-        ours = summary_query(DATABASE, funnel, BASE, BASE + timedelta(days=31))
-        floor_sql, floor_parameters = window_funnel(funnel, strict=order == "strict")
+    steps = tuple(Step("event", name) for name in NAMES)
+    window_ms = int(WINDOW / timedelta(milliseconds=1))
+    for name, funnel in (
+        ("ordered, by browser", Funnel(steps, window_ms, "ordered", Breakdown("browser"))),
+        ("ordered", Funnel(steps, window_ms, "ordered")),
+        ("strict", Funnel(steps, window_ms, "strict")),
+    ):
+        order = name
+        by_value = funnel.breakdown is not None
+        ours = (breakdown_query if by_value else summary_query)(DATABASE, funnel, BASE, RANGE_END)
+        floor_sql, floor_parameters = window_funnel(funnel, strict=funnel.order == "strict")
         runs: dict[str, list[float]] = {"ours": [], "windowFunnel": []}
-        counts: dict[str, list[int]] = {}
+        counts: dict[str, Counts] = {}
         for round_ in range(rounds):
-            for name, sql, parameters in (
-                ("ours", ours.sql, ours.parameters),
-                ("windowFunnel", floor_sql, floor_parameters),
+            for side, sql, parameters, counts_of in (
+                ("ours", ours.sql, ours.parameters, our_values if by_value else totals),
+                ("windowFunnel", floor_sql, floor_parameters, their_values if by_value else totals),
             ):
                 tag += 1
-                counts[name], seconds = first_run(client, sql, parameters, tag)
-                runs[name].append(seconds)
-                print(f"  {order} round {round_ + 1} {name}: {seconds:.2f} s {counts[name]}", flush=True)
-        if order == "ordered" and counts["ours"] != counts["windowFunnel"]:
+                counts[side], seconds = first_run(client, sql, parameters, tag, counts_of)
+                runs[side].append(seconds)
+                print(f"  {order} round {round_ + 1} {side}: {seconds:.2f} s {counts[side]}", flush=True)
+        if funnel.order == "ordered" and counts["ours"] != counts["windowFunnel"]:
             raise SystemExit(f"{order}: counts differ: {counts}")
         results[order] = {"runs": runs, "counts": counts["ours"]}
     client.close()
     return results
+
+
+def _people_per_step(counts: Counts) -> str:
+    if counts and isinstance(counts[0], list):  # per value: the values' sums
+        counts = [sum(row[step] for row in counts) for step in range(1, len(NAMES) + 1)]
+    return ", ".join(f"{count:,}" for count in counts)
 
 
 def report(results: dict[str, Any], events: int, people: int, command: str) -> str:
@@ -135,7 +173,7 @@ def report(results: dict[str, Any], events: int, people: int, command: str) -> s
         each = {name: ", ".join(f"{s:.2f}" for s in result["runs"][name]) for name in result["runs"]}
         met = ours / floor <= RATIO_GOAL and ours < SECONDS_GOAL
         lines.append(
-            f"| {order} ({', '.join(f'{c:,}' for c in result['counts'])}) "
+            f"| {order} ({_people_per_step(result['counts'])}) "
             f"| {ours:.2f} s ({each['ours']}) | {floor:.2f} s ({each['windowFunnel']}) | {ours / floor:.2f}x "
             f"| ≤ {RATIO_GOAL}x and < {SECONDS_GOAL:.0f} s: {'met' if met else 'NOT met'} |"
         )

@@ -8,14 +8,21 @@ from typing import Any
 
 import msgspec
 
-from headwater.analytics.funnels.definition import Funnel, FunnelError, PeopleList, Step
-from headwater.analytics.funnels.query import people_query, summary_query
-from headwater.analytics.funnels.summary import summary_of_row
+from headwater.analytics.funnels.definition import Breakdown, Funnel, FunnelError, PeopleList, Step
+from headwater.analytics.funnels.query import breakdown_query, people_query, summary_query
+from headwater.analytics.funnels.summary import StepSummary, breakdown_of_rows, summary_of_row
 from headwater.core.projects.project import database_name
 from headwater.core.service.errors import APIError
 
 from .query import ReadOnlyQueries
-from .schemas import WINDOW_UNIT_MS, FunnelAnswer, FunnelPeopleAnswer, FunnelRequest, FunnelStepAnswer
+from .schemas import (
+    WINDOW_UNIT_MS,
+    FunnelAnswer,
+    FunnelBreakdownAnswer,
+    FunnelPeopleAnswer,
+    FunnelRequest,
+    FunnelStepAnswer,
+)
 
 
 def funnel_of(request: FunnelRequest) -> tuple[Funnel, PeopleList | None]:
@@ -23,9 +30,14 @@ def funnel_of(request: FunnelRequest) -> tuple[Funnel, PeopleList | None]:
         raise APIError(400, "invalid_field", "to must be later than from", "to")
     window_ms = request.window.value * WINDOW_UNIT_MS[request.window.unit]
     try:
-        funnel = Funnel(
-            tuple(Step(step.kind, step.value) for step in request.steps), window_ms, request.order
+        asked_breakdown = request.breakdown
+        breakdown = (
+            None
+            if asked_breakdown is None
+            else Breakdown(asked_breakdown.column, asked_breakdown.attribution, asked_breakdown.limit)
         )
+        steps = tuple(Step(step.kind, step.value) for step in request.steps)
+        funnel = Funnel(steps, window_ms, request.order, breakdown)
         asked = request.people
         if asked is None:
             return funnel, None
@@ -43,13 +55,26 @@ def run_funnel(queries: ReadOnlyQueries, project_id: str, request: FunnelRequest
     built = summary_query(database, funnel, request.start, request.end)
     result = queries.run_built(project_id, built.sql, built.parameters)
     row = dict(zip(result.columns, result.rows[0], strict=True))
-    steps = [
-        FunnelStepAnswer(spec, *astuple(summary))
-        for spec, summary in zip(request.steps, summary_of_row(funnel, row), strict=True)
-    ]
+    steps = _step_answers(request, summary_of_row(funnel, row))
     people = None if list_of is None else _people(queries, project_id, funnel, request, list_of)
-    answer: dict[str, Any] = msgspec.to_builtins(FunnelAnswer(steps, people))
+    breakdown = None
+    if funnel.breakdown is not None:
+        built = breakdown_query(database, funnel, request.start, request.end)
+        result = queries.run_built(project_id, built.sql, built.parameters)
+        rows = [dict(zip(result.columns, values, strict=True)) for values in result.rows]
+        breakdown = [
+            FunnelBreakdownAnswer(group.value, _step_answers(request, group.steps))
+            for group in breakdown_of_rows(funnel, rows)
+        ]
+    answer: dict[str, Any] = msgspec.to_builtins(FunnelAnswer(steps, people, breakdown))
     return answer
+
+
+def _step_answers(request: FunnelRequest, summaries: list[StepSummary]) -> list[FunnelStepAnswer]:
+    return [
+        FunnelStepAnswer(spec, *astuple(summary))
+        for spec, summary in zip(request.steps, summaries, strict=True)
+    ]
 
 
 def _people(

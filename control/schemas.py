@@ -189,6 +189,27 @@ class FunnelPeopleRequest(Struct, forbid_unknown_fields=True):
     after: Annotated[str | None, Meta(description="The last person of the previous page.")] = None
 
 
+class FunnelBreakdownRequest(Struct, forbid_unknown_fields=True):
+    column: Annotated[
+        Literal[
+            "browser",
+            "os",
+            "device_type",
+            "country",
+            "referrer_host",
+            "utm_source",
+            "utm_medium",
+            "utm_campaign",
+        ],
+        Meta(description="The events column whose value splits the people."),
+    ]
+    attribution: Annotated[
+        Literal["first", "last"],
+        Meta(description="The value at the first step of a person's attempt, or at the last it reached."),
+    ] = "first"
+    limit: Annotated[int, Meta(ge=1, le=100, description="Values with most people; the rest together.")] = 10
+
+
 class FunnelRequest(Struct, forbid_unknown_fields=True):
     steps: Annotated[list[FunnelStepSpec], Meta(min_length=2, max_length=20)]
     window: Annotated[FunnelWindow, Meta(description="The last step at most this long after the first.")]
@@ -200,6 +221,9 @@ class FunnelRequest(Struct, forbid_unknown_fields=True):
     ] = "ordered"
     people: Annotated[
         FunnelPeopleRequest | None, Meta(description="Also list the people of one step, a page at a time.")
+    ] = None
+    breakdown: Annotated[
+        FunnelBreakdownRequest | None, Meta(description="Also the answer per value of a column.")
     ] = None
 
     json_schema_extra: ClassVar[Schema] = {
@@ -374,6 +398,12 @@ class FunnelPeopleAnswer(Struct, forbid_unknown_fields=True):
     next_after: Annotated[str | None, Meta(description="`after` for the next page; null on the last.")]
 
 
+class FunnelBreakdownAnswer(Struct, forbid_unknown_fields=True):
+    value: Annotated[str | None, Meta(description="null: every value outside the top ones, together.")]
+    steps: list[FunnelStepAnswer]
+
+
 class FunnelAnswer(Struct, forbid_unknown_fields=True):
     steps: list[FunnelStepAnswer]
     people: FunnelPeopleAnswer | None = None
+    breakdown: list[FunnelBreakdownAnswer] | None = None

@@ -37,8 +37,9 @@ def pricing(user: str, minutes: float, message_id: str) -> dict[str, Any]:
     when = BASE + timedelta(minutes=minutes)
     url = "https://shop.example/pricing"
     page = {"path": "/pricing", "url": url}
+    campaign = {"source": "newsletter" if user in ("u1", "u2") else "ads"}
     return {"type": "page", "userId": user, "messageId": message_id, "timestamp": when.isoformat(),
-            "properties": page, "context": {"page": page}}  # fmt: skip
+            "properties": page, "context": {"page": page, "campaign": campaign}}  # fmt: skip
 
 
 def signed_up(user: str, minutes: float, message_id: str) -> dict[str, Any]:
@@ -128,6 +129,17 @@ async def test_a_funnel_over_events_sent_through_the_edge(
     assert (second["people"], second["next_after"]) == (["u5"], None)
     assert response.json()["people"] is None  # none asked for
 
+    # Broken down by the campaign at the first step: ads (u3 dropped, u5 converted) and newsletter
+    # (u1 converted, u2 dropped) tie, so byte order ranks them; with a limit of 1, the rest together.
+    split = await ask(http, stack, project_id, request(breakdown={"column": "utm_source", "limit": 1}))
+    assert split.status_code == 200, split.text
+    groups = split.json()["breakdown"]
+    assert [(group["value"], [step["count"] for step in group["steps"]]) for group in groups] == [
+        ("ads", [2, 1]),
+        (None, [2, 1]),
+    ]
+    assert groups[1]["steps"][1]["median_ms"] == 5 * 60_000  # u1's
+
     # The CLI, through the control API: the same answer, as JSON and as a table.
     cli = ("funnel", "--control-url", str(stack.control_url), "--project", project_id,
            "--step", "page:/pric*", "--step", "event:Signed Up", "--window", "1h",
@@ -182,6 +194,8 @@ def stored_rows(stack: Stack, project_id: str) -> list[FunnelEvent]:
         ({"people": {"step": 1, "status": "dropped"}}, "people.step"),
         ({"people": {"step": 3, "status": "converted"}}, "people.step"),
         ({"people": {"step": 2, "status": "converted", "limit": 0}}, "people.limit"),
+        ({"breakdown": {"column": "properties"}}, "breakdown.column"),
+        ({"breakdown": {"column": "os", "limit": 101}}, "breakdown.limit"),
     ],
 )
 async def test_bad_funnels_are_refused_naming_the_field(

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from headwater.analytics.funnels.definition import (
+    Breakdown,
     Funnel,
     FunnelError,
     PeopleList,
@@ -23,6 +24,7 @@ from headwater.analytics.funnels.definition import (
 )
 from headwater.analytics.funnels.query import (
     PERSON,
+    breakdown_query,
     like_pattern,
     people_query,
     progress_query,
@@ -36,7 +38,14 @@ from headwater.analytics.funnels.reference import (
     milliseconds,
     people_page,
 )
-from headwater.analytics.funnels.summary import StepSummary, quantile, summary_of_progress, summary_of_row
+from headwater.analytics.funnels.summary import (
+    StepSummary,
+    breakdown_of_progress,
+    breakdown_of_rows,
+    quantile,
+    summary_of_progress,
+    summary_of_row,
+)
 
 pytestmark = pytest.mark.services
 
@@ -69,7 +78,7 @@ def queried(
 ) -> list[Progress]:
     built = progress_query(database, funnel, *span)
     rows = client.query(built.sql, parameters=built.parameters).result_rows
-    return [Progress(person, level, tuple(times)) for person, level, times in rows]
+    return [Progress(person, level, tuple(times), breakdown) for person, level, times, breakdown in rows]
 
 
 def at(minutes: float, person: str = "a", name: str = "", path: str = "", message: str = "") -> FunnelEvent:
@@ -104,6 +113,8 @@ def stored_events(draw: st.DrawFn) -> list[FunnelEvent]:
             received_at=when + timedelta(seconds=1),
             request_id=f"r{number}",
             page_path=draw(st.sampled_from(["/x", "/y/1", "/y/2", "/z"])) if page else "",
+            browser=draw(st.sampled_from(["", "Chrome", "Firefox"])),
+            country=draw(st.sampled_from(["DE", "FR", "US", "BR"])),
         )
         events.append(event)
         if draw(st.integers(0, 5)) == 0:  # a retried copy: received later, its time corrected
@@ -126,6 +137,13 @@ funnels = st.builds(
     steps=st.lists(st.sampled_from(STEPS), min_size=2, max_size=4).map(tuple),
     window_ms=st.integers(1, 60).map(lambda minutes: minutes * MINUTE // 2),
     order=st.sampled_from(["ordered", "strict"]),
+    breakdown=st.none()
+    | st.builds(
+        Breakdown,
+        column=st.sampled_from(["browser", "country"]),
+        attribution=st.sampled_from(["first", "last"]),
+        limit=st.integers(1, 3),
+    ),
 )
 
 
@@ -149,6 +167,11 @@ def test_the_query_equals_the_reference(
         data.draw(st.sampled_from([None, "a", "anon-a", "anon-b", "b", "c"])),
     )
     assert listed(client, database, funnel, list_of) == people_page(expected, list_of)
+    if funnel.breakdown is not None:
+        built = breakdown_query(database, funnel, *RANGE)
+        result = client.query(built.sql, parameters=built.parameters)
+        rows = [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+        assert breakdown_of_rows(funnel, rows) == breakdown_of_progress(funnel, expected)
 
 
 def listed(client: Client, database: str, funnel: Funnel, list_of: PeopleList) -> tuple[list[str], bool]:

@@ -44,11 +44,31 @@ def _glob(pattern: str) -> re.Pattern[str]:
     return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
 
 
+# Columns of `events` a funnel can be broken down by (enriched once per event, low cardinality).
+BREAKDOWN_COLUMNS = (
+    "browser", "os", "device_type", "country", "referrer_host", "utm_source", "utm_medium", "utm_campaign",
+)  # fmt: skip
+MAX_BREAKDOWN_VALUES = 100
+Attribution = Literal["first", "last"]
+
+
+@dataclass(frozen=True, slots=True)
+class Breakdown:
+    """The people split by the value of `column` at the first step of their reported attempt
+    (`first`) or at the last step it reached (`last`): the `limit` values with most people at the
+    first step, the rest together."""
+
+    column: str
+    attribution: Attribution = "first"
+    limit: int = 10
+
+
 @dataclass(frozen=True, slots=True)
 class Funnel:
     steps: tuple[Step, ...]
     window_ms: int  # the last step at most this long after the first
     order: Order = "ordered"
+    breakdown: Breakdown | None = None
 
     def __post_init__(self) -> None:
         if not MIN_STEPS <= len(self.steps) <= MAX_STEPS:
@@ -63,6 +83,15 @@ class Funnel:
             raise FunnelError("window", "window", "the window is positive and at most 366 days")
         if self.order not in ORDERS:
             raise FunnelError("order", "order", f"the order is one of {', '.join(ORDERS)}")
+        if self.breakdown is not None:
+            if self.breakdown.column not in BREAKDOWN_COLUMNS:
+                raise FunnelError(
+                    "breakdown_column", "breakdown.column", f"one of {', '.join(BREAKDOWN_COLUMNS)}"
+                )
+            if self.breakdown.attribution not in ("first", "last"):
+                raise FunnelError("breakdown_attribution", "breakdown.attribution", "first or last")
+            if not 1 <= self.breakdown.limit <= MAX_BREAKDOWN_VALUES:
+                raise FunnelError("breakdown_limit", "breakdown.limit", f"1 to {MAX_BREAKDOWN_VALUES} values")
 
 
 PeopleStatus = Literal["converted", "dropped"]

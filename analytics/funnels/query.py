@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from .definition import Funnel, PeopleList, Step
-from .summary import summary_items
+from .summary import summary_items, summary_merge_items, summary_state_items
 
 PERSON = "if(user_id != '', user_id, anonymous_id)"
 # No attempt, among Unix milliseconds (DateTime64 reaches back to 1900: times can be negative).
@@ -58,7 +58,8 @@ def progress_query(
     database: str, funnel: Funnel, start: datetime, end: datetime, sorted_by_person: bool = True
 ) -> FunnelQuery:
     """Per person with an event in [start, end) that is the first step: `person`, `level` (steps
-    reached) and `step_times` (Unix milliseconds of each), sorted by person unless not
+    reached), `step_times` (Unix milliseconds of each) and `breakdown` (the breakdown column's value
+    at the attributed step; '' without a breakdown), sorted by person unless not
     `sorted_by_person`. `database` is the project's own (hw_<id>), an identifier of ours."""
     parameters: dict[str, Any] = {"start": start, "end": end, "window_ms": funnel.window_ms}
     conditions = step_conditions(funnel, parameters)
@@ -69,13 +70,19 @@ def progress_query(
     only_steps = "AND mask != 0" if funnel.order == "ordered" else ""
     progress = _ordered(steps) if funnel.order == "ordered" else _strict(steps)
     order_by = "ORDER BY person" if sorted_by_person else ""
+    breakdown = funnel.breakdown
+    # The breakdown column (an identifier from definition.BREAKDOWN_COLUMNS, checked) per event.
+    value = "''" if breakdown is None else f"toString({breakdown.column})"
+    attributed = "1" if breakdown is None or breakdown.attribution == "first" else "-1"
     sql = f"""
 WITH
 stored AS (
     SELECT {PERSON} AS person,
-        groupArray((message_id, received_at, request_id, toUnixTimestamp64Milli(timestamp), mask)) AS copies
+        groupArray((message_id, received_at, request_id, toUnixTimestamp64Milli(timestamp), mask, value))
+            AS copies
     FROM (
-        SELECT user_id, anonymous_id, message_id, received_at, request_id, timestamp, {mask} AS mask
+        SELECT user_id, anonymous_id, message_id, received_at, request_id, timestamp, {mask} AS mask,
+            {value} AS value
         FROM `{database}`.events
         WHERE timestamp >= {{start:DateTime64(3, 'UTC')}} AND timestamp < {{end:DateTime64(3, 'UTC')}}
     )
@@ -98,14 +105,17 @@ ordered AS (
             )
         ) AS events,
         arrayMap(e -> e.4, events) AS times,
-        arrayMap(e -> e.5, events) AS masks
+        arrayMap(e -> e.5, events) AS masks,
+        arrayMap(e -> e.6, events) AS values
     FROM by_message
 ),
 progressed AS (
-    SELECT person, {progress}
+    SELECT person, {progress},
+        arrayMap(index -> times[index], step_events) AS step_times,
+        if(level = 0, '', values[step_events[{attributed}]]) AS breakdown
     FROM ordered
 )
-SELECT person, level, step_times FROM progressed WHERE level > 0 {order_by}
+SELECT person, level, step_times, breakdown FROM progressed WHERE level > 0 {order_by}
 """
     return FunnelQuery(sql, parameters)
 
@@ -147,8 +157,9 @@ def summary_query(database: str, funnel: Funnel, start: datetime, end: datetime)
 
 
 def _ordered(steps: int) -> str:
-    """level and step_times. One fold finds, per step k, the latest-starting attempt that reached
-    k (its start's index and time; index 0 when none has); the deepest one's steps are then
+    """level and step_events (the indexes of the reported attempt's events). One fold finds, per
+    step k, the latest-starting attempt that reached k (its start's index and time; index 0 when
+    none has); the deepest one's steps are then
     retraced from its start, each at the first event after the previous step that fills it (the
     events the fold took: it extends an attempt at the first such event, and a later start taking
     over an earlier step would reach at least as deep). Carrying every attempt's step times in the
@@ -173,12 +184,11 @@ def _ordered(steps: int) -> str:
         for k in range(2, steps + 1)
     ]
     indexes = ", ".join(f"event_of_step_{k}" for k in range(1, steps + 1))
-    times = f"arraySlice(arrayMap(index -> times[index], [{indexes}]), 1, level) AS step_times"
-    return ",\n        ".join([fold, *retrace, times])
+    return ",\n        ".join([fold, *retrace, f"arraySlice([{indexes}], 1, level) AS step_events"])
 
 
 def _strict(steps: int) -> str:
-    """level and step_times, step by step over the whole array: `reach_k` holds, per event, the
+    """level and step_events, step by step over the whole array: `reach_k` holds, per event, the
     start time of the attempt that fills steps 1..k with it and the k - 1 events right before it
     (_NONE when there is none); the deepest attempt starting last is the last event of the deepest
     non-empty `reach_k`. Each pass compares an event with the one before through a shifted array
@@ -194,6 +204,37 @@ def _strict(steps: int) -> str:
     items += [
         f"[{ends}] AS ends",
         "arrayCount(end -> end > 0, ends) AS level",
-        "if(level = 0, [], arraySlice(times, ends[level] - level + 1, level)) AS step_times",
+        "toUInt64(ends[greatest(level, 1)] + 1) AS after_last",
+        "if(level = 0, [], range(toUInt64(after_last - level), after_last)) AS step_events",
     ]
     return ",\n        ".join(items)
+
+
+def breakdown_query(database: str, funnel: Funnel, start: datetime, end: datetime) -> FunnelQuery:
+    """A row per breakdown value: `value`, `is_other` and summary.summary_items, for the top
+    `limit` values by people (ties in byte order of the value), then one row for all the others
+    when there are any. One pass over the people: the summary's aggregate states per value, merged
+    into the others' row (a second reference to the people's progress would compute it again)."""
+    assert funnel.breakdown is not None
+    steps = len(funnel.steps)
+    progress = progress_query(database, funnel, start, end, sorted_by_person=False)
+    states = ",\n        ".join(summary_state_items(steps))
+    merged = ",\n    ".join(summary_merge_items(steps))
+    sql = f"""
+SELECT is_other, value,
+    {merged}
+FROM (
+    SELECT *,
+        row_number() OVER (ORDER BY people DESC, breakdown) > {{breakdown_limit:UInt32}} AS is_other,
+        if(is_other, '', breakdown) AS value
+    FROM (
+        SELECT breakdown, count() AS people,
+            {states}
+        FROM ({progress.sql})
+        GROUP BY breakdown
+    )
+)
+GROUP BY is_other, value
+ORDER BY is_other, reached_1 DESC, value
+"""
+    return FunnelQuery(sql, {**progress.parameters, "breakdown_limit": funnel.breakdown.limit})

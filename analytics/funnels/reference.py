@@ -24,6 +24,15 @@ class FunnelEvent:
     received_at: datetime
     request_id: str
     page_path: str = ""
+    # The columns a funnel can be broken down by (definition.BREAKDOWN_COLUMNS).
+    browser: str = ""
+    os: str = ""
+    device_type: str = ""
+    country: str = ""
+    referrer_host: str = ""
+    utm_source: str = ""
+    utm_medium: str = ""
+    utm_campaign: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +42,7 @@ class Progress:
     person: str
     level: int
     step_times: tuple[int, ...]
+    breakdown: str = ""  # the breakdown column's value at the attributed step ('' without one)
 
 
 def milliseconds(moment: datetime) -> int:
@@ -63,12 +73,13 @@ def people(events: Iterable[FunnelEvent], start: datetime, end: datetime) -> dic
     return by_person
 
 
-def progress(funnel: Funnel, events: Sequence[FunnelEvent]) -> tuple[int, tuple[int, ...]]:
+def progress(funnel: Funnel, events: Sequence[FunnelEvent]) -> tuple[int, tuple[int, ...], str]:
     """One person's attempt that reaches furthest (the one starting last among those), as
-    (steps reached, their times); (0, ()) when no event is the first step."""
+    (steps reached, their times, the breakdown value); (0, (), "") when no event is the first
+    step."""
     times = [milliseconds(e.timestamp) for e in events]
     matches = [[step.matches(e.event, e.type, e.page_path) for step in funnel.steps] for e in events]
-    best: tuple[int, int, tuple[int, ...]] = (0, -1, ())  # level, start, times
+    best: tuple[int, int, list[int]] = (0, -1, [])  # level, start, the events of the steps
     for start in range(len(events)):
         if not matches[start][0]:
             continue
@@ -89,8 +100,14 @@ def progress(funnel: Funnel, events: Sequence[FunnelEvent]) -> tuple[int, tuple[
                 break
             chain.append(found)
         if (len(chain), start) > best[:2]:
-            best = (len(chain), start, tuple(times[index] for index in chain))
-    return best[0], best[2]
+            best = (len(chain), start, chain)
+    level, _, chain = best
+    breakdown = funnel.breakdown
+    value = ""
+    if breakdown is not None and chain:
+        attributed = events[chain[0] if breakdown.attribution == "first" else chain[-1]]
+        value = getattr(attributed, breakdown.column)
+    return level, tuple(times[index] for index in chain), value
 
 
 def funnel_progress(
@@ -99,9 +116,9 @@ def funnel_progress(
     """Every person with an event in [start, end) that is the funnel's first step, sorted."""
     result = []
     for person, person_events in sorted(people(events, start, end).items()):
-        level, step_times = progress(funnel, person_events)
+        level, step_times, value = progress(funnel, person_events)
         if level:
-            result.append(Progress(person, level, step_times))
+            result.append(Progress(person, level, step_times, value))
     return result
 
 

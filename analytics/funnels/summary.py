@@ -63,18 +63,45 @@ def summary_of_progress(funnel: Funnel, progress: Sequence[Progress]) -> list[St
     return steps_summary(counts, times)
 
 
+def _aggregates(steps: int) -> list[tuple[str, str, str]]:
+    """(name, aggregate function with its parameters, arguments) of each summary column."""
+    columns = [(f"reached_{k}", "countIf", f"level >= {k}") for k in range(1, steps + 1)]
+    for k in range(2, steps + 1):
+        arguments = f"step_times[{k}] - step_times[{k - 1}], level >= {k}"
+        columns += [
+            (f"median_{k}", f"quantileExactIf({MEDIAN})", arguments),
+            (f"average_{k}", "avgIf", arguments),
+            (f"p90_{k}", f"quantileExactIf({P90})", arguments),
+        ]
+    return columns
+
+
+def _with_combinator(function: str, combinator: str) -> str:
+    """`quantileExactIf(0.5)` with `State` is `quantileExactIfState(0.5)`."""
+    name, parenthesis, parameters = function.partition("(")
+    return f"{name}{combinator}{parenthesis}{parameters}"
+
+
 def summary_items(steps: int) -> list[str]:
     """The select items of the summary over the progress query's rows (`level`, `step_times`):
     `reached_k` per step, and `median_k`, `average_k`, `p90_k` from the second on."""
-    items = [f"countIf(level >= {k}) AS reached_{k}" for k in range(1, steps + 1)]
-    for k in range(2, steps + 1):
-        gap, reached = f"step_times[{k}] - step_times[{k - 1}]", f"level >= {k}"
-        items += [
-            f"quantileExactIf({MEDIAN})({gap}, {reached}) AS median_{k}",
-            f"avgIf({gap}, {reached}) AS average_{k}",
-            f"quantileExactIf({P90})({gap}, {reached}) AS p90_{k}",
-        ]
-    return items
+    return [f"{function}({arguments}) AS {name}" for name, function, arguments in _aggregates(steps)]
+
+
+def summary_state_items(steps: int) -> list[str]:
+    """summary_items as aggregate states (`-State`), to be merged across groups later."""
+    return [
+        f"{_with_combinator(function, 'State')}({arguments}) AS {name}_state"
+        for name, function, arguments in _aggregates(steps)
+    ]
+
+
+def summary_merge_items(steps: int) -> list[str]:
+    """summary_items from the states of summary_state_items (`-Merge`)."""
+    return [
+        f"{_with_combinator(function, 'Merge')}({name}_state) AS {name}"
+        for name, function, _ in _aggregates(steps)
+    ]
 
 
 def summary_of_row(funnel: Funnel, row: dict[str, Any]) -> list[StepSummary]:
@@ -88,3 +115,42 @@ def summary_of_row(funnel: Funnel, row: dict[str, Any]) -> list[StepSummary]:
             (int(row[f"median_{k}"]), float(row[f"average_{k}"]), int(row[f"p90_{k}"])) if reached else None
         )
     return steps_summary(counts, times)
+
+
+@dataclass(frozen=True, slots=True)
+class BreakdownSummary:
+    value: str | None  # None: every value outside the top ones, together
+    steps: list[StepSummary]
+
+
+def top_values(progress: Sequence[Progress], limit: int) -> list[str]:
+    """The `limit` breakdown values with the most people (then in byte order of the value)."""
+    counts: dict[str, int] = {}
+    for row in progress:
+        counts[row.breakdown] = counts.get(row.breakdown, 0) + 1
+    ranked = sorted(counts, key=lambda value: (-counts[value], value.encode()))
+    return ranked[:limit]
+
+
+def breakdown_of_progress(funnel: Funnel, progress: Sequence[Progress]) -> list[BreakdownSummary]:
+    """The answer per breakdown value (the reference's): the top values in rank order, then the
+    others together when there are any."""
+    assert funnel.breakdown is not None
+    top = top_values(progress, funnel.breakdown.limit)
+    groups = [
+        BreakdownSummary(value, summary_of_progress(funnel, [r for r in progress if r.breakdown == value]))
+        for value in top
+    ]
+    others = [row for row in progress if row.breakdown not in top]
+    if others:
+        groups.append(BreakdownSummary(None, summary_of_progress(funnel, others)))
+    return groups
+
+
+def breakdown_of_rows(funnel: Funnel, rows: Sequence[dict[str, Any]]) -> list[BreakdownSummary]:
+    """The answer per breakdown value from the breakdown query's rows (`value`, `is_other` and
+    summary_items), already in rank order."""
+    return [
+        BreakdownSummary(None if row["is_other"] else str(row["value"]), summary_of_row(funnel, row))
+        for row in rows
+    ]
