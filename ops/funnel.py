@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from headwater.analytics.funnels.definition import BREAKDOWN_COLUMNS
 from headwater.control.funnels import run_funnel
 from headwater.control.query import ReadOnlyQueries
 from headwater.control.schemas import FunnelRequest
@@ -77,11 +78,11 @@ def _share(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
-def funnel_table(answer: dict[str, Any]) -> str:
-    """The answer as an aligned table, one line per step."""
+def funnel_table(steps: list[dict[str, Any]]) -> str:
+    """An answer's steps as an aligned table, one line per step."""
     header = ("step", "people", "of first", "of previous", "dropped", "median", "average", "p90")
     rows = [header]
-    for index, step in enumerate(answer["steps"]):
+    for index, step in enumerate(steps):
         first = index == 0
         rows.append(
             (
@@ -135,13 +136,26 @@ def funnel_table(answer: dict[str, Any]) -> str:
     help="Events from this time (ISO-8601, or 30m/12h/7d ago); default: 30 days before --to.",
 )
 @click.option("--to", "end", callback=when_option, help="Events before this time; default: now.")
+@click.option(
+    "--breakdown",
+    type=click.Choice(BREAKDOWN_COLUMNS),
+    help="Also a table per value of this column (the values with most people; the rest together).",
+)
+@click.option(
+    "--attribution",
+    type=click.Choice(["first", "last"]),
+    default="first",
+    show_default=True,
+    help="The breakdown value at the first step of a person's attempt, or at the last it reached.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer.")
 @data_dir_option
 @control_url_option
 @clickhouse_url_option
 def funnel(
     project: str, steps: tuple[str, ...], window: str, order: str, start: datetime | None,
-    end: datetime | None, as_json: bool, data_dir: str, control_url: str | None, clickhouse_url: str | None,
+    end: datetime | None, breakdown: str | None, attribution: str, as_json: bool, data_dir: str,
+    control_url: str | None, clickhouse_url: str | None,
 ) -> None:  # fmt: skip
     """How far people get through a funnel (docs/funnels.md): per step, who reached it, the
     conversion, the drop-off and the time from the previous step.
@@ -150,8 +164,16 @@ def funnel(
     API of the running stack (found from --data-dir, or --control-url).
     """
     body = funnel_body(steps, window, order, start, end)
+    if breakdown:
+        body["breakdown"] = {"column": breakdown, "attribution": attribution}
     if clickhouse_url:
         answer = _ask_directly(clickhouse_url, project, body)
     else:
         answer = ControlClient.resolve(control_url, data_dir).funnel(project, body)
-    click.echo(json.dumps(answer) if as_json else funnel_table(answer))
+    if as_json:
+        click.echo(json.dumps(answer))
+        return
+    click.echo(funnel_table(answer["steps"]))
+    for group in answer.get("breakdown") or ():
+        label = "(all other values)" if group["value"] is None else repr(group["value"])
+        click.echo(f"\n{breakdown} = {label}\n{funnel_table(group['steps'])}")

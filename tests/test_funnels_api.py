@@ -162,6 +162,9 @@ async def test_a_funnel_over_events_sent_through_the_edge(
         "p90",
     ]
     assert lines[2].split() == ["event:Signed", "Up", "2", "50.0%", "50.0%", "2", "5m", "3m", "5m"]
+    split_table = await run_cli(*cli, "--breakdown", "utm_source", env=env)
+    assert split_table.code == 0, split_table.stderr
+    assert "utm_source = 'ads'" in split_table.stdout and "utm_source = 'newsletter'" in split_table.stdout
     refused = await run_cli(*cli[:-4], "--step", "click:x", env=env)
     assert refused.code != 0 and "event:NAME or page:PATH" in refused.stderr
 
