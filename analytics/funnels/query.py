@@ -70,19 +70,23 @@ def progress_query(
     only_steps = "AND mask != 0" if funnel.order == "ordered" else ""
     progress = _ordered(steps) if funnel.order == "ordered" else _strict(steps)
     order_by = "ORDER BY person" if sorted_by_person else ""
-    breakdown = funnel.breakdown
-    # The breakdown column (an identifier from definition.BREAKDOWN_COLUMNS, checked) per event.
-    value = "''" if breakdown is None else f"toString({breakdown.column})"
-    attributed = "1" if breakdown is None or breakdown.attribution == "first" else "-1"
+    # The breakdown column (an identifier of definition.BREAKDOWN_COLUMNS, checked) travels with
+    # each event, and its value at the attributed step is the person's; without one nothing does.
+    value = carried = values = ""
+    attributed_value = "''"
+    if funnel.breakdown is not None:
+        value, carried = f", toString({funnel.breakdown.column}) AS value", ", value"
+        values = ",\n        arrayMap(e -> e.6, events) AS values"
+        attributed = "1" if funnel.breakdown.attribution == "first" else "-1"
+        attributed_value = f"values[step_events[{attributed}]]"
     sql = f"""
 WITH
 stored AS (
     SELECT {PERSON} AS person,
-        groupArray((message_id, received_at, request_id, toUnixTimestamp64Milli(timestamp), mask, value))
+        groupArray((message_id, received_at, request_id, toUnixTimestamp64Milli(timestamp), mask{carried}))
             AS copies
     FROM (
-        SELECT user_id, anonymous_id, message_id, received_at, request_id, timestamp, {mask} AS mask,
-            {value} AS value
+        SELECT user_id, anonymous_id, message_id, received_at, request_id, timestamp, {mask} AS mask{value}
         FROM `{database}`.events
         WHERE timestamp >= {{start:DateTime64(3, 'UTC')}} AND timestamp < {{end:DateTime64(3, 'UTC')}}
     )
@@ -105,14 +109,13 @@ ordered AS (
             )
         ) AS events,
         arrayMap(e -> e.4, events) AS times,
-        arrayMap(e -> e.5, events) AS masks,
-        arrayMap(e -> e.6, events) AS values
+        arrayMap(e -> e.5, events) AS masks{values}
     FROM by_message
 ),
 progressed AS (
     SELECT person, {progress},
         arrayMap(index -> times[index], step_events) AS step_times,
-        if(level = 0, '', values[step_events[{attributed}]]) AS breakdown
+        if(level = 0, '', {attributed_value}) AS breakdown
     FROM ordered
 )
 SELECT person, level, step_times, breakdown FROM progressed WHERE level > 0 {order_by}
