@@ -386,7 +386,7 @@ class FunnelStepAnswer(Struct, forbid_unknown_fields=True):
     conversion_from_start: Share | None
     conversion_from_previous: Share | None
     dropped: Annotated[int, Meta(ge=0, description="People who reached the step before, not this one.")]
-    median_ms: Annotated[int | None, Meta(description="From the previous step (None for the first).")]
+    median_ms: Annotated[int | None, Meta(description="From the previous step (null for the first).")]
     average_ms: float | None
     p90_ms: int | None
 
