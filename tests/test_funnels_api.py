@@ -25,6 +25,7 @@ from hw_testing import (
 from headwater.analytics.funnels.definition import Funnel, Step
 from headwater.analytics.funnels.reference import FunnelEvent, funnel_progress
 from headwater.analytics.funnels.summary import summary_of_progress
+from headwater.control.query import QueryLimits, ReadOnlyQueries
 from headwater.ops.runtime import Stack
 
 pytestmark = pytest.mark.services
@@ -223,3 +224,16 @@ async def test_unknown_projects_and_missing_tokens(
     await create_project(http, stack, project_id)
     url = f"{stack.control_url}/v1/projects/{project_id}/funnels/query"
     assert (await http.post(url, json=request())).status_code == 401
+
+
+def test_built_queries_run_read_only_and_spill_their_grouping_to_disk(
+    clickhouse_url: str, clickhouse: object, project_id: str
+) -> None:
+    """A funnel over a whole project groups every person's events in memory: past 40% of the memory
+    limit the engine goes on on disk rather than refusing (10M events of 1M people: ~1.1 GB)."""
+    queries = ReadOnlyQueries(clickhouse_url, limits=QueryLimits(max_memory_bytes=100_000_000))
+    try:
+        sql = "SELECT getSetting('max_bytes_before_external_group_by'), getSetting('readonly')"
+        assert queries.run_built(project_id, sql, {}).rows == [[40_000_000, 1]]
+    finally:
+        queries.close()
