@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from headwater.analytics.funnels.definition import BREAKDOWN_COLUMNS
+from headwater.analytics.funnels.definition import BREAKDOWN_COLUMNS, FunnelError, parse_step
 from headwater.control.funnels import run_funnel
 from headwater.control.query import ReadOnlyQueries
 from headwater.control.schemas import FunnelRequest
@@ -35,10 +35,11 @@ def funnel_body(
     """The API's request body from the command's options."""
     parsed = []
     for text in steps:
-        kind, separator, value = text.partition(":")
-        if not separator or kind not in ("event", "page"):
-            raise click.BadParameter(f"{text!r}: a step is event:NAME or page:PATH", param_hint="--step")
-        parsed.append({"kind": kind, "value": value})
+        try:
+            step = parse_step(text)
+        except FunnelError as exc:
+            raise click.BadParameter(str(exc), param_hint="--step") from None
+        parsed.append({"kind": step.kind, "value": step.value})
     try:
         seconds = parse_duration(window)
     except ValueError as exc:
