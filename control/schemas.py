@@ -15,6 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType, field
 
+from headwater.analytics.funnels.definition import Attribution, BreakdownColumn, Order, PeopleStatus, StepKind
 from headwater.core.projects.keys import KeyKind
 from headwater.core.projects.origins import normalise_origins
 from headwater.core.projects.project import PROJECT_ID_PATTERN, validate_project_id
@@ -161,7 +162,7 @@ AwareTime = Annotated[datetime, Meta(tz=True, description="ISO-8601 with a time 
 
 class FunnelStepSpec(Struct, forbid_unknown_fields=True):
     kind: Annotated[
-        Literal["event", "page"],
+        StepKind,
         Meta(description="`event`: an event by its exact name; `page`: a page view by its path."),
     ]
     value: Annotated[
@@ -182,7 +183,7 @@ class FunnelWindow(Struct, forbid_unknown_fields=True):
 class FunnelPeopleRequest(Struct, forbid_unknown_fields=True):
     step: Annotated[int, Meta(ge=1, le=20, description="1-based, in the order of `steps`.")]
     status: Annotated[
-        Literal["converted", "dropped"],
+        PeopleStatus,
         Meta(description="`converted`: reached the step; `dropped`: reached the one before, not it."),
     ]
     limit: Annotated[int, Meta(ge=1, le=1000)] = 100
@@ -190,21 +191,9 @@ class FunnelPeopleRequest(Struct, forbid_unknown_fields=True):
 
 
 class FunnelBreakdownRequest(Struct, forbid_unknown_fields=True):
-    column: Annotated[
-        Literal[
-            "browser",
-            "os",
-            "device_type",
-            "country",
-            "referrer_host",
-            "utm_source",
-            "utm_medium",
-            "utm_campaign",
-        ],
-        Meta(description="The events column whose value splits the people."),
-    ]
+    column: Annotated[BreakdownColumn, Meta(description="The events column whose value splits the people.")]
     attribution: Annotated[
-        Literal["first", "last"],
+        Attribution,
         Meta(description="The value at the first step of a person's attempt, or at the last it reached."),
     ] = "first"
     limit: Annotated[int, Meta(ge=1, le=100, description="Values with most people; the rest together.")] = 10
@@ -216,7 +205,7 @@ class FunnelRequest(Struct, forbid_unknown_fields=True):
     start: AwareTime = field(name="from")
     end: AwareTime = field(name="to")
     order: Annotated[
-        Literal["ordered", "strict"],
+        Order,
         Meta(description="`ordered`: other events may come between steps; `strict`: none may."),
     ] = "ordered"
     people: Annotated[
@@ -393,7 +382,7 @@ class FunnelStepAnswer(Struct, forbid_unknown_fields=True):
 
 class FunnelPeopleAnswer(Struct, forbid_unknown_fields=True):
     step: int
-    status: Literal["converted", "dropped"]
+    status: PeopleStatus
     people: list[str]
     next_after: Annotated[str | None, Meta(description="`after` for the next page; null on the last.")]
 

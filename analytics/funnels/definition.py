@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 MIN_STEPS, MAX_STEPS = 2, 20
 # A window longer than a year is a mistake more often than a question.
@@ -45,9 +45,10 @@ def _glob(pattern: str) -> re.Pattern[str]:
 
 
 # Columns of `events` a funnel can be broken down by (enriched once per event, low cardinality).
-BREAKDOWN_COLUMNS = (
+BreakdownColumn = Literal[
     "browser", "os", "device_type", "country", "referrer_host", "utm_source", "utm_medium", "utm_campaign",
-)  # fmt: skip
+]  # fmt: skip
+BREAKDOWN_COLUMNS: tuple[str, ...] = get_args(BreakdownColumn)
 MAX_BREAKDOWN_VALUES = 100
 Attribution = Literal["first", "last"]
 
