@@ -56,7 +56,7 @@ def run_funnel(queries: ReadOnlyQueries, project_id: str, request: FunnelRequest
     result = queries.run_built(project_id, built.sql, built.parameters)
     row = dict(zip(result.columns, result.rows[0], strict=True))
     steps = _step_answers(request, summary_of_row(funnel, row))
-    people = None if list_of is None else _people(queries, project_id, funnel, request, list_of)
+    people = None if list_of is None else _people(queries, project_id, database, funnel, request, list_of)
     breakdown = None
     if funnel.breakdown is not None:
         built = breakdown_query(database, funnel, request.start, request.end)
@@ -78,9 +78,14 @@ def _step_answers(request: FunnelRequest, summaries: list[StepSummary]) -> list[
 
 
 def _people(
-    queries: ReadOnlyQueries, project_id: str, funnel: Funnel, request: FunnelRequest, list_of: PeopleList
+    queries: ReadOnlyQueries,
+    project_id: str,
+    database: str,
+    funnel: Funnel,
+    request: FunnelRequest,
+    list_of: PeopleList,
 ) -> FunnelPeopleAnswer:
-    built = people_query(database_name(project_id), funnel, request.start, request.end, list_of)
+    built = people_query(database, funnel, request.start, request.end, list_of)
     rows = queries.run_built(project_id, built.sql, built.parameters).rows
     page = [str(row[0]) for row in rows[: list_of.limit]]
     next_after = page[-1] if len(rows) > list_of.limit else None

@@ -165,14 +165,16 @@ class ReadOnlyQueries:
         finally:
             self._slots.release()
 
+    def _role(self, database: str) -> dict[str, Any]:
+        return {"role": reader_role(database)} if self._use_roles else {}
+
     def _query_settings(self, database: str) -> dict[str, Any]:
-        role = {"role": reader_role(database)} if self._use_roles else {}
-        return {**role, **self._settings}
+        return {**self._role(database), **self._settings}
 
     def _run(self, client: Client, database: str, sql: str) -> QueryResult:
         client.database = database
-        role = {"role": reader_role(database)} if self._use_roles else {}
-        settings = self._query_settings(database)
+        role = self._role(database)
+        settings = {**role, **self._settings}
         # Parsing only: the text travels as a bound parameter, so nothing of it executes here.
         canonical = client.query(
             "SELECT formatQuerySingleLine({sql:String})", parameters={"sql": sql}, settings=settings
