@@ -124,12 +124,11 @@ def measure(work: Path, events: int, people: int, rounds: int) -> dict[str, Any]
     tag = 0
     steps = tuple(Step("event", name) for name in NAMES)
     window_ms = int(WINDOW / timedelta(milliseconds=1))
-    for name, funnel in (
+    for label, funnel in (
         ("ordered, by browser", Funnel(steps, window_ms, "ordered", Breakdown("browser"))),
         ("ordered", Funnel(steps, window_ms, "ordered")),
         ("strict", Funnel(steps, window_ms, "strict")),
     ):
-        order = name
         by_value = funnel.breakdown is not None
         ours = (breakdown_query if by_value else summary_query)(DATABASE, funnel, BASE, RANGE_END)
         floor_sql, floor_parameters = window_funnel(funnel, strict=funnel.order == "strict")
@@ -143,10 +142,10 @@ def measure(work: Path, events: int, people: int, rounds: int) -> dict[str, Any]
                 tag += 1
                 counts[side], seconds = first_run(client, sql, parameters, tag, counts_of)
                 runs[side].append(seconds)
-                print(f"  {order} round {round_ + 1} {side}: {seconds:.2f} s {counts[side]}", flush=True)
+                print(f"  {label} round {round_ + 1} {side}: {seconds:.2f} s {counts[side]}", flush=True)
         if funnel.order == "ordered" and counts["ours"] != counts["windowFunnel"]:
-            raise SystemExit(f"{order}: counts differ: {counts}")
-        results[order] = {"runs": runs, "counts": counts["ours"]}
+            raise SystemExit(f"{label}: counts differ: {counts}")
+        results[label] = {"runs": runs, "counts": counts["ours"]}
     client.close()
     return results
 

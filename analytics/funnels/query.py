@@ -162,12 +162,11 @@ def summary_query(database: str, funnel: Funnel, start: datetime, end: datetime)
 def _ordered(steps: int) -> str:
     """level and step_events (the indexes of the reported attempt's events). One fold finds, per
     step k, the latest-starting attempt that reached k (its start's index and time; index 0 when
-    none has); the deepest one's steps are then
-    retraced from its start, each at the first event after the previous step that fills it (the
-    events the fold took: it extends an attempt at the first such event, and a later start taking
-    over an earlier step would reach at least as deep). Carrying every attempt's step times in the
-    fold's state instead took the whole query 1.9-2.1 s where this takes 1.4 s (a 5-step funnel
-    over bench/sessions.py's 10M events)."""
+    none has); the deepest one's steps are then retraced from its start, each at the first event
+    after the previous step that fills it (the events the fold took: it extends an attempt at the
+    first such event, and a later start taking over an earlier step would reach at least as deep).
+    Carrying every attempt's step times in the fold's state instead took the whole query 1.9-2.1 s
+    where this takes 1.4 s (a 5-step funnel over bench/sessions.py's 10M events)."""
     extends = (
         "bitTest(m, k - 1) AND (k = 1 OR (acc[k - 1].1 > acc[k].1 AND t - acc[k - 1].2 <= {window_ms:Int64}))"
     )
