@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 
 from headwater.analytics.funnels.definition import Breakdown, Funnel, FunnelError, PeopleList, Step
+from headwater.analytics.funnels.filters import Filter, FilterError
 from headwater.analytics.funnels.query import breakdown_query, people_query, summary_query
 from headwater.analytics.funnels.summary import StepSummary, breakdown_of_rows, summary_of_row
 from headwater.core.projects.project import database_name
@@ -17,6 +18,7 @@ from headwater.core.service.errors import APIError
 from .query import ReadOnlyQueries
 from .schemas import (
     WINDOW_UNIT_MS,
+    FilterSpec,
     FunnelAnswer,
     FunnelBreakdownAnswer,
     FunnelPeopleAnswer,
@@ -36,8 +38,11 @@ def funnel_of(request: FunnelRequest) -> tuple[Funnel, PeopleList | None]:
             if asked_breakdown is None
             else Breakdown(asked_breakdown.column, asked_breakdown.attribution, asked_breakdown.limit)
         )
-        steps = tuple(Step(step.kind, step.value) for step in request.steps)
-        funnel = Funnel(steps, window_ms, request.order, breakdown)
+        steps = tuple(
+            Step(step.kind, step.value, _filters(step.filters, f"steps[{index}].filters"))
+            for index, step in enumerate(request.steps)
+        )
+        funnel = Funnel(steps, window_ms, request.order, breakdown, _filters(request.filters, "filters"))
         asked = request.people
         if asked is None:
             return funnel, None
@@ -48,10 +53,48 @@ def funnel_of(request: FunnelRequest) -> tuple[Funnel, PeopleList | None]:
         raise APIError(400, "invalid_field", str(exc), exc.field) from None
 
 
+def _filters(specs: list[FilterSpec], where: str) -> tuple[Filter, ...]:
+    filters = []
+    for index, spec in enumerate(specs):
+        value = tuple(spec.value) if isinstance(spec.value, list) else spec.value
+        try:
+            filters.append(Filter(spec.key, spec.op, value))
+        except FilterError as exc:
+            raise FunnelError(exc.code, f"{where}[{index}].{exc.field}", str(exc)) from None
+    return tuple(filters)
+
+
+def _regex_filters(funnel: Funnel) -> list[tuple[str, str]]:
+    """Each regex filter's pattern and where the request holds it."""
+    found = [
+        (f.value, f"steps[{step}].filters[{index}].value")
+        for step, each in enumerate(funnel.steps)
+        for index, f in enumerate(each.filters)
+        if f.op == "regex"
+    ]
+    found += [
+        (f.value, f"filters[{index}].value") for index, f in enumerate(funnel.filters) if f.op == "regex"
+    ]
+    return found  # type: ignore[return-value]  # a regex filter's value is a string
+
+
+def check_regexes(queries: ReadOnlyQueries, project_id: str, funnel: Funnel) -> None:
+    """Have ClickHouse compile each regex filter (re2, as the query will): a pattern it refuses is
+    the request's error, named by its field, not a failed query."""
+    for pattern, where in _regex_filters(funnel):
+        try:
+            queries.run_built(project_id, "SELECT match('', {pattern:String})", {"pattern": pattern})
+        except APIError as exc:
+            if exc.code != "query_failed":
+                raise
+            raise APIError(400, "invalid_field", f"not a regular expression (re2): {exc}", where) from None
+
+
 def run_funnel(queries: ReadOnlyQueries, project_id: str, request: FunnelRequest) -> dict[str, Any]:
     """The answer to `request` in the project's database (blocking: run it in a thread)."""
     funnel, list_of = funnel_of(request)
     database = database_name(project_id)
+    check_regexes(queries, project_id, funnel)
     built = summary_query(database, funnel, request.start, request.end)
     result = queries.run_built(project_id, built.sql, built.parameters)
     row = dict(zip(result.columns, result.rows[0], strict=True))

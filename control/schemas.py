@@ -15,7 +15,14 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType, field
 
-from headwater.analytics.funnels.definition import Attribution, BreakdownColumn, Order, PeopleStatus, StepKind
+from headwater.analytics.funnels.definition import Attribution, Order, PeopleStatus, StepKind
+from headwater.analytics.funnels.filters import (
+    KEY_PATTERN,
+    MAX_FUNNEL_FILTERS,
+    MAX_KEY_LENGTH,
+    MAX_STEP_FILTERS,
+    FilterOp,
+)
 from headwater.core.projects.keys import KeyKind
 from headwater.core.projects.origins import normalise_origins
 from headwater.core.projects.project import PROJECT_ID_PATTERN, validate_project_id
@@ -160,6 +167,36 @@ WINDOW_UNIT_MS: dict[str, int] = {"second": 1000, "minute": 60_000, "hour": 3_60
 AwareTime = Annotated[datetime, Meta(tz=True, description="ISO-8601 with a time zone.")]
 
 
+FilterKey = Annotated[
+    str,
+    Meta(
+        max_length=MAX_KEY_LENGTH,
+        pattern=KEY_PATTERN,
+        description="An events column, or `properties.` and a path of keys joined by `.`.",
+        examples=["properties.plan", "country"],
+    ),
+]
+FilterScalar = str | bool | int | float
+
+
+class FilterSpec(Struct, forbid_unknown_fields=True):
+    key: FilterKey
+    op: Annotated[
+        FilterOp,
+        Meta(
+            description="`eq`, `neq`, `in` (a list), `contains` and `regex` (re2, unanchored) on strings, "
+            "`lt` and `gt` on numbers, `is_set` and `is_not_set` without a value."
+        ),
+    ]
+    value: Annotated[
+        FilterScalar | list[FilterScalar] | None,
+        Meta(description="Compared within its JSON type: a string with strings, a number with numbers."),
+    ] = None
+
+
+StepFilters = Annotated[list[FilterSpec], Meta(max_length=MAX_STEP_FILTERS)]
+
+
 class FunnelStepSpec(Struct, forbid_unknown_fields=True):
     kind: Annotated[
         StepKind,
@@ -173,6 +210,7 @@ class FunnelStepSpec(Struct, forbid_unknown_fields=True):
             description="The event's name, or the page's path where `*` matches any run of characters.",
         ),
     ]
+    filters: Annotated[StepFilters, Meta(description="Conditions the step's event meets, all of them.")] = []
 
 
 class FunnelWindow(Struct, forbid_unknown_fields=True):
@@ -191,7 +229,9 @@ class FunnelPeopleRequest(Struct, forbid_unknown_fields=True):
 
 
 class FunnelBreakdownRequest(Struct, forbid_unknown_fields=True):
-    column: Annotated[BreakdownColumn, Meta(description="The events column whose value splits the people.")]
+    column: Annotated[
+        FilterKey, Meta(description="The events column, or the property, whose value splits the people.")
+    ]
     attribution: Annotated[
         Attribution,
         Meta(description="The value at the first step of a person's attempt, or at the last it reached."),
@@ -214,6 +254,10 @@ class FunnelRequest(Struct, forbid_unknown_fields=True):
     breakdown: Annotated[
         FunnelBreakdownRequest | None, Meta(description="Also the answer per value of a column.")
     ] = None
+    filters: Annotated[
+        list[FilterSpec],
+        Meta(max_length=MAX_FUNNEL_FILTERS, description="Events failing any are left out, every step's."),
+    ] = []
 
     json_schema_extra: ClassVar[Schema] = {
         "examples": [

@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from headwater.analytics.funnels.definition import BREAKDOWN_COLUMNS, FunnelError, parse_step
+from headwater.analytics.funnels.definition import FunnelError, parse_step
+from headwater.analytics.funnels.filters import Filter, FilterError, check_key, parse_filter
 from headwater.control.funnels import run_funnel
 from headwater.control.query import ReadOnlyQueries
 from headwater.control.schemas import FunnelRequest
@@ -55,6 +56,37 @@ def funnel_body(
         "from": since.isoformat(),
         "to": until.isoformat(),
     }
+
+
+def _filter_spec(text: str, hint: str) -> dict[str, Any]:
+    try:
+        parsed: Filter = parse_filter(text)
+    except FilterError as exc:
+        raise click.BadParameter(str(exc), param_hint=hint) from None
+    value = list(parsed.value) if isinstance(parsed.value, tuple) else parsed.value
+    return {"key": parsed.key, "op": parsed.op, "value": value}
+
+
+def add_filters(
+    body: dict[str, Any], step_filters: tuple[tuple[int, str], ...], filters: tuple[str, ...]
+) -> None:
+    """--step-filter N EXPR onto step N (1-based), --filter EXPR onto the funnel."""
+    for number, text in step_filters:
+        if not 1 <= number <= len(body["steps"]):
+            raise click.BadParameter(f"no step {number}", param_hint="--step-filter")
+        step = body["steps"][number - 1]
+        step.setdefault("filters", []).append(_filter_spec(text, "--step-filter"))
+    if filters:
+        body["filters"] = [_filter_spec(text, "--filter") for text in filters]
+
+
+def _breakdown_key(_context: click.Context, _parameter: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        try:
+            check_key(value)
+        except FilterError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
 
 
 def _ask_directly(clickhouse_url: str, project: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -138,9 +170,26 @@ def funnel_table(steps: list[dict[str, Any]]) -> str:
 )
 @click.option("--to", "end", callback=when_option, help="Events before this time; default: now.")
 @click.option(
+    "--step-filter",
+    "step_filters",
+    type=(int, str),
+    multiple=True,
+    metavar="N EXPR",
+    help="A condition on step N's event (1-based): KEY=V, KEY!=V, KEY~TEXT, KEY=~REGEX, KEY<N, KEY>N, "
+    "KEY in [..], KEY?, KEY!?; KEY a column (country) or properties.NAME.",
+)
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    metavar="EXPR",
+    help="A condition every event read meets (same form as --step-filter's).",
+)
+@click.option(
     "--breakdown",
-    type=click.Choice(BREAKDOWN_COLUMNS),
-    help="Also a table per value of this column (the values with most people; the rest together).",
+    callback=_breakdown_key,
+    help="Also a table per value of this column or properties.NAME (the values with most people; "
+    "the rest together).",
 )
 @click.option(
     "--attribution",
@@ -155,7 +204,8 @@ def funnel_table(steps: list[dict[str, Any]]) -> str:
 @clickhouse_url_option
 def funnel(
     project: str, steps: tuple[str, ...], window: str, order: str, start: datetime | None,
-    end: datetime | None, breakdown: str | None, attribution: str, as_json: bool, data_dir: str,
+    end: datetime | None, step_filters: tuple[tuple[int, str], ...], filters: tuple[str, ...],
+    breakdown: str | None, attribution: str, as_json: bool, data_dir: str,
     control_url: str | None, clickhouse_url: str | None,
 ) -> None:  # fmt: skip
     """How far people get through a funnel (docs/funnels.md): per step, who reached it, the
@@ -165,6 +215,7 @@ def funnel(
     API of the running stack (found from --data-dir, or --control-url).
     """
     body = funnel_body(steps, window, order, start, end)
+    add_filters(body, step_filters, filters)
     if breakdown:
         body["breakdown"] = {"column": breakdown, "attribution": attribution}
     if clickhouse_url:

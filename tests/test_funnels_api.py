@@ -43,18 +43,19 @@ def pricing(user: str, minutes: float, message_id: str) -> dict[str, Any]:
             "properties": page, "context": {"page": page, "campaign": campaign}}  # fmt: skip
 
 
-def signed_up(user: str, minutes: float, message_id: str) -> dict[str, Any]:
+def signed_up(user: str, minutes: float, message_id: str, plan: dict[str, Any]) -> dict[str, Any]:
     when = BASE + timedelta(minutes=minutes)
     return {"type": "track", "event": "Signed Up", "userId": user, "messageId": message_id,
-            "timestamp": when.isoformat()}  # fmt: skip
+            "timestamp": when.isoformat(), "properties": plan}  # fmt: skip
 
 
 EVENTS = [
-    pricing("u1", 0, "e1"), signed_up("u1", 5, "e2"),  # converts after 5 minutes
+    pricing("u1", 0, "e1"), signed_up("u1", 5, "e2", {"plan": "pro", "seats": 3}),  # converts after 5 min
     pricing("u2", 0, "e3"),  # drops
-    pricing("u3", 10, "e4"), signed_up("u3", 100, "e5"),  # too late for a 1 h window
-    signed_up("u4", 1, "e6"),  # never saw the first step: not in the funnel
-    pricing("u5", 20, "e7"), signed_up("u5", 21, "e8"),  # converts after 1 minute
+    pricing("u3", 10, "e4"),
+    signed_up("u3", 100, "e5", {"plan": "team", "seats": 40}),  # too late for a 1 h window
+    signed_up("u4", 1, "e6", {}),  # never saw the first step: not in the funnel
+    pricing("u5", 20, "e7"), signed_up("u5", 21, "e8", {"plan": "pro", "seats": 1.5}),  # after 1 min
 ]  # fmt: skip
 STEPS = [{"kind": "page", "value": "/pric*"}, {"kind": "event", "value": "Signed Up"}]
 
@@ -87,7 +88,8 @@ async def test_a_funnel_over_events_sent_through_the_edge(
     steps = response.json()["steps"]
     assert [step["count"] for step in steps] == [4, 2]
     assert steps[1] == {
-        "step": STEPS[1], "count": 2, "conversion_from_start": 0.5, "conversion_from_previous": 0.5,
+        "step": {**STEPS[1], "filters": []}, "count": 2, "conversion_from_start": 0.5,
+        "conversion_from_previous": 0.5,
         "dropped": 2, "median_ms": 5 * 60_000, "average_ms": 3 * 60_000, "p90_ms": 5 * 60_000,
     }  # fmt: skip
     assert steps[0]["median_ms"] is None and steps[0]["dropped"] == 0
@@ -141,6 +143,42 @@ async def test_a_funnel_over_events_sent_through_the_edge(
     ]
     assert groups[1]["steps"][1]["median_ms"] == 5 * 60_000  # u1's
 
+    # Filters: on a step (the property typed: "3" is not 3), on every event, and a breakdown by a
+    # property (integers by their digits; 1.5 is no value).
+    def with_filters(*filters: dict[str, Any]) -> list[dict[str, Any]]:
+        return [STEPS[0], {**STEPS[1], "filters": list(filters)}]
+
+    two_hours = {"value": 2, "unit": "hour"}
+    cases = [
+        (request(steps=with_filters({"key": "properties.plan", "op": "eq", "value": "team"}),
+                 window=two_hours), [4, 1]),
+        (request(steps=with_filters({"key": "properties.seats", "op": "gt", "value": 2}), window=two_hours),
+         [4, 2]),
+        (request(steps=with_filters({"key": "properties.seats", "op": "eq", "value": "3"})), [4, 0]),
+        (request(steps=with_filters({"key": "properties.plan", "op": "regex", "value": "^p.o$"})), [4, 2]),
+        (request(filters=[{"key": "utm_source", "op": "eq", "value": "ads"}]), [2, 0]),
+        (request(filters=[{"key": "properties.path", "op": "is_not_set"}]), [0, 0]),
+    ]  # fmt: skip
+    for body, counts in cases:
+        filtered = await ask(http, stack, project_id, body)
+        assert filtered.status_code == 200, filtered.text
+        assert [step["count"] for step in filtered.json()["steps"]] == counts, body
+    by_seats = await ask(
+        http, stack, project_id, request(breakdown={"column": "properties.seats", "attribution": "last"})
+    )
+    assert [(group["value"], group["steps"][1]["count"]) for group in by_seats.json()["breakdown"]] == [
+        ("", 1),  # u5 (1.5) and u2, u3 (no second step, so the first's: no seats)
+        ("3", 1),
+    ]
+    unreadable = await ask(
+        http,
+        stack,
+        project_id,
+        request(steps=with_filters({"key": "properties.plan", "op": "regex", "value": "(?=p)"})),
+    )
+    assert unreadable.status_code == 400, unreadable.text
+    assert unreadable.json()["field"] == "steps[1].filters[0].value"
+
     # The CLI, through the control API: the same answer, as JSON and as a table.
     cli = ("funnel", "--control-url", str(stack.control_url), "--project", project_id,
            "--step", "page:/pric*", "--step", "event:Signed Up", "--window", "1h",
@@ -166,6 +204,11 @@ async def test_a_funnel_over_events_sent_through_the_edge(
     split_table = await run_cli(*cli, "--breakdown", "utm_source", env=env)
     assert split_table.code == 0, split_table.stderr
     assert "utm_source = 'ads'" in split_table.stdout and "utm_source = 'newsletter'" in split_table.stdout
+    pro = ("--step-filter", "2", 'properties.plan in ["pro", "free"]')
+    for extra, counts in (((), ["2", "50.0%"]), (("--filter", "properties.plan!=pro"), ["0", "0.0%"])):
+        filtered_table = await run_cli(*cli, *pro, *extra, env=env)
+        assert filtered_table.code == 0, filtered_table.stderr
+        assert filtered_table.stdout.splitlines()[2].split()[2:4] == counts
     refused = await run_cli(*cli[:-4], "--step", "click:x", env=env)
     assert refused.code != 0 and "event:NAME or page:PATH" in refused.stderr
 
@@ -200,6 +243,16 @@ def stored_rows(stack: Stack, project_id: str) -> list[FunnelEvent]:
         ({"people": {"step": 2, "status": "converted", "limit": 0}}, "people.limit"),
         ({"breakdown": {"column": "properties"}}, "breakdown.column"),
         ({"breakdown": {"column": "os", "limit": 101}}, "breakdown.limit"),
+        ({"breakdown": {"column": "properties..x"}}, "breakdown.column"),
+        ({"filters": [{"key": "country", "op": "lt", "value": 3}]}, "filters[0].value"),
+        ({"filters": [{"key": "country", "op": "in", "value": []}]}, "filters[0].value"),
+        ({"filters": [{"key": "properties.a", "op": "is_set", "value": "x"}]}, "filters[0].value"),
+        ({"filters": [{"key": "message_id", "op": "eq", "value": "x"}]}, "filters[0].key"),
+        ({"filters": [{"key": "country", "op": "near", "value": "x"}]}, "filters[0].op"),
+        (
+            {"steps": [{**STEPS[0], "filters": [{"key": "properties.a", "op": "gt"}]}, STEPS[1]]},
+            "steps[0].filters[0].value",
+        ),
     ],
 )
 async def test_bad_funnels_are_refused_naming_the_field(

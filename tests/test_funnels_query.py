@@ -4,6 +4,7 @@ random events and funnels, ClickHouse's own windowFunnel, and named examples of 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from headwater.analytics.funnels.definition import (
     Step,
     parse_step,
 )
+from headwater.analytics.funnels.filters import Filter, FilterError, FilterOp, Scalar, parse_filter
 from headwater.analytics.funnels.query import (
     PERSON,
     breakdown_query,
@@ -115,6 +117,7 @@ def stored_events(draw: st.DrawFn) -> list[FunnelEvent]:
             page_path=draw(st.sampled_from(["/x", "/y/1", "/y/2", "/z"])) if page else "",
             browser=draw(st.sampled_from(["", "Chrome", "Firefox"])),
             country=draw(st.sampled_from(["DE", "FR", "US", "BR"])),
+            properties=draw(properties_json()),
         )
         events.append(event)
         if draw(st.integers(0, 5)) == 0:  # a retried copy: received later, its time corrected
@@ -132,18 +135,76 @@ def stored_events(draw: st.DrawFn) -> list[FunnelEvent]:
     return events
 
 
+_ABSENT = object()
+
+
+@st.composite
+def properties_json(draw: st.DrawFn) -> str:
+    """`properties` with values of every JSON type under a few keys, some nested, some absent."""
+    choices: dict[str, list[object]] = {
+        "plan": [_ABSENT, "pro", "free", "", "1", 1, 2, 1.5, True, False, None, {"a": 1}, [1]],
+        "n": [_ABSENT, 0, 1, 2, -3, 1.5, 2.0, "2", 18446744073709551615],
+        "o": [_ABSENT, {"k": "x"}, {"k": 1}, {"k": None}, "k", {}],
+    }
+    document = {
+        key: value
+        for key, values in choices.items()
+        if (value := draw(st.sampled_from(values))) is not _ABSENT
+    }
+    return json.dumps(document)
+
+
+_OPERANDS: dict[str, list[Scalar]] = {
+    "properties.plan": ["pro", "free", "", "1", 1, 1.5, True, False],
+    "properties.n": [0, 1, 2, 2.0, -3, "2", 1.5],
+    "properties.o.k": ["x", 1, "k"],
+    "country": ["DE", "FR", ""],
+    "browser": ["Chrome", ""],
+}
+_PATTERNS = ["^p", "o$", "[a-f]+", "x|e", "^$", "E", "^[A-Z]{2}$"]
+
+
+@st.composite
+def filters(draw: st.DrawFn) -> Filter:
+    key = draw(st.sampled_from(list(_OPERANDS)))
+    column = not key.startswith("properties.")
+    ops: list[FilterOp] = ["eq", "neq", "in", "contains", "regex", "is_set", "is_not_set"]
+    op = draw(st.sampled_from(ops if column else [*ops, "lt", "gt"]))
+    operands = [o for o in _OPERANDS[key] if isinstance(o, str) or not column]
+    if op in ("is_set", "is_not_set"):
+        return Filter(key, op)
+    if op == "in":
+        return Filter(key, op, tuple(draw(st.lists(st.sampled_from(operands), min_size=1, max_size=3))))
+    if op in ("lt", "gt"):
+        return Filter(key, op, draw(st.sampled_from([0, 1, 1.5, 2, -1])))
+    if op == "contains":
+        return Filter(key, op, draw(st.sampled_from(["r", "", "p", "D", "x", "C"])))
+    if op == "regex":
+        return Filter(key, op, draw(st.sampled_from(_PATTERNS)))
+    return Filter(key, op, draw(st.sampled_from(operands)))
+
+
+@st.composite
+def filtered_steps(draw: st.DrawFn) -> Step:
+    step = draw(st.sampled_from(STEPS))
+    if draw(st.integers(0, 2)):
+        return step
+    return Step(step.kind, step.value, tuple(draw(st.lists(filters(), min_size=1, max_size=2))))
+
+
 funnels = st.builds(
     Funnel,
-    steps=st.lists(st.sampled_from(STEPS), min_size=2, max_size=4).map(tuple),
+    steps=st.lists(filtered_steps(), min_size=2, max_size=4).map(tuple),
     window_ms=st.integers(1, 60).map(lambda minutes: minutes * MINUTE // 2),
     order=st.sampled_from(["ordered", "strict"]),
     breakdown=st.none()
     | st.builds(
         Breakdown,
-        column=st.sampled_from(["browser", "country"]),
+        column=st.sampled_from(["browser", "country", "properties.plan", "properties.n", "properties.o.k"]),
         attribution=st.sampled_from(["first", "last"]),
         limit=st.integers(1, 3),
     ),
+    filters=st.lists(filters(), max_size=2).map(tuple) | st.just(()),
 )
 
 
@@ -371,3 +432,116 @@ def test_times_before_1970_are_times_like_others(events_table: tuple[Client, str
     expected = [Progress("a", 2, (milliseconds(old), milliseconds(old) + 30_000))]
     assert funnel_progress(funnel, events, *span) == expected
     assert queried(client, database, funnel, span) == expected
+
+
+def with_properties(event: FunnelEvent, **changes: object) -> FunnelEvent:
+    return FunnelEvent(**{**asdict(event), **changes})
+
+
+def test_filters_by_hand(events_table: tuple[Client, str]) -> None:
+    """Typed comparisons, nested keys, missing values, and per-copy columns read from the copy
+    chosen (the one received first)."""
+    client, database = events_table
+    a, b = at(0, name="A"), at(1, name="B")
+
+    def b_where(*filters: Filter, funnel_filters: tuple[Filter, ...] = ()) -> Funnel:
+        return Funnel((Step("event", "A"), Step("event", "B", filters)), 10 * MINUTE, filters=funnel_filters)
+
+    cases: list[tuple[str, dict[str, object], Funnel, int]] = [
+        ("a number equals its float", {"n": 2.0}, b_where(Filter("properties.n", "eq", 2)), 2),
+        ("but not its string", {"n": "2"}, b_where(Filter("properties.n", "eq", 2)), 1),
+        ("a string not a number", {"n": 2}, b_where(Filter("properties.n", "eq", "2")), 1),
+        ("a boolean only a boolean", {"n": 1}, b_where(Filter("properties.n", "eq", True)), 1),
+        ("nested keys", {"o": {"k": "x"}}, b_where(Filter("properties.o.k", "in", ("y", "x"))), 2),
+        ("through a non-object: missing", {"o": "k"}, b_where(Filter("properties.o.k", "is_set")), 1),
+        ("null is not set", {"o": None}, b_where(Filter("properties.o", "is_not_set")), 2),
+        ("neq holds for a missing key", {}, b_where(Filter("properties.plan", "neq", "pro")), 2),
+        ("lt on a string: never", {"n": "1"}, b_where(Filter("properties.n", "lt", 5)), 1),
+        ("regex is a search (re2)", {"plan": "enterprise"},
+         b_where(Filter("properties.plan", "regex", "ter")), 2),
+        ("contains is case-sensitive", {"plan": "Pro"},
+         b_where(Filter("properties.plan", "contains", "pro")), 1),
+    ]  # fmt: skip
+    for name, properties, funnel, level in cases:
+        events = [a, with_properties(b, properties=json.dumps(properties))]
+        store(client, database, events)
+        assert [row.level for row in funnel_progress(funnel, events, *RANGE)] == [level], name
+        assert [row.level for row in queried(client, database, funnel)] == [level], name
+
+    # Two copies of B: the first received is from FR, a retry from DE. The copy chosen decides.
+    copy = with_properties(b, country="DE", request_id="r2", received_at=b.received_at + timedelta(seconds=1))
+    events = [a, with_properties(b, country="FR"), copy]
+    store(client, database, events)
+    for funnel, level in (
+        (b_where(Filter("country", "eq", "DE")), 1),
+        (b_where(Filter("country", "eq", "FR")), 2),
+        (b_where(funnel_filters=(Filter("country", "eq", "DE"),)), 0),
+    ):
+        assert [row.level for row in funnel_progress(funnel, events, *RANGE)] == ([level] if level else [])
+        assert [row.level for row in queried(client, database, funnel)] == ([level] if level else [])
+
+    # Strict: an event the funnel's filters leave out is not between two steps.
+    strict = Funnel(
+        (Step("event", "A"), Step("event", "B")),
+        10 * MINUTE,
+        "strict",
+        filters=(Filter("browser", "neq", "Bot"),),
+    )
+    events = [a, with_properties(at(0.5, name="C"), browser="Bot"), b]
+    store(client, database, events)
+    assert funnel_progress(strict, events, *RANGE) == [reached(0, 1)]
+    assert queried(client, database, strict) == [reached(0, 1)]
+
+
+def test_a_breakdown_by_property_reads_strings_booleans_and_integers(
+    events_table: tuple[Client, str],
+) -> None:
+    client, database = events_table
+    values = {"a": "pro", "b": True, "c": 40, "d": 1.5, "e": {"x": 1}}
+    events = [
+        with_properties(at(0, person, "A"), properties=json.dumps({"plan": value}))
+        for person, value in values.items()
+    ]
+    store(client, database, events)
+    funnel = Funnel((Step("event", "A"), Step("event", "B")), MINUTE, breakdown=Breakdown("properties.plan"))
+    expected = {"a": "pro", "b": "true", "c": "40", "d": "", "e": ""}
+    assert {row.person: row.breakdown for row in funnel_progress(funnel, events, *RANGE)} == expected
+    assert {row.person: row.breakdown for row in queried(client, database, funnel)} == expected
+
+
+def test_filters_are_validated_and_parsed() -> None:
+    for key, op, value, field in [
+        ("country", "lt", 3, "value"),
+        ("properties.n", "lt", "3", "value"),
+        ("properties.n", "gt", float("nan"), "value"),
+        ("country", "eq", 3, "value"),
+        ("country", "in", (), "value"),
+        ("properties.a", "is_set", "x", "value"),
+        ("properties.", "eq", "x", "key"),
+        ("properties.a..b", "eq", "x", "key"),
+        ("message_id", "eq", "x", "key"),
+        ("country", "near", "x", "op"),
+        ("country", "contains", "x" * 1001, "value"),
+    ]:
+        with pytest.raises(FilterError) as raised:
+            Filter(key, op, value)  # type: ignore[arg-type]
+        assert raised.value.field == field, (key, op, value)
+    with pytest.raises(FunnelError) as funnel_raised:
+        Funnel((Step("event", "A", (Filter("country", "is_set"),) * 11), Step("event", "B")), MINUTE)
+    assert funnel_raised.value.field == "steps[0].filters"
+    assert [parse_filter(text) for text in (
+        "properties.n=2", 'properties.n="2"', "properties.plan=pro", "country=42", "properties.ok=true",
+        "country!=DE", "page_path~/docs", "properties.plan=~^p.o$", "properties.n<1.5", "properties.n>-3",
+        'country in ["DE", "FR"]', "properties.o.k?", "properties.o.k!?",
+    )] == [
+        Filter("properties.n", "eq", 2), Filter("properties.n", "eq", "2"),
+        Filter("properties.plan", "eq", "pro"), Filter("country", "eq", "42"),
+        Filter("properties.ok", "eq", True), Filter("country", "neq", "DE"),
+        Filter("page_path", "contains", "/docs"), Filter("properties.plan", "regex", "^p.o$"),
+        Filter("properties.n", "lt", 1.5), Filter("properties.n", "gt", -3),
+        Filter("country", "in", ("DE", "FR")),
+        Filter("properties.o.k", "is_set"), Filter("properties.o.k", "is_not_set"),
+    ]  # fmt: skip
+    for text in ("plan", "properties.n<", "country in DE", "properties.a?x"):
+        with pytest.raises(FilterError):
+            parse_filter(text)

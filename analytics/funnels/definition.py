@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal
+
+from .filters import (
+    MAX_FUNNEL_FILTERS,
+    MAX_STEP_FILTERS,
+    Filter,
+    FilterError,
+    check_filters,
+    check_key,
+)
 
 MIN_STEPS, MAX_STEPS = 2, 20
 # A window longer than a year is a mistake more often than a question.
@@ -29,10 +38,11 @@ class FunnelError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Step:
     """An event by its name (`event`: exact), or a page by its path (`page`: `*` matches any run of
-    characters, everything else itself)."""
+    characters, everything else itself); and every one of `filters` (filters.py)."""
 
     kind: StepKind
     value: str
+    filters: tuple[Filter, ...] = ()
 
     def matches(self, event_name: str, event_type: str, page_path: str) -> bool:
         if self.kind == "event":
@@ -44,18 +54,14 @@ def _glob(pattern: str) -> re.Pattern[str]:
     return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
 
 
-# Columns of `events` a funnel can be broken down by (enriched once per event, low cardinality).
-BreakdownColumn = Literal[
-    "browser", "os", "device_type", "country", "referrer_host", "utm_source", "utm_medium", "utm_campaign",
-]  # fmt: skip
-BREAKDOWN_COLUMNS: tuple[str, ...] = get_args(BreakdownColumn)
 MAX_BREAKDOWN_VALUES = 100
 Attribution = Literal["first", "last"]
 
 
 @dataclass(frozen=True, slots=True)
 class Breakdown:
-    """The people split by the value of `column` at the first step of their reported attempt
+    """The people split by the value of `column` (a column of filters.FILTER_COLUMNS, or
+    `properties.` and a path: filters.breakdown_value) at the first step of their reported attempt
     (`first`) or at the last step it reached (`last`): the `limit` values with most people at the
     first step, the rest together."""
 
@@ -70,6 +76,8 @@ class Funnel:
     window_ms: int  # the last step at most this long after the first
     order: Order = "ordered"
     breakdown: Breakdown | None = None
+    # Events failing any of these are left out, as those outside the time range are.
+    filters: tuple[Filter, ...] = ()
 
     def __post_init__(self) -> None:
         if not MIN_STEPS <= len(self.steps) <= MAX_STEPS:
@@ -80,19 +88,28 @@ class Funnel:
                 raise FunnelError("step_kind", where, "a step is an event or a page")
             if not step.value or len(step.value) > MAX_NAME_LENGTH:
                 raise FunnelError("step_value", where, f"a step names 1 to {MAX_NAME_LENGTH} characters")
+            _check_filters(step.filters, MAX_STEP_FILTERS, f"{where}.filters")
+        _check_filters(self.filters, MAX_FUNNEL_FILTERS, "filters")
         if not 0 < self.window_ms <= MAX_WINDOW_MS:
             raise FunnelError("window", "window", "the window is positive and at most 366 days")
         if self.order not in ORDERS:
             raise FunnelError("order", "order", f"the order is one of {', '.join(ORDERS)}")
         if self.breakdown is not None:
-            if self.breakdown.column not in BREAKDOWN_COLUMNS:
-                raise FunnelError(
-                    "breakdown_column", "breakdown.column", f"one of {', '.join(BREAKDOWN_COLUMNS)}"
-                )
+            try:
+                check_key(self.breakdown.column)
+            except FilterError as exc:
+                raise FunnelError("breakdown_column", "breakdown.column", str(exc)) from None
             if self.breakdown.attribution not in ("first", "last"):
                 raise FunnelError("breakdown_attribution", "breakdown.attribution", "first or last")
             if not 1 <= self.breakdown.limit <= MAX_BREAKDOWN_VALUES:
                 raise FunnelError("breakdown_limit", "breakdown.limit", f"1 to {MAX_BREAKDOWN_VALUES} values")
+
+
+def _check_filters(filters: tuple[Filter, ...], most: int, where: str) -> None:
+    try:
+        check_filters(filters, most)
+    except FilterError as exc:
+        raise FunnelError(exc.code, where, str(exc)) from None
 
 
 PeopleStatus = Literal["converted", "dropped"]

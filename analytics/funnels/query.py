@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from .definition import Funnel, PeopleList, Step
+from .filters import Binder, Filter, breakdown_sql, filter_sql
 from .summary import summary_items, summary_merge_items, summary_state_items
 
 PERSON = "if(user_id != '', user_id, anonymous_id)"
@@ -40,7 +41,7 @@ def like_pattern(glob: str) -> str:
     return escaped.replace("*", "%")
 
 
-def _step_condition(index: int, step: Step, parameters: dict[str, Any]) -> str:
+def _base_condition(index: int, step: Step, parameters: dict[str, Any]) -> str:
     name = f"step_{index}"
     if step.kind == "event":
         parameters[name] = step.value
@@ -49,9 +50,62 @@ def _step_condition(index: int, step: Step, parameters: dict[str, Any]) -> str:
     return f"(type = 'page' AND page_path LIKE {{{name}:String}})"
 
 
+def _all_of(conditions: list[str]) -> str:
+    return conditions[0] if len(conditions) == 1 else "(" + " AND ".join(conditions) + ")"
+
+
+@dataclass(frozen=True)
+class _Conditions:
+    """Each step's condition in two parts: on the message's body (its name, page, properties: the
+    same in every copy) and on the columns enriched per copy (browser, country, ...: a retry could
+    differ). And the funnel's filters in the same two parts (None: none of the kind)."""
+
+    body: list[str]
+    per_copy: list[str | None]
+    funnel_body: str | None
+    funnel_per_copy: str | None
+
+    def step(self, index: int) -> str:
+        extra = self.per_copy[index]
+        return self.body[index] if extra is None else f"({self.body[index]} AND {extra})"
+
+    @property
+    def any_per_copy(self) -> bool:
+        return self.funnel_per_copy is not None or any(c is not None for c in self.per_copy)
+
+
+def _split(filters: tuple[Filter, ...], binder: Binder) -> tuple[list[str], list[str]]:
+    on_body = [filter_sql(f, binder) for f in filters if f.path is not None]
+    per_copy = [filter_sql(f, binder) for f in filters if f.path is None]
+    return on_body, per_copy
+
+
+def _conditions(funnel: Funnel, parameters: dict[str, Any]) -> _Conditions:
+    binder = Binder(parameters, "filter")
+    body: list[str] = []
+    per_copy: list[str | None] = []
+    for index, step in enumerate(funnel.steps):
+        on_body, on_copy = _split(step.filters, binder)
+        body.append(_all_of([_base_condition(index, step, parameters), *on_body]))
+        per_copy.append(_all_of(on_copy) if on_copy else None)
+    funnel_body, funnel_copy = _split(funnel.filters, binder)
+    return _Conditions(
+        body,
+        per_copy,
+        _all_of(funnel_body) if funnel_body else None,
+        _all_of(funnel_copy) if funnel_copy else None,
+    )
+
+
 def step_conditions(funnel: Funnel, parameters: dict[str, Any]) -> list[str]:
-    """Each step's condition over the events' columns, its values bound into `parameters`."""
-    return [_step_condition(index, step, parameters) for index, step in enumerate(funnel.steps)]
+    """Each step's condition (with its filters) over the events' columns, its values bound into
+    `parameters`."""
+    conditions = _conditions(funnel, parameters)
+    return [conditions.step(index) for index in range(len(funnel.steps))]
+
+
+# The mask's bit telling that an event's copy passes the funnel's per-copy filters (steps use 0-19).
+_KEPT_BIT = 31
 
 
 def progress_query(
@@ -60,22 +114,45 @@ def progress_query(
     """Per person with an event in [start, end) that is the first step: `person`, `level` (steps
     reached), `step_times` (Unix milliseconds of each) and `breakdown` (the breakdown column's value
     at the attributed step; '' without a breakdown), sorted by person unless not
-    `sorted_by_person`. `database` is the project's own (hw_<id>), an identifier of ours."""
+    `sorted_by_person`. `database` is the project's own (hw_<id>), an identifier of ours.
+
+    Filters on the message's body (properties) leave rows out before the copies are reduced to
+    one, as every copy agrees on them; filters on per-copy columns are bits of each copy's mask,
+    read from the copy chosen."""
     parameters: dict[str, Any] = {"start": start, "end": end, "window_ms": funnel.window_ms}
-    conditions = step_conditions(funnel, parameters)
-    mask = " + ".join(
-        f"bitShiftLeft(toUInt32({condition}), {index})" for index, condition in enumerate(conditions)
-    )
+    conditions = _conditions(funnel, parameters)
+    bits = [f"bitShiftLeft(toUInt32({conditions.step(i)}), {i})" for i in range(len(funnel.steps))]
+    if conditions.funnel_per_copy is not None:
+        bits.append(f"bitShiftLeft(toUInt32({conditions.funnel_per_copy}), {_KEPT_BIT})")
+    mask = " + ".join(bits)
     steps = len(funnel.steps)
-    only_steps = "AND mask != 0" if funnel.order == "ordered" else ""
+    only_steps = any_step = ""
+    if funnel.order == "ordered":
+        # Rows of no step cannot change an ordered funnel. Per-copy filters cannot decide it: a
+        # copy failing them may not be the one chosen.
+        only_steps = "AND mask != 0"
+        if conditions.any_per_copy:
+            any_step, only_steps = f", ({' OR '.join(conditions.body)}) AS any_step", "AND any_step"
+    funnel_body = "" if conditions.funnel_body is None else f"AND {conditions.funnel_body}"
+    # Of the copies of a message, the one received first (then the smallest request id); then,
+    # with per-copy funnel filters, only the messages whose chosen copy passes them.
+    chosen = """arrayFilter(
+                (c, previous, i) -> i = 1 OR c.1 != previous.1,
+                sorted_copies,
+                arrayPopBack(arrayPushFront(sorted_copies, sorted_copies[1])),
+                arrayEnumerate(sorted_copies)
+            )"""
+    if conditions.funnel_per_copy is not None:
+        chosen = f"arrayFilter(c -> bitTest(c.5, {_KEPT_BIT}), {chosen})"
     progress = _ordered(steps) if funnel.order == "ordered" else _strict(steps)
     order_by = "ORDER BY person" if sorted_by_person else ""
-    # The breakdown column (an identifier of definition.BREAKDOWN_COLUMNS, checked) travels with
-    # each event, and its value at the attributed step is the person's; without one nothing does.
+    # The breakdown's value travels with each event, and its value at the attributed step is the
+    # person's; without one nothing does.
     value = carried = values = ""
     attributed_value = "''"
     if funnel.breakdown is not None:
-        value, carried = f", toString({funnel.breakdown.column}) AS value", ", value"
+        column = breakdown_sql(funnel.breakdown.column, Binder(parameters, "breakdown_key"))
+        value, carried = f", toString({column}) AS value", ", value"
         values = ",\n        arrayMap(e -> e.6, events) AS values"
         attributed = "1" if funnel.breakdown.attribution == "first" else "-1"
         attributed_value = f"values[step_events[{attributed}]]"
@@ -86,14 +163,15 @@ stored AS (
         groupArray((message_id, received_at, request_id, toUnixTimestamp64Milli(timestamp), mask{carried}))
             AS copies
     FROM (
-        SELECT user_id, anonymous_id, message_id, received_at, request_id, timestamp, {mask} AS mask{value}
+        SELECT user_id, anonymous_id, message_id, received_at, request_id, timestamp,
+            {mask} AS mask{value}{any_step}
         FROM `{database}`.events
         WHERE timestamp >= {{start:DateTime64(3, 'UTC')}} AND timestamp < {{end:DateTime64(3, 'UTC')}}
+            {funnel_body}
     )
     WHERE person != '' {only_steps}
     GROUP BY person
 ),
--- Of the copies of a message, the one received first (then the smallest request id).
 by_message AS (
     SELECT person, arraySort(c -> (c.1, c.2, c.3), copies) AS sorted_copies FROM stored
 ),
@@ -101,12 +179,7 @@ ordered AS (
     SELECT person,
         arraySort(
             c -> (c.4, c.1),
-            arrayFilter(
-                (c, previous, i) -> i = 1 OR c.1 != previous.1,
-                sorted_copies,
-                arrayPopBack(arrayPushFront(sorted_copies, sorted_copies[1])),
-                arrayEnumerate(sorted_copies)
-            )
+            {chosen}
         ) AS events,
         arrayMap(e -> e.4, events) AS times,
         arrayMap(e -> e.5, events) AS masks{values}

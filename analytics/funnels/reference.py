@@ -8,7 +8,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from .definition import Funnel, PeopleList
+from .definition import Funnel, PeopleList, Step
+from .filters import FILTER_COLUMNS, Filter, breakdown_value, matches
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +25,7 @@ class FunnelEvent:
     received_at: datetime
     request_id: str
     page_path: str = ""
-    # The columns a funnel can be broken down by (definition.BREAKDOWN_COLUMNS).
+    # The other columns a funnel can filter or break down by (filters.FILTER_COLUMNS).
     browser: str = ""
     os: str = ""
     device_type: str = ""
@@ -33,6 +34,17 @@ class FunnelEvent:
     utm_source: str = ""
     utm_medium: str = ""
     utm_campaign: str = ""
+    properties: str = ""  # JSON
+
+    def columns(self) -> dict[str, str]:
+        return {name: getattr(self, name) for name in FILTER_COLUMNS}
+
+    def passes(self, filters: tuple[Filter, ...]) -> bool:
+        columns = self.columns()
+        return all(matches(f, columns, self.properties) for f in filters)
+
+    def is_step(self, step: Step) -> bool:
+        return step.matches(self.event, self.type, self.page_path) and self.passes(step.filters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +90,10 @@ def progress(funnel: Funnel, events: Sequence[FunnelEvent]) -> tuple[int, tuple[
     (steps reached, their times, the breakdown value); (0, (), "") when no event is the first
     step."""
     times = [milliseconds(e.timestamp) for e in events]
-    matches = [[step.matches(e.event, e.type, e.page_path) for step in funnel.steps] for e in events]
+    fills = [[e.is_step(step) for step in funnel.steps] for e in events]
     best: tuple[int, int, list[int]] = (0, -1, [])  # level, start, the events of the steps
     for start in range(len(events)):
-        if not matches[start][0]:
+        if not fills[start][0]:
             continue
         chain = [start]
         for step in range(1, len(funnel.steps)):
@@ -92,7 +104,7 @@ def progress(funnel: Funnel, events: Sequence[FunnelEvent]) -> tuple[int, tuple[
                 (
                     index
                     for index in following
-                    if matches[index][step] and times[index] - times[start] <= funnel.window_ms
+                    if fills[index][step] and times[index] - times[start] <= funnel.window_ms
                 ),
                 None,
             )
@@ -106,17 +118,19 @@ def progress(funnel: Funnel, events: Sequence[FunnelEvent]) -> tuple[int, tuple[
     value = ""
     if breakdown is not None and chain:
         attributed = events[chain[0] if breakdown.attribution == "first" else chain[-1]]
-        value = getattr(attributed, breakdown.column)
+        value = breakdown_value(breakdown.column, attributed.columns(), attributed.properties)
     return level, tuple(times[index] for index in chain), value
 
 
 def funnel_progress(
     funnel: Funnel, events: Iterable[FunnelEvent], start: datetime, end: datetime
 ) -> list[Progress]:
-    """Every person with an event in [start, end) that is the funnel's first step, sorted."""
+    """Every person with an event in [start, end) that is the funnel's first step, sorted. Events
+    whose chosen copy fails the funnel's filters are left out."""
     result = []
     for person, person_events in sorted(people(events, start, end).items()):
-        level, step_times, value = progress(funnel, person_events)
+        kept = [event for event in person_events if event.passes(funnel.filters)]
+        level, step_times, value = progress(funnel, kept)
         if level:
             result.append(Progress(person, level, step_times, value))
     return result
