@@ -14,6 +14,9 @@ benchmark that got faster by being wrong fails here. In `strict` order they diff
 step come back between two: docs/funnels.md), so only the time is compared; the tests hold strict
 order to the reference.
 
+Paths (docs/paths.md): 4 steps deep from the funnel's first event, timed the same way (first runs),
+its people checked against a plain count of the people with that event; goal under 2 s.
+
     python bench/funnels.py                       # updates docs/benchmarks.md
     python bench/funnels.py --events 1000000 --people 100000 --no-doc
 """
@@ -36,6 +39,8 @@ from merges import settle_merges
 
 from headwater.analytics.funnels.definition import Breakdown, Funnel, Step
 from headwater.analytics.funnels.query import PERSON, breakdown_query, step_conditions, summary_query
+from headwater.analytics.paths.definition import Paths
+from headwater.analytics.paths.query import graph_query
 from headwater.control.clickhouse import connect
 from headwater.core.migrations import apply_migrations
 
@@ -146,8 +151,46 @@ def measure(work: Path, events: int, people: int, rounds: int) -> dict[str, Any]
         if funnel.order == "ordered" and counts["ours"] != counts["windowFunnel"]:
             raise SystemExit(f"{label}: counts differ: {counts}")
         results[label] = {"runs": runs, "counts": counts["ours"]}
+    results[PATHS_LABEL] = measure_paths(client, rounds, tag)
     client.close()
     return results
+
+
+PATHS_LABEL = "paths"
+PATHS_STEPS = 4
+
+
+def measure_paths(client: Any, rounds: int, tag: int) -> dict[str, Any]:
+    """Paths 4 steps deep from the funnel's first event: first runs, and everyone with that event
+    counted (a plain count, the check that the query is not fast by being wrong)."""
+    paths = Paths(start=Step("event", NAMES[0]), steps=PATHS_STEPS)
+    built = graph_query(DATABASE, paths, BASE, RANGE_END)
+    floor_sql = f"""
+        SELECT uniqExact({PERSON}) FROM {DATABASE}.events
+        WHERE event = {{name:String}} AND timestamp >= {{start:DateTime64(3, 'UTC')}}
+            AND timestamp < {{end:DateTime64(3, 'UTC')}}
+    """
+    expected = int(
+        client.query(floor_sql, parameters={"name": NAMES[0], "start": BASE, "end": RANGE_END}).result_rows[
+            0
+        ][0]
+    )
+    runs: list[float] = []
+    counts: Counts = []
+    for round_ in range(rounds):
+        tag += 1
+        counts, seconds = first_run(
+            client,
+            built.sql,
+            built.parameters,
+            tag,
+            lambda rows: [int(rows[0][-1]) if rows else 0, sum(1 for row in rows if row[0])],
+        )
+        runs.append(seconds)
+        print(f"  paths round {round_ + 1}: {seconds:.2f} s (people, edges) {counts}", flush=True)
+    if counts[0] != expected:
+        raise SystemExit(f"paths: {counts[0]} people, but {expected} have the start event")
+    return {"runs": runs, "people": counts[0], "edges": counts[1]}
 
 
 def _people_per_step(counts: Counts) -> str:
@@ -168,6 +211,8 @@ def report(results: dict[str, Any], events: int, people: int, command: str) -> s
         "|---|---|---|---|---|",
     ]
     for order, result in results.items():
+        if order == PATHS_LABEL:
+            continue
         ours, floor = (statistics.median(result["runs"][name]) for name in ("ours", "windowFunnel"))
         each = {name: ", ".join(f"{s:.2f}" for s in result["runs"][name]) for name in result["runs"]}
         met = ours / floor <= RATIO_GOAL and ours < SECONDS_GOAL
@@ -176,6 +221,20 @@ def report(results: dict[str, Any], events: int, people: int, command: str) -> s
             f"| {ours:.2f} s ({each['ours']}) | {floor:.2f} s ({each['windowFunnel']}) | {ours / floor:.2f}x "
             f"| ≤ {RATIO_GOAL}x and < {SECONDS_GOAL:.0f} s: {'met' if met else 'NOT met'} |"
         )
+    if PATHS_LABEL in results:
+        paths = results[PATHS_LABEL]
+        seconds = statistics.median(paths["runs"])
+        each = ", ".join(f"{s:.2f}" for s in paths["runs"])
+        lines += [
+            "",
+            f"Paths (docs/paths.md), {PATHS_STEPS} steps deep from `{NAMES[0]}`, both kinds, no cleaning, "
+            "50 edges; first runs, median (each run in brackets):",
+            "",
+            "| paths (people with a path, edges answered) | time | goal |",
+            "|---|---|---|",
+            f"| paths ({paths['people']:,}, {paths['edges']}) | {seconds:.2f} s ({each}) "
+            f"| < {SECONDS_GOAL:.0f} s: {'met' if seconds < SECONDS_GOAL else 'NOT met'} |",
+        ]
     return "\n".join(lines)
 
 

@@ -24,8 +24,9 @@ from .auth import authenticate_admin
 from .funnels import run_funnel
 from .idempotency import validate_idempotency_key
 from .openapi import openapi_document
+from .paths import run_paths
 from .query import ReadOnlyQueries
-from .schemas import FunnelRequest, PurgeConfirmation, Query, RotateKey
+from .schemas import FunnelRequest, PathsRequest, PurgeConfirmation, Query, RotateKey
 from .service import ProjectService
 from .settings import ControlSettings
 from .store import ProjectStore
@@ -160,6 +161,12 @@ def create_app(
         await store.get(validate_project_id(project_id))  # 404 for an unknown project
         funnel = convert_body(await read_json_object(), FunnelRequest)
         return json_response(await asyncio.to_thread(run_funnel, queries, project_id, funnel))
+
+    @api.post("/projects/<project_id>/paths/query")
+    async def query_paths(project_id: str) -> Response:
+        await store.get(validate_project_id(project_id))  # 404 for an unknown project
+        paths = convert_body(await read_json_object(), PathsRequest)
+        return json_response(await asyncio.to_thread(run_paths, queries, project_id, paths))
 
     app.register_blueprint(api)
     return app

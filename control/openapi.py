@@ -25,6 +25,8 @@ from .schemas import (
     FunnelAnswer,
     FunnelRequest,
     Health,
+    PathsAnswer,
+    PathsRequest,
     ProjectAnswer,
     ProjectId,
     ProjectPage,
@@ -313,6 +315,25 @@ def routes() -> tuple[Route, ...]:
             "furthest each gets through the steps within the window (docs/funnels.md has the exact "
             "definitions). Runs read-only with the limits of `/query` (`422 query_too_expensive`).",
         ),
+        Route(
+            "post",
+            "/v1/projects/{project_id}/paths/query",
+            "queryPaths",
+            "The most frequent journeys from a start point or to an end point",
+            {
+                200: Answer(
+                    "The heaviest edges between (depth, step) nodes, the nodes they touch, the people.",
+                    PathsAnswer,
+                )
+            },
+            (400, 401, 403, 404, 413, 422, 429, 503),
+            PathsRequest,
+            description="Per person (the user id, else the anonymous id) with events in [from, to): "
+            "their steps (page paths cleaned, repeats collapsed), from their first step matching "
+            "`start` or to their last matching `end`, `steps` deep; as nodes and weighted edges for "
+            "a Sankey chart (docs/paths.md has the exact definitions). A cleaning regex that does "
+            "not compile is `400 invalid_field` naming it. Runs read-only with the limits of `/query`.",
+        ),
     )
 
 
@@ -445,6 +466,7 @@ def _project_links(project_id: str) -> dict[str, Any]:
         "RotateKey": {"operationId": "rotateProjectKey", "parameters": target},
         "QueryProject": {"operationId": "queryProject", "parameters": target},
         "QueryFunnel": {"operationId": "queryFunnel", "parameters": target},
+        "QueryPaths": {"operationId": "queryPaths", "parameters": target},
         "DisableProject": {"operationId": "deleteProject", "parameters": target},
         "PurgeProject": {
             "operationId": "deleteProject",

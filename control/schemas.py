@@ -23,6 +23,7 @@ from headwater.analytics.funnels.filters import (
     MAX_STEP_FILTERS,
     FilterOp,
 )
+from headwater.analytics.paths.definition import Include as PathsInclude
 from headwater.core.projects.keys import KeyKind
 from headwater.core.projects.origins import normalise_origins
 from headwater.core.projects.project import PROJECT_ID_PATTERN, validate_project_id
@@ -197,7 +198,7 @@ class FilterSpec(Struct, forbid_unknown_fields=True):
 StepFilters = Annotated[list[FilterSpec], Meta(max_length=MAX_STEP_FILTERS)]
 
 
-class FunnelStepSpec(Struct, forbid_unknown_fields=True):
+class StepSpec(Struct, forbid_unknown_fields=True):
     kind: Annotated[
         StepKind,
         Meta(description="`event`: an event by its exact name; `page`: a page view by its path."),
@@ -210,6 +211,9 @@ class FunnelStepSpec(Struct, forbid_unknown_fields=True):
             description="The event's name, or the page's path where `*` matches any run of characters.",
         ),
     ]
+
+
+class FunnelStepSpec(StepSpec, forbid_unknown_fields=True):
     filters: Annotated[StepFilters, Meta(description="Conditions the step's event meets, all of them.")] = []
 
 
@@ -440,3 +444,88 @@ class FunnelAnswer(Struct, forbid_unknown_fields=True):
     steps: list[FunnelStepAnswer]
     people: FunnelPeopleAnswer | None = None
     breakdown: list[FunnelBreakdownAnswer] | None = None
+
+
+# -- paths (docs/paths.md) ----------------------------------------------------------------------
+
+
+class PathsCleaningRule(Struct, forbid_unknown_fields=True):
+    regex: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=500,
+            description="re2 syntax (ClickHouse's replaceRegexpAll), also valid for Python's re: no "
+            "lookarounds or back-references. One that does not compile is `400 invalid_field` naming it.",
+            examples=[r"^/users/\d+"],
+        ),
+    ]
+    replacement: Annotated[
+        str,
+        Meta(
+            max_length=500,
+            description="`\\0`..`\\9`: the match and its groups; `\\x`: the character x.",
+            examples=["/users/:id"],
+        ),
+    ] = ""
+
+
+class PathsRequest(Struct, forbid_unknown_fields=True):
+    start_time: AwareTime = field(name="from")
+    end_time: AwareTime = field(name="to")
+    start: Annotated[
+        StepSpec | None,
+        Meta(description="From each person's first step matching this (a page glob on the cleaned path)."),
+    ] = None
+    end: Annotated[
+        StepSpec | None,
+        Meta(description="To each person's last step matching this; not with `start`."),
+    ] = None
+    steps: Annotated[
+        int, Meta(ge=2, le=10, description="Nodes per path, the start or end point included.")
+    ] = 4
+    include: Annotated[
+        PathsInclude,
+        Meta(description="`pages`: page views as `page:<cleaned path>`; `events`: track events as "
+             "`event:<name>`; `both`."),
+    ] = "both"  # fmt: skip
+    cleaning: Annotated[
+        list[PathsCleaningRule], Meta(max_length=20, description="Applied in order to every page path.")
+    ] = field(default_factory=list)
+    edge_limit: Annotated[int, Meta(ge=1, le=500, description="The heaviest edges answered.")] = 50
+
+    json_schema_extra: ClassVar[Schema] = {
+        "examples": [
+            {
+                "from": "2026-11-01T00:00:00Z",
+                "to": "2026-12-01T00:00:00Z",
+                "start": {"kind": "page", "value": "/pricing"},
+                "steps": 4,
+                "cleaning": [{"regex": r"^/users/\d+", "replacement": "/users/:id"}],
+            }
+        ]
+    }
+
+
+class PathsStep(Struct, forbid_unknown_fields=True):
+    kind: StepKind
+    value: Annotated[str, Meta(description="An event's name, or a page's cleaned path (may be empty).")]
+
+
+class PathsNode(Struct, forbid_unknown_fields=True):
+    id: Annotated[str, Meta(description="`depth:kind:value`, e.g. `2:page:/pricing`.")]
+    depth: Annotated[int, Meta(ge=1, le=10)]
+    step: PathsStep
+    people: Annotated[int, Meta(ge=0, description="People whose path passes through this node.")]
+
+
+class PathsEdge(Struct, forbid_unknown_fields=True):
+    source: Annotated[str, Meta(description="A node's id, at one depth less than the target.")]
+    target: str
+    people: Annotated[int, Meta(ge=0, description="People whose path goes from source to target.")]
+
+
+class PathsAnswer(Struct, forbid_unknown_fields=True):
+    people: Annotated[int, Meta(ge=0, description="People with a path (one each).")]
+    nodes: Annotated[list[PathsNode], Meta(description="The nodes the edges touch.")]
+    edges: Annotated[list[PathsEdge], Meta(description="The heaviest edges, heaviest first.")]

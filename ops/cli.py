@@ -9,6 +9,7 @@ import click
 from .dlq import dlq
 from .funnel import funnel
 from .migrate import migrate
+from .paths import paths
 from .projects import projects
 from .query import query
 from .replay import replay
@@ -39,6 +40,7 @@ main.add_command(up)
 main.add_command(serve)
 main.add_command(query)
 main.add_command(funnel)
+main.add_command(paths)
 main.add_command(projects)
 main.add_command(migrate)
 main.add_command(spool)

@@ -193,6 +193,13 @@ class ControlClient:
         ).body
         return answer
 
+    def paths(self, project_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The heaviest edges of people's paths, the nodes they touch, the people (docs/paths.md)."""
+        answer: dict[str, Any] = self.request(
+            "POST", f"/v1/projects/{_segment(project_id)}/paths/query", body
+        ).body
+        return answer
+
     def create_project(self, body: Mapping[str, Any], idempotency_key: str | None = None) -> Answer:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return self.request("POST", "/v1/projects", body, headers=headers)
