@@ -33,7 +33,9 @@ def cleaned_path(paths: Paths, parameters: dict[str, Any]) -> str:
     """`page_path` with every cleaning rule applied in order, their texts bound into `parameters`."""
     expression = "page_path"
     for index, rule in enumerate(paths.cleaning):
-        parameters[f"clean_{index}_regex"] = rule.regex
+        # In a group: ClickHouse takes a pattern without metacharacters (`/`) as a plain string,
+        # and then leaves `\0` in the replacement as it is (on a column, not on a constant).
+        parameters[f"clean_{index}_regex"] = f"(?:{rule.regex})"
         parameters[f"clean_{index}_replacement"] = rule.replacement
         expression = (
             f"replaceRegexpAll({expression}, {{clean_{index}_regex:String}}, "
