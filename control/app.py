@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 from quart import Blueprint, Quart, Response, g, request
@@ -21,12 +22,12 @@ from headwater.core.service.httpapp import (
 from headwater.core.service.validation import convert_body
 
 from .auth import authenticate_admin
-from .funnels import run_funnel
+from .funnels import run_funnel, run_trend
 from .idempotency import validate_idempotency_key
 from .openapi import openapi_document
 from .paths import run_paths
 from .query import ReadOnlyQueries
-from .schemas import FunnelRequest, PathsRequest, PurgeConfirmation, Query, RotateKey
+from .schemas import FunnelRequest, FunnelTrendRequest, PathsRequest, PurgeConfirmation, Query, RotateKey
 from .service import ProjectService
 from .settings import ControlSettings
 from .store import ProjectStore
@@ -161,6 +162,13 @@ def create_app(
         await store.get(validate_project_id(project_id))  # 404 for an unknown project
         funnel = convert_body(await read_json_object(), FunnelRequest)
         return json_response(await asyncio.to_thread(run_funnel, queries, project_id, funnel))
+
+    @api.post("/projects/<project_id>/funnels/trend")
+    async def funnel_trend(project_id: str) -> Response:
+        await store.get(validate_project_id(project_id))  # 404 for an unknown project
+        trend = convert_body(await read_json_object(), FunnelTrendRequest)
+        now = datetime.now(UTC)
+        return json_response(await asyncio.to_thread(run_trend, queries, project_id, trend, now))
 
     @api.post("/projects/<project_id>/paths/query")
     async def query_paths(project_id: str) -> Response:

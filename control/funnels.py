@@ -4,6 +4,7 @@ read-only executor, answered per step (docs/funnels.md)."""
 from __future__ import annotations
 
 from dataclasses import astuple
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -12,6 +13,7 @@ from headwater.analytics.funnels.definition import Breakdown, Funnel, FunnelErro
 from headwater.analytics.funnels.filters import Filter, FilterError
 from headwater.analytics.funnels.query import breakdown_query, people_query, summary_query
 from headwater.analytics.funnels.summary import StepSummary, breakdown_of_rows, summary_of_row
+from headwater.analytics.funnels.trend import MAX_TREND_DAYS, trend_days, trend_of_rows, trend_query
 from headwater.core.projects.project import database_name
 from headwater.core.service.errors import APIError
 
@@ -21,16 +23,33 @@ from .schemas import (
     FilterSpec,
     FunnelAnswer,
     FunnelBreakdownAnswer,
+    FunnelDefinitionSpec,
     FunnelPeopleAnswer,
     FunnelRequest,
     FunnelStepAnswer,
+    FunnelTrendAnswer,
+    FunnelTrendDay,
+    FunnelTrendRequest,
 )
 
 
-def funnel_of(request: FunnelRequest) -> tuple[Funnel, PeopleList | None]:
-    if request.end <= request.start:
+def definition_of(spec: FunnelDefinitionSpec, breakdown: Breakdown | None = None) -> Funnel:
+    """The funnel a request describes; FunnelError naming the field at fault."""
+    window_ms = spec.window.value * WINDOW_UNIT_MS[spec.window.unit]
+    steps = tuple(
+        Step(step.kind, step.value, _filters(step.filters, f"steps[{index}].filters"))
+        for index, step in enumerate(spec.steps)
+    )
+    return Funnel(steps, window_ms, spec.order, breakdown, _filters(spec.filters, "filters"))
+
+
+def _time_range(start: datetime, end: datetime) -> None:
+    if end <= start:
         raise APIError(400, "invalid_field", "to must be later than from", "to")
-    window_ms = request.window.value * WINDOW_UNIT_MS[request.window.unit]
+
+
+def funnel_of(request: FunnelRequest) -> tuple[Funnel, PeopleList | None]:
+    _time_range(request.start, request.end)
     try:
         asked_breakdown = request.breakdown
         breakdown = (
@@ -38,11 +57,7 @@ def funnel_of(request: FunnelRequest) -> tuple[Funnel, PeopleList | None]:
             if asked_breakdown is None
             else Breakdown(asked_breakdown.column, asked_breakdown.attribution, asked_breakdown.limit)
         )
-        steps = tuple(
-            Step(step.kind, step.value, _filters(step.filters, f"steps[{index}].filters"))
-            for index, step in enumerate(request.steps)
-        )
-        funnel = Funnel(steps, window_ms, request.order, breakdown, _filters(request.filters, "filters"))
+        funnel = definition_of(request, breakdown)
         asked = request.people
         if asked is None:
             return funnel, None
@@ -113,7 +128,7 @@ def run_funnel(queries: ReadOnlyQueries, project_id: str, request: FunnelRequest
     return answer
 
 
-def _step_answers(request: FunnelRequest, summaries: list[StepSummary]) -> list[FunnelStepAnswer]:
+def _step_answers(request: FunnelDefinitionSpec, summaries: list[StepSummary]) -> list[FunnelStepAnswer]:
     return [
         FunnelStepAnswer(spec, *astuple(summary))
         for spec, summary in zip(request.steps, summaries, strict=True)
@@ -133,3 +148,26 @@ def _people(
     page = [str(row[0]) for row in rows[: list_of.limit]]
     next_after = page[-1] if len(rows) > list_of.limit else None
     return FunnelPeopleAnswer(list_of.step, list_of.status, page, next_after)
+
+
+def run_trend(
+    queries: ReadOnlyQueries, project_id: str, request: FunnelTrendRequest, now: datetime
+) -> dict[str, Any]:
+    """The daily trend of `request`'s funnel (blocking: run it in a thread)."""
+    _time_range(request.start, request.end)
+    if len(trend_days(request.start, request.end)) > MAX_TREND_DAYS:
+        raise APIError(400, "invalid_field", f"a trend covers at most {MAX_TREND_DAYS} days", "to")
+    try:
+        funnel = definition_of(request)
+    except FunnelError as exc:
+        raise APIError(400, "invalid_field", str(exc), exc.field) from None
+    check_regexes(queries, project_id, funnel)
+    built = trend_query(database_name(project_id), funnel, request.start, request.end)
+    result = queries.run_built(project_id, built.sql, built.parameters)
+    rows = [dict(zip(result.columns, values, strict=True)) for values in result.rows]
+    days = [
+        FunnelTrendDay(day.day.isoformat(), day.complete, _step_answers(request, day.steps))
+        for day in trend_of_rows(funnel, rows, request.start, request.end, now)
+    ]
+    answer: dict[str, Any] = msgspec.to_builtins(FunnelTrendAnswer(days))
+    return answer

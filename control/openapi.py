@@ -24,6 +24,8 @@ from .schemas import (
     Error,
     FunnelAnswer,
     FunnelRequest,
+    FunnelTrendAnswer,
+    FunnelTrendRequest,
     Health,
     PathsAnswer,
     PathsRequest,
@@ -317,6 +319,23 @@ def routes() -> tuple[Route, ...]:
         ),
         Route(
             "post",
+            "/v1/projects/{project_id}/funnels/trend",
+            "funnelTrend",
+            "A funnel's conversion day by day",
+            {
+                200: Answer(
+                    "Per UTC day of [from, to): the funnel of the people who entered it that day.",
+                    FunnelTrendAnswer,
+                )
+            },
+            (400, 401, 403, 404, 413, 422, 429, 503),
+            FunnelTrendRequest,
+            description="Day D's funnel counts the attempts whose first step lies on D within [from, to), "
+            'converting up to a window later (docs/funnels.md, "Daily trend"); at most 400 days. '
+            "Runs read-only with the limits of `/query`.",
+        ),
+        Route(
+            "post",
             "/v1/projects/{project_id}/paths/query",
             "queryPaths",
             "The most frequent journeys from a start point or to an end point",
@@ -466,6 +485,7 @@ def _project_links(project_id: str) -> dict[str, Any]:
         "RotateKey": {"operationId": "rotateProjectKey", "parameters": target},
         "QueryProject": {"operationId": "queryProject", "parameters": target},
         "QueryFunnel": {"operationId": "queryFunnel", "parameters": target},
+        "FunnelTrend": {"operationId": "funnelTrend", "parameters": target},
         "QueryPaths": {"operationId": "queryPaths", "parameters": target},
         "DisableProject": {"operationId": "deleteProject", "parameters": target},
         "PurgeProject": {

@@ -243,25 +243,48 @@ class FunnelBreakdownRequest(Struct, forbid_unknown_fields=True):
     limit: Annotated[int, Meta(ge=1, le=100, description="Values with most people; the rest together.")] = 10
 
 
-class FunnelRequest(Struct, forbid_unknown_fields=True):
+class FunnelDefinitionSpec(Struct, kw_only=True, forbid_unknown_fields=True):
+    """What a funnel is, without the time it is asked over (shared by the query and the trend)."""
+
     steps: Annotated[list[FunnelStepSpec], Meta(min_length=2, max_length=20)]
     window: Annotated[FunnelWindow, Meta(description="The last step at most this long after the first.")]
-    start: AwareTime = field(name="from")
-    end: AwareTime = field(name="to")
     order: Annotated[
         Order,
         Meta(description="`ordered`: other events may come between steps; `strict`: none may."),
     ] = "ordered"
+    filters: Annotated[
+        list[FilterSpec],
+        Meta(max_length=MAX_FUNNEL_FILTERS, description="Events failing any are left out, every step's."),
+    ] = []
+
+
+class FunnelTrendRequest(FunnelDefinitionSpec, kw_only=True, forbid_unknown_fields=True):
+    start: Annotated[AwareTime, Meta(description="Entries from this time (UTC days).")] = field(name="from")
+    end: Annotated[
+        AwareTime, Meta(description="Entries before this time; conversions up to a window later.")
+    ] = field(name="to")
+
+    json_schema_extra: ClassVar[Schema] = {
+        "examples": [
+            {
+                "steps": [{"kind": "page", "value": "/pricing"}, {"kind": "event", "value": "Signed Up"}],
+                "window": {"value": 1, "unit": "day"},
+                "from": "2026-11-01T00:00:00Z",
+                "to": "2026-12-01T00:00:00Z",
+            }
+        ]
+    }
+
+
+class FunnelRequest(FunnelDefinitionSpec, kw_only=True, forbid_unknown_fields=True):
+    start: AwareTime = field(name="from")
+    end: AwareTime = field(name="to")
     people: Annotated[
         FunnelPeopleRequest | None, Meta(description="Also list the people of one step, a page at a time.")
     ] = None
     breakdown: Annotated[
         FunnelBreakdownRequest | None, Meta(description="Also the answer per value of a column.")
     ] = None
-    filters: Annotated[
-        list[FilterSpec],
-        Meta(max_length=MAX_FUNNEL_FILTERS, description="Events failing any are left out, every step's."),
-    ] = []
 
     json_schema_extra: ClassVar[Schema] = {
         "examples": [
@@ -444,6 +467,18 @@ class FunnelAnswer(Struct, forbid_unknown_fields=True):
     steps: list[FunnelStepAnswer]
     people: FunnelPeopleAnswer | None = None
     breakdown: list[FunnelBreakdownAnswer] | None = None
+
+
+class FunnelTrendDay(Struct, forbid_unknown_fields=True):
+    date: Annotated[str, Meta(description="The UTC day (YYYY-MM-DD) of the people's entry.")]
+    complete: Annotated[
+        bool, Meta(description="A window has passed since the day's last entry: later events change nothing.")
+    ]
+    steps: list[FunnelStepAnswer]
+
+
+class FunnelTrendAnswer(Struct, forbid_unknown_fields=True):
+    days: Annotated[list[FunnelTrendDay], Meta(description="Every day of [from, to), in order.")]
 
 
 # -- paths (docs/paths.md) ----------------------------------------------------------------------

@@ -193,6 +193,13 @@ class ControlClient:
         ).body
         return answer
 
+    def funnel_trend(self, project_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """A funnel's answer per day of entry (docs/funnels.md, "Daily trend")."""
+        answer: dict[str, Any] = self.request(
+            "POST", f"/v1/projects/{_segment(project_id)}/funnels/trend", body
+        ).body
+        return answer
+
     def paths(self, project_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """The heaviest edges of people's paths, the nodes they touch, the people (docs/paths.md)."""
         answer: dict[str, Any] = self.request(

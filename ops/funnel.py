@@ -10,9 +10,9 @@ import click
 
 from headwater.analytics.funnels.definition import FunnelError, parse_step
 from headwater.analytics.funnels.filters import Filter, FilterError, check_key, parse_filter
-from headwater.control.funnels import run_funnel
+from headwater.control.funnels import run_funnel, run_trend
 from headwater.control.query import ReadOnlyQueries
-from headwater.control.schemas import FunnelRequest
+from headwater.control.schemas import FunnelRequest, FunnelTrendRequest
 from headwater.core.service.errors import APIError
 from headwater.core.service.validation import convert_body
 
@@ -89,9 +89,11 @@ def _breakdown_key(_context: click.Context, _parameter: click.Parameter, value: 
     return value
 
 
-def _ask_directly(clickhouse_url: str, project: str, body: dict[str, Any]) -> dict[str, Any]:
+def _ask_directly(clickhouse_url: str, project: str, body: dict[str, Any], trend: bool) -> dict[str, Any]:
     queries = ReadOnlyQueries(clickhouse_url, timeout_seconds=300)
     try:
+        if trend:
+            return run_trend(queries, project, convert_body(body, FunnelTrendRequest), datetime.now(UTC))
         return run_funnel(queries, project, convert_body(body, FunnelRequest))
     except APIError as exc:
         raise click.ClickException(f"{exc.code}: {exc.message}") from None
@@ -109,6 +111,30 @@ def _time(milliseconds: float | None) -> str:
 
 def _share(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
+
+
+def trend_table(days: list[dict[str, Any]]) -> str:
+    """A trend's days as an aligned table: entries, conversions to the last step, the share."""
+    rows = [("day", "entered", "converted", "conversion", "")]
+    for day in days:
+        first, last = day["steps"][0], day["steps"][-1]
+        rows.append(
+            (
+                day["date"],
+                f"{first['count']:,}",
+                f"{last['count']:,}",
+                _share(last["conversion_from_start"]),
+                "" if day["complete"] else "(in progress)",
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    return "\n".join(
+        "  ".join(
+            [row[0].ljust(widths[0]), *(cell.rjust(w) for cell, w in zip(row[1:4], widths[1:], strict=True))]
+        )
+        + (f"  {row[4]}" if row[4] else "")
+        for row in rows
+    )
 
 
 def funnel_table(steps: list[dict[str, Any]]) -> str:
@@ -198,6 +224,11 @@ def funnel_table(steps: list[dict[str, Any]]) -> str:
     show_default=True,
     help="The breakdown value at the first step of a person's attempt, or at the last it reached.",
 )
+@click.option(
+    "--trend",
+    is_flag=True,
+    help="Per UTC day of entry instead: who entered the funnel that day and who converted.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer.")
 @data_dir_option
 @control_url_option
@@ -205,7 +236,7 @@ def funnel_table(steps: list[dict[str, Any]]) -> str:
 def funnel(
     project: str, steps: tuple[str, ...], window: str, order: str, start: datetime | None,
     end: datetime | None, step_filters: tuple[tuple[int, str], ...], filters: tuple[str, ...],
-    breakdown: str | None, attribution: str, as_json: bool, data_dir: str,
+    breakdown: str | None, attribution: str, trend: bool, as_json: bool, data_dir: str,
     control_url: str | None, clickhouse_url: str | None,
 ) -> None:  # fmt: skip
     """How far people get through a funnel (docs/funnels.md): per step, who reached it, the
@@ -216,14 +247,20 @@ def funnel(
     """
     body = funnel_body(steps, window, order, start, end)
     add_filters(body, step_filters, filters)
+    if breakdown and trend:
+        raise click.BadParameter("a trend has no breakdown", param_hint="--breakdown")
     if breakdown:
         body["breakdown"] = {"column": breakdown, "attribution": attribution}
     if clickhouse_url:
-        answer = _ask_directly(clickhouse_url, project, body)
+        answer = _ask_directly(clickhouse_url, project, body, trend)
     else:
-        answer = ControlClient.resolve(control_url, data_dir).funnel(project, body)
+        client = ControlClient.resolve(control_url, data_dir)
+        answer = client.funnel_trend(project, body) if trend else client.funnel(project, body)
     if as_json:
         click.echo(json.dumps(answer))
+        return
+    if trend:
+        click.echo(trend_table(answer["days"]))
         return
     click.echo(funnel_table(answer["steps"]))
     for group in answer.get("breakdown") or ():

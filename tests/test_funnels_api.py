@@ -25,6 +25,7 @@ from hw_testing import (
 from headwater.analytics.funnels.definition import Funnel, Step
 from headwater.analytics.funnels.reference import FunnelEvent, funnel_progress
 from headwater.analytics.funnels.summary import summary_of_progress
+from headwater.analytics.funnels.trend_reference import trend_of_events
 from headwater.control.query import QueryLimits, ReadOnlyQueries
 from headwater.ops.runtime import Stack
 
@@ -179,6 +180,20 @@ async def test_a_funnel_over_events_sent_through_the_edge(
     assert unreadable.status_code == 400, unreadable.text
     assert unreadable.json()["field"] == "steps[1].filters[0].value"
 
+    # The daily trend: as the reference's, day by day, over the stored rows.
+    trend_body, trend_url = request(), f"{stack.control_url}/v1/projects/{project_id}/funnels/trend"
+    trend = await http.post(trend_url, json=trend_body, headers=admin_headers())
+    assert trend.status_code == 200, trend.text
+    expected_days = trend_of_events(funnel, stored, BASE - timedelta(hours=1), NOW, datetime.now(UTC))
+    assert [(day["date"], [step["count"] for step in day["steps"]]) for day in trend.json()["days"]] == [
+        (day.day.isoformat(), [step.count for step in day.steps]) for day in expected_days
+    ]
+    assert sum(day["steps"][0]["count"] for day in trend.json()["days"]) == 4
+    assert trend.json()["days"][-1]["complete"] is False  # entries of the last hour, a 1 h window
+    long_ago = (NOW - timedelta(days=401)).isoformat()
+    too_long = await http.post(trend_url, json={**trend_body, "from": long_ago}, headers=admin_headers())
+    assert (too_long.status_code, too_long.json()["field"]) == (400, "to")
+
     # The CLI, through the control API: the same answer, as JSON and as a table.
     cli = ("funnel", "--control-url", str(stack.control_url), "--project", project_id,
            "--step", "page:/pric*", "--step", "event:Signed Up", "--window", "1h",
@@ -209,6 +224,15 @@ async def test_a_funnel_over_events_sent_through_the_edge(
         filtered_table = await run_cli(*cli, *pro, *extra, env=env)
         assert filtered_table.code == 0, filtered_table.stderr
         assert filtered_table.stdout.splitlines()[2].split()[2:4] == counts
+    trend_table = await run_cli(*cli, "--trend", env=env)
+    assert trend_table.code == 0, trend_table.stderr
+    trend_lines = [line.split() for line in trend_table.stdout.splitlines()]
+    assert trend_lines[0] == ["day", "entered", "converted", "conversion"]
+    assert [line[:3] for line in trend_lines[1:]] == [
+        [day["date"], str(day["steps"][0]["count"]), str(day["steps"][1]["count"])]
+        for day in trend.json()["days"]
+    ]
+    assert trend_lines[-1][-2:] == ["(in", "progress)"]
     refused = await run_cli(*cli[:-4], "--step", "click:x", env=env)
     assert refused.code != 0 and "event:NAME or page:PATH" in refused.stderr
 

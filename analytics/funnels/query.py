@@ -17,7 +17,7 @@ received first, sorted by (timestamp, message id); then per person:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from .definition import Funnel, PeopleList, Step
@@ -108,13 +108,25 @@ def step_conditions(funnel: Funnel, parameters: dict[str, Any]) -> list[str]:
 _KEPT_BIT = 31
 
 
+DAY_MS = 86_400_000
+
+
 def progress_query(
-    database: str, funnel: Funnel, start: datetime, end: datetime, sorted_by_person: bool = True
+    database: str,
+    funnel: Funnel,
+    start: datetime,
+    end: datetime,
+    sorted_by_person: bool = True,
+    per_day: bool = False,
 ) -> FunnelQuery:
     """Per person with an event in [start, end) that is the first step: `person`, `level` (steps
     reached), `step_times` (Unix milliseconds of each) and `breakdown` (the breakdown column's value
     at the attributed step; '' without a breakdown), sorted by person unless not
     `sorted_by_person`. `database` is the project's own (hw_<id>), an identifier of ours.
+
+    With `per_day`, a row per UTC day D of [start, end) and person: the funnel of the events of
+    [max(start, D), min(end, D + 1 day) + window) whose attempts start in [max(start, D), min(end,
+    D + 1 day)) (trend.py); a column `day` (days since 1970) comes first.
 
     Filters on the message's body (properties) leave rows out before the copies are reduced to
     one, as every copy agrees on them; filters on per-copy columns are bits of each copy's mask,
@@ -125,6 +137,12 @@ def progress_query(
     if conditions.funnel_per_copy is not None:
         bits.append(f"bitShiftLeft(toUInt32({conditions.funnel_per_copy}), {_KEPT_BIT})")
     mask = " + ".join(bits)
+    key = "person"
+    read_end = "{end:DateTime64(3, 'UTC')}"
+    if per_day:
+        key = "day, person"
+        read_end = "{read_end:DateTime64(3, 'UTC')}"
+        mask = _entered_that_day(mask, start, end, funnel.window_ms, parameters)
     steps = len(funnel.steps)
     only_steps = any_step = ""
     if funnel.order == "ordered":
@@ -145,7 +163,7 @@ def progress_query(
     if conditions.funnel_per_copy is not None:
         chosen = f"arrayFilter(c -> bitTest(c.5, {_KEPT_BIT}), {chosen})"
     progress = _ordered(steps) if funnel.order == "ordered" else _strict(steps)
-    order_by = "ORDER BY person" if sorted_by_person else ""
+    order_by = f"ORDER BY {key}" if sorted_by_person else ""
     # The breakdown's value travels with each event, and its value at the attributed step is the
     # person's; without one nothing does.
     value = carried = values = ""
@@ -159,24 +177,24 @@ def progress_query(
     sql = f"""
 WITH
 stored AS (
-    SELECT {PERSON} AS person,
+    SELECT {PERSON} AS person,{" day," if per_day else ""}
         groupArray((message_id, received_at, request_id, toUnixTimestamp64Milli(timestamp), mask{carried}))
             AS copies
     FROM (
         SELECT user_id, anonymous_id, message_id, received_at, request_id, timestamp,
             {mask} AS mask{value}{any_step}
         FROM `{database}`.events
-        WHERE timestamp >= {{start:DateTime64(3, 'UTC')}} AND timestamp < {{end:DateTime64(3, 'UTC')}}
+        WHERE timestamp >= {{start:DateTime64(3, 'UTC')}} AND timestamp < {read_end}
             {funnel_body}
     )
     WHERE person != '' {only_steps}
-    GROUP BY person
+    GROUP BY {key}
 ),
 by_message AS (
-    SELECT person, arraySort(c -> (c.1, c.2, c.3), copies) AS sorted_copies FROM stored
+    SELECT {key}, arraySort(c -> (c.1, c.2, c.3), copies) AS sorted_copies FROM stored
 ),
 ordered AS (
-    SELECT person,
+    SELECT {key},
         arraySort(
             c -> (c.4, c.1),
             {chosen}
@@ -186,14 +204,42 @@ ordered AS (
     FROM by_message
 ),
 progressed AS (
-    SELECT person, {progress},
+    SELECT {key}, {progress},
         arrayMap(index -> times[index], step_events) AS step_times,
         if(level = 0, '', {attributed_value}) AS breakdown
     FROM ordered
 )
-SELECT person, level, step_times, breakdown FROM progressed WHERE level > 0 {order_by}
+SELECT {key}, level, step_times, breakdown FROM progressed WHERE level > 0 {order_by}
 """
     return FunnelQuery(sql, parameters)
+
+
+def _entered_that_day(
+    mask: str, start: datetime, end: datetime, window_ms: int, parameters: dict[str, Any]
+) -> str:
+    """The per-day form's mask, beside which the row's `day`: each stored copy goes to every day
+    whose events it is among (from its own time: the range is taken per copy, as [start, end) is),
+    and is the first step there only when it lies within that day's entries."""
+    start_ms, end_ms = (round(moment.timestamp() * 1000) for moment in (start, end))
+    parameters.update(
+        read_end=end + timedelta(milliseconds=window_ms),
+        start_ms=start_ms,
+        end_ms=end_ms,
+        first_day=start_ms // DAY_MS,
+        last_day=(end_ms - 1) // DAY_MS,
+    )
+    ms = "toUnixTimestamp64Milli(timestamp)"
+    earliest = f"toInt64(floor(({ms} - {{window_ms:Int64}}) / {DAY_MS}))"
+    latest = f"toInt64(floor({ms} / {DAY_MS}))"
+    days = f"range(greatest({{first_day:Int64}}, {earliest}), least({{last_day:Int64}}, {latest}) + 1)"
+    entered = (
+        f"{ms} >= greatest({{start_ms:Int64}}, day * {DAY_MS})"
+        f" AND {ms} < least({{end_ms:Int64}}, (day + 1) * {DAY_MS})"
+    )
+    return (
+        f"{mask} AS all_steps, arrayJoin({days}) AS day,"
+        f" if({entered}, all_steps, bitAnd(all_steps, toUInt32(4294967294)))"
+    )
 
 
 def people_query(

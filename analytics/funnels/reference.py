@@ -85,15 +85,17 @@ def people(events: Iterable[FunnelEvent], start: datetime, end: datetime) -> dic
     return by_person
 
 
-def progress(funnel: Funnel, events: Sequence[FunnelEvent]) -> tuple[int, tuple[int, ...], str]:
+def progress(
+    funnel: Funnel, events: Sequence[FunnelEvent], entry: tuple[int, int] | None = None
+) -> tuple[int, tuple[int, ...], str]:
     """One person's attempt that reaches furthest (the one starting last among those), as
     (steps reached, their times, the breakdown value); (0, (), "") when no event is the first
-    step."""
+    step. With `entry` (Unix milliseconds), only attempts starting in [entry[0], entry[1])."""
     times = [milliseconds(e.timestamp) for e in events]
     fills = [[e.is_step(step) for step in funnel.steps] for e in events]
     best: tuple[int, int, list[int]] = (0, -1, [])  # level, start, the events of the steps
     for start in range(len(events)):
-        if not fills[start][0]:
+        if not fills[start][0] or (entry is not None and not entry[0] <= times[start] < entry[1]):
             continue
         chain = [start]
         for step in range(1, len(funnel.steps)):
@@ -123,14 +125,20 @@ def progress(funnel: Funnel, events: Sequence[FunnelEvent]) -> tuple[int, tuple[
 
 
 def funnel_progress(
-    funnel: Funnel, events: Iterable[FunnelEvent], start: datetime, end: datetime
+    funnel: Funnel,
+    events: Iterable[FunnelEvent],
+    start: datetime,
+    end: datetime,
+    entry: tuple[datetime, datetime] | None = None,
 ) -> list[Progress]:
     """Every person with an event in [start, end) that is the funnel's first step, sorted. Events
-    whose chosen copy fails the funnel's filters are left out."""
+    whose chosen copy fails the funnel's filters are left out. With `entry`, only attempts
+    starting in [entry[0], entry[1])."""
     result = []
+    entry_ms = None if entry is None else (milliseconds(entry[0]), milliseconds(entry[1]))
     for person, person_events in sorted(people(events, start, end).items()):
         kept = [event for event in person_events if event.passes(funnel.filters)]
-        level, step_times, value = progress(funnel, kept)
+        level, step_times, value = progress(funnel, kept, entry_ms)
         if level:
             result.append(Progress(person, level, step_times, value))
     return result
