@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -36,9 +36,11 @@ from headwater.analytics.funnels.query import (
 from headwater.analytics.funnels.reference import (
     FunnelEvent,
     Progress,
+    SessionSpan,
     funnel_progress,
     milliseconds,
     people_page,
+    session_of,
 )
 from headwater.analytics.funnels.summary import (
     StepSummary,
@@ -48,6 +50,7 @@ from headwater.analytics.funnels.summary import (
     summary_of_progress,
     summary_of_row,
 )
+from headwater.core.projects.settings import SessionIdentity, Sessions
 
 pytestmark = pytest.mark.services
 
@@ -545,3 +548,56 @@ def test_filters_are_validated_and_parsed() -> None:
     for text in ("plan", "properties.n<", "country in DE", "properties.a?x"):
         with pytest.raises(FilterError):
             parse_filter(text)
+
+
+def session_spans(events: Sequence[FunnelEvent], data: st.DataObject) -> list[SessionSpan]:
+    """Up to three disjoint sessions per identity (either rule's), their edges mostly on the
+    identity's own event times (exactly, or a millisecond off), so events fall on, inside and
+    outside them."""
+    spans = []
+    for identity in ("anon-a", "anon-b", "anon-c", "a", "b", "c"):
+        times = sorted({e.timestamp for e in events if identity in (e.anonymous_id, e.user_id)})
+        moments = times + [T0 + timedelta(minutes=m) for m in (0, 10, 31)]
+        bounds = sorted(set(data.draw(st.lists(st.sampled_from(moments), max_size=6))))
+        for number, (first, last) in enumerate(zip(bounds[::2], bounds[1::2], strict=False)):
+            nudge = timedelta(milliseconds=data.draw(st.sampled_from([0, 0, -1])))
+            spans.append(SessionSpan(identity, f"s-{identity}-{number}", first, last + nudge))
+    return spans
+
+
+def store_sessions(client: Client, database: str, spans: Sequence[SessionSpan]) -> None:
+    client.command(f"TRUNCATE TABLE `{database}`.sessions")
+    columns = ["identity", "session_id", "started_at", "ended_at", "version", "is_deleted"]
+    rows = [[s.identity, s.session_id, s.started_at, s.ended_at, 1, 0] for s in spans]
+    if rows:
+        client.insert(f"`{database}`.sessions", rows, column_names=columns)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    events=stored_events(),
+    funnel=funnels,
+    data=st.data(),
+    rule=st.sampled_from(["anonymous_id", "user_id"]),
+)
+def test_sessions_as_the_unit_equal_the_reference(
+    events_table: tuple[Client, str],
+    events: list[FunnelEvent],
+    funnel: Funnel,
+    data: st.DataObject,
+    rule: SessionIdentity,
+) -> None:
+    client, database = events_table
+    spans = session_spans(events, data)
+    store(client, database, events)
+    store_sessions(client, database, spans)
+    by_sessions = replace(funnel, unit="sessions")
+    rules = Sessions(identity=rule)
+    expected = funnel_progress(by_sessions, events, *RANGE, unit_of=session_of(spans, rule))
+    built = progress_query(database, by_sessions, *RANGE, session_rules=rules)
+    rows = client.query(built.sql, parameters=built.parameters).result_rows
+    assert [Progress(person, level, tuple(times), value) for person, level, times, value in rows] == expected
+    summary = summary_query(database, by_sessions, *RANGE, session_rules=rules)
+    result = client.query(summary.sql, parameters=summary.parameters)
+    row = dict(zip(result.column_names, result.result_rows[0], strict=True))
+    assert summary_of_row(by_sessions, row) == summary_of_progress(by_sessions, expected)

@@ -22,6 +22,10 @@ MAX_WINDOW_MS = 366 * 24 * 3600 * 1000
 MAX_NAME_LENGTH = 200
 
 Order = Literal["ordered", "strict"]
+# Whose progress a funnel follows: a person (user id, else anonymous id), or a session of the
+# sessions table (docs/funnels.md, "Sessions as the unit").
+Unit = Literal["people", "sessions"]
+UNITS: tuple[Unit, ...] = ("people", "sessions")
 ORDERS: tuple[Order, ...] = ("ordered", "strict")
 StepKind = Literal["event", "page"]
 
@@ -78,6 +82,7 @@ class Funnel:
     breakdown: Breakdown | None = None
     # Events failing any of these are left out, as those outside the time range are.
     filters: tuple[Filter, ...] = ()
+    unit: Unit = "people"
 
     def __post_init__(self) -> None:
         if not MIN_STEPS <= len(self.steps) <= MAX_STEPS:
@@ -92,6 +97,8 @@ class Funnel:
         _check_filters(self.filters, MAX_FUNNEL_FILTERS, "filters")
         if not 0 < self.window_ms <= MAX_WINDOW_MS:
             raise FunnelError("window", "window", "the window is positive and at most 366 days")
+        if self.unit not in UNITS:
+            raise FunnelError("unit", "unit", f"the unit is one of {', '.join(UNITS)}")
         if self.order not in ORDERS:
             raise FunnelError("order", "order", f"the order is one of {', '.join(ORDERS)}")
         if self.breakdown is not None:

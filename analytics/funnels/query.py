@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from headwater.analytics.sessions.query import identity_expression
+from headwater.core.projects.settings import Sessions
+
 from .definition import Funnel, PeopleList, Step
 from .filters import Binder, Filter, breakdown_sql, filter_sql
 from .summary import summary_items, summary_merge_items, summary_state_items
@@ -118,6 +121,7 @@ def progress_query(
     end: datetime,
     sorted_by_person: bool = True,
     per_day: bool = False,
+    session_rules: Sessions | None = None,
 ) -> FunnelQuery:
     """Per person with an event in [start, end) that is the first step: `person`, `level` (steps
     reached), `step_times` (Unix milliseconds of each) and `breakdown` (the breakdown column's value
@@ -127,6 +131,10 @@ def progress_query(
     With `per_day`, a row per UTC day D of [start, end) and person: the funnel of the events of
     [max(start, D), min(end, D + 1 day) + window) whose attempts start in [max(start, D), min(end,
     D + 1 day)) (trend.py); a column `day` (days since 1970) comes first.
+
+    With the unit `sessions`, `person` is a session id: each event belongs to the session of its
+    identity (by `session_rules`, the project's) that started last at or before it, when it lies
+    within that session's span; other events are left out.
 
     Filters on the message's body (properties) leave rows out before the copies are reduced to
     one, as every copy agrees on them; filters on per-copy columns are bits of each copy's mask,
@@ -174,19 +182,29 @@ def progress_query(
         values = ",\n        arrayMap(e -> e.6, events) AS values"
         attributed = "1" if funnel.breakdown.attribution == "first" else "-1"
         attributed_value = f"values[step_events[{attributed}]]"
+    unit_key, identity, sessions_join = PERSON, "", ""
+    if funnel.unit == "sessions":
+        unit_key = "s.session_id"
+        identity = f", {identity_expression(session_rules or Sessions())} AS session_identity"
+        sessions_join = f"""
+    ASOF JOIN (
+        SELECT identity, session_id, started_at, ended_at FROM `{database}`.sessions FINAL
+        WHERE started_at < {read_end} AND ended_at >= {{start:DateTime64(3, 'UTC')}}
+    ) AS s ON e.session_identity = s.identity AND e.timestamp >= s.started_at"""
+        only_steps += " AND e.timestamp <= s.ended_at"
     sql = f"""
 WITH
 stored AS (
-    SELECT {PERSON} AS person,{" day," if per_day else ""}
+    SELECT {unit_key} AS person,{" day," if per_day else ""}
         groupArray((message_id, received_at, request_id, toUnixTimestamp64Milli(timestamp), mask{carried}))
             AS copies
     FROM (
         SELECT user_id, anonymous_id, message_id, received_at, request_id, timestamp,
-            {mask} AS mask{value}{any_step}
+            {mask} AS mask{value}{any_step}{identity}
         FROM `{database}`.events
         WHERE timestamp >= {{start:DateTime64(3, 'UTC')}} AND timestamp < {read_end}
             {funnel_body}
-    )
+    ) AS e{sessions_join}
     WHERE person != '' {only_steps}
     GROUP BY {key}
 ),
@@ -248,11 +266,14 @@ def people_query(
     start: datetime,
     end: datetime,
     list_of: PeopleList,
+    session_rules: Sessions | None = None,
 ) -> FunnelQuery:
     """The people of `list_of` (those who reached its step, or reached the one before and not it),
     sorted, after its `after` (keyset pagination), at most its `limit` plus one (telling whether a
     next page exists)."""
-    progress = progress_query(database, funnel, start, end, sorted_by_person=False)
+    progress = progress_query(
+        database, funnel, start, end, sorted_by_person=False, session_rules=session_rules
+    )
     condition = (
         "level >= {list_step:UInt8}" if list_of.status == "converted" else "level = {list_step:UInt8} - 1"
     )
@@ -271,9 +292,13 @@ LIMIT {{limit:UInt32}}
     return FunnelQuery(sql, parameters)
 
 
-def summary_query(database: str, funnel: Funnel, start: datetime, end: datetime) -> FunnelQuery:
+def summary_query(
+    database: str, funnel: Funnel, start: datetime, end: datetime, session_rules: Sessions | None = None
+) -> FunnelQuery:
     """One row: summary.summary_items over every person's progress."""
-    progress = progress_query(database, funnel, start, end, sorted_by_person=False)
+    progress = progress_query(
+        database, funnel, start, end, sorted_by_person=False, session_rules=session_rules
+    )
     items = ",\n    ".join(summary_items(len(funnel.steps)))
     return FunnelQuery(f"SELECT\n    {items}\nFROM ({progress.sql})", progress.parameters)
 
@@ -331,14 +356,18 @@ def _strict(steps: int) -> str:
     return ",\n        ".join(items)
 
 
-def breakdown_query(database: str, funnel: Funnel, start: datetime, end: datetime) -> FunnelQuery:
+def breakdown_query(
+    database: str, funnel: Funnel, start: datetime, end: datetime, session_rules: Sessions | None = None
+) -> FunnelQuery:
     """A row per breakdown value: `value`, `is_other` and summary.summary_items, for the top
     `limit` values by people (ties in byte order of the value), then one row for all the others
     when there are any. One pass over the people: the summary's aggregate states per value, merged
     into the others' row (a second reference to the people's progress would compute it again)."""
     assert funnel.breakdown is not None
     steps = len(funnel.steps)
-    progress = progress_query(database, funnel, start, end, sorted_by_person=False)
+    progress = progress_query(
+        database, funnel, start, end, sorted_by_person=False, session_rules=session_rules
+    )
     states = ",\n        ".join(summary_state_items(steps))
     merged = ",\n    ".join(summary_merge_items(steps))
     sql = f"""

@@ -4,7 +4,7 @@ nothing in production calls it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -65,12 +65,50 @@ def person_of(event: FunnelEvent) -> str:
     return event.user_id or event.anonymous_id
 
 
-def people(events: Iterable[FunnelEvent], start: datetime, end: datetime) -> dict[str, list[FunnelEvent]]:
-    """Each person's events with a timestamp in [start, end), one per message id (its copy
-    received first, then the smallest request id), in order of (timestamp, message id)."""
+@dataclass(frozen=True, slots=True)
+class SessionSpan:
+    """A row of the sessions table, as a funnel by sessions reads it."""
+
+    identity: str
+    session_id: str
+    started_at: datetime
+    ended_at: datetime
+
+
+def session_of(spans: Iterable[SessionSpan], identity_rule: str) -> Callable[[FunnelEvent], str]:
+    """The unit of a funnel by sessions: an event's session is the one of its identity (by the
+    project's rule: `anonymous_id` or `user_id` first) that started last at or before it, when the
+    event lies within its span; else none ('')."""
+    by_identity: dict[str, list[SessionSpan]] = {}
+    for span in spans:
+        by_identity.setdefault(span.identity, []).append(span)
+    for identity_spans in by_identity.values():
+        identity_spans.sort(key=lambda span: span.started_at)
+
+    def unit(event: FunnelEvent) -> str:
+        first, second = (
+            (event.anonymous_id, event.user_id)
+            if identity_rule == "anonymous_id"
+            else (event.user_id, event.anonymous_id)
+        )
+        before = [s for s in by_identity.get(first or second, []) if s.started_at <= event.timestamp]
+        return before[-1].session_id if before and event.timestamp <= before[-1].ended_at else ""
+
+    return unit
+
+
+def people(
+    events: Iterable[FunnelEvent],
+    start: datetime,
+    end: datetime,
+    unit_of: Callable[[FunnelEvent], str] = person_of,
+) -> dict[str, list[FunnelEvent]]:
+    """Each person's events (or each unit's: `unit_of`) with a timestamp in [start, end), one per
+    message id (its copy received first, then the smallest request id), in order of (timestamp,
+    message id)."""
     chosen: dict[tuple[str, str], FunnelEvent] = {}
     for event in events:
-        person = person_of(event)
+        person = unit_of(event)
         if not person or not start <= event.timestamp < end:
             continue
         key = (person, event.message_id)
@@ -130,13 +168,14 @@ def funnel_progress(
     start: datetime,
     end: datetime,
     entry: tuple[datetime, datetime] | None = None,
+    unit_of: Callable[[FunnelEvent], str] = person_of,
 ) -> list[Progress]:
-    """Every person with an event in [start, end) that is the funnel's first step, sorted. Events
-    whose chosen copy fails the funnel's filters are left out. With `entry`, only attempts
-    starting in [entry[0], entry[1])."""
+    """Every person (or unit: `unit_of`) with an event in [start, end) that is the funnel's first
+    step, sorted. Events whose chosen copy fails the funnel's filters are left out. With `entry`,
+    only attempts starting in [entry[0], entry[1])."""
     result = []
     entry_ms = None if entry is None else (milliseconds(entry[0]), milliseconds(entry[1]))
-    for person, person_events in sorted(people(events, start, end).items()):
+    for person, person_events in sorted(people(events, start, end, unit_of).items()):
         kept = [event for event in person_events if event.passes(funnel.filters)]
         level, step_times, value = progress(funnel, kept, entry_ms)
         if level:

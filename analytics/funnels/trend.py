@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from headwater.core.projects.settings import Sessions
+
 from .definition import Funnel
 from .query import DAY_MS, FunnelQuery, progress_query
 from .reference import milliseconds
@@ -39,9 +41,13 @@ def day_bounds(day: int, start: datetime, end: datetime) -> tuple[datetime, date
     return max(start, midnight), min(end, midnight + timedelta(days=1))
 
 
-def trend_query(database: str, funnel: Funnel, start: datetime, end: datetime) -> FunnelQuery:
+def trend_query(
+    database: str, funnel: Funnel, start: datetime, end: datetime, session_rules: Sessions | None = None
+) -> FunnelQuery:
     """A row per day with anyone entering: `day` and summary.summary_items."""
-    progress = progress_query(database, funnel, start, end, sorted_by_person=False, per_day=True)
+    progress = progress_query(
+        database, funnel, start, end, sorted_by_person=False, per_day=True, session_rules=session_rules
+    )
     items = ",\n    ".join(summary_items(len(funnel.steps)))
     sql = f"SELECT day,\n    {items}\nFROM ({progress.sql})\nGROUP BY day ORDER BY day"
     return FunnelQuery(sql, progress.parameters)
