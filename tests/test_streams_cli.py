@@ -41,7 +41,8 @@ from headwater.ops.streams import STREAM_NAMES, managed_streams, plan_stream, re
 
 pytestmark = pytest.mark.services
 
-EVERY_STREAM = ("HW_EVENTS", "HW_DLQ", "HW_AUDIT", "KV_HW_PROJECTS", "KV_HW_IDEMPOTENCY", "KV_HW_SESSIONS")
+EVERY_STREAM = ("HW_EVENTS", "HW_DLQ", "HW_AUDIT", "KV_HW_PROJECTS", "KV_HW_IDEMPOTENCY", "KV_HW_SESSIONS",
+                "KV_HW_FUNNELS")  # fmt: skip
 
 
 async def headwater(url: str, *args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> Run:
