@@ -37,7 +37,7 @@ from headwater.core.service.validation import convert_body
 from .audit import AuditLog
 from .funnels import check_regexes, funnel_of, run_funnel
 from .query import ReadOnlyQueries
-from .schemas import FunnelRequest, SavedFunnel, SavedFunnelRequest, SavedFunnelRun
+from .schemas import FunnelPeopleRequest, FunnelRequest, SavedFunnel, SavedFunnelRequest, SavedFunnelRun
 from .store import ProjectStore
 
 FUNNELS_BUCKET = "HW_FUNNELS"
@@ -87,8 +87,13 @@ def _definition(request: SavedFunnelRequest) -> dict[str, Any]:
     return body
 
 
-def as_query(funnel: SavedFunnel, start: datetime, end: datetime, people: Any = None) -> FunnelRequest:
-    """The funnel query that `funnel` over [start, end) is."""
+def as_query(
+    funnel: SavedFunnel | SavedFunnelRequest,
+    start: datetime,
+    end: datetime,
+    people: FunnelPeopleRequest | None = None,
+) -> FunnelRequest:
+    """The funnel query that `funnel`'s definition over [start, end) is."""
     return FunnelRequest(
         steps=funnel.steps,
         window=funnel.window,
@@ -142,25 +147,23 @@ class SavedFunnelService:
     async def list_all(self, project_id: str) -> list[SavedFunnel]:
         await self._projects.get(validate_project_id(project_id))
         ids, _ = await self._index(project_id)
-        funnels = []
-        for funnel_id in ids:
-            try:
-                funnel, _ = await self._entry(project_id, funnel_id)
-            except FunnelNotFound:  # deleted meanwhile, or a create that never finished
-                continue
-            funnels.append(funnel)
-        return sorted(funnels, key=lambda f: (f.name, f.id))
+        found = await asyncio.gather(*(self._find(project_id, funnel_id) for funnel_id in ids))
+        # None: deleted meanwhile, or a create that never finished.
+        return sorted((f for f in found if f is not None), key=lambda f: (f.name, f.id))
+
+    async def _find(self, project_id: str, funnel_id: str) -> SavedFunnel | None:
+        try:
+            funnel, _ = await self._entry(project_id, funnel_id)
+        except FunnelNotFound:
+            return None
+        return funnel
 
     # -- checking ---------------------------------------------------------------------------------
 
     async def _checked(self, project_id: str, body: dict[str, Any]) -> SavedFunnelRequest:
         """The request, validated as a funnel query is: 400 naming the field otherwise."""
         request = convert_body(body, SavedFunnelRequest)
-        probe = SavedFunnel(
-            "x" * 12, request.name, request.steps, request.window, request.order,
-            request.breakdown, request.filters, "", "", 1,
-        )  # fmt: skip
-        funnel, _ = funnel_of(as_query(probe, _SOME_START, _SOME_END))
+        funnel, _ = funnel_of(as_query(request, _SOME_START, _SOME_END))
         await asyncio.to_thread(check_regexes, self._queries, project_id, funnel)
         return request
 
@@ -208,14 +211,8 @@ class SavedFunnelService:
 
     async def _live(self, project_id: str, ids: list[str]) -> list[str]:
         """The ids whose funnel exists (a crash between the claim and the write leaves one behind)."""
-        live = []
-        for funnel_id in ids:
-            try:
-                await self._entry(project_id, funnel_id)
-            except FunnelNotFound:
-                continue
-            live.append(funnel_id)
-        return live
+        found = await asyncio.gather(*(self._find(project_id, funnel_id) for funnel_id in ids))
+        return [funnel_id for funnel_id, funnel in zip(ids, found, strict=True) if funnel is not None]
 
     async def _release(self, project_id: str, funnel_id: str) -> None:
         """Remove `funnel_id` from the project's index (compare-and-set)."""

@@ -244,7 +244,7 @@ async def test_bad_definitions_are_refused_naming_the_field(api: Api) -> None:
     assert (await api.call("GET", f"/{saved['id']}")).json() == saved  # refusals changed nothing
 
 
-async def test_a_project_keeps_at_most_100_saved_funnels(api: Api) -> None:
+async def test_a_project_keeps_at_most_100_saved_funnels(stack: Stack, api: Api, project_id: str) -> None:
     for number in range(MAX_SAVED_FUNNELS - 3):
         await api.save(f"funnel {number:03}")
     # Concurrent creates for the last 3 places: exactly 3 land, whatever the interleaving.
@@ -258,6 +258,17 @@ async def test_a_project_keeps_at_most_100_saved_funnels(api: Api) -> None:
     assert len(listed) == MAX_SAVED_FUNNELS
     assert (await api.call("DELETE", f"/{listed[0]['id']}")).status_code == 204
     assert (await api.call("POST", "", {"name": "one more", **DEFINITION})).status_code == 201
+    assert (await api.call("POST", "", {"name": "too many", **DEFINITION})).status_code == 409
+
+    # A create that stopped between claiming its place and writing the funnel (a crash): the place
+    # is not listed, and it is reclaimed once the index is full.
+    assert stack.nats is not None
+    kv = await stack.nats.jetstream().key_value(FUNNELS_BUCKET)
+    await kv.delete(f"{project_id}.{listed[1]['id']}")  # the funnel gone, its id still in the index
+    assert len(orjson.loads((await kv.get(project_id)).value or b"")) == MAX_SAVED_FUNNELS
+    assert len((await api.call("GET")).json()["funnels"]) == MAX_SAVED_FUNNELS - 1
+    assert (await api.call("POST", "", {"name": "reclaimed", **DEFINITION})).status_code == 201
+    assert len(orjson.loads((await kv.get(project_id)).value or b"")) == MAX_SAVED_FUNNELS
     assert (await api.call("POST", "", {"name": "too many", **DEFINITION})).status_code == 409
 
 
