@@ -45,6 +45,7 @@ from .schemas import (
     SavedFunnelList,
     SavedFunnelRequest,
     SavedFunnelRun,
+    SavedFunnelTrendRun,
 )
 
 Schema = dict[str, Any]
@@ -436,6 +437,17 @@ def _saved_funnel_routes() -> tuple[Route, ...]:
             description="The saved definition with `from`, `to` and optionally `people`, answered as "
             "`POST /v1/projects/{project_id}/funnels/query` answers it.",
         ),
+        Route(
+            "post",
+            f"{one}/trend",
+            "savedFunnelTrend",
+            "A saved funnel's conversion day by day",
+            {200: Answer("The answer `funnels/trend` gives for the saved definition.", FunnelTrendAnswer)},
+            (400, 401, 403, 404, 413, 422, 429, 503),
+            SavedFunnelTrendRun,
+            description="The saved definition (its breakdown left out) with `from` and `to`, answered as "
+            "`POST /v1/projects/{project_id}/funnels/trend` answers it.",
+        ),
     )
 
 
@@ -593,5 +605,6 @@ def _funnel_links() -> dict[str, Any]:
         "GetSavedFunnel": {"operationId": "getSavedFunnel", "parameters": target},
         "ReplaceSavedFunnel": {"operationId": "replaceSavedFunnel", "parameters": target},
         "RunSavedFunnel": {"operationId": "runSavedFunnel", "parameters": target},
+        "SavedFunnelTrend": {"operationId": "savedFunnelTrend", "parameters": target},
         "DeleteSavedFunnel": {"operationId": "deleteSavedFunnel", "parameters": target},
     }

@@ -35,9 +35,17 @@ from headwater.core.service.kvbuckets import ensure_bucket
 from headwater.core.service.validation import convert_body
 
 from .audit import AuditLog
-from .funnels import check_regexes, funnel_of, run_funnel
+from .funnels import check_regexes, funnel_of, run_funnel, run_trend
 from .query import ReadOnlyQueries
-from .schemas import FunnelPeopleRequest, FunnelRequest, SavedFunnel, SavedFunnelRequest, SavedFunnelRun
+from .schemas import (
+    FunnelPeopleRequest,
+    FunnelRequest,
+    FunnelTrendRequest,
+    SavedFunnel,
+    SavedFunnelRequest,
+    SavedFunnelRun,
+    SavedFunnelTrendRun,
+)
 from .store import ProjectStore
 
 FUNNELS_BUCKET = "HW_FUNNELS"
@@ -280,6 +288,22 @@ class SavedFunnelService:
         asked = convert_body(body, SavedFunnelRun)
         query = as_query(funnel, asked.start, asked.end, asked.people)
         return await asyncio.to_thread(run_funnel, self._queries, project_id, query)
+
+    async def trend(self, project_id: str, funnel_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The saved funnel's daily trend, as `funnels/trend` answers its definition (without the
+        breakdown, which a trend does not have)."""
+        funnel = await self.get(project_id, funnel_id)
+        asked = convert_body(body, SavedFunnelTrendRun)
+        request = FunnelTrendRequest(
+            steps=funnel.steps,
+            window=funnel.window,
+            order=funnel.order,
+            filters=funnel.filters,
+            start=asked.start,
+            end=asked.end,
+        )
+        now = datetime.now(UTC)
+        return await asyncio.to_thread(run_trend, self._queries, project_id, request, now)
 
 
 async def purge_project_funnels(js: JetStreamContext, project_id: str) -> None:

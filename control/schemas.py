@@ -644,3 +644,16 @@ class SavedFunnel(Struct, forbid_unknown_fields=True):
 
 class SavedFunnelList(Struct, forbid_unknown_fields=True):
     funnels: Annotated[list[SavedFunnel], Meta(description="By name, then id; 100 at most.")]
+
+
+class SavedFunnelTrendRun(Struct, forbid_unknown_fields=True):
+    """The range of days a saved funnel's daily trend covers (its breakdown is not used)."""
+
+    start: Annotated[AwareTime, Meta(description="Entries from this time (UTC days).")] = field(name="from")
+    end: Annotated[
+        AwareTime, Meta(description="Entries before this time; conversions up to a window later.")
+    ] = field(name="to")
+
+    json_schema_extra: ClassVar[Schema] = {
+        "examples": [{"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}]
+    }

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from .controlclient import ControlClient
-from .funnel import DEFAULT_RANGE, _breakdown_key, add_filters, funnel_body, funnel_table
+from .funnel import DEFAULT_RANGE, _breakdown_key, add_filters, funnel_body, funnel_table, trend_table
 from .options import option, when_option
 from .projects import key_value_block, print_json, table, with_client
 
@@ -180,6 +180,7 @@ def delete(client: ControlClient, project: str, funnel_id: str) -> None:
     help="Events from this time (ISO-8601, or 30m/12h/7d ago); default: 30 days before --to.",
 )
 @click.option("--to", "end", callback=when_option, help="Events before this time; default: now.")
+@click.option("--trend", is_flag=True, help="The conversion per UTC day of entry instead (no breakdown).")
 @json_option
 @with_client
 def run(
@@ -188,14 +189,22 @@ def run(
     funnel_id: str,
     start: datetime | None,
     end: datetime | None,
+    trend: bool,
     as_json: bool,
 ) -> None:
     """Run a saved funnel: the table `headwater funnel` prints for its definition."""
     until = end or datetime.now(UTC)
     since = start or until - DEFAULT_RANGE
-    answer = client.run_saved_funnel(project, funnel_id, {"from": since.isoformat(), "to": until.isoformat()})
+    body = {"from": since.isoformat(), "to": until.isoformat()}
+    if trend:
+        answer = client.saved_funnel_trend(project, funnel_id, body)
+    else:
+        answer = client.run_saved_funnel(project, funnel_id, body)
     if as_json:
         click.echo(json.dumps(answer))
+        return
+    if trend:
+        click.echo(trend_table(answer["days"]))
         return
     click.echo(funnel_table(answer["steps"]))
     groups = answer.get("breakdown") or ()

@@ -157,6 +157,7 @@ async def test_unknown_projects_funnels_and_missing_tokens(
         ("PUT", "/aaaaaaaaaaaa", body),
         ("DELETE", "/aaaaaaaaaaaa", None),
         ("POST", "/aaaaaaaaaaaa/query", run),
+        ("POST", "/aaaaaaaaaaaa/trend", run),
     ):
         response = await unknown.call(method, path, sent)
         assert (response.status_code, response.json()["code"]) == (404, "project_not_found"), (method, path)
@@ -167,6 +168,7 @@ async def test_unknown_projects_funnels_and_missing_tokens(
         ("PUT", "/aaaaaaaaaaaa", body),
         ("DELETE", "/aaaaaaaaaaaa", None),
         ("POST", "/aaaaaaaaaaaa/query", run),
+        ("POST", "/aaaaaaaaaaaa/trend", run),
     ):
         response = await unknown.call(method, path, sent)
         assert (response.status_code, response.json()["code"]) == (404, "funnel_not_found"), (method, path)
@@ -368,6 +370,14 @@ async def test_a_saved_funnel_answers_as_the_ad_hoc_query_and_the_cli(
         assert adhoc.status_code == 200, adhoc.text
         assert ran.json() == adhoc.json()
     answer = ran.json()
+    # The daily trend: the ad-hoc trend of the definition, less the breakdown a trend does not have.
+    daily = await api.call("POST", f"/{saved['id']}/trend", window)
+    assert daily.status_code == 200, daily.text
+    trend_body = {k: v for k, v in definition.items() if k != "breakdown"}
+    adhoc_daily = await api.call("POST", "/trend", {**trend_body, **window})
+    assert adhoc_daily.status_code == 200, adhoc_daily.text
+    assert daily.json() == adhoc_daily.json()
+    assert sum(day["steps"][0]["count"] for day in daily.json()["days"]) == 5
     assert [s["count"] for s in answer["steps"]] == [5, 3]  # u1, u3 (90 min), u5; u6's plan is free
     assert answer["people"]["people"] == ["u1", "u3", "u5"]
 
@@ -404,6 +414,14 @@ async def test_a_saved_funnel_answers_as_the_ad_hoc_query_and_the_cli(
         "--breakdown", "utm_source", *times, env=env,
     )  # fmt: skip
     assert table.stdout == adhoc_table.stdout
+    trend_table = await run_cli("funnels", "run", *where, from_cli["id"], *times, "--trend", env=env)
+    adhoc_trend = await run_cli(
+        "funnel", *where, "--step", "page:/pric*", "--step", "event:Signed Up", "--window", "2h",
+        "--step-filter", "2", paid_text, "--filter", "properties.plan!=enterprise", "--trend", *times,
+        env=env,
+    )  # fmt: skip
+    assert trend_table.code == 0 and adhoc_trend.code == 0, trend_table.stderr + adhoc_trend.stderr
+    assert trend_table.stdout == adhoc_trend.stdout
     assert "utm_source = 'ads'" in table.stdout
     replaced = await run_cli(
         "funnels", "save", *where, "--replace", from_cli["id"], "--if-match", "1", "--name", "x",
