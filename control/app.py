@@ -6,7 +6,9 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from quart import Blueprint, Quart, Response, g, request
+from werkzeug.routing import BaseConverter
 
 from headwater.core.projects.project import Project, validate_project_id
 from headwater.core.service.authfailures import AuthFailureLimits, AuthFailures
@@ -27,6 +29,7 @@ from .idempotency import validate_idempotency_key
 from .openapi import openapi_document
 from .paths import run_paths
 from .query import ReadOnlyQueries
+from .saved_funnels import SavedFunnelService
 from .schemas import FunnelRequest, FunnelTrendRequest, PathsRequest, PurgeConfirmation, Query, RotateKey
 from .service import ProjectService
 from .settings import ControlSettings
@@ -51,7 +54,7 @@ def _if_match() -> int | None:
     value = raw.strip().removeprefix("W/").strip('"')
     if not (value.isascii() and value.isdigit() and len(value) <= 19):
         raise APIError(
-            400, "invalid_if_match", 'If-Match must be the project\'s revision, e.g. "7"', "If-Match"
+            400, "invalid_if_match", 'If-Match must be a revision (the ETag), e.g. "7"', "If-Match"
         )
     return int(value)
 
@@ -63,14 +66,22 @@ def _page_size() -> int:
     return int(raw)
 
 
+class FunnelIdConverter(BaseConverter):
+    """A saved funnel's id (saved_funnels.new_funnel_id): `funnels/query` is never one."""
+
+    regex = "[a-z2-7]{12}"
+
+
 def create_app(
     settings: ControlSettings,
     store: ProjectStore,
     service: ProjectService,
     queries: ReadOnlyQueries,
     readiness: ReadinessCheck,
+    funnels: SavedFunnelService | None = None,
 ) -> Quart:
     app = new_app(__name__)
+    app.url_map.converters["funnel_id"] = FunnelIdConverter
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     install_error_handlers(app)
 
@@ -169,6 +180,48 @@ def create_app(
         trend = convert_body(await read_json_object(), FunnelTrendRequest)
         now = datetime.now(UTC)
         return json_response(await asyncio.to_thread(run_trend, queries, project_id, trend, now))
+
+    def saved_funnels() -> SavedFunnelService:
+        if funnels is None:
+            raise APIError(503, "saved_funnels_unavailable", "saved funnels are not configured")
+        return funnels
+
+    def funnel_answer(funnel: object, status: int = 200) -> Response:
+        body = msgspec.to_builtins(funnel)
+        return json_response(body, status, _etag(body["revision"]))
+
+    @api.get("/projects/<project_id>/funnels")
+    async def list_saved_funnels(project_id: str) -> Response:
+        listed = await saved_funnels().list_all(project_id)
+        return json_response({"funnels": msgspec.to_builtins(listed)})
+
+    @api.post("/projects/<project_id>/funnels")
+    async def create_saved_funnel(project_id: str) -> Response:
+        created = await saved_funnels().create(project_id, await read_json_object(), g.actor)
+        return funnel_answer(created, 201)
+
+    @api.get("/projects/<project_id>/funnels/<funnel_id:funnel_id>")
+    async def get_saved_funnel(project_id: str, funnel_id: str) -> Response:
+        return funnel_answer(await saved_funnels().get(project_id, funnel_id))
+
+    @api.put("/projects/<project_id>/funnels/<funnel_id:funnel_id>")
+    async def replace_saved_funnel(project_id: str, funnel_id: str) -> Response:
+        if_match = _if_match()
+        body = await read_json_object()
+        return funnel_answer(await saved_funnels().replace(project_id, funnel_id, body, g.actor, if_match))
+
+    @api.delete("/projects/<project_id>/funnels/<funnel_id:funnel_id>")
+    async def delete_saved_funnel(project_id: str, funnel_id: str) -> Response:
+        await saved_funnels().delete(project_id, funnel_id, g.actor, _if_match())
+        return Response(status=204)
+
+    @api.post("/projects/<project_id>/funnels/<funnel_id:funnel_id>/query")
+    async def run_saved_funnel(project_id: str, funnel_id: str) -> Response:
+        return json_response(await saved_funnels().run(project_id, funnel_id, await read_json_object()))
+
+    @api.post("/projects/<project_id>/funnels/<funnel_id:funnel_id>/trend")
+    async def saved_funnel_trend(project_id: str, funnel_id: str) -> Response:
+        return json_response(await saved_funnels().trend(project_id, funnel_id, await read_json_object()))
 
     @api.post("/projects/<project_id>/paths/query")
     async def query_paths(project_id: str) -> Response:

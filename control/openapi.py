@@ -23,6 +23,7 @@ from .schemas import (
     CreateProject,
     Error,
     FunnelAnswer,
+    FunnelId,
     FunnelRequest,
     FunnelTrendAnswer,
     FunnelTrendRequest,
@@ -40,10 +41,16 @@ from .schemas import (
     Readiness,
     RotatedKey,
     RotateKey,
+    SavedFunnel,
+    SavedFunnelList,
+    SavedFunnelRequest,
+    SavedFunnelRun,
+    SavedFunnelTrendRun,
 )
 
 Schema = dict[str, Any]
-Body = type | tuple[type, ...] | Schema  # a struct, one of several structs, or a schema as it is
+# A struct, one of several structs, a schema as it is, or None (no body: 204).
+Body = type | tuple[type, ...] | Schema | None
 
 JSON = "application/json"
 # Error codes by status. `not_found` is the router's: a path that matches no route (e.g. a project id
@@ -63,22 +70,23 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
     ),
     401: ("missing_admin_token",),
     403: ("invalid_admin_token", "query_not_allowed"),
-    404: ("project_not_found", "not_found"),
-    409: ("project_exists", "update_conflict", "app_id_taken"),
+    404: ("project_not_found", "not_found", "funnel_not_found"),
+    409: ("project_exists", "update_conflict", "app_id_taken", "funnel_limit_reached"),
     412: ("revision_mismatch",),
     413: ("payload_too_large",),
     422: ("idempotency_key_reused", "query_too_expensive"),
     429: ("too_many_auth_failures", "too_many_queries"),
-    503: ("clickhouse_unavailable",),
+    503: ("clickhouse_unavailable", "saved_funnels_unavailable"),
 }
 ERROR_DESCRIPTIONS = {
     400: "The request is invalid; `field` names the part at fault when there is one.",
     401: "No admin token: send `Authorization: Bearer <token>`.",
     403: "The admin token is not valid (`invalid_admin_token`), or the query reaches outside the "
     "project or is not a SELECT (`query_not_allowed`; the message names what was refused).",
-    404: "No such project (`project_not_found`), or no such route (`not_found`).",
-    409: "Conflict with the project's current state.",
-    412: "The project changed since the revision given in `If-Match`.",
+    404: "No such project (`project_not_found`), no such saved funnel (`funnel_not_found`), or no such "
+    "route (`not_found`).",
+    409: "Conflict with the project's current state (`funnel_limit_reached`: it has 100 saved funnels).",
+    412: "The project or saved funnel changed since the revision given in `If-Match`.",
     413: "The request body is larger than the configured limit.",
     422: "The Idempotency-Key was used with a different request body (`idempotency_key_reused`), or "
     "the query exceeded its memory, time or result-row limit (`query_too_expensive`).",
@@ -112,6 +120,7 @@ class Answer:
     body: Body
     headers: Mapping[str, Schema] = field(default_factory=dict)
     links: bool = False  # to the operations on the project it names (create's answer)
+    funnel_links: bool = False  # to the operations on the saved funnel it is (create's answer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,6 +362,92 @@ def routes() -> tuple[Route, ...]:
             "a Sankey chart (docs/paths.md has the exact definitions). A cleaning regex that does "
             "not compile is `400 invalid_field` naming it. Runs read-only with the limits of `/query`.",
         ),
+        *_saved_funnel_routes(),
+    )
+
+
+SAVED_FUNNEL = Answer("The saved funnel and its revision.", SavedFunnel, {"ETag": REQUIRED_ETAG})
+IF_MATCH = _parameter(
+    "If-Match",
+    "header",
+    {"type": "string", "pattern": r'^(\*|(W/)?"[0-9]+")$'},
+    "Apply only if the saved funnel is still at this revision (its ETag); otherwise 412. "
+    "Without it, or with `*`, the change is applied to the newest revision.",
+)
+
+
+def _saved_funnel_routes() -> tuple[Route, ...]:
+    """docs/funnels.md, "Saved funnels"."""
+    one = "/v1/projects/{project_id}/funnels/{funnel_id}"
+    return (
+        Route(
+            "get",
+            "/v1/projects/{project_id}/funnels",
+            "listSavedFunnels",
+            "The project's saved funnels, by name",
+            {
+                200: Answer(
+                    "Every saved funnel of the project (100 at most), by name then id.", SavedFunnelList
+                )
+            },
+            (400, 401, 403, 404, 429),
+        ),
+        Route(
+            "post",
+            "/v1/projects/{project_id}/funnels",
+            "createSavedFunnel",
+            "Save a funnel's definition under a name",
+            {201: Answer("Saved.", SavedFunnel, {"ETag": REQUIRED_ETAG}, funnel_links=True)},
+            (400, 401, 403, 404, 409, 413, 422, 429, 503),
+            SavedFunnelRequest,
+            description="The definition is validated as `funnels/query` validates the same fields "
+            "(`400 invalid_field` naming the same field). A project keeps at most 100 saved funnels "
+            "(`409 funnel_limit_reached`).",
+        ),
+        Route(
+            "get", one, "getSavedFunnel", "One saved funnel", {200: SAVED_FUNNEL}, (400, 401, 403, 404, 429)
+        ),
+        Route(
+            "put",
+            one,
+            "replaceSavedFunnel",
+            "Replace a saved funnel's name and definition",
+            {200: SAVED_FUNNEL},
+            (400, 401, 403, 404, 409, 412, 413, 422, 429, 503),
+            SavedFunnelRequest,
+            (IF_MATCH,),
+        ),
+        Route(
+            "delete",
+            one,
+            "deleteSavedFunnel",
+            "Delete a saved funnel",
+            {204: Answer("Deleted.", None)},
+            (400, 401, 403, 404, 412, 429),
+            parameters=(IF_MATCH,),
+        ),
+        Route(
+            "post",
+            f"{one}/query",
+            "runSavedFunnel",
+            "Run a saved funnel over a time range",
+            {200: Answer("The answer `funnels/query` gives for the saved definition.", FunnelAnswer)},
+            (400, 401, 403, 404, 413, 422, 429, 503),
+            SavedFunnelRun,
+            description="The saved definition with `from`, `to` and optionally `people`, answered as "
+            "`POST /v1/projects/{project_id}/funnels/query` answers it.",
+        ),
+        Route(
+            "post",
+            f"{one}/trend",
+            "savedFunnelTrend",
+            "A saved funnel's conversion day by day",
+            {200: Answer("The answer `funnels/trend` gives for the saved definition.", FunnelTrendAnswer)},
+            (400, 401, 403, 404, 413, 422, 429, 503),
+            SavedFunnelTrendRun,
+            description="The saved definition (its breakdown left out) with `from` and `to`, answered as "
+            "`POST /v1/projects/{project_id}/funnels/trend` answers it.",
+        ),
     )
 
 
@@ -368,6 +463,10 @@ def openapi_document() -> dict[str, Any]:
             item["parameters"] = [
                 {"name": "project_id", "in": "path", "required": True, "schema": _ref("ProjectId")}
             ]
+        if "{funnel_id}" in route.path:
+            item["parameters"].append(
+                {"name": "funnel_id", "in": "path", "required": True, "schema": msgspec.json.schema(FunnelId)}
+            )
         item[route.method] = _operation(route, schema_of)
     document = {
         "openapi": "3.1.0",
@@ -444,9 +543,12 @@ def _operation(route: Route, schema_of: Mapping[type, Schema]) -> dict[str, Any]
         response: dict[str, Any] = {"description": answer.description}
         if answer.headers:
             response["headers"] = dict(answer.headers)
-        response["content"] = _json(_body_schema(answer.body, schema_of))
+        if answer.body is not None:
+            response["content"] = _json(_body_schema(answer.body, schema_of))
         if answer.links:
             response["links"] = _project_links("$response.body#/project/id")
+        if answer.funnel_links:
+            response["links"] = _funnel_links()
         responses[str(status)] = response
     responses.update(_errors(*route.errors))
     operation["responses"] = responses
@@ -454,6 +556,7 @@ def _operation(route: Route, schema_of: Mapping[type, Schema]) -> dict[str, Any]
 
 
 def _body_schema(body: Body, schema_of: Mapping[type, Schema]) -> Schema:
+    assert body is not None
     if isinstance(body, tuple):
         return {"oneOf": [schema_of[struct] for struct in body]}
     if isinstance(body, type):
@@ -492,4 +595,16 @@ def _project_links(project_id: str) -> dict[str, Any]:
             "operationId": "deleteProject",
             "parameters": {**target, "query.purge": "true", "query.confirm": project_id},
         },
+    }
+
+
+def _funnel_links() -> dict[str, Any]:
+    """Links from a created saved funnel to the operations on it."""
+    target = {"project_id": "$request.path.project_id", "funnel_id": "$response.body#/id"}
+    return {
+        "GetSavedFunnel": {"operationId": "getSavedFunnel", "parameters": target},
+        "ReplaceSavedFunnel": {"operationId": "replaceSavedFunnel", "parameters": target},
+        "RunSavedFunnel": {"operationId": "runSavedFunnel", "parameters": target},
+        "SavedFunnelTrend": {"operationId": "savedFunnelTrend", "parameters": target},
+        "DeleteSavedFunnel": {"operationId": "deleteSavedFunnel", "parameters": target},
     }

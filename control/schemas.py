@@ -564,3 +564,96 @@ class PathsAnswer(Struct, forbid_unknown_fields=True):
     people: Annotated[int, Meta(ge=0, description="People with a path (one each).")]
     nodes: Annotated[list[PathsNode], Meta(description="The nodes the edges touch.")]
     edges: Annotated[list[PathsEdge], Meta(description="The heaviest edges, heaviest first.")]
+
+
+# -- saved funnels (docs/funnels.md, "Saved funnels") -------------------------------------------
+
+FunnelId = Annotated[
+    str,
+    Meta(
+        pattern="^[a-z2-7]{12}$",
+        description="Server-generated: 12 characters of lowercase base32.",
+        examples=["k3qv7xzab2mf"],
+    ),
+]
+SavedFunnelName = Annotated[
+    str,
+    Meta(min_length=1, max_length=200, pattern=r"\S", description="Surrounding whitespace is removed."),
+]
+
+
+class SavedFunnelRequest(Struct, forbid_unknown_fields=True):
+    """A funnel's definition (the fields of a funnel query but the time range and the people list),
+    validated as the query validates them, and its name."""
+
+    name: SavedFunnelName
+    steps: Annotated[list[FunnelStepSpec], Meta(min_length=2, max_length=20)]
+    window: Annotated[FunnelWindow, Meta(description="The last step at most this long after the first.")]
+    order: Annotated[
+        Order,
+        Meta(description="`ordered`: other events may come between steps; `strict`: none may."),
+    ] = "ordered"
+    breakdown: Annotated[
+        FunnelBreakdownRequest | None, Meta(description="Also the answer per value of a column.")
+    ] = None
+    filters: Annotated[
+        list[FilterSpec],
+        Meta(max_length=MAX_FUNNEL_FILTERS, description="Events failing any are left out, every step's."),
+    ] = []
+
+    json_schema_extra: ClassVar[Schema] = {
+        "examples": [
+            {
+                "name": "Pricing to sign-up",
+                "steps": [{"kind": "page", "value": "/pricing"}, {"kind": "event", "value": "Signed Up"}],
+                "window": {"value": 1, "unit": "day"},
+            }
+        ]
+    }
+
+    def __post_init__(self) -> None:
+        self.name = self.name.strip()
+
+
+class SavedFunnelRun(Struct, forbid_unknown_fields=True):
+    """The time range (and optionally a people list) a saved funnel is run over."""
+
+    start: AwareTime = field(name="from")
+    end: AwareTime = field(name="to")
+    people: Annotated[
+        FunnelPeopleRequest | None, Meta(description="Also list the people of one step, a page at a time.")
+    ] = None
+
+    json_schema_extra: ClassVar[Schema] = {
+        "examples": [{"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}]
+    }
+
+
+class SavedFunnel(Struct, forbid_unknown_fields=True):
+    id: FunnelId
+    name: Annotated[str, Meta(min_length=1, max_length=200)]
+    steps: list[FunnelStepSpec]
+    window: FunnelWindow
+    order: Order
+    breakdown: FunnelBreakdownRequest | None
+    filters: list[FilterSpec]
+    created_at: IsoTime
+    updated_at: IsoTime
+    revision: Annotated[Revision, Meta(description="The KV revision, for `If-Match` on a later PUT.")]
+
+
+class SavedFunnelList(Struct, forbid_unknown_fields=True):
+    funnels: Annotated[list[SavedFunnel], Meta(description="By name, then id; 100 at most.")]
+
+
+class SavedFunnelTrendRun(Struct, forbid_unknown_fields=True):
+    """The range of days a saved funnel's daily trend covers (its breakdown is not used)."""
+
+    start: Annotated[AwareTime, Meta(description="Entries from this time (UTC days).")] = field(name="from")
+    end: Annotated[
+        AwareTime, Meta(description="Entries before this time; conversions up to a window later.")
+    ] = field(name="to")
+
+    json_schema_extra: ClassVar[Schema] = {
+        "examples": [{"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}]
+    }

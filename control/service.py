@@ -33,6 +33,8 @@ MAX_UPDATE_ATTEMPTS = 50
 
 # Removes a project's messages from the JetStream streams; returns how many were removed.
 MessagePurger = Callable[[str], Awaitable[int]]
+# Removes what else the project keeps besides its config (its saved funnels).
+ProjectDataPurger = Callable[[str], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,7 @@ class ProjectService:
         purge_messages: MessagePurger,
         cluster: str | None = None,
         query_user: str | None = None,
+        purge_data: ProjectDataPurger | None = None,
     ) -> None:
         self._store = store
         self._clickhouse = clickhouse
@@ -95,6 +98,7 @@ class ProjectService:
         self._cluster = cluster
         # The ClickHouse user of the query API, granted each project's reader role (query_grants.py).
         self._query_user = query_user
+        self._purge_data = purge_data
 
     # -- create -------------------------------------------------------------------------------
 
@@ -269,6 +273,8 @@ class ProjectService:
         await asyncio.to_thread(drop_database, self._clickhouse, database, self._cluster)
         if self._query_user is not None:
             await asyncio.to_thread(revoke_grants, self._clickhouse, project_id, self._cluster)
+        if self._purge_data is not None:  # before the config: a failed purge can be retried
+            await self._purge_data(project_id)
         await self._store.delete(project_id)
         await self._audit.record(
             actor, "project.purge", project_id, messages_purged=messages, database=database

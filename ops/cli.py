@@ -13,6 +13,7 @@ from .paths import paths
 from .projects import projects
 from .query import query
 from .replay import replay
+from .savedfunnels import funnels
 from .serve import serve
 from .sessions import sessions
 from .spool import spool
@@ -40,6 +41,7 @@ main.add_command(up)
 main.add_command(serve)
 main.add_command(query)
 main.add_command(funnel)
+main.add_command(funnels)
 main.add_command(paths)
 main.add_command(projects)
 main.add_command(migrate)

@@ -207,6 +207,47 @@ class ControlClient:
         ).body
         return answer
 
+    def list_saved_funnels(self, project_id: str) -> list[dict[str, Any]]:
+        """The project's saved funnels, by name then id."""
+        path = f"/v1/projects/{_segment(project_id)}/funnels"
+        funnels: list[dict[str, Any]] = self.request("GET", path).body["funnels"]
+        return funnels
+
+    def get_saved_funnel(self, project_id: str, funnel_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = self.request("GET", _funnel_path(project_id, funnel_id)).body
+        return body
+
+    def save_funnel(self, project_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """A new saved funnel from `{"name", "steps", "window", ...}`; the saved funnel."""
+        path = f"/v1/projects/{_segment(project_id)}/funnels"
+        saved: dict[str, Any] = self.request("POST", path, body).body
+        return saved
+
+    def replace_saved_funnel(
+        self, project_id: str, funnel_id: str, body: Mapping[str, Any], if_match: int | None = None
+    ) -> dict[str, Any]:
+        headers = {"If-Match": f'"{if_match}"'} if if_match is not None else None
+        path = _funnel_path(project_id, funnel_id)
+        saved: dict[str, Any] = self.request("PUT", path, body, headers=headers).body
+        return saved
+
+    def delete_saved_funnel(self, project_id: str, funnel_id: str) -> None:
+        self.request("DELETE", _funnel_path(project_id, funnel_id))
+
+    def run_saved_funnel(self, project_id: str, funnel_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """A saved funnel's answer over `{"from", "to"[, "people"]}`, as `funnel` answers."""
+        answer: dict[str, Any] = self.request(
+            "POST", _funnel_path(project_id, funnel_id) + "/query", body
+        ).body
+        return answer
+
+    def saved_funnel_trend(self, project_id: str, funnel_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """A saved funnel's answer per day of entry over `{"from", "to"}`."""
+        answer: dict[str, Any] = self.request(
+            "POST", _funnel_path(project_id, funnel_id) + "/trend", body
+        ).body
+        return answer
+
     def create_project(self, body: Mapping[str, Any], idempotency_key: str | None = None) -> Answer:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return self.request("POST", "/v1/projects", body, headers=headers)
@@ -254,3 +295,7 @@ class ControlClient:
 def _segment(value: str) -> str:
     """A path segment, escaped: a project id the API will refuse must not change the path."""
     return urllib.parse.quote(value, safe="")
+
+
+def _funnel_path(project_id: str, funnel_id: str) -> str:
+    return f"/v1/projects/{_segment(project_id)}/funnels/{_segment(funnel_id)}"

@@ -4,7 +4,8 @@ Each role connects as a user of its own, allowed only what that role does (docs/
 
 - edge: publish `hw.events.>`; read the project KV bucket; create the streams it starts with.
 - consumer: consume HW_EVENTS, publish `hw.dlq.>`, read the project KV bucket.
-- control: write the project and idempotency KV buckets, the audit stream, purge a project.
+- control: write the project, idempotency and saved-funnel KV buckets, the audit stream, purge a
+  project.
 - sessionizer: read the project KV bucket; write the sessionizer watermarks (KV HW_SESSIONS).
 - admin: everything, for the operator's CLI (`streams`, `dlq`, `replay`, `spool drain`, `migrate`).
 
@@ -29,7 +30,8 @@ from typing import Any
 
 ROLES = ("edge", "consumer", "control", "sessionizer", "admin")
 
-# Streams and buckets (core/wire/subjects.py, control/store.py, control/idempotency.py, control/audit.py).
+# Streams and buckets (core/wire/subjects.py, control/store.py, control/idempotency.py, control/audit.py,
+# control/saved_funnels.py).
 _CREATED_AT_START = ("HW_EVENTS", "HW_DLQ", "HW_AUDIT", "KV_HW_PROJECTS")
 
 
@@ -77,6 +79,10 @@ PUBLISH: Mapping[str, list[str]] = {
         "hw.audit",
         "$JS.API.STREAM.PURGE.HW_EVENTS",
         "$JS.API.STREAM.PURGE.HW_DLQ",
+        "$KV.HW_FUNNELS.>",
+        "$JS.API.STREAM.CREATE.KV_HW_FUNNELS",
+        *_read_kv("HW_FUNNELS"),
+        "$JS.API.STREAM.PURGE.KV_HW_FUNNELS",  # a project's saved funnels, when it is purged
     ],
     "sessionizer": [
         *_COMMON,

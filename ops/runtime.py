@@ -35,6 +35,7 @@ from headwater.control.clickhouse import connect as connect_clickhouse
 from headwater.control.idempotency import IdempotencyStore, ensure_idempotency_bucket, server_secret
 from headwater.control.query import QueryLimits, ReadOnlyQueries
 from headwater.control.query_grants import query_user
+from headwater.control.saved_funnels import SavedFunnelService, ensure_funnels_bucket, purge_project_funnels
 from headwater.control.service import ProjectService
 from headwater.control.settings import ControlSettings
 from headwater.control.store import BucketSettings, ProjectStore, ensure_projects_bucket
@@ -167,6 +168,11 @@ class Stack:
             async def purge_messages(project_id: str) -> int:
                 return await purge_project_messages(js, project_id)
 
+            async def purge_funnels(project_id: str) -> None:
+                await purge_project_funnels(js, project_id)
+
+            funnels_kv = await ensure_funnels_bucket(js, s.streams.replicas)
+
             self.service = ProjectService(
                 self.store,
                 self.clickhouse,
@@ -175,6 +181,7 @@ class Stack:
                 purge_messages,
                 s.control.clickhouse_cluster,
                 query_user(s.control.query_clickhouse_url) if s.control.query_clickhouse_url else None,
+                purge_data=purge_funnels,
             )
             self.queries = ReadOnlyQueries(
                 s.control.query_clickhouse_url or s.control.clickhouse_url,
@@ -186,8 +193,9 @@ class Stack:
                 ),
                 use_roles=s.control.query_clickhouse_url is not None,
             )
+            funnels = SavedFunnelService(funnels_kv, self.store, AuditLog(js), self.queries)
             control_app = create_control_app(
-                s.control, self.store, self.service, self.queries, self._nats_readiness
+                s.control, self.store, self.service, self.queries, self._nats_readiness, funnels
             )
             # Quart's own deadline for reading a body (uvicorn's protocol bounds it too; hypercorn not).
             control_app.config["BODY_TIMEOUT"] = s.http.body_timeout_seconds

@@ -22,6 +22,7 @@ from nats.js.errors import APIError, NotFoundError
 
 from headwater.control.audit import AUDIT_STREAM, ensure_audit_stream
 from headwater.control.idempotency import IDEMPOTENCY_BUCKET, ensure_idempotency_bucket
+from headwater.control.saved_funnels import FUNNELS_BUCKET, ensure_funnels_bucket
 from headwater.control.store import PROJECTS_BUCKET, BucketSettings, ensure_projects_bucket
 from headwater.edge.streams import (
     MANAGED_FIELDS,
@@ -155,6 +156,9 @@ def managed_streams(settings: StreamSettings) -> list[ManagedStream]:
     async def sessions(js: JetStreamContext) -> None:
         await ensure_sessions_bucket(js, replicas)
 
+    async def funnels(js: JetStreamContext) -> None:
+        await ensure_funnels_bucket(js, replicas)
+
     streams = [
         ManagedStream(str(config.name), config, MANAGED_FIELDS, _adding(config))
         for config in stream_configs(settings)
@@ -164,6 +168,7 @@ def managed_streams(settings: StreamSettings) -> list[ManagedStream]:
         (_kv_stream(PROJECTS_BUCKET), projects),
         (_kv_stream(IDEMPOTENCY_BUCKET), idempotency),
         (_kv_stream(SESSIONS_BUCKET), sessions),
+        (_kv_stream(FUNNELS_BUCKET), funnels),
     ):
         streams.append(
             ManagedStream(name, StreamConfig(name=name, num_replicas=replicas), replicas_only, create)

@@ -197,6 +197,19 @@ async def test_the_pipeline_runs_with_one_user_per_role(
             )
             assert sessions == [[1]]
             assert consumer.failed() is None and edge.failed() is None and sessionizer.failed() is None
+            # Saved funnels (KV HW_FUNNELS) with the control user's permissions, removed by a purge.
+            funnels = f"{control.control_url}/v1/projects/{project_id}/funnels"
+            steps = [{"kind": "event", "value": "Signed Up"}, {"kind": "event", "value": "Paid"}]
+            saved = await http.post(
+                funnels, json={"name": "n", "steps": steps, "window": {"value": 1}}, headers=admin_headers()
+            )
+            assert saved.status_code == 201, saved.text
+            purged = await http.delete(
+                f"{control.control_url}/v1/projects/{project_id}",
+                params={"purge": "true", "confirm": project_id},
+                headers=admin_headers(),
+            )
+            assert purged.status_code == 200, purged.text
     finally:
         for stack in reversed(started):
             await stack.stop()

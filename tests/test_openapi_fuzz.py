@@ -274,6 +274,16 @@ async def seed(stack: Stack, http: httpx.AsyncClient) -> None:
     assert created.status_code == 201, created.text
 
 
+async def seed_funnel(stack: Stack, http: httpx.AsyncClient) -> str:
+    """The id of a saved funnel of `SEEDED_PROJECT`, from the document's example."""
+    example = DOCUMENT["components"]["schemas"]["SavedFunnelRequest"]["examples"][0]
+    created = await http.post(
+        f"{stack.control_url}/v1/projects/{SEEDED_PROJECT}/funnels", json=example, headers=admin_headers()
+    )
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
 @pytest.fixture
 async def control(make_stack, http: httpx.AsyncClient, clickhouse_url: str) -> Stack:  # type: ignore[no-untyped-def]
     """A control plane with no project."""
@@ -314,6 +324,8 @@ async def test_operation_conforms_to_the_document(
         await seed(control, http)
     fuzzer = Fuzzer(await asyncio.to_thread(load_schema, control.control_url), label)
     pinned = {"path_parameters": {"project_id": SEEDED_PROJECT}} if "{project_id}" in label else {}
+    if "{funnel_id}" in label:  # a saved funnel of the seeded project, so that some cases find it
+        pinned["path_parameters"]["funnel_id"] = await seed_funnel(control, http)
     try:
         # First, while the seeded project is as created (later cases may store `*` as an origin,
         # after which `allow_any_origin: false` is refused).

@@ -1,0 +1,215 @@
+"""`headwater funnels`: list, show, save, delete and run a project's saved funnels through the
+control API (docs/funnels.md, "Saved funnels")."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from .controlclient import ControlClient
+from .funnel import DEFAULT_RANGE, _breakdown_key, add_filters, funnel_body, funnel_table, trend_table
+from .options import option, when_option
+from .projects import key_value_block, print_json, table, with_client
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer.")
+project_option = option("--project", required=True, help="Project id.")
+
+
+def _step_text(step: dict[str, Any]) -> str:
+    return f"{step['kind']}:{step['value']}" + (
+        f" ({len(step['filters'])} filters)" if step["filters"] else ""
+    )
+
+
+def _filter_text(spec: dict[str, Any]) -> str:
+    return f"{spec['key']} {spec['op']}" + ("" if spec.get("value") is None else f" {spec['value']!r}")
+
+
+def funnel_summary(funnel: dict[str, Any]) -> str:
+    window = funnel["window"]
+    breakdown = funnel["breakdown"]
+    rows: list[tuple[str, str | list[str]]] = [
+        ("id", funnel["id"]),
+        ("name", funnel["name"]),
+        ("revision", str(funnel["revision"])),
+        ("steps", [_step_text(step) for step in funnel["steps"]]),
+        ("window", f"{window['value']} {window['unit']}{'s' if window['value'] != 1 else ''}"),
+        ("order", funnel["order"]),
+        ("filters", [_filter_text(spec) for spec in funnel["filters"]]),
+        (
+            "breakdown",
+            "-"
+            if breakdown is None
+            else f"{breakdown['column']} ({breakdown['attribution']} touch, top {breakdown['limit']})",
+        ),
+        ("created", funnel["created_at"]),
+        ("updated", funnel["updated_at"]),
+    ]
+    return key_value_block(rows)
+
+
+@click.group()
+def funnels() -> None:
+    """Manage a project's saved funnels through the control API, and run them.
+
+    The API is --control-url (HEADWATER_CONTROL_URL), else the running `headwater up` of --data-dir;
+    the admin token is HEADWATER_ADMIN_TOKEN, else the one `headwater up` stored in --data-dir.
+    """
+
+
+@funnels.command(name="list")
+@project_option
+@json_option
+@with_client
+def list_funnels(client: ControlClient, project: str, as_json: bool) -> None:
+    """The project's saved funnels, by name."""
+    saved = client.list_saved_funnels(project)
+    if as_json:
+        print_json({"funnels": saved})
+        return
+    if not saved:
+        click.echo(f"project {project!r} has no saved funnels")
+        return
+    rows = [
+        (f["id"], f["name"], " → ".join(f"{s['kind']}:{s['value']}" for s in f["steps"]), f["updated_at"])
+        for f in saved
+    ]
+    click.echo(table(("id", "name", "steps", "updated"), rows))
+
+
+@funnels.command()
+@project_option
+@click.argument("funnel_id", metavar="FUNNEL_ID")
+@json_option
+@with_client
+def show(client: ControlClient, project: str, funnel_id: str, as_json: bool) -> None:
+    """One saved funnel's definition."""
+    saved = client.get_saved_funnel(project, funnel_id)
+    if as_json:
+        print_json(saved)
+    else:
+        click.echo(funnel_summary(saved))
+
+
+@funnels.command()
+@project_option
+@click.option("--name", required=True, help="The funnel's name (1 to 200 characters).")
+@click.option(
+    "--step",
+    "steps",
+    multiple=True,
+    required=True,
+    help="event:NAME or page:PATH (* wildcards), in order; 2 to 20.",
+)
+@click.option(
+    "--window", default="1d", show_default=True, help="The last step at most this long after the first."
+)
+@click.option(
+    "--order",
+    type=click.Choice(["ordered", "strict"]),
+    default="ordered",
+    show_default=True,
+    help="strict: no other event between steps.",
+)
+@click.option(
+    "--step-filter",
+    "step_filters",
+    type=(int, str),
+    multiple=True,
+    metavar="N EXPR",
+    help="A condition on step N's event (1-based), as `headwater funnel` takes it.",
+)
+@click.option(
+    "--filter", "filters", multiple=True, metavar="EXPR", help="A condition every event read meets."
+)
+@click.option("--breakdown", callback=_breakdown_key, help="Also the answer per value of this column.")
+@click.option(
+    "--attribution",
+    type=click.Choice(["first", "last"]),
+    default="first",
+    show_default=True,
+    help="The breakdown value at the first step of a person's attempt, or at the last it reached.",
+)
+@click.option("--replace", "replace_id", metavar="FUNNEL_ID", help="Replace this saved funnel instead.")
+@click.option("--if-match", type=int, metavar="REVISION", help="With --replace: only if still at REVISION.")
+@json_option
+@with_client
+def save(
+    client: ControlClient, project: str, name: str, steps: tuple[str, ...], window: str, order: str,
+    step_filters: tuple[tuple[int, str], ...], filters: tuple[str, ...], breakdown: str | None,
+    attribution: str, replace_id: str | None, if_match: int | None, as_json: bool,
+) -> None:  # fmt: skip
+    """Save a funnel under a name (the options of `headwater funnel`, without a time range)."""
+    body = funnel_body(steps, window, order, None, None)
+    del body["from"], body["to"]
+    add_filters(body, step_filters, filters)
+    if breakdown:
+        body["breakdown"] = {"column": breakdown, "attribution": attribution}
+    body["name"] = name
+    if replace_id is None:
+        saved = client.save_funnel(project, body)
+    else:
+        saved = client.replace_saved_funnel(project, replace_id, body, if_match)
+    if as_json:
+        print_json(saved)
+        return
+    click.echo(f"{'replaced' if replace_id else 'saved'} funnel {saved['id']} in project {project!r}")
+    click.echo(funnel_summary(saved))
+
+
+@funnels.command()
+@project_option
+@click.argument("funnel_id", metavar="FUNNEL_ID")
+@with_client
+def delete(client: ControlClient, project: str, funnel_id: str) -> None:
+    """Delete a saved funnel."""
+    client.delete_saved_funnel(project, funnel_id)
+    click.echo(f"deleted funnel {funnel_id} of project {project!r}")
+
+
+@funnels.command()
+@project_option
+@click.argument("funnel_id", metavar="FUNNEL_ID")
+@click.option(
+    "--from",
+    "start",
+    callback=when_option,
+    help="Events from this time (ISO-8601, or 30m/12h/7d ago); default: 30 days before --to.",
+)
+@click.option("--to", "end", callback=when_option, help="Events before this time; default: now.")
+@click.option("--trend", is_flag=True, help="The conversion per UTC day of entry instead (no breakdown).")
+@json_option
+@with_client
+def run(
+    client: ControlClient,
+    project: str,
+    funnel_id: str,
+    start: datetime | None,
+    end: datetime | None,
+    trend: bool,
+    as_json: bool,
+) -> None:
+    """Run a saved funnel: the table `headwater funnel` prints for its definition."""
+    until = end or datetime.now(UTC)
+    since = start or until - DEFAULT_RANGE
+    body = {"from": since.isoformat(), "to": until.isoformat()}
+    if trend:
+        answer = client.saved_funnel_trend(project, funnel_id, body)
+    else:
+        answer = client.run_saved_funnel(project, funnel_id, body)
+    if as_json:
+        click.echo(json.dumps(answer))
+        return
+    if trend:
+        click.echo(trend_table(answer["days"]))
+        return
+    click.echo(funnel_table(answer["steps"]))
+    groups = answer.get("breakdown") or ()
+    if groups:
+        column = client.get_saved_funnel(project, funnel_id)["breakdown"]["column"]
+        for group in groups:
+            label = "(all other values)" if group["value"] is None else repr(group["value"])
+            click.echo(f"\n{column} = {label}\n{funnel_table(group['steps'])}")
