@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from headwater.analytics.funnels.definition import (
     Breakdown,
+    Exclusion,
     Funnel,
     FunnelError,
     PeopleList,
@@ -95,20 +96,25 @@ STEPS = [Step("event", "A"), Step("event", "B"), Step("event", "C"), Step("page"
 
 
 @st.composite
-def stored_events(draw: st.DrawFn) -> list[FunnelEvent]:
+def stored_events(draw: st.DrawFn, dense: bool = False) -> list[FunnelEvent]:
+    """Up to 30 events of three people in 30 minutes; `dense`: of two people, mostly track events,
+    in ten minutes, so that attempts get deep and several overlap (exclusions decide between them)."""
     events = []
     for number in range(draw(st.integers(0, 30))):
-        person = draw(st.sampled_from(["a", "b", "c"]))
+        person = draw(st.sampled_from(["a", "b"] if dense else ["a", "b", "c"]))
         identified = draw(st.booleans())
-        page = draw(st.booleans())
+        page = draw(st.integers(0, 4)) == 0 if dense else draw(st.booleans())
         # Minutes, and sometimes the same millisecond as another event (ties).
         when = T0 + timedelta(
-            milliseconds=draw(st.integers(0, 120)) * MINUTE // 4 + draw(st.sampled_from([0, 0, 1]))
+            milliseconds=draw(st.integers(0, 40 if dense else 120)) * MINUTE // 4
+            + draw(st.sampled_from([0, 0, 1]))
         )
         event = FunnelEvent(
             message_id=f"m{number:02d}",
             type="page" if page else "track",
-            event=draw(st.sampled_from(["A", "B", "C", ""])) if not page else "",
+            event=""
+            if page
+            else draw(st.sampled_from(["A", "B", "C", "D"] if dense else ["A", "B", "C", "D", ""])),
             anonymous_id=f"anon-{person}",
             user_id=person if identified else "",
             timestamp=when,
@@ -192,29 +198,70 @@ def filtered_steps(draw: st.DrawFn) -> Step:
     return Step(step.kind, step.value, tuple(draw(st.lists(filters(), min_size=1, max_size=2))))
 
 
-funnels = st.builds(
-    Funnel,
-    steps=st.lists(filtered_steps(), min_size=2, max_size=4).map(tuple),
-    window_ms=st.integers(1, 60).map(lambda minutes: minutes * MINUTE // 2),
-    order=st.sampled_from(["ordered", "strict"]),
-    breakdown=st.none()
-    | st.builds(
-        Breakdown,
-        column=st.sampled_from(["browser", "country", "properties.plan", "properties.n", "properties.o.k"]),
-        attribution=st.sampled_from(["first", "last"]),
-        limit=st.integers(1, 3),
-    ),
-    filters=st.lists(filters(), max_size=2).map(tuple) | st.just(()),
-)
+@st.composite
+def exclusions(draw: st.DrawFn, steps: int) -> Exclusion:
+    """An exclusion between two of the funnel's steps; its event often one of the steps' too."""
+    start = draw(st.integers(1, steps - 1))
+    step = draw(st.sampled_from([Step("event", "D"), *STEPS[:3]]) | filtered_steps())
+    return Exclusion(step, start, draw(st.integers(start + 1, steps)))
+
+
+@st.composite
+def funnels(draw: st.DrawFn, dense: bool = False) -> Funnel:
+    """Random funnels; `dense`: for dense events, steps mostly of events and without filters, and
+    always one or more exclusions."""
+    plain = st.sampled_from([*STEPS[:4], Step("event", "D")])
+    step = (
+        st.integers(0, 3).flatmap(lambda n: filtered_steps() if n == 0 else plain)
+        if dense
+        else filtered_steps()
+    )
+    steps = tuple(draw(st.lists(step, min_size=2, max_size=4)))
+    some = st.lists(exclusions(len(steps)), min_size=1, max_size=3 if dense else 2)
+    return Funnel(
+        steps,
+        window_ms=draw(st.integers(1, 60).map(lambda minutes: minutes * MINUTE // 2)),
+        order=draw(st.sampled_from(["ordered", "strict"])),
+        breakdown=draw(
+            st.none()
+            | st.builds(
+                Breakdown,
+                column=st.sampled_from(
+                    ["browser", "country", "properties.plan", "properties.n", "properties.o.k"]
+                ),
+                attribution=st.sampled_from(["first", "last"]),
+                limit=st.integers(1, 3),
+            )
+        ),
+        filters=draw(st.just(()) if dense else st.lists(filters(), max_size=2).map(tuple) | st.just(())),
+        # Without exclusions in about half the (not dense) examples: the same as before they were.
+        exclusions=tuple(draw(some if dense else st.just([]) | some)),
+    )
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(events=stored_events(), funnel=funnels, data=st.data())
+@given(events=stored_events(), funnel=funnels(), data=st.data())
 def test_the_query_equals_the_reference(
     events_table: tuple[Client, str], events: list[FunnelEvent], funnel: Funnel, data: st.DataObject
 ) -> None:
-    """Each person's progress, the answer per step, and a page of a list of people."""
-    client, database = events_table
+    """Each person's progress, the answer per step, a page of a list of people and the breakdown;
+    some funnels with exclusions."""
+    check_against_reference(*events_table, events, funnel, data)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=stored_events(dense=True), funnel=funnels(dense=True), data=st.data())
+def test_exclusions_equal_the_reference(
+    events_table: tuple[Client, str], events: list[FunnelEvent], funnel: Funnel, data: st.DataObject
+) -> None:
+    """The same with exclusions always, on events dense enough for attempts to overlap (where an
+    exclusion voids one attempt and leaves another)."""
+    check_against_reference(*events_table, events, funnel, data)
+
+
+def check_against_reference(
+    client: Client, database: str, events: list[FunnelEvent], funnel: Funnel, data: st.DataObject
+) -> None:
     store(client, database, events)
     note(repr(funnel))
     expected = funnel_progress(funnel, events, *RANGE)

@@ -86,11 +86,12 @@ def people(events: Iterable[FunnelEvent], start: datetime, end: datetime) -> dic
 
 
 def progress(funnel: Funnel, events: Sequence[FunnelEvent]) -> tuple[int, tuple[int, ...], str]:
-    """One person's attempt that reaches furthest (the one starting last among those), as
-    (steps reached, their times, the breakdown value); (0, (), "") when no event is the first
-    step."""
+    """One person's attempt that reaches furthest among those no exclusion voids (the one starting
+    last among those), as (steps reached, their times, the breakdown value); (0, (), "") when no
+    event is the first step or every attempt is void."""
     times = [milliseconds(e.timestamp) for e in events]
     fills = [[e.is_step(step) for step in funnel.steps] for e in events]
+    excludes = [[e.is_step(exclusion.step) for exclusion in funnel.exclusions] for e in events]
     best: tuple[int, int, list[int]] = (0, -1, [])  # level, start, the events of the steps
     for start in range(len(events)):
         if not fills[start][0]:
@@ -111,6 +112,8 @@ def progress(funnel: Funnel, events: Sequence[FunnelEvent]) -> tuple[int, tuple[
             if found is None:
                 break
             chain.append(found)
+        if _void(funnel, chain, times, excludes):
+            continue
         if (len(chain), start) > best[:2]:
             best = (len(chain), start, chain)
     level, _, chain = best
@@ -120,6 +123,27 @@ def progress(funnel: Funnel, events: Sequence[FunnelEvent]) -> tuple[int, tuple[
         attributed = events[chain[0] if breakdown.attribution == "first" else chain[-1]]
         value = breakdown_value(breakdown.column, attributed.columns(), attributed.properties)
     return level, tuple(times[index] for index in chain), value
+
+
+def _void(funnel: Funnel, chain: list[int], times: list[int], excludes: list[list[bool]]) -> bool:
+    """Whether an event of an exclusion, not one of the attempt's steps, comes after the attempt's
+    `from_step` event and before its `to_step` event; or, when the attempt did not reach to_step,
+    after its from_step event and at most the window after its first step."""
+    for number, exclusion in enumerate(funnel.exclusions):
+        if len(chain) < exclusion.from_step:
+            continue
+        after = chain[exclusion.from_step - 1]
+        if len(chain) >= exclusion.to_step:
+            between = list(range(after + 1, chain[exclusion.to_step - 1]))
+        else:
+            between = [
+                index
+                for index in range(after + 1, len(times))
+                if times[index] - times[chain[0]] <= funnel.window_ms
+            ]
+        if any(excludes[index][number] and index not in chain for index in between):
+            return True
+    return False
 
 
 def funnel_progress(
