@@ -592,3 +592,77 @@ def test_filters_are_validated_and_parsed() -> None:
     for text in ("plan", "properties.n<", "country in DE", "properties.a?x"):
         with pytest.raises(FilterError):
             parse_filter(text)
+
+
+def test_exclusions_named_cases(events_table: tuple[Client, str]) -> None:
+    client, database = events_table
+    a, b, c, x = (Step("event", name) for name in "ABCX")
+
+    def excluding(*exclusions: Exclusion, order: str = "ordered", steps: tuple[Step, ...] = (a, b)) -> Funnel:
+        return Funnel(steps, 10 * MINUTE, order, exclusions=exclusions)  # type: ignore[arg-type]
+
+    x_between = excluding(Exclusion(x, 1, 2))
+    cases: list[tuple[str, Funnel, list[FunnelEvent], list[Progress]]] = [
+        ("an exclusion between the steps voids the attempt; a later attempt without one counts",
+         x_between,
+         [at(0, name="A"), at(1, name="X"), at(2, name="A"), at(3, name="B")], [reached(2, 3)]),
+        ("...and an earlier deeper attempt voided leaves the later shallower one",
+         excluding(Exclusion(x, 2, 3), steps=(a, b, c)),
+         [at(0, name="A"), at(1, name="B"), at(2, name="X"), at(3, name="C"), at(4, name="A"),
+          at(5, name="B")], [reached(4, 5)]),
+        ("to_step never reached: an exclusion after from_step inside the window voids",
+         x_between, [at(0, name="A"), at(10, name="X")], []),
+        ("...just outside the window it does not",
+         x_between, [at(0, name="A"), at(10 + 1 / MINUTE, name="X")], [reached(0)]),
+        ("an exclusion after to_step does not void", x_between,
+         [at(0, name="A"), at(1, name="B"), at(2, name="X")], [reached(0, 1)]),
+        ("an exclusion before from_step does not void", excluding(Exclusion(x, 2, 3), steps=(a, b, c)),
+         [at(0, name="A"), at(1, name="X"), at(2, name="B"), at(3, name="C")], [reached(0, 2, 3)]),
+        ("an event that is a step is not its own attempt's exclusion, a second one is",
+         excluding(Exclusion(b, 1, 3), steps=(a, b, c)),
+         [at(0, name="A"), at(1, name="B"), at(2, name="C")], [reached(0, 1, 2)]),
+        ("...a second B between A and C voids it", excluding(Exclusion(b, 1, 3), steps=(a, b, c)),
+         [at(0, name="A"), at(1, name="B"), at(2, name="B"), at(3, name="C")], []),
+        ("a person with only void attempts is not in the funnel, not even at step 1", x_between,
+         [at(0, name="A"), at(1, name="X"), at(2, name="A"), at(3, name="X")], []),
+        ("strict: a void attempt leaves the next", excluding(Exclusion(x, 1, 2), order="strict"),
+         [at(0, name="A"), at(1, name="X"), at(2, name="A"), at(3, name="B")], [reached(2, 3)]),
+        ("strict: to_step reached, nothing can come between", excluding(Exclusion(x, 1, 2), order="strict"),
+         [at(0, name="A"), at(1, name="B"), at(2, name="X")], [reached(0, 1)]),
+        ("an exclusion with filters: only its matching events", excluding(
+            Exclusion(Step("event", "X", (Filter("properties.plan", "eq", "pro"),)), 1, 2)),
+         [at(0, name="A"), with_properties(at(1, name="X"), properties='{"plan": "free"}'), at(2, name="B")],
+         [reached(0, 2)]),
+        ("the funnel's filters leave exclusion events out too", Funnel(
+            (a, b), 10 * MINUTE, exclusions=(Exclusion(x, 1, 2),), filters=(Filter("browser", "neq", "Bot"),)),
+         [at(0, name="A"), with_properties(at(1, name="X"), browser="Bot"), at(2, name="B")],
+         [reached(0, 2)]),
+        ("no exclusions: as before", excluding(),
+         [at(0, name="A"), at(1, name="X"), at(2, name="B")], [reached(0, 2)]),
+    ]  # fmt: skip
+    for name, funnel, events, expected in cases:
+        store(client, database, events)
+        assert funnel_progress(funnel, events, *RANGE) == expected, name
+        assert queried(client, database, funnel) == expected, name
+
+
+def test_exclusions_are_validated() -> None:
+    a, b, c = Step("event", "A"), Step("event", "B"), Step("event", "C")
+    for exclusions, field in [
+        ((Exclusion(c, 1, 2),) * 6, "exclusions"),
+        ((Exclusion(c, 0, 2),), "exclusions[0].from_step"),
+        ((Exclusion(c, 1, 2), Exclusion(c, 2, 2)), "exclusions[1].from_step"),
+        ((Exclusion(c, 2, 1),), "exclusions[0].from_step"),
+        ((Exclusion(c, 1, 1),), "exclusions[0].to_step"),
+        ((Exclusion(c, 1, 3),), "exclusions[0].to_step"),
+        ((Exclusion(Step("event", ""), 1, 2),), "exclusions[0]"),
+        ((Exclusion(Step("click", "x"), 1, 2),), "exclusions[0]"),  # type: ignore[arg-type]
+        (
+            (Exclusion(Step("event", "C", (Filter("country", "is_set"),) * 11), 1, 2),),
+            "exclusions[0].filters",
+        ),
+    ]:
+        with pytest.raises(FunnelError) as raised:
+            Funnel((a, b), MINUTE, exclusions=exclusions)
+        assert raised.value.field == field, exclusions
+    Funnel((a, b, c), MINUTE, exclusions=(Exclusion(c, 1, 3), Exclusion(a, 2, 3)))
