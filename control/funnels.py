@@ -8,7 +8,14 @@ from typing import Any
 
 import msgspec
 
-from headwater.analytics.funnels.definition import Breakdown, Funnel, FunnelError, PeopleList, Step
+from headwater.analytics.funnels.definition import (
+    Breakdown,
+    Exclusion,
+    Funnel,
+    FunnelError,
+    PeopleList,
+    Step,
+)
 from headwater.analytics.funnels.filters import Filter, FilterError
 from headwater.analytics.funnels.query import breakdown_query, people_query, summary_query
 from headwater.analytics.funnels.summary import StepSummary, breakdown_of_rows, summary_of_row
@@ -42,7 +49,17 @@ def funnel_of(request: FunnelRequest) -> tuple[Funnel, PeopleList | None]:
             Step(step.kind, step.value, _filters(step.filters, f"steps[{index}].filters"))
             for index, step in enumerate(request.steps)
         )
-        funnel = Funnel(steps, window_ms, request.order, breakdown, _filters(request.filters, "filters"))
+        exclusions = tuple(
+            Exclusion(
+                Step(spec.kind, spec.value, _filters(spec.filters, f"exclusions[{index}].filters")),
+                spec.from_step,
+                spec.to_step,
+            )
+            for index, spec in enumerate(request.exclusions)
+        )
+        funnel = Funnel(
+            steps, window_ms, request.order, breakdown, _filters(request.filters, "filters"), exclusions
+        )
         asked = request.people
         if asked is None:
             return funnel, None
@@ -74,6 +91,12 @@ def _regex_filters(funnel: Funnel) -> list[tuple[str, str]]:
     ]
     found += [
         (f.value, f"filters[{index}].value") for index, f in enumerate(funnel.filters) if f.op == "regex"
+    ]
+    found += [
+        (f.value, f"exclusions[{number}].filters[{index}].value")
+        for number, exclusion in enumerate(funnel.exclusions)
+        for index, f in enumerate(exclusion.step.filters)
+        if f.op == "regex"
     ]
     return found  # type: ignore[return-value]  # a regex filter's value is a string
 

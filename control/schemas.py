@@ -15,7 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType, field
 
-from headwater.analytics.funnels.definition import Attribution, Order, PeopleStatus, StepKind
+from headwater.analytics.funnels.definition import MAX_EXCLUSIONS, Attribution, Order, PeopleStatus, StepKind
 from headwater.analytics.funnels.filters import (
     KEY_PATTERN,
     MAX_FUNNEL_FILTERS,
@@ -217,6 +217,21 @@ class FunnelStepSpec(StepSpec, forbid_unknown_fields=True):
     filters: Annotated[StepFilters, Meta(description="Conditions the step's event meets, all of them.")] = []
 
 
+class FunnelExclusionSpec(FunnelStepSpec, forbid_unknown_fields=True, kw_only=True):
+    """An event or page, matched as a step is, that voids an attempt when it comes between two of
+    its steps (docs/funnels.md, "Definitions")."""
+
+    from_step: Annotated[int, Meta(ge=1, le=19, description="1-based: after this step's event...")]
+    to_step: Annotated[
+        int,
+        Meta(
+            ge=2,
+            le=20,
+            description="...and before this one's; or, when the attempt did not reach it, within the window.",
+        ),
+    ]
+
+
 class FunnelWindow(Struct, forbid_unknown_fields=True):
     value: Annotated[int, Meta(ge=1, le=366 * 24 * 3600)]
     unit: WindowUnit = "day"
@@ -261,6 +276,10 @@ class FunnelRequest(Struct, forbid_unknown_fields=True):
     filters: Annotated[
         list[FilterSpec],
         Meta(max_length=MAX_FUNNEL_FILTERS, description="Events failing any are left out, every step's."),
+    ] = []
+    exclusions: Annotated[
+        list[FunnelExclusionSpec],
+        Meta(max_length=MAX_EXCLUSIONS, description="Events that void an attempt between two of its steps."),
     ] = []
 
     json_schema_extra: ClassVar[Schema] = {

@@ -80,6 +80,26 @@ def add_filters(
         body["filters"] = [_filter_spec(text, "--filter") for text in filters]
 
 
+def add_exclusions(
+    body: dict[str, Any], exclusions: tuple[tuple[int, int, str], ...], filters: tuple[tuple[int, str], ...]
+) -> None:
+    """--exclude FROM TO STEP (an event or page voiding an attempt between its steps FROM and TO),
+    --exclude-filter N EXPR onto the Nth --exclude (1-based). The API checks FROM and TO."""
+    specs = []
+    for start, end, text in exclusions:
+        try:
+            step = parse_step(text)
+        except FunnelError as exc:
+            raise click.BadParameter(str(exc), param_hint="--exclude") from None
+        specs.append({"kind": step.kind, "value": step.value, "from_step": start, "to_step": end})
+    for number, text in filters:
+        if not 1 <= number <= len(specs):
+            raise click.BadParameter(f"no exclusion {number}", param_hint="--exclude-filter")
+        specs[number - 1].setdefault("filters", []).append(_filter_spec(text, "--exclude-filter"))
+    if specs:
+        body["exclusions"] = specs
+
+
 def _breakdown_key(_context: click.Context, _parameter: click.Parameter, value: str | None) -> str | None:
     if value is not None:
         try:
@@ -186,6 +206,23 @@ def funnel_table(steps: list[dict[str, Any]]) -> str:
     help="A condition every event read meets (same form as --step-filter's).",
 )
 @click.option(
+    "--exclude",
+    "exclusions",
+    type=(int, int, str),
+    multiple=True,
+    metavar="FROM TO STEP",
+    help="An event:NAME or page:PATH that voids an attempt when it comes between its steps FROM and TO "
+    "(1-based), or, TO not reached, after FROM within the window; up to 5.",
+)
+@click.option(
+    "--exclude-filter",
+    "exclude_filters",
+    type=(int, str),
+    multiple=True,
+    metavar="N EXPR",
+    help="A condition on the Nth --exclude's event (same form as --step-filter's).",
+)
+@click.option(
     "--breakdown",
     callback=_breakdown_key,
     help="Also a table per value of this column or properties.NAME (the values with most people; "
@@ -205,6 +242,7 @@ def funnel_table(steps: list[dict[str, Any]]) -> str:
 def funnel(
     project: str, steps: tuple[str, ...], window: str, order: str, start: datetime | None,
     end: datetime | None, step_filters: tuple[tuple[int, str], ...], filters: tuple[str, ...],
+    exclusions: tuple[tuple[int, int, str], ...], exclude_filters: tuple[tuple[int, str], ...],
     breakdown: str | None, attribution: str, as_json: bool, data_dir: str,
     control_url: str | None, clickhouse_url: str | None,
 ) -> None:  # fmt: skip
@@ -216,6 +254,7 @@ def funnel(
     """
     body = funnel_body(steps, window, order, start, end)
     add_filters(body, step_filters, filters)
+    add_exclusions(body, exclusions, exclude_filters)
     if breakdown:
         body["breakdown"] = {"column": breakdown, "attribution": attribution}
     if clickhouse_url:

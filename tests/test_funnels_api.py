@@ -22,7 +22,7 @@ from hw_testing import (
     stored_copies,
 )
 
-from headwater.analytics.funnels.definition import Funnel, Step
+from headwater.analytics.funnels.definition import Exclusion, Funnel, Step
 from headwater.analytics.funnels.reference import FunnelEvent, funnel_progress
 from headwater.analytics.funnels.summary import summary_of_progress
 from headwater.control.query import QueryLimits, ReadOnlyQueries
@@ -52,6 +52,8 @@ def signed_up(user: str, minutes: float, message_id: str, plan: dict[str, Any]) 
 EVENTS = [
     pricing("u1", 0, "e1"), signed_up("u1", 5, "e2", {"plan": "pro", "seats": 3}),  # converts after 5 min
     pricing("u2", 0, "e3"),  # drops
+    {"type": "track", "event": "Closed Tab", "userId": "u2", "messageId": "e9",
+     "timestamp": (BASE + timedelta(minutes=30)).isoformat(), "properties": {"reason": "price"}},
     pricing("u3", 10, "e4"),
     signed_up("u3", 100, "e5", {"plan": "team", "seats": 40}),  # too late for a 1 h window
     signed_up("u4", 1, "e6", {}),  # never saw the first step: not in the funnel
@@ -179,6 +181,34 @@ async def test_a_funnel_over_events_sent_through_the_edge(
     assert unreadable.status_code == 400, unreadable.text
     assert unreadable.json()["field"] == "steps[1].filters[0].value"
 
+    # Exclusions: u2 closed the tab 30 minutes after pricing and never signed up, within the hour,
+    # so their only attempt is void and they are not in the funnel; the same as the reference's.
+    closed = {"kind": "event", "value": "Closed Tab", "from_step": 1, "to_step": 2}
+    excluded = await ask(http, stack, project_id, request(exclusions=[closed]))
+    assert excluded.status_code == 200, excluded.text
+    assert [step["count"] for step in excluded.json()["steps"]] == [3, 2]
+    excluding = Funnel(
+        funnel.steps, funnel.window_ms, exclusions=(Exclusion(Step("event", "Closed Tab"), 1, 2),)
+    )
+    assert [step["count"] for step in excluded.json()["steps"]] == [
+        s.count
+        for s in summary_of_progress(
+            excluding, funnel_progress(excluding, stored, BASE - timedelta(hours=1), NOW)
+        )
+    ]
+    for reason, counts in (("price", [3, 2]), ("other", [4, 2])):
+        only = {**closed, "filters": [{"key": "properties.reason", "op": "eq", "value": reason}]}
+        answer = await ask(http, stack, project_id, request(exclusions=[only]))
+        assert [step["count"] for step in answer.json()["steps"]] == counts, reason
+    short = await ask(
+        http, stack, project_id, request(exclusions=[closed], window={"value": 20, "unit": "minute"})
+    )
+    assert [step["count"] for step in short.json()["steps"]] == [4, 2]  # the tab closed after the window
+    bad_regex = {**closed, "filters": [{"key": "properties.reason", "op": "regex", "value": "(?=p)"}]}
+    refused_regex = await ask(http, stack, project_id, request(exclusions=[bad_regex]))
+    assert refused_regex.status_code == 400, refused_regex.text
+    assert refused_regex.json()["field"] == "exclusions[0].filters[0].value"
+
     # The CLI, through the control API: the same answer, as JSON and as a table.
     cli = ("funnel", "--control-url", str(stack.control_url), "--project", project_id,
            "--step", "page:/pric*", "--step", "event:Signed Up", "--window", "1h",
@@ -209,6 +239,16 @@ async def test_a_funnel_over_events_sent_through_the_edge(
         filtered_table = await run_cli(*cli, *pro, *extra, env=env)
         assert filtered_table.code == 0, filtered_table.stderr
         assert filtered_table.stdout.splitlines()[2].split()[2:4] == counts
+    for extra, count in (
+        (("--exclude", "1", "2", "event:Closed Tab"), "3"),
+        (
+            ("--exclude", "1", "2", "event:Closed Tab", "--exclude-filter", "1", "properties.reason=other"),
+            "4",
+        ),
+    ):
+        excluded_table = await run_cli(*cli, *extra, env=env)
+        assert excluded_table.code == 0, excluded_table.stderr
+        assert excluded_table.stdout.splitlines()[1].split()[1] == count
     refused = await run_cli(*cli[:-4], "--step", "click:x", env=env)
     assert refused.code != 0 and "event:NAME or page:PATH" in refused.stderr
 
@@ -253,6 +293,30 @@ def stored_rows(stack: Stack, project_id: str) -> list[FunnelEvent]:
             {"steps": [{**STEPS[0], "filters": [{"key": "properties.a", "op": "gt"}]}, STEPS[1]]},
             "steps[0].filters[0].value",
         ),
+        (
+            {"exclusions": [{"kind": "event", "value": "X", "from_step": 1, "to_step": 3}]},
+            "exclusions[0].to_step",
+        ),
+        (
+            {"exclusions": [{"kind": "click", "value": "X", "from_step": 1, "to_step": 2}]},
+            "exclusions[0].kind",
+        ),
+        ({"exclusions": [{"kind": "event", "value": "X", "from_step": 1}]}, "exclusions[0].to_step"),
+        (
+            {
+                "exclusions": [
+                    {
+                        "kind": "event",
+                        "value": "X",
+                        "from_step": 1,
+                        "to_step": 2,
+                        "filters": [{"key": "country", "op": "lt", "value": 1}],
+                    }
+                ]
+            },
+            "exclusions[0].filters[0].value",
+        ),
+        ({"exclusions": [{"kind": "event", "value": "X", "from_step": 1, "to_step": 2}] * 6}, "exclusions"),
     ],
 )
 async def test_bad_funnels_are_refused_naming_the_field(
