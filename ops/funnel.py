@@ -85,7 +85,7 @@ def add_exclusions(
 ) -> None:
     """--exclude FROM TO STEP (an event or page voiding an attempt between its steps FROM and TO),
     --exclude-filter N EXPR onto the Nth --exclude (1-based). The API checks FROM and TO."""
-    specs = []
+    specs: list[dict[str, Any]] = []
     for start, end, text in exclusions:
         try:
             step = parse_step(text)
