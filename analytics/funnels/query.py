@@ -12,6 +12,8 @@ received first, sorted by (timestamp, message id); then per person:
   attempt. The deepest step's attempt is then retraced from its start.
 - `strict`: for each event that is the first step, how many of the events from it on match the
   steps one after another within the window; the deepest, starting last.
+- with exclusions, in either order: every attempt built per start and checked for exclusions
+  (_per_start); funnels without exclusions get exactly the two above.
 """
 
 from __future__ import annotations

@@ -149,8 +149,8 @@ def _void(funnel: Funnel, chain: list[int], times: list[int], excludes: list[lis
 def funnel_progress(
     funnel: Funnel, events: Iterable[FunnelEvent], start: datetime, end: datetime
 ) -> list[Progress]:
-    """Every person with an event in [start, end) that is the funnel's first step, sorted. Events
-    whose chosen copy fails the funnel's filters are left out."""
+    """Every person with an attempt (an event in [start, end) that is the funnel's first step) no
+    exclusion voids, sorted. Events whose chosen copy fails the funnel's filters are left out."""
     result = []
     for person, person_events in sorted(people(events, start, end).items()):
         kept = [event for event in person_events if event.passes(funnel.filters)]
