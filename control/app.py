@@ -170,16 +170,19 @@ def create_app(
 
     @api.post("/projects/<project_id>/funnels/query")
     async def query_funnel(project_id: str) -> Response:
-        await store.get(validate_project_id(project_id))  # 404 for an unknown project
+        project, _ = await store.get(validate_project_id(project_id))  # 404 for an unknown project
         funnel = convert_body(await read_json_object(), FunnelRequest)
-        return json_response(await asyncio.to_thread(run_funnel, queries, project_id, funnel))
+        rules = project.settings.sessions
+        return json_response(await asyncio.to_thread(run_funnel, queries, project_id, funnel, rules))
 
     @api.post("/projects/<project_id>/funnels/trend")
     async def funnel_trend(project_id: str) -> Response:
-        await store.get(validate_project_id(project_id))  # 404 for an unknown project
+        project, _ = await store.get(validate_project_id(project_id))  # 404 for an unknown project
         trend = convert_body(await read_json_object(), FunnelTrendRequest)
         now = datetime.now(UTC)
-        return json_response(await asyncio.to_thread(run_trend, queries, project_id, trend, now))
+        return json_response(
+            await asyncio.to_thread(run_trend, queries, project_id, trend, now, project.settings.sessions)
+        )
 
     def saved_funnels() -> SavedFunnelService:
         if funnels is None:

@@ -9,12 +9,20 @@ from typing import Any
 
 import msgspec
 
-from headwater.analytics.funnels.definition import Breakdown, Funnel, FunnelError, PeopleList, Step
+from headwater.analytics.funnels.definition import (
+    Breakdown,
+    Exclusion,
+    Funnel,
+    FunnelError,
+    PeopleList,
+    Step,
+)
 from headwater.analytics.funnels.filters import Filter, FilterError
 from headwater.analytics.funnels.query import breakdown_query, people_query, summary_query
 from headwater.analytics.funnels.summary import StepSummary, breakdown_of_rows, summary_of_row
 from headwater.analytics.funnels.trend import MAX_TREND_DAYS, trend_days, trend_of_rows, trend_query
 from headwater.core.projects.project import database_name
+from headwater.core.projects.settings import Sessions
 from headwater.core.service.errors import APIError
 
 from .query import ReadOnlyQueries
@@ -40,7 +48,16 @@ def definition_of(spec: FunnelDefinitionSpec, breakdown: Breakdown | None = None
         Step(step.kind, step.value, _filters(step.filters, f"steps[{index}].filters"))
         for index, step in enumerate(spec.steps)
     )
-    return Funnel(steps, window_ms, spec.order, breakdown, _filters(spec.filters, "filters"))
+    exclusions = tuple(
+        Exclusion(
+            Step(each.kind, each.value, _filters(each.filters, f"exclusions[{index}].filters")),
+            each.from_step,
+            each.to_step,
+        )
+        for index, each in enumerate(spec.exclusions)
+    )
+    filters = _filters(spec.filters, "filters")
+    return Funnel(steps, window_ms, spec.order, breakdown, filters, spec.unit, exclusions)
 
 
 def _time_range(start: datetime, end: datetime) -> None:
@@ -90,6 +107,12 @@ def _regex_filters(funnel: Funnel) -> list[tuple[str, str]]:
     found += [
         (f.value, f"filters[{index}].value") for index, f in enumerate(funnel.filters) if f.op == "regex"
     ]
+    found += [
+        (f.value, f"exclusions[{number}].filters[{index}].value")
+        for number, exclusion in enumerate(funnel.exclusions)
+        for index, f in enumerate(exclusion.step.filters)
+        if f.op == "regex"
+    ]
     return found  # type: ignore[return-value]  # a regex filter's value is a string
 
 
@@ -105,19 +128,26 @@ def check_regexes(queries: ReadOnlyQueries, project_id: str, funnel: Funnel) -> 
             raise APIError(400, "invalid_field", f"not a regular expression (re2): {exc}", where) from None
 
 
-def run_funnel(queries: ReadOnlyQueries, project_id: str, request: FunnelRequest) -> dict[str, Any]:
-    """The answer to `request` in the project's database (blocking: run it in a thread)."""
+def run_funnel(
+    queries: ReadOnlyQueries, project_id: str, request: FunnelRequest, session_rules: Sessions | None = None
+) -> dict[str, Any]:
+    """The answer to `request` in the project's database (blocking: run it in a thread).
+    `session_rules`: the project's, for a funnel by sessions (the identity sessions follow)."""
     funnel, list_of = funnel_of(request)
     database = database_name(project_id)
     check_regexes(queries, project_id, funnel)
-    built = summary_query(database, funnel, request.start, request.end)
+    built = summary_query(database, funnel, request.start, request.end, session_rules)
     result = queries.run_built(project_id, built.sql, built.parameters)
     row = dict(zip(result.columns, result.rows[0], strict=True))
     steps = _step_answers(request, summary_of_row(funnel, row))
-    people = None if list_of is None else _people(queries, project_id, database, funnel, request, list_of)
+    people = (
+        None
+        if list_of is None
+        else _people(queries, project_id, database, funnel, request, list_of, session_rules)
+    )
     breakdown = None
     if funnel.breakdown is not None:
-        built = breakdown_query(database, funnel, request.start, request.end)
+        built = breakdown_query(database, funnel, request.start, request.end, session_rules)
         result = queries.run_built(project_id, built.sql, built.parameters)
         rows = [dict(zip(result.columns, values, strict=True)) for values in result.rows]
         breakdown = [
@@ -142,8 +172,9 @@ def _people(
     funnel: Funnel,
     request: FunnelRequest,
     list_of: PeopleList,
+    session_rules: Sessions | None,
 ) -> FunnelPeopleAnswer:
-    built = people_query(database, funnel, request.start, request.end, list_of)
+    built = people_query(database, funnel, request.start, request.end, list_of, session_rules)
     rows = queries.run_built(project_id, built.sql, built.parameters).rows
     page = [str(row[0]) for row in rows[: list_of.limit]]
     next_after = page[-1] if len(rows) > list_of.limit else None
@@ -151,7 +182,11 @@ def _people(
 
 
 def run_trend(
-    queries: ReadOnlyQueries, project_id: str, request: FunnelTrendRequest, now: datetime
+    queries: ReadOnlyQueries,
+    project_id: str,
+    request: FunnelTrendRequest,
+    now: datetime,
+    session_rules: Sessions | None = None,
 ) -> dict[str, Any]:
     """The daily trend of `request`'s funnel (blocking: run it in a thread)."""
     _time_range(request.start, request.end)
@@ -162,7 +197,7 @@ def run_trend(
     except FunnelError as exc:
         raise APIError(400, "invalid_field", str(exc), exc.field) from None
     check_regexes(queries, project_id, funnel)
-    built = trend_query(database_name(project_id), funnel, request.start, request.end)
+    built = trend_query(database_name(project_id), funnel, request.start, request.end, session_rules)
     result = queries.run_built(project_id, built.sql, built.parameters)
     rows = [dict(zip(result.columns, values, strict=True)) for values in result.rows]
     days = [

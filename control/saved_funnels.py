@@ -30,6 +30,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from headwater.core.projects.project import utc_now_iso, validate_project_id
+from headwater.core.projects.settings import Sessions
 from headwater.core.service.errors import APIError
 from headwater.core.service.kvbuckets import ensure_bucket
 from headwater.core.service.validation import convert_body
@@ -38,6 +39,7 @@ from .audit import AuditLog
 from .funnels import check_regexes, funnel_of, run_funnel, run_trend
 from .query import ReadOnlyQueries
 from .schemas import (
+    FunnelDefinitionSpec,
     FunnelPeopleRequest,
     FunnelRequest,
     FunnelTrendRequest,
@@ -103,15 +105,13 @@ def as_query(
 ) -> FunnelRequest:
     """The funnel query that `funnel`'s definition over [start, end) is."""
     return FunnelRequest(
-        steps=funnel.steps,
-        window=funnel.window,
-        start=start,
-        end=end,
-        order=funnel.order,
-        people=people,
-        breakdown=funnel.breakdown,
-        filters=funnel.filters,
+        **definition_fields(funnel), start=start, end=end, people=people, breakdown=funnel.breakdown
     )
+
+
+def definition_fields(funnel: FunnelDefinitionSpec) -> dict[str, Any]:
+    """The fields of `funnel` that define it (those of every funnel request)."""
+    return {name: getattr(funnel, name) for name in FunnelDefinitionSpec.__struct_fields__}
 
 
 class SavedFunnelService:
@@ -287,23 +287,22 @@ class SavedFunnelService:
         funnel = await self.get(project_id, funnel_id)
         asked = convert_body(body, SavedFunnelRun)
         query = as_query(funnel, asked.start, asked.end, asked.people)
-        return await asyncio.to_thread(run_funnel, self._queries, project_id, query)
+        rules = await self._session_rules(project_id)
+        return await asyncio.to_thread(run_funnel, self._queries, project_id, query, rules)
+
+    async def _session_rules(self, project_id: str) -> Sessions:
+        project, _ = await self._projects.get(validate_project_id(project_id))
+        return project.settings.sessions
 
     async def trend(self, project_id: str, funnel_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """The saved funnel's daily trend, as `funnels/trend` answers its definition (without the
         breakdown, which a trend does not have)."""
         funnel = await self.get(project_id, funnel_id)
         asked = convert_body(body, SavedFunnelTrendRun)
-        request = FunnelTrendRequest(
-            steps=funnel.steps,
-            window=funnel.window,
-            order=funnel.order,
-            filters=funnel.filters,
-            start=asked.start,
-            end=asked.end,
-        )
+        request = FunnelTrendRequest(**definition_fields(funnel), start=asked.start, end=asked.end)
         now = datetime.now(UTC)
-        return await asyncio.to_thread(run_trend, self._queries, project_id, request, now)
+        rules = await self._session_rules(project_id)
+        return await asyncio.to_thread(run_trend, self._queries, project_id, request, now, rules)
 
 
 async def purge_project_funnels(js: JetStreamContext, project_id: str) -> None:

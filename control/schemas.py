@@ -15,7 +15,14 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from msgspec import UNSET, Meta, Struct, UnsetType, field
 
-from headwater.analytics.funnels.definition import Attribution, Order, PeopleStatus, StepKind
+from headwater.analytics.funnels.definition import (
+    MAX_EXCLUSIONS,
+    Attribution,
+    Order,
+    PeopleStatus,
+    StepKind,
+    Unit,
+)
 from headwater.analytics.funnels.filters import (
     KEY_PATTERN,
     MAX_FUNNEL_FILTERS,
@@ -217,6 +224,21 @@ class FunnelStepSpec(StepSpec, forbid_unknown_fields=True):
     filters: Annotated[StepFilters, Meta(description="Conditions the step's event meets, all of them.")] = []
 
 
+class FunnelExclusionSpec(FunnelStepSpec, forbid_unknown_fields=True, kw_only=True):
+    """An event or page, matched as a step is, that voids an attempt when it comes between two of
+    its steps (docs/funnels.md, "Definitions")."""
+
+    from_step: Annotated[int, Meta(ge=1, le=19, description="1-based: after this step's event...")]
+    to_step: Annotated[
+        int,
+        Meta(
+            ge=2,
+            le=20,
+            description="...and before this one's; or, when the attempt did not reach it, within the window.",
+        ),
+    ]
+
+
 class FunnelWindow(Struct, forbid_unknown_fields=True):
     value: Annotated[int, Meta(ge=1, le=366 * 24 * 3600)]
     unit: WindowUnit = "day"
@@ -256,6 +278,17 @@ class FunnelDefinitionSpec(Struct, kw_only=True, forbid_unknown_fields=True):
         list[FilterSpec],
         Meta(max_length=MAX_FUNNEL_FILTERS, description="Events failing any are left out, every step's."),
     ] = []
+    exclusions: Annotated[
+        list[FunnelExclusionSpec],
+        Meta(max_length=MAX_EXCLUSIONS, description="Events that void an attempt between two of its steps."),
+    ] = []
+    unit: Annotated[
+        Unit,
+        Meta(
+            description="`people` (the user id, else the anonymous id) or `sessions` (each event in its "
+            "session of the sessions table)."
+        ),
+    ] = "people"
 
 
 class FunnelTrendRequest(FunnelDefinitionSpec, kw_only=True, forbid_unknown_fields=True):
@@ -582,24 +615,14 @@ SavedFunnelName = Annotated[
 ]
 
 
-class SavedFunnelRequest(Struct, forbid_unknown_fields=True):
+class SavedFunnelRequest(FunnelDefinitionSpec, kw_only=True, forbid_unknown_fields=True):
     """A funnel's definition (the fields of a funnel query but the time range and the people list),
     validated as the query validates them, and its name."""
 
     name: SavedFunnelName
-    steps: Annotated[list[FunnelStepSpec], Meta(min_length=2, max_length=20)]
-    window: Annotated[FunnelWindow, Meta(description="The last step at most this long after the first.")]
-    order: Annotated[
-        Order,
-        Meta(description="`ordered`: other events may come between steps; `strict`: none may."),
-    ] = "ordered"
     breakdown: Annotated[
         FunnelBreakdownRequest | None, Meta(description="Also the answer per value of a column.")
     ] = None
-    filters: Annotated[
-        list[FilterSpec],
-        Meta(max_length=MAX_FUNNEL_FILTERS, description="Events failing any are left out, every step's."),
-    ] = []
 
     json_schema_extra: ClassVar[Schema] = {
         "examples": [
@@ -629,14 +652,10 @@ class SavedFunnelRun(Struct, forbid_unknown_fields=True):
     }
 
 
-class SavedFunnel(Struct, forbid_unknown_fields=True):
+class SavedFunnel(FunnelDefinitionSpec, kw_only=True, forbid_unknown_fields=True):
     id: FunnelId
     name: Annotated[str, Meta(min_length=1, max_length=200)]
-    steps: list[FunnelStepSpec]
-    window: FunnelWindow
-    order: Order
     breakdown: FunnelBreakdownRequest | None
-    filters: list[FilterSpec]
     created_at: IsoTime
     updated_at: IsoTime
     revision: Annotated[Revision, Meta(description="The KV revision, for `If-Match` on a later PUT.")]

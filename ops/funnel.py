@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from headwater.analytics.funnels.definition import FunnelError, parse_step
+from headwater.analytics.funnels.definition import UNITS, FunnelError, parse_step
 from headwater.analytics.funnels.filters import Filter, FilterError, check_key, parse_filter
 from headwater.control.funnels import run_funnel, run_trend
 from headwater.control.query import ReadOnlyQueries
@@ -78,6 +78,26 @@ def add_filters(
         step.setdefault("filters", []).append(_filter_spec(text, "--step-filter"))
     if filters:
         body["filters"] = [_filter_spec(text, "--filter") for text in filters]
+
+
+def add_exclusions(
+    body: dict[str, Any], exclusions: tuple[tuple[int, int, str], ...], filters: tuple[tuple[int, str], ...]
+) -> None:
+    """--exclude FROM TO STEP (an event or page voiding an attempt between its steps FROM and TO),
+    --exclude-filter N EXPR onto the Nth --exclude (1-based). The API checks FROM and TO."""
+    specs: list[dict[str, Any]] = []
+    for start, end, text in exclusions:
+        try:
+            step = parse_step(text)
+        except FunnelError as exc:
+            raise click.BadParameter(str(exc), param_hint="--exclude") from None
+        specs.append({"kind": step.kind, "value": step.value, "from_step": start, "to_step": end})
+    for number, text in filters:
+        if not 1 <= number <= len(specs):
+            raise click.BadParameter(f"no exclusion {number}", param_hint="--exclude-filter")
+        specs[number - 1].setdefault("filters", []).append(_filter_spec(text, "--exclude-filter"))
+    if specs:
+        body["exclusions"] = specs
 
 
 def _breakdown_key(_context: click.Context, _parameter: click.Parameter, value: str | None) -> str | None:
@@ -189,6 +209,13 @@ def funnel_table(steps: list[dict[str, Any]]) -> str:
     help="strict: no other event between steps.",
 )
 @click.option(
+    "--unit",
+    type=click.Choice(UNITS),
+    default="people",
+    show_default=True,
+    help="sessions: each visit of the sessions table goes through the funnel on its own.",
+)
+@click.option(
     "--from",
     "start",
     callback=when_option,
@@ -210,6 +237,23 @@ def funnel_table(steps: list[dict[str, Any]]) -> str:
     multiple=True,
     metavar="EXPR",
     help="A condition every event read meets (same form as --step-filter's).",
+)
+@click.option(
+    "--exclude",
+    "exclusions",
+    type=(int, int, str),
+    multiple=True,
+    metavar="FROM TO STEP",
+    help="An event:NAME or page:PATH that voids an attempt when it comes between its steps FROM and TO "
+    "(1-based), or, TO not reached, after FROM within the window; up to 5.",
+)
+@click.option(
+    "--exclude-filter",
+    "exclude_filters",
+    type=(int, str),
+    multiple=True,
+    metavar="N EXPR",
+    help="A condition on the Nth --exclude's event (same form as --step-filter's).",
 )
 @click.option(
     "--breakdown",
@@ -234,8 +278,9 @@ def funnel_table(steps: list[dict[str, Any]]) -> str:
 @control_url_option
 @clickhouse_url_option
 def funnel(
-    project: str, steps: tuple[str, ...], window: str, order: str, start: datetime | None,
+    project: str, steps: tuple[str, ...], window: str, order: str, unit: str, start: datetime | None,
     end: datetime | None, step_filters: tuple[tuple[int, str], ...], filters: tuple[str, ...],
+    exclusions: tuple[tuple[int, int, str], ...], exclude_filters: tuple[tuple[int, str], ...],
     breakdown: str | None, attribution: str, trend: bool, as_json: bool, data_dir: str,
     control_url: str | None, clickhouse_url: str | None,
 ) -> None:  # fmt: skip
@@ -246,7 +291,9 @@ def funnel(
     API of the running stack (found from --data-dir, or --control-url).
     """
     body = funnel_body(steps, window, order, start, end)
+    body["unit"] = unit
     add_filters(body, step_filters, filters)
+    add_exclusions(body, exclusions, exclude_filters)
     if breakdown and trend:
         raise click.BadParameter("a trend has no breakdown", param_hint="--breakdown")
     if breakdown:

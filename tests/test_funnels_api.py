@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from hw_sessions import quick_sessionizer, send_events, sessionized_through_last_insert
 from hw_testing import (
     ADMIN_TOKEN,
     StackFactory,
@@ -21,9 +22,10 @@ from hw_testing import (
     run_cli,
     stored_copies,
 )
+from nats.js import JetStreamContext
 
-from headwater.analytics.funnels.definition import Funnel, Step
-from headwater.analytics.funnels.reference import FunnelEvent, funnel_progress
+from headwater.analytics.funnels.definition import Exclusion, Funnel, Step
+from headwater.analytics.funnels.reference import FunnelEvent, SessionSpan, funnel_progress, session_of
 from headwater.analytics.funnels.summary import summary_of_progress
 from headwater.analytics.funnels.trend_reference import trend_of_events
 from headwater.control.query import QueryLimits, ReadOnlyQueries
@@ -53,6 +55,8 @@ def signed_up(user: str, minutes: float, message_id: str, plan: dict[str, Any]) 
 EVENTS = [
     pricing("u1", 0, "e1"), signed_up("u1", 5, "e2", {"plan": "pro", "seats": 3}),  # converts after 5 min
     pricing("u2", 0, "e3"),  # drops
+    {"type": "track", "event": "Closed Tab", "userId": "u2", "messageId": "e9",
+     "timestamp": (BASE + timedelta(minutes=30)).isoformat(), "properties": {"reason": "price"}},
     pricing("u3", 10, "e4"),
     signed_up("u3", 100, "e5", {"plan": "team", "seats": 40}),  # too late for a 1 h window
     signed_up("u4", 1, "e6", {}),  # never saw the first step: not in the funnel
@@ -194,6 +198,34 @@ async def test_a_funnel_over_events_sent_through_the_edge(
     too_long = await http.post(trend_url, json={**trend_body, "from": long_ago}, headers=admin_headers())
     assert (too_long.status_code, too_long.json()["field"]) == (400, "to")
 
+    # Exclusions: u2 closed the tab 30 minutes after pricing and never signed up, within the hour,
+    # so their only attempt is void and they are not in the funnel; the same as the reference's.
+    closed = {"kind": "event", "value": "Closed Tab", "from_step": 1, "to_step": 2}
+    excluded = await ask(http, stack, project_id, request(exclusions=[closed]))
+    assert excluded.status_code == 200, excluded.text
+    assert [step["count"] for step in excluded.json()["steps"]] == [3, 2]
+    excluding = Funnel(
+        funnel.steps, funnel.window_ms, exclusions=(Exclusion(Step("event", "Closed Tab"), 1, 2),)
+    )
+    assert [step["count"] for step in excluded.json()["steps"]] == [
+        s.count
+        for s in summary_of_progress(
+            excluding, funnel_progress(excluding, stored, BASE - timedelta(hours=1), NOW)
+        )
+    ]
+    for reason, counts in (("price", [3, 2]), ("other", [4, 2])):
+        only = {**closed, "filters": [{"key": "properties.reason", "op": "eq", "value": reason}]}
+        answer = await ask(http, stack, project_id, request(exclusions=[only]))
+        assert [step["count"] for step in answer.json()["steps"]] == counts, reason
+    short = await ask(
+        http, stack, project_id, request(exclusions=[closed], window={"value": 20, "unit": "minute"})
+    )
+    assert [step["count"] for step in short.json()["steps"]] == [4, 2]  # the tab closed after the window
+    bad_regex = {**closed, "filters": [{"key": "properties.reason", "op": "regex", "value": "(?=p)"}]}
+    refused_regex = await ask(http, stack, project_id, request(exclusions=[bad_regex]))
+    assert refused_regex.status_code == 400, refused_regex.text
+    assert refused_regex.json()["field"] == "exclusions[0].filters[0].value"
+
     # The CLI, through the control API: the same answer, as JSON and as a table.
     cli = ("funnel", "--control-url", str(stack.control_url), "--project", project_id,
            "--step", "page:/pric*", "--step", "event:Signed Up", "--window", "1h",
@@ -233,6 +265,16 @@ async def test_a_funnel_over_events_sent_through_the_edge(
         for day in trend.json()["days"]
     ]
     assert trend_lines[-1][-2:] == ["(in", "progress)"]
+    for extra, count in (
+        (("--exclude", "1", "2", "event:Closed Tab"), "3"),
+        (
+            ("--exclude", "1", "2", "event:Closed Tab", "--exclude-filter", "1", "properties.reason=other"),
+            "4",
+        ),
+    ):
+        excluded_table = await run_cli(*cli, *extra, env=env)
+        assert excluded_table.code == 0, excluded_table.stderr
+        assert excluded_table.stdout.splitlines()[1].split()[1] == count
     refused = await run_cli(*cli[:-4], "--step", "click:x", env=env)
     assert refused.code != 0 and "event:NAME or page:PATH" in refused.stderr
 
@@ -277,6 +319,30 @@ def stored_rows(stack: Stack, project_id: str) -> list[FunnelEvent]:
             {"steps": [{**STEPS[0], "filters": [{"key": "properties.a", "op": "gt"}]}, STEPS[1]]},
             "steps[0].filters[0].value",
         ),
+        (
+            {"exclusions": [{"kind": "event", "value": "X", "from_step": 1, "to_step": 3}]},
+            "exclusions[0].to_step",
+        ),
+        (
+            {"exclusions": [{"kind": "click", "value": "X", "from_step": 1, "to_step": 2}]},
+            "exclusions[0].kind",
+        ),
+        ({"exclusions": [{"kind": "event", "value": "X", "from_step": 1}]}, "exclusions[0].to_step"),
+        (
+            {
+                "exclusions": [
+                    {
+                        "kind": "event",
+                        "value": "X",
+                        "from_step": 1,
+                        "to_step": 2,
+                        "filters": [{"key": "country", "op": "lt", "value": 1}],
+                    }
+                ]
+            },
+            "exclusions[0].filters[0].value",
+        ),
+        ({"exclusions": [{"kind": "event", "value": "X", "from_step": 1, "to_step": 2}] * 6}, "exclusions"),
     ],
 )
 async def test_bad_funnels_are_refused_naming_the_field(
@@ -314,3 +380,58 @@ def test_built_queries_run_read_only_and_spill_their_grouping_to_disk(
         assert queries.run_built(project_id, sql, {}).rows == [[40_000_000, 1]]
     finally:
         queries.close()
+
+
+async def test_a_funnel_by_sessions_of_the_sessionizer(
+    make_stack: StackFactory,
+    http: httpx.AsyncClient,
+    project_id: str,
+    clickhouse_url: str,
+    js: JetStreamContext,
+) -> None:
+    """v1 converts in their first visit and comes back two hours later to look again; v2 signs up
+    45 minutes after pricing, in a visit of its own (the inactivity timeout is 30 minutes). By
+    people both convert; by sessions, three visits see pricing and one converts."""
+    stack = await make_stack(
+        edge=True, control=True, consumer=True, sessionizer=quick_sessionizer(clickhouse_url)
+    )
+    key = str((await create_project(http, stack, project_id))["secret_key"])
+
+    def anonymous(event: dict[str, Any], visitor: str) -> dict[str, Any]:
+        return {**{k: v for k, v in event.items() if k != "userId"}, "anonymousId": visitor}
+
+    events = [
+        anonymous(pricing("v1", 0, "s1"), "v1"), anonymous(signed_up("v1", 5, "s2", {}), "v1"),
+        anonymous(pricing("v1", 120, "s3"), "v1"),
+        anonymous(pricing("v2", 0, "s4"), "v2"), anonymous(signed_up("v2", 45, "s5", {}), "v2"),
+    ]  # fmt: skip
+    await send_events(http, stack, key, project_id, events)
+    assert stack.clickhouse is not None
+    await sessionized_through_last_insert(stack.clickhouse, js, project_id)
+
+    by_people = await ask(http, stack, project_id, request())
+    assert [step["count"] for step in by_people.json()["steps"]] == [2, 2]
+    by_sessions = await ask(http, stack, project_id, request(unit="sessions"))
+    assert by_sessions.status_code == 200, by_sessions.text
+    assert [step["count"] for step in by_sessions.json()["steps"]] == [3, 1]
+
+    # The reference over the stored rows and the sessions table gives the same.
+    stored = await asyncio.to_thread(stored_rows, stack, project_id)
+    rows = stack.clickhouse.query(
+        f"SELECT identity, session_id, started_at, ended_at FROM hw_{project_id}.sessions FINAL"
+    ).result_rows
+    spans = [SessionSpan(i, s, a.replace(tzinfo=UTC), b.replace(tzinfo=UTC)) for i, s, a, b in rows]
+    funnel = Funnel((Step("page", "/pric*"), Step("event", "Signed Up")), 3_600_000, unit="sessions")
+    progress = funnel_progress(
+        funnel, stored, BASE - timedelta(hours=1), NOW, unit_of=session_of(spans, "anonymous_id")
+    )
+    assert [s.count for s in summary_of_progress(funnel, progress)] == [3, 1]
+    converted = await ask(
+        http, stack, project_id, request(unit="sessions", people={"step": 2, "status": "converted"})
+    )
+    assert converted.json()["people"]["people"] == [row.person for row in progress if row.level == 2]
+    cli = ("funnel", "--control-url", str(stack.control_url), "--project", project_id, "--unit", "sessions",
+           "--step", "page:/pric*", "--step", "event:Signed Up", "--window", "1h",
+           "--from", (BASE - timedelta(hours=1)).isoformat(), "--to", NOW.isoformat(), "--json")  # fmt: skip
+    answer = (await run_cli(*cli, env={**cli_env(), "HEADWATER_ADMIN_TOKEN": ADMIN_TOKEN})).json()
+    assert [step["count"] for step in answer["steps"]] == [3, 1]

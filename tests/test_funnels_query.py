@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from headwater.analytics.funnels.definition import (
     Breakdown,
+    Exclusion,
     Funnel,
     FunnelError,
     PeopleList,
@@ -98,20 +99,25 @@ STEPS = [Step("event", "A"), Step("event", "B"), Step("event", "C"), Step("page"
 
 
 @st.composite
-def stored_events(draw: st.DrawFn) -> list[FunnelEvent]:
+def stored_events(draw: st.DrawFn, dense: bool = False) -> list[FunnelEvent]:
+    """Up to 30 events of three people in 30 minutes; `dense`: of two people, mostly track events,
+    in ten minutes, so that attempts get deep and several overlap (exclusions decide between them)."""
     events = []
     for number in range(draw(st.integers(0, 30))):
-        person = draw(st.sampled_from(["a", "b", "c"]))
+        person = draw(st.sampled_from(["a", "b"] if dense else ["a", "b", "c"]))
         identified = draw(st.booleans())
-        page = draw(st.booleans())
+        page = draw(st.integers(0, 4)) == 0 if dense else draw(st.booleans())
         # Minutes, and sometimes the same millisecond as another event (ties).
         when = T0 + timedelta(
-            milliseconds=draw(st.integers(0, 120)) * MINUTE // 4 + draw(st.sampled_from([0, 0, 1]))
+            milliseconds=draw(st.integers(0, 40 if dense else 120)) * MINUTE // 4
+            + draw(st.sampled_from([0, 0, 1]))
         )
         event = FunnelEvent(
             message_id=f"m{number:02d}",
             type="page" if page else "track",
-            event=draw(st.sampled_from(["A", "B", "C", ""])) if not page else "",
+            event=""
+            if page
+            else draw(st.sampled_from(["A", "B", "C", "D"] if dense else ["A", "B", "C", "D", ""])),
             anonymous_id=f"anon-{person}",
             user_id=person if identified else "",
             timestamp=when,
@@ -195,29 +201,70 @@ def filtered_steps(draw: st.DrawFn) -> Step:
     return Step(step.kind, step.value, tuple(draw(st.lists(filters(), min_size=1, max_size=2))))
 
 
-funnels = st.builds(
-    Funnel,
-    steps=st.lists(filtered_steps(), min_size=2, max_size=4).map(tuple),
-    window_ms=st.integers(1, 60).map(lambda minutes: minutes * MINUTE // 2),
-    order=st.sampled_from(["ordered", "strict"]),
-    breakdown=st.none()
-    | st.builds(
-        Breakdown,
-        column=st.sampled_from(["browser", "country", "properties.plan", "properties.n", "properties.o.k"]),
-        attribution=st.sampled_from(["first", "last"]),
-        limit=st.integers(1, 3),
-    ),
-    filters=st.lists(filters(), max_size=2).map(tuple) | st.just(()),
-)
+@st.composite
+def exclusions(draw: st.DrawFn, steps: int) -> Exclusion:
+    """An exclusion between two of the funnel's steps; its event often one of the steps' too."""
+    start = draw(st.integers(1, steps - 1))
+    step = draw(st.sampled_from([Step("event", "D"), *STEPS[:3]]) | filtered_steps())
+    return Exclusion(step, start, draw(st.integers(start + 1, steps)))
+
+
+@st.composite
+def funnels(draw: st.DrawFn, dense: bool = False) -> Funnel:
+    """Random funnels; `dense`: for dense events, steps mostly of events and without filters, and
+    always one or more exclusions."""
+    plain = st.sampled_from([*STEPS[:4], Step("event", "D")])
+    step = (
+        st.integers(0, 3).flatmap(lambda n: filtered_steps() if n == 0 else plain)
+        if dense
+        else filtered_steps()
+    )
+    steps = tuple(draw(st.lists(step, min_size=2, max_size=4)))
+    some = st.lists(exclusions(len(steps)), min_size=1, max_size=3 if dense else 2)
+    return Funnel(
+        steps,
+        window_ms=draw(st.integers(1, 60).map(lambda minutes: minutes * MINUTE // 2)),
+        order=draw(st.sampled_from(["ordered", "strict"])),
+        breakdown=draw(
+            st.none()
+            | st.builds(
+                Breakdown,
+                column=st.sampled_from(
+                    ["browser", "country", "properties.plan", "properties.n", "properties.o.k"]
+                ),
+                attribution=st.sampled_from(["first", "last"]),
+                limit=st.integers(1, 3),
+            )
+        ),
+        filters=draw(st.just(()) if dense else st.lists(filters(), max_size=2).map(tuple) | st.just(())),
+        # Without exclusions in about half the (not dense) examples: the same as before they were.
+        exclusions=tuple(draw(some if dense else st.just([]) | some)),
+    )
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(events=stored_events(), funnel=funnels, data=st.data())
+@given(events=stored_events(), funnel=funnels(), data=st.data())
 def test_the_query_equals_the_reference(
     events_table: tuple[Client, str], events: list[FunnelEvent], funnel: Funnel, data: st.DataObject
 ) -> None:
-    """Each person's progress, the answer per step, and a page of a list of people."""
-    client, database = events_table
+    """Each person's progress, the answer per step, a page of a list of people and the breakdown;
+    some funnels with exclusions."""
+    check_against_reference(*events_table, events, funnel, data)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=stored_events(dense=True), funnel=funnels(dense=True), data=st.data())
+def test_exclusions_equal_the_reference(
+    events_table: tuple[Client, str], events: list[FunnelEvent], funnel: Funnel, data: st.DataObject
+) -> None:
+    """The same with exclusions always, on events dense enough for attempts to overlap (where an
+    exclusion voids one attempt and leaves another)."""
+    check_against_reference(*events_table, events, funnel, data)
+
+
+def check_against_reference(
+    client: Client, database: str, events: list[FunnelEvent], funnel: Funnel, data: st.DataObject
+) -> None:
     store(client, database, events)
     note(repr(funnel))
     expected = funnel_progress(funnel, events, *RANGE)
@@ -576,7 +623,7 @@ def store_sessions(client: Client, database: str, spans: Sequence[SessionSpan]) 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     events=stored_events(),
-    funnel=funnels,
+    funnel=funnels(),
     data=st.data(),
     rule=st.sampled_from(["anonymous_id", "user_id"]),
 )
@@ -601,3 +648,77 @@ def test_sessions_as_the_unit_equal_the_reference(
     result = client.query(summary.sql, parameters=summary.parameters)
     row = dict(zip(result.column_names, result.result_rows[0], strict=True))
     assert summary_of_row(by_sessions, row) == summary_of_progress(by_sessions, expected)
+
+
+def test_exclusions_named_cases(events_table: tuple[Client, str]) -> None:
+    client, database = events_table
+    a, b, c, x = (Step("event", name) for name in "ABCX")
+
+    def excluding(*exclusions: Exclusion, order: str = "ordered", steps: tuple[Step, ...] = (a, b)) -> Funnel:
+        return Funnel(steps, 10 * MINUTE, order, exclusions=exclusions)  # type: ignore[arg-type]
+
+    x_between = excluding(Exclusion(x, 1, 2))
+    cases: list[tuple[str, Funnel, list[FunnelEvent], list[Progress]]] = [
+        ("an exclusion between the steps voids the attempt; a later attempt without one counts",
+         x_between,
+         [at(0, name="A"), at(1, name="X"), at(2, name="A"), at(3, name="B")], [reached(2, 3)]),
+        ("...and an earlier deeper attempt voided leaves the later shallower one",
+         excluding(Exclusion(x, 2, 3), steps=(a, b, c)),
+         [at(0, name="A"), at(1, name="B"), at(2, name="X"), at(3, name="C"), at(4, name="A"),
+          at(5, name="B")], [reached(4, 5)]),
+        ("to_step never reached: an exclusion after from_step inside the window voids",
+         x_between, [at(0, name="A"), at(10, name="X")], []),
+        ("...just outside the window it does not",
+         x_between, [at(0, name="A"), at(10 + 1 / MINUTE, name="X")], [reached(0)]),
+        ("an exclusion after to_step does not void", x_between,
+         [at(0, name="A"), at(1, name="B"), at(2, name="X")], [reached(0, 1)]),
+        ("an exclusion before from_step does not void", excluding(Exclusion(x, 2, 3), steps=(a, b, c)),
+         [at(0, name="A"), at(1, name="X"), at(2, name="B"), at(3, name="C")], [reached(0, 2, 3)]),
+        ("an event that is a step is not its own attempt's exclusion, a second one is",
+         excluding(Exclusion(b, 1, 3), steps=(a, b, c)),
+         [at(0, name="A"), at(1, name="B"), at(2, name="C")], [reached(0, 1, 2)]),
+        ("...a second B between A and C voids it", excluding(Exclusion(b, 1, 3), steps=(a, b, c)),
+         [at(0, name="A"), at(1, name="B"), at(2, name="B"), at(3, name="C")], []),
+        ("a person with only void attempts is not in the funnel, not even at step 1", x_between,
+         [at(0, name="A"), at(1, name="X"), at(2, name="A"), at(3, name="X")], []),
+        ("strict: a void attempt leaves the next", excluding(Exclusion(x, 1, 2), order="strict"),
+         [at(0, name="A"), at(1, name="X"), at(2, name="A"), at(3, name="B")], [reached(2, 3)]),
+        ("strict: to_step reached, nothing can come between", excluding(Exclusion(x, 1, 2), order="strict"),
+         [at(0, name="A"), at(1, name="B"), at(2, name="X")], [reached(0, 1)]),
+        ("an exclusion with filters: only its matching events", excluding(
+            Exclusion(Step("event", "X", (Filter("properties.plan", "eq", "pro"),)), 1, 2)),
+         [at(0, name="A"), with_properties(at(1, name="X"), properties='{"plan": "free"}'), at(2, name="B")],
+         [reached(0, 2)]),
+        ("the funnel's filters leave exclusion events out too", Funnel(
+            (a, b), 10 * MINUTE, exclusions=(Exclusion(x, 1, 2),), filters=(Filter("browser", "neq", "B"),)),
+         [at(0, name="A"), with_properties(at(1, name="X"), browser="B"), at(2, name="B")],
+         [reached(0, 2)]),
+        ("no exclusions: as before", excluding(),
+         [at(0, name="A"), at(1, name="X"), at(2, name="B")], [reached(0, 2)]),
+    ]  # fmt: skip
+    for name, funnel, events, expected in cases:
+        store(client, database, events)
+        assert funnel_progress(funnel, events, *RANGE) == expected, name
+        assert queried(client, database, funnel) == expected, name
+
+
+def test_exclusions_are_validated() -> None:
+    a, b, c = Step("event", "A"), Step("event", "B"), Step("event", "C")
+    for exclusions, field in [
+        ((Exclusion(c, 1, 2),) * 6, "exclusions"),
+        ((Exclusion(c, 0, 2),), "exclusions[0].from_step"),
+        ((Exclusion(c, 1, 2), Exclusion(c, 2, 2)), "exclusions[1].from_step"),
+        ((Exclusion(c, 2, 1),), "exclusions[0].from_step"),
+        ((Exclusion(c, 1, 1),), "exclusions[0].to_step"),
+        ((Exclusion(c, 1, 3),), "exclusions[0].to_step"),
+        ((Exclusion(Step("event", ""), 1, 2),), "exclusions[0]"),
+        ((Exclusion(Step("click", "x"), 1, 2),), "exclusions[0]"),  # type: ignore[arg-type]
+        (
+            (Exclusion(Step("event", "C", (Filter("country", "is_set"),) * 11), 1, 2),),
+            "exclusions[0].filters",
+        ),
+    ]:
+        with pytest.raises(FunnelError) as raised:
+            Funnel((a, b), MINUTE, exclusions=exclusions)
+        assert raised.value.field == field, exclusions
+    Funnel((a, b, c), MINUTE, exclusions=(Exclusion(c, 1, 3), Exclusion(a, 2, 3)))

@@ -52,7 +52,7 @@ def spread(draw: st.DrawFn) -> list[FunnelEvent]:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     events=spread(),
-    funnel=funnels,
+    funnel=funnels(),
     window_hours=st.integers(1, 30),
     start_hours=st.integers(-4, 24),
     length_hours=st.integers(1, 30),

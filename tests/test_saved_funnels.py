@@ -80,8 +80,8 @@ async def test_crud_round_trip_order_if_match_and_audit(stack: Stack, api: Api, 
     assert first == {
         "id": first["id"], "name": "Pricing", "steps": [{**s, "filters": []} for s in STEPS],
         "window": {"value": 1, "unit": "hour"}, "order": "strict", "breakdown": breakdown,
-        "filters": filters, "created_at": first["created_at"], "updated_at": first["created_at"],
-        "revision": first["revision"],
+        "filters": filters, "exclusions": [], "unit": "people", "created_at": first["created_at"],
+        "updated_at": first["created_at"], "revision": first["revision"],
     }  # fmt: skip
     second = await api.save("Activation")
     third = await api.save("Activation")

@@ -17,6 +17,7 @@ from .filters import (
 )
 
 MIN_STEPS, MAX_STEPS = 2, 20
+MAX_EXCLUSIONS = 5
 # A window longer than a year is a mistake more often than a question.
 MAX_WINDOW_MS = 366 * 24 * 3600 * 1000
 MAX_NAME_LENGTH = 200
@@ -58,6 +59,18 @@ def _glob(pattern: str) -> re.Pattern[str]:
     return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
 
 
+@dataclass(frozen=True, slots=True)
+class Exclusion:
+    """An event or page (`step`: matched as a step is, filters included) that voids an attempt when
+    it comes between the attempt's steps `from_step` and `to_step` (1-based, from_step < to_step);
+    or, when the attempt reached from_step but not to_step, after from_step and within the window
+    from the attempt's first step (docs/funnels.md, "Definitions")."""
+
+    step: Step
+    from_step: int
+    to_step: int
+
+
 MAX_BREAKDOWN_VALUES = 100
 Attribution = Literal["first", "last"]
 
@@ -83,17 +96,14 @@ class Funnel:
     # Events failing any of these are left out, as those outside the time range are.
     filters: tuple[Filter, ...] = ()
     unit: Unit = "people"
+    exclusions: tuple[Exclusion, ...] = ()
 
     def __post_init__(self) -> None:
         if not MIN_STEPS <= len(self.steps) <= MAX_STEPS:
             raise FunnelError("steps_count", "steps", f"a funnel has {MIN_STEPS} to {MAX_STEPS} steps")
         for index, step in enumerate(self.steps):
-            where = f"steps[{index}]"
-            if step.kind not in ("event", "page"):
-                raise FunnelError("step_kind", where, "a step is an event or a page")
-            if not step.value or len(step.value) > MAX_NAME_LENGTH:
-                raise FunnelError("step_value", where, f"a step names 1 to {MAX_NAME_LENGTH} characters")
-            _check_filters(step.filters, MAX_STEP_FILTERS, f"{where}.filters")
+            _check_step(step, f"steps[{index}]")
+        self._check_exclusions()
         _check_filters(self.filters, MAX_FUNNEL_FILTERS, "filters")
         if not 0 < self.window_ms <= MAX_WINDOW_MS:
             raise FunnelError("window", "window", "the window is positive and at most 366 days")
@@ -110,6 +120,30 @@ class Funnel:
                 raise FunnelError("breakdown_attribution", "breakdown.attribution", "first or last")
             if not 1 <= self.breakdown.limit <= MAX_BREAKDOWN_VALUES:
                 raise FunnelError("breakdown_limit", "breakdown.limit", f"1 to {MAX_BREAKDOWN_VALUES} values")
+
+    def _check_exclusions(self) -> None:
+        if len(self.exclusions) > MAX_EXCLUSIONS:
+            raise FunnelError("exclusions_count", "exclusions", f"at most {MAX_EXCLUSIONS} exclusions")
+        steps = len(self.steps)
+        for index, exclusion in enumerate(self.exclusions):
+            where = f"exclusions[{index}]"
+            _check_step(exclusion.step, where)
+            if not 1 <= exclusion.from_step < steps:
+                raise FunnelError(
+                    "exclusion_steps", f"{where}.from_step", f"a step from 1 to {steps - 1} (1-based)"
+                )
+            if not exclusion.from_step < exclusion.to_step <= steps:
+                raise FunnelError(
+                    "exclusion_steps", f"{where}.to_step", f"a step after from_step, at most {steps}"
+                )
+
+
+def _check_step(step: Step, where: str) -> None:
+    if step.kind not in ("event", "page"):
+        raise FunnelError("step_kind", where, "a step is an event or a page")
+    if not step.value or len(step.value) > MAX_NAME_LENGTH:
+        raise FunnelError("step_value", where, f"a step names 1 to {MAX_NAME_LENGTH} characters")
+    _check_filters(step.filters, MAX_STEP_FILTERS, f"{where}.filters")
 
 
 def _check_filters(filters: tuple[Filter, ...], most: int, where: str) -> None:

@@ -12,6 +12,8 @@ received first, sorted by (timestamp, message id); then per person:
   attempt. The deepest step's attempt is then retraced from its start.
 - `strict`: for each event that is the first step, how many of the events from it on match the
   steps one after another within the window; the deepest, starting last.
+- with exclusions, in either order: every attempt built per start and checked for exclusions
+  (_per_start); funnels without exclusions get exactly the two above.
 """
 
 from __future__ import annotations
@@ -44,8 +46,7 @@ def like_pattern(glob: str) -> str:
     return escaped.replace("*", "%")
 
 
-def _base_condition(index: int, step: Step, parameters: dict[str, Any]) -> str:
-    name = f"step_{index}"
+def _base_condition(name: str, step: Step, parameters: dict[str, Any]) -> str:
     if step.kind == "event":
         parameters[name] = step.value
         return f"event = {{{name}:String}}"
@@ -61,20 +62,31 @@ def _all_of(conditions: list[str]) -> str:
 class _Conditions:
     """Each step's condition in two parts: on the message's body (its name, page, properties: the
     same in every copy) and on the columns enriched per copy (browser, country, ...: a retry could
-    differ). And the funnel's filters in the same two parts (None: none of the kind)."""
+    differ). And the funnel's filters in the same two parts (None: none of the kind), and each
+    exclusion's condition as a step's."""
 
     body: list[str]
     per_copy: list[str | None]
     funnel_body: str | None
     funnel_per_copy: str | None
+    exclusion_body: list[str]
+    exclusion_per_copy: list[str | None]
 
     def step(self, index: int) -> str:
-        extra = self.per_copy[index]
-        return self.body[index] if extra is None else f"({self.body[index]} AND {extra})"
+        return _both(self.body[index], self.per_copy[index])
+
+    def exclusion(self, index: int) -> str:
+        return _both(self.exclusion_body[index], self.exclusion_per_copy[index])
 
     @property
     def any_per_copy(self) -> bool:
-        return self.funnel_per_copy is not None or any(c is not None for c in self.per_copy)
+        return self.funnel_per_copy is not None or any(
+            c is not None for c in (*self.per_copy, *self.exclusion_per_copy)
+        )
+
+
+def _both(body: str, per_copy: str | None) -> str:
+    return body if per_copy is None else f"({body} AND {per_copy})"
 
 
 def _split(filters: tuple[Filter, ...], binder: Binder) -> tuple[list[str], list[str]]:
@@ -85,18 +97,23 @@ def _split(filters: tuple[Filter, ...], binder: Binder) -> tuple[list[str], list
 
 def _conditions(funnel: Funnel, parameters: dict[str, Any]) -> _Conditions:
     binder = Binder(parameters, "filter")
-    body: list[str] = []
-    per_copy: list[str | None] = []
-    for index, step in enumerate(funnel.steps):
+
+    def split_step(name: str, step: Step) -> tuple[str, str | None]:
         on_body, on_copy = _split(step.filters, binder)
-        body.append(_all_of([_base_condition(index, step, parameters), *on_body]))
-        per_copy.append(_all_of(on_copy) if on_copy else None)
+        return _all_of([_base_condition(name, step, parameters), *on_body]), _all_of(
+            on_copy
+        ) if on_copy else None
+
+    steps = [split_step(f"step_{index}", step) for index, step in enumerate(funnel.steps)]
     funnel_body, funnel_copy = _split(funnel.filters, binder)
+    exclusions = [split_step(f"exclusion_{index}", e.step) for index, e in enumerate(funnel.exclusions)]
     return _Conditions(
-        body,
-        per_copy,
+        [body for body, _ in steps],
+        [per_copy for _, per_copy in steps],
         _all_of(funnel_body) if funnel_body else None,
         _all_of(funnel_copy) if funnel_copy else None,
+        [body for body, _ in exclusions],
+        [per_copy for _, per_copy in exclusions],
     )
 
 
@@ -109,6 +126,8 @@ def step_conditions(funnel: Funnel, parameters: dict[str, Any]) -> list[str]:
 
 # The mask's bit telling that an event's copy passes the funnel's per-copy filters (steps use 0-19).
 _KEPT_BIT = 31
+# The bit of the first exclusion (the others follow: 20-24).
+_EXCLUSION_BIT = 20
 
 
 DAY_MS = 86_400_000
@@ -142,6 +161,10 @@ def progress_query(
     parameters: dict[str, Any] = {"start": start, "end": end, "window_ms": funnel.window_ms}
     conditions = _conditions(funnel, parameters)
     bits = [f"bitShiftLeft(toUInt32({conditions.step(i)}), {i})" for i in range(len(funnel.steps))]
+    bits += [
+        f"bitShiftLeft(toUInt32({conditions.exclusion(i)}), {_EXCLUSION_BIT + i})"
+        for i in range(len(funnel.exclusions))
+    ]
     if conditions.funnel_per_copy is not None:
         bits.append(f"bitShiftLeft(toUInt32({conditions.funnel_per_copy}), {_KEPT_BIT})")
     mask = " + ".join(bits)
@@ -154,11 +177,12 @@ def progress_query(
     steps = len(funnel.steps)
     only_steps = any_step = ""
     if funnel.order == "ordered":
-        # Rows of no step cannot change an ordered funnel. Per-copy filters cannot decide it: a
-        # copy failing them may not be the one chosen.
+        # Rows of no step (nor exclusion) cannot change an ordered funnel. Per-copy filters cannot
+        # decide it: a copy failing them may not be the one chosen.
         only_steps = "AND mask != 0"
         if conditions.any_per_copy:
-            any_step, only_steps = f", ({' OR '.join(conditions.body)}) AS any_step", "AND any_step"
+            read = " OR ".join([*conditions.body, *conditions.exclusion_body])
+            any_step, only_steps = f", ({read}) AS any_step", "AND any_step"
     funnel_body = "" if conditions.funnel_body is None else f"AND {conditions.funnel_body}"
     # Of the copies of a message, the one received first (then the smallest request id); then,
     # with per-copy funnel filters, only the messages whose chosen copy passes them.
@@ -170,7 +194,10 @@ def progress_query(
             )"""
     if conditions.funnel_per_copy is not None:
         chosen = f"arrayFilter(c -> bitTest(c.5, {_KEPT_BIT}), {chosen})"
-    progress = _ordered(steps) if funnel.order == "ordered" else _strict(steps)
+    if funnel.exclusions:
+        progress = _per_start(funnel)
+    else:
+        progress = _ordered(steps) if funnel.order == "ordered" else _strict(steps)
     order_by = f"ORDER BY {key}" if sorted_by_person else ""
     # The breakdown's value travels with each event, and its value at the attributed step is the
     # person's; without one nothing does.
@@ -352,6 +379,51 @@ def _strict(steps: int) -> str:
         "arrayCount(end -> end > 0, ends) AS level",
         "toUInt64(ends[greatest(level, 1)] + 1) AS after_last",
         "if(level = 0, [], range(toUInt64(after_last - level), after_last)) AS step_events",
+    ]
+    return ",\n        ".join(items)
+
+
+def _per_start(funnel: Funnel) -> str:
+    """level and step_events with exclusions: every attempt, one per event that is the first step
+    (`chain_1`: its index), built step by step as the reference builds it (`chain_k`: the index of
+    step k's event per attempt, 0 when it did not reach k): in `ordered` order the first event
+    after step k - 1's that fills step k, in `strict` order the very next event if it fills it;
+    either within the window from the first step. An attempt is void when an exclusion's event
+    other than its own steps' comes after its from_step event and before its to_step event, or,
+    not having reached to_step, at most the window after its first step; the deepest attempt not
+    void, starting last, is the person's. Slower than _ordered and _strict (every attempt against
+    every event: quadratic in a person's events), so only funnels with exclusions take it."""
+    steps = len(funnel.steps)
+    window = "{window_ms:Int64}"
+    indexes = "arrayEnumerate(masks)"
+    items = [f"arrayFilter((j, m) -> bitTest(m, 0), {indexes}, masks) AS chain_1"]
+    for k in range(2, steps + 1):
+        if funnel.order == "ordered":
+            after = f"arrayFirstIndex((m, j) -> j > p AND bitTest(m, {k - 1}), masks, {indexes})"
+        else:
+            after = f"if(bitTest(masks[p + 1], {k - 1}), p + 1, 0)"
+        items += [
+            f"arrayMap(p -> if(p = 0, 0, {after}), chain_{k - 1}) AS found_{k}",
+            f"arrayMap((e, s) -> if(e > 0 AND times[e] - times[s] <= {window}, e, 0), found_{k}, chain_1)"
+            f" AS chain_{k}",
+        ]
+    names = ", ".join(f"c{k}" for k in range(1, steps + 1))
+    chains = ", ".join(f"chain_{k}" for k in range(1, steps + 1))
+    items.append(f"arrayMap(({names}) -> [{names}], {chains}) AS chains")
+    voids = []
+    for number, exclusion in enumerate(funnel.exclusions):
+        start, end = exclusion.from_step, exclusion.to_step
+        inside = f"if(c[{end}] > 0, j < c[{end}], t - times[c[1]] <= {window})"
+        voids.append(
+            f"(c[{start}] > 0 AND arrayExists((m, t, j) -> bitTest(m, {_EXCLUSION_BIT + number})"
+            f" AND j > c[{start}] AND {inside} AND NOT has(c, j), masks, times, {indexes}))"
+        )
+    items += [
+        f"arrayFilter(c -> NOT ({' OR '.join(voids)}), chains) AS kept",
+        "arrayMap(c -> arrayCount(e -> e > 0, c), kept) AS kept_levels",
+        "arrayMax(arrayPushBack(kept_levels, 0)) AS level",
+        "if(level = 0, [], arraySlice(kept[arrayLastIndex(l -> l = level, kept_levels)], 1, level))"
+        " AS step_events",
     ]
     return ",\n        ".join(items)
 

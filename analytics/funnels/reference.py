@@ -126,11 +126,13 @@ def people(
 def progress(
     funnel: Funnel, events: Sequence[FunnelEvent], entry: tuple[int, int] | None = None
 ) -> tuple[int, tuple[int, ...], str]:
-    """One person's attempt that reaches furthest (the one starting last among those), as
-    (steps reached, their times, the breakdown value); (0, (), "") when no event is the first
-    step. With `entry` (Unix milliseconds), only attempts starting in [entry[0], entry[1])."""
+    """One person's attempt that reaches furthest among those no exclusion voids (the one starting
+    last among those), as (steps reached, their times, the breakdown value); (0, (), "") when no
+    event is the first step or every attempt is void. With `entry` (Unix milliseconds), only
+    attempts starting in [entry[0], entry[1])."""
     times = [milliseconds(e.timestamp) for e in events]
     fills = [[e.is_step(step) for step in funnel.steps] for e in events]
+    excludes = [[e.is_step(exclusion.step) for exclusion in funnel.exclusions] for e in events]
     best: tuple[int, int, list[int]] = (0, -1, [])  # level, start, the events of the steps
     for start in range(len(events)):
         if not fills[start][0] or (entry is not None and not entry[0] <= times[start] < entry[1]):
@@ -151,6 +153,8 @@ def progress(
             if found is None:
                 break
             chain.append(found)
+        if _void(funnel, chain, times, excludes):
+            continue
         if (len(chain), start) > best[:2]:
             best = (len(chain), start, chain)
     level, _, chain = best
@@ -162,6 +166,27 @@ def progress(
     return level, tuple(times[index] for index in chain), value
 
 
+def _void(funnel: Funnel, chain: list[int], times: list[int], excludes: list[list[bool]]) -> bool:
+    """Whether an event of an exclusion, not one of the attempt's steps, comes after the attempt's
+    `from_step` event and before its `to_step` event; or, when the attempt did not reach to_step,
+    after its from_step event and at most the window after its first step."""
+    for number, exclusion in enumerate(funnel.exclusions):
+        if len(chain) < exclusion.from_step:
+            continue
+        after = chain[exclusion.from_step - 1]
+        if len(chain) >= exclusion.to_step:
+            between = list(range(after + 1, chain[exclusion.to_step - 1]))
+        else:
+            between = [
+                index
+                for index in range(after + 1, len(times))
+                if times[index] - times[chain[0]] <= funnel.window_ms
+            ]
+        if any(excludes[index][number] and index not in chain for index in between):
+            return True
+    return False
+
+
 def funnel_progress(
     funnel: Funnel,
     events: Iterable[FunnelEvent],
@@ -170,9 +195,9 @@ def funnel_progress(
     entry: tuple[datetime, datetime] | None = None,
     unit_of: Callable[[FunnelEvent], str] = person_of,
 ) -> list[Progress]:
-    """Every person (or unit: `unit_of`) with an event in [start, end) that is the funnel's first
-    step, sorted. Events whose chosen copy fails the funnel's filters are left out. With `entry`,
-    only attempts starting in [entry[0], entry[1])."""
+    """Every person (or unit: `unit_of`) with an attempt (an event in [start, end) that is the
+    funnel's first step) no exclusion voids, sorted. Events whose chosen copy fails the funnel's
+    filters are left out. With `entry`, only attempts starting in [entry[0], entry[1])."""
     result = []
     entry_ms = None if entry is None else (milliseconds(entry[0]), milliseconds(entry[1]))
     for person, person_events in sorted(people(events, start, end, unit_of).items()):
