@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -28,12 +29,15 @@ from .options import (
 )
 
 DEFAULT_RANGE = timedelta(days=30)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def funnel_body(
-    steps: tuple[str, ...], window: str, order: str, start: datetime | None, end: datetime | None
-) -> dict[str, Any]:
-    """The API's request body from the command's options."""
+def definition_body(
+    steps: tuple[str, ...], window: str, order: str, unit: str, step_filters: tuple[tuple[int, str], ...],
+    filters: tuple[str, ...], exclusions: tuple[tuple[int, int, str], ...],
+    exclude_filters: tuple[tuple[int, str], ...], breakdown: str | None, attribution: str,
+) -> dict[str, Any]:  # fmt: skip
+    """A funnel's definition in the API's form, from the options of definition_options."""
     parsed = []
     for text in steps:
         try:
@@ -47,15 +51,24 @@ def funnel_body(
         raise click.BadParameter(str(exc), param_hint="--window") from None
     if seconds < 1 or seconds != int(seconds):
         raise click.BadParameter("a whole number of seconds, at least 1s", param_hint="--window")
-    until = end or datetime.now(UTC)
-    since = start or until - DEFAULT_RANGE
-    return {
+    body: dict[str, Any] = {
         "steps": parsed,
         "window": {"value": int(seconds), "unit": "second"},
         "order": order,
-        "from": since.isoformat(),
-        "to": until.isoformat(),
+        "unit": unit,
     }
+    add_filters(body, step_filters, filters)
+    add_exclusions(body, exclusions, exclude_filters)
+    if breakdown:
+        body["breakdown"] = {"column": breakdown, "attribution": attribution}
+    return body
+
+
+def time_range(start: datetime | None, end: datetime | None) -> dict[str, str]:
+    """`from` and `to`: by default the 30 days before now."""
+    until = end or datetime.now(UTC)
+    since = start or until - DEFAULT_RANGE
+    return {"from": since.isoformat(), "to": until.isoformat()}
 
 
 def _filter_spec(text: str, hint: str) -> dict[str, Any]:
@@ -186,35 +199,94 @@ def funnel_table(steps: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# The options that define a funnel, shared by `headwater funnel` and `headwater funnels save`.
+_DEFINITION_OPTIONS: list[Callable[[Any], Any]] = [
+    click.option(
+        "--step",
+        "steps",
+        multiple=True,
+        required=True,
+        help="event:NAME or page:PATH (* wildcards), in order; 2 to 20.",
+    ),
+    click.option(
+        "--window",
+        default="1d",
+        show_default=True,
+        help="The last step at most this long after the first (30m, 12h, 7d).",
+    ),
+    click.option(
+        "--order",
+        type=click.Choice(["ordered", "strict"]),
+        default="ordered",
+        show_default=True,
+        help="strict: no other event between steps.",
+    ),
+    click.option(
+        "--unit",
+        type=click.Choice(UNITS),
+        default="people",
+        show_default=True,
+        help="sessions: each visit of the sessions table goes through the funnel on its own.",
+    ),
+    click.option(
+        "--step-filter",
+        "step_filters",
+        type=(int, str),
+        multiple=True,
+        metavar="N EXPR",
+        help="A condition on step N's event (1-based): KEY=V, KEY!=V, KEY~TEXT, KEY=~REGEX, KEY<N, KEY>N, "
+        "KEY in [..], KEY?, KEY!?; KEY a column (country) or properties.NAME.",
+    ),
+    click.option(
+        "--filter",
+        "filters",
+        multiple=True,
+        metavar="EXPR",
+        help="A condition every event read meets (same form as --step-filter's).",
+    ),
+    click.option(
+        "--exclude",
+        "exclusions",
+        type=(int, int, str),
+        multiple=True,
+        metavar="FROM TO STEP",
+        help="An event:NAME or page:PATH that voids an attempt when it comes between its steps FROM and TO "
+        "(1-based), or, TO not reached, after FROM within the window; up to 5.",
+    ),
+    click.option(
+        "--exclude-filter",
+        "exclude_filters",
+        type=(int, str),
+        multiple=True,
+        metavar="N EXPR",
+        help="A condition on the Nth --exclude's event (same form as --step-filter's).",
+    ),
+    click.option(
+        "--breakdown",
+        callback=_breakdown_key,
+        help="Also a table per value of this column or properties.NAME (the values with most people; "
+        "the rest together).",
+    ),
+    click.option(
+        "--attribution",
+        type=click.Choice(["first", "last"]),
+        default="first",
+        show_default=True,
+        help="The breakdown value at the first step of a person's attempt, or at the last it reached.",
+    ),
+]
+
+
+def definition_options(command: F) -> F:
+    """`command` with the options definition_body takes (the same names)."""
+    for decorate in reversed(_DEFINITION_OPTIONS):
+        command = decorate(command)
+    return command
+
+
 @click.command()
 @option("--project", required=True, help="Project id.")
-@click.option(
-    "--step",
-    "steps",
-    multiple=True,
-    required=True,
-    help="event:NAME or page:PATH (* wildcards), in order; 2 to 20.",
-)
-@click.option(
-    "--window",
-    default="1d",
-    show_default=True,
-    help="The last step at most this long after the first (30m, 12h, 7d).",
-)
-@click.option(
-    "--order",
-    type=click.Choice(["ordered", "strict"]),
-    default="ordered",
-    show_default=True,
-    help="strict: no other event between steps.",
-)
-@click.option(
-    "--unit",
-    type=click.Choice(UNITS),
-    default="people",
-    show_default=True,
-    help="sessions: each visit of the sessions table goes through the funnel on its own.",
-)
+@definition_options
 @click.option(
     "--from",
     "start",
@@ -222,52 +294,6 @@ def funnel_table(steps: list[dict[str, Any]]) -> str:
     help="Events from this time (ISO-8601, or 30m/12h/7d ago); default: 30 days before --to.",
 )
 @click.option("--to", "end", callback=when_option, help="Events before this time; default: now.")
-@click.option(
-    "--step-filter",
-    "step_filters",
-    type=(int, str),
-    multiple=True,
-    metavar="N EXPR",
-    help="A condition on step N's event (1-based): KEY=V, KEY!=V, KEY~TEXT, KEY=~REGEX, KEY<N, KEY>N, "
-    "KEY in [..], KEY?, KEY!?; KEY a column (country) or properties.NAME.",
-)
-@click.option(
-    "--filter",
-    "filters",
-    multiple=True,
-    metavar="EXPR",
-    help="A condition every event read meets (same form as --step-filter's).",
-)
-@click.option(
-    "--exclude",
-    "exclusions",
-    type=(int, int, str),
-    multiple=True,
-    metavar="FROM TO STEP",
-    help="An event:NAME or page:PATH that voids an attempt when it comes between its steps FROM and TO "
-    "(1-based), or, TO not reached, after FROM within the window; up to 5.",
-)
-@click.option(
-    "--exclude-filter",
-    "exclude_filters",
-    type=(int, str),
-    multiple=True,
-    metavar="N EXPR",
-    help="A condition on the Nth --exclude's event (same form as --step-filter's).",
-)
-@click.option(
-    "--breakdown",
-    callback=_breakdown_key,
-    help="Also a table per value of this column or properties.NAME (the values with most people; "
-    "the rest together).",
-)
-@click.option(
-    "--attribution",
-    type=click.Choice(["first", "last"]),
-    default="first",
-    show_default=True,
-    help="The breakdown value at the first step of a person's attempt, or at the last it reached.",
-)
 @click.option(
     "--trend",
     is_flag=True,
@@ -278,11 +304,8 @@ def funnel_table(steps: list[dict[str, Any]]) -> str:
 @control_url_option
 @clickhouse_url_option
 def funnel(
-    project: str, steps: tuple[str, ...], window: str, order: str, unit: str, start: datetime | None,
-    end: datetime | None, step_filters: tuple[tuple[int, str], ...], filters: tuple[str, ...],
-    exclusions: tuple[tuple[int, int, str], ...], exclude_filters: tuple[tuple[int, str], ...],
-    breakdown: str | None, attribution: str, trend: bool, as_json: bool, data_dir: str,
-    control_url: str | None, clickhouse_url: str | None,
+    project: str, start: datetime | None, end: datetime | None, trend: bool, as_json: bool,
+    data_dir: str, control_url: str | None, clickhouse_url: str | None, **definition: Any,
 ) -> None:  # fmt: skip
     """How far people get through a funnel (docs/funnels.md): per step, who reached it, the
     conversion, the drop-off and the time from the previous step.
@@ -290,14 +313,10 @@ def funnel(
     With --clickhouse-url the query goes straight to that ClickHouse; otherwise through the control
     API of the running stack (found from --data-dir, or --control-url).
     """
-    body = funnel_body(steps, window, order, start, end)
-    body["unit"] = unit
-    add_filters(body, step_filters, filters)
-    add_exclusions(body, exclusions, exclude_filters)
+    body = {**definition_body(**definition), **time_range(start, end)}
+    breakdown = definition["breakdown"]
     if breakdown and trend:
         raise click.BadParameter("a trend has no breakdown", param_hint="--breakdown")
-    if breakdown:
-        body["breakdown"] = {"column": breakdown, "attribution": attribution}
     if clickhouse_url:
         answer = _ask_directly(clickhouse_url, project, body, trend)
     else:

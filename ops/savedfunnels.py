@@ -4,13 +4,13 @@ control API (docs/funnels.md, "Saved funnels")."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import click
 
 from .controlclient import ControlClient
-from .funnel import DEFAULT_RANGE, _breakdown_key, add_filters, funnel_body, funnel_table, trend_table
+from .funnel import definition_body, definition_options, funnel_table, time_range, trend_table
 from .options import option, when_option
 from .projects import key_value_block, print_json, table, with_client
 
@@ -38,6 +38,14 @@ def funnel_summary(funnel: dict[str, Any]) -> str:
         ("steps", [_step_text(step) for step in funnel["steps"]]),
         ("window", f"{window['value']} {window['unit']}{'s' if window['value'] != 1 else ''}"),
         ("order", funnel["order"]),
+        ("unit", funnel["unit"]),
+        (
+            "exclusions",
+            [
+                f"{_step_text(e)} between steps {e['from_step']} and {e['to_step']}"
+                for e in funnel["exclusions"]
+            ],
+        ),
         ("filters", [_filter_text(spec) for spec in funnel["filters"]]),
         (
             "breakdown",
@@ -97,58 +105,17 @@ def show(client: ControlClient, project: str, funnel_id: str, as_json: bool) -> 
 @funnels.command()
 @project_option
 @click.option("--name", required=True, help="The funnel's name (1 to 200 characters).")
-@click.option(
-    "--step",
-    "steps",
-    multiple=True,
-    required=True,
-    help="event:NAME or page:PATH (* wildcards), in order; 2 to 20.",
-)
-@click.option(
-    "--window", default="1d", show_default=True, help="The last step at most this long after the first."
-)
-@click.option(
-    "--order",
-    type=click.Choice(["ordered", "strict"]),
-    default="ordered",
-    show_default=True,
-    help="strict: no other event between steps.",
-)
-@click.option(
-    "--step-filter",
-    "step_filters",
-    type=(int, str),
-    multiple=True,
-    metavar="N EXPR",
-    help="A condition on step N's event (1-based), as `headwater funnel` takes it.",
-)
-@click.option(
-    "--filter", "filters", multiple=True, metavar="EXPR", help="A condition every event read meets."
-)
-@click.option("--breakdown", callback=_breakdown_key, help="Also the answer per value of this column.")
-@click.option(
-    "--attribution",
-    type=click.Choice(["first", "last"]),
-    default="first",
-    show_default=True,
-    help="The breakdown value at the first step of a person's attempt, or at the last it reached.",
-)
+@definition_options
 @click.option("--replace", "replace_id", metavar="FUNNEL_ID", help="Replace this saved funnel instead.")
 @click.option("--if-match", type=int, metavar="REVISION", help="With --replace: only if still at REVISION.")
 @json_option
 @with_client
 def save(
-    client: ControlClient, project: str, name: str, steps: tuple[str, ...], window: str, order: str,
-    step_filters: tuple[tuple[int, str], ...], filters: tuple[str, ...], breakdown: str | None,
-    attribution: str, replace_id: str | None, if_match: int | None, as_json: bool,
+    client: ControlClient, project: str, name: str, replace_id: str | None, if_match: int | None,
+    as_json: bool, **definition: Any,
 ) -> None:  # fmt: skip
     """Save a funnel under a name (the options of `headwater funnel`, without a time range)."""
-    body = funnel_body(steps, window, order, None, None)
-    del body["from"], body["to"]
-    add_filters(body, step_filters, filters)
-    if breakdown:
-        body["breakdown"] = {"column": breakdown, "attribution": attribution}
-    body["name"] = name
+    body = {**definition_body(**definition), "name": name}
     if replace_id is None:
         saved = client.save_funnel(project, body)
     else:
@@ -193,9 +160,7 @@ def run(
     as_json: bool,
 ) -> None:
     """Run a saved funnel: the table `headwater funnel` prints for its definition."""
-    until = end or datetime.now(UTC)
-    since = start or until - DEFAULT_RANGE
-    body = {"from": since.isoformat(), "to": until.isoformat()}
+    body = time_range(start, end)
     if trend:
         answer = client.saved_funnel_trend(project, funnel_id, body)
     else:

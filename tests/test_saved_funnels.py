@@ -395,6 +395,16 @@ async def test_a_saved_funnel_answers_as_the_ad_hoc_query_and_the_cli(
         k: saved[k] for k in ("steps", "filters", "breakdown")
     }
     assert from_cli["window"] == {"value": 7200, "unit": "second"}
+    # The definition options are `headwater funnel`'s own: exclusions and the unit too.
+    by_visit = await run_cli(
+        "funnels", "save", *where, "--name", "By visit", "--step", "page:/pric*", "--step", "event:Signed Up",
+        "--unit", "sessions", "--exclude", "1", "2", "event:Closed Tab", "--json", env=env,
+    )  # fmt: skip
+    assert (by_visit.json()["unit"], by_visit.json()["exclusions"]) == (
+        "sessions",
+        [{"kind": "event", "value": "Closed Tab", "filters": [], "from_step": 1, "to_step": 2}],
+    )
+    assert (await run_cli("funnels", "delete", *where, by_visit.json()["id"], env=env)).code == 0
     listed = await run_cli("funnels", "list", *where, env=env)
     assert listed.code == 0, listed.stderr
     lines = listed.stdout.splitlines()
