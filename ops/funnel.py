@@ -3,33 +3,30 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from datetime import UTC, datetime
+from typing import Any
 
 import click
 
 from headwater.analytics.funnels.definition import UNITS, FunnelError, parse_step
 from headwater.analytics.funnels.filters import Filter, FilterError, check_key, parse_filter
 from headwater.control.funnels import run_funnel, run_trend
-from headwater.control.query import ReadOnlyQueries
 from headwater.control.schemas import FunnelRequest, FunnelTrendRequest
-from headwater.core.service.errors import APIError
 from headwater.core.service.validation import convert_body
 
 from .controlclient import ControlClient
+from .direct import ask_directly
 from .options import (
     clickhouse_url_option,
     control_url_option,
     data_dir_option,
     format_duration,
     option,
+    options,
     parse_duration,
-    when_option,
+    range_options,
+    time_range,
 )
-
-DEFAULT_RANGE = timedelta(days=30)
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def definition_body(
@@ -62,13 +59,6 @@ def definition_body(
     if breakdown:
         body["breakdown"] = {"column": breakdown, "attribution": attribution}
     return body
-
-
-def time_range(start: datetime | None, end: datetime | None) -> dict[str, str]:
-    """`from` and `to`: by default the 30 days before now."""
-    until = end or datetime.now(UTC)
-    since = start or until - DEFAULT_RANGE
-    return {"from": since.isoformat(), "to": until.isoformat()}
 
 
 def _filter_spec(text: str, hint: str) -> dict[str, Any]:
@@ -120,18 +110,6 @@ def _breakdown_key(_context: click.Context, _parameter: click.Parameter, value: 
         except FilterError as exc:
             raise click.BadParameter(str(exc)) from None
     return value
-
-
-def _ask_directly(clickhouse_url: str, project: str, body: dict[str, Any], trend: bool) -> dict[str, Any]:
-    queries = ReadOnlyQueries(clickhouse_url, timeout_seconds=300)
-    try:
-        if trend:
-            return run_trend(queries, project, convert_body(body, FunnelTrendRequest), datetime.now(UTC))
-        return run_funnel(queries, project, convert_body(body, FunnelRequest))
-    except APIError as exc:
-        raise click.ClickException(f"{exc.code}: {exc.message}") from None
-    finally:
-        queries.close()
 
 
 def _time(milliseconds: float | None) -> str:
@@ -199,8 +177,9 @@ def funnel_table(steps: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-# The options that define a funnel, shared by `headwater funnel` and `headwater funnels save`.
-_DEFINITION_OPTIONS: list[Callable[[Any], Any]] = [
+# The options that define a funnel (definition_body takes them by name), shared by `headwater
+# funnel` and `headwater funnels save`.
+definition_options = options(
     click.option(
         "--step",
         "steps",
@@ -274,26 +253,13 @@ _DEFINITION_OPTIONS: list[Callable[[Any], Any]] = [
         show_default=True,
         help="The breakdown value at the first step of a person's attempt, or at the last it reached.",
     ),
-]
-
-
-def definition_options(command: F) -> F:
-    """`command` with the options definition_body takes (the same names)."""
-    for decorate in reversed(_DEFINITION_OPTIONS):
-        command = decorate(command)
-    return command
+)
 
 
 @click.command()
 @option("--project", required=True, help="Project id.")
 @definition_options
-@click.option(
-    "--from",
-    "start",
-    callback=when_option,
-    help="Events from this time (ISO-8601, or 30m/12h/7d ago); default: 30 days before --to.",
-)
-@click.option("--to", "end", callback=when_option, help="Events before this time; default: now.")
+@range_options
 @click.option(
     "--trend",
     is_flag=True,
@@ -318,7 +284,14 @@ def funnel(
     if breakdown and trend:
         raise click.BadParameter("a trend has no breakdown", param_hint="--breakdown")
     if clickhouse_url:
-        answer = _ask_directly(clickhouse_url, project, body, trend)
+        if trend:
+            trend_request = convert_body(body, FunnelTrendRequest)
+            answer = ask_directly(
+                clickhouse_url, lambda queries: run_trend(queries, project, trend_request, datetime.now(UTC))
+            )
+        else:
+            request = convert_body(body, FunnelRequest)
+            answer = ask_directly(clickhouse_url, lambda queries: run_funnel(queries, project, request))
     else:
         client = ControlClient.resolve(control_url, data_dir)
         answer = client.funnel_trend(project, body) if trend else client.funnel(project, body)

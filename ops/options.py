@@ -8,7 +8,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -645,3 +645,23 @@ def when_option(_ctx: click.Context, _param: click.Parameter, value: str | None)
         raise click.BadParameter(
             f"{value!r}: use ISO-8601 (2026-11-28T07:00:00Z) or 30m / 12h / 7d"
         ) from None
+
+
+# The events a query reads when --from and --to are not given: the last 30 days.
+DEFAULT_RANGE = timedelta(days=30)
+range_options = options(
+    click.option(
+        "--from",
+        "start",
+        callback=when_option,
+        help="Events from this time (ISO-8601, or 30m/12h/7d ago); default: 30 days before --to.",
+    ),
+    click.option("--to", "end", callback=when_option, help="Events before this time; default: now."),
+)
+
+
+def time_range(start: datetime | None, end: datetime | None) -> dict[str, str]:
+    """range_options' `from` and `to` as the API takes them: by default the 30 days before now."""
+    until = end or datetime.now(UTC)
+    since = start or until - DEFAULT_RANGE
+    return {"from": since.isoformat(), "to": until.isoformat()}

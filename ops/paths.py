@@ -4,7 +4,7 @@ of edges by weight or JSON."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import click
@@ -12,14 +12,19 @@ import click
 from headwater.analytics.funnels.definition import FunnelError, parse_step
 from headwater.analytics.paths.definition import DEFAULT_EDGES, DEFAULT_STEPS, INCLUDES, parse_rule
 from headwater.control.paths import run_paths
-from headwater.control.query import ReadOnlyQueries
 from headwater.control.schemas import PathsRequest
-from headwater.core.service.errors import APIError
 from headwater.core.service.validation import convert_body
 
 from .controlclient import ControlClient
-from .funnel import DEFAULT_RANGE
-from .options import clickhouse_url_option, control_url_option, data_dir_option, option, when_option
+from .direct import ask_directly
+from .options import (
+    clickhouse_url_option,
+    control_url_option,
+    data_dir_option,
+    option,
+    range_options,
+    time_range,
+)
 
 
 def _point(text: str | None, name: str) -> dict[str, str] | None:
@@ -46,11 +51,8 @@ def paths_body(
         except FunnelError as exc:
             raise click.BadParameter(str(exc), param_hint="--clean") from None
         cleaning.append({"regex": rule.regex, "replacement": rule.replacement})
-    until = end or datetime.now(UTC)
-    since = start or until - DEFAULT_RANGE
     body: dict[str, Any] = {
-        "from": since.isoformat(),
-        "to": until.isoformat(),
+        **time_range(start, end),
         "steps": steps,
         "include": include,
         "cleaning": cleaning,
@@ -60,17 +62,6 @@ def paths_body(
         if point is not None:
             body[name] = point
     return body
-
-
-def _ask_directly(clickhouse_url: str, project: str, body: dict[str, Any]) -> dict[str, Any]:
-    queries = ReadOnlyQueries(clickhouse_url, timeout_seconds=300)
-    try:
-        return run_paths(queries, project, convert_body(body, PathsRequest))
-    except APIError as exc:
-        where = f" ({exc.field})" if exc.field else ""
-        raise click.ClickException(f"{exc.code}{where}: {exc.message}") from None
-    finally:
-        queries.close()
 
 
 def _label(node: dict[str, Any]) -> str:
@@ -121,13 +112,7 @@ def paths_table(answer: dict[str, Any]) -> str:
     show_default=True,
     help="Nodes per path, the start or end point included.",
 )
-@click.option(
-    "--from",
-    "start",
-    callback=when_option,
-    help="Events from this time (ISO-8601, or 30m/12h/7d ago); default: 30 days before --to.",
-)
-@click.option("--to", "end", callback=when_option, help="Events before this time; default: now.")
+@range_options
 @click.option("--include", type=click.Choice(INCLUDES), default="both", show_default=True)
 @click.option(
     "--clean",
@@ -159,7 +144,8 @@ def paths(
     """
     body = paths_body(start_point, end_point, steps, include, rules, edge_limit, start, end)
     if clickhouse_url:
-        answer = _ask_directly(clickhouse_url, project, body)
+        request = convert_body(body, PathsRequest)
+        answer = ask_directly(clickhouse_url, lambda queries: run_paths(queries, project, request))
     else:
         answer = ControlClient.resolve(control_url, data_dir).paths(project, body)
     if as_json:

@@ -10,8 +10,8 @@ from typing import Any
 import click
 
 from .controlclient import ControlClient
-from .funnel import definition_body, definition_options, funnel_table, time_range, trend_table
-from .options import option, when_option
+from .funnel import definition_body, definition_options, funnel_table, trend_table
+from .options import option, range_options, time_range
 from .projects import key_value_block, print_json, table, with_client
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer.")
@@ -140,13 +140,7 @@ def delete(client: ControlClient, project: str, funnel_id: str) -> None:
 @funnels.command()
 @project_option
 @click.argument("funnel_id", metavar="FUNNEL_ID")
-@click.option(
-    "--from",
-    "start",
-    callback=when_option,
-    help="Events from this time (ISO-8601, or 30m/12h/7d ago); default: 30 days before --to.",
-)
-@click.option("--to", "end", callback=when_option, help="Events before this time; default: now.")
+@range_options
 @click.option("--trend", is_flag=True, help="The conversion per UTC day of entry instead (no breakdown).")
 @json_option
 @with_client
