@@ -9,9 +9,10 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from clickhouse_connect.driver.client import Client
+from hw_funnels import store
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
-from test_funnels_query import at, funnels, store, stored_events
+from test_funnels_query import at, funnels, stored_events
 
 from headwater.analytics.funnels.definition import Funnel, Step
 from headwater.analytics.funnels.reference import FunnelEvent

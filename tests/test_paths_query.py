@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from clickhouse_connect.driver.client import Client
+from hw_funnels import store
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
@@ -25,21 +26,12 @@ pytestmark = pytest.mark.services
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 RANGE = (T0 - timedelta(days=1), T0 + timedelta(days=1))
-_COLUMNS = list(FunnelEvent.__dataclass_fields__)
 MINUTE = 60_000
 
 
 @pytest.fixture
 def events_table(clickhouse: Client, project_id: str) -> tuple[Client, str]:
     return clickhouse, f"hw_{project_id}"
-
-
-def store(client: Client, database: str, events: Sequence[FunnelEvent]) -> None:
-    client.command(f"TRUNCATE TABLE `{database}`.events")
-    rows = [[asdict(event)[column] for column in _COLUMNS] for event in events]
-    if rows:
-        # Copies as separate requests store them: one insert block would collapse them.
-        client.insert(f"`{database}`.events", rows, column_names=_COLUMNS, settings={"optimize_on_insert": 0})
 
 
 def queried(
