@@ -89,8 +89,8 @@ def totals(rows: list[Any]) -> Counts:
 
 
 def our_values(rows: list[Any]) -> Counts:
-    """breakdown_query's rows: is_other, value, reached_1 …"""
-    return sorted([row[1], *map(int, row[2 : 2 + len(NAMES)])] for row in rows)
+    """breakdown_query's rows but everyone's: is_total, group_other, group_value, reached_1 …"""
+    return sorted([row[2], *map(int, row[3 : 3 + len(NAMES)])] for row in rows if not row[0])
 
 
 def their_values(rows: list[Any]) -> Counts:

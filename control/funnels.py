@@ -19,7 +19,12 @@ from headwater.analytics.funnels.definition import (
 )
 from headwater.analytics.funnels.filters import Filter, FilterError
 from headwater.analytics.funnels.query import breakdown_query, people_query, summary_query
-from headwater.analytics.funnels.summary import StepSummary, breakdown_of_rows, summary_of_row
+from headwater.analytics.funnels.summary import (
+    StepSummary,
+    breakdown_of_rows,
+    summary_of_row,
+    total_of_rows,
+)
 from headwater.analytics.funnels.trend import MAX_TREND_DAYS, trend_days, trend_of_rows, trend_query
 from headwater.core.projects.project import database_name
 from headwater.core.projects.settings import Sessions
@@ -136,24 +141,28 @@ def run_funnel(
     funnel, list_of = funnel_of(request)
     database = database_name(project_id)
     check_regexes(queries, project_id, funnel)
-    built = summary_query(database, funnel, request.start, request.end, session_rules)
-    result = queries.run_built(project_id, built.sql, built.parameters)
-    row = dict(zip(result.columns, result.rows[0], strict=True))
-    steps = _step_answers(request, summary_of_row(funnel, row))
+    breakdown = None
+    if funnel.breakdown is None:
+        built = summary_query(database, funnel, request.start, request.end, session_rules)
+        result = queries.run_built(project_id, built.sql, built.parameters)
+        steps = _step_answers(
+            request, summary_of_row(funnel, dict(zip(result.columns, result.rows[0], strict=True)))
+        )
+    else:
+        # Everyone's answer and each value's from one pass over the people.
+        built = breakdown_query(database, funnel, request.start, request.end, session_rules)
+        result = queries.run_built(project_id, built.sql, built.parameters)
+        rows = [dict(zip(result.columns, values, strict=True)) for values in result.rows]
+        steps = _step_answers(request, total_of_rows(funnel, rows))
+        breakdown = [
+            FunnelBreakdownAnswer(group.value, _step_answers(request, group.steps))
+            for group in breakdown_of_rows(funnel, rows)
+        ]
     people = (
         None
         if list_of is None
         else _people(queries, project_id, database, funnel, request, list_of, session_rules)
     )
-    breakdown = None
-    if funnel.breakdown is not None:
-        built = breakdown_query(database, funnel, request.start, request.end, session_rules)
-        result = queries.run_built(project_id, built.sql, built.parameters)
-        rows = [dict(zip(result.columns, values, strict=True)) for values in result.rows]
-        breakdown = [
-            FunnelBreakdownAnswer(group.value, _step_answers(request, group.steps))
-            for group in breakdown_of_rows(funnel, rows)
-        ]
     answer: dict[str, Any] = msgspec.to_builtins(FunnelAnswer(steps, people, breakdown))
     return answer
 

@@ -51,6 +51,7 @@ from headwater.analytics.funnels.summary import (
     quantile,
     summary_of_progress,
     summary_of_row,
+    total_of_rows,
 )
 from headwater.core.projects.settings import SessionIdentity, Sessions
 
@@ -275,6 +276,7 @@ def check_against_reference(
         result = client.query(built.sql, parameters=built.parameters)
         rows = [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
         assert breakdown_of_rows(funnel, rows) == breakdown_of_progress(funnel, expected)
+        assert total_of_rows(funnel, rows) == summary_of_progress(funnel, expected)
 
 
 def listed(client: Client, database: str, funnel: Funnel, list_of: PeopleList) -> tuple[list[str], bool]:

@@ -431,10 +431,12 @@ def _per_start(funnel: Funnel) -> str:
 def breakdown_query(
     database: str, funnel: Funnel, start: datetime, end: datetime, session_rules: Sessions | None = None
 ) -> FunnelQuery:
-    """A row per breakdown value: `value`, `is_other` and summary.summary_items, for the top
-    `limit` values by people (ties in byte order of the value), then one row for all the others
-    when there are any. One pass over the people: the summary's aggregate states per value, merged
-    into the others' row (a second reference to the people's progress would compute it again)."""
+    """A row per breakdown value: `is_total` (0), `is_other`, `value` and summary.summary_items,
+    for the top `limit` values by people (ties in byte order of the value), then one row for all
+    the others when there are any; and first, when anyone is in the funnel, the row of everyone
+    (`is_total` 1: summary_query's answer). One pass over the people: the summary's aggregate
+    states per value, merged into the others' row and into everyone's (a second reference to the
+    people's progress, or a second query, would compute it again)."""
     assert funnel.breakdown is not None
     steps = len(funnel.steps)
     progress = progress_query(
@@ -443,7 +445,7 @@ def breakdown_query(
     states = ",\n        ".join(summary_state_items(steps))
     merged = ",\n    ".join(summary_merge_items(steps))
     sql = f"""
-SELECT is_other, value,
+SELECT is_total, if(is_total, 0, is_other) AS group_other, if(is_total, '', value) AS group_value,
     {merged}
 FROM (
     SELECT *,
@@ -456,7 +458,8 @@ FROM (
         GROUP BY breakdown
     )
 )
-GROUP BY is_other, value
-ORDER BY is_other, reached_1 DESC, value
+ARRAY JOIN [1, 0] AS is_total
+GROUP BY is_total, group_other, group_value
+ORDER BY is_total DESC, group_other, reached_1 DESC, group_value
 """
     return FunnelQuery(sql, {**progress.parameters, "breakdown_limit": funnel.breakdown.limit})

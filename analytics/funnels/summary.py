@@ -147,10 +147,23 @@ def breakdown_of_progress(funnel: Funnel, progress: Sequence[Progress]) -> list[
     return groups
 
 
+def no_one(funnel: Funnel) -> list[StepSummary]:
+    """The answer when nobody is in the funnel."""
+    steps = len(funnel.steps)
+    return steps_summary([0] * steps, [None] * steps)
+
+
 def breakdown_of_rows(funnel: Funnel, rows: Sequence[dict[str, Any]]) -> list[BreakdownSummary]:
-    """The answer per breakdown value from the breakdown query's rows (`value`, `is_other` and
-    summary_items), already in rank order."""
+    """The answer per breakdown value from the breakdown query's rows (`is_total`, `group_other`,
+    `group_value` and summary_items), already in rank order; the row of everyone left out."""
     return [
-        BreakdownSummary(None if row["is_other"] else str(row["value"]), summary_of_row(funnel, row))
+        BreakdownSummary(None if row["group_other"] else str(row["group_value"]), summary_of_row(funnel, row))
         for row in rows
+        if not row["is_total"]
     ]
+
+
+def total_of_rows(funnel: Funnel, rows: Sequence[dict[str, Any]]) -> list[StepSummary]:
+    """The answer over everyone from the breakdown query's rows (summary_of_row of its total row)."""
+    total = [row for row in rows if row["is_total"]]
+    return summary_of_row(funnel, total[0]) if total else no_one(funnel)

@@ -15,7 +15,7 @@ from headwater.core.projects.settings import Sessions
 from .definition import Funnel
 from .query import DAY_MS, FunnelQuery, progress_query
 from .reference import milliseconds
-from .summary import StepSummary, steps_summary, summary_items, summary_of_row
+from .summary import StepSummary, no_one, summary_items, summary_of_row
 
 _EPOCH = date(1970, 1, 1)
 # A trend of more days than this is a query over years: asked for rarely, and costly.
@@ -53,18 +53,13 @@ def trend_query(
     return FunnelQuery(sql, progress.parameters)
 
 
-def _no_one(funnel: Funnel) -> list[StepSummary]:
-    steps = len(funnel.steps)
-    return steps_summary([0] * steps, [None] * steps)
-
-
 def trend_of_rows(
     funnel: Funnel, rows: Sequence[dict[str, Any]], start: datetime, end: datetime, now: datetime
 ) -> list[TrendDay]:
     """Every day of [start, end), from trend_query's rows (days without rows: nobody entered)."""
     by_day = {int(row["day"]): summary_of_row(funnel, row) for row in rows}
     return [
-        day_of_trend(funnel, day, by_day.get(day) or _no_one(funnel), start, end, now)
+        day_of_trend(funnel, day, by_day.get(day) or no_one(funnel), start, end, now)
         for day in trend_days(start, end)
     ]
 
