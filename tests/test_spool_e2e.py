@@ -55,6 +55,11 @@ class Load:
             status = response.status_code
         except httpx.HTTPError:
             status = 0
+        except AttributeError:
+            # anyio on uvloop: a connection the killed edge reset before the client asked for its
+            # peer has no socket left, and the client raises this instead of a ConnectError. Not
+            # acknowledged either way.
+            status = 0
         self.statuses[status] = self.statuses.get(status, 0) + 1
         (self.acked if status == 200 else self.failed).add(message_id)
         return status
