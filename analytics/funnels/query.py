@@ -395,27 +395,74 @@ def _strict(steps: int) -> str:
 def _unordered(steps: int, per_day: bool) -> str:
     """level and step_events in `unordered` order: an attempt per event that fills any step (per
     day, only those of the day's entries: the entry bit), over it and the events after it within
-    the window. Each attempt is one fold over those events that keeps an event when it and the
-    events kept so far can each fill a different step. The fold's state is a matching of the kept
-    events to steps: per step the kept event holding it (`owner`, 0 when free) and that event's
-    steps (`held`), and the held steps' bits (`taken`). An event with a free step of its own takes
-    it; else an augmenting path is searched (_augmented), and the event is kept when there is one.
-    That is exact when an event fills several steps (overlapping globs, one name with different
-    filters), where taking free steps first-come would refuse an event that fits once a holder
-    moves. The kept events, in order, are the attempt's steps; the deepest attempt, starting last,
-    is the person's. Every attempt against every event of its window: quadratic in a person's
-    events, as _per_start."""
+    the window, keeping an event when it and the events kept so far can each fill a different
+    step. The kept events, in order, are the attempt's steps; the deepest attempt, starting last,
+    is the person's (`attempts`: per start its kept events, 0 for the steps it did not reach).
+
+    A person none of whose events fills two steps takes _one_step_each (every attempt at once from
+    each step's next event); the others _matched (a fold per attempt keeping a matching, exact when
+    events fill several steps). Both are computed for everyone, but the second over no attempt for
+    the first kind, so a funnel whose steps never overlap costs about what `strict` costs."""
     every = (1 << steps) - 1
     may_start = f"bitAnd(m, {every}) != 0"
     if per_day:
         may_start += f" AND bitTest(m, {_ENTRY_BIT})"
+    return ",\n        ".join(
+        [
+            f"arrayAll(m -> bitCount(bitAnd(m, {every})) <= 1, masks) AS one_step_each",
+            _one_step_each(steps, may_start),
+            f"arrayFilter((j, m) -> NOT one_step_each AND {may_start}, arrayEnumerate(masks), masks)"
+            " AS starts",
+            _matched(steps),
+            "if(one_step_each, simple_attempts, matched_attempts) AS attempts",
+            "arrayMap(o -> arrayCount(e -> e > 0, o), attempts) AS levels",
+            "arrayMax(arrayPushBack(levels, 0)) AS level",
+            "if(level = 0, [], arraySort(arrayFilter(e -> e > 0,"
+            " attempts[arrayLastIndex(l -> l = level, levels)]))) AS step_events",
+        ]
+    )
+
+
+def _one_step_each(steps: int, may_start: str) -> str:
+    """`simple_attempts` (_unordered) where no event fills two steps: an attempt then keeps, per
+    step, the first event of the step within its window (an event of a step not yet filled can
+    always be kept). `next_k` holds per event the (index, time) of the first event from it on that
+    fills step k ((0, 0) when none): a reverse fill, so every attempt is read off the arrays at its
+    start, linear in the person's events, without lambdas indexing captured arrays."""
+    items = [
+        f"arrayReverseFill(e -> e.1 > 0, arrayMap((m, j, t) -> if(bitTest(m, {k - 1}), (j, t), (0, 0)),"
+        f" masks, arrayEnumerate(masks), times)) AS next_{k}"
+        for k in range(1, steps + 1)
+    ]
+    names = ", ".join(f"n{k}" for k in range(1, steps + 1))
+    nexts = ", ".join(f"next_{k}" for k in range(1, steps + 1))
+    reached = ", ".join(
+        f"if(n{k}.1 > 0 AND n{k}.2 - t <= {{window_ms:Int64}}, toUInt32(n{k}.1), 0)"
+        for k in range(1, steps + 1)
+    )
+    items.append(
+        f"arrayMap((j, m, t, {names}) -> if({may_start}, [{reached}], []),"
+        f" arrayEnumerate(masks), masks, times, {nexts}) AS simple_attempts"
+    )
+    return ",\n        ".join(items)
+
+
+def _matched(steps: int) -> str:
+    """`matched_attempts` (_unordered): per start of `starts`, one fold over the events of its
+    window. Its state is a matching of the kept events to steps: per step the kept event holding it
+    (`owner`, 0 when free) and that event's steps (`held`), and the held steps' bits (`taken`). An
+    event with a free step of its own takes it; else an augmenting path is searched (_augmented),
+    and the event is kept when there is one. That is exact when an event fills several steps
+    (overlapping globs, one name with different filters), where taking free steps first-come
+    would refuse an event that fits once a holder moves. Every attempt against every event of its
+    window: quadratic in a person's events, as _per_start."""
     # How many events from the start lie within the window (the times are sorted).
     within = "arrayCount(t -> t - times[s] <= {window_ms:Int64}, arraySlice(times, s))"
     matching = "Tuple(Array(UInt32), Array(UInt64), UInt64)"
     nothing = f"CAST((arrayResize([], {steps}, 0), arrayResize([], {steps}, 0), 0), '{matching}')"
     # The events and masks are the fold's arrays, not read from captured ones: a lambda indexing a
     # captured array copies it once per element (see _strict).
-    attempts = f"""arrayMap(
+    return f"""arrayMap(
             s -> arrayFold(
                 (acc, j, m) -> {_kept(steps)},
                 arraySlice(arrayEnumerate(masks), s, {within}),
@@ -423,17 +470,7 @@ def _unordered(steps: int, per_day: bool) -> str:
                 {nothing}
             ).1,
             starts
-        ) AS owners"""
-    return ",\n        ".join(
-        [
-            f"arrayFilter((j, m) -> {may_start}, arrayEnumerate(masks), masks) AS starts",
-            attempts,
-            "arrayMap(o -> arrayCount(e -> e > 0, o), owners) AS levels",
-            "arrayMax(arrayPushBack(levels, 0)) AS level",
-            "if(level = 0, [], arraySort(arrayFilter(e -> e > 0,"
-            " owners[arrayLastIndex(l -> l = level, levels)]))) AS step_events",
-        ]
-    )
+        ) AS matched_attempts"""
 
 
 def _bit(step: str) -> str:
