@@ -745,7 +745,7 @@ def unordered_funnels(draw: st.DrawFn) -> Funnel:
 
 # The unordered property tests together take ~40 s here: fewer examples than the tests above,
 # with the named cases and the matching test beside them.
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     events=st.integers(0, 2).flatmap(lambda n: stored_events(dense=n > 0, least=10)),
     funnel=unordered_funnels(),
@@ -782,7 +782,7 @@ PATHS = ["/x", "/y/1", "/y/2", "/z/1"]
 GLOBS = ["/*", "/y/*", "/y/1", "/y/2", "/x", "/*1", "/y*"]
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     views=st.lists(
         st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 12), st.sampled_from(PATHS)),

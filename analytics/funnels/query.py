@@ -492,20 +492,24 @@ def _kept(steps: int) -> str:
         f" bitOr(acc.3, {_bit('x')}))"
     )
     lowest = f"arrayFirstIndex(k -> bitTest({free}, k - 1), {indexes})"
+    # Both branches of an `if` are computed (no short-circuit here): the search runs its rounds
+    # only when the event is a step, no free step of its own is left and some step is.
+    blocked = f"{own} != 0 AND {free} = 0 AND acc.3 != {every}"
     return (
         f"if({own} = 0 OR acc.3 = {every}, acc,"
-        f" if({free} != 0, arrayMap(x -> {direct}, [{lowest}])[1], {_augmented(steps)}))"
+        f" if({free} != 0, arrayMap(x -> {direct}, [{lowest}])[1], {_augmented(steps, blocked)}))"
     )
 
 
-def _augmented(steps: int) -> str:
+def _augmented(steps: int, blocked: str) -> str:
     """`acc` (owner, held, taken) with event `j` (mask `m`) matched through an augmenting path when
     one exists, else `acc` (_unordered). A breadth-first search over the steps, at most `steps`
     rounds, its state (visited, frontier, parent per step, found): the first frontier is the
     event's own steps (parent 0); each round's new steps are those the holders of the frontier's
     steps also fill, each one's parent the first frontier step whose holder does; it stops at a new
     step nobody holds (`found`). Then along the path from `found` back to a parent-0 step, each
-    step goes to its parent's holder, and the parent-0 step to `j`."""
+    step goes to its parent's holder, and the parent-0 step to `j`. Unless `blocked`, no rounds:
+    nothing found, `acc`."""
     indexes = f"range(1, {steps + 1})"
     own = f"bitAnd(toUInt64(m), {(1 << steps) - 1})"
     # A round from `b` where `x` is the steps reached beyond the visited ones.
@@ -520,14 +524,15 @@ def _augmented(steps: int) -> str:
     )
     search = (
         "arrayFold((b, r) -> if(b.4 > 0 OR b.2 = 0, b,"
-        f" arrayMap(x -> (bitOr(b.1, x), x, {parents}, {found}), [{beyond}])[1]), range({steps}),"
+        f" arrayMap(x -> (bitOr(b.1, x), x, {parents}, {found}), [{beyond}])[1]),"
+        f" range(if({blocked}, {steps}, 0)),"
         f" CAST(({own}, {own}, arrayResize([], {steps}, 0), 0),"
         " 'Tuple(UInt64, UInt64, Array(UInt8), UInt8)'))"
     )
     # The steps of the path, back from `found` (as bits).
     path = (
         f"arrayFold((c, r) -> if(c.1 = 0, c, (q.3[c.1], bitOr(c.2, {_bit('c.1')}))),"
-        f" range({steps}), CAST((q.4, 0), 'Tuple(UInt8, UInt64)')).2"
+        f" range(if(q.4 > 0, {steps}, 0)), CAST((q.4, 0), 'Tuple(UInt8, UInt64)')).2"
     )
     flipped = (
         "(arrayMap((o, p, t) -> if(bitTest(v, t - 1), if(p = 0, j, acc.1[p]), o),"
