@@ -464,7 +464,7 @@ def test_definitions_are_validated() -> None:
     assert like_pattern("/a_b%*\\") == "/a\\_b\\%%\\\\"
 
 
-@pytest.mark.parametrize("order", ["ordered", "strict"])
+@pytest.mark.parametrize("order", ["ordered", "strict", "unordered"])
 def test_times_before_1970_are_times_like_others(events_table: tuple[Client, str], order: str) -> None:
     """Unix milliseconds before 1970 are negative: no value of them may mean "no attempt"."""
     client, database = events_table

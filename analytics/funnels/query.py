@@ -2,9 +2,9 @@
 reference.py is the same definition in plain Python, and the tests hold the two equal.
 
 Parameters only: every step's name or path pattern, the window and the time range are bound, never
-spliced. Shape: the rows of the range (in `ordered` mode only those matching a step: the others
-cannot change the result) grouped per person into an array, copies of a message reduced to the one
-received first, sorted by (timestamp, message id); then per person:
+spliced. Shape: the rows of the range (in `ordered` and `unordered` mode only those matching a
+step: the others cannot change the result) grouped per person into an array, copies of a message
+reduced to the one received first, sorted by (timestamp, message id); then per person:
 
 - `ordered`: one pass (arrayFold) keeping, for each step k, the start (index and time) of the
   latest-starting attempt that has reached k so far. A later start is never worse (more of its
@@ -14,6 +14,9 @@ received first, sorted by (timestamp, message id); then per person:
   steps one after another within the window; the deepest, starting last.
 - with exclusions, in either order: every attempt built per start and checked for exclusions
   (_per_start); funnels without exclusions get exactly the two above.
+- `unordered` (never with exclusions): an attempt per event of any step, keeping the events of its
+  window that can each fill a different step (_unordered: a maximum matching, exact when an event
+  fills several steps).
 """
 
 from __future__ import annotations
