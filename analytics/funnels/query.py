@@ -495,12 +495,16 @@ def _kept(steps: int) -> str:
         f" bitOr(acc.3, {_bit('x')}))"
     )
     lowest = f"arrayFirstIndex(k -> bitTest({free}, k - 1), {indexes})"
-    # Both branches of an `if` are computed (no short-circuit here): the search runs its rounds
-    # only when the event is a step, no free step of its own is left and some step is.
+    # Both branches of an `if` are computed (no short-circuit inside a lambda), so each branch's
+    # work maps over an array that is empty unless the branch is taken (arrayMap over [] then
+    # [1]: a default, discarded): the direct step when the event has a free step of its own, the
+    # search when it is a step, none of its own is free and some step is (`blocked`). Without
+    # this a fold over 200k events of 20k people took 5.0 s instead of 2.3 s.
     blocked = f"{own} != 0 AND {free} = 0 AND acc.3 != {every}"
     return (
         f"if({own} = 0 OR acc.3 = {every}, acc,"
-        f" if({free} != 0, arrayMap(x -> {direct}, [{lowest}])[1], {_augmented(steps, blocked)}))"
+        f" if({free} != 0, arrayMap(x -> {direct}, if({free} != 0, [{lowest}], []))[1],"
+        f" {_augmented(steps, blocked)}))"
     )
 
 
@@ -511,8 +515,8 @@ def _augmented(steps: int, blocked: str) -> str:
     event's own steps (parent 0); each round's new steps are those the holders of the frontier's
     steps also fill, each one's parent the first frontier step whose holder does; it stops at a new
     step nobody holds (`found`). Then along the path from `found` back to a parent-0 step, each
-    step goes to its parent's holder, and the parent-0 step to `j`. Unless `blocked`, no rounds:
-    nothing found, `acc`."""
+    step goes to its parent's holder, and the parent-0 step to `j`. Unless `blocked`, the search
+    has no rounds and nothing is mapped (the caller discards the result)."""
     indexes = f"range(1, {steps + 1})"
     own = f"bitAnd(toUInt64(m), {(1 << steps) - 1})"
     # A round from `b` where `x` is the steps reached beyond the visited ones.
@@ -545,7 +549,10 @@ def _augmented(steps: int, blocked: str) -> str:
         f" bitOr(acc.3, {_bit('q.4')}))"
     )
     # arrayMap over a one-element array binds a name (q: the search, v: its path) for the rest.
-    return f"arrayMap(q -> if(q.4 = 0, acc, arrayMap(v -> {flipped}, [{path}])[1]), [{search}])[1]"
+    return (
+        f"arrayMap(q -> if(q.4 = 0, acc, arrayMap(v -> {flipped}, if(q.4 > 0, [{path}], []))[1]),"
+        f" if({blocked}, [{search}], []))[1]"
+    )
 
 
 def _per_start(funnel: Funnel) -> str:
