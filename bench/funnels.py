@@ -5,14 +5,17 @@
 minute apart (plus under a second of jitter, so no two of a person share a millisecond), starting
 anywhere in 30 days; each event one of the funnel's five. Timed, alternating, first runs only (a
 repeated statement is served faster by the engine's caches): a 5-step funnel in `ordered` order
-broken down by browser (one per person) and without a breakdown, and in `strict` order, ours (the
-queries the API runs) and windowFunnel's (default and `strict_order`, grouped by the browser for
-the breakdown) computing the same per-step counts. In `ordered` order, on this data
+broken down by browser (one per person) and without a breakdown, in `strict` and in `unordered`
+order, ours (the queries the API runs) and windowFunnel's (default and `strict_order`, grouped by
+the browser for the breakdown) computing the same per-step counts. In `ordered` order, on this data
 (no copies, no ties, distinct steps) the two definitions agree, so the counts must be equal: a
 benchmark that got faster by being wrong fails here. In `strict` order they differ by definition
 (windowFunnel's `strict_order` stops a person at the first step out of order and lets an earlier
 step come back between two: docs/funnels.md), so only the time is compared; the tests hold strict
-order to the reference.
+order to the reference. In `unordered` order windowFunnel (default) is the floor of time only;
+its counts are checked against a plain query: on this data (each event exactly one step, no ties,
+no copies) a person's level is the most distinct step names among an event and those within the
+window after it.
 
 Paths (docs/paths.md): 4 steps deep from the funnel's first event, timed the same way (first runs),
 its people checked against a plain count of the people with that event; goal under 2 s.
@@ -118,6 +121,30 @@ def window_funnel(funnel: Funnel, strict: bool) -> tuple[str, dict[str, Any]]:
     return sql, parameters
 
 
+def distinct_steps(window_ms: int) -> tuple[str, dict[str, Any]]:
+    """The unordered funnel's per-step counts where every event is exactly one step, no two of a
+    person at one time and no copies: per person the most distinct names among an event and the
+    events at most the window after it (not timed: a check)."""
+    parameters: dict[str, Any] = {"start": BASE, "end": RANGE_END, "window_ms": window_ms}
+    counts = ", ".join(f"countIf(level >= {k})" for k in range(1, len(NAMES) + 1))
+    sql = f"""
+        SELECT {counts} FROM (
+            SELECT arrayMax(arrayMap(
+                s -> length(arrayDistinct(arrayFilter(
+                    (n, t) -> t >= s AND t - s <= {{window_ms:Int64}}, names, times))),
+                times)) AS level
+            FROM (
+                SELECT groupArray(event) AS names, groupArray(toUnixTimestamp64Milli(timestamp)) AS times
+                FROM {DATABASE}.events
+                WHERE timestamp >= {{start:DateTime64(3, 'UTC')}} AND timestamp < {{end:DateTime64(3, 'UTC')}}
+                    AND event IN {{names:Array(String)}}
+                GROUP BY {PERSON}
+            )
+        )
+    """
+    return sql, {**parameters, "names": NAMES}
+
+
 def measure(work: Path, events: int, people: int, rounds: int) -> dict[str, Any]:
     client = connect(f"chdb://{work / 'ch'}")
     apply_migrations(client, DATABASE)
@@ -133,6 +160,7 @@ def measure(work: Path, events: int, people: int, rounds: int) -> dict[str, Any]
         ("ordered, by browser", Funnel(steps, window_ms, "ordered", Breakdown("browser"))),
         ("ordered", Funnel(steps, window_ms, "ordered")),
         ("strict", Funnel(steps, window_ms, "strict")),
+        ("unordered", Funnel(steps, window_ms, "unordered")),
     ):
         by_value = funnel.breakdown is not None
         ours = (breakdown_query if by_value else summary_query)(DATABASE, funnel, BASE, RANGE_END)
@@ -150,6 +178,12 @@ def measure(work: Path, events: int, people: int, rounds: int) -> dict[str, Any]
                 print(f"  {label} round {round_ + 1} {side}: {seconds:.2f} s {counts[side]}", flush=True)
         if funnel.order == "ordered" and counts["ours"] != counts["windowFunnel"]:
             raise SystemExit(f"{label}: counts differ: {counts}")
+        if funnel.order == "unordered":
+            distinct = totals(client.query(*distinct_steps(window_ms)).result_rows)
+            if counts["ours"] != distinct:
+                raise SystemExit(
+                    f"{label}: counts differ from distinct steps per window: {counts}, {distinct}"
+                )
         results[label] = {"runs": runs, "counts": counts["ours"]}
     results[PATHS_LABEL] = measure_paths(client, rounds, tag)
     client.close()

@@ -272,7 +272,10 @@ class FunnelDefinitionSpec(Struct, kw_only=True, forbid_unknown_fields=True):
     window: Annotated[FunnelWindow, Meta(description="The last step at most this long after the first.")]
     order: Annotated[
         Order,
-        Meta(description="`ordered`: other events may come between steps; `strict`: none may."),
+        Meta(
+            description="`ordered`: other events may come between steps; `strict`: none may; "
+            "`unordered`: the steps in any order (no `exclusions` then)."
+        ),
     ] = "ordered"
     filters: Annotated[
         list[FilterSpec],

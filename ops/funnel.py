@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from headwater.analytics.funnels.definition import UNITS, FunnelError, parse_step
+from headwater.analytics.funnels.definition import ORDERS, UNITS, FunnelError, parse_step
 from headwater.analytics.funnels.filters import Filter, FilterError, check_key, parse_filter
 from headwater.control.funnels import run_funnel, run_trend
 from headwater.control.schemas import FunnelRequest, FunnelTrendRequest
@@ -195,10 +195,10 @@ definition_options = options(
     ),
     click.option(
         "--order",
-        type=click.Choice(["ordered", "strict"]),
+        type=click.Choice(ORDERS),
         default="ordered",
         show_default=True,
-        help="strict: no other event between steps.",
+        help="strict: no other event between steps; unordered: the steps in any order.",
     ),
     click.option(
         "--unit",

@@ -435,3 +435,66 @@ async def test_a_funnel_by_sessions_of_the_sessionizer(
            "--from", (BASE - timedelta(hours=1)).isoformat(), "--to", NOW.isoformat(), "--json")  # fmt: skip
     answer = (await run_cli(*cli, env={**cli_env(), "HEADWATER_ADMIN_TOKEN": ADMIN_TOKEN})).json()
     assert [step["count"] for step in answer["steps"]] == [3, 1]
+
+
+async def test_an_unordered_funnel_through_the_edge_the_api_and_the_cli(
+    make_stack: StackFactory, http: httpx.AsyncClient, project_id: str
+) -> None:
+    """u1 signs up before looking at pricing: 2 steps in any order, 1 in order; u2 the other way
+    round; u3 only signs up (1 step: any step starts an unordered attempt); u4 signs up and sees
+    pricing two hours later (1: beyond the window). The same as the reference over the stored rows,
+    by the API, a saved funnel and the CLI; exclusions refused."""
+    stack = await make_stack(edge=True, control=True, consumer=True)
+    key = str((await create_project(http, stack, project_id))["secret_key"])
+    events = [
+        signed_up("u1", 0, "o1", {}), pricing("u1", 3, "o2"),
+        pricing("u2", 0, "o3"), signed_up("u2", 10, "o4", {}),
+        signed_up("u3", 5, "o5", {}),
+        signed_up("u4", 0, "o6", {}), pricing("u4", 120, "o7"),
+    ]  # fmt: skip
+    response = await http.post(f"{stack.edge_url}/v1/batch", json={"batch": events}, headers=basic_auth(key))
+    assert response.status_code == 200, response.text
+    await eventually(lambda: stored_copies(stack, project_id), lambda copies: len(copies) == len(events))
+
+    ordered = await ask(http, stack, project_id, request())
+    assert [step["count"] for step in ordered.json()["steps"]] == [3, 1]
+    unordered = await ask(
+        http, stack, project_id, request(order="unordered", people={"step": 2, "status": "converted"})
+    )
+    assert unordered.status_code == 200, unordered.text
+    steps = unordered.json()["steps"]
+    assert [(step["count"], step["dropped"]) for step in steps] == [(4, 0), (2, 2)]
+    assert (steps[1]["median_ms"], steps[1]["average_ms"]) == (10 * 60_000, 6.5 * 60_000)
+    assert unordered.json()["people"]["people"] == ["u1", "u2"]
+
+    stored = await asyncio.to_thread(stored_rows, stack, project_id)
+    funnel = Funnel((Step("page", "/pric*"), Step("event", "Signed Up")), 3_600_000, "unordered")
+    reference = summary_of_progress(funnel, funnel_progress(funnel, stored, BASE - timedelta(hours=1), NOW))
+    assert [(s["count"], s["median_ms"], s["average_ms"]) for s in steps] == [
+        (s.count, s.median_ms, s.average_ms) for s in reference
+    ]
+
+    closed = {"kind": "event", "value": "Closed Tab", "from_step": 1, "to_step": 2}
+    refused = await ask(http, stack, project_id, request(order="unordered", exclusions=[closed]))
+    assert (refused.status_code, refused.json()["field"]) == (400, "exclusions"), refused.text
+
+    # Saved with its order, and run as the ad-hoc query answers.
+    saved_url = f"{stack.control_url}/v1/projects/{project_id}/funnels"
+    definition = {"steps": STEPS, "window": {"value": 1, "unit": "hour"}, "order": "unordered"}
+    saved = await http.post(saved_url, json={"name": "any order", **definition}, headers=admin_headers())
+    assert saved.status_code == 201, saved.text
+    assert saved.json()["order"] == "unordered"
+    span = {"from": (BASE - timedelta(hours=1)).isoformat(), "to": NOW.isoformat()}
+    run = await http.post(f"{saved_url}/{saved.json()['id']}/query", json=span, headers=admin_headers())
+    assert run.status_code == 200, run.text
+    assert run.json()["steps"] == steps
+
+    cli = ("funnel", "--control-url", str(stack.control_url), "--project", project_id,
+           "--step", "page:/pric*", "--step", "event:Signed Up", "--window", "1h", "--order", "unordered",
+           "--from", (BASE - timedelta(hours=1)).isoformat(), "--to", NOW.isoformat(), "--json")  # fmt: skip
+    env = {**cli_env(), "HEADWATER_ADMIN_TOKEN": ADMIN_TOKEN}
+    answer = await run_cli(*cli, env=env)
+    assert answer.code == 0, answer.stderr
+    assert answer.json()["steps"] == steps
+    excluded = await run_cli(*cli, "--exclude", "1", "2", "event:Closed Tab", env=env)
+    assert excluded.code != 0 and "exclusions" in excluded.stderr

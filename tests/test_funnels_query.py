@@ -4,6 +4,7 @@ random events and funnels, ClickHouse's own windowFunnel, and named examples of 
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, replace
@@ -43,6 +44,7 @@ from headwater.analytics.funnels.reference import (
     milliseconds,
     people_page,
     session_of,
+    unordered_attempt,
 )
 from headwater.analytics.funnels.summary import (
     StepSummary,
@@ -92,11 +94,12 @@ STEPS = [Step("event", "A"), Step("event", "B"), Step("event", "C"), Step("page"
 
 
 @st.composite
-def stored_events(draw: st.DrawFn, dense: bool = False) -> list[FunnelEvent]:
-    """Up to 30 events of three people in 30 minutes; `dense`: of two people, mostly track events,
-    in ten minutes, so that attempts get deep and several overlap (exclusions decide between them)."""
+def stored_events(draw: st.DrawFn, dense: bool = False, least: int = 0) -> list[FunnelEvent]:
+    """`least` to 30 events of three people in 30 minutes; `dense`: of two people, mostly track
+    events, in ten minutes, so that attempts get deep and several overlap (exclusions decide
+    between them)."""
     events = []
-    for number in range(draw(st.integers(0, 30))):
+    for number in range(draw(st.integers(least, 30))):
         person = draw(st.sampled_from(["a", "b"] if dense else ["a", "b", "c"]))
         identified = draw(st.booleans())
         page = draw(st.integers(0, 4)) == 0 if dense else draw(st.booleans())
@@ -461,7 +464,7 @@ def test_definitions_are_validated() -> None:
     assert like_pattern("/a_b%*\\") == "/a\\_b\\%%\\\\"
 
 
-@pytest.mark.parametrize("order", ["ordered", "strict"])
+@pytest.mark.parametrize("order", ["ordered", "strict", "unordered"])
 def test_times_before_1970_are_times_like_others(events_table: tuple[Client, str], order: str) -> None:
     """Unix milliseconds before 1970 are negative: no value of them may mean "no attempt"."""
     client, database = events_table
@@ -716,3 +719,201 @@ def test_exclusions_are_validated() -> None:
             Funnel((a, b), MINUTE, exclusions=exclusions)
         assert raised.value.field == field, exclusions
     Funnel((a, b, c), MINUTE, exclusions=(Exclusion(c, 1, 3), Exclusion(a, 2, 3)))
+
+
+# Steps that overlap each other and STEPS' (an event can fill several): pages by a wider and a
+# narrower glob, one event name with different filters.
+OVERLAPPING = [
+    Step("page", "/*"),
+    Step("page", "/y/1"),
+    Step("event", "A", (Filter("browser", "eq", "Chrome"),)),
+    Step("event", "A", (Filter("country", "in", ("DE", "FR")),)),
+]
+
+
+@st.composite
+def unordered_funnels(draw: st.DrawFn) -> Funnel:
+    """funnels() in `unordered` order (without exclusions: not defined for it), its 2 to 5 steps
+    often overlapping and repeated: events that fill several steps, where an event kept earlier
+    must move to another step for a later one to be kept (an augmenting path)."""
+    funnel = draw(funnels())
+    plain = st.sampled_from([*STEPS[:4], *OVERLAPPING])
+    step = st.integers(0, 3).flatmap(lambda n: filtered_steps() if n == 0 else plain)
+    steps = tuple(draw(st.lists(step, min_size=2, max_size=5)))
+    return replace(funnel, steps=steps, order="unordered", exclusions=())
+
+
+# The unordered property tests together take ~40 s here: fewer examples than the tests above,
+# with the named cases and the matching test beside them.
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    events=st.integers(0, 2).flatmap(lambda n: stored_events(dense=n > 0, least=10)),
+    funnel=unordered_funnels(),
+    data=st.data(),
+)
+def test_unordered_equals_the_reference(
+    events_table: tuple[Client, str], events: list[FunnelEvent], funnel: Funnel, data: st.DataObject
+) -> None:
+    """Each person's progress, the answer per step, a page of people and the breakdown in
+    `unordered` order, on sparse and dense events."""
+    check_against_reference(*events_table, events, funnel, data)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    events=stored_events(least=10),
+    funnel=unordered_funnels(),
+    data=st.data(),
+    rule=st.sampled_from(["anonymous_id", "user_id"]),
+)
+def test_unordered_by_sessions_equals_the_reference(
+    events_table: tuple[Client, str],
+    events: list[FunnelEvent],
+    funnel: Funnel,
+    data: st.DataObject,
+    rule: SessionIdentity,
+) -> None:
+    test_sessions_as_the_unit_equal_the_reference.hypothesis.inner_test(  # type: ignore[attr-defined]
+        events_table, events, funnel, data, rule
+    )
+
+
+PATHS = ["/x", "/y/1", "/y/2", "/z/1"]
+GLOBS = ["/*", "/y/*", "/y/1", "/y/2", "/x", "/*1", "/y*"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    views=st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 12), st.sampled_from(PATHS)),
+        min_size=2,
+        max_size=24,
+    ),
+    globs=st.lists(st.sampled_from(GLOBS), min_size=2, max_size=6),
+    window=st.integers(1, 8),
+)
+def test_unordered_matches_overlapping_pages_as_the_reference(
+    events_table: tuple[Client, str], views: list[tuple[str, int, str]], globs: list[str], window: int
+) -> None:
+    """Page views against page steps that nearly all overlap (every view fills several, some a
+    step another view needs): where keeping an event takes moving earlier ones to other steps,
+    through paths of several steps. Each person's progress, as the reference's."""
+    client, database = events_table
+    funnel = Funnel(tuple(Step("page", glob) for glob in globs), window * MINUTE, "unordered")
+    events = [
+        at(minutes / 2, person, path=path, message=f"m{index:02d}")
+        for index, (person, minutes, path) in enumerate(views)
+    ]
+    store(client, database, events)
+    note(repr(funnel))
+    assert queried(client, database, funnel) == funnel_progress(funnel, events, *RANGE)
+
+
+def maximum_matching(rows: Sequence[Sequence[bool]]) -> int:
+    """The most rows that can each fill a step of their own, by trying every assignment: each row
+    a step it fills or none (-1), no step twice."""
+    steps = len(rows[0]) if rows else 0
+    choices = [[-1, *(step for step in range(steps) if row[step])] for row in rows]
+    return max(
+        (
+            sum(1 for step in chosen if step >= 0)
+            for chosen in itertools.product(*choices)
+            if len([s for s in chosen if s >= 0]) == len({s for s in chosen if s >= 0})
+        ),
+        default=0,
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fills=st.integers(1, 4).flatmap(
+        lambda steps: st.lists(st.lists(st.booleans(), min_size=steps, max_size=steps), max_size=7)
+    ),
+    gaps=st.lists(st.integers(0, 3), min_size=7, max_size=7),
+    window=st.integers(0, 8),
+)
+def test_the_references_unordered_attempt_is_a_maximum_matching(
+    fills: list[list[bool]], gaps: list[int], window: int
+) -> None:
+    """The reference's unordered attempt from each start keeps as many events as a maximum matching
+    of the events in its window has (found by trying every assignment), and they are the earliest
+    such events: the first matchable set of that size in lexicographic order."""
+    times = list(itertools.accumulate(gaps[: len(fills)]))
+    for start in range(len(fills)):
+        if not any(fills[start]):
+            continue
+        inside = [i for i in range(start, len(fills)) if times[i] - times[start] <= window]
+        kept = unordered_attempt(fills, times, start, window)
+        size = maximum_matching([fills[i] for i in inside])
+        assert len(kept) == size
+        assert kept[0] == start
+        first = next(
+            list(chosen)
+            for chosen in itertools.combinations(inside, size)
+            if maximum_matching([fills[i] for i in chosen]) == size
+        )
+        assert kept == first
+
+
+def test_unordered_named_cases(events_table: tuple[Client, str]) -> None:
+    client, database = events_table
+    a, b, c = (Step("event", name) for name in "ABC")
+
+    def unordered(*steps: Step, window: int = 10 * MINUTE) -> Funnel:
+        return Funnel(steps, window, "unordered")
+
+    any_page, y, y1 = Step("page", "/*"), Step("page", "/y/*"), Step("page", "/y/1")
+    cases: list[tuple[str, Funnel, list[FunnelEvent], list[Progress]]] = [
+        ("B then A reaches 2 in any order", unordered(a, b),
+         [at(0, name="B"), at(1, name="A")], [reached(0, 1)]),
+        ("...and 1 in order", Funnel((a, b), 10 * MINUTE),
+         [at(0, name="B"), at(1, name="A")], [reached(1)]),
+        ("an event matching two steps fills one", unordered(y, y1),
+         [at(0, path="/y/1")], [reached(0)]),
+        ("...a second one fills the other", unordered(y, y1),
+         [at(0, path="/y/1"), at(1, path="/y/1")], [reached(0, 1)]),
+        ("an event filling only a step taken first moves the earlier one (an augmenting path)",
+         unordered(y, y1), [at(0, path="/y/1"), at(1, path="/y/2")], [reached(0, 1)]),
+        ("...through two steps", unordered(any_page, y, y1),
+         [at(0, path="/y/2"), at(1, path="/y/1"), at(2, path="/z")], [reached(0, 1, 2)]),
+        ("...and none when no step is left for it", unordered(y, y1, a),
+         [at(0, path="/y/2"), at(1, path="/y/2"), at(2, name="A")], [reached(1, 2)]),
+        ("a repeated step needs two events", unordered(a, a),
+         [at(0, name="A")], [reached(0)]),
+        ("...and takes them", unordered(a, b, a),
+         [at(0, name="A"), at(1, name="A"), at(2, name="B")], [reached(0, 1, 2)]),
+        ("a later start reaching more is the person's", unordered(a, b, c),
+         [at(0, name="A"), at(11, name="B"), at(12, name="C")], [reached(11, 12)]),
+        ("...an earlier one reaching more beats a later one reaching fewer", unordered(a, b, c),
+         [at(0, name="C"), at(1, name="B"), at(2, name="A"), at(20, name="A")], [reached(0, 1, 2)]),
+        ("the deepest starting last, its events the earliest that fill the steps", unordered(a, b),
+         [at(0, name="A"), at(1, name="A"), at(5, name="B"), at(6, name="B")], [reached(1, 5)]),
+        ("the window from the start: exactly the window counts", unordered(a, b),
+         [at(0, name="B"), at(10, name="A")], [reached(0, 10)]),
+        ("...a millisecond later does not", unordered(a, b),
+         [at(0, name="B"), at(10 + 1 / MINUTE, name="A")], [reached(10 + 1 / MINUTE)]),
+        ("same millisecond: message-id order, and either order converts", unordered(a, b),
+         [at(5, name="B", message="m1"), at(5, name="A", message="m2")], [reached(5, 5)]),
+        ("a non-step event between changes nothing", unordered(a, b),
+         [at(0, name="B"), at(1, name="C"), at(2, name="A")], [reached(0, 2)]),
+    ]  # fmt: skip
+    for name, funnel, events, expected in cases:
+        store(client, database, events)
+        assert funnel_progress(funnel, events, *RANGE) == expected, name
+        assert queried(client, database, funnel) == expected, name
+    # Breakdown: `first` is the start, `last` the last event kept.
+    events = [with_properties(at(0, name="B"), country="FR"), with_properties(at(1, name="A"), country="DE"),
+              with_properties(at(2, name="A"), country="US")]  # fmt: skip
+    store(client, database, events)
+    for attribution, value in (("first", "FR"), ("last", "DE")):
+        funnel = Funnel((a, b), 10 * MINUTE, "unordered", Breakdown("country", attribution))  # type: ignore[arg-type]
+        assert [row.breakdown for row in funnel_progress(funnel, events, *RANGE)] == [value]
+        assert [row.breakdown for row in queried(client, database, funnel)] == [value]
+
+
+def test_unordered_refuses_exclusions() -> None:
+    a, b = Step("event", "A"), Step("event", "B")
+    with pytest.raises(FunnelError) as raised:
+        Funnel((a, b), MINUTE, "unordered", exclusions=(Exclusion(Step("event", "X"), 1, 2),))
+    assert (raised.value.code, raised.value.field) == ("exclusions_unordered", "exclusions")
+    Funnel((a, b), MINUTE, "unordered")

@@ -12,7 +12,7 @@ from clickhouse_connect.driver.client import Client
 from hw_funnels import store
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
-from test_funnels_query import at, funnels, stored_events
+from test_funnels_query import at, funnels, stored_events, unordered_funnels
 
 from headwater.analytics.funnels.definition import Funnel, Step
 from headwater.analytics.funnels.reference import FunnelEvent
@@ -73,6 +73,42 @@ def test_the_trend_equals_the_reference_day_by_day(
     end = start + HOUR * length_hours
     note(repr((funnel, start, end)))
     assert queried(client, database, funnel, start, end) == trend_of_events(funnel, events, start, end, NOW)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    events=spread(),
+    funnel=unordered_funnels(),
+    window_hours=st.integers(1, 30),
+    start_hours=st.integers(-4, 24),
+    length_hours=st.integers(1, 30),
+)
+def test_the_unordered_trend_equals_the_reference_day_by_day(
+    events_table: tuple[Client, str],
+    events: list[FunnelEvent],
+    funnel: Funnel,
+    window_hours: int,
+    start_hours: int,
+    length_hours: int,
+) -> None:
+    """The same in `unordered` order: only the day's entries start attempts, and any step, the
+    first too, may come after the start, on that day or the next."""
+    test_the_trend_equals_the_reference_day_by_day.hypothesis.inner_test(  # type: ignore[attr-defined]
+        events_table, events, funnel, window_hours, start_hours, length_hours
+    )
+
+
+def test_an_unordered_trend_by_hand(events_table: tuple[Client, str]) -> None:
+    """a does B on day 1 and A just after midnight: entered on day 1 (B), converted; the A, an
+    entry of day 2, starts an attempt there too (reaching 1)."""
+    client, database = events_table
+    ab = Funnel((Step("event", "A"), Step("event", "B")), 3 * 3_600_000, "unordered")
+    events = [at(23 * 60, "a", "B"), at(25 * 60, "a", "A")]
+    store(client, database, events)
+    start, end = T0, T0 + timedelta(hours=48)
+    days = queried(client, database, ab, start, end)
+    assert days == trend_of_events(ab, events, start, end, NOW)
+    assert [[step.count for step in day.steps] for day in days] == [[1, 1], [1, 0]]
 
 
 def test_a_trend_by_hand(events_table: tuple[Client, str]) -> None:

@@ -219,6 +219,10 @@ BAD_DEFINITIONS: list[tuple[dict[str, Any], str]] = [
         },
         "steps[1].filters[0].value",
     ),
+    (
+        {"order": "unordered", "exclusions": [{"kind": "event", "value": "X", "from_step": 1, "to_step": 2}]},
+        "exclusions",
+    ),
 ]
 
 

@@ -22,12 +22,12 @@ MAX_EXCLUSIONS = 5
 MAX_WINDOW_MS = 366 * 24 * 3600 * 1000
 MAX_NAME_LENGTH = 200
 
-Order = Literal["ordered", "strict"]
+Order = Literal["ordered", "strict", "unordered"]
 # Whose progress a funnel follows: a person (user id, else anonymous id), or a session of the
 # sessions table (docs/funnels.md, "Sessions as the unit").
 Unit = Literal["people", "sessions"]
 UNITS: tuple[Unit, ...] = ("people", "sessions")
-ORDERS: tuple[Order, ...] = ("ordered", "strict")
+ORDERS: tuple[Order, ...] = ("ordered", "strict", "unordered")
 StepKind = Literal["event", "page"]
 
 
@@ -111,6 +111,11 @@ class Funnel:
             raise FunnelError("unit", "unit", f"the unit is one of {', '.join(UNITS)}")
         if self.order not in ORDERS:
             raise FunnelError("order", "order", f"the order is one of {', '.join(ORDERS)}")
+        if self.order == "unordered" and self.exclusions:
+            # "Between steps k and l" needs the steps in an order (docs/funnels.md, "Definitions").
+            raise FunnelError(
+                "exclusions_unordered", "exclusions", "exclusions are not defined for an unordered funnel"
+            )
         if self.breakdown is not None:
             try:
                 check_key(self.breakdown.column)

@@ -130,6 +130,8 @@ def progress(
     last among those), as (steps reached, their times, the breakdown value); (0, (), "") when no
     event is the first step or every attempt is void. With `entry` (Unix milliseconds), only
     attempts starting in [entry[0], entry[1])."""
+    if funnel.order == "unordered":
+        return unordered_progress(funnel, events, entry)
     times = [milliseconds(e.timestamp) for e in events]
     fills = [[e.is_step(step) for step in funnel.steps] for e in events]
     excludes = [[e.is_step(exclusion.step) for exclusion in funnel.exclusions] for e in events]
@@ -164,6 +166,66 @@ def progress(
         attributed = events[chain[0] if breakdown.attribution == "first" else chain[-1]]
         value = breakdown_value(breakdown.column, attributed.columns(), attributed.properties)
     return level, tuple(times[index] for index in chain), value
+
+
+def unordered_progress(
+    funnel: Funnel, events: Sequence[FunnelEvent], entry: tuple[int, int] | None = None
+) -> tuple[int, tuple[int, ...], str]:
+    """progress() in `unordered` order: an attempt per event that fills any step (with `entry`,
+    only those in [entry[0], entry[1])), over it and the events after it at most the window after
+    it. Its events are kept one by one in order while the kept ones can still each fill a different
+    step (matchable); how many it keeps is its level, the largest number of its events that can
+    each fill a different step. The deepest attempt, starting last, is the person's; its kept
+    events' times are its step times."""
+    times = [milliseconds(e.timestamp) for e in events]
+    fills = [[e.is_step(step) for step in funnel.steps] for e in events]
+    best: tuple[int, int, list[int]] = (0, -1, [])  # level, start, the kept events
+    for start in range(len(events)):
+        if not any(fills[start]) or (entry is not None and not entry[0] <= times[start] < entry[1]):
+            continue
+        kept = unordered_attempt(fills, times, start, funnel.window_ms)
+        if (len(kept), start) > best[:2]:
+            best = (len(kept), start, kept)
+    level, _, kept = best
+    breakdown = funnel.breakdown
+    value = ""
+    if breakdown is not None and kept:
+        attributed = events[kept[0] if breakdown.attribution == "first" else kept[-1]]
+        value = breakdown_value(breakdown.column, attributed.columns(), attributed.properties)
+    return level, tuple(times[index] for index in kept), value
+
+
+def unordered_attempt(
+    fills: Sequence[Sequence[bool]], times: Sequence[int], start: int, window_ms: int
+) -> list[int]:
+    """The events an unordered attempt from `start` keeps (indexes, in order): each event from
+    `start` on, at most `window_ms` after it, kept when it and the events kept before it can each
+    fill a different step (`fills[event][step]`)."""
+    kept: list[int] = []
+    for index in range(start, len(times)):
+        if times[index] - times[start] > window_ms:
+            break
+        if matchable([fills[event] for event in [*kept, index]]):
+            kept.append(index)
+    return kept
+
+
+def matchable(rows: Sequence[Sequence[bool]]) -> bool:
+    """Whether every row (an event: which steps it fills) can fill a step of its own: a matching of
+    them all, built row by row, each row taking a free step it fills or one whose holder can move
+    to another step it fills (an augmenting path, searched depth first: Kuhn's algorithm)."""
+    holder: dict[int, int] = {}  # step -> the row filling it
+
+    def place(row: int, seen: set[int]) -> bool:
+        for step, fills in enumerate(rows[row]):
+            if fills and step not in seen:
+                seen.add(step)
+                if step not in holder or place(holder[step], seen):
+                    holder[step] = row
+                    return True
+        return False
+
+    return all(place(row, set()) for row in range(len(rows)))
 
 
 def _void(funnel: Funnel, chain: list[int], times: list[int], excludes: list[list[bool]]) -> bool:
