@@ -69,7 +69,7 @@ def test_the_trend_equals_the_reference_day_by_day(
     check_trend(*events_table, events, funnel, window_hours, start_hours, length_hours)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     events=spread(),
     funnel=funnels_with_step_options(),
