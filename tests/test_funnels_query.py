@@ -816,8 +816,8 @@ def test_optional_steps_and_step_windows_attempts_equal_the_reference(
     assert queried(client, database, funnel) == funnel_progress(funnel, events, *RANGE)
 
 
-# ~0.4 s an example (five queries): with the tests around and the trend's, about 40 s in all.
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# ~0.4 s an example (five queries): with the tests around and the trend's, about 35 s in all.
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     events=st.one_of(few_events(), stored_events(dense=True), stored_events()),
     funnel=funnels_with_step_options(),
@@ -831,7 +831,7 @@ def test_optional_steps_and_step_windows_equal_the_reference(
     check_against_reference(*events_table, events, funnel, data)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(events=stored_events(dense=True), funnel=funnels(dense=True))
 def test_the_definitions_chains_give_todays_attempt_without_step_options(
     events: list[FunnelEvent], funnel: Funnel
