@@ -50,7 +50,13 @@ def definition_of(spec: FunnelDefinitionSpec, breakdown: Breakdown | None = None
     """The funnel a request describes; FunnelError naming the field at fault."""
     window_ms = spec.window.value * WINDOW_UNIT_MS[spec.window.unit]
     steps = tuple(
-        Step(step.kind, step.value, _filters(step.filters, f"steps[{index}].filters"))
+        Step(
+            step.kind,
+            step.value,
+            _filters(step.filters, f"steps[{index}].filters"),
+            step.optional,
+            None if step.window is None else step.window.value * WINDOW_UNIT_MS[step.window.unit],
+        )
         for index, step in enumerate(spec.steps)
     )
     exclusions = tuple(

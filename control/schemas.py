@@ -220,11 +220,33 @@ class StepSpec(Struct, forbid_unknown_fields=True):
     ]
 
 
-class FunnelStepSpec(StepSpec, forbid_unknown_fields=True):
+class FilteredStepSpec(StepSpec, forbid_unknown_fields=True):
     filters: Annotated[StepFilters, Meta(description="Conditions the step's event meets, all of them.")] = []
 
 
-class FunnelExclusionSpec(FunnelStepSpec, forbid_unknown_fields=True, kw_only=True):
+class FunnelWindow(Struct, forbid_unknown_fields=True):
+    value: Annotated[int, Meta(ge=1, le=366 * 24 * 3600)]
+    unit: WindowUnit = "day"
+
+
+class FunnelStepSpec(FilteredStepSpec, forbid_unknown_fields=True):
+    optional: Annotated[
+        bool,
+        Meta(
+            description="An attempt may skip this step (not the first nor the last); a skipped step "
+            "counts nobody, and the next step's conversion and drop-off are from the required step before."
+        ),
+    ] = False
+    window: Annotated[
+        FunnelWindow | None,
+        Meta(
+            description="At most this long after the previous step the attempt took (not on the first "
+            "step); the funnel's window still bounds every step from the first."
+        ),
+    ] = None
+
+
+class FunnelExclusionSpec(FilteredStepSpec, forbid_unknown_fields=True, kw_only=True):
     """An event or page, matched as a step is, that voids an attempt when it comes between two of
     its steps (docs/funnels.md, "Definitions")."""
 
@@ -239,16 +261,11 @@ class FunnelExclusionSpec(FunnelStepSpec, forbid_unknown_fields=True, kw_only=Tr
     ]
 
 
-class FunnelWindow(Struct, forbid_unknown_fields=True):
-    value: Annotated[int, Meta(ge=1, le=366 * 24 * 3600)]
-    unit: WindowUnit = "day"
-
-
 class FunnelPeopleRequest(Struct, forbid_unknown_fields=True):
     step: Annotated[int, Meta(ge=1, le=20, description="1-based, in the order of `steps`.")]
     status: Annotated[
         PeopleStatus,
-        Meta(description="`converted`: reached the step; `dropped`: reached the one before, not it."),
+        Meta(description="`converted`: took the step; `dropped`: took the required step before it, not it."),
     ]
     limit: Annotated[int, Meta(ge=1, le=1000)] = 100
     after: Annotated[str | None, Meta(description="The last person of the previous page.")] = None
@@ -478,11 +495,11 @@ Share = Annotated[float, Meta(ge=0, le=1)]
 
 class FunnelStepAnswer(Struct, forbid_unknown_fields=True):
     step: FunnelStepSpec
-    count: Annotated[int, Meta(ge=0, description="People who reached the step.")]
+    count: Annotated[int, Meta(ge=0, description="People whose attempt took the step.")]
     conversion_from_start: Share | None
     conversion_from_previous: Share | None
-    dropped: Annotated[int, Meta(ge=0, description="People who reached the step before, not this one.")]
-    median_ms: Annotated[int | None, Meta(description="From the previous step (null for the first).")]
+    dropped: Annotated[int, Meta(ge=0, description="People who took the required step before, not this one.")]
+    median_ms: Annotated[int | None, Meta(description="From the previous step taken (null for the first).")]
     average_ms: float | None
     p90_ms: int | None
 

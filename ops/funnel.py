@@ -11,7 +11,7 @@ import click
 from headwater.analytics.funnels.definition import ORDERS, UNITS, FunnelError, parse_step
 from headwater.analytics.funnels.filters import Filter, FilterError, check_key, parse_filter
 from headwater.control.funnels import run_funnel, run_trend
-from headwater.control.schemas import FunnelRequest, FunnelTrendRequest
+from headwater.control.schemas import WINDOW_UNIT_MS, FunnelRequest, FunnelTrendRequest
 from headwater.core.service.validation import convert_body
 
 from .controlclient import ControlClient
@@ -33,6 +33,7 @@ def definition_body(
     steps: tuple[str, ...], window: str, order: str, unit: str, step_filters: tuple[tuple[int, str], ...],
     filters: tuple[str, ...], exclusions: tuple[tuple[int, int, str], ...],
     exclude_filters: tuple[tuple[int, str], ...], breakdown: str | None, attribution: str,
+    optional: tuple[int, ...] = (), step_windows: tuple[tuple[int, str], ...] = (),
 ) -> dict[str, Any]:  # fmt: skip
     """A funnel's definition in the API's form, from the options of definition_options."""
     parsed = []
@@ -42,23 +43,44 @@ def definition_body(
         except FunnelError as exc:
             raise click.BadParameter(str(exc), param_hint="--step") from None
         parsed.append({"kind": step.kind, "value": step.value})
-    try:
-        seconds = parse_duration(window)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--window") from None
-    if seconds < 1 or seconds != int(seconds):
-        raise click.BadParameter("a whole number of seconds, at least 1s", param_hint="--window")
     body: dict[str, Any] = {
         "steps": parsed,
-        "window": {"value": int(seconds), "unit": "second"},
+        "window": _window(window, "--window"),
         "order": order,
         "unit": unit,
     }
+    add_step_options(body, optional, step_windows)
     add_filters(body, step_filters, filters)
     add_exclusions(body, exclusions, exclude_filters)
     if breakdown:
         body["breakdown"] = {"column": breakdown, "attribution": attribution}
     return body
+
+
+def _window(text: str, hint: str) -> dict[str, Any]:
+    """A duration (7d, 12h, 90s) as the API's window, in whole seconds."""
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=hint) from None
+    if seconds < 1 or seconds != int(seconds):
+        raise click.BadParameter("a whole number of seconds, at least 1s", param_hint=hint)
+    return {"value": int(seconds), "unit": "second"}
+
+
+def add_step_options(
+    body: dict[str, Any], optional: tuple[int, ...], step_windows: tuple[tuple[int, str], ...]
+) -> None:
+    """--optional N marks step N (1-based) optional, --step-window N DURATION gives it a window
+    from the previous step taken. The API checks which steps may have either."""
+    for number in optional:
+        if not 1 <= number <= len(body["steps"]):
+            raise click.BadParameter(f"no step {number}", param_hint="--optional")
+        body["steps"][number - 1]["optional"] = True
+    for number, text in step_windows:
+        if not 1 <= number <= len(body["steps"]):
+            raise click.BadParameter(f"no step {number}", param_hint="--step-window")
+        body["steps"][number - 1]["window"] = _window(text, "--step-window")
 
 
 def _filter_spec(text: str, hint: str) -> dict[str, Any]:
@@ -148,15 +170,24 @@ def trend_table(days: list[dict[str, Any]]) -> str:
     )
 
 
+def _step_name(step: dict[str, Any]) -> str:
+    """`kind:value`, with `(optional)` and its own window when it has them."""
+    name = f"{step['kind']}:{step['value']}"
+    if step.get("window"):
+        name += f" (within {_time(step['window']['value'] * WINDOW_UNIT_MS[step['window']['unit']])})"
+    return f"{name} (optional)" if step.get("optional") else name
+
+
 def funnel_table(steps: list[dict[str, Any]]) -> str:
-    """An answer's steps as an aligned table, one line per step."""
+    """An answer's steps as an aligned table, one line per step; an optional step's drop-off and
+    conversion from the previous are from the required step before it."""
     header = ("step", "people", "of first", "of previous", "dropped", "median", "average", "p90")
     rows = [header]
     for index, step in enumerate(steps):
         first = index == 0
         rows.append(
             (
-                f"{step['step']['kind']}:{step['step']['value']}",
+                _step_name(step["step"]),
                 f"{step['count']:,}",
                 _share(step["conversion_from_start"]),
                 "-" if first else _share(step["conversion_from_previous"]),
@@ -206,6 +237,22 @@ definition_options = options(
         default="people",
         show_default=True,
         help="sessions: each visit of the sessions table goes through the funnel on its own.",
+    ),
+    click.option(
+        "--optional",
+        type=int,
+        multiple=True,
+        metavar="N",
+        help="Step N (1-based; neither the first nor the last) may be skipped: who skips it still counts "
+        "at the steps after it.",
+    ),
+    click.option(
+        "--step-window",
+        "step_windows",
+        type=(int, str),
+        multiple=True,
+        metavar="N DURATION",
+        help="Step N at most this long after the previous step taken (30m, 12h), within --window too.",
     ),
     click.option(
         "--step-filter",

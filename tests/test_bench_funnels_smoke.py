@@ -1,6 +1,7 @@
 """`bench/funnels.py` on a small data set runs end to end, its ordered funnel's counts equal to
-windowFunnel's, its unordered funnel's to a plain count of distinct steps per window, and its
-paths' people equal to a plain count (the script exits 1 otherwise).
+windowFunnel's, its unordered funnel's to a plain count of distinct steps per window, those with
+an optional step or a step window fitting the plain funnel's, and its paths' people equal to a
+plain count (the script exits 1 otherwise).
 
 A smoke test only: nothing here asserts a speed (benchmarks measure, tests do not time).
 """
@@ -17,4 +18,6 @@ def test_funnels_benchmark_small_run_agrees_with_window_funnel() -> None:
     output = run_bench("funnels.py", "--events", "20000", "--people", "2000", "--rounds", "1", "--no-doc")
     assert "| ordered (" in output and "| strict (" in output
     assert "| unordered (" in output  # its counts equal to distinct steps per window (else exit 1)
+    # The per-start form's rows, their counts checked against the plain funnel's (else exit 1).
+    assert "| ordered, step 3 optional (" in output and "| ordered, step 3 within 5 min (" in output
     assert "| paths (" in output  # its people equal to a plain count (the script exits 1 otherwise)

@@ -93,7 +93,8 @@ async def test_a_funnel_over_events_sent_through_the_edge(
     steps = response.json()["steps"]
     assert [step["count"] for step in steps] == [4, 2]
     assert steps[1] == {
-        "step": {**STEPS[1], "filters": []}, "count": 2, "conversion_from_start": 0.5,
+        "step": {**STEPS[1], "filters": [], "optional": False, "window": None}, "count": 2,
+        "conversion_from_start": 0.5,
         "conversion_from_previous": 0.5,
         "dropped": 2, "median_ms": 5 * 60_000, "average_ms": 3 * 60_000, "p90_ms": 5 * 60_000,
     }  # fmt: skip
@@ -277,6 +278,91 @@ async def test_a_funnel_over_events_sent_through_the_edge(
         assert excluded_table.stdout.splitlines()[1].split()[1] == count
     refused = await run_cli(*cli[:-4], "--step", "click:x", env=env)
     assert refused.code != 0 and "event:NAME or page:PATH" in refused.stderr
+
+
+def viewed_plans(user: str, minutes: float, message_id: str) -> dict[str, Any]:
+    when = BASE + timedelta(minutes=minutes)
+    return {"type": "track", "event": "Viewed Plans", "userId": user, "messageId": message_id,
+            "timestamp": when.isoformat()}  # fmt: skip
+
+
+async def test_optional_steps_and_step_windows_end_to_end(
+    make_stack: StackFactory, http: httpx.AsyncClient, project_id: str
+) -> None:
+    """Pricing, then plans (optional), then sign-up: w1 takes all three, w2 skips the plans and
+    converts, w3 drops after the plans, w4 signs up 5 minutes after the plans. With sign-up at most
+    4 minutes after the step before it, w4 stops at the plans (and cannot skip them: sign-up is 55
+    minutes after pricing)."""
+    stack = await make_stack(edge=True, control=True, consumer=True)
+    key = str((await create_project(http, stack, project_id))["secret_key"])
+    events = [
+        pricing("w1", 0, "o1"), viewed_plans("w1", 1, "o2"), signed_up("w1", 3, "o3", {}),
+        pricing("w2", 0, "o4"), signed_up("w2", 2, "o5", {}),
+        pricing("w3", 0, "o6"), viewed_plans("w3", 1, "o7"),
+        pricing("w4", 0, "o8"), viewed_plans("w4", 50, "o9"), signed_up("w4", 55, "o10", {}),
+    ]  # fmt: skip
+    response = await http.post(f"{stack.edge_url}/v1/batch", json={"batch": events}, headers=basic_auth(key))
+    assert response.status_code == 200, response.text
+    await eventually(lambda: stored_copies(stack, project_id), lambda copies: len(copies) == len(events))
+    stored = await asyncio.to_thread(stored_rows, stack, project_id)
+    span = (BASE - timedelta(hours=1), NOW)
+    plans = {"kind": "event", "value": "Viewed Plans", "optional": True}
+    within = {"value": 4, "unit": "minute"}
+    for last, counts, dropped in (
+        (STEPS[1], [4, 3, 3], [0, 1, 1]),
+        ({**STEPS[1], "window": within}, [4, 3, 2], [0, 1, 2]),
+    ):
+        answer = await ask(http, stack, project_id, request(steps=[STEPS[0], plans, last]))
+        assert answer.status_code == 200, answer.text
+        steps = answer.json()["steps"]
+        assert [(step["count"], step["dropped"]) for step in steps] == list(zip(counts, dropped, strict=True))
+        assert steps[1]["step"]["optional"] is True and steps[2]["step"]["window"] == last.get("window")
+        funnel = Funnel(
+            (
+                Step("page", "/pric*"),
+                Step("event", "Viewed Plans", optional=True),
+                Step("event", "Signed Up", window_ms=None if "window" not in last else 4 * 60_000),
+            ),
+            3_600_000,
+        )
+        reference = summary_of_progress(funnel, funnel_progress(funnel, stored, *span))
+        assert [(s["count"], s["dropped"], s["median_ms"], s["average_ms"]) for s in steps] == [
+            (s.count, s.dropped, s.median_ms, s.average_ms) for s in reference
+        ]
+    # Who dropped at the optional step: took pricing, not the plans; at sign-up: not signed up.
+    for step, people in ((2, ["w2"]), (3, ["w3", "w4"])):
+        listed = await ask(
+            http,
+            stack,
+            project_id,
+            request(
+                steps=[STEPS[0], plans, {**STEPS[1], "window": within}],
+                people={"step": step, "status": "dropped"},
+            ),
+        )
+        assert listed.json()["people"]["people"] == people, step
+    for steps, field in (
+        ([{**STEPS[0], "optional": True}, STEPS[1]], "steps[0].optional"),
+        ([STEPS[0], {**STEPS[1], "optional": True}], "steps[1].optional"),
+        ([{**STEPS[0], "window": within}, STEPS[1]], "steps[0].window"),
+        ([STEPS[0], {**STEPS[1], "window": {"value": 367, "unit": "day"}}], "steps[1].window"),
+    ):
+        refused = await ask(http, stack, project_id, request(steps=steps))
+        assert (refused.status_code, refused.json()["field"]) == (400, field), refused.text
+
+    # The CLI: --optional and --step-window, the optional step marked in the table.
+    cli = ("funnel", "--control-url", str(stack.control_url), "--project", project_id,
+           "--step", "page:/pric*", "--step", "event:Viewed Plans", "--step", "event:Signed Up",
+           "--window", "1h", "--optional", "2", "--step-window", "3", "4m",
+           "--from", span[0].isoformat(), "--to", span[1].isoformat())  # fmt: skip
+    env = {**cli_env(), "HEADWATER_ADMIN_TOKEN": ADMIN_TOKEN}
+    table = await run_cli(*cli, env=env)
+    assert table.code == 0, table.stderr
+    lines = [line.split() for line in table.stdout.splitlines()]
+    assert lines[2][:4] == ["event:Viewed", "Plans", "(optional)", "3"]
+    assert lines[3][:6] == ["event:Signed", "Up", "(within", "4m)", "2", "50.0%"]
+    refused_cli = await run_cli(*cli, "--optional", "3", env=env)
+    assert refused_cli.code != 0 and "steps[2].optional" in refused_cli.stderr
 
 
 def stored_rows(stack: Stack, project_id: str) -> list[FunnelEvent]:

@@ -12,7 +12,7 @@ from clickhouse_connect.driver.client import Client
 from hw_funnels import store
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
-from test_funnels_query import at, funnels, stored_events, unordered_funnels
+from test_funnels_query import at, funnels, funnels_with_step_options, stored_events, unordered_funnels
 
 from headwater.analytics.funnels.definition import Funnel, Step
 from headwater.analytics.funnels.reference import FunnelEvent
@@ -66,7 +66,38 @@ def test_the_trend_equals_the_reference_day_by_day(
     start_hours: int,
     length_hours: int,
 ) -> None:
-    client, database = events_table
+    check_trend(*events_table, events, funnel, window_hours, start_hours, length_hours)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    events=spread(),
+    funnel=funnels_with_step_options(),
+    window_hours=st.integers(1, 30),
+    start_hours=st.integers(-4, 24),
+    length_hours=st.integers(1, 30),
+)
+def test_the_trend_with_optional_steps_and_step_windows_equals_the_reference(
+    events_table: tuple[Client, str],
+    events: list[FunnelEvent],
+    funnel: Funnel,
+    window_hours: int,
+    start_hours: int,
+    length_hours: int,
+) -> None:
+    """The per-day form of the per-start query (a row per day, person and start)."""
+    check_trend(*events_table, events, funnel, window_hours, start_hours, length_hours)
+
+
+def check_trend(
+    client: Client,
+    database: str,
+    events: list[FunnelEvent],
+    funnel: Funnel,
+    window_hours: int,
+    start_hours: int,
+    length_hours: int,
+) -> None:
     store(client, database, events)
     funnel = replace(funnel, window_ms=window_hours * 3_600_000 + 1)
     start = T0 + HOUR * start_hours + timedelta(milliseconds=1)

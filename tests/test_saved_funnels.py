@@ -72,13 +72,30 @@ async def audit_records(stack: Stack, project_id: str) -> list[dict[str, Any]]:
     return [r for r in records if r["project"] == project_id and r["action"].startswith("funnel.")]
 
 
+async def test_optional_steps_and_step_windows_are_kept(api: Api) -> None:
+    plans = {"kind": "event", "value": "Viewed Plans", "filters": [], "optional": True, "window": None}
+    within = {"value": 30, "unit": "minute"}
+    steps = [STEPS[0], plans, {**STEPS[1], "window": within}]
+    saved = await api.save("Stepped", steps=steps)
+    shown = await api.call("GET", f"/{saved['id']}")
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["steps"] == [
+        {**STEPS[0], "filters": [], "optional": False, "window": None},
+        plans,
+        {**STEPS[1], "filters": [], "optional": False, "window": within},
+    ]
+    refused = await api.call("POST", "", {**DEFINITION, "name": "Bad", "steps": [STEPS[0], plans, plans]})
+    assert (refused.status_code, refused.json()["field"]) == (400, "steps[2].optional"), refused.text
+
+
 async def test_crud_round_trip_order_if_match_and_audit(stack: Stack, api: Api, project_id: str) -> None:
     breakdown = {"column": "utm_source", "attribution": "last", "limit": 5}
     filters = [{"key": "country", "op": "neq", "value": "FR"}]
     first = await api.save("  Pricing  ", order="strict", breakdown=breakdown, filters=filters)
     assert len(first["id"]) == 12 and first["id"].isalnum() and first["id"].islower()
     assert first == {
-        "id": first["id"], "name": "Pricing", "steps": [{**s, "filters": []} for s in STEPS],
+        "id": first["id"], "name": "Pricing",
+        "steps": [{**s, "filters": [], "optional": False, "window": None} for s in STEPS],
         "window": {"value": 1, "unit": "hour"}, "order": "strict", "breakdown": breakdown,
         "filters": filters, "exclusions": [], "unit": "people", "created_at": first["created_at"],
         "updated_at": first["created_at"], "revision": first["revision"],

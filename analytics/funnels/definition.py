@@ -43,11 +43,16 @@ class FunnelError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Step:
     """An event by its name (`event`: exact), or a page by its path (`page`: `*` matches any run of
-    characters, everything else itself); and every one of `filters` (filters.py)."""
+    characters, everything else itself); and every one of `filters` (filters.py). An `optional`
+    step may be skipped by an attempt (not the first nor the last step); `window_ms`, when set, is
+    the most time from the attempt's previous taken step to this one (not on the first step), on
+    top of the funnel's window from the first (docs/funnels.md, "Definitions")."""
 
     kind: StepKind
     value: str
     filters: tuple[Filter, ...] = ()
+    optional: bool = False
+    window_ms: int | None = None
 
     def matches(self, event_name: str, event_type: str, page_path: str) -> bool:
         if self.kind == "event":
@@ -103,6 +108,7 @@ class Funnel:
             raise FunnelError("steps_count", "steps", f"a funnel has {MIN_STEPS} to {MAX_STEPS} steps")
         for index, step in enumerate(self.steps):
             _check_step(step, f"steps[{index}]")
+            self._check_step_options(index, step)
         self._check_exclusions()
         _check_filters(self.filters, MAX_FUNNEL_FILTERS, "filters")
         if not 0 < self.window_ms <= MAX_WINDOW_MS:
@@ -116,6 +122,15 @@ class Funnel:
             raise FunnelError(
                 "exclusions_unordered", "exclusions", "exclusions are not defined for an unordered funnel"
             )
+        if self.order == "unordered" and self.has_step_options:
+            # An optional step and a step's own window both name the step before it.
+            index = next(i for i, s in enumerate(self.steps) if s.optional or s.window_ms is not None)
+            field = "optional" if self.steps[index].optional else "window"
+            raise FunnelError(
+                "step_options_unordered",
+                f"steps[{index}].{field}",
+                "optional steps and step windows are not defined for an unordered funnel",
+            )
         if self.breakdown is not None:
             try:
                 check_key(self.breakdown.column)
@@ -126,6 +141,36 @@ class Funnel:
             if not 1 <= self.breakdown.limit <= MAX_BREAKDOWN_VALUES:
                 raise FunnelError("breakdown_limit", "breakdown.limit", f"1 to {MAX_BREAKDOWN_VALUES} values")
 
+    def _check_step_options(self, index: int, step: Step) -> None:
+        last = len(self.steps) - 1
+        if step.optional and not 0 < index < last:
+            raise FunnelError(
+                "optional_step",
+                f"steps[{index}].optional",
+                "the first step begins an attempt and the last is its conversion: neither is optional",
+            )
+        if step.window_ms is not None:
+            if index == 0:
+                raise FunnelError(
+                    "step_window", f"steps[{index}].window", "the first step has no step before it"
+                )
+            if not 0 < step.window_ms <= MAX_WINDOW_MS:
+                raise FunnelError(
+                    "step_window",
+                    f"steps[{index}].window",
+                    "a step's window is positive and at most 366 days",
+                )
+
+    @property
+    def has_step_options(self) -> bool:
+        """Whether any step is optional or has a window of its own (the query's per-start form)."""
+        return any(step.optional or step.window_ms is not None for step in self.steps)
+
+    def previous_required(self, step: int) -> int:
+        """The nearest required step before `step` (1-based; step 1 is always required): the
+        "previous" step of the answer's conversion and drop-off."""
+        return next(k for k in range(step - 1, 0, -1) if not self.steps[k - 1].optional)
+
     def _check_exclusions(self) -> None:
         if len(self.exclusions) > MAX_EXCLUSIONS:
             raise FunnelError("exclusions_count", "exclusions", f"at most {MAX_EXCLUSIONS} exclusions")
@@ -133,6 +178,10 @@ class Funnel:
         for index, exclusion in enumerate(self.exclusions):
             where = f"exclusions[{index}]"
             _check_step(exclusion.step, where)
+            if exclusion.step.optional or exclusion.step.window_ms is not None:
+                raise FunnelError(
+                    "exclusion_step", where, "an exclusion is neither optional nor has a window"
+                )
             if not 1 <= exclusion.from_step < steps:
                 raise FunnelError(
                     "exclusion_steps", f"{where}.from_step", f"a step from 1 to {steps - 1} (1-based)"
@@ -141,6 +190,11 @@ class Funnel:
                 raise FunnelError(
                     "exclusion_steps", f"{where}.to_step", f"a step after from_step, at most {steps}"
                 )
+            for end in ("from_step", "to_step"):
+                if self.steps[getattr(exclusion, end) - 1].optional:
+                    raise FunnelError(
+                        "exclusion_steps", f"{where}.{end}", "an exclusion lies between two required steps"
+                    )
 
 
 def _check_step(step: Step, where: str) -> None:
@@ -164,9 +218,9 @@ MAX_PEOPLE_PAGE = 1000
 
 @dataclass(frozen=True, slots=True)
 class PeopleList:
-    """Who reached step `step` (1-based; `converted`), or reached the step before it and not it
-    (`dropped`, from the second step on): a page of at most `limit` people, sorted, after
-    `after`."""
+    """Whose attempt took step `step` (1-based; `converted`), or took the nearest required step
+    before it and not it (`dropped`, from the second step on): a page of at most `limit` people,
+    sorted, after `after`."""
 
     step: int
     status: PeopleStatus

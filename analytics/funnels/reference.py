@@ -4,7 +4,7 @@ nothing in production calls it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -49,11 +49,12 @@ class FunnelEvent:
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """How far one person got: the steps reached, and when each was (Unix milliseconds)."""
+    """How far one person got: the last step of their attempt, and when each step up to it was
+    (Unix milliseconds; None for an optional step the attempt skipped)."""
 
     person: str
     level: int
-    step_times: tuple[int, ...]
+    step_times: tuple[int | None, ...]
     breakdown: str = ""  # the breakdown column's value at the attributed step ('' without one)
 
 
@@ -125,47 +126,36 @@ def people(
 
 def progress(
     funnel: Funnel, events: Sequence[FunnelEvent], entry: tuple[int, int] | None = None
-) -> tuple[int, tuple[int, ...], str]:
-    """One person's attempt that reaches furthest among those no exclusion voids (the one starting
-    last among those), as (steps reached, their times, the breakdown value); (0, (), "") when no
-    event is the first step or every attempt is void. With `entry` (Unix milliseconds), only
-    attempts starting in [entry[0], entry[1])."""
+) -> tuple[int, tuple[int | None, ...], str]:
+    """One person's attempt: among the attempts no exclusion voids, the one reaching furthest, then
+    taking most steps, then starting last; as (its last step, the time of each step up to it: None
+    for an optional step it skipped, the breakdown value); (0, (), "") when no event is the first
+    step or every attempt is void. With `entry` (Unix milliseconds), only attempts starting in
+    [entry[0], entry[1])."""
     if funnel.order == "unordered":
         return unordered_progress(funnel, events, entry)
     times = [milliseconds(e.timestamp) for e in events]
     fills = [[e.is_step(step) for step in funnel.steps] for e in events]
     excludes = [[e.is_step(exclusion.step) for exclusion in funnel.exclusions] for e in events]
-    best: tuple[int, int, list[int]] = (0, -1, [])  # level, start, the events of the steps
+    attempt_of = best_chain if funnel.has_step_options else first_events
+    best: tuple[int, int, int, Chain] = (0, 0, -1, [])  # level, steps taken, start, the chain
     for start in range(len(events)):
         if not fills[start][0] or (entry is not None and not entry[0] <= times[start] < entry[1]):
             continue
-        chain = [start]
-        for step in range(1, len(funnel.steps)):
-            following = range(chain[-1] + 1, len(events))
-            if funnel.order == "strict":
-                following = range(chain[-1] + 1, min(chain[-1] + 2, len(events)))
-            found = next(
-                (
-                    index
-                    for index in following
-                    if fills[index][step] and times[index] - times[start] <= funnel.window_ms
-                ),
-                None,
-            )
-            if found is None:
-                break
-            chain.append(found)
+        chain = attempt_of(funnel, start, times, fills)
         if _void(funnel, chain, times, excludes):
             continue
-        if (len(chain), start) > best[:2]:
-            best = (len(chain), start, chain)
-    level, _, chain = best
+        taken = sum(1 for index in chain if index is not None)
+        if (len(chain), taken, start) > best[:3]:
+            best = (len(chain), taken, start, chain)
+    level, _, _, chain = best
     breakdown = funnel.breakdown
     value = ""
     if breakdown is not None and chain:
-        attributed = events[chain[0] if breakdown.attribution == "first" else chain[-1]]
-        value = breakdown_value(breakdown.column, attributed.columns(), attributed.properties)
-    return level, tuple(times[index] for index in chain), value
+        attributed = chain[0] if breakdown.attribution == "first" else chain[-1]
+        assert attributed is not None  # a chain's first and last steps are taken
+        value = breakdown_value(breakdown.column, events[attributed].columns(), events[attributed].properties)
+    return level, tuple(None if index is None else times[index] for index in chain), value
 
 
 def unordered_progress(
@@ -228,21 +218,91 @@ def matchable(rows: Sequence[Sequence[bool]]) -> bool:
     return all(place(row, set()) for row in range(len(rows)))
 
 
-def _void(funnel: Funnel, chain: list[int], times: list[int], excludes: list[list[bool]]) -> bool:
+# An attempt: per step from the first to its last, the index of the event taking it (None: an
+# optional step skipped).
+Chain = list[int | None]
+
+
+def first_events(funnel: Funnel, start: int, times: list[int], fills: list[list[bool]]) -> Chain:
+    """The attempt of a funnel without optional steps or step windows: each step at the first event
+    after the previous step's that fills it within the window (in `strict` order, the very next
+    event), up to the first step no event fills."""
+    chain: Chain = [start]
+    last = start
+    for step in range(1, len(funnel.steps)):
+        following = range(last + 1, len(times))
+        if funnel.order == "strict":
+            following = range(last + 1, min(last + 2, len(times)))
+        found = next(
+            (
+                index
+                for index in following
+                if fills[index][step] and times[index] - times[start] <= funnel.window_ms
+            ),
+            None,
+        )
+        if found is None:
+            break
+        chain.append(found)
+        last = found
+    return chain
+
+
+def chains(funnel: Funnel, start: int, times: list[int], fills: list[list[bool]]) -> Iterator[Chain]:
+    """Every chain from `start` (docs/funnels.md, "Definitions"): steps taken in increasing order
+    by increasing events (in `strict` order each the very next event after the previous one), a
+    step left out only when it is optional, each event filling its step at most the window after
+    the start and, for a step with a window of its own, at most that long after the previous step
+    taken. Every prefix of a chain is one too."""
+    steps = funnel.steps
+
+    def extend(chain: Chain, last: int) -> Iterator[Chain]:
+        yield chain
+        for step in range(len(chain), len(steps)):
+            end = min(last + 2, len(times)) if funnel.order == "strict" else len(times)
+            for index in range(last + 1, end):
+                within = times[index] - times[start] <= funnel.window_ms
+                own = steps[step].window_ms
+                if fills[index][step] and within and (own is None or times[index] - times[last] <= own):
+                    yield from extend([*chain, *[None] * (step - len(chain)), index], index)
+            if not steps[step].optional:
+                break
+
+    yield from extend([start], start)
+
+
+def best_chain(funnel: Funnel, start: int, times: list[int], fills: list[list[bool]]) -> Chain:
+    """The start's attempt, by the definition: of its chains, those reaching the deepest step; of
+    those, the first by its steps in order, a step taken before one skipped, then by an earlier
+    event."""
+    every = list(chains(funnel, start, times, fills))
+    level = max(len(chain) for chain in every)
+    return min(
+        (chain for chain in every if len(chain) == level),
+        key=lambda chain: [(0, index) if index is not None else (1, 0) for index in chain],
+    )
+
+
+def _void(funnel: Funnel, chain: Chain, times: list[int], excludes: list[list[bool]]) -> bool:
     """Whether an event of an exclusion, not one of the attempt's steps, comes after the attempt's
     `from_step` event and before its `to_step` event; or, when the attempt did not reach to_step,
-    after its from_step event and at most the window after its first step."""
+    after its from_step event and at most the window after its first step. (Both are required
+    steps: taken whenever the attempt reaches them.)"""
     for number, exclusion in enumerate(funnel.exclusions):
         if len(chain) < exclusion.from_step:
             continue
         after = chain[exclusion.from_step - 1]
+        start = chain[0]
+        assert after is not None and start is not None
         if len(chain) >= exclusion.to_step:
-            between = list(range(after + 1, chain[exclusion.to_step - 1]))
+            before = chain[exclusion.to_step - 1]
+            assert before is not None
+            between = list(range(after + 1, before))
         else:
             between = [
                 index
                 for index in range(after + 1, len(times))
-                if times[index] - times[chain[0]] <= funnel.window_ms
+                if times[index] - times[start] <= funnel.window_ms
             ]
         if any(excludes[index][number] and index not in chain for index in between):
             return True
@@ -270,11 +330,18 @@ def funnel_progress(
     return result
 
 
-def people_page(progress: Sequence[Progress], list_of: PeopleList) -> tuple[list[str], bool]:
+def took(row: Progress, step: int) -> bool:
+    """Whether the person's attempt took `step` (1-based)."""
+    return row.level >= step and row.step_times[step - 1] is not None
+
+
+def people_page(funnel: Funnel, progress: Sequence[Progress], list_of: PeopleList) -> tuple[list[str], bool]:
     """The page of `list_of` from everyone's progress, and whether another page follows."""
+    step = list_of.step
     if list_of.status == "converted":
-        matching = [row.person for row in progress if row.level >= list_of.step]
+        matching = [row.person for row in progress if took(row, step)]
     else:
-        matching = [row.person for row in progress if row.level == list_of.step - 1]
+        previous = funnel.previous_required(step)
+        matching = [row.person for row in progress if took(row, previous) and not took(row, step)]
     after = sorted(person for person in matching if person > (list_of.after or ""))
     return after[: list_of.limit], len(after) > list_of.limit

@@ -48,7 +48,7 @@ def trend_query(
     progress = progress_query(
         database, funnel, start, end, sorted_by_person=False, per_day=True, session_rules=session_rules
     )
-    items = ",\n    ".join(summary_items(len(funnel.steps)))
+    items = ",\n    ".join(summary_items(funnel))
     sql = f"SELECT day,\n    {items}\nFROM ({progress.sql})\nGROUP BY day ORDER BY day"
     return FunnelQuery(sql, progress.parameters)
 
