@@ -5,7 +5,12 @@ A journey converts when it holds the goal step; patterns are mined on the part b
 (what came after cannot have caused it), a non-converter's whole journey otherwise. Every closed
 frequent pattern of two or more steps is a hypothesis: its 2x2 table (holds it or not, converted
 or not) gets Fisher's exact test, and the p-values of all tested patterns get the
-Benjamini-Hochberg correction; a driver is a pattern with q <= `alpha`. Of drivers where a longer
+Benjamini-Hochberg correction; a driver is a pattern with q <= `alpha` that also moves the
+conversion rate by at least `min_effect` times, up or down. The effect floor is there because
+where nothing differs every report is false, and BH then bounds only the chance of reporting
+anything, by about `alpha`; with tens of thousands of journeys a chance difference of a fifth is
+already significant (null data sets of 20,000 journeys showed q = 0.0035 at a lift of 1.26) yet
+no reason to act. Of drivers where a longer
 one holds at least `1 - redundancy` of a shorter one's journeys, the longer is kept (the same
 behaviour). Drivers are ranked by p-value, then by how far the conversion rate moves.
 
@@ -31,6 +36,7 @@ class DriverSettings:
     min_support: float = 0.02
     max_length: int = 6
     alpha: float = 0.05
+    min_effect: float = 1.5
     redundancy: float = 0.3
     top: int = 20
     limits: Limits = field(default_factory=Limits)
@@ -108,6 +114,8 @@ def drivers(
         if q > settings.alpha:
             continue
         rate_with, rate_without = a / (a + b), c / max(1, c + d)
+        if rate_without and 1 / settings.min_effect < rate_with / rate_without < settings.min_effect:
+            continue
         significant[pattern] = Driver(
             steps=encoding.decode(pattern),
             converters_with=a,
