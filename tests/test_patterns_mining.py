@@ -12,8 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from headwater.analytics.patterns.generator import Dataset, GeneratorSettings, generate
+from headwater.analytics.patterns.journeys import Limits, TooManyJourneys, encode
 from headwater.analytics.patterns.mining import MiningSettings, Suggestion, suggest
-from headwater.analytics.patterns.prefixspan import closed, contains, frequent_patterns, maximal
+from headwater.analytics.patterns.prefixspan import (
+    TooManyPatterns,
+    closed,
+    contains,
+    frequent_patterns,
+    maximal,
+)
 from headwater.control.schemas import FunnelDefinitionSpec
 
 
@@ -101,3 +108,21 @@ def test_supports_and_closedness_equal_a_brute_force(
     longer = {p: [q for q in frequent if len(q) > len(p) and contains(q, p)] for p in frequent}
     assert closed(found) == {p for p in frequent if all(frequent[q] < frequent[p] for q in longer[p])}
     assert maximal(found) == {p for p in frequent if not longer[p]}
+
+
+def test_limits_refuse_too_many_journeys_and_patterns_and_cut_long_journeys() -> None:
+    with pytest.raises(TooManyJourneys):
+        suggest([["a", "b"]] * 3, MiningSettings(limits=Limits(max_journeys=2)))
+    with pytest.raises(TooManyPatterns):
+        suggest([["a", "b", "c", "d"]] * 3, MiningSettings(limits=Limits(max_patterns=5)))
+    assert encode([["a", "b", "c"]], Limits(max_steps=2)).journeys == ((0, 1),)
+
+
+def test_maximal_suggestions_hold_no_frequent_super_pattern() -> None:
+    journeys = [["a", "x", "b", "c"]] * 40 + [["a", "b"]] * 40 + [[f"n{i}", f"m{i}"] for i in range(400)]
+    closed_ones = {s.steps for s in suggest(journeys, MiningSettings(min_z=1, redundancy=0.0))}
+    maximal_ones = {
+        s.steps for s in suggest(journeys, MiningSettings(kind="maximal", min_z=1, redundancy=0.0))
+    }
+    assert ("a", "x", "b", "c") in maximal_ones and ("a", "b") not in maximal_ones
+    assert ("a", "b") in closed_ones  # 80 journeys, more than its super-patterns' 40
