@@ -56,6 +56,8 @@ def frequent_patterns(
     if n == 0 or max_length < 1:
         return found
     lengths = np.fromiter((len(j) for j in journeys), dtype=np.int64, count=n)
+    if not lengths.any():
+        return found
     steps = np.fromiter(chain.from_iterable(journeys), dtype=np.int64, count=int(lengths.sum()))
     width = int(lengths.max()) + 1
     journey_of = np.repeat(np.arange(n, dtype=np.int64), lengths)
@@ -64,11 +66,13 @@ def frequent_patterns(
     order = np.lexsort((keys, steps))
     steps, keys = steps[order], keys[order]
     bounds = np.flatnonzero(np.diff(steps)) + 1
-    occurrences: dict[int, Ints] = (
-        {int(steps[b]): k for b, k in zip(np.r_[0, bounds], np.split(keys, bounds), strict=True)}
-        if len(steps)
-        else {}
-    )
+    # Each step's occurrence keys, sorted, and a sentinel past every journey: a search for the next
+    # occurrence never falls off the end, and "in the same journey" is one comparison.
+    sentinel = np.array([n * width], dtype=np.int64)
+    occurrences: dict[int, Ints] = {
+        int(steps[b]): np.concatenate((k, sentinel))
+        for b, k in zip(np.r_[0, bounds], np.split(keys, bounds), strict=True)
+    }
     positive = np.asarray(labels, dtype=bool) if labels is not None else np.zeros(n, dtype=bool)
 
     def add(pattern: Encoded, holders: Ints) -> None:
@@ -82,7 +86,7 @@ def frequent_patterns(
     stack: list[tuple[Encoded, Ints, Ints, list[int]]] = []
     firsts: list[int] = []
     for step, k in occurrences.items():
-        holders, first = np.unique(k // width, return_index=True)
+        holders, first = np.unique(k[:-1] // width, return_index=True)
         if len(holders) >= min_count:
             firsts.append(step)
             add((step,), holders)
@@ -93,16 +97,15 @@ def frequent_patterns(
         pattern, holders, ends, candidates = stack.pop()
         if len(pattern) >= max_length:
             continue
-        query = holders * width + ends + 1
+        base = holders * width
+        query, limit = base + ends + 1, base + width
         grown: list[tuple[Encoded, Ints, Ints]] = []
         for step in candidates:
             k = occurrences[step]
-            at = np.searchsorted(k, query)
-            inside = at < len(k)
-            hit = np.zeros(len(query), dtype=bool)
-            hit[inside] = k[at[inside]] // width == holders[inside]
-            if int(hit.sum()) >= min_count:
-                grown.append(((*pattern, step), holders[hit], k[at[hit]] % width))
+            after = k[np.searchsorted(k, query)]
+            hit = after < limit
+            if np.count_nonzero(hit) >= min_count:
+                grown.append(((*pattern, step), holders[hit], after[hit] - base[hit]))
         extended = [g[0][-1] for g in grown]
         for child, child_holders, child_ends in grown:
             add(child, child_holders)
