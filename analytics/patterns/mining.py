@@ -28,7 +28,7 @@ from headwater.analytics.patterns.prefixspan import Counts, Encoded, closed, fre
 @dataclass(frozen=True)
 class MiningSettings:
     min_support: float = 0.03
-    max_length: int = 6
+    max_length: int = 8
     kind: str = "closed"  # or "maximal"
     min_lift: float = 2.0
     min_z: float = 10.0
