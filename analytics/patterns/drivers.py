@@ -12,10 +12,7 @@ anything, by about `alpha`; with tens of thousands of journeys a chance differen
 already significant (null data sets of 20,000 journeys showed q = 0.0035 at a lift of 1.26) yet
 no reason to act. Of drivers where a longer
 one holds at least `1 - redundancy` of a shorter one's journeys, the longer is kept (the same
-behaviour). Drivers are ranked by their *impact*: the journeys holding the pattern times the
-difference it makes to the conversion rate (converters it accounts for beyond, or short of, the
-rate without it). Not by p-value: with tens of thousands of journeys the strong drivers' p-values
-all underflow to 0, and a combination of two drivers' steps, rarer, would tie with them.
+behaviour). Drivers are ranked by p-value, then by how far the conversion rate moves.
 
 Caveat, documented in docs/patterns.md: this is association, not cause; and a goal reached
 early leaves converters a shorter pre-goal journey, which by itself makes every pattern rarer among
@@ -57,15 +54,6 @@ class Driver:
     lift: float  # conversion rate with the pattern / conversion rate without it
     p_value: float
     q_value: float
-
-    @property
-    def impact(self) -> float:
-        """Converters among the journeys with the pattern beyond (or, negative, short of) what the
-        conversion rate without it predicts."""
-        holders = self.converters_with + self.others_with
-        without = self.converters + self.others - holders
-        rate_without = (self.converters - self.converters_with) / without if without else 0.0
-        return self.converters_with - holders * rate_without
 
     @property
     def raises(self) -> bool:
@@ -150,5 +138,5 @@ def drivers(
                 ):
                     explained.add(sub)
     kept = [d for p, d in significant.items() if p not in explained]
-    kept.sort(key=lambda d: (-abs(d.impact), d.p_value, d.steps))
+    kept.sort(key=lambda d: (d.p_value, -abs(math.log(d.lift)) if d.lift > 0 else 0.0, d.steps))
     return kept[: settings.top]
