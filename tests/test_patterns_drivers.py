@@ -1,0 +1,55 @@
+"""What converters do differently (issue 21): patterns planted only in converters come out as
+drivers above patterns planted equally in both groups; on the null data set nothing does."""
+
+from __future__ import annotations
+
+import pytest
+
+from headwater.analytics.patterns.drivers import drivers, split
+from headwater.analytics.patterns.generator import GeneratorSettings, generate, null_dataset
+from headwater.analytics.patterns.prefixspan import contains
+from headwater.analytics.patterns.significance import benjamini_hochberg, fisher_exact
+
+
+def one_step_off(found: tuple[str, ...], planted: tuple[str, ...]) -> bool:
+    return (
+        found == planted
+        or (len(found) == len(planted) - 1 and contains(planted, found))
+        or (len(found) == len(planted) + 1 and contains(found, planted))
+    )
+
+
+def test_fisher_exact_equals_published_values() -> None:
+    assert fisher_exact(3, 1, 1, 3) == pytest.approx(0.4857142857)  # the lady tasting tea
+    assert fisher_exact(1, 9, 11, 3) == pytest.approx(0.0027594562)  # R's fisher.test, scipy
+    assert fisher_exact(5, 5, 5, 5) == pytest.approx(1.0)
+
+
+def test_benjamini_hochberg_equals_a_hand_computation() -> None:
+    assert benjamini_hochberg([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.02, 0.04, 0.04, 0.02])
+
+
+def test_split_keeps_the_part_before_the_goal() -> None:
+    before, converted = split([["a", "b", "goal", "c"], ["a", "c"]], "goal")
+    assert before == [["a", "b"], ["a", "c"]] and converted == [True, False]
+
+
+def test_patterns_planted_only_in_converters_rank_above_those_planted_in_both() -> None:
+    data = generate(GeneratorSettings(sessions=20_000, seed=7))
+    found = drivers(data.journeys, data.goal)
+    ranks = {
+        pattern: [i for i, d in enumerate(found) if one_step_off(d.steps, pattern.steps)]
+        for pattern in data.planted
+    }
+    converter_only = [min(ranks[p]) for p in data.converter_only if ranks[p]]
+    assert len(converter_only) == len(data.converter_only), [d.steps for d in found]
+    shared = [min(ranks[p]) for p in data.shared if ranks[p]]
+    assert max(converter_only) < min(shared, default=len(found))
+    for driver in found:
+        assert driver.q_value <= 0.05 and driver.raises
+        assert f"{driver.converters_with / driver.converters:.1%} of converters" in driver.reason
+
+
+def test_on_the_null_data_set_nothing_is_significant() -> None:
+    data = null_dataset(sessions=20_000, seed=1)
+    assert drivers(data.journeys, data.goal) == []
