@@ -25,6 +25,7 @@ from headwater.core.service.jsondepth import nesting_exceeds
 from headwater.core.wire.envelope import utf8_repaired
 
 from .errors import IngestError
+from .ids import next_message_id
 from .validation import MAX_MESSAGE_ID_LENGTH, MAX_NAME_LENGTH, validate_event
 from .wire import MAX_BODY_DEPTH, Limits, SegmentEvent, accept_translated
 
@@ -152,6 +153,10 @@ def translate(sp: SnowplowEvent, limits: Limits) -> Translated:
         event, properties, context = _translate(sp)
     except IngestError as error:
         return error
+    if event.messageId is UNSET:
+        # Filled before the size is judged: an event without one (no `eid`) grows by it, and one
+        # just under the limit would be handed on over it.
+        event.messageId = next_message_id()
     properties_json, context_json = _encoder.encode(properties), _encoder.encode(context)
     event.properties, event.context = msgspec.Raw(properties_json), msgspec.Raw(context_json)
     # At most what the event encodes to (a character of the other fields' strings takes at most 6

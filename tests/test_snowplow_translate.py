@@ -351,3 +351,20 @@ def test_a_translated_event_the_fast_path_takes_passes_the_precise_rules_unchang
 
     check()
     assert fast >= 100, f"only {fast} events took the fast path: the property says too little"
+
+
+def test_an_event_without_an_eid_is_judged_with_the_message_id_it_gets() -> None:
+    """Without `eid` the translation gives the event a message id; an event just under the limit
+    without it must not be handed on over the limit with it (found by the property test above)."""
+    limits = Limits(max_event_bytes=1_024, max_nesting_depth=8)
+    refused = handed_on = 0
+    for padding in range(400, 800, 3):
+        event = translate(base(e="se", se_ca="c", se_ac="a", tna="x" * padding), limits)
+        if isinstance(event, IngestError):
+            assert event.code == "event_too_large"
+            refused += 1
+            continue
+        handed_on += 1
+        assert isinstance(event, SegmentEvent)
+        assert len(msgspec.json.encode(event)) <= limits.max_event_bytes
+    assert refused and handed_on  # the sizes cross the limit
