@@ -24,10 +24,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import combinations
 
 from headwater.analytics.patterns.journeys import Limits, encode
-from headwater.analytics.patterns.prefixspan import Encoded, closed, frequent_patterns
+from headwater.analytics.patterns.prefixspan import Encoded, closed, explained_by_longer, frequent_patterns
 from headwater.analytics.patterns.significance import benjamini_hochberg, fisher_exact
 
 
@@ -126,17 +125,7 @@ def drivers(
             p_value=fisher_exact(a, b, c, d),
             q_value=q,
         )
-    explained: set[Encoded] = set()
-    for pattern in sorted(significant, key=len, reverse=True):
-        if pattern in explained:
-            continue
-        for size in range(2, len(pattern)):
-            for sub in combinations(pattern, size):
-                if (
-                    sub in significant
-                    and found[pattern].support >= (1 - settings.redundancy) * found[sub].support
-                ):
-                    explained.add(sub)
+    explained = explained_by_longer(significant, found, settings.redundancy)
     kept = [d for p, d in significant.items() if p not in explained]
     kept.sort(key=lambda d: (d.p_value, -abs(math.log(d.lift)) if d.lift > 0 else 0.0, d.steps))
     return kept[: settings.top]

@@ -18,11 +18,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from itertools import combinations
 from typing import Any
 
 from headwater.analytics.patterns.journeys import Limits, encode
-from headwater.analytics.patterns.prefixspan import Counts, Encoded, closed, frequent_patterns, maximal
+from headwater.analytics.patterns.prefixspan import (
+    Counts,
+    Encoded,
+    closed,
+    explained_by_longer,
+    frequent_patterns,
+    maximal,
+)
 
 
 @dataclass(frozen=True)
@@ -125,17 +131,7 @@ def rank(
             z=z,
             step_counts=tuple(found[pattern[:i]].support for i in range(1, len(pattern) + 1)),
         )
-    explained: set[Encoded] = set()
-    for pattern in sorted(candidates, key=len, reverse=True):
-        if pattern in explained:
-            continue
-        for size in range(2, len(pattern)):
-            for sub in combinations(pattern, size):
-                if (
-                    sub in candidates
-                    and found[pattern].support >= (1 - settings.redundancy) * found[sub].support
-                ):
-                    explained.add(sub)
+    explained = explained_by_longer(candidates, found, settings.redundancy)
     ranked = sorted(
         (s for p, s in candidates.items() if p not in explained), key=lambda s: (-s.leverage, s.steps)
     )

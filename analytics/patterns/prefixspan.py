@@ -18,9 +18,9 @@ the drivers need.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, combinations
 
 import numpy as np
 import numpy.typing as npt
@@ -136,6 +136,23 @@ def maximal(found: dict[Encoded, Counts]) -> set[Encoded]:
         pattern[:i] + pattern[i + 1 :] for pattern in found if len(pattern) > 1 for i in range(len(pattern))
     }
     return set(found) - covered
+
+
+def explained_by_longer(
+    chosen: Collection[Encoded], found: dict[Encoded, Counts], redundancy: float
+) -> set[Encoded]:
+    """The patterns of `chosen` that a longer one of `chosen` explains: it holds them as a
+    sub-pattern and at least `1 - redundancy` of their journeys (the same behaviour, not a second
+    finding). Suggestions and drivers both leave these out."""
+    explained: set[Encoded] = set()
+    for pattern in sorted(chosen, key=len, reverse=True):
+        if pattern in explained:
+            continue
+        for size in range(2, len(pattern)):
+            for sub in combinations(pattern, size):
+                if sub in chosen and found[pattern].support >= (1 - redundancy) * found[sub].support:
+                    explained.add(sub)
+    return explained
 
 
 def contains(journey: Sequence[int], pattern: Sequence[int]) -> bool:
