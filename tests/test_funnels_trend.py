@@ -50,13 +50,19 @@ def spread(draw: st.DrawFn) -> list[FunnelEvent]:
     return moved
 
 
+# The window and the range of check_trend, in hours.
+TREND_TIMES = {
+    "window_hours": st.integers(1, 30),
+    "start_hours": st.integers(-4, 24),
+    "length_hours": st.integers(1, 30),
+}
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     events=spread(),
     funnel=funnels(),
-    window_hours=st.integers(1, 30),
-    start_hours=st.integers(-4, 24),
-    length_hours=st.integers(1, 30),
+    **TREND_TIMES,
 )
 def test_the_trend_equals_the_reference_day_by_day(
     events_table: tuple[Client, str],
@@ -73,9 +79,7 @@ def test_the_trend_equals_the_reference_day_by_day(
 @given(
     events=spread(),
     funnel=funnels_with_step_options(),
-    window_hours=st.integers(1, 30),
-    start_hours=st.integers(-4, 24),
-    length_hours=st.integers(1, 30),
+    **TREND_TIMES,
 )
 def test_the_trend_with_optional_steps_and_step_windows_equals_the_reference(
     events_table: tuple[Client, str],
@@ -110,9 +114,7 @@ def check_trend(
 @given(
     events=spread(),
     funnel=unordered_funnels(),
-    window_hours=st.integers(1, 30),
-    start_hours=st.integers(-4, 24),
-    length_hours=st.integers(1, 30),
+    **TREND_TIMES,
 )
 def test_the_unordered_trend_equals_the_reference_day_by_day(
     events_table: tuple[Client, str],
@@ -124,9 +126,7 @@ def test_the_unordered_trend_equals_the_reference_day_by_day(
 ) -> None:
     """The same in `unordered` order: only the day's entries start attempts, and any step, the
     first too, may come after the start, on that day or the next."""
-    test_the_trend_equals_the_reference_day_by_day.hypothesis.inner_test(  # type: ignore[attr-defined]
-        events_table, events, funnel, window_hours, start_hours, length_hours
-    )
+    check_trend(*events_table, events, funnel, window_hours, start_hours, length_hours)
 
 
 def test_an_unordered_trend_by_hand(events_table: tuple[Client, str]) -> None:
