@@ -275,15 +275,12 @@ def accept(event: SegmentEvent, kind: str | None, max_depth: int) -> bool:
 def accept_translated(event: SegmentEvent, max_depth: int) -> bool:
     """accept() for an event a translation built (snowplow.py) with `properties` and `context` set
     and every other field already as accept() would leave it: a known type, ids and names bounded
-    and non-empty, timestamps it wrote itself. Only what the translation cannot know is judged —
-    how deep the two objects nest — and a missing messageId is filled. The property test of
-    tests/test_snowplow_translate.py holds it to validation.py's rules."""
+    and non-empty, timestamps it wrote itself, a messageId (filled before its size was judged).
+    Only what the translation cannot know is judged — how deep the two objects nest. The property
+    test of tests/test_snowplow_translate.py holds it to validation.py's rules."""
     assert event.properties is not UNSET and event.context is not UNSET
-    if not (_object_fits(event.properties, max_depth) and _object_fits(event.context, max_depth)):
-        return False
-    if event.messageId is UNSET:
-        event.messageId = next_message_id()
-    return True
+    assert event.messageId is not UNSET
+    return _object_fits(event.properties, max_depth) and _object_fits(event.context, max_depth)
 
 
 def _object_fits(value: Raw, max_depth: int) -> bool:
