@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from . import schemas
+from . import patterns_schemas, schemas
 from .idempotency import MAX_KEY_LENGTH
 from .patterns_schemas import PatternsAnswer, PatternsRequest
 from .schemas import (
@@ -538,7 +538,8 @@ def _finished(components: dict[str, Schema]) -> dict[str, Schema]:
     `required` lists."""
     extras = {
         name: vars(struct)["json_schema_extra"]
-        for name, struct in vars(schemas).items()
+        for module in (schemas, patterns_schemas)
+        for name, struct in vars(module).items()
         if isinstance(struct, type)
         and issubclass(struct, msgspec.Struct)
         and "json_schema_extra" in vars(struct)
