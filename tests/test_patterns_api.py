@@ -26,6 +26,7 @@ from nats.js import JetStreamContext
 from headwater.analytics.patterns.generator import Dataset, GeneratorSettings, generate, null_dataset
 from headwater.analytics.patterns.prefixspan import contains
 from headwater.control.settings import AdminToken, ControlSettings
+from headwater.ops.patterns import goal_of
 from headwater.ops.runtime import Stack
 
 pytestmark = pytest.mark.services
@@ -221,3 +222,11 @@ async def test_more_journeys_than_the_limit_are_refused(
     assert unknown.status_code == 404
     url = f"{stack.control_url}/v1/projects/{project_id}/patterns/query"
     assert (await http.post(url, json={"from": FROM, "to": TO})).status_code == 401
+
+
+def test_the_goal_option_tells_pages_by_their_leading_slash() -> None:
+    assert goal_of("Purchased") == {"kind": "event", "value": "Purchased"}
+    assert goal_of("/checkout/done") == {"kind": "page", "value": "/checkout/done"}
+    assert goal_of("event:/x") == {"kind": "event", "value": "/x"}  # an event named like a path
+    assert goal_of("page:done") == {"kind": "page", "value": "done"}
+    assert goal_of("Signed Up: trial") == {"kind": "event", "value": "Signed Up: trial"}
