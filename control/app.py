@@ -29,7 +29,7 @@ from .funnels import run_funnel, run_trend
 from .idempotency import validate_idempotency_key
 from .openapi import openapi_document
 from .paths import run_paths
-from .patterns import DEFAULT_LIMITS, run_patterns
+from .patterns import DEFAULT_LIMITS, mining_slots, run_patterns
 from .patterns_schemas import PatternsRequest
 from .query import ReadOnlyQueries
 from .saved_funnels import SavedFunnelService
@@ -238,6 +238,7 @@ def create_app(
     patterns_limits = replace(
         DEFAULT_LIMITS, max_journeys=settings.patterns_max_journeys, max_steps=settings.patterns_max_steps
     )
+    patterns_slots = mining_slots()
 
     @api.post("/projects/<project_id>/patterns/query")
     async def query_patterns(project_id: str) -> Response:
@@ -245,7 +246,9 @@ def create_app(
         asked = convert_body(await read_json_object(), PatternsRequest)
         rules = project.settings.sessions
         return json_response(
-            await asyncio.to_thread(run_patterns, queries, project_id, asked, rules, patterns_limits)
+            await asyncio.to_thread(
+                run_patterns, queries, project_id, asked, rules, patterns_limits, patterns_slots
+            )
         )
 
     app.register_blueprint(api)

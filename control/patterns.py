@@ -4,6 +4,7 @@ the next-step model's accuracy (docs/patterns.md, "The API")."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import msgspec
@@ -25,6 +26,18 @@ from .query import ReadOnlyQueries
 # The API's own input bounds (an operator may lower them: ControlSettings): mining takes seconds per
 # 10,000 journeys (docs/patterns.md, "Limits"), and the request waits for it.
 DEFAULT_LIMITS = Limits(max_journeys=200_000, max_steps=100, max_patterns=200_000)
+
+
+class MiningBusy(APIError):
+    def __init__(self) -> None:
+        super().__init__(429, "too_many_queries", "a pattern query is running already; retry shortly")
+        self.headers = {"Retry-After": "5"}
+
+
+def mining_slots(count: int = 1) -> threading.BoundedSemaphore:
+    """How many pattern queries may run at once in a process: each holds its journeys and the
+    miner's arrays in memory and keeps a core busy, so one at a time by default."""
+    return threading.BoundedSemaphore(count)
 
 
 def question_of(
@@ -55,9 +68,30 @@ def run_patterns(
     request: PatternsRequest,
     session_rules: Sessions | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    slots: threading.BoundedSemaphore | None = None,
 ) -> dict[str, Any]:
-    """The answer to `request` in the project's database (blocking: run it in a thread)."""
+    """The answer to `request` in the project's database (blocking: run it in a thread); with
+    `slots`, refused (429) while they are all taken."""
     question, cleaning = question_of(request, limits)
+    if slots is None:
+        return _run(queries, project_id, request, question, cleaning, session_rules, limits)
+    if not slots.acquire(blocking=False):
+        raise MiningBusy
+    try:
+        return _run(queries, project_id, request, question, cleaning, session_rules, limits)
+    finally:
+        slots.release()
+
+
+def _run(
+    queries: ReadOnlyQueries,
+    project_id: str,
+    request: PatternsRequest,
+    question: PatternsQuestion,
+    cleaning: tuple[CleaningRule, ...],
+    session_rules: Sessions | None,
+    limits: Limits,
+) -> dict[str, Any]:
     try:
         built = journeys_query(
             database_name(project_id),

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from hw_sessions import post_batch, quick_sessionizer, sessionized_through_last_insert, wait_stored
 from hw_testing import (
@@ -25,7 +26,11 @@ from nats.js import JetStreamContext
 
 from headwater.analytics.patterns.generator import Dataset, GeneratorSettings, generate, null_dataset
 from headwater.analytics.patterns.prefixspan import contains
+from headwater.control.patterns import mining_slots, run_patterns
+from headwater.control.patterns_schemas import PatternsRequest
+from headwater.control.query import ReadOnlyQueries
 from headwater.control.settings import AdminToken, ControlSettings
+from headwater.core.service.errors import APIError
 from headwater.ops.patterns import goal_of
 from headwater.ops.runtime import Stack
 
@@ -230,3 +235,15 @@ def test_the_goal_option_tells_pages_by_their_leading_slash() -> None:
     assert goal_of("event:/x") == {"kind": "event", "value": "/x"}  # an event named like a path
     assert goal_of("page:done") == {"kind": "page", "value": "done"}
     assert goal_of("Signed Up: trial") == {"kind": "event", "value": "Signed Up: trial"}
+
+
+def test_a_second_pattern_query_is_refused_while_one_runs() -> None:
+    """One mining run at a time per process: the next is a 429 before anything is read."""
+    slots = mining_slots(1)
+    request = msgspec.convert({"from": FROM, "to": TO}, PatternsRequest)
+    queries = ReadOnlyQueries("http://127.0.0.1:9")  # never reached
+    assert slots.acquire(blocking=False)  # a run in progress
+    with pytest.raises(APIError) as refused:
+        run_patterns(queries, "shop", request, slots=slots)
+    assert (refused.value.status, refused.value.code) == (429, "too_many_queries")
+    slots.release()
