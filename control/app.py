@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +29,8 @@ from .funnels import run_funnel, run_trend
 from .idempotency import validate_idempotency_key
 from .openapi import openapi_document
 from .paths import run_paths
+from .patterns import DEFAULT_LIMITS, mining_slots, run_patterns
+from .patterns_schemas import PatternsRequest
 from .query import ReadOnlyQueries
 from .saved_funnels import SavedFunnelService
 from .schemas import FunnelRequest, FunnelTrendRequest, PathsRequest, PurgeConfirmation, Query, RotateKey
@@ -231,6 +234,22 @@ def create_app(
         await store.get(validate_project_id(project_id))  # 404 for an unknown project
         paths = convert_body(await read_json_object(), PathsRequest)
         return json_response(await asyncio.to_thread(run_paths, queries, project_id, paths))
+
+    patterns_limits = replace(
+        DEFAULT_LIMITS, max_journeys=settings.patterns_max_journeys, max_steps=settings.patterns_max_steps
+    )
+    patterns_slots = mining_slots()
+
+    @api.post("/projects/<project_id>/patterns/query")
+    async def query_patterns(project_id: str) -> Response:
+        project, _ = await store.get(validate_project_id(project_id))  # 404 for an unknown project
+        asked = convert_body(await read_json_object(), PatternsRequest)
+        rules = project.settings.sessions
+        return json_response(
+            await asyncio.to_thread(
+                run_patterns, queries, project_id, asked, rules, patterns_limits, patterns_slots
+            )
+        )
 
     app.register_blueprint(api)
     return app

@@ -16,8 +16,9 @@ from typing import Any
 
 import msgspec
 
-from . import schemas
+from . import patterns_schemas, schemas
 from .idempotency import MAX_KEY_LENGTH
+from .patterns_schemas import PatternsAnswer, PatternsRequest
 from .schemas import (
     CreatedProject,
     CreateProject,
@@ -362,6 +363,30 @@ def routes() -> tuple[Route, ...]:
             "a Sankey chart (docs/paths.md has the exact definitions). A cleaning regex that does "
             "not compile is `400 invalid_field` naming it. Runs read-only with the limits of `/query`.",
         ),
+        Route(
+            "post",
+            "/v1/projects/{project_id}/patterns/query",
+            "queryPatterns",
+            "Suggested funnels, what converters do differently, and the next-step model",
+            {
+                200: Answer(
+                    "The suggested funnels by leverage, each with a funnel definition; with a goal, "
+                    "its drivers; the next-step model's held-out accuracy.",
+                    PatternsAnswer,
+                )
+            },
+            (400, 401, 403, 404, 413, 422, 429, 503),
+            PatternsRequest,
+            description="Every session's (or person's) steps in [from, to) (page paths cleaned, "
+            "repeats collapsed, copies of a message once) are mined for frequent sequential patterns "
+            "with gaps, ranked by leverage over what their parts predict; with a `goal`, the patterns "
+            "before it whose presence changes the chance of reaching it (Fisher's exact test, "
+            "Benjamini-Hochberg). More journeys than the server's limit (200,000 by default) is "
+            "`422 too_many_journeys` (ask for a shorter range); more frequent patterns than its limit "
+            "`422 too_many_patterns` (raise `min_support`). Synchronous: the answer comes when the "
+            "mining ends (seconds per 10,000 journeys; docs/patterns.md). Runs the read with the "
+            "limits of `/query`.",
+        ),
         *_saved_funnel_routes(),
     )
 
@@ -513,7 +538,8 @@ def _finished(components: dict[str, Schema]) -> dict[str, Schema]:
     `required` lists."""
     extras = {
         name: vars(struct)["json_schema_extra"]
-        for name, struct in vars(schemas).items()
+        for module in (schemas, patterns_schemas)
+        for name, struct in vars(module).items()
         if isinstance(struct, type)
         and issubclass(struct, msgspec.Struct)
         and "json_schema_extra" in vars(struct)

@@ -19,7 +19,7 @@ from .schemas import PathsAnswer, PathsEdge, PathsNode, PathsRequest, PathsStep,
 
 # ClickHouse's words for a regex or a replacement it cannot use (error 36, BAD_ARGUMENTS, or 427,
 # CANNOT_COMPILE_REGEXP): a rule our own checks let through that re2 refuses.
-_REGEX_REFUSED = ("re2", "regexp", "Substitution", "capturing group")
+REGEX_REFUSED = ("re2", "regexp", "Substitution", "capturing group")
 
 
 def _point(spec: StepSpec | None) -> Step | None:
@@ -49,15 +49,15 @@ def run_paths(queries: ReadOnlyQueries, project_id: str, request: PathsRequest) 
     try:
         result = queries.run_built(project_id, built.sql, built.parameters)
     except APIError as error:
-        if error.code == "query_failed" and any(word in error.message for word in _REGEX_REFUSED):
-            raise _rule_refused(queries, project_id, paths) or error from None
+        if error.code == "query_failed" and any(word in error.message for word in REGEX_REFUSED):
+            raise rule_refused(queries, project_id, paths) or error from None
         raise
     rows = [dict(zip(result.columns, values, strict=True)) for values in result.rows]
     answer: dict[str, Any] = msgspec.to_builtins(answer_of(graph_of_rows(rows)))
     return answer
 
 
-def _rule_refused(queries: ReadOnlyQueries, project_id: str, paths: Paths) -> APIError | None:
+def rule_refused(queries: ReadOnlyQueries, project_id: str, paths: Paths) -> APIError | None:
     """The first cleaning rule ClickHouse refuses on its own, as a 400 naming it."""
     for index, rule in enumerate(paths.cleaning):
         try:

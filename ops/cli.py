@@ -10,6 +10,7 @@ from .dlq import dlq
 from .funnel import funnel
 from .migrate import migrate
 from .paths import paths
+from .patterns import patterns
 from .projects import projects
 from .query import query
 from .replay import replay
@@ -43,6 +44,7 @@ main.add_command(query)
 main.add_command(funnel)
 main.add_command(funnels)
 main.add_command(paths)
+main.add_command(patterns)
 main.add_command(projects)
 main.add_command(migrate)
 main.add_command(spool)

@@ -121,10 +121,12 @@ class ControlClient:
         self._timeout = timeout
 
     @classmethod
-    def resolve(cls, control_url: str | None, data_dir: str) -> ControlClient:
+    def resolve(
+        cls, control_url: str | None, data_dir: str, timeout: float = DEFAULT_TIMEOUT_SECONDS
+    ) -> ControlClient:
         """The client a CLI command uses, from its --control-url and --data-dir."""
         data = DataDir(Path(data_dir))
-        return cls(resolve_control_url(control_url, data), resolve_admin_token(data))
+        return cls(resolve_control_url(control_url, data), resolve_admin_token(data), timeout)
 
     # -- transport --------------------------------------------------------------------------------
 
@@ -204,6 +206,13 @@ class ControlClient:
         """The heaviest edges of people's paths, the nodes they touch, the people (docs/paths.md)."""
         answer: dict[str, Any] = self.request(
             "POST", f"/v1/projects/{_segment(project_id)}/paths/query", body
+        ).body
+        return answer
+
+    def patterns(self, project_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Suggested funnels, drivers of a goal, the next-step model (docs/patterns.md)."""
+        answer: dict[str, Any] = self.request(
+            "POST", f"/v1/projects/{_segment(project_id)}/patterns/query", body
         ).body
         return answer
 
