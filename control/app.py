@@ -236,7 +236,10 @@ def create_app(
         return json_response(await asyncio.to_thread(run_paths, queries, project_id, paths))
 
     patterns_limits = replace(
-        DEFAULT_LIMITS, max_journeys=settings.patterns_max_journeys, max_steps=settings.patterns_max_steps
+        DEFAULT_LIMITS,
+        max_journeys=settings.patterns_max_journeys,
+        max_steps=settings.patterns_max_steps,
+        max_seconds=settings.patterns_max_seconds,
     )
     patterns_slots = mining_slots()
 

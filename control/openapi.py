@@ -383,7 +383,8 @@ def routes() -> tuple[Route, ...]:
             "before it whose presence changes the chance of reaching it (Fisher's exact test, "
             "Benjamini-Hochberg). More journeys than the server's limit (200,000 by default) is "
             "`422 too_many_journeys` (ask for a shorter range); more frequent patterns than its limit "
-            "`422 too_many_patterns` (raise `min_support`). Synchronous: the answer comes when the "
+            "`422 too_many_patterns` (raise `min_support`); mining past the server's time limit (120 s by "
+            "default) `422 mining_timed_out`. Synchronous: the answer comes when the "
             "mining ends (seconds per 10,000 journeys; docs/patterns.md). Runs the read with the "
             "limits of `/query`.",
         ),

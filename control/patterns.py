@@ -13,7 +13,7 @@ from headwater.analytics.funnels.definition import FunnelError
 from headwater.analytics.paths.definition import CleaningRule, Paths
 from headwater.analytics.patterns.analysis import PatternsQuestion, analyse
 from headwater.analytics.patterns.journeys import Limits, TooManyJourneys
-from headwater.analytics.patterns.prefixspan import TooManyPatterns
+from headwater.analytics.patterns.prefixspan import MiningTimedOut, TooManyPatterns
 from headwater.analytics.patterns.source import journeys_of_row, journeys_query
 from headwater.core.projects.project import database_name
 from headwater.core.projects.settings import Sessions
@@ -23,9 +23,9 @@ from .paths import REGEX_REFUSED, rule_refused
 from .patterns_schemas import PatternsAnswer, PatternsRequest
 from .query import ReadOnlyQueries
 
-# The API's own input bounds (an operator may lower them: ControlSettings): mining takes seconds per
+# The API's own input bounds (an operator may change them: ControlSettings): mining takes seconds per
 # 10,000 journeys (docs/patterns.md, "Limits"), and the request waits for it.
-DEFAULT_LIMITS = Limits(max_journeys=200_000, max_steps=100, max_patterns=200_000)
+DEFAULT_LIMITS = Limits(max_journeys=200_000, max_steps=100, max_patterns=200_000, max_seconds=120.0)
 
 
 class MiningBusy(APIError):
@@ -119,6 +119,8 @@ def _run(
         answer = analyse(journeys, question)
     except TooManyPatterns as exc:
         raise APIError(422, "too_many_patterns", str(exc), "min_support") from None
+    except MiningTimedOut as exc:
+        raise APIError(422, "mining_timed_out", str(exc), "min_support") from None
     # Through the answer's schema: what the document promises is what is sent.
     checked: dict[str, Any] = msgspec.to_builtins(msgspec.convert(answer, PatternsAnswer))
     return checked

@@ -29,9 +29,10 @@ class ControlSettings:
     query_clickhouse_url: str | None = None
     kv_replicas: int = 1
     # Bounds on a pattern-discovery request's input (docs/patterns.md, "Limits"): more journeys in
-    # the range are refused, longer journeys keep their first steps.
+    # the range are refused, longer journeys keep their first steps, mining longer is stopped.
     patterns_max_journeys: int = 200_000
     patterns_max_steps: int = 100
+    patterns_max_seconds: float = 120.0
     # PEM certificate chain and key: serve HTTPS (HTTP/2 and HTTP/1.1) instead of plain HTTP.
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -48,5 +49,7 @@ class ControlSettings:
             raise ValueError("admin tokens must be at least 16 characters long")
         if self.patterns_max_journeys < 1 or self.patterns_max_steps < 1:
             raise ValueError("the patterns limits must be at least 1")
+        if not self.patterns_max_seconds > 0:
+            raise ValueError("the patterns time limit must be positive")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("a TLS certificate needs its key, and a key its certificate")

@@ -3,11 +3,13 @@ drivers above patterns planted equally in both groups; on the null data set noth
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from headwater.analytics.patterns.drivers import drivers, split
+from headwater.analytics.patterns.drivers import DriverSettings, drivers, split
 from headwater.analytics.patterns.generator import GeneratorSettings, generate, null_dataset
-from headwater.analytics.patterns.prefixspan import contains
+from headwater.analytics.patterns.prefixspan import MiningTimedOut, contains
 from headwater.analytics.patterns.significance import benjamini_hochberg, fisher_exact
 
 
@@ -53,3 +55,10 @@ def test_patterns_planted_only_in_converters_rank_above_those_planted_in_both() 
 def test_on_the_null_data_set_nothing_is_significant() -> None:
     data = null_dataset(sessions=20_000, seed=1)
     assert drivers(data.journeys, data.goal) == []
+
+
+def test_the_drivers_mining_stops_at_its_deadline() -> None:
+    data = generate(GeneratorSettings(sessions=2_000, seed=5))
+    assert drivers(data.journeys, data.goal, DriverSettings(deadline=time.monotonic() + 600))
+    with pytest.raises(MiningTimedOut):
+        drivers(data.journeys, data.goal, DriverSettings(deadline=time.monotonic() - 1))

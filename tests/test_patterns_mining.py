@@ -3,7 +3,9 @@ little else; on small random inputs the miner's supports and closed sets equal a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from dataclasses import replace
 from itertools import combinations
 
 import msgspec
@@ -11,16 +13,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from headwater.analytics.patterns.analysis import PatternsQuestion, analyse
 from headwater.analytics.patterns.generator import Dataset, GeneratorSettings, generate
 from headwater.analytics.patterns.journeys import Limits, TooManyJourneys, encode
 from headwater.analytics.patterns.mining import MiningSettings, Suggestion, suggest
 from headwater.analytics.patterns.prefixspan import (
+    MiningTimedOut,
     TooManyPatterns,
     closed,
     contains,
     frequent_patterns,
     maximal,
 )
+from headwater.analytics.patterns.source import Journeys
 from headwater.control.schemas import FunnelDefinitionSpec
 
 
@@ -116,6 +121,21 @@ def test_limits_refuse_too_many_journeys_and_patterns_and_cut_long_journeys() ->
     with pytest.raises(TooManyPatterns):
         suggest([["a", "b", "c", "d"]] * 3, MiningSettings(limits=Limits(max_patterns=5)))
     assert encode([["a", "b", "c"]], Limits(max_steps=2)).journeys == ((0, 1),)
+
+
+def test_mining_stops_at_its_deadline_and_gives_the_same_patterns_before_it() -> None:
+    journeys = [[i % 7, (i * 3) % 5 + 7, i % 4, (i * 5) % 6 + 3] for i in range(300)]
+    unbounded = frequent_patterns(journeys, 2, 4, 10_000)
+    assert frequent_patterns(journeys, 2, 4, 10_000, deadline=time.monotonic() + 600) == unbounded
+    with pytest.raises(MiningTimedOut):
+        frequent_patterns(journeys, 2, 4, 10_000, deadline=time.monotonic() - 1)
+    data = generate(GeneratorSettings(sessions=2_000, seed=5))
+    steps = Journeys(tuple(tuple(f"event:{s}" for s in j) for j in data.journeys), 0)
+    question = PatternsQuestion(goal=f"event:{data.goal}", next_step=False)
+    with pytest.raises(MiningTimedOut):
+        analyse(steps, replace(question, limits=Limits(max_seconds=1e-9)))
+    answer = analyse(steps, replace(question, limits=Limits(max_seconds=600)))
+    assert answer["patterns"] and answer == analyse(steps, question)
 
 
 def test_maximal_suggestions_hold_no_frequent_super_pattern() -> None:

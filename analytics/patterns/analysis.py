@@ -5,9 +5,10 @@ Steps travel as `kind:value` (source.py); the answer shows each step as its text
 a page's path) with its kind beside it, and every suggestion carries a funnel definition with the
 exact kinds, ready for `POST /v1/projects/{id}/funnels/query` or to be saved.
 
-Cost is bounded by the input, not by a clock: at most `Limits.max_journeys` journeys of at most
+Cost is bounded by the input and by a clock: at most `Limits.max_journeys` journeys of at most
 `max_steps` steps, at most `max_patterns` frequent patterns per mining run (TooManyPatterns past
-it), and the next-step model on at most NEXT_STEP_JOURNEYS journeys.
+it), the suggestions' and the drivers' mining within `max_seconds` together (MiningTimedOut), and
+the next-step model on at most NEXT_STEP_JOURNEYS journeys.
 """
 
 from __future__ import annotations
@@ -88,8 +89,13 @@ def analyse(journeys: Journeys, question: PatternsQuestion) -> dict[str, Any]:
     """The answer to `question` over `journeys` (blocking, CPU-bound: run it in a thread)."""
     steps = journeys.journeys
     limits = question.limits
+    deadline = limits.deadline()  # one budget for the suggestions and the drivers together
     mining = MiningSettings(
-        min_support=question.min_support, max_length=question.max_length, top=question.top, limits=limits
+        min_support=question.min_support,
+        max_length=question.max_length,
+        top=question.top,
+        limits=limits,
+        deadline=deadline,
     )
     answer: dict[str, Any] = {
         "unit": question.unit,
@@ -99,7 +105,10 @@ def analyse(journeys: Journeys, question: PatternsQuestion) -> dict[str, Any]:
     }
     if question.goal is not None:
         settings = DriverSettings(
-            max_length=min(DRIVER_MAX_LENGTH, question.max_length), top=question.top, limits=limits
+            max_length=min(DRIVER_MAX_LENGTH, question.max_length),
+            top=question.top,
+            limits=limits,
+            deadline=deadline,
         )
         found = drivers(steps, question.goal, settings)
         answer["converters"] = sum(question.goal in journey for journey in steps)

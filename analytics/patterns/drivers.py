@@ -39,6 +39,7 @@ class DriverSettings:
     redundancy: float = 0.3
     top: int = 20
     limits: Limits = field(default_factory=Limits)
+    deadline: float | None = None  # a time.monotonic() the mining stops at (MiningTimedOut)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ def drivers(
         settings.max_length,
         settings.limits.max_patterns,
         labels=converted,
+        deadline=settings.deadline,
     )
     tested = [p for p in closed(found) if len(p) >= 2]
     tables = []

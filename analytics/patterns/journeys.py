@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -9,11 +10,17 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Limits:
     """Bounds on the input a mining run accepts: a run over more journeys is refused (ask for a
-    shorter time range or a sample) and each journey keeps only its first `max_steps` steps."""
+    shorter time range or a sample) and each journey keeps only its first `max_steps` steps. A run
+    whose mining takes longer than `max_seconds` stops (None: no clock)."""
 
     max_journeys: int = 1_000_000
     max_steps: int = 100
     max_patterns: int = 200_000
+    max_seconds: float | None = None
+
+    def deadline(self) -> float | None:
+        """The `time.monotonic()` by which a run starting now must be done."""
+        return None if self.max_seconds is None else time.monotonic() + self.max_seconds
 
 
 class TooManyJourneys(ValueError):

@@ -41,6 +41,7 @@ class MiningSettings:
     redundancy: float = 0.3
     top: int = 20
     limits: Limits = field(default_factory=Limits)
+    deadline: float | None = None  # a time.monotonic() the mining stops at (MiningTimedOut)
 
     def __post_init__(self) -> None:
         if not 0 < self.min_support <= 1:
@@ -99,6 +100,7 @@ def suggest(journeys: Sequence[Sequence[str]], settings: MiningSettings | None =
         max(1, math.ceil(settings.min_support * n)),
         settings.max_length,
         settings.limits.max_patterns,
+        deadline=settings.deadline,
     )
     return rank(found, n, settings, encoding.decode)
 

@@ -18,6 +18,7 @@ the drivers need.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from itertools import chain, combinations
@@ -31,6 +32,11 @@ Ints = npt.NDArray[np.int64]
 
 class TooManyPatterns(ValueError):
     """More frequent patterns than the limit: ask for a higher minimum support or shorter ones."""
+
+
+class MiningTimedOut(TimeoutError):
+    """The mining ran past its deadline: ask for a higher minimum support, shorter patterns or a
+    shorter range."""
 
 
 @dataclass(frozen=True)
@@ -47,8 +53,10 @@ def frequent_patterns(
     max_length: int,
     max_patterns: int,
     labels: Sequence[bool] | None = None,
+    deadline: float | None = None,
 ) -> dict[Encoded, Counts]:
-    """Every pattern of 1..`max_length` steps occurring in at least `min_count` journeys."""
+    """Every pattern of 1..`max_length` steps occurring in at least `min_count` journeys; past
+    `deadline` (a `time.monotonic()`), MiningTimedOut."""
     if min_count < 1:
         raise ValueError("min_count must be at least 1")
     found: dict[Encoded, Counts] = {}
@@ -94,6 +102,11 @@ def frequent_patterns(
     for entry in stack:
         entry[3].extend(firsts)
     while stack:
+        if deadline is not None and time.monotonic() > deadline:
+            raise MiningTimedOut(
+                "the mining ran out of time: raise the minimum support, lower the maximum length "
+                "or ask for a shorter range"
+            )
         pattern, holders, ends, candidates = stack.pop()
         if len(pattern) >= max_length:
             continue
