@@ -13,7 +13,7 @@ the next weeks down):
   says. rho (the intra-day correlation of a beta-binomial) is estimated by
   the method of moments: Pearson's X² of the usable days about their (weekday) group's rate has
   expectation (k - groups) + B·rho, B exact for the days' volumes (`_b_coefficient`); rho = max(0, ...).
-  It reads the usable days of the last 91 days (`_DISPERSION_DAYS`), not only the baseline's.
+  It reads the usable days of the last 91 days (`DISPERSION_DAYS`), not only the baseline's.
 - **the day's variance** n μ(1-μ)(1 + (n-1)rho) plus n² Var(μ̂) (the baseline's own uncertainty);
   the predictive distribution is the beta-binomial with mean μ and that variance, its tails summed
   exactly (discrete and skewed near 0 and 1, where a normal band is wrong).
@@ -48,7 +48,7 @@ _SPAN_SD = 40.0
 # much a rate moves from day to day is a property of the funnel, slow to change, and 21 degrees of
 # freedom (28 days in 7 weekday groups) estimate it so loosely that a quiet over-dispersed series
 # (rho = 0.002) was flagged 1.5 times as often as with 91 days.
-_DISPERSION_DAYS = 91
+DISPERSION_DAYS = 91
 # A weekday's expected rate comes from at least this many of its days.
 _MIN_SAME_WEEKDAY = 2
 
@@ -145,7 +145,7 @@ def judge(series: Sequence[DayCounts], settings: BandSettings | None = None) -> 
         if not _has_history(base, weekday, i, settings):
             days.append(JudgedDay(counts.day, counts.entered, counts.converted, "warming_up", rate))
             continue
-        wide = _baseline(kept, i, max(settings.baseline_days, _DISPERSION_DAYS))
+        wide = _baseline(kept, i, max(settings.baseline_days, DISPERSION_DAYS))
         groups = weekday[wide] if weekly else np.zeros(len(wide), dtype=np.int64)
         rho = overdispersion(n[wide], x[wide], groups)
         same = base[weekday[base] == weekday[i]] if weekly else base
