@@ -20,6 +20,7 @@ from headwater.analytics.patterns.anomalies import (
     judge,
     overdispersion,
     pooled_rate,
+    predictive,
 )
 
 MONDAY = date(2026, 1, 5)
@@ -282,3 +283,20 @@ def test_the_overdispersion_estimate_is_about_the_simulated_rho(rho: float) -> N
     average = float(np.mean(estimates))
     # At rho = 0 the estimate is clipped at 0, so its average is a little above it.
     assert average == pytest.approx(rho, abs=0.002 if rho == 0 else 0.15 * rho)
+
+
+@pytest.mark.parametrize(("entered", "mu", "rho"), [(300_000, 0.3, 0.0), (1_000_000, 0.02, 0.001)])
+def test_a_big_day_s_window_of_counts_gives_the_whole_support_s_tails(
+    entered: int, mu: float, rho: float
+) -> None:
+    """Above 200,000 entries only mean ± 40 sd is summed: the tails agree with the whole support's."""
+    variance = entered * mu * (1 - mu) * (1 + (entered - 1) * rho) * 1.01
+    first, cdf, sf = predictive(entered, mu, variance)
+    assert len(cdf) < entered / 2  # a window, not the whole support
+    _, whole_cdf, whole_sf = predictive(entered, mu, variance, full_support=entered)
+    window = slice(first, first + len(cdf))
+    # Far below any threshold (1e-30) the two sums' rounding differs; above it they agree.
+    np.testing.assert_allclose(cdf, whole_cdf[window], rtol=1e-6, atol=1e-30)
+    np.testing.assert_allclose(sf, whole_sf[window], rtol=1e-6, atol=1e-30)
+    # Outside the window the whole support holds nothing that matters.
+    assert whole_cdf[: window.start].sum() < 1e-30 and whole_sf[window.stop :].sum() < 1e-30

@@ -12,7 +12,7 @@ the next weeks down):
 - **over-dispersion** rho: real conversion rates move from day to day more than binomial noise
   says. rho (the intra-day correlation of a beta-binomial) is estimated by
   the method of moments: Pearson's X² of the usable days about their (weekday) group's rate has
-  expectation (k - groups) + B·rho, B exact for the days' volumes (`_b_coefficient`); rho = max(0, ...).
+  expectation (k - groups) + B·rho, B exact for the days' volumes (`overdispersion`); rho = max(0, ...).
   It reads the usable days of the last 91 days (`DISPERSION_DAYS`), not only the baseline's.
 - **the day's variance** n μ(1-μ)(1 + (n-1)rho) plus n² Var(μ̂) (the baseline's own uncertainty);
   the predictive distribution is the beta-binomial with mean μ and that variance, its tails summed
@@ -188,34 +188,32 @@ def pooled_rate(n: Ints, x: Ints) -> float:
     return (float(x.sum()) + 0.5) / (float(n.sum()) + 1.0)
 
 
-def _b_coefficient(n: Ints) -> float:
-    """B in E[X²] = (k - 1) + B·rho for one group of k days with entries n and a beta-binomial
-    intra-day correlation rho, X² = Σ (x_i - n_i μ̂)² / (n_i μ (1-μ)) about the pooled μ̂.
+def overdispersion(n: Ints, x: Ints, groups: Ints) -> float:
+    """rho by the method of moments over days in groups (each with a rate of its own), at least 0.
 
-    x_i - n_i μ̂ = (1 - n_i/N) x_i - (n_i/N) Σ_{j≠i} x_j, and Var x_j = n_j μ(1-μ)(1 + (n_j-1)rho),
-    so the coefficient of rho is Σ_i [(1 - n_i/N)² (n_i - 1) + (n_i/N²) Σ_{j≠i} n_j (n_j - 1)]."""
-    nf = n.astype(np.float64)
-    total = nf.sum()
+    Within a group of k days with entries n_i, X² = Σ (x_i - n_i μ̂)² / (n_i μ (1-μ)) about the
+    pooled μ̂ has expectation (k - 1) + B·rho for a beta-binomial of intra-day correlation rho:
+    x_i - n_i μ̂ = (1 - n_i/N) x_i - (n_i/N) Σ_{j≠i} x_j and Var x_j = n_j μ(1-μ)(1 + (n_j-1) rho), so
+    B = Σ_i [(1 - n_i/N)² (n_i - 1) + (n_i/N²) Σ_{j≠i} n_j (n_j - 1)]. Summed over the groups of
+    two days or more; rho = (X² - degrees of freedom) / B."""
+    _, group = np.unique(groups, return_inverse=True)
+    nf, xf = n.astype(np.float64), x.astype(np.float64)
+    days = np.bincount(group)
+    total = np.bincount(group, nf)
+    judged = ((days >= 2) & (total > 0))[group]  # the days of groups that say something
+    if not judged.any():
+        return 0.0
+    nf, xf, group = nf[judged], xf[judged], group[judged]
+    total = np.bincount(group, nf)[group]
+    converted = np.bincount(group, xf)[group]
+    mu = (converted + 0.5) / (total + 1.0)  # in the denominator: never 0
+    chi2 = float(np.sum((xf - nf * converted / total) ** 2 / (nf * mu * (1 - mu))))
+    degrees = len(nf) - len(np.unique(group))
     pairs = nf * (nf - 1)
     share = nf / total
-    return float(np.sum((1 - share) ** 2 * (nf - 1) + share / total * (pairs.sum() - pairs)))
-
-
-def overdispersion(n: Ints, x: Ints, groups: Ints) -> float:
-    """rho by the method of moments over days in groups (each with a rate of its own), at least 0."""
-    chi2 = 0.0
-    degrees = 0
-    b = 0.0
-    for group in np.unique(groups):
-        gn, gx = n[groups == group], x[groups == group]
-        if len(gn) < 2:
-            continue
-        mu = pooled_rate(gn, gx)
-        raw = float(gx.sum()) / float(gn.sum())
-        chi2 += float(np.sum((gx - gn * raw) ** 2 / (gn * mu * (1 - mu))))
-        degrees += len(gn) - 1
-        b += _b_coefficient(gn)
-    if degrees == 0 or b <= 0:
+    others = np.bincount(group, pairs)[group] - pairs  # Σ_{j≠i} n_j (n_j - 1)
+    b = float(np.sum((1 - share) ** 2 * (nf - 1) + share / total * others))
+    if b <= 0:
         return 0.0
     return min(max(0.0, (chi2 - degrees) / b), 0.999)
 
@@ -256,16 +254,19 @@ def _at(values: Floats, index: int, before: float, after: float) -> float:
     return float(values[index])
 
 
-def predictive(entered: int, mu: float, variance: float) -> tuple[int, Floats, Floats]:
+def predictive(
+    entered: int, mu: float, variance: float, full_support: int = _FULL_SUPPORT
+) -> tuple[int, Floats, Floats]:
     """The beta-binomial of `entered` trials with mean rate `mu` and the given variance of the
-    count: its first count k0 and, from k0 on, P(X <= k) and P(X >= k)."""
+    count: its first count k0 and, from k0 on, P(X <= k) and P(X >= k). Up to `full_support`
+    trials over every count, above over mean ± 40 standard deviations."""
     n = entered
     binomial = n * mu * (1 - mu)
     # The intra-day correlation that gives the variance (any value for a single trial).
     rho = (variance / binomial - 1) / (n - 1) if n > 1 else 0.5
     rho = min(max(rho, 1e-12), 1 - 1e-9)
     a, b = mu * (1 / rho - 1), (1 - mu) * (1 / rho - 1)
-    if n <= _FULL_SUPPORT:
+    if n <= full_support:
         first, last = 0, n
     else:
         spread = _SPAN_SD * math.sqrt(variance)
