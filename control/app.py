@@ -229,6 +229,11 @@ def create_app(
     async def saved_funnel_trend(project_id: str, funnel_id: str) -> Response:
         return json_response(await saved_funnels().trend(project_id, funnel_id, await read_json_object()))
 
+    @api.post("/projects/<project_id>/funnels/<funnel_id:funnel_id>/anomalies")
+    async def saved_funnel_anomalies(project_id: str, funnel_id: str) -> Response:
+        body = await read_json_object()
+        return json_response(await saved_funnels().anomalies(project_id, funnel_id, body))
+
     @api.post("/projects/<project_id>/paths/query")
     async def query_paths(project_id: str) -> Response:
         await store.get(validate_project_id(project_id))  # 404 for an unknown project

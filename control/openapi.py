@@ -23,6 +23,7 @@ from .schemas import (
     CreatedProject,
     CreateProject,
     Error,
+    FunnelAnomaliesAnswer,
     FunnelAnswer,
     FunnelId,
     FunnelRequest,
@@ -43,6 +44,7 @@ from .schemas import (
     RotatedKey,
     RotateKey,
     SavedFunnel,
+    SavedFunnelAnomaliesRun,
     SavedFunnelList,
     SavedFunnelRequest,
     SavedFunnelRun,
@@ -474,6 +476,26 @@ def _saved_funnel_routes() -> tuple[Route, ...]:
             description="The saved definition (its breakdown left out) with `from` and `to`, answered as "
             "`POST /v1/projects/{project_id}/funnels/trend` answers it.",
         ),
+        Route(
+            "post",
+            f"{one}/anomalies",
+            "savedFunnelAnomalies",
+            "The days a saved funnel's conversion left its expected band",
+            {
+                200: Answer(
+                    "Every day of the trend with its band and status, the method's parameters, and "
+                    "how many days were flagged.",
+                    FunnelAnomaliesAnswer,
+                )
+            },
+            (400, 401, 403, 404, 413, 422, 429, 503),
+            SavedFunnelAnomaliesRun,
+            description="The saved funnel's daily trend over `from`/`to` (as `trend` answers it); each "
+            "day's conversions judged against a beta-binomial band from the days before it in the "
+            "range: their rate (of the same weekday), their over-dispersion, Bonferroni across the "
+            'days judged (docs/patterns.md, "Anomalies"). Settings that do not go together are '
+            "`400 invalid_field` naming the field.",
+        ),
     )
 
 
@@ -633,5 +655,6 @@ def _funnel_links() -> dict[str, Any]:
         "ReplaceSavedFunnel": {"operationId": "replaceSavedFunnel", "parameters": target},
         "RunSavedFunnel": {"operationId": "runSavedFunnel", "parameters": target},
         "SavedFunnelTrend": {"operationId": "savedFunnelTrend", "parameters": target},
+        "SavedFunnelAnomalies": {"operationId": "savedFunnelAnomalies", "parameters": target},
         "DeleteSavedFunnel": {"operationId": "deleteSavedFunnel", "parameters": target},
     }

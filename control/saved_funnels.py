@@ -35,6 +35,7 @@ from headwater.core.service.errors import APIError
 from headwater.core.service.kvbuckets import ensure_bucket
 from headwater.core.service.validation import convert_body
 
+from .anomalies import anomalies_of_trend, band_settings
 from .audit import AuditLog
 from .funnels import check_regexes, funnel_of, run_funnel, run_trend
 from .query import ReadOnlyQueries
@@ -44,6 +45,7 @@ from .schemas import (
     FunnelRequest,
     FunnelTrendRequest,
     SavedFunnel,
+    SavedFunnelAnomaliesRun,
     SavedFunnelRequest,
     SavedFunnelRun,
     SavedFunnelTrendRun,
@@ -303,6 +305,17 @@ class SavedFunnelService:
         now = datetime.now(UTC)
         rules = await self._session_rules(project_id)
         return await asyncio.to_thread(run_trend, self._queries, project_id, request, now, rules)
+
+    async def anomalies(self, project_id: str, funnel_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The saved funnel's daily trend, each day judged against the band of the days before it."""
+        funnel = await self.get(project_id, funnel_id)
+        asked = convert_body(body, SavedFunnelAnomaliesRun)
+        chosen = band_settings(asked)  # 400 before the query runs
+        request = FunnelTrendRequest(**definition_fields(funnel), start=asked.start, end=asked.end)
+        now = datetime.now(UTC)
+        rules = await self._session_rules(project_id)
+        trend = await asyncio.to_thread(run_trend, self._queries, project_id, request, now, rules)
+        return anomalies_of_trend(trend, chosen)
 
 
 async def purge_project_funnels(js: JetStreamContext, project_id: str) -> None:

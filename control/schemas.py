@@ -31,6 +31,8 @@ from headwater.analytics.funnels.filters import (
     FilterOp,
 )
 from headwater.analytics.paths.definition import Include as PathsInclude
+from headwater.analytics.patterns.anomalies import Seasonality
+from headwater.analytics.patterns.anomalies import Status as AnomalyStatus
 from headwater.core.projects.keys import KeyKind
 from headwater.core.projects.origins import normalise_origins
 from headwater.core.projects.project import PROJECT_ID_PATTERN, validate_project_id
@@ -696,3 +698,85 @@ class SavedFunnelTrendRun(Struct, forbid_unknown_fields=True):
     json_schema_extra: ClassVar[Schema] = {
         "examples": [{"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}]
     }
+
+
+# -- anomalies of a saved funnel's daily conversion (docs/patterns.md, "Anomalies") ---------------
+
+
+class SavedFunnelAnomaliesRun(SavedFunnelTrendRun, kw_only=True, forbid_unknown_fields=True):
+    """The trend's range, and how its days are judged: each against a band from the days before it
+    in the range (the first `min_baseline_days` usable days warm up)."""
+
+    baseline_days: Annotated[
+        int, Meta(ge=2, le=365, description="The days before a day whose rate it is expected to have.")
+    ] = 28
+    min_baseline_days: Annotated[
+        int,
+        Meta(ge=2, le=365, description="A day is judged once its baseline holds this many usable days."),
+    ] = 14
+    confidence: Annotated[
+        float,
+        Meta(
+            ge=0.5,
+            lt=1,
+            description="On a quiet series, the chance that no day of the range is flagged "
+            "(Bonferroni across the days judged).",
+        ),
+    ] = 0.99
+    min_entered: Annotated[
+        int, Meta(ge=1, le=1_000_000_000, description="Days with fewer entries are never judged.")
+    ] = 30
+    seasonality: Annotated[
+        Seasonality,
+        Meta(description="`weekly`: a day is expected to convert as its weekday did; `none`: as every day."),
+    ] = "weekly"
+
+    json_schema_extra: ClassVar[Schema] = {
+        "examples": [{"from": "2026-09-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}]
+    }
+
+
+Rate = Annotated[float, Meta(ge=0, le=1)]
+
+
+class AnomalyDay(Struct, forbid_unknown_fields=True):
+    date: Annotated[str, Meta(description="The UTC day (YYYY-MM-DD) of the people's entry.")]
+    complete: Annotated[bool, Meta(description="As in the trend: false while the day can still convert.")]
+    entered: Annotated[int, Meta(ge=0)]
+    converted: Annotated[int, Meta(ge=0, description="Entered that day and reached the last step.")]
+    rate: Annotated[Rate | None, Meta(description="converted / entered; null when nobody entered.")]
+    status: Annotated[
+        AnomalyStatus,
+        Meta(
+            description="`low`/`high`: outside the band; `normal`: inside; `insufficient_data`: fewer "
+            "than `min_entered` entries; `warming_up`: too few usable days before it; "
+            "`in_progress`: not complete."
+        ),
+    ]
+    expected: Annotated[Rate | None, Meta(description="The baseline's rate; null when not judged.")]
+    lower: Annotated[Rate | None, Meta(description="The lowest rate not flagged.")]
+    upper: Annotated[Rate | None, Meta(description="The highest rate not flagged.")]
+    p_value: Annotated[
+        Rate | None, Meta(description="Two-sided, of this day alone; flagged below `method.day_alpha`.")
+    ]
+    z: Annotated[
+        float | None, Meta(description="(converted - entered x expected) / its predictive deviation.")
+    ]
+
+
+class AnomalyMethod(Struct, forbid_unknown_fields=True):
+    name: Literal["beta-binomial band"]
+    baseline_days: int
+    min_baseline_days: int
+    dispersion_days: Annotated[int, Meta(description="The days before a day its over-dispersion reads.")]
+    confidence: float
+    min_entered: int
+    seasonality: Seasonality
+    judgeable_days: Annotated[int, Meta(ge=0, description="m of the Bonferroni correction.")]
+    day_alpha: Annotated[float, Meta(description="(1 - confidence) / m: a day's threshold for its p-value.")]
+
+
+class FunnelAnomaliesAnswer(Struct, forbid_unknown_fields=True):
+    days: Annotated[list[AnomalyDay], Meta(description="Every day of [from, to), in order.")]
+    method: AnomalyMethod
+    anomalies: Annotated[int, Meta(ge=0, description="Days flagged `low` or `high`.")]

@@ -257,6 +257,15 @@ class ControlClient:
         ).body
         return answer
 
+    def saved_funnel_anomalies(
+        self, project_id: str, funnel_id: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A saved funnel's days judged against their expected band (`{"from", "to", ...}`)."""
+        answer: dict[str, Any] = self.request(
+            "POST", _funnel_path(project_id, funnel_id) + "/anomalies", body
+        ).body
+        return answer
+
     def create_project(self, body: Mapping[str, Any], idempotency_key: str | None = None) -> Answer:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return self.request("POST", "/v1/projects", body, headers=headers)

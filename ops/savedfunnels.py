@@ -1,17 +1,19 @@
 """`headwater funnels`: list, show, save, delete and run a project's saved funnels through the
-control API (docs/funnels.md, "Saved funnels")."""
+control API, and flag the days their conversion left its band (docs/funnels.md, "Saved funnels";
+docs/patterns.md, "Anomalies")."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import click
 
+from . import anomalies as anomaly_table
 from .controlclient import ControlClient
 from .funnel import definition_body, definition_options, funnel_table, trend_table
-from .options import option, range_options, time_range
+from .options import option, range_options, time_range, when_option
 from .projects import key_value_block, print_json, table, with_client
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer.")
@@ -172,3 +174,40 @@ def run(
         for group in groups:
             label = "(all other values)" if group["value"] is None else repr(group["value"])
             click.echo(f"\n{column} = {label}\n{funnel_table(group['steps'])}")
+
+
+@funnels.command()
+@project_option
+@click.argument("funnel_id", metavar="FUNNEL_ID")
+@click.option(
+    "--from", "start", callback=when_option,
+    help="Days from this time (ISO-8601, or 30m/12h/7d ago); default: 90 days before --to.",
+)  # fmt: skip
+@click.option("--to", "end", callback=when_option, help="Days before this time; default: now.")
+@click.option("--baseline-days", type=int, help="Days before a day that give its expected rate [28].")
+@click.option("--min-baseline-days", type=int, help="Usable days a day's baseline needs [14].")
+@click.option("--confidence", type=float, help="The chance that a quiet range raises nothing [0.99].")
+@click.option("--min-entered", type=int, help="Days with fewer entries are not judged [30].")
+@click.option(
+    "--seasonality",
+    type=click.Choice(["weekly", "none"]),
+    help="weekly: expect a day to convert as its weekday did [weekly].",
+)
+@json_option
+@with_client
+def anomalies(
+    client: ControlClient, project: str, funnel_id: str, start: datetime | None, end: datetime | None,
+    as_json: bool, **settings: Any,
+) -> None:  # fmt: skip
+    """The days a saved funnel's conversion left its expected band, marked LOW or HIGH."""
+    until = end or datetime.now(UTC)
+    body: dict[str, Any] = {
+        "from": (start or until - anomaly_table.DEFAULT_RANGE).isoformat(),
+        "to": until.isoformat(),
+        **{name: value for name, value in settings.items() if value is not None},
+    }
+    answer = client.saved_funnel_anomalies(project, funnel_id, body)
+    if as_json:
+        click.echo(json.dumps(answer))
+        return
+    click.echo(anomaly_table.anomalies_table(answer))

@@ -93,6 +93,12 @@ def _any(case: Case) -> bool:
     return True
 
 
+def _with_fixed(case: Case, fixed: dict[str, Any]) -> Case:
+    """`case` with the fixed path parameters (a document example names no existing funnel)."""
+    case.path_parameters = {**(case.path_parameters or {}), **fixed.get("path_parameters", {})}
+    return case
+
+
 # Schema-valid requests the server must accept (2xx; 404 or 409 for an unknown or a taken id), per
 # operation. The exclusions are the server's refusals of schema-valid requests, by design: origins
 # that do not parse as URLs, an Idempotency-Key reused with another body, an If-Match revision that
@@ -224,10 +230,14 @@ class Fuzzer:
                 self.failures.append(brief(str(failure)))
 
     def fuzz(self, **fixed: Any) -> None:
-        """Positive and negative cases, and the document's examples unless a part is fixed."""
+        """Positive and negative cases, and the document's examples (with the fixed parts in them:
+        a body valid only in a narrow band, such as a range of days with settings that go together,
+        is rarely generated at random)."""
         strategies = [self.operation.as_strategy(generation_mode=mode, **fixed) for mode in GenerationMode]
-        if not fixed:
-            strategies += self.operation.get_strategies_from_examples()
+        strategies += [
+            examples.map(lambda case: _with_fixed(case, fixed))
+            for examples in self.operation.get_strategies_from_examples()
+        ]
         self._run(st.one_of(strategies), CHECKS, f"fuzzing {fixed or ''}")
 
     def fuzz_acceptance(self, accepted: Callable[[Case], bool], **fixed: Any) -> None:

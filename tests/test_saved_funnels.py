@@ -175,6 +175,7 @@ async def test_unknown_projects_funnels_and_missing_tokens(
         ("DELETE", "/aaaaaaaaaaaa", None),
         ("POST", "/aaaaaaaaaaaa/query", run),
         ("POST", "/aaaaaaaaaaaa/trend", run),
+        ("POST", "/aaaaaaaaaaaa/anomalies", run),
     ):
         response = await unknown.call(method, path, sent)
         assert (response.status_code, response.json()["code"]) == (404, "project_not_found"), (method, path)
@@ -186,6 +187,7 @@ async def test_unknown_projects_funnels_and_missing_tokens(
         ("DELETE", "/aaaaaaaaaaaa", None),
         ("POST", "/aaaaaaaaaaaa/query", run),
         ("POST", "/aaaaaaaaaaaa/trend", run),
+        ("POST", "/aaaaaaaaaaaa/anomalies", run),
     ):
         response = await unknown.call(method, path, sent)
         assert (response.status_code, response.json()["code"]) == (404, "funnel_not_found"), (method, path)
