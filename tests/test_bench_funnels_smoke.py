@@ -21,3 +21,12 @@ def test_funnels_benchmark_small_run_agrees_with_window_funnel() -> None:
     # The per-start form's rows, their counts checked against the plain funnel's (else exit 1).
     assert "| ordered, step 3 optional (" in output and "| ordered, step 3 within 5 min (" in output
     assert "| paths (" in output  # its people equal to a plain count (the script exits 1 otherwise)
+
+
+def test_the_floor_benchmark_small_run_gives_the_same_people_in_every_form() -> None:
+    output = run_bench(
+        "funnels_floor.py", "--events", "20000", "--people", "2000", "--rounds", "1", "--no-doc"
+    )
+    # The four forms' people per step are equal on this data (the script exits 1 otherwise).
+    for form in ("windowFunnel", "ours", "copies kept", "time and mask only"):
+        assert f"| {form} | " in output
