@@ -3,6 +3,7 @@ drivers above patterns planted equally in both groups; on the null data set noth
 
 from __future__ import annotations
 
+import random
 import time
 
 import pytest
@@ -62,3 +63,32 @@ def test_the_drivers_mining_stops_at_its_deadline() -> None:
     assert drivers(data.journeys, data.goal, DriverSettings(deadline=time.monotonic() + 600))
     with pytest.raises(MiningTimedOut):
         drivers(data.journeys, data.goal, DriverSettings(deadline=time.monotonic() - 1))
+
+
+def test_a_pattern_mixing_the_steps_of_two_drivers_is_left_out() -> None:
+    """Converters hold A, B or both (A before B); a pattern taking a step of A then a step of B is
+    as strongly tied to converting as they are, but only through them: not a driver of its own."""
+    rng = random.Random(3)
+    a, b = ("a1", "a2", "a3"), ("b1", "b2", "b3")
+
+    def noise(k: int) -> list[str]:
+        return [f"n{rng.randrange(30)}" for _ in range(k)]
+
+    def with_steps(steps: tuple[str, ...]) -> list[str]:
+        """Noise with `steps` in order at random places, then the goal."""
+        journey = noise(6)
+        places = sorted(rng.randrange(len(journey) + 1) for _ in steps)
+        for offset, (place, step) in enumerate(zip(places, steps, strict=True)):
+            journey.insert(place + offset, step)
+        return [*journey, "goal"]
+
+    journeys: list[list[str]] = []
+    for _ in range(400):
+        journeys += [with_steps(a), with_steps(b), with_steps(a + b)]
+    for _ in range(4_000):
+        # the others: the steps of A and B one at a time, never whole
+        journeys.append([*noise(7), rng.choice(a + b), *noise(2)])
+    found = [d.steps for d in drivers(journeys, "goal")]
+    assert any(one_step_off(steps, a) for steps in found) and any(one_step_off(steps, b) for steps in found)
+    mixed = [s for s in found if any(x in a for x in s) and any(x in b for x in s)]
+    assert not mixed, found

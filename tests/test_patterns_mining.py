@@ -23,7 +23,9 @@ from headwater.analytics.patterns.prefixspan import (
     closed,
     contains,
     frequent_patterns,
+    holders_of,
     maximal,
+    occurrence_index,
 )
 from headwater.analytics.patterns.source import Journeys
 from headwater.control.schemas import FunnelDefinitionSpec
@@ -108,8 +110,12 @@ def test_supports_and_closedness_equal_a_brute_force(
         journeys, min_count, max_length, 10_000, labels=[len(j) % 2 == 0 for j in journeys]
     )
     assert {p: c.support for p, c in found.items()} == frequent
+    index = occurrence_index(journeys)
     for pattern, counts in found.items():
         assert counts.positive == sum(len(j) % 2 == 0 and contains(j, pattern) for j in journeys)
+        assert index is not None
+        held = [i for i, journey in enumerate(journeys) if contains(journey, pattern)]
+        assert holders_of(index, pattern).tolist() == held
     longer = {p: [q for q in frequent if len(q) > len(p) and contains(q, p)] for p in frequent}
     assert closed(found) == {p for p in frequent if all(frequent[q] < frequent[p] for q in longer[p])}
     assert maximal(found) == {p for p in frequent if not longer[p]}

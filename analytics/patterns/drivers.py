@@ -12,7 +12,9 @@ anything, by about `alpha`; with tens of thousands of journeys a chance differen
 already significant (null data sets of 20,000 journeys showed q = 0.0035 at a lift of 1.26) yet
 no reason to act. Of drivers where a longer
 one holds at least `1 - redundancy` of a shorter one's journeys, the longer is kept (the same
-behaviour). Drivers are ranked by p-value, then by how far the conversion rate moves.
+behaviour). Drivers are ranked by p-value, then by how far the conversion rate moves, and each is
+kept only if it still moves conversion among the journeys none of the drivers above it holds
+(_beyond_those_above).
 
 Caveat, documented in docs/patterns.md: this is association, not cause; and a goal reached
 early leaves converters a shorter pre-goal journey, which by itself makes every pattern rarer among
@@ -22,11 +24,22 @@ them (reported as lowering conversion).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from headwater.analytics.patterns.journeys import Limits, encode
-from headwater.analytics.patterns.prefixspan import Encoded, closed, explained_by_longer, frequent_patterns
+from headwater.analytics.patterns.prefixspan import (
+    Encoded,
+    MiningTimedOut,
+    closed,
+    explained_by_longer,
+    frequent_patterns,
+    holders_of,
+    occurrence_index,
+)
 from headwater.analytics.patterns.significance import benjamini_hochberg, fisher_exact
 
 
@@ -128,6 +141,55 @@ def drivers(
             q_value=q,
         )
     explained = explained_by_longer(significant, found, settings.redundancy)
-    kept = [d for p, d in significant.items() if p not in explained]
-    kept.sort(key=lambda d: (d.p_value, -abs(math.log(d.lift)) if d.lift > 0 else 0.0, d.steps))
-    return kept[: settings.top]
+    ranked = sorted(
+        ((p, d) for p, d in significant.items() if p not in explained),
+        key=lambda item: (
+            item[1].p_value,
+            -abs(math.log(item[1].lift)) if item[1].lift > 0 else 0.0,
+            item[1].steps,
+        ),
+    )
+    return _beyond_those_above(ranked, encoding.journeys, converted, settings)
+
+
+def _beyond_those_above(
+    ranked: list[tuple[Encoded, Driver]],
+    journeys: Sequence[Sequence[int]],
+    converted: Sequence[bool],
+    settings: DriverSettings,
+) -> list[Driver]:
+    """The drivers of `ranked`, in order, that still move conversion among the journeys none of
+    the drivers kept before them holds. A pattern that mixes the steps of two drivers (a step of
+    one, then a step of another) is found in the journeys holding both, so it tests as strongly
+    as they do; without them it is the background's, and is left out. The test is Fisher's on
+    that remainder at `alpha` divided by the candidates (it can only remove drivers that the
+    correction already let through), with the same effect floor and direction."""
+    index = occurrence_index(journeys)
+    if index is None or not ranked:
+        return []
+    outcome = np.asarray(converted, dtype=bool)
+    covered = np.zeros(len(outcome), dtype=bool)
+    threshold = settings.alpha / len(ranked)
+    kept: list[Driver] = []
+    for pattern, driver in ranked:
+        if len(kept) == settings.top:
+            break
+        if settings.deadline is not None and time.monotonic() > settings.deadline:
+            raise MiningTimedOut(
+                "the drivers ran out of time: raise the minimum support or ask for a shorter range"
+            )
+        held = holders_of(index, pattern)
+        fresh = held[~covered[held]]
+        remaining = int(np.count_nonzero(~covered))
+        remaining_converters = int(np.count_nonzero(outcome & ~covered))
+        a = int(np.count_nonzero(outcome[fresh]))
+        b = len(fresh) - a
+        c, d = remaining_converters - a, remaining - remaining_converters - b
+        if a + b == 0 or fisher_exact(a, b, c, d) > threshold:
+            continue
+        rate_with, rate_without = a / (a + b), c / max(1, c + d)
+        moved = rate_with / rate_without if rate_without else math.inf
+        if (moved >= settings.min_effect) if driver.raises else (moved <= 1 / settings.min_effect):
+            kept.append(driver)
+            covered[held] = True
+    return kept

@@ -47,6 +47,58 @@ class Counts:
     positive: int
 
 
+@dataclass(frozen=True)
+class OccurrenceIndex:
+    """Each step's occurrences as sorted keys journey * width + position, each array ending with a
+    sentinel past every journey: a search for the next occurrence never falls off the end, and
+    "in the same journey" is one comparison."""
+
+    width: int
+    occurrences: dict[int, Ints]
+
+
+def occurrence_index(journeys: Sequence[Sequence[int]]) -> OccurrenceIndex | None:
+    """The index of `journeys`; None when they hold no step."""
+    n = len(journeys)
+    lengths = np.fromiter((len(j) for j in journeys), dtype=np.int64, count=n)
+    if not lengths.any():
+        return None
+    steps = np.fromiter(chain.from_iterable(journeys), dtype=np.int64, count=int(lengths.sum()))
+    width = int(lengths.max()) + 1
+    journey_of = np.repeat(np.arange(n, dtype=np.int64), lengths)
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    keys = journey_of * width + (np.arange(len(steps), dtype=np.int64) - starts)
+    order = np.lexsort((keys, steps))
+    steps, keys = steps[order], keys[order]
+    bounds = np.flatnonzero(np.diff(steps)) + 1
+    sentinel = np.array([n * width], dtype=np.int64)
+    occurrences: dict[int, Ints] = {
+        int(steps[b]): np.concatenate((k, sentinel))
+        for b, k in zip(np.r_[0, bounds], np.split(keys, bounds), strict=True)
+    }
+    return OccurrenceIndex(width, occurrences)
+
+
+def holders_of(index: OccurrenceIndex, pattern: Encoded) -> Ints:
+    """The journeys (sorted indexes) holding `pattern`, by leftmost matching as the miner grows it."""
+    width, none = index.width, np.zeros(0, dtype=np.int64)
+    if not pattern or pattern[0] not in index.occurrences:
+        return none
+    keys = index.occurrences[pattern[0]][:-1]
+    of = keys // width  # sorted: each journey's first key is its leftmost occurrence
+    first = np.flatnonzero(np.r_[True, of[1:] != of[:-1]])
+    journeys, ends = of[first], keys[first] % width
+    for step in pattern[1:]:
+        k = index.occurrences.get(step)
+        if k is None:
+            return none
+        base = journeys * width
+        after = k[np.searchsorted(k, base + ends + 1)]
+        hit = after < base + width
+        journeys, ends = journeys[hit], (after - base)[hit]
+    return journeys
+
+
 def frequent_patterns(
     journeys: Sequence[Sequence[int]],
     min_count: int,
@@ -63,24 +115,10 @@ def frequent_patterns(
     n = len(journeys)
     if n == 0 or max_length < 1:
         return found
-    lengths = np.fromiter((len(j) for j in journeys), dtype=np.int64, count=n)
-    if not lengths.any():
+    index = occurrence_index(journeys)
+    if index is None:
         return found
-    steps = np.fromiter(chain.from_iterable(journeys), dtype=np.int64, count=int(lengths.sum()))
-    width = int(lengths.max()) + 1
-    journey_of = np.repeat(np.arange(n, dtype=np.int64), lengths)
-    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    keys = journey_of * width + (np.arange(len(steps), dtype=np.int64) - starts)
-    order = np.lexsort((keys, steps))
-    steps, keys = steps[order], keys[order]
-    bounds = np.flatnonzero(np.diff(steps)) + 1
-    # Each step's occurrence keys, sorted, and a sentinel past every journey: a search for the next
-    # occurrence never falls off the end, and "in the same journey" is one comparison.
-    sentinel = np.array([n * width], dtype=np.int64)
-    occurrences: dict[int, Ints] = {
-        int(steps[b]): np.concatenate((k, sentinel))
-        for b, k in zip(np.r_[0, bounds], np.split(keys, bounds), strict=True)
-    }
+    width, occurrences = index.width, index.occurrences
     positive = np.asarray(labels, dtype=bool) if labels is not None else np.zeros(n, dtype=bool)
 
     def add(pattern: Encoded, holders: Ints) -> None:
