@@ -22,6 +22,28 @@ from headwater.analytics.funnels.query import PERSON, like_pattern
 
 from .definition import INCLUDED_TYPES, Paths
 
+# The select items `all_steps` and `steps` of a journey from `sorted_copies` (its copies, tuples of
+# message id, received time, request id, Unix milliseconds and step, sorted by the first three):
+# each message's copy received first, in order of time then message id, its steps; then `steps`,
+# a run of one step collapsed into one. The patterns' journeys (patterns/source.py) read the same.
+STEPS_OF_COPIES = """arrayMap(
+            c -> c.5,
+            arraySort(
+                c -> (c.4, c.1),
+                arrayFilter(
+                    (c, previous, i) -> i = 1 OR c.1 != previous.1,
+                    sorted_copies,
+                    arrayPopBack(arrayPushFront(sorted_copies, sorted_copies[1])),
+                    arrayEnumerate(sorted_copies)
+                )
+            )
+        ) AS all_steps,
+        -- A run of one step (a reload) is one step.
+        arrayFilter(
+            (s, previous, i) -> i = 1 OR s != previous,
+            all_steps, arrayPopBack(arrayPushFront(all_steps, '')), arrayEnumerate(all_steps)
+        ) AS steps"""
+
 
 @dataclass(frozen=True)
 class PathsQuery:
@@ -110,23 +132,7 @@ by_message AS (
 ),
 journeys AS (
     SELECT
-        arrayMap(
-            c -> c.5,
-            arraySort(
-                c -> (c.4, c.1),
-                arrayFilter(
-                    (c, previous, i) -> i = 1 OR c.1 != previous.1,
-                    sorted_copies,
-                    arrayPopBack(arrayPushFront(sorted_copies, sorted_copies[1])),
-                    arrayEnumerate(sorted_copies)
-                )
-            )
-        ) AS all_steps,
-        -- A run of one step (a reload) is one step.
-        arrayFilter(
-            (s, previous, i) -> i = 1 OR s != previous,
-            all_steps, arrayPopBack(arrayPushFront(all_steps, '')), arrayEnumerate(all_steps)
-        ) AS steps,
+        {STEPS_OF_COPIES},
         {cut}
     FROM by_message
 ),

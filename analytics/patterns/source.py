@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from headwater.analytics.funnels.query import PERSON
 from headwater.analytics.paths.definition import CleaningRule, Paths
-from headwater.analytics.paths.query import cleaned_path
+from headwater.analytics.paths.query import STEPS_OF_COPIES, cleaned_path
 from headwater.analytics.sessions.query import identity_expression
 from headwater.core.projects.settings import Sessions
 
@@ -112,23 +112,7 @@ by_message AS (
 ),
 ordered AS (
     SELECT journey,
-        arrayMap(
-            c -> c.5,
-            arraySort(
-                c -> (c.4, c.1),
-                arrayFilter(
-                    (c, previous, i) -> i = 1 OR c.1 != previous.1,
-                    sorted_copies,
-                    arrayPopBack(arrayPushFront(sorted_copies, sorted_copies[1])),
-                    arrayEnumerate(sorted_copies)
-                )
-            )
-        ) AS all_steps,
-        -- A run of one step (a reload) is one step.
-        arrayFilter(
-            (s, previous, i) -> i = 1 OR s != previous,
-            all_steps, arrayPopBack(arrayPushFront(all_steps, '')), arrayEnumerate(all_steps)
-        ) AS steps
+        {STEPS_OF_COPIES}
     FROM by_message
 )
 SELECT count() AS journeys,
