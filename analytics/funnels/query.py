@@ -369,8 +369,8 @@ def _ordered(steps: int) -> str:
 
     One pass per step over the whole array, each comparing an event with the state before it
     through a shifted array, replaced one fold over the events whose state was an array of steps:
-    the whole query 7.7-9.5 s of CPU against 11.1-11.6 s, and 3.0 s against 5.1-6.0 s without
-    the copies' reduction (bench/funnels.py's 10M events, measured side by side)."""
+    the whole query 3.64 s against 4.44 s, and 1.58 s against 2.29 s without the copies'
+    reduction (bench/funnels.py's 10M events, idle, side by side: docs/benchmarks.md)."""
     window = "{window_ms:Int64}"
     items = [
         "arrayFill(a -> a.1 > 0, arrayMap((m, i, t) -> if(bitTest(m, 0), (i, t), (0, 0)),"
