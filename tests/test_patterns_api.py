@@ -229,6 +229,23 @@ async def test_more_journeys_than_the_limit_are_refused(
     assert (await http.post(url, json={"from": FROM, "to": TO})).status_code == 401
 
 
+async def test_mining_past_the_time_limit_is_stopped(
+    make_stack: StackFactory, http: httpx.AsyncClient, project_id: str, clickhouse_url: str
+) -> None:
+    settings = ControlSettings(
+        clickhouse_url=clickhouse_url, admin_tokens=(AdminToken("tests", ADMIN_TOKEN),), port=0,
+        patterns_max_seconds=1e-9,
+    )  # fmt: skip
+    stack = await make_stack(edge=True, control=settings, consumer=True)
+    key = str((await create_project(http, stack, project_id))["secret_key"])
+    data = generate(GeneratorSettings(sessions=12, distinct_steps=50, seed=1, converter_patterns=0,
+                                      shared_patterns=1, max_support=0.2))  # fmt: skip
+    await send(http, stack, key, project_id, events_of(data, "x"))
+    stopped = await ask(http, stack, project_id, unit="people")
+    assert stopped.status_code == 422, stopped.text
+    assert (stopped.json()["code"], stopped.json()["field"]) == ("mining_timed_out", "min_support")
+
+
 def test_the_goal_option_tells_pages_by_their_leading_slash() -> None:
     assert goal_of("Purchased") == {"kind": "event", "value": "Purchased"}
     assert goal_of("/checkout/done") == {"kind": "page", "value": "/checkout/done"}
