@@ -24,7 +24,6 @@ them (reported as lowering conversion).
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -33,7 +32,8 @@ import numpy as np
 from headwater.analytics.patterns.journeys import Limits, encode
 from headwater.analytics.patterns.prefixspan import (
     Encoded,
-    MiningTimedOut,
+    OccurrenceIndex,
+    check_deadline,
     closed,
     explained_by_longer,
     frequent_patterns,
@@ -108,6 +108,9 @@ def drivers(
     n, total = len(before), sum(converted)
     if n == 0 or total in (0, n):
         return []
+    index = occurrence_index(encoding.journeys)  # the mining's, and each driver's holders after it
+    if index is None:
+        return []
     found = frequent_patterns(
         encoding.journeys,
         max(1, math.ceil(settings.min_support * n)),
@@ -115,6 +118,7 @@ def drivers(
         settings.limits.max_patterns,
         labels=converted,
         deadline=settings.deadline,
+        index=index,
     )
     tested = [p for p in closed(found) if len(p) >= 2]
     tables = []
@@ -149,12 +153,12 @@ def drivers(
             item[1].steps,
         ),
     )
-    return _beyond_those_above(ranked, encoding.journeys, converted, settings)
+    return _beyond_those_above(ranked, index, converted, settings)
 
 
 def _beyond_those_above(
     ranked: list[tuple[Encoded, Driver]],
-    journeys: Sequence[Sequence[int]],
+    index: OccurrenceIndex,
     converted: Sequence[bool],
     settings: DriverSettings,
 ) -> list[Driver]:
@@ -164,24 +168,20 @@ def _beyond_those_above(
     as they do; without them it is the background's, and is left out. The test is Fisher's on
     that remainder at `alpha` divided by the candidates (it can only remove drivers that the
     correction already let through), with the same effect floor and direction."""
-    index = occurrence_index(journeys)
-    if index is None or not ranked:
+    if not ranked:
         return []
     outcome = np.asarray(converted, dtype=bool)
     covered = np.zeros(len(outcome), dtype=bool)
+    # The journeys no kept driver holds, and the converters among them.
+    remaining, remaining_converters = len(outcome), int(np.count_nonzero(outcome))
     threshold = settings.alpha / len(ranked)
     kept: list[Driver] = []
     for pattern, driver in ranked:
         if len(kept) == settings.top:
             break
-        if settings.deadline is not None and time.monotonic() > settings.deadline:
-            raise MiningTimedOut(
-                "the drivers ran out of time: raise the minimum support or ask for a shorter range"
-            )
+        check_deadline(settings.deadline)
         held = holders_of(index, pattern)
         fresh = held[~covered[held]]
-        remaining = int(np.count_nonzero(~covered))
-        remaining_converters = int(np.count_nonzero(outcome & ~covered))
         a = int(np.count_nonzero(outcome[fresh]))
         b = len(fresh) - a
         c, d = remaining_converters - a, remaining - remaining_converters - b
@@ -191,5 +191,6 @@ def _beyond_those_above(
         moved = rate_with / rate_without if rate_without else math.inf
         if (moved >= settings.min_effect) if driver.raises else (moved <= 1 / settings.min_effect):
             kept.append(driver)
-            covered[held] = True
+            covered[fresh] = True
+            remaining, remaining_converters = remaining - len(fresh), remaining_converters - a
     return kept

@@ -39,6 +39,15 @@ class MiningTimedOut(TimeoutError):
     shorter range."""
 
 
+def check_deadline(deadline: float | None) -> None:
+    """MiningTimedOut once `time.monotonic()` is past `deadline` (None: no clock)."""
+    if deadline is not None and time.monotonic() > deadline:
+        raise MiningTimedOut(
+            "the mining ran out of time: raise the minimum support, lower the maximum length "
+            "or ask for a shorter range"
+        )
+
+
 @dataclass(frozen=True)
 class Counts:
     """A pattern's support, and its support among the journeys labelled positive."""
@@ -106,16 +115,18 @@ def frequent_patterns(
     max_patterns: int,
     labels: Sequence[bool] | None = None,
     deadline: float | None = None,
+    index: OccurrenceIndex | None = None,
 ) -> dict[Encoded, Counts]:
     """Every pattern of 1..`max_length` steps occurring in at least `min_count` journeys; past
-    `deadline` (a `time.monotonic()`), MiningTimedOut."""
+    `deadline` (a `time.monotonic()`), MiningTimedOut. `index`: the journeys' occurrence index,
+    when the caller has built it already."""
     if min_count < 1:
         raise ValueError("min_count must be at least 1")
     found: dict[Encoded, Counts] = {}
     n = len(journeys)
     if n == 0 or max_length < 1:
         return found
-    index = occurrence_index(journeys)
+    index = index or occurrence_index(journeys)
     if index is None:
         return found
     width, occurrences = index.width, index.occurrences
@@ -140,11 +151,7 @@ def frequent_patterns(
     for entry in stack:
         entry[3].extend(firsts)
     while stack:
-        if deadline is not None and time.monotonic() > deadline:
-            raise MiningTimedOut(
-                "the mining ran out of time: raise the minimum support, lower the maximum length "
-                "or ask for a shorter range"
-            )
+        check_deadline(deadline)
         pattern, holders, ends, candidates = stack.pop()
         if len(pattern) >= max_length:
             continue
