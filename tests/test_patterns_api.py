@@ -206,18 +206,26 @@ async def test_bad_requests_are_refused_naming_the_field(
     assert (response.json()["code"], response.json()["field"]) == ("invalid_field", field)
 
 
-async def test_more_journeys_than_the_limit_are_refused(
-    make_stack: StackFactory, http: httpx.AsyncClient, project_id: str, clickhouse_url: str
-) -> None:
+async def six_people_under(
+    make_stack: StackFactory, http: httpx.AsyncClient, project_id: str, clickhouse_url: str, **limits: Any
+) -> Stack:
+    """A stack whose control plane has the patterns `limits`, and a project holding 12 generated
+    sessions of six people sent through its edge."""
     settings = ControlSettings(
-        clickhouse_url=clickhouse_url, admin_tokens=(AdminToken("tests", ADMIN_TOKEN),), port=0,
-        patterns_max_journeys=5,
-    )  # fmt: skip
+        clickhouse_url=clickhouse_url, admin_tokens=(AdminToken("tests", ADMIN_TOKEN),), port=0, **limits
+    )
     stack = await make_stack(edge=True, control=settings, consumer=True)
     key = str((await create_project(http, stack, project_id))["secret_key"])
     data = generate(GeneratorSettings(sessions=12, distinct_steps=50, seed=1, converter_patterns=0,
                                       shared_patterns=1, max_support=0.2))  # fmt: skip
     await send(http, stack, key, project_id, events_of(data, "x"))
+    return stack
+
+
+async def test_more_journeys_than_the_limit_are_refused(
+    make_stack: StackFactory, http: httpx.AsyncClient, project_id: str, clickhouse_url: str
+) -> None:
+    stack = await six_people_under(make_stack, http, project_id, clickhouse_url, patterns_max_journeys=5)
     refused = await ask(http, stack, project_id, unit="people")
     assert refused.status_code == 422, refused.text
     assert (refused.json()["code"], refused.json()["field"]) == ("too_many_journeys", "from")
@@ -232,15 +240,7 @@ async def test_more_journeys_than_the_limit_are_refused(
 async def test_mining_past_the_time_limit_is_stopped(
     make_stack: StackFactory, http: httpx.AsyncClient, project_id: str, clickhouse_url: str
 ) -> None:
-    settings = ControlSettings(
-        clickhouse_url=clickhouse_url, admin_tokens=(AdminToken("tests", ADMIN_TOKEN),), port=0,
-        patterns_max_seconds=1e-9,
-    )  # fmt: skip
-    stack = await make_stack(edge=True, control=settings, consumer=True)
-    key = str((await create_project(http, stack, project_id))["secret_key"])
-    data = generate(GeneratorSettings(sessions=12, distinct_steps=50, seed=1, converter_patterns=0,
-                                      shared_patterns=1, max_support=0.2))  # fmt: skip
-    await send(http, stack, key, project_id, events_of(data, "x"))
+    stack = await six_people_under(make_stack, http, project_id, clickhouse_url, patterns_max_seconds=1e-9)
     stopped = await ask(http, stack, project_id, unit="people")
     assert stopped.status_code == 422, stopped.text
     assert (stopped.json()["code"], stopped.json()["field"]) == ("mining_timed_out", "min_support")
