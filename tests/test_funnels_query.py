@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from clickhouse_connect.driver.client import Client
-from hw_funnels import store
+from hw_funnels import store, store_sessions
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
@@ -622,14 +622,6 @@ def session_spans(events: Sequence[FunnelEvent], data: st.DataObject) -> list[Se
             nudge = timedelta(milliseconds=data.draw(st.sampled_from([0, 0, -1])))
             spans.append(SessionSpan(identity, f"s-{identity}-{number}", first, last + nudge))
     return spans
-
-
-def store_sessions(client: Client, database: str, spans: Sequence[SessionSpan]) -> None:
-    client.command(f"TRUNCATE TABLE `{database}`.sessions")
-    columns = ["identity", "session_id", "started_at", "ended_at", "version", "is_deleted"]
-    rows = [[s.identity, s.session_id, s.started_at, s.ended_at, 1, 0] for s in spans]
-    if rows:
-        client.insert(f"`{database}`.sessions", rows, column_names=columns)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from clickhouse_connect.driver.client import Client
-from hw_funnels import store
+from hw_funnels import store, store_sessions
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
@@ -83,14 +83,6 @@ def session_spans(draw: st.DrawFn, events: Sequence[FunnelEvent]) -> list[Sessio
         for number, (first, last) in enumerate(zip(bounds[::2], bounds[1::2], strict=False)):
             spans.append(SessionSpan(identity, f"s-{identity}-{number}", first, last))
     return spans
-
-
-def store_sessions(client: Client, database: str, spans: Sequence[SessionSpan]) -> None:
-    client.command(f"TRUNCATE TABLE `{database}`.sessions")
-    columns = ["identity", "session_id", "started_at", "ended_at", "version", "is_deleted"]
-    rows = [[s.identity, s.session_id, s.started_at, s.ended_at, 1, 0] for s in spans]
-    if rows:
-        client.insert(f"`{database}`.sessions", rows, column_names=columns)
 
 
 def read(
