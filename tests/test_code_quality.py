@@ -32,7 +32,17 @@ def test_mypy_strict() -> None:
             "mypy",
             *(
                 f"--package=headwater.{p}"
-                for p in ("core", "edge", "control", "consumers", "spool", "ops", "analytics", "sessionizer")
+                for p in (
+                    "core",
+                    "edge",
+                    "control",
+                    "consumers",
+                    "spool",
+                    "ops",
+                    "analytics",
+                    "sessionizer",
+                    "privacy",
+                )
             ),
         ],
         cwd=ROOT,

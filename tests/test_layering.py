@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("core", "edge", "control", "consumers", "spool", "ops")
+PACKAGES = ("core", "edge", "control", "consumers", "spool", "ops", "privacy")
 
 
 def lint_imports(config: Path) -> subprocess.CompletedProcess[str]:
