@@ -4,7 +4,8 @@ operator app, on a listener of their own (`--operator-host`, `--operator-port`).
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Protocol
 
 from quart import Quart
@@ -23,6 +24,7 @@ from headwater.core.service.httpapp import (
 
 from .asgi import EdgeASGI
 from .cdnsettings import SettingsService
+from .cookieless import CookielessIds
 from .ingest import IngestService
 from .metrics import EdgeMetrics
 from .ratelimit import RateLimiter
@@ -49,7 +51,11 @@ def create_app(
     readiness: ReadinessCheck,
     metrics: EdgeMetrics | None = None,
     body_timeout_seconds: float | None = None,
+    cookieless: CookielessIds | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> EdgeASGI:
+    """`cookieless` makes the ids of projects in cookieless mode (without it their browser events
+    are answered 503); `clock` is the edge's time (tests move it across days)."""
     metrics = metrics or EdgeMetrics()
     quart = new_app(__name__)
     install_error_handlers(quart)
@@ -57,7 +63,9 @@ def create_app(
     limiter = RateLimiter(settings.rate_limit_edges, settings.max_ip_buckets)
     # One count of wrong keys for the ingest paths and the settings route alike.
     auth_failures = AuthFailures("write key")
-    service = IngestService(settings, sink, projects, limiter, metrics, auth_failures=auth_failures)
+    service = IngestService(
+        settings, sink, projects, limiter, metrics, clock, auth_failures=auth_failures, cookieless=cookieless
+    )
     if body_timeout_seconds is not None:
         quart.config["BODY_TIMEOUT"] = body_timeout_seconds
     snowplow = SnowplowCollector(

@@ -25,7 +25,9 @@ from headwater.core.projects.registry import KeyMatch, StaleConfig
 from headwater.core.service.authfailures import AuthFailures
 from headwater.core.wire.envelope import Envelope
 from headwater.core.wire.subjects import events_subject
+from headwater.privacy.cookieless import network_of
 
+from .cookieless import CookielessIds, CookielessUnavailable, assign_visitor_ids
 from .errors import IngestError, MessageTooLarge, SinkUnavailable
 from .metrics import EdgeMetrics
 from .ratelimit import RateLimiter
@@ -158,6 +160,7 @@ class IngestService:
         metrics: EdgeMetrics,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         auth_failures: AuthFailures | None = None,
+        cookieless: CookielessIds | None = None,
     ) -> None:
         self._settings = settings
         self._sink = sink
@@ -168,6 +171,7 @@ class IngestService:
         self._limits = Limits(settings.max_event_bytes, settings.max_nesting_depth)
         self._auth_failures = auth_failures or AuthFailures("write key")
         self._authorize_key: Authorizer = partial(authorize, keys)
+        self._cookieless = cookieless
 
     async def ingest(self, request: IngestRequest) -> IngestResult:
         slow_down_guessers(self._auth_failures, request.client_ip)
@@ -236,6 +240,9 @@ class IngestService:
         cors: dict[str, str],
     ) -> IngestResult:
         received_at = self._clock()
+        cookieless = project.settings.cookieless.mode != "off"
+        if cookieless and match.key.kind != "secret":
+            await self._give_cookieless_ids(request, body, project, received_at)
         accepted, rejected = self._validate(request, body)
         check_timestamp(body.sent_at, "sentAt")  # a batch's; consumers correct clock skew with it
         context, integrations = (self._batch_object(body.defaults.get(f), f) for f in _DEFAULTS)
@@ -270,7 +277,8 @@ class IngestService:
             sent_at=body.sent_at if isinstance(body.sent_at, str) else None,
             events=accepted,
             key_kind=match.key.kind,
-            ip=request.client_ip,
+            # Under cookieless mode the address leaves the edge only as its network (docs/privacy.md).
+            ip=network_of(request.client_ip) if cookieless else request.client_ip,
             user_agent=request.user_agent,
             origin=request.origin,
             context=context,
@@ -301,6 +309,31 @@ class IngestService:
         if rejected:
             answer["rejected"] = [error.rejection(index) for index, error in rejected]
         return IngestResult(200, answer, cors)
+
+    async def _give_cookieless_ids(
+        self, request: IngestRequest, body: RequestBody, project: Project, now: datetime
+    ) -> None:
+        """The project's cookieless anonymousIds, given before validation (an event without any id
+        is valid then); 503 when today's salt cannot be had."""
+        ids = self._cookieless
+        if ids is None:
+            raise _cookieless_unavailable(self._settings.retry_after_seconds)
+        timeout = project.settings.sessions.inactivity_timeout_seconds
+
+        async def make_id(host: str) -> str:
+            assert ids is not None
+            return await ids.visitor(project.id, request.client_ip, request.user_agent, host, now, timeout)
+
+        events = body.events if request.kind == BATCH else [body.events]
+        if not isinstance(events, list):
+            return  # not a batch: validation says so
+        try:
+            mode, context = project.settings.cookieless.mode, body.defaults.get("context")
+            given = await assign_visitor_ids(events, mode, request.origin, context, make_id)
+        except CookielessUnavailable as exc:
+            log.warning("answering 503 to request %s: %s", request.request_id, exc)
+            raise _cookieless_unavailable(self._settings.retry_after_seconds) from None
+        self._metrics.cookieless_ids.labels(project.id).inc(given)
 
     async def _publish(self, envelope: Envelope) -> tuple[int, int]:
         """Publish `envelope` as one message, or as several (split.py) when one would be larger
@@ -442,6 +475,15 @@ class IngestService:
 
 
 _DEFAULTS = ("context", "integrations")
+
+
+def _cookieless_unavailable(retry_after: int) -> IngestError:
+    return IngestError(
+        503,
+        "cookieless_unavailable",
+        "cookieless visitor ids cannot be made right now; retry later",
+        headers={"Retry-After": str(retry_after)},
+    )
 
 
 def _too_deep(field: str, max_depth: int) -> IngestError:

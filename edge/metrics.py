@@ -33,6 +33,12 @@ class EdgeMetrics:
             ["project"],
             registry=self.registry,
         )
+        self.cookieless_ids = Counter(
+            "headwater_edge_cookieless_ids",
+            "Events given a cookieless anonymousId (docs/privacy.md#cookieless-visitors).",
+            ["project"],
+            registry=self.registry,
+        )
         self.publish_seconds = Histogram(
             "headwater_edge_publish_seconds",
             "Time from publishing an envelope to its durable acknowledgement.",

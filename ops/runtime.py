@@ -47,6 +47,7 @@ from headwater.core.service.tasks import cancel_and_wait
 from headwater.core.wire.subjects import EVENTS_STREAM
 from headwater.edge.app import create_app as create_edge_app
 from headwater.edge.app import create_operator_app
+from headwater.edge.cookieless import CookielessIds
 from headwater.edge.drainer import Drainer
 from headwater.edge.fallback import CircuitBreaker, FallbackSink
 from headwater.edge.metrics import EdgeMetrics
@@ -265,9 +266,12 @@ class Stack:
         assert s.edge is not None and self.registry is not None
         metrics = EdgeMetrics()
         sink = await self._edge_sink(js, s.edge, metrics)
+        # Its KV buckets are opened on first use: an edge may start before NATS answers.
+        cookieless = CookielessIds.on_jetstream(js, s.streams.replicas, s.edge.publish_timeout_seconds)
         edge_app = create_edge_app(
-            s.edge, sink, self.registry, self._edge_readiness, metrics, s.http.body_timeout_seconds
-        )
+            s.edge, sink, self.registry, self._edge_readiness, metrics, s.http.body_timeout_seconds,
+            cookieless,
+        )  # fmt: skip
         tls = _tls_files(s.edge.tls_cert, s.edge.tls_key)
         self.edge_url = await self._listeners.serve(
             edge_app, s.edge.host, s.edge.port, "edge", s.edge.reuse_port, tls

@@ -16,6 +16,7 @@ from msgspec import Meta, Struct
 
 from headwater.core.service.errors import APIError
 from headwater.core.service.validation import convert_body
+from headwater.privacy.cookieless import CookielessMode
 
 IpHandling = Literal["keep", "truncate", "drop"]
 IP_HANDLING: tuple[IpHandling, ...] = ("keep", "truncate", "drop")
@@ -135,6 +136,22 @@ class Sessions(Struct, frozen=True, forbid_unknown_fields=True):
     ] = 21_600
 
 
+class Cookieless(Struct, frozen=True, forbid_unknown_fields=True):
+    """Visitor ids without cookies: a daily-salted hash made by the edge (docs/privacy.md)."""
+
+    mode: Annotated[
+        CookielessMode,
+        Meta(
+            description=(
+                "`off`: ids as clients send them; `missing`: a browser event (public key) without an "
+                "anonymousId gets the cookieless one; `always`: every browser event's anonymousId is "
+                "replaced by it. Under `missing` and `always` the edge keeps only the client's /24 "
+                "(IPv4) or /48 (IPv6) network, and `anonymisation.ip` may not be `keep`."
+            )
+        ),
+    ] = "off"
+
+
 class ProjectSettings(Struct, frozen=True, forbid_unknown_fields=True):
     """A project's settings; in a request, the groups and fields to change (those not named keep
     their values, or take the defaults shown when the project is created)."""
@@ -144,6 +161,7 @@ class ProjectSettings(Struct, frozen=True, forbid_unknown_fields=True):
     anonymisation: Anonymisation = Anonymisation()
     snowplow: Snowplow = Snowplow()
     sessions: Sessions = Sessions()
+    cookieless: Cookieless = Cookieless()
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = msgspec.to_builtins(self)
@@ -166,6 +184,15 @@ class ProjectSettings(Struct, frozen=True, forbid_unknown_fields=True):
         if len(set(app_ids)) != len(app_ids):
             snowplow = msgspec.structs.replace(settings.snowplow, app_ids=tuple(dict.fromkeys(app_ids)))
             settings = msgspec.structs.replace(settings, snowplow=snowplow)
+        if settings.cookieless.mode != "off" and settings.anonymisation.ip == "keep":
+            field = f"{field_prefix}.cookieless.mode" if field_prefix else "cookieless.mode"
+            raise APIError(
+                400,
+                "invalid_field",
+                f"{field} {settings.cookieless.mode!r} never stores a full address: set "
+                "anonymisation.ip to truncate or drop",
+                field,
+            )
         return settings
 
     def merged(self, patch: object, field_prefix: str = "settings") -> ProjectSettings:
