@@ -71,7 +71,7 @@ def bucket_openers(js: JetStreamContext, replicas: int = 1) -> tuple[BucketOpene
             description="Cookieless visitor ids: one random salt per UTC day (docs/privacy.md)",
             history=1,
             ttl=SALT_MAX_AGE.total_seconds(),
-            max_value_size=SALT_BYTES,
+            max_value_size=1024,  # (counts the headers too)
             replicas=replicas,
         )
         return await ensure_bucket(js, config)
@@ -82,7 +82,7 @@ def bucket_openers(js: JetStreamContext, replicas: int = 1) -> tuple[BucketOpene
             description="Cookieless visitors seen just before midnight (docs/privacy.md)",
             history=1,
             ttl=CARRIED_MAX_AGE.total_seconds(),
-            max_value_size=16,
+            max_value_size=1024,
             replicas=replicas,
         )
         return await ensure_bucket(js, config)
