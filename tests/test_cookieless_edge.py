@@ -19,6 +19,7 @@ from headwater.core.wire.envelope import Envelope, unpack
 from headwater.core.wire.subjects import EVENTS_STREAM, events_subject
 from headwater.edge.app import create_app
 from headwater.edge.cookieless import CARRIED_BUCKET, SALTS_BUCKET, CookielessIds, salt_key
+from headwater.edge.metrics import EdgeMetrics
 from headwater.edge.settings import EdgeSettings
 from headwater.edge.sink import JetStreamSink
 from headwater.ops.runtime import Stack
@@ -53,6 +54,7 @@ class Edges:
     keys: dict[str, str] = field(default_factory=dict)  # project id → public key
     secret_keys: dict[str, str] = field(default_factory=dict)
     clock: Clock = field(default_factory=Clock)
+    metrics: list[EdgeMetrics] = field(default_factory=list)
 
     @property
     def js(self) -> JetStreamContext:
@@ -112,13 +114,14 @@ async def edges(make_stack: StackFactory) -> AsyncIterator[Edges]:
     assert stack.nats is not None and stack.registry is not None
     clock = Clock()
     settings = EdgeSettings(port=0, trusted_proxies=("127.0.0.0/8",))
-    clients = []
+    clients, metrics = [], []
     for _ in range(2):
         sink = JetStreamSink(stack.nats, 2.0)
         ids = CookielessIds.on_jetstream(stack.nats.jetstream())
-        app = create_app(settings, sink, stack.registry, _ready, cookieless=ids, clock=clock)
+        metrics.append(EdgeMetrics())
+        app = create_app(settings, sink, stack.registry, _ready, metrics[-1], cookieless=ids, clock=clock)
         clients.append(httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://edge"))
-    yield Edges(stack, clients, clock=clock)
+    yield Edges(stack, clients, clock=clock, metrics=metrics)
     for client in clients:
         await client.aclose()
 
@@ -261,6 +264,9 @@ async def test_missing_keeps_a_supplied_id_and_always_replaces_it(
     assert response.status_code == 200, response.text
     events = Envelope.decode(await edges.last_message(missing)).events
     assert [e["anonymousId"] for e in events] == ["a-2", given, given]
+    counted = edges.metrics[0].render().decode()
+    assert f'headwater_edge_cookieless_ids_total{{project="{missing}"}} 4.0' in counted
+    assert f'headwater_edge_cookieless_ids_total{{project="{always}"}} 1.0' in counted
 
 
 async def test_server_events_keep_their_ids(edges: Edges, http: httpx.AsyncClient, project_id: str) -> None:
