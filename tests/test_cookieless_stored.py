@@ -4,13 +4,25 @@ stream nor in the events row or its context (docs/privacy.md#cookieless-visitors
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
-from hw_testing import StackFactory, basic_auth, create_project, eventually, query_rows, track_event
+from hw_testing import (
+    SpoolingStackFactory,
+    StackFactory,
+    admin_headers,
+    basic_auth,
+    create_project,
+    eventually,
+    query_rows,
+    track_event,
+)
 
-from headwater.core.wire.envelope import unpack
+from headwater.core.wire.envelope import Envelope, unpack
 from headwater.core.wire.subjects import EVENTS_STREAM, events_subject
 from headwater.edge.settings import EdgeSettings
+from headwater.ops.natsserver import NatsServerProcess
 
 pytestmark = pytest.mark.services
 ORIGIN = "https://shop.example"
@@ -64,3 +76,59 @@ async def test_only_the_network_and_a_hashed_id_are_stored(
         assert OXFORD_V4.encode() not in data and JANET_V6.encode() not in data
         assert b"from-the-page" not in data
     await subscription.unsubscribe()
+
+
+def spool_files(directory: str) -> list[bytes]:
+    """The bytes of every file of the spool (its SQLite database, journal and write-ahead log)."""
+    return [path.read_bytes() for path in Path(directory).rglob("*") if path.is_file()]
+
+
+async def test_the_disk_spool_holds_only_the_network(
+    make_spooling_stack: SpoolingStackFactory,
+    http: httpx.AsyncClient,
+    project_id: str,
+    nats_server: NatsServerProcess,
+) -> None:
+    """NATS goes away after the edge read the day's salt: the browser events it then accepts wait
+    in the disk spool, whose files never hold the client's address, and land with its network."""
+    stack, _ = await make_spooling_stack(trusted_proxies=("127.0.0.0/8",))
+    assert stack.edge_url is not None and stack.spool is not None and stack.registry is not None
+    patch = {"allowed_origins": [ORIGIN], "settings": {"cookieless": {"mode": "always"}}}
+    url = f"{stack.control_url}/v1/projects/{project_id}"
+    patched = await http.patch(url, json=patch, headers=admin_headers())
+    assert patched.status_code == 200, patched.text
+    public_key = patched.json()["project"]["public_keys"][0]["key"]
+    registry = stack.registry
+
+    async def mode() -> str:
+        project = registry.get(project_id)
+        return project.settings.cookieless.mode if project is not None else ""
+
+    await eventually(mode, lambda m: m == "always", timeout=5)
+    headers = {"Origin": ORIGIN, "User-Agent": CHROME, "X-Forwarded-For": OXFORD_V4}
+    headers |= basic_auth(public_key)
+
+    async def send(message_id: str) -> int:
+        event = track_event(messageId=message_id, context={"page": {"url": f"{ORIGIN}/"}})
+        response = await http.post(f"{stack.edge_url}/v1/track", json=event, headers=headers)
+        return response.status_code
+
+    assert await send("before") == 200  # the edge reads (and here creates) the day's salt
+    nats_server.stop()
+    assert await send("spooled") == 200
+    assert stack.spool.stats().entries == 1
+    edge = stack.settings.edge
+    assert edge is not None and edge.spool_dir is not None
+    files = spool_files(edge.spool_dir)
+    assert files and all(OXFORD_V4.encode() not in data for data in files)
+    [record] = [record async for record in stack.spool.export()]
+    assert Envelope.decode(record.body).ip == OXFORD_V4_NETWORK
+    nats_server.start()
+
+    sql = "SELECT message_id, anonymous_id, ip FROM events ORDER BY message_id"
+    rows = await eventually(
+        lambda: query_rows(http, stack, project_id, sql), lambda r: len(r) == 2, timeout=30, interval=0.5
+    )
+    [(_, before_id, before_ip), (_, spooled_id, spooled_ip)] = rows
+    assert before_id == spooled_id and before_id.startswith("cl_")
+    assert before_ip == spooled_ip == OXFORD_V4_NETWORK
