@@ -38,6 +38,7 @@ from headwater.privacy.cookieless import (
     SALT_MAX_AGE,
     CookielessMode,
     before_midnight,
+    network_of,
     site_host,
     utc_day,
     visitor_id,
@@ -261,6 +262,46 @@ class CookielessIds:
         if before_midnight(now, inactivity_timeout_seconds):
             await self._carried.note(day, visitor)
         return visitor
+
+
+def address_reduced(context: object, keep_network: bool) -> object:
+    """An event's or a batch's context (raw JSON or parsed) whose top-level `ip` is reduced to its
+    network (`keep_network`: a server's event) or removed (a browser's). A raw context is parsed
+    only when its bytes may name an `ip` (possibly with escaped characters)."""
+    if isinstance(context, Raw):
+        data = bytes(context)
+        if b'"ip"' not in data and b"\\u" not in data:
+            return context
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return context  # (validation let it through: it is JSON)
+        if not isinstance(parsed, dict) or "ip" not in parsed:
+            return context
+        return Raw(orjson.dumps(_reduced(parsed, keep_network)))
+    if isinstance(context, dict) and "ip" in context:
+        return _reduced(context, keep_network)
+    return context
+
+
+def _reduced(context: dict[str, Any], keep_network: bool) -> dict[str, Any]:
+    address = context["ip"]
+    network = network_of(address) if keep_network and isinstance(address, str) else None
+    reduced = {key: value for key, value in context.items() if key != "ip"}
+    if network is not None:
+        reduced["ip"] = network
+    return reduced
+
+
+def reduce_addresses(events: list[Any], keep_network: bool) -> None:
+    """address_reduced() for the context of each accepted event, in place."""
+    for event in events:
+        if isinstance(event, SegmentEvent):
+            reduced = address_reduced(event.context, keep_network)
+            if isinstance(reduced, Raw):
+                event.context = reduced
+        elif isinstance(event, dict) and "context" in event:
+            event["context"] = address_reduced(event["context"], keep_network)
 
 
 def _page_url(context: object) -> object:

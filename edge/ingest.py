@@ -27,7 +27,13 @@ from headwater.core.wire.envelope import Envelope
 from headwater.core.wire.subjects import events_subject
 from headwater.privacy.cookieless import network_of
 
-from .cookieless import CookielessIds, CookielessUnavailable, assign_visitor_ids
+from .cookieless import (
+    CookielessIds,
+    CookielessUnavailable,
+    address_reduced,
+    assign_visitor_ids,
+    reduce_addresses,
+)
 from .errors import IngestError, MessageTooLarge, SinkUnavailable
 from .metrics import EdgeMetrics
 from .ratelimit import RateLimiter
@@ -250,6 +256,9 @@ class IngestService:
             for event in accepted:
                 _drop_context_ip(event)  # only server-side senders may say where an event came from
             context = _without_ip(context)
+        if cookieless:  # a server's context.ip too leaves the edge only as its network
+            reduce_addresses(accepted, keep_network=match.key.kind == "secret")
+            context = address_reduced(context, keep_network=match.key.kind == "secret")
         if not accepted:
             if request.kind != BATCH:
                 raise rejected[0][1]

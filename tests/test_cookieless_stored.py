@@ -38,9 +38,9 @@ async def test_only_the_network_and_a_hashed_id_are_stored(
 ) -> None:
     edge = EdgeSettings(port=0, trusted_proxies=("127.0.0.0/8",))
     stack = await make_stack(edge=edge, control=True, consumer=True)
-    created = await create_project(
-        http, stack, project_id, allowed_origins=[ORIGIN], settings={"cookieless": {"mode": "always"}}
-    )
+    # Even where the project keeps addresses whole: under the mode it is only ever given networks.
+    settings = {"cookieless": {"mode": "always"}, "anonymisation": {"ip": "keep"}}
+    created = await create_project(http, stack, project_id, allowed_origins=[ORIGIN], settings=settings)
     for number, address in ((1, OXFORD_V4), (2, JANET_V6)):
         event = track_event(
             messageId=f"m-{number}",
@@ -53,10 +53,17 @@ async def test_only_the_network_and_a_hashed_id_are_stored(
             f"{stack.edge_url}/v1/track", json=event, headers=headers | basic_auth(str(created["public_key"]))
         )
         assert response.status_code == 200, response.text
+    # A server relaying its user's address: its ids kept, the address reduced to the network.
+    relayed = track_event(messageId="m-3", anonymousId="server-side", context={"ip": OXFORD_V4})
+    response = await http.post(
+        f"{stack.edge_url}/v1/track", json=relayed, headers=basic_auth(str(created["secret_key"]))
+    )
+    assert response.status_code == 200, response.text
 
     sql = "SELECT message_id, anonymous_id, ip, context, country_code FROM events ORDER BY message_id"
-    rows = await eventually(lambda: query_rows(http, stack, project_id, sql), lambda r: len(r) == 2)
-    (_, v4_id, v4_ip, v4_context, v4_country), (_, v6_id, v6_ip, v6_context, v6_country) = rows
+    rows = await eventually(lambda: query_rows(http, stack, project_id, sql), lambda r: len(r) == 3)
+    (_, v4_id, v4_ip, v4_context, v4_country), (_, v6_id, v6_ip, v6_context, v6_country) = rows[:2]
+    assert rows[2][1:] == ["server-side", OXFORD_V4_NETWORK, f'{{"ip":"{OXFORD_V4_NETWORK}"}}', "GB"]
     assert v4_id.startswith("cl_") and v6_id.startswith("cl_") and v4_id != v6_id
     assert (v4_ip, v6_ip) == (OXFORD_V4_NETWORK, JANET_V6_NETWORK)
     assert (v4_country, v6_country) == ("GB", "GB")  # geolocated from the network
@@ -69,8 +76,8 @@ async def test_only_the_network_and_a_hashed_id_are_stored(
     assert stack.nats is not None
     js = stack.nats.jetstream()
     subscription = await js.pull_subscribe(events_subject(project_id), stream=EVENTS_STREAM)
-    messages = await subscription.fetch(2, timeout=5)
-    assert len(messages) == 2
+    messages = await subscription.fetch(3, timeout=5)
+    assert len(messages) == 3
     for message in messages:
         data = unpack(message.data)
         assert OXFORD_V4.encode() not in data and JANET_V6.encode() not in data

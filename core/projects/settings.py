@@ -145,8 +145,8 @@ class Cookieless(Struct, frozen=True, forbid_unknown_fields=True):
             description=(
                 "`off`: ids as clients send them; `missing`: a browser event (public key) without an "
                 "anonymousId gets the cookieless one; `always`: every browser event's anonymousId is "
-                "replaced by it. Under `missing` and `always` the edge keeps only the client's /24 "
-                "(IPv4) or /48 (IPv6) network, and `anonymisation.ip` may not be `keep`."
+                "replaced by it. Under `missing` and `always` the edge keeps only the /24 (IPv4) or /48 "
+                "(IPv6) network of every address of the project's events."
             )
         ),
     ] = "off"
@@ -184,15 +184,6 @@ class ProjectSettings(Struct, frozen=True, forbid_unknown_fields=True):
         if len(set(app_ids)) != len(app_ids):
             snowplow = msgspec.structs.replace(settings.snowplow, app_ids=tuple(dict.fromkeys(app_ids)))
             settings = msgspec.structs.replace(settings, snowplow=snowplow)
-        if settings.cookieless.mode != "off" and settings.anonymisation.ip == "keep":
-            field = f"{field_prefix}.cookieless.mode" if field_prefix else "cookieless.mode"
-            raise APIError(
-                400,
-                "invalid_field",
-                f"{field} {settings.cookieless.mode!r} never stores a full address: set "
-                "anonymisation.ip to truncate or drop",
-                field,
-            )
         return settings
 
     def merged(self, patch: object, field_prefix: str = "settings") -> ProjectSettings:
