@@ -27,13 +27,8 @@ from headwater.core.wire.envelope import Envelope
 from headwater.core.wire.subjects import events_subject
 from headwater.privacy.cookieless import network_of
 
-from .cookieless import (
-    CookielessIds,
-    CookielessUnavailable,
-    address_reduced,
-    assign_visitor_ids,
-    reduce_addresses,
-)
+from .cookieless import CookielessIds, CookielessUnavailable
+from .cookieless_events import address_reduced, assign_visitor_ids, reduce_addresses
 from .errors import IngestError, MessageTooLarge, SinkUnavailable
 from .metrics import EdgeMetrics
 from .ratelimit import RateLimiter
