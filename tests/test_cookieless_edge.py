@@ -3,6 +3,7 @@ the test moves across UTC days (docs/privacy.md#cookieless-visitors)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -340,3 +341,22 @@ async def test_the_setting_is_validated_and_changes_live(
         return await edges.visitor(project_id, event={"event": "Viewed", "anonymousId": "a-1"})
 
     assert (await eventually(visitor, lambda v: v.startswith("cl_"), timeout=5)).startswith("cl_")
+
+
+async def test_edges_racing_for_a_new_days_salt_agree(
+    edges: Edges, http: httpx.AsyncClient, project_id: str
+) -> None:
+    """Both edges need the day's salt at once: one creates it, the other reads the winner's."""
+    await edges.project(project_id, http, "always")
+    for day in range(3):
+        edges.clock.at(day, 8)
+        answers = await asyncio.gather(edges.send(project_id, edge=0), edges.send(project_id, edge=1))
+        assert [answer.status_code for answer in answers] == [200, 200]
+        last = (await edges.js.stream_info(EVENTS_STREAM)).state.last_seq
+        published = [
+            Envelope.decode(unpack((await edges.js.get_msg(EVENTS_STREAM, seq)).data or b""))
+            for seq in (last - 1, last)
+        ]
+        assert {e.request_id for e in published} == {answer.json()["request_id"] for answer in answers}
+        [visitor] = {e.events[0]["anonymousId"] for e in published}
+        assert visitor.startswith("cl_")
