@@ -31,9 +31,10 @@ import orjson
 from clickhouse_connect.driver.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
+from headwater.core.projects.kvsnapshot import bucket_is_empty, read_snapshot
 from headwater.core.projects.project import database_name, utc_now_iso, validate_project_id
 from headwater.core.projects.tombstones import write_tombstones
 from headwater.core.service.errors import APIError
@@ -74,6 +75,13 @@ async def ensure_jobs_bucket(js: JetStreamContext, replicas: int) -> KeyValue:
 def new_job_id() -> str:
     """16 characters of lowercase base32 (80 random bits)."""
     return base64.b32encode(secrets.token_bytes(10)).decode().lower()
+
+
+async def purge_project_jobs(js: JetStreamContext, project_id: str) -> None:
+    """Remove a purged project's job records."""
+    validate_project_id(project_id)  # no wildcard can reach the subject filter
+    with contextlib.suppress(NotFoundError):  # no job was ever asked for
+        await js.purge_stream(f"KV_{JOBS_BUCKET}", subject=f"$KV.{JOBS_BUCKET}.{project_id}.>")
 
 
 class TooManyJobs(APIError):
@@ -222,7 +230,10 @@ class SubjectJobs:
             user_id_given=request.user_id is not None,
             anonymous_ids_given=len(set(request.anonymous_ids)),
         )
-        self._queue.put_nowait((project_id, job_id))
+        try:
+            self._queue.put_nowait((project_id, job_id))
+        except asyncio.QueueFull:  # filled by requests meanwhile: run at the next start
+            log.warning("data-subject job %s of project %s waits for the next start", job_id, project_id)
         return job_id
 
     async def record_export(self, actor: str, project_id: str, request: DataSubjectRequest) -> None:
@@ -241,16 +252,10 @@ class SubjectJobs:
 
     async def start(self) -> None:
         """Take up the jobs a previous control plane left queued or running, then run new ones."""
-        try:
-            keys = await self._kv.keys()
-        except NoKeysError:
-            keys = []
         unfinished = []
-        for key in keys:
-            project_id, _, job_id = str(key).partition(".")
-            record = await self._load(project_id, job_id)
-            if record is not None and record["state"] in ("queued", "running"):
-                unfinished.append((record["created_at"], project_id, job_id))
+        for record in await self._records():
+            if record["state"] in ("queued", "running"):
+                unfinished.append((record["created_at"], record["project"], record["job_id"]))
         for _, project_id, job_id in sorted(unfinished):
             log.info("data-subject job %s of project %s: taken up again", job_id, project_id)
             with contextlib.suppress(asyncio.QueueFull):  # the rest wait for the next start
@@ -273,6 +278,16 @@ class SubjectJobs:
                 log.exception("data-subject job %s of project %s", job_id, project_id)
 
     # -- the job --------------------------------------------------------------------------------
+
+    async def _records(self) -> list[dict[str, Any]]:
+        """Every job record now (read through a watcher: nats-py's key listing can end early)."""
+        expect_entries = not await bucket_is_empty(self._kv)
+        watcher = await self._kv.watchall(inactive_threshold=10.0)
+        try:
+            entries = await read_snapshot(watcher, expect_entries, 10.0)
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        return [orjson.loads(entry.value) for entry in entries if entry.value]
 
     async def _load(self, project_id: str, job_id: str) -> dict[str, Any] | None:
         try:

@@ -91,6 +91,7 @@ PUBLISH: Mapping[str, list[str]] = {
         *(f"$JS.API.STREAM.CREATE.KV_{bucket}" for bucket in ("HW_TOMBSTONES", "HW_SUBJECT_JOBS")),
         *_read_kv("HW_TOMBSTONES"),
         *_read_kv("HW_SUBJECT_JOBS"),
+        "$JS.API.STREAM.PURGE.KV_HW_SUBJECT_JOBS",  # a project's jobs, when it is purged
     ],
     "sessionizer": [
         *_COMMON,

@@ -39,11 +39,15 @@ from headwater.control.saved_funnels import SavedFunnelService, ensure_funnels_b
 from headwater.control.service import ProjectService
 from headwater.control.settings import ControlSettings
 from headwater.control.store import BucketSettings, ProjectStore, ensure_projects_bucket
-from headwater.control.subjects import JobSettings, SubjectJobs, ensure_jobs_bucket
+from headwater.control.subjects import JobSettings, SubjectJobs, ensure_jobs_bucket, purge_project_jobs
 from headwater.core.projects.configcache import ConfigCache
 from headwater.core.projects.registry import ProjectRegistry
 from headwater.core.projects.settings import Batching, ProjectSettings, Sessions
-from headwater.core.projects.tombstones import TombstoneRegistry, ensure_tombstones_bucket
+from headwater.core.projects.tombstones import (
+    TombstoneRegistry,
+    ensure_tombstones_bucket,
+    purge_project_tombstones,
+)
 from headwater.core.service.httpapp import Readiness
 from headwater.core.service.tasks import cancel_and_wait
 from headwater.core.wire.subjects import EVENTS_STREAM
@@ -174,6 +178,8 @@ class Stack:
 
             async def purge_funnels(project_id: str) -> None:
                 await purge_project_funnels(js, project_id)
+                await purge_project_tombstones(js, project_id)
+                await purge_project_jobs(js, project_id)
 
             funnels_kv = await ensure_funnels_bucket(js, s.streams.replicas)
 

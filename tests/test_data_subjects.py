@@ -299,3 +299,21 @@ async def test_a_job_left_unfinished_is_taken_up_by_the_next_control_plane(
         await restarted.stop()
     assert await rows_of(stack, project_id, "events", [*P_IDS, *Q_IDS]) == 0
     assert len((await read_tombstones(js))[project_id]) == 4  # Q's anonymous id, P's three ids
+
+    # A purged project leaves no tombstone nor job behind (one created again under its id starts
+    # afresh), and the consumers' view forgets them.
+    purged = await http.delete(
+        f"{stack.control_url}/v1/projects/{project_id}",
+        params={"purge": "true", "confirm": project_id},
+        headers=admin_headers(),
+    )
+    assert purged.status_code == 200, purged.text
+    assert project_id not in await read_tombstones(js)
+    registry = stack.tombstones
+    assert registry is not None
+
+    async def followed() -> frozenset[bytes]:
+        return registry.digests(project_id)
+
+    await eventually(followed, lambda digests: not digests)
+    assert (await jobs_kv.status()).values == 0

@@ -71,6 +71,21 @@ async def write_tombstones(
     return written
 
 
+async def purge_project_tombstones(js: JetStreamContext, project_id: str, timeout: float = 10.0) -> int:
+    """Remove a purged project's tombstones (a project created again under its id starts without
+    any), each with a purge marker that the consumers' watchers see; how many there were."""
+    try:
+        kv = await js.key_value(TOMBSTONES_BUCKET)
+    except BucketNotFoundError:
+        return 0
+    view, watcher = await _snapshot(kv, timeout)  # a filtered key listing can end early
+    await watcher.stop()  # type: ignore[no-untyped-call]
+    digests = view.digests.get(project_id, set())
+    for digest in digests:
+        await kv.purge(tombstone_key(project_id, digest))
+    return len(digests)
+
+
 class _View:
     def __init__(self) -> None:
         self.digests: dict[str, set[bytes]] = {}
