@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
@@ -18,7 +18,7 @@ from headwater.core.wire.envelope import EnvelopeError
 from .batching import Batch
 from .deadletter import DeadLetters
 from .metrics import ConsumerMetrics
-from .processing import Decoded, Processed, Processor, Refused, TombstoneDigests, WorkerLost
+from .processing import Decoded, Item, Processed, Processor, Refused, TombstoneDigests, WorkerLost
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,18 @@ SettingsOf = Callable[[str], ProjectSettings]
 LeftoverOf = Callable[[str, float | None], str | None]
 # A project's tombstone digests (empty: none), from the live tombstone registry.
 TombstonesOf = Callable[[str], frozenset[bytes]]
+
+
+async def process_with_tombstones(
+    processor: Processor,
+    items: Sequence[Item],
+    settings: Mapping[str, ProjectSettings],
+    tombstones: TombstoneDigests,
+) -> Processed:
+    """`processor.process`, given the tombstones only when there are some (the common case)."""
+    if tombstones:
+        return await processor.process(items, settings, tombstones)
+    return await processor.process(items, settings)
 
 
 def tombstones_for(projects: Iterable[str], tombstones_of: TombstonesOf) -> TombstoneDigests:
@@ -67,7 +79,8 @@ class Collector:
                 continue
             if len(kept[0]) < len(project_messages):  # some discarded: the block without them
                 try:
-                    again = await self.processor.process(
+                    again = await process_with_tombstones(
+                        self.processor,
                         [(m.subject, m.data) for m in kept[0]],
                         {project_id: self.settings_of(project_id)},
                         tombstones_for([project_id], self.tombstones_of),

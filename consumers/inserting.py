@@ -20,7 +20,7 @@ from headwater.core.service.backoff import Backoff
 from headwater.core.wire.envelope import EnvelopeError
 
 from .batching import ProjectBatch
-from .collecting import SettingsOf, TombstonesOf, tombstones_for
+from .collecting import SettingsOf, TombstonesOf, process_with_tombstones, tombstones_for
 from .deadletter import DeadLetters
 from .insert_errors import InsertFailure, classify
 from .metrics import ConsumerMetrics
@@ -136,7 +136,8 @@ class Inserter:
         settings = {project_id: self.settings_of(project_id)}
         for message in messages:
             try:
-                processed = await self.processor.process(
+                processed = await process_with_tombstones(
+                    self.processor,
                     [(message.subject, message.data)],
                     settings,
                     tombstones_for([project_id], self.tombstones_of),

@@ -30,7 +30,14 @@ from headwater.core.service.tasks import cancel_and_wait, report_end
 from headwater.core.wire.subjects import project_of_subject
 
 from .batching import Batch
-from .collecting import Collector, LeftoverOf, SettingsOf, TombstonesOf, tombstones_for
+from .collecting import (
+    Collector,
+    LeftoverOf,
+    SettingsOf,
+    TombstonesOf,
+    process_with_tombstones,
+    tombstones_for,
+)
 from .deadletter import DeadLetters
 from .inserting import Inserter
 from .intake import Intake
@@ -233,7 +240,7 @@ class EventConsumer:
             settings = {project: self._settings_of(project) for project in projects}
             items = [(m.subject, m.data) for m in messages]
             tombstones = tombstones_for(projects, self._tombstones_of)
-            task = asyncio.create_task(self._processor.process(items, settings, tombstones))
+            task = asyncio.create_task(process_with_tombstones(self._processor, items, settings, tombstones))
             self._in_processing.append((messages, task))
             await self._processing.put((messages, task))
 
