@@ -15,7 +15,16 @@ import httpx
 import orjson
 import pytest
 from hw_sessions import post_batch, send_events, wait_stored
-from hw_testing import ADMIN_TOKEN, StackFactory, admin_headers, create_project, eventually, stored_copies
+from hw_testing import (
+    ADMIN_TOKEN,
+    StackFactory,
+    admin_headers,
+    cli_env,
+    create_project,
+    eventually,
+    run_cli,
+    stored_copies,
+)
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
@@ -317,3 +326,44 @@ async def test_a_job_left_unfinished_is_taken_up_by_the_next_control_plane(
 
     await eventually(followed, lambda digests: not digests)
     assert (await jobs_kv.status()).values == 0
+
+
+async def test_the_subjects_command_deletes_follows_and_exports(
+    pipeline: tuple[Stack, str], http: httpx.AsyncClient, project_id: str
+) -> None:
+    stack, key = pipeline
+    await send_events(http, stack, key, project_id, P_EVENTS + Q_EVENTS)
+    env = {**cli_env(), "HEADWATER_ADMIN_TOKEN": ADMIN_TOKEN}
+    where = ("--control-url", str(stack.control_url), "--project", project_id)
+
+    exported = await run_cli("subjects", "export", *where, "--anonymous-id", Q_ANON, env=env)
+    assert exported.code == 0, exported.stderr
+    rows = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert {row["row"]["message_id"] for row in rows if row["table"] == "events"} == {
+        event["messageId"] for event in Q_EVENTS
+    }
+
+    deleted = await run_cli(
+        "subjects",
+        "delete",
+        *where,
+        "--user-id",
+        P_USER,
+        "--anonymous-id",
+        P_ANON,
+        "--wait",
+        "--json",
+        env=env,
+    )
+    assert deleted.code == 0, deleted.stderr
+    job = deleted.json()
+    assert job["state"] == "done" and job["rows_deleted"]["events"] == len(P_EVENTS)
+    assert f"job {job['job_id']}: done:" in deleted.stderr  # the progress, on stderr
+    shown = await run_cli("subjects", "status", *where, job["job_id"], env=env)
+    assert shown.code == 0 and "done" in shown.stdout and f"events: {len(P_EVENTS)}" in shown.stdout
+    assert await rows_of(stack, project_id, "events", P_IDS) == 0
+
+    nobody = await run_cli("subjects", "delete", *where, env=env)
+    assert nobody.code == 2 and "--user-id" in nobody.stderr
+    unknown = await run_cli("subjects", "status", *where, "a" * 16, env=env)
+    assert unknown.code == 1 and "job_not_found" in unknown.stderr
