@@ -192,7 +192,6 @@ class SubjectJobs:
         self._settings = settings or JobSettings()
         self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue(MAX_QUEUED_JOBS)
         self._task: asyncio.Task[None] | None = None
-        self.failure: BaseException | None = None
 
     # -- API ------------------------------------------------------------------------------------
 

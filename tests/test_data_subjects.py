@@ -278,6 +278,17 @@ async def test_a_job_left_unfinished_is_taken_up_by_the_next_control_plane(
     stack, key = pipeline
     await send_events(http, stack, key, project_id, P_EVENTS + Q_EVENTS)
     assert stack.clickhouse is not None
+    clickhouse = stack.clickhouse
+    # A table added later (an import) with a user id column only: found by its columns.
+    await asyncio.to_thread(
+        clickhouse.command,
+        f"CREATE TABLE hw_{project_id}.imported_orders (order_id String, user_id String) "
+        "ENGINE = MergeTree ORDER BY order_id",
+    )
+    await asyncio.to_thread(
+        clickhouse.command,
+        f"INSERT INTO hw_{project_id}.imported_orders VALUES ('o1', '{P_USER}'), ('o2', '{Q_USER}')",
+    )
     store = ProjectStore(await ensure_projects_bucket(js, BucketSettings()))
     jobs_kv, tombstones_kv = await ensure_jobs_bucket(js, 1), await ensure_tombstones_bucket(js, 1)
 
@@ -307,6 +318,8 @@ async def test_a_job_left_unfinished_is_taken_up_by_the_next_control_plane(
     finally:
         await restarted.stop()
     assert await rows_of(stack, project_id, "events", [*P_IDS, *Q_IDS]) == 0
+    left = await asyncio.to_thread(clickhouse.query, f"SELECT order_id FROM hw_{project_id}.imported_orders")
+    assert left.result_rows == [("o2",)]  # Q was deleted by an anonymous id, which the table lacks
     assert len((await read_tombstones(js))[project_id]) == 4  # Q's anonymous id, P's three ids
 
     # A purged project leaves no tombstone nor job behind (one created again under its id starts
