@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
@@ -18,7 +18,7 @@ from headwater.core.wire.envelope import EnvelopeError
 from .batching import Batch
 from .deadletter import DeadLetters
 from .metrics import ConsumerMetrics
-from .processing import Decoded, Processed, Processor, Refused, WorkerLost
+from .processing import Decoded, Item, Processed, Processor, Refused, TombstoneDigests, WorkerLost
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,26 @@ SettingsOf = Callable[[str], ProjectSettings]
 # Why a message of a project, received at a time (epoch seconds), is a purged project's leftover to
 # discard (consumers/leftovers.py); None: store it.
 LeftoverOf = Callable[[str, float | None], str | None]
+# A project's tombstone digests (empty: none), from the live tombstone registry.
+TombstonesOf = Callable[[str], frozenset[bytes]]
+
+
+async def process_with_tombstones(
+    processor: Processor,
+    items: Sequence[Item],
+    settings: Mapping[str, ProjectSettings],
+    tombstones: TombstoneDigests,
+) -> Processed:
+    """`processor.process`, given the tombstones only when there are some (the common case)."""
+    if tombstones:
+        return await processor.process(items, settings, tombstones)
+    return await processor.process(items, settings)
+
+
+def tombstones_for(projects: Iterable[str], tombstones_of: TombstonesOf) -> TombstoneDigests:
+    """The tombstones of those of `projects` that have some (usually none: an empty mapping)."""
+    found = {project: tombstones_of(project) for project in projects}
+    return {project: digests for project, digests in found.items() if digests}
 
 
 @dataclass(eq=False)
@@ -36,6 +56,7 @@ class Collector:
     leftover_of: LeftoverOf
     dead_letters: DeadLetters
     metrics: ConsumerMetrics
+    tombstones_of: TombstonesOf = lambda _project: frozenset()
     leftovers_discarded: int = 0
 
     async def add(self, batch: Batch, messages: list[Msg], processed: Processed) -> None:
@@ -46,6 +67,8 @@ class Collector:
                 await self.dead_letters.message(message, EnvelopeError(outcome.error))
                 continue
             await self.dead_letters.events(message, outcome)
+            if outcome.suppressed:
+                self.metrics.events_suppressed.labels(outcome.project).inc(outcome.suppressed)
             project_messages, outcomes = of_project.setdefault(outcome.project, ([], []))
             project_messages.append(message)
             outcomes.append(outcome)
@@ -56,8 +79,11 @@ class Collector:
                 continue
             if len(kept[0]) < len(project_messages):  # some discarded: the block without them
                 try:
-                    again = await self.processor.process(
-                        [(m.subject, m.data) for m in kept[0]], {project_id: self.settings_of(project_id)}
+                    again = await process_with_tombstones(
+                        self.processor,
+                        [(m.subject, m.data) for m in kept[0]],
+                        {project_id: self.settings_of(project_id)},
+                        tombstones_for([project_id], self.tombstones_of),
                     )
                 except WorkerLost:
                     for message in kept[0]:

@@ -20,7 +20,7 @@ from headwater.core.service.backoff import Backoff
 from headwater.core.wire.envelope import EnvelopeError
 
 from .batching import ProjectBatch
-from .collecting import SettingsOf
+from .collecting import SettingsOf, TombstonesOf, process_with_tombstones, tombstones_for
 from .deadletter import DeadLetters
 from .insert_errors import InsertFailure, classify
 from .metrics import ConsumerMetrics
@@ -42,6 +42,7 @@ class Inserter:
     stopping: asyncio.Event
     # The messages held behind the batch being written: told in progress while its insert is retried.
     waiting: Callable[[], list[Msg]]
+    tombstones_of: TombstonesOf = lambda _project: frozenset()
     rows_written: int = 0
     retries: int = 0
     retrying_since: float | None = None  # monotonic time since when inserts have been failing
@@ -135,7 +136,12 @@ class Inserter:
         settings = {project_id: self.settings_of(project_id)}
         for message in messages:
             try:
-                processed = await self.processor.process([(message.subject, message.data)], settings)
+                processed = await process_with_tombstones(
+                    self.processor,
+                    [(message.subject, message.data)],
+                    settings,
+                    tombstones_for([project_id], self.tombstones_of),
+                )
             except WorkerLost:
                 await message.nak()
                 continue

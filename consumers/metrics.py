@@ -46,6 +46,12 @@ class ConsumerMetrics:
             ["project"],
             registry=self.registry,
         )
+        self.events_suppressed = Counter(
+            "headwater_consumer_events_suppressed",
+            "Events not stored because a data-subject tombstone names their user or anonymous id.",
+            ["project"],
+            registry=self.registry,
+        )
         self.lost_to_workers = Counter(
             "headwater_consumer_lost_to_workers",
             "Messages given back for redelivery because the worker process handling them died.",

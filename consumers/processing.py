@@ -34,6 +34,7 @@ from clickhouse_connect.driver import options as clickhouse_options
 from headwater.core.projects.settings import ProjectSettings
 from headwater.core.wire.envelope import EnvelopeError
 from headwater.core.wire.subjects import project_of_subject
+from headwater.privacy.tombstones import Tombstones
 
 from .blocks import encode_rows
 from .enrich import Enricher, GeoLookup
@@ -44,9 +45,13 @@ from .wire import BadEvent, event_dead_letters, read_envelope
 log = logging.getLogger(__name__)
 
 RECEIVED_AT = COLUMNS.index("received_at")
+USER_ID, ANONYMOUS_ID = COLUMNS.index("user_id"), COLUMNS.index("anonymous_id")
 
 # (subject, data) of one message: what a worker needs of it.
 Item = tuple[str, bytes]
+# Per project, the digests of its data subjects' tombstones (privacy/tombstones.py); a project
+# with none is absent: its events are not even hashed.
+TombstoneDigests = Mapping[str, frozenset[bytes]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +64,7 @@ class Decoded:
     # Its events that cannot become rows, each as a dead letter of its own (place in the
     # envelope's events, envelope of that event, error), so the valid events beside them are stored.
     dead_letters: tuple[tuple[int, bytes, str], ...] = ()
+    suppressed: int = 0  # its events left out because a tombstone names their person
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +93,19 @@ class _Unencoded:
 ENCODE_ROWS = 4096
 
 
-def process(enricher: Enricher, items: Sequence[Item], settings: Mapping[str, ProjectSettings]) -> Processed:
-    """Never raises for what a message holds: each bad one becomes a `Refused` outcome."""
+def process(
+    enricher: Enricher,
+    items: Sequence[Item],
+    settings: Mapping[str, ProjectSettings],
+    tombstones: TombstoneDigests | None = None,
+) -> Processed:
+    """Never raises for what a message holds: each bad one becomes a `Refused` outcome. Events of
+    a data subject with a tombstone become no row (counted in their outcome's `suppressed`)."""
     outcomes: list[Decoded | Refused] = []
+    matchers: dict[str, Tombstones] = {}
+    for project, digests in (tombstones or {}).items():
+        if digests:
+            matchers[project] = Tombstones(project, digests)
     pending: dict[str, _Unencoded] = {}
     blocks: dict[str, list[bytes]] = {}
     for subject, data in items:
@@ -105,10 +121,14 @@ def process(enricher: Enricher, items: Sequence[Item], settings: Mapping[str, Pr
             continue
         dead = _dead_letters(data, len(envelope.events), unreadable, unbuilt) if unreadable or unbuilt else ()
         received = rows[0][RECEIVED_AT].timestamp() if rows else None
+        suppressed = 0
+        matcher = matchers.get(project)
+        if matcher is not None:
+            rows, suppressed = matcher.without_matches(rows, USER_ID, ANONYMOUS_ID)
         unencoded = pending.setdefault(project, _Unencoded())
         unencoded.parts.append((len(outcomes), rows))
         unencoded.rows += len(rows)
-        outcomes.append(Decoded(project, len(rows), received, dead))
+        outcomes.append(Decoded(project, len(rows), received, dead, suppressed))
         if unencoded.rows >= ENCODE_ROWS:
             blocks.setdefault(project, []).append(_encode(unencoded.parts, outcomes))
             del pending[project]
@@ -150,7 +170,12 @@ def _encode(parts: list[tuple[int, list[Row]]], outcomes: list[Decoded | Refused
 class Processor(Protocol):
     capacity: int  # groups of messages it works on at once
 
-    async def process(self, items: Sequence[Item], settings: Mapping[str, ProjectSettings]) -> Processed:
+    async def process(
+        self,
+        items: Sequence[Item],
+        settings: Mapping[str, ProjectSettings],
+        tombstones: TombstoneDigests | None = None,
+    ) -> Processed:
         """Raises WorkerLost when the work was lost with a worker process."""
         ...
 
@@ -173,8 +198,13 @@ class InlineProcessor:
     def __init__(self, enricher: Enricher) -> None:
         self._enricher = enricher
 
-    async def process(self, items: Sequence[Item], settings: Mapping[str, ProjectSettings]) -> Processed:
-        return process(self._enricher, items, settings)
+    async def process(
+        self,
+        items: Sequence[Item],
+        settings: Mapping[str, ProjectSettings],
+        tombstones: TombstoneDigests | None = None,
+    ) -> Processed:
+        return process(self._enricher, items, settings, tombstones)
 
     async def warm_up(self) -> None:
         pass
@@ -211,9 +241,11 @@ def _exit_with(consumer_pid: int, interval: float = 0.5) -> None:
     os._exit(1)
 
 
-def _process_in_worker(items: Sequence[Item], settings: Mapping[str, ProjectSettings]) -> Processed:
+def _process_in_worker(
+    items: Sequence[Item], settings: Mapping[str, ProjectSettings], tombstones: TombstoneDigests | None
+) -> Processed:
     assert _worker_enricher is not None, "worker started without its initializer"
-    return process(_worker_enricher, items, settings)
+    return process(_worker_enricher, items, settings, tombstones)
 
 
 class WorkerPool:
@@ -233,10 +265,15 @@ class WorkerPool:
             initargs=(self._geoip_database, os.getpid()),
         )
 
-    async def process(self, items: Sequence[Item], settings: Mapping[str, ProjectSettings]) -> Processed:
+    async def process(
+        self,
+        items: Sequence[Item],
+        settings: Mapping[str, ProjectSettings],
+        tombstones: TombstoneDigests | None = None,
+    ) -> Processed:
         pool = self._pool
         try:
-            future: Future[Processed] = pool.submit(_process_in_worker, items, settings)
+            future: Future[Processed] = pool.submit(_process_in_worker, items, settings, tombstones or None)
         except BrokenProcessPool:
             self._replace(pool)
             raise WorkerLost("a worker process died") from None

@@ -41,8 +41,10 @@ from headwater.core.projects.project import database_name
 from headwater.core.projects.settings import ProjectSettings
 from headwater.core.wire.envelope import EnvelopeError
 from headwater.core.wire.subjects import EVENTS_STREAM, EVENTS_SUBJECTS, events_subject, project_of_subject
+from headwater.privacy.tombstones import Tombstones
 
 from .enrich import Enricher
+from .processing import ANONYMOUS_ID, USER_ID, TombstoneDigests
 from .pull import PipelinedPull
 from .rows import COLUMNS, Row, envelope_rows
 from .wire import read_envelope
@@ -203,6 +205,7 @@ class ReplayProgress:
     messages: int = 0
     events: int = 0
     skipped: int = 0  # messages that are not readable envelopes (left for `headwater dlq`)
+    suppressed: int = 0  # events of deleted data subjects (tombstones), not written
     total_messages: int = 0  # in the window when it started
     started: float = field(default_factory=time.monotonic)
     resumed_from: int | None = None
@@ -228,8 +231,11 @@ class Replay:
         checkpoint_path: Path | None = None,
         batch_rows: int = DEFAULT_BATCH_ROWS,
         on_progress: ProgressCallback | None = None,
+        tombstones: TombstoneDigests | None = None,
     ) -> None:
         window.check()
+        # Data subjects deleted since the events were received: their events are not written again.
+        self._tombstones = {p: Tombstones(p, digests) for p, digests in (tombstones or {}).items() if digests}
         self._nats = nats
         self._js = nats.jetstream()
         self._window = window
@@ -348,6 +354,10 @@ class Replay:
         except (EnvelopeError, ValueError):
             self.progress.skipped += 1
             return 0
+        tombstones = self._tombstones.get(envelope.project)
+        if tombstones is not None:
+            rows, suppressed = tombstones.without_matches(rows, USER_ID, ANONYMOUS_ID)
+            self.progress.suppressed += suppressed
         self.progress.events += len(rows)
         if self._sink is not None:
             pending.setdefault(envelope.project, []).extend(rows)

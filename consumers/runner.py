@@ -30,7 +30,14 @@ from headwater.core.service.tasks import cancel_and_wait, report_end
 from headwater.core.wire.subjects import project_of_subject
 
 from .batching import Batch
-from .collecting import Collector, LeftoverOf, SettingsOf
+from .collecting import (
+    Collector,
+    LeftoverOf,
+    SettingsOf,
+    TombstonesOf,
+    process_with_tombstones,
+    tombstones_for,
+)
 from .deadletter import DeadLetters
 from .inserting import Inserter
 from .intake import Intake
@@ -58,8 +65,10 @@ class EventConsumer:
         settings_of: SettingsOf | None = None,
         metrics: ConsumerMetrics | None = None,
         leftover_of: LeftoverOf | None = None,
+        tombstones_of: TombstonesOf | None = None,
     ) -> None:
         self._js = nats.jetstream()
+        self._tombstones_of: TombstonesOf = tombstones_of or (lambda _project: frozenset())
         self._settings = settings
         self._processor = processor
         self._settings_of = settings_of or (lambda _project: ProjectSettings())
@@ -78,6 +87,7 @@ class EventConsumer:
             leftover_of or (lambda _project, _received_at: None),
             self._dead_letters,
             self.metrics,
+            self._tombstones_of,
         )
         self._inserter = Inserter(
             writer,
@@ -88,6 +98,7 @@ class EventConsumer:
             self.metrics,
             self._stopping,
             self._waiting,
+            self._tombstones_of,
         )
         self._task: asyncio.Task[None] | None = None
         self._lag_task: asyncio.Task[None] | None = None
@@ -228,7 +239,8 @@ class EventConsumer:
             projects = {project_of_subject(m.subject) for m in messages}
             settings = {project: self._settings_of(project) for project in projects}
             items = [(m.subject, m.data) for m in messages]
-            task = asyncio.create_task(self._processor.process(items, settings))
+            tombstones = tombstones_for(projects, self._tombstones_of)
+            task = asyncio.create_task(process_with_tombstones(self._processor, items, settings, tombstones))
             self._in_processing.append((messages, task))
             await self._processing.put((messages, task))
 

@@ -37,6 +37,9 @@ from .schemas import FunnelRequest, FunnelTrendRequest, PathsRequest, PurgeConfi
 from .service import ProjectService
 from .settings import ControlSettings
 from .store import ProjectStore
+from .subjects import SubjectJobs
+from .subjects_export import export_lines, resolve_person
+from .subjects_schemas import DataSubjectRequest
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
@@ -75,6 +78,12 @@ class FunnelIdConverter(BaseConverter):
     regex = "[a-z2-7]{12}"
 
 
+class JobIdConverter(BaseConverter):
+    """A data-subject job's id (subjects.new_job_id)."""
+
+    regex = "[a-z2-7]{16}"
+
+
 def create_app(
     settings: ControlSettings,
     store: ProjectStore,
@@ -82,9 +91,11 @@ def create_app(
     queries: ReadOnlyQueries,
     readiness: ReadinessCheck,
     funnels: SavedFunnelService | None = None,
+    subjects: SubjectJobs | None = None,
 ) -> Quart:
     app = new_app(__name__)
     app.url_map.converters["funnel_id"] = FunnelIdConverter
+    app.url_map.converters["job_id"] = JobIdConverter
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     install_error_handlers(app)
 
@@ -258,6 +269,29 @@ def create_app(
                 run_patterns, queries, project_id, asked, rules, patterns_limits, patterns_slots
             )
         )
+
+    def data_subjects() -> SubjectJobs:
+        if subjects is None:
+            raise APIError(503, "data_subjects_unavailable", "data-subject jobs are not configured")
+        return subjects
+
+    @api.post("/projects/<project_id>/data-subjects/delete")
+    async def delete_data_subject(project_id: str) -> Response:
+        job_id = await data_subjects().submit(project_id, await read_json_object(), g.actor)
+        return json_response({"job_id": job_id}, 202)
+
+    @api.get("/projects/<project_id>/data-subjects/jobs/<job_id:job_id>")
+    async def data_subject_job(project_id: str, job_id: str) -> Response:
+        return json_response(await data_subjects().get(project_id, job_id))
+
+    @api.post("/projects/<project_id>/data-subjects/export")
+    async def export_data_subject(project_id: str) -> Response:
+        jobs = data_subjects()
+        await store.get(validate_project_id(project_id))  # 404 for an unknown project
+        asked = convert_body(await read_json_object(), DataSubjectRequest)
+        person = await asyncio.to_thread(resolve_person, queries, project_id, asked)
+        await jobs.record_export(g.actor, project_id, asked)
+        return Response(export_lines(queries, project_id, person), 200, mimetype="application/x-ndjson")
 
     app.register_blueprint(api)
     return app

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from . import patterns_schemas, schemas
+from . import patterns_schemas, schemas, subjects_schemas
 from .idempotency import MAX_KEY_LENGTH
 from .patterns_schemas import PatternsAnswer, PatternsRequest
 from .schemas import (
@@ -50,6 +50,7 @@ from .schemas import (
     SavedFunnelRun,
     SavedFunnelTrendRun,
 )
+from .subjects_schemas import DataSubjectJob, DataSubjectJobCreated, DataSubjectRequest, JobId
 
 Schema = dict[str, Any]
 # A struct, one of several structs, a schema as it is, or None (no body: 204).
@@ -73,29 +74,31 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
     ),
     401: ("missing_admin_token",),
     403: ("invalid_admin_token", "query_not_allowed"),
-    404: ("project_not_found", "not_found", "funnel_not_found"),
+    404: ("project_not_found", "not_found", "funnel_not_found", "job_not_found"),
     409: ("project_exists", "update_conflict", "app_id_taken", "funnel_limit_reached"),
     412: ("revision_mismatch",),
     413: ("payload_too_large",),
-    422: ("idempotency_key_reused", "query_too_expensive"),
-    429: ("too_many_auth_failures", "too_many_queries"),
-    503: ("clickhouse_unavailable", "saved_funnels_unavailable"),
+    422: ("idempotency_key_reused", "query_too_expensive", "too_many_linked_ids"),
+    429: ("too_many_auth_failures", "too_many_queries", "too_many_jobs"),
+    503: ("clickhouse_unavailable", "saved_funnels_unavailable", "data_subjects_unavailable"),
 }
 ERROR_DESCRIPTIONS = {
     400: "The request is invalid; `field` names the part at fault when there is one.",
     401: "No admin token: send `Authorization: Bearer <token>`.",
     403: "The admin token is not valid (`invalid_admin_token`), or the query reaches outside the "
     "project or is not a SELECT (`query_not_allowed`; the message names what was refused).",
-    404: "No such project (`project_not_found`), no such saved funnel (`funnel_not_found`), or no such "
-    "route (`not_found`).",
+    404: "No such project (`project_not_found`), no such saved funnel (`funnel_not_found`), no such "
+    "data-subject job (`job_not_found`), or no such route (`not_found`).",
     409: "Conflict with the project's current state (`funnel_limit_reached`: it has 100 saved funnels).",
     412: "The project or saved funnel changed since the revision given in `If-Match`.",
     413: "The request body is larger than the configured limit.",
     422: "The Idempotency-Key was used with a different request body (`idempotency_key_reused`), or "
-    "the query exceeded its memory, time or result-row limit (`query_too_expensive`).",
+    "the query exceeded its memory, time or result-row limit (`query_too_expensive`), or a user id to "
+    "export appears with more than 1,000 anonymous ids (`too_many_linked_ids`).",
     429: "Too many wrong admin tokens from this address (`too_many_auth_failures`), or as many queries "
-    "as the control plane allows are running (`too_many_queries`); retry after `Retry-After` seconds.",
-    503: "ClickHouse cannot be reached.",
+    "as the control plane allows are running (`too_many_queries`), or 1,000 data-subject jobs are "
+    "waiting (`too_many_jobs`); retry after `Retry-After` seconds.",
+    503: "ClickHouse cannot be reached, or a part of the control plane is not configured.",
 }
 
 
@@ -124,6 +127,7 @@ class Answer:
     headers: Mapping[str, Schema] = field(default_factory=dict)
     links: bool = False  # to the operations on the project it names (create's answer)
     funnel_links: bool = False  # to the operations on the saved funnel it is (create's answer)
+    media_type: str = JSON
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,6 +395,7 @@ def routes() -> tuple[Route, ...]:
             "limits of `/query`.",
         ),
         *_saved_funnel_routes(),
+        *_data_subject_routes(),
     )
 
 
@@ -499,6 +504,56 @@ def _saved_funnel_routes() -> tuple[Route, ...]:
     )
 
 
+def _data_subject_routes() -> tuple[Route, ...]:
+    """docs/privacy.md, "Data subjects: deletion and export"."""
+    base = "/v1/projects/{project_id}/data-subjects"
+    the_person = (
+        "The person is the user id and the anonymous ids named, and every anonymous id that appears "
+        "on an event with that user id. "
+    )
+    return (
+        Route(
+            "post",
+            f"{base}/delete",
+            "deleteDataSubject",
+            "Delete a person's data, now and from every later replay",
+            {202: Answer("The deletion job, queued.", DataSubjectJobCreated)},
+            (400, 401, 403, 404, 413, 429, 503),
+            DataSubjectRequest,
+            description=the_person + "A job (follow it at `jobs/{job_id}`) records a tombstone per id, "
+            "which the consumers and `headwater replay` honour, then deletes the person's rows from every "
+            "table of the project and verifies that none is left (about the project's batching span plus "
+            "15 s per pass, two passes at least). Audit-logged with a digest of the ids.",
+        ),
+        Route(
+            "get",
+            f"{base}/jobs/{{job_id}}",
+            "getDataSubjectJob",
+            "A deletion job's state and counts",
+            {200: Answer("The job.", DataSubjectJob)},
+            (400, 401, 403, 404, 429),
+        ),
+        Route(
+            "post",
+            f"{base}/export",
+            "exportDataSubject",
+            "Every event and session of a person, as JSON lines",
+            {
+                200: Answer(
+                    'One JSON object a line: `{"table": "events"|"sessions", "row": {...}}`; a table '
+                    f'past {100_000:,} rows ends with `{{"table": ..., "truncated": true}}`.',
+                    {"type": "string"},
+                    media_type="application/x-ndjson",
+                )
+            },
+            (400, 401, 403, 404, 413, 422, 429, 503),
+            DataSubjectRequest,
+            description=the_person + "Streamed; read with the limits of `/query`. Audit-logged with a "
+            "digest of the ids.",
+        ),
+    )
+
+
 def openapi_document() -> dict[str, Any]:
     table = routes()
     structs = _structs(table)
@@ -511,6 +566,10 @@ def openapi_document() -> dict[str, Any]:
             item["parameters"] = [
                 {"name": "project_id", "in": "path", "required": True, "schema": _ref("ProjectId")}
             ]
+        if "{job_id}" in route.path:
+            item["parameters"].append(
+                {"name": "job_id", "in": "path", "required": True, "schema": msgspec.json.schema(JobId)}
+            )
         if "{funnel_id}" in route.path:
             item["parameters"].append(
                 {"name": "funnel_id", "in": "path", "required": True, "schema": msgspec.json.schema(FunnelId)}
@@ -561,7 +620,7 @@ def _finished(components: dict[str, Schema]) -> dict[str, Schema]:
     `required` lists."""
     extras = {
         name: vars(struct)["json_schema_extra"]
-        for module in (schemas, patterns_schemas)
+        for module in (schemas, patterns_schemas, subjects_schemas)
         for name, struct in vars(module).items()
         if isinstance(struct, type)
         and issubclass(struct, msgspec.Struct)
@@ -593,7 +652,7 @@ def _operation(route: Route, schema_of: Mapping[type, Schema]) -> dict[str, Any]
         if answer.headers:
             response["headers"] = dict(answer.headers)
         if answer.body is not None:
-            response["content"] = _json(_body_schema(answer.body, schema_of))
+            response["content"] = {answer.media_type: {"schema": _body_schema(answer.body, schema_of)}}
         if answer.links:
             response["links"] = _project_links("$response.body#/project/id")
         if answer.funnel_links:

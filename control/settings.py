@@ -41,6 +41,10 @@ class ControlSettings:
     auth_failures_burst: int = 20
     # Keys the idempotency records (control/idempotency.py); default: derived from the admin tokens.
     idempotency_secret: str | None = field(default=None, repr=False)
+    # Data-subject deletion jobs (control/subjects.py): waited after each deletion pass beyond the
+    # project's batching span, and how many passes may find rows before the job is failed.
+    subjects_settle_margin_seconds: float = 15.0
+    subjects_max_passes: int = 5
 
     def __post_init__(self) -> None:
         if not self.admin_tokens:
@@ -51,5 +55,7 @@ class ControlSettings:
             raise ValueError("the patterns limits must be at least 1")
         if not self.patterns_max_seconds > 0:
             raise ValueError("the patterns time limit must be positive")
+        if not self.subjects_settle_margin_seconds >= 0 or self.subjects_max_passes < 2:
+            raise ValueError("the deletion jobs need a margin >= 0 and at least 2 passes")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("a TLS certificate needs its key, and a key its certificate")

@@ -19,6 +19,7 @@ from .serve import serve
 from .sessions import sessions
 from .spool import spool
 from .streams import streams
+from .subjects import subjects
 from .up import up
 
 
@@ -52,3 +53,4 @@ main.add_command(dlq)
 main.add_command(replay)
 main.add_command(streams)
 main.add_command(sessions)
+main.add_command(subjects)

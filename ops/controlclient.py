@@ -14,7 +14,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import click
 
@@ -174,6 +174,28 @@ class ControlClient:
                 f"the control API at {self.base_url} sent invalid JSON: {exc}"
             ) from None
 
+    def stream(self, path: str, body: Mapping[str, Any], sink: BinaryIO) -> int:
+        """POST `body`, copying an answer of JSON lines to `sink` as it arrives; the bytes copied."""
+        request = urllib.request.Request(  # noqa: S310 - the operator's own control API
+            self.base_url + path,
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        copied = 0
+        try:
+            with _OPENER.open(request, timeout=self._timeout) as response:
+                while chunk := response.read(65536):
+                    sink.write(chunk)
+                    copied += len(chunk)
+        except urllib.error.HTTPError as exc:
+            raise _error_from_http(exc) from None
+        except urllib.error.URLError as exc:
+            raise self._unreachable(exc.reason) from None
+        except OSError as exc:  # timed out, or cut off mid-answer
+            raise self._unreachable(exc) from None
+        return copied
+
     def _unreachable(self, reason: object) -> ControlUnreachable:
         return ControlUnreachable(
             f"cannot reach the control API at {self.base_url}: {reason}\n"
@@ -215,6 +237,21 @@ class ControlClient:
             "POST", f"/v1/projects/{_segment(project_id)}/patterns/query", body
         ).body
         return answer
+
+    def delete_data_subject(self, project_id: str, body: Mapping[str, Any]) -> str:
+        """Start a deletion job (docs/privacy.md, "Data subjects"); its id."""
+        path = f"/v1/projects/{_segment(project_id)}/data-subjects/delete"
+        job_id: str = self.request("POST", path, body).body["job_id"]
+        return job_id
+
+    def data_subject_job(self, project_id: str, job_id: str) -> dict[str, Any]:
+        path = f"/v1/projects/{_segment(project_id)}/data-subjects/jobs/{_segment(job_id)}"
+        job: dict[str, Any] = self.request("GET", path).body
+        return job
+
+    def export_data_subject(self, project_id: str, body: Mapping[str, Any], sink: BinaryIO) -> int:
+        """A person's events and sessions as JSON lines, copied to `sink`; the bytes copied."""
+        return self.stream(f"/v1/projects/{_segment(project_id)}/data-subjects/export", body, sink)
 
     def list_saved_funnels(self, project_id: str) -> list[dict[str, Any]]:
         """The project's saved funnels, by name then id."""

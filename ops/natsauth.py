@@ -69,6 +69,9 @@ PUBLISH: Mapping[str, list[str]] = {
         "$JS.API.CONSUMER.INFO.HW_EVENTS.>",
         "$JS.API.CONSUMER.MSG.NEXT.HW_EVENTS.>",
         "$JS.ACK.HW_EVENTS.>",
+        # data-subject tombstones (core/projects/tombstones.py): followed, created if missing
+        "$JS.API.STREAM.CREATE.KV_HW_TOMBSTONES",
+        *_read_kv("HW_TOMBSTONES"),
     ],
     "control": [
         *_COMMON,
@@ -83,6 +86,12 @@ PUBLISH: Mapping[str, list[str]] = {
         "$JS.API.STREAM.CREATE.KV_HW_FUNNELS",
         *_read_kv("HW_FUNNELS"),
         "$JS.API.STREAM.PURGE.KV_HW_FUNNELS",  # a project's saved funnels, when it is purged
+        # data-subject deletion jobs and their tombstones (control/subjects.py)
+        *(f"$KV.{bucket}.>" for bucket in ("HW_TOMBSTONES", "HW_SUBJECT_JOBS")),
+        *(f"$JS.API.STREAM.CREATE.KV_{bucket}" for bucket in ("HW_TOMBSTONES", "HW_SUBJECT_JOBS")),
+        *_read_kv("HW_TOMBSTONES"),
+        *_read_kv("HW_SUBJECT_JOBS"),
+        "$JS.API.STREAM.PURGE.KV_HW_SUBJECT_JOBS",  # a project's jobs, when it is purged
     ],
     "sessionizer": [
         *_COMMON,

@@ -29,6 +29,7 @@ from headwater.consumers.replay import (
 from headwater.control.clickhouse import connect, is_embedded, redact_url
 from headwater.control.store import PROJECTS_BUCKET, ProjectStore
 from headwater.core.projects.settings import ProjectSettings
+from headwater.core.projects.tombstones import read_tombstones
 
 from .natsauth import NatsAuth
 from .natsconn import connect_for_command
@@ -89,7 +90,7 @@ async def _project_settings(nats: NatsClient, window: ReplayWindow) -> dict[str,
     return found
 
 
-async def _replay(
+async def run_replay(
     nats_url: str,
     window: ReplayWindow,
     sink: ReplaySink | None,
@@ -106,12 +107,15 @@ async def _replay(
                 err=True,
             )
         defaults = ProjectSettings()
+        # Deleted data subjects (docs/privacy.md): their events in the stream are not written again.
+        tombstones = await read_tombstones(nats.jetstream())
         replay = Replay(
             nats,
             window,
             sink,
             settings_of=lambda p: settings.get(p, defaults),
             checkpoint_path=checkpoint,
+            tombstones=tombstones,
             **options,
         )
         return await replay.run()
@@ -231,7 +235,7 @@ def replay(
     started = time.monotonic()
     try:
         progress = asyncio.run(
-            _replay(
+            run_replay(
                 target_nats.url,
                 window,
                 sink,
@@ -254,5 +258,6 @@ def replay(
     click.echo(
         f"{where}: {progress.messages:,} messages, {progress.events:,} events"
         f"{f', {progress.skipped:,} unreadable messages skipped' if progress.skipped else ''}"
+        f"{f', {progress.suppressed:,} events of deleted people left out' if progress.suppressed else ''}"
         f" in {seconds:.1f} s{resumed}"
     )

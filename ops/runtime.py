@@ -39,9 +39,15 @@ from headwater.control.saved_funnels import SavedFunnelService, ensure_funnels_b
 from headwater.control.service import ProjectService
 from headwater.control.settings import ControlSettings
 from headwater.control.store import BucketSettings, ProjectStore, ensure_projects_bucket
+from headwater.control.subjects import JobSettings, SubjectJobs, ensure_jobs_bucket, purge_project_jobs
 from headwater.core.projects.configcache import ConfigCache
 from headwater.core.projects.registry import ProjectRegistry
 from headwater.core.projects.settings import Batching, ProjectSettings, Sessions
+from headwater.core.projects.tombstones import (
+    TombstoneRegistry,
+    ensure_tombstones_bucket,
+    purge_project_tombstones,
+)
 from headwater.core.service.httpapp import Readiness
 from headwater.core.service.tasks import cancel_and_wait
 from headwater.core.wire.subjects import EVENTS_STREAM
@@ -109,6 +115,8 @@ class Stack:
         self.service: ProjectService | None = None
         self.queries: ReadOnlyQueries | None = None
         self.consumer: EventConsumer | None = None
+        self.tombstones: TombstoneRegistry | None = None  # the consumer's live view
+        self.subjects: SubjectJobs | None = None  # the control plane's deletion jobs
         self.processor: Processor | None = None
         self.sessionizer: Sessionizer | None = None
         self.sessionizer_url: str | None = None
@@ -171,6 +179,8 @@ class Stack:
 
             async def purge_funnels(project_id: str) -> None:
                 await purge_project_funnels(js, project_id)
+                await purge_project_tombstones(js, project_id)
+                await purge_project_jobs(js, project_id)
 
             funnels_kv = await ensure_funnels_bucket(js, s.streams.replicas)
 
@@ -195,9 +205,19 @@ class Stack:
                 use_roles=s.control.query_clickhouse_url is not None,
             )
             funnels = SavedFunnelService(funnels_kv, self.store, AuditLog(js), self.queries)
-            control_app = create_control_app(
-                s.control, self.store, self.service, self.queries, self._nats_readiness, funnels
+            self.subjects = SubjectJobs(
+                await ensure_jobs_bucket(js, s.streams.replicas),
+                await ensure_tombstones_bucket(js, s.streams.replicas),
+                self.clickhouse,
+                self.store,
+                AuditLog(js),
+                JobSettings(s.control.subjects_settle_margin_seconds, s.control.subjects_max_passes),
             )
+            await self.subjects.start()  # takes up the jobs a previous run left unfinished
+            control_app = create_control_app(
+                s.control, self.store, self.service, self.queries, self._nats_readiness, funnels,
+                self.subjects,
+            )  # fmt: skip
             # Quart's own deadline for reading a body (uvicorn's protocol bounds it too; hypercorn not).
             control_app.config["BODY_TIMEOUT"] = s.http.body_timeout_seconds
             tls = _tls_files(s.control.tls_cert, s.control.tls_key)
@@ -208,11 +228,15 @@ class Stack:
         if s.consumer is not None:
             assert self.clickhouse is not None, "the consumer needs a ClickHouse URL"
             writer = ClickHouseWriter(self.clickhouse)
+            # Before the first message: a deleted data subject's events are never stored again.
+            self.tombstones = TombstoneRegistry(await ensure_tombstones_bucket(js, s.streams.replicas))
+            await self.tombstones.start()
+            self.connection_events.subscribe(self.tombstones)
             self.processor = start_processor(s.consumer)
             await self.processor.warm_up()
             self.consumer = EventConsumer(
                 self.nats, writer, s.consumer, self.processor, self._project_settings,
-                leftover_of=self._leftover,
+                leftover_of=self._leftover, tombstones_of=self.tombstones.digests,
             )  # fmt: skip
             self.connection_events.subscribe(self.consumer)
             await self.consumer.start()
@@ -371,6 +395,8 @@ class Stack:
             return f"spool drainer failed: {self.drainer.failure!r}"
         if self.consumer is not None and self.consumer.failure is not None:
             return f"consumer failed: {self.consumer.failure!r}"
+        if self.tombstones is not None and self.tombstones.failure is not None:
+            return f"tombstone watcher failed: {self.tombstones.failure!r}"
         if self.sessionizer is not None and self.sessionizer.broken is not None:
             return f"sessionizer failed: {self.sessionizer.broken}"
         return None
@@ -393,12 +419,16 @@ class Stack:
             await _logged("circuit breaker", self.breaker.stop())
         if self.spool is not None:
             await _logged("spool", self.spool.close())
+        if self.subjects is not None:  # a job stopped half-way is taken up again at the next start
+            await _logged("data-subject jobs", self.subjects.stop())
         if self.sessionizer is not None:  # before NATS closes: its cycle moves a KV watermark
             await _logged("sessionizer", self.sessionizer.stop())
         if self.consumer is not None:
             await _logged("consumer", self.consumer.stop())
         if self.processor is not None:
             await _logged("consumer workers", self.processor.close())
+        if self.tombstones is not None:
+            await _logged("tombstone registry", self.tombstones.stop())
         if self.registry is not None:
             await _logged("project registry", self.registry.stop())
         if self.nats is not None and not self.nats.is_closed:

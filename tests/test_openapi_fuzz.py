@@ -294,6 +294,17 @@ async def seed_funnel(stack: Stack, http: httpx.AsyncClient) -> str:
     return str(created.json()["id"])
 
 
+async def seed_job(stack: Stack, http: httpx.AsyncClient) -> str:
+    """The id of a data-subject deletion job of `SEEDED_PROJECT`."""
+    created = await http.post(
+        f"{stack.control_url}/v1/projects/{SEEDED_PROJECT}/data-subjects/delete",
+        json={"anonymous_ids": ["someone"]},
+        headers=admin_headers(),
+    )
+    assert created.status_code == 202, created.text
+    return str(created.json()["job_id"])
+
+
 @pytest.fixture
 async def control(make_stack, http: httpx.AsyncClient, clickhouse_url: str) -> Stack:  # type: ignore[no-untyped-def]
     """A control plane with no project."""
@@ -336,6 +347,8 @@ async def test_operation_conforms_to_the_document(
     pinned = {"path_parameters": {"project_id": SEEDED_PROJECT}} if "{project_id}" in label else {}
     if "{funnel_id}" in label:  # a saved funnel of the seeded project, so that some cases find it
         pinned["path_parameters"]["funnel_id"] = await seed_funnel(control, http)
+    if "{job_id}" in label:  # a deletion job of the seeded project, likewise
+        pinned["path_parameters"]["job_id"] = await seed_job(control, http)
     try:
         # First, while the seeded project is as created (later cases may store `*` as an origin,
         # after which `allow_any_origin: false` is refused).
