@@ -25,6 +25,7 @@ from tenacity import AsyncRetrying, before_sleep_log, wait_exponential, wait_ran
 
 from headwater.consumers.app import create_app as create_consumer_app
 from headwater.consumers.leftovers import leftover
+from headwater.consumers.preview import EventPreviewer
 from headwater.consumers.processing import Processor, start_processor
 from headwater.consumers.runner import EventConsumer
 from headwater.consumers.settings import ConsumerSettings
@@ -195,7 +196,13 @@ class Stack:
             )
             funnels = SavedFunnelService(funnels_kv, self.store, AuditLog(js), self.queries)
             control_app = create_control_app(
-                s.control, self.store, self.service, self.queries, self._nats_readiness, funnels
+                s.control,
+                self.store,
+                self.service,
+                self.queries,
+                self._nats_readiness,
+                funnels,
+                previewer=EventPreviewer(),
             )
             # Quart's own deadline for reading a body (uvicorn's protocol bounds it too; hypercorn not).
             control_app.config["BODY_TIMEOUT"] = s.http.body_timeout_seconds
@@ -207,7 +214,7 @@ class Stack:
         if s.consumer is not None:
             assert self.clickhouse is not None, "the consumer needs a ClickHouse URL"
             writer = ClickHouseWriter(self.clickhouse)
-            self.processor = start_processor(s.consumer)
+            self.processor = start_processor(s.consumer, self._hash_key)
             await self.processor.warm_up()
             self.consumer = EventConsumer(
                 self.nats, writer, s.consumer, self.processor, self._project_settings,
@@ -415,6 +422,12 @@ class Stack:
         if project is not None:
             return project.settings
         return ProjectSettings(batching=Batching(self.settings.consumer.flush_interval_seconds))
+
+    def _hash_key(self, project_id: str) -> bytes | None:
+        """A project's key for the `hash` action of its anonymisation rules."""
+        assert self.registry is not None
+        project = self.registry.get(project_id)
+        return project.anonymisation_key if project is not None else None
 
     def _leftover(self, project_id: str, received_at: float | None) -> str | None:
         assert self.registry is not None
