@@ -60,16 +60,24 @@ class EventPreviewer:
         self._enricher = Enricher(None)
 
     def __call__(
-        self, project_id: str, event: dict[str, Any], settings: ProjectSettings, hash_key: bytes | None
+        self,
+        project_id: str,
+        event: dict[str, Any],
+        settings: ProjectSettings,
+        hash_key: bytes | None,
+        client: tuple[str | None, str | None] = (None, None),
     ) -> dict[str, Any]:
         """`{"stored": {column: value}, "changes": [{"rule", "path", "action"}]}` for `event` (a
-        Segment event as a client sends it; `type` defaults to track), sent with a secret key."""
+        Segment event as a client sends it; `type` defaults to track), sent with a secret key from
+        `client` (address, user agent)."""
         envelope = Envelope(
             project=project_id,
             request_id="preview",
             received_at=utc_now_iso(),
             events=[{"type": "track", **event}],
             key_kind="secret",
+            ip=client[0],
+            user_agent=client[1],
         )
         read, unreadable = read_envelope(envelope.encode())
         if unreadable:

@@ -25,10 +25,15 @@ from .store import ProjectStore
 
 class EventPreviewer(Protocol):
     def __call__(
-        self, project_id: str, event: dict[str, Any], settings: ProjectSettings, hash_key: bytes | None
+        self,
+        project_id: str,
+        event: dict[str, Any],
+        settings: ProjectSettings,
+        hash_key: bytes | None,
+        client: tuple[str | None, str | None] = (None, None),
     ) -> dict[str, Any]:
-        """`{"stored": {column: value}, "changes": [...]}`; ValueError for an event that cannot be
-        stored."""
+        """`{"stored": {column: value}, "changes": [...]}` for `event` sent from `client` (address,
+        user agent); ValueError for an event that cannot be stored."""
         ...
 
 
@@ -49,11 +54,22 @@ class PreviewRequest(Struct, frozen=True, forbid_unknown_fields=True):
             tuple[Rule, ...],
             Meta(
                 max_length=MAX_RULES,
-                description="Rules to try instead of the project's saved ones (not saved); absent: the saved ones.",
+                description="Rules to try instead of the saved ones (not saved); absent: the saved ones.",
             ),
         ]
         | None
     ) = None
+    ip: (
+        Annotated[
+            str,
+            Meta(
+                max_length=100,
+                description="The client address the edge would record (the `ip` setting applies to it).",
+            ),
+        ]
+        | None
+    ) = None
+    user_agent: Annotated[str, Meta(max_length=2000, description="The request's User-Agent.")] | None = None
 
 
 class PreviewChange(Struct, frozen=True):
@@ -95,7 +111,7 @@ async def preview(
     if hash_key is None and any(rule.action == "hash" for rule in settings.anonymisation.rules):
         _, hash_key = await service.anonymisation_key(project_id)  # a project older than its key
     try:
-        return previewer(project_id, request.event, settings, hash_key)
+        return previewer(project_id, request.event, settings, hash_key, (request.ip, request.user_agent))
     except (ValueError, TypeError) as exc:
         raise APIError(400, "invalid_event", f"event cannot be stored: {exc}", "event") from None
 

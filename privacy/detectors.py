@@ -101,7 +101,7 @@ def _has_digits(count: int) -> Callable[[str], bool]:
 DETECTORS: dict[str, _Detector] = {
     "email": _Detector(_EMAIL, lambda _c: True, lambda t: "@" in t, "[email]"),
     "card": _Detector(_CARD, _card_check, _has_digits(13), "[card]"),
-    "iban": _Detector(_IBAN, iban_valid, _has_digits(4), "[iban]"),
+    "iban": _Detector(_IBAN, iban_valid, _has_digits(2), "[iban]"),
     "ip": _Detector(_IPV4, _is_ip, lambda t: "." in t, "[ip]"),
     "ipv6": _Detector(_IPV6, _is_ip, lambda t: t.count(":") >= 2, "[ip]"),
     "phone": _Detector(_PHONE, _phone_check, _has_digits(7), "[phone]"),

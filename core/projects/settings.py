@@ -159,7 +159,9 @@ class ProjectSettings(Struct, frozen=True, forbid_unknown_fields=True):
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = msgspec.to_builtins(self)
         data["anonymisation"]["redact_properties"] = list(self.anonymisation.redact_properties)
-        data["anonymisation"]["rules"] = list(data["anonymisation"]["rules"])
+        data["anonymisation"]["rules"] = [
+            msgspec.json.decode(msgspec.json.encode(r)) for r in self.anonymisation.rules
+        ]
         data["snowplow"]["app_ids"] = list(self.snowplow.app_ids)
         return data
 
