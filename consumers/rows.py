@@ -13,7 +13,6 @@ from headwater.core.projects.settings import ProjectSettings
 from headwater.core.wire.envelope import NULL
 from headwater.core.wire.timestamps import utc_timestamp
 from headwater.privacy.anonymise import Change, CompiledRules, compile_rules
-from headwater.privacy.rules import ID_FIELDS
 
 from .enrich import (
     ENRICHMENT_COLUMN_TYPES,
@@ -101,14 +100,13 @@ def _context_json(raw: msgspec.Raw, context: WireContext, stored_ip: str) -> str
 def _anonymised_event(event: WireEvent, rules: CompiledRules, changes: list[Change] | None) -> WireEvent:
     """`event` with the project's anonymisation rules applied to its ids, properties and traits."""
     updates: dict[str, object] = {}
-    for field in ID_FIELDS:
-        if rules.touches(field):
-            value = getattr(event, field)
-            new = rules.apply_value(field, value, changes)
-            if new is not value:
-                updates[field] = new
-    for field in ("properties", "traits"):
-        if rules.touches(field):
+    for field in rules.id_fields:
+        value = getattr(event, field)
+        new = rules.apply_value(field, value, changes)
+        if new is not value:
+            updates[field] = new
+    for field in rules.object_fields:
+        if field != "context":  # (applied with the batch's context, rows below)
             raw = rules.apply_json(field, bytes(getattr(event, field)), changes)
             if raw is not None:
                 updates[field] = msgspec.Raw(raw)

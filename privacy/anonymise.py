@@ -25,9 +25,9 @@ from typing import Any, NamedTuple
 import msgspec
 
 from .detectors import DETECTOR_ORDER, contains, placeholder_of, replace_matches
-from .hashing import keyed_hash
+from .hashing import KeyedHasher
 from .ipnet import truncated_ip
-from .rules import ID_FIELDS, Rule
+from .rules import ID_FIELDS, OBJECT_FIELDS, Rule
 from .urlquery import SECRET_QUERY_NAMES, QueryFilter
 from .userpattern import compile_user_pattern
 
@@ -36,6 +36,8 @@ PATTERN_PLACEHOLDER = "[redacted]"
 # gone rather than hashed with a key anyone could know.
 NO_KEY_PLACEHOLDER = "[unhashed]"
 _HASH_CACHE_SIZE = 8192
+_RESULT_CACHE_SIZE = 4096
+_CACHED_JSON_BYTES = 2048
 
 
 class Change(NamedTuple):
@@ -64,6 +66,8 @@ class _Compiled:
     action: str
     transform: Transform
     needle: bytes | None  # bytes the raw JSON holds when the rule may apply; None: always decode
+    path: str
+    literal: bool  # no wildcard: the value is found by direct lookups
 
 
 class CompiledRules:
@@ -75,12 +79,31 @@ class CompiledRules:
         self._by_root: dict[str, tuple[_Compiled, ...]] = {}
         for rule in compiled:
             self._by_root[rule.root] = (*self._by_root.get(rule.root, ()), rule)
+        # The fields of an event that rules name, in a fixed order (rows.py reads only those).
+        self.id_fields = tuple(f for f in ID_FIELDS if f in self._by_root)
+        self.object_fields = tuple(f for f in OBJECT_FIELDS if f in self._by_root)
+        # Events repeat their objects (a page's context, a request's batch context): results for
+        # small ones are kept, so a repeat costs a lookup. Bounded like the enricher's page cache.
+        self._cached = functools.lru_cache(maxsize=_RESULT_CACHE_SIZE)(self._apply_json)
+        self._cached_value = functools.lru_cache(maxsize=_RESULT_CACHE_SIZE)(self._apply_value)
+        # Per object field: whether a rule reads it whatever its bytes hold (a wildcard or the
+        # whole object), else the bytes one of its rules' first keys shows as.
+        self._always = {root: any(r.needle is None for r in rules) for root, rules in self._by_root.items()}
+        self._needles = {
+            root: tuple(r.needle for r in rules if r.needle is not None)
+            for root, rules in self._by_root.items()
+        }
 
     def touches(self, root: str) -> bool:
         return root in self._by_root
 
     def apply_value(self, field: str, value: Any, changes: list[Change] | None = None) -> Any:
         """An id field's value after the rules on it (None once dropped)."""
+        if changes is None and type(value) is str:
+            return self._cached_value(field, value)
+        return self._apply_value(field, value, changes)
+
+    def _apply_value(self, field: str, value: Any, changes: list[Change] | None = None) -> Any:
         for rule in self._by_root.get(field, ()):
             if value is None:
                 break
@@ -93,12 +116,26 @@ class CompiledRules:
     def apply_json(self, root: str, raw: bytes, changes: list[Change] | None = None) -> bytes | None:
         """The raw JSON of `root` (properties, traits or context) after its rules; None when no rule
         changed anything (the raw JSON is stored as it came)."""
-        rules = self._by_root.get(root)
-        if not rules:
+        if root not in self._by_root:
             return None
-        escaped = b"\\" in raw
-        if not escaped and not any(r.needle is None or r.needle in raw for r in rules):
+        if changes is None and len(raw) <= _CACHED_JSON_BYTES:
+            return self._cached(root, raw)  # (a repeat costs the lookup, less than the check below)
+        return self._apply_json(root, raw, changes)
+
+    def _may_apply(self, root: str, raw: bytes) -> bool:
+        """Whether a rule of `root` may find its field in `raw`: its first key's bytes are there,
+        or an escape (which could spell that key otherwise)."""
+        if self._always[root]:
+            return True
+        for needle in self._needles[root]:
+            if needle in raw:
+                return True
+        return b"\\" in raw
+
+    def _apply_json(self, root: str, raw: bytes, changes: list[Change] | None = None) -> bytes | None:
+        if not self._may_apply(root, raw):
             return None
+        rules = self._by_root[root]
         try:
             value = _decoder.decode(raw)
         except msgspec.DecodeError:
@@ -108,18 +145,63 @@ class CompiledRules:
         holder = {root: value}
         changed = False
         for rule in rules:
-            changed = _walk(holder, (root, *rule.keys), 0, rule, changes, "") or changed
+            if rule.literal:
+                changed = _apply_at(holder, (root, *rule.keys), rule, changes) or changed
+            else:
+                changed = _walk(holder, (root, *rule.keys), 0, rule, changes, "") or changed
         if not changed:
             return None
         result = holder.get(root)
         return _encoder.encode(result if isinstance(result, dict) else {})
 
 
-@functools.lru_cache(maxsize=1024)
 def compile_rules(rules: tuple[Rule, ...], hash_key: bytes | None) -> CompiledRules:
     """The compiled form of `rules`: cached on their value, so settings that arrive afresh with
-    every batch (pickled to worker processes) compile once."""
+    every batch (pickled to worker processes) compile once; and on their identity, since hashing
+    ten rules (~0.6 µs) per envelope would cost as much as applying them to a small event."""
+    seen = _by_identity.get(id(rules))
+    if seen is not None and seen[0] is rules and seen[1] is hash_key:
+        return seen[2]
+    compiled = _compiled(rules, hash_key)
+    if len(_by_identity) >= _IDENTITY_CACHE_SIZE:
+        _by_identity.clear()
+    # The entry holds `rules`, so its id cannot be reused by another object while it is there.
+    _by_identity[id(rules)] = (rules, hash_key, compiled)
+    return compiled
+
+
+_IDENTITY_CACHE_SIZE = 256
+_by_identity: dict[int, tuple[tuple[Rule, ...], bytes | None, CompiledRules]] = {}
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(rules: tuple[Rule, ...], hash_key: bytes | None) -> CompiledRules:
     return CompiledRules(rules, hash_key)
+
+
+def _apply_at(
+    holder: dict[str, Any], keys: tuple[str, ...], rule: _Compiled, changes: list[Change] | None
+) -> bool:
+    """Apply a rule without wildcards: its value is found by lookups alone."""
+    parent: Any = holder
+    for key in keys[:-1]:
+        parent = parent.get(key) if type(parent) is dict else None
+        if parent is None:
+            return False
+    last = keys[-1]
+    if type(parent) is not dict or last not in parent:
+        return False
+    child = parent[last]
+    new = _apply_leaves(child, rule.transform)
+    if new is child or new == child:
+        return False
+    if changes is not None:
+        changes.append(Change(rule.index, rule.path, "drop" if new is DROP else rule.action))
+    if new is DROP:
+        del parent[last]
+    else:
+        parent[last] = new
+    return True
 
 
 def _walk(
@@ -136,7 +218,7 @@ def _walk(
     changed = False
     removed: list[Any] = []
     for name in names:
-        path = f"{at}.{name}" if at else str(name)
+        path = (f"{at}.{name}" if at else str(name)) if changes is not None else ""
         child = container[name]
         if not last:
             changed = _walk(child, keys, depth + 1, rule, changes, path) or changed
@@ -192,6 +274,9 @@ def _on_text(text_rule: Callable[[str], str]) -> Transform:
     """A transform of text applied to a value: a number becomes text only when it changes."""
 
     def transform(value: Any) -> Any:
+        if type(value) is str:
+            new = text_rule(value)
+            return value if new == value else new
         text = _as_text(value)
         if text is None:
             return value
@@ -223,7 +308,7 @@ def _hasher(hash_key: bytes | None) -> Callable[[str], str]:
     if not hash_key:
         return lambda _text: NO_KEY_PLACEHOLDER
     # Ids and addresses repeat across events: a hit costs a dictionary lookup, not an HMAC.
-    return functools.lru_cache(maxsize=_HASH_CACHE_SIZE)(functools.partial(keyed_hash, hash_key))
+    return functools.lru_cache(maxsize=_HASH_CACHE_SIZE)(KeyedHasher(hash_key))
 
 
 def _compile(index: int, rule: Rule, hash_key: bytes | None) -> _Compiled:
@@ -232,7 +317,8 @@ def _compile(index: int, rule: Rule, hash_key: bytes | None) -> _Compiled:
     needle = None
     if root not in ID_FIELDS and keys and keys[0] != "*":
         needle = _encoder.encode(keys[0])
-    return _Compiled(index, root, keys, rule.action, _transform(rule, hash_key), needle)
+    transform = _transform(rule, hash_key)
+    return _Compiled(index, root, keys, rule.action, transform, needle, rule.path, "*" not in keys)
 
 
 def _transform(rule: Rule, hash_key: bytes | None) -> Transform:

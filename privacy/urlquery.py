@@ -63,7 +63,7 @@ class QueryFilter:
         self._keep = None if keep is None else frozenset(name.lower() for name in keep)
 
     def removes(self, name: str) -> bool:
-        lowered = unquote_plus(name).lower()
+        lowered = (unquote_plus(name) if "%" in name or "+" in name else name).lower()
         if self._keep is not None and lowered not in self._keep:
             return True
         return lowered in self._drop
