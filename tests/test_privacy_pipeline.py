@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ from hw_testing import admin_headers, basic_auth, create_project, eventually, qu
 from headwater.consumers.preview import JSON_COLUMNS, PREVIEW_COLUMNS
 from headwater.control.audit import AUDIT_STREAM, AUDIT_SUBJECT
 from headwater.ops.runtime import Stack
+from headwater.privacy.hashing import keyed_hash
 
 pytestmark = pytest.mark.services
 
@@ -215,3 +217,25 @@ async def test_a_rule_that_cannot_be_applied_is_refused_by_the_api_naming_it(
     )
     assert response.status_code == 400
     assert response.json()["field"] == "settings.anonymisation.rules[2].path"
+
+
+async def test_a_project_older_than_hash_keys_gets_one_and_keeps_it(
+    stack: Stack, http: httpx.AsyncClient, project_id: str
+) -> None:
+    await create_project(http, stack, project_id, name="Old")
+    assert stack.store is not None
+    project, revision = await stack.store.get(project_id)
+    await stack.store.update(replace(project, anonymisation_key=None), revision)  # as stored before keys
+    url = f"{stack.control_url}/v1/projects/{project_id}/anonymisation/preview"
+    body = {"event": {"userId": "u1"}, "rules": [{"path": "userId", "action": "hash"}]}
+    first = await http.post(url, json=body, headers=admin_headers())
+    assert first.status_code == 200, first.text
+    project, _ = await stack.store.get(project_id)
+    assert project.anonymisation_key is not None
+    assert first.json()["stored"]["user_id"] == keyed_hash(project.anonymisation_key, "u1")
+    second = await http.post(url, json=body, headers=admin_headers())
+    assert second.json()["stored"]["user_id"] == first.json()["stored"]["user_id"]
+    # A change through the API keeps the key (and gives one to a project without).
+    await set_rules(http, stack, project_id, [{"path": "userId", "action": "hash"}])
+    after, _ = await stack.store.get(project_id)
+    assert after.anonymisation_key == project.anonymisation_key

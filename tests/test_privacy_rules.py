@@ -275,8 +275,11 @@ def test_ibans_with_computed_check_digits_are_valid_and_found(country: str, acco
     numeric = "".join(str(int(c, 36)) for c in account + country + "00")
     iban = f"{country}{98 - int(numeric) % 97:02d}{account}"
     assert iban_valid(iban)
-    if len(iban) % 4 != 3 or len(iban) >= 15:  # groups of four then a shorter last one
-        assert replace_matches(f"x {iban} y", "iban", lambda _m: "[iban]") == "x [iban] y"
+    assert replace_matches(f"x {iban} y", "iban", lambda _m: "[iban]") == "x [iban] y"
+    printed = " ".join(iban[i : i + 4] for i in range(0, len(iban), 4))  # as IBANs are printed
+    assert replace_matches(f"x {printed} y", "iban", lambda _m: "[iban]") == "x [iban] y"
+    wrong = iban[:2] + f"{(int(iban[2:4]) + 1) % 100:02d}" + iban[4:]
+    assert not iban_valid(wrong)
 
 
 @given(
