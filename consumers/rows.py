@@ -102,14 +102,14 @@ def _anonymised_event(event: WireEvent, rules: CompiledRules, changes: list[Chan
     updates: dict[str, object] = {}
     for field in rules.id_fields:
         value = getattr(event, field)
-        new = rules.apply_value(field, value, changes)
-        if new is not value:
-            updates[field] = new
-    for field in rules.object_fields:
-        if field != "context":  # (applied with the batch's context, rows below)
-            raw = rules.apply_json(field, bytes(getattr(event, field)), changes)
-            if raw is not None:
-                updates[field] = msgspec.Raw(raw)
+        if value is not None:
+            new = rules.apply_value(field, value, changes)
+            if new is not value:
+                updates[field] = new
+    for field in rules.event_objects:
+        raw = rules.apply_json_raw(field, getattr(event, field), changes)
+        if raw is not None:
+            updates[field] = raw
     return msgspec.structs.replace(event, **updates) if updates else event
 
 
@@ -118,8 +118,8 @@ def _anonymised_context(
 ) -> msgspec.Raw:
     if rules is None or not rules.touches("context") or raw is NULL:
         return raw
-    new = rules.apply_json("context", bytes(raw), changes)
-    return raw if new is None else msgspec.Raw(new)
+    new = rules.apply_json_raw("context", raw, changes)
+    return raw if new is None else new
 
 
 def envelope_rows(

@@ -82,9 +82,11 @@ class CompiledRules:
         # The fields of an event that rules name, in a fixed order (rows.py reads only those).
         self.id_fields = tuple(f for f in ID_FIELDS if f in self._by_root)
         self.object_fields = tuple(f for f in OBJECT_FIELDS if f in self._by_root)
+        self.event_objects = tuple(f for f in self.object_fields if f != "context")  # (a batch's context too)
         # Events repeat their objects (a page's context, a request's batch context): results for
         # small ones are kept, so a repeat costs a lookup. Bounded like the enricher's page cache.
         self._cached = functools.lru_cache(maxsize=_RESULT_CACHE_SIZE)(self._apply_json)
+        self._cached_raw = functools.lru_cache(maxsize=_RESULT_CACHE_SIZE)(self._apply_json_raw)
         self._cached_value = functools.lru_cache(maxsize=_RESULT_CACHE_SIZE)(self._apply_value)
         # Per object field: whether a rule reads it whatever its bytes hold (a wildcard or the
         # whole object), else the bytes one of its rules' first keys shows as.
@@ -121,6 +123,21 @@ class CompiledRules:
         if changes is None and len(raw) <= _CACHED_JSON_BYTES:
             return self._cached(root, raw)  # (a repeat costs the lookup, less than the check below)
         return self._apply_json(root, raw, changes)
+
+    def apply_json_raw(
+        self, root: str, raw: msgspec.Raw, changes: list[Change] | None = None
+    ) -> msgspec.Raw | None:
+        """`apply_json` on a `msgspec.Raw`, giving one (as the consumers hold an event's objects)."""
+        data = bytes(raw)
+        if changes is None and len(data) <= _CACHED_JSON_BYTES:
+            return self._cached_raw(root, data)
+        return self._apply_json_raw(root, data, changes)
+
+    def _apply_json_raw(
+        self, root: str, data: bytes, changes: list[Change] | None = None
+    ) -> msgspec.Raw | None:
+        new = self._apply_json(root, data, changes)
+        return None if new is None else msgspec.Raw(new)
 
     def _may_apply(self, root: str, raw: bytes) -> bool:
         """Whether a rule of `root` may find its field in `raw`: its first key's bytes are there,

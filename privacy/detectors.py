@@ -1,9 +1,10 @@
 """Built-in detectors of personal data in text: e-mail addresses, phone numbers, payment card
 numbers (Luhn-checked), IBANs (mod-97-checked) and IP addresses (v4 and v6, checked by parsing).
 
-Each detector is a candidate regular expression (Python's `re`: fixed patterns written without
-nested quantifiers, so their time is linear in the text) plus a check of the candidate, and a cheap
-test on the text that skips the expression when no match is possible (no `@`, too few digits).
+Each detector is a candidate regular expression (Python's `re`, ASCII digits and letters: fixed
+patterns written without nested quantifiers, so their time is linear in the text) plus a check of
+the candidate, and a cheap test on the text that skips the expression when no match is possible
+(no `@`, too few digits).
 `replace_matches(text, detector, replace)` calls `replace` on each checked match.
 
 These are heuristics tuned to miss little: a phone detector cannot tell a phone number from every
@@ -51,8 +52,12 @@ def _is_ip(text: str) -> bool:
     return True
 
 
+_NO_DIGITS = str.maketrans("", "", "0123456789")
+
+
 def _digit_count(text: str) -> int:
-    return sum(c.isdigit() for c in text)
+    """ASCII digits in `text` (what the detectors' expressions match as digits)."""
+    return len(text) - len(text.translate(_NO_DIGITS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,22 +68,24 @@ class _Detector:
     placeholder: str
 
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
+_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+", re.ASCII)
 # 13 to 19 digits, optionally grouped by single spaces or dashes, not inside a longer number.
-_CARD = re.compile(r"(?<![\d-])\d(?:[ \-]?\d){12,18}(?![\d-])")
+_CARD = re.compile(r"(?<![\d-])\d(?:[ \-]?\d){12,18}(?![\d-])", re.ASCII)
 # Two capital letters, two check digits, then groups of four capitals or digits (single spaces
 # between groups allowed, as IBANs are printed) and a last shorter group: 15 to 34 characters.
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b")
-_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b", re.ASCII)
+_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])", re.ASCII)
 _IPV6 = re.compile(
     r"(?<![0-9A-Fa-f:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}"
-    r"(?:(?<=:)(?:\d{1,3}\.){3}\d{1,3})?(?![0-9A-Fa-f:.])"
+    r"(?:(?<=:)(?:\d{1,3}\.){3}\d{1,3})?(?![0-9A-Fa-f:.])",
+    re.ASCII,
 )
 # International (`+` and 7 to 15 digits, separators allowed) or national with separators between
 # at least three groups (`(030) 1234 5678`, `555-123-4567`); plain runs of digits are not phones.
 _PHONE = re.compile(
     r"(?<![\w+])(?:\+\d(?:[ .\-]?\(?\d\)?){6,16}"
-    r"|\(?\d{2,5}\)?[ .\-]\d{2,5}[ .\-]\d{3,5}(?:[ .\-]\d{2,5})?)(?![\w])"
+    r"|\(?\d{2,5}\)?[ .\-]\d{2,5}[ .\-]\d{3,5}(?:[ .\-]\d{2,5})?)(?![\w])",
+    re.ASCII,
 )
 
 
