@@ -1,6 +1,7 @@
 """Anonymisation rules end to end: set through the control API, applied by the consumer to events
 sent through the edge, over real NATS and the embedded ClickHouse; the preview's answer equals the
-stored row, and the project's hash key never shows in an answer or an audit record."""
+stored row, and the project's hash key never shows in an answer or an audit record; a replay
+applies the rules of its day with the project's key."""
 
 from __future__ import annotations
 
@@ -12,10 +13,19 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from clickhouse_connect.driver.client import Client
 from hw_testing import admin_headers, basic_auth, create_project, eventually, query_rows
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
 
+from headwater.consumers.enrich import Enricher
 from headwater.consumers.preview import JSON_COLUMNS, PREVIEW_COLUMNS
+from headwater.consumers.replay import ClickHouseSink, Replay, ReplayWindow
 from headwater.control.audit import AUDIT_STREAM, AUDIT_SUBJECT
+from headwater.core.projects.project import utc_now_iso
+from headwater.core.projects.settings import ProjectSettings
+from headwater.core.wire.envelope import Envelope
+from headwater.core.wire.subjects import MSG_ID_HEADER, events_subject
 from headwater.ops.runtime import Stack
 from headwater.privacy.hashing import keyed_hash
 
@@ -239,3 +249,28 @@ async def test_a_project_older_than_hash_keys_gets_one_and_keeps_it(
     await set_rules(http, stack, project_id, [{"path": "userId", "action": "hash"}])
     after, _ = await stack.store.get(project_id)
     assert after.anonymisation_key == project.anonymisation_key
+
+
+async def test_a_replay_applies_todays_rules_with_the_projects_key(
+    nats_client: NatsClient, js: JetStreamContext, clickhouse: Client, project_id: str
+) -> None:
+    event = {**sample_event("replayed-1"), "userId": "user-7"}
+    envelope = Envelope(project_id, "replayed", utc_now_iso(), [event], "secret", "81.2.69.142")
+    await js.publish(events_subject(project_id), envelope.encode(), headers={MSG_ID_HEADER: "replayed"})
+    key = b"r" * 32
+    settings = ProjectSettings().merged({"anonymisation": {"rules": RULES}})
+    replay = Replay(
+        nats_client,
+        ReplayWindow(project_id),
+        ClickHouseSink(clickhouse),
+        Enricher(None),
+        settings_of=lambda _project: settings,
+        hash_key_of=lambda _project: key,
+    )
+    await replay.run()
+    [(user_id, page_url, properties)] = clickhouse.query(
+        f"SELECT user_id, page_url, properties FROM hw_{project_id}.events FINAL"
+    ).result_rows
+    assert user_id == keyed_hash(key, "user-7")
+    assert page_url == "https://shop.example/checkout?step=2"
+    assert orjson.loads(properties)["email"] == keyed_hash(key, "jane@example.com")
