@@ -130,6 +130,10 @@ class CompiledRules:
         """`apply_json` on a `msgspec.Raw`, giving one (as the consumers hold an event's objects)."""
         data = bytes(raw)
         if changes is None and len(data) <= _CACHED_JSON_BYTES:
+            # Checked first: an object no rule can touch (most events' properties, all different)
+            # would only push useful results out of the cache.
+            if not self._may_apply(root, data):
+                return None
             return self._cached_raw(root, data)
         return self._apply_json_raw(root, data, changes)
 
