@@ -35,8 +35,7 @@ PATTERN_PLACEHOLDER = "[redacted]"
 # What a `hash` rule leaves when the project has no key (a config written by hand): the value is
 # gone rather than hashed with a key anyone could know.
 NO_KEY_PLACEHOLDER = "[unhashed]"
-_HASH_CACHE_SIZE = 8192
-_RESULT_CACHE_SIZE = 4096
+_RESULT_CACHE_SIZE = 16_384
 _CACHED_JSON_BYTES = 2048
 
 
@@ -83,11 +82,6 @@ class CompiledRules:
         self.id_fields = tuple(f for f in ID_FIELDS if f in self._by_root)
         self.object_fields = tuple(f for f in OBJECT_FIELDS if f in self._by_root)
         self.event_objects = tuple(f for f in self.object_fields if f != "context")  # (a batch's context too)
-        # Events repeat their objects (a page's context, a request's batch context): results for
-        # small ones are kept, so a repeat costs a lookup. Bounded like the enricher's page cache.
-        self._cached = functools.lru_cache(maxsize=_RESULT_CACHE_SIZE)(self._apply_json)
-        self._cached_raw = functools.lru_cache(maxsize=_RESULT_CACHE_SIZE)(self._apply_json_raw)
-        self._cached_value = functools.lru_cache(maxsize=_RESULT_CACHE_SIZE)(self._apply_value)
         # Per object field: whether a rule reads it whatever its bytes hold (a wildcard or the
         # whole object), else the bytes one of its rules' first keys shows as.
         self._always = {root: any(r.needle is None for r in rules) for root, rules in self._by_root.items()}
@@ -102,7 +96,7 @@ class CompiledRules:
     def apply_value(self, field: str, value: Any, changes: list[Change] | None = None) -> Any:
         """An id field's value after the rules on it (None once dropped)."""
         if changes is None and type(value) is str:
-            return self._cached_value(field, value)
+            return _cached_value(self, field, value)
         return self._apply_value(field, value, changes)
 
     def _apply_value(self, field: str, value: Any, changes: list[Change] | None = None) -> Any:
@@ -120,8 +114,6 @@ class CompiledRules:
         changed anything (the raw JSON is stored as it came)."""
         if root not in self._by_root:
             return None
-        if changes is None and len(raw) <= _CACHED_JSON_BYTES:
-            return self._cached(root, raw)  # (a repeat costs the lookup, less than the check below)
         return self._apply_json(root, raw, changes)
 
     def apply_json_raw(
@@ -134,7 +126,7 @@ class CompiledRules:
             # would only push useful results out of the cache.
             if not self._may_apply(root, data):
                 return None
-            return self._cached_raw(root, data)
+            return _cached_json(self, root, data)
         return self._apply_json_raw(root, data, changes)
 
     def _apply_json_raw(
@@ -195,9 +187,28 @@ _IDENTITY_CACHE_SIZE = 256
 _by_identity: dict[int, tuple[tuple[Rule, ...], bytes | None, CompiledRules]] = {}
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=256)
 def _compiled(rules: tuple[Rule, ...], hash_key: bytes | None) -> CompiledRules:
     return CompiledRules(rules, hash_key)
+
+
+# Events repeat their ids and objects (a visitor's id, a page's context, a request's batch
+# context): the results for small ones are kept, so a repeat costs a lookup. One cache for every
+# project (keyed by its compiled rules), so the memory is bounded whatever the number of projects:
+# at most _RESULT_CACHE_SIZE results of at most _CACHED_JSON_BYTES (~32 MB for the objects).
+@functools.lru_cache(maxsize=_RESULT_CACHE_SIZE)
+def _cached_json(rules: CompiledRules, root: str, data: bytes) -> msgspec.Raw | None:
+    return rules._apply_json_raw(root, data)
+
+
+@functools.lru_cache(maxsize=_RESULT_CACHE_SIZE)
+def _cached_hash(hasher: KeyedHasher, text: str) -> str:
+    return hasher(text)
+
+
+@functools.lru_cache(maxsize=_RESULT_CACHE_SIZE)
+def _cached_value(rules: CompiledRules, field: str, value: str) -> Any:
+    return rules._apply_value(field, value)
 
 
 def _apply_at(
@@ -329,7 +340,7 @@ def _hasher(hash_key: bytes | None) -> Callable[[str], str]:
     if not hash_key:
         return lambda _text: NO_KEY_PLACEHOLDER
     # Ids and addresses repeat across events: a hit costs a dictionary lookup, not an HMAC.
-    return functools.lru_cache(maxsize=_HASH_CACHE_SIZE)(KeyedHasher(hash_key))
+    return functools.partial(_cached_hash, KeyedHasher(hash_key))
 
 
 def _compile(index: int, rule: Rule, hash_key: bytes | None) -> _Compiled:
