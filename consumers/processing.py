@@ -22,7 +22,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -52,6 +52,24 @@ Item = tuple[str, bytes]
 # Per project, the digests of its data subjects' tombstones (privacy/tombstones.py); a project
 # with none is absent: its events are not even hashed.
 TombstoneDigests = Mapping[str, frozenset[bytes]]
+# A project's key for the `hash` action of its anonymisation rules (None: it has none); processors
+# look the keys up for the projects of each group and hand them to the work with the settings.
+HashKeyOf = Callable[[str], bytes | None]
+
+
+def _no_hash_key(_project: str) -> bytes | None:
+    return None
+
+
+def _hash_keys(hash_key_of: HashKeyOf, settings: Mapping[str, ProjectSettings]) -> dict[str, bytes]:
+    """The keys of the projects whose rules hash (the others need none)."""
+    keys = {}
+    for project, project_settings in settings.items():
+        if any(rule.action == "hash" for rule in project_settings.anonymisation.rules):
+            key = hash_key_of(project)
+            if key is not None:
+                keys[project] = key
+    return keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +115,8 @@ def process(
     enricher: Enricher,
     items: Sequence[Item],
     settings: Mapping[str, ProjectSettings],
+    *,
+    hash_keys: Mapping[str, bytes] | None = None,
     tombstones: TombstoneDigests | None = None,
 ) -> Processed:
     """Never raises for what a message holds: each bad one becomes a `Refused` outcome. Events of
@@ -115,7 +135,9 @@ def process(
             if envelope.project != project:
                 raise EnvelopeError(f"envelope of project {envelope.project!r} on {subject}")
             unbuilt: list[BadEvent] = []
-            rows = envelope_rows(envelope, enricher, settings.get(project, DEFAULT_SETTINGS), unbuilt)
+            project_settings = settings.get(project, DEFAULT_SETTINGS)
+            key = hash_keys.get(project) if hash_keys else None
+            rows = envelope_rows(envelope, enricher, project_settings, unbuilt, key)
         except (EnvelopeError, ValueError) as exc:
             outcomes.append(Refused(str(exc)))
             continue
@@ -195,8 +217,9 @@ class InlineProcessor:
 
     capacity = 1
 
-    def __init__(self, enricher: Enricher) -> None:
+    def __init__(self, enricher: Enricher, hash_key_of: HashKeyOf = _no_hash_key) -> None:
         self._enricher = enricher
+        self._hash_key_of = hash_key_of
 
     async def process(
         self,
@@ -204,7 +227,8 @@ class InlineProcessor:
         settings: Mapping[str, ProjectSettings],
         tombstones: TombstoneDigests | None = None,
     ) -> Processed:
-        return process(self._enricher, items, settings, tombstones)
+        keys = _hash_keys(self._hash_key_of, settings)
+        return process(self._enricher, items, settings, hash_keys=keys, tombstones=tombstones)
 
     async def warm_up(self) -> None:
         pass
@@ -242,19 +266,25 @@ def _exit_with(consumer_pid: int, interval: float = 0.5) -> None:
 
 
 def _process_in_worker(
-    items: Sequence[Item], settings: Mapping[str, ProjectSettings], tombstones: TombstoneDigests | None
+    items: Sequence[Item],
+    settings: Mapping[str, ProjectSettings],
+    hash_keys: Mapping[str, bytes],
+    tombstones: TombstoneDigests | None,
 ) -> Processed:
     assert _worker_enricher is not None, "worker started without its initializer"
-    return process(_worker_enricher, items, settings, tombstones)
+    return process(_worker_enricher, items, settings, hash_keys=hash_keys, tombstones=tombstones)
 
 
 class WorkerPool:
     """`workers` processes, started fresh (spawn: the consumer's process has threads, the embedded
     engine's among them, which a fork would copy half-way), each with its own Enricher."""
 
-    def __init__(self, workers: int, geoip_database: Path | None) -> None:
+    def __init__(
+        self, workers: int, geoip_database: Path | None, hash_key_of: HashKeyOf = _no_hash_key
+    ) -> None:
         self.workers = self.capacity = workers
         self._geoip_database = geoip_database
+        self._hash_key_of = hash_key_of
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -273,7 +303,11 @@ class WorkerPool:
     ) -> Processed:
         pool = self._pool
         try:
-            future: Future[Processed] = pool.submit(_process_in_worker, items, settings, tombstones or None)
+            # The keys travel with each group, like the settings: a worker keeps none of them.
+            keys = _hash_keys(self._hash_key_of, settings)
+            future: Future[Processed] = pool.submit(
+                _process_in_worker, items, settings, keys, tombstones or None
+            )
         except BrokenProcessPool:
             self._replace(pool)
             raise WorkerLost("a worker process died") from None
@@ -363,8 +397,8 @@ def _unblock(pool: ProcessPoolExecutor) -> None:
         results._writer.close()  # type: ignore[attr-defined]
 
 
-def start_processor(settings: ConsumerSettings) -> Processor:
+def start_processor(settings: ConsumerSettings, hash_key_of: HashKeyOf = _no_hash_key) -> Processor:
     """The processor `settings` ask for: worker processes, or the consumer's own (`workers=0`)."""
     if settings.worker_count() == 0:
-        return InlineProcessor(Enricher(GeoLookup(settings.geoip_path())))
-    return WorkerPool(settings.worker_count(), settings.geoip_path())
+        return InlineProcessor(Enricher(GeoLookup(settings.geoip_path())), hash_key_of)
+    return WorkerPool(settings.worker_count(), settings.geoip_path(), hash_key_of)

@@ -45,6 +45,7 @@ from headwater.privacy.tombstones import Tombstones
 
 from .enrich import Enricher
 from .processing import ANONYMOUS_ID, USER_ID, TombstoneDigests
+from .processing import HashKeyOf
 from .pull import PipelinedPull
 from .rows import COLUMNS, Row, envelope_rows
 from .wire import read_envelope
@@ -232,6 +233,7 @@ class Replay:
         batch_rows: int = DEFAULT_BATCH_ROWS,
         on_progress: ProgressCallback | None = None,
         tombstones: TombstoneDigests | None = None,
+        hash_key_of: HashKeyOf | None = None,
     ) -> None:
         window.check()
         # Data subjects deleted since the events were received: their events are not written again.
@@ -242,6 +244,9 @@ class Replay:
         self._sink = sink
         self._enricher = enricher
         self._settings_of = settings_of
+        # Each project's key for its rules' `hash` action: today's rules apply, with the same key,
+        # so a replayed event hashes as it did when it was first stored.
+        self._hash_key_of = hash_key_of or (lambda _project: None)
         self._checkpoint_path = checkpoint_path
         self._batch_rows = batch_rows
         self._on_progress = on_progress or (lambda _progress: None)
@@ -350,7 +355,10 @@ class Replay:
             envelope, _unreadable = read_envelope(message.data)
             if envelope.project != project_of_subject(message.subject):
                 raise EnvelopeError(f"envelope of project {envelope.project!r} on {message.subject}")
-            rows = envelope_rows(envelope, self._enricher, self._settings_of(envelope.project), [])
+            project = envelope.project
+            rows = envelope_rows(
+                envelope, self._enricher, self._settings_of(project), [], self._hash_key_of(project)
+            )
         except (EnvelopeError, ValueError):
             self.progress.skipped += 1
             return 0

@@ -12,6 +12,7 @@ import orjson
 from headwater.core.projects.settings import ProjectSettings
 from headwater.core.wire.envelope import NULL
 from headwater.core.wire.timestamps import utc_timestamp
+from headwater.privacy.anonymise import Change, CompiledRules, compile_rules
 
 from .enrich import (
     ENRICHMENT_COLUMN_TYPES,
@@ -20,7 +21,7 @@ from .enrich import (
     Enricher,
     skew_corrected,
 )
-from .wire import EMPTY_CONTEXT, BadEvent, ReadEnvelope, WireContext, decode_any, decode_context
+from .wire import EMPTY_CONTEXT, BadEvent, ReadEnvelope, WireContext, WireEvent, decode_any, decode_context
 
 RAW_COLUMNS: tuple[str, ...] = (
     "message_id",
@@ -96,15 +97,48 @@ def _context_json(raw: msgspec.Raw, context: WireContext, stored_ip: str) -> str
     return orjson.dumps({**value, "ip": stored_ip}).decode()
 
 
+def _anonymised_event(event: WireEvent, rules: CompiledRules, changes: list[Change] | None) -> WireEvent:
+    """`event` with the project's anonymisation rules applied to its ids, properties and traits."""
+    updates: dict[str, object] = {}
+    for field in rules.id_fields:
+        value = getattr(event, field)
+        if value is not None:
+            new = rules.apply_value(field, value, changes)
+            if new is not value:
+                updates[field] = new
+    for field in rules.event_objects:
+        raw = rules.apply_json_raw(field, getattr(event, field), changes)
+        if raw is not None:
+            updates[field] = raw
+    return msgspec.structs.replace(event, **updates) if updates else event
+
+
+def _anonymised_context(
+    raw: msgspec.Raw, rules: CompiledRules | None, changes: list[Change] | None
+) -> msgspec.Raw:
+    if rules is None or not rules.touches("context") or raw is NULL:
+        return raw
+    new = rules.apply_json_raw("context", raw, changes)
+    return raw if new is None else new
+
+
 def envelope_rows(
     envelope: ReadEnvelope,
     enricher: Enricher,
     settings: ProjectSettings = DEFAULT_SETTINGS,
     bad: list[BadEvent] | None = None,
+    hash_key: bytes | None = None,
+    changes: list[Change] | None = None,
 ) -> list[Row]:
     """The rows of an envelope's events. With `bad`, an event that cannot become a row is listed
-    there (by its place in `envelope.events`) and the others still are rows; without, it raises."""
+    there (by its place in `envelope.events`) and the others still are rows; without, it raises.
+
+    The project's anonymisation rules (`hash_key`: its key for their `hash` action) apply to each
+    event before its row is built, so every column, derived ones included, comes from the
+    anonymised values; with `changes`, what they changed is noted there (the preview's answer)."""
     rules = settings.anonymisation
+    # Compiled once per rules and key (cached); None when the project has none: no work at all.
+    anonymiser = compile_rules(rules.rules, hash_key) if rules.rules else None
     received_at = utc_timestamp(envelope.received_at)
     if received_at is None:
         raise ValueError(f"envelope {envelope.request_id} has an unreadable received_at")
@@ -120,14 +154,17 @@ def envelope_rows(
     # client's columns are derived once per distinct pair.
     clients: dict[tuple[str | None, str | None], tuple[ClientColumns, str]] = {}
     # Version 3: a batch's context, once for the events that have none (decoded once, too).
-    batch_raw = envelope.context
+    batch_raw = _anonymised_context(envelope.context, anonymiser, changes)
     batch_context = decode_context(batch_raw) if batch_raw is not NULL else EMPTY_CONTEXT
     for index, event in enumerate(envelope.events):
         try:
+            if anonymiser is not None:
+                event = _anonymised_event(event, anonymiser, changes)
             raw_context = event.context
             if raw_context is NULL and batch_raw is not NULL:
                 raw_context, context = batch_raw, batch_context
             else:
+                raw_context = _anonymised_context(raw_context, anonymiser, changes)
                 context = decode_context(raw_context)
             # The event's own context.userAgent (a server-side library relays the end user's), else
             # the request's; context.ip only from a server-side sender (the edge drops it from

@@ -24,6 +24,7 @@ from headwater.core.service.httpapp import (
 )
 from headwater.core.service.validation import convert_body
 
+from .anonymisation import EventPreviewer, preview
 from .auth import authenticate_admin
 from .funnels import run_funnel, run_trend
 from .idempotency import validate_idempotency_key
@@ -92,6 +93,7 @@ def create_app(
     readiness: ReadinessCheck,
     funnels: SavedFunnelService | None = None,
     subjects: SubjectJobs | None = None,
+    previewer: EventPreviewer | None = None,
 ) -> Quart:
     app = new_app(__name__)
     app.url_map.converters["funnel_id"] = FunnelIdConverter
@@ -292,6 +294,11 @@ def create_app(
         person = await asyncio.to_thread(resolve_person, queries, project_id, asked)
         await jobs.record_export(g.actor, project_id, asked)
         return Response(export_lines(queries, project_id, person), 200, mimetype="application/x-ndjson")
+    @api.post("/projects/<project_id>/anonymisation/preview")
+    async def preview_anonymisation(project_id: str) -> Response:
+        if previewer is None:
+            raise APIError(503, "preview_unavailable", "the anonymisation preview is not configured")
+        return json_response(await preview(store, service, previewer, project_id, await read_json_object()))
 
     app.register_blueprint(api)
     return app

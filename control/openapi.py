@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from . import patterns_schemas, schemas, subjects_schemas
+from .anonymisation import PreviewAnswer, PreviewRequest
 from .idempotency import MAX_KEY_LENGTH
 from .patterns_schemas import PatternsAnswer, PatternsRequest
 from .schemas import (
@@ -71,6 +72,7 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
         "query_failed",
         "too_deep",
         "query_syntax_error",
+        "invalid_event",
     ),
     401: ("missing_admin_token",),
     403: ("invalid_admin_token", "query_not_allowed"),
@@ -80,7 +82,7 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
     413: ("payload_too_large",),
     422: ("idempotency_key_reused", "query_too_expensive", "too_many_linked_ids"),
     429: ("too_many_auth_failures", "too_many_queries", "too_many_jobs"),
-    503: ("clickhouse_unavailable", "saved_funnels_unavailable", "data_subjects_unavailable"),
+    503: ("clickhouse_unavailable", "saved_funnels_unavailable", "data_subjects_unavailable", "preview_unavailable"),
 }
 ERROR_DESCRIPTIONS = {
     400: "The request is invalid; `field` names the part at fault when there is one.",
@@ -393,6 +395,24 @@ def routes() -> tuple[Route, ...]:
             "default) `422 mining_timed_out`. Synchronous: the answer comes when the "
             "mining ends (seconds per 10,000 journeys; docs/patterns.md). Runs the read with the "
             "limits of `/query`.",
+        ),
+        Route(
+            "post",
+            "/v1/projects/{project_id}/anonymisation/preview",
+            "previewAnonymisation",
+            "What the consumers would store for a sample event under the anonymisation rules",
+            {
+                200: Answer(
+                    "The event's stored columns after the rules, and which rule changed which field.",
+                    PreviewAnswer,
+                )
+            },
+            (400, 401, 403, 404, 413, 429, 503),
+            PreviewRequest,
+            description="Builds the row with the consumers' own code under the project's saved rules "
+            "(or `rules`, to try before saving them) and its hash key; stores nothing. A rule that "
+            "cannot be applied is `400 invalid_field` naming it (`rules[2].pattern`), an event that "
+            "could not be stored `400 invalid_event` (docs/privacy.md, Anonymisation rules).",
         ),
         *_saved_funnel_routes(),
         *_data_subject_routes(),

@@ -22,6 +22,7 @@ from headwater.core.projects.project import Project, database_name, iso, utc_now
 from headwater.core.projects.settings import ProjectSettings
 from headwater.core.service.errors import APIError, ProjectExists
 from headwater.core.service.validation import convert_body
+from headwater.privacy.hashing import new_hash_key
 
 from .audit import AuditLog
 from .idempotency import IdempotencyStore, StoredAnswer
@@ -149,6 +150,7 @@ class ProjectService:
             keys=(public, secret),
             created_at=now,
             settings=settings,
+            anonymisation_key=new_hash_key(),
         )
         # The database exists before the project does: once the KV entry is visible, edges accept
         # its events and consumers write them, so the table must already be there.
@@ -199,11 +201,24 @@ class ProjectService:
         if isinstance(patch.get("settings"), dict) and "snowplow" in patch["settings"]:
             current, _ = await self._store.get(project_id)
             await self._refuse_claimed_app_ids(project_id, apply_patch(current, patch).settings)
-        before, after, revision = await self._change(project_id, lambda p: apply_patch(p, patch), if_match)
+        # A project created before anonymisation keys existed gets its key with its first change.
+        before, after, revision = await self._change(
+            project_id, lambda p: apply_patch(p, patch).with_anonymisation_key(), if_match
+        )
         changed = sorted(k for k in patch if getattr(before, k) != getattr(after, k))
         if changed:
             await self._audit.record(actor, "project.update", project_id, changed=changed, patch=patch)
         return after, revision
+
+    async def anonymisation_key(self, project_id: str) -> tuple[Project, bytes]:
+        """The project and its anonymisation hash key, created now (compare-and-set, so concurrent
+        callers agree on one) when it has none yet. Not audited: the key is no setting and is never
+        shown."""
+        project, _ = await self._store.get(validate_project_id(project_id))
+        if project.anonymisation_key is None:
+            _, project, _ = await self._change(project_id, lambda p: p.with_anonymisation_key(), None)
+        assert project.anonymisation_key is not None
+        return project, project.anonymisation_key
 
     async def _refuse_claimed_app_ids(self, project_id: str, settings: ProjectSettings) -> None:
         """409 when another project lists one of these Snowplow app ids: an app id must name one

@@ -75,19 +75,24 @@ class ProgressBar:
             self._bar.__exit__(None, None, None)
 
 
-async def _project_settings(nats: NatsClient, window: ReplayWindow) -> dict[str, ProjectSettings]:
-    """Each project's current settings (its anonymisation rules apply to the replayed rows)."""
+async def _project_settings(
+    nats: NatsClient, window: ReplayWindow
+) -> tuple[dict[str, ProjectSettings], dict[str, bytes]]:
+    """Each project's current settings (its anonymisation rules apply to the replayed rows) and
+    the key of its rules' `hash` action."""
     try:
         store = ProjectStore(await nats.jetstream().key_value(PROJECTS_BUCKET))
     except BucketNotFoundError:
-        return {}
+        return {}, {}
     ids = [window.project] if window.project else await store.ids()
-    found = {}
+    found, keys = {}, {}
     for project_id in ids:
         project = await store.find(project_id)
         if project is not None:
             found[project_id] = project.settings
-    return found
+            if project.anonymisation_key is not None:
+                keys[project_id] = project.anonymisation_key
+    return found, keys
 
 
 async def run_replay(
@@ -100,7 +105,7 @@ async def run_replay(
 ) -> ReplayProgress:
     nats = await connect_for_command(nats_url, "headwater-replay", auth)
     try:
-        settings = await _project_settings(nats, window)
+        settings, hash_keys = await _project_settings(nats, window)
         if window.project and window.project not in settings:
             click.echo(
                 f"warning: project {window.project!r} has no config (purged?); default settings apply",
@@ -114,6 +119,7 @@ async def run_replay(
             window,
             sink,
             settings_of=lambda p: settings.get(p, defaults),
+            hash_key_of=hash_keys.get,
             checkpoint_path=checkpoint,
             tombstones=tombstones,
             **options,

@@ -25,6 +25,7 @@ from tenacity import AsyncRetrying, before_sleep_log, wait_exponential, wait_ran
 
 from headwater.consumers.app import create_app as create_consumer_app
 from headwater.consumers.leftovers import leftover
+from headwater.consumers.preview import EventPreviewer
 from headwater.consumers.processing import Processor, start_processor
 from headwater.consumers.runner import EventConsumer
 from headwater.consumers.settings import ConsumerSettings
@@ -216,7 +217,7 @@ class Stack:
             await self.subjects.start()  # takes up the jobs a previous run left unfinished
             control_app = create_control_app(
                 s.control, self.store, self.service, self.queries, self._nats_readiness, funnels,
-                self.subjects,
+                self.subjects, previewer=EventPreviewer(),
             )  # fmt: skip
             # Quart's own deadline for reading a body (uvicorn's protocol bounds it too; hypercorn not).
             control_app.config["BODY_TIMEOUT"] = s.http.body_timeout_seconds
@@ -232,7 +233,7 @@ class Stack:
             self.tombstones = TombstoneRegistry(await ensure_tombstones_bucket(js, s.streams.replicas))
             await self.tombstones.start()
             self.connection_events.subscribe(self.tombstones)
-            self.processor = start_processor(s.consumer)
+            self.processor = start_processor(s.consumer, self._hash_key)
             await self.processor.warm_up()
             self.consumer = EventConsumer(
                 self.nats, writer, s.consumer, self.processor, self._project_settings,
@@ -449,6 +450,12 @@ class Stack:
         if project is not None:
             return project.settings
         return ProjectSettings(batching=Batching(self.settings.consumer.flush_interval_seconds))
+
+    def _hash_key(self, project_id: str) -> bytes | None:
+        """A project's key for the `hash` action of its anonymisation rules."""
+        assert self.registry is not None
+        project = self.registry.get(project_id)
+        return project.anonymisation_key if project is not None else None
 
     def _leftover(self, project_id: str, received_at: float | None) -> str | None:
         assert self.registry is not None

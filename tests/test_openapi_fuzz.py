@@ -93,6 +93,14 @@ def _any(case: Case) -> bool:
     return True
 
 
+def _lacks_anonymisation_rules(case: Case) -> bool:
+    """Anonymisation rules are refused past their schema when an action lacks what it needs (a
+    redact rule without detectors, a pattern RE2 cannot compile): docs/privacy.md."""
+    settings = case.body.get("settings") if isinstance(case.body, dict) else None
+    group = settings.get("anonymisation") if isinstance(settings, dict) else None
+    return not (isinstance(group, dict) and group.get("rules"))
+
+
 def _with_fixed(case: Case, fixed: dict[str, Any]) -> Case:
     """`case` with the fixed path parameters (a document example names no existing funnel)."""
     case.path_parameters = {**(case.path_parameters or {}), **fixed.get("path_parameters", {})}
@@ -102,7 +110,8 @@ def _with_fixed(case: Case, fixed: dict[str, Any]) -> Case:
 # Schema-valid requests the server must accept (2xx; 404 or 409 for an unknown or a taken id), per
 # operation. The exclusions are the server's refusals of schema-valid requests, by design: origins
 # that do not parse as URLs, an Idempotency-Key reused with another body, an If-Match revision that
-# is not current, a purge without the right `confirm`, SQL that ClickHouse refuses.
+# is not current, a purge without the right `confirm`, SQL that ClickHouse refuses, anonymisation
+# rules whose options do not fit their action.
 ACCEPTED: dict[str, Callable[[Case], bool]] = {
     "GET /healthz": _any,
     "GET /readyz": _any,
@@ -111,10 +120,14 @@ ACCEPTED: dict[str, Callable[[Case], bool]] = {
     "GET /v1/projects/{project_id}": _any,
     "POST /v1/projects/{project_id}/keys/rotate": _any,
     "POST /v1/projects": lambda case: (
-        _lacks_body_field(case, "allowed_origins") and _lacks_header(case, "Idempotency-Key")
+        _lacks_body_field(case, "allowed_origins")
+        and _lacks_header(case, "Idempotency-Key")
+        and _lacks_anonymisation_rules(case)
     ),
     "PATCH /v1/projects/{project_id}": lambda case: (
-        _lacks_body_field(case, "allowed_origins") and _lacks_header(case, "If-Match")
+        _lacks_body_field(case, "allowed_origins")
+        and _lacks_header(case, "If-Match")
+        and _lacks_anonymisation_rules(case)
     ),
     "DELETE /v1/projects/{project_id}": lambda case: str((case.query or {}).get("purge")).lower() != "true",
 }

@@ -79,7 +79,7 @@ async def test_patch_updates_fields_and_merges_settings(
     settings = body["project"]["settings"]
     assert settings["rate_limits"]["project_events_per_second"] == 500
     assert settings["rate_limits"]["burst_seconds"] == 10  # untouched fields keep their values
-    assert settings["anonymisation"] == {"ip": "drop", "redact_properties": []}
+    assert settings["anonymisation"] == {"ip": "drop", "redact_properties": [], "rules": []}
     assert settings["batching"] == {"span_seconds": 1.0}
     shown = await api.call("GET", f"/projects/{project_id}")
     assert shown.json() == body
@@ -169,7 +169,7 @@ async def test_concurrent_patches_without_if_match_lose_nothing(
         "burst_seconds": 3,
     }
     assert settings["batching"] == {"span_seconds": 2.5}
-    assert settings["anonymisation"] == {"ip": "keep", "redact_properties": ["email"]}
+    assert settings["anonymisation"] == {"ip": "keep", "redact_properties": ["email"], "rules": []}
     assert final["revision"] == project["revision"] + len(patches)
 
 

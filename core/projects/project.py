@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -10,6 +11,7 @@ from typing import Any
 import orjson
 
 from headwater.core.service.errors import APIError
+from headwater.privacy.hashing import new_hash_key
 
 from .keys import ApiKey, KeyKind
 from .origins import OriginPolicy
@@ -58,6 +60,10 @@ class Project:
     settings: ProjectSettings = field(default_factory=ProjectSettings)
     updated_at: str | None = None
     schema_version: int = SCHEMA_VERSION
+    # The key of the anonymisation rules' `hash` action (privacy/hashing.py): in the KV entry only,
+    # never in `public_view`, an audit record or a log line. None for a project created before it
+    # existed, until its next change (`with_anonymisation_key`).
+    anonymisation_key: bytes | None = field(default=None, repr=False)
     origin_policy: OriginPolicy = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -69,6 +75,12 @@ class Project:
 
     def public_keys(self) -> list[str]:
         return [k.value for k in self.keys if k.kind == "public" and k.value is not None]
+
+    def with_anonymisation_key(self) -> Project:
+        """This project with a hash key for its anonymisation rules (a new one if it has none)."""
+        if self.anonymisation_key is not None:
+            return self
+        return replace(self, anonymisation_key=new_hash_key())
 
     def rotated(self, kind: KeyKind, grace_seconds: float, now: datetime) -> tuple[Project, str]:
         """A new key of `kind`; the current ones of that kind expire after the grace period
@@ -97,6 +109,11 @@ class Project:
                 "settings": self.settings.to_dict(),
                 "created_at": self.created_at,
                 "updated_at": self.updated_at,
+                **(
+                    {"anonymisation_key": base64.b64encode(self.anonymisation_key).decode()}
+                    if self.anonymisation_key is not None
+                    else {}
+                ),
             }
         )
 
@@ -117,6 +134,9 @@ class Project:
             created_at=data["created_at"],
             updated_at=data.get("updated_at"),
             schema_version=version,
+            anonymisation_key=(
+                base64.b64decode(data["anonymisation_key"]) if data.get("anonymisation_key") else None
+            ),
         )
 
     def public_view(self) -> dict[str, Any]:

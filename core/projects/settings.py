@@ -17,6 +17,7 @@ from msgspec import Meta, Struct
 from headwater.core.service.errors import APIError
 from headwater.core.service.validation import convert_body
 from headwater.privacy.cookieless import CookielessMode
+from headwater.privacy.rules import MAX_RULES, Rule, rule_problem
 
 IpHandling = Literal["keep", "truncate", "drop"]
 IP_HANDLING: tuple[IpHandling, ...] = ("keep", "truncate", "drop")
@@ -57,6 +58,16 @@ class Anonymisation(Struct, frozen=True, forbid_unknown_fields=True):
         Meta(
             max_length=MAX_REDACTED_PROPERTIES,
             description="Event property names removed before storage (a name given twice is kept once).",
+        ),
+    ] = ()
+    rules: Annotated[
+        tuple[Rule, ...],
+        Meta(
+            max_length=MAX_RULES,
+            description=(
+                "Anonymisation rules, applied in order by the consumers before an event is stored "
+                "(docs/privacy.md, Anonymisation rules)."
+            ),
         ),
     ] = ()
 
@@ -166,6 +177,9 @@ class ProjectSettings(Struct, frozen=True, forbid_unknown_fields=True):
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = msgspec.to_builtins(self)
         data["anonymisation"]["redact_properties"] = list(self.anonymisation.redact_properties)
+        data["anonymisation"]["rules"] = [
+            msgspec.json.decode(msgspec.json.encode(r)) for r in self.anonymisation.rules
+        ]
         data["snowplow"]["app_ids"] = list(self.snowplow.app_ids)
         return data
 
@@ -180,6 +194,11 @@ class ProjectSettings(Struct, frozen=True, forbid_unknown_fields=True):
                 settings.anonymisation, redact_properties=tuple(dict.fromkeys(names))
             )
             settings = msgspec.structs.replace(settings, anonymisation=unique)
+        for index, rule in enumerate(settings.anonymisation.rules):
+            problem = rule_problem(rule)
+            if problem is not None:
+                field = f"{field_prefix}.anonymisation.rules[{index}].{problem.field}"
+                raise APIError(400, "invalid_field", f"{field}: {problem.message}", field)
         app_ids = settings.snowplow.app_ids
         if len(set(app_ids)) != len(app_ids):
             snowplow = msgspec.structs.replace(settings.snowplow, app_ids=tuple(dict.fromkeys(app_ids)))
