@@ -218,6 +218,7 @@ def _start_worker(geoip_database: Path | None, consumer_pid: int, bot_files: Bot
     # what the library records when they are not installed.
     clickhouse_options.pd = clickhouse_options.np = None
     _worker_enricher = Enricher(GeoLookup(geoip_database), bots=bot_filter(*bot_files))
+    _ = _worker_enricher.bots.crawlers  # compiled now, not on the first messages
 
 
 def _exit_with(consumer_pid: int, interval: float = 0.5) -> None:

@@ -23,6 +23,7 @@ from headwater.core.service.errors import APIError
 from headwater.core.wire.envelope import Envelope
 from headwater.privacy.bots import (
     BOT_REASONS,
+    NETWORK_PATTERN,
     DatacentreFileError,
     NetworkRanges,
     ReferrerSpamList,
@@ -120,8 +121,8 @@ def test_a_crawler_of_the_list_is_a_crawler_and_the_parsers_own_flag_comes_last(
 
 def test_parse_network_clears_host_bits_and_takes_single_addresses() -> None:
     assert str(parse_network("10.1.2.3/8")) == "10.0.0.0/8"
-    assert str(parse_network(" 2001:db8::1 ")) == "2001:db8::1/128"
-    for bad in ("", "10.0.0.0/33", "example.com", "1.2.3.4/8/9", "x" * 100):
+    assert str(parse_network("2001:db8::1")) == "2001:db8::1/128"
+    for bad in ("", "10.0.0.0/33", "example.com", "1.2.3.4/8/9", "x" * 100, " 10.0.0.0/8"):
         with pytest.raises(ValueError, match="CIDR"):
             parse_network(bad)
 
@@ -251,6 +252,9 @@ def test_blocklist_networks_are_checked_and_kept_in_canonical_form() -> None:
         ({"mode": "hide"}, "settings.bots.mode"),
         ({"ip_blocklist": ["10.0.0.1"] * (MAX_IP_BLOCKLIST + 1)}, "settings.bots.ip_blocklist"),
         ({"ip_blocklist": ["1" * 60]}, "settings.bots.ip_blocklist[0]"),
+        ({"ip_blocklist": ["10.0.0.0/8\n"]}, "settings.bots.ip_blocklist[0]"),
+        ({"ip_blocklist": ["010.0.0.0/8"]}, "settings.bots.ip_blocklist[0]"),
+        ({"ip_blocklist": ["::ffff:10.0.0.1"]}, "settings.bots.ip_blocklist[0]"),
         ({"referrer_spam": "yes"}, "settings.bots.referrer_spam"),
         ({"robots": True}, "settings.bots.robots"),
     ],
@@ -338,3 +342,11 @@ def test_a_server_senders_own_client_is_not_checked_but_the_one_it_relays_is() -
     request = _request(events, "python-requests/2.31.0", "192.0.2.10", "secret")
     rows = envelope_rows(request, Enricher(None), settings)
     assert _flags(rows) == [(False, ""), (True, "crawler"), (True, "ip_blocklist")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.from_regex(NETWORK_PATTERN, fullmatch=True))
+def test_every_network_the_settings_pattern_admits_is_one(text: str) -> None:
+    # The OpenAPI document's pattern is the settings' validation: what it admits must parse.
+    settings = ProjectSettings.from_dict({"bots": {"ip_blocklist": [text]}})
+    assert settings.bots.ip_blocklist == (str(parse_network(text)),)

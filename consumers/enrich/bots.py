@@ -58,10 +58,17 @@ class BotFilter:
     ) -> None:
         self.datacentre = datacentre
         self.referrer_spam = referrer_spam if referrer_spam is not None else default_referrer_spam()
-        self.crawlers = crawlers if crawlers is not None else default_crawler_patterns()
+        self._crawlers = crawlers
         self._user_agent = functools.lru_cache(maxsize=ua_cache_size)(self._user_agent_reason)
         self._address = functools.lru_cache(maxsize=_ADDRESS_CACHE_SIZE)(parse_ip)
         self._blocklist = functools.lru_cache(maxsize=_BLOCKLIST_CACHE_SIZE)(_ranges)
+
+    @property
+    def crawlers(self) -> CrawlerPatterns:
+        """The crawler list, compiled on first use (~35 ms, once per process)."""
+        if self._crawlers is None:
+            self._crawlers = default_crawler_patterns()
+        return self._crawlers
 
     def _user_agent_reason(self, user_agent: str, parser_says_bot: bool) -> BotReason | None:
         return user_agent_reason(user_agent, parser_says_bot, self.crawlers)

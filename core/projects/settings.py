@@ -16,7 +16,7 @@ from msgspec import Meta, Struct
 
 from headwater.core.service.errors import APIError
 from headwater.core.service.validation import convert_body
-from headwater.privacy.bots import MAX_NETWORK_LENGTH, parse_network
+from headwater.privacy.bots import MAX_NETWORK_LENGTH, NETWORK_PATTERN, parse_network
 
 IpHandling = Literal["keep", "truncate", "drop"]
 IP_HANDLING: tuple[IpHandling, ...] = ("keep", "truncate", "drop")
@@ -88,7 +88,7 @@ class Snowplow(Struct, frozen=True, forbid_unknown_fields=True):
 
 BotMode = Literal["flag", "drop"]
 MAX_IP_BLOCKLIST = 1000
-Cidr = Annotated[str, Meta(min_length=1, max_length=MAX_NETWORK_LENGTH)]
+Cidr = Annotated[str, Meta(max_length=MAX_NETWORK_LENGTH, pattern=NETWORK_PATTERN)]
 
 
 class Bots(Struct, frozen=True, forbid_unknown_fields=True):
