@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import fake_useragent
 import pytest
+from clickhouse_connect.driver.client import Client
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from headwater.consumers.enrich import BotFilter, Enricher, read_datacentre_ranges, read_referrer_spam
 from headwater.consumers.rows import COLUMNS, envelope_rows
 from headwater.consumers.wire import ReadEnvelope, decode_envelope
+from headwater.core.migrations import apply_migrations, m0005_bot_reason
 from headwater.core.projects.settings import MAX_IP_BLOCKLIST, Bots, ProjectSettings
 from headwater.core.service.errors import APIError
 from headwater.core.wire.envelope import Envelope
@@ -350,3 +353,28 @@ def test_every_network_the_settings_pattern_admits_is_one(text: str) -> None:
     # The OpenAPI document's pattern is the settings' validation: what it admits must parse.
     settings = ProjectSettings.from_dict({"bots": {"ip_blocklist": [text]}})
     assert settings.bots.ip_blocklist == (str(parse_network(text)),)
+
+
+# ---- the column ------------------------------------------------------------------------------------
+
+
+def test_rows_stored_before_migration_5_read_their_reason_from_is_bot(
+    clickhouse: Client, project_id: str
+) -> None:
+    database = f"hw_{project_id}"
+    # The table as migration 4 left it, with a person's row and one ua-parser called a bot's.
+    clickhouse.command(f"ALTER TABLE {database}.events DROP COLUMN bot_reason")
+    clickhouse.command(
+        f"ALTER TABLE {database}.schema_migrations DELETE WHERE number >= 5 SETTINGS mutations_sync = 2"
+    )
+    when = datetime(2026, 11, 28, tzinfo=UTC)
+    clickhouse.insert(
+        f"{database}.events",
+        [["person", "track", when, when, False], ["bot", "track", when, when, True]],
+        column_names=["message_id", "type", "timestamp", "received_at", "is_bot"],
+    )
+    assert apply_migrations(clickhouse, database) == [5]
+    for statement in m0005_bot_reason.statements(database, None):  # idempotent
+        clickhouse.command(statement)
+    rows = clickhouse.query(f"SELECT message_id, bot_reason FROM {database}.events ORDER BY message_id")
+    assert rows.result_rows == [("bot", "user_agent"), ("person", "")]

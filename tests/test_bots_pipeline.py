@@ -11,7 +11,17 @@ from typing import Any
 
 import httpx
 import pytest
-from hw_testing import StackFactory, admin_headers, basic_auth, create_project, eventually, query_rows
+from hw_testing import (
+    ADMIN_TOKEN,
+    StackFactory,
+    admin_headers,
+    basic_auth,
+    cli_env,
+    create_project,
+    eventually,
+    query_rows,
+    run_cli,
+)
 
 from headwater.consumers.settings import ConsumerSettings
 from headwater.ops.runtime import Stack
@@ -129,6 +139,14 @@ async def test_bots_are_flagged_with_their_reason_and_left_out_of_funnels(
     # the other flagged visitors, who viewed and did not buy).
     assert await funnel_counts(http, stack, project_id) == [2, 1]  # person, server
     assert await funnel_counts(http, stack, project_id, include_bots=True) == [6, 2]
+    # The CLI's option says the same.
+    cli = ("funnel", "--control-url", str(stack.control_url), "--project", project_id,
+           "--step", "event:Viewed", "--step", "event:Bought", "--window", "1h",
+           "--from", (BASE - timedelta(hours=1)).isoformat(), "--to", NOW.isoformat(), "--json")  # fmt: skip
+    env = {**cli_env(), "HEADWATER_ADMIN_TOKEN": ADMIN_TOKEN}
+    for extra, counts in (((), [2, 1]), (("--include-bots",), [6, 2])):
+        answer = (await run_cli(*cli, *extra, env=env)).json()
+        assert [step["count"] for step in answer["steps"]] == counts
 
 
 async def test_drop_mode_stores_nothing_of_bots_and_counts_them(
