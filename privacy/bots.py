@@ -11,12 +11,13 @@ Each check gives a reason, stored in `events.bot_reason` (`is_bot` is true for a
   ~6-10 ms);
 - `user_agent`: ua-parser calls it a bot and neither list does;
 - `ip_blocklist`: the client address is in one of the project's networks;
-- `datacentre`: the address is in the operator's data-centre ranges (a file, `DatacentreRanges`);
+- `datacentre`: the address is in the operator's data-centre ranges (a file: `datacentre_ranges`);
 - `referrer_spam`: the referrer's host, or a parent domain of it, is a known referrer spammer
   (`ReferrerSpamList`).
 
-Pure: the lists are data of installed packages, read once; the operator's files are read by the
-consumers and handed here as lines.
+Pure but for reading the lists shipped inside installed packages (this one's referrer spammers,
+crawler-user-agents' JSON), once per process; the operator's files are read by the consumers and
+handed here as lines.
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@ the derived columns of its `events` row, in ENRICHMENT_COLUMNS order.
     enricher = Enricher(GeoLookup(default_geo_database()))
     client, stored_ip = enricher.client(user_agent, ip, project.anonymisation.ip)  # once per client
     page = enricher.page(event_type, page_json, campaign_json, properties_json)
-    reason = enricher.bots.client_reason(user_agent, client[IS_BOT], ip, project.bots)  # once per client
+    reason = enricher.bots.client_reason(user_agent, client[IS_BOT], ip, project.bots)  # per client
     reason = reason or enricher.bots.referrer_reason(page.referrer_host, project.bots)
-    row = base_row + client + page + (reason or "",)   # rows.py; is_bot set from the reason
+    row = base_row + client + page + (reason or "",)  # rows.py: is_bot set from the reason, and
+                                                      # the end user's client judged, not a server's
 
 Order of work: the address is geolocated in full first, then anonymised per the project's setting;
 only the anonymised form (`Enrichment.ip`) is stored. A replay re-derives every column with the
