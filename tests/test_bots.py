@@ -14,6 +14,7 @@ from typing import Any
 import fake_useragent
 import pytest
 from clickhouse_connect.driver.client import Client
+from hw_testing import run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -378,3 +379,13 @@ def test_rows_stored_before_migration_5_read_their_reason_from_is_bot(
         clickhouse.command(statement)
     rows = clickhouse.query(f"SELECT message_id, bot_reason FROM {database}.events ORDER BY message_id")
     assert rows.result_rows == [("bot", "user_agent"), ("person", "")]
+
+
+async def test_replay_refuses_a_datacentre_file_it_cannot_use(tmp_path: Path) -> None:
+    # A replay re-judges events with the consumers' files: a bad one stops it before it starts.
+    path = tmp_path / "dc.txt"
+    path.write_text("10.0.0.0/8\nten dot zero\n")
+    args = ("replay", "--project", "demo", "--dry-run", "--nats-url", "nats://127.0.0.1:1")
+    refused = await run_cli(*args, "--datacentre-ranges", str(path))
+    assert refused.code == 2, refused.stderr
+    assert "line 2" in refused.stderr
