@@ -18,6 +18,7 @@ class ProjectBatch:
     blocks: list[bytes] = field(default_factory=list)  # Native blocks of the messages' rows
     rows: int = 0
     received_at: list[float] = field(default_factory=list)  # per message with rows (freshness)
+    dropped: dict[str, int] = field(default_factory=dict)  # bots' events not stored, per reason
 
     def add(self, messages: list[Msg], outcomes: list[Decoded], block: bytes) -> int:
         """Add processed messages and their block; returns how many rows that was."""
@@ -27,6 +28,9 @@ class ProjectBatch:
         rows = sum(outcome.rows for outcome in outcomes)
         self.rows += rows
         self.received_at += [o.received_at for o in outcomes if o.received_at is not None]
+        for outcome in outcomes:
+            for reason, count in outcome.dropped:
+                self.dropped[reason] = self.dropped.get(reason, 0) + count
         return rows
 
 

@@ -126,6 +126,8 @@ class Inserter:
         self.rows_written += batch.rows
         self.metrics.rows.labels(project_id).inc(batch.rows)
         self.metrics.batch_rows.observe(batch.rows)
+        for reason, count in batch.dropped.items():  # counted once their messages are acked
+            self.metrics.events_dropped.labels(project_id, reason).inc(count)
         now = time.time()
         for received_at in batch.received_at:
             # per request: how long after the edge received it its rows became queryable

@@ -52,6 +52,12 @@ class ConsumerMetrics:
             ["project"],
             registry=self.registry,
         )
+        self.events_dropped = Counter(
+            "headwater_consumer_events_dropped",
+            "Events of bots not stored, under a project's bots mode `drop` (docs/privacy.md).",
+            ["project", "reason"],
+            registry=self.registry,
+        )
         self.lost_to_workers = Counter(
             "headwater_consumer_lost_to_workers",
             "Messages given back for redelivery because the worker process handling them died.",

@@ -37,7 +37,7 @@ from headwater.core.wire.subjects import project_of_subject
 from headwater.privacy.tombstones import Tombstones
 
 from .blocks import encode_rows
-from .enrich import Enricher, GeoLookup
+from .enrich import BotFilter, Enricher, GeoLookup, read_datacentre_ranges, read_referrer_spam
 from .rows import COLUMNS, DEFAULT_SETTINGS, Row, envelope_rows
 from .settings import ConsumerSettings
 from .wire import BadEvent, event_dead_letters, read_envelope
@@ -83,6 +83,8 @@ class Decoded:
     # envelope's events, envelope of that event, error), so the valid events beside them are stored.
     dead_letters: tuple[tuple[int, bytes, str], ...] = ()
     suppressed: int = 0  # its events left out because a tombstone names their person
+    # Bots' events not stored under the project's `bots.mode` drop: (reason, how many).
+    dropped: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +137,10 @@ def process(
             if envelope.project != project:
                 raise EnvelopeError(f"envelope of project {envelope.project!r} on {subject}")
             unbuilt: list[BadEvent] = []
+            dropped: dict[str, int] = {}
             project_settings = settings.get(project, DEFAULT_SETTINGS)
             key = hash_keys.get(project) if hash_keys else None
-            rows = envelope_rows(envelope, enricher, project_settings, unbuilt, key)
+            rows = envelope_rows(envelope, enricher, project_settings, unbuilt, hash_key=key, dropped=dropped)
         except (EnvelopeError, ValueError) as exc:
             outcomes.append(Refused(str(exc)))
             continue
@@ -150,7 +153,9 @@ def process(
         unencoded = pending.setdefault(project, _Unencoded())
         unencoded.parts.append((len(outcomes), rows))
         unencoded.rows += len(rows)
-        outcomes.append(Decoded(project, len(rows), received, dead, suppressed))
+        outcomes.append(
+            Decoded(project, len(rows), received, dead, suppressed=suppressed, dropped=tuple(dropped.items()))
+        )
         if unencoded.rows >= ENCODE_ROWS:
             blocks.setdefault(project, []).append(_encode(unencoded.parts, outcomes))
             del pending[project]
@@ -241,7 +246,20 @@ class InlineProcessor:
 _worker_enricher: Enricher | None = None
 
 
-def _start_worker(geoip_database: Path | None, consumer_pid: int) -> None:
+def bot_filter(datacentre_ranges: Path | None, referrer_spam_file: Path | None) -> BotFilter:
+    """The bot filter with the operator's files, read once (OSError, or ValueError naming the bad
+    line, when one cannot be used)."""
+    return BotFilter(
+        datacentre=read_datacentre_ranges(datacentre_ranges) if datacentre_ranges else None,
+        referrer_spam=read_referrer_spam(referrer_spam_file) if referrer_spam_file else None,
+    )
+
+
+# The operator's bot-filter files: (data-centre ranges, referrer spam), each None when not given.
+BotFiles = tuple[Path | None, Path | None]
+
+
+def _start_worker(geoip_database: Path | None, consumer_pid: int, bot_files: BotFiles = (None, None)) -> None:
     global _worker_enricher
     # The consumer stops its workers once it has finished or handed back what they process: a
     # Ctrl-C, which the terminal sends to the whole process group, must not end a worker in the
@@ -254,7 +272,8 @@ def _start_worker(geoip_database: Path | None, consumer_pid: int) -> None:
     # a DataFrame or an array (~80 MB and ~1 s per process); a worker hands it lists only. None is
     # what the library records when they are not installed.
     clickhouse_options.pd = clickhouse_options.np = None
-    _worker_enricher = Enricher(GeoLookup(geoip_database))
+    _worker_enricher = Enricher(GeoLookup(geoip_database), bots=bot_filter(*bot_files))
+    _ = _worker_enricher.bots.crawlers  # compiled now, not on the first messages
 
 
 def _exit_with(consumer_pid: int, interval: float = 0.5) -> None:
@@ -280,11 +299,16 @@ class WorkerPool:
     engine's among them, which a fork would copy half-way), each with its own Enricher."""
 
     def __init__(
-        self, workers: int, geoip_database: Path | None, hash_key_of: HashKeyOf = _no_hash_key
+        self,
+        workers: int,
+        geoip_database: Path | None,
+        hash_key_of: HashKeyOf = _no_hash_key,
+        bot_files: BotFiles = (None, None),
     ) -> None:
         self.workers = self.capacity = workers
         self._geoip_database = geoip_database
         self._hash_key_of = hash_key_of
+        self._bot_files = bot_files
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -292,7 +316,7 @@ class WorkerPool:
             self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(self._geoip_database, os.getpid()),
+            initargs=(self._geoip_database, os.getpid(), self._bot_files),
         )
 
     async def process(
@@ -399,6 +423,8 @@ def _unblock(pool: ProcessPoolExecutor) -> None:
 
 def start_processor(settings: ConsumerSettings, hash_key_of: HashKeyOf = _no_hash_key) -> Processor:
     """The processor `settings` ask for: worker processes, or the consumer's own (`workers=0`)."""
+    bot_files = settings.bot_files()
+    bots = bot_filter(*bot_files)  # here too with workers: a file that cannot be used stops the start
     if settings.worker_count() == 0:
-        return InlineProcessor(Enricher(GeoLookup(settings.geoip_path())), hash_key_of)
-    return WorkerPool(settings.worker_count(), settings.geoip_path(), hash_key_of)
+        return InlineProcessor(Enricher(GeoLookup(settings.geoip_path()), bots=bots), hash_key_of)
+    return WorkerPool(settings.worker_count(), settings.geoip_path(), hash_key_of, bot_files)

@@ -21,6 +21,7 @@ from .enrich import (
     Enricher,
     skew_corrected,
 )
+from .enrich.enrich import IS_BOT
 from .wire import EMPTY_CONTEXT, BadEvent, ReadEnvelope, WireContext, WireEvent, decode_any, decode_context
 
 RAW_COLUMNS: tuple[str, ...] = (
@@ -122,6 +123,14 @@ def _anonymised_context(
     return raw if new is None else new
 
 
+def _flagged(columns: ClientColumns, is_bot: bool) -> ClientColumns:
+    """The client's columns with `is_bot` as the bot filter decided (the parser's flag is one of
+    its inputs)."""
+    if columns[IS_BOT] is is_bot:
+        return columns
+    return (*columns[:IS_BOT], is_bot, *columns[IS_BOT + 1 :])
+
+
 def envelope_rows(
     envelope: ReadEnvelope,
     enricher: Enricher,
@@ -129,16 +138,21 @@ def envelope_rows(
     bad: list[BadEvent] | None = None,
     hash_key: bytes | None = None,
     changes: list[Change] | None = None,
+    dropped: dict[str, int] | None = None,
 ) -> list[Row]:
     """The rows of an envelope's events. With `bad`, an event that cannot become a row is listed
     there (by its place in `envelope.events`) and the others still are rows; without, it raises.
 
     The project's anonymisation rules (`hash_key`: its key for their `hash` action) apply to each
     event before its row is built, so every column, derived ones included, comes from the
-    anonymised values; with `changes`, what they changed is noted there (the preview's answer)."""
+    anonymised values; with `changes`, what they changed is noted there (the preview's answer).
+    Under the project's `bots.mode` `drop`, bots' events are no rows: they are counted per reason
+    in `dropped`."""
     rules = settings.anonymisation
     # Compiled once per rules and key (cached); None when the project has none: no work at all.
     anonymiser = compile_rules(rules.rules, hash_key) if rules.rules else None
+    bots = settings.bots
+    drop_bots = bots.mode == "drop"
     received_at = utc_timestamp(envelope.received_at)
     if received_at is None:
         raise ValueError(f"envelope {envelope.request_id} has an unreadable received_at")
@@ -153,6 +167,10 @@ def envelope_rows(
     # The events of a request share its user agent and address unless they name their own: the
     # client's columns are derived once per distinct pair.
     clients: dict[tuple[str | None, str | None], tuple[ClientColumns, str]] = {}
+    # Why a client is a bot (None: it is not), per (user agent, address) checked: the end user's.
+    # A server-side sender's own user agent and address are not (a library, in a data centre);
+    # those it relays in context.userAgent and context.ip are.
+    verdicts: dict[tuple[str | None, str | None], str | None] = {}
     # Version 3: a batch's context, once for the events that have none (decoded once, too).
     batch_raw = _anonymised_context(envelope.context, anonymiser, changes)
     batch_context = decode_context(batch_raw) if batch_raw is not NULL else EMPTY_CONTEXT
@@ -182,6 +200,21 @@ def envelope_rows(
                 bytes(context.campaign),
                 bytes(event.properties),
             )
+            checked_ua = user_agent if not secret or isinstance(context.userAgent, str) else None
+            checked_ip = ip if not secret or isinstance(context.ip, str) else None
+            if (checked_ua, checked_ip) in verdicts:
+                reason = verdicts[checked_ua, checked_ip]
+            else:
+                parser_says_bot = checked_ua is not None and bool(client_columns[IS_BOT])
+                reason = verdicts[checked_ua, checked_ip] = enricher.bots.client_reason(
+                    checked_ua, parser_says_bot, checked_ip, bots
+                )
+            if reason is None:
+                reason = enricher.bots.referrer_reason(page.referrer_host, bots)
+            if reason is not None and drop_bots:
+                if dropped is not None:
+                    dropped[reason] = dropped.get(reason, 0) + 1
+                continue
             happened = utc_timestamp(event.timestamp)
             sent = utc_timestamp(event.sentAt) if event.sentAt is not None else batch_sent
             if correct_skew:
@@ -205,7 +238,7 @@ def envelope_rows(
                 _json(event.traits, rules.redact_properties),
                 _context_json(raw_context, context, stored_ip),
             )
-            rows.append(raw + client_columns + page)
+            rows.append(raw + _flagged(client_columns, reason is not None) + page + (reason or "",))
         except _ROW_ERRORS as exc:  # one event's fault: the others are still rows
             if bad is None:
                 raise

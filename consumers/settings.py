@@ -38,6 +38,11 @@ class ConsumerSettings:
     # A MaxMind-format City database; None: the default data installed with headwater (if any);
     # "": no geolocation.
     geoip_database: str | None = None
+    # The operator's data-centre ranges (one CIDR a line, or CSV: docs/privacy.md): events from them
+    # are flagged `datacentre` in projects that keep `bots.datacentre` on; None: no such check.
+    datacentre_ranges: str | None = None
+    # Hosts of referrer spammers (one a line) added to the list headwater ships; None: that list alone.
+    referrer_spam_file: str | None = None
     # Where /healthz, /readyz and /metrics are served; None: not at all (as in `up`).
     host: str = "127.0.0.1"
     port: int | None = None
@@ -49,6 +54,13 @@ class ConsumerSettings:
         if self.geoip_database is None:
             return default_geo_database()
         return Path(self.geoip_database) if self.geoip_database else None
+
+    def bot_files(self) -> tuple[Path | None, Path | None]:
+        """The operator's data-centre ranges and referrer-spam file, each None when not given."""
+        return (
+            Path(self.datacentre_ranges) if self.datacentre_ranges else None,
+            Path(self.referrer_spam_file) if self.referrer_spam_file else None,
+        )
 
 
 def default_workers() -> int:

@@ -68,7 +68,16 @@ def definition_of(spec: FunnelDefinitionSpec, breakdown: Breakdown | None = None
         for index, each in enumerate(spec.exclusions)
     )
     filters = _filters(spec.filters, "filters")
-    return Funnel(steps, window_ms, spec.order, breakdown, filters, spec.unit, exclusions)
+    return Funnel(
+        steps,
+        window_ms,
+        spec.order,
+        breakdown,
+        filters,
+        spec.unit,
+        exclusions,
+        include_bots=spec.include_bots,
+    )
 
 
 def _time_range(start: datetime, end: datetime) -> None:

@@ -37,6 +37,7 @@ def paths_of(request: PathsRequest) -> Paths:
             include=request.include,
             cleaning=tuple(CleaningRule(rule.regex, rule.replacement) for rule in request.cleaning),
             edge_limit=request.edge_limit,
+            include_bots=request.include_bots,
         )
     except FunnelError as exc:
         raise APIError(400, "invalid_field", str(exc), exc.field) from None

@@ -101,6 +101,7 @@ def _run(
             cleaning,
             limits,
             session_rules,
+            request.include_bots,
         )
     except FunnelError as exc:  # a cleaning rule, checked as the paths query checks it
         raise APIError(400, "invalid_field", str(exc), exc.field) from None

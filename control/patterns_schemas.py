@@ -58,6 +58,13 @@ class PatternsRequest(Struct, forbid_unknown_fields=True):
     next_step: Annotated[
         bool, Meta(description="Also fit the next-step model and report its held-out accuracy.")
     ] = True
+    include_bots: Annotated[
+        bool,
+        Meta(
+            description="Count the events of bots and spam (`is_bot`: crawlers, automation, blocked "
+            "addresses, referrer spam; docs/privacy.md), which are left out by default."
+        ),
+    ] = False
 
     json_schema_extra: ClassVar[dict[str, Any]] = {
         "examples": [

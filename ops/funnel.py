@@ -34,6 +34,7 @@ def definition_body(
     filters: tuple[str, ...], exclusions: tuple[tuple[int, int, str], ...],
     exclude_filters: tuple[tuple[int, str], ...], breakdown: str | None, attribution: str,
     optional: tuple[int, ...] = (), step_windows: tuple[tuple[int, str], ...] = (),
+    include_bots: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """A funnel's definition in the API's form, from the options of definition_options."""
     parsed = []
@@ -54,6 +55,8 @@ def definition_body(
     add_exclusions(body, exclusions, exclude_filters)
     if breakdown:
         body["breakdown"] = {"column": breakdown, "attribution": attribution}
+    if include_bots:
+        body["include_bots"] = True
     return body
 
 
@@ -299,6 +302,11 @@ definition_options = options(
         default="first",
         show_default=True,
         help="The breakdown value at the first step of a person's attempt, or at the last it reached.",
+    ),
+    click.option(
+        "--include-bots",
+        is_flag=True,
+        help="Count the events of bots and spam too (is_bot: docs/privacy.md), left out by default.",
     ),
 )
 

@@ -15,6 +15,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js.errors import BucketNotFoundError
 
 from headwater.consumers.enrich import Enricher, GeoLookup, default_geo_database
+from headwater.consumers.processing import bot_filter
 from headwater.consumers.replay import (
     DEFAULT_BATCH_ROWS,
     ClickHouseSink,
@@ -170,6 +171,18 @@ async def run_replay(
     default=None,
     help="A MaxMind-format City database (default: the one installed with headwater; '' for none).",
 )
+@click.option(
+    "--datacentre-ranges",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="As the consumer's: data-centre networks whose events are flagged (docs/privacy.md).",
+)
+@click.option(
+    "--referrer-spam-file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="As the consumer's: hosts of referrer spammers added to the list headwater ships.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def replay(
     nats_url: str | None,
@@ -189,6 +202,8 @@ def replay(
     restart: bool,
     batch_rows: int,
     geoip_database: str | None,
+    datacentre_ranges: str | None,
+    referrer_spam_file: str | None,
     quiet: bool,
 ) -> None:
     """Replay events from the stream into ClickHouse (or a JSON-lines file).
@@ -213,6 +228,13 @@ def replay(
         if geoip_database is None
         else (Path(geoip_database) if geoip_database else None)
     )
+    try:
+        bots = bot_filter(
+            Path(datacentre_ranges) if datacentre_ranges else None,
+            Path(referrer_spam_file) if referrer_spam_file else None,
+        )
+    except (OSError, ValueError) as exc:
+        raise click.UsageError(f"cannot use the bot filter's file: {exc}") from None
     sink: ReplaySink | None = None
     if not dry_run:
         if target == "jsonl":
@@ -247,7 +269,7 @@ def replay(
                 sink,
                 path,
                 target_nats.auth,
-                enricher=Enricher(GeoLookup(geo)),
+                enricher=Enricher(GeoLookup(geo), bots=bots),
                 batch_rows=batch_rows,
                 on_progress=bar,
             )

@@ -101,6 +101,20 @@ DEFAULT_SPOOL_DIR = ".headwater/spool"
     "which /readyz answers 503; the batch is held and retried meanwhile.",
 )
 @option(
+    "--datacentre-ranges",
+    None,
+    click.Path(exists=True, dir_okay=False),
+    help="Consumer: a file of data-centre networks (one CIDR a line, or CSV rows of a CIDR or a "
+    "first,last address range); events from them are flagged `datacentre` in projects that keep "
+    "bots.datacentre on (docs/privacy.md).",
+)
+@option(
+    "--referrer-spam-file",
+    None,
+    click.Path(exists=True, dir_okay=False),
+    help="Consumer: hosts of referrer spammers, one a line, added to the list headwater ships.",
+)
+@option(
     "--interval",
     DEFAULT_INTERVAL_SECONDS,
     click.FloatRange(0.05, 3600),
@@ -143,6 +157,8 @@ def serve(
     max_batch_rows: int,
     consumer_workers: int | None,
     consumer_unready_after: float,
+    datacentre_ranges: str | None,
+    referrer_spam_file: str | None,
     interval: float,
     max_busy: float,
     settle_seconds: float,
@@ -233,6 +249,8 @@ def serve(
             workers=consumer_workers,
             max_batch_rows=max_batch_rows,
             unready_after_retrying_seconds=consumer_unready_after,
+            datacentre_ranges=datacentre_ranges,
+            referrer_spam_file=referrer_spam_file,
         )
     settings = StackSettings(
         nats_url=nats_url,

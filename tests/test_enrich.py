@@ -33,10 +33,12 @@ from headwater.consumers.enrich import (
     skew_corrected,
     url_host,
 )
+from headwater.consumers.enrich.enrich import IS_BOT
 from headwater.consumers.enrich.geo import EMPTY_GEO
 from headwater.consumers.enrich.useragent import EMPTY_USER_AGENT, MAX_UA_LENGTH
 from headwater.consumers.rows import RAW_COLUMNS, envelope_rows
 from headwater.consumers.wire import ReadEnvelope, decode_any, decode_context, decode_envelope
+from headwater.core.projects.settings import Bots
 from headwater.core.wire.envelope import Envelope
 from headwater.core.wire.timestamps import utc_timestamp
 
@@ -666,6 +668,7 @@ def test_enricher_on_a_realistic_page_event(geo: GeoLookup) -> None:
         "utm_campaign": "brand",
         "utm_term": "",
         "utm_content": "",
+        "bot_reason": "",
         "ip": "129.67.0.0",
     }
     # An Enrichment is the row fragment itself.
@@ -708,7 +711,7 @@ def _enriched(
         orjson.dumps(context.get("campaign")),
         orjson.dumps(event.get("properties")),
     )
-    return Enrichment._make(client + page + (stored_ip,))
+    return Enrichment._make(client + page + ("", stored_ip))
 
 
 def _request(events: list[dict[str, Any]], user_agent: str, ip: str, key_kind: str) -> ReadEnvelope:
@@ -755,7 +758,17 @@ def test_rows_hold_what_enrich_derives_for_each_event(geo: GeoLookup) -> None:
                 secret = envelope.key_kind == "secret" and isinstance(context.ip, str)
                 ip = context.ip if secret else envelope.ip
                 client, stored_ip = reference.client(user_agent, ip, "truncate")
-                expected = Enrichment._make(client + page_info(fields) + (stored_ip,))
+                # The bot filter reads the end user's user agent and address, not a server's own.
+                server = envelope.key_kind == "secret"
+                checked_ua = user_agent if not server or isinstance(context.userAgent, str) else None
+                checked_ip = ip if not server or isinstance(context.ip, str) else None
+                page = page_info(fields)
+                rules = Bots()
+                reason = reference.bots.client_reason(
+                    checked_ua, checked_ua is not None and client[IS_BOT], checked_ip, rules
+                ) or reference.bots.referrer_reason(page.referrer_host, rules)
+                client = (*client[:IS_BOT], reason is not None, *client[IS_BOT + 1 :])
+                expected = Enrichment._make(client + page + (reason or "", stored_ip))
                 assert row[len(RAW_COLUMNS) :] == tuple(expected)[:-1]
                 assert row[RAW_COLUMNS.index("ip")] == expected.ip
     pages = rows_enricher.page_cache_info()

@@ -138,6 +138,7 @@ def stored_events(draw: st.DrawFn, dense: bool = False, least: int = 0) -> list[
             browser=draw(st.sampled_from(["", "Chrome", "Firefox"])),
             country=draw(st.sampled_from(["DE", "FR", "US", "BR"])),
             properties=draw(properties_json()),
+            is_bot=draw(st.integers(0, 5)) == 0,  # a bot's (left out unless the funnel includes bots)
         )
         events.append(event)
         if draw(st.integers(0, 5)) == 0:  # a retried copy: received later, its time corrected
@@ -149,6 +150,8 @@ def stored_events(draw: st.DrawFn, dense: bool = False, least: int = 0) -> list[
                         "timestamp": when + skew,
                         "received_at": event.received_at + timedelta(seconds=draw(st.integers(-2, 5))),
                         "request_id": f"r{number}-copy",
+                        # from another client, which the bot filter may judge otherwise
+                        "is_bot": event.is_bot != (draw(st.integers(0, 3)) == 0),
                     }
                 )
             )
@@ -250,6 +253,7 @@ def funnels(draw: st.DrawFn, dense: bool = False) -> Funnel:
         filters=draw(st.just(()) if dense else st.lists(filters(), max_size=2).map(tuple) | st.just(())),
         # Without exclusions in about half the (not dense) examples: the same as before they were.
         exclusions=tuple(draw(some if dense else st.just([]) | some)),
+        include_bots=draw(st.booleans()),
     )
 
 

@@ -94,6 +94,7 @@ def stored_events(draw: st.DrawFn) -> list[FunnelEvent]:
             received_at=when + timedelta(seconds=1),
             request_id=f"r{number}",
             page_path=draw(st.sampled_from(PATHS)) if kind == "page" else "",
+            is_bot=draw(st.integers(0, 5)) == 0,
         )
         events.append(event)
         if draw(st.integers(0, 5)) == 0:  # a retried copy: received later, its time corrected
@@ -105,6 +106,7 @@ def stored_events(draw: st.DrawFn) -> list[FunnelEvent]:
                         "timestamp": when + skew,
                         "received_at": event.received_at + timedelta(seconds=draw(st.integers(-2, 5))),
                         "request_id": f"r{number}-copy",
+                        "is_bot": event.is_bot != (draw(st.integers(0, 3)) == 0),
                     }
                 )
             )
@@ -156,6 +158,7 @@ def questions(draw: st.DrawFn) -> Paths:
         include=include,  # type: ignore[arg-type]
         cleaning=tuple(draw(st.lists(st.sampled_from(RULES) | random_rules(), max_size=3))),
         edge_limit=draw(st.integers(1, 8)),
+        include_bots=draw(st.booleans()),
     )
 
 

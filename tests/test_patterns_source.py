@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from clickhouse_connect.driver.client import Client
@@ -55,6 +56,7 @@ def stored_events(draw: st.DrawFn) -> list[FunnelEvent]:
             received_at=when + timedelta(seconds=1),
             request_id=f"r{number}",
             page_path=draw(st.sampled_from(PATHS)) if kind == "page" else "",
+            is_bot=draw(st.integers(0, 5)) == 0,
         )
         events.append(event)
         if draw(st.integers(0, 3)) == 0:  # a retried copy: received later or earlier, time corrected
@@ -66,6 +68,7 @@ def stored_events(draw: st.DrawFn) -> list[FunnelEvent]:
                         "timestamp": when + timedelta(seconds=draw(st.sampled_from([0, -1, 2, -150, 200]))),
                         "received_at": event.received_at + timedelta(seconds=draw(st.integers(-2, 5))),
                         "request_id": f"r{number}-copy",
+                        "is_bot": event.is_bot != (draw(st.integers(0, 3)) == 0),
                     }
                 )
             )
@@ -91,8 +94,9 @@ def read(
     unit: JourneyUnit,
     cleaning: tuple[CleaningRule, ...],
     limits: Limits,
+    include_bots: bool = False,
 ) -> Journeys:
-    built = journeys_query(database, unit, *RANGE, cleaning, limits, Sessions())
+    built = journeys_query(database, unit, *RANGE, cleaning, limits, Sessions(), include_bots)
     result = client.query(built.sql, parameters=built.parameters)
     assert len(result.result_rows) == 1  # every journey in one row, never a row per event
     return journeys_of_row(dict(zip(result.column_names, result.result_rows[0], strict=True)), limits)
@@ -104,6 +108,7 @@ def read(
     cleaning=st.lists(st.sampled_from(RULES), max_size=2).map(tuple),
     max_steps=st.integers(1, 8),
     by_sessions=st.booleans(),
+    include_bots=st.booleans(),
     data=st.data(),
 )
 def test_the_journeys_query_equals_the_reference(
@@ -113,6 +118,7 @@ def test_the_journeys_query_equals_the_reference(
     cleaning: tuple[CleaningRule, ...],
     max_steps: int,
     by_sessions: bool,
+    include_bots: bool,
     data: st.DataObject,
 ) -> None:
     database = f"hw_{project_id}"
@@ -124,8 +130,11 @@ def test_the_journeys_query_equals_the_reference(
         unit_of = session_of(spans, "anonymous_id")  # Sessions()' default identity
         note(repr(spans))
     limits = Limits(max_steps=max_steps)
-    found = read(clickhouse, database, "sessions" if by_sessions else "people", cleaning, limits)
-    kwargs = {} if unit_of is None else {"unit_of": unit_of}
+    unit = "sessions" if by_sessions else "people"
+    found = read(clickhouse, database, unit, cleaning, limits, include_bots)
+    kwargs: dict[str, Any] = {"include_bots": include_bots}
+    if unit_of is not None:
+        kwargs["unit_of"] = unit_of
     expected = reference_journeys(events, *RANGE, cleaning, max_steps=10_000, **kwargs)
     assert sorted(found.journeys) == [j[:max_steps] for j in expected]
     assert found.truncated == sum(len(j) > max_steps for j in expected)

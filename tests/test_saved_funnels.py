@@ -97,7 +97,8 @@ async def test_crud_round_trip_order_if_match_and_audit(stack: Stack, api: Api, 
         "id": first["id"], "name": "Pricing",
         "steps": [{**s, "filters": [], "optional": False, "window": None} for s in STEPS],
         "window": {"value": 1, "unit": "hour"}, "order": "strict", "breakdown": breakdown,
-        "filters": filters, "exclusions": [], "unit": "people", "created_at": first["created_at"],
+        "filters": filters, "exclusions": [], "unit": "people", "include_bots": False,
+        "created_at": first["created_at"],
         "updated_at": first["created_at"], "revision": first["revision"],
     }  # fmt: skip
     second = await api.save("Activation")

@@ -18,7 +18,7 @@ from headwater.consumers.rows import COLUMNS, DERIVED_COLUMNS, RAW_COLUMNS, enve
 from headwater.consumers.wire import decode_envelope
 from headwater.control.auth import authenticate_admin
 from headwater.control.settings import AdminToken, ControlSettings
-from headwater.core.migrations import m0001_events, m0002_enrichment
+from headwater.core.migrations import m0001_events, m0002_enrichment, m0005_bot_reason
 from headwater.core.projects.keys import ApiKey, key_digest
 from headwater.core.projects.origins import OriginPolicy, normalise_origin, normalise_origins
 from headwater.core.projects.settings import ProjectSettings
@@ -256,9 +256,10 @@ def test_rows_follow_the_table_columns() -> None:
     ddl = m0001_events.statements("hw_x", None)[0]
     for column in RAW_COLUMNS:
         assert f"\n            {column} " in ddl
-    # Migration 2 adds exactly the derived columns, in order, with the types enrichment declares.
-    assert [name for name, _ in m0002_enrichment.COLUMNS] == list(DERIVED_COLUMNS)
-    assert all(ENRICHMENT_COLUMN_TYPES[name] == kind for name, kind in m0002_enrichment.COLUMNS)
+    # Migrations 2 and 5 add exactly the derived columns, in order, with the types enrichment declares.
+    derived = m0002_enrichment.COLUMNS + m0005_bot_reason.COLUMNS
+    assert [name for name, _ in derived] == list(DERIVED_COLUMNS)
+    assert all(ENRICHMENT_COLUMN_TYPES[name] == kind for name, kind in derived)
     envelope = Envelope(
         "demo",
         "r1",

@@ -102,6 +102,8 @@ class Funnel:
     filters: tuple[Filter, ...] = ()
     unit: Unit = "people"
     exclusions: tuple[Exclusion, ...] = ()
+    # Bots' events (`is_bot`: docs/privacy.md) are left out unless this says to count them.
+    include_bots: bool = False
 
     def __post_init__(self) -> None:
         if not MIN_STEPS <= len(self.steps) <= MAX_STEPS:

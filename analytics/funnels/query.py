@@ -35,6 +35,10 @@ from .filters import Binder, Filter, breakdown_sql, filter_sql
 from .summary import NO_TIME, summary_items, summary_merge_items, summary_state_items
 
 PERSON = "if(user_id != '', user_id, anonymous_id)"
+# The rows a question leaves out unless it includes bots (docs/privacy.md): read before the copies
+# of a message are reduced to one, so a message counts when any copy is a person's; the references
+# leave them out at the same point (funnels.reference.people).
+NOT_A_BOT = "NOT is_bot"
 # No attempt (or no time: an optional step skipped), among Unix milliseconds (DateTime64 reaches
 # back to 1900: times can be negative).
 _NONE = NO_TIME
@@ -112,6 +116,8 @@ def _conditions(funnel: Funnel, parameters: dict[str, Any]) -> _Conditions:
 
     steps = [split_step(f"step_{index}", step) for index, step in enumerate(funnel.steps)]
     funnel_body, funnel_copy = _split(funnel.filters, binder)
+    if not funnel.include_bots:
+        funnel_body.append(NOT_A_BOT)
     exclusions = [split_step(f"exclusion_{index}", e.step) for index, e in enumerate(funnel.exclusions)]
     return _Conditions(
         [body for body, _ in steps],

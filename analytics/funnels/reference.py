@@ -35,6 +35,7 @@ class FunnelEvent:
     utm_medium: str = ""
     utm_campaign: str = ""
     properties: str = ""  # JSON
+    is_bot: bool = False
 
     def columns(self) -> dict[str, str]:
         return {name: getattr(self, name) for name in FILTER_COLUMNS}
@@ -103,14 +104,15 @@ def people(
     start: datetime,
     end: datetime,
     unit_of: Callable[[FunnelEvent], str] = person_of,
+    include_bots: bool = False,
 ) -> dict[str, list[FunnelEvent]]:
     """Each person's events (or each unit's: `unit_of`) with a timestamp in [start, end), one per
     message id (its copy received first, then the smallest request id), in order of (timestamp,
-    message id)."""
+    message id). Bots' copies are left out first, unless `include_bots`."""
     chosen: dict[tuple[str, str], FunnelEvent] = {}
     for event in events:
         person = unit_of(event)
-        if not person or not start <= event.timestamp < end:
+        if not person or not start <= event.timestamp < end or (event.is_bot and not include_bots):
             continue
         key = (person, event.message_id)
         kept = chosen.get(key)
@@ -322,7 +324,7 @@ def funnel_progress(
     filters are left out. With `entry`, only attempts starting in [entry[0], entry[1])."""
     result = []
     entry_ms = None if entry is None else (milliseconds(entry[0]), milliseconds(entry[1]))
-    for person, person_events in sorted(people(events, start, end, unit_of).items()):
+    for person, person_events in sorted(people(events, start, end, unit_of, funnel.include_bots).items()):
         kept = [event for event in person_events if event.passes(funnel.filters)]
         level, step_times, value = progress(funnel, kept, entry_ms)
         if level:

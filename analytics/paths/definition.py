@@ -121,6 +121,7 @@ class Paths:
     include: Include = "both"
     cleaning: tuple[CleaningRule, ...] = ()
     edge_limit: int = DEFAULT_EDGES
+    include_bots: bool = False  # bots' events (docs/privacy.md) are left out unless this is set
 
     def __post_init__(self) -> None:
         if self.start is not None and self.end is not None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from headwater.analytics.funnels.query import PERSON, like_pattern
+from headwater.analytics.funnels.query import NOT_A_BOT, PERSON, like_pattern
 
 from .definition import INCLUDED_TYPES, Paths
 
@@ -103,6 +103,7 @@ def graph_query(database: str, paths: Paths, start: datetime, end: datetime) -> 
     types = ", ".join(f"'{kind}'" for kind in INCLUDED_TYPES[paths.include])  # our own literals
     cleaned = cleaned_path(paths, parameters)
     cut, first_depth, point_depth = _cut(paths, parameters)
+    bots = "" if paths.include_bots else f"AND {NOT_A_BOT}"
     if paths.end is None:  # each node with the next one: edge (node → next)
         neighbour = "if(has_edge, path[i + 1], '')"
         has_edge, source_depth, source, target = "i < length(path)", "depth", "step", "neighbour"
@@ -121,7 +122,7 @@ stored AS (
             if(type = 'page', concat('page:', {cleaned}), concat('event:', event)) AS step
         FROM `{database}`.events
         WHERE timestamp >= {{start:DateTime64(3, 'UTC')}} AND timestamp < {{end:DateTime64(3, 'UTC')}}
-            AND type IN ({types})
+            AND type IN ({types}) {bots}
     )
     WHERE person != ''
     GROUP BY person

@@ -104,7 +104,7 @@ def person_paths(
 ) -> list[PersonPath]:
     """Every person's path over their events in [start, end), sorted by person."""
     result = []
-    for person, person_events in sorted(people(events, start, end).items()):
+    for person, person_events in sorted(people(events, start, end, include_bots=paths.include_bots).items()):
         found = person_path(paths, person, journey(paths, person_events))
         if found is not None:
             result.append(found)

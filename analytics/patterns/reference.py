@@ -35,11 +35,12 @@ def reference_journeys(
     cleaning: tuple[CleaningRule, ...] = (),
     max_steps: int = 100,
     unit_of: Callable[[FunnelEvent], str] = person_of,
+    include_bots: bool = False,
 ) -> list[tuple[str, ...]]:
     """Every unit's journey with a step in [start, end), cut to `max_steps`, as a multiset sorted
     by its steps (the order of journeys is the query's own choice)."""
     found = []
-    for unit_events in people(events, start, end, unit_of).values():
+    for unit_events in people(events, start, end, unit_of, include_bots).values():
         steps = journey_steps(unit_events, cleaning)
         if steps:
             found.append(tuple(steps[:max_steps]))

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from headwater.analytics.funnels.query import PERSON
+from headwater.analytics.funnels.query import NOT_A_BOT, PERSON
 from headwater.analytics.paths.definition import CleaningRule, Paths
 from headwater.analytics.paths.query import STEPS_OF_COPIES, cleaned_path
 from headwater.analytics.sessions.query import identity_expression
@@ -66,6 +66,7 @@ def journeys_query(
     cleaning: tuple[CleaningRule, ...] = (),
     limits: Limits | None = None,
     session_rules: Sessions | None = None,
+    include_bots: bool = False,
 ) -> JourneysQuery:
     """One row: `journeys` (how many, at most max_journeys + 1), `journey_steps` (Array(Array(String)),
     each journey's first max_steps steps, in the hash order of their keys) and `truncated`.
@@ -99,7 +100,7 @@ stored AS (
             if(type = 'page', concat('page:', {cleaned}), concat('event:', event)) AS step{identity}
         FROM `{database}`.events
         WHERE timestamp >= {{start:DateTime64(3, 'UTC')}} AND timestamp < {{end:DateTime64(3, 'UTC')}}
-            AND type IN ('page', 'track')
+            AND type IN ('page', 'track') {"" if include_bots else f"AND {NOT_A_BOT}"}
     ) AS e{sessions_join}
     WHERE journey != '' {within}
     GROUP BY journey

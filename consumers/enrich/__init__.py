@@ -3,6 +3,7 @@
 Pure, synchronous and cached; see docs/enrichment.md for the data, its licence and the costs.
 """
 
+from .bots import BotFilter, read_datacentre_ranges, read_referrer_spam
 from .enrich import ENRICHMENT_COLUMN_TYPES, ENRICHMENT_COLUMNS, ClientColumns, Enricher, Enrichment
 from .geo import DBIP_ATTRIBUTION, GEO_ATTRIBUTION, GeoLookup, GeoResult, default_geo_database
 from .ip import anonymise_ip, parse_ip
@@ -15,6 +16,7 @@ __all__ = [
     "ENRICHMENT_COLUMNS",
     "ENRICHMENT_COLUMN_TYPES",
     "GEO_ATTRIBUTION",
+    "BotFilter",
     "ClientColumns",
     "Enricher",
     "Enrichment",
@@ -28,6 +30,8 @@ __all__ = [
     "page_info",
     "parse_ip",
     "parse_user_agent",
+    "read_datacentre_ranges",
+    "read_referrer_spam",
     "skew_corrected",
     "url_host",
 ]

@@ -4,7 +4,10 @@ the derived columns of its `events` row, in ENRICHMENT_COLUMNS order.
     enricher = Enricher(GeoLookup(default_geo_database()))
     client, stored_ip = enricher.client(user_agent, ip, project.anonymisation.ip)  # once per client
     page = enricher.page(event_type, page_json, campaign_json, properties_json)
-    row = base_row + client + page + (stored_ip,)
+    reason = enricher.bots.client_reason(user_agent, client[IS_BOT], ip, project.bots)  # per client
+    reason = reason or enricher.bots.referrer_reason(page.referrer_host, project.bots)
+    row = base_row + client + page + (reason or "",)  # rows.py: is_bot set from the reason, and
+                                                      # the end user's client judged, not a server's
 
 Order of work: the address is geolocated in full first, then anonymised per the project's setting;
 only the anonymised form (`Enrichment.ip`) is stored. A replay re-derives every column with the
@@ -22,6 +25,7 @@ import msgspec
 
 from headwater.core.projects.settings import IpHandling
 
+from .bots import BotFilter
 from .geo import EMPTY_GEO, GeoLookup, GeoResult
 from .ip import anonymise_ip
 from .url import PageInfo, page_info
@@ -64,6 +68,8 @@ class Enrichment(NamedTuple):
     utm_campaign: str = ""
     utm_term: str = ""
     utm_content: str = ""
+    # why the event is not a person's ('' when it is): bots.py and headwater.privacy.bots
+    bot_reason: str = ""
     # the address as stored: anonymised per the project (ip.py)
     ip: str = ""
 
@@ -98,6 +104,7 @@ ENRICHMENT_COLUMN_TYPES: dict[str, str] = {
     "utm_campaign": "String",
     "utm_term": "String",
     "utm_content": "String",
+    "bot_reason": _LOW,
     "ip": "String",
 }
 
@@ -109,7 +116,7 @@ _PAGE_COLUMNS = tuple(
 # Rows concatenate the client's columns, the page's and the address (rows.py), relying on the parts
 # lining up with the columns: checked once, here, rather than trusted (a reordered field would
 # otherwise shift every column after it).
-_ASSEMBLED = UserAgentInfo._fields + GeoResult._fields[:_GEO_COLUMNS] + _PAGE_COLUMNS + ("ip",)
+_ASSEMBLED = UserAgentInfo._fields + GeoResult._fields[:_GEO_COLUMNS] + _PAGE_COLUMNS + ("bot_reason", "ip")
 if _ASSEMBLED != ENRICHMENT_COLUMNS or list(ENRICHMENT_COLUMN_TYPES) != list(ENRICHMENT_COLUMNS):
     raise ImportError("enrichment parts no longer line up with ENRICHMENT_COLUMNS")  # pragma: no cover
 
@@ -120,6 +127,7 @@ if _ASSEMBLED != ENRICHMENT_COLUMNS or list(ENRICHMENT_COLUMN_TYPES) != list(ENR
 DEFAULT_PAGE_CACHE_SIZE = 4096
 _CACHED_PAGE_BYTES = 2048
 ClientColumns = tuple[Any, ...]  # the user-agent and geolocation columns, in column order
+IS_BOT = ENRICHMENT_COLUMNS.index("is_bot")  # its place among the client's columns
 
 
 class Enricher:
@@ -130,8 +138,10 @@ class Enricher:
         geo: GeoLookup | None,
         ua_cache_size: int = DEFAULT_UA_CACHE_SIZE,
         page_cache_size: int = DEFAULT_PAGE_CACHE_SIZE,
+        bots: BotFilter | None = None,
     ) -> None:
         self.geo = geo
+        self.bots = bots if bots is not None else BotFilter()
         self.user_agents = UserAgentParser(ua_cache_size)
         self._page_cached = functools.lru_cache(maxsize=page_cache_size)(_page_from_json)
 

@@ -15,7 +15,7 @@ from types import ModuleType
 
 from clickhouse_connect.driver.client import Client
 
-from . import m0001_events, m0002_enrichment, m0003_sessions, m0004_sessionizer_recent
+from . import m0001_events, m0002_enrichment, m0003_sessions, m0004_sessionizer_recent, m0005_bot_reason
 from .ddl import on_cluster, replacing_engine
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class Migration:
 
 MIGRATIONS: tuple[Migration, ...] = tuple(
     Migration.from_module(m)
-    for m in (m0001_events, m0002_enrichment, m0003_sessions, m0004_sessionizer_recent)
+    for m in (m0001_events, m0002_enrichment, m0003_sessions, m0004_sessionizer_recent, m0005_bot_reason)
 )
 
 

@@ -18,6 +18,7 @@ from headwater.core.service.errors import APIError
 from headwater.core.service.validation import convert_body
 from headwater.privacy.cookieless import CookielessMode
 from headwater.privacy.rules import MAX_RULES, Rule, rule_problem
+from headwater.privacy.bots import MAX_NETWORK_LENGTH, NETWORK_PATTERN, parse_network
 
 IpHandling = Literal["keep", "truncate", "drop"]
 IP_HANDLING: tuple[IpHandling, ...] = ("keep", "truncate", "drop")
@@ -97,6 +98,48 @@ class Snowplow(Struct, frozen=True, forbid_unknown_fields=True):
     ] = False
 
 
+BotMode = Literal["flag", "drop"]
+MAX_IP_BLOCKLIST = 1000
+Cidr = Annotated[str, Meta(max_length=MAX_NETWORK_LENGTH, pattern=NETWORK_PATTERN)]
+
+
+class Bots(Struct, frozen=True, forbid_unknown_fields=True):
+    """What the consumers do with events that are not a person's (docs/privacy.md, "Bot and spam
+    filtering")."""
+
+    mode: Annotated[
+        BotMode,
+        Meta(
+            description=(
+                "flag: store bots' events with is_bot and bot_reason (queries leave them out by "
+                "default); drop: do not store them (counted per reason in the consumer's metrics)."
+            )
+        ),
+    ] = "flag"
+    ip_blocklist: Annotated[
+        tuple[Cidr, ...],
+        Meta(
+            max_length=MAX_IP_BLOCKLIST,
+            description=(
+                "Networks (CIDR, or single addresses) whose events are bots' (reason ip_blocklist); "
+                "stored in canonical form, a network given twice kept once."
+            ),
+        ),
+    ] = ()
+    referrer_spam: Annotated[
+        bool, Meta(description="Flag events whose referrer is a known referrer spammer.")
+    ] = True
+    datacentre: Annotated[
+        bool,
+        Meta(
+            description=(
+                "Flag events from the data-centre ranges the operator gave the consumers "
+                "(--datacentre-ranges); no effect without them."
+            )
+        ),
+    ] = True
+
+
 SessionIdentity = Literal["anonymous_id", "user_id"]
 
 
@@ -173,6 +216,7 @@ class ProjectSettings(Struct, frozen=True, forbid_unknown_fields=True):
     snowplow: Snowplow = Snowplow()
     sessions: Sessions = Sessions()
     cookieless: Cookieless = Cookieless()
+    bots: Bots = Bots()
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = msgspec.to_builtins(self)
@@ -181,6 +225,7 @@ class ProjectSettings(Struct, frozen=True, forbid_unknown_fields=True):
             msgspec.json.decode(msgspec.json.encode(r)) for r in self.anonymisation.rules
         ]
         data["snowplow"]["app_ids"] = list(self.snowplow.app_ids)
+        data["bots"]["ip_blocklist"] = list(self.bots.ip_blocklist)
         return data
 
     @classmethod
@@ -203,7 +248,7 @@ class ProjectSettings(Struct, frozen=True, forbid_unknown_fields=True):
         if len(set(app_ids)) != len(app_ids):
             snowplow = msgspec.structs.replace(settings.snowplow, app_ids=tuple(dict.fromkeys(app_ids)))
             settings = msgspec.structs.replace(settings, snowplow=snowplow)
-        return settings
+        return _canonical_blocklist(settings, field_prefix)
 
     def merged(self, patch: object, field_prefix: str = "settings") -> ProjectSettings:
         """These settings with `patch` applied; APIError naming the field at fault otherwise."""
@@ -215,6 +260,22 @@ class ProjectSettings(Struct, frozen=True, forbid_unknown_fields=True):
                 fields = {**current[group], **fields}
             current[group] = fields
         return self.from_dict(current, field_prefix)
+
+
+def _canonical_blocklist(settings: ProjectSettings, field_prefix: str) -> ProjectSettings:
+    """The bots group's networks checked (APIError naming the entry at fault) and in canonical form."""
+    networks = []
+    for index, text in enumerate(settings.bots.ip_blocklist):
+        try:
+            networks.append(str(parse_network(text)))
+        except ValueError as exc:
+            field = f"{field_prefix}.bots.ip_blocklist[{index}]"
+            raise APIError(400, "invalid_field", f"{field}: {exc}", field) from None
+    canonical = tuple(dict.fromkeys(networks))
+    if canonical == settings.bots.ip_blocklist:
+        return settings
+    bots = msgspec.structs.replace(settings.bots, ip_blocklist=canonical)
+    return msgspec.structs.replace(settings, bots=bots)
 
 
 def _whole_numbers_as_integers(data: dict[str, Any]) -> dict[str, Any]:
