@@ -44,8 +44,7 @@ from headwater.core.wire.subjects import EVENTS_STREAM, EVENTS_SUBJECTS, events_
 from headwater.privacy.tombstones import Tombstones
 
 from .enrich import Enricher
-from .processing import ANONYMOUS_ID, USER_ID, TombstoneDigests
-from .processing import HashKeyOf
+from .processing import ANONYMOUS_ID, USER_ID, HashKeyOf, TombstoneDigests
 from .pull import PipelinedPull
 from .rows import COLUMNS, Row, envelope_rows
 from .wire import read_envelope

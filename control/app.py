@@ -294,6 +294,7 @@ def create_app(
         person = await asyncio.to_thread(resolve_person, queries, project_id, asked)
         await jobs.record_export(g.actor, project_id, asked)
         return Response(export_lines(queries, project_id, person), 200, mimetype="application/x-ndjson")
+
     @api.post("/projects/<project_id>/anonymisation/preview")
     async def preview_anonymisation(project_id: str) -> Response:
         if previewer is None:

@@ -82,7 +82,12 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
     413: ("payload_too_large",),
     422: ("idempotency_key_reused", "query_too_expensive", "too_many_linked_ids"),
     429: ("too_many_auth_failures", "too_many_queries", "too_many_jobs"),
-    503: ("clickhouse_unavailable", "saved_funnels_unavailable", "data_subjects_unavailable", "preview_unavailable"),
+    503: (
+        "clickhouse_unavailable",
+        "saved_funnels_unavailable",
+        "data_subjects_unavailable",
+        "preview_unavailable",
+    ),
 }
 ERROR_DESCRIPTIONS = {
     400: "The request is invalid; `field` names the part at fault when there is one.",

@@ -305,7 +305,9 @@ def test_drop_mode_counts_bots_events_per_reason_and_keeps_the_others() -> None:
     assert dropped == {"ip_blocklist": 2, "automation": 1}
     dropped = {}
     events = [_track(page={"referrer": "https://semalt.com/"}), _track(), _track(userAgent=GOOGLEBOT)]
-    rows = envelope_rows(_request(events, CHROME, "198.51.100.1"), Enricher(None), drop, None, dropped=dropped)
+    rows = envelope_rows(
+        _request(events, CHROME, "198.51.100.1"), Enricher(None), drop, None, dropped=dropped
+    )
     assert dropped == {"referrer_spam": 1, "crawler": 1}
     assert _flags(rows) == [(False, "")]
 

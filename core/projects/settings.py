@@ -16,9 +16,9 @@ from msgspec import Meta, Struct
 
 from headwater.core.service.errors import APIError
 from headwater.core.service.validation import convert_body
+from headwater.privacy.bots import MAX_NETWORK_LENGTH, NETWORK_PATTERN, parse_network
 from headwater.privacy.cookieless import CookielessMode
 from headwater.privacy.rules import MAX_RULES, Rule, rule_problem
-from headwater.privacy.bots import MAX_NETWORK_LENGTH, NETWORK_PATTERN, parse_network
 
 IpHandling = Literal["keep", "truncate", "drop"]
 IP_HANDLING: tuple[IpHandling, ...] = ("keep", "truncate", "drop")
