@@ -2,10 +2,11 @@
 
 Each role connects as a user of its own, allowed only what that role does (docs/nats-security.md):
 
-- edge: publish `hw.events.>`; read the project KV bucket; create the streams it starts with.
-- consumer: consume HW_EVENTS, publish `hw.dlq.>`, read the project KV bucket.
-- control: write the project, idempotency and saved-funnel KV buckets, the audit stream, purge a
-  project.
+- edge: publish `hw.events.>`; read the project KV bucket; create the streams it starts with;
+  keep the cookieless salts and carried visitors (KV HW_SALTS, HW_CARRIED_VISITORS).
+- consumer: consume HW_EVENTS, publish `hw.dlq.>`, read the project and tombstone KV buckets.
+- control: write the project, idempotency, saved-funnel, tombstone and deletion-job KV buckets, the
+  audit stream, purge a project.
 - sessionizer: read the project KV bucket; write the sessionizer watermarks (KV HW_SESSIONS).
 - admin: everything, for the operator's CLI (`streams`, `dlq`, `replay`, `spool drain`, `migrate`).
 
@@ -59,7 +60,17 @@ _COMMON = [
 ]
 
 PUBLISH: Mapping[str, list[str]] = {
-    "edge": [*_COMMON, "hw.events.>"],
+    "edge": [
+        *_COMMON,
+        "hw.events.>",
+        # cookieless visitors (edge/cookieless.py): the daily salts and the visitors carried across
+        # midnight, created if missing, read, written (a salt with a create, first writer wins)
+        # and purged (salts older than yesterday)
+        *(f"$KV.{bucket}.>" for bucket in ("HW_SALTS", "HW_CARRIED_VISITORS")),
+        *(f"$JS.API.STREAM.CREATE.KV_{bucket}" for bucket in ("HW_SALTS", "HW_CARRIED_VISITORS")),
+        *_read_kv("HW_SALTS"),
+        *_read_kv("HW_CARRIED_VISITORS"),
+    ],
     "consumer": [
         *_COMMON,
         "hw.dlq.>",

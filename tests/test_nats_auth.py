@@ -143,7 +143,10 @@ async def test_the_pipeline_runs_with_one_user_per_role(
         settings(
             "control",
             control=ControlSettings(
-                clickhouse_url=clickhouse_url, admin_tokens=(AdminToken("t", ADMIN_TOKEN),), port=0
+                clickhouse_url=clickhouse_url,
+                admin_tokens=(AdminToken("t", ADMIN_TOKEN),),
+                port=0,
+                subjects_settle_margin_seconds=0.5,
             ),
         )
     )
@@ -167,7 +170,12 @@ async def test_the_pipeline_runs_with_one_user_per_role(
         async with httpx.AsyncClient(timeout=10) as http:
             answer = await http.post(
                 f"{control.control_url}/v1/projects",
-                json={"id": project_id, "allowed_origins": ["https://a.example"]},
+                # Cookieless ids: the edge keeps the day's salt in KV HW_SALTS with its own user.
+                json={
+                    "id": project_id,
+                    "allowed_origins": ["https://a.example"],
+                    "settings": {"cookieless": {"mode": "always"}},
+                },
                 headers=admin_headers(),
             )
             assert answer.status_code == 201, answer.text
@@ -185,11 +193,11 @@ async def test_the_pipeline_runs_with_one_user_per_role(
             )
             assert response.status_code == 200, response.text
             rows = await eventually(
-                lambda: query_rows(http, control, project_id, "SELECT event FROM events"),
+                lambda: query_rows(http, control, project_id, "SELECT event, anonymous_id FROM events"),
                 lambda rows: len(rows) > 0,
                 timeout=15,
             )
-            assert rows == [["Signed Up"]]
+            assert [row[0] for row in rows] == ["Signed Up"] and rows[0][1].startswith("cl_")
             sessions = await eventually(
                 lambda: query_rows(http, control, project_id, "SELECT events FROM sessions FINAL"),
                 lambda rows: len(rows) > 0,
@@ -197,6 +205,18 @@ async def test_the_pipeline_runs_with_one_user_per_role(
             )
             assert sessions == [[1]]
             assert consumer.failed() is None and edge.failed() is None and sessionizer.failed() is None
+            # A data subject's deletion: tombstones and jobs in KV with the control user's
+            # permissions, the tombstones followed by the consumer user.
+            subjects = f"{control.control_url}/v1/projects/{project_id}/data-subjects"
+            asked = await http.post(f"{subjects}/delete", json={"user_id": "user-1"}, headers=admin_headers())
+            assert asked.status_code == 202, asked.text
+            job = await eventually(
+                lambda: http.get(f"{subjects}/jobs/{asked.json()['job_id']}", headers=admin_headers()),
+                lambda answer: answer.json().get("state") in ("done", "failed"),
+                timeout=30,
+            )
+            assert job.json()["state"] == "done", job.text
+            assert await query_rows(http, control, project_id, "SELECT count() FROM events") == [[0]]
             # Saved funnels (KV HW_FUNNELS) with the control user's permissions, removed by a purge.
             funnels = f"{control.control_url}/v1/projects/{project_id}/funnels"
             steps = [{"kind": "event", "value": "Signed Up"}, {"kind": "event", "value": "Paid"}]
