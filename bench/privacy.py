@@ -10,8 +10,8 @@ embedded ClickHouse directory:
 
 Goal: `rules` ≥ 0.8x of `off`. Each run checks every event landed exactly once.
 
-    python bench/privacy.py                  # 300,000 events, 2 rounds; updates docs/benchmarks.md
-    python bench/privacy.py --events 50000 --rounds 1 --no-doc
+    python bench/privacy.py                  # 1,000,000 events, 2 rounds (~4 min); updates docs/benchmarks.md
+    python bench/privacy.py --events 300000 --rounds 1 --no-doc
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
@@ -111,7 +111,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="hw-bench-privacy-") as work:
         rates = measure(args.events, args.rounds, args.seed, Path(work))
     command = "python bench/privacy.py"
-    command += "" if args.events == 300_000 else f" --events {args.events}"
+    command += "" if args.events == 1_000_000 else f" --events {args.events}"
     command += "" if args.rounds == 2 else f" --rounds {args.rounds}"
     text = report(rates, args.events, args.rounds, command)
     print(text)
