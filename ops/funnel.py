@@ -21,6 +21,7 @@ from .options import (
     control_url_option,
     data_dir_option,
     format_duration,
+    include_bots_option,
     option,
     options,
     parse_duration,
@@ -303,11 +304,7 @@ definition_options = options(
         show_default=True,
         help="The breakdown value at the first step of a person's attempt, or at the last it reached.",
     ),
-    click.option(
-        "--include-bots",
-        is_flag=True,
-        help="Count the events of bots and spam too (is_bot: docs/privacy.md), left out by default.",
-    ),
+    include_bots_option,
 )
 
 

@@ -69,6 +69,12 @@ data_dir_option = option(
     help="Where `up` keeps NATS and ClickHouse data, the admin token and the running stack's URLs.",
 )
 host_option = option("--host", "127.0.0.1", help="Address the HTTP roles listen on.")
+# The queries' `include_bots` (funnel, funnels save, paths, patterns).
+include_bots_option = click.option(
+    "--include-bots",
+    is_flag=True,
+    help="Count the events of bots and spam too (is_bot: docs/privacy.md), left out by default.",
+)
 nats_url_option = option(
     "--nats-url", None, help="An existing NATS server (comma-separated URLs for a cluster)."
 )

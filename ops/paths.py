@@ -21,6 +21,7 @@ from .options import (
     clickhouse_url_option,
     control_url_option,
     data_dir_option,
+    include_bots_option,
     option,
     range_options,
     time_range,
@@ -39,7 +40,7 @@ def _point(text: str | None, name: str) -> dict[str, str] | None:
 
 def paths_body(
     start_point: str | None, end_point: str | None, steps: int, include: str, rules: tuple[str, ...],
-    edge_limit: int, start: datetime | None, end: datetime | None,
+    edge_limit: int, start: datetime | None, end: datetime | None, include_bots: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """The API's request body from the command's options."""
     if start_point is not None and end_point is not None:
@@ -61,6 +62,8 @@ def paths_body(
     for name, point in (("start", _point(start_point, "--start")), ("end", _point(end_point, "--end"))):
         if point is not None:
             body[name] = point
+    if include_bots:
+        body["include_bots"] = True
     return body
 
 
@@ -127,14 +130,15 @@ def paths_table(answer: dict[str, Any]) -> str:
     show_default=True,
     help="Heaviest edges shown.",
 )
+@include_bots_option
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer.")
 @data_dir_option
 @control_url_option
 @clickhouse_url_option
 def paths(
     project: str, start_point: str | None, end_point: str | None, steps: int, start: datetime | None,
-    end: datetime | None, include: str, rules: tuple[str, ...], edge_limit: int, as_json: bool,
-    data_dir: str, control_url: str | None, clickhouse_url: str | None,
+    end: datetime | None, include: str, rules: tuple[str, ...], edge_limit: int, include_bots: bool,
+    as_json: bool, data_dir: str, control_url: str | None, clickhouse_url: str | None,
 ) -> None:  # fmt: skip
     """The most frequent journeys from a start point or to an end point (docs/paths.md): the
     heaviest edges between steps, as a table or as the API's nodes and edges.
@@ -142,7 +146,7 @@ def paths(
     With --clickhouse-url the query goes straight to that ClickHouse; otherwise through the control
     API of the running stack (found from --data-dir, or --control-url).
     """
-    body = paths_body(start_point, end_point, steps, include, rules, edge_limit, start, end)
+    body = paths_body(start_point, end_point, steps, include, rules, edge_limit, start, end, include_bots)
     if clickhouse_url:
         request = convert_body(body, PathsRequest)
         answer = ask_directly(clickhouse_url, lambda queries: run_paths(queries, project, request))

@@ -35,6 +35,7 @@ from .options import (
     clickhouse_url_option,
     control_url_option,
     data_dir_option,
+    include_bots_option,
     option,
     time_range,
     when_option,
@@ -59,7 +60,7 @@ def goal_of(text: str | None) -> dict[str, str] | None:
 
 def patterns_body(
     unit: str, goal: str | None, top: int, min_support: float, max_length: int, rules: tuple[str, ...],
-    start: datetime | None, end: datetime | None,
+    start: datetime | None, end: datetime | None, include_bots: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     cleaning = paths_body(None, None, 4, "both", rules, 50, start, end)["cleaning"]
     body: dict[str, Any] = {
@@ -73,6 +74,8 @@ def patterns_body(
     asked = goal_of(goal)
     if asked is not None:
         body["goal"] = asked
+    if include_bots:
+        body["include_bots"] = True
     return body
 
 
@@ -204,14 +207,15 @@ def patterns_table(answer: dict[str, Any]) -> str:
     multiple=True,
     help="A path-cleaning rule REGEX=>REPLACEMENT, applied in order; repeatable.",
 )
+@include_bots_option
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer.")
 @data_dir_option
 @control_url_option
 @clickhouse_url_option
 def patterns(
     project: str, goal: str | None, start: datetime | None, end: datetime | None, unit: str, top: int,
-    min_support: float, max_length: int, rules: tuple[str, ...], as_json: bool, data_dir: str,
-    control_url: str | None, clickhouse_url: str | None,
+    min_support: float, max_length: int, rules: tuple[str, ...], include_bots: bool, as_json: bool,
+    data_dir: str, control_url: str | None, clickhouse_url: str | None,
 ) -> None:  # fmt: skip
     """Suggested funnels, what converters do differently (with --goal) and the next-step model
     (docs/patterns.md): mined from the journeys of a time range.
@@ -219,7 +223,7 @@ def patterns(
     With --clickhouse-url the journeys are read straight from that ClickHouse and mined here;
     otherwise the control API of the running stack (found from --data-dir, or --control-url) does it.
     """
-    body = patterns_body(unit, goal, top, min_support, max_length, rules, start, end)
+    body = patterns_body(unit, goal, top, min_support, max_length, rules, start, end, include_bots)
     label = f"mining the {unit} of {project}"
     if clickhouse_url:
         request = convert_body(body, PatternsRequest)

@@ -21,10 +21,15 @@ from hypothesis import strategies as st
 from headwater.consumers.enrich import BotFilter, Enricher, read_datacentre_ranges, read_referrer_spam
 from headwater.consumers.rows import COLUMNS, envelope_rows
 from headwater.consumers.wire import ReadEnvelope, decode_envelope
+from headwater.control.patterns_schemas import PatternsRequest
+from headwater.control.schemas import PathsRequest
 from headwater.core.migrations import apply_migrations, m0005_bot_reason
 from headwater.core.projects.settings import MAX_IP_BLOCKLIST, Bots, ProjectSettings
 from headwater.core.service.errors import APIError
+from headwater.core.service.validation import convert_body
 from headwater.core.wire.envelope import Envelope
+from headwater.ops.paths import paths_body
+from headwater.ops.patterns import patterns_body
 from headwater.privacy.bots import (
     BOT_REASONS,
     NETWORK_PATTERN,
@@ -391,3 +396,14 @@ async def test_replay_refuses_a_datacentre_file_it_cannot_use(tmp_path: Path) ->
     refused = await run_cli(*args, "--datacentre-ranges", str(path))
     assert refused.code == 2, refused.stderr
     assert "line 2" in refused.stderr
+
+
+def test_the_paths_and_patterns_commands_ask_for_bots_only_when_told() -> None:
+    """`--include-bots` becomes the request's `include_bots`, which the API's request types take."""
+    asked = {
+        PatternsRequest: lambda bots: patterns_body("sessions", None, 20, 0.01, 5, (), None, None, bots),
+        PathsRequest: lambda bots: paths_body("event:Viewed", None, 4, "both", (), 50, None, None, bots),
+    }
+    for request, body_of in asked.items():
+        assert "include_bots" not in body_of(False)
+        assert convert_body(body_of(True), request).include_bots is True  # type: ignore[attr-defined]

@@ -147,6 +147,12 @@ async def test_bots_are_flagged_with_their_reason_and_left_out_of_funnels(
     for extra, counts in (((), [2, 1]), (("--include-bots",), [6, 2])):
         answer = (await run_cli(*cli, *extra, env=env)).json()
         assert [step["count"] for step in answer["steps"]] == counts
+    # So does `headwater paths`: the people whose journeys start at the first step.
+    paths = ("paths", "--control-url", str(stack.control_url), "--project", project_id,
+             "--start", "event:Viewed", "--from", (BASE - timedelta(hours=1)).isoformat(),
+             "--to", NOW.isoformat(), "--json")  # fmt: skip
+    for extra, people in (((), 2), (("--include-bots",), 6)):
+        assert (await run_cli(*paths, *extra, env=env)).json()["people"] == people
 
 
 async def test_drop_mode_stores_nothing_of_bots_and_counts_them(
