@@ -17,7 +17,7 @@ from headwater.analytics.patterns.analysis import (
 )
 from headwater.analytics.patterns.source import JourneyUnit
 
-from .schemas import AwareTime, FunnelWindow, PathsCleaningRule, StepSpec
+from .schemas import AwareTime, FunnelWindow, IncludeBots, PathsCleaningRule, StepSpec
 
 Share = Annotated[float, Meta(ge=0, le=1)]
 Steps = Annotated[
@@ -58,13 +58,7 @@ class PatternsRequest(Struct, forbid_unknown_fields=True):
     next_step: Annotated[
         bool, Meta(description="Also fit the next-step model and report its held-out accuracy.")
     ] = True
-    include_bots: Annotated[
-        bool,
-        Meta(
-            description="Count the events of bots and spam (`is_bot`: crawlers, automation, blocked "
-            "addresses, referrer spam; docs/privacy.md), which are left out by default."
-        ),
-    ] = False
+    include_bots: IncludeBots = False
 
     json_schema_extra: ClassVar[dict[str, Any]] = {
         "examples": [

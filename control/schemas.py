@@ -86,6 +86,14 @@ _ANY_ORIGIN_NEEDS_CONFIRMING: Schema = {
     "then": {"properties": {"allow_any_origin": {"const": True}}},
 }
 
+IncludeBots = Annotated[
+    bool,
+    Meta(
+        description="Count the events of bots and spam (`is_bot`: crawlers, automation, blocked "
+        "addresses, referrer spam; docs/privacy.md), which are left out by default."
+    ),
+]
+
 # -- requests ---------------------------------------------------------------------------------
 
 
@@ -311,13 +319,7 @@ class FunnelDefinitionSpec(Struct, kw_only=True, forbid_unknown_fields=True):
             "session of the sessions table)."
         ),
     ] = "people"
-    include_bots: Annotated[
-        bool,
-        Meta(
-            description="Count the events of bots and spam (`is_bot`: crawlers, automation, blocked "
-            "addresses, referrer spam; docs/privacy.md), which are left out by default."
-        ),
-    ] = False
+    include_bots: IncludeBots = False
 
 
 class FunnelTrendRequest(FunnelDefinitionSpec, kw_only=True, forbid_unknown_fields=True):
@@ -590,13 +592,7 @@ class PathsRequest(Struct, forbid_unknown_fields=True):
         list[PathsCleaningRule], Meta(max_length=20, description="Applied in order to every page path.")
     ] = field(default_factory=list)
     edge_limit: Annotated[int, Meta(ge=1, le=500, description="The heaviest edges answered.")] = 50
-    include_bots: Annotated[
-        bool,
-        Meta(
-            description="Count the events of bots and spam (`is_bot`: crawlers, automation, blocked "
-            "addresses, referrer spam; docs/privacy.md), which are left out by default."
-        ),
-    ] = False
+    include_bots: IncludeBots = False
 
     json_schema_extra: ClassVar[Schema] = {
         "examples": [

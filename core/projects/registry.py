@@ -26,8 +26,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
-from tenacity import AsyncRetrying, before_sleep_log, wait_exponential, wait_random
 
+from headwater.core.service.backoff import retry_until_done
 from headwater.core.service.tasks import cancel_and_wait
 
 from .configcache import ConfigCache
@@ -306,12 +306,7 @@ class ProjectRegistry:
             self._resync_task = asyncio.create_task(self._resync_until_done(), name="project-registry-resync")
 
     async def _resync_until_done(self) -> None:
-        async for attempt in AsyncRetrying(
-            wait=wait_exponential(multiplier=0.2, max=5.0) + wait_random(0, 0.5),
-            before_sleep=before_sleep_log(log, logging.WARNING),
-        ):
-            with attempt:
-                await self.resync()
+        await retry_until_done(self.resync, log)
 
     async def resync(self) -> None:
         """Load a fresh snapshot of the bucket, swap it in, and follow the new watcher."""

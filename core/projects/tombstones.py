@@ -19,8 +19,8 @@ from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
-from tenacity import AsyncRetrying, before_sleep_log, wait_exponential, wait_random
 
+from headwater.core.service.backoff import retry_until_done
 from headwater.core.service.kvbuckets import ensure_bucket
 from headwater.core.service.tasks import cancel_and_wait
 from headwater.privacy.tombstones import NO_TOMBSTONES, IdKind, Tombstones, tombstone_digest
@@ -202,12 +202,7 @@ class TombstoneRegistry:
             self._resync_task = asyncio.create_task(self._resync_until_done(), name="tombstones-resync")
 
     async def _resync_until_done(self) -> None:
-        async for attempt in AsyncRetrying(
-            wait=wait_exponential(multiplier=0.2, max=5.0) + wait_random(0, 0.5),
-            before_sleep=before_sleep_log(log, logging.WARNING),
-        ):
-            with attempt:
-                await self.resync()
+        await retry_until_done(self.resync, log)
 
     async def stop(self) -> None:
         if self._resync_task is not None:

@@ -3,7 +3,10 @@ functions tenacity could wrap (a drainer, a consumer's insert retries)."""
 
 from __future__ import annotations
 
-from tenacity import wait_exponential, wait_random
+import logging
+from collections.abc import Awaitable, Callable
+
+from tenacity import AsyncRetrying, before_sleep_log, wait_exponential, wait_random
 
 
 class _Attempt:
@@ -20,3 +23,14 @@ class Backoff:
     def delay(self, attempt: int) -> float:
         """Seconds to wait before attempt `attempt + 1` (attempts count from 1)."""
         return float(self._wait(_Attempt(attempt)))  # type: ignore[arg-type]
+
+
+async def retry_until_done(work: Callable[[], Awaitable[None]], log: logging.Logger) -> None:
+    """Run `work` until it succeeds, 0.2 s to 5 s apart with jitter, each failure logged as a
+    warning (a KV follower's resync after a reconnect)."""
+    async for attempt in AsyncRetrying(
+        wait=wait_exponential(multiplier=0.2, max=5.0) + wait_random(0, 0.5),
+        before_sleep=before_sleep_log(log, logging.WARNING),
+    ):
+        with attempt:
+            await work()
