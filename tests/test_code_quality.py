@@ -42,6 +42,8 @@ def test_mypy_strict() -> None:
                     "analytics",
                     "sessionizer",
                     "privacy",
+                    "imports",
+                    "loaders",
                 )
             ),
         ],
