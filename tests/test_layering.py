@@ -3,6 +3,7 @@ and configuration read only in ops/."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -51,7 +52,7 @@ def test_every_role_directory_is_under_contract() -> None:
         if line.strip().startswith("headwater.") and "=" in line and "py.typed" not in line
     }
     for package in mapped:
-        assert f'"headwater.{package}' in text or f"headwater.{package} " in text, package
+        assert re.search(rf"\bheadwater\.{package}\b", text), package
 
 
 @pytest.mark.parametrize("package", [p for p in PACKAGES if p != "ops"])
