@@ -30,10 +30,15 @@ SCHEMA = {
 
 def tap_output(first: int, last: int, bookmark: int) -> str:
     lines = [SCHEMA]
+    placed_at = "2026-03-01T10:00:00Z"
     lines += [
-        {"type": "RECORD", "stream": "public-orders", "record": {"id": i, "amount": i * 1.5, "placed_at": "2026-03-01T10:00:00Z"}}
+        {
+            "type": "RECORD",
+            "stream": "public-orders",
+            "record": {"id": i, "amount": i * 1.5, "placed_at": placed_at},
+        }
         for i in range(first, last + 1)
-    ]  # fmt: skip
+    ]
     lines.append({"type": "STATE", "value": {"bookmarks": {"public-orders": {"id": bookmark}}}})
     return "\n".join(json.dumps(line) for line in lines) + "\n"
 

@@ -53,10 +53,17 @@ class HeadwaterTarget(Target):
     default_sink_class = HeadwaterSink
     config_jsonschema = th.PropertiesList(
         th.Property(
-            "control_url", th.StringType, required=True, description="headwater's control API, e.g. http://127.0.0.1:8701"
+            "control_url", th.StringType, required=True,
+            description="headwater's control API, e.g. http://127.0.0.1:8701",
         ),
-        th.Property("token", th.StringType, required=True, secret=True, description="An admin token of that control plane."),
-        th.Property("project", th.StringType, required=True, description="The project whose database receives the tables."),
+        th.Property(
+            "token", th.StringType, required=True, secret=True,
+            description="An admin token of that control plane.",
+        ),
+        th.Property(
+            "project", th.StringType, required=True,
+            description="The project whose database receives the tables.",
+        ),
         th.Property(
             "batch_rows", th.IntegerType, default=DEFAULT_MAX_ROWS,
             description="Records per request to the control plane (at most 10000).",
