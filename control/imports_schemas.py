@@ -83,3 +83,14 @@ class ImportsListing(Struct):
     tables: list[ImportedTable]
     state: dict[str, Any] | None
     state_updated_at: str | None
+
+
+class ActivateVersionAnswer(Struct):
+    stream: str
+    table: str
+    table_version: int
+    duplicate: bool
+
+
+class ImportStateAnswer(Struct):
+    state: dict[str, Any]
