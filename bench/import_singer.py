@@ -36,7 +36,7 @@ from headwater.edge.streams import StreamSettings
 from headwater.ops.natsserver import NatsServerProcess
 from headwater.ops.runtime import Stack, StackSettings
 
-TOKEN = "bench-admin-token-0123456789"
+TOKEN = "bench-admin-token-0123456789"  # noqa: S105 -- the throwaway stack's own token
 PROJECT = "bench_import"
 SCHEMA = {
     "type": "object",
@@ -55,7 +55,7 @@ SCHEMA = {
 
 def tap_file(path: Path, rows: int) -> None:
     """A tap's output: SCHEMA, the records, a STATE every 10,000 records."""
-    rng = random.Random(7)
+    rng = random.Random(7)  # noqa: S311 -- a reproducible file, not a secret
     plans = ["free", "team", "business", "enterprise"]
     with path.open("w") as out:
         out.write(
@@ -73,7 +73,7 @@ def tap_file(path: Path, rows: int) -> None:
                 "plan": rng.choice(plans),
                 "active": rng.random() < 0.9,
                 "score": round(rng.random() * 100, 3),
-                "signed_up_at": f"2026-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}T10:{i % 60:02d}:00Z",
+                "signed_up_at": f"2026-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}T10:{i % 60:02d}:00",
             }
             out.write(json.dumps({"type": "RECORD", "stream": "public-users", "record": record}))
             out.write("\n")
@@ -146,7 +146,6 @@ def main() -> int:
                 [str(target), "--config", str(config)], stdin=stdin, capture_output=True, check=False
             )
         durable = time.perf_counter() - started
-        (work.parent / "hw-bench-target-stderr.log").write_bytes(done.stderr)
         if done.returncode != 0:
             print(done.stderr.decode()[-3000:], file=sys.stderr)
             return 1
