@@ -65,6 +65,7 @@ def tap_file(path: Path, rows: int) -> None:
         )
         out.write("\n")
         for i in range(1, rows + 1):
+            month, day = rng.randrange(1, 13), rng.randrange(1, 29)
             record = {  # ~190 bytes of JSON, 8 columns
                 "id": i,
                 "email": f"user{i}@example.com",
@@ -73,7 +74,7 @@ def tap_file(path: Path, rows: int) -> None:
                 "plan": rng.choice(plans),
                 "active": rng.random() < 0.9,
                 "score": round(rng.random() * 100, 3),
-                "signed_up_at": f"2026-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}T10:00:{i % 60:02d}",
+                "signed_up_at": f"2026-{month:02d}-{day:02d}T10:00:{i % 60:02d}",
             }
             out.write(json.dumps({"type": "RECORD", "stream": "public-users", "record": record}))
             out.write("\n")
