@@ -116,7 +116,7 @@ class ImportService:
         asked = convert_body(body, ImportBatchRequest)
         table = _table(asked.stream)
         try:
-            declared = declared_columns(asked.schema, asked.key_properties)
+            declared = declared_columns({"properties": asked.schema.properties}, asked.key_properties)
         except SchemaError as exc:
             raise APIError(400, "invalid_schema", str(exc), exc.field) from None
         schema = await self._grown(project_id, asked.stream, table, declared, tuple(asked.key_properties))
