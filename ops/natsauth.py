@@ -4,9 +4,10 @@ Each role connects as a user of its own, allowed only what that role does (docs/
 
 - edge: publish `hw.events.>`; read the project KV bucket; create the streams it starts with;
   keep the cookieless salts and carried visitors (KV HW_SALTS, HW_CARRIED_VISITORS).
-- consumer: consume HW_EVENTS, publish `hw.dlq.>`, read the project and tombstone KV buckets.
+- consumer: consume HW_EVENTS and HW_IMPORTS, publish `hw.dlq.>`, read the project and tombstone
+  KV buckets.
 - control: write the project, idempotency, saved-funnel, tombstone and deletion-job KV buckets, the
-  audit stream, purge a project.
+  audit stream, purge a project; publish import batches (`hw.imports.>`), write the imports KV bucket.
 - sessionizer: read the project KV bucket; write the sessionizer watermarks (KV HW_SESSIONS).
 - admin: everything, for the operator's CLI (`streams`, `dlq`, `replay`, `spool drain`, `migrate`).
 

@@ -22,6 +22,7 @@ from nats.js.errors import APIError, NotFoundError
 
 from headwater.control.audit import AUDIT_STREAM, ensure_audit_stream
 from headwater.control.idempotency import IDEMPOTENCY_BUCKET, ensure_idempotency_bucket
+from headwater.control.imports import IMPORTS_BUCKET, ensure_imports_bucket
 from headwater.control.saved_funnels import FUNNELS_BUCKET, ensure_funnels_bucket
 from headwater.control.store import PROJECTS_BUCKET, BucketSettings, ensure_projects_bucket
 from headwater.edge.streams import (
@@ -139,7 +140,7 @@ def _adding(config: StreamConfig) -> Callable[[JetStreamContext], Awaitable[None
 
 
 def managed_streams(settings: StreamSettings) -> list[ManagedStream]:
-    """HW_EVENTS and HW_DLQ follow every setting. The audit stream and the KV buckets follow only the
+    """HW_EVENTS, HW_DLQ and HW_IMPORTS follow every setting. The audit stream and the KV buckets follow only the
     replicas: their retention is fixed by the control plane (audit 400 days, KV history and TTL)."""
     replicas = settings.replicas
     replicas_only = ("num_replicas",)
@@ -159,6 +160,9 @@ def managed_streams(settings: StreamSettings) -> list[ManagedStream]:
     async def funnels(js: JetStreamContext) -> None:
         await ensure_funnels_bucket(js, replicas)
 
+    async def imports(js: JetStreamContext) -> None:
+        await ensure_imports_bucket(js, replicas)
+
     streams = [
         ManagedStream(str(config.name), config, MANAGED_FIELDS, _adding(config))
         for config in stream_configs(settings)
@@ -169,6 +173,7 @@ def managed_streams(settings: StreamSettings) -> list[ManagedStream]:
         (_kv_stream(IDEMPOTENCY_BUCKET), idempotency),
         (_kv_stream(SESSIONS_BUCKET), sessions),
         (_kv_stream(FUNNELS_BUCKET), funnels),
+        (_kv_stream(IMPORTS_BUCKET), imports),
     ):
         streams.append(
             ManagedStream(name, StreamConfig(name=name, num_replicas=replicas), replicas_only, create)

@@ -41,8 +41,8 @@ from headwater.ops.streams import STREAM_NAMES, managed_streams, plan_stream, re
 
 pytestmark = pytest.mark.services
 
-EVERY_STREAM = ("HW_EVENTS", "HW_DLQ", "HW_AUDIT", "KV_HW_PROJECTS", "KV_HW_IDEMPOTENCY", "KV_HW_SESSIONS",
-                "KV_HW_FUNNELS")  # fmt: skip
+EVERY_STREAM = ("HW_EVENTS", "HW_DLQ", "HW_IMPORTS", "HW_AUDIT", "KV_HW_PROJECTS", "KV_HW_IDEMPOTENCY",
+                "KV_HW_SESSIONS", "KV_HW_FUNNELS", "KV_HW_IMPORTS")  # fmt: skip
 
 
 async def headwater(url: str, *args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> Run:
@@ -143,8 +143,8 @@ async def test_ensure_on_an_empty_server_creates_everything(
     js = nats_client.jetstream()
     run = await headwater(nats_server.url, "ensure", "--yes")
     assert run.code == 0, run.stderr
-    assert "7 to create, 0 to update, 0 unchanged" in run.stdout
-    assert "7 applied, 0 failed" in run.stdout
+    assert "9 to create, 0 to update, 0 unchanged" in run.stdout
+    assert "9 applied, 0 failed" in run.stdout
     assert await existing(js) == set(EVERY_STREAM)
 
     events = (await js.stream_info(EVENTS_STREAM)).config
@@ -154,7 +154,7 @@ async def test_ensure_on_an_empty_server_creates_everything(
 
     again = await headwater(nats_server.url, "ensure", "--yes")
     assert again.code == 0, again.stderr
-    assert "0 to create, 0 to update, 7 unchanged" in again.stdout and "nothing to change" in again.stdout
+    assert "0 to create, 0 to update, 9 unchanged" in again.stdout and "nothing to change" in again.stdout
 
 
 async def test_ensure_shows_a_changed_max_age_asks_and_applies_it(
@@ -166,12 +166,12 @@ async def test_ensure_shows_a_changed_max_age_asks_and_applies_it(
     declined = await headwater(nats_server.url, "ensure", "--max-age", "12h", stdin="n\n")
     assert declined.code == 1 and "Aborted" in declined.stderr
     assert re.search(r"~ HW_EVENTS: update\n +max_age +7d -> 12h\n= HW_DLQ: no change", declined.stdout)
-    assert "0 to create, 1 to update, 6 unchanged" in declined.stdout
+    assert "0 to create, 2 to update, 7 unchanged" in declined.stdout  # HW_EVENTS and HW_IMPORTS
     assert (await js.stream_info(EVENTS_STREAM)).config.max_age == 7 * DAY
 
     applied = await headwater(nats_server.url, "ensure", "--max-age", "12h", stdin="y\n")
     assert applied.code == 0, applied.stderr
-    assert "HW_EVENTS: updated" in applied.stdout and "1 applied, 0 failed" in applied.stdout
+    assert "HW_EVENTS: updated" in applied.stdout and "2 applied, 0 failed" in applied.stdout
     info = await js.stream_info(EVENTS_STREAM)
     assert info.config.max_age == 12 * 3600
     assert info.config.discard == DiscardPolicy.NEW and info.state.messages == 1  # the rest is kept
@@ -213,7 +213,7 @@ async def test_a_refused_change_is_reported_per_stream(
     refused = "refused: replicas > 1 not supported in non-clustered mode"
     assert f"HW_EVENTS: update {refused}" in run.stderr  # an existing stream
     assert f"HW_AUDIT: create {refused}" in run.stderr  # a missing one
-    assert "0 applied, 7 failed" in run.stdout
+    assert "0 applied, 9 failed" in run.stdout
     assert (await js.stream_info(EVENTS_STREAM)).config.num_replicas == 1
 
 
@@ -267,7 +267,7 @@ def test_changes_are_the_managed_fields_that_differ_and_keep_the_rest() -> None:
 
 
 def test_the_plan_names_streams_to_create_and_fields_to_change() -> None:
-    events, dlq, audit, *_ = managed_streams(StreamSettings(max_age_seconds=3600))
+    events, dlq, _imports, audit, *_ = managed_streams(StreamSettings(max_age_seconds=3600))
     live_events = as_read_back(stream_configs(StreamSettings())[0])
     live_audit = StreamConfig(name="HW_AUDIT", num_replicas=1, max_age=400 * DAY)
     plans = [plan_stream(events, live_events), plan_stream(dlq, None), plan_stream(audit, live_audit)]
