@@ -141,8 +141,8 @@ def _adding(config: StreamConfig) -> Callable[[JetStreamContext], Awaitable[None
 
 def managed_streams(settings: StreamSettings) -> list[ManagedStream]:
     """HW_EVENTS, HW_DLQ and HW_IMPORTS follow every setting. The audit stream and the KV buckets
-    follow only the
-    replicas: their retention is fixed by the control plane (audit 400 days, KV history and TTL)."""
+    follow only the replicas: their retention is fixed by the control plane (audit 400 days, KV
+    history and TTL)."""
     replicas = settings.replicas
     replicas_only = ("num_replicas",)
 
