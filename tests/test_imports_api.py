@@ -5,6 +5,7 @@ stores them."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -12,7 +13,9 @@ import pytest
 from conftest import ADMIN_TOKEN, StackFactory
 from hw_testing import admin_headers, create_project, eventually, query_rows
 
+from headwater.consumers.settings import ConsumerSettings
 from headwater.control.imports_schemas import ImportBatchRequest
+from headwater.core.migrations import apply_migrations
 from headwater.loaders.http import HttpImportLoader, ImportRefused
 from headwater.ops.runtime import Stack
 
@@ -32,6 +35,11 @@ async def stack(make_stack: StackFactory, http: httpx.AsyncClient, project_id: s
     stack = await make_stack(control=True, consumer=True)
     await create_project(http, stack, project_id)
     return stack
+
+
+def clickhouse_url_of(stack: Stack) -> str:
+    assert stack.settings.clickhouse_url is not None
+    return stack.settings.clickhouse_url
 
 
 def loader(stack: Stack, project_id: str, **options: Any) -> HttpImportLoader:
@@ -176,3 +184,36 @@ async def test_the_documented_example_batch_is_accepted(
     again = await http.post(url, json=example, headers=admin_headers())
     assert first.status_code == 200, first.text
     assert (first.json()["duplicate"], again.json()["duplicate"]) == (False, True)
+
+
+async def test_the_writer_waits_out_a_clickhouse_failure_and_then_stores_the_batch(
+    make_stack: StackFactory, http: httpx.AsyncClient, project_id: str
+) -> None:
+    """A batch JetStream holds is retried, never dropped, while ClickHouse refuses it (here: the
+    project's database is gone), and stored once ClickHouse takes it again."""
+    settings = ConsumerSettings(clickhouse_url="", workers=0, retry_delay_seconds=0.1)
+    control = await make_stack(control=True)
+    await create_project(http, control, project_id)
+    clickhouse = control.clickhouse
+    assert clickhouse is not None
+    await asyncio.to_thread(clickhouse.command, f"DROP DATABASE hw_{project_id} SYNC")
+    consumer = await make_stack(consumer=replace(settings, clickhouse_url=clickhouse_url_of(control)))
+    writer = consumer.import_writer
+    assert writer is not None
+
+    def send() -> None:
+        target = loader(control, project_id)
+        target.declare("users", USERS, ["id"])
+        target.add("users", {"id": 1, "signed_up_at": "2026-01-01T00:00:00Z"})
+        target.close()
+
+    await asyncio.to_thread(send)  # acknowledged: durable in JetStream
+    await eventually(lambda: asyncio.sleep(0, writer.retrying_since), lambda since: since is not None)
+    assert writer.batches_written == 0 and "hw_" in (writer.last_error or "")
+
+    await asyncio.to_thread(apply_migrations, clickhouse, f"hw_{project_id}")
+    await eventually(
+        lambda: asyncio.sleep(0, writer.batches_written), lambda written: written == 1, timeout=20
+    )
+    rows = await query_rows(http, control, project_id, "SELECT id FROM import_users FINAL")
+    assert rows == [[1]] and writer.retrying_since is None
