@@ -224,6 +224,29 @@ async def test_the_pipeline_runs_with_one_user_per_role(
                 funnels, json={"name": "n", "steps": steps, "window": {"value": 1}}, headers=admin_headers()
             )
             assert saved.status_code == 201, saved.text
+            # An import batch: published (HW_IMPORTS) and its table's columns kept (KV HW_IMPORTS)
+            # by the control user, written by the consumer user's import writer.
+            batch = {
+                "stream": "users",
+                "batch_id": "b1",
+                "schema": {"properties": {"id": {"type": "integer"}}},
+                "key_properties": ["id"],
+                "records": [{"id": 1}, {"id": 2}],
+            }
+            imported = await http.post(
+                f"{control.control_url}/v1/projects/{project_id}/imports/batches",
+                json=batch,
+                headers=admin_headers(),
+            )
+            assert imported.status_code == 200, imported.text
+            listing = await eventually(
+                lambda: http.get(
+                    f"{control.control_url}/v1/projects/{project_id}/imports", headers=admin_headers()
+                ),
+                lambda answer: [t["rows"] for t in answer.json()["tables"]] == [2],
+                timeout=15,
+            )
+            assert listing.json()["tables"][0]["table"] == "import_users" and consumer.failed() is None
             purged = await http.delete(
                 f"{control.control_url}/v1/projects/{project_id}",
                 params={"purge": "true", "confirm": project_id},
