@@ -38,9 +38,8 @@ TABLES = ("organisations", "users")
 TAP_STREAMS = {"public-organisations": "organisations", "public-users": "users"}
 REPLICATION_KEY = "updated_at"
 TAP = str(Path(sys.executable).parent / "tap-postgres")
-# Organisations 1-20 have 600 users each, organisation 21 exactly 500, the others about nine.
-BIG_ORGANISATIONS = range(1, 21)
-BOUNDARY_ORGANISATION = 21
+BIG_ORGANISATION_PEOPLE = 600  # users of each of the first `big` organisations
+BOUNDARY_ORGANISATION_PEOPLE = 500  # users of the next one: not "more than 500"
 
 SCHEMA = """
 CREATE TABLE organisations (
@@ -100,9 +99,10 @@ WITH base AS (SELECT date_trunc('second', now()) AS at),
 people AS (
     SELECT
         id,
-        CASE WHEN id <= 12000 THEN 1 + (id - 1) % 20
-             WHEN id <= 12500 THEN 21
-             ELSE 22 + (id - 12501) % ({organisations} - 21) END AS organisation_id,
+        CASE WHEN id <= {big_people} THEN 1 + (id - 1) % {big}
+             WHEN id <= {big_people} + 500 THEN {big} + 1
+             ELSE {big} + 2 + (id - {big_people} - 501) % ({organisations} - {big} - 1)
+        END AS organisation_id,
         (id * 7919) % 730 AS days_ago
     FROM generate_series(1, {users}) AS id
 )
@@ -130,14 +130,42 @@ ANALYZE users;
 """
 
 
-def seed(database: PostgresDatabase, organisations: int = 10_000, users: int = 100_000) -> None:
-    """Creates and fills both tables (users need at least 12,500 rows for the organisation sizes)."""
-    assert users >= 12_500 and organisations > 21
+@dataclass(frozen=True, slots=True)
+class SourceSize:
+    """Rows of the seeded tables. Organisations 1 to `big` have 600 users each, the next one
+    exactly 500, and the remaining users are spread over the other organisations."""
+
+    organisations: int
+    users: int
+    big: int
+
+    def __post_init__(self) -> None:
+        assert self.organisations > self.big + 1
+        assert self.users > self.big * BIG_ORGANISATION_PEOPLE + BOUNDARY_ORGANISATION_PEOPLE
+
+    @property
+    def big_organisations(self) -> range:
+        return range(1, self.big + 1)
+
+    @property
+    def boundary_organisation(self) -> int:
+        return self.big + 1
+
+
+def seed(database: PostgresDatabase, size: SourceSize) -> None:
+    """Creates and fills both tables."""
     connection = database.connect()
     try:
         with connection.cursor() as cursor:
             cursor.execute(SCHEMA)
-            cursor.execute(SEED.format(organisations=int(organisations), users=int(users)))
+            cursor.execute(
+                SEED.format(
+                    organisations=int(size.organisations),
+                    users=int(size.users),
+                    big=int(size.big),
+                    big_people=int(size.big) * BIG_ORGANISATION_PEOPLE,
+                )
+            )
     finally:
         connection.close()
 

@@ -35,10 +35,10 @@ class PipelineRun:
         return self.states[-1] if self.states else None
 
 
-def write_target_config(directory: Path, control_url: str, token: str, project: str) -> Path:
+def write_target_config(directory: Path, name: str, **settings: Any) -> Path:
     """target-headwater's config file (the keys Meltano's loader settings hold)."""
-    path = directory / "target-config.json"
-    path.write_text(json.dumps({"control_url": control_url, "token": token, "project": project}))
+    path = directory / f"{name}.json"
+    path.write_text(json.dumps(settings))
     return path
 
 

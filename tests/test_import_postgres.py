@@ -24,11 +24,10 @@ import pytest
 from hw_testing import ADMIN_TOKEN, StackFactory, basic_auth, create_project, eventually, query_rows
 from postgres import PostgresDatabase
 from postgres_source import (
-    BIG_ORGANISATIONS,
-    BOUNDARY_ORGANISATION,
     REPLICATION_KEY,
     TABLES,
     TAP_STREAMS,
+    SourceSize,
     TableChecksum,
     checksum_from_row,
     clickhouse_checksum_sql,
@@ -46,6 +45,9 @@ from headwater.ops.runtime import Stack
 
 pytestmark = pytest.mark.services
 
+SMALL = SourceSize(organisations=100, users=2_000, big=2)
+# The issue's: 10,000 organisations and 100,000 users, twenty organisations of 600 people.
+ISSUE_SIZE = SourceSize(organisations=10_000, users=100_000, big=20)
 STREAM_OF_TABLE = {table: stream for stream, table in TAP_STREAMS.items()}
 STORED_SECONDS = 180.0  # the consumer's writes after the target's last state (a timeout, not a measure)
 
@@ -56,7 +58,7 @@ def test_tap_postgres_emits_every_row_and_a_bookmark(
     """What the pipeline starts from: the tap, with the incremental catalog, hands out every row
     of both tables under the aliased stream names, keyed by id, and ends on a state whose bookmarks
     are the tables' greatest updated_at."""
-    seed(postgres_database, organisations=200, users=12_600)
+    seed(postgres_database, SMALL)
     files = prepare_tap(postgres_database, tmp_path)
     out = tmp_path / "messages.jsonl"
     run_tap_to_file(files, out)
@@ -218,7 +220,7 @@ ORDER BY user_id
 """
 
 
-def _people_for_the_join(database: PostgresDatabase) -> dict[str, list[int]]:
+def _people_for_the_join(database: PostgresDatabase, size: SourceSize) -> dict[str, list[int]]:
     """Users of each kind the join must tell apart, three of each."""
 
     def three(condition: str) -> list[int]:
@@ -226,20 +228,25 @@ def _people_for_the_join(database: PostgresDatabase) -> dict[str, list[int]]:
         assert len(rows) == 3, condition
         return [int(row[0]) for row in rows]
 
-    big = ", ".join(str(o) for o in BIG_ORGANISATIONS)
+    big = ", ".join(str(o) for o in size.big_organisations)
     recent, old = "signed_up_at >= now() - interval '90 days'", "signed_up_at < now() - interval '90 days'"
     return {
         "recent_in_big": three(f"organisation_id IN ({big}) AND {recent}"),
         "old_in_big": three(f"organisation_id IN ({big}) AND {old}"),
-        "recent_in_500": three(f"organisation_id = {BOUNDARY_ORGANISATION} AND {recent}"),
-        "recent_in_small": three(f"organisation_id > {BOUNDARY_ORGANISATION} AND {recent}"),
+        "recent_in_500": three(f"organisation_id = {size.boundary_organisation} AND {recent}"),
+        "recent_in_small": three(f"organisation_id > {size.boundary_organisation} AND {recent}"),
     }
 
 
 async def _check_the_join(
-    http: httpx.AsyncClient, stack: Stack, project_id: str, secret_key: str, database: PostgresDatabase
+    http: httpx.AsyncClient,
+    stack: Stack,
+    project_id: str,
+    secret_key: str,
+    database: PostgresDatabase,
+    size: SourceSize,
 ) -> None:
-    people = await asyncio.to_thread(_people_for_the_join, database)
+    people = await asyncio.to_thread(_people_for_the_join, database, size)
     sent: dict[int, int] = {}
     batch = []
     for ids in people.values():
@@ -289,8 +296,7 @@ async def _check_the_join(
 
 
 async def _scenario(
-    organisations: int,
-    users: int,
+    size: SourceSize,
     database: PostgresDatabase,
     make_stack: StackFactory,
     http: httpx.AsyncClient,
@@ -298,17 +304,20 @@ async def _scenario(
     tmp_path: Path,
 ) -> None:
     _require_target()
-    await asyncio.to_thread(seed, database, organisations, users)
+    await asyncio.to_thread(seed, database, size)
     stack = await make_stack(edge=True, control=True, consumer=True)
     created = await create_project(http, stack, project_id)
     files = await asyncio.to_thread(prepare_tap, database, tmp_path)
     assert stack.control_url is not None
-    config = write_target_config(tmp_path, stack.control_url, ADMIN_TOKEN, project_id)
+    target = {"control_url": stack.control_url, "token": ADMIN_TOKEN, "project": project_id}
+    config = write_target_config(tmp_path, "target", **target)
+    # The run to be killed releases a state at every STATE of the tap (every 10,000 records).
+    eager_config = write_target_config(tmp_path, "target-eager", **target, state_interval_seconds=0)
     logs = tmp_path / "logs"
 
     # A full import: every row, every column.
     first = await run_pipeline(tap_command(files), config, logs)
-    assert dict(first.records) == {"organisations": organisations, "users": users}
+    assert dict(first.records) == {"organisations": size.organisations, "users": size.users}
     for table in TABLES:
         assert _bookmark(first.last_state, table)
     await _assert_tables_equal_source(stack, project_id, database)
@@ -320,7 +329,7 @@ async def _scenario(
     )
     _assert_handed_only_changes(database, second, changed, first.last_state)
     await _assert_tables_equal_source(stack, project_id, database)
-    renamed = min(i for i in changed["users"] if i % 2 == 1 and i <= users)
+    renamed = min(i for i in changed["users"] if i % 2 == 1 and i <= size.users)
     stored = await _clickhouse(
         stack,
         f"SELECT full_name, login_count FROM hw_{project_id}.import_users FINAL WHERE id = {{id:Int64}}",
@@ -330,10 +339,10 @@ async def _scenario(
     assert [tuple(row) for row in stored] == [expected]
 
     # Killed midway (the target and the tap, SIGKILL), resumed from the last state the target released.
-    changed = await asyncio.to_thread(_change_rows, database, 3, users // 50, 20)
+    changed = await asyncio.to_thread(_change_rows, database, 3, size.users // 50, 20)
     halfway = (len(changed["organisations"]) + len(changed["users"])) // 2
     start = write_state(tmp_path, "second", second.last_state)
-    killed = await run_pipeline(tap_command(files, start), config, logs, kill_after_records=halfway)
+    killed = await run_pipeline(tap_command(files, start), eager_config, logs, kill_after_records=halfway)
     assert killed.killed
     resume_from = killed.last_state or second.last_state
     resumed = await run_pipeline(
@@ -344,7 +353,7 @@ async def _scenario(
         assert changed[table] - killed.keys[table] <= resumed.keys[table], table
     await _assert_tables_equal_source(stack, project_id, database)
 
-    await _check_the_join(http, stack, project_id, str(created["secret_key"]), database)
+    await _check_the_join(http, stack, project_id, str(created["secret_key"]), database, size)
 
 
 async def test_postgres_import_small(
@@ -354,8 +363,8 @@ async def test_postgres_import_small(
     project_id: str,
     tmp_path: Path,
 ) -> None:
-    """The scenario with 200 organisations and 12,600 users (the fewest the organisation sizes need)."""
-    await _scenario(200, 12_600, postgres_database, make_stack, http, project_id, tmp_path)
+    """The scenario with 100 organisations (two of 600 people) and 2,000 users."""
+    await _scenario(SMALL, postgres_database, make_stack, http, project_id, tmp_path)
 
 
 @pytest.mark.slow
@@ -367,4 +376,4 @@ async def test_postgres_import_issue_size(
     tmp_path: Path,
 ) -> None:
     """The scenario at the issue's size: 10,000 organisations and 100,000 users."""
-    await _scenario(10_000, 100_000, postgres_database, make_stack, http, project_id, tmp_path)
+    await _scenario(ISSUE_SIZE, postgres_database, make_stack, http, project_id, tmp_path)
