@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -107,30 +108,32 @@ async def _imported_checksum(
     return checksum_from_row(list(source), row)
 
 
+async def _table_exists(stack: Stack, project_id: str, table: str) -> bool:
+    (row,) = await _clickhouse(
+        stack,
+        "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {table:String}",
+        {"db": f"hw_{project_id}", "table": f"import_{table}"},
+    )
+    return bool(row[0])
+
+
 async def _assert_tables_equal_source(stack: Stack, project_id: str, database: PostgresDatabase) -> None:
-    """Every imported table has the source's rows (read FINAL: a re-sent row counts once) and,
-    column by column, the source's values."""
+    """Every imported table comes to hold the source's rows (read FINAL: a re-sent row counts once)
+    and, column by column, the source's values. The consumer writes what the target sent after
+    JetStream acknowledged it, so the comparison is repeated until it holds or time is up."""
     for table in TABLES:
         source = await asyncio.to_thread(source_checksum, database, table)
         columns = await asyncio.to_thread(source_columns, database, table)
-
-        async def stored_rows(table: str = table) -> int:
-            exists = await _clickhouse(
-                stack,
-                "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {table:String}",
-                {"db": f"hw_{project_id}", "table": f"import_{table}"},
-            )
-            if exists[0][0] == 0:
-                return -1
-            return int(
-                (await _clickhouse(stack, f"SELECT count() FROM hw_{project_id}.import_{table} FINAL"))[0][0]
-            )
-
-        await eventually(
-            stored_rows, lambda rows, n=source.rows: rows == n, timeout=STORED_SECONDS, interval=0.5
-        )
-        imported = await _imported_checksum(stack, project_id, table, columns)
-        assert imported.rows == source.rows, table
+        deadline = time.monotonic() + STORED_SECONDS
+        while True:
+            imported = None
+            if await _table_exists(stack, project_id, table):
+                imported = await _imported_checksum(stack, project_id, table, columns)
+            if imported == source or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+        assert imported is not None, f"import_{table} was never created"
+        assert imported.rows == source.rows, f"import_{table}: {imported.rows} rows, the source {source.rows}"
         differing = {
             c: (imported.columns[c], v) for c, v in source.columns.items() if imported.columns[c] != v
         }
