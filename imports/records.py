@@ -75,7 +75,8 @@ def _datetime(value: Any) -> Any:
     moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     if not DATETIME_RANGE[0] <= moment <= DATETIME_RANGE[1]:
         raise ValueError("must be between 1900-01-01 and 2262-04-11")
-    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+    # `2026-01-02 10:00:00.000000`: isoformat is ~10x faster than strftime
+    return moment.isoformat(sep=" ", timespec="microseconds")[:26]
 
 
 def _date(value: Any) -> Any:

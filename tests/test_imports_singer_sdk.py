@@ -80,8 +80,8 @@ StandardTargetTests = get_target_test_class(HeadwaterTarget, config=CONFIG)
 
 class TestHeadwaterTarget(StandardTargetTests):  # type: ignore[misc,valid-type]
     @pytest.fixture
-    def resource(self, threaded_stack: ThreadedStack) -> Iterator[ThreadedStack]:
-        yield threaded_stack
+    def resource(self, threaded_stack: ThreadedStack) -> ThreadedStack:
+        return threaded_stack
 
 
 def test_the_suites_streams_were_written(threaded_stack: ThreadedStack) -> None:
