@@ -22,6 +22,7 @@ from hw_browser import browser, chromium, page_servers  # noqa: F401 (fixtures, 
 from hw_testing import ADMIN_TOKEN, SpoolingStackFactory, StackFactory, create_project
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
+from postgres import postgres_cluster, postgres_database  # noqa: F401 (fixtures, registered here)
 
 from headwater.consumers.enrich import Enricher
 from headwater.consumers.processing import InlineProcessor, Processor, WorkerPool
