@@ -45,7 +45,7 @@ def _failure_from_answer(config: DestinationConfig, status: int, raw: bytes) -> 
         return CheckResult(
             False, f"the control API at {config.control_url} refused the token ({code or status})"
         )
-    if status == 404 and code:
+    if status == 404 and code == "project_not_found":
         return CheckResult(
             False, f"project {config.project!r} does not exist at {config.control_url} ({code})"
         )
