@@ -46,6 +46,10 @@ class ConsumerSettings:
     # Where /healthz, /readyz and /metrics are served; None: not at all (as in `up`).
     host: str = "127.0.0.1"
     port: int | None = None
+    # The cluster the import writer creates and grows imported tables on (consumers/imports.py).
+    clickhouse_cluster: str | None = None
+    # The import writer's durable on HW_IMPORTS; None: the consumer role runs no import writer.
+    imports_durable_name: str | None = "hw-imports"
 
     def worker_count(self) -> int:
         return default_workers() if self.workers is None else self.workers

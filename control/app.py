@@ -28,6 +28,7 @@ from .anonymisation import EventPreviewer, preview
 from .auth import authenticate_admin
 from .funnels import run_funnel, run_trend
 from .idempotency import validate_idempotency_key
+from .imports import ImportService
 from .openapi import openapi_document
 from .paths import run_paths
 from .patterns import DEFAULT_LIMITS, mining_slots, run_patterns
@@ -94,6 +95,7 @@ def create_app(
     funnels: SavedFunnelService | None = None,
     subjects: SubjectJobs | None = None,
     previewer: EventPreviewer | None = None,
+    imports: ImportService | None = None,
 ) -> Quart:
     app = new_app(__name__)
     app.url_map.converters["funnel_id"] = FunnelIdConverter
@@ -300,6 +302,28 @@ def create_app(
         if previewer is None:
             raise APIError(503, "preview_unavailable", "the anonymisation preview is not configured")
         return json_response(await preview(store, service, previewer, project_id, await read_json_object()))
+
+    def import_service() -> ImportService:
+        if imports is None:
+            raise APIError(503, "imports_unavailable", "imports are not configured")
+        return imports
+
+    @api.post("/projects/<project_id>/imports/batches")
+    async def import_batch(project_id: str) -> Response:
+        answer = await import_service().add_batch(project_id, await read_json_object())
+        return json_response(msgspec.to_builtins(answer))
+
+    @api.post("/projects/<project_id>/imports/activate-version")
+    async def import_activate_version(project_id: str) -> Response:
+        return json_response(await import_service().activate_version(project_id, await read_json_object()))
+
+    @api.put("/projects/<project_id>/imports/state")
+    async def import_state(project_id: str) -> Response:
+        return json_response(await import_service().save_state(project_id, await read_json_object()))
+
+    @api.get("/projects/<project_id>/imports")
+    async def list_imports(project_id: str) -> Response:
+        return json_response(msgspec.to_builtins(await import_service().listing(project_id)))
 
     app.register_blueprint(api)
     return app

@@ -15,8 +15,11 @@ from headwater.core.wire.subjects import (
     DLQ_SUBJECTS,
     EVENTS_STREAM,
     EVENTS_SUBJECTS,
+    IMPORTS_STREAM,
+    IMPORTS_SUBJECTS,
     dlq_subject,
     events_subject,
+    imports_project_subjects,
 )
 
 DAY = 24 * 3600
@@ -81,6 +84,13 @@ def stream_configs(settings: StreamSettings) -> list[StreamConfig]:
             DLQ_SUBJECTS,
             settings.dlq_max_age_seconds,
         ),
+        _stream(
+            settings,
+            IMPORTS_STREAM,
+            "headwater import batches (Singer, Airbyte), one message per accepted batch",
+            IMPORTS_SUBJECTS,
+            settings.max_age_seconds,
+        ),
     ]
 
 
@@ -131,13 +141,14 @@ async def ensure_streams(js: JetStreamContext, settings: StreamSettings) -> None
 
 
 async def purge_project_messages(js: JetStreamContext, project_id: str) -> int:
-    """Remove every message of one project from HW_EVENTS and HW_DLQ; returns how many."""
+    """Remove every message of one project from HW_EVENTS, HW_DLQ and HW_IMPORTS; returns how many."""
     removed = 0
     for stream, subject in (
         (EVENTS_STREAM, events_subject(project_id)),
         (DLQ_STREAM, dlq_subject(project_id)),
+        (IMPORTS_STREAM, imports_project_subjects(project_id)),
     ):
         info = await js.stream_info(stream, subjects_filter=subject)
-        removed += (info.state.subjects or {}).get(subject, 0)
+        removed += sum((info.state.subjects or {}).values())
         await js.purge_stream(stream, subject=subject)
     return removed

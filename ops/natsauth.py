@@ -33,7 +33,7 @@ ROLES = ("edge", "consumer", "control", "sessionizer", "admin")
 
 # Streams and buckets (core/wire/subjects.py, control/store.py, control/idempotency.py, control/audit.py,
 # control/saved_funnels.py).
-_CREATED_AT_START = ("HW_EVENTS", "HW_DLQ", "HW_AUDIT", "KV_HW_PROJECTS")
+_CREATED_AT_START = ("HW_EVENTS", "HW_DLQ", "HW_IMPORTS", "HW_AUDIT", "KV_HW_PROJECTS")
 
 
 def _read_kv(bucket: str) -> list[str]:
@@ -83,6 +83,13 @@ PUBLISH: Mapping[str, list[str]] = {
         # data-subject tombstones (core/projects/tombstones.py): followed, created if missing
         "$JS.API.STREAM.CREATE.KV_HW_TOMBSTONES",
         *_read_kv("HW_TOMBSTONES"),
+        # the import writer (consumers/imports.py): its durable on HW_IMPORTS
+        "$JS.API.CONSUMER.CREATE.HW_IMPORTS",
+        "$JS.API.CONSUMER.CREATE.HW_IMPORTS.>",
+        "$JS.API.CONSUMER.DURABLE.CREATE.HW_IMPORTS.>",
+        "$JS.API.CONSUMER.INFO.HW_IMPORTS.>",
+        "$JS.API.CONSUMER.MSG.NEXT.HW_IMPORTS.>",
+        "$JS.ACK.HW_IMPORTS.>",
     ],
     "control": [
         *_COMMON,
@@ -103,6 +110,13 @@ PUBLISH: Mapping[str, list[str]] = {
         *_read_kv("HW_TOMBSTONES"),
         *_read_kv("HW_SUBJECT_JOBS"),
         "$JS.API.STREAM.PURGE.KV_HW_SUBJECT_JOBS",  # a project's jobs, when it is purged
+        # imports (control/imports.py): batches published, table schemas and last states in KV
+        "hw.imports.>",
+        "$JS.API.STREAM.PURGE.HW_IMPORTS",
+        "$KV.HW_IMPORTS.>",
+        "$JS.API.STREAM.CREATE.KV_HW_IMPORTS",
+        *_read_kv("HW_IMPORTS"),
+        "$JS.API.STREAM.PURGE.KV_HW_IMPORTS",
     ],
     "sessionizer": [
         *_COMMON,

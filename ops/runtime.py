@@ -24,6 +24,7 @@ from nats.js.kv import KeyValue
 from tenacity import AsyncRetrying, before_sleep_log, wait_exponential, wait_random
 
 from headwater.consumers.app import create_app as create_consumer_app
+from headwater.consumers.imports import ImportTables, ImportWriter
 from headwater.consumers.leftovers import leftover
 from headwater.consumers.preview import EventPreviewer
 from headwater.consumers.processing import Processor, start_processor
@@ -34,6 +35,7 @@ from headwater.control.app import create_app as create_control_app
 from headwater.control.audit import AuditLog, ensure_audit_stream
 from headwater.control.clickhouse import connect as connect_clickhouse
 from headwater.control.idempotency import IdempotencyStore, ensure_idempotency_bucket, server_secret
+from headwater.control.imports import ImportService, ensure_imports_bucket
 from headwater.control.query import QueryLimits, ReadOnlyQueries
 from headwater.control.query_grants import query_user
 from headwater.control.saved_funnels import SavedFunnelService, ensure_funnels_bucket, purge_project_funnels
@@ -116,6 +118,7 @@ class Stack:
         self.service: ProjectService | None = None
         self.queries: ReadOnlyQueries | None = None
         self.consumer: EventConsumer | None = None
+        self.import_writer: ImportWriter | None = None
         self.tombstones: TombstoneRegistry | None = None  # the consumer's live view
         self.subjects: SubjectJobs | None = None  # the control plane's deletion jobs
         self.processor: Processor | None = None
@@ -182,8 +185,12 @@ class Stack:
                 await purge_project_funnels(js, project_id)
                 await purge_project_tombstones(js, project_id)
                 await purge_project_jobs(js, project_id)
+                await imports.purge(project_id)
 
             funnels_kv = await ensure_funnels_bucket(js, s.streams.replicas)
+            imports = ImportService(
+                js, await ensure_imports_bucket(js, s.streams.replicas), self.store, self.clickhouse
+            )
 
             self.service = ProjectService(
                 self.store,
@@ -217,7 +224,7 @@ class Stack:
             await self.subjects.start()  # takes up the jobs a previous run left unfinished
             control_app = create_control_app(
                 s.control, self.store, self.service, self.queries, self._nats_readiness, funnels,
-                self.subjects, previewer=EventPreviewer(),
+                self.subjects, previewer=EventPreviewer(), imports=imports,
             )  # fmt: skip
             # Quart's own deadline for reading a body (uvicorn's protocol bounds it too; hypercorn not).
             control_app.config["BODY_TIMEOUT"] = s.http.body_timeout_seconds
@@ -241,6 +248,12 @@ class Stack:
             )  # fmt: skip
             self.connection_events.subscribe(self.consumer)
             await self.consumer.start()
+            if s.consumer.imports_durable_name is not None:
+                tables = ImportTables(self.clickhouse, s.consumer.clickhouse_cluster)
+                self.import_writer = ImportWriter(
+                    self.nats, tables, s.consumer.imports_durable_name, s.consumer.retry_delay_seconds
+                )
+                await self.import_writer.start()
             if s.consumer.port is not None:
                 app = create_consumer_app(self.consumer.metrics, self._consumer_readiness)
                 self.consumer_url = await self._listeners.serve(
@@ -396,6 +409,8 @@ class Stack:
             return f"spool drainer failed: {self.drainer.failure!r}"
         if self.consumer is not None and self.consumer.failure is not None:
             return f"consumer failed: {self.consumer.failure!r}"
+        if self.import_writer is not None and self.import_writer.failure is not None:
+            return f"import writer failed: {self.import_writer.failure!r}"
         if self.tombstones is not None and self.tombstones.failure is not None:
             return f"tombstone watcher failed: {self.tombstones.failure!r}"
         if self.sessionizer is not None and self.sessionizer.broken is not None:
@@ -424,6 +439,8 @@ class Stack:
             await _logged("data-subject jobs", self.subjects.stop())
         if self.sessionizer is not None:  # before NATS closes: its cycle moves a KV watermark
             await _logged("sessionizer", self.sessionizer.stop())
+        if self.import_writer is not None:
+            await _logged("import writer", self.import_writer.stop())
         if self.consumer is not None:
             await _logged("consumer", self.consumer.stop())
         if self.processor is not None:

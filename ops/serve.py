@@ -179,7 +179,8 @@ def serve(
 ) -> None:
     """Run one ROLE (edge, control, consumer or sessionizer) against --nats-url and --clickhouse-url.
 
-    --on-cluster applies to the control role, which creates and drops project databases; the
+    --on-cluster applies to the control role, which creates and drops project databases, and to
+    the consumer's import writer, which creates imported tables; the
     other roles ignore it, so one environment can serve every role. So do --tls-cert and --tls-key
     (the edge and control roles serve HTTPS with them; the consumer's health port stays HTTP).
     The stream flags apply to the streams and KV buckets a role creates when they do not exist
@@ -251,6 +252,7 @@ def serve(
             unready_after_retrying_seconds=consumer_unready_after,
             datacentre_ranges=datacentre_ranges,
             referrer_spam_file=referrer_spam_file,
+            clickhouse_cluster=on_cluster,  # where the import writer creates imported tables
         )
     settings = StackSettings(
         nats_url=nats_url,

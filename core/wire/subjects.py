@@ -27,3 +27,18 @@ def dlq_subject(project_id: str) -> str:
 def project_of_subject(subject: str) -> str:
     """`hw.events.demo` → `demo`."""
     return subject.rsplit(".", 1)[-1]
+
+
+# Imported production data (docs/import.md): one subject per project and imported table, so a
+# table's batches stay in order and a project's can be purged alone.
+IMPORTS_STREAM = "HW_IMPORTS"
+IMPORTS_SUBJECTS = "hw.imports.>"
+
+
+def imports_subject(project_id: str, table: str) -> str:
+    """`table`: an import table's name (imports/names.py), a valid subject token."""
+    return f"hw.imports.{project_id}.{table}"
+
+
+def imports_project_subjects(project_id: str) -> str:
+    return f"hw.imports.{project_id}.>"
