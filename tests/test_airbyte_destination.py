@@ -241,6 +241,8 @@ def test_overwrite_dedup_and_a_clearing_refresh() -> None:
         (stream("users", "append_dedup", [["nope"]]), "'nope' is not in the stream's json_schema"),
         (stream("users", "soft_delete"), "'soft_delete' is not supported"),
         ({"stream": {"name": "users"}, "destination_sync_mode": "append"}, "json_schema"),
+        (stream("u" * 65, "append"), "a stream name has 1 to 64 characters"),
+        ({**stream("users", "append"), "stream": {"name": "users", "json_schema": {}}}, "properties"),
     ],
 )
 def test_catalog_faults_name_the_stream_and_the_field(configured: dict[str, Any], fault: str) -> None:
@@ -250,8 +252,10 @@ def test_catalog_faults_name_the_stream_and_the_field(configured: dict[str, Any]
 
 def test_a_stream_name_twice_is_refused() -> None:
     twice = stream("users", "append")
-    with pytest.raises(ConfigError, match="appears twice"):
+    with pytest.raises(ConfigError, match="would both be table import_users"):
         parse_catalog(catalog(twice, {**twice, "stream": {**twice["stream"], "namespace": "other"}}))
+    with pytest.raises(ConfigError, match="'a-b' and 'a_b' would both be table import_a_b"):
+        parse_catalog(catalog(stream("a-b", "append"), stream("a_b", "append")))
 
 
 def test_an_oversized_message_is_refused() -> None:

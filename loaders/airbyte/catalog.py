@@ -16,6 +16,9 @@ from typing import Any
 
 import msgspec
 
+from headwater.imports.names import InvalidName, table_name
+from headwater.imports.types import SchemaError, declared_columns
+
 from .messages import ConfigError
 
 MAX_CATALOG_BYTES = 16 * 1024 * 1024
@@ -89,6 +92,14 @@ def plan_stream(configured: ConfiguredStream) -> StreamPlan:
             f"is not supported (one of {', '.join(SUPPORTED_SYNC_MODES)})"
         ) from None
     deduplicated = mode in (SyncMode.APPEND_DEDUP, SyncMode.OVERWRITE_DEDUP)
+    key_properties = _key_properties(configured) if deduplicated else ()
+    try:  # what the control plane would refuse at the first batch, said before any record is read
+        table_name(configured.stream.name)
+        declared_columns(configured.stream.json_schema, key_properties)
+    except SchemaError as exc:
+        raise ConfigError(f"stream {configured.stream.name!r}: {exc} ({exc.field})") from None
+    except InvalidName as exc:
+        raise ConfigError(f"stream {configured.stream.name!r}: {exc}") from None
     clears = (
         configured.generation_id is not None
         and configured.minimum_generation_id is not None
@@ -98,7 +109,7 @@ def plan_stream(configured: ConfiguredStream) -> StreamPlan:
     return StreamPlan(
         name=configured.stream.name,
         schema=configured.stream.json_schema,
-        key_properties=_key_properties(configured) if deduplicated else (),
+        key_properties=key_properties,
         replaces_rows=mode in (SyncMode.OVERWRITE, SyncMode.OVERWRITE_DEDUP) or clears,
     )
 
@@ -117,13 +128,17 @@ def parse_catalog(raw: bytes) -> dict[str, StreamPlan]:
     if len(catalog.streams) > MAX_STREAMS:
         raise ConfigError(f"the configured catalog has {len(catalog.streams)} streams; at most {MAX_STREAMS}")
     plans: dict[str, StreamPlan] = {}
+    tables: dict[str, str] = {}
     for configured in catalog.streams:
-        if configured.stream.name in plans:
+        plan = plan_stream(configured)
+        table = table_name(plan.name)
+        if table in tables:
             raise ConfigError(
-                f"stream {configured.stream.name!r} appears twice in the catalog (in two namespaces?): "
-                "each stream name becomes one table, so names must be unique"
+                f"streams {tables[table]!r} and {plan.name!r} would both be table {table} (the same "
+                "name in two namespaces, or names that differ only in punctuation)"
             )
-        plans[configured.stream.name] = plan_stream(configured)
+        tables[table] = plan.name
+        plans[plan.name] = plan
     return plans
 
 

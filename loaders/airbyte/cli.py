@@ -11,20 +11,40 @@ from typing import Any, BinaryIO
 
 import click
 
+from headwater.loaders.http import HttpImportLoader, ImportRefused, ImportUnavailable
 from headwater.loaders.loader import ImportLoader
 
 from .catalog import SUPPORTED_SYNC_MODES, read_catalog
 from .check import check
 from .config import CONNECTION_SPECIFICATION, DestinationConfig, read_config
-from .messages import ConfigError, connection_status, encode, error_trace, log_message, spec_message
+from .messages import (
+    ConfigError,
+    DestinationError,
+    TransientError,
+    connection_status,
+    encode,
+    error_trace,
+    log_message,
+    spec_message,
+)
 from .write import write
 
 LoaderFactory = Callable[[DestinationConfig], ImportLoader]
 
 
 def http_loader(config: DestinationConfig) -> ImportLoader:
-    """The loader over the control API."""
-    raise ConfigError("this build of headwater has no HTTP import loader yet")
+    """The loader over the control plane's import API."""
+    return HttpImportLoader(config.control_url, config.token, config.project)
+
+
+def _reported(error: Exception) -> Exception:
+    """The loader's failures as the protocol's kinds: unavailable is transient (a retry may
+    succeed), a refusal is the system's error with the control plane's code and field."""
+    if isinstance(error, ImportUnavailable):
+        return TransientError(f"headwater is unavailable: {error}")
+    if isinstance(error, ImportRefused):
+        return DestinationError(f"the control plane refused the import: {error}")
+    return error
 
 
 def _emit(out: BinaryIO, message: dict[str, Any]) -> None:
@@ -68,8 +88,12 @@ def make_destination(loader_factory: LoaderFactory = http_loader) -> click.Group
             loader = loader_factory(read_config(config))
             write(loader, plans, sys.stdin.buffer, out)
         except Exception as exc:  # every failure is reported the protocol's way
-            _emit(out, log_message("ERROR", str(exc)))
-            _emit(out, error_trace(exc))
+            reported = _reported(exc)
+            if reported is not exc:
+                reported.__cause__ = exc
+                reported.__traceback__ = exc.__traceback__
+            _emit(out, log_message("ERROR", str(reported)))
+            _emit(out, error_trace(reported))
             sys.exit(1)
 
     return destination

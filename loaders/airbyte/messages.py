@@ -40,6 +40,12 @@ class ConfigError(DestinationError):
     failure_type = FailureType.CONFIG
 
 
+class TransientError(DestinationError):
+    """headwater could not be reached or was unavailable: the same sync may succeed later."""
+
+    failure_type = FailureType.TRANSIENT
+
+
 class RecordMessage(msgspec.Struct, frozen=True):
     stream: str
     data: dict[str, Any]
