@@ -32,7 +32,7 @@ CONNECTION_SPECIFICATION: dict[str, Any] = {
     "properties": {
         "control_url": {
             "title": "Control API URL",
-            "description": "Where the headwater control plane answers, e.g. http://headwater:8700.",
+            "description": "Where the headwater control plane answers, e.g. http://headwater:8701.",
             "type": "string",
             "pattern": "^https?://",
             "maxLength": MAX_URL_LENGTH,
