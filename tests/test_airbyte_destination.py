@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -380,3 +381,16 @@ def test_check_fails_with_a_message_on_a_bad_config(tmp_path: Path, config: str,
         }
     ]
     assert fault in messages[0]["connectionStatus"]["message"]
+
+
+def test_the_connector_image_runs_the_installed_destination() -> None:
+    """Airbyte runs the image's entrypoint (and reads AIRBYTE_ENTRYPOINT): both must be the console
+    script the package installs; the build context leaves the virtualenvs and data out."""
+    root = Path(__file__).resolve().parents[1]
+    dockerfile = (root / "loaders/airbyte/Dockerfile").read_text()
+    assert 'ENTRYPOINT ["destination-headwater"]' in dockerfile
+    assert 'ENV AIRBYTE_ENTRYPOINT="destination-headwater"' in dockerfile
+    [script] = entry_points(group="console_scripts", name="destination-headwater")
+    assert script.value == "headwater.loaders.airbyte.cli:main"
+    ignored = (root / "loaders/airbyte/Dockerfile.dockerignore").read_text().split()
+    assert {".venv", ".headwater", ".git", "build"} <= set(ignored)
