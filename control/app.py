@@ -315,11 +315,13 @@ def create_app(
 
     @api.post("/projects/<project_id>/imports/activate-version")
     async def import_activate_version(project_id: str) -> Response:
-        return json_response(await import_service().activate_version(project_id, await read_json_object()))
+        answer = await import_service().activate_version(project_id, await read_json_object())
+        return json_response(msgspec.to_builtins(answer))
 
     @api.put("/projects/<project_id>/imports/state")
     async def import_state(project_id: str) -> Response:
-        return json_response(await import_service().save_state(project_id, await read_json_object()))
+        answer = await import_service().save_state(project_id, await read_json_object())
+        return json_response(msgspec.to_builtins(answer))
 
     @api.get("/projects/<project_id>/imports")
     async def list_imports(project_id: str) -> Response:

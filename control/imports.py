@@ -35,12 +35,14 @@ from headwater.imports.records import RecordError, encode_rows
 from headwater.imports.types import Column, SchemaError, declared_columns, merged
 
 from .imports_schemas import (
+    ActivateVersionAnswer,
     ActivateVersionRequest,
     ImportBatchAnswer,
     ImportBatchRequest,
     ImportedColumn,
     ImportedTable,
     ImportsListing,
+    ImportStateAnswer,
     ImportStateRequest,
 )
 from .store import ProjectStore
@@ -114,7 +116,7 @@ class ImportService:
         asked = convert_body(body, ImportBatchRequest)
         table = _table(asked.stream)
         try:
-            declared = declared_columns(asked.schema, asked.key_properties)
+            declared = declared_columns({"properties": asked.schema.properties}, asked.key_properties)
         except SchemaError as exc:
             raise APIError(400, "invalid_schema", str(exc), exc.field) from None
         schema = await self._grown(project_id, asked.stream, table, declared, tuple(asked.key_properties))
@@ -129,18 +131,13 @@ class ImportService:
         duplicate = await self._publish(project_id, batch, asked.batch_id)
         return ImportBatchAnswer(asked.stream, table, len(asked.records), schema.version, duplicate)
 
-    async def activate_version(self, project_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def activate_version(self, project_id: str, body: dict[str, Any]) -> ActivateVersionAnswer:
         await self._store.get(validate_project_id(project_id))
         asked = convert_body(body, ActivateVersionRequest)
         table = _table(asked.stream)
         batch = ImportBatch(ACTIVATE_VERSION, asked.stream, table, asked.table_version)
         duplicate = await self._publish(project_id, batch, asked.batch_id)
-        return {
-            "stream": asked.stream,
-            "table": table,
-            "table_version": asked.table_version,
-            "duplicate": duplicate,
-        }
+        return ActivateVersionAnswer(asked.stream, table, asked.table_version, duplicate)
 
     async def _publish(self, project_id: str, batch: ImportBatch, batch_id: str) -> bool:
         """Publish and wait for JetStream's ack; whether it was a duplicate of an earlier batch."""
@@ -213,7 +210,7 @@ class ImportService:
 
     # -- state ------------------------------------------------------------------------------------
 
-    async def save_state(self, project_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def save_state(self, project_id: str, body: dict[str, Any]) -> ImportStateAnswer:
         await self._store.get(validate_project_id(project_id))
         asked = convert_body(body, ImportStateRequest)
         value = orjson.dumps({"state": asked.state, "updated_at": utc_now_iso()})
@@ -223,7 +220,7 @@ class ImportService:
             await self._kv.put(_state_key(project_id), value)
         except NatsError as exc:
             raise _unavailable(f"the state could not be recorded: {exc!r}") from None
-        return {"state": asked.state}
+        return ImportStateAnswer(asked.state)
 
     # -- listing ----------------------------------------------------------------------------------
 

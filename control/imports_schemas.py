@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from msgspec import Meta, Struct
 
@@ -33,15 +33,42 @@ BatchId = Annotated[
 TableVersion = Annotated[int, Meta(ge=1, le=2**63 - 1)]
 
 
+class StreamSchema(Struct):
+    """A stream's JSON schema: an object schema whose `properties` become the table's columns
+    (docs/import.md, "Types"); its other keywords are allowed and not used."""
+
+    properties: dict[str, Any]
+    type: Any = "object"
+
+
 class ImportBatchRequest(Struct, forbid_unknown_fields=True):
     """Records of one stream with the JSON schema they follow."""
 
     stream: StreamName
-    schema: Annotated[dict[str, Any], Meta(description="The stream's JSON schema (an object schema).")]
+    schema: StreamSchema
     batch_id: BatchId
-    records: Annotated[list[Any], Meta(max_length=MAX_RECORDS_PER_BATCH)]
+    records: Annotated[list[dict[str, Any]], Meta(max_length=MAX_RECORDS_PER_BATCH)]
     key_properties: Annotated[list[str], Meta(max_length=MAX_KEY_PROPERTIES)] = []
     table_version: TableVersion | None = None
+
+    json_schema_extra: ClassVar[dict[str, Any]] = {
+        "examples": [
+            {
+                "stream": "public-users",
+                "batch_id": "7f3a0c-0000000042",
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "integer"},
+                        "email": {"type": ["string", "null"]},
+                        "signed_up_at": {"type": "string", "format": "date-time"},
+                    },
+                },
+                "key_properties": ["id"],
+                "records": [{"id": 1, "email": "jane@example.com", "signed_up_at": "2026-03-01T10:00:00Z"}],
+            }
+        ]
+    }
 
 
 class ActivateVersionRequest(Struct, forbid_unknown_fields=True):
@@ -83,3 +110,14 @@ class ImportsListing(Struct):
     tables: list[ImportedTable]
     state: dict[str, Any] | None
     state_updated_at: str | None
+
+
+class ActivateVersionAnswer(Struct):
+    stream: str
+    table: str
+    table_version: int
+    duplicate: bool
+
+
+class ImportStateAnswer(Struct):
+    state: dict[str, Any]

@@ -19,6 +19,15 @@ import msgspec
 from . import patterns_schemas, schemas, subjects_schemas
 from .anonymisation import PreviewAnswer, PreviewRequest
 from .idempotency import MAX_KEY_LENGTH
+from .imports_schemas import (
+    ActivateVersionAnswer,
+    ActivateVersionRequest,
+    ImportBatchAnswer,
+    ImportBatchRequest,
+    ImportsListing,
+    ImportStateAnswer,
+    ImportStateRequest,
+)
 from .patterns_schemas import PatternsAnswer, PatternsRequest
 from .schemas import (
     CreatedProject,
@@ -73,13 +82,21 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
         "too_deep",
         "query_syntax_error",
         "invalid_event",
+        "invalid_schema",
+        "invalid_record",
     ),
     401: ("missing_admin_token",),
     403: ("invalid_admin_token", "query_not_allowed"),
     404: ("project_not_found", "not_found", "funnel_not_found", "job_not_found"),
-    409: ("project_exists", "update_conflict", "app_id_taken", "funnel_limit_reached"),
+    409: (
+        "project_exists",
+        "update_conflict",
+        "app_id_taken",
+        "funnel_limit_reached",
+        "key_properties_changed",
+    ),
     412: ("revision_mismatch",),
-    413: ("payload_too_large",),
+    413: ("payload_too_large", "state_too_large"),
     422: ("idempotency_key_reused", "query_too_expensive", "too_many_linked_ids"),
     429: ("too_many_auth_failures", "too_many_queries", "too_many_jobs"),
     503: (
@@ -87,6 +104,7 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
         "saved_funnels_unavailable",
         "data_subjects_unavailable",
         "preview_unavailable",
+        "imports_unavailable",
     ),
 }
 ERROR_DESCRIPTIONS = {
@@ -421,6 +439,7 @@ def routes() -> tuple[Route, ...]:
         ),
         *_saved_funnel_routes(),
         *_data_subject_routes(),
+        *_import_routes(),
     )
 
 
@@ -575,6 +594,53 @@ def _data_subject_routes() -> tuple[Route, ...]:
             DataSubjectRequest,
             description=the_person + "Streamed; read with the limits of `/query`. Audit-logged with a "
             "digest of the ids.",
+        ),
+    )
+
+
+def _import_routes() -> tuple[Route, ...]:
+    """docs/import.md, "How imports reach ClickHouse"."""
+    base = "/v1/projects/{project_id}/imports"
+    return (
+        Route(
+            "post",
+            f"{base}/batches",
+            "importBatch",
+            "Records of one stream, stored in hw_<project>.import_<stream>",
+            {200: Answer("Durable in JetStream: the consumers' import writer stores it.", ImportBatchAnswer)},
+            (400, 401, 403, 404, 409, 413, 429, 503),
+            ImportBatchRequest,
+            description="Each record is checked against its table's columns (a new property of the "
+            "schema adds a column; a column keeps its first type): the first that does not fit is "
+            "`400 invalid_record` naming it (`records[3].email`). Answered once JetStream acknowledged "
+            "the batch; the same `batch_id` sent again is stored once (`duplicate: true`). "
+            "`503 imports_unavailable`: nothing was stored, send it again (docs/import.md).",
+        ),
+        Route(
+            "post",
+            f"{base}/activate-version",
+            "importActivateVersion",
+            "Remove the rows of a stream's older table versions (a full-table sync completed)",
+            {200: Answer("Durable in JetStream, after the batches sent before it.", ActivateVersionAnswer)},
+            (400, 401, 403, 404, 413, 429, 503),
+            ActivateVersionRequest,
+        ),
+        Route(
+            "put",
+            f"{base}/state",
+            "importSaveState",
+            "Record the import's last Singer STATE or Airbyte state",
+            {200: Answer("Recorded; the listing shows it.", ImportStateAnswer)},
+            (400, 401, 403, 404, 413, 429, 503),
+            ImportStateRequest,
+        ),
+        Route(
+            "get",
+            base,
+            "listImports",
+            "The project's imported tables with their rows, schema version and columns; the last state",
+            {200: Answer("The imported tables.", ImportsListing)},
+            (400, 401, 403, 404, 429, 503),
         ),
     )
 

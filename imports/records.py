@@ -11,7 +11,7 @@ value of the wrong type, is refused with its index and property.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 import orjson
@@ -21,7 +21,7 @@ from .types import Column, Kind
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # What DateTime64(6) and Date32 hold.
-DATETIME_RANGE = (datetime(1900, 1, 1, tzinfo=UTC), datetime(2262, 4, 11, 23, 47, 16, tzinfo=UTC))
+DATETIME_RANGE = (datetime(1900, 1, 1), datetime(2262, 4, 11, 23, 47, 16))  # naive: UTC
 DATE_RANGE = (date(1900, 1, 1), date(2299, 12, 31))
 
 
@@ -72,10 +72,12 @@ def _datetime(value: Any) -> Any:
         moment = datetime.fromisoformat(value)
     except ValueError:
         raise ValueError("must be an ISO 8601 date-time") from None
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if moment.tzinfo is not None:  # naive UTC from here: aware datetimes compare and format ~5x slower
+        offset = moment.utcoffset()
+        moment = moment.replace(tzinfo=None) - offset if offset else moment.replace(tzinfo=None)
     if not DATETIME_RANGE[0] <= moment <= DATETIME_RANGE[1]:
         raise ValueError("must be between 1900-01-01 and 2262-04-11")
-    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return moment.isoformat(sep=" ", timespec="microseconds")  # 2026-01-02 10:00:00.000000
 
 
 def _date(value: Any) -> Any:

@@ -88,7 +88,8 @@ def _types(schema: Mapping[str, Any]) -> tuple[set[str], str | None]:
             if isinstance(member, Mapping):
                 types, fmt = _types(member)
                 found |= types
-                formats.add(fmt)
+                if fmt is not None:
+                    formats.add(fmt)
         return found, formats.pop() if len(formats) == 1 else None
     declared = schema.get("type")
     if isinstance(declared, str):

@@ -12,6 +12,7 @@ import pytest
 from conftest import ADMIN_TOKEN, StackFactory
 from hw_testing import admin_headers, create_project, eventually, query_rows
 
+from headwater.control.imports_schemas import ImportBatchRequest
 from headwater.loaders.http import HttpImportLoader, ImportRefused
 from headwater.ops.runtime import Stack
 
@@ -164,3 +165,14 @@ async def test_activate_version_removes_older_table_versions(
         lambda: query_rows(http, stack, project_id, sql), lambda rows: rows == [[2, 2], [3, 2]]
     )
     assert rows == [[2, 2], [3, 2]]
+
+
+async def test_the_documented_example_batch_is_accepted(
+    stack: Stack, http: httpx.AsyncClient, project_id: str
+) -> None:
+    [example] = ImportBatchRequest.json_schema_extra["examples"]
+    url = f"{stack.control_url}/v1/projects/{project_id}/imports/batches"
+    first = await http.post(url, json=example, headers=admin_headers())
+    again = await http.post(url, json=example, headers=admin_headers())
+    assert first.status_code == 200, first.text
+    assert (first.json()["duplicate"], again.json()["duplicate"]) == (False, True)
