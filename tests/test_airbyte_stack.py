@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hw_testing import ADMIN_TOKEN, admin_headers, create_project, run_cli
+from hw_testing import ADMIN_TOKEN, admin_headers, create_project, eventually, run_cli
 
 from headwater.ops.runtime import Stack
 
@@ -56,3 +56,81 @@ async def test_check_succeeds_with_a_good_config_and_says_why_a_bad_one_fails(
     assert response.status_code == 200, response.text
     disabled = await check(tmp_path, **good)
     assert disabled["status"] == "FAILED" and "disabled" in disabled["message"]
+
+
+def overwrite_catalog() -> dict[str, Any]:
+    schema = {
+        "type": "object",
+        "properties": {"id": {"type": "integer"}, "plan": {"type": ["null", "string"]}},
+    }
+    return {
+        "streams": [
+            {
+                "stream": {"name": "orgs", "json_schema": schema, "supported_sync_modes": ["full_refresh"]},
+                "sync_mode": "full_refresh",
+                "destination_sync_mode": "overwrite",
+            }
+        ]
+    }
+
+
+def messages(*records: dict[str, Any], status: str | None = None) -> str:
+    lines = [{"type": "RECORD", "record": {"stream": "orgs", "data": r, "emitted_at": 1}} for r in records]
+    lines.append(
+        {"type": "STATE", "state": {"type": "STREAM", "stream": {"stream_descriptor": {"name": "orgs"}}}}
+    )
+    if status:
+        descriptor = {"stream_descriptor": {"name": "orgs"}, "status": status}
+        lines.append(
+            {
+                "type": "TRACE",
+                "trace": {"type": "STREAM_STATUS", "emitted_at": 1.0, "stream_status": descriptor},
+            }
+        )
+    return "".join(json.dumps(line) + "\n" for line in lines)
+
+
+async def test_write_overwrites_a_complete_stream_only_and_reports_a_refused_record(
+    make_stack,
+    http: httpx.AsyncClient,
+    project_id: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    stack = await make_stack(control=True, consumer=True)
+    await create_project(http, stack, project_id)
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps({"control_url": stack.control_url, "token": ADMIN_TOKEN, "project": project_id})
+    )
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(json.dumps(overwrite_catalog()))
+    args = ("import", "airbyte", "write", "--config", str(config), "--catalog", str(catalog))
+
+    async def ids() -> list[int] | str:
+        response = await http.post(
+            f"{stack.control_url}/v1/projects/{project_id}/query",
+            json={"sql": "SELECT id FROM import_orgs ORDER BY id"},
+            headers=admin_headers(),
+        )
+        return [row[0] for row in response.json()["rows"]] if response.status_code == 200 else response.text
+
+    first = await run_cli(*args, stdin=messages({"id": 1}, {"id": 2}, status="COMPLETE"))
+    assert first.code == 0, first.stdout + first.stderr
+    await eventually(ids, lambda found: found == [1, 2], timeout=30)
+
+    # An incomplete sync leaves the earlier rows beside its own; a complete one replaces them all.
+    incomplete = await run_cli(*args, stdin=messages({"id": 3}, status="INCOMPLETE"))
+    assert incomplete.code == 0, incomplete.stdout + incomplete.stderr
+    await eventually(ids, lambda found: found == [1, 2, 3], timeout=30)
+    complete = await run_cli(*args, stdin=messages({"id": 4}, status="COMPLETE"))
+    assert complete.code == 0, complete.stdout + complete.stderr
+    await eventually(ids, lambda found: found == [4], timeout=30)
+
+    refused = await run_cli(*args, stdin=messages({"id": "not a number"}, status="COMPLETE"))
+    printed = [json.loads(line) for line in refused.stdout.splitlines()]
+    assert refused.code == 1 and "STATE" not in [m["type"] for m in printed]
+    error = printed[-1]["trace"]["error"]
+    assert error["failure_type"] == "system_error"
+    assert error["message"].startswith("the control plane refused the import: 400 invalid_record")
+    assert error["message"].endswith("(field records[0].id)")
+    assert await ids() == [4]  # nothing of the refused sync was activated
