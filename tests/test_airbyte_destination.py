@@ -327,6 +327,8 @@ def test_write_command_echoes_states(files: dict[str, Path]) -> None:
             "'ghosts', not in the configured catalog",
         ),
         (b"not json\n", "not an Airbyte message"),
+        (b'{"type": "RECORD"}\n', "without its `record`"),
+        (b'{"type": "STATE", "state": null}\n', "without its `state`"),
         (b'{"type": "RECORD", "record": {"stream": "users", "data": [1]}}\n', "record.data"),
         (b'{"type": "STATE", "state": {"type": "SHARDED"}}\n', "'SHARDED' is not one of"),
     ],

@@ -65,9 +65,13 @@ class Writer:
             self._loader.declare(plan.name, plan.schema, list(plan.key_properties))
 
     def handle(self, message: IncomingMessage) -> None:
-        if message.type == "RECORD" and message.record is not None:
+        if message.type == "RECORD":
+            if message.record is None:
+                raise ConfigError("a RECORD message without its `record`")
             self._record(message.record)
-        elif message.type == "STATE" and message.state is not None:
+        elif message.type == "STATE":
+            if message.state is None:
+                raise ConfigError("a STATE message without its `state`")
             self._state(message.state)
         elif message.type == "TRACE" and message.trace is not None and message.trace.stream_status:
             status = message.trace.stream_status
