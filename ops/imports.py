@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from headwater.loaders.airbyte.cli import make_destination
 from headwater.loaders.http import DEFAULT_MAX_ROWS
 from headwater.loaders.singer.target import HeadwaterTarget
 
@@ -56,3 +57,6 @@ def singer(
     }
     target = HeadwaterTarget(config=config, validate_config=True)
     target.listen()
+
+
+import_.add_command(make_destination())
