@@ -8,6 +8,7 @@ import click
 
 from .dlq import dlq
 from .funnel import funnel
+from .imports import imports
 from .migrate import migrate
 from .paths import paths
 from .patterns import patterns
@@ -54,3 +55,4 @@ main.add_command(replay)
 main.add_command(streams)
 main.add_command(sessions)
 main.add_command(subjects)
+main.add_command(imports)
