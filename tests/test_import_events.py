@@ -132,6 +132,9 @@ async def test_good_lines_are_stored_once_with_their_times_and_bad_ones_reported
             track(10, properties={"big": "x" * 600_000}),  # 10: makes its batch too large
             track(11),
             track(12),
+            # 13-16: a body of 3.6 MB, which the edge refuses before reading it all
+            *(track(n, properties={"big": "y" * 900_000}) for n in range(13, 17)),
+            track(17),
         )
     )
     errors = tmp_path / "refused.jsonl"
@@ -148,8 +151,8 @@ async def test_good_lines_are_stored_once_with_their_times_and_bad_ones_reported
         "2000000",
     )
     assert code == 0, err
-    assert "lines read: 12" in out and "events accepted by the edge: 5" in out, out
-    assert "lines refused: 6" in out, out
+    assert "lines read: 17" in out and "events accepted by the edge: 6" in out, out
+    assert "lines refused: 10" in out, out
 
     refused = [json.loads(line) for line in errors.read_text().splitlines()]
     assert [(r["line"], r["code"], r["field"]) for r in refused] == [
@@ -159,10 +162,11 @@ async def test_good_lines_are_stored_once_with_their_times_and_bad_ones_reported
         (7, "missing_field", "event"),
         (9, "invalid_timestamp", "timestamp"),
         (10, "payload_too_large", None),
+        *((n, "payload_too_large", None) for n in range(13, 17)),
     ]
     assert refused[0]["text"] == '{"type": "track",' and refused[0]["file"] == str(path)
 
-    assert await stored(http, stack, project_id) == (5, 5)
+    assert await stored(http, stack, project_id) == (6, 6)
     rows = await query_rows(
         http,
         stack,

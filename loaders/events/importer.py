@@ -117,15 +117,15 @@ class EventsImport:
 
     def run(self, paths: list[Path], progress: Progress = lambda _: None) -> Summary:
         resumed = [self._state(path).progress for path in paths]
-        # The errors file as it was at the progress being resumed (none: a fresh import).
         if not all(p.done for p in resumed):
-            self._errors.start_at(next((p.errors_bytes for p in resumed if not p.done and p.offset), 0))
+            self._errors.start_at(_errors_size_to_resume(resumed))
         with ThreadPoolExecutor(self._settings.concurrency, thread_name_prefix="import") as pool:
             try:
                 for path in paths:
                     self._import_file(path, pool, progress)
             except BaseException:
                 self._sender.cancel()  # threads in a retry loop stop waiting
+                pool.shutdown(wait=True, cancel_futures=True)  # batches not yet sent never are
                 raise
         return self.summary
 
@@ -205,6 +205,15 @@ class EventsImport:
     def _save(self, state: StateFile) -> None:
         state.progress.errors_bytes = self._errors.size()  # on disk before the state names it
         state.save()
+
+
+def _errors_size_to_resume(progress: list[FileProgress]) -> int:
+    """What the errors file held at the progress being resumed: at the last save of the file left
+    midway, else after the files already done (0 for a fresh import)."""
+    midway = [p.errors_bytes for p in progress if not p.done and p.offset]
+    if midway:
+        return midway[0]
+    return max((p.errors_bytes for p in progress if p.done), default=0)
 
 
 class _Batches:

@@ -15,6 +15,7 @@ HTTP Basic username), as a server-side Segment library sends them.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import random
 import threading
@@ -163,7 +164,10 @@ class EdgeSender:
 
     def _post(self, body: bytes) -> _Answer:
         connection = self._connection()
-        connection.request("POST", self._path, body=body, headers=self._headers)
+        # The edge answers a body over its limit (413) and closes before reading all of it: its
+        # answer is still there to read (if not, reading fails and the batch is sent again).
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            connection.request("POST", self._path, body=body, headers=self._headers)
         response = connection.getresponse()
         data = response.read()
         if response.getheader("Connection", "").lower() == "close":
