@@ -347,3 +347,16 @@ async def test_a_large_file_with_one_percent_malformed_lines(
     assert await stored(http, stack, project_id) == (good, good)
     code, out, _ = await run_import(stack, project_id, key, str(path))
     assert code == 0 and "sent in this run: 0 events" in out
+
+
+async def test_a_key_the_edge_refuses_stops_the_import_with_its_reason(
+    stack: Stack, http: httpx.AsyncClient, project_id: str, tmp_path: Path
+) -> None:
+    created = await create_project(http, stack, project_id)
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(jsonl(track(1), track(2)))
+    for key, code in (("not-a-key", "unknown_key"), (str(created["public_key"]), "origin_not_allowed")):
+        exit_code, out, err = await run_import(stack, project_id, key, str(path))
+        assert exit_code == 1 and code in err and "run the same command to resume" in err, (out, err)
+    progress = state_path(path, project_id, None)
+    assert not FileProgress(**json.loads(progress.read_text())).done

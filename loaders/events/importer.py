@@ -19,7 +19,7 @@ from .errorlog import ErrorLog
 from .formats import Format
 from .lines import read_line
 from .refusal import LineRefused
-from .sender import EdgeSender, Outcome
+from .sender import EdgeRefusedImport, EdgeSender, EdgeUnavailable, Outcome
 from .source import Line, read_lines
 from .state import FileProgress, StateFile, fingerprint, state_path
 
@@ -159,12 +159,16 @@ class EventsImport:
                 self._save(state)
                 last_save = time.monotonic()
 
-        for batch in _Batches(path, done, self._settings):
-            pending.append((batch, self._submit(pool, batch)))
-            while len(pending) > 2 * self._settings.concurrency or (pending and pending[0][1].done()):
+        try:
+            for batch in _Batches(path, done, self._settings):
+                pending.append((batch, self._submit(pool, batch)))
+                while len(pending) > 2 * self._settings.concurrency or (pending and pending[0][1].done()):
+                    commit_first()
+            while pending:
                 commit_first()
-        while pending:
-            commit_first()
+        except (EdgeRefusedImport, EdgeUnavailable):
+            self._save(state)  # what was committed before the batch that failed
+            raise
         state.progress.done = True
         self._save(state)
         progress(path.stat().st_size - position)
