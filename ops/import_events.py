@@ -119,7 +119,10 @@ def import_events(
         sender = EdgeSender(resolve_edge_url(edge_url, data_dir), write_key, give_up_after)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    error_log = ErrorLog(errors)
+    try:
+        error_log = ErrorLog(errors)
+    except OSError as exc:
+        raise click.BadParameter(str(exc), param_hint="--errors") from None
     job = EventsImport(settings, sender, error_log)
     paths = list(files)
     started = time.monotonic()
@@ -133,6 +136,12 @@ def import_events(
             summary = job.run(paths, _plain_progress(total, done))
     except (EdgeRefusedImport, EdgeUnavailable) as exc:
         raise click.ClickException(f"{exc}; progress is saved: run the same command to resume") from None
+    except PermissionError as exc:  # e.g. no progress file can be written beside a read-only input
+        raise click.ClickException(f"{exc} (--state DIR keeps the progress files elsewhere)") from None
+    except (OSError, EOFError) as exc:  # an unreadable file, a corrupt or truncated gzip
+        raise click.ClickException(
+            f"{exc}; the progress saved so far is kept for a run on the whole file"
+        ) from None
     finally:
         error_log.close()
         sender.close()

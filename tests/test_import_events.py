@@ -322,7 +322,9 @@ async def test_an_import_killed_midway_resumes_without_losing_or_duplicating(
 
 @pytest.mark.parametrize(
     "size",
-    [20_000, pytest.param(1_000_000, marks=pytest.mark.slow, id="1M")],
+    # The 1M run took 31 s here (small events: no user agent or address to enrich); the timeout
+    # leaves room for a machine shared with other work.
+    [20_000, pytest.param(1_000_000, marks=[pytest.mark.slow, pytest.mark.timeout(1800)], id="1M")],
 )
 async def test_a_large_file_with_one_percent_malformed_lines(
     stack: Stack, http: httpx.AsyncClient, project_id: str, tmp_path: Path, size: int
@@ -336,7 +338,7 @@ async def test_a_large_file_with_one_percent_malformed_lines(
             file.write(b"\n")
     errors = tmp_path / "refused.jsonl"
     code, out, err = await run_import(
-        stack, project_id, key, str(path), "--errors", str(errors), timeout=max(120, size / 1000)
+        stack, project_id, key, str(path), "--errors", str(errors), timeout=max(120, size / 700)
     )
     assert code == 0, err
     good = size - len(bad)
