@@ -14,6 +14,7 @@ from headwater.loaders.singer.target import HeadwaterTarget
 
 from .controlclient import resolve_admin_token, resolve_control_url
 from .datadir import DataDir
+from .import_events import import_events
 from .options import control_url_option, data_dir_option, option
 
 
@@ -60,3 +61,4 @@ def singer(
 
 
 import_.add_command(make_destination())
+import_.add_command(import_events)
