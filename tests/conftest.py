@@ -180,3 +180,13 @@ def make_spooling_stack(
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=15) as client:
         yield client
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Say aloud that the `long` tests were left out (the README's command deselects them)."""
+    if "not long" in (config.getoption("markexpr") or ""):
+        terminalreporter.write_line(
+            "tests marked `long` were deselected (the README's command); run them with: "
+            "pytest -n 2 --dist loadfile -m long",
+            yellow=True,
+        )

@@ -21,7 +21,7 @@ from headwater.loaders.airbyte.catalog import parse_catalog
 from headwater.loaders.airbyte.write import write
 from headwater.ops.runtime import Stack
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 USERS = 300
 MODES = (("users", "append_dedup"), ("products", "overwrite"), ("purchases", "append"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from hw_testing import run_bench
 
-pytestmark = [pytest.mark.services, pytest.mark.slow]
+pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.long]
 
 
 def test_sessions_benchmark_small_run_keeps_the_table_exact() -> None:

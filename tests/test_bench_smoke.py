@@ -14,6 +14,7 @@ from hw_testing import run_bench
 pytestmark = [
     pytest.mark.services,
     pytest.mark.slow,
+    pytest.mark.long,
     pytest.mark.skipif(
         shutil.which("wrk") is None,
         reason="wrk is not installed (apt-get install -y wrk): bench/edge.py needs it",

@@ -371,6 +371,7 @@ async def test_postgres_import_small(
 
 
 @pytest.mark.slow
+@pytest.mark.long
 async def test_postgres_import_issue_size(
     postgres_database: PostgresDatabase,
     make_stack: StackFactory,
