@@ -324,7 +324,12 @@ async def test_an_import_killed_midway_resumes_without_losing_or_duplicating(
     "size",
     # The 1M run took 31 s here (small events: no user agent or address to enrich); the timeout
     # leaves room for a machine shared with other work.
-    [20_000, pytest.param(1_000_000, marks=[pytest.mark.slow, pytest.mark.long, pytest.mark.timeout(1800)], id="1M")],
+    [
+        20_000,
+        pytest.param(
+            1_000_000, marks=[pytest.mark.slow, pytest.mark.long, pytest.mark.timeout(1800)], id="1M"
+        ),
+    ],
 )
 async def test_a_large_file_with_one_percent_malformed_lines(
     stack: Stack, http: httpx.AsyncClient, project_id: str, tmp_path: Path, size: int

@@ -1,0 +1,67 @@
+"""Import benchmark (issue 23's numbers): the Singer path's rows/s and the events import's events/s
+against the live consumer's, one after the other on one machine.
+
+    python bench/import.py                        # 200,000 Singer rows, 200,000 events
+    python bench/import.py --rows 1000000 --events 1000000
+
+It runs bench/import_singer.py (tap output → `target-headwater` → control plane → JetStream →
+import writer → ClickHouse) and bench/import_events.py (`headwater import events` through a
+running `headwater up`'s edge, side by side with bench/consumer.py at the same size), prints what
+each printed, and a summary against the goals: Singer ≥ 50,000 rows/s to durable; events import
+≥ 0.8x the consumer benchmark. Run it on an idle machine: both compete for the same cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SINGER_GOAL = 50_000
+EVENTS_GOAL = 0.8
+
+
+def run(script: str, *args: str) -> str:
+    print(f"+ python bench/{script} {' '.join(args)}", flush=True)
+    done = subprocess.run(
+        [sys.executable, str(HERE / script), *args], capture_output=True, text=True, check=False
+    )
+    print(done.stdout, end="", flush=True)
+    if done.returncode != 0:
+        raise SystemExit(f"bench/{script} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def figure(pattern: str, text: str, what: str) -> float:
+    match = re.search(pattern, text)
+    if match is None:
+        raise SystemExit(f"no {what} in the output above")
+    return float(match.group(1).replace(",", ""))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=200_000, help="Singer rows")
+    parser.add_argument("--events", type=int, default=200_000, help="events imported (and consumed)")
+    args = parser.parse_args()
+    singer = run("import_singer.py", "--rows", str(args.rows))
+    events = run("import_events.py", "--events", str(args.events))
+    rows_per_second = figure(
+        r"to durable \(target exit\)\s+[\d.]+ s\s+([\d,]+) rows/s", singer, "Singer rate"
+    )
+    ratio = figure(r"import ÷ consumer: ([\d.]+)x", events, "events ratio")
+    met = {True: "met", False: "NOT met"}
+    print()
+    singer_met, events_met = met[rows_per_second >= SINGER_GOAL], met[ratio >= EVENTS_GOAL]
+    print(f"Singer: {rows_per_second:,.0f} rows/s to durable (goal ≥ {SINGER_GOAL:,}: {singer_met})")
+    print(f"events import: {ratio:.2f}x the consumer benchmark (goal ≥ {EVENTS_GOAL}x: {events_met})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
