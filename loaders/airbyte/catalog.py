@@ -19,7 +19,7 @@ import msgspec
 from headwater.imports.names import InvalidName, table_name
 from headwater.imports.types import SchemaError, declared_columns
 
-from .messages import ConfigError
+from .messages import ConfigError, decode_config_json
 
 MAX_CATALOG_BYTES = 16 * 1024 * 1024
 MAX_STREAMS = 500
@@ -117,14 +117,7 @@ def plan_stream(configured: ConfiguredStream) -> StreamPlan:
 def parse_catalog(raw: bytes) -> dict[str, StreamPlan]:
     """The plans of a configured catalog by stream name (names must be unique across namespaces:
     each stream becomes one table of the project)."""
-    if len(raw) > MAX_CATALOG_BYTES:
-        raise ConfigError(f"the configured catalog is over {MAX_CATALOG_BYTES} bytes")
-    try:
-        catalog = msgspec.json.decode(raw, type=ConfiguredCatalog)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"invalid configured catalog: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise ConfigError(f"the configured catalog is not JSON: {exc}") from None
+    catalog = decode_config_json(raw, ConfiguredCatalog, "configured catalog", MAX_CATALOG_BYTES)
     if len(catalog.streams) > MAX_STREAMS:
         raise ConfigError(f"the configured catalog has {len(catalog.streams)} streams; at most {MAX_STREAMS}")
     plans: dict[str, StreamPlan] = {}

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from .messages import ConfigError
+from .messages import ConfigError, decode_config_json
 
 MAX_CONFIG_BYTES = 64 * 1024
 MAX_TOKEN_LENGTH = 4096
@@ -67,14 +67,7 @@ CONNECTION_SPECIFICATION: dict[str, Any] = {
 
 def parse_config(raw: bytes) -> DestinationConfig:
     """A config from its JSON; every fault is a ConfigError naming the field."""
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"the config is over {MAX_CONFIG_BYTES} bytes")
-    try:
-        config = msgspec.json.decode(raw, type=DestinationConfig)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"invalid config: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise ConfigError(f"the config is not JSON: {exc}") from None
+    config = decode_config_json(raw, DestinationConfig, "config", MAX_CONFIG_BYTES)
     if not config.control_url.startswith(("http://", "https://")) or len(config.control_url) > MAX_URL_LENGTH:
         raise ConfigError(f"control_url must be an http:// or https:// URL, not {config.control_url!r}")
     if not config.token or len(config.token) > MAX_TOKEN_LENGTH:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import traceback
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -34,10 +34,26 @@ class DestinationError(Exception):
         self.internal_message = internal_message
 
 
+T = TypeVar("T")
+
+
 class ConfigError(DestinationError):
     """The config, the catalog or the input does not fit: retrying the same sync cannot help."""
 
     failure_type = FailureType.CONFIG
+
+
+def decode_config_json(raw: bytes, kind: type[T], what: str, max_bytes: int) -> T:
+    """`raw` (a config or a catalog, named `what`) decoded as `kind`, at most `max_bytes`; every
+    fault a ConfigError saying which."""
+    if len(raw) > max_bytes:
+        raise ConfigError(f"the {what} is over {max_bytes} bytes")
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid {what}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"the {what} is not JSON: {exc}") from None
 
 
 class TransientError(DestinationError):
