@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 
 import click
 
-from headwater.consumers.replay import parse_when
 from headwater.control.settings import AdminToken
 from headwater.edge.settings import EdgeSettings
 from headwater.edge.streams import StreamSettings
@@ -645,6 +644,10 @@ def when_option(_ctx: click.Context, _param: click.Parameter, value: str | None)
     """A click callback: an ISO-8601 time or a duration back from now (30m, 12h, 7d)."""
     if value is None:
         return None
+    # Imported here: the consumers' replay module pulls in nats, ClickHouse and the enrichment
+    # (~0.6 s), which every command taking options from this module would pay for at start.
+    from headwater.consumers.replay import parse_when
+
     try:
         return parse_when(value)
     except ValueError:

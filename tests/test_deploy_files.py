@@ -59,8 +59,11 @@ def headwater_variables(command: click.Command = main) -> set[str]:
         if isinstance(param, click.Option) and param.envvar
         for env in ([param.envvar] if isinstance(param.envvar, str) else param.envvar)
     }
-    if isinstance(command, click.Group):
-        for sub in command.commands.values():
+    if isinstance(command, click.Group):  # the top group imports its commands when asked (ops/cli.py)
+        context = click.Context(command)
+        for name in command.list_commands(context):
+            sub = command.get_command(context, name)
+            assert sub is not None, name
             names |= headwater_variables(sub)
     return names
 
