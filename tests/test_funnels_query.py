@@ -267,7 +267,7 @@ def test_the_query_equals_the_reference(
     check_against_reference(*events_table, events, funnel, data)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(events=stored_events(dense=True), funnel=funnels(dense=True), data=st.data())
 def test_exclusions_equal_the_reference(
     events_table: tuple[Client, str], events: list[FunnelEvent], funnel: Funnel, data: st.DataObject
@@ -628,7 +628,7 @@ def session_spans(events: Sequence[FunnelEvent], data: st.DataObject) -> list[Se
     return spans
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     events=stored_events(),
     funnel=funnels(),
