@@ -438,3 +438,26 @@ def test_the_ip_setting_and_redact_properties_still_apply_beside_rules() -> None
 def test_a_project_without_rules_stores_the_json_as_it_came() -> None:
     row = _row(ProjectSettings(), {"type": "track", "properties": {"b": 1, "a": "x@y.z"}})
     assert row["properties"] == '{"b":1,"a":"x@y.z"}'
+
+
+def test_repeated_objects_are_answered_from_a_bounded_memory_of_results(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A repeat gives the same answer as the first time, whether the result is remembered or was
+    forgotten at the bound; the results kept for all rule sets never pass the bound."""
+    from headwater.privacy import anonymise
+
+    monkeypatch.setattr(anonymise, "_RESULT_CACHE_SIZE", 8)
+    first = compile_rules((Rule("properties.email", "drop"),), None)
+    second = compile_rules((Rule("properties.email", "mask"),), None)
+    objects = [msgspec.Raw(orjson.dumps({"email": f"p{n}@example.com", "n": n})) for n in range(20)]
+    untouched = msgspec.Raw(b'{"plan":"pro"}')
+    for _ in range(3):
+        for n, raw in enumerate(objects):
+            dropped = first.apply_json_raw("properties", raw)
+            masked = second.apply_json_raw("properties", raw)
+            assert dropped is not None and orjson.loads(bytes(dropped)) == {"n": n}
+            assert masked is not None and orjson.loads(bytes(masked))["email"] != f"p{n}@example.com"
+            assert first.apply_json_raw("properties", untouched) is None
+            kept = sum(len(r) for rules in (first, second) for r in rules._results.values())
+            assert kept <= 8
