@@ -11,6 +11,7 @@ import msgspec
 from quart import Blueprint, Quart, Response, g, request
 from werkzeug.routing import BaseConverter
 
+from headwater.console.routes import install_console
 from headwater.core.projects.project import Project, validate_project_id
 from headwater.core.service.authfailures import AuthFailureLimits, AuthFailures
 from headwater.core.service.errors import APIError
@@ -104,6 +105,7 @@ def create_app(
     install_error_handlers(app)
 
     install_health_routes(app, readiness)
+    install_console(app)  # /console/: static files and no data; its pages call /v1 with the token
 
     api = Blueprint("v1", __name__, url_prefix="/v1")
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import msgspec
 
+from headwater.console import routes as console
+
 from . import patterns_schemas, schemas, subjects_schemas
 from .anonymisation import PreviewAnswer, PreviewRequest
 from .idempotency import MAX_KEY_LENGTH
@@ -440,6 +442,7 @@ def routes() -> tuple[Route, ...]:
         *_saved_funnel_routes(),
         *_data_subject_routes(),
         *_import_routes(),
+        *_console_routes(),
     )
 
 
@@ -643,6 +646,45 @@ def _import_routes() -> tuple[Route, ...]:
             (400, 401, 403, 404, 429, 503),
         ),
     )
+
+
+def _console_routes() -> tuple[Route, ...]:
+    """The web console (docs/console.md): public static files; its pages call the API with the token."""
+    html = Answer(
+        "The console's page (its client-side routes all answer it).",
+        {"type": "string"},
+        media_type="text/html",
+    )
+    page = {
+        "name": "page",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": list(console.PAGES)},
+    }
+    routes = [
+        Route("get", "/console/", "consolePage", "The web console", {200: html}, public=True),
+        Route(
+            "get", "/console/{page}", "consoleRoute", "A page of the web console", {200: html}, (404,),
+            parameters=(page,), public=True,
+        ),
+    ]  # fmt: skip
+    for name, content_type in console.ASSETS.items():
+        media_type = content_type.split(";")[0]
+        answer = Answer(
+            f"The console's {name}, cached for a year.", {"type": "string"}, media_type=media_type
+        )
+        operation = "consoleScript" if name.endswith(".js") else "consoleStylesheet"
+        routes.append(
+            Route(
+                "get",
+                f"/console/assets/{name}",
+                operation,
+                f"The console's {name}",
+                {200: answer},
+                public=True,
+            )
+        )
+    return tuple(routes)
 
 
 def openapi_document() -> dict[str, Any]:
