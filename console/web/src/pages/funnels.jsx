@@ -194,7 +194,12 @@ function Trend({ project, funnel, days }) {
             },
           ],
         }}
-        options={{ scales: { y: { beginAtZero: true, max: 100, title: { display: true, text: '%' } } } }}
+        options={{
+          scales: {
+            x: { ticks: { maxTicksLimit: 12, maxRotation: 0 } },
+            y: { beginAtZero: true, max: 100, title: { display: true, text: '%' } },
+          },
+        }}
       />
       <Table
         caption="Per day of entry (UTC)"

@@ -98,7 +98,10 @@ export function OverviewPage({ project }) {
                 tension: 0.2,
               })),
             }}
-            options={{ scales: { y: { beginAtZero: true, ticks: { precision: 0 } } }, interaction: { mode: 'index', intersect: false } }}
+            options={{
+              scales: { x: { ticks: { maxTicksLimit: 14, maxRotation: 0 } }, y: { beginAtZero: true, ticks: { precision: 0 } } },
+              interaction: { mode: 'index', intersect: false },
+            }}
           />
           <details>
             <summary>The series as a table</summary>
