@@ -453,6 +453,7 @@ def routes() -> tuple[Route, ...]:
         *_data_subject_routes(),
         *_import_routes(),
         *_console_routes(),
+        *_console_page_routes(),
     )
 
 
@@ -716,7 +717,7 @@ def _import_routes() -> tuple[Route, ...]:
     )
 
 
-def _console_routes() -> tuple[Route, ...]:
+def _console_page_routes() -> tuple[Route, ...]:
     """The web console (docs/console.md): public static files; its pages call the API with the token."""
     html = Answer(
         "The console's page (its client-side routes all answer it).",
