@@ -4,13 +4,12 @@ sources build to, and its size. Installs the locked dependencies with `npm ci` o
 from __future__ import annotations
 
 import gzip
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from hw_node import assert_node_tests_pass, npm_ci
 
 ROOT = Path(__file__).resolve().parents[1]
 WEB = ROOT / "console" / "web"
@@ -19,29 +18,14 @@ BUILT = ("index.html", "console.js", "console.css")
 BUDGET = 120_000  # bytes gzipped, the script (Chart.js is three quarters of it)
 
 
-def npm(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["npm", *args], cwd=WEB, capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def node_modules() -> None:
-    """Preact, Chart.js, the Sankey controller and esbuild at the versions in package-lock.json.
-    Without Node the checks are skipped on a developer's machine, but fail in CI."""
-    if shutil.which("npm") is None:
-        if os.environ.get("CI"):
-            pytest.fail("npm is needed to test the console (Node 20 or later)")
-        pytest.skip("npm is not installed")
-    result = npm("ci", "--no-audit", "--no-fund", "--loglevel=error")
-    assert result.returncode == 0, result.stdout + result.stderr
+    """Preact, Chart.js, the Sankey controller and esbuild at the versions in package-lock.json."""
+    npm_ci(WEB, "the console")
 
 
 def test_node_unit_tests_pass(node_modules: None) -> None:
-    result = npm("test")
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    passed = re.search(r"^# pass (\d+)$", output, re.MULTILINE)
-    assert passed and int(passed.group(1)) >= 9, output
-    assert re.search(r"^# fail 0$", output, re.MULTILINE), output
+    assert_node_tests_pass(WEB, at_least=9)
 
 
 def test_the_committed_build_is_what_the_sources_build_to(node_modules: None, tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
 // Small pieces every page uses: the API's errors as it worded them, tables, a date range.
+import { useEffect } from 'preact/hooks'
 import { daysBefore, today } from './format.js'
 
 export function ErrorNote({ error }) {
@@ -78,4 +79,28 @@ export function DateRange({ id, value, onChange }) {
 
 export function lastDays(days) {
   return { from: daysBefore(days - 1), to: today() }
+}
+
+/** Calls `load` now and `ms` after each answer while the page is open and `active`; `onAnswer`
+ * gets each answer, `onError` each failure (the polling goes on). */
+export function usePoll(load, ms, onAnswer, onError, deps, active = true) {
+  useEffect(() => {
+    if (!active) return undefined
+    let stopped = false
+    let timer = null
+    const poll = async () => {
+      try {
+        const answer = await load()
+        if (!stopped) onAnswer(answer)
+      } catch (failure) {
+        if (!stopped) onError(failure)
+      }
+      if (!stopped) timer = setTimeout(poll, ms)
+    }
+    poll()
+    return () => {
+      stopped = true
+      clearTimeout(timer)
+    }
+  }, [...deps, active])
 }

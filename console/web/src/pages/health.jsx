@@ -1,8 +1,8 @@
 // Health: the installation at a glance (GET /v1/health), refreshed every 5 s.
-import { useEffect, useState } from 'preact/hooks'
+import { useState } from 'preact/hooks'
 import { api } from '../api.js'
 import { count, percent, utc } from '../format.js'
-import { ErrorNote, Table } from '../ui.jsx'
+import { ErrorNote, Table, usePoll } from '../ui.jsx'
 
 const REFRESH_MS = 5000
 
@@ -32,27 +32,11 @@ function Checks({ checks }) {
 export function HealthPage() {
   const [answer, setAnswer] = useState(null)
   const [error, setError] = useState(null)
-  useEffect(() => {
-    let stopped = false
-    let timer = null
-    const poll = async () => {
-      try {
-        const body = await api.get('/health')
-        if (!stopped) {
-          setAnswer(body)
-          setError(null)
-        }
-      } catch (failure) {
-        if (!stopped) setError(failure)
-      }
-      if (!stopped) timer = setTimeout(poll, REFRESH_MS)
-    }
-    poll()
-    return () => {
-      stopped = true
-      clearTimeout(timer)
-    }
-  }, [])
+  const answered = (body) => {
+    setAnswer(body)
+    setError(null)
+  }
+  usePoll(() => api.get('/health'), REFRESH_MS, answered, setError, [])
   if (!answer) return <ErrorNote error={error} />
   return (
     <div>

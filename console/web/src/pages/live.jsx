@@ -1,9 +1,9 @@
 // Live: the last events stored for the project and why events were refused lately, polled every
 // 2 s while the page is open (and not paused).
-import { useEffect, useState } from 'preact/hooks'
+import { useState } from 'preact/hooks'
 import { api, project as projectPath } from '../api.js'
 import { count, utc } from '../format.js'
-import { ErrorNote, Table } from '../ui.jsx'
+import { ErrorNote, Table, usePoll } from '../ui.jsx'
 
 export const POLL_MS = 2000
 
@@ -13,28 +13,18 @@ export function LivePage({ project }) {
   const [paused, setPaused] = useState(false)
   const [updated, setUpdated] = useState(null)
 
-  useEffect(() => {
-    if (paused) return undefined
-    let stopped = false
-    let timer = null
-    const poll = async () => {
-      try {
-        const body = await api.get(`${projectPath(project)}/live?limit=50`)
-        if (stopped) return
-        setAnswer(body)
-        setError(null)
-        setUpdated(new Date())
-      } catch (failure) {
-        if (!stopped) setError(failure)
-      }
-      if (!stopped) timer = setTimeout(poll, POLL_MS)
-    }
-    poll()
-    return () => {
-      stopped = true
-      clearTimeout(timer)
-    }
-  }, [project, paused])
+  usePoll(
+    () => api.get(`${projectPath(project)}/live?limit=50`),
+    POLL_MS,
+    (body) => {
+      setAnswer(body)
+      setError(null)
+      setUpdated(new Date())
+    },
+    setError,
+    [project],
+    !paused,
+  )
 
   const events = answer ? answer.events : []
   const refusals = answer ? answer.refusals : { window_seconds: 3600, counts: [], recent: [] }
