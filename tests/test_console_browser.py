@@ -398,6 +398,19 @@ async def test_projects_then_live_events(console: Console) -> None:
     polls = console.api_requests("/projects/web_shop/live")
     assert len(polls) >= 2, "the live page polls while it is open"
 
+    # Disabled from the projects page: its keys are refused from then on.
+    await console.open("/console/projects")
+    await page.get_by_role("button", name="web_shop").click()
+    await page.get_by_role("button", name="Disable…").click()
+    await page.get_by_role("button", name="Disable web_shop").click()
+    await expect(page.get_by_text("Disabled: its keys are refused from now on.")).to_be_visible()
+    assert _api(stack, "GET", "/projects/web_shop")["project"]["enabled"] is False
+
+    async def refused_now() -> int:
+        return _send(stack.edge_url, new_key, "https://shop.example", [event]).status_code
+
+    await eventually(refused_now, lambda status: status != 200, timeout=10, interval=0.5)
+
 
 def _seconds(value: float) -> str:
     """As the console writes a duration (console/web/src/format.js)."""
