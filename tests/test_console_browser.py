@@ -512,6 +512,15 @@ async def test_a_funnel_built_in_the_page_equals_the_api(console: Console) -> No
     await expect(dropped.locator("li")).to_have_count(3)
     assert sorted(await dropped.locator("li").all_inner_texts()) == ["visitor-05", "visitor-06", "visitor-07"]
 
+    # Broken down by a column: one row per value, with the same counts here (every visitor used Chrome).
+    await page.get_by_label("Breakdown by (optional)").fill("browser")
+    await page.get_by_role("button", name="Show the funnel").click()
+    breakdown = page.get_by_role("table", name="Breakdown: people per step and value")
+    await expect(breakdown.get_by_role("row", name=re.compile("^Chrome"))).to_have_text(
+        re.compile(r"Chrome\s*12\s*8\s*5\s*41\.7%")
+    )
+    await page.get_by_label("Breakdown by (optional)").fill("")
+
     await page.get_by_label("Name", exact=True).fill("Pricing to sign-up")
     await page.get_by_role("button", name="Save this funnel").click()
     await expect(page.get_by_role("heading", name=re.compile("Daily trend of"))).to_be_visible()
