@@ -19,6 +19,7 @@ from nats.js.kv import KeyValue
 from headwater.core.service.httpapp import Readiness
 from headwater.core.service.nodereports import (
     MAX_REPORT_BYTES,
+    MESSAGE_OVERHEAD_BYTES,
     NodeReport,
     encode_report,
     ensure_nodes_bucket,
@@ -32,8 +33,8 @@ log = logging.getLogger(__name__)
 
 # A role's readiness, and for an edge its refusal log within a byte budget.
 RoleReport = tuple[Callable[[], Readiness], Callable[[int], dict[str, object]] | None]
-# What a report may hold besides the refusal log (checks, details, names): its share of the budget.
-REFUSALS_BUDGET = MAX_REPORT_BYTES - 32 * 1024
+# What a report holds besides the refusal log (checks, details, names): at most this much.
+OTHER_PARTS_BYTES = 32 * 1024
 DELETE_TIMEOUT_SECONDS = 2.0
 
 
@@ -49,12 +50,16 @@ class NodeReporter:
         interval_seconds: float,
         replicas: int = 1,
         node: str | None = None,
+        max_payload: Callable[[], int] = lambda: 1024 * 1024,
     ) -> None:
+        """`max_payload`: the largest message the NATS server takes (it tells the client when it
+        connects); reports are kept under it."""
         self._js = js
         self._roles = dict(roles)
         self._interval = interval_seconds
         self._replicas = replicas
         self.node = node or this_node()
+        self._max_payload = max_payload
         self._kv: KeyValue | None = None
         self._task: asyncio.Task[None] | None = None
         self._failing = False
@@ -63,9 +68,14 @@ class NodeReporter:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="node-reports")
 
+    def limit(self) -> int:
+        """The most bytes one report may take."""
+        return max(1024, min(MAX_REPORT_BYTES, self._max_payload() - MESSAGE_OVERHEAD_BYTES))
+
     def report(self, role: str) -> NodeReport:
         readiness, refusals = self._roles[role]
         state = readiness()
+        budget = max(self.limit() - OTHER_PARTS_BYTES, self.limit() // 4)
         return NodeReport(
             role,
             self.node,
@@ -73,14 +83,14 @@ class NodeReporter:
             dict(state.checks),
             dict(state.details),
             utc_iso(datetime.now(UTC)),
-            refusals(REFUSALS_BUDGET) if refusals is not None else None,
+            refusals(budget) if refusals is not None else None,
         )
 
     async def publish_all(self) -> None:
         if self._kv is None:
             self._kv = await ensure_nodes_bucket(self._js, self._replicas)
         for role in self._roles:
-            await self._kv.put(report_key(role, self.node), encode_report(self.report(role)))
+            await self._kv.put(report_key(role, self.node), encode_report(self.report(role), self.limit()))
             self.published += 1
 
     async def _run(self) -> None:

@@ -53,7 +53,7 @@ from headwater.core.projects.tombstones import (
     purge_project_tombstones,
 )
 from headwater.core.service.httpapp import Readiness
-from headwater.core.service.nodereports import DEFAULT_INTERVAL_SECONDS
+from headwater.core.service.nodereports import DEFAULT_INTERVAL_SECONDS, MAX_REPORT_BYTES
 from headwater.core.service.tasks import cancel_and_wait
 from headwater.core.wire.subjects import EVENTS_STREAM
 from headwater.edge.app import create_app as create_edge_app
@@ -306,7 +306,15 @@ class Stack:
             roles["consumer"] = (self._consumer_readiness, None)
         if s.sessionizer is not None:
             roles["sessionizer"] = (self._sessionizer_readiness, None)
-        self.reporter = NodeReporter(js, roles, s.node_report_seconds, s.streams.replicas)
+        nats = self.nats
+        assert nats is not None
+
+        def max_payload() -> int:
+            return nats.max_payload if nats.is_connected else MAX_REPORT_BYTES
+
+        self.reporter = NodeReporter(
+            js, roles, s.node_report_seconds, s.streams.replicas, max_payload=max_payload
+        )
         self.reporter.start()
 
     def _may_start_offline(self) -> bool:

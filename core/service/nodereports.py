@@ -25,9 +25,11 @@ NODES_BUCKET = "HW_NODES"
 # A report older than this is gone: a node that died disappears from /v1/health within it.
 REPORT_TTL_SECONDS = 30.0
 DEFAULT_INTERVAL_SECONDS = 5.0
-# The largest report a node publishes, well under NATS's default max_payload (1 MiB); an edge's
+# The largest report a node publishes (less where the server's max_payload is smaller); an edge's
 # refusal log is trimmed to fit (edge/refusals.py).
 MAX_REPORT_BYTES = 256 * 1024
+# Room a report leaves in a NATS message for the KV headers and the protocol's framing.
+MESSAGE_OVERHEAD_BYTES = 1024
 _NOT_KEY = re.compile(r"[^A-Za-z0-9_-]+")
 MAX_NODE_LENGTH = 100
 
@@ -87,7 +89,6 @@ def bucket_config(replicas: int = 1) -> KeyValueConfig:
         description="headwater node reports: each role's readiness, refreshed every few seconds",
         history=1,
         ttl=REPORT_TTL_SECONDS,
-        max_value_size=MAX_REPORT_BYTES + 4096,
         storage=StorageType.MEMORY,
         replicas=replicas,
     )
