@@ -332,6 +332,13 @@ async def test_sign_in_refuses_a_wrong_token(console: Console) -> None:
     api_calls = [r for r in console.requests if "/v1/" in r.url]
     assert api_calls and all(r.headers.get("authorization", "").startswith("Bearer ") for r in api_calls)
 
+    # A kept token the API stops taking (revoked, say) signs the tab out, saying why.
+    await page.evaluate("sessionStorage.setItem('headwater.adminToken', 'revoked-token')")
+    await console.open("/console/overview")
+    await expect(page.get_by_label("Admin token")).to_be_visible()
+    await expect(page.get_by_role("alert")).to_contain_text("403 invalid_admin_token")
+    assert await page.evaluate("sessionStorage.length") == 0
+
 
 async def test_projects_then_live_events(console: Console) -> None:
     """Creates a project, adds an origin, rotates its public key, and sees events sent with the new

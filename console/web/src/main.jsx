@@ -36,11 +36,14 @@ function App() {
   const [where, setWhere] = useState(location())
   const [projects, setProjects] = useState([])
   const [error, setError] = useState(null)
+  const [signedOutBy, setSignedOutBy] = useState(null)
 
   useEffect(() => {
     const moved = () => setWhere(location())
-    const signedOut = () => {
+    // The API refused the kept token (revoked, or the control plane restarted with other tokens).
+    const signedOut = (event) => {
       setToken(null)
+      setSignedOutBy(event.detail)
       setSignedIn(false)
     }
     window.addEventListener('popstate', moved)
@@ -68,7 +71,13 @@ function App() {
     document.title = `${signedIn ? page.title : 'Sign in'} · headwater console`
   }, [signedIn, page])
 
-  if (!signedIn) return <SignIn onSignedIn={() => setSignedIn(true)} />
+  if (!signedIn) {
+    const signedInAgain = () => {
+      setSignedOutBy(null)
+      setSignedIn(true)
+    }
+    return <SignIn reason={signedOutBy} onSignedIn={signedInAgain} />
+  }
 
   const project = where.project || (projects[0] && projects[0].id) || ''
   const View = page.view

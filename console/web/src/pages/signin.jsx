@@ -3,9 +3,9 @@ import { call, setToken } from '../api.js'
 import { ErrorNote } from '../ui.jsx'
 
 /** The admin token is checked against the API before it is kept (in sessionStorage only). */
-export function SignIn({ onSignedIn }) {
+export function SignIn({ reason, onSignedIn }) {
   const [value, setValue] = useState('')
-  const [error, setError] = useState(null)
+  const [error, setError] = useState(reason)
   const [busy, setBusy] = useState(false)
   const submit = async (event) => {
     event.preventDefault()
