@@ -344,7 +344,7 @@ async def test_projects_then_live_events(console: Console) -> None:
     """Creates a project, adds an origin, rotates its public key, and sees events sent with the new
     key from that origin on the live page within seconds, with the refusal of another origin's."""
     stack, page = console.stack, console.page
-    console.expected_refusals = (400, 409)
+    console.expected_refusals = (400, 409, 412)
     await console.sign_in()
     await console.open("/console/projects")
     await page.get_by_label("Id", exact=True).fill("web_shop")
@@ -369,6 +369,35 @@ async def test_projects_then_live_events(console: Console) -> None:
     [patch] = [r for r in console.api_requests("/projects/web_shop") if r.method == "PATCH"][-1:]
     assert patch.headers.get("if-match", "").strip('"').isdigit()
     assert json.loads(patch.post_data or "{}") == {"allowed_origins": ["https://shop.example"]}
+
+    # Settings, edited as JSON: a value out of range is refused naming the field; a change made
+    # meanwhile by someone else is not overwritten (If-Match: 412); a fresh read saves.
+    await page.get_by_text("Settings (JSON)").click()
+    settings_box = page.get_by_label("Settings", exact=True)
+    settings = json.loads(await settings_box.input_value())
+    settings["sessions"]["inactivity_timeout_seconds"] = 5
+    await settings_box.fill(json.dumps(settings, indent=2))
+    await page.get_by_role("button", name="Save changes").click()
+    await expect(page.get_by_role("alert").last).to_contain_text(
+        "settings.sessions.inactivity_timeout_seconds"
+    )
+    _api(stack, "PATCH", "/projects/web_shop", {"name": "Renamed elsewhere"})
+    settings["sessions"]["inactivity_timeout_seconds"] = 900
+    await settings_box.fill(json.dumps(settings, indent=2))
+    await page.get_by_role("button", name="Save changes").click()
+    await expect(page.get_by_role("alert").last).to_contain_text("412 revision_mismatch")
+    await page.get_by_role("button", name="Read it again").click()
+    await expect(page.get_by_label("Name", exact=True).last).to_have_value("Renamed elsewhere")
+    await expect(page.get_by_role("alert")).to_have_count(1)  # the create form's 409 only
+    await settings_box.fill(json.dumps(settings, indent=2))
+    await page.get_by_role("button", name="Save changes").click()
+    await expect(page.get_by_text("Saved (revision")).to_be_visible()
+
+    async def stored() -> dict[str, Any]:
+        return dict(_api(stack, "GET", "/projects/web_shop")["project"])
+
+    saved = await eventually(stored, lambda p: p["settings"]["sessions"]["inactivity_timeout_seconds"] == 900)
+    assert saved["name"] == "Renamed elsewhere"  # not overwritten by the page's older copy
 
     await page.get_by_label("Kind", exact=True).select_option("public")
     await page.get_by_label("Old keys valid for (seconds)").fill("0")

@@ -208,6 +208,9 @@ function EditProject({ id, onChanged }) {
           />
         </details>
         <button type="submit">Save changes</button>
+        <button type="button" class="quiet" onClick={() => load().then(() => setError(null))}>
+          Read it again
+        </button>
       </form>
 
       <h3>Keys</h3>
