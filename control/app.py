@@ -11,6 +11,7 @@ import msgspec
 from quart import Blueprint, Quart, Response, g, request
 from werkzeug.routing import BaseConverter
 
+from headwater.console.routes import install_console
 from headwater.core.projects.project import Project, validate_project_id
 from headwater.core.service.authfailures import AuthFailureLimits, AuthFailures
 from headwater.core.service.errors import APIError
@@ -26,10 +27,14 @@ from headwater.core.service.validation import convert_body
 
 from .anonymisation import EventPreviewer, preview
 from .auth import authenticate_admin
+from .console_schemas import LIVE_DEFAULT_LIMIT, LIVE_MAX_LIMIT, LiveAnswer, OverviewRequest
 from .funnels import run_funnel, run_trend
+from .health import Installation
 from .idempotency import validate_idempotency_key
 from .imports import ImportService
+from .live import last_events, refusals_of
 from .openapi import openapi_document
+from .overview import run_overview
 from .paths import run_paths
 from .patterns import DEFAULT_LIMITS, mining_slots, run_patterns
 from .patterns_schemas import PatternsRequest
@@ -68,9 +73,14 @@ def _if_match() -> int | None:
 
 
 def _page_size() -> int:
-    raw = request.args.get("limit", str(DEFAULT_PAGE_SIZE))
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3) or not 1 <= int(raw) <= MAX_PAGE_SIZE:
-        raise APIError(400, "invalid_field", f"limit must be an integer from 1 to {MAX_PAGE_SIZE}", "limit")
+    return _limit(DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def _limit(default: int, maximum: int) -> int:
+    """The `limit` query parameter: an integer from 1 to `maximum`."""
+    raw = request.args.get("limit", str(default))
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3) or not 1 <= int(raw) <= maximum:
+        raise APIError(400, "invalid_field", f"limit must be an integer from 1 to {maximum}", "limit")
     return int(raw)
 
 
@@ -96,6 +106,7 @@ def create_app(
     subjects: SubjectJobs | None = None,
     previewer: EventPreviewer | None = None,
     imports: ImportService | None = None,
+    installation: Installation | None = None,
 ) -> Quart:
     app = new_app(__name__)
     app.url_map.converters["funnel_id"] = FunnelIdConverter
@@ -104,6 +115,7 @@ def create_app(
     install_error_handlers(app)
 
     install_health_routes(app, readiness)
+    install_console(app)  # /console/: static files and no data; its pages call /v1 with the token
 
     api = Blueprint("v1", __name__, url_prefix="/v1")
 
@@ -185,6 +197,30 @@ def create_app(
         query = convert_body(await read_json_object(), Query)
         result = await asyncio.to_thread(queries.run, project_id, query.sql)
         return json_response({"columns": result.columns, "rows": result.rows})
+
+    def the_installation() -> Installation:
+        if installation is None:
+            raise APIError(503, "health_unavailable", "node reports are not configured")
+        return installation
+
+    @api.get("/health")
+    async def health() -> Response:
+        return json_response(await the_installation().health())
+
+    @api.get("/projects/<project_id>/live")
+    async def live(project_id: str) -> Response:
+        await store.get(validate_project_id(project_id))  # 404 for an unknown project
+        limit = _limit(LIVE_DEFAULT_LIMIT, LIVE_MAX_LIMIT)
+        reports = await the_installation().reports()
+        events = await asyncio.to_thread(last_events, queries, project_id, limit, datetime.now(UTC))
+        answer = LiveAnswer(events, refusals_of(project_id, reports))
+        return json_response(msgspec.to_builtins(answer))
+
+    @api.post("/projects/<project_id>/overview")
+    async def overview(project_id: str) -> Response:
+        await store.get(validate_project_id(project_id))  # 404 for an unknown project
+        asked = convert_body(await read_json_object(), OverviewRequest)
+        return json_response(await asyncio.to_thread(run_overview, queries, project_id, asked))
 
     @api.post("/projects/<project_id>/funnels/query")
     async def query_funnel(project_id: str) -> Response:

@@ -16,8 +16,18 @@ from typing import Any
 
 import msgspec
 
-from . import patterns_schemas, schemas, subjects_schemas
+from headwater.console import routes as console
+
+from . import console_schemas, patterns_schemas, schemas, subjects_schemas
 from .anonymisation import PreviewAnswer, PreviewRequest
+from .console_schemas import (
+    LIVE_DEFAULT_LIMIT,
+    LIVE_MAX_LIMIT,
+    HealthAnswer,
+    LiveAnswer,
+    OverviewAnswer,
+    OverviewRequest,
+)
 from .idempotency import MAX_KEY_LENGTH
 from .imports_schemas import (
     ActivateVersionAnswer,
@@ -105,6 +115,8 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
         "data_subjects_unavailable",
         "preview_unavailable",
         "imports_unavailable",
+        "health_unavailable",
+        "nats_unavailable",
     ),
 }
 ERROR_DESCRIPTIONS = {
@@ -123,7 +135,7 @@ ERROR_DESCRIPTIONS = {
     429: "Too many wrong admin tokens from this address (`too_many_auth_failures`), or as many queries "
     "as the control plane allows are running (`too_many_queries`), or 1,000 data-subject jobs are "
     "waiting (`too_many_jobs`); retry after `Retry-After` seconds.",
-    503: "ClickHouse cannot be reached, or a part of the control plane is not configured.",
+    503: "ClickHouse or NATS cannot be reached, or a part of the control plane is not configured.",
 }
 
 
@@ -440,6 +452,8 @@ def routes() -> tuple[Route, ...]:
         *_saved_funnel_routes(),
         *_data_subject_routes(),
         *_import_routes(),
+        *_console_routes(),
+        *_console_page_routes(),
     )
 
 
@@ -548,6 +562,64 @@ def _saved_funnel_routes() -> tuple[Route, ...]:
     )
 
 
+def _console_routes() -> tuple[Route, ...]:
+    """What the console reads: docs/control-api.md, "Health", "Live" and "Overview"."""
+    return (
+        Route(
+            "get",
+            "/v1/health",
+            "installationHealth",
+            "Every role's readiness, the consumers' lag, the streams' usage, the dead letters",
+            {200: Answer("The installation now.", HealthAnswer)},
+            (401, 403, 429, 503),
+            description="`nodes`: the report each role of each process publishes every few seconds in "
+            "the KV bucket HW_NODES (its /readyz answer; gone 30 s after a node stops); `consumers` "
+            "and `streams` from the JetStream API; `refusals_without_project`: the edges' refusals of "
+            "the last hour that named no known project (an unknown key, an unreadable body).",
+        ),
+        Route(
+            "get",
+            "/v1/projects/{project_id}/live",
+            "liveEvents",
+            "The last events stored for the project, and why the edges refused its events lately",
+            {200: Answer("The events, newest first, and the refusals of the last hour.", LiveAnswer)},
+            (400, 401, 403, 404, 422, 429, 503),
+            parameters=(
+                _parameter(
+                    "limit",
+                    "query",
+                    {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": LIVE_MAX_LIMIT,
+                        "default": LIVE_DEFAULT_LIMIT,
+                    },
+                    "How many events.",
+                ),
+            ),
+            description="Events received in the last 7 days, newest first by `received_at`, each message "
+            "once, read from the project's `events` table with the limits of `/query`; `refusals` summed "
+            "over the edges' reports: counts by reason code over the last hour, the latest refusals "
+            "(time, code, field, message, edge node).",
+        ),
+        Route(
+            "post",
+            "/v1/projects/{project_id}/overview",
+            "projectOverview",
+            "Events, visitors and sessions over a range, per hour or day, and the top values",
+            {200: Answer("The totals, the zero-filled series and the top lists.", OverviewAnswer)},
+            (400, 401, 403, 404, 413, 422, 429, 503),
+            OverviewRequest,
+            description="Events, page views and visitors (the user id, else the anonymous id) from "
+            "`events` by `timestamp` in [from, to); sessions, bounce rate, durations and the top "
+            "referrers, channels, countries, browsers and devices from `sessions` by `started_at`; top "
+            "pages from page views by path. Bots left out unless `include_bots`. At most 400 days; "
+            '`hour` at most 31 (docs/control-api.md, "Overview"). Runs read-only with the limits of '
+            "`/query`.",
+        ),
+    )
+
+
 def _data_subject_routes() -> tuple[Route, ...]:
     """docs/privacy.md, "Data subjects: deletion and export"."""
     base = "/v1/projects/{project_id}/data-subjects"
@@ -645,6 +717,45 @@ def _import_routes() -> tuple[Route, ...]:
     )
 
 
+def _console_page_routes() -> tuple[Route, ...]:
+    """The web console (docs/console.md): public static files; its pages call the API with the token."""
+    html = Answer(
+        "The console's page (its client-side routes all answer it).",
+        {"type": "string"},
+        media_type="text/html",
+    )
+    page = {
+        "name": "page",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": list(console.PAGES)},
+    }
+    routes = [
+        Route("get", "/console/", "consolePage", "The web console", {200: html}, public=True),
+        Route(
+            "get", "/console/{page}", "consoleRoute", "A page of the web console", {200: html}, (404,),
+            parameters=(page,), public=True,
+        ),
+    ]  # fmt: skip
+    for name, content_type in console.ASSETS.items():
+        media_type = content_type.split(";")[0]
+        answer = Answer(
+            f"The console's {name}, cached for a year.", {"type": "string"}, media_type=media_type
+        )
+        operation = "consoleScript" if name.endswith(".js") else "consoleStylesheet"
+        routes.append(
+            Route(
+                "get",
+                f"/console/assets/{name}",
+                operation,
+                f"The console's {name}",
+                {200: answer},
+                public=True,
+            )
+        )
+    return tuple(routes)
+
+
 def openapi_document() -> dict[str, Any]:
     table = routes()
     structs = _structs(table)
@@ -711,7 +822,7 @@ def _finished(components: dict[str, Schema]) -> dict[str, Schema]:
     `required` lists."""
     extras = {
         name: vars(struct)["json_schema_extra"]
-        for module in (schemas, patterns_schemas, subjects_schemas)
+        for module in (schemas, patterns_schemas, subjects_schemas, console_schemas)
         for name, struct in vars(module).items()
         if isinstance(struct, type)
         and issubclass(struct, msgspec.Struct)

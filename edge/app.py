@@ -28,6 +28,7 @@ from .cookieless import CookielessIds
 from .ingest import IngestService
 from .metrics import EdgeMetrics
 from .ratelimit import RateLimiter
+from .refusals import RefusalLog
 from .settings import EdgeSettings
 from .sink import Sink
 from .snowplow_collector import SnowplowCollector
@@ -53,9 +54,11 @@ def create_app(
     body_timeout_seconds: float | None = None,
     cookieless: CookielessIds | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    refusals: RefusalLog | None = None,
 ) -> EdgeASGI:
     """`cookieless` makes the ids of projects in cookieless mode (without it their browser events
-    are answered 503); `clock` is the edge's time (tests move it across days)."""
+    are answered 503); `clock` is the edge's time (tests move it across days); `refusals` records
+    why requests were refused (its node report carries it)."""
     metrics = metrics or EdgeMetrics()
     quart = new_app(__name__)
     install_error_handlers(quart)
@@ -64,7 +67,15 @@ def create_app(
     # One count of wrong keys for the ingest paths and the settings route alike.
     auth_failures = AuthFailures("write key")
     service = IngestService(
-        settings, sink, projects, limiter, metrics, clock, auth_failures=auth_failures, cookieless=cookieless
+        settings,
+        sink,
+        projects,
+        limiter,
+        metrics,
+        clock,
+        auth_failures=auth_failures,
+        cookieless=cookieless,
+        refusals=refusals,
     )
     if body_timeout_seconds is not None:
         quart.config["BODY_TIMEOUT"] = body_timeout_seconds

@@ -138,6 +138,7 @@ class EdgeASGI:
             )
             result = await self._service.ingest(request)
         except IngestError as error:
+            self._service.refusals.refused(error)
             return await send_error(send, error)
         except Exception:
             log.exception("unexpected error on %s", scope.get("path"))

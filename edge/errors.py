@@ -6,7 +6,8 @@ from headwater.core.service.errors import APIError
 
 
 class IngestError(APIError):
-    """A request the edge refuses. `headers` are added to the response (e.g. Retry-After)."""
+    """A request the edge refuses. `headers` are added to the response (e.g. Retry-After);
+    `project`: the project it was meant for, once the edge knows it (its refusal log, refusals.py)."""
 
     def __init__(
         self,
@@ -20,6 +21,7 @@ class IngestError(APIError):
         super().__init__(status, code, message, field)
         self.headers = headers or {}
         self.errors = errors
+        self.project: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         body = super().to_dict()

@@ -32,6 +32,7 @@ from .cookieless_events import address_reduced, assign_visitor_ids, reduce_addre
 from .errors import IngestError, MessageTooLarge, SinkUnavailable
 from .metrics import EdgeMetrics
 from .ratelimit import RateLimiter
+from .refusals import RefusalLog
 from .settings import EdgeSettings
 from .sink import Sink
 from .split import Part, split
@@ -115,6 +116,14 @@ def authorize(resolver: KeyResolver, key: str, origin: str | None) -> KeyMatch:
     match = resolver.resolve_key(key)
     if match is None:
         raise IngestError(401, "unknown_key", "the write key is not known (or has expired)")
+    try:
+        return _allowed(match, origin)
+    except IngestError as error:
+        error.project = match.project.id  # the key named it: its refusal log says why
+        raise
+
+
+def _allowed(match: KeyMatch, origin: str | None) -> KeyMatch:
     project = match.project
     if not project.enabled:
         raise IngestError(403, "project_disabled", f"project {project.id!r} is disabled")
@@ -162,8 +171,10 @@ class IngestService:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         auth_failures: AuthFailures | None = None,
         cookieless: CookielessIds | None = None,
+        refusals: RefusalLog | None = None,
     ) -> None:
         self._settings = settings
+        self._refusals = refusals or RefusalLog()
         self._sink = sink
         self._keys = keys
         self._limiter = limiter
@@ -173,6 +184,11 @@ class IngestService:
         self._auth_failures = auth_failures or AuthFailures("write key")
         self._authorize_key: Authorizer = partial(authorize, keys)
         self._cookieless = cookieless
+
+    @property
+    def refusals(self) -> RefusalLog:
+        """Where the HTTP layer records each refused request (the answers are written there)."""
+        return self._refusals
 
     async def ingest(self, request: IngestRequest) -> IngestResult:
         slow_down_guessers(self._auth_failures, request.client_ip)
@@ -228,6 +244,7 @@ class IngestService:
             return await self._accept(request, body, project, match, cors)
         except IngestError as error:
             error.headers.update(cors)
+            error.project = project.id
             if error.errors is None:
                 self._metrics.rejected(project.id, error.code)
             raise
@@ -305,6 +322,7 @@ class IngestService:
         self._metrics.accepted(project.id, len(accepted))
         for _, error in rejected:
             self._metrics.rejected(project.id, error.code)
+            self._refusals.record(project.id, error.code, error.field, error.message)
         answer: dict[str, Any] = {
             "success": True,
             "request_id": envelope.request_id,

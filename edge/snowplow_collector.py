@@ -108,6 +108,7 @@ class SnowplowCollector:
                 ingest_request, translated, credential, self._authorize
             )
         except IngestError as error:
+            self._service.refusals.refused(error)
             return await send_error(send, error, _with_credentials(error.headers))
         except Exception:
             log.exception("unexpected error on %s", scope.get("path"))
@@ -139,11 +140,13 @@ class SnowplowCollector:
             )
         project = match.project
         if not project.enabled:
-            raise IngestError(403, "project_disabled", f"project {project.id!r} is disabled")
+            raise _of_project(
+                IngestError(403, "project_disabled", f"project {project.id!r} is disabled"), project.id
+            )
         if origin is None and project.settings.snowplow.allow_without_origin:
             return match
         if not project.origin_policy.allows(origin):
-            raise IngestError(
+            refused = IngestError(
                 403,
                 "origin_not_allowed",
                 f"origin {origin!r} is not among the allowed origins of project {project.id!r}"
@@ -151,6 +154,7 @@ class SnowplowCollector:
                 else "app ids are accepted only from the project's allowed origins (no Origin header)",
                 "aid",
             )
+            raise _of_project(refused, project.id)
         return match
 
     async def _preflight(self, headers: dict[str, str], send: Send) -> int:
@@ -164,6 +168,11 @@ class SnowplowCollector:
             max_age=self._cors_max_age,
             credentials=True,
         )
+
+
+def _of_project(error: IngestError, project_id: str) -> IngestError:
+    error.project = project_id
+    return error
 
 
 def _app_id(events: list[SnowplowEvent | IngestError]) -> str:

@@ -9,6 +9,8 @@ Each role connects as a user of its own, allowed only what that role does (docs/
 - control: write the project, idempotency, saved-funnel, tombstone and deletion-job KV buckets, the
   audit stream, purge a project; publish import batches (`hw.imports.>`), write the imports KV bucket.
 - sessionizer: read the project KV bucket; write the sessionizer watermarks (KV HW_SESSIONS).
+- every role: write its own node reports (KV HW_NODES, keys `<role>.*`); the control plane reads
+  them all, and lists the consumers of the streams (/v1/health).
 - admin: everything, for the operator's CLI (`streams`, `dlq`, `replay`, `spool drain`, `migrate`).
 
 Permissions cannot tell a genuine envelope from one an edge user forges: an edge credential is as
@@ -60,9 +62,17 @@ _COMMON = [
     "_INBOX.>",  # replies (the edge's publish acks, request/reply)
 ]
 
+
+def _node_reports(role: str) -> list[str]:
+    """A role's node reports (core/service/nodereports.py): the bucket created if missing, and the
+    role's own keys written (and deleted on a clean stop)."""
+    return ["$JS.API.STREAM.CREATE.KV_HW_NODES", f"$KV.HW_NODES.{role}.>"]
+
+
 PUBLISH: Mapping[str, list[str]] = {
     "edge": [
         *_COMMON,
+        *_node_reports("edge"),
         "hw.events.>",
         # cookieless visitors (edge/cookieless.py): the daily salts and the visitors carried across
         # midnight, created if missing, read, written (a salt with a create, first writer wins)
@@ -74,6 +84,7 @@ PUBLISH: Mapping[str, list[str]] = {
     ],
     "consumer": [
         *_COMMON,
+        *_node_reports("consumer"),
         "hw.dlq.>",
         "$JS.API.CONSUMER.CREATE.HW_EVENTS",
         "$JS.API.CONSUMER.CREATE.HW_EVENTS.>",
@@ -94,6 +105,10 @@ PUBLISH: Mapping[str, list[str]] = {
     ],
     "control": [
         *_COMMON,
+        *_node_reports("control"),
+        # /v1/health (control/health.py): every node's report, the consumers of the streams
+        *_read_kv("HW_NODES"),
+        *(f"$JS.API.CONSUMER.LIST.{stream}" for stream in ("HW_EVENTS", "HW_IMPORTS", "HW_DLQ")),
         "$KV.HW_PROJECTS.>",
         "$KV.HW_IDEMPOTENCY.>",
         "$JS.API.STREAM.CREATE.KV_HW_IDEMPOTENCY",
@@ -121,6 +136,7 @@ PUBLISH: Mapping[str, list[str]] = {
     ],
     "sessionizer": [
         *_COMMON,
+        *_node_reports("sessionizer"),
         "$KV.HW_SESSIONS.>",
         "$JS.API.STREAM.CREATE.KV_HW_SESSIONS",
         *_read_kv("HW_SESSIONS"),

@@ -34,6 +34,7 @@ from headwater.consumers.writer import ClickHouseWriter
 from headwater.control.app import create_app as create_control_app
 from headwater.control.audit import AuditLog, ensure_audit_stream
 from headwater.control.clickhouse import connect as connect_clickhouse
+from headwater.control.health import Installation
 from headwater.control.idempotency import IdempotencyStore, ensure_idempotency_bucket, server_secret
 from headwater.control.imports import ImportService, ensure_imports_bucket
 from headwater.control.query import QueryLimits, ReadOnlyQueries
@@ -52,6 +53,7 @@ from headwater.core.projects.tombstones import (
     purge_project_tombstones,
 )
 from headwater.core.service.httpapp import Readiness
+from headwater.core.service.nodereports import DEFAULT_INTERVAL_SECONDS, MAX_REPORT_BYTES
 from headwater.core.service.tasks import cancel_and_wait
 from headwater.core.wire.subjects import EVENTS_STREAM
 from headwater.edge.app import create_app as create_edge_app
@@ -60,6 +62,7 @@ from headwater.edge.cookieless import CookielessIds
 from headwater.edge.drainer import Drainer
 from headwater.edge.fallback import CircuitBreaker, FallbackSink
 from headwater.edge.metrics import EdgeMetrics
+from headwater.edge.refusals import RefusalLog
 from headwater.edge.settings import EdgeSettings
 from headwater.edge.sink import JetStreamSink, Sink
 from headwater.edge.streams import StreamSettings, ensure_streams, purge_project_messages
@@ -73,6 +76,7 @@ from .httplimits import DEFAULT_HTTP_LIMITS, HTTPLimits
 from .listeners import Listeners
 from .natsauth import NatsAuth
 from .natsconn import ConnectionEvents, connect_nats, connect_nats_in_background
+from .nodereports import NodeReporter, RoleReport
 from .readiness import consumer_readiness, edge_readiness, nats_readiness, sessionizer_readiness
 from .startup_migrations import migrate_projects
 
@@ -95,6 +99,8 @@ class StackSettings:
     # Header, head-time and body-time limits of the edge and control HTTP servers.
     http: HTTPLimits = DEFAULT_HTTP_LIMITS
     nats_auth: NatsAuth = field(default_factory=NatsAuth)
+    # How often each role publishes its node report (KV HW_NODES, core/service/nodereports.py).
+    node_report_seconds: float = DEFAULT_INTERVAL_SECONDS
 
 
 async def _logged(what: str, awaitable: Awaitable[object]) -> None:
@@ -134,6 +140,8 @@ class Stack:
         self.draining = False  # stopping after a shutdown delay: the edge reports not ready
         self._listeners = Listeners(settings.http)
         self._going_online: asyncio.Task[None] | None = None
+        self.refusals = RefusalLog()  # the edge's, published in its node report
+        self.reporter: NodeReporter | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -225,6 +233,7 @@ class Stack:
             control_app = create_control_app(
                 s.control, self.store, self.service, self.queries, self._nats_readiness, funnels,
                 self.subjects, previewer=EventPreviewer(), imports=imports,
+                installation=Installation(js, s.streams.replicas),
             )  # fmt: skip
             # Quart's own deadline for reading a body (uvicorn's protocol bounds it too; hypercorn not).
             control_app.config["BODY_TIMEOUT"] = s.http.body_timeout_seconds
@@ -262,6 +271,7 @@ class Stack:
 
         if s.sessionizer is not None:
             await self._start_sessionizer(js, s.sessionizer)
+        self._start_reporter(js)
         # Everything long-lived exists now: keep it out of the garbage collector's scans (a batch
         # request spent ~8% of its CPU in GC before, measured with py-spy).
         gc.collect()
@@ -283,6 +293,29 @@ class Stack:
             self.sessionizer_url = await self._listeners.serve(
                 app, settings.host, settings.port, "sessionizer"
             )
+
+    def _start_reporter(self, js: JetStreamContext) -> None:
+        """Each role of this stack reports its readiness (an edge also its refusal log)."""
+        s = self.settings
+        roles: dict[str, RoleReport] = {}
+        if s.edge is not None:
+            roles["edge"] = (self._edge_readiness, self.refusals.snapshot)
+        if s.control is not None:
+            roles["control"] = (self._nats_readiness, None)
+        if s.consumer is not None:
+            roles["consumer"] = (self._consumer_readiness, None)
+        if s.sessionizer is not None:
+            roles["sessionizer"] = (self._sessionizer_readiness, None)
+        nats = self.nats
+        assert nats is not None
+
+        def max_payload() -> int:
+            return nats.max_payload if nats.is_connected else MAX_REPORT_BYTES
+
+        self.reporter = NodeReporter(
+            js, roles, s.node_report_seconds, s.streams.replicas, max_payload=max_payload
+        )
+        self.reporter.start()
 
     def _may_start_offline(self) -> bool:
         """A lone edge with a config cache on disk may start before NATS answers."""
@@ -308,7 +341,7 @@ class Stack:
         cookieless = CookielessIds.on_jetstream(js, s.streams.replicas, s.edge.publish_timeout_seconds)
         edge_app = create_edge_app(
             s.edge, sink, self.registry, self._edge_readiness, metrics, s.http.body_timeout_seconds,
-            cookieless,
+            cookieless, refusals=self.refusals,
         )  # fmt: skip
         tls = _tls_files(s.edge.tls_cert, s.edge.tls_key)
         self.edge_url = await self._listeners.serve(
@@ -331,6 +364,7 @@ class Stack:
         self.registry.load_cache()
         self.connection_events.subscribe(self.registry)
         await self._serve_edge(js)
+        self._start_reporter(js)  # publishes once NATS answers
         self._going_online = asyncio.create_task(self._go_online(connecting, js), name="edge-go-online")
         gc.collect()
         gc.freeze()
@@ -427,6 +461,8 @@ class Stack:
             log.info("draining: /readyz answers 503 for %.1f s before the edge stops accepting", delay)
             await asyncio.sleep(delay)
         await self._listeners.stop()
+        if self.reporter is not None:  # before NATS closes: its reports are deleted
+            await _logged("node reports", self.reporter.stop())
         if self._going_online is not None:
             await cancel_and_wait(self._going_online)
         if self.drainer is not None:

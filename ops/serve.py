@@ -14,6 +14,7 @@ import click
 
 from headwater.consumers.settings import DEFAULT_MAX_BATCH_ROWS, ConsumerSettings
 from headwater.control.settings import ControlSettings
+from headwater.core.service.nodereports import DEFAULT_INTERVAL_SECONDS as DEFAULT_REPORT_SECONDS
 from headwater.edge.settings import EdgeSettings
 from headwater.sessionizer.cycle import DEFAULT_SETTLE_SECONDS
 from headwater.sessionizer.settings import (
@@ -137,6 +138,13 @@ DEFAULT_SPOOL_DIR = ".headwater/spool"
     help="Sessionizer: a cycle takes events inserted up to this long before ClickHouse's clock; keep "
     "it above the longest INSERT the consumers make (docs/sessions.md).",
 )
+@option(
+    "--node-report-seconds",
+    DEFAULT_REPORT_SECONDS,
+    click.FloatRange(0.1, 25),
+    help="Seconds between the role's node reports (KV HW_NODES, read by /v1/health); under the "
+    "bucket's 30 s TTL, or the node drops out of the health page between two reports.",
+)
 @on_cluster_option
 @query_options
 @tls_options
@@ -162,6 +170,7 @@ def serve(
     interval: float,
     max_busy: float,
     settle_seconds: float,
+    node_report_seconds: float,
     on_cluster: str | None,
     query_clickhouse_url: str | None,
     query_max_memory: int,
@@ -264,6 +273,7 @@ def serve(
         consumer=consumer,
         sessionizer=sessionizer,
         http=limits,
+        node_report_seconds=node_report_seconds,
     )
 
     if workers > 1:

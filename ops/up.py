@@ -251,6 +251,7 @@ def _banner(
         "headwater is running",
         f"  edge         {stack.edge_url}",
         f"  control API  {stack.control_url}",
+        f"  console      {stack.control_url}/console/ (sign in with the admin token)",
         f"  metrics      {stack.edge_operator_url}/metrics (edge), {stack.consumer_url}/metrics (consumer), "
         f"{stack.sessionizer_url}/metrics (sessionizer)",
         f"  NATS         {redact_nats_url(stack.settings.nats_url)}{nats_users}",

@@ -114,6 +114,7 @@ async def make_stack(nats_server: NatsServerProcess, clickhouse_url: str) -> Asy
         consumer: bool | ConsumerSettings = False,
         http: HTTPLimits | None = None,
         sessionizer: SessionizerSettings | None = None,
+        node_report_seconds: float = 5.0,
     ) -> Stack:
         edge_settings = edge if isinstance(edge, EdgeSettings) else EdgeSettings(port=0) if edge else None
         if edge_settings is not None and edge_settings.operator_port is None:
@@ -145,6 +146,7 @@ async def make_stack(nats_server: NatsServerProcess, clickhouse_url: str) -> Asy
                 consumer=consumer_settings,
                 sessionizer=sessionizer,
                 http=http or HTTPLimits(),
+                node_report_seconds=node_report_seconds,
             )
         )
         stacks.append(stack)

@@ -44,6 +44,7 @@ def test_mypy_strict() -> None:
                     "privacy",
                     "imports",
                     "loaders",
+                    "console",
                 )
             ),
         ],

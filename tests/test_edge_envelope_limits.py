@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
-from hw_testing import SpoolingStackFactory, basic_auth, eventually
+from hw_testing import SpoolingStackFactory, StackFactory, basic_auth, eventually
+from nats.js.errors import KeyNotFoundError
 
 from headwater.core.projects.project import utc_now_iso
+from headwater.core.service.nodereports import ensure_nodes_bucket, report_key
 from headwater.core.wire.envelope import Envelope
 from headwater.core.wire.subjects import EVENTS_STREAM, events_subject
 from headwater.edge.errors import MessageTooLarge
@@ -166,3 +169,32 @@ def test_split_keeps_every_event_once_in_order_within_the_limit(compress_above: 
     assert split(whole, 10**7, compress_above)[0].msg_id("r", whole=True) == "r"
     with pytest.raises(MessageTooLarge):
         split(Envelope("p", "r", "2026-01-01T00:00:00.000Z", [event("big", 9000)]), 8000, compress_above)
+
+
+@pytest.mark.services
+async def test_an_edge_s_node_report_stays_under_the_max_payload(make_stack: StackFactory) -> None:
+    """Refusals for many projects: the edge's report keeps the most recent that fit under the
+    server's 16 KB and says how many it left out; its readiness is reported all the same."""
+    stack = await make_stack(edge=True, node_report_seconds=0.2)
+    for number in range(400):
+        stack.refusals.record(
+            f"project_{number}", "origin_not_allowed", None, "origin 'https://x' is not allowed"
+        )
+    assert stack.nats is not None and stack.reporter is not None
+    kv = await ensure_nodes_bucket(stack.nats.jetstream())
+    key = report_key("edge", stack.reporter.node)
+
+    async def report() -> dict[str, Any]:
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:  # not published yet
+            return {}
+        assert entry.value is not None and len(entry.value) <= MAX_PAYLOAD
+        return dict(orjson.loads(entry.value))
+
+    published = await eventually(report, lambda r: bool(r) and r["refusals"]["projects"] != {})
+    assert published["ready"] is True and published["checks"]["nats"] is True
+    refusals = published["refusals"]
+    assert refusals["projects_left_out"] > 0
+    assert len(refusals["projects"]) + refusals["projects_left_out"] == 400
+    assert "project_399" in refusals["projects"]  # the most recent first

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("core", "edge", "control", "consumers", "spool", "ops", "privacy")
+PACKAGES = ("core", "edge", "control", "consumers", "spool", "ops", "privacy", "console")
 
 
 def lint_imports(config: Path) -> subprocess.CompletedProcess[str]:

@@ -247,6 +247,18 @@ async def test_the_pipeline_runs_with_one_user_per_role(
                 timeout=15,
             )
             assert listing.json()["tables"][0]["table"] == "import_users" and consumer.failed() is None
+            # Node reports (KV HW_NODES): each role writes its own with its user; the control
+            # plane reads them all and lists the streams' consumers (/v1/health).
+            health = await eventually(
+                lambda: http.get(f"{control.control_url}/v1/health", headers=admin_headers()),
+                lambda answer: (
+                    answer.status_code == 200
+                    and {n["role"] for n in answer.json()["nodes"]}
+                    == {"control", "edge", "consumer", "sessionizer"}
+                ),
+                timeout=15,
+            )
+            assert {"hw-clickhouse", "hw-imports"} <= {c["name"] for c in health.json()["consumers"]}
             purged = await http.delete(
                 f"{control.control_url}/v1/projects/{project_id}",
                 params={"purge": "true", "confirm": project_id},

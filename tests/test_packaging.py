@@ -64,3 +64,8 @@ def test_wheel_contains_every_module_and_the_console_script(tmp_path: Path) -> N
     shipped = zipfile.ZipFile(wheel).read("headwater/edge/static/headwater.js")
     assert shipped == (ROOT / "edge" / "static" / "headwater.js").read_bytes()
     assert not any(name.startswith(("sdk/", "headwater/sdk")) for name in names)
+    # The console's built assets (package data, built from console/web/), and none of its sources.
+    for asset in ("index.html", "console.js", "console.css"):
+        shipped = zipfile.ZipFile(wheel).read(f"headwater/console/static/{asset}")
+        assert shipped == (ROOT / "console" / "static" / asset).read_bytes(), asset
+    assert not any(name.startswith("headwater/console/web") for name in names)

@@ -4,13 +4,12 @@ sources build to, and the size budget. Installs the locked dev dependencies with
 from __future__ import annotations
 
 import gzip
-import os
-import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from hw_node import assert_node_tests_pass, npm_ci
+from hw_node import npm as run_npm
 
 ROOT = Path(__file__).resolve().parents[1]
 SDK = ROOT / "sdk" / "js"
@@ -19,28 +18,17 @@ BUDGET = 5000  # bytes gzipped, the whole SDK
 
 
 def npm(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["npm", *args], cwd=SDK, capture_output=True, text=True, timeout=timeout)
+    return run_npm(SDK, *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def node_modules() -> None:
-    """esbuild and typescript at the versions in package-lock.json. Without Node the checks are
-    skipped on a developer's machine, but fail in CI (which must run them)."""
-    if shutil.which("npm") is None:
-        if os.environ.get("CI"):
-            pytest.fail("npm is needed to test the SDK (Node 20 or later)")
-        pytest.skip("npm is not installed")
-    result = npm("ci", "--no-audit", "--no-fund", "--loglevel=error")
-    assert result.returncode == 0, result.stdout + result.stderr
+    """esbuild and typescript at the versions in package-lock.json."""
+    npm_ci(SDK, "the SDK")
 
 
 def test_node_unit_tests_pass(node_modules: None) -> None:
-    result = npm("test")
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    passed = re.search(r"^# pass (\d+)$", output, re.MULTILINE)
-    assert passed and int(passed.group(1)) >= 30, output
-    assert re.search(r"^# fail 0$", output, re.MULTILINE), output
+    assert_node_tests_pass(SDK, at_least=30)
 
 
 def test_sources_type_check(node_modules: None) -> None:
