@@ -108,7 +108,10 @@ def _anonymised_event(event: WireEvent, rules: CompiledRules, changes: list[Chan
             if new is not value:
                 updates[field] = new
     for field in rules.event_objects:
-        raw = rules.apply_json_raw(field, getattr(event, field), changes)
+        raw = getattr(event, field)
+        if raw is NULL:  # not sent (most events have traits or properties only)
+            continue
+        raw = rules.apply_json_raw(field, raw, changes)
         if raw is not None:
             updates[field] = raw
     return msgspec.structs.replace(event, **updates) if updates else event

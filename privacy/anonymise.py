@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from .detectors import DETECTOR_ORDER, contains, placeholder_of, replace_matches
+from .detectors import DETECTOR_ORDER, contains, may_hold_any, placeholder_of, replace_matches
 from .hashing import KeyedHasher
 from .ipnet import truncated_ip
 from .rules import ID_FIELDS, OBJECT_FIELDS, Rule
@@ -36,7 +36,8 @@ PATTERN_PLACEHOLDER = "[redacted]"
 # What a `hash` rule leaves when the project has no key (a config written by hand): the value is
 # gone rather than hashed with a key anyone could know.
 NO_KEY_PLACEHOLDER = "[unhashed]"
-_RESULT_CACHE_SIZE = 16_384
+_RESULT_CACHE_SIZE = 16_384  # keyed hashes kept
+_RESULTS_KEPT = 32_768  # ids' and objects' results kept, for every rule set together
 _CACHED_JSON_BYTES = 2048
 
 
@@ -90,9 +91,9 @@ class CompiledRules:
             root: tuple(r.needle for r in rules if r.needle is not None)
             for root, rules in self._by_root.items()
         }
-        # Per object field: the results for small objects seen (bytes → new JSON, None: unchanged),
-        # within one bound for every rule set (_keep).
-        self._results: dict[str, dict[bytes, msgspec.Raw | None]] = {root: {} for root in self._by_root}
+        # Per field: the results for the small values seen (an id's text → its new value; an
+        # object's bytes → its new JSON, None: unchanged), within one bound for every rule set (_keep).
+        self._results: dict[str, dict[Any, Any]] = {root: {} for root in self._by_root}
         _result_holders.add(self)
 
     def _forget_results(self) -> None:
@@ -104,8 +105,16 @@ class CompiledRules:
 
     def apply_value(self, field: str, value: Any, changes: list[Change] | None = None) -> Any:
         """An id field's value after the rules on it (None once dropped)."""
-        if changes is None and type(value) is str:
-            return _cached_value(self, field, value)
+        if changes is None and type(value) is str and len(value) <= _CACHED_JSON_BYTES:
+            results = self._results.get(field)
+            if results is None:
+                return value  # no rule on this field
+            known = results.get(value, _UNKNOWN)
+            if known is not _UNKNOWN:
+                return known
+            result = self._apply_value(field, value)
+            _keep(results, value, result)
+            return result
         return self._apply_value(field, value, changes)
 
     def _apply_value(self, field: str, value: Any, changes: list[Change] | None = None) -> Any:
@@ -136,7 +145,7 @@ class CompiledRules:
             results = self._results[root]
             known = results.get(data, _UNKNOWN)
             if known is not _UNKNOWN:
-                return known  # type: ignore[return-value]
+                return known  # type: ignore[no-any-return]
             # An object no rule can touch (most events' properties, all different) is not kept:
             # it would only push useful results out.
             if not self._may_apply(root, data):
@@ -212,17 +221,18 @@ def _compiled(rules: tuple[Rule, ...], hash_key: bytes | None) -> CompiledRules:
 # Events repeat their ids and objects (a visitor's id, a page's context, a request's batch
 # context): the results for small ones are kept, so a repeat costs a lookup. One bound for every
 # project (each keeps its own results with its compiled rules), so the memory is bounded whatever
-# the number of projects: at most _RESULT_CACHE_SIZE results of at most _CACHED_JSON_BYTES (~32 MB
-# for the objects). At the bound, every result is forgotten at once: the repeats come back within
-# a few batches, and an LRU's bookkeeping would cost each lookup more than the refill does.
+# the number of projects: at most _RESULTS_KEPT results of at most _CACHED_JSON_BYTES (~64 MB at
+# worst, ~10 MB for events' usual objects of a few hundred bytes). At the bound, every result is
+# forgotten at once: the repeats come back within a few batches, and an LRU's bookkeeping would
+# cost each lookup more than the refill does.
 _UNKNOWN = object()
 _result_holders: weakref.WeakSet[CompiledRules] = weakref.WeakSet()
 _results_kept = 0
 
 
-def _keep(results: dict[bytes, msgspec.Raw | None], data: bytes, result: msgspec.Raw | None) -> None:
+def _keep(results: dict[Any, Any], data: bytes | str, result: Any) -> None:
     global _results_kept
-    if _results_kept >= _RESULT_CACHE_SIZE:
+    if _results_kept >= _RESULTS_KEPT:
         for holder in list(_result_holders):
             holder._forget_results()
         _results_kept = 0
@@ -233,11 +243,6 @@ def _keep(results: dict[bytes, msgspec.Raw | None], data: bytes, result: msgspec
 @functools.lru_cache(maxsize=_RESULT_CACHE_SIZE)
 def _cached_hash(hasher: KeyedHasher, text: str) -> str:
     return hasher(text)
-
-
-@functools.lru_cache(maxsize=_RESULT_CACHE_SIZE)
-def _cached_value(rules: CompiledRules, field: str, value: str) -> Any:
-    return rules._apply_value(field, value)
 
 
 def _apply_at(
@@ -422,8 +427,9 @@ def _transform(rule: Rule, hash_key: bytes | None) -> Transform:
     def rewrite(text: str) -> str:
         if queries is not None:
             text = queries.apply(text)
-        for detector, replace_match in steps:
-            text = replace_matches(text, detector, replace_match)
+        if steps and may_hold_any(text):
+            for detector, replace_match in steps:
+                text = replace_matches(text, detector, replace_match)
         if pattern is not None:
             text = pattern.sub(lambda match: pattern_replace(match.group(0)), text)
         return text

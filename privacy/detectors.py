@@ -118,6 +118,16 @@ DETECTORS: dict[str, _Detector] = {
 DETECTOR_ORDER: tuple[str, ...] = ("email", "card", "iban", "ip", "phone")
 
 
+# Every detector's match holds one of these: an e-mail address its `@`, an IPv6 address its `:`, the
+# others (card, IBAN, phone, IPv4) ASCII digits.
+_SIGN_OF_ANY = re.compile(r"[0-9@:]", re.ASCII)
+
+
+def may_hold_any(text: str) -> bool:
+    """False when no detector can match in `text` (most short values: a plan, a name, a flag)."""
+    return _SIGN_OF_ANY.search(text) is not None
+
+
 def placeholder_of(detector: str) -> str:
     return DETECTORS[detector].placeholder
 

@@ -447,7 +447,7 @@ def test_repeated_objects_are_answered_from_a_bounded_memory_of_results(
     forgotten at the bound; the results kept for all rule sets never pass the bound."""
     from headwater.privacy import anonymise
 
-    monkeypatch.setattr(anonymise, "_RESULT_CACHE_SIZE", 8)
+    monkeypatch.setattr(anonymise, "_RESULTS_KEPT", 8)
     first = compile_rules((Rule("properties.email", "drop"),), None)
     second = compile_rules((Rule("properties.email", "mask"),), None)
     objects = [msgspec.Raw(orjson.dumps({"email": f"p{n}@example.com", "n": n})) for n in range(20)]
