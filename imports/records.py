@@ -10,6 +10,7 @@ value of the wrong type, is refused with its index and property.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
@@ -65,9 +66,27 @@ def _boolean(value: Any) -> Any:
     raise ValueError("must be true or false")
 
 
+# A date-time in UTC as most taps write it: its parts are rearranged rather than parsed and
+# formatted again (~1 µs against ~3 µs), once `fromisoformat` has checked the result is a time.
+_UTC_ISO = re.compile(r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}:\d{2})(?:\.(\d{1,6}))?(?:Z|[+-]00:?00)?", re.ASCII)
+_DATETIME_TEXT_RANGE = tuple(moment.isoformat(sep=" ", timespec="microseconds") for moment in DATETIME_RANGE)
+
+
 def _datetime(value: Any) -> Any:
     if not isinstance(value, str):
         raise ValueError("must be a date-time string")
+    utc = _UTC_ISO.fullmatch(value)
+    if utc is not None:
+        day, clock, fraction = utc.groups()
+        text = f"{day} {clock}.{(fraction or '').ljust(6, '0')}"
+        try:
+            datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError("must be an ISO 8601 date-time") from None
+        # The same fixed-width form on both sides: text order is time order.
+        if not _DATETIME_TEXT_RANGE[0] <= text <= _DATETIME_TEXT_RANGE[1]:
+            raise ValueError("must be between 1900-01-01 and 2262-04-11")
+        return text
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
@@ -121,25 +140,37 @@ CONVERTERS: Mapping[Kind, Callable[[Any], Any]] = {
 }
 
 
+# Per kind, the Python type whose values are stored as they are (checked inline, without a call:
+# most values of an import are of their column's type; ~1.5 µs a row less on an 8-column table).
+_AS_THEY_ARE: Mapping[Kind, type] = {Kind.STRING: str, Kind.BOOLEAN: bool, Kind.NUMBER: float}
+
+
 def encode_rows(
     records: Sequence[Any], columns: Sequence[Column], key: Sequence[str], table_version: int
 ) -> bytes:
     """The records as JSONEachRow lines (each starting with the table version column), or
     RecordError for the first one that cannot be stored."""
-    plan = [(c.prop, c.name, c.nullable, CONVERTERS[c.kind]) for c in columns]
+    plan = [
+        (c.prop, c.name, c.nullable, _AS_THEY_ARE.get(c.kind), c.kind is Kind.INTEGER, CONVERTERS[c.kind])
+        for c in columns
+    ]
     keys = frozenset(key)
     lines = []
     for index, record in enumerate(records):
         if not isinstance(record, dict):
             raise RecordError(index, None, "a record must be an object")
         row: dict[str, Any] = {TABLE_VERSION_COLUMN: table_version}
-        for prop, name, nullable, convert in plan:
+        for prop, name, nullable, as_is, integer, convert in plan:
             value = record.get(prop)
             if value is None:
                 if prop in keys:
                     raise RecordError(index, prop, "is a key property: it must be present and not null")
                 if prop in record and not nullable:
                     raise RecordError(index, prop, "must not be null (its column is not nullable)")
+                continue
+            kind = type(value)
+            if kind is as_is or (integer and kind is int and INT64_MIN <= value <= INT64_MAX):
+                row[name] = value
                 continue
             try:
                 row[name] = convert(value)

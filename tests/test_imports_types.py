@@ -3,13 +3,17 @@ names, the wire format of a batch (no I/O; the stack tests cover the way through
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from headwater.imports.batch import RECORDS, ImportBatch
 from headwater.imports.ddl import create_table
 from headwater.imports.names import InvalidName, column_name, table_name
-from headwater.imports.records import RecordError, encode_rows
+from headwater.imports.records import DATETIME_RANGE, RecordError, encode_rows
 from headwater.imports.types import Column, Kind, SchemaError, declared_columns, merged
 
 SCHEMA = {
@@ -101,6 +105,51 @@ def test_records_become_rows_clickhouse_reads_without_guessing() -> None:
         "mixed": "5",
         "any": "text",
     }
+
+
+def _by_parsing(text: str) -> str | None:
+    """What a date-time column stores, by parsing and formatting (None: refused)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    if not DATETIME_RANGE[0] <= moment <= DATETIME_RANGE[1]:
+        return None
+    return moment.isoformat(sep=" ", timespec="microseconds")
+
+
+@given(
+    moment=st.datetimes(min_value=datetime(1899, 12, 31), max_value=datetime(2262, 4, 12)),
+    separator=st.sampled_from(["T", " "]),
+    digits=st.integers(0, 6),
+    zone=st.sampled_from(["", "Z", "+00:00", "-00:00", "+0000", "+02:00", "-05:30"]),
+)
+def test_a_utc_date_time_rearranged_equals_the_same_parsed(
+    moment: datetime, separator: str, digits: int, zone: str
+) -> None:
+    """The fast path for UTC date-times (imports/records.py) stores what parsing would, and
+    refuses what it would refuse."""
+    text = moment.isoformat(sep=separator, timespec="seconds")
+    if digits:
+        text += "." + f"{moment.microsecond:06d}"[:digits]
+    text += zone
+    expected = _by_parsing(text)
+    columns = [Column("at", "at", Kind.DATETIME, nullable=False)]
+    if expected is None:
+        with pytest.raises(RecordError):
+            encode_rows([{"at": text}], columns, [], 0)
+    else:
+        assert orjson.loads(encode_rows([{"at": text}], columns, [], 0))["at"] == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["2026-02-30T10:00:00Z", "2026-01-02T24:00:00Z", "\uff12\uff10\uff12\uff16-01-02T10:00:00Z"]
+)
+def test_an_impossible_date_time_is_refused(text: str) -> None:
+    with pytest.raises(RecordError):
+        encode_rows([{"at": text}], [Column("at", "at", Kind.DATETIME, nullable=False)], [], 0)
 
 
 @pytest.mark.parametrize(
