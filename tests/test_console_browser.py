@@ -615,6 +615,8 @@ async def test_health_lists_the_roles(console: Console) -> None:
         "HW_EVENTS"
     )
     await expect(page.get_by_test_id("dead-letters")).to_have_text("0")
+    edge = nodes.get_by_role("row").filter(has=page.get_by_role("cell", name="edge", exact=True))
+    await expect(edge).to_contain_text(re.compile(r"spool \d+ waiting \("))  # the edge's spool depth
     await console.screenshot("health")
 
 

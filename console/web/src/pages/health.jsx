@@ -17,6 +17,22 @@ const bytes = (n) => {
   return `${n.toFixed(i ? 1 : 0)} ${units[i]}`
 }
 
+// A role's details in a line: its plain values, and an edge's spool (how much waits to reach
+// JetStream, and whether the spool can be written and drained).
+function details(all) {
+  const parts = Object.entries(all || {})
+    .filter(([, v]) => v !== null && typeof v !== 'object') // null: nothing to report (no retry, no error)
+    .map(([k, v]) => `${k} ${v}`)
+  const spool = all && all.spool
+  if (spool && typeof spool === 'object') {
+    parts.unshift(
+      `spool ${count(spool.entries)} waiting (${bytes(spool.bytes)} of ${bytes(spool.max_bytes)}` +
+        `${spool.writable ? '' : ', not writable'})`,
+    )
+  }
+  return parts.join(', ')
+}
+
 function Checks({ checks }) {
   return (
     <ul class="checks">
@@ -54,14 +70,7 @@ export function HealthPage() {
             { label: 'Node', value: (n) => n.node },
             { label: 'Ready', value: (n) => <span class={`badge ${n.ready ? 'good' : 'bad'}`}>{n.ready ? 'ready' : 'not ready'}</span> },
             { label: 'Checks', value: (n) => <Checks checks={n.checks} /> },
-            {
-              label: 'Details',
-              value: (n) =>
-                Object.entries(n.details || {})
-                  .filter(([, v]) => typeof v !== 'object')
-                  .map(([k, v]) => `${k} ${v}`)
-                  .join(', '),
-            },
+            { label: 'Details', value: (n) => details(n.details) },
             { label: 'Reported', value: (n) => `${Math.round(n.age_seconds)} s ago`, numeric: true },
           ]}
           rows={answer.nodes}
