@@ -16,8 +16,9 @@ from nats.js.api import StreamInfo
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
+from headwater.core.projects.project import iso
 from headwater.core.service.errors import APIError
-from headwater.core.service.nodereports import NodeReport, ensure_nodes_bucket, read_reports, utc_iso
+from headwater.core.service.nodereports import NodeReport, ensure_nodes_bucket, read_reports
 from headwater.core.wire.subjects import DLQ_STREAM, EVENTS_STREAM, IMPORTS_STREAM
 
 from .console_schemas import (
@@ -83,7 +84,7 @@ class Installation:
                     )
                 )
         answer = HealthAnswer(
-            utc_iso(datetime.fromtimestamp(now, UTC)),
+            iso(datetime.fromtimestamp(now, UTC)),
             sorted(nodes, key=lambda n: (n.role, n.node)),
             consumers,
             streams,

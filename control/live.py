@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from headwater.core.projects.project import database_name
+from headwater.core.projects.project import database_name, iso
 from headwater.core.service.nodereports import NodeReport
 
 from .console_schemas import LiveEvent, Refusals, RefusalSample
@@ -31,8 +31,8 @@ _EVENTS = """
 
 
 def _iso(moment: datetime) -> str:
-    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-    return aware.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """A stored time as the API writes times (a naive one read from ClickHouse is UTC)."""
+    return iso(moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC))
 
 
 def last_events(queries: ReadOnlyQueries, project_id: str, limit: int, now: datetime) -> list[LiveEvent]:

@@ -14,6 +14,7 @@ from headwater.analytics.overview import (
     MAX_HOURLY_RANGE_DAYS,
     MAX_RANGE_DAYS,
     TOP_LISTS,
+    Built,
     series_query,
     top_query,
     totals_query,
@@ -94,5 +95,5 @@ def run_overview(queries: ReadOnlyQueries, project_id: str, request: OverviewReq
     return answer
 
 
-def _parts(built: Any) -> tuple[str, dict[str, Any]]:
+def _parts(built: Built) -> tuple[str, dict[str, Any]]:
     return built.sql, built.parameters

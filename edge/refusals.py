@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from headwater.core.projects.project import iso
+
 from .errors import IngestError
 
 WINDOW_SECONDS = 3600
@@ -55,10 +57,6 @@ class _Tally:
 
 def _text(value: str | None) -> str | None:
     return None if value is None else value[:MAX_TEXT]
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class RefusalLog:
@@ -112,7 +110,12 @@ class RefusalLog:
             entry = {
                 "counts": tally.counts(step),
                 "recent": [
-                    {"at": _iso(at), "reason": reason, "field": field, "message": message}
+                    {
+                        "at": iso(datetime.fromtimestamp(at, UTC)),
+                        "reason": reason,
+                        "field": field,
+                        "message": message,
+                    }
                     for at, reason, field, message in reversed(tally.recent)
                 ],
             }

@@ -10,12 +10,12 @@ import logging
 import os
 import socket
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
+from headwater.core.projects.project import utc_now_iso
 from headwater.core.service.httpapp import Readiness
 from headwater.core.service.nodereports import (
     MAX_REPORT_BYTES,
@@ -25,7 +25,6 @@ from headwater.core.service.nodereports import (
     ensure_nodes_bucket,
     node_name,
     report_key,
-    utc_iso,
 )
 from headwater.core.service.tasks import cancel_and_wait
 
@@ -82,7 +81,7 @@ class NodeReporter:
             all(state.checks.values()),
             dict(state.checks),
             dict(state.details),
-            utc_iso(datetime.now(UTC)),
+            utc_now_iso(),
             refusals(budget) if refusals is not None else None,
         )
 

@@ -9,7 +9,6 @@ This module is the report's format and the bucket; the loop that publishes is wi
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -55,10 +54,6 @@ def node_name(hostname: str, pid: int) -> str:
 
 def report_key(role: str, node: str) -> str:
     return f"{role}.{node}"
-
-
-def utc_iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def encode_report(report: NodeReport, limit: int = MAX_REPORT_BYTES) -> bytes:
