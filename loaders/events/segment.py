@@ -64,12 +64,16 @@ def require_type(value: object) -> str:
 
 
 def from_segment(record: dict[str, Any]) -> dict[str, Any]:
-    """`record` (a Segment event, maybe archived) as the edge takes it for an import."""
+    """`record` (a Segment event, maybe archived) as the edge takes it for an import; `record` is
+    changed into it (a new dict of the kept keys cost ~2x)."""
     kind = require_type(record.get("type"))
-    event = {key: value for key, value in record.items() if key in KEPT_FIELDS}
-    event["type"] = kind
-    event["timestamp"] = event_time(record)
+    time = event_time(record)
     request_ip = record.get("requestIp")
+    event = record
+    for key in record.keys() - KEPT_FIELDS:
+        del event[key]
+    event["type"] = kind
+    event["timestamp"] = time
     if isinstance(request_ip, str) and request_ip:
         context = event.get("context")
         if context is None:
