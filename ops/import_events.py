@@ -15,6 +15,7 @@ from headwater.loaders.events.errorlog import ErrorLog
 from headwater.loaders.events.formats import FORMATS, Format
 from headwater.loaders.events.importer import MAX_BATCH_EVENTS, EventsImport, ImportSettings, Summary
 from headwater.loaders.events.sender import EdgeRefusedImport, EdgeSender, EdgeUnavailable
+from headwater.loaders.events.source import UNREADABLE_FILE
 
 from .datadir import DataDir
 from .options import data_dir_option, option
@@ -138,7 +139,7 @@ def import_events(
         raise click.ClickException(f"{exc}; progress is saved: run the same command to resume") from None
     except PermissionError as exc:  # e.g. no progress file can be written beside a read-only input
         raise click.ClickException(f"{exc} (--state DIR keeps the progress files elsewhere)") from None
-    except (OSError, EOFError) as exc:  # an unreadable file, a corrupt or truncated gzip
+    except UNREADABLE_FILE as exc:  # an unreadable file, a corrupt or truncated gzip
         raise click.ClickException(
             f"{exc}; the progress saved so far is kept for a run on the whole file"
         ) from None

@@ -367,3 +367,29 @@ async def test_a_key_the_edge_refuses_stops_the_import_with_its_reason(
         assert exit_code == 1 and code in err and "run the same command to resume" in err, (out, err)
     progress = state_path(path, project_id, None)
     assert not FileProgress(**json.loads(progress.read_text())).done
+
+
+# A gzip member whose deflate data starts with a block of the reserved type: the inflater's own error.
+_INVALID_DEFLATE_MEMBER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + b"\x07" + bytes(16)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "checksum", "invalid deflate data"])
+async def test_a_damaged_gzip_stops_the_import_with_a_clear_error_after_the_lines_before(
+    stack: Stack, http: httpx.AsyncClient, project_id: str, tmp_path: Path, damage: str
+) -> None:
+    """The lines before the damage are imported and their progress kept; the command says what is
+    wrong with the file instead of a traceback."""
+    key = await secret_key_of(http, stack, project_id)
+    good = gzip.compress(jsonl(*(track(n) for n in range(3000))), compresslevel=1)
+    damaged = {
+        "truncated": good[: len(good) // 2],
+        "checksum": good[:-8] + bytes(4) + good[-4:],
+        "invalid deflate data": good + _INVALID_DEFLATE_MEMBER,
+    }[damage]
+    path = tmp_path / "events.jsonl.gz"
+    path.write_bytes(damaged)
+    exit_code, out, err = await run_import(stack, project_id, key, "--batch-events", "100", str(path))
+    assert exit_code == 1 and "Traceback" not in err, (out, err)
+    assert "the progress saved so far is kept" in err, err
+    progress = FileProgress(**json.loads(state_path(path, project_id, None).read_text()))
+    assert not progress.done and progress.lines > 0

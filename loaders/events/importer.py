@@ -20,7 +20,7 @@ from .formats import Format
 from .lines import read_line
 from .refusal import LineRefused
 from .sender import EdgeRefusedImport, EdgeSender, EdgeUnavailable, Outcome
-from .source import Line, read_lines
+from .source import UNREADABLE_FILE, Line, read_lines
 from .state import FileProgress, StateFile, fingerprint, state_path
 
 SAVE_EVERY_SECONDS = 0.5
@@ -168,6 +168,11 @@ class EventsImport:
                 commit_first()
         except (EdgeRefusedImport, EdgeUnavailable):
             self._save(state)  # what was committed before the batch that failed
+            raise
+        except UNREADABLE_FILE:  # the lines before the damage are sent and kept
+            while pending:
+                commit_first()
+            self._save(state)
             raise
         state.progress.done = True
         self._save(state)
