@@ -16,7 +16,8 @@
 
 The generated events: sessions of 10 events 30 s apart (with jitter), starting uniformly over the
 hours, each of one of `--visitors` visitors; every 50th event stored twice (a retried request:
-another receipt, another request id, a timestamp 2 s later); pages carry paths, the first event of
+another receipt, another request id, a timestamp 2 s later); every event a context as the browser
+SDK sends it (~350 bytes, its sessionId the visitor's of the day); pages carry paths, the first event of
 a session a referrer and UTM parameters.
 """
 
@@ -89,7 +90,16 @@ SELECT
         {{from_hour:UInt64}} * 3600000 + cityHash64(session) % ({{hours:UInt64}} * 3600000)
         + step * 30000 + 300 + copy * 60000),
     concat('r-', toString(number)),
-    '{{}}',
+    -- a context as the browser SDK sends it (~350 bytes); its sessionId the visitor's of the day
+    -- (a browser keeps one across tabs: the sessions of a visitor that overlap share it)
+    concat('{{"library":{{"name":"headwater.js","version":"1.4.0"}},"locale":"en-GB","page":{{"path":"',
+        if(step % 3 = 0, concat('/p', toString(cityHash64(message) % 97)), '/'),
+        '","title":"Shop","url":"https://shop.example/"}},"screen":{{"width":1920,"height":1080}},',
+        '"timezone":"Europe/Berlin","userAgent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36',
+        ' (KHTML, like Gecko) Chrome/120.0 Safari/537.36","sessionId":"s',
+        toString(cityHash64(session, 7) % {{visitors:UInt64}}), '-',
+        toString(intDiv({{from_hour:UInt64}} * 3600000 + cityHash64(session) % ({{hours:UInt64}} * 3600000),
+            86400000)), '"}}'),
     if(step % 3 = 0, concat('https://shop.example/p', toString(cityHash64(message) % 97)), ''),
     'shop.example',
     if(step % 3 = 0, concat('/p', toString(cityHash64(message) % 97)), ''),

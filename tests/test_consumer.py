@@ -302,10 +302,12 @@ def test_the_encoded_column_types_are_the_migrated_tables(clickhouse: Client, pr
     """Workers encode rows with the schema's types without asking ClickHouse: they must be the
     types the migrations give the table."""
     described = clickhouse.query(f"DESCRIBE TABLE hw_{project_id}.events").result_rows
-    # inserted_at (migration 3) is ClickHouse's own: its default fills it at insert.
-    written = [(name, kind) for name, kind, *_ in described if name != "inserted_at"]
+    # ClickHouse's own, filled at insert: inserted_at (migration 3, its default) and
+    # client_session_id (migration 6, computed from context).
+    own = {"inserted_at", "client_session_id"}
+    written = [(name, kind) for name, kind, *_ in described if name not in own]
     assert written == list(zip(COLUMNS, COLUMN_TYPES, strict=True))
-    assert "inserted_at" not in COLUMNS
+    assert not own & set(COLUMNS)
 
 
 class BrokenProcessor(InlineProcessor):

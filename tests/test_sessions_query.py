@@ -23,6 +23,7 @@ from headwater.analytics.sessions.reference import (
     session_id,
     sessionize,
 )
+from headwater.core.migrations import m0006_client_session_id
 from headwater.core.projects.settings import Sessions
 
 pytestmark = pytest.mark.services
@@ -407,5 +408,25 @@ def test_the_client_session_id_is_read_as_the_query_reads_it(
         " VALUES ('m', 'a', {c:String})",
         parameters={"c": context},
     )
-    in_clickhouse = client.query(f"SELECT {CLIENT_SESSION_ID} FROM `{database}`.events").result_rows[0][0]
-    assert client_session_id(context) == in_clickhouse
+    sql = f"SELECT {CLIENT_SESSION_ID}, client_session_id FROM `{database}`.events"
+    [(computed, stored)] = client.query(sql).result_rows
+    assert client_session_id(context) == computed == stored
+
+
+def test_events_stored_before_migration_6_read_their_client_session_id_from_context(
+    events_table: tuple[Client, str],
+) -> None:
+    """Parts written before the column existed compute it when read, as inserts do."""
+    client, database = events_table
+    insert = (
+        f"INSERT INTO `{database}`.events (message_id, anonymous_id, context)"
+        " VALUES ({m:String}, 'a', {c:String})"
+    )
+    client.command(f"ALTER TABLE `{database}`.events DROP COLUMN client_session_id")
+    for number, context in enumerate(['{"sessionId":"s1"}', '{"sessionId":5}', "{}"]):
+        client.command(insert, parameters={"m": f"m{number}", "c": context})
+    for statement in m0006_client_session_id.statements(database, None):
+        client.command(statement)
+    client.command(insert, parameters={"m": "m3", "c": '{"sessionId":"s2"}'})
+    rows = client.query(f"SELECT message_id, client_session_id FROM `{database}`.events ORDER BY message_id")
+    assert rows.result_rows == [("m0", "s1"), ("m1", ""), ("m2", ""), ("m3", "s2")]

@@ -88,6 +88,7 @@ def test_rows_inserted_before_the_migration_get_a_fixed_insert_time(
     clickhouse.command(f"ALTER TABLE {database}.events DROP INDEX ix_inserted_at")
     clickhouse.command(f"ALTER TABLE {database}.events DROP COLUMN inserted_at")
     clickhouse.command(f"ALTER TABLE {database}.events DROP COLUMN bot_reason")
+    clickhouse.command(f"ALTER TABLE {database}.events DROP COLUMN client_session_id")
     clickhouse.command(f"DROP TABLE {database}.sessions SYNC")
     clickhouse.command(
         f"ALTER TABLE {database}.schema_migrations DELETE WHERE number >= 3 SETTINGS mutations_sync = 2"
@@ -97,7 +98,7 @@ def test_rows_inserted_before_the_migration_get_a_fixed_insert_time(
         [["m1", "track", "Signed Up", "a1", START, START]],
         column_names=["message_id", "type", "event", "anonymous_id", "timestamp", "received_at"],
     )
-    assert apply_migrations(clickhouse, database) == [3, 4, 5]
+    assert apply_migrations(clickhouse, database) == [3, 4, 5, 6]
     [(first,)] = clickhouse.query(f"SELECT inserted_at FROM {database}.events").result_rows
     time.sleep(0.05)
     [(again,)] = clickhouse.query(f"SELECT inserted_at FROM {database}.events").result_rows

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from headwater.core.migrations import m0003_sessions, m0004_sessionizer_recent
+from headwater.core.migrations import m0003_sessions, m0004_sessionizer_recent, m0006_client_session_id
 from headwater.core.projects.settings import Sessions
 
 from . import channels
@@ -44,20 +44,14 @@ _IDENTITY = {
     "user_id": "if(user_id != '', user_id, anonymous_id)",
 }
 
-# An event's client session id: context.sessionId when a JSON string (JSONExtractString alone would
-# also turn a number or an object into text), else ''.
-CLIENT_SESSION_ID = (
-    "if(JSONType(context, 'sessionId') = 'String', JSONExtractString(context, 'sessionId'), '')"
-)
+# An event's client session id, as migration 6's column of that name holds it.
+CLIENT_SESSION_ID = m0006_client_session_id.EXPRESSION
 
 # The fields of an event the computation carries, as migration 4 names and types them (its
 # `sessionizer_recent` table holds them as columns): each read from the events column of its name
-# but the client session id. LowCardinality as stored: converting them to String measured ~15% of
-# the query.
-_EVENT_FIELDS = tuple(
-    (name, kind, CLIENT_SESSION_ID if name == "client_session_id" else name)
-    for name, kind in m0004_sessionizer_recent.SESSION_EVENT_COLUMNS
-)
+# (`client_session_id` a column computed from `context` since migration 6). LowCardinality as
+# stored: converting them to String measured ~15% of the query.
+_EVENT_FIELDS = tuple((name, kind, name) for name, kind in m0004_sessionizer_recent.SESSION_EVENT_COLUMNS)
 # Fields read only from a session's entry or first event: carried per event as one String
 # (`packed`), not as tuple elements. Grouping each identity's events into arrays of tuples is most of
 # the query's cost, and it grows with the tuple's width: a 5M-event shard took 5.2-6.4 s with every

@@ -15,7 +15,14 @@ from types import ModuleType
 
 from clickhouse_connect.driver.client import Client
 
-from . import m0001_events, m0002_enrichment, m0003_sessions, m0004_sessionizer_recent, m0005_bot_reason
+from . import (
+    m0001_events,
+    m0002_enrichment,
+    m0003_sessions,
+    m0004_sessionizer_recent,
+    m0005_bot_reason,
+    m0006_client_session_id,
+)
 from .ddl import on_cluster, replacing_engine
 
 log = logging.getLogger(__name__)
@@ -34,7 +41,14 @@ class Migration:
 
 MIGRATIONS: tuple[Migration, ...] = tuple(
     Migration.from_module(m)
-    for m in (m0001_events, m0002_enrichment, m0003_sessions, m0004_sessionizer_recent, m0005_bot_reason)
+    for m in (
+        m0001_events,
+        m0002_enrichment,
+        m0003_sessions,
+        m0004_sessionizer_recent,
+        m0005_bot_reason,
+        m0006_client_session_id,
+    )
 )
 
 
