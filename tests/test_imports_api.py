@@ -5,17 +5,30 @@ stores them."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from conftest import ADMIN_TOKEN, StackFactory
-from hw_testing import admin_headers, create_project, eventually, query_rows
+from hw_testing import (
+    BIN,
+    admin_headers,
+    cli_env,
+    create_project,
+    eventually,
+    migrate_in_a_process,
+    query_rows,
+)
+from nats.js.errors import NotFoundError
 
 from headwater.consumers.settings import ConsumerSettings
 from headwater.control.imports_schemas import ImportBatchRequest
 from headwater.core.migrations import apply_migrations
+from headwater.core.wire.subjects import IMPORTS_STREAM
 from headwater.loaders.http import HttpImportLoader, ImportRefused
 from headwater.ops.runtime import Stack
 
@@ -217,3 +230,61 @@ async def test_the_writer_waits_out_a_clickhouse_failure_and_then_stores_the_bat
     )
     rows = await query_rows(http, control, project_id, "SELECT id FROM import_users FINAL")
     assert rows == [[1]] and writer.retrying_since is None
+
+
+async def test_an_import_writer_killed_midway_loses_and_doubles_nothing(
+    make_stack: StackFactory, http: httpx.AsyncClient, project_id: str, tmp_path: Path
+) -> None:
+    """Batches acknowledged to the loader are in JetStream: a consumer process (its import writer)
+    SIGKILLed while writing them, then started again, stores every row once."""
+    control = await make_stack(control=True)
+    await create_project(http, control, project_id)
+    assert control.nats is not None
+    # The writer's own embedded ClickHouse: a process owns its data directory while it runs.
+    url = f"chdb://{tmp_path / 'writer-clickhouse'}"
+    await migrate_in_a_process(url, project_id)
+    rows = 40_000
+
+    def send() -> None:
+        target = loader(control, project_id, max_rows=100)
+        target.declare("users", USERS, ["id"])
+        for number in range(rows):
+            target.add("users", {"id": number, "signed_up_at": "2026-01-01T00:00:00Z"})
+        target.close()
+
+    await asyncio.to_thread(send)  # acknowledged: durable in JetStream
+    js = control.nats.jetstream()
+
+    async def acked() -> int:
+        try:
+            return int((await js.consumer_info(IMPORTS_STREAM, "hw-imports")).ack_floor.stream_seq)
+        except NotFoundError:  # the writer has not created its durable yet
+            return 0
+
+    last = (await js.stream_info(IMPORTS_STREAM)).state.last_seq
+    command = [
+        str(BIN / "headwater"), "serve", "consumer", "--nats-url", control.settings.nats_url,
+        "--clickhouse-url", url, "--ack-wait", "3",
+    ]  # fmt: skip
+    first = await asyncio.to_thread(subprocess.Popen, command, env=cli_env())
+    try:
+        await eventually(acked, lambda n: n > 0, timeout=60, interval=0.05)
+    finally:
+        first.send_signal(signal.SIGKILL)  # mid-import: some batches written, some not, some in flight
+        await asyncio.to_thread(first.wait, 10)
+    assert await acked() < last, "the writer finished before it could be killed"
+
+    second = await asyncio.to_thread(subprocess.Popen, command, env=cli_env())
+    try:
+        await eventually(acked, lambda n: n >= last, timeout=120, interval=0.2)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(second.wait, 30) == 0
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [str(BIN / "headwater"), "query", "--clickhouse-url", url, "--project", project_id,
+         "SELECT count(), uniqExact(id), min(id), max(id) FROM import_users FINAL"],
+        capture_output=True, text=True, env=cli_env(), timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(rows), str(rows), "0", str(rows - 1)]

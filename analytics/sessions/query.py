@@ -48,10 +48,10 @@ _IDENTITY = {
 CLIENT_SESSION_ID = m0006_client_session_id.EXPRESSION
 
 # The fields of an event the computation carries, as migration 4 names and types them (its
-# `sessionizer_recent` table holds them as columns): each read from the events column of its name
-# (`client_session_id` a column computed from `context` since migration 6). LowCardinality as
-# stored: converting them to String measured ~15% of the query.
-_EVENT_FIELDS = tuple((name, kind, name) for name, kind in m0004_sessionizer_recent.SESSION_EVENT_COLUMNS)
+# `sessionizer_recent` table holds them as columns): each the events column of its name
+# (`client_session_id` computed from `context` since migration 6). LowCardinality as stored:
+# converting them to String measured ~15% of the query.
+_EVENT_FIELDS = m0004_sessionizer_recent.SESSION_EVENT_COLUMNS
 # Fields read only from a session's entry or first event: carried per event as one String
 # (`packed`), not as tuple elements. Grouping each identity's events into arrays of tuples is most of
 # the query's cost, and it grows with the tuple's width: a 5M-event shard took 5.2-6.4 s with every
@@ -147,11 +147,10 @@ def _milliseconds(moment: datetime) -> int:
 def copy_to_recent(database: str, condition: str) -> str:
     """SQL copying the events matching `condition` (parameters only) into the sessionizer's
     `sessionizer_recent`, each field as the computation reads it."""
-    names = ", ".join(name for name, _, _ in _EVENT_FIELDS)
-    values = ", ".join(expression for _, _, expression in _EVENT_FIELDS)
+    names = ", ".join(name for name, _ in _EVENT_FIELDS)
     return f"""
         INSERT INTO `{database}`.{RECENT} ({names}, inserted_at)
-        SELECT {values}, inserted_at FROM `{database}`.{EVENTS} WHERE {condition}
+        SELECT {names}, inserted_at FROM `{database}`.{EVENTS} WHERE {condition}
     """
 
 
@@ -205,14 +204,14 @@ def sessions_query(
     from_the_beginning = starts is None and window_from is None
     identity = _IDENTITY[rules.identity]
     events = f"`{database}`.{EVENTS}"
-    value_of = {name: name if source == RECENT else value for name, _, value in _EVENT_FIELDS}
+    value_of = {name: name for name, _ in _EVENT_FIELDS}
     # The id a session follows travels as whether the event has one: when it does, it is the
     # identity (a string less per event in the grouping: ~4% of a rebuild).
     value_of["has_followed_id"] = f"{value_of[rules.identity]} != ''"
     # The type travels as what the sessions need of it: a page view (1), a track or screen (2).
     value_of["kind"] = "multiIf(type = 'page', 1, type IN ('track', 'screen'), 2, 0)"
     narrowed = {rules.identity: ("has_followed_id", "Bool"), "type": ("kind", "UInt8")}
-    carried = [narrowed.get(name, (name, kind)) for name, kind, _ in _EVENT_FIELDS if name not in _PACKED]
+    carried = [narrowed.get(name, (name, kind)) for name, kind in _EVENT_FIELDS if name not in _PACKED]
     carried.append(("packed", "String"))
     event_type = "Tuple(" + ", ".join(f"{name} {kind}" for name, kind in carried) + ")"
     value_of["packed"] = _packed([value_of[name] for name in _PACKED])
