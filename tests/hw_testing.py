@@ -175,6 +175,18 @@ async def migrate_in_a_process(clickhouse_url: str, project_id: str) -> None:
     )
 
 
+async def query_in_a_process(clickhouse_url: str, project_id: str, sql: str) -> list[str]:
+    """`headwater query` from a short-lived process, once the consumer process that owned the
+    embedded ClickHouse has stopped: the answer's values, split on whitespace."""
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [str(BIN / "headwater"), "query", "--clickhouse-url", clickhouse_url, "--project", project_id, sql],
+        capture_output=True, text=True, env=cli_env(), timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
 # Project settings under which one client network may send 1 event/s, in bursts of 2.
 ONE_EVENT_PER_IP_PER_SECOND = {"rate_limits": {"ip_events_per_second": 1, "burst_seconds": 2}}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hw_testing import BIN, cli_env, eventually, migrate_in_a_process, publish_tracks
+from hw_testing import BIN, cli_env, eventually, migrate_in_a_process, publish_tracks, query_in_a_process
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
@@ -131,14 +131,8 @@ async def test_a_consumer_killed_mid_stream_loses_and_doubles_nothing(
     finally:
         second.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(second.wait, 30) == 0
-    result = await asyncio.to_thread(
-        subprocess.run,
-        [str(BIN / "headwater"), "query", "--clickhouse-url", url, "--project", project_id,
-         "SELECT count(), uniqExact(message_id) FROM events FINAL"],
-        capture_output=True, text=True, env=env(), timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [str(len(sent)), str(len(sent))]
+    sql = "SELECT count(), uniqExact(message_id) FROM events FINAL"
+    assert await query_in_a_process(url, project_id, sql) == [str(len(sent)), str(len(sent))]
 
 
 async def test_two_consumers_share_the_stream_and_each_event_lands_once(

@@ -21,6 +21,7 @@ from hw_testing import (
     create_project,
     eventually,
     migrate_in_a_process,
+    query_in_a_process,
     query_rows,
 )
 from nats.js.errors import NotFoundError
@@ -280,11 +281,5 @@ async def test_an_import_writer_killed_midway_loses_and_doubles_nothing(
     finally:
         second.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(second.wait, 30) == 0
-    result = await asyncio.to_thread(
-        subprocess.run,
-        [str(BIN / "headwater"), "query", "--clickhouse-url", url, "--project", project_id,
-         "SELECT count(), uniqExact(id), min(id), max(id) FROM import_users FINAL"],
-        capture_output=True, text=True, env=cli_env(), timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [str(rows), str(rows), "0", str(rows - 1)]
+    sql = "SELECT count(), uniqExact(id), min(id), max(id) FROM import_users FINAL"
+    assert await query_in_a_process(url, project_id, sql) == [str(rows), str(rows), "0", str(rows - 1)]
