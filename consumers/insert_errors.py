@@ -1,10 +1,8 @@
 """What a failed INSERT says: about ClickHouse (retry) or about the rows (isolate, dead-letter).
 
-clickhouse-connect raises `DatabaseError` for every error answer of a server, and chdb raises its
-own `ChdbError` (or clickhouse-connect wraps it): the kind of failure is only in ClickHouse's error
-code — the `code` attribute, the `X-ClickHouse-Exception-Code` header clickhouse-connect read, or
-the `Code: 243.` the message starts with. A dead letter is for an event ClickHouse will never take;
-an error that says nothing about the rows must be waited out, like an unreachable ClickHouse.
+The kind of failure is only in ClickHouse's error code (core/clickhouse_errors.py). A dead letter
+is for an event ClickHouse will never take; an error that says nothing about the rows must be
+waited out, like an unreachable ClickHouse.
 
 - transient (retry the batch with backoff): space, memory, parts, time-outs, cancelled or aborted
   queries, read-only tables, a server shutting down, a missing database or table (a migration or
@@ -25,6 +23,8 @@ import enum
 import re
 
 from clickhouse_connect.driver.exceptions import DataError, OperationalError
+
+from headwater.core.clickhouse_errors import error_code
 
 TRANSIENT: dict[int, str] = {
     76: "CANNOT_OPEN_FILE",
@@ -82,22 +82,12 @@ ROWS: dict[int, str] = {
 
 # Said by a server that is stopping, whatever code it sends with it.
 _SHUTTING_DOWN = re.compile(r"shutting down|shutdown", re.IGNORECASE)
-_CODE = re.compile(r"\bCode:\s*(\d+)")
 
 
 class InsertFailure(enum.Enum):
     TRANSIENT = "transient"  # about ClickHouse: retry with backoff
     ROWS = "rows"  # about what was inserted: isolate the message, dead-letter it alone
     UNKNOWN = "unknown"  # retried, as a transient one
-
-
-def error_code(error: BaseException) -> int | None:
-    """ClickHouse's error code of `error`, from clickhouse-connect's attribute or the message."""
-    code = getattr(error, "code", None)
-    if isinstance(code, int):
-        return code
-    match = _CODE.search(str(error))
-    return int(match.group(1)) if match else None
 
 
 def classify(error: BaseException) -> InsertFailure:

@@ -302,9 +302,10 @@ def test_the_encoded_column_types_are_the_migrated_tables(clickhouse: Client, pr
     """Workers encode rows with the schema's types without asking ClickHouse: they must be the
     types the migrations give the table."""
     described = clickhouse.query(f"DESCRIBE TABLE hw_{project_id}.events").result_rows
-    # ClickHouse's own, filled at insert: inserted_at (migration 3, its default) and
-    # client_session_id (migration 6, computed from context).
-    own = {"inserted_at", "client_session_id"}
+    # ClickHouse's own, filled at insert: inserted_at (migration 3, its default), client_session_id
+    # (migration 6, computed from context) and copy_rank (migration 7, from received_at and
+    # request_id).
+    own = {"inserted_at", "client_session_id", "copy_rank"}
     written = [(name, kind) for name, kind, *_ in described if name not in own]
     assert written == list(zip(COLUMNS, COLUMN_TYPES, strict=True))
     assert not own & set(COLUMNS)

@@ -278,12 +278,21 @@ def test_a_25_hour_visit_is_cut_at_the_maximum_length(events_table: tuple[Client
     assert [(r.events, r.started_at) for r in rows] == [(72, T0), (4, T0 + timedelta(hours=24))]
 
 
-def test_the_copy_received_first_counts(events_table: tuple[Client, str]) -> None:
+@pytest.mark.parametrize(
+    ("tied_request", "counted_minute"),
+    [
+        ("e", 0),  # MD5("b") = 92eb… < MD5("e") = e167…: the first copy's hash is smaller
+        ("c", 2),  # MD5("c") = 4a8a… < MD5("b"): the tied copy's
+    ],
+)
+def test_the_copy_received_first_counts_then_the_smallest_request_hash(
+    events_table: tuple[Client, str], tied_request: str, counted_minute: int
+) -> None:
     first = event(1, minutes(0), received_at=T0 + minutes(1), request_id="b")
     retried = replace(first, timestamp=T0 + minutes(3), received_at=T0 + minutes(4), request_id="a")
-    same_receipt = replace(first, timestamp=T0 + minutes(2), request_id="c")
+    same_receipt = replace(first, timestamp=T0 + minutes(2), request_id=tied_request)
     rows = agree(*events_table, [retried, same_receipt, first, event(2, minutes(10))], Sessions())
-    assert [(r.events, r.started_at) for r in rows] == [(2, T0)]
+    assert [(r.events, r.started_at) for r in rows] == [(2, T0 + minutes(counted_minute))]
 
 
 def test_a_change_of_client_session_id_starts_a_session_when_honoured(

@@ -19,6 +19,7 @@ from headwater.consumers.wire import decode_envelope
 from headwater.control.auth import authenticate_admin
 from headwater.control.settings import AdminToken, ControlSettings
 from headwater.core.migrations import m0001_events, m0002_enrichment, m0005_bot_reason
+from headwater.core.migrations.ddl import replacing_engine
 from headwater.core.projects.keys import ApiKey, key_digest
 from headwater.core.projects.origins import OriginPolicy, normalise_origin, normalise_origins
 from headwater.core.projects.settings import ProjectSettings
@@ -452,11 +453,14 @@ def test_log_levels_per_role() -> None:
 
 def test_migrations_on_a_cluster_create_replicated_tables() -> None:
     single, clustered = m0001_events.statements("hw_p", None)[0], m0001_events.statements("hw_p", "main")[0]
-    assert "ENGINE = ReplacingMergeTree\n" in single and "non_replicated_deduplication_window" in single
+    assert "ENGINE = ReplacingMergeTree(copy_rank)\n" in single
+    assert "non_replicated_deduplication_window" in single
     assert "ON CLUSTER `main`" in clustered
-    assert (
-        "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}')"
-        in clustered
+    path = "'/clickhouse/tables/{shard}/{database}/{table}'"
+    assert f"ReplicatedReplacingMergeTree({path}, '{{replica}}', copy_rank)" in clustered
+    # Migration 7's new table of an old database: a Keeper path of its own beside the old one's.
+    assert replacing_engine("main", "copy_rank", table_path="events_7") == (
+        f"ReplicatedReplacingMergeTree({path.replace('{table}', 'events_7')}, '{{replica}}', copy_rank)"
     )
     assert "SETTINGS replicated_deduplication_window = 1000" in clustered
 

@@ -39,6 +39,10 @@ PERSON = "if(user_id != '', user_id, anonymous_id)"
 # of a message are reduced to one, so a message counts when any copy is a person's; the references
 # leave them out at the same point (funnels.reference.people).
 NOT_A_BOT = "NOT is_bot"
+# The sort of a unit's copies (tuples of message id, then `copy_rank`, ...) putting each message's
+# copies together, the highest rank first: the copy a merge keeps, the one received first
+# (core/migrations/copy_rank.py), then taken as the first of its run.
+COPY_ORDER = "c -> (c.1, bitNot(c.2))"
 # No attempt (or no time: an optional step skipped), among Unix milliseconds (DateTime64 reaches
 # back to 1900: times can be negative).
 _NONE = NO_TIME
@@ -199,7 +203,7 @@ def progress_query(
             read = " OR ".join([*conditions.body, *conditions.exclusion_body])
             any_step, only_steps = f", ({read}) AS any_step", "AND any_step"
     funnel_body = "" if conditions.funnel_body is None else f"AND {conditions.funnel_body}"
-    # Of the copies of a message, the one received first (then the smallest request id); then,
+    # Of the copies of a message, the one of highest rank (received first: COPY_ORDER); then,
     # with per-copy funnel filters, only the messages whose chosen copy passes them.
     chosen = """arrayFilter(
                 (c, previous, i) -> i = 1 OR c.1 != previous.1,
@@ -208,7 +212,7 @@ def progress_query(
                 arrayEnumerate(sorted_copies)
             )"""
     if conditions.funnel_per_copy is not None:
-        chosen = f"arrayFilter(c -> bitTest(c.5, {_KEPT_BIT}), {chosen})"
+        chosen = f"arrayFilter(c -> bitTest(c.4, {_KEPT_BIT}), {chosen})"
     order_by = f"ORDER BY {key}" if sorted_by_person else ""
     # The breakdown's value travels with each event, and its value at the attributed step is the
     # person's; without one nothing does.
@@ -217,7 +221,7 @@ def progress_query(
     if funnel.breakdown is not None:
         column = breakdown_sql(funnel.breakdown.column, Binder(parameters, "breakdown_key"))
         value, carried = f", toString({column}) AS value", ", value"
-        values = ",\n        arrayMap(e -> e.6, events) AS values"
+        values = ",\n        arrayMap(e -> e.5, events) AS values"
         attributed = "1" if funnel.breakdown.attribution == "first" else "-1"
         attributed_value = f"values[step_events[{attributed}]]"
     if funnel.exclusions or funnel.has_step_options:  # never unordered (definition.py)
@@ -247,10 +251,9 @@ def progress_query(
 WITH
 stored AS (
     SELECT {unit_key} AS person,{" day," if per_day else ""}
-        groupArray((message_id, received_at, request_id, toUnixTimestamp64Milli(timestamp), mask{carried}))
-            AS copies
+        groupArray((message_id, copy_rank, toUnixTimestamp64Milli(timestamp), mask{carried})) AS copies
     FROM (
-        SELECT user_id, anonymous_id, message_id, received_at, request_id, timestamp,
+        SELECT user_id, anonymous_id, message_id, copy_rank, timestamp,
             {mask} AS mask{value}{any_step}{identity}
         FROM `{database}`.events
         WHERE timestamp >= {{start:DateTime64(3, 'UTC')}} AND timestamp < {read_end}
@@ -260,16 +263,16 @@ stored AS (
     GROUP BY {key}
 ),
 by_message AS (
-    SELECT {key}, arraySort(c -> (c.1, c.2, c.3), copies) AS sorted_copies FROM stored
+    SELECT {key}, arraySort({COPY_ORDER}, copies) AS sorted_copies FROM stored
 ),
 ordered AS (
     SELECT {key},
         arraySort(
-            c -> (c.4, c.1),
+            c -> (c.3, c.1),
             {chosen}
         ) AS events,
-        arrayMap(e -> e.4, events) AS times,
-        arrayMap(e -> e.5, events) AS masks{values}
+        arrayMap(e -> e.3, events) AS times,
+        arrayMap(e -> e.4, events) AS masks{values}
     FROM by_message
 ),
 {progressed}

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from headwater.core.migrations.copy_rank import copy_rank
+
 from .definition import Funnel, PeopleList, Step
 from .filters import FILTER_COLUMNS, Filter, breakdown_value, matches
 
@@ -107,8 +109,8 @@ def people(
     include_bots: bool = False,
 ) -> dict[str, list[FunnelEvent]]:
     """Each person's events (or each unit's: `unit_of`) with a timestamp in [start, end), one per
-    message id (its copy received first, then the smallest request id), in order of (timestamp,
-    message id). Bots' copies are left out first, unless `include_bots`."""
+    message id (its copy of highest rank, received first: core/migrations/copy_rank.py), in order
+    of (timestamp, message id). Bots' copies are left out first, unless `include_bots`."""
     chosen: dict[tuple[str, str], FunnelEvent] = {}
     for event in events:
         person = unit_of(event)
@@ -116,7 +118,9 @@ def people(
             continue
         key = (person, event.message_id)
         kept = chosen.get(key)
-        if kept is None or (event.received_at, event.request_id) < (kept.received_at, kept.request_id):
+        if kept is None or copy_rank(event.received_at, event.request_id) > copy_rank(
+            kept.received_at, kept.request_id
+        ):
             chosen[key] = event
     by_person: dict[str, list[FunnelEvent]] = {}
     for (person, _), event in chosen.items():

@@ -18,18 +18,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from headwater.analytics.funnels.query import NOT_A_BOT, PERSON, like_pattern
+from headwater.analytics.funnels.query import COPY_ORDER, NOT_A_BOT, PERSON, like_pattern
 
 from .definition import INCLUDED_TYPES, Paths
 
 # The select items `all_steps` and `steps` of a journey from `sorted_copies` (its copies, tuples of
-# message id, received time, request id, Unix milliseconds and step, sorted by the first three):
-# each message's copy received first, in order of time then message id, its steps; then `steps`,
+# message id, copy rank, Unix milliseconds and step, sorted by message id then rank, highest
+# first): each message's copy of highest rank (the one received first: COPY_ORDER), in order of
+# time then message id, its steps; then `steps`,
 # a run of one step collapsed into one. The patterns' journeys (patterns/source.py) read the same.
 STEPS_OF_COPIES = """arrayMap(
-            c -> c.5,
+            c -> c.4,
             arraySort(
-                c -> (c.4, c.1),
+                c -> (c.3, c.1),
                 arrayFilter(
                     (c, previous, i) -> i = 1 OR c.1 != previous.1,
                     sorted_copies,
@@ -116,9 +117,9 @@ def graph_query(database: str, paths: Paths, start: datetime, end: datetime) -> 
 WITH
 stored AS (
     SELECT {PERSON} AS person,
-        groupArray((message_id, received_at, request_id, toUnixTimestamp64Milli(timestamp), step)) AS copies
+        groupArray((message_id, copy_rank, toUnixTimestamp64Milli(timestamp), step)) AS copies
     FROM (
-        SELECT user_id, anonymous_id, message_id, received_at, request_id, timestamp,
+        SELECT user_id, anonymous_id, message_id, copy_rank, timestamp,
             if(type = 'page', concat('page:', {cleaned}), concat('event:', event)) AS step
         FROM `{database}`.events
         WHERE timestamp >= {{start:DateTime64(3, 'UTC')}} AND timestamp < {{end:DateTime64(3, 'UTC')}}
@@ -127,9 +128,9 @@ stored AS (
     WHERE person != ''
     GROUP BY person
 ),
--- Of the copies of a message, the one received first (then the smallest request id).
+-- Of the copies of a message, the one of highest rank (received first).
 by_message AS (
-    SELECT arraySort(c -> (c.1, c.2, c.3), copies) AS sorted_copies FROM stored
+    SELECT arraySort({COPY_ORDER}, copies) AS sorted_copies FROM stored
 ),
 journeys AS (
     SELECT

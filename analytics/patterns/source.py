@@ -5,7 +5,7 @@ per event nor per journey (docs/patterns.md, "Journeys").
 A step is `kind:value` as in the paths query (`page:<cleaned path>`, `event:<name>`): the kind
 travels with the step, so a page and an event of the same text stay two steps. `step_text` and
 `step_kind` split it for the answer. The rows read are page views and track events of [start,
-end); copies of a message count once (the copy received first, then the smallest request id),
+end); copies of a message count once (the copy received first: copy_rank, as funnels),
 ordered by (timestamp, message id), a run of one step collapsed into one (a reload), as the paths
 query reads them. Units: `people` (the funnels' person: the user id, else the anonymous id) or
 `sessions` (each event in the session of its identity that started last at or before it, when
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from headwater.analytics.funnels.query import NOT_A_BOT, PERSON
+from headwater.analytics.funnels.query import COPY_ORDER, NOT_A_BOT, PERSON
 from headwater.analytics.paths.definition import CleaningRule, Paths
 from headwater.analytics.paths.query import STEPS_OF_COPIES, cleaned_path
 from headwater.analytics.sessions.query import identity_expression
@@ -94,9 +94,9 @@ def journeys_query(
 WITH
 stored AS (
     SELECT {unit_key} AS journey,
-        groupArray((message_id, received_at, request_id, toUnixTimestamp64Milli(timestamp), step)) AS copies
+        groupArray((message_id, copy_rank, toUnixTimestamp64Milli(timestamp), step)) AS copies
     FROM (
-        SELECT user_id, anonymous_id, message_id, received_at, request_id, timestamp,
+        SELECT user_id, anonymous_id, message_id, copy_rank, timestamp,
             if(type = 'page', concat('page:', {cleaned}), concat('event:', event)) AS step{identity}
         FROM `{database}`.events
         WHERE timestamp >= {{start:DateTime64(3, 'UTC')}} AND timestamp < {{end:DateTime64(3, 'UTC')}}
@@ -108,8 +108,8 @@ stored AS (
     LIMIT {{read_journeys:UInt64}}
 ),
 by_message AS (
-    -- Of the copies of a message, the one received first (then the smallest request id).
-    SELECT journey, arraySort(c -> (c.1, c.2, c.3), copies) AS sorted_copies FROM stored
+    -- Of the copies of a message, the one of highest rank (received first).
+    SELECT journey, arraySort({COPY_ORDER}, copies) AS sorted_copies FROM stored
 ),
 ordered AS (
     SELECT journey,

@@ -47,11 +47,19 @@ _IDENTITY = {
 # An event's client session id, as migration 6's column of that name holds it.
 CLIENT_SESSION_ID = m0006_client_session_id.EXPRESSION
 
-# The fields of an event the computation carries, as migration 4 names and types them (its
+# The fields of an event the computation reads, as migration 4 names and types them (its
 # `sessionizer_recent` table holds them as columns): each the events column of its name
 # (`client_session_id` computed from `context` since migration 6). LowCardinality as stored:
 # converting them to String measured ~15% of the query.
-_EVENT_FIELDS = m0004_sessionizer_recent.SESSION_EVENT_COLUMNS
+_STORED_FIELDS = m0004_sessionizer_recent.SESSION_EVENT_COLUMNS
+# What it carries of them: which copy of a message counts travels as the copy's rank (migration
+# 7's column, in both tables), not as the received time and request id it is computed from.
+_COPY_RANK = ("copy_rank", "UInt128")
+_EVENT_FIELDS = tuple(
+    _COPY_RANK if name == "received_at" else (name, kind)
+    for name, kind in _STORED_FIELDS
+    if name != "request_id"
+)
 # Fields read only from a session's entry or first event: carried per event as one String
 # (`packed`), not as tuple elements. Grouping each identity's events into arrays of tuples is most of
 # the query's cost, and it grows with the tuple's width: a 5M-event shard took 5.2-6.4 s with every
@@ -147,7 +155,7 @@ def _milliseconds(moment: datetime) -> int:
 def copy_to_recent(database: str, condition: str) -> str:
     """SQL copying the events matching `condition` (parameters only) into the sessionizer's
     `sessionizer_recent`, each field as the computation reads it."""
-    names = ", ".join(name for name, _ in _EVENT_FIELDS)
+    names = ", ".join(name for name, _ in _STORED_FIELDS)
     return f"""
         INSERT INTO `{database}`.{RECENT} ({names}, inserted_at)
         SELECT {names}, inserted_at FROM `{database}`.{EVENTS} WHERE {condition}
@@ -289,13 +297,14 @@ stored AS (
     GROUP BY identity
     HAVING identity != ''
 ),
--- Of the copies of a message id, the one received first (then the smallest request id): the first
--- of its run once sorted so. Decided on narrow arrays, then applied with one filter (sorting the
--- wide tuples for it cost half the query). Neighbours are compared through a shifted array: a
--- lambda indexing a captured array would copy that array once per element.
+-- Of the copies of a message id, the one of highest rank (received first; migration 7): the first
+-- of its run once sorted by message id and inverted rank. Decided on narrow arrays, then applied
+-- with one filter (sorting the wide tuples for it cost half the query). Neighbours are compared
+-- through a shifted array: a lambda indexing a captured array would copy that array once per
+-- element.
 copies_by_message AS (
     SELECT identity, copies, lower_bound,
-        arrayMap(e -> ({readable}e.message_id, e.received_at, e.request_id), copies) AS keys,
+        arrayMap(e -> ({readable}e.message_id, bitNot(e.copy_rank)), copies) AS keys,
         arraySort((position, key) -> key, arrayEnumerate(copies), keys) AS positions_by_message,
         arrayMap(key -> {id_of_key}, arraySort(keys)) AS ids_by_message
     FROM stored

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from itertools import groupby
 from typing import Any
 
+from headwater.core.migrations.copy_rank import copy_rank
 from headwater.core.projects.settings import Sessions
 
 from . import channels
@@ -116,11 +117,14 @@ def identity_of(event: StoredEvent, rules: Sessions) -> str:
 
 
 def deduplicated(stored: Iterable[StoredEvent]) -> list[StoredEvent]:
-    """One copy per message id: the one received first (then the smallest request id)."""
+    """One copy per message id: the one of highest rank (received first; among copies received in
+    the same millisecond, the smallest hash of its request id: core/migrations/copy_rank.py)."""
     winners: dict[str, StoredEvent] = {}
     for event in stored:
         kept = winners.get(event.message_id)
-        if kept is None or (event.received_at, event.request_id) < (kept.received_at, kept.request_id):
+        if kept is None or copy_rank(event.received_at, event.request_id) > copy_rank(
+            kept.received_at, kept.request_id
+        ):
             winners[event.message_id] = event
     return list(winners.values())
 

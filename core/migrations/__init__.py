@@ -1,9 +1,11 @@
 """Numbered, idempotent schema migrations applied to each project's ClickHouse database.
 
-Each migration is a module `mNNNN_<name>.py` with `NUMBER`, `NAME` and `statements(database,
-cluster)` returning the DDL to run. Applied migrations are recorded in
+Each migration is a module `mNNNN_<name>.py` with `NUMBER`, `NAME` and either `statements(database,
+cluster)` returning the DDL to run or, where it needs to look before it acts, `apply(client,
+database, cluster)` doing it. Applied migrations are recorded in
 `<database>.schema_migrations`, so re-running is safe, and every statement is itself idempotent
-(`IF NOT EXISTS`) so a crash between a statement and its record does no harm.
+(`IF NOT EXISTS`; an `apply` finishes what an interrupted run began) so a crash between a
+statement and its record does no harm.
 """
 
 from __future__ import annotations
@@ -22,21 +24,34 @@ from . import (
     m0004_sessionizer_recent,
     m0005_bot_reason,
     m0006_client_session_id,
+    m0007_copy_rank,
 )
 from .ddl import on_cluster, replacing_engine
 
 log = logging.getLogger(__name__)
 
 
+Apply = Callable[[Client, str, str | None], None]
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     number: int
     name: str
-    statements: Callable[[str, str | None], Sequence[str]]
+    apply: Apply
 
     @classmethod
     def from_module(cls, module: ModuleType) -> Migration:
-        return cls(module.NUMBER, module.NAME, module.statements)
+        apply: Apply = getattr(module, "apply", None) or _running(module.statements)
+        return cls(module.NUMBER, module.NAME, apply)
+
+
+def _running(statements: Callable[[str, str | None], Sequence[str]]) -> Apply:
+    def apply(client: Client, database: str, cluster: str | None) -> None:
+        for statement in statements(database, cluster):
+            client.command(statement)
+
+    return apply
 
 
 MIGRATIONS: tuple[Migration, ...] = tuple(
@@ -48,6 +63,7 @@ MIGRATIONS: tuple[Migration, ...] = tuple(
         m0004_sessionizer_recent,
         m0005_bot_reason,
         m0006_client_session_id,
+        m0007_copy_rank,
     )
 )
 
@@ -65,8 +81,7 @@ def apply_migrations(client: Client, database: str, cluster: str | None = None) 
     for migration in MIGRATIONS:
         if migration.number in done:
             continue
-        for statement in migration.statements(database, cluster):
-            client.command(statement)
+        migration.apply(client, database, cluster)
         client.insert(
             f"`{database}`.schema_migrations",
             [[migration.number, migration.name]],

@@ -13,13 +13,16 @@ def on_cluster(cluster: str | None) -> str:
 REPLICA_PATH = "'/clickhouse/tables/{shard}/{database}/{table}', '{replica}'"
 
 
-def replacing_engine(cluster: str | None, *columns: str) -> str:
+def replacing_engine(cluster: str | None, *columns: str, table_path: str | None = None) -> str:
     """ReplacingMergeTree on one server; its replicated form on a cluster, so that a row inserted
     on one replica reaches the others (a plain MergeTree created ON CLUSTER would keep each
-    node's rows to itself). `columns`: its version and is_deleted columns, if any."""
+    node's rows to itself). `columns`: its version and is_deleted columns, if any; `table_path`:
+    the name its Keeper path ends with, when not the table's own (a table recreated under the
+    name of one that still exists)."""
     arguments = ", ".join(columns)
     if cluster:
-        return f"ReplicatedReplacingMergeTree({', '.join((REPLICA_PATH, *columns))})"
+        path = REPLICA_PATH if table_path is None else REPLICA_PATH.replace("{table}", table_path)
+        return f"ReplicatedReplacingMergeTree({', '.join((path, *columns))})"
     return f"ReplacingMergeTree({arguments})" if arguments else "ReplacingMergeTree"
 
 
