@@ -25,8 +25,8 @@ from .definition import INCLUDED_TYPES, Paths
 # The select items `all_steps` and `steps` of a journey from `sorted_copies` (its copies, tuples of
 # message id, copy rank, Unix milliseconds and step, sorted by message id then rank, highest
 # first): each message's copy of highest rank (the one received first: COPY_ORDER), in order of
-# time then message id, its steps; then `steps`,
-# a run of one step collapsed into one. The patterns' journeys (patterns/source.py) read the same.
+# time then message id, its steps; then `steps`, a run of one step collapsed into one. The
+# patterns' journeys (patterns/source.py) read the same.
 STEPS_OF_COPIES = """arrayMap(
             c -> c.4,
             arraySort(
