@@ -91,9 +91,17 @@ class ImportTables:
 
 class ImportWriter:
     def __init__(
-        self, nats: NatsClient, tables: ImportTables, durable: str, retry_delay_seconds: float = 2.0
+        self,
+        nats: NatsClient,
+        tables: ImportTables,
+        durable: str,
+        retry_delay_seconds: float = 2.0,
+        ack_wait_seconds: float = ACK_WAIT_SECONDS,
     ) -> None:
+        """`ack_wait_seconds`: how long JetStream waits before redelivering the batches a dead
+        writer held (the consumer's `--ack-wait`); set when the durable is first created."""
         self._nats = nats
+        self._ack_wait_seconds = ack_wait_seconds
         self._tables = tables
         self._durable = durable
         self._backoff = Backoff(retry_delay_seconds)
@@ -111,7 +119,7 @@ class ImportWriter:
             durable_name=self._durable,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
-            ack_wait=ACK_WAIT_SECONDS,
+            ack_wait=self._ack_wait_seconds,
             max_deliver=-1,  # never given up: a batch is retried until it is stored
             max_ack_pending=FETCH_BATCH * 4,
         )

@@ -260,7 +260,11 @@ class Stack:
             if s.consumer.imports_durable_name is not None:
                 tables = ImportTables(self.clickhouse, s.consumer.clickhouse_cluster)
                 self.import_writer = ImportWriter(
-                    self.nats, tables, s.consumer.imports_durable_name, s.consumer.retry_delay_seconds
+                    self.nats,
+                    tables,
+                    s.consumer.imports_durable_name,
+                    s.consumer.retry_delay_seconds,
+                    s.consumer.ack_wait_seconds,
                 )
                 await self.import_writer.start()
             if s.consumer.port is not None:
