@@ -88,12 +88,12 @@ def test_a_merge_keeps_the_copy_received_first(
     clickhouse: Client, project_id: str, later_copy_inserted_first: bool
 ) -> None:
     database = f"hw_{project_id}"
-    first = _row("m1", T0, T0 + timedelta(seconds=1), "late-hash-but-first")
+    first = _row("m1", T0, T0 + timedelta(seconds=1), "received-first")
     retried = _row("m1", T0 + timedelta(seconds=2), T0 + timedelta(seconds=3), "retry")
     for row in [retried, first] if later_copy_inserted_first else [first, retried]:
         _insert(clickhouse, database, [row])
     clickhouse.command(f"OPTIMIZE TABLE `{database}`.events FINAL")
-    assert _stored(clickhouse, database) == [("m1", "late-hash-but-first")]
+    assert _stored(clickhouse, database) == [("m1", "received-first")]
 
 
 def _stored_event(message: str, at: datetime, request: str) -> StoredEvent:
