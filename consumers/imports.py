@@ -24,6 +24,7 @@ from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from headwater.core.catalog import table_exists
 from headwater.core.projects.project import database_name
 from headwater.core.service.backoff import Backoff
 from headwater.core.service.tasks import cancel_and_wait
@@ -65,7 +66,8 @@ class ImportTables:
                     settings={"insert_deduplication_token": token}, fmt="JSONEachRow",
                 )  # fmt: skip
         elif batch.kind == ACTIVATE_VERSION:
-            if self._exists(database, batch.table):  # no table: no rows of any version to remove
+            # no table: no rows of any version to remove
+            if table_exists(self._client, database, batch.table):
                 self._client.command(
                     delete_older_versions(database, batch.table, self._cluster),
                     parameters={"version": batch.table_version},
@@ -80,13 +82,6 @@ class ImportTables:
         for column in batch.columns:  # a grown schema: the columns the table does not have yet
             self._client.command(add_column(database, batch.table, column, self._cluster))
         self._ready[(database, batch.table)] = batch.schema_version
-
-    def _exists(self, database: str, table: str) -> bool:
-        found = self._client.query(
-            "SELECT count() FROM system.tables WHERE database = {d:String} AND name = {t:String}",
-            parameters={"d": database, "t": table},
-        ).result_rows[0][0]
-        return bool(found)
 
 
 class ImportWriter:

@@ -23,6 +23,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from headwater.core.catalog import table_exists
 from headwater.core.projects.project import database_name, utc_now_iso, validate_project_id
 from headwater.core.service.errors import APIError
 from headwater.core.service.kvbuckets import ensure_bucket
@@ -264,11 +265,7 @@ class ImportService:
         """Rows as queries see them (FINAL: a replaced row counts once); 0 before the writer made
         the table."""
         database = database_name(project_id)
-        exists = self._clickhouse.query(
-            "SELECT count() FROM system.tables WHERE database = {d:String} AND name = {t:String}",
-            parameters={"d": database, "t": schema.table},
-        ).result_rows[0][0]
-        if not exists:
+        if not table_exists(self._clickhouse, database, schema.table):
             return 0
         final = " FINAL" if schema.key else ""
         return int(

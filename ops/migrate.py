@@ -17,6 +17,7 @@ from nats.js.errors import BucketNotFoundError
 from headwater.control.clickhouse import connect as connect_clickhouse
 from headwater.control.clickhouse import redact_url
 from headwater.control.store import PROJECTS_BUCKET, BucketSettings, ProjectStore, ensure_projects_bucket
+from headwater.core.catalog import table_exists
 from headwater.core.migrations import MIGRATIONS, Migration, apply_migrations
 from headwater.core.projects.project import database_name
 from headwater.edge.streams import StreamSettings
@@ -62,12 +63,8 @@ def migration_label(migration: Migration) -> str:
 
 def pending_migrations(client: Client, database: str) -> list[Migration]:
     """The migrations `apply_migrations` would apply to `database` (all, when it has none yet)."""
-    recorded = client.query(
-        "SELECT count() FROM system.tables WHERE database = {db:String} AND name = 'schema_migrations'",
-        parameters={"db": database},
-    ).result_rows[0][0]
     done: set[int] = set()
-    if recorded:
+    if table_exists(client, database, "schema_migrations"):
         rows = client.query(f"SELECT number FROM `{database}`.schema_migrations").result_rows
         done = {row[0] for row in rows}
     return [m for m in MIGRATIONS if m.number not in done]

@@ -29,6 +29,7 @@ import time
 
 from clickhouse_connect.driver.client import Client
 
+from headwater.core.catalog import table_engine, table_exists
 from headwater.core.clickhouse_errors import error_code
 
 from .copy_rank import COLUMN
@@ -64,15 +65,16 @@ def apply(client: Client, database: str, cluster: str | None) -> None:
 def _converge(client: Client, database: str, cluster: str | None, started: float) -> None:
     cluster_clause = on_cluster(cluster)
     events, previous = f"`{database}`.events", f"`{database}`.{PREVIOUS}"
-    if _exists(client, database, "events") and not _versioned(client, database):
-        if _exists(client, database, PREVIOUS):
+    engine = table_engine(client, database, "events")
+    if engine is not None and not _versioned(engine):
+        if table_exists(client, database, PREVIOUS):
             raise RuntimeError(
                 f"{database} holds both an unversioned `events` and `{PREVIOUS}`: "
                 f"move {PREVIOUS}'s rows into events (or drop it) and migrate again"
             )
         client.command(f"ALTER TABLE {events}{cluster_clause} ADD COLUMN IF NOT EXISTS {COLUMN}")
         client.command(f"RENAME TABLE {events} TO {previous}{cluster_clause}")
-    if not _exists(client, database, "events"):
+    if not table_exists(client, database, "events"):
         # The replicated form under a path of its own: the renamed table keeps `events`' path.
         versioned = replacing_engine(cluster, "copy_rank", table_path="events_7")
         client.command(
@@ -80,7 +82,7 @@ def _converge(client: Client, database: str, cluster: str | None, started: float
             f"ENGINE = {versioned} PARTITION BY toYYYYMM(received_at) ORDER BY (type, event, message_id) "
             f"SETTINGS {deduplication_window(cluster)}"
         )
-    if _exists(client, database, PREVIOUS):
+    if table_exists(client, database, PREVIOUS):
         _move_partitions(client, database, cluster)
         _wait_for_inserts_begun_before(client, cluster, started)
         _move_partitions(client, database, cluster)
@@ -90,27 +92,19 @@ def _converge(client: Client, database: str, cluster: str | None, started: float
     )
 
 
-def _exists(client: Client, database: str, table: str) -> bool:
-    sql = "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {table:String}"
-    return bool(client.query(sql, parameters={"db": database, "table": table}).result_rows[0][0])
+def _versioned(engine_full: str) -> bool:
+    """Whether an engine has copy_rank for its version (among its arguments, before the keys)."""
+    return "copy_rank" in engine_full.split(" PARTITION BY ")[0].split(" ORDER BY ")[0]
 
 
-def _versioned(client: Client, database: str) -> bool:
-    """Whether `events`' engine has copy_rank for its version (its arguments, before the keys)."""
-    rows = client.query(
-        "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = 'events'",
-        parameters={"db": database},
-    ).result_rows
-    return bool(rows) and "copy_rank" in str(rows[0][0]).split(" PARTITION BY ")[0].split(" ORDER BY ")[0]
-
-
-def _parts(cluster: str | None) -> str:
-    return f"clusterAllReplicas(`{cluster}`, system.parts)" if cluster else "system.parts"
+def _system(table: str, cluster: str | None) -> str:
+    """A system table of this server, or of every replica of the cluster."""
+    return f"clusterAllReplicas(`{cluster}`, system.{table})" if cluster else f"system.{table}"
 
 
 def _move_partitions(client: Client, database: str, cluster: str | None) -> None:
     partitions = client.query(
-        f"SELECT DISTINCT partition_id FROM {_parts(cluster)} "
+        f"SELECT DISTINCT partition_id FROM {_system('parts', cluster)} "
         "WHERE database = {db:String} AND table = {table:String} AND active AND rows > 0 "
         "ORDER BY partition_id",
         parameters={"db": database, "table": PREVIOUS},
@@ -128,7 +122,7 @@ def _move_partitions(client: Client, database: str, cluster: str | None) -> None
 def _wait_for_inserts_begun_before(client: Client, cluster: str | None, started: float) -> None:
     """Wait until no INSERT begun before `started` (monotonic) is left: one that began before the
     rename may still commit its rows into the renamed table."""
-    processes = f"clusterAllReplicas(`{cluster}`, system.processes)" if cluster else "system.processes"
+    processes = _system("processes", cluster)
     deadline = time.monotonic() + INSERTS_TIMEOUT_SECONDS
     while True:
         running = client.query(
