@@ -1,8 +1,9 @@
 """Numbered, idempotent schema migrations applied to each project's ClickHouse database.
 
-Each migration is a module `mNNNN_<name>.py` with `NUMBER`, `NAME` and either `statements(database,
-cluster)` returning the DDL to run or, where it needs to look before it acts, `apply(client,
-database, cluster)` doing it. Applied migrations are recorded in
+Each migration is a module `mNNNN_<name>.py` of this package (found by its name: adding the file
+adds the migration) with `NUMBER`, `NAME` and either `statements(database, cluster)` returning the
+DDL to run or, where it needs to look before it acts, `apply(client, database, cluster)` doing it.
+Applied migrations are recorded in
 `<database>.schema_migrations`, so re-running is safe, and every statement is itself idempotent
 (`IF NOT EXISTS`; an `apply` finishes what an interrupted run began) so a crash between a
 statement and its record does no harm.
@@ -10,22 +11,16 @@ statement and its record does no harm.
 
 from __future__ import annotations
 
+import importlib
 import logging
+import pkgutil
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 
 from clickhouse_connect.driver.client import Client
 
-from . import (
-    m0001_events,
-    m0002_enrichment,
-    m0003_sessions,
-    m0004_sessionizer_recent,
-    m0005_bot_reason,
-    m0006_client_session_id,
-    m0007_copy_rank,
-)
 from .ddl import on_cluster, replacing_engine
 
 log = logging.getLogger(__name__)
@@ -54,18 +49,20 @@ def _running(statements: Callable[[str, str | None], Sequence[str]]) -> Apply:
     return apply
 
 
-MIGRATIONS: tuple[Migration, ...] = tuple(
-    Migration.from_module(m)
-    for m in (
-        m0001_events,
-        m0002_enrichment,
-        m0003_sessions,
-        m0004_sessionizer_recent,
-        m0005_bot_reason,
-        m0006_client_session_id,
-        m0007_copy_rank,
-    )
-)
+def _numbered_modules() -> list[ModuleType]:
+    """This package's `mNNNN_<name>` modules, in order; their numbers must run 1, 2, … without a
+    gap, so a migration file cannot be left out or numbered twice."""
+    names = sorted(m.name for m in pkgutil.iter_modules(__path__) if re.fullmatch(r"m\d{4}_\w+", m.name))
+    modules = [importlib.import_module(f"{__name__}.{name}") for name in names]
+    numbers = [module.NUMBER for module in modules]
+    if numbers != list(range(1, len(modules) + 1)) or any(
+        name != f"m{module.NUMBER:04d}_{module.NAME}" for name, module in zip(names, modules, strict=True)
+    ):
+        raise RuntimeError(f"migration modules out of order: {names}")
+    return modules
+
+
+MIGRATIONS: tuple[Migration, ...] = tuple(Migration.from_module(m) for m in _numbered_modules())
 
 
 def apply_migrations(client: Client, database: str, cluster: str | None = None) -> list[int]:
