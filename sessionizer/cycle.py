@@ -42,6 +42,7 @@ from headwater.analytics.sessions.query import (
     time_lookup,
     time_map_parameters,
 )
+from headwater.core.long_lists import LONG_LIST_SETTINGS
 from headwater.core.migrations.m0003_sessions import SESSION_COLUMNS, VERSION_COLUMNS
 from headwater.core.migrations.m0004_sessionizer_recent import RECENT_KEEP
 from headwater.core.projects.project import database_name
@@ -388,7 +389,7 @@ def _recompute_from(
     timeout = timedelta(seconds=rules.inactivity_timeout_seconds)
     starts = dict(affected)
     seen: list[str] = []
-    rows = client.query(sql, parameters=parameters).result_rows
+    rows = client.query(sql, parameters=parameters, settings=LONG_LIST_SETTINGS).result_rows
     for identity, has_before, (visit_started, ended), first_started, has_orphan, orphan_started in rows:
         moment = affected[identity]
         start = utc(visit_started) if has_before and moment - utc(ended) <= timeout else moment
@@ -461,7 +462,7 @@ def _write_tombstones(client: Client, database: str, starts: Mapping[str, dateti
         f"AND newest.1 >= {time_lookup('starts', 'identity')}",
     )
     parameters: dict[str, Any] = {"version": version, **time_map_parameters("starts", starts)}
-    client.command(sql, parameters=parameters, settings=_UNIQUE_KEYS)
+    client.command(sql, parameters=parameters, settings={**_UNIQUE_KEYS, **LONG_LIST_SETTINGS})
 
 
 def _write_shard_tombstones(client: Client, database: str, shard: tuple[int, int], version: int) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from headwater.core.long_lists import LONG_LIST_SETTINGS, long_list, long_list_parameter
 from headwater.core.migrations import m0003_sessions, m0004_sessionizer_recent, m0006_client_session_id
 from headwater.core.projects.settings import Sessions
 
@@ -119,11 +120,11 @@ ONE_LEVEL_AGGREGATION = {"group_by_two_level_threshold": 0, "group_by_two_level_
 
 
 def string_set(parameter: str) -> str:
-    """SQL for the strings of an Array(String) parameter as a set for `IN`. Through a subquery: a
-    literal array of more than ~50,000 elements on the right of IN (or in has()) took ~40 s in the
-    embedded engine where 50,000 took 0.3 s; the subquery's set takes 0.4 s at 60,000 and 1.2 s
-    at 200,000."""
-    return f"(SELECT arrayJoin({{{parameter}:Array(String)}}))"
+    """SQL for the strings of a long list parameter (core/long_lists.py) as a set for `IN`.
+    Through a subquery: a literal array of more than ~50,000 elements on the right of IN (or in
+    has()) took ~40 s in the embedded engine where 50,000 took 0.3 s; the subquery's set takes
+    0.4 s at 60,000 and 1.2 s at 200,000."""
+    return f"(SELECT arrayJoin({long_list(parameter, 'String')}))"
 
 
 # The identities at hand (the `identities` parameter).
@@ -131,20 +132,23 @@ IDENTITY_SET = string_set("identities")
 
 
 def time_lookup(name: str, key: str) -> str:
-    """SQL for the time of `key` in a parameter map identity → time, passed as two arrays
+    """SQL for the time of `key` in a parameter map identity → time, passed as two long lists
     (time_map_parameters): the drivers do not all bind a Map. `transform` over constant arrays
     looks up in a hash table built once; a Map's subscript searches its keys linearly for every
     row (a rebuild of 200k events and 6,000 identities took 4.7 s that way). The times travel as
     Unix milliseconds: a constant array of 10k DateTime64 values took the engine ~0.1 s more to
     take in than the same of Int64, for every statement using one."""
     return (
-        f"fromUnixTimestamp64Milli(transform({key}, {{{name}_keys:Array(String)}},"
-        f" {{{name}_values:Array(Int64)}}, toInt64({_FAR_FUTURE_MS})), 'UTC')"
+        f"fromUnixTimestamp64Milli(transform({key}, {long_list(f'{name}_keys', 'String')},"
+        f" {long_list(f'{name}_values', 'Int64')}, toInt64({_FAR_FUTURE_MS})), 'UTC')"
     )
 
 
 def time_map_parameters(name: str, times: Mapping[str, datetime]) -> dict[str, Any]:
-    return {f"{name}_keys": list(times), f"{name}_values": [_milliseconds(time) for time in times.values()]}
+    return {
+        **long_list_parameter(f"{name}_keys", list(times)),
+        **long_list_parameter(f"{name}_values", [_milliseconds(time) for time in times.values()]),
+    }
 
 
 def _milliseconds(moment: datetime) -> int:
@@ -439,9 +443,10 @@ FROM sessions
     if inserted_through is not None:
         parameters["inserted_through"] = inserted_through
     if identities is not None:
-        parameters["identities"] = list(identities)
+        parameters.update(long_list_parameter("identities", identities))
     if shard is not None:
         parameters["shard"], parameters["shards"] = shard
     if seen_before_start is not None:
-        parameters["seen_before_start"] = list(seen_before_start)
-    return SessionsQuery(sql, parameters, dict(ONE_LEVEL_AGGREGATION) if starts is not None else {})
+        parameters.update(long_list_parameter("seen_before_start", seen_before_start))
+    settings = {**LONG_LIST_SETTINGS, **(ONE_LEVEL_AGGREGATION if starts is not None else {})}
+    return SessionsQuery(sql, parameters, settings)
