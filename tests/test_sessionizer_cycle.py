@@ -332,6 +332,44 @@ async def test_a_session_another_cycle_writes_after_the_table_was_read_is_delete
     assert normalized(table(clickhouse, database)) == normalized(sessionize([*visit, later], RULES))
 
 
+async def test_an_older_row_written_during_a_cycle_does_not_delete_a_session_outside_its_range(
+    clickhouse: Client, watermarks: Watermarks, project_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tombstones are found from what the cycle read of the sessions that may lie in its
+    range and the rows written since. A row written meanwhile by an older writer (a lower
+    version) of a session outside the range, moved inside it, must not make that session look
+    like one this cycle left out: its identity is read again whole, and the session stays."""
+    database = f"hw_{project_id}"
+    base = now() - timedelta(hours=5)
+    first = [event("m1", "a", base), event("m2", "a", base + timedelta(minutes=20))]
+    second = [
+        event("m3", "a", base + timedelta(hours=2)),
+        event("m4", "a", base + timedelta(hours=2, minutes=20)),
+    ]
+    insert(clickhouse, database, [*first, *second])
+    await settle(clickhouse, watermarks, project_id)
+    earliest = table(clickhouse, database)[0]
+    sql = f"SELECT max(version) FROM {database}.sessions WHERE session_id = {{id:String}}"
+    its_version = clickhouse.query(sql, parameters={"id": earliest.session_id}).result_rows[0][0]
+    older = {name: getattr(earliest, name) for name, _ in SESSION_COLUMNS}
+    older.update(
+        started_at=base + timedelta(hours=4, minutes=30),
+        visit_started_at=base + timedelta(hours=4, minutes=30),
+    )
+    write_sessions = cycle._write_sessions
+
+    def and_an_older_writer_writes(*args: Any, **kwargs: Any) -> None:
+        write_sessions(*args, **kwargs)
+        write_session(clickhouse, database, older, its_version - 1)
+
+    monkeypatch.setattr(cycle, "_write_sessions", and_an_older_writer_writes)
+    later = event("m5", "a", base + timedelta(hours=4))  # recomputed from an hour before it
+    insert(clickhouse, database, [later])
+    result = await settle(clickhouse, watermarks, project_id)
+    assert result.tombstones == 0
+    assert normalized(table(clickhouse, database)) == normalized(sessionize([*first, *second, later], RULES))
+
+
 async def test_a_dead_cycles_rewrite_merged_over_the_committed_row_is_not_lost(
     clickhouse: Client, watermarks: Watermarks, project_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -147,11 +147,11 @@ def time_lookup(name: str, key: str) -> str:
 def time_map_parameters(name: str, times: Mapping[str, datetime]) -> dict[str, Any]:
     return {
         **long_list_parameter(f"{name}_keys", list(times)),
-        **long_list_parameter(f"{name}_values", [_milliseconds(time) for time in times.values()]),
+        **long_list_parameter(f"{name}_values", [unix_milliseconds(time) for time in times.values()]),
     }
 
 
-def _milliseconds(moment: datetime) -> int:
+def unix_milliseconds(moment: datetime) -> int:
     """Unix milliseconds of an aware time (whole: the column's precision)."""
     return (moment - _EPOCH) // timedelta(milliseconds=1)
 
