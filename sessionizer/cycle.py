@@ -337,8 +337,9 @@ def _touched(
 
 # Per session (identity, session_id), its newest row of any version as a cycle read it: its start
 # (Unix ms), whether it is a tombstone, and its version. Of the sessions whose newest row starts
-# where the identity may be recomputed from (every session of an identity recomputed from the
-# beginning): the tombstones are found from these and the rows written since (_write_tombstones).
+# where the identity is recomputed from or later (every session of an identity that may be
+# recomputed from the beginning): the tombstones are found from these and the rows written since
+# (_write_tombstones). Most identities have none: a returning visitor's new visit starts later.
 SessionKey = tuple[str, str]
 NewestRows = dict[SessionKey, tuple[int, int, int]]
 
@@ -391,13 +392,13 @@ def _recompute_from(
             minIf(started, live AND started < bound),
             countIf(NOT committed_row) > 0 AS has_orphan,
             minIf(newest.1, NOT committed_row),
-            -- the sessions whose newest row starts where the identity may be recomputed from
-            -- (the caller picks among these bounds)
-            any(bound) AS identity_bound,
-            toUnixTimestamp64Milli(if(has_before, least(last_before.1, identity_bound), identity_bound))
-                AS lowest_start_ms,
+            -- the sessions whose newest row starts where the identity is recomputed from (as
+            -- below; every session when it may be recomputed from the beginning)
+            toUnixTimestamp64Milli(any(bound)) AS bound_ms,
+            if(has_before AND bound_ms - toUnixTimestamp64Milli(last_before.2) <= {{timeout_ms:Int64}},
+                toUnixTimestamp64Milli(last_before.1), bound_ms) AS start_ms,
             arrayFilter(
-                s -> has_orphan OR s.2 >= lowest_start_ms,
+                s -> has_orphan OR s.2 >= start_ms,
                 groupArray((session_id, toUnixTimestamp64Milli(newest.1), newest.2, top))
             )
         FROM (
@@ -422,8 +423,12 @@ def _recompute_from(
         identity: max(moment - DEFAULT_COPY_SPREAD, THE_EARLIEST) for identity, moment in earliest.items()
     }
     # The identities are the map's keys: bound once (binding ~12k strings costs ~0.03 s).
-    parameters = {"committed": watermark.version, **time_map_parameters("affected", affected)}
     timeout = timedelta(seconds=rules.inactivity_timeout_seconds)
+    parameters = {
+        "committed": watermark.version,
+        "timeout_ms": timeout // timedelta(milliseconds=1),
+        **time_map_parameters("affected", affected),
+    }
     starts = dict(affected)
     seen: list[str] = []
     known: NewestRows = {}
