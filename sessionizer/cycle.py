@@ -39,6 +39,7 @@ from headwater.analytics.sessions.query import (
     EventSource,
     SessionsQuery,
     copy_to_recent,
+    from_unix_milliseconds,
     identity_expression,
     sessions_query,
     string_set,
@@ -389,14 +390,17 @@ def _recompute_from(
         SELECT identity,
             countIf(live AND started < bound) > 0 AS has_before,
             argMaxIf((visit_started, ended), started, live AND started < bound) AS last_before,
-            minIf(started, live AND started < bound),
-            countIf(NOT committed_row) > 0 AS has_orphan,
-            minIf(newest.1, NOT committed_row),
-            -- the sessions whose newest row starts where the identity is recomputed from (as
-            -- below; every session when it may be recomputed from the beginning)
             toUnixTimestamp64Milli(any(bound)) AS bound_ms,
+            -- within the timeout of the last session's end: from its visit's start
             if(has_before AND bound_ms - toUnixTimestamp64Milli(last_before.2) <= {{timeout_ms:Int64}},
-                toUnixTimestamp64Milli(last_before.1), bound_ms) AS start_ms,
+                toUnixTimestamp64Milli(last_before.1), bound_ms) AS from_last_ms,
+            countIf(NOT committed_row) > 0 AS has_orphan,
+            has_orphan AND toUnixTimestamp64Milli(minIf(newest.1, NOT committed_row)) < from_last_ms
+                AS from_the_beginning,
+            if(from_the_beginning, {{the_earliest_ms:Int64}}, from_last_ms) AS start_ms,
+            has_before AND toUnixTimestamp64Milli(minIf(started, live AND started < bound)) < start_ms,
+            -- the sessions whose newest row starts there or later; all of them when the identity
+            -- might be recomputed from the beginning
             arrayFilter(
                 s -> has_orphan OR s.2 >= start_ms,
                 groupArray((session_id, toUnixTimestamp64Milli(newest.1), newest.2, top))
@@ -427,24 +431,20 @@ def _recompute_from(
     parameters = {
         "committed": watermark.version,
         "timeout_ms": timeout // timedelta(milliseconds=1),
+        "the_earliest_ms": unix_milliseconds(THE_EARLIEST),
         **time_map_parameters("affected", affected),
     }
+    # An identity with no session starts at its bound; its events all came after the watermark.
     starts = dict(affected)
     seen: list[str] = []
     known: NewestRows = {}
     rows = client.query(sql, parameters=parameters, settings=LONG_LIST_SETTINGS).result_rows
-    for row in rows:
-        identity, has_before, (visit_started, ended), first_started = row[:4]
-        has_orphan, orphan_started, _, _, sessions = row[4:]
+    for identity, *_, start_ms, seen_before_start, sessions in rows:
+        starts[identity] = from_unix_milliseconds(start_ms)
+        if seen_before_start:
+            seen.append(identity)
         for session_id, started_ms, deleted, version in sessions:
             known[identity, session_id] = (started_ms, deleted, version)
-        moment = affected[identity]
-        start = utc(visit_started) if has_before and moment - utc(ended) <= timeout else moment
-        if has_orphan and utc(orphan_started) < start:
-            start = THE_EARLIEST
-        starts[identity] = start
-        if has_before and utc(first_started) < start:
-            seen.append(identity)
     return starts, seen, known
 
 

@@ -156,6 +156,11 @@ def unix_milliseconds(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
+def from_unix_milliseconds(milliseconds: int) -> datetime:
+    """The aware time of Unix milliseconds."""
+    return _EPOCH + timedelta(milliseconds=milliseconds)
+
+
 def copy_to_recent(database: str, condition: str) -> str:
     """SQL copying the events matching `condition` (parameters only) into the sessionizer's
     `sessionizer_recent`, each field as the computation reads it."""
