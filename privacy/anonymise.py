@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from .detectors import DETECTOR_ORDER, contains, may_hold_any, placeholder_of, replace_matches
+from .detectors import DETECTOR_ORDER, contains, may_hold_any, placeholder_of, replace_all, replacement_steps
 from .hashing import KeyedHasher
 from .ipnet import truncated_ip
 from .rules import ID_FIELDS, OBJECT_FIELDS, Rule
@@ -39,6 +39,7 @@ NO_KEY_PLACEHOLDER = "[unhashed]"
 _RESULT_CACHE_SIZE = 16_384  # keyed hashes kept
 _RESULTS_KEPT = 32_768  # ids' and objects' results kept, for every rule set together
 _CACHED_JSON_BYTES = 2048
+_BACKSLASH = 0x5C  # (an int: see _may_apply)
 
 
 class Change(NamedTuple):
@@ -85,10 +86,10 @@ class CompiledRules:
         self.object_fields = tuple(f for f in OBJECT_FIELDS if f in self._by_root)
         self.event_objects = tuple(f for f in self.object_fields if f != "context")  # (a batch's context too)
         # Per object field: whether a rule reads it whatever its bytes hold (a wildcard or the
-        # whole object), else the bytes one of its rules' first keys shows as.
+        # whole object), else the bytes one of its rules' first keys shows as (each once).
         self._always = {root: any(r.needle is None for r in rules) for root, rules in self._by_root.items()}
         self._needles = {
-            root: tuple(r.needle for r in rules if r.needle is not None)
+            root: tuple(dict.fromkeys(r.needle for r in rules if r.needle is not None))
             for root, rules in self._by_root.items()
         }
         # Per field: the results for the small values seen (an id's text → its new value; an
@@ -158,22 +159,30 @@ class CompiledRules:
     def _apply_json_raw(
         self, root: str, data: bytes, changes: list[Change] | None = None
     ) -> msgspec.Raw | None:
-        new = self._apply_json(root, data, changes)
+        new = self._rewrite_json(root, data, changes)
         return None if new is None else msgspec.Raw(new)
 
     def _may_apply(self, root: str, raw: bytes) -> bool:
         """Whether a rule of `root` may find its field in `raw`: its first key's bytes are there,
-        or an escape (which could spell that key otherwise)."""
+        or an escape (which could spell that key otherwise).
+
+        Not `needle in raw`: CPython first tries a bytes operand of `in` as an integer (raising and
+        clearing an exception), ~0.22 µs a search where `raw.find(needle)` takes ~0.1 µs, and a
+        single byte searched for as an integer ~0.02 µs."""
         if self._always[root]:
             return True
         for needle in self._needles[root]:
-            if needle in raw:
+            if raw.find(needle) >= 0:
                 return True
-        return b"\\" in raw
+        return _BACKSLASH in raw
 
     def _apply_json(self, root: str, raw: bytes, changes: list[Change] | None = None) -> bytes | None:
         if not self._may_apply(root, raw):
             return None
+        return self._rewrite_json(root, raw, changes)
+
+    def _rewrite_json(self, root: str, raw: bytes, changes: list[Change] | None) -> bytes | None:
+        """`_apply_json` once `_may_apply` said yes."""
         rules = self._by_root[root]
         try:
             value = _decoder.decode(raw)
@@ -421,15 +430,14 @@ def _transform(rule: Rule, hash_key: bytes | None) -> Transform:
         placeholder = rule.placeholder if rule.placeholder is not None else default_placeholder
         return lambda _match: placeholder
 
-    steps = [(detector, replacement(placeholder_of(detector))) for detector in detectors]
+    steps = replacement_steps((detector, replacement(placeholder_of(detector))) for detector in detectors)
     pattern_replace = replacement(PATTERN_PLACEHOLDER)
 
     def rewrite(text: str) -> str:
         if queries is not None:
             text = queries.apply(text)
         if steps and may_hold_any(text):
-            for detector, replace_match in steps:
-                text = replace_matches(text, detector, replace_match)
+            text = replace_all(text, steps)
         if pattern is not None:
             text = pattern.sub(lambda match: pattern_replace(match.group(0)), text)
         return text

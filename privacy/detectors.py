@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 Replace = Callable[[str], str]
@@ -52,12 +52,16 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-_NO_DIGITS = str.maketrans("", "", "0123456789")
+_DIGITS = b"0123456789"
 
 
 def _digit_count(text: str) -> int:
-    """ASCII digits in `text` (what the detectors' expressions match as digits)."""
-    return len(text) - len(text.translate(_NO_DIGITS))
+    """ASCII digits in `text` (what the detectors' expressions match as digits). Counted in its
+    UTF-8 bytes, where every other character is bytes of 0x80 and up: `bytes.translate` deletes
+    in C (~0.25 µs for an e-mail address) where `str.translate` looks each character up in a
+    table (~1 µs), and the digit-based detectors ask once per value each."""
+    data = text.encode("utf-8", "surrogatepass")
+    return len(data) - len(data.translate(None, _DIGITS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +70,9 @@ class _Detector:
     check: Callable[[str], bool]
     maybe: Callable[[str], bool]  # False: the text cannot hold a match (skips the expression)
     placeholder: str
+    # > 0: `maybe` is "the text holds at least this many digits", which `replace_all` asks of a
+    # count it makes once per text for every detector.
+    min_digits: int = 0
 
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+", re.ASCII)
@@ -107,11 +114,11 @@ def _has_digits(count: int) -> Callable[[str], bool]:
 
 DETECTORS: dict[str, _Detector] = {
     "email": _Detector(_EMAIL, lambda _c: True, lambda t: "@" in t, "[email]"),
-    "card": _Detector(_CARD, _card_check, _has_digits(13), "[card]"),
-    "iban": _Detector(_IBAN, iban_valid, _has_digits(2), "[iban]"),
+    "card": _Detector(_CARD, _card_check, _has_digits(13), "[card]", min_digits=13),
+    "iban": _Detector(_IBAN, iban_valid, _has_digits(2), "[iban]", min_digits=2),
     "ip": _Detector(_IPV4, _is_ip, lambda t: "." in t, "[ip]"),
     "ipv6": _Detector(_IPV6, _is_ip, lambda t: t.count(":") >= 2, "[ip]"),
-    "phone": _Detector(_PHONE, _phone_check, _has_digits(7), "[phone]"),
+    "phone": _Detector(_PHONE, _phone_check, _has_digits(7), "[phone]", min_digits=7),
 }
 # The order detectors run in within one rule: the stricter (checked) ones first, so a card number
 # is `[card]` rather than taken for a phone number.
@@ -132,19 +139,48 @@ def placeholder_of(detector: str) -> str:
     return DETECTORS[detector].placeholder
 
 
-def replace_matches(text: str, detector: str, replace: Replace) -> str:
-    """`text` with each checked match of `detector` replaced by `replace(match)`."""
-    parts = (DETECTORS["ip"], DETECTORS["ipv6"]) if detector == "ip" else (DETECTORS[detector],)
-    for part in parts:
-        if not part.maybe(text):
+# A detector's expression and what replaces its checked matches; "ip" is two (IPv4, then IPv6).
+Step = tuple[_Detector, Replace]
+
+
+def replacement_steps(detectors: Iterable[tuple[str, Replace]]) -> tuple[Step, ...]:
+    """The steps of `replace_all` for (detector, replace) pairs, in their order."""
+    steps: list[Step] = []
+    for detector, replace in detectors:
+        parts = (DETECTORS["ip"], DETECTORS["ipv6"]) if detector == "ip" else (DETECTORS[detector],)
+        steps.extend((part, replace) for part in parts)
+    return tuple(steps)
+
+
+def replace_all(text: str, steps: tuple[Step, ...]) -> str:
+    """`text` after each step in turn, each checked match of its detector replaced by its
+    `replace(match)`; the digits are counted once for all the digit-based detectors (again only
+    after a step changed the text)."""
+    digits = -1
+    for part, replace in steps:
+        if part.min_digits:
+            if digits < 0:
+                digits = _digit_count(text)
+            if digits < part.min_digits:
+                continue
+        elif not part.maybe(text):
             continue
 
-        def substitute(match: re.Match[str], check: Callable[[str], bool] = part.check) -> str:
+        def substitute(
+            match: re.Match[str], check: Callable[[str], bool] = part.check, replace: Replace = replace
+        ) -> str:
             found = match.group(0)
             return replace(found) if check(found) else found
 
-        text = part.candidates.sub(substitute, text)
+        new = part.candidates.sub(substitute, text)
+        if new != text:
+            text, digits = new, -1
     return text
+
+
+def replace_matches(text: str, detector: str, replace: Replace) -> str:
+    """`text` with each checked match of `detector` replaced by `replace(match)`."""
+    return replace_all(text, replacement_steps(((detector, replace),)))
 
 
 def contains(text: str, detector: str) -> bool:
