@@ -12,7 +12,7 @@ import orjson
 from headwater.core.projects.settings import ProjectSettings
 from headwater.core.wire.envelope import NULL
 from headwater.core.wire.timestamps import utc_timestamp
-from headwater.privacy.anonymise import Change, CompiledRules, compile_rules
+from headwater.privacy.anonymise import CACHED_JSON_BYTES, Change, CompiledRules, compile_rules
 
 from .enrich import (
     ENRICHMENT_COLUMN_TYPES,
@@ -101,20 +101,34 @@ def _context_json(raw: msgspec.Raw, context: WireContext, stored_ip: str) -> str
 def _anonymised_event(event: WireEvent, rules: CompiledRules, changes: list[Change] | None) -> WireEvent:
     """`event` with the project's anonymisation rules applied to its ids, properties and traits."""
     updates: dict[str, object] = {}
-    for field in rules.id_fields:
+    for field, results in rules.id_results:
         value = getattr(event, field)
-        if value is not None:
+        if value is None:
+            continue
+        # A repeated id (a visitor's, on each of its events) is one lookup here; the rest, and
+        # every id when changes are noted, goes through apply_value.
+        cached = changes is None and type(value) is str and len(value) <= CACHED_JSON_BYTES
+        new = results.get(value, _UNKNOWN) if cached else _UNKNOWN
+        if new is _UNKNOWN:
             new = rules.apply_value(field, value, changes)
-            if new is not value:
-                updates[field] = new
-    for field in rules.event_objects:
+        if new is not value:
+            updates[field] = new
+    for field, object_results in rules.object_results:
         raw = getattr(event, field)
         if raw is NULL:  # not sent (most events have traits or properties only)
             continue
-        raw = rules.apply_json_raw(field, raw, changes)
+        data = bytes(raw)
+        if changes is None and len(data) <= CACHED_JSON_BYTES:  # (apply_json_raw, its lookup here)
+            known = object_results.get(data, _UNKNOWN)
+            raw = rules.apply_json_unknown(field, data) if known is _UNKNOWN else known
+        else:
+            raw = rules.apply_json_raw(field, raw, changes)
         if raw is not None:
             updates[field] = raw
     return msgspec.structs.replace(event, **updates) if updates else event
+
+
+_UNKNOWN = object()
 
 
 def _anonymised_context(

@@ -38,7 +38,7 @@ PATTERN_PLACEHOLDER = "[redacted]"
 NO_KEY_PLACEHOLDER = "[unhashed]"
 _RESULT_CACHE_SIZE = 16_384  # keyed hashes kept
 _RESULTS_KEPT = 32_768  # ids' and objects' results kept, for every rule set together
-_CACHED_JSON_BYTES = 2048
+CACHED_JSON_BYTES = 2048
 _BACKSLASH = 0x5C  # (an int: see _may_apply)
 
 
@@ -95,6 +95,11 @@ class CompiledRules:
         # Per field: the results for the small values seen (an id's text → its new value; an
         # object's bytes → its new JSON, None: unchanged), within one bound for every rule set (_keep).
         self._results: dict[str, dict[Any, Any]] = {root: {} for root in self._by_root}
+        # (field, its kept results) per id field: rows.py looks a repeated id up itself, without
+        # a call (the dicts are only ever cleared, never replaced; a miss goes to apply_value).
+        self.id_results = tuple((field, self._results[field]) for field in self.id_fields)
+        # The same for the event's objects (properties, traits: their bytes → the new JSON or None).
+        self.object_results = tuple((field, self._results[field]) for field in self.event_objects)
         _result_holders.add(self)
 
     def _forget_results(self) -> None:
@@ -106,7 +111,7 @@ class CompiledRules:
 
     def apply_value(self, field: str, value: Any, changes: list[Change] | None = None) -> Any:
         """An id field's value after the rules on it (None once dropped)."""
-        if changes is None and type(value) is str and len(value) <= _CACHED_JSON_BYTES:
+        if changes is None and type(value) is str and len(value) <= CACHED_JSON_BYTES:
             results = self._results.get(field)
             if results is None:
                 return value  # no rule on this field
@@ -140,21 +145,27 @@ class CompiledRules:
     ) -> msgspec.Raw | None:
         """`apply_json` on a `msgspec.Raw`, giving one (as the consumers hold an event's objects)."""
         data = bytes(raw)
-        if changes is None and len(data) <= _CACHED_JSON_BYTES:
+        if changes is None and len(data) <= CACHED_JSON_BYTES:
             # A repeat is answered by one lookup on its bytes, before any search for the rules'
             # keys (~1.3 µs an event less than searching first, on bench/anonymisation.py's events).
-            results = self._results[root]
-            known = results.get(data, _UNKNOWN)
+            known = self._results[root].get(data, _UNKNOWN)
             if known is not _UNKNOWN:
                 return known  # type: ignore[no-any-return]
-            # An object no rule can touch (most events' properties, all different) is not kept:
-            # it would only push useful results out.
-            if not self._may_apply(root, data):
-                return None
-            result = self._apply_json_raw(root, data)
-            _keep(results, data, result)
-            return result
+            return self.apply_json_unknown(root, data)
         return self._apply_json_raw(root, data, changes)
+
+    def apply_json_unknown(self, root: str, data: bytes) -> msgspec.Raw | None:
+        """`apply_json_raw` (no changes noted) on bytes not among the results kept for `root`
+        (rows.py looks those of up to CACHED_JSON_BYTES up itself, in `object_results`); kept when
+        that small."""
+        # An object no rule can touch (most events' properties, all different) is not kept:
+        # it would only push useful results out.
+        if not self._may_apply(root, data):
+            return None
+        result = self._apply_json_raw(root, data)
+        if len(data) <= CACHED_JSON_BYTES:
+            _keep(self._results[root], data, result)
+        return result
 
     def _apply_json_raw(
         self, root: str, data: bytes, changes: list[Change] | None = None
@@ -230,7 +241,7 @@ def _compiled(rules: tuple[Rule, ...], hash_key: bytes | None) -> CompiledRules:
 # Events repeat their ids and objects (a visitor's id, a page's context, a request's batch
 # context): the results for small ones are kept, so a repeat costs a lookup. One bound for every
 # project (each keeps its own results with its compiled rules), so the memory is bounded whatever
-# the number of projects: at most _RESULTS_KEPT results of at most _CACHED_JSON_BYTES (~64 MB at
+# the number of projects: at most _RESULTS_KEPT results of at most CACHED_JSON_BYTES (~64 MB at
 # worst, ~10 MB for events' usual objects of a few hundred bytes). At the bound, every result is
 # forgotten at once: the repeats come back within a few batches, and an LRU's bookkeeping would
 # cost each lookup more than the refill does.
