@@ -27,7 +27,7 @@ from headwater.privacy.bots import (
     user_agent_reason,
 )
 
-from .ip import parse_ip
+from .ip import parsed_ip
 from .useragent import DEFAULT_UA_CACHE_SIZE
 
 _ADDRESS_CACHE_SIZE = 16_384
@@ -60,7 +60,7 @@ class BotFilter:
         self.referrer_spam = referrer_spam if referrer_spam is not None else default_referrer_spam()
         self._crawlers = crawlers
         self._user_agent = functools.lru_cache(maxsize=ua_cache_size)(self._user_agent_reason)
-        self._address = functools.lru_cache(maxsize=_ADDRESS_CACHE_SIZE)(parse_ip)
+        self._address = parsed_ip  # (shared: the enricher parsed the client's address already)
         self._blocklist = functools.lru_cache(maxsize=_BLOCKLIST_CACHE_SIZE)(_ranges)
         # Per event, unlike the client's checks: a site's referrers repeat, a look-up is ~1 µs.
         self._spam = functools.lru_cache(maxsize=_ADDRESS_CACHE_SIZE)(self.referrer_spam.is_spam)

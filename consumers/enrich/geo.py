@@ -28,7 +28,7 @@ import geoip2.errors
 import geoip2.models
 import maxminddb
 
-from .ip import IpAddress, is_public, parse_ip
+from .ip import IpAddress, is_public, parsed_ip
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ class GeoLookup:
         return self._cached(ip)
 
     def _lookup(self, ip: str) -> GeoResult:
-        address = parse_ip(ip)
+        address = parsed_ip(ip)
         if address is None or not is_public(address):
             return EMPTY_GEO
         for database in self._databases:
