@@ -233,6 +233,22 @@ def test_an_operators_list_adds_to_the_shipped_one(tmp_path: Path) -> None:
     assert len(ReferrerSpamList(["a.test", "www.a.test", "# c"])) == 1
 
 
+def test_each_projects_blocklist_answers_for_it_whichever_was_asked_last() -> None:
+    """The filter remembers the blocklist it was last asked for by the identity of its tuple:
+    alternating projects (and equal tuples that are other objects) get their own answers."""
+    bots = BotFilter()
+    tens = ProjectSettings().merged({"bots": {"ip_blocklist": ["10.0.0.0/8"]}}).bots
+    ours = ProjectSettings().merged({"bots": {"ip_blocklist": ["192.168.0.0/16"]}}).bots
+    again = ProjectSettings().merged({"bots": {"ip_blocklist": ["10.0.0.0/8"]}}).bots
+    assert again.ip_blocklist == tens.ip_blocklist and again.ip_blocklist is not tens.ip_blocklist
+    browser = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+    for _ in range(2):
+        for rules, flagged, passed in ((tens, "10.1.2.3", "192.168.1.1"), (ours, "192.168.1.1", "10.1.2.3"),
+                                       (again, "10.9.9.9", "192.168.7.7")):  # fmt: skip
+            assert bots.client_reason(browser, False, flagged, rules) == "ip_blocklist"
+            assert bots.client_reason(browser, False, passed, rules) is None
+
+
 # ---- settings ------------------------------------------------------------------------------------
 
 

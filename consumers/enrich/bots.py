@@ -62,6 +62,10 @@ class BotFilter:
         self._user_agent = functools.lru_cache(maxsize=ua_cache_size)(self._user_agent_reason)
         self._address = parsed_ip  # (shared: the enricher parsed the client's address already)
         self._blocklist = functools.lru_cache(maxsize=_BLOCKLIST_CACHE_SIZE)(_ranges)
+        # The blocklist last asked for, by the identity of its tuple: one settings object serves a
+        # whole group of messages, and the cache above hashes and compares a 100-network tuple
+        # (~1.9 µs a client). One attribute, set at once: threads may share the filter.
+        self._last_blocklist: tuple[tuple[str, ...], NetworkRanges] | None = None
         # Per event, unlike the client's checks: a site's referrers repeat, a look-up is ~1 µs.
         self._spam = functools.lru_cache(maxsize=_ADDRESS_CACHE_SIZE)(self.referrer_spam.is_spam)
 
@@ -86,11 +90,19 @@ class BotFilter:
         if ip and (rules.ip_blocklist or (rules.datacentre and self.datacentre)):
             address: IpAddress | None = self._address(ip)
             if address is not None:
-                if rules.ip_blocklist and address in self._blocklist(rules.ip_blocklist):
+                if rules.ip_blocklist and address in self._blocklist_of(rules.ip_blocklist):
                     return "ip_blocklist"
                 if rules.datacentre and self.datacentre is not None and address in self.datacentre:
                     return "datacentre"
         return None
+
+    def _blocklist_of(self, networks: tuple[str, ...]) -> NetworkRanges:
+        last = self._last_blocklist
+        if last is not None and last[0] is networks:
+            return last[1]
+        ranges = self._blocklist(networks)
+        self._last_blocklist = (networks, ranges)
+        return ranges
 
     def referrer_reason(self, referrer_host: str, rules: Bots) -> BotReason | None:
         if rules.referrer_spam and referrer_host and self._spam(referrer_host):
