@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 from clickhouse_connect.driver.client import Client
 
+from headwater.core.migrations.ddl import on_cluster
 from headwater.core.projects.project import database_name
 
 
@@ -25,20 +26,19 @@ def grant_statements(project_id: str, query_user: str, cluster: str | None = Non
     """Idempotent DDL giving `query_user` the project's reader role (SELECT on its database only)."""
     database = database_name(project_id)
     role = reader_role(database)
-    on_cluster = f" ON CLUSTER `{cluster}`" if cluster else ""
+    cluster_clause = on_cluster(cluster)
     user = _quoted(query_user)
     return [
-        f"CREATE ROLE IF NOT EXISTS `{role}`{on_cluster}",
-        f"GRANT{on_cluster} SELECT ON `{database}`.* TO `{role}`",
-        f"GRANT{on_cluster} `{role}` TO {user}",
+        f"CREATE ROLE IF NOT EXISTS `{role}`{cluster_clause}",
+        f"GRANT{cluster_clause} SELECT ON `{database}`.* TO `{role}`",
+        f"GRANT{cluster_clause} `{role}` TO {user}",
         # Granted roles become default roles unless told otherwise: keep the user role-less.
         f"SET DEFAULT ROLE NONE TO {user}",
     ]
 
 
 def revoke_statements(project_id: str, cluster: str | None = None) -> list[str]:
-    on_cluster = f" ON CLUSTER `{cluster}`" if cluster else ""
-    return [f"DROP ROLE IF EXISTS `{reader_role(database_name(project_id))}`{on_cluster}"]
+    return [f"DROP ROLE IF EXISTS `{reader_role(database_name(project_id))}`{on_cluster(cluster)}"]
 
 
 def _quoted(name: str) -> str:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from headwater.control.settings import AdminToken
+from headwater.core.migrations.ddl import cluster_name
 from headwater.edge.settings import EdgeSettings
 from headwater.edge.streams import StreamSettings
 from headwater.spool import worker_spool_dir
@@ -87,11 +88,24 @@ control_url_option = option(
     None,
     help="Control API to talk to; default: the running `headwater up` stack of --data-dir.",
 )
+
+
+def _cluster_name(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """A click callback: a cluster name ClickHouse's configuration can spell (it goes into DDL)."""
+    if not value:
+        return None
+    try:
+        return cluster_name(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
 on_cluster_option = option(
     "--on-cluster",
     None,
     metavar="NAME",
     env="HEADWATER_CLICKHOUSE_CLUSTER",
+    callback=_cluster_name,
     help="ClickHouse cluster to run DDL ON CLUSTER (a replicated ClickHouse); default: a single server.",
 )
 log_format_option = option(

@@ -14,7 +14,9 @@ import pytest
 from click.testing import CliRunner
 from hw_testing import ADMIN_TOKEN, create_project
 
+from headwater.control.query_grants import grant_statements
 from headwater.control.settings import AdminToken
+from headwater.core.migrations.ddl import on_cluster, system_table
 from headwater.ops.cli import main
 from headwater.ops.migrate import ProjectMigration, migrate_all
 from headwater.ops.natsserver import NatsServerProcess
@@ -101,6 +103,31 @@ def test_migrate_needs_nats_and_clickhouse() -> None:
     )
     assert result.exit_code == 2
     assert "--nats-url" in result.output
+
+
+@pytest.mark.parametrize("name", ["c1`, system.one) --", "two words", "x;DROP", "-dash-first", "a" * 129])
+def test_a_cluster_name_that_is_not_a_plain_name_is_refused_before_any_sql(name: str) -> None:
+    """The cluster's name is spliced into DDL as an identifier: the option refuses anything else,
+    and so do the helpers that splice it."""
+    result = CliRunner().invoke(
+        main,
+        [
+            "migrate",
+            "--nats-url",
+            "nats://127.0.0.1:1",
+            "--clickhouse-url",
+            "chdb:///nowhere",
+            "--on-cluster",
+            name,
+        ],
+    )
+    assert result.exit_code == 2
+    assert "--on-cluster" in result.output and "cluster's name" in result.output
+    for splice in (on_cluster, lambda cluster: system_table("parts", cluster)):
+        with pytest.raises(ValueError, match="cluster's name"):
+            splice(name)
+    assert on_cluster("hw.cluster-1_a") == " ON CLUSTER `hw.cluster-1_a`"
+    assert grant_statements("p1", "reader", "hw.cluster-1_a")[0].endswith(" ON CLUSTER `hw.cluster-1_a`")
 
 
 # -- admin tokens ---------------------------------------------------------------------------------

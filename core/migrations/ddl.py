@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+import re
+
+# A cluster's name as ClickHouse's configuration can spell it (an XML element's name): it is
+# spliced into SQL as an identifier (`ON CLUSTER`, `clusterAllReplicas`), so it is checked here.
+_CLUSTER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
+
+
+def cluster_name(cluster: str) -> str:
+    """`cluster`, checked to be a plain name; ValueError otherwise."""
+    if not _CLUSTER_NAME.fullmatch(cluster):
+        raise ValueError(
+            "a ClickHouse cluster's name is a letter or _ then letters, digits, _ . or - "
+            f"(at most 128): {cluster!r}"
+        )
+    return cluster
+
 
 def on_cluster(cluster: str | None) -> str:
     """The `ON CLUSTER` clause for a clustered ClickHouse, or nothing."""
-    return f" ON CLUSTER `{cluster}`" if cluster else ""
+    return f" ON CLUSTER `{cluster_name(cluster)}`" if cluster else ""
+
+
+def system_table(table: str, cluster: str | None) -> str:
+    """A system table (a name of ours) of this server, or of every replica of the cluster."""
+    return f"clusterAllReplicas(`{cluster_name(cluster)}`, system.{table})" if cluster else f"system.{table}"
 
 
 # Where a replicated table keeps its state in ClickHouse Keeper: `{shard}` and `{replica}` are the

@@ -33,7 +33,7 @@ from headwater.core.catalog import table_engine, table_exists
 from headwater.core.clickhouse_errors import error_code
 
 from .copy_rank import COLUMN
-from .ddl import deduplication_window, on_cluster, replacing_engine
+from .ddl import deduplication_window, on_cluster, replacing_engine, system_table
 
 NUMBER = 7
 NAME = "copy_rank"
@@ -97,14 +97,9 @@ def _versioned(engine_full: str) -> bool:
     return "copy_rank" in engine_full.split(" PARTITION BY ")[0].split(" ORDER BY ")[0]
 
 
-def _system(table: str, cluster: str | None) -> str:
-    """A system table of this server, or of every replica of the cluster."""
-    return f"clusterAllReplicas(`{cluster}`, system.{table})" if cluster else f"system.{table}"
-
-
 def _move_partitions(client: Client, database: str, cluster: str | None) -> None:
     partitions = client.query(
-        f"SELECT DISTINCT partition_id FROM {_system('parts', cluster)} "
+        f"SELECT DISTINCT partition_id FROM {system_table('parts', cluster)} "
         "WHERE database = {db:String} AND table = {table:String} AND active AND rows > 0 "
         "ORDER BY partition_id",
         parameters={"db": database, "table": PREVIOUS},
@@ -122,7 +117,7 @@ def _move_partitions(client: Client, database: str, cluster: str | None) -> None
 def _wait_for_inserts_begun_before(client: Client, cluster: str | None, started: float) -> None:
     """Wait until no INSERT begun before `started` (monotonic) is left: one that began before the
     rename may still commit its rows into the renamed table."""
-    processes = _system("processes", cluster)
+    processes = system_table("processes", cluster)
     deadline = time.monotonic() + INSERTS_TIMEOUT_SECONDS
     while True:
         running = client.query(
