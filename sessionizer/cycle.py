@@ -501,7 +501,6 @@ def _write_tombstones(
     `known` lacks, in a row older than this cycle's, may have an older row `known` left out as
     outside the range: its identity's sessions are read again whole (rare: another writer, or a
     merge during the cycle)."""
-    newest = dict(known)
     in_new_parts = f"_part NOT IN {string_set('parts_before')}"
     parts = long_list_parameter("parts_before", parts_before)
     written_since = _rows_of(client, database, list(starts), in_new_parts, parts)
@@ -510,10 +509,8 @@ def _write_tombstones(
         for identity, session_id, _, _, row_version in written_since
         if row_version < version and (identity, session_id) not in known
     }
+    newest = {key: row for key, row in known.items() if key[0] not in unsure}
     if unsure:
-        for identity, session_id, *_ in known:
-            if identity in unsure:
-                del newest[identity, session_id]
         written_since = [row for row in written_since if row[0] not in unsure]
         written_since += _rows_of(client, database, sorted(unsure), "1", {})
     for identity, session_id, started_ms, deleted, row_version in written_since:
