@@ -257,7 +257,8 @@ def funnels(draw: st.DrawFn, dense: bool = False) -> Funnel:
     )
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# 200: the floor of random event sets and funnels, in this test alone (the others add more).
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(events=stored_events(), funnel=funnels(), data=st.data())
 def test_the_query_equals_the_reference(
     events_table: tuple[Client, str], events: list[FunnelEvent], funnel: Funnel, data: st.DataObject
@@ -267,7 +268,7 @@ def test_the_query_equals_the_reference(
     check_against_reference(*events_table, events, funnel, data)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=70, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(events=stored_events(dense=True), funnel=funnels(dense=True), data=st.data())
 def test_exclusions_equal_the_reference(
     events_table: tuple[Client, str], events: list[FunnelEvent], funnel: Funnel, data: st.DataObject
@@ -373,7 +374,7 @@ def _steps(names: Sequence[str], most: int) -> st.SearchStrategy[list[str]]:
     return st.lists(st.sampled_from(names), min_size=2, max_size=most, unique=True)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     events=distinct_seconds("ABCD", each_name_once=False), steps=_steps("ABC", 3), window=st.integers(1, 300)
 )
@@ -389,7 +390,7 @@ def test_ordered_levels_equal_clickhouses_window_funnel(
     assert ours == window_funnel(client, database, funnel, strict=False)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     events=distinct_seconds("ABCD", each_name_once=True), window=st.integers(1, 300), size=st.integers(2, 4)
 )
@@ -628,7 +629,7 @@ def session_spans(events: Sequence[FunnelEvent], data: st.DataObject) -> list[Se
     return spans
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     events=stored_events(),
     funnel=funnels(),
@@ -1015,7 +1016,7 @@ def few_events(draw: st.DrawFn) -> list[FunnelEvent]:
     return events
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(events=few_events(), funnel=funnels_with_step_options())
 def test_optional_steps_and_step_windows_attempts_equal_the_reference(
     events_table: tuple[Client, str], events: list[FunnelEvent], funnel: Funnel

@@ -162,7 +162,7 @@ def questions(draw: st.DrawFn) -> Paths:
     )
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(events=stored_events(), paths=questions())
 def test_the_query_equals_the_reference(
     events_table: tuple[Client, str], events: list[FunnelEvent], paths: Paths
