@@ -28,6 +28,7 @@ from .controlclient import ControlClient
 from .natsauth import NatsAuth
 from .natsconn import connect_for_command
 from .options import (
+    BYTE_SIZE,
     clickhouse_url_option,
     control_url_option,
     data_dir_option,
@@ -148,6 +149,7 @@ async def rebuild_project(
     since: datetime | None,
     settle_seconds: float,
     auth: NatsAuth | None = None,
+    max_memory: int | None = None,
 ) -> None:
     def step(text: str) -> None:
         click.echo(text, err=True)
@@ -168,7 +170,14 @@ async def rebuild_project(
         window = "all events" if since is None else f"events since {since.isoformat()}"
         step(f"recomputing the sessions of every identity with {window}")
         result = await rebuild(
-            clickhouse, watermarks, project_id, rules, since, settle_seconds, RebuildProgress()
+            clickhouse,
+            watermarks,
+            project_id,
+            rules,
+            since,
+            settle_seconds,
+            RebuildProgress(),
+            max_memory=max_memory,
         )
     finally:
         await nats.close()
@@ -194,6 +203,7 @@ class RebuildProgress:
         if self._bar is None:
             bar = click.progressbar(length=max(total, 1), label=unit, file=sys.stderr, show_pos=True)
             self._bar = bar.__enter__()
+        self._bar.length = max(total, 1)  # shards split when ClickHouse refused one for memory
         self._bar.update(done - self._bar.pos)
         if done >= total:
             self._bar.__exit__(None, None, None)
@@ -272,6 +282,13 @@ def status(
     show_default=True,
     help="Take events inserted up to this long before ClickHouse's clock (as the sessionizer does).",
 )
+@click.option(
+    "--max-memory",
+    type=BYTE_SIZE,
+    default=None,
+    help="Memory each of a full rebuild's statements may take in ClickHouse (max_memory_usage), "
+    "e.g. 4GiB; a shard refused for memory is split in two. Default: the server's limits.",
+)
 def rebuild_command(
     nats_url: str | None,
     nats_auth: NatsAuth,
@@ -280,6 +297,7 @@ def rebuild_command(
     project: str,
     since: datetime | None,
     settle_seconds: float,
+    max_memory: float | None,
 ) -> None:
     """Recompute a project's sessions (after a change of its rules, a replay or an import), late
     events included. Safe while sessionizers run: the newest computation wins, and the watermark is
@@ -290,6 +308,9 @@ def rebuild_command(
     target = resolve_nats(nats_url, data_dir, nats_auth)
     clickhouse = _open_clickhouse(clickhouse_url)
     try:
-        asyncio.run(rebuild_project(target.url, clickhouse, project, since, settle_seconds, target.auth))
+        memory = None if max_memory is None or max_memory < 0 else int(max_memory)
+        asyncio.run(
+            rebuild_project(target.url, clickhouse, project, since, settle_seconds, target.auth, memory)
+        )
     finally:
         clickhouse.close()

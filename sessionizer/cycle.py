@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from headwater.analytics.sessions.query import (
     DEFAULT_COPY_SPREAD,
@@ -47,6 +48,7 @@ from headwater.analytics.sessions.query import (
     time_map_parameters,
     unix_milliseconds,
 )
+from headwater.core.clickhouse_errors import error_code
 from headwater.core.long_lists import LONG_LIST_SETTINGS, long_list, long_list_parameter
 from headwater.core.migrations.m0003_sessions import SESSION_COLUMNS, VERSION_COLUMNS
 from headwater.core.migrations.m0004_sessionizer_recent import RECENT_KEEP
@@ -150,10 +152,15 @@ def _keep_recent(
 # bounded by a chunk's events, and a rebuild can report progress.
 REBUILD_CHUNK_IDENTITIES = 50_000
 # A full rebuild takes the identities in shards (by hash) of about this many events each: one pass
-# over the events per shard, memory bounded by a shard's events (the embedded engine's process
-# peaked at 2.5 GB for 10M events in two shards, 4.5 GB in one, ~8% faster). Chunks of listed
-# identities would each scan the whole table again.
-REBUILD_SHARD_EVENTS = 8_000_000
+# over the events per shard, memory bounded by a shard's events (~450 bytes an event with the SDK's
+# contexts: the embedded engine's process peaked at 4.5 GB for 10M events in one shard, 2.5 GB in
+# two, and one pass took ~10% less time than two). Chunks of listed identities would each scan the
+# whole table again. A shard ClickHouse refuses for memory is split: _rebuild_everything.
+REBUILD_SHARD_EVENTS = 12_000_000
+# ClickHouse's refusals for memory (MEMORY_LIMIT_EXCEEDED, CANNOT_ALLOCATE_MEMORY): a rebuild then
+# splits its shards in two and goes on, down to shards of this many.
+_MEMORY_ERRORS = frozenset({173, 241})
+_MOST_SHARDS = 1024
 # (done, in all, unit): identities, or for a full rebuild shards of them.
 Progress = Callable[[int, int, str], None]
 
@@ -168,15 +175,18 @@ async def rebuild(
     progress: Progress | None = None,
     chunk_identities: int = REBUILD_CHUNK_IDENTITIES,
     shard_events: int = REBUILD_SHARD_EVENTS,
+    max_memory: int | None = None,
 ) -> CycleResult:
     """Recompute the sessions of every identity with events since `since` (all when None), late
     events included: after a rule change, a replay or an import. The watermark stays (the next
-    cycle redoes what arrived meanwhile, which changes nothing)."""
+    cycle redoes what arrived meanwhile, which changes nothing). `max_memory`: bytes a full
+    rebuild's statements may take in ClickHouse (its `max_memory_usage`); the shards are split
+    until each fits."""
     database = database_name(project_id)  # validated: it is spliced into SQL as an identifier
     through = snapshot_end(client, settle_seconds)
     if since is None:
         identities, sessions, tombstones = _rebuild_everything(
-            client, database, rules, through, progress, shard_events
+            client, database, rules, through, progress, shard_events, max_memory
         )
         return CycleResult(project_id, through, identities, sessions, tombstones, 0, False)
     watermark = await watermarks.get(project_id)
@@ -202,35 +212,60 @@ def _rebuild_everything(
     through: datetime,
     progress: Progress | None,
     shard_events: int,
+    max_memory: int | None = None,
 ) -> tuple[int, int, int]:
     """Every session from every event inserted up to `through`, shard by shard; every older session
     row gets a tombstone (those of identities no event names any more too). The identities, the
     sessions written and the tombstones. Progress is reported in shards: counting each shard's
-    identities up front took ~4% of a rebuild (0.33-0.44 s of 10M events)."""
+    identities up front took ~4% of a rebuild (0.33-0.44 s of 10M events).
+
+    A shard ClickHouse refuses for memory is split in two, and so is every shard not done yet
+    (the shard of hash residue r of n becomes those of r and r + n of 2n); the shards done stay
+    done. Whatever the refused statement had written is written again, the same rows with the
+    same version."""
     parameters: dict[str, Any] = {"through": through}
     events_sql = f"SELECT count() FROM `{database}`.events WHERE inserted_at <= {{through:{_TIME}}}"
     events = int(client.query(events_sql, parameters=parameters).result_rows[0][0])
     shards = max(1, math.ceil(events / shard_events))
+    todo = list(range(shards))
     version = version_of(through)
+    limits = {} if max_memory is None else {"max_memory_usage": max_memory}
     if progress is not None:
         progress(0, shards, "shards")
-    for shard in range(shards):
-        query = sessions_query(
-            database,
-            rules,
-            None,
-            FAR_FUTURE,
-            inserted_through=through,
-            ordered=False,
-            shard=(shard, shards),
-        )
-        _insert_sessions(client, database, query, version)
-        if _holds_other_versions(client, database, version):
-            _write_shard_tombstones(client, database, (shard, shards), version)
+    while todo:
+        shard = todo[0]
+        try:
+            query = sessions_query(
+                database,
+                rules,
+                None,
+                FAR_FUTURE,
+                inserted_through=through,
+                ordered=False,
+                shard=(shard, shards),
+            )
+            _insert_sessions(client, database, query, version, limits)
+            if _holds_other_versions(client, database, version):
+                _write_shard_tombstones(client, database, (shard, shards), version, limits)
+        except DatabaseError as error:
+            if error_code(error) not in _MEMORY_ERRORS or shards * 2 > _MOST_SHARDS:
+                raise
+            todo, shards = split_shards(todo, shards)
+            log.warning("%s: shard refused for memory (%s); going on in %d shards", database, error, shards)
+            if progress is not None:
+                progress(shards - len(todo), shards, "shards")
+            continue
+        todo.pop(0)
         if progress is not None:
-            progress(shard + 1, shards, "shards")
+            progress(shards - len(todo), shards, "shards")
     sessions, tombstones = _written(client, database, version)
     return _identities_written(client, database, version), sessions, tombstones
+
+
+def split_shards(todo: list[int], shards: int) -> tuple[list[int], int]:
+    """The shards left to do (hash residues of `shards`), each split in two: residue r of n is
+    residues r and r + n of 2n."""
+    return sorted([*todo, *(residue + shards for residue in todo)]), shards * 2
 
 
 def _holds_other_versions(client: Client, database: str, version: int) -> bool:
@@ -473,14 +508,21 @@ def _write_sessions(
     _insert_sessions(client, database, query, version)
 
 
-def _insert_sessions(client: Client, database: str, query: SessionsQuery, version: int) -> None:
+def _insert_sessions(
+    client: Client,
+    database: str,
+    query: SessionsQuery,
+    version: int,
+    limits: Mapping[str, Any] | None = None,
+) -> None:
     names = ", ".join(name for name, _ in SESSION_COLUMNS)
     sql = f"""
         INSERT INTO `{database}`.sessions ({_WRITTEN})
         SELECT {names}, {{version:UInt64}}, 0 FROM ({query.sql})
     """
     parameters = {**query.parameters, "version": version}
-    client.command(sql, parameters=parameters, settings={**query.settings, **_UNIQUE_KEYS})
+    settings = {**query.settings, **_UNIQUE_KEYS, **(limits or {})}
+    client.command(sql, parameters=parameters, settings=settings)
 
 
 def _write_tombstones(
@@ -582,9 +624,11 @@ def _tombstones_sql(database: str, sessions_of: str) -> str:
     """
 
 
-def _write_shard_tombstones(client: Client, database: str, shard: tuple[int, int], version: int) -> None:
+def _write_shard_tombstones(
+    client: Client, database: str, shard: tuple[int, int], version: int, limits: Mapping[str, Any]
+) -> None:
     """A full rebuild's tombstones: every live session of the shard (by the hash of the identity
     it was written under) that this rebuild did not write."""
     sql = _tombstones_sql(database, "cityHash64(identity) % {shards:UInt64} = {shard:UInt64}")
     parameters = {"version": version, "shard": shard[0], "shards": shard[1]}
-    client.command(sql, parameters=parameters, settings=_UNIQUE_KEYS)
+    client.command(sql, parameters=parameters, settings={**_UNIQUE_KEYS, **limits})

@@ -455,6 +455,46 @@ async def test_a_rebuild_in_shards_or_chunks_computes_the_same_table_and_reports
     assert normalized(table(clickhouse, database)) == normalized(sessionize(events, RULES))
 
 
+async def test_a_rebuild_splits_a_shard_clickhouse_refuses_for_memory(
+    clickhouse: Client, watermarks: Watermarks, project_id: str
+) -> None:
+    """400 events of 64 KB URLs (~26 MB) under a 64 MB limit a statement may take: the one shard
+    planned is refused (grouping every event takes more), and the rebuild goes on in shards split
+    until each fits; the table is the reference's."""
+    database = f"hw_{project_id}"
+    base = now() - timedelta(hours=3)
+    events = [
+        event(f"m{i}", f"v{i % 40}", base + timedelta(seconds=i), page_url=f"https://x/{'u' * 65536}{i}")
+        for i in range(400)
+    ]
+    insert(clickhouse, database, events)
+    seen: list[tuple[int, int]] = []
+    rebuilt = await rebuild(
+        clickhouse, watermarks, project_id, RULES, settle_seconds=0, max_memory=64 * 2**20,
+        progress=lambda done, total, unit: seen.append((done, total)),
+    )  # fmt: skip
+    assert seen[0] == (0, 1)
+    assert seen[-1][0] == seen[-1][1] > 1  # split, and every shard done
+    assert rebuilt.sessions == 40
+    assert normalized(table(clickhouse, database)) == normalized(sessionize(events, RULES))
+
+
+shards_left = st.integers(1, 64).flatmap(
+    lambda n: st.tuples(st.just(n), st.sets(st.integers(0, n - 1), min_size=1))
+)
+
+
+@given(shards_left)
+def test_split_shards_cover_exactly_the_shards_left(case: tuple[int, set[int]]) -> None:
+    """Residue r of n becomes residues r and r + n of 2n: an identity of a shard left to do is in
+    exactly one shard of the split, and one of a shard done in none."""
+    shards, todo = case
+    split, doubled = cycle.split_shards(sorted(todo), shards)
+    assert doubled == 2 * shards and len(split) == len(set(split)) == 2 * len(todo)
+    for hashed in range(4 * shards):
+        assert (sum(hashed % doubled == shard for shard in split) == 1) == (hashed % shards in todo)
+
+
 stream = st.lists(
     st.tuples(
         st.sampled_from(["a", "b", "c"]),

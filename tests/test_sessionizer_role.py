@@ -206,7 +206,7 @@ async def test_a_sessionizer_killed_and_restarted_leaves_the_table_a_rebuild_com
     kept = await table(stack.clickhouse, project_id)
     assert len(kept) == EXPECTED_SESSIONS
 
-    output = await rebuilt(nats_server, standin, project_id)
+    output = await rebuilt(nats_server, standin, project_id, "--max-memory", "1GiB")
     assert f"rebuilt project {project_id!r}: 4 identities, {EXPECTED_SESSIONS} sessions written" in output
     assert "shards recomputed: 1 of 1" in output  # progress, as lines when not on a terminal
     assert await table(stack.clickhouse, project_id) == kept
