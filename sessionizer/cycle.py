@@ -44,7 +44,7 @@ from headwater.analytics.sessions.query import (
     identity_expression,
     sessions_query,
     string_set,
-    time_lookup,
+    time_lookup_milliseconds,
     time_map_parameters,
     unix_milliseconds,
 )
@@ -421,36 +421,45 @@ def _recompute_from(
     And, from the same read, the sessions that may lie in the recomputed ranges (NewestRows): the
     tombstones are found from them and the rows written since, not from a second read of the
     whole table."""
+    # Times as Unix milliseconds and one argMax per column: argMax of a tuple, or of DateTime64,
+    # keeps its values the generic way, and the aggregation of ~40k rows took ~0.05 s more. The
+    # argMaxes of one row pick one row: they see the same keys in the same order, and keep the
+    # first of equal keys alike.
+    committed_value = "argMaxIf({column}, version, version <= {{committed:UInt64}})"
     sql = f"""
         SELECT identity,
-            countIf(live AND started < bound) > 0 AS has_before,
-            argMaxIf((visit_started, ended), started, live AND started < bound) AS last_before,
-            toUnixTimestamp64Milli(any(bound)) AS bound_ms,
+            countIf(live_before) > 0 AS has_before,
+            argMaxIf(visit_started_ms, started_ms, live_before) AS last_visit_ms,
+            argMaxIf(ended_ms, started_ms, live_before) AS last_ended_ms,
+            any(bound_ms) AS bound,
             -- within the timeout of the last session's end: from its visit's start
-            if(has_before AND bound_ms - toUnixTimestamp64Milli(last_before.2) <= {{timeout_ms:Int64}},
-                toUnixTimestamp64Milli(last_before.1), bound_ms) AS from_last_ms,
+            if(has_before AND bound - last_ended_ms <= {{timeout_ms:Int64}}, last_visit_ms, bound)
+                AS from_last_ms,
             countIf(NOT committed_row) > 0 AS has_orphan,
-            has_orphan AND toUnixTimestamp64Milli(minIf(newest.1, NOT committed_row)) < from_last_ms
+            has_orphan AND minIf(newest_started_ms, NOT committed_row) < from_last_ms
                 AS from_the_beginning,
             if(from_the_beginning, {{the_earliest_ms:Int64}}, from_last_ms) AS start_ms,
-            has_before AND toUnixTimestamp64Milli(minIf(started, live AND started < bound)) < start_ms,
+            has_before AND minIf(started_ms, live_before) < start_ms,
             -- the sessions whose newest row starts there or later; all of them when the identity
             -- might be recomputed from the beginning
             arrayFilter(
                 s -> has_orphan OR s.2 >= start_ms,
-                groupArray((session_id, toUnixTimestamp64Milli(newest.1), newest.2, top))
+                groupArray((session_id, newest_started_ms, newest_deleted, top))
             )
         FROM (
             SELECT identity, session_id,
                 -- looked up once per row inside the aggregation: after it, the look-up's hash
                 -- table would be built again for each of the small blocks it hands on
-                any({time_lookup("affected", "identity")}) AS bound,
-                argMaxIf((started_at, visit_started_at, ended_at, is_deleted), version,
-                    version <= {{committed:UInt64}}) AS committed,
+                any({time_lookup_milliseconds("affected", "identity")}) AS bound_ms,
                 countIf(version <= {{committed:UInt64}}) > 0 AS committed_row,
-                committed_row AND NOT committed.4 AS live,
-                committed.1 AS started, committed.2 AS visit_started, committed.3 AS ended,
-                argMax((started_at, is_deleted), version) AS newest,
+                toUnixTimestamp64Milli({committed_value.format(column="started_at")}) AS started_ms,
+                toUnixTimestamp64Milli({committed_value.format(column="visit_started_at")})
+                    AS visit_started_ms,
+                toUnixTimestamp64Milli({committed_value.format(column="ended_at")}) AS ended_ms,
+                {committed_value.format(column="is_deleted")} AS committed_deleted,
+                committed_row AND NOT committed_deleted AND started_ms < bound_ms AS live_before,
+                toUnixTimestamp64Milli(argMax(started_at, version)) AS newest_started_ms,
+                argMax(is_deleted, version) AS newest_deleted,
                 max(version) AS top
             FROM `{database}`.sessions
             WHERE identity IN {string_set("affected_keys")}
