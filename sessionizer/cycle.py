@@ -399,11 +399,11 @@ def _recompute_from(
 ) -> tuple[dict[str, datetime], list[str], NewestRows]:
     """Per identity, where its new events can change anything. From B, a copy spread before its
     earliest new event: a new copy of a message that was received before the copy stored displaces
-    it, and copies lie within the spread of each other. Its last committed session that started
-    before B: when an event at B would come within the inactivity timeout of the session's end (or
-    inside it), the session's visit is recomputed from its start; otherwise every event from B on
-    begins a visit of its own and nothing before B changes: recomputed from B. From B too when
-    there is no such session.
+    it, and copies lie within the spread of each other. Its last committed session before B (of
+    those that started before B, the one that ended last): when an event at B would come within
+    the inactivity timeout of the session's end (or inside it), the session's visit is recomputed
+    from its start; otherwise every event from B on begins a visit of its own and nothing before
+    B changes: recomputed from B. From B too when there is no such session.
 
     The table is read as the watermark left it: per session its row of the highest version not
     above the watermark's (rows of unfinished cycles are not trusted to say where a visit starts).
@@ -429,8 +429,14 @@ def _recompute_from(
     sql = f"""
         SELECT identity,
             countIf(live_before) > 0 AS has_before,
-            argMaxIf(visit_started_ms, started_ms, live_before) AS last_visit_ms,
-            argMaxIf(ended_ms, started_ms, live_before) AS last_ended_ms,
+            -- the last session before the bound: the one that ended last (an identity's sessions
+            -- follow one another; two can start in one millisecond, where its client session id
+            -- changes); of two that ended together, the one whose visit started first
+            -- (recomputing from earlier is always right). Int128: the end, then the visit start
+            maxIf(ended_ms, live_before) AS last_ended_ms,
+            argMaxIf(visit_started_ms,
+                toInt128(ended_ms) * toInt128('18446744073709551616') - visit_started_ms, live_before)
+                AS last_visit_ms,
             any(bound_ms) AS bound,
             -- within the timeout of the last session's end: from its visit's start
             if(has_before AND bound - last_ended_ms <= {{timeout_ms:Int64}}, last_visit_ms, bound)

@@ -332,6 +332,33 @@ async def test_a_session_another_cycle_writes_after_the_table_was_read_is_delete
     assert normalized(table(clickhouse, database)) == normalized(sessionize([*visit, later], RULES))
 
 
+async def test_the_last_session_is_the_one_that_ended_last_when_two_start_together(
+    clickhouse: Client, watermarks: Watermarks, project_id: str
+) -> None:
+    """Two sessions of a visitor can start in one millisecond (its client session id changes
+    there): one ends at once, the other 90 minutes later. An event 90 minutes after that, within
+    the 100-minute timeout of the second's end but not of the first's, continues the second: the
+    cycle must take the session that ended last as the last one, whichever the engine lists first
+    (eight visitors, so that the order cannot be right for all of them by chance)."""
+    database = f"hw_{project_id}"
+    rules = Sessions(inactivity_timeout_seconds=6000, max_length_seconds=86_400)
+    base = now() - timedelta(hours=4)
+    first, later = [], []
+    for who in "abcdefgh":
+        first += [
+            event(f"{who}1", who, base, client_session_id="x"),
+            event(f"{who}2", who, base, client_session_id="y"),
+            event(f"{who}3", who, base + timedelta(minutes=90), client_session_id="y"),
+        ]
+        later.append(event(f"{who}4", who, base + timedelta(minutes=180), client_session_id="y"))
+    insert(clickhouse, database, first)
+    await settle(clickhouse, watermarks, project_id, rules)
+    insert(clickhouse, database, later)
+    await settle(clickhouse, watermarks, project_id, rules)
+    expected = sorted(normalized(sessionize([*first, *later], rules)))  # (two sessions start together)
+    assert sorted(normalized(table(clickhouse, database))) == expected
+
+
 async def test_an_older_row_written_during_a_cycle_does_not_delete_a_session_outside_its_range(
     clickhouse: Client, watermarks: Watermarks, project_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
