@@ -252,10 +252,8 @@ def _rebuild_everything(
                 raise
             todo, shards = split_shards(todo, shards)
             log.warning("%s: shard refused for memory (%s); going on in %d shards", database, error, shards)
-            if progress is not None:
-                progress(shards - len(todo), shards, "shards")
-            continue
-        todo.pop(0)
+        else:
+            todo.pop(0)
         if progress is not None:
             progress(shards - len(todo), shards, "shards")
     sessions, tombstones = _written(client, database, version)
