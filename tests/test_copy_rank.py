@@ -227,6 +227,16 @@ def test_an_interrupted_migration_7_is_finished_by_the_next_run(
     assert _stored(client, database) == EXPECTED_AFTER_MERGE
 
 
+def test_an_unversioned_events_beside_a_leftover_previous_table_is_refused(
+    at_migration_6: tuple[Client, str],
+) -> None:
+    """Both at once (not one run's rename seen half-way by another): the migration says what to do."""
+    client, database = at_migration_6
+    client.command(f"CREATE TABLE `{database}`.{PREVIOUS} AS `{database}`.events")
+    with pytest.raises(RuntimeError, match=f"holds both an unversioned `events` and `{PREVIOUS}`"):
+        apply_migrations(client, database)
+
+
 def test_a_new_project_gets_the_versioned_table(clickhouse: Client, project_id: str) -> None:
     assert _is_versioned(clickhouse, f"hw_{project_id}")
 

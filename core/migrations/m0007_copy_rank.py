@@ -66,14 +66,16 @@ def _converge(client: Client, database: str, cluster: str | None, started: float
     cluster_clause = on_cluster(cluster)
     events, previous = f"`{database}`.events", f"`{database}`.{PREVIOUS}"
     engine = table_engine(client, database, "events")
-    if engine is not None and not _versioned(engine):
-        if table_exists(client, database, PREVIOUS):
+    if _unversioned(engine):
+        if not table_exists(client, database, PREVIOUS):
+            client.command(f"ALTER TABLE {events}{cluster_clause} ADD COLUMN IF NOT EXISTS {COLUMN}")
+            client.command(f"RENAME TABLE {events} TO {previous}{cluster_clause}")
+        elif _unversioned(table_engine(client, database, "events")):
+            # Looked at again: another run may have renamed `events` between the two looks above.
             raise RuntimeError(
                 f"{database} holds both an unversioned `events` and `{PREVIOUS}`: "
                 f"move {PREVIOUS}'s rows into events (or drop it) and migrate again"
             )
-        client.command(f"ALTER TABLE {events}{cluster_clause} ADD COLUMN IF NOT EXISTS {COLUMN}")
-        client.command(f"RENAME TABLE {events} TO {previous}{cluster_clause}")
     if not table_exists(client, database, "events"):
         # The replicated form under a path of its own: the renamed table keeps `events`' path.
         versioned = replacing_engine(cluster, "copy_rank", table_path="events_7")
@@ -90,6 +92,10 @@ def _converge(client: Client, database: str, cluster: str | None, started: float
     client.command(
         f"ALTER TABLE `{database}`.sessionizer_recent{cluster_clause} ADD COLUMN IF NOT EXISTS {COLUMN}"
     )
+
+
+def _unversioned(engine_full: str | None) -> bool:
+    return engine_full is not None and not _versioned(engine_full)
 
 
 def _versioned(engine_full: str) -> bool:
