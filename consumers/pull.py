@@ -40,6 +40,9 @@ REQUEST_ENDED_STATUSES = ("404", "408", "409")
 # 409 descriptions after which asking again is pointless: the consumer must be recreated.
 CONSUMER_GONE = ("consumer deleted", "consumer is push based")
 NO_RESPONDERS_STATUS = "503"  # nobody serves MSG.NEXT for this name: the consumer does not exist
+# How long the inbox must stay quiet before `stop` unsubscribes, and the most it waits for that.
+SETTLE_SECONDS = 0.1
+SETTLE_LIMIT_SECONDS = 1.0
 
 
 class PullConsumerGone(Exception):
@@ -92,18 +95,37 @@ class PipelinedPull:
         The subscription is drained, not just dropped: our pull requests stay open on the server
         until they expire, and whatever it sent before it saw the unsubscribe must still reach the
         buffer, or it would stay pending until its ack wait. Only then is the buffer nak'ed: with
-        no interest left on the inbox, a nak'ed message cannot come back to these requests."""
+        no interest left on the inbox, a nak'ed message cannot come back to these requests.
+
+        Before unsubscribing it waits for the inbox to fall quiet: the server handles acks and
+        naks on a queue of its own, so a message nak'ed just before `stop` may be redelivered to
+        our still-open requests after the unsubscribe, and wait out its ack wait there. A pause
+        that lasts until nothing has arrived for `SETTLE_SECONDS` (at most `SETTLE_LIMIT_SECONDS`)
+        lets such redeliveries land in the buffer first. The server can still pick our request for
+        a message in the instant of the unsubscribe; only the ack wait brings that one back."""
         if self._stopped:
             return
         self._stopped = True
         if self._watchdog is not None and not self._watchdog.done():  # one that ended was reported
             await cancel_and_wait(self._watchdog)
         if self._subscription is not None:
+            await self._settle()
             with contextlib.suppress(NatsError):
                 await self._subscription.drain()  # type: ignore[no-untyped-call]
         while self._buffer:
             with contextlib.suppress(NatsError):
                 await self._buffer.popleft().nak()
+
+    async def _settle(self) -> None:
+        with contextlib.suppress(NatsError, TimeoutError):
+            await self._nats.flush(timeout=1)  # our naks have reached the server
+        deadline = time.monotonic() + SETTLE_LIMIT_SECONDS
+        while (left := deadline - time.monotonic()) > 0:
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), min(SETTLE_SECONDS, left))
+            except TimeoutError:
+                return  # quiet for SETTLE_SECONDS
 
     async def take(self, limit: int, timeout: float) -> list[Msg]:
         """Up to `limit` messages; waits at most `timeout` seconds for the first one."""
