@@ -18,6 +18,7 @@ import httpx
 import pytest
 import uvloop
 from clickhouse_connect.driver.client import Client
+from engine_leaks import close_left_open
 from hw_browser import browser, chromium, page_servers  # noqa: F401 (fixtures, registered here)
 from hw_testing import ADMIN_TOKEN, SpoolingStackFactory, StackFactory, create_project
 from nats.aio.client import Client as NatsClient
@@ -71,11 +72,13 @@ async def js(nats_client: NatsClient) -> JetStreamContext:
 
 
 @pytest.fixture(scope="module")
-def clickhouse_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def clickhouse_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The embedded engine's data directory, one per test module. Not one per session: the engine
     shuts down when its last connection closes, and starting it again loads every database in
     the directory (~0.9 s with 150 projects), which most service tests pay once or more."""
-    return f"chdb://{tmp_path_factory.mktemp('clickhouse')}"
+    path = tmp_path_factory.mktemp("clickhouse")
+    yield f"chdb://{path}"
+    close_left_open(str(path))
 
 
 @pytest.fixture
