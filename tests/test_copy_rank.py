@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -150,7 +150,7 @@ def _as_before_migration_7(client: Client, database: str) -> None:
 @pytest.fixture
 def at_migration_6(
     clickhouse_url: str, project_id: str, monkeypatch: pytest.MonkeyPatch
-) -> tuple[Client, str]:
+) -> Iterator[tuple[Client, str]]:
     """A database of before migration 7, migrated up to 6, holding copies in two partitions."""
     client = connect(clickhouse_url)
     database = f"hw_{project_id}_before7"
@@ -163,7 +163,8 @@ def at_migration_6(
     _insert(client, database, [_row("m1", march, march, "b"), _row("m2", april, april, "a")])
     _insert(client, database, [_row("m1", march, march + timedelta(seconds=2), "a")])  # m1's retry
     _insert(client, database, [_row("m3", april, april, "c")])
-    return client, database
+    yield client, database
+    client.close()
 
 
 EXPECTED_AFTER_MERGE = [("m1", "b"), ("m2", "a"), ("m3", "c")]
@@ -253,18 +254,21 @@ def test_runs_at_once_beside_an_inserting_consumer_keep_every_row_once(
 
     def write() -> None:
         writer = connect(clickhouse_url)
-        for batch in range(batches):
-            moment = T0 + timedelta(seconds=batch)
-            rows = [_row(f"w{batch}_{n}", moment, moment, f"r{batch}") for n in range(per_batch)]
-            while True:
-                try:
-                    _insert(writer, database, rows)
-                    break
-                except Exception as error:
-                    if not retryable(error):
-                        failures.append(error)
-                        return
-                    time.sleep(0.01)
+        try:
+            for batch in range(batches):
+                moment = T0 + timedelta(seconds=batch)
+                rows = [_row(f"w{batch}_{n}", moment, moment, f"r{batch}") for n in range(per_batch)]
+                while True:
+                    try:
+                        _insert(writer, database, rows)
+                        break
+                    except Exception as error:
+                        if not retryable(error):
+                            failures.append(error)
+                            return
+                        time.sleep(0.01)
+        finally:
+            writer.close()
 
     def migrate() -> None:
         runner = connect(clickhouse_url)
@@ -272,6 +276,8 @@ def test_runs_at_once_beside_an_inserting_consumer_keep_every_row_once(
             apply_migrations(runner, database)
         except BaseException as error:  # reported below
             failures.append(error)
+        finally:
+            runner.close()
 
     writer = threading.Thread(target=write)
     writer.start()
