@@ -40,6 +40,7 @@ from .blocks import encode_rows
 from .enrich import BotFilter, Enricher, GeoLookup, read_datacentre_ranges, read_referrer_spam
 from .rows import COLUMNS, DEFAULT_SETTINGS, Row, envelope_rows
 from .settings import ConsumerSettings
+from .tombstone_files import TombstoneFileReader, TombstoneFiles, TombstoneFileWriter
 from .wire import BadEvent, event_dead_letters, read_envelope
 
 log = logging.getLogger(__name__)
@@ -242,8 +243,10 @@ class InlineProcessor:
         pass
 
 
-# The enricher of a worker process (its caches live as long as the worker).
+# The enricher of a worker process (its caches live as long as the worker), and the tombstones it
+# has read (each project's latest version: consumers/tombstone_files.py).
 _worker_enricher: Enricher | None = None
+_worker_tombstones = TombstoneFileReader()
 
 
 def bot_filter(datacentre_ranges: Path | None, referrer_spam_file: Path | None) -> BotFilter:
@@ -288,9 +291,10 @@ def _process_in_worker(
     items: Sequence[Item],
     settings: Mapping[str, ProjectSettings],
     hash_keys: Mapping[str, bytes],
-    tombstones: TombstoneDigests | None,
+    tombstone_files: TombstoneFiles | None,
 ) -> Processed:
     assert _worker_enricher is not None, "worker started without its initializer"
+    tombstones = _worker_tombstones.digests(tombstone_files) if tombstone_files else None
     return process(_worker_enricher, items, settings, hash_keys=hash_keys, tombstones=tombstones)
 
 
@@ -309,6 +313,7 @@ class WorkerPool:
         self._geoip_database = geoip_database
         self._hash_key_of = hash_key_of
         self._bot_files = bot_files
+        self._tombstone_files = TombstoneFileWriter()
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -326,20 +331,26 @@ class WorkerPool:
         tombstones: TombstoneDigests | None = None,
     ) -> Processed:
         pool = self._pool
+        # The tombstones travel as the name of a file per version (written once), not pickled with
+        # every group; the file is kept until no group in flight names it.
+        files = self._tombstone_files.files(tombstones or {})
         try:
-            # The keys travel with each group, like the settings: a worker keeps none of them.
-            keys = _hash_keys(self._hash_key_of, settings)
-            future: Future[Processed] = pool.submit(
-                _process_in_worker, items, settings, keys, tombstones or None
-            )
-        except BrokenProcessPool:
-            self._replace(pool)
-            raise WorkerLost("a worker process died") from None
-        try:
-            return await self._outcome(pool, future)
-        except BrokenProcessPool as exc:
-            self._replace(pool)
-            raise WorkerLost("a worker process died") from exc
+            try:
+                # The keys travel with each group, like the settings: a worker keeps none of them.
+                keys = _hash_keys(self._hash_key_of, settings)
+                future: Future[Processed] = pool.submit(
+                    _process_in_worker, items, settings, keys, files or None
+                )
+            except BrokenProcessPool:
+                self._replace(pool)
+                raise WorkerLost("a worker process died") from None
+            try:
+                return await self._outcome(pool, future)
+            except BrokenProcessPool as exc:
+                self._replace(pool)
+                raise WorkerLost("a worker process died") from exc
+        finally:
+            self._tombstone_files.release(files)
 
     async def _outcome(self, pool: ProcessPoolExecutor, future: Future[Processed]) -> Processed:
         """`future`'s result, unless a worker of `pool` died and the pool did not fail its work.
@@ -389,6 +400,7 @@ class WorkerPool:
         if _has_a_dead_worker(pool):
             _unblock(pool)
         await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+        self._tombstone_files.close()
 
 
 # How often a wait on a worker checks that the pool's workers live, and how long a dead worker may
