@@ -8,18 +8,23 @@ one after another), and a group carries only a `TombstoneFile` naming it; each w
 version the first time a group names it and keeps it until the next.
 
 A file is deleted once a newer version has replaced it and no group that names it is still being
-processed; the directory goes with the processor.
+processed; the directory goes with the processor. A file that cannot be written (a full disk) is
+no failure: the group carries the set itself, as before, until a write succeeds; one that went
+missing (a temporary-files cleaner) is written again.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 DIGEST_BYTES = 32  # SHA-256 (privacy/tombstones.py)
 
@@ -32,8 +37,9 @@ class TombstoneFile:
     path: str
 
 
-# Per project, the file of its current tombstones (a project without tombstones is absent).
-TombstoneFiles = Mapping[str, TombstoneFile]
+# Per project, the file of its current tombstones, or the set itself when it could not be written
+# (a project without tombstones is absent).
+TombstoneFiles = Mapping[str, TombstoneFile | frozenset[bytes]]
 
 
 class TombstoneFileWriter:
@@ -47,15 +53,23 @@ class TombstoneFileWriter:
         self._in_use: dict[str, int] = {}  # groups being processed that name each file, by path
         self._replaced: set[str] = set()  # files of a version no longer current
 
-    def files(self, tombstones: Mapping[str, frozenset[bytes]]) -> dict[str, TombstoneFile]:
+    def files(
+        self, tombstones: Mapping[str, frozenset[bytes]]
+    ) -> dict[str, TombstoneFile | frozenset[bytes]]:
         """The files of these sets, written if new; each is in use until `release`d."""
-        named: dict[str, TombstoneFile] = {}
+        named: dict[str, TombstoneFile | frozenset[bytes]] = {}
         for project, digests in tombstones.items():
             if not digests:
                 continue
             current = self._current.get(project)
-            if current is None or current[0] is not digests:
-                written = self._write(digests)
+            # (one stat a group and project with tombstones: ~2 µs)
+            if current is None or current[0] is not digests or not os.path.exists(current[1].path):
+                try:
+                    written = self._write(digests)
+                except OSError as exc:
+                    log.warning("cannot write %s's tombstones (%s): they travel with the group", project, exc)
+                    named[project] = digests
+                    continue
                 if current is not None:
                     self._retire(current[1].path)
                 current = self._current[project] = (digests, written)
@@ -66,6 +80,8 @@ class TombstoneFileWriter:
     def release(self, files: TombstoneFiles) -> None:
         """The group that named `files` is done with them."""
         for file in files.values():
+            if not isinstance(file, TombstoneFile):
+                continue
             left = self._in_use[file.path] - 1
             if left:
                 self._in_use[file.path] = left
@@ -81,8 +97,12 @@ class TombstoneFileWriter:
         version = next(self._versions)
         path = self._directory / f"{version}.digests"
         partial = path.with_suffix(".partial")
-        partial.write_bytes(b"".join(digests))
-        os.replace(partial, path)
+        try:
+            partial.write_bytes(b"".join(digests))
+            os.replace(partial, path)
+        except OSError:
+            partial.unlink(missing_ok=True)
+            raise
         return TombstoneFile(version, str(path))
 
     def _retire(self, path: str) -> None:
@@ -105,6 +125,9 @@ class TombstoneFileReader:
     def digests(self, files: TombstoneFiles) -> dict[str, frozenset[bytes]]:
         found: dict[str, frozenset[bytes]] = {}
         for project, file in files.items():
+            if not isinstance(file, TombstoneFile):  # the set itself: its file could not be written
+                found[project] = file
+                continue
             held = self._held.get(project)
             if held is None or held[0] != file.version:
                 held = self._held[project] = (file.version, read_digests(file.path))

@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 from headwater.consumers.processing import Decoded, Processor, WorkerPool
-from headwater.consumers.tombstone_files import TombstoneFileReader, TombstoneFileWriter, read_digests
+from headwater.consumers.tombstone_files import (
+    TombstoneFile,
+    TombstoneFileReader,
+    TombstoneFileWriter,
+    read_digests,
+)
 from headwater.core.projects.project import utc_now_iso
 from headwater.core.wire.envelope import Envelope
 from headwater.core.wire.subjects import events_subject
@@ -70,6 +75,31 @@ def test_a_reader_follows_new_versions_and_keeps_the_one_it_has() -> None:
         assert reader.digests(writer.files({"shop": second})) == {"shop": second}
     finally:
         writer.close()
+
+
+def test_a_file_gone_missing_is_written_again() -> None:
+    writer = TombstoneFileWriter()
+    try:
+        deleted = digests(7)
+        first = writer.files({"shop": deleted})["shop"]
+        writer.release({"shop": first})
+        assert isinstance(first, TombstoneFile)
+        Path(first.path).unlink()  # as a cleaner of temporary files would
+        again = writer.files({"shop": deleted})["shop"]
+        assert isinstance(again, TombstoneFile) and again.version > first.version
+        assert read_digests(again.path) == deleted
+    finally:
+        writer.close()
+
+
+def test_a_set_that_cannot_be_written_travels_with_the_group() -> None:
+    writer, reader = TombstoneFileWriter(), TombstoneFileReader()
+    writer.close()  # its directory gone: every write fails
+    deleted = digests(3)
+    named = writer.files({"shop": deleted})
+    assert named == {"shop": deleted}
+    assert reader.digests(named) == {"shop": deleted}
+    writer.release(named)
 
 
 def test_a_file_that_is_not_whole_digests_is_refused(tmp_path: Path) -> None:
