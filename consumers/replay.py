@@ -43,8 +43,9 @@ from headwater.core.wire.envelope import EnvelopeError
 from headwater.core.wire.subjects import EVENTS_STREAM, EVENTS_SUBJECTS, events_subject, project_of_subject
 from headwater.privacy.tombstones import Tombstones
 
+from .collecting import TombstonesOf
 from .enrich import Enricher
-from .processing import ANONYMOUS_ID, USER_ID, HashKeyOf, TombstoneDigests
+from .processing import ANONYMOUS_ID, USER_ID, HashKeyOf
 from .pull import PipelinedPull
 from .rows import COLUMNS, Row, envelope_rows
 from .wire import read_envelope
@@ -231,12 +232,13 @@ class Replay:
         checkpoint_path: Path | None = None,
         batch_rows: int = DEFAULT_BATCH_ROWS,
         on_progress: ProgressCallback | None = None,
-        tombstones: TombstoneDigests | None = None,
+        tombstones_of: TombstonesOf | None = None,
         hash_key_of: HashKeyOf | None = None,
     ) -> None:
         window.check()
         # Data subjects deleted since the events were received: their events are not written again.
-        self._tombstones = {p: Tombstones(p, digests) for p, digests in (tombstones or {}).items() if digests}
+        # Asked per envelope (a live view: a deletion that lands during the replay counts from then).
+        self._tombstones_of: TombstonesOf = tombstones_of or (lambda _project: frozenset())
         self._nats = nats
         self._js = nats.jetstream()
         self._window = window
@@ -361,9 +363,9 @@ class Replay:
         except (EnvelopeError, ValueError):
             self.progress.skipped += 1
             return 0
-        tombstones = self._tombstones.get(envelope.project)
-        if tombstones is not None:
-            rows, suppressed = tombstones.without_matches(rows, USER_ID, ANONYMOUS_ID)
+        digests = self._tombstones_of(envelope.project)
+        if digests:
+            rows, suppressed = Tombstones(project, digests).without_matches(rows, USER_ID, ANONYMOUS_ID)
             self.progress.suppressed += suppressed
         self.progress.events += len(rows)
         if self._sink is not None:

@@ -166,11 +166,16 @@ class NatsLoginRefused(StackFailure):
 COMMAND_CONNECT_TIMEOUT_SECONDS = 15.0
 
 
-async def connect_for_command(url: str, name: str, auth: NatsAuth | None = None) -> Client:
+async def connect_for_command(
+    url: str, name: str, auth: NatsAuth | None = None, events: ConnectionEvents | None = None
+) -> Client:
     """A connection for a one-shot command: retried like a role's, but given up after
-    COMMAND_CONNECT_TIMEOUT_SECONDS with a clear error instead of waiting forever."""
+    COMMAND_CONNECT_TIMEOUT_SECONDS with a clear error instead of waiting forever. `events`: told
+    of later disconnections and reconnections (a long command's live views)."""
     try:
-        return await asyncio.wait_for(connect_nats(url, name, auth=auth), COMMAND_CONNECT_TIMEOUT_SECONDS)
+        return await asyncio.wait_for(
+            connect_nats(url, name, events=events, auth=auth), COMMAND_CONNECT_TIMEOUT_SECONDS
+        )
     except NatsLoginRefused as exc:
         raise click.ClickException(str(exc)) from None
     except TimeoutError:

@@ -14,6 +14,7 @@ import click
 from nats.aio.client import Client as NatsClient
 from nats.js.errors import BucketNotFoundError
 
+from headwater.consumers.collecting import TombstonesOf
 from headwater.consumers.enrich import Enricher, GeoLookup, default_geo_database
 from headwater.consumers.processing import bot_filter
 from headwater.consumers.replay import (
@@ -30,10 +31,11 @@ from headwater.consumers.replay import (
 from headwater.control.clickhouse import connect, is_embedded, redact_url
 from headwater.control.store import PROJECTS_BUCKET, ProjectStore
 from headwater.core.projects.settings import ProjectSettings
-from headwater.core.projects.tombstones import read_tombstones
+from headwater.core.projects.tombstones import TombstoneRegistry, follow_tombstones
+from headwater.privacy.tombstones import NO_TOMBSTONES
 
 from .natsauth import NatsAuth
-from .natsconn import connect_for_command
+from .natsconn import ConnectionEvents, connect_for_command
 from .options import (
     clickhouse_url_option,
     data_dir_option,
@@ -104,7 +106,9 @@ async def run_replay(
     auth: NatsAuth | None = None,
     **options: Any,
 ) -> ReplayProgress:
-    nats = await connect_for_command(nats_url, "headwater-replay", auth)
+    events = ConnectionEvents()
+    nats = await connect_for_command(nats_url, "headwater-replay", auth, events)
+    registry: TombstoneRegistry | None = None
     try:
         settings, hash_keys = await _project_settings(nats, window)
         if window.project and window.project not in settings:
@@ -113,8 +117,11 @@ async def run_replay(
                 err=True,
             )
         defaults = ProjectSettings()
-        # Deleted data subjects (docs/privacy.md): their events in the stream are not written again.
-        tombstones = await read_tombstones(nats.jetstream())
+        # Deleted data subjects (docs/privacy.md): their events in the stream are not written again,
+        # those of a deletion asked for during the replay included (followed live, as consumers do).
+        registry = await follow_tombstones(nats.jetstream())
+        if registry is not None:
+            events.subscribe(registry)
         replay = Replay(
             nats,
             window,
@@ -122,12 +129,33 @@ async def run_replay(
             settings_of=lambda p: settings.get(p, defaults),
             hash_key_of=hash_keys.get,
             checkpoint_path=checkpoint,
-            tombstones=tombstones,
+            tombstones_of=live_tombstones(registry),
             **options,
         )
         return await replay.run()
     finally:
+        if registry is not None:
+            await registry.stop()
         await nats.close()
+
+
+class TombstonesLost(click.ClickException):
+    """The replay can no longer follow the tombstones: it stops rather than write a deleted person."""
+
+
+def live_tombstones(registry: TombstoneRegistry | None) -> TombstonesOf:
+    if registry is None:
+        return lambda _project: NO_TOMBSTONES
+
+    def tombstones_of(project: str) -> frozenset[bytes]:
+        if registry.failure is not None:
+            raise TombstonesLost(
+                f"following the tombstones failed ({registry.failure!r}): run the same replay "
+                "again once NATS is reachable: it resumes from its checkpoint"
+            )
+        return registry.digests(project)
+
+    return tombstones_of
 
 
 @click.command()

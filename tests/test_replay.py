@@ -26,9 +26,12 @@ from headwater.consumers.settings import ConsumerSettings
 from headwater.consumers.writer import ClickHouseWriter
 from headwater.core.projects.project import utc_now_iso
 from headwater.core.projects.settings import Anonymisation, ProjectSettings
+from headwater.core.projects.tombstones import ensure_tombstones_bucket, follow_tombstones, write_tombstones
 from headwater.core.wire.envelope import Envelope
 from headwater.core.wire.subjects import EVENTS_STREAM, MSG_ID_HEADER, events_subject
 from headwater.ops.natsserver import NatsServerProcess
+from headwater.ops.replay import TombstonesLost, live_tombstones
+from headwater.privacy.tombstones import tombstone_digest
 
 pytestmark = pytest.mark.services
 
@@ -299,3 +302,58 @@ async def test_a_replay_into_embedded_data_another_process_holds_says_what_to_do
     assert result.code != 0
     assert "stop `headwater up`" in result.stderr, result.stderr
     assert "--clickhouse-url" in result.stderr
+
+
+async def test_a_deletion_during_a_replay_counts_from_then_on(
+    nats_client: NatsClient, js: JetStreamContext, clickhouse: Client, project_id: str
+) -> None:
+    """The replay asks for a project's tombstones per envelope (`headwater replay` answers from a
+    live registry): a person deleted while it runs is not written from then on."""
+    await publish(js, project_id, "d", 12, 5)  # every event of user-1
+    deleted = frozenset({tombstone_digest(project_id, "user_id", "user-1")})
+    asked: list[str] = []
+
+    def tombstones_of(project: str) -> frozenset[bytes]:
+        asked.append(project)
+        return deleted if len(asked) > 6 else frozenset()  # the deletion lands after 6 envelopes
+
+    replay = Replay(
+        nats_client,
+        ReplayWindow(project_id),
+        ClickHouseSink(clickhouse),
+        Enricher(None),
+        lambda _p: ProjectSettings(),
+        tombstones_of=tombstones_of,
+    )
+    progress = await replay.run()
+    assert (progress.events, progress.suppressed) == (30, 30)
+    assert [r[0] for r in rows(clickhouse, project_id)] == sorted(
+        f"d-{r}-{e}" for r in range(6) for e in range(5)
+    )
+
+
+async def test_the_replay_command_follows_tombstones_written_while_it_runs(
+    js: JetStreamContext, project_id: str
+) -> None:
+    kv = await ensure_tombstones_bucket(js, 1)
+    registry = await follow_tombstones(js)
+    assert registry is not None
+    try:
+        tombstones_of = live_tombstones(registry)
+        assert tombstones_of(project_id) == frozenset()
+        await write_tombstones(kv, project_id, [("user_id", "user-1")], "job-1")
+
+        async def digests() -> frozenset[bytes]:
+            return tombstones_of(project_id)
+
+        await eventually(digests, lambda found: found == {tombstone_digest(project_id, "user_id", "user-1")})
+        registry.failure = ConnectionError("watcher gone")  # what its watcher leaves when it fails
+        with pytest.raises(TombstonesLost, match="run the same replay again"):
+            tombstones_of(project_id)
+    finally:
+        await registry.stop()
+
+
+async def test_without_a_tombstones_bucket_nothing_is_deleted(js: JetStreamContext) -> None:
+    assert await follow_tombstones(js) is None
+    assert live_tombstones(None)("any") == frozenset()

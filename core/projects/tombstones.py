@@ -140,6 +140,18 @@ async def read_tombstones(js: JetStreamContext, timeout: float = 10.0) -> dict[s
     return {project_id: view.of(project_id) for project_id in view.digests}
 
 
+async def follow_tombstones(js: JetStreamContext) -> TombstoneRegistry | None:
+    """A started registry following every project's tombstones (None when the bucket does not
+    exist yet: no deletion was ever asked for)."""
+    try:
+        kv = await js.key_value(TOMBSTONES_BUCKET)
+    except BucketNotFoundError:
+        return None
+    registry = TombstoneRegistry(kv)
+    await registry.start()
+    return registry
+
+
 class TombstoneRegistry:
     """Every project's tombstones, kept current by a watcher on the bucket; rebuilt from a fresh
     snapshot after a NATS reconnect. A project without tombstones costs a dictionary miss."""
