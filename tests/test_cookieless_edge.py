@@ -360,3 +360,28 @@ async def test_edges_racing_for_a_new_days_salt_agree(
         assert {e.request_id for e in published} == {answer.json()["request_id"] for answer in answers}
         [visitor] = {e.events[0]["anonymousId"] for e in published}
         assert visitor.startswith("cl_")
+
+
+async def test_snowplow_events_get_the_same_cookieless_ids(
+    edges: Edges, http: httpx.AsyncClient, project_id: str
+) -> None:
+    """A Snowplow tracker's events (tp2, the key as the app id) go through the same mode: under
+    `always` the tracker's domain user id gives way to the visitor's cookieless id, the one a
+    Segment event of the same browser, address and site gets, and only the network is stored."""
+    await edges.project(project_id, http, "always")
+    segment_visitor = await edges.visitor(project_id, event={"event": "Viewed", "anonymousId": "a-1"})
+    body = {
+        "schema": "iglu:com.snowplowanalytics.snowplow/payload_data/jsonschema/1-0-4",
+        "data": [
+            {"e": "pv", "tv": "js-3.24.0", "p": "web", "aid": edges.keys[project_id], "duid": "device-1",
+             "url": f"{ORIGIN}/pricing", "eid": "5d1d6a34-0000-4000-8000-000000000001"},
+        ],
+    }  # fmt: skip
+    headers = {"Origin": ORIGIN, "User-Agent": BROWSER, "X-Forwarded-For": "203.0.113.77"}
+    response = await edges.clients[1].post("/com.snowplowanalytics.snowplow/tp2", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    data = await edges.last_message(project_id)
+    [event] = Envelope.decode(data).events
+    assert event["anonymousId"] == segment_visitor and segment_visitor.startswith("cl_")
+    assert b"device-1" not in data and b"203.0.113.77" not in data
+    assert Envelope.decode(data).ip == "203.0.113.0"
