@@ -15,7 +15,8 @@ processes), in three arms alternated `--rounds` times in one process:
   before (each worker unpickles it per group).
 
 Prints events/s per arm (median of the rounds) and each arm ÷ `none`. No ClickHouse or NATS: the
-workers' CPU is what the tombstones cost.
+workers' CPU is what the tombstones cost. The deleted people include the visitors of `shop`'s first
+50 requests: both arms with tombstones must leave out exactly their events (else exit 1).
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from consumer import workload  # (bench/ is no package)
 
 from headwater.consumers import processing
-from headwater.consumers.processing import Item, Processed, WorkerPool
+from headwater.consumers.processing import Decoded, Item, Processed, WorkerPool
 from headwater.core.projects.settings import ProjectSettings
+from headwater.core.wire.envelope import Envelope
 from headwater.core.wire.subjects import events_subject
+from headwater.privacy.tombstones import tombstone_digest
 
 GROUP_MESSAGES = 500  # the consumer's default fetch_batch
 IN_FLIGHT = 2  # the consumer's groups in flight: the pool's capacity with two workers
@@ -52,28 +55,47 @@ def _process_with_sets(
 
 async def run_arm(
     pool: WorkerPool, groups: list[list[Item]], arm: str, tombstones: Mapping[str, frozenset[bytes]]
-) -> float:
+) -> tuple[float, int]:
+    """Seconds for every group, and the events left out as deleted people's."""
     gate = asyncio.Semaphore(IN_FLIGHT)
 
-    async def one(group: list[Item]) -> None:
+    async def one(group: list[Item]) -> Processed:
         async with gate:
             if arm == "none":
-                await pool.process(group, {})
-            elif arm == "files":
-                await pool.process(group, {}, tombstones)
-            else:
-                await asyncio.wrap_future(pool._pool.submit(_process_with_sets, group, {}, tombstones))
+                return await pool.process(group, {})
+            if arm == "files":
+                return await pool.process(group, {}, tombstones)
+            return await asyncio.wrap_future(pool._pool.submit(_process_with_sets, group, {}, tombstones))
 
     started = time.perf_counter()
-    await asyncio.gather(*(one(group) for group in groups))
-    return time.perf_counter() - started
+    processed = await asyncio.gather(*(one(group) for group in groups))
+    seconds = time.perf_counter() - started
+    return seconds, sum(o.suppressed for p in processed for o in p.outcomes if isinstance(o, Decoded))
+
+
+def deleted_people(requests: list[tuple[str, str, bytes]], subjects: int) -> tuple[frozenset[bytes], int]:
+    """`subjects` people's digests (user id and anonymous id each): the visitors of shop's first 50
+    requests, the rest random; and how many events of the workload are theirs."""
+    visitors = [
+        Envelope.decode(data).events[0]["anonymousId"] for project, _, data in requests if project == "shop"
+    ][:50]
+    real = {tombstone_digest("shop", "anonymous_id", visitor) for visitor in visitors}
+    theirs = sum(
+        1
+        for project, _, data in requests
+        if project == "shop"
+        for event in Envelope.decode(data).events
+        if tombstone_digest("shop", "anonymous_id", event["anonymousId"]) in real
+    )
+    filler = {os.urandom(32) for _ in range(max(2 * subjects - len(real), 0))}
+    return frozenset(real | filler), theirs
 
 
 async def main(args: argparse.Namespace) -> None:
     requests = workload(args.seed, args.events)
     items = [(events_subject(project), data) for project, _request, data in requests]
     groups = [items[i : i + GROUP_MESSAGES] for i in range(0, len(items), GROUP_MESSAGES)]
-    deleted = frozenset(os.urandom(32) for _ in range(2 * args.subjects))
+    deleted, theirs = deleted_people(requests, args.subjects)
     tombstones = {"shop": deleted}
     print(
         f"{args.events:,} events in {len(items):,} messages, {len(groups)} groups of {GROUP_MESSAGES}; "
@@ -83,16 +105,21 @@ async def main(args: argparse.Namespace) -> None:
     pool = WorkerPool(2, None)
     await pool.warm_up()
     try:
-        await run_arm(pool, groups[:4], "files", tombstones)  # the workers read the file once here
+        # Untimed: the workers' caches (user agents, addresses) warmed, the file read once.
+        await run_arm(pool, groups, "none", tombstones)
+        await run_arm(pool, groups[:4], "files", tombstones)
         seconds: dict[str, list[float]] = {"none": [], "files": [], "pickled": []}
         for round_ in range(args.rounds):
             for arm in seconds:
-                took = await run_arm(pool, groups, arm, tombstones)
+                took, left_out = await run_arm(pool, groups, arm, tombstones)
+                if left_out != (0 if arm == "none" else theirs):
+                    raise SystemExit(f"{arm}: {left_out} events left out, {theirs} expected")
                 seconds[arm].append(took)
                 print(f"  round {round_ + 1} {arm}: {args.events / took:,.0f} events/s", flush=True)
     finally:
         await pool.close()
     rate = {arm: args.events / statistics.median(values) for arm, values in seconds.items()}
+    print(f"left out as deleted people's, in each arm with tombstones: {theirs:,} events (as expected)")
     print("| arm | events/s, median | ÷ none |")
     print("|---|---:|---:|")
     for arm, value in rate.items():
