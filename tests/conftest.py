@@ -72,13 +72,19 @@ async def js(nats_client: NatsClient) -> JetStreamContext:
 
 
 @pytest.fixture(scope="module")
-def clickhouse_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def clickhouse_url(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[str]:
     """The embedded engine's data directory, one per test module. Not one per session: the engine
     shuts down when its last connection closes, and starting it again loads every database in
-    the directory (~0.9 s with 150 projects), which most service tests pay once or more."""
+    the directory (~0.9 s with 150 projects), which most service tests pay once or more.
+
+    Connections left open on it are closed when the module ends (tests/engine_leaks.py). A module
+    whose tests all passed and still left some is a leak to fix: its teardown fails."""
+    failed_before = request.session.testsfailed
     path = tmp_path_factory.mktemp("clickhouse")
     yield f"chdb://{path}"
-    close_left_open(str(path))
+    left = close_left_open(str(path))
+    if left and request.session.testsfailed == failed_before:
+        pytest.fail(f"{left} embedded ClickHouse connection(s) left open by passing tests: close them")
 
 
 @pytest.fixture
