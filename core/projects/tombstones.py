@@ -3,8 +3,8 @@
 One entry per project and deleted identity, keyed `<project>.<digest>` (privacy/tombstones.py: the
 SHA-256 of project, kind and id, in hex), so the bucket holds no id in clear. Its value says which
 kind of id, which deletion job wrote it and when. Written by the control plane's deletion jobs;
-followed live by every consumer (`TombstoneRegistry`, as the project registry follows
-HW_PROJECTS) and read once by `headwater replay` (`read_tombstones`).
+followed live by every consumer and by `headwater replay` (`TombstoneRegistry`, as the project
+registry follows HW_PROJECTS; `follow_tombstones` starts one); `read_tombstones` reads them once.
 """
 
 from __future__ import annotations
