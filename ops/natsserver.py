@@ -21,6 +21,22 @@ log = logging.getLogger(__name__)
 _PORT_ATTEMPTS = 3
 
 
+def _all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of `pid` is in the stopped state (Linux /proc; elsewhere: assumed)."""
+    tasks = Path(f"/proc/{pid}/task")
+    if not tasks.is_dir():
+        return True
+    for task in tasks.iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # the thread exited
+        state = stat.rpartition(")")[2].split()[0]  # after the command name, which may hold spaces
+        if state not in ("T", "t"):
+            return False
+    return True
+
+
 class NatsServerError(RuntimeError):
     pass
 
@@ -194,10 +210,20 @@ class NatsServerProcess:
         self.stop()
         return self.start()
 
-    def pause(self) -> None:
-        """SIGSTOP: the server holds every connection open and answers nothing (for fault tests)."""
-        if self._process is not None:
-            self._process.send_signal(signal.SIGSTOP)
+    def pause(self, timeout: float = 10.0) -> None:
+        """SIGSTOP: the server holds every connection open and answers nothing (for fault tests).
+
+        Returns once every thread of the server has stopped. The kernel wakes one thread to carry
+        out a stop, and only when that thread runs are the others stopped: on a busy machine the
+        rest of the server went on answering for several milliseconds after the signal."""
+        if self._process is None:
+            return
+        self._process.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + timeout
+        while not _all_threads_stopped(self._process.pid):
+            if time.monotonic() > deadline:
+                raise NatsServerError(f"nats-server {self._process.pid} did not stop within {timeout:.0f}s")
+            time.sleep(0.001)
 
     def resume(self) -> None:
         if self._process is not None:
