@@ -14,6 +14,7 @@ from nats.errors import Error as NatsError
 
 from headwater.core.projects.settings import ProjectSettings
 from headwater.core.wire.envelope import EnvelopeError
+from headwater.privacy.tombstones import NO_TOMBSTONES
 
 from .batching import Batch
 from .deadletter import DeadLetters
@@ -29,6 +30,11 @@ SettingsOf = Callable[[str], ProjectSettings]
 LeftoverOf = Callable[[str, float | None], str | None]
 # A project's tombstone digests (empty: none), from the live tombstone registry.
 TombstonesOf = Callable[[str], frozenset[bytes]]
+
+
+def no_tombstones(_project: str) -> frozenset[bytes]:
+    """The TombstonesOf of a process given no registry to follow: nobody is deleted."""
+    return NO_TOMBSTONES
 
 
 async def process_with_tombstones(
@@ -56,7 +62,7 @@ class Collector:
     leftover_of: LeftoverOf
     dead_letters: DeadLetters
     metrics: ConsumerMetrics
-    tombstones_of: TombstonesOf = lambda _project: frozenset()
+    tombstones_of: TombstonesOf = no_tombstones
     leftovers_discarded: int = 0
 
     async def add(self, batch: Batch, messages: list[Msg], processed: Processed) -> None:

@@ -20,7 +20,7 @@ from headwater.core.service.backoff import Backoff
 from headwater.core.wire.envelope import EnvelopeError
 
 from .batching import ProjectBatch
-from .collecting import SettingsOf, TombstonesOf, process_with_tombstones, tombstones_for
+from .collecting import SettingsOf, TombstonesOf, no_tombstones, process_with_tombstones, tombstones_for
 from .deadletter import DeadLetters
 from .insert_errors import InsertFailure, classify
 from .metrics import ConsumerMetrics
@@ -42,7 +42,7 @@ class Inserter:
     stopping: asyncio.Event
     # The messages held behind the batch being written: told in progress while its insert is retried.
     waiting: Callable[[], list[Msg]]
-    tombstones_of: TombstonesOf = lambda _project: frozenset()
+    tombstones_of: TombstonesOf = no_tombstones
     rows_written: int = 0
     retries: int = 0
     retrying_since: float | None = None  # monotonic time since when inserts have been failing

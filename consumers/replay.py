@@ -43,7 +43,7 @@ from headwater.core.wire.envelope import EnvelopeError
 from headwater.core.wire.subjects import EVENTS_STREAM, EVENTS_SUBJECTS, events_subject, project_of_subject
 from headwater.privacy.tombstones import Tombstones
 
-from .collecting import TombstonesOf
+from .collecting import TombstonesOf, no_tombstones
 from .enrich import Enricher
 from .processing import ANONYMOUS_ID, USER_ID, HashKeyOf
 from .pull import PipelinedPull
@@ -238,7 +238,7 @@ class Replay:
         window.check()
         # Data subjects deleted since the events were received: their events are not written again.
         # Asked per envelope (a live view: a deletion that lands during the replay counts from then).
-        self._tombstones_of: TombstonesOf = tombstones_of or (lambda _project: frozenset())
+        self._tombstones_of: TombstonesOf = tombstones_of or no_tombstones
         self._nats = nats
         self._js = nats.jetstream()
         self._window = window
@@ -363,7 +363,7 @@ class Replay:
         except (EnvelopeError, ValueError):
             self.progress.skipped += 1
             return 0
-        digests = self._tombstones_of(envelope.project)
+        digests = self._tombstones_of(project)
         if digests:
             rows, suppressed = Tombstones(project, digests).without_matches(rows, USER_ID, ANONYMOUS_ID)
             self.progress.suppressed += suppressed

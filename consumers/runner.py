@@ -35,6 +35,7 @@ from .collecting import (
     LeftoverOf,
     SettingsOf,
     TombstonesOf,
+    no_tombstones,
     process_with_tombstones,
     tombstones_for,
 )
@@ -68,7 +69,7 @@ class EventConsumer:
         tombstones_of: TombstonesOf | None = None,
     ) -> None:
         self._js = nats.jetstream()
-        self._tombstones_of: TombstonesOf = tombstones_of or (lambda _project: frozenset())
+        self._tombstones_of: TombstonesOf = tombstones_of or no_tombstones
         self._settings = settings
         self._processor = processor
         self._settings_of = settings_of or (lambda _project: ProjectSettings())

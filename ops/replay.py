@@ -14,7 +14,7 @@ import click
 from nats.aio.client import Client as NatsClient
 from nats.js.errors import BucketNotFoundError
 
-from headwater.consumers.collecting import TombstonesOf
+from headwater.consumers.collecting import TombstonesOf, no_tombstones
 from headwater.consumers.enrich import Enricher, GeoLookup, default_geo_database
 from headwater.consumers.processing import bot_filter
 from headwater.consumers.replay import (
@@ -32,7 +32,6 @@ from headwater.control.clickhouse import connect, is_embedded, redact_url
 from headwater.control.store import PROJECTS_BUCKET, ProjectStore
 from headwater.core.projects.settings import ProjectSettings
 from headwater.core.projects.tombstones import TombstoneRegistry, follow_tombstones
-from headwater.privacy.tombstones import NO_TOMBSTONES
 
 from .natsauth import NatsAuth
 from .natsconn import ConnectionEvents, connect_for_command
@@ -145,7 +144,7 @@ class TombstonesLost(click.ClickException):
 
 def live_tombstones(registry: TombstoneRegistry | None) -> TombstonesOf:
     if registry is None:
-        return lambda _project: NO_TOMBSTONES
+        return no_tombstones
 
     def tombstones_of(project: str) -> frozenset[bytes]:
         if registry.failure is not None:
