@@ -9,6 +9,7 @@ violation, an uncaught error or an error in the browser's console fails the test
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -24,7 +25,7 @@ import httpx
 import pytest
 from hw_testing import basic_auth, eventually
 from hw_up import UpProcess
-from playwright.async_api import Browser, ConsoleMessage, Page, Request, expect
+from playwright.async_api import Browser, ConsoleMessage, Page, Request, Route, expect
 
 from headwater.analytics.patterns.generator import GeneratorSettings, generate
 
@@ -338,6 +339,29 @@ async def test_sign_in_refuses_a_wrong_token(console: Console) -> None:
     await expect(page.get_by_label("Admin token")).to_be_visible()
     await expect(page.get_by_role("alert")).to_contain_text("403 invalid_admin_token")
     assert await page.evaluate("sessionStorage.length") == 0
+
+
+async def test_a_form_being_filled_survives_the_project_list_arriving(console: Console) -> None:
+    """The projects page stays mounted when the list of projects arrives after the page: what was
+    typed into the create form before that stays there (it was once wiped by a remount)."""
+    page = console.page
+    await console.sign_in()
+    arrived = asyncio.Event()
+    held: list[Route] = []
+
+    async def hold(route: Route) -> None:
+        held.append(route)
+        await arrived.wait()
+        await route.continue_()
+
+    await page.route("**/v1/projects?limit=500", hold)
+    await console.open("/console/projects")
+    await page.get_by_label("Id", exact=True).fill("typed_early")
+    assert held, "the list of projects was answered before the form was filled"
+    arrived.set()
+    await expect(page.get_by_label("Project", exact=True)).not_to_have_value("")
+    await expect(page.get_by_label("Id", exact=True)).to_have_value("typed_early")
+    await page.unroute("**/v1/projects?limit=500")
 
 
 async def test_projects_then_live_events(console: Console) -> None:

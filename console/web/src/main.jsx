@@ -142,7 +142,14 @@ function App() {
             No project yet: <a data-route href={href('projects')}>create one</a>.
           </p>
         ) : (
-          <View key={`${page.path}:${project}`} project={project} projects={projects} reloadProjects={reloadProjects} />
+          // A page that follows a project starts afresh when the project changes; one that does not
+          // (Projects, Health) keeps its state, so a form being filled survives the list's arrival.
+          <View
+            key={page.project ? `${page.path}:${project}` : page.path}
+            project={project}
+            projects={projects}
+            reloadProjects={reloadProjects}
+          />
         )}
       </main>
     </div>
