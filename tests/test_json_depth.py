@@ -9,6 +9,8 @@ import httpx
 import orjson
 import pytest
 from hw_testing import admin_headers, basic_auth, create_project, track_event
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from headwater.core.service.jsondepth import nesting_exceeds
 from headwater.ops.runtime import Stack
@@ -41,6 +43,52 @@ def test_a_large_shallow_body_is_not_too_deep() -> None:
     body = orjson.dumps({"batch": [event] * 2000})
     assert not nesting_exceeds(body, 6)  # body, batch, event, properties, a, {b}
     assert nesting_exceeds(body, 5)
+
+
+def reference_nesting_exceeds(data: bytes, limit: int) -> bool:
+    """The plain form of the definition: escapes out, strings split off at their quotes, and every
+    bracket left counted in turn."""
+    unescaped = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside = b"".join(unescaped.split(b'"')[::2])
+    depth = 0
+    for byte in outside:
+        if byte in b"{[":
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in b"}]":
+            depth -= 1
+    return False
+
+
+_PIECES = st.sampled_from([b"{", b"}", b"[", b"]", b'"', b"\\", b"a", b",", b":", b"1"])
+_TEXT = st.text(alphabet='{}[]"\\ab\n', max_size=6)
+_JSON = st.recursive(
+    st.none() | st.integers(-1000, 1000) | _TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(_PIECES, max_size=60).map(b"".join), st.integers(0, 12))
+def test_any_bytes_read_as_the_plain_definition(data: bytes, limit: int) -> None:
+    assert nesting_exceeds(data, limit) == reference_nesting_exceeds(data, limit), (data, limit)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_JSON, st.integers(0, 12))
+def test_any_json_read_as_the_plain_definition(value: Any, limit: int) -> None:
+    data = orjson.dumps(value)
+    assert nesting_exceeds(data, limit) == reference_nesting_exceeds(data, limit), (data, limit)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 20_000), st.integers(0, 20_000), st.integers(0, 300))
+def test_long_unbalanced_bodies_read_as_the_plain_definition(opened: int, closed: int, limit: int) -> None:
+    """Past one chunk of brackets, balanced or not, and a long chain around many shallow objects."""
+    data = b"[" * opened + b'{"a":{}}' * 3000 + b"]" * closed
+    assert nesting_exceeds(data, limit) == reference_nesting_exceeds(data, limit)
 
 
 @pytest.fixture
