@@ -3,6 +3,7 @@
     python bench/import_events.py                     # 200,000 events
     python bench/import_events.py --events 1000000
     python bench/import_events.py --skip-consumer     # the import only
+    python bench/import_events.py --events 1000000 --rounds 3   # alternated; the ratio of the medians
 
 1. A `headwater up` on a fresh data directory (free ports): NATS, the embedded ClickHouse, the
    control plane, the edge, the consumer and the sessionizer, as a user runs them.
@@ -12,7 +13,9 @@
    in ClickHouse (`uniqExact(message_id)` through the control API's query endpoint reaches N).
 3. `bench/consumer.py --events N --no-doc` measures the live consumer on the same machine right
    after (a pre-filled stream through the same consumer), and the ratio is printed
-   (goal of issue 23: the import ≥ 0.8x the consumer).
+   (goal of issue 23: the import ≥ 0.8x the consumer). With `--rounds N`, steps 1-3 run N times
+   in turn and the ratio is that of the two medians: either rate alone moves by 10-20% from run to
+   run on this machine.
 
 Prints only (the integrator joins it with the Singer path's into bench/import.py).
 """
@@ -25,6 +28,7 @@ import json
 import os
 import random
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -203,20 +207,35 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=1, help="import and consumer runs, alternated")
     parser.add_argument("--skip-consumer", action="store_true")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="hw-bench-import-") as directory:
-        imported = import_rate(args.events, Path(directory))
-    print(
-        f"import: {args.events:,} events sent in {imported['sent_seconds']:.1f} s, all stored after "
-        f"{imported['landed_seconds']:.1f} s: {imported['events_per_second']:,.0f} events/s",
-        flush=True,
-    )
+    imports: list[float] = []
+    consumers: list[float] = []
+    for round_ in range(1, args.rounds + 1):
+        if args.rounds > 1:
+            print(f"round {round_} of {args.rounds}", flush=True)
+        with tempfile.TemporaryDirectory(prefix="hw-bench-import-") as directory:
+            imported = import_rate(args.events, Path(directory))
+        imports.append(imported["events_per_second"])
+        print(
+            f"import: {args.events:,} events sent in {imported['sent_seconds']:.1f} s, all stored after "
+            f"{imported['landed_seconds']:.1f} s: {imported['events_per_second']:,.0f} events/s",
+            flush=True,
+        )
+        if args.skip_consumer:
+            continue
+        consumers.append(consumer_rate(args.events))
+        print(f"consumer (bench/consumer.py, same size): {consumers[-1]:,.0f} events/s", flush=True)
     if args.skip_consumer:
         return
-    consumer = consumer_rate(args.events)
-    ratio = imported["events_per_second"] / consumer
-    print(f"consumer (bench/consumer.py, same size): {consumer:,.0f} events/s")
+    if args.rounds > 1:
+        each = ", ".join(f"{i / c:.2f}x" for i, c in zip(imports, consumers, strict=True))
+        print(
+            f"medians of {args.rounds} rounds: import {statistics.median(imports):,.0f} events/s, "
+            f"consumer {statistics.median(consumers):,.0f} events/s (each round's ratio: {each})"
+        )
+    ratio = statistics.median(imports) / statistics.median(consumers)
     print(f"import ÷ consumer: {ratio:.2f}x (goal ≥ 0.8x)")
 
 
