@@ -1,6 +1,6 @@
 """What privacy costs the consumer (issue: privacy): bench/consumer.py's consumer over the same
 pre-filled stream, in three arms alternated `--rounds` times, each run in its own process on its own
-embedded ClickHouse directory:
+embedded ClickHouse directory (removed after it; the disk synced before each run):
 
 - `off`: neither the bot filter nor anonymisation rules (the consumer as it was before them);
 - `default`: the product's defaults (the bot filter on, in `flag` mode; no rules);
@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -38,6 +40,7 @@ BEGIN, END = (
 )
 ARMS: tuple[consumer_bench.PrivacyArm, ...] = ("off", "default", "rules")
 GOAL = 0.8
+SETTLE_SECONDS = 3.0
 
 
 def measure(events: int, rounds: int, seed: int, work: Path) -> dict[str, list[float]]:
@@ -56,6 +59,10 @@ def measure(events: int, rounds: int, seed: int, work: Path) -> dict[str, list[f
         for round_ in range(rounds):
             for arm in ARMS:
                 directory = work / f"ch-{arm}-{round_}"
+                # Each arm starts on a settled disk: what the run before wrote is not written back
+                # during this one.
+                os.sync()
+                time.sleep(SETTLE_SECONDS)
                 result = consumer_bench.run_child(
                     "consume", server.url, directory / "ch", events, privacy=arm
                 )
@@ -63,6 +70,7 @@ def measure(events: int, rounds: int, seed: int, work: Path) -> dict[str, list[f
                     raise SystemExit(
                         f"{arm}: {result['landed']} rows, {result['unique']} distinct of {events}"
                     )
+                shutil.rmtree(directory, ignore_errors=True)
                 rate = result["rows"] / result["seconds"]
                 rates[arm].append(rate)
                 print(f"  round {round_ + 1} {arm}: {rate:,.0f} events/s", flush=True)
