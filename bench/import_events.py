@@ -202,6 +202,16 @@ def consumer_rate(events: int) -> float:
     return float(match.group(1).replace(",", ""))
 
 
+SETTLE_SECONDS = 3.0
+
+
+def settle() -> None:
+    """Each run starts on a synced disk, a moment after the one before: not while the kernel
+    writes back what that one wrote."""
+    os.sync()
+    time.sleep(SETTLE_SECONDS)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -215,6 +225,7 @@ def main() -> None:
     for round_ in range(1, args.rounds + 1):
         if args.rounds > 1:
             print(f"round {round_} of {args.rounds}", flush=True)
+        settle()
         with tempfile.TemporaryDirectory(prefix="hw-bench-import-") as directory:
             imported = import_rate(args.events, Path(directory))
         imports.append(imported["events_per_second"])
@@ -225,6 +236,7 @@ def main() -> None:
         )
         if args.skip_consumer:
             continue
+        settle()
         consumers.append(consumer_rate(args.events))
         print(f"consumer (bench/consumer.py, same size): {consumers[-1]:,.0f} events/s", flush=True)
     if args.skip_consumer:
