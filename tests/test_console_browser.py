@@ -346,18 +346,17 @@ async def test_a_form_being_filled_survives_the_project_list_arriving(console: C
     typed into the create form before that stays there (it was once wiped by a remount)."""
     page = console.page
     await console.sign_in()
-    arrived = asyncio.Event()
-    held: list[Route] = []
+    asked, arrived = asyncio.Event(), asyncio.Event()
 
     async def hold(route: Route) -> None:
-        held.append(route)
+        asked.set()
         await arrived.wait()
         await route.continue_()
 
     await page.route("**/v1/projects?limit=500", hold)
     await console.open("/console/projects")
+    await asyncio.wait_for(asked.wait(), 10)  # the list is asked for, and held
     await page.get_by_label("Id", exact=True).fill("typed_early")
-    assert held, "the list of projects was answered before the form was filled"
     arrived.set()
     await expect(page.get_by_label("Project", exact=True)).not_to_have_value("")
     await expect(page.get_by_label("Id", exact=True)).to_have_value("typed_early")
