@@ -3,7 +3,7 @@ against the live consumer's, one after the other on one machine.
 
     python bench/import.py                        # 200,000 Singer rows, 200,000 events
     python bench/import.py --rows 1000000 --events 1000000
-    python bench/import.py --rows 1000000 --events 1000000 --rounds 3   # medians (~10 min)
+    python bench/import.py --rows 1000000 --events 1000000 --rounds 3   # medians (~8 min)
 
 It runs bench/import_singer.py (tap output → `target-headwater` → control plane → JetStream →
 import writer → ClickHouse) and bench/import_events.py (`headwater import events` through a
