@@ -17,13 +17,13 @@ consumer runs; the summary takes medians (each rate alone moves by 10-20% from r
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from settle import settle
 
 HERE = Path(__file__).resolve().parent
 SINGER_GOAL = 50_000
@@ -66,8 +66,7 @@ def main() -> int:
         )
     # The Singer run's files written back and removed before the next part is timed: one events
     # run started straight after it measured 0.64x where runs on their own measured 0.80-0.82x.
-    os.sync()
-    time.sleep(10)
+    settle(10)
     events = run("import_events.py", "--events", str(args.events), "--rounds", str(args.rounds))
     rows_per_second = statistics.median(singer_rates)
     ratio = figure(r"import ÷ consumer: ([\d.]+)x", events, "events ratio")

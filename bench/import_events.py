@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from settle import settle
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -200,16 +201,6 @@ def consumer_rate(events: int) -> float:
     if match is None:
         raise SystemExit(f"no consumer rate in bench/consumer.py's output:\n{result.stdout[-3000:]}")
     return float(match.group(1).replace(",", ""))
-
-
-SETTLE_SECONDS = 3.0
-
-
-def settle() -> None:
-    """Each run starts on a synced disk, a moment after the one before: not while the kernel
-    writes back what that one wrote."""
-    os.sync()
-    time.sleep(SETTLE_SECONDS)
 
 
 def main() -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import platform
 import shutil
 import statistics
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import consumer as consumer_bench
 from docsection import DOC, replace_section
+from settle import settle
 
 from headwater.ops.natsconn import connect_nats
 from headwater.ops.natsserver import NatsServerProcess
@@ -40,7 +40,6 @@ BEGIN, END = (
 )
 ARMS: tuple[consumer_bench.PrivacyArm, ...] = ("off", "default", "rules")
 GOAL = 0.8
-SETTLE_SECONDS = 3.0
 
 
 def measure(events: int, rounds: int, seed: int, work: Path) -> dict[str, list[float]]:
@@ -59,10 +58,7 @@ def measure(events: int, rounds: int, seed: int, work: Path) -> dict[str, list[f
         for round_ in range(rounds):
             for arm in ARMS:
                 directory = work / f"ch-{arm}-{round_}"
-                # Each arm starts on a settled disk: what the run before wrote is not written back
-                # during this one.
-                os.sync()
-                time.sleep(SETTLE_SECONDS)
+                settle()  # each arm on a synced disk, not beside the last one's write-back
                 result = consumer_bench.run_child(
                     "consume", server.url, directory / "ch", events, privacy=arm
                 )
