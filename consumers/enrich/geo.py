@@ -19,6 +19,7 @@ import functools
 import importlib.util
 import logging
 import os
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -142,12 +143,12 @@ def _english_name(record: dict[str, object]) -> str:
     return _text(_mapping(record.get("names")), "en")
 
 
-def _text(record: dict[str, object], key: str) -> str:
+def _text(record: Mapping[str, object], key: str) -> str:
     value = record.get(key)
     return value if isinstance(value, str) else ""
 
 
-def _number(record: dict[str, object], key: str) -> float | None:
+def _number(record: Mapping[str, object], key: str) -> float | None:
     value = record.get(key)
     return float(value) if isinstance(value, int | float) else None
 
