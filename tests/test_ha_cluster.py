@@ -432,7 +432,8 @@ async def test_the_shipped_cluster_wants_a_login_over_tls_and_keeps_edges_to_the
     edge = await connect_nats(cluster.urls, "ha-test-edge", auth=auth("edge", certificate))
     admin = await connect_nats(cluster.urls, "ha-test-admin", auth=auth("admin", certificate))
     try:
-        await admin.jetstream().create_key_value(bucket=PROJECTS_BUCKET)
+        # (Set-up, not under test: a new cluster under CI's load once took over the default 5 s.)
+        await admin.jetstream(timeout=30).create_key_value(bucket=PROJECTS_BUCKET)
         kv = await edge.jetstream(timeout=3).key_value(PROJECTS_BUCKET)
         with pytest.raises((NatsError, TimeoutError)):
             await asyncio.wait_for(kv.put("victim", b"{}"), 5)
