@@ -518,7 +518,9 @@ async def sessions_lag(nats: NatsClient, run_seconds: float) -> float:
     lags = []
     for project in PROJECTS:
         watermark = await watermarks.get(project)
-        lags.append((now - watermark.inserted_through).total_seconds() if watermark.revision else run_seconds)
+        lags.append(
+            (now - watermark.inserted_through).total_seconds() if watermark.committed else run_seconds
+        )
     return max(lags)
 
 

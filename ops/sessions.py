@@ -51,6 +51,10 @@ class ProjectSessions:
     lag_seconds: float | None
     sessions: int | None  # None when ClickHouse could not tell (error)
     error: str | None = None
+    # Writers announced and not settled (docs/sessions.md, "Two writers at once"): at work, or lost
+    # or presumed dead and waiting for a cycle to reconcile them.
+    writing: int = 0
+    to_reconcile: int = 0
 
 
 def _open_clickhouse(clickhouse_url: str | None) -> Client:
@@ -116,7 +120,7 @@ async def sessions_status(
         rows = []
         for project in await _projects(store, project_id):
             watermark = await watermarks.get(project.id)
-            through = watermark.inserted_through if watermark.revision else None
+            through = watermark.inserted_through if watermark.committed else None
             lag = None if through is None else round((datetime.now(UTC) - through).total_seconds(), 1)
             try:
                 count: int | None = await asyncio.to_thread(count_of, project.id)
@@ -124,20 +128,25 @@ async def sessions_status(
             except Exception as exc:  # one project's database (not migrated?) does not stop the list
                 count, error = None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
             iso = None if through is None else through.isoformat()
-            rows.append(ProjectSessions(project.id, project.enabled, iso, lag, count, error))
+            to_reconcile = len(watermark.to_reconcile(datetime.now(UTC)))
+            writing = len(watermark.pending) - to_reconcile
+            rows.append(
+                ProjectSessions(project.id, project.enabled, iso, lag, count, error, writing, to_reconcile)
+            )
         return rows
     finally:
         await nats.close()
 
 
 def _status_table(rows: list[ProjectSessions]) -> str:
-    lines = [f"{'PROJECT':<24} {'WATERMARK':<32} {'LAG (s)':>10} {'SESSIONS':>10}"]
+    lines = [f"{'PROJECT':<24} {'WATERMARK':<32} {'LAG (s)':>10} {'SESSIONS':>10} {'WRITERS':>8}"]
     for row in rows:
         lag = "-" if row.lag_seconds is None else f"{row.lag_seconds:,.1f}"
         count = "?" if row.sessions is None else f"{row.sessions:,}"
         name = row.project if row.enabled else f"{row.project} (disabled)"
         watermark = row.watermark or "(no cycle yet)"
-        line = f"{name:<24} {watermark:<32} {lag:>10} {count:>10}"
+        writers = f"{row.writing}" + (f"+{row.to_reconcile}!" if row.to_reconcile else "")
+        line = f"{name:<24} {watermark:<32} {lag:>10} {count:>10} {writers:>8}"
         lines.append(line + (f"  error: {row.error}" if row.error else ""))
     return "\n".join(lines)
 

@@ -8,22 +8,30 @@
    later than its session's close plus the allowed lateness is counted, and does not re-open it.
 3. For each identity, where to recompute from: the visit start of its last session before that
    earliest event, in the table as the watermark left it (rows of unfinished cycles, which carry a
-   version above it, are not trusted). Everything of the identity from there on is recomputed.
-   The same read keeps the sessions that may lie in those ranges, with their newest rows.
+   version above it, and of writers not settled are not trusted). Everything of the identity from
+   there on is recomputed. So is every identity a lost writer wrote for that a later writer wrote
+   for too (step 5). The same read keeps the sessions that may lie in those ranges, with their
+   newest rows.
 4. The recomputed sessions are written with version U, then every session of the recomputed
    ranges that this cycle did not produce (merged away by a late event, or left by a cycle that
    crashed) gets a tombstone with version U: found from what step 3 kept and the rows of the
    parts written since it began, not from a second read of the table. The newest snapshot wins:
    docs/sessions.md.
-5. The watermark moves to U (compare-and-set; losing it to another sessionizer is harmless), with
-   the time from which the recent copy is complete.
+5. The watermark moves to U, with the time from which the recent copy is complete, when U is still
+   the highest version announced (sessionizer/watermarks.py: the cycle announced it before step 1's
+   copy). Otherwise another writer announced a later snapshot meanwhile, and one of the two may
+   have written after the other's tombstones: U is marked lost, and a later cycle recomputes the
+   identities both wrote for before it settles U (docs/sessions.md, "Two writers at once").
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -81,7 +89,8 @@ class CycleResult:
     sessions: int  # written
     tombstones: int
     late_events: int  # too late to re-open their session
-    advanced: bool  # False: another sessionizer moved the watermark first
+    advanced: bool  # False: nothing to do, or another writer's later snapshot took over
+    reconciled: int = 0  # identities recomputed for a lost writer
 
 
 def snapshot_end(client: Client, settle_seconds: float = DEFAULT_SETTLE_SECONDS) -> datetime:
@@ -104,25 +113,107 @@ async def run_cycle(
 ) -> CycleResult:
     if recent_span > RECENT_SPAN:
         raise ValueError(f"the recent copy keeps rows for {RECENT_SPAN} at most")
-    database = database_name(project_id)  # validated: it is spliced into SQL as an identifier
     watermark = await watermarks.get(project_id)
     through = snapshot_end(client, settle_seconds)
     if through <= watermark.inserted_through:
         return CycleResult(project_id, watermark.inserted_through, 0, 0, 0, 0, False)
+    version = version_of(through)
+    announced = await watermarks.announce(project_id, version, _now())
+    if announced is None:  # another writer announced a later snapshot: it covers this one
+        return CycleResult(project_id, watermark.inserted_through, 0, 0, 0, 0, False)
+    async with _abandoned_on_failure(watermarks, project_id, version):
+        return await _announced_cycle(client, watermarks, project_id, rules, announced, through, recent_span)
+
+
+async def _announced_cycle(
+    client: Client,
+    watermarks: Watermarks,
+    project_id: str,
+    rules: Sessions,
+    watermark: Watermark,
+    through: datetime,
+    recent_span: timedelta,
+) -> CycleResult:
+    database = database_name(project_id)  # validated: it is spliced into SQL as an identifier
+    version = version_of(through)
+    reconcile = watermark.to_reconcile(_now())
     recent_from = _keep_recent(client, database, watermark, through, recent_span)
-    if not watermark.revision:
+    if not watermark.committed:
         # The first cycle takes everything (history before the sessionizer ran is not late): a
-        # full rebuild, one pass per shard rather than a scan per chunk of listed identities.
+        # full rebuild, one pass per shard rather than a scan per chunk of listed identities. Its
+        # tombstones cover every row a lost writer left.
         identities, sessions, tombstones = _rebuild_everything(
             client, database, rules, through, None, REBUILD_SHARD_EVENTS
         )
-        advanced = await watermarks.advance(project_id, watermark, through, recent_from)
+        advanced = await watermarks.finish(project_id, version, _now(), through, recent_from, reconcile)
         return CycleResult(project_id, through, identities, sessions, tombstones, 0, advanced)
     lateness = rules.inactivity_timeout_seconds + rules.lateness_seconds
     earliest, late = _touched(client, database, rules, watermark.inserted_through, through, lateness)
+    lost = _written_by_lost_writers(client, database, reconcile) if reconcile else {}
+    for identity, first in lost.items():
+        earliest[identity] = min(earliest.get(identity, first), first)
+    if lost:
+        log.info("%s: recomputing %d identities a lost writer wrote for", database, len(lost))
     sessions, tombstones = _recompute(client, database, rules, earliest, watermark, through, recent_from)
-    advanced = await watermarks.advance(project_id, watermark, through, recent_from)
-    return CycleResult(project_id, through, len(earliest), sessions, tombstones, late, advanced)
+    advanced = await watermarks.finish(project_id, version, _now(), through, recent_from, reconcile)
+    return CycleResult(project_id, through, len(earliest), sessions, tombstones, late, advanced, len(lost))
+
+
+@contextlib.asynccontextmanager
+async def _abandoned_on_failure(watermarks: Watermarks, project_id: str, version: int) -> AsyncIterator[None]:
+    """A writer that fails after announcing marks its version lost (if NATS lets it: otherwise
+    it is presumed dead later), so that the next cycle settles it."""
+    try:
+        yield
+    except Exception:
+        try:
+            await watermarks.abandon(project_id, version, _now())
+        except Exception as error:  # the failure that brought us here matters more
+            log.warning("project %s: could not mark version %d lost: %r", project_id, version, error)
+        raise
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# How long a rebuild waits for the writers whose later snapshots stand in its way.
+_ANNOUNCE_WAIT_SECONDS = 120.0
+
+
+async def _announce_a_snapshot(
+    client: Client, watermarks: Watermarks, project_id: str, settle_seconds: float
+) -> tuple[datetime, Watermark]:
+    """A rebuild's snapshot end, announced: a later one while a cycle's is the highest announced."""
+    deadline = time.monotonic() + _ANNOUNCE_WAIT_SECONDS
+    while True:
+        through = snapshot_end(client, settle_seconds)
+        announced = await watermarks.announce(project_id, version_of(through), _now())
+        if announced is not None:
+            return through, announced
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"project {project_id}: other writers kept announcing later snapshots")
+        await asyncio.sleep(0.5)
+
+
+def _written_by_lost_writers(client: Client, database: str, versions: list[int]) -> dict[str, datetime]:
+    """The identities that writers of `versions` (lost, or presumed dead) wrote rows for and that
+    a writer of a higher version wrote for too, each with the earliest start of those rows: the
+    only ones whose rows may be out of date (another writer's computation covered more events
+    and may have missed them). The others' rows are their writer's exact computation."""
+    sql = f"""
+        SELECT identity, toUnixTimestamp64Milli(minIf(started_at, is_lost))
+        FROM (
+            SELECT identity, started_at, version, has({{lost:Array(UInt64)}}, version) AS is_lost
+            FROM `{database}`.sessions
+            WHERE version >= {{lowest:UInt64}}
+        )
+        GROUP BY identity
+        HAVING countIf(is_lost) > 0 AND max(version) > minIf(version, is_lost)
+    """
+    parameters = {"lost": versions, "lowest": min(versions)}
+    rows = client.query(sql, parameters=parameters).result_rows
+    return {identity: from_unix_milliseconds(first) for identity, first in rows}
 
 
 def _keep_recent(
@@ -183,13 +274,33 @@ async def rebuild(
     rebuild's statements may take in ClickHouse (its `max_memory_usage`); the shards are split
     until each fits."""
     database = database_name(project_id)  # validated: it is spliced into SQL as an identifier
-    through = snapshot_end(client, settle_seconds)
-    if since is None:
-        identities, sessions, tombstones = _rebuild_everything(
-            client, database, rules, through, progress, shard_events, max_memory
-        )
-        return CycleResult(project_id, through, identities, sessions, tombstones, 0, False)
-    watermark = await watermarks.get(project_id)
+    through, watermark = await _announce_a_snapshot(client, watermarks, project_id, settle_seconds)
+    version = version_of(through)
+    async with _abandoned_on_failure(watermarks, project_id, version):
+        if since is None:
+            identities, sessions, tombstones = _rebuild_everything(
+                client, database, rules, through, progress, shard_events, max_memory
+            )
+        else:
+            identities, sessions, tombstones = _rebuild_since(
+                client, database, rules, since, watermark, through, progress, chunk_identities
+            )
+        await watermarks.finish(project_id, version, _now())
+    return CycleResult(project_id, through, identities, sessions, tombstones, 0, False)
+
+
+def _rebuild_since(
+    client: Client,
+    database: str,
+    rules: Sessions,
+    since: datetime,
+    watermark: Watermark,
+    through: datetime,
+    progress: Progress | None,
+    chunk_identities: int,
+) -> tuple[int, int, int]:
+    """Every identity with events since `since`, recomputed as a cycle would: the identities, the
+    sessions and the tombstones written."""
     identity = identity_expression(rules)
     sql = f"""
         SELECT {identity} AS identity, min(timestamp) FROM `{database}`.events
@@ -202,7 +313,7 @@ async def rebuild(
     sessions, tombstones = _recompute(
         client, database, rules, earliest, watermark, through, None, progress, chunk_identities
     )
-    return CycleResult(project_id, through, len(earliest), sessions, tombstones, 0, False)
+    return len(earliest), sessions, tombstones
 
 
 def _rebuild_everything(
@@ -375,6 +486,10 @@ def _touched(
 # recomputed from the beginning): the tombstones are found from these and the rows written since
 # (_write_tombstones). Most identities have none: a returning visitor's new visit starts later.
 SessionKey = tuple[str, str]
+# A row of the table as the watermark left it: of a version up to the watermark's, and not of a
+# writer that has not settled (sessionizer/watermarks.py): a lost or dead writer's session may
+# begin in the middle of a visit, its events split by another's (docs/sessions.md).
+_TRUSTED = "version <= {committed:UInt64} AND NOT has({untrusted:Array(UInt64)}, version)"
 NewestRows = dict[SessionKey, tuple[int, int, int]]
 
 
@@ -419,11 +534,14 @@ def _recompute_from(
     And, from the same read, the sessions that may lie in the recomputed ranges (NewestRows): the
     tombstones are found from them and the rows written since, not from a second read of the
     whole table."""
+
     # Times as Unix milliseconds and one argMax per column: argMax of a tuple, or of DateTime64,
     # keeps its values the generic way, and the aggregation of ~40k rows took ~0.05 s more. The
     # argMaxes of one row pick one row: they see the same keys in the same order, and keep the
     # first of equal keys alike.
-    committed_value = "argMaxIf({column}, version, version <= {{committed:UInt64}})"
+    def committed_value(column: str) -> str:
+        return f"argMaxIf({column}, version, {_TRUSTED})"
+
     sql = f"""
         SELECT identity,
             countIf(live_before) > 0 AS has_before,
@@ -455,12 +573,12 @@ def _recompute_from(
                 -- looked up once per row inside the aggregation: after it, the look-up's hash
                 -- table would be built again for each of the small blocks it hands on
                 any({time_lookup_milliseconds("affected", "identity")}) AS bound_ms,
-                countIf(version <= {{committed:UInt64}}) > 0 AS committed_row,
-                toUnixTimestamp64Milli({committed_value.format(column="started_at")}) AS started_ms,
-                toUnixTimestamp64Milli({committed_value.format(column="visit_started_at")})
+                countIf({_TRUSTED}) > 0 AS committed_row,
+                toUnixTimestamp64Milli({committed_value("started_at")}) AS started_ms,
+                toUnixTimestamp64Milli({committed_value("visit_started_at")})
                     AS visit_started_ms,
-                toUnixTimestamp64Milli({committed_value.format(column="ended_at")}) AS ended_ms,
-                {committed_value.format(column="is_deleted")} AS committed_deleted,
+                toUnixTimestamp64Milli({committed_value("ended_at")}) AS ended_ms,
+                {committed_value("is_deleted")} AS committed_deleted,
                 committed_row AND NOT committed_deleted AND started_ms < bound_ms AS live_before,
                 toUnixTimestamp64Milli(argMax(started_at, version)) AS newest_started_ms,
                 argMax(is_deleted, version) AS newest_deleted,
@@ -478,6 +596,7 @@ def _recompute_from(
     timeout = timedelta(seconds=rules.inactivity_timeout_seconds)
     parameters = {
         "committed": watermark.version,
+        "untrusted": sorted(watermark.pending),
         "timeout_ms": timeout // timedelta(milliseconds=1),
         "the_earliest_ms": unix_milliseconds(THE_EARLIEST),
         **time_map_parameters("affected", affected),

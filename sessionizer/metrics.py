@@ -14,8 +14,9 @@ class SessionizerMetrics:
         self.registry = CollectorRegistry()
         self.cycles = Counter(
             "headwater_sessionizer_cycles",
-            "Cycles run, by outcome: advanced (moved the watermark), skipped (another sessionizer "
-            "moved it first: its writes were the same) or failed.",
+            "Cycles run, by outcome: advanced (moved the watermark), skipped (nothing new, or another "
+            "writer's later snapshot covered it: a cycle that wrote anyway is reconciled by a later "
+            "one) or failed.",
             ["project", "outcome"],
             registry=self.registry,
         )
@@ -28,6 +29,13 @@ class SessionizerMetrics:
         self.tombstones = Counter(
             "headwater_sessionizer_tombstones",
             "Sessions deleted because a recomputation no longer produced them (merged by a late event).",
+            ["project"],
+            registry=self.registry,
+        )
+        self.reconciled = Counter(
+            "headwater_sessionizer_reconciled_identities",
+            "Identities recomputed because two writers (sessionizers, a rebuild) wrote for them at once "
+            "and the one with the older snapshot ended last, or one died (docs/sessions.md).",
             ["project"],
             registry=self.registry,
         )
@@ -53,7 +61,7 @@ class SessionizerMetrics:
 
     def forget(self, project_id: str) -> None:
         """Drop the per-project series of a project that is gone or disabled."""
-        for metric in (self.sessions, self.tombstones, self.late_events, self.lag):
+        for metric in (self.sessions, self.tombstones, self.reconciled, self.late_events, self.lag):
             with contextlib.suppress(KeyError):
                 metric.remove(project_id)
         for outcome in OUTCOMES:

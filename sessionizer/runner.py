@@ -165,6 +165,7 @@ class Sessionizer:
         self.metrics.cycles.labels(project_id, outcome).inc()
         self.metrics.sessions.labels(project_id).inc(result.sessions)
         self.metrics.tombstones.labels(project_id).inc(result.tombstones)
+        self.metrics.reconciled.labels(project_id).inc(result.reconciled)
         self.metrics.late_events.labels(project_id).inc(result.late_events)
         self._set_lag(project_id, result.inserted_through)
         if result.late_events:
@@ -180,7 +181,7 @@ class Sessionizer:
             watermark = await self._watermarks.get(project_id)
         except Exception:  # NATS is away too: the gauge keeps its last value
             return
-        if watermark.revision:
+        if watermark.committed:
             self._set_lag(project_id, watermark.inserted_through)
 
     def _failed(self, project_id: str, error: Exception) -> None:

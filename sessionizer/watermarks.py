@@ -2,18 +2,26 @@
 a restarted or second sessionizer carries on from it).
 
 The watermark is an insert time: every event ClickHouse inserted at or before it has been
-sessionized. It moves by compare-and-set on the entry's revision, so of two sessionizers that did
-the same cycle, one moves it and the other learns that it did (their writes were the same).
+sessionized. Beside it, `recent_from`: the sessionizer's copy of recent events
+(`sessionizer_recent`) holds every event inserted up to the watermark whose timestamp is at or
+after this time (None: no copy made yet, so the next cycle makes one).
 
-Beside it, `recent_from`: the sessionizer's copy of recent events (`sessionizer_recent`) holds
-every event inserted up to the watermark whose timestamp is at or after this time (None: no copy
-made yet, so the next cycle makes one).
+And the writers (docs/sessions.md, "Two writers at once"): a cycle or a rebuild announces the
+version it is about to write (its snapshot's end in ms) before it writes, and only above every
+version announced before (`high`); the announced versions not yet settled are `pending`, and their
+rows are not trusted. A writer that ends while its version is still the highest announced
+settles it (a cycle also moves the watermark); one that ends after a higher version was announced
+may have written rows the other never saw, so it marks its version `lost`: a later cycle
+recomputes the identities that both wrote, then settles it. Every change is a compare-and-set on
+the entry's revision, retried on a conflict.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 from nats.js import JetStreamContext
@@ -28,16 +36,46 @@ SESSIONS_BUCKET = "HW_SESSIONS"
 THE_BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+# A writer whose version has been announced this long without ending is presumed dead: its rows
+# are then reconciled as a lost writer's (one that was only slow marks itself lost when it ends).
+PRESUMED_DEAD_AFTER = timedelta(hours=6)
+# Compare-and-set attempts before giving up (each conflict means another writer changed the entry).
+_ATTEMPTS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An announced version not settled yet: its writer is writing (or died), or it has `lost`."""
+
+    lost: bool
+    at: datetime  # when it was announced, or marked lost
+
+
 @dataclass(frozen=True, slots=True)
 class Watermark:
     inserted_through: datetime
     revision: int  # the KV entry's; 0 while the project has none
     recent_from: datetime | None = None
+    high: int = 0  # the highest version announced
+    pending: Mapping[int, Pending] = field(default_factory=dict)
 
     @property
     def version(self) -> int:
         """The version of the rows a cycle up to here writes: its watermark in milliseconds."""
         return version_of(self.inserted_through)
+
+    @property
+    def committed(self) -> bool:
+        """Whether a cycle has moved the watermark yet (a first one takes everything)."""
+        return self.inserted_through > THE_BEGINNING
+
+    def to_reconcile(self, now: datetime) -> list[int]:
+        """The pending versions a cycle must reconcile: lost, or presumed dead."""
+        return sorted(
+            version
+            for version, pending in self.pending.items()
+            if pending.lost or now - pending.at >= PRESUMED_DEAD_AFTER
+        )
 
 
 def version_of(inserted_through: datetime) -> int:
@@ -68,31 +106,95 @@ class Watermarks:
             return Watermark(THE_BEGINNING, 0)
         if entry.value is None:
             return Watermark(THE_BEGINNING, int(entry.revision or 0))
-        value = orjson.loads(entry.value)
-        through = datetime.fromisoformat(value["inserted_through"])
-        recent_from = value.get("recent_from")  # absent: written before the copy existed
-        recent = None if recent_from is None else datetime.fromisoformat(recent_from)
-        return Watermark(through, int(entry.revision or 0), recent)
+        return _parsed(orjson.loads(entry.value), int(entry.revision or 0))
 
-    async def advance(
-        self, project_id: str, current: Watermark, through: datetime, recent_from: datetime | None = None
+    async def announce(self, project_id: str, version: int, now: datetime) -> Watermark | None:
+        """Announce that rows of `version` are about to be written: the entry as announced (the
+        watermark the writer works from), or None when a version at least as high has been
+        announced, or the watermark is there already (a later snapshot covers this one)."""
+        for _ in range(_ATTEMPTS):
+            current = await self.get(project_id)
+            if version <= max(current.high, current.version):
+                return None
+            pending = {**current.pending, version: Pending(False, now)}
+            announced = replace(current, high=version, pending=pending)
+            revision = await self._put(project_id, current, announced)
+            if revision is not None:
+                return replace(announced, revision=revision)
+        raise RuntimeError(f"project {project_id}: the sessions watermark kept changing")
+
+    async def finish(
+        self,
+        project_id: str,
+        version: int,
+        now: datetime,
+        through: datetime | None = None,
+        recent_from: datetime | None = None,
+        reconciled: Iterable[int] = (),
     ) -> bool:
-        """Move the watermark from `current` to `through` (and the recent copy's start to
-        `recent_from`); False when another sessionizer moved it since `current` was read (this
-        cycle's writes are then redundant, never harmful)."""
-        fields = {"inserted_through": through.isoformat()}
-        if recent_from is not None:
-            fields["recent_from"] = recent_from.isoformat()
-        value = orjson.dumps(fields)
+        """The writer of `version` is done. While it is still the highest version announced, it is
+        settled, with the versions it `reconciled`, and the watermark moves to `through` (and the
+        recent copy's start to `recent_from`) when given: True. Otherwise it is marked lost (a
+        later cycle reconciles it): False."""
+        settled = {version, *reconciled}
+        for _ in range(_ATTEMPTS):
+            current = await self.get(project_id)
+            mine = current.pending.get(version)
+            if current.high != version or mine is None or mine.lost:
+                await self.abandon(project_id, version, now)
+                return False
+            done = replace(current, pending={v: p for v, p in current.pending.items() if v not in settled})
+            if through is not None and through > current.inserted_through:
+                done = replace(done, inserted_through=through, recent_from=recent_from or current.recent_from)
+            if await self._put(project_id, current, done) is not None:
+                return True
+        raise RuntimeError(f"project {project_id}: the sessions watermark kept changing")
+
+    async def abandon(self, project_id: str, version: int, now: datetime) -> None:
+        """Mark `version` lost: its writer ended without settling it (it lost its turn, or
+        failed half-way), and a later cycle reconciles what it wrote."""
+        for _ in range(_ATTEMPTS):
+            current = await self.get(project_id)
+            lost = replace(current, pending={**current.pending, version: Pending(True, now)})
+            if await self._put(project_id, current, lost) is not None:
+                return
+        raise RuntimeError(f"project {project_id}: the sessions watermark kept changing")
+
+    async def _put(self, project_id: str, current: Watermark, new: Watermark) -> int | None:
+        """Write `new` if the entry is still at `current`'s revision: the new revision, or None."""
+        value = orjson.dumps(_fields(new))
         try:
             if current.revision == 0:
-                await self._kv.create(project_id, value)
-            else:
-                await self._kv.update(project_id, value, last=current.revision)
+                return int(await self._kv.create(project_id, value))
+            return int(await self._kv.update(project_id, value, last=current.revision))
         except KeyWrongLastSequenceError:
-            return False
-        return True
+            return None
 
     async def reset(self, project_id: str) -> None:
         """Forget the watermark (a rebuild then starts from the beginning)."""
         await self._kv.purge(project_id)
+
+
+def _fields(watermark: Watermark) -> dict[str, Any]:
+    fields: dict[str, Any] = {"inserted_through": watermark.inserted_through.isoformat()}
+    if watermark.recent_from is not None:
+        fields["recent_from"] = watermark.recent_from.isoformat()
+    fields["high"] = watermark.high
+    fields["pending"] = {
+        str(version): {"lost": pending.lost, "at": pending.at.isoformat()}
+        for version, pending in watermark.pending.items()
+    }
+    return fields
+
+
+def _parsed(value: dict[str, Any], revision: int) -> Watermark:
+    through = datetime.fromisoformat(value["inserted_through"])
+    recent_from = value.get("recent_from")  # absent: written before the copy existed
+    recent = None if recent_from is None else datetime.fromisoformat(recent_from)
+    pending = {
+        int(version): Pending(bool(fields["lost"]), datetime.fromisoformat(fields["at"]))
+        for version, fields in value.get("pending", {}).items()
+    }
+    # Absent before writers announced: the watermark's own version was the highest.
+    high = int(value.get("high", version_of(through)))
+    return Watermark(through, revision, recent, high, pending)

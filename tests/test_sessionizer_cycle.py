@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import threading
 import time
 from dataclasses import astuple, replace
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,9 @@ from headwater.core.migrations import apply_migrations
 from headwater.core.migrations.m0003_sessions import SESSION_COLUMNS
 from headwater.core.projects.settings import Sessions
 from headwater.sessionizer import cycle
+from headwater.sessionizer import watermarks as watermarks_module
 from headwater.sessionizer.cycle import rebuild, run_cycle, utc
+from headwater.sessionizer.onloop import WatermarksOnLoop
 from headwater.sessionizer.watermarks import SESSIONS_BUCKET, Watermarks, ensure_sessions_bucket
 
 pytestmark = pytest.mark.services
@@ -124,12 +127,17 @@ async def sessionized_visit(
 async def dies_before_its_tombstones(
     client: Client, watermarks: Watermarks, project_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A cycle that writes its sessions and dies (as if killed) before its tombstones."""
+    """A cycle that writes its sessions and dies (as if killed: it does not get to mark its
+    version lost) before its tombstones."""
 
     def die(*args: object) -> None:
         raise RuntimeError("killed between the sessions and their tombstones")
 
+    async def killed(*args: object) -> None:
+        pass
+
     monkeypatch.setattr(cycle, "_write_tombstones", die)
+    monkeypatch.setattr(Watermarks, "abandon", killed)
     with pytest.raises(RuntimeError):
         await run_cycle(client, watermarks, project_id, RULES, settle_seconds=0)
     monkeypatch.undo()
@@ -417,6 +425,221 @@ async def test_a_dead_cycles_rewrite_merged_over_the_committed_row_is_not_lost(
     assert clickhouse.query(versions, parameters={"v": committed}).result_rows[0][0] == 0
     await settle(clickhouse, watermarks, project_id)
     assert normalized(table(clickhouse, database)) == normalized(sessionize([*visit, more], RULES))
+
+
+class PausedCycle:
+    """A cycle run in a thread of its own that stops before writing its sessions until released:
+    another writer can run whole meanwhile (its snapshot is taken before it stops)."""
+
+    def __init__(
+        self,
+        client: Client,
+        watermarks: Watermarks,
+        project_id: str,
+        monkeypatch: pytest.MonkeyPatch,
+        dies_before_its_tombstones: bool = False,
+    ):
+        self._paused, self._release = threading.Event(), threading.Event()
+        self._here = threading.local()
+        write_sessions, write_tombstones = cycle._write_sessions, cycle._write_tombstones
+
+        def write_when_released(*args: Any, **kwargs: Any) -> None:
+            if getattr(self._here, "paused", False):
+                self._paused.set()
+                assert self._release.wait(60)
+            write_sessions(*args, **kwargs)
+
+        def tombstones_unless_killed(*args: Any, **kwargs: Any) -> None:
+            if dies_before_its_tombstones and getattr(self._here, "paused", False):
+                raise RuntimeError("killed between the sessions and their tombstones")
+            write_tombstones(*args, **kwargs)
+
+        abandon = WatermarksOnLoop.abandon  # this cycle's (it runs in the thread, on its own loop)
+
+        async def abandon_unless_killed(watermarks: WatermarksOnLoop, *args: Any) -> None:
+            if not (dies_before_its_tombstones and getattr(self._here, "paused", False)):
+                await abandon(watermarks, *args)
+
+        monkeypatch.setattr(cycle, "_write_sessions", write_when_released)
+        monkeypatch.setattr(cycle, "_write_tombstones", tombstones_unless_killed)
+        monkeypatch.setattr(WatermarksOnLoop, "abandon", abandon_unless_killed)
+        loop = asyncio.get_running_loop()
+
+        def run() -> cycle.CycleResult:
+            self._here.paused = True
+            return asyncio.run(run_cycle(client, WatermarksOnLoop(watermarks, loop), project_id, RULES, 0))
+
+        self._result = asyncio.create_task(asyncio.to_thread(run))
+
+    async def paused(self) -> None:
+        if not await asyncio.to_thread(self._paused.wait, 10):
+            raise AssertionError(f"never paused: {await self._result}")
+
+    async def released(self) -> cycle.CycleResult:
+        self._release.set()
+        return await self._result
+
+
+async def test_a_slow_writer_of_an_older_snapshot_leaves_no_session_behind(
+    clickhouse: Client, watermarks: Watermarks, project_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two sessionizers. The first takes its snapshot, then stalls before writing; an event
+    inserted after that snapshot (earlier in time: it becomes the visit's first) is sessionized by
+    the second, start to end. The first's session, without that event and under another id, lands
+    after the second's tombstones. The first must find it lost its turn, and the next cycle must
+    delete what it left (before: a second, overlapping session for ever)."""
+    database = f"hw_{project_id}"
+    base = now() - timedelta(hours=2)
+    other = [event("o1", "b", base)]
+    insert(clickhouse, database, other)
+    await settle(clickhouse, watermarks, project_id)
+    second = event("m2", "a", base + timedelta(minutes=10))
+    insert(clickhouse, database, [second])
+
+    slow = PausedCycle(clickhouse, watermarks, project_id, monkeypatch)
+    await slow.paused()
+    first = event("m1", "a", base)  # after the slow cycle's snapshot: it never sees it
+    insert(clickhouse, database, [first])
+    assert (await settle(clickhouse, watermarks, project_id)).advanced
+    assert not (await slow.released()).advanced
+    assert len(table(clickhouse, database)) == 3  # its session beside the right one, for now
+    assert (await watermarks.get(project_id)).to_reconcile(now())
+
+    result = await settle(clickhouse, watermarks, project_id)
+    assert (result.reconciled, result.tombstones) == (1, 1)
+    assert not (await watermarks.get(project_id)).pending
+    assert normalized(table(clickhouse, database)) == normalized(sessionize([*other, first, second], RULES))
+
+
+async def test_a_slow_writer_of_a_later_snapshot_takes_over_and_the_other_is_reconciled(
+    clickhouse: Client, watermarks: Watermarks, project_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The other order: the stalled writer's snapshot is the later one. The writer that ends first
+    has lost (a later version was announced before it ended); the stalled one moves the
+    watermark, and the next cycle reconciles the first one's identities."""
+    database = f"hw_{project_id}"
+    base = now() - timedelta(hours=2)
+    visit = await sessionized_visit(clickhouse, watermarks, project_id, base, 2, every_minutes=10)
+    again = event("m5", "a", base + timedelta(minutes=60))  # a visit of its own, until:
+    insert(clickhouse, database, [again])
+    early = PausedCycle(clickhouse, watermarks, project_id, monkeypatch)
+    await early.paused()
+    bridge = event("m9", "a", base + timedelta(minutes=40))  # joins the two visits
+    insert(clickhouse, database, [bridge])
+    await asyncio.sleep(0.005)
+    late = PausedCycle(clickhouse, watermarks, project_id, monkeypatch)
+    await late.paused()
+    assert not (await early.released()).advanced
+    assert (await late.released()).advanced
+    assert (await settle(clickhouse, watermarks, project_id)).reconciled == 1
+    assert not (await watermarks.get(project_id)).pending
+    assert normalized(table(clickhouse, database)) == normalized(sessionize([*visit, again, bridge], RULES))
+
+
+async def test_rows_a_dead_writer_left_after_anothers_are_not_trusted_before_it_is_presumed_dead(
+    clickhouse: Client, watermarks: Watermarks, project_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, but the stalled writer dies after writing its sessions: its version stays
+    announced, and its session, now below the watermark, must not be read as the table the
+    watermark left. The events it never saw split its session in the true sequence (an earlier
+    event of the same visit; an event of another client session in between), so its session
+    begins in the middle of a visit: the next cycle, recomputing the visitor for a later event,
+    must not start there (which would count m2 in two sessions until the writer is presumed dead)."""
+    database = f"hw_{project_id}"
+    base = now() - timedelta(hours=2)
+    other = [event("o1", "b", base)]
+    insert(clickhouse, database, other)
+    await settle(clickhouse, watermarks, project_id)
+    seen = [
+        event("m2", "a", base + timedelta(minutes=10), client_session_id="x"),
+        event("m3", "a", base + timedelta(minutes=20), client_session_id="x"),
+    ]
+    insert(clickhouse, database, seen)
+    slow = PausedCycle(clickhouse, watermarks, project_id, monkeypatch, dies_before_its_tombstones=True)
+    await slow.paused()
+    unseen = [
+        event("m1", "a", base, client_session_id="x"),
+        event("e1", "a", base + timedelta(minutes=15), client_session_id="y"),
+    ]
+    insert(clickhouse, database, unseen)
+    assert (await settle(clickhouse, watermarks, project_id)).advanced
+    with pytest.raises(RuntimeError):
+        await slow.released()
+    assert len((await watermarks.get(project_id)).pending) == 1
+    later = event("m4", "a", base + timedelta(minutes=75), client_session_id="x")
+    insert(clickhouse, database, [later])
+    result = await settle(clickhouse, watermarks, project_id)
+    assert result.reconciled == 0  # not presumed dead yet
+    expected = sessionize([*other, *seen, *unseen, later], RULES)
+    assert normalized(table(clickhouse, database)) == normalized(expected)
+
+
+async def test_a_writer_presumed_dead_is_reconciled_and_one_that_was_only_slow_marks_itself_lost(
+    clickhouse: Client, watermarks: Watermarks, project_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cycle that died after writing stays pending (its rows untrusted) until presumed dead,
+    then a cycle reconciles it and settles it. A writer settled that way that then ends (it was
+    only slow) marks itself lost, and is reconciled again."""
+    database = f"hw_{project_id}"
+    base = now() - timedelta(hours=2)
+    visit = await sessionized_visit(clickhouse, watermarks, project_id, base, 3, every_minutes=10)
+    more = event("m7", "a", base + timedelta(minutes=35))
+    insert(clickhouse, database, [more])
+    await dies_before_its_tombstones(clickhouse, watermarks, project_id, monkeypatch)
+    dead = list((await watermarks.get(project_id)).pending)
+    assert len(dead) == 1
+    await settle(clickhouse, watermarks, project_id)  # redoes its work; it is not presumed dead yet
+    assert list((await watermarks.get(project_id)).pending) == dead
+
+    monkeypatch.setattr(watermarks_module, "PRESUMED_DEAD_AFTER", timedelta(0))
+    result = await settle(clickhouse, watermarks, project_id)
+    assert result.reconciled == 1 and result.advanced
+    assert not (await watermarks.get(project_id)).pending
+    assert normalized(table(clickhouse, database)) == normalized(sessionize([*visit, more], RULES))
+
+    assert not await watermarks.finish(project_id, dead[0], now())  # it was alive after all
+    assert (await watermarks.get(project_id)).to_reconcile(now()) == dead
+    assert (await settle(clickhouse, watermarks, project_id)).reconciled == 1
+    assert normalized(table(clickhouse, database)) == normalized(sessionize([*visit, more], RULES))
+
+
+async def test_a_cycle_that_fails_half_way_marks_its_version_lost_and_the_next_one_settles_it(
+    clickhouse: Client, watermarks: Watermarks, project_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = f"hw_{project_id}"
+    base = now() - timedelta(hours=2)
+    visit = await sessionized_visit(clickhouse, watermarks, project_id, base, 3, every_minutes=10)
+    more = event("m7", "a", base + timedelta(minutes=35))
+    insert(clickhouse, database, [more])
+
+    def fail(*args: object) -> None:
+        raise RuntimeError("ClickHouse went away")
+
+    monkeypatch.setattr(cycle, "_write_tombstones", fail)
+    with pytest.raises(RuntimeError, match="went away"):
+        await run_cycle(clickhouse, watermarks, project_id, RULES, settle_seconds=0)
+    monkeypatch.undo()
+    failed = await watermarks.get(project_id)
+    assert failed.to_reconcile(now()) == list(failed.pending)
+    result = await settle(clickhouse, watermarks, project_id)
+    assert result.advanced and not (await watermarks.get(project_id)).pending
+    assert normalized(table(clickhouse, database)) == normalized(sessionize([*visit, more], RULES))
+
+
+async def test_a_writer_announces_only_above_every_version_announced(
+    watermarks: Watermarks, project_id: str
+) -> None:
+    moment = now()
+    first = await watermarks.announce(project_id, 1_000, moment)
+    assert first is not None and not first.committed and first.high == 1_000
+    assert await watermarks.announce(project_id, 1_000, moment) is None
+    assert await watermarks.announce(project_id, 999, moment) is None
+    second = await watermarks.announce(project_id, 2_000, moment)
+    assert second is not None and set(second.pending) == {1_000, 2_000}
+    assert not await watermarks.finish(project_id, 1_000, moment, moment)  # 2,000 came after it
+    assert await watermarks.finish(project_id, 2_000, moment, moment, reconciled=[1_000])
+    settled = await watermarks.get(project_id)
+    assert settled.committed and not settled.pending and settled.high == 2_000
 
 
 async def test_events_too_late_are_counted_and_a_rebuild_takes_them(
