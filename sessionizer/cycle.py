@@ -149,7 +149,7 @@ async def _announced_cycle(
         return CycleResult(project_id, through, identities, sessions, tombstones, 0, advanced)
     lateness = rules.inactivity_timeout_seconds + rules.lateness_seconds
     earliest, late = _touched(client, database, rules, watermark.inserted_through, through, lateness)
-    lost = _written_by_lost_writers(client, database, reconcile) if reconcile else {}
+    lost = _written_by_lost_writers(client, database, list(reconcile)) if reconcile else {}
     for identity, first in lost.items():
         earliest[identity] = min(earliest.get(identity, first), first)
     if lost:

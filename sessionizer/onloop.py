@@ -8,10 +8,10 @@ thread of its own, and its KV calls are sent back to the loop that owns the NATS
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Mapping
 from datetime import datetime
 
-from .watermarks import Watermark, Watermarks
+from .watermarks import Pending, Watermark, Watermarks
 
 
 class WatermarksOnLoop(Watermarks):
@@ -34,7 +34,7 @@ class WatermarksOnLoop(Watermarks):
         now: datetime,
         through: datetime | None = None,
         recent_from: datetime | None = None,
-        reconciled: Iterable[int] = (),
+        reconciled: Mapping[int, Pending] | None = None,
     ) -> bool:
         future = asyncio.run_coroutine_threadsafe(
             self._inner.finish(project_id, version, now, through, recent_from, reconciled), self._loop

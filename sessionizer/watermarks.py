@@ -18,7 +18,7 @@ the entry's revision, retried on a conflict.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -69,13 +69,13 @@ class Watermark:
         """Whether a cycle has moved the watermark yet (a first one takes everything)."""
         return self.inserted_through > THE_BEGINNING
 
-    def to_reconcile(self, now: datetime) -> list[int]:
-        """The pending versions a cycle must reconcile: lost, or presumed dead."""
-        return sorted(
-            version
-            for version, pending in self.pending.items()
+    def to_reconcile(self, now: datetime) -> dict[int, Pending]:
+        """The pending versions a cycle must reconcile, lost or presumed dead, as they are now."""
+        return {
+            version: pending
+            for version, pending in sorted(self.pending.items())
             if pending.lost or now - pending.at >= PRESUMED_DEAD_AFTER
-        )
+        }
 
 
 def version_of(inserted_through: datetime) -> int:
@@ -130,20 +130,23 @@ class Watermarks:
         now: datetime,
         through: datetime | None = None,
         recent_from: datetime | None = None,
-        reconciled: Iterable[int] = (),
+        reconciled: Mapping[int, Pending] | None = None,
     ) -> bool:
         """The writer of `version` is done. While it is still the highest version announced, it is
-        settled, with the versions it `reconciled`, and the watermark moves to `through` (and the
-        recent copy's start to `recent_from`) when given: True. Otherwise it is marked lost (a
-        later cycle reconciles it): False."""
-        settled = {version, *reconciled}
+        settled, with the versions it `reconciled` (each as it was when this writer announced: one
+        whose writer has marked it lost since, having been presumed dead, may have written after
+        the reconciliation and stays), and the watermark moves to `through` (and the recent copy's
+        start to `recent_from`) when given: True. Otherwise it is marked lost (a later cycle
+        reconciles it): False."""
+        settled = dict(reconciled or {})
         for _ in range(_ATTEMPTS):
             current = await self.get(project_id)
             mine = current.pending.get(version)
             if current.high != version or mine is None or mine.lost:
                 await self.abandon(project_id, version, now)
                 return False
-            done = replace(current, pending={v: p for v, p in current.pending.items() if v not in settled})
+            left = {v: p for v, p in current.pending.items() if v != version and settled.get(v) != p}
+            done = replace(current, pending=left)
             if through is not None and through > current.inserted_through:
                 done = replace(done, inserted_through=through, recent_from=recent_from or current.recent_from)
             if await self._put(project_id, current, done) is not None:

@@ -598,7 +598,7 @@ async def test_a_writer_presumed_dead_is_reconciled_and_one_that_was_only_slow_m
     assert normalized(table(clickhouse, database)) == normalized(sessionize([*visit, more], RULES))
 
     assert not await watermarks.finish(project_id, dead[0], now())  # it was alive after all
-    assert (await watermarks.get(project_id)).to_reconcile(now()) == dead
+    assert list((await watermarks.get(project_id)).to_reconcile(now())) == dead
     assert (await settle(clickhouse, watermarks, project_id)).reconciled == 1
     assert normalized(table(clickhouse, database)) == normalized(sessionize([*visit, more], RULES))
 
@@ -620,7 +620,7 @@ async def test_a_cycle_that_fails_half_way_marks_its_version_lost_and_the_next_o
         await run_cycle(clickhouse, watermarks, project_id, RULES, settle_seconds=0)
     monkeypatch.undo()
     failed = await watermarks.get(project_id)
-    assert failed.to_reconcile(now()) == list(failed.pending)
+    assert list(failed.to_reconcile(now())) == list(failed.pending)
     result = await settle(clickhouse, watermarks, project_id)
     assert result.advanced and not (await watermarks.get(project_id)).pending
     assert normalized(table(clickhouse, database)) == normalized(sessionize([*visit, more], RULES))
@@ -637,9 +637,28 @@ async def test_a_writer_announces_only_above_every_version_announced(
     second = await watermarks.announce(project_id, 2_000, moment)
     assert second is not None and set(second.pending) == {1_000, 2_000}
     assert not await watermarks.finish(project_id, 1_000, moment, moment)  # 2,000 came after it
-    assert await watermarks.finish(project_id, 2_000, moment, moment, reconciled=[1_000])
+    lost = await watermarks.get(project_id)
+    assert await watermarks.finish(project_id, 2_000, moment, moment, reconciled=lost.to_reconcile(moment))
     settled = await watermarks.get(project_id)
     assert settled.committed and not settled.pending and settled.high == 2_000
+
+
+async def test_a_writer_presumed_dead_that_marks_itself_lost_during_a_reconciliation_stays_pending(
+    watermarks: Watermarks, project_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It may have written after the reconciling cycle read the table: that cycle must not settle
+    it, and a later one reconciles it again."""
+    moment = now()
+    assert await watermarks.announce(project_id, 1_000, moment - timedelta(hours=1))
+    monkeypatch.setattr(watermarks_module, "PRESUMED_DEAD_AFTER", timedelta(minutes=30))
+    reconciling = await watermarks.announce(project_id, 2_000, moment)
+    assert reconciling is not None and list(reconciling.to_reconcile(moment)) == [1_000]
+    assert not await watermarks.finish(project_id, 1_000, moment)  # it was alive after all
+    assert await watermarks.finish(
+        project_id, 2_000, moment, moment, reconciled=reconciling.to_reconcile(moment)
+    )
+    left = await watermarks.get(project_id)
+    assert list(left.pending) == [1_000] and left.pending[1_000].lost
 
 
 async def test_events_too_late_are_counted_and_a_rebuild_takes_them(
