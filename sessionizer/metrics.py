@@ -34,8 +34,8 @@ class SessionizerMetrics:
         )
         self.reconciled = Counter(
             "headwater_sessionizer_reconciled_identities",
-            "Identities recomputed because two writers (sessionizers, a rebuild) wrote for them at once "
-            "and the one with the older snapshot ended last, or one died (docs/sessions.md).",
+            "Identities recomputed because a writer wrote for them and ended after another (a second "
+            "sessionizer, a rebuild) announced a later snapshot, or failed, or died (docs/sessions.md).",
             ["project"],
             registry=self.registry,
         )
