@@ -428,8 +428,10 @@ async def test_a_dead_cycles_rewrite_merged_over_the_committed_row_is_not_lost(
 
 
 class PausedCycle:
-    """A cycle run in a thread of its own that stops before writing its sessions until released:
-    another writer can run whole meanwhile (its snapshot is taken before it stops)."""
+    """A cycle run in a thread of its own that stops before writing its sessions (or its
+    tombstones) until released: another writer can run whole meanwhile (its snapshot is taken
+    before it stops). `dies_before_its_tombstones`: killed there, it does not get to mark its
+    version lost."""
 
     def __init__(
         self,
@@ -438,18 +440,26 @@ class PausedCycle:
         project_id: str,
         monkeypatch: pytest.MonkeyPatch,
         dies_before_its_tombstones: bool = False,
+        stops_before: str = "sessions",
+        rules: Sessions = RULES,
     ):
-        self._paused, self._release = threading.Event(), threading.Event()
+        self._stopped_or_ended, self._release = threading.Event(), threading.Event()
+        self._stopped = False
         self._here = threading.local()
         write_sessions, write_tombstones = cycle._write_sessions, cycle._write_tombstones
 
-        def write_when_released(*args: Any, **kwargs: Any) -> None:
-            if getattr(self._here, "paused", False):
-                self._paused.set()
+        def stop_here(where: str) -> None:
+            if stops_before == where and getattr(self._here, "paused", False) and not self._stopped:
+                self._stopped = True
+                self._stopped_or_ended.set()
                 assert self._release.wait(60)
+
+        def sessions_when_released(*args: Any, **kwargs: Any) -> None:
+            stop_here("sessions")
             write_sessions(*args, **kwargs)
 
-        def tombstones_unless_killed(*args: Any, **kwargs: Any) -> None:
+        def tombstones_when_released_unless_killed(*args: Any, **kwargs: Any) -> None:
+            stop_here("tombstones")
             if dies_before_its_tombstones and getattr(self._here, "paused", False):
                 raise RuntimeError("killed between the sessions and their tombstones")
             write_tombstones(*args, **kwargs)
@@ -460,20 +470,25 @@ class PausedCycle:
             if not (dies_before_its_tombstones and getattr(self._here, "paused", False)):
                 await abandon(watermarks, *args)
 
-        monkeypatch.setattr(cycle, "_write_sessions", write_when_released)
-        monkeypatch.setattr(cycle, "_write_tombstones", tombstones_unless_killed)
+        monkeypatch.setattr(cycle, "_write_sessions", sessions_when_released)
+        monkeypatch.setattr(cycle, "_write_tombstones", tombstones_when_released_unless_killed)
         monkeypatch.setattr(WatermarksOnLoop, "abandon", abandon_unless_killed)
         loop = asyncio.get_running_loop()
 
         def run() -> cycle.CycleResult:
             self._here.paused = True
-            return asyncio.run(run_cycle(client, WatermarksOnLoop(watermarks, loop), project_id, RULES, 0))
+            on_loop = WatermarksOnLoop(watermarks, loop)
+            try:
+                return asyncio.run(run_cycle(client, on_loop, project_id, rules, 0))
+            finally:
+                self._stopped_or_ended.set()
 
         self._result = asyncio.create_task(asyncio.to_thread(run))
 
-    async def paused(self) -> None:
-        if not await asyncio.to_thread(self._paused.wait, 10):
-            raise AssertionError(f"never paused: {await self._result}")
+    async def paused(self) -> bool:
+        """Whether it stopped (False: it ended without getting there, having nothing to write)."""
+        assert await asyncio.to_thread(self._stopped_or_ended.wait, 60)
+        return self._stopped
 
     async def released(self) -> cycle.CycleResult:
         self._release.set()
@@ -497,7 +512,7 @@ async def test_a_slow_writer_of_an_older_snapshot_leaves_no_session_behind(
     insert(clickhouse, database, [second])
 
     slow = PausedCycle(clickhouse, watermarks, project_id, monkeypatch)
-    await slow.paused()
+    assert await slow.paused()
     first = event("m1", "a", base)  # after the slow cycle's snapshot: it never sees it
     insert(clickhouse, database, [first])
     assert (await settle(clickhouse, watermarks, project_id)).advanced
@@ -523,12 +538,12 @@ async def test_a_slow_writer_of_a_later_snapshot_takes_over_and_the_other_is_rec
     again = event("m5", "a", base + timedelta(minutes=60))  # a visit of its own, until:
     insert(clickhouse, database, [again])
     early = PausedCycle(clickhouse, watermarks, project_id, monkeypatch)
-    await early.paused()
+    assert await early.paused()
     bridge = event("m9", "a", base + timedelta(minutes=40))  # joins the two visits
     insert(clickhouse, database, [bridge])
     await asyncio.sleep(0.005)
     late = PausedCycle(clickhouse, watermarks, project_id, monkeypatch)
-    await late.paused()
+    assert await late.paused()
     assert not (await early.released()).advanced
     assert (await late.released()).advanced
     assert (await settle(clickhouse, watermarks, project_id)).reconciled == 1
@@ -556,7 +571,7 @@ async def test_rows_a_dead_writer_left_after_anothers_are_not_trusted_before_it_
     ]
     insert(clickhouse, database, seen)
     slow = PausedCycle(clickhouse, watermarks, project_id, monkeypatch, dies_before_its_tombstones=True)
-    await slow.paused()
+    assert await slow.paused()
     unseen = [
         event("m1", "a", base, client_session_id="x"),
         event("e1", "a", base + timedelta(minutes=15), client_session_id="y"),
@@ -816,6 +831,75 @@ async def test_any_insert_order_and_cycles_give_the_reference_sessions(
             await settle(clickhouse, watermarks, project_id, rules, span)
     # sorted: two sessions can start together (where the client's session id changes)
     assert sorted(normalized(table(clickhouse, database))) == sorted(normalized(sessionize(stored, rules)))
+
+
+# Two visitors' events close together, so that the events one writer never sees often change the
+# sessions of those it saw (an earlier first event, a visit joined or split).
+close_stream = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b"]),
+        st.integers(0, 180),
+        st.sampled_from(["page", "track"]),
+        st.integers(0, 3),
+        st.sampled_from(["", "", "x", "y"]),
+    ),
+    min_size=2,
+    max_size=24,
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    stream=close_stream,
+    stops_before=st.sampled_from(["sessions", "tombstones"]),
+    killed=st.booleans(),
+)
+async def test_two_writers_interleaved_any_way_leave_the_reference_sessions(
+    clickhouse: Client,
+    watermarks: Watermarks,
+    stream: list[tuple[str, int, str, int, str]],
+    stops_before: str,
+    killed: bool,
+) -> None:
+    """Batch 0 is sessionized; batch 1 is seen by a writer that stops before its sessions or its
+    tombstones; batch 2 (the stream's batches 2 and 3) is inserted then, and another writer runs
+    whole; the first goes on (or is killed before its tombstones). Then cycles with nothing new to
+    take: the first must leave the reference's table over every event (a stalled writer's stale
+    session is touched by nothing after it, so only the reconciliation can remove it), the next
+    once a killed writer is presumed dead."""
+    project_id = f"two{time.monotonic_ns()}"
+    database = f"hw_{project_id}"
+    apply_migrations(clickhouse, database)
+    rules = Sessions(inactivity_timeout_seconds=1800, max_length_seconds=3 * 3600, lateness_seconds=86_400)
+    base = now() - timedelta(hours=11)
+    stored = [
+        event(f"m{n}", who, base + timedelta(minutes=minutes), kind, client_session_id=session)
+        for n, (who, minutes, kind, _, session) in enumerate(stream)
+    ]
+    batches = [[e for e, (*_, b, _) in zip(stored, stream, strict=True) if min(b, 2) == n] for n in range(3)]
+    everything = [*stored, event("o", "other", base)]
+    expected = sorted(normalized(sessionize(everything, rules)))
+    with pytest.MonkeyPatch.context() as patch:
+        insert(clickhouse, database, [*batches[0], everything[-1]])
+        await settle(clickhouse, watermarks, project_id, rules)
+        if batches[1]:
+            insert(clickhouse, database, batches[1])
+        first = PausedCycle(clickhouse, watermarks, project_id, patch, killed, stops_before, rules)
+        stopped = await first.paused()
+        if batches[2]:
+            insert(clickhouse, database, batches[2])
+        await settle(clickhouse, watermarks, project_id, rules)
+        if killed and stopped:
+            with pytest.raises(RuntimeError, match="killed"):
+                await first.released()
+        else:
+            await first.released()
+            await settle(clickhouse, watermarks, project_id, rules)
+            assert sorted(normalized(table(clickhouse, database))) == expected
+        patch.setattr(watermarks_module, "PRESUMED_DEAD_AFTER", timedelta(0))
+        await settle(clickhouse, watermarks, project_id, rules)
+    assert not (await watermarks.get(project_id)).pending
+    assert sorted(normalized(table(clickhouse, database))) == expected
 
 
 async def test_a_cycle_reads_the_recent_copy_within_its_span_and_events_before_it(
