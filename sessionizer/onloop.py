@@ -2,16 +2,19 @@
 
 A cycle makes blocking ClickHouse calls; run on the role's event loop they would stall whatever
 shares it (in `headwater up`: the edge, the control API and the consumer). So each cycle runs in a
-thread of its own, and its KV calls are sent back to the loop that owns the NATS connection.
+thread of its own, and its KV calls are sent back to the loop that owns the NATS connection: the
+two the others are built on, reading the entry and writing it by compare-and-set.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
-from .watermarks import Pending, Watermark, Watermarks
+from .watermarks import Watermark, Watermarks
+
+_T = TypeVar("_T")
 
 
 class WatermarksOnLoop(Watermarks):
@@ -20,31 +23,13 @@ class WatermarksOnLoop(Watermarks):
         self._loop = loop
 
     async def get(self, project_id: str) -> Watermark:
-        future = asyncio.run_coroutine_threadsafe(self._inner.get(project_id), self._loop)
-        return await asyncio.wrap_future(future)
+        return await self._on_loop(self._inner.get(project_id))
 
-    async def announce(self, project_id: str, version: int, now: datetime) -> Watermark | None:
-        future = asyncio.run_coroutine_threadsafe(self._inner.announce(project_id, version, now), self._loop)
-        return await asyncio.wrap_future(future)
-
-    async def finish(
-        self,
-        project_id: str,
-        version: int,
-        now: datetime,
-        through: datetime | None = None,
-        recent_from: datetime | None = None,
-        reconciled: Mapping[int, Pending] | None = None,
-    ) -> bool:
-        future = asyncio.run_coroutine_threadsafe(
-            self._inner.finish(project_id, version, now, through, recent_from, reconciled), self._loop
-        )
-        return await asyncio.wrap_future(future)
-
-    async def abandon(self, project_id: str, version: int, now: datetime) -> None:
-        future = asyncio.run_coroutine_threadsafe(self._inner.abandon(project_id, version, now), self._loop)
-        await asyncio.wrap_future(future)
+    async def compare_and_set(self, project_id: str, current: Watermark, new: Watermark) -> int | None:
+        return await self._on_loop(self._inner.compare_and_set(project_id, current, new))
 
     async def reset(self, project_id: str) -> None:
-        future = asyncio.run_coroutine_threadsafe(self._inner.reset(project_id), self._loop)
-        await asyncio.wrap_future(future)
+        await self._on_loop(self._inner.reset(project_id))
+
+    async def _on_loop(self, call: Coroutine[Any, Any, _T]) -> _T:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call, self._loop))

@@ -118,7 +118,7 @@ class Watermarks:
                 return None
             pending = {**current.pending, version: Pending(False, now)}
             announced = replace(current, high=version, pending=pending)
-            revision = await self._put(project_id, current, announced)
+            revision = await self.compare_and_set(project_id, current, announced)
             if revision is not None:
                 return replace(announced, revision=revision)
         raise RuntimeError(f"project {project_id}: the sessions watermark kept changing")
@@ -149,7 +149,7 @@ class Watermarks:
             done = replace(current, pending=left)
             if through is not None and through > current.inserted_through:
                 done = replace(done, inserted_through=through, recent_from=recent_from or current.recent_from)
-            if await self._put(project_id, current, done) is not None:
+            if await self.compare_and_set(project_id, current, done) is not None:
                 return True
         raise RuntimeError(f"project {project_id}: the sessions watermark kept changing")
 
@@ -159,11 +159,11 @@ class Watermarks:
         for _ in range(_ATTEMPTS):
             current = await self.get(project_id)
             lost = replace(current, pending={**current.pending, version: Pending(True, now)})
-            if await self._put(project_id, current, lost) is not None:
+            if await self.compare_and_set(project_id, current, lost) is not None:
                 return
         raise RuntimeError(f"project {project_id}: the sessions watermark kept changing")
 
-    async def _put(self, project_id: str, current: Watermark, new: Watermark) -> int | None:
+    async def compare_and_set(self, project_id: str, current: Watermark, new: Watermark) -> int | None:
         """Write `new` if the entry is still at `current`'s revision: the new revision, or None."""
         value = orjson.dumps(_fields(new))
         try:

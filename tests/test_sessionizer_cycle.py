@@ -464,15 +464,15 @@ class PausedCycle:
                 raise RuntimeError("killed between the sessions and their tombstones")
             write_tombstones(*args, **kwargs)
 
-        abandon = WatermarksOnLoop.abandon  # this cycle's (it runs in the thread, on its own loop)
+        abandon = Watermarks.abandon  # run by this cycle's thread, on its own loop
 
-        async def abandon_unless_killed(watermarks: WatermarksOnLoop, *args: Any) -> None:
+        async def abandon_unless_killed(watermarks: Watermarks, *args: Any) -> None:
             if not (dies_before_its_tombstones and getattr(self._here, "paused", False)):
                 await abandon(watermarks, *args)
 
         monkeypatch.setattr(cycle, "_write_sessions", sessions_when_released)
         monkeypatch.setattr(cycle, "_write_tombstones", tombstones_when_released_unless_killed)
-        monkeypatch.setattr(WatermarksOnLoop, "abandon", abandon_unless_killed)
+        monkeypatch.setattr(Watermarks, "abandon", abandon_unless_killed)
         loop = asyncio.get_running_loop()
 
         def run() -> cycle.CycleResult:
