@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import astuple, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from clickhouse_connect.driver.client import Client
@@ -440,7 +440,7 @@ class PausedCycle:
         project_id: str,
         monkeypatch: pytest.MonkeyPatch,
         dies_before_its_tombstones: bool = False,
-        stops_before: str = "sessions",
+        stops_before: Literal["sessions", "tombstones"] = "sessions",
         rules: Sessions = RULES,
     ):
         self._stopped_or_ended, self._release = threading.Event(), threading.Event()
@@ -449,7 +449,7 @@ class PausedCycle:
         write_sessions, write_tombstones = cycle._write_sessions, cycle._write_tombstones
 
         def stop_here(where: str) -> None:
-            if stops_before == where and getattr(self._here, "paused", False) and not self._stopped:
+            if stops_before == where and getattr(self._here, "this_cycle", False) and not self._stopped:
                 self._stopped = True
                 self._stopped_or_ended.set()
                 assert self._release.wait(60)
@@ -460,14 +460,14 @@ class PausedCycle:
 
         def tombstones_when_released_unless_killed(*args: Any, **kwargs: Any) -> None:
             stop_here("tombstones")
-            if dies_before_its_tombstones and getattr(self._here, "paused", False):
+            if dies_before_its_tombstones and getattr(self._here, "this_cycle", False):
                 raise RuntimeError("killed between the sessions and their tombstones")
             write_tombstones(*args, **kwargs)
 
         abandon = Watermarks.abandon  # run by this cycle's thread, on its own loop
 
         async def abandon_unless_killed(watermarks: Watermarks, *args: Any) -> None:
-            if not (dies_before_its_tombstones and getattr(self._here, "paused", False)):
+            if not (dies_before_its_tombstones and getattr(self._here, "this_cycle", False)):
                 await abandon(watermarks, *args)
 
         monkeypatch.setattr(cycle, "_write_sessions", sessions_when_released)
@@ -476,7 +476,7 @@ class PausedCycle:
         loop = asyncio.get_running_loop()
 
         def run() -> cycle.CycleResult:
-            self._here.paused = True
+            self._here.this_cycle = True
             on_loop = WatermarksOnLoop(watermarks, loop)
             try:
                 return asyncio.run(run_cycle(client, on_loop, project_id, rules, 0))
@@ -858,7 +858,7 @@ async def test_two_writers_interleaved_any_way_leave_the_reference_sessions(
     clickhouse: Client,
     watermarks: Watermarks,
     stream: list[tuple[str, int, str, int, str]],
-    stops_before: str,
+    stops_before: Literal["sessions", "tombstones"],
     killed: bool,
 ) -> None:
     """Batch 0 is sessionized; batch 1 is seen by a writer that stops before its sessions or its
