@@ -519,7 +519,8 @@ def _recompute_from(
     B changes: recomputed from B. From B too when there is no such session.
 
     The table is read as the watermark left it: per session its row of the highest version not
-    above the watermark's (rows of unfinished cycles are not trusted to say where a visit starts).
+    above the watermark's and not pending (_TRUSTED: rows of unfinished cycles, and of writers not
+    settled, are not trusted to say where a visit starts).
     A session with no such row but rows above (a cycle that died, or one running beside) that
     started before where the identity would be recomputed from means the table as the watermark
     left it may be incomplete: a merge keeps only a session's newest row, so a dead cycle's
