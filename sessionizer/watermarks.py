@@ -18,7 +18,7 @@ the entry's revision, retried on a conflict.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -112,16 +112,13 @@ class Watermarks:
         """Announce that rows of `version` are about to be written: the entry as announced (the
         watermark the writer works from), or None when a version at least as high has been
         announced, or the watermark is there already (a later snapshot covers this one)."""
-        for _ in range(_ATTEMPTS):
-            current = await self.get(project_id)
+
+        def announced(current: Watermark) -> Watermark | None:
             if version <= max(current.high, current.version):
                 return None
-            pending = {**current.pending, version: Pending(False, now)}
-            announced = replace(current, high=version, pending=pending)
-            revision = await self.compare_and_set(project_id, current, announced)
-            if revision is not None:
-                return replace(announced, revision=revision)
-        raise RuntimeError(f"project {project_id}: the sessions watermark kept changing")
+            return replace(current, high=version, pending={**current.pending, version: Pending(False, now)})
+
+        return await self._change(project_id, announced)
 
     async def finish(
         self,
@@ -139,28 +136,48 @@ class Watermarks:
         start to `recent_from`) when given: True. Otherwise it is marked lost (a later cycle
         reconciles it): False."""
         settled = dict(reconciled or {})
-        for _ in range(_ATTEMPTS):
-            current = await self.get(project_id)
+
+        def done(current: Watermark) -> Watermark | None:
             mine = current.pending.get(version)
             if current.high != version or mine is None or mine.lost:
-                await self.abandon(project_id, version, now)
-                return False
+                return None
             left = {v: p for v, p in current.pending.items() if v != version and settled.get(v) != p}
-            done = replace(current, pending=left)
-            if through is not None and through > current.inserted_through:
-                done = replace(done, inserted_through=through, recent_from=recent_from or current.recent_from)
-            if await self.compare_and_set(project_id, current, done) is not None:
-                return True
-        raise RuntimeError(f"project {project_id}: the sessions watermark kept changing")
+            if through is None or through <= current.inserted_through:
+                return replace(current, pending=left)
+            return replace(
+                current,
+                pending=left,
+                inserted_through=through,
+                recent_from=recent_from or current.recent_from,
+            )
+
+        if await self._change(project_id, done) is not None:
+            return True
+        await self.abandon(project_id, version, now)
+        return False
 
     async def abandon(self, project_id: str, version: int, now: datetime) -> None:
         """Mark `version` lost: its writer ended without settling it (it lost its turn, or
         failed half-way), and a later cycle reconciles what it wrote."""
+
+        def lost(current: Watermark) -> Watermark:
+            return replace(current, pending={**current.pending, version: Pending(True, now)})
+
+        await self._change(project_id, lost)
+
+    async def _change(
+        self, project_id: str, change: Callable[[Watermark], Watermark | None]
+    ) -> Watermark | None:
+        """Apply `change` to the entry by compare-and-set, read again and retried while another
+        writer changes it in between: the entry written, or None when `change` declines."""
         for _ in range(_ATTEMPTS):
             current = await self.get(project_id)
-            lost = replace(current, pending={**current.pending, version: Pending(True, now)})
-            if await self.compare_and_set(project_id, current, lost) is not None:
-                return
+            new = change(current)
+            if new is None:
+                return None
+            revision = await self.compare_and_set(project_id, current, new)
+            if revision is not None:
+                return replace(new, revision=revision)
         raise RuntimeError(f"project {project_id}: the sessions watermark kept changing")
 
     async def compare_and_set(self, project_id: str, current: Watermark, new: Watermark) -> int | None:
