@@ -18,6 +18,7 @@ from headwater.core.service.nodereports import DEFAULT_INTERVAL_SECONDS as DEFAU
 from headwater.edge.settings import EdgeSettings
 from headwater.sessionizer.cycle import DEFAULT_SETTLE_SECONDS
 from headwater.sessionizer.settings import (
+    DEFAULT_DEFER_TO_WRITERS_SECONDS,
     DEFAULT_INTERVAL_SECONDS,
     DEFAULT_MAX_BUSY_FRACTION,
     SessionizerSettings,
@@ -139,6 +140,14 @@ DEFAULT_SPOOL_DIR = ".headwater/spool"
     "it above the longest INSERT the consumers make (docs/sessions.md).",
 )
 @option(
+    "--defer-to-writers",
+    DEFAULT_DEFER_TO_WRITERS_SECONDS,
+    click.FloatRange(0, 3600),
+    env="HEADWATER_SESSIONIZER_DEFER_TO_WRITERS",
+    help="Sessionizer: while another sessionizer or a rebuild announced a snapshot less than this "
+    "many seconds ago and has not ended, a project's cycle waits for a later round (0: never).",
+)
+@option(
     "--node-report-seconds",
     DEFAULT_REPORT_SECONDS,
     click.FloatRange(0.1, 25),
@@ -170,6 +179,7 @@ def serve(
     interval: float,
     max_busy: float,
     settle_seconds: float,
+    defer_to_writers: float,
     node_report_seconds: float,
     on_cluster: str | None,
     query_clickhouse_url: str | None,
@@ -248,6 +258,7 @@ def serve(
             interval_seconds=interval,
             max_busy_fraction=max_busy,
             settle_seconds=settle_seconds,
+            defer_to_writers_seconds=defer_to_writers,
         )
     else:
         assert clickhouse_url is not None

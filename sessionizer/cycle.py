@@ -63,7 +63,7 @@ from headwater.core.migrations.m0004_sessionizer_recent import RECENT_KEEP
 from headwater.core.projects.project import database_name
 from headwater.core.projects.settings import Sessions
 
-from .watermarks import Watermark, Watermarks, version_of
+from .watermarks import Refused, Watermark, Watermarks, version_of
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,12 @@ class CycleResult:
     late_events: int  # too late to re-open their session
     advanced: bool  # False: nothing to do, or another writer's later snapshot took over
     reconciled: int = 0  # identities recomputed for a lost writer
+    deferred: bool = False  # not run: another writer announced a snapshot moments ago
+
+
+# By default a cycle runs whatever other writers do: the protocol keeps the table exact (see
+# `defer_to_writers` in run_cycle).
+NEVER_DEFER = timedelta(0)
 
 
 def snapshot_end(client: Client, settle_seconds: float = DEFAULT_SETTLE_SECONDS) -> datetime:
@@ -110,7 +116,12 @@ async def run_cycle(
     rules: Sessions,
     settle_seconds: float = DEFAULT_SETTLE_SECONDS,
     recent_span: timedelta = RECENT_SPAN,
+    defer_to_writers: timedelta = NEVER_DEFER,
 ) -> CycleResult:
+    """`defer_to_writers`: when another writer (a second sessionizer, a rebuild) announced a
+    snapshot less than this long ago and has not ended, do nothing this round: its cycle covers
+    what this one would take, and running beside it would only cost a reconciliation later. A
+    writer that died is waited for that long at most."""
     if recent_span > RECENT_SPAN:
         raise ValueError(f"the recent copy keeps rows for {RECENT_SPAN} at most")
     watermark = await watermarks.get(project_id)
@@ -118,9 +129,10 @@ async def run_cycle(
     if through <= watermark.inserted_through:
         return CycleResult(project_id, watermark.inserted_through, 0, 0, 0, 0, False)
     version = version_of(through)
-    announced = await watermarks.announce(project_id, version, _now())
-    if announced is None:  # another writer announced a later snapshot: it covers this one
-        return CycleResult(project_id, watermark.inserted_through, 0, 0, 0, 0, False)
+    announced = await watermarks.announce(project_id, version, _now(), defer_to_writers)
+    if not isinstance(announced, Watermark):  # covered by a later snapshot, or another writer at work
+        deferred = announced is Refused.WRITER_AT_WORK
+        return CycleResult(project_id, watermark.inserted_through, 0, 0, 0, 0, False, deferred=deferred)
     async with _abandoned_on_failure(watermarks, project_id, version):
         return await _announced_cycle(client, watermarks, project_id, rules, announced, through, recent_span)
 
@@ -189,7 +201,7 @@ async def _announce_a_snapshot(
     while True:
         through = snapshot_end(client, settle_seconds)
         announced = await watermarks.announce(project_id, version_of(through), _now())
-        if announced is not None:
+        if isinstance(announced, Watermark):
             return through, announced
         if time.monotonic() > deadline:
             raise RuntimeError(f"project {project_id}: other writers kept announcing later snapshots")

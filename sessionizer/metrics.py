@@ -6,7 +6,7 @@ import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-OUTCOMES = ("advanced", "skipped", "failed")
+OUTCOMES = ("advanced", "skipped", "deferred", "failed")
 
 
 class SessionizerMetrics:
@@ -16,7 +16,8 @@ class SessionizerMetrics:
             "headwater_sessionizer_cycles",
             "Cycles run, by outcome: advanced (moved the watermark), skipped (nothing new, or another "
             "writer's later snapshot covered it: a cycle that wrote anyway is reconciled by a later "
-            "one) or failed.",
+            "one), deferred (another writer announced a snapshot moments ago and is still at work) "
+            "or failed.",
             ["project", "outcome"],
             registry=self.registry,
         )

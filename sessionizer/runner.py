@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from clickhouse_connect.driver.client import Client
 
@@ -147,7 +147,14 @@ class Sessionizer:
 
     async def _cycle(self, project_id: str, rules: Sessions) -> None:
         watermarks = WatermarksOnLoop(self._watermarks, asyncio.get_running_loop())
-        cycle = run_cycle(self._clickhouse, watermarks, project_id, rules, self._settings.settle_seconds)
+        cycle = run_cycle(
+            self._clickhouse,
+            watermarks,
+            project_id,
+            rules,
+            self._settings.settle_seconds,
+            defer_to_writers=timedelta(seconds=self._settings.defer_to_writers_seconds),
+        )
         self.cycle_started = started = time.monotonic()
         try:
             result: CycleResult = await asyncio.to_thread(asyncio.run, cycle)
@@ -161,7 +168,7 @@ class Sessionizer:
             self.metrics.cycle_seconds.observe(time.monotonic() - started)
         self._retries.pop(project_id, None)
         self.failing_since = None
-        outcome = "advanced" if result.advanced else "skipped"
+        outcome = "deferred" if result.deferred else "advanced" if result.advanced else "skipped"
         self.metrics.cycles.labels(project_id, outcome).inc()
         self.metrics.sessions.labels(project_id).inc(result.sessions)
         self.metrics.tombstones.labels(project_id).inc(result.tombstones)

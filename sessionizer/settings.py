@@ -10,6 +10,9 @@ DEFAULT_INTERVAL_SECONDS = 10.0
 # The most of its time the sessionizer spends in cycles: on a machine it shares with the
 # consumers, the rest is theirs (docs/sessions.md, "Pacing").
 DEFAULT_MAX_BUSY_FRACTION = 0.25
+# A cycle waits this long at most for another writer's announced snapshot before it runs beside it
+# (docs/sessions.md, "The sessionizer role": high availability).
+DEFAULT_DEFER_TO_WRITERS_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +25,9 @@ class SessionizerSettings:
     max_busy_fraction: float = DEFAULT_MAX_BUSY_FRACTION
     # How long before ClickHouse's clock a cycle's snapshot ends (sessionizer/cycle.py).
     settle_seconds: float = DEFAULT_SETTLE_SECONDS
+    # While another writer (a second sessionizer, a rebuild) announced a snapshot less than this
+    # long ago and has not ended, a project's cycle waits for a later round (0: never waits).
+    defer_to_writers_seconds: float = DEFAULT_DEFER_TO_WRITERS_SECONDS
     # A project whose cycle failed is retried after a delay growing from one interval up to this.
     max_backoff_seconds: float = 300.0
     # Rounds failing for every project for longer than this make /readyz 503.
@@ -33,3 +39,7 @@ class SessionizerSettings:
     def __post_init__(self) -> None:
         if not 0 < self.max_busy_fraction <= 1:
             raise ValueError(f"max_busy_fraction must be in (0, 1], not {self.max_busy_fraction}")
+        if self.defer_to_writers_seconds < 0:
+            raise ValueError(
+                f"defer_to_writers_seconds must be 0 or more, not {self.defer_to_writers_seconds}"
+            )

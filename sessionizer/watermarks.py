@@ -21,7 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from enum import Enum
+from typing import Any, TypeVar
 
 import orjson
 from nats.js import JetStreamContext
@@ -69,6 +70,16 @@ class Watermark:
         """Whether a cycle has moved the watermark yet (a first one takes everything)."""
         return self.inserted_through > THE_BEGINNING
 
+    def writing(self, now: datetime, within: timedelta) -> list[int]:
+        """The pending versions announced less than `within` ago and not lost: their writers are
+        at work, unless they died. Hosts' clocks differ a little, so an announcement that far
+        ahead of `now` counts as well."""
+        return [
+            version
+            for version, pending in sorted(self.pending.items())
+            if not pending.lost and abs(now - pending.at) < within
+        ]
+
     def to_reconcile(self, now: datetime) -> dict[int, Pending]:
         """The pending versions a cycle must reconcile, lost or presumed dead, as they are now."""
         return {
@@ -76,6 +87,17 @@ class Watermark:
             for version, pending in sorted(self.pending.items())
             if pending.lost or now - pending.at >= PRESUMED_DEAD_AFTER
         }
+
+
+class Refused(Enum):
+    """Why a writer may not announce its version."""
+
+    COVERED = "covered"  # a version at least as high was announced, or the watermark is there
+    WRITER_AT_WORK = "writer at work"  # another writer announced moments ago and has not ended
+
+
+# What a change of the entry returns when it declines: why (announce), or None.
+_Declined = TypeVar("_Declined", Refused, None)
 
 
 def version_of(inserted_through: datetime) -> int:
@@ -108,14 +130,20 @@ class Watermarks:
             return Watermark(THE_BEGINNING, int(entry.revision or 0))
         return _parsed(orjson.loads(entry.value), int(entry.revision or 0))
 
-    async def announce(self, project_id: str, version: int, now: datetime) -> Watermark | None:
+    async def announce(
+        self, project_id: str, version: int, now: datetime, defer_to_writers: timedelta = timedelta(0)
+    ) -> Watermark | Refused:
         """Announce that rows of `version` are about to be written: the entry as announced (the
-        watermark the writer works from), or None when a version at least as high has been
-        announced, or the watermark is there already (a later snapshot covers this one)."""
+        watermark the writer works from); or refused when a version at least as high has been
+        announced or the watermark is there already (a later snapshot covers this one), or when
+        another writer announced less than `defer_to_writers` ago and has not ended (decided in
+        the same compare-and-set, so two writers reading the entry together do not both go on)."""
 
-        def announced(current: Watermark) -> Watermark | None:
+        def announced(current: Watermark) -> Watermark | Refused:
             if version <= max(current.high, current.version):
-                return None
+                return Refused.COVERED
+            if current.writing(now, defer_to_writers):
+                return Refused.WRITER_AT_WORK
             return replace(current, high=version, pending={**current.pending, version: Pending(False, now)})
 
         return await self._change(project_id, announced)
@@ -166,15 +194,15 @@ class Watermarks:
         await self._change(project_id, lost)
 
     async def _change(
-        self, project_id: str, change: Callable[[Watermark], Watermark | None]
-    ) -> Watermark | None:
+        self, project_id: str, change: Callable[[Watermark], Watermark | _Declined]
+    ) -> Watermark | _Declined:
         """Apply `change` to the entry by compare-and-set, read again and retried while another
-        writer changes it in between: the entry written, or None when `change` declines."""
+        writer changes it in between: the entry written, or what `change` returned declining."""
         for _ in range(_ATTEMPTS):
             current = await self.get(project_id)
             new = change(current)
-            if new is None:
-                return None
+            if not isinstance(new, Watermark):
+                return new
             revision = await self.compare_and_set(project_id, current, new)
             if revision is not None:
                 return replace(new, revision=revision)

@@ -28,7 +28,13 @@ from headwater.sessionizer import cycle
 from headwater.sessionizer import watermarks as watermarks_module
 from headwater.sessionizer.cycle import rebuild, run_cycle, utc
 from headwater.sessionizer.onloop import WatermarksOnLoop
-from headwater.sessionizer.watermarks import SESSIONS_BUCKET, Watermarks, ensure_sessions_bucket
+from headwater.sessionizer.watermarks import (
+    SESSIONS_BUCKET,
+    Refused,
+    Watermark,
+    Watermarks,
+    ensure_sessions_bucket,
+)
 
 pytestmark = pytest.mark.services
 
@@ -641,16 +647,67 @@ async def test_a_cycle_that_fails_half_way_marks_its_version_lost_and_the_next_o
     assert normalized(table(clickhouse, database)) == normalized(sessionize([*visit, more], RULES))
 
 
+async def test_a_cycle_defers_to_a_writer_at_work_and_runs_beside_it_once_the_deferral_is_over(
+    clickhouse: Client, watermarks: Watermarks, project_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second sessionizer's cycle, while the first one's announced snapshot is moments old, does
+    nothing: the first ends as the only writer, with nothing to reconcile. Past the deferral it
+    runs beside it, and the protocol keeps the table exact at the price of a reconciliation."""
+    database = f"hw_{project_id}"
+    base = now() - timedelta(hours=2)
+    visit = await sessionized_visit(clickhouse, watermarks, project_id, base, 3, every_minutes=10)
+    more = event("m7", "a", base + timedelta(minutes=35))
+    insert(clickhouse, database, [more])
+    at_work = PausedCycle(clickhouse, watermarks, project_id, monkeypatch)
+    assert await at_work.paused()
+    waiting = await run_cycle(
+        clickhouse, watermarks, project_id, RULES, settle_seconds=0, defer_to_writers=timedelta(minutes=1)
+    )
+    assert waiting.deferred and not waiting.advanced and (waiting.identities, waiting.sessions) == (0, 0)
+    assert (await at_work.released()).advanced
+    assert not (await watermarks.get(project_id)).pending
+    assert normalized(table(clickhouse, database)) == normalized(sessionize([*visit, more], RULES))
+
+    later = event("m8", "a", base + timedelta(minutes=45))
+    insert(clickhouse, database, [later])
+    at_work = PausedCycle(clickhouse, watermarks, project_id, monkeypatch)
+    assert await at_work.paused()
+    moments = timedelta(milliseconds=1)
+    beside = await run_cycle(
+        clickhouse, watermarks, project_id, RULES, settle_seconds=0, defer_to_writers=moments
+    )
+    assert beside.advanced and not beside.deferred
+    assert not (await at_work.released()).advanced  # overtaken: lost, and reconciled next
+    assert (await settle(clickhouse, watermarks, project_id)).reconciled == 1
+    assert normalized(table(clickhouse, database)) == normalized(sessionize([*visit, more, later], RULES))
+
+
+def test_the_writers_at_work_are_those_announced_within_the_deferral_and_not_lost() -> None:
+    moment = now()
+    pending = {
+        1: watermarks_module.Pending(False, moment - timedelta(seconds=30)),
+        2: watermarks_module.Pending(False, moment - timedelta(minutes=2)),  # died, or very slow
+        3: watermarks_module.Pending(True, moment),  # lost: ended
+        4: watermarks_module.Pending(False, moment + timedelta(seconds=5)),  # a host's clock ahead
+    }
+    watermark = watermarks_module.Watermark(moment, 1, high=4, pending=pending)
+    assert watermark.writing(moment, timedelta(minutes=1)) == [1, 4]
+    assert watermark.writing(moment, timedelta(minutes=5)) == [1, 2, 4]
+    assert watermark.writing(moment, timedelta(0)) == []
+
+
 async def test_a_writer_announces_only_above_every_version_announced(
     watermarks: Watermarks, project_id: str
 ) -> None:
     moment = now()
     first = await watermarks.announce(project_id, 1_000, moment)
-    assert first is not None and not first.committed and first.high == 1_000
-    assert await watermarks.announce(project_id, 1_000, moment) is None
-    assert await watermarks.announce(project_id, 999, moment) is None
+    assert isinstance(first, Watermark) and not first.committed and first.high == 1_000
+    assert await watermarks.announce(project_id, 1_000, moment) is Refused.COVERED
+    assert await watermarks.announce(project_id, 999, moment) is Refused.COVERED
+    at_work = await watermarks.announce(project_id, 2_000, moment, defer_to_writers=timedelta(minutes=1))
+    assert at_work is Refused.WRITER_AT_WORK  # 1,000 announced moments ago and not ended
     second = await watermarks.announce(project_id, 2_000, moment)
-    assert second is not None and set(second.pending) == {1_000, 2_000}
+    assert isinstance(second, Watermark) and set(second.pending) == {1_000, 2_000}
     assert not await watermarks.finish(project_id, 1_000, moment, moment)  # 2,000 came after it
     lost = await watermarks.get(project_id)
     assert await watermarks.finish(project_id, 2_000, moment, moment, reconciled=lost.to_reconcile(moment))
@@ -667,7 +724,7 @@ async def test_a_writer_presumed_dead_that_marks_itself_lost_during_a_reconcilia
     assert await watermarks.announce(project_id, 1_000, moment - timedelta(hours=1))
     monkeypatch.setattr(watermarks_module, "PRESUMED_DEAD_AFTER", timedelta(minutes=30))
     reconciling = await watermarks.announce(project_id, 2_000, moment)
-    assert reconciling is not None and list(reconciling.to_reconcile(moment)) == [1_000]
+    assert isinstance(reconciling, Watermark) and list(reconciling.to_reconcile(moment)) == [1_000]
     assert not await watermarks.finish(project_id, 1_000, moment)  # it was alive after all
     assert await watermarks.finish(
         project_id, 2_000, moment, moment, reconciled=reconciling.to_reconcile(moment)

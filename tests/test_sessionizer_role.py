@@ -89,13 +89,14 @@ def standin(clickhouse_url: str) -> Iterator[StandIn]:
 
 
 class SessionizerProcess:
-    """`headwater serve sessionizer` with a short interval and settle time, health on a free port."""
+    """`headwater serve sessionizer` with a short interval, settle time and deferral to another
+    writer (one killed mid-cycle is waited for that long), health on a free port."""
 
     def __init__(self, nats_url: str, clickhouse_url: str) -> None:
         self.process = subprocess.Popen(
             [str(BIN / "headwater"), "serve", "sessionizer", "--nats-url", nats_url,
              "--clickhouse-url", clickhouse_url, "--interval", "0.1", "--settle-seconds", "1",
-             "--port", "0", "--log-level", "warning"],
+             "--defer-to-writers", "2", "--port", "0", "--log-level", "warning"],
             env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
 
