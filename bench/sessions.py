@@ -73,7 +73,7 @@ CONSUMER_RUNS: tuple[tuple[str, float | None], ...] = (
 # uniformly in hours [from_hour, from_hour + hours) after `base`; every 50th row is a second copy
 # of the row before it.
 _EVENTS = f"""
-INSERT INTO {DATABASE}.events
+INSERT INTO {{database:Identifier}}.events
     (message_id, type, anonymous_id, user_id, timestamp, received_at, request_id, context,
      page_url, page_host, page_path, referrer, referrer_host, utm_source, utm_medium, utm_campaign,
      browser, os, device_type, country)
@@ -130,13 +130,14 @@ FROM (
 class Traffic:
     base: datetime  # hour 0
     visitors: int
+    database: str = DATABASE
 
     def insert(self, client: Any, first: int, count: int, from_hour: int, hours: int) -> None:
         """Rows `first` … `first + count - 1` of sessions starting in hours [from_hour, from_hour +
         hours). optimize_on_insert=0: an insert block holding both copies of a message keeps both,
         as two separate requests' inserts would."""
         parameters = {"base": self.base, "first": first, "count": count, "from_hour": from_hour,
-                      "hours": hours, "visitors": self.visitors}  # fmt: skip
+                      "hours": hours, "visitors": self.visitors, "database": self.database}  # fmt: skip
         client.command(_EVENTS, parameters=parameters, settings={"optimize_on_insert": 0})
 
 
@@ -146,17 +147,17 @@ def timed(run: Callable[[], Any]) -> tuple[Any, float]:
     return result, time.perf_counter() - started
 
 
-def table_fingerprint(client: Any) -> tuple[int, int]:
+def table_fingerprint(client: Any, database: str = DATABASE) -> tuple[int, int]:
     columns = ", ".join(SESSION_COLUMNS)
-    sql = f"SELECT count(), sum(cityHash64({columns})) FROM {DATABASE}.sessions FINAL"
+    sql = f"SELECT count(), sum(cityHash64({columns})) FROM {database}.sessions FINAL"
     count, fingerprint = client.query(sql).result_rows[0]
     return int(count), int(fingerprint)
 
 
-def computed_fingerprint(client: Any, rules: Sessions) -> tuple[int, int]:
+def computed_fingerprint(client: Any, rules: Sessions, database: str = DATABASE) -> tuple[int, int]:
     """One computation of every session from every event, as the query alone gives it."""
     built = sessions_query(
-        DATABASE, rules, datetime(2000, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC)
+        database, rules, datetime(2000, 1, 1, tzinfo=UTC), datetime(2200, 1, 1, tzinfo=UTC)
     )
     columns = ", ".join(SESSION_COLUMNS)
     sql = f"SELECT count(), sum(cityHash64({columns})) FROM ({built.sql})"
