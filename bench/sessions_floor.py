@@ -1,0 +1,225 @@
+"""How far below a sessionizer cycle any cycle built on the sessions query can go (issue: sessions,
+the goal of a cycle ≤ 5% of a full rebuild), timed side by side on bench/sessions.py's data
+(10M events with the SDK's contexts, 300k visitors, 100k events an hour):
+
+- `full rebuild`: as `headwater sessions rebuild` runs it;
+- `cycle`: one sessionizer cycle after each of `--hours` more hours of traffic;
+- the floor, after each of `--hours` further hours: only what any cycle must do with the hour,
+  each statement timed alone:
+  1. `identify`: the identities with events inserted since the watermark, each with its earliest
+     such event (a cycle's step 2);
+  2. `copy`: the hour's events appended to the sessionizer's recent copy (step 1), which the
+     statement below reads; or instead `compute from events`, the same statement reading `events`;
+  3. `compute and write`: the sessions of those identities from the same bound a cycle starts a
+     new visit at (their earliest new event less the copy spread), written to a table of their own.
+     No read of `sessions` (every identity taken as beginning a visit there, and as seen before:
+     wrong for a visit that goes on, which a cycle learns from the table), no tombstones, no KV;
+  and that statement's fixed cost: the same for one identity.
+
+A cycle needs at least 1 and 3 (and 2, or 3 reading `events`): when their sum alone is above 5% of
+the rebuild, no cycle built on this statement meets the goal on this machine.
+
+    python bench/sessions_floor.py               # updates docs/benchmarks.md
+    python bench/sessions_floor.py --events 1000000 --no-doc
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sessions as sessions_bench
+from docsection import replace_section
+from merges import settle_merges
+
+from headwater.analytics.sessions.query import (
+    DEFAULT_COPY_SPREAD,
+    EVENTS,
+    RECENT,
+    SESSION_COLUMNS,
+    EventSource,
+    sessions_query,
+)
+from headwater.control.clickhouse import connect
+from headwater.core.migrations import apply_migrations
+from headwater.core.projects.settings import Sessions
+from headwater.ops.natsconn import connect_nats
+from headwater.ops.natsserver import NatsServerProcess
+from headwater.sessionizer.cycle import RECENT_SPAN, _keep_recent, _touched, rebuild, run_cycle, snapshot_end
+from headwater.sessionizer.watermarks import Watermarks, ensure_sessions_bucket
+
+BEGIN, END = (
+    "<!-- bench/sessions_floor.py: generated section begins -->",
+    "<!-- bench/sessions_floor.py: generated section ends -->",
+)
+DATABASE = sessions_bench.DATABASE
+PROJECT = sessions_bench.PROJECT
+FLOOR_TABLE = f"{DATABASE}.floor_sessions"
+STEPS = ("identify", "copy", "compute and write", "compute from events", "fixed cost")
+
+
+def timed(run: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    started = time.perf_counter()
+    result = run(*args)
+    return result, time.perf_counter() - started
+
+
+def compute_and_write(
+    client: Any, rules: Sessions, bounds: dict[str, datetime], through: datetime, source: EventSource
+) -> None:
+    """The sessions of `bounds`' identities from their bound, into FLOOR_TABLE."""
+    query = sessions_query(
+        DATABASE, rules, starts=bounds, inserted_through=through, ordered=False,
+        seen_before_start=list(bounds), source=source,
+    )  # fmt: skip
+    names = ", ".join(SESSION_COLUMNS)
+    sql = f"INSERT INTO {FLOOR_TABLE} ({names}, version, is_deleted) SELECT {names}, 1, 0 FROM ({query.sql})"
+    client.command(sql, parameters=query.parameters, settings={**query.settings, "optimize_on_insert": 0})
+
+
+async def measure(work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    server = NatsServerProcess(work / "nats", port=0)
+    server.start()
+    nats = await connect_nats(server.url, "bench-sessions-floor")
+    try:
+        watermarks = Watermarks(await ensure_sessions_bucket(nats.jetstream()))
+        client = connect(f"chdb://{work / 'ch'}")
+        apply_migrations(client, DATABASE)
+        client.command(f"CREATE TABLE {FLOOR_TABLE} AS {DATABASE}.sessions")
+        rules = Sessions()
+        base_hours = max(1, args.events // args.hourly_events)
+        now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        traffic = sessions_bench.Traffic(now - timedelta(hours=base_hours + 2 * args.hours), args.visitors)
+        print(f"generating {args.events:,} events …", flush=True)
+        traffic.insert(client, 0, args.events, 0, base_hours)
+        settle_merges(client, DATABASE)
+        print("full rebuild …", flush=True)
+        _, rebuild_seconds = await timed_async(rebuild(client, watermarks, PROJECT, rules, settle_seconds=0))
+        print(f"  {rebuild_seconds:.2f} s", flush=True)
+        await run_cycle(client, watermarks, PROJECT, rules, 0)  # the first: takes everything
+        settle_merges(client, DATABASE)
+        client.command(f"OPTIMIZE TABLE {DATABASE}.sessions FINAL")
+
+        next_message, hour = args.events, base_hours
+        cycles: list[float] = []
+        for _ in range(args.hours):
+            traffic.insert(client, next_message, args.hourly_events, hour, 1)
+            next_message, hour = next_message + args.hourly_events, hour + 1
+            _, seconds = await timed_async(run_cycle(client, watermarks, PROJECT, rules, 0))
+            cycles.append(seconds)
+            print(f"  cycle {seconds:.2f} s", flush=True)
+
+        floors: dict[str, list[float]] = {step: [] for step in STEPS}
+        lateness = rules.inactivity_timeout_seconds + rules.lateness_seconds
+        for _ in range(args.hours):
+            traffic.insert(client, next_message, args.hourly_events, hour, 1)
+            next_message, hour = next_message + args.hourly_events, hour + 1
+            watermark = await watermarks.get(PROJECT)
+            through = snapshot_end(client, 0)
+            (earliest, _), seconds = timed(
+                _touched, client, DATABASE, rules, watermark.inserted_through, through, lateness
+            )
+            floors["identify"].append(seconds)
+            _, seconds = timed(_keep_recent, client, DATABASE, watermark, through, RECENT_SPAN)
+            floors["copy"].append(seconds)
+            bounds = {identity: moment - DEFAULT_COPY_SPREAD for identity, moment in earliest.items()}
+            for step, source, chosen in (
+                ("compute and write", RECENT, bounds),
+                ("compute from events", EVENTS, bounds),
+                ("fixed cost", RECENT, dict(list(bounds.items())[:1])),
+            ):
+                _, seconds = timed(compute_and_write, client, rules, chosen, through, source)
+                floors[step].append(seconds)
+            print(
+                "  floor: " + ", ".join(f"{step} {times[-1]:.2f} s" for step, times in floors.items()),
+                flush=True,
+            )
+            # The real cycle takes the hour too, so that the next hour's floor starts from a watermark.
+            await run_cycle(client, watermarks, PROJECT, rules, 0)
+        return {"rebuild": rebuild_seconds, "cycles": cycles, "floors": floors, "identities": len(earliest)}
+    finally:
+        await nats.close()
+        server.stop()
+
+
+async def timed_async(run: Any) -> tuple[Any, float]:
+    started = time.perf_counter()
+    result = await run
+    return result, time.perf_counter() - started
+
+
+def report(result: dict[str, Any], args: argparse.Namespace, command: str) -> str:
+    rebuild_seconds = result["rebuild"]
+
+    def row(label: str, times: list[float]) -> str:
+        median = statistics.median(times)
+        each = ", ".join(f"{t:.2f}" for t in times)
+        return f"| {label} | {median:.2f} s ({each}) | {median / rebuild_seconds:.1%} |"
+
+    floors = result["floors"]
+    through_copy = [
+        sum(parts)
+        for parts in zip(floors["identify"], floors["copy"], floors["compute and write"], strict=True)
+    ]
+    from_events = [
+        sum(parts) for parts in zip(floors["identify"], floors["compute from events"], strict=True)
+    ]
+    lowest = min(statistics.median(through_copy), statistics.median(from_events))
+    lines = [
+        f"`{command}` — {datetime.now(UTC):%Y-%m-%d}, chdb embedded engine, 2 cores.",
+        "",
+        f"{args.events:,} events, {args.visitors:,} visitors; each hour {args.hourly_events:,} events "
+        f"(~{result['identities']:,} identities). Medians (each run in brackets).",
+        "",
+        "| what | time | ÷ full rebuild |",
+        "|---|---|---|",
+        f"| full rebuild | {rebuild_seconds:.2f} s | 100% |",
+        row("a cycle after one more hour (as bench/sessions.py times it)", result["cycles"]),
+        row("floor 1: identify the hour's identities", floors["identify"]),
+        row("floor 2: copy the hour to the recent copy", floors["copy"]),
+        row("floor 3: compute and write their sessions (from the recent copy)", floors["compute and write"]),
+        row("… the same reading `events` instead of the copy", floors["compute from events"]),
+        row("… the same for one identity (the statement's fixed cost)", floors["fixed cost"]),
+        row("**the floor: 1 + 2 + 3**", through_copy),
+        row("**or 1 + 3 reading `events`**", from_events),
+        "",
+        f"Lowest floor: {lowest / rebuild_seconds:.1%} of the rebuild, against a goal of ≤ 5% for the "
+        f"whole cycle: {'below' if lowest / rebuild_seconds <= 0.05 else 'ABOVE'} it.",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--visitors", type=int, default=300_000)
+    parser.add_argument("--hourly-events", type=int, default=100_000)
+    parser.add_argument("--hours", type=int, default=3, help="hours for cycles, then as many for the floor")
+    parser.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="hw-bench-sessions-floor-") as directory:
+        result = asyncio.run(measure(Path(directory), args))
+    command = "python bench/sessions_floor.py" + "".join(
+        f" --{name.replace('_', '-')} {value}"
+        for name, value in vars(args).items()
+        if name != "no_doc" and value != parser.get_default(name)
+    )
+    text = report(result, args, command)
+    print(text)
+    if not args.no_doc:
+        replace_section(BEGIN, END, text, "### The floor of a cycle (`bench/sessions_floor.py`)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
