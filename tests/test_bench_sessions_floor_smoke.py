@@ -17,10 +17,11 @@ def test_sessions_floor_benchmark_small_run_reports_every_step() -> None:
     output = run_bench("sessions_floor.py", *args, "--no-doc")
     for step in (
         "floor 1: identify",
-        "floor 2: copy",
-        "floor 3: compute and write",
+        "floor 2: when each one's last session ended",
+        "floor 3: copy",
+        "floor 4: compute and write",
         "fixed cost",
-        "1 + 2 + 3",
+        "1 + 2 + 3 + 4",
     ):
         assert step in output, output
     assert "Lowest floor:" in output
