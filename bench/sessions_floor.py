@@ -4,8 +4,9 @@ the goal of a cycle ≤ 5% of a full rebuild), timed side by side on bench/sessi
 
 - `full rebuild`: as `headwater sessions rebuild` runs it;
 - `cycle`: one sessionizer cycle after each of `--hours` more hours of traffic;
-- the floor, after each of `--hours` further hours: only what any cycle must do with the hour,
-  each statement timed alone:
+- the floor, after each of `--hours` further hours, alternating with the cycles' (all of them
+  within the last 6 hours, inside the allowed lateness: `--hours` is 3 at most): only what any
+  cycle must do with the hour, each statement timed alone:
   1. `identify`: the identities with events inserted since the watermark, each with its earliest
      such event (a cycle's step 2);
   2. `context`: when each of them last ended a session, one aggregate over `sessions` (the least
@@ -58,7 +59,7 @@ from headwater.core.projects.settings import Sessions
 from headwater.ops.natsconn import connect_nats
 from headwater.ops.natsserver import NatsServerProcess
 from headwater.sessionizer.cycle import RECENT_SPAN, _keep_recent, _touched, rebuild, run_cycle, snapshot_end
-from headwater.sessionizer.watermarks import Watermarks, ensure_sessions_bucket
+from headwater.sessionizer.watermarks import Watermark, Watermarks, ensure_sessions_bucket
 
 BEGIN, END = (
     "<!-- bench/sessions_floor.py: generated section begins -->",
@@ -100,6 +101,31 @@ def compute_and_write(
     client.command(sql, parameters=query.parameters, settings={**query.settings, "optimize_on_insert": 0})
 
 
+def floor(
+    client: Any, rules: Sessions, watermark: Watermark, floors: dict[str, list[float]], reverse: bool
+) -> int:
+    """Each step of the floor for what was inserted since `watermark`, timed into `floors`; the
+    identities. `reverse`: `events` read before the recent copy (so that caches favour neither)."""
+    through = snapshot_end(client, 0)
+    lateness = rules.inactivity_timeout_seconds + rules.lateness_seconds
+    (earliest, _), seconds = timed(
+        _touched, client, DATABASE, rules, watermark.inserted_through, through, lateness
+    )
+    floors["identify"].append(seconds)
+    _, seconds = timed(context, client, list(earliest))
+    floors["context"].append(seconds)
+    _, seconds = timed(_keep_recent, client, DATABASE, watermark, through, RECENT_SPAN)
+    floors["copy"].append(seconds)
+    bounds = {identity: moment - DEFAULT_COPY_SPREAD for identity, moment in earliest.items()}
+    computations = [("compute and write", RECENT, bounds), ("compute from events", EVENTS, bounds)]
+    one = ("fixed cost", RECENT, dict(list(bounds.items())[:1]))
+    for step, source, chosen in (*(reversed(computations) if reverse else computations), one):
+        _, seconds = timed(compute_and_write, client, rules, chosen, through, source)
+        floors[step].append(seconds)
+    print("  floor: " + ", ".join(f"{step} {times[-1]:.2f} s" for step, times in floors.items()), flush=True)
+    return len(earliest)
+
+
 async def measure(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     server = NatsServerProcess(work / "nats", port=0)
     server.start()
@@ -123,45 +149,25 @@ async def measure(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         settle_merges(client, DATABASE)
         client.command(f"OPTIMIZE TABLE {DATABASE}.sessions FINAL")
 
-        next_message, hour = args.events, base_hours
         cycles: list[float] = []
-        for _ in range(args.hours):
-            traffic.insert(client, next_message, args.hourly_events, hour, 1)
-            next_message, hour = next_message + args.hourly_events, hour + 1
-            _, seconds = await timed_async(run_cycle(client, watermarks, PROJECT, rules, 0))
-            cycles.append(seconds)
-            print(f"  cycle {seconds:.2f} s", flush=True)
-
         floors: dict[str, list[float]] = {step: [] for step in STEPS}
-        lateness = rules.inactivity_timeout_seconds + rules.lateness_seconds
-        for _ in range(args.hours):
-            traffic.insert(client, next_message, args.hourly_events, hour, 1)
-            next_message, hour = next_message + args.hourly_events, hour + 1
-            watermark = await watermarks.get(PROJECT)
-            through = snapshot_end(client, 0)
-            (earliest, _), seconds = timed(
-                _touched, client, DATABASE, rules, watermark.inserted_through, through, lateness
+        identities: list[int] = []
+        # Alternately a cycle's hour and a floor's: both of the same age, within the lateness.
+        for added in range(2 * args.hours):
+            traffic.insert(
+                client, args.events + added * args.hourly_events, args.hourly_events, base_hours + added, 1
             )
-            floors["identify"].append(seconds)
-            _, seconds = timed(context, client, list(earliest))
-            floors["context"].append(seconds)
-            _, seconds = timed(_keep_recent, client, DATABASE, watermark, through, RECENT_SPAN)
-            floors["copy"].append(seconds)
-            bounds = {identity: moment - DEFAULT_COPY_SPREAD for identity, moment in earliest.items()}
-            for step, source, chosen in (
-                ("compute and write", RECENT, bounds),
-                ("compute from events", EVENTS, bounds),
-                ("fixed cost", RECENT, dict(list(bounds.items())[:1])),
-            ):
-                _, seconds = timed(compute_and_write, client, rules, chosen, through, source)
-                floors[step].append(seconds)
-            print(
-                "  floor: " + ", ".join(f"{step} {times[-1]:.2f} s" for step, times in floors.items()),
-                flush=True,
+            if added % 2 == 0:
+                _, seconds = await timed_async(run_cycle(client, watermarks, PROJECT, rules, 0))
+                cycles.append(seconds)
+                print(f"  cycle {seconds:.2f} s", flush=True)
+                continue
+            identities.append(
+                floor(client, rules, await watermarks.get(PROJECT), floors, reverse=added % 4 == 3)
             )
-            # The real cycle takes the hour too, so that the next hour's floor starts from a watermark.
+            # The cycle takes the hour too (untimed), so that the next one starts from a watermark.
             await run_cycle(client, watermarks, PROJECT, rules, 0)
-        return {"rebuild": rebuild_seconds, "cycles": cycles, "floors": floors, "identities": len(earliest)}
+        return {"rebuild": rebuild_seconds, "cycles": cycles, "floors": floors, "identities": identities}
     finally:
         await nats.close()
         server.stop()
@@ -193,7 +199,7 @@ def report(result: dict[str, Any], args: argparse.Namespace, command: str) -> st
         f"`{command}` — {datetime.now(UTC):%Y-%m-%d}, chdb embedded engine, 2 cores.",
         "",
         f"{args.events:,} events, {args.visitors:,} visitors; each hour {args.hourly_events:,} events "
-        f"(~{result['identities']:,} identities). Medians (each run in brackets).",
+        f"(~{statistics.median(result['identities']):,.0f} identities). Medians (each run in brackets).",
         "",
         "| what | time | ÷ full rebuild |",
         "|---|---|---|",
@@ -221,7 +227,13 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--visitors", type=int, default=300_000)
     parser.add_argument("--hourly-events", type=int, default=100_000)
-    parser.add_argument("--hours", type=int, default=3, help="hours for cycles, then as many for the floor")
+    parser.add_argument(
+        "--hours",
+        type=int,
+        default=3,
+        choices=(1, 2, 3),
+        help="hours timed for cycles, and as many for the floor",
+    )
     parser.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hw-bench-sessions-floor-") as directory:
