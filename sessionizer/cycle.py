@@ -7,11 +7,11 @@
 2. The identities those events belong to, each with its earliest new event. An event that arrived
    later than its session's close plus the allowed lateness is counted, and does not re-open it.
 3. For each identity, where to recompute from: the visit start of its last session before that
-   earliest event, in the table as the watermark left it (rows of unfinished cycles, which carry a
-   version above it, and of writers not settled are not trusted). Everything of the identity from
-   there on is recomputed. So is every identity a lost writer wrote for that a later writer wrote
-   for too (step 5). The same read keeps the sessions that may lie in those ranges, with their
-   newest rows.
+   earliest event, in the table as the settled writers left it (rows of unfinished cycles, which
+   carry a version above the last settled, and of writers not settled are not trusted).
+   Everything of the identity from there on is recomputed. So is every identity a lost writer
+   wrote for that a later writer wrote for too (step 5). The same read keeps the sessions that
+   may lie in those ranges, with their newest rows.
 4. The recomputed sessions are written with version U, then every session of the recomputed
    ranges that this cycle did not produce (merged away by a late event, or left by a cycle that
    crashed) gets a tombstone with version U: found from what step 3 kept and the rows of the
@@ -498,10 +498,11 @@ def _touched(
 # recomputed from the beginning): the tombstones are found from these and the rows written since
 # (_write_tombstones). Most identities have none: a returning visitor's new visit starts later.
 SessionKey = tuple[str, str]
-# A row of the table as the watermark left it: of a version up to the watermark's, and not of a
-# writer that has not settled (sessionizer/watermarks.py): a lost or dead writer's session may
-# begin in the middle of a visit, its events split by another's (docs/sessions.md).
-_TRUSTED = "version <= {committed:UInt64} AND NOT has({untrusted:Array(UInt64)}, version)"
+# A row of the table as the settled writers left it: of a version up to the highest settled (the
+# watermark's, or a rebuild's since: its rows, for rules changed, are the ones to start from), and
+# not of a writer that has not settled (sessionizer/watermarks.py): a lost or dead writer's session
+# may begin in the middle of a visit, its events split by another's (docs/sessions.md).
+_TRUSTED = "version <= {trusted_through:UInt64} AND NOT has({untrusted:Array(UInt64)}, version)"
 NewestRows = dict[SessionKey, tuple[int, int, int]]
 
 
@@ -530,9 +531,11 @@ def _recompute_from(
     from its start; otherwise every event from B on begins a visit of its own and nothing before
     B changes: recomputed from B. From B too when there is no such session.
 
-    The table is read as the watermark left it: per session its row of the highest version not
-    above the watermark's and not pending (_TRUSTED: rows of unfinished cycles, and of writers not
-    settled, are not trusted to say where a visit starts).
+    The table is read as the settled writers left it: per session its row of the highest version
+    not above the last settled (the watermark's, or a rebuild's) and not pending (_TRUSTED: rows of
+    unfinished cycles, and of writers not settled, are not trusted to say where a visit starts).
+    First one aggregate per identity (_clear_of_their_sessions); only the identities it cannot
+    settle are read session by session.
     A session with no such row but rows above (a cycle that died, or one running beside) that
     started before where the identity would be recomputed from means the table as the watermark
     left it may be incomplete: a merge keeps only a session's newest row, so a dead cycle's
@@ -605,19 +608,21 @@ def _recompute_from(
     affected = {
         identity: max(moment - DEFAULT_COPY_SPREAD, THE_EARLIEST) for identity, moment in earliest.items()
     }
-    # The identities are the map's keys: bound once (binding ~12k strings costs ~0.03 s).
-    timeout = timedelta(seconds=rules.inactivity_timeout_seconds)
-    parameters = {
-        "committed": watermark.version,
-        "untrusted": sorted(watermark.pending),
-        "timeout_ms": timeout // timedelta(milliseconds=1),
-        "the_earliest_ms": unix_milliseconds(THE_EARLIEST),
-        **time_map_parameters("affected", affected),
-    }
+    timeout_ms = rules.inactivity_timeout_seconds * 1000
+    trust = {"trusted_through": watermark.trusted_through, "untrusted": sorted(watermark.pending)}
     # An identity with no session starts at its bound; its events all came after the watermark.
     starts = dict(affected)
-    seen: list[str] = []
+    seen, near = _clear_of_their_sessions(client, database, affected, trust, timeout_ms)
     known: NewestRows = {}
+    if not near:
+        return starts, seen, known
+    # The identities are the map's keys: bound once (binding ~12k strings costs ~0.03 s).
+    parameters = {
+        **trust,
+        "timeout_ms": timeout_ms,
+        "the_earliest_ms": unix_milliseconds(THE_EARLIEST),
+        **time_map_parameters("affected", {identity: affected[identity] for identity in near}),
+    }
     rows = client.query(sql, parameters=parameters, settings=LONG_LIST_SETTINGS).result_rows
     for identity, *_, start_ms, seen_before_start, sessions in rows:
         starts[identity] = from_unix_milliseconds(start_ms)
@@ -626,6 +631,35 @@ def _recompute_from(
         for session_id, started_ms, deleted, version in sessions:
             known[identity, session_id] = (started_ms, deleted, version)
     return starts, seen, known
+
+
+def _clear_of_their_sessions(
+    client: Client, database: str, bounds: Mapping[str, datetime], trust: dict[str, Any], timeout_ms: int
+) -> tuple[list[str], list[str]]:
+    """Of the identities of `bounds` with rows in `sessions`: those clear of their sessions, and
+    the others. Clear: every row trusted (_TRUSTED) and none a tombstone, and every row ended more
+    than the inactivity timeout before the identity's bound. The full read would find for such an
+    identity what is known without it: it is recomputed from its bound (no session of its own
+    reaches there), it was seen before that, and none of its sessions lies in the range. Most
+    identities of a cycle are clear (a returning visitor's new visit), and this read of one
+    aggregate per identity costs a fraction of the full one (~0.04 against ~0.25 s for ~10k
+    identities: bench/sessions_floor.py)."""
+    sql = f"""
+        SELECT identity, countIf(NOT ({_TRUSTED}) OR is_deleted) = 0, toUnixTimestamp64Milli(max(ended_at))
+        FROM `{database}`.sessions
+        WHERE identity IN {string_set("identities")}
+        GROUP BY identity
+    """
+    parameters = {**trust, **long_list_parameter("identities", list(bounds))}
+    clear: list[str] = []
+    near: list[str] = []
+    rows = client.query(sql, parameters=parameters, settings=LONG_LIST_SETTINGS).result_rows
+    for identity, trusted_and_live, last_end_ms in rows:
+        if trusted_and_live and unix_milliseconds(bounds[identity]) - last_end_ms > timeout_ms:
+            clear.append(identity)
+        else:
+            near.append(identity)
+    return clear, near
 
 
 def _write_sessions(

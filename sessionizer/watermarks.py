@@ -9,11 +9,12 @@ after this time (None: no copy made yet, so the next cycle makes one).
 And the writers (docs/sessions.md, "Two writers at once"): a cycle or a rebuild announces the
 version it is about to write (its snapshot's end in ms) before it writes, and only above every
 version announced before (`high`); the announced versions not yet settled are `pending`, and their
-rows are not trusted. A writer that ends while its version is still the highest announced
-settles it (a cycle also moves the watermark); one that ends after a higher version was announced
-may have written rows the other never saw, so it marks its version `lost`: a later cycle
-recomputes the identities that both wrote, then settles it. Every change is a compare-and-set on
-the entry's revision, retried on a conflict.
+rows are not trusted; the highest version settled is `settled` (a rebuild's can be above the
+watermark's: the next cycles read its rows). A writer that ends while its version is still the
+highest announced settles it (a cycle also moves the watermark); one that ends after a higher
+version was announced may have written rows the other never saw, so it marks its version `lost`:
+a later cycle recomputes the identities that both wrote, then settles it. Every change is a
+compare-and-set on the entry's revision, retried on a conflict.
 """
 
 from __future__ import annotations
@@ -59,11 +60,18 @@ class Watermark:
     recent_from: datetime | None = None
     high: int = 0  # the highest version announced
     pending: Mapping[int, Pending] = field(default_factory=dict)
+    settled: int = 0  # the highest version a writer settled (a rebuild's may be above the watermark's)
 
     @property
     def version(self) -> int:
         """The version of the rows a cycle up to here writes: its watermark in milliseconds."""
         return version_of(self.inserted_through)
+
+    @property
+    def trusted_through(self) -> int:
+        """The highest version whose rows hold a settled writer's exact computation: the
+        watermark's, or a rebuild's settled since (rows of versions still pending aside)."""
+        return max(self.version, self.settled)
 
     @property
     def committed(self) -> bool:
@@ -170,14 +178,10 @@ class Watermarks:
             if current.high != version or mine is None or mine.lost:
                 return None
             left = {v: p for v, p in current.pending.items() if v != version and settled.get(v) != p}
+            ended = replace(current, pending=left, settled=max(current.settled, version))
             if through is None or through <= current.inserted_through:
-                return replace(current, pending=left)
-            return replace(
-                current,
-                pending=left,
-                inserted_through=through,
-                recent_from=recent_from or current.recent_from,
-            )
+                return ended
+            return replace(ended, inserted_through=through, recent_from=recent_from or current.recent_from)
 
         if await self._change(project_id, done) is not None:
             return True
@@ -228,6 +232,7 @@ def _fields(watermark: Watermark) -> dict[str, Any]:
     if watermark.recent_from is not None:
         fields["recent_from"] = watermark.recent_from.isoformat()
     fields["high"] = watermark.high
+    fields["settled"] = watermark.settled
     fields["pending"] = {
         str(version): {"lost": pending.lost, "at": pending.at.isoformat()}
         for version, pending in watermark.pending.items()
@@ -243,6 +248,8 @@ def _parsed(value: dict[str, Any], revision: int) -> Watermark:
         int(version): Pending(bool(fields["lost"]), datetime.fromisoformat(fields["at"]))
         for version, fields in value.get("pending", {}).items()
     }
-    # Absent before writers announced: the watermark's own version was the highest.
+    # Absent before writers announced: the watermark's own version was the highest, and the last
+    # one settled (rows above it were then an unfinished cycle's).
     high = int(value.get("high", version_of(through)))
-    return Watermark(through, revision, recent, high, pending)
+    settled = int(value.get("settled", version_of(through)))
+    return Watermark(through, revision, recent, high, pending, settled)

@@ -557,17 +557,24 @@ async def test_a_slow_writer_of_a_later_snapshot_takes_over_and_the_other_is_rec
     assert normalized(table(clickhouse, database)) == normalized(sessionize([*visit, again, bridge], RULES))
 
 
+@pytest.mark.parametrize("later_after", [timedelta(minutes=75), timedelta(hours=5)], ids=["soon", "hours"])
 async def test_rows_a_dead_writer_left_after_anothers_are_not_trusted_before_it_is_presumed_dead(
-    clickhouse: Client, watermarks: Watermarks, project_id: str, monkeypatch: pytest.MonkeyPatch
+    clickhouse: Client,
+    watermarks: Watermarks,
+    project_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+    later_after: timedelta,
 ) -> None:
     """As above, but the stalled writer dies after writing its sessions: its version stays
     announced, and its session, now below the watermark, must not be read as the table the
     watermark left. The events it never saw split its session in the true sequence (an earlier
     event of the same visit; an event of another client session in between), so its session
     begins in the middle of a visit: the next cycle, recomputing the visitor for a later event,
-    must not start there (which would count m2 in two sessions until the writer is presumed dead)."""
+    must not start there (which would count m2 in two sessions until the writer is presumed dead).
+    Hours later too, when the visit ended long before the new event: the identity is not clear of
+    its sessions while it has untrusted rows (_clear_of_their_sessions)."""
     database = f"hw_{project_id}"
-    base = now() - timedelta(hours=2)
+    base = now() - timedelta(hours=6)
     other = [event("o1", "b", base)]
     insert(clickhouse, database, other)
     await settle(clickhouse, watermarks, project_id)
@@ -587,7 +594,7 @@ async def test_rows_a_dead_writer_left_after_anothers_are_not_trusted_before_it_
     with pytest.raises(RuntimeError):
         await slow.released()
     assert len((await watermarks.get(project_id)).pending) == 1
-    later = event("m4", "a", base + timedelta(minutes=75), client_session_id="x")
+    later = event("m4", "a", base + later_after, client_session_id="x")
     insert(clickhouse, database, [later])
     result = await settle(clickhouse, watermarks, project_id)
     assert result.reconciled == 0  # not presumed dead yet
@@ -694,6 +701,28 @@ def test_the_writers_at_work_are_those_announced_within_the_deferral_and_not_los
     assert watermark.writing(moment, timedelta(minutes=1)) == [1, 4]
     assert watermark.writing(moment, timedelta(minutes=5)) == [1, 2, 4]
     assert watermark.writing(moment, timedelta(0)) == []
+
+
+async def test_the_first_cycle_after_a_rebuild_for_new_rules_starts_from_the_rebuilt_visits(
+    clickhouse: Client, watermarks: Watermarks, project_id: str
+) -> None:
+    """A longer timeout, and a rebuild: three visits become one. The next cycle (the watermark
+    still where it was) must find where to recompute from in the rebuilt table, not in the rows
+    the rules no longer give: from the third old visit's start, it would write a session of that
+    visit's event beside the rebuilt one holding it too."""
+    database = f"hw_{project_id}"
+    base = now() - timedelta(hours=5)
+    visits = [event(f"m{n}", "a", base + timedelta(minutes=minutes)) for n, minutes in enumerate((0, 45, 95))]
+    insert(clickhouse, database, visits)
+    await settle(clickhouse, watermarks, project_id)
+    assert len(table(clickhouse, database)) == 3
+    longer = Sessions(inactivity_timeout_seconds=3600, max_length_seconds=RULES.max_length_seconds)
+    await rebuild(clickhouse, watermarks, project_id, longer, settle_seconds=0)
+    assert len(table(clickhouse, database)) == 1
+    again = event("m3", "a", base + timedelta(minutes=200))  # a visit of its own
+    insert(clickhouse, database, [again])
+    await settle(clickhouse, watermarks, project_id, longer)
+    assert normalized(table(clickhouse, database)) == normalized(sessionize([*visits, again], longer))
 
 
 async def test_a_writer_announces_only_above_every_version_announced(
