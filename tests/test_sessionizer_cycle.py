@@ -725,6 +725,29 @@ async def test_the_first_cycle_after_a_rebuild_for_new_rules_starts_from_the_reb
     assert normalized(table(clickhouse, database)) == normalized(sessionize([*visits, again], longer))
 
 
+async def test_an_identity_left_with_only_deleted_sessions_after_a_rebuild_is_a_new_visitor(
+    clickhouse: Client, watermarks: Watermarks, project_id: str
+) -> None:
+    """Sessions follow the user id instead of the anonymous id, and a rebuild: the anonymous id's
+    session is deleted (its event is the user's now). Hours later that anonymous id comes back
+    without a user id: a new visitor, though its only session in the table ended long ago. The
+    tombstone means the identity is not clear of its sessions (_clear_of_their_sessions); taken as
+    clear, it would count as seen before."""
+    database = f"hw_{project_id}"
+    base = now() - timedelta(hours=6)
+    signed_in = event("m1", "a", base, user_id="u")
+    insert(clickhouse, database, [signed_in])
+    await settle(clickhouse, watermarks, project_id)
+    by_user = Sessions(identity="user_id", max_length_seconds=RULES.max_length_seconds)
+    await rebuild(clickhouse, watermarks, project_id, by_user, settle_seconds=0)
+    back = event("m2", "a", base + timedelta(hours=5))
+    insert(clickhouse, database, [back])
+    await settle(clickhouse, watermarks, project_id, by_user)
+    expected = sessionize([signed_in, back], by_user)
+    assert [row.is_new_visitor for row in expected] == [True, True]
+    assert normalized(table(clickhouse, database)) == normalized(expected)
+
+
 async def test_a_writer_announces_only_above_every_version_announced(
     watermarks: Watermarks, project_id: str
 ) -> None:
