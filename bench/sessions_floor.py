@@ -42,6 +42,7 @@ from typing import Any
 import sessions as sessions_bench
 from docsection import replace_section
 from merges import settle_merges
+from sessions import timed_async
 
 from headwater.analytics.sessions.query import (
     DEFAULT_COPY_SPREAD,
@@ -173,12 +174,6 @@ async def measure(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         server.stop()
 
 
-async def timed_async(run: Any) -> tuple[Any, float]:
-    started = time.perf_counter()
-    result = await run
-    return result, time.perf_counter() - started
-
-
 def report(result: dict[str, Any], args: argparse.Namespace, command: str) -> str:
     rebuild_seconds = result["rebuild"]
 
@@ -194,7 +189,8 @@ def report(result: dict[str, Any], args: argparse.Namespace, command: str) -> st
 
     through_copy = summed(("identify", "context", "copy", "compute and write"))
     from_events = summed(("identify", "context", "compute from events"))
-    lowest = min(statistics.median(through_copy), statistics.median(from_events))
+    with_copy = statistics.median(through_copy) / rebuild_seconds
+    reading_events = statistics.median(from_events) / rebuild_seconds
     lines = [
         f"`{command}` — {datetime.now(UTC):%Y-%m-%d}, chdb embedded engine, 2 cores.",
         "",
@@ -214,8 +210,10 @@ def report(result: dict[str, Any], args: argparse.Namespace, command: str) -> st
         row("**the floor: 1 + 2 + 3 + 4**", through_copy),
         row("**or 1 + 2 + 4 reading `events`**", from_events),
         "",
-        f"Lowest floor: {lowest / rebuild_seconds:.1%} of the rebuild, against a goal of ≤ 5% for the "
-        f"whole cycle: {'below' if lowest / rebuild_seconds <= 0.05 else 'ABOVE'} it.",
+        f"The floor with the recent copy: {with_copy:.1%} of the rebuild, against ≤ 5% for a whole "
+        f"cycle: {'below' if with_copy <= 0.05 else 'ABOVE'} it. Reading `events` instead: "
+        f"{reading_events:.1%}, but that reads a column of the project's whole history every cycle "
+        "(which the issue rules out), and its cost grows with the project.",
     ]
     return "\n".join(lines)
 

@@ -24,4 +24,4 @@ def test_sessions_floor_benchmark_small_run_reports_every_step() -> None:
         "1 + 2 + 3 + 4",
     ):
         assert step in output, output
-    assert "Lowest floor:" in output
+    assert "The floor with the recent copy:" in output
