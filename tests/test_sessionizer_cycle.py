@@ -697,7 +697,7 @@ def test_the_writers_at_work_are_those_announced_within_the_deferral_and_not_los
         3: watermarks_module.Pending(True, moment),  # lost: ended
         4: watermarks_module.Pending(False, moment + timedelta(seconds=5)),  # a host's clock ahead
     }
-    watermark = watermarks_module.Watermark(moment, 1, high=4, pending=pending)
+    watermark = Watermark(moment, 1, high=4, pending=pending)
     assert watermark.writing(moment, timedelta(minutes=1)) == [1, 4]
     assert watermark.writing(moment, timedelta(minutes=5)) == [1, 2, 4]
     assert watermark.writing(moment, timedelta(0)) == []
@@ -773,7 +773,7 @@ async def test_a_writer_presumed_dead_that_marks_itself_lost_during_a_reconcilia
     """It may have written after the reconciling cycle read the table: that cycle must not settle
     it, and a later one reconciles it again."""
     moment = now()
-    assert await watermarks.announce(project_id, 1_000, moment - timedelta(hours=1))
+    assert isinstance(await watermarks.announce(project_id, 1_000, moment - timedelta(hours=1)), Watermark)
     monkeypatch.setattr(watermarks_module, "PRESUMED_DEAD_AFTER", timedelta(minutes=30))
     reconciling = await watermarks.announce(project_id, 2_000, moment)
     assert isinstance(reconciling, Watermark) and list(reconciling.to_reconcile(moment)) == [1_000]
