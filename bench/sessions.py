@@ -141,9 +141,10 @@ class Traffic:
         client.command(_EVENTS, parameters=parameters, settings={"optimize_on_insert": 0})
 
 
-def timed(run: Callable[[], Any]) -> tuple[Any, float]:
+def timed(run: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    """`run(*args)`'s result and the seconds it took."""
     started = time.perf_counter()
-    result = run()
+    result = run(*args)
     return result, time.perf_counter() - started
 
 

@@ -33,8 +33,6 @@ import asyncio
 import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,7 +40,7 @@ from typing import Any
 import sessions as sessions_bench
 from docsection import replace_section
 from merges import settle_merges
-from sessions import timed_async
+from sessions import timed, timed_async
 
 from headwater.analytics.sessions.query import (
     DEFAULT_COPY_SPREAD,
@@ -70,12 +68,6 @@ DATABASE = sessions_bench.DATABASE
 PROJECT = sessions_bench.PROJECT
 FLOOR_TABLE = f"{DATABASE}.floor_sessions"
 STEPS = ("identify", "context", "copy", "compute and write", "compute from events", "fixed cost")
-
-
-def timed(run: Callable[..., Any], *args: Any) -> tuple[Any, float]:
-    started = time.perf_counter()
-    result = run(*args)
-    return result, time.perf_counter() - started
 
 
 def context(client: Any, identities: list[str]) -> None:
