@@ -171,13 +171,13 @@ class Watermarks:
         the reconciliation and stays), and the watermark moves to `through` (and the recent copy's
         start to `recent_from`) when given: True. Otherwise it is marked lost (a later cycle
         reconciles it): False."""
-        settled = dict(reconciled or {})
+        as_found = dict(reconciled or {})
 
         def done(current: Watermark) -> Watermark | None:
             mine = current.pending.get(version)
             if current.high != version or mine is None or mine.lost:
                 return None
-            left = {v: p for v, p in current.pending.items() if v != version and settled.get(v) != p}
+            left = {v: p for v, p in current.pending.items() if v != version and as_found.get(v) != p}
             ended = replace(current, pending=left, settled=max(current.settled, version))
             if through is None or through <= current.inserted_through:
                 return ended
