@@ -98,7 +98,7 @@ def test_rows_inserted_before_the_migration_get_a_fixed_insert_time(
         [["m1", "track", "Signed Up", "a1", START, START]],
         column_names=["message_id", "type", "event", "anonymous_id", "timestamp", "received_at"],
     )
-    assert apply_migrations(clickhouse, database) == [3, 4, 5, 6, 7]
+    assert apply_migrations(clickhouse, database) == [3, 4, 5, 6, 7, 8]
     [(first,)] = clickhouse.query(f"SELECT inserted_at FROM {database}.events").result_rows
     time.sleep(0.05)
     [(again,)] = clickhouse.query(f"SELECT inserted_at FROM {database}.events").result_rows
