@@ -166,6 +166,52 @@ def computed_fingerprint(client: Any, rules: Sessions, database: str = DATABASE)
     return int(count), int(fingerprint)
 
 
+async def build_and_settle(
+    client: Any, watermarks: Watermarks, rules: Sessions, traffic: Traffic, events: int, base_hours: int
+) -> dict[str, Any]:
+    """Events 0 … `events` - 1 over `base_hours` hours, then a full rebuild and the role's first
+    cycle, each timed once the merges before it are done, and `sessions` compacted as a table kept
+    for a while is: the timings and counts, for the report."""
+    print(f"generating {events:,} events over {base_hours} hours …", flush=True)
+    _, generating = timed(lambda: traffic.insert(client, 0, events, 0, base_hours))
+    print(f"  {generating:.1f} s", flush=True)
+    # A rebuild runs on a table whose parts have long been merged; timed straight after the
+    # bulk insert it would share the cores with the merges of that insert (~4 s of ~18).
+    settled = settle_merges(client, DATABASE)
+    stored = int(client.query(f"SELECT count() FROM {DATABASE}.events").result_rows[0][0])
+    print(f"  merges of that insert done after {settled:.1f} s more; {stored:,} rows", flush=True)
+
+    print("full rebuild (`headwater sessions rebuild`) …", flush=True)
+    rebuilt: CycleResult
+    rebuilt, rebuild_seconds = await timed_async(
+        rebuild(client, watermarks, PROJECT, rules, settle_seconds=0)
+    )
+    print(f"  {rebuilt.sessions:,} sessions in {rebuild_seconds:.2f} s", flush=True)
+    print("first cycle (takes everything) …", flush=True)
+    first, first_cycle_seconds = await timed_async(run_cycle(client, watermarks, PROJECT, rules, 0))
+    print(f"  {first.sessions:,} sessions in {first_cycle_seconds:.2f} s", flush=True)
+    # As before the rebuild: the cycles keep a table whose parts have long been merged, not
+    # one just rewritten twice whose merges would share the cores with the cycles timed.
+    after_builds = settle_merges(client, DATABASE)
+    print(f"  merges of those writes done after {after_builds:.1f} s more", flush=True)
+    # The merge selector leaves a few large parts of equal size alone for a while (the two
+    # builds' four parts, 2M rows, stayed unmerged), then merges them: a table kept for a
+    # while holds about one row per session, as after this.
+    _, compacting = timed(lambda: client.command(f"OPTIMIZE TABLE {DATABASE}.sessions FINAL"))
+    session_rows = int(client.query(f"SELECT count() FROM {DATABASE}.sessions").result_rows[0][0])
+    print(f"  sessions compacted to {session_rows:,} rows in {compacting:.1f} s", flush=True)
+    return {
+        "settled_seconds": settled,
+        "builds_settled_seconds": after_builds,
+        "compacting_seconds": compacting,
+        "session_rows": session_rows,
+        "stored_rows": stored,
+        "rebuild_seconds": rebuild_seconds,
+        "rebuild_sessions": rebuilt.sessions,
+        "first_cycle_seconds": first_cycle_seconds,
+    }
+
+
 async def sessionizer_part(work: Path, events: int, hours: int, hourly: int, visitors: int) -> dict[str, Any]:
     server = NatsServerProcess(work / "nats", port=0)
     server.start()
@@ -179,34 +225,7 @@ async def sessionizer_part(work: Path, events: int, hours: int, hourly: int, vis
         # Ending now: what the cycles take is recent, within the allowed lateness.
         now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
         traffic = Traffic(now - timedelta(hours=base_hours + hours), visitors)
-        print(f"generating {events:,} events over {base_hours} hours …", flush=True)
-        _, generating = timed(lambda: traffic.insert(client, 0, events, 0, base_hours))
-        print(f"  {generating:.1f} s", flush=True)
-        # A rebuild runs on a table whose parts have long been merged; timed straight after the
-        # bulk insert it would share the cores with the merges of that insert (~4 s of ~18).
-        settled = settle_merges(client, DATABASE)
-        stored = int(client.query(f"SELECT count() FROM {DATABASE}.events").result_rows[0][0])
-        print(f"  merges of that insert done after {settled:.1f} s more; {stored:,} rows", flush=True)
-
-        print("full rebuild (`headwater sessions rebuild`) …", flush=True)
-        rebuilt: CycleResult
-        rebuilt, rebuild_seconds = await timed_async(
-            rebuild(client, watermarks, PROJECT, rules, settle_seconds=0)
-        )
-        print(f"  {rebuilt.sessions:,} sessions in {rebuild_seconds:.2f} s", flush=True)
-        print("first cycle (takes everything) …", flush=True)
-        first, first_cycle_seconds = await timed_async(run_cycle(client, watermarks, PROJECT, rules, 0))
-        print(f"  {first.sessions:,} sessions in {first_cycle_seconds:.2f} s", flush=True)
-        # As before the rebuild: the cycles keep a table whose parts have long been merged, not
-        # one just rewritten twice whose merges would share the cores with the cycles timed.
-        after_builds = settle_merges(client, DATABASE)
-        print(f"  merges of those writes done after {after_builds:.1f} s more", flush=True)
-        # The merge selector leaves a few large parts of equal size alone for a while (the two
-        # builds' four parts, 2M rows, stayed unmerged), then merges them: a table kept for a
-        # while holds about one row per session, as after this.
-        _, compacting = timed(lambda: client.command(f"OPTIMIZE TABLE {DATABASE}.sessions FINAL"))
-        session_rows = int(client.query(f"SELECT count() FROM {DATABASE}.sessions").result_rows[0][0])
-        print(f"  sessions compacted to {session_rows:,} rows in {compacting:.1f} s", flush=True)
+        built = await build_and_settle(client, watermarks, rules, traffic, events, base_hours)
 
         cycles: list[dict[str, Any]] = []
         next_message = events
@@ -228,16 +247,9 @@ async def sessionizer_part(work: Path, events: int, hours: int, hourly: int, vis
         return {
             "events": events,
             "base_hours": base_hours,
-            "settled_seconds": settled,
-            "builds_settled_seconds": after_builds,
-            "compacting_seconds": compacting,
-            "session_rows": session_rows,
-            "stored_rows": stored,
+            **built,
             "hourly": hourly,
             "visitors": visitors,
-            "rebuild_seconds": rebuild_seconds,
-            "rebuild_sessions": rebuilt.sessions,
-            "first_cycle_seconds": first_cycle_seconds,
             "cycles": cycles,
             "kept": kept,
             "computed": computed,

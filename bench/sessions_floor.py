@@ -39,7 +39,6 @@ from typing import Any
 
 import sessions as sessions_bench
 from docsection import replace_section
-from merges import settle_merges
 from sessions import timed, timed_async
 
 from headwater.analytics.sessions.query import (
@@ -57,7 +56,7 @@ from headwater.core.migrations import apply_migrations
 from headwater.core.projects.settings import Sessions
 from headwater.ops.natsconn import connect_nats
 from headwater.ops.natsserver import NatsServerProcess
-from headwater.sessionizer.cycle import RECENT_SPAN, _keep_recent, _touched, rebuild, run_cycle, snapshot_end
+from headwater.sessionizer.cycle import RECENT_SPAN, _keep_recent, _touched, run_cycle, snapshot_end
 from headwater.sessionizer.watermarks import Watermark, Watermarks, ensure_sessions_bucket
 
 BEGIN, END = (
@@ -132,15 +131,10 @@ async def measure(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         base_hours = max(1, args.events // args.hourly_events)
         now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
         traffic = sessions_bench.Traffic(now - timedelta(hours=base_hours + 2 * args.hours), args.visitors)
-        print(f"generating {args.events:,} events …", flush=True)
-        traffic.insert(client, 0, args.events, 0, base_hours)
-        settle_merges(client, DATABASE)
-        print("full rebuild …", flush=True)
-        _, rebuild_seconds = await timed_async(rebuild(client, watermarks, PROJECT, rules, settle_seconds=0))
-        print(f"  {rebuild_seconds:.2f} s", flush=True)
-        await run_cycle(client, watermarks, PROJECT, rules, 0)  # the first: takes everything
-        settle_merges(client, DATABASE)
-        client.command(f"OPTIMIZE TABLE {DATABASE}.sessions FINAL")
+        built = await sessions_bench.build_and_settle(
+            client, watermarks, rules, traffic, args.events, base_hours
+        )
+        rebuild_seconds = built["rebuild_seconds"]
 
         cycles: list[float] = []
         floors: dict[str, list[float]] = {step: [] for step in STEPS}
