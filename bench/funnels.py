@@ -29,6 +29,7 @@ its people checked against a plain count of the people with that event; goal und
 
     python bench/funnels.py                       # updates docs/benchmarks.md
     python bench/funnels.py --events 1000000 --people 100000 --no-doc
+    python bench/funnels.py --paths-only          # the paths alone, printed
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from merges import settle_merges
 from headwater.analytics.funnels.definition import Breakdown, Funnel, Step
 from headwater.analytics.funnels.query import PERSON, breakdown_query, step_conditions, summary_query
 from headwater.analytics.paths.definition import Paths
-from headwater.analytics.paths.query import graph_query
+from headwater.analytics.paths.query import graph_query, too_many_steps
 from headwater.control.clickhouse import connect
 from headwater.core.migrations import apply_migrations
 
@@ -153,7 +154,7 @@ def distinct_steps(window_ms: int) -> tuple[str, dict[str, Any]]:
     return sql, {**parameters, "names": NAMES}
 
 
-def measure(work: Path, events: int, people: int, rounds: int) -> dict[str, Any]:
+def measure(work: Path, events: int, people: int, rounds: int, paths_only: bool = False) -> dict[str, Any]:
     client = connect(f"chdb://{work / 'ch'}")
     apply_migrations(client, DATABASE)
     print(f"generating {events:,} events of {people:,} people …", flush=True)
@@ -167,14 +168,19 @@ def measure(work: Path, events: int, people: int, rounds: int) -> dict[str, Any]
     plain = Funnel(steps, window_ms, "ordered")
     optional = replace(plain, steps=(*steps[:2], replace(steps[2], optional=True), *steps[3:]))
     within = replace(plain, steps=(*steps[:2], replace(steps[2], window_ms=STEP_WINDOW_MS), *steps[3:]))
-    for label, funnel in (
-        ("ordered, by browser", Funnel(steps, window_ms, "ordered", Breakdown("browser"))),
-        ("ordered", plain),
-        ("strict", Funnel(steps, window_ms, "strict")),
-        ("unordered", Funnel(steps, window_ms, "unordered")),
-        (OPTIONAL_LABEL, optional),
-        (WITHIN_LABEL, within),
-    ):
+    funnels = (
+        ()
+        if paths_only
+        else (
+            ("ordered, by browser", Funnel(steps, window_ms, "ordered", Breakdown("browser"))),
+            ("ordered", plain),
+            ("strict", Funnel(steps, window_ms, "strict")),
+            ("unordered", Funnel(steps, window_ms, "unordered")),
+            (OPTIONAL_LABEL, optional),
+            (WITHIN_LABEL, within),
+        )
+    )
+    for label, funnel in funnels:
         by_value = funnel.breakdown is not None
         ours = (breakdown_query if by_value else summary_query)(DATABASE, funnel, BASE, RANGE_END)
         # The floor of a funnel with step options is windowFunnel of the plain one.
@@ -224,6 +230,7 @@ def check_step_options(label: str, funnel: Funnel, ours: Counts, plain: Counts) 
 
 
 PATHS_LABEL = "paths"
+PATHS_API, PATHS_NAMED = "as the API answers it", "the named form alone"
 OPTIONAL_LABEL = "ordered, step 3 optional"
 STEP_WINDOW_MS = 5 * 60_000
 WITHIN_LABEL = "ordered, step 3 within 5 min"
@@ -232,36 +239,54 @@ PATHS_STEPS = 4
 
 
 def measure_paths(client: Any, rounds: int, tag: int) -> dict[str, Any]:
-    """Paths 4 steps deep from the funnel's first event: first runs, and everyone with that event
-    counted (a plain count, the check that the query is not fast by being wrong)."""
+    """Paths 4 steps deep from the funnel's first event, first runs, alternating: as the API answers
+    it (the numbered form, or the named one where it has too many steps) and the named form alone. Both must
+    give the same rows, and everyone with that event must have a path (a plain count: the check
+    that the query is not fast by being wrong)."""
     paths = Paths(start=Step("event", NAMES[0]), steps=PATHS_STEPS)
-    built = graph_query(DATABASE, paths, BASE, RANGE_END)
+    numbered = graph_query(DATABASE, paths, BASE, RANGE_END)
+    named = graph_query(DATABASE, paths, BASE, RANGE_END, numbered=False)
     floor_sql = f"""
         SELECT uniqExact({PERSON}) FROM {DATABASE}.events
         WHERE event = {{name:String}} AND timestamp >= {{start:DateTime64(3, 'UTC')}}
             AND timestamp < {{end:DateTime64(3, 'UTC')}}
     """
-    expected = int(
-        client.query(floor_sql, parameters={"name": NAMES[0], "start": BASE, "end": RANGE_END}).result_rows[
-            0
-        ][0]
-    )
-    runs: list[float] = []
-    counts: Counts = []
+    parameters = {"name": NAMES[0], "start": BASE, "end": RANGE_END}
+    expected = int(client.query(floor_sql, parameters=parameters).result_rows[0][0])
+
+    def as_the_api(tag: int) -> tuple[list[Any], str]:
+        """control/paths.py's way: the numbered form, the named one if it has too many steps."""
+        try:
+            return client.query(
+                f"/* run {tag} */ {numbered.sql}", parameters=numbered.parameters
+            ).result_rows, "numbered"
+        except Exception as error:
+            if not too_many_steps(str(error)):
+                raise
+            return named_form(tag)
+
+    def named_form(tag: int) -> tuple[list[Any], str]:
+        return client.query(f"/* run {tag} */ {named.sql}", parameters=named.parameters).result_rows, "named"
+
+    runs: dict[str, list[float]] = {PATHS_API: [], PATHS_NAMED: []}
+    answers: dict[str, list[Any]] = {}
+    forms: dict[str, str] = {}
     for round_ in range(rounds):
-        tag += 1
-        counts, seconds = first_run(
-            client,
-            built.sql,
-            built.parameters,
-            tag,
-            lambda rows: [int(rows[0][-1]) if rows else 0, sum(1 for row in rows if row[0])],
-        )
-        runs.append(seconds)
-        print(f"  paths round {round_ + 1}: {seconds:.2f} s (people, edges) {counts}", flush=True)
-    if counts[0] != expected:
-        raise SystemExit(f"paths: {counts[0]} people, but {expected} have the start event")
-    return {"runs": runs, "people": counts[0], "edges": counts[1]}
+        for label, run in ((PATHS_API, as_the_api), (PATHS_NAMED, named_form)):
+            tag += 1
+            started = time.perf_counter()
+            answers[label], forms[label] = run(tag)
+            runs[label].append(time.perf_counter() - started)
+            print(
+                f"  paths round {round_ + 1}, {label} ({forms[label]}): {runs[label][-1]:.2f} s", flush=True
+            )
+    if answers[PATHS_API] != answers[PATHS_NAMED]:
+        raise SystemExit("paths: the two forms answer differently")
+    rows = answers[PATHS_NAMED]
+    people = int(rows[0][-1]) if rows else 0
+    if people != expected:
+        raise SystemExit(f"paths: {people} people, but {expected} have the start event")
+    return {"runs": runs, "forms": forms, "people": people, "edges": sum(1 for row in rows if row[0])}
 
 
 def _people_per_step(counts: Counts) -> str:
@@ -295,18 +320,23 @@ def report(results: dict[str, Any], events: int, people: int, command: str) -> s
         )
     if PATHS_LABEL in results:
         paths = results[PATHS_LABEL]
-        seconds = statistics.median(paths["runs"])
-        each = ", ".join(f"{s:.2f}" for s in paths["runs"])
         lines += [
             "",
             f"Paths (docs/paths.md), {PATHS_STEPS} steps deep from `{NAMES[0]}`, both kinds, no cleaning, "
-            "50 edges; first runs, median (each run in brackets):",
+            f"50 edges: {paths['people']:,} people with a path, {paths['edges']} edges answered, the same "
+            "from both; first runs, alternating, medians (each run in brackets):",
             "",
-            "| paths (people with a path, edges answered) | time | goal |",
-            "|---|---|---|",
-            f"| paths ({paths['people']:,}, {paths['edges']}) | {seconds:.2f} s ({each}) "
-            f"| < {SECONDS_GOAL:.0f} s: {'met' if seconds < SECONDS_GOAL else 'NOT met'} |",
+            "| paths | form | time | goal |",
+            "|---|---|---|---|",
         ]
+        for label in (PATHS_API, PATHS_NAMED):
+            seconds = statistics.median(paths["runs"][label])
+            each = ", ".join(f"{s:.2f}" for s in paths["runs"][label])
+            goal = f"< {SECONDS_GOAL:.0f} s: {'met' if seconds < SECONDS_GOAL else 'NOT met'}"
+            lines.append(
+                f"| {label} | {paths['forms'][label]} | {seconds:.2f} s ({each}) "
+                f"| {goal if label == PATHS_API else '—'} |"
+            )
     return "\n".join(lines)
 
 
@@ -318,13 +348,16 @@ def main() -> int:
     parser.add_argument("--people", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-doc", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    parser.add_argument("--paths-only", action="store_true", help="only the paths (implies --no-doc)")
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hw-bench-funnels-") as work:
-        results = measure(Path(work), arguments.events, arguments.people, arguments.rounds)
+        results = measure(
+            Path(work), arguments.events, arguments.people, arguments.rounds, arguments.paths_only
+        )
     command = "python bench/funnels.py" + "".join(f" {a}" for a in sys.argv[1:] if a != "--no-doc")
     text = report(results, arguments.events, arguments.people, command)
     print(text)
-    if not arguments.no_doc:
+    if not (arguments.no_doc or arguments.paths_only):
         replace_section(BEGIN, END, text, "## Funnels (`bench/funnels.py`)")
         print("updated docs/benchmarks.md")
     return 0

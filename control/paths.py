@@ -10,11 +10,11 @@ import msgspec
 from headwater.analytics.funnels.definition import FunnelError, Step
 from headwater.analytics.paths.definition import CleaningRule, Paths
 from headwater.analytics.paths.graph import PathsGraph, graph_of_rows
-from headwater.analytics.paths.query import graph_query
+from headwater.analytics.paths.query import graph_query, too_many_steps
 from headwater.core.projects.project import database_name
 from headwater.core.service.errors import APIError
 
-from .query import ReadOnlyQueries
+from .query import QueryResult, ReadOnlyQueries
 from .schemas import PathsAnswer, PathsEdge, PathsNode, PathsRequest, PathsStep, StepSpec
 
 # ClickHouse's words for a regex or a replacement it cannot use (error 36, BAD_ARGUMENTS, or 427,
@@ -46,16 +46,33 @@ def paths_of(request: PathsRequest) -> Paths:
 def run_paths(queries: ReadOnlyQueries, project_id: str, request: PathsRequest) -> dict[str, Any]:
     """The answer to `request` in the project's database (blocking: run it in a thread)."""
     paths = paths_of(request)
-    built = graph_query(database_name(project_id), paths, request.start_time, request.end_time)
     try:
-        result = queries.run_built(project_id, built.sql, built.parameters)
+        result = _graph_rows(queries, project_id, paths, request, numbered=True)
     except APIError as error:
-        if error.code == "query_failed" and any(word in error.message for word in REGEX_REFUSED):
-            raise rule_refused(queries, project_id, paths) or error from None
-        raise
+        if not (error.code == "query_failed" and too_many_steps(error.message)):
+            raise
+        result = _graph_rows(queries, project_id, paths, request, numbered=False)
     rows = [dict(zip(result.columns, values, strict=True)) for values in result.rows]
     answer: dict[str, Any] = msgspec.to_builtins(answer_of(graph_of_rows(rows)))
     return answer
+
+
+def _graph_rows(
+    queries: ReadOnlyQueries, project_id: str, paths: Paths, request: PathsRequest, numbered: bool
+) -> QueryResult:
+    """The graph query's rows in one form (query.py: the numbered form fails, having read little,
+    where the range holds too many distinct steps for it)."""
+    built = graph_query(
+        database_name(project_id), paths, request.start_time, request.end_time, numbered=numbered
+    )
+    try:
+        return queries.run_built(project_id, built.sql, built.parameters)
+    except APIError as error:
+        if error.code != "query_failed" or too_many_steps(error.message):
+            raise
+        if any(word in error.message for word in REGEX_REFUSED):
+            raise rule_refused(queries, project_id, paths) or error from None
+        raise
 
 
 def rule_refused(queries: ReadOnlyQueries, project_id: str, paths: Paths) -> APIError | None:

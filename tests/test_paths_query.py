@@ -9,8 +9,10 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
 from hw_funnels import store
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
@@ -19,8 +21,11 @@ from headwater.analytics.funnels.definition import Step
 from headwater.analytics.funnels.reference import FunnelEvent
 from headwater.analytics.paths.definition import CleaningRule, Paths, PathsError, check_rule, parse_rule
 from headwater.analytics.paths.graph import Edge, Node, PathsGraph, graph_of_paths, graph_of_rows
-from headwater.analytics.paths.query import cleaned_path, graph_query
+from headwater.analytics.paths.query import MAX_NUMBERED_STEPS, cleaned_path, graph_query, too_many_steps
 from headwater.analytics.paths.reference import clean, person_paths
+from headwater.control.paths import answer_of, run_paths
+from headwater.control.query import ReadOnlyQueries
+from headwater.control.schemas import PathsRequest
 
 pytestmark = pytest.mark.services
 
@@ -37,9 +42,16 @@ def events_table(clickhouse: Client, project_id: str) -> tuple[Client, str]:
 def queried(
     client: Client, database: str, paths: Paths, span: tuple[datetime, datetime] = RANGE
 ) -> PathsGraph:
-    built = graph_query(database, paths, *span)
-    result = client.query(built.sql, parameters=built.parameters)
-    return graph_of_rows([dict(zip(result.column_names, row, strict=True)) for row in result.result_rows])
+    """The answer of both forms of the query, which must agree."""
+    answers = []
+    for numbered in (False, True):
+        built = graph_query(database, paths, *span, numbered=numbered)
+        result = client.query(built.sql, parameters=built.parameters)
+        rows = [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+        answers.append(graph_of_rows(rows))
+    named, numbered_answer = answers
+    assert numbered_answer == named, "the numbered form differs from the named one"
+    return named
 
 
 def expected(
@@ -251,6 +263,76 @@ def test_copies_count_once_and_the_range_is_half_open(events_table: tuple[Client
     store(client, database, events)
     assert expected(paths, events, span) == graph
     assert queried(client, database, paths, span) == graph
+
+
+def test_one_millisecond_is_ordered_by_step_not_by_message(events_table: tuple[Client, str]) -> None:
+    """Two events of one millisecond come in byte order of `kind:value`, whatever their message
+    ids: /x (message m1) and A (message m2) at minute 0 are A then /x; and a step repeated in that
+    millisecond is one run even with another message id between (B, C, B: B then C)."""
+    client, database = events_table
+    events = [
+        at(0, "a", path="/x", message="m1"), at(0, "a", "A", message="m2"), at(1, "a", "Z"),
+        at(0, "b", "A"), at(1, "b", "B", message="m1"), at(1, "b", "C", message="m2"),
+        at(1, "b", "B", message="m3"),
+    ]  # fmt: skip
+    paths = Paths(start=Step("event", "A"), steps=3)
+    graph = PathsGraph(
+        2,
+        [
+            (node(1, "event:A"), 2),
+            (node(2, "event:B"), 1),
+            (node(2, "page:/x"), 1),
+            (node(3, "event:C"), 1),
+            (node(3, "event:Z"), 1),
+        ],
+        [
+            edge(1, "event:A", "event:B", 1),
+            edge(1, "event:A", "page:/x", 1),
+            edge(2, "event:B", "event:C", 1),
+            edge(2, "page:/x", "event:Z", 1),
+        ],
+    )
+    check(client, database, paths, events, graph)
+
+
+def test_too_many_distinct_steps_for_the_numbered_form(
+    events_table: tuple[Client, str], clickhouse_url: str, project_id: str
+) -> None:
+    """Past MAX_NUMBERED_STEPS distinct page paths (before cleaning) the numbered form stops with
+    its error, and the API's answer is then the named form's, the reference's; at the limit
+    (cleaned to fewer or not) the numbered form answers."""
+    client, database = events_table
+    person_of = ["a", "b", "c"]
+    pages = [
+        at(number / 1000, person_of[number % 3], path=f"/q/{number}") for number in range(MAX_NUMBERED_STEPS)
+    ]
+    paths = Paths(start=Step("page", "/q/:id"), steps=3, cleaning=(CleaningRule(r"/\d+", "/:id"),))
+    store(client, database, pages)
+    assert queried(client, database, paths) == expected(paths, pages)  # both forms, at the limit
+    events = [*pages, at(20, "a", "A"), at(30, "c", path="/q/x")]
+    store(client, database, events)
+    numbered = graph_query(database, paths, *RANGE)
+    with pytest.raises(ClickHouseError) as raised:
+        client.query(numbered.sql, parameters=numbered.parameters)
+    assert too_many_steps(str(raised.value))
+    request = msgspec.convert(
+        {
+            "from": RANGE[0].isoformat(),
+            "to": RANGE[1].isoformat(),
+            "start": {"kind": "page", "value": "/q/:id"},
+            "steps": 3,
+            "cleaning": [{"regex": r"/\d+", "replacement": "/:id"}],
+        },
+        PathsRequest,
+    )
+    queries = ReadOnlyQueries(clickhouse_url)
+    try:
+        answer = run_paths(queries, project_id, request)
+    finally:
+        queries.close()
+    graph = expected(paths, events)
+    assert answer == msgspec.to_builtins(answer_of(graph))
+    assert answer["people"] == 3 and answer["edges"]
 
 
 def test_a_start_at_the_last_step_and_an_end_at_the_first(events_table: tuple[Client, str]) -> None:

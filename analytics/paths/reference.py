@@ -1,7 +1,8 @@
 """The reference paths: the definitions of docs/paths.md in plain Python, written to be obviously
 correct rather than fast. It is the oracle the ClickHouse query (query.py) is tested against;
-nothing in production calls it. Persons, copies, the time range and the order of events are the
-funnels' (headwater.analytics.funnels.reference.people)."""
+nothing in production calls it. Persons, copies and the time range are the funnels'
+(headwater.analytics.funnels.reference.people); events of one millisecond are ordered by their
+steps, not by message id."""
 
 from __future__ import annotations
 
@@ -55,15 +56,19 @@ def clean(path: str, rules: Sequence[CleaningRule]) -> str:
 
 
 def journey(paths: Paths, events: Sequence[FunnelEvent]) -> list[StepKey]:
-    """A person's ordered events as steps (`include`'s types; page paths cleaned), a run of
-    equal steps collapsed into one."""
+    """A person's events as steps (`include`'s types; page paths cleaned) in order of time, then of
+    the step's `kind:value` (code-point order, which is UTF-8's byte order), a run of equal steps
+    collapsed into one."""
     types = INCLUDED_TYPES[paths.include]
-    steps: list[StepKey] = []
+    timed: list[tuple[datetime, str, StepKey]] = []
     for event in events:
         if event.type not in types:
             continue
         kind = KIND_OF_TYPE[event.type]
-        step = (kind, clean(event.page_path, paths.cleaning) if kind == "page" else event.event)
+        value = clean(event.page_path, paths.cleaning) if kind == "page" else event.event
+        timed.append((event.timestamp, f"{kind}:{value}", (kind, value)))
+    steps: list[StepKey] = []
+    for _, _, step in sorted(timed, key=lambda entry: entry[:2]):
         if not steps or steps[-1] != step:
             steps.append(step)
     return steps
