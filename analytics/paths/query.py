@@ -15,7 +15,7 @@ Two forms of one definition (docs/paths.md, "How it is computed"):
   rows only. With many distinct steps the numbering itself costs more than it saves (ClickHouse
   copies a constant array into every block that reads it): past MAX_NUMBERED_STEPS the query
   stops with TOO_MANY_STEPS in its error (`too_many_steps`), having read only that far, and the
-  caller asks again in the
+  caller asks again in the named form.
 - **named**: each event's step string `kind:value` grouped per person in an array of (message id,
   copy rank, time, step) tuples.
 Either way: copies of a message reduced to the one of highest rank; the person's steps sorted by
@@ -143,7 +143,7 @@ def _rows(database: str, paths: Paths) -> str:
 
 
 def _graph(paths: Paths, form: _Form) -> str:
-    """The CTEs from `journeys` (its `steps`) to `ranked`, the answer's rows in order (`rank`)."""
+    """The CTEs from `journeys` (its `steps`) to `answer`, the answer's rows with their `rank`."""
     if paths.anchor is None:
         cut, first_depth, point_depth = (
             "if(empty(steps), 0, 1) AS at,\n        arraySlice(steps, 1, {steps:UInt8}) AS path",
@@ -299,7 +299,9 @@ stored AS (
                 transform(event, numbering.3, numbering.4, toUInt64(0))) AS step
         FROM {rows}
     )
-    WHERE person != ''
+    -- Step 0: a value the numbering did not see, written since it read (a server without
+    -- one snapshot per query): left out, as if written after this query.
+    WHERE person != '' AND step != 0
     GROUP BY person
 ),
 journeys AS (
