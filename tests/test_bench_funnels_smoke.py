@@ -20,7 +20,8 @@ def test_funnels_benchmark_small_run_agrees_with_window_funnel() -> None:
     assert "| unordered (" in output  # its counts equal to distinct steps per window (else exit 1)
     # The per-start form's rows, their counts checked against the plain funnel's (else exit 1).
     assert "| ordered, step 3 optional (" in output and "| ordered, step 3 within 5 min (" in output
-    assert "| paths (" in output  # its people equal to a plain count (the script exits 1 otherwise)
+    # Paths in both forms, the same rows, their people equal to a plain count (else exit 1).
+    assert "| as the API answers it | numbered |" in output and "| the named form alone | named |" in output
 
 
 def test_the_floor_benchmark_small_run_gives_the_same_people_in_every_form() -> None:
