@@ -24,8 +24,10 @@ in a person's events). Their counts are checked against the plain funnel's as th
 require: the first two steps the same; with the optional step, at most as many people at it and
 at least as many at the last step; with the step window, at most as many at every step.
 
-Paths (docs/paths.md): 4 steps deep from the funnel's first event, timed the same way (first runs),
-its people checked against a plain count of the people with that event; goal under 2 s.
+Paths (docs/paths.md): 4 steps deep from the funnel's first event, timed the same way (first runs)
+as the API answers it (the numbered form here) and in the named form, alternating; the two must
+give the same rows, and their people equal a plain count of the people with that event; goal
+under 2 s.
 
     python bench/funnels.py                       # updates docs/benchmarks.md
     python bench/funnels.py --events 1000000 --people 100000 --no-doc
@@ -239,10 +241,10 @@ PATHS_STEPS = 4
 
 
 def measure_paths(client: Any, rounds: int, tag: int) -> dict[str, Any]:
-    """Paths 4 steps deep from the funnel's first event, first runs, alternating: as the API answers
-    it (the numbered form, or the named one where it has too many steps) and the named form alone. Both must
-    give the same rows, and everyone with that event must have a path (a plain count: the check
-    that the query is not fast by being wrong)."""
+    """Paths 4 steps deep from the funnel's first event, first runs, alternating: as the API
+    answers it (the numbered form, or the named one where it has too many steps) and the named
+    form alone. Both must give the same rows, and everyone with that event must have a path (a
+    plain count: the check that the query is not fast by being wrong)."""
     paths = Paths(start=Step("event", NAMES[0]), steps=PATHS_STEPS)
     numbered = graph_query(DATABASE, paths, BASE, RANGE_END)
     named = graph_query(DATABASE, paths, BASE, RANGE_END, numbered=False)

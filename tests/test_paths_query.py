@@ -298,9 +298,9 @@ def test_one_millisecond_is_ordered_by_step_not_by_message(events_table: tuple[C
 def test_too_many_distinct_steps_for_the_numbered_form(
     events_table: tuple[Client, str], clickhouse_url: str, project_id: str
 ) -> None:
-    """Past MAX_NUMBERED_STEPS distinct page paths (before cleaning) the numbered form stops with
-    its error, and the API's answer is then the named form's, the reference's; at the limit
-    (cleaned to fewer or not) the numbered form answers."""
+    """At MAX_NUMBERED_STEPS distinct page paths the numbered form answers (they are counted
+    before cleaning, which makes them one step here); past it, it stops with its error and the
+    API's answer is the named form's, the reference's."""
     client, database = events_table
     person_of = ["a", "b", "c"]
     pages = [
