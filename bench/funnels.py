@@ -54,7 +54,7 @@ from merges import settle_merges
 from headwater.analytics.funnels.definition import Breakdown, Funnel, Step
 from headwater.analytics.funnels.query import PERSON, breakdown_query, step_conditions, summary_query
 from headwater.analytics.paths.definition import Paths
-from headwater.analytics.paths.query import graph_query, too_many_steps
+from headwater.analytics.paths.query import graph_query, in_either_form
 from headwater.control.clickhouse import connect
 from headwater.core.migrations import apply_migrations
 
@@ -246,7 +246,6 @@ def measure_paths(client: Any, rounds: int, tag: int) -> dict[str, Any]:
     form alone. Both must give the same rows, and everyone with that event must have a path (a
     plain count: the check that the query is not fast by being wrong)."""
     paths = Paths(start=Step("event", NAMES[0]), steps=PATHS_STEPS)
-    numbered = graph_query(DATABASE, paths, BASE, RANGE_END)
     named = graph_query(DATABASE, paths, BASE, RANGE_END, numbered=False)
     floor_sql = f"""
         SELECT uniqExact({PERSON}) FROM {DATABASE}.events
@@ -258,14 +257,16 @@ def measure_paths(client: Any, rounds: int, tag: int) -> dict[str, Any]:
 
     def as_the_api(tag: int) -> tuple[list[Any], str]:
         """control/paths.py's way: the numbered form, the named one if it has too many steps."""
-        try:
-            return client.query(
-                f"/* run {tag} */ {numbered.sql}", parameters=numbered.parameters
-            ).result_rows, "numbered"
-        except Exception as error:
-            if not too_many_steps(str(error)):
-                raise
-            return named_form(tag)
+        rows, numbered = in_either_form(
+            lambda built: (
+                client.query(f"/* run {tag} */ {built.sql}", parameters=built.parameters).result_rows
+            ),
+            DATABASE,
+            paths,
+            BASE,
+            RANGE_END,
+        )
+        return rows, "numbered" if numbered else "named"
 
     def named_form(tag: int) -> tuple[list[Any], str]:
         return client.query(f"/* run {tag} */ {named.sql}", parameters=named.parameters).result_rows, "named"

@@ -27,13 +27,16 @@ is read twice: ClickHouse would compute it twice).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from headwater.analytics.funnels.query import COPY_ORDER, NOT_A_BOT, PERSON, like_pattern
 
 from .definition import INCLUDED_TYPES, Paths
+
+T = TypeVar("T")
 
 # Above this many distinct steps in the range, the named form (see above).
 MAX_NUMBERED_STEPS = 10_000
@@ -206,6 +209,19 @@ answer AS (
 def too_many_steps(message: str) -> bool:
     """Whether a ClickHouse error is the numbered form's TOO_MANY_STEPS: ask the named form."""
     return TOO_MANY_STEPS in message
+
+
+def in_either_form(
+    run: Callable[[PathsQuery], T], database: str, paths: Paths, start: datetime, end: datetime
+) -> tuple[T, bool]:
+    """`run` of the numbered form, or of the named one where the numbered form stops with
+    TOO_MANY_STEPS; and whether the numbered form answered. Any other error is raised as it is."""
+    try:
+        return run(graph_query(database, paths, start, end, numbered=True)), True
+    except Exception as error:
+        if not too_many_steps(str(error)):
+            raise
+    return run(graph_query(database, paths, start, end, numbered=False)), False
 
 
 def graph_query(
